@@ -1,0 +1,38 @@
+# Set-up is two commands on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APP_PORT ?= 5000
+SANDBOX_PORT ?= 8081
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: venv demo test lint bench clean chromium
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Browser tests use Debian's Chromium (Playwright's own download does not work offline).
+chromium:
+	@test -x $(CHROMIUM) || (command -v apt-get >/dev/null && (apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))) || echo "Chromium not installed: browser tests will be skipped"
+
+demo: $(STAMP)
+	$(BIN)/python -m smart_app.demo --app-port $(APP_PORT) --sandbox-port $(SANDBOX_PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) chromium
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

@@ -1,0 +1,1 @@
+"""Settings, example deployments, EHR profiles and directory data (data as files)."""

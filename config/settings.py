@@ -1,0 +1,110 @@
+"""Settings from the environment, with documented defaults.
+
+Every setting can be overridden with an environment variable of the same name.
+The deployment file (``IPV_DEPLOYMENT``) holds what differs per EHR: client
+registration, scopes, allowed issuers, default instrument.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent
+DEPLOYMENTS_DIR = CONFIG_DIR / "deployments"
+
+# name -> (default, description); the README's settings table is generated from this.
+DEFAULTS: dict[str, tuple[str, str]] = {
+    "IPV_DEPLOYMENT": ("sandbox", "Deployment file name in config/deployments/ or a path to one."),
+    "DATABASE_URL": ("sqlite:///instance/app.db", "SQLAlchemy URL; PostgreSQL in production."),
+    "SECRET_KEY": ("", "Flask session signing key. Required outside the sandbox."),
+    "TOKEN_ENCRYPTION_KEY": ("", "Fernet key for tokens and PHI at rest. Required outside the sandbox."),
+    "APP_BASE_URL": ("http://127.0.0.1:5000", "Public base URL of this app (redirect_uri is built on it)."),
+    "ALLOWED_ISS": ("", "Comma-separated FHIR base URLs allowed to launch us; added to the deployment's."),
+    "DISCOVERY_TTL_SECONDS": ("3600", "How long a .well-known/smart-configuration stays cached."),
+    "LAUNCH_TTL_SECONDS": ("28800", "How long a launch record lives (one clinic session)."),
+    "HTTP_TIMEOUT_SECONDS": ("10", "Timeout for every call to the EHR."),
+    "EMBEDDED_IN_IFRAME": ("0", "1 when the EHR embeds the app: cookie becomes SameSite=None; Secure; Partitioned."),
+    "SESSION_COOKIE_SECURE": ("1", "Send the session cookie over HTTPS only (0 for plain-HTTP demo)."),
+    "FRAME_ANCESTORS": ("'self'", "CSP frame-ancestors: the EHR origins allowed to embed the app."),
+    "NEUTRAL_EXIT_URL": ("https://www.weather.gov/", "Where quick exit sends the window."),
+    "LOG_LEVEL": ("INFO", "Python log level. Logs never carry PHI."),
+}
+
+
+def env(name: str) -> str:
+    return os.environ.get(name, DEFAULTS[name][0])
+
+
+@dataclass
+class Deployment:
+    """What one EHR needs from us. Loaded from YAML in config/deployments/."""
+
+    name: str
+    client_id: str
+    client_auth: str = "none"  # none | client_secret_basic | client_secret_post | private_key_jwt
+    client_secret: str | None = None
+    private_key_file: str | None = None  # PEM; RS384 or ES384
+    signing_alg: str = "RS384"
+    key_id: str | None = None
+    scopes_ehr: str = "launch openid fhirUser patient/Patient.rs patient/Encounter.rs"
+    scopes_standalone: str = "launch/patient openid fhirUser patient/Patient.rs"
+    allowed_iss: list[str] = field(default_factory=list)
+    standalone_iss: str | None = None
+    ehr_profile: str = "generic-smart2"
+    default_instrument: str = "hits"
+    offered_instruments: list[str] = field(default_factory=lambda: ["hits", "hark", "pvs", "wast-short", "e-hits"])
+    advocate_site: dict[str, Any] = field(default_factory=dict)
+    site_map: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, name_or_path: str) -> Deployment:
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = DEPLOYMENTS_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"deployment file not found: {path}")
+        raw = yaml.safe_load(path.read_text()) or {}
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        extra = {k: v for k, v in raw.items() if k not in known}
+        data = {k: v for k, v in raw.items() if k in known}
+        data.setdefault("name", path.stem)
+        # Secrets may come from the environment instead of the file.
+        for key, var in (("client_secret", "CLIENT_SECRET"), ("private_key_file", "PRIVATE_KEY_FILE")):
+            if os.environ.get(var):
+                data[key] = os.environ[var]
+        if data.get("private_key_file") and not Path(data["private_key_file"]).is_absolute():
+            data["private_key_file"] = str((path.parent / data["private_key_file"]).resolve())
+        return cls(extra=extra, **data)
+
+
+def flask_config() -> dict[str, Any]:
+    """Flask config mapping built from the environment."""
+    deployment = Deployment.load(env("IPV_DEPLOYMENT"))
+    allowed = [u.strip().rstrip("/") for u in env("ALLOWED_ISS").split(",") if u.strip()]
+    embedded = env("EMBEDDED_IN_IFRAME") == "1"
+    return {
+        "DEPLOYMENT": deployment,
+        "DATABASE_URL": env("DATABASE_URL"),
+        "SECRET_KEY": env("SECRET_KEY"),
+        "TOKEN_ENCRYPTION_KEY": env("TOKEN_ENCRYPTION_KEY"),
+        "APP_BASE_URL": env("APP_BASE_URL").rstrip("/"),
+        "ALLOWED_ISS": [u.rstrip("/") for u in deployment.allowed_iss] + allowed,
+        "DISCOVERY_TTL_SECONDS": int(env("DISCOVERY_TTL_SECONDS")),
+        "LAUNCH_TTL_SECONDS": int(env("LAUNCH_TTL_SECONDS")),
+        "HTTP_TIMEOUT_SECONDS": float(env("HTTP_TIMEOUT_SECONDS")),
+        "EMBEDDED_IN_IFRAME": embedded,
+        "SESSION_COOKIE_SECURE": embedded or env("SESSION_COOKIE_SECURE") == "1",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "None" if embedded else "Lax",
+        "SESSION_COOKIE_PARTITIONED": embedded,
+        "SESSION_COOKIE_NAME": "ipv_session",
+        "FRAME_ANCESTORS": env("FRAME_ANCESTORS"),
+        "NEUTRAL_EXIT_URL": env("NEUTRAL_EXIT_URL"),
+        "LOG_LEVEL": env("LOG_LEVEL"),
+    }

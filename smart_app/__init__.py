@@ -1,0 +1,57 @@
+"""Flask application factory (flaskr style): extensions via init_app, one blueprint per feature."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+from flask import Flask
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+
+    from config.settings import flask_config
+
+    app.config.update(flask_config())
+    if test_config:
+        app.config.update(test_config)
+    _dev_secrets(app)
+    logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
+
+    from smart_app import crypto, db, errors, i18n, security
+
+    db.init_app(app)
+    crypto.init_app(app)
+    security.init_app(app)
+    i18n.init_app(app)
+    errors.init_app(app)
+
+    from smart_app.blueprints import register_blueprints
+
+    register_blueprints(app)
+    return app
+
+
+def _dev_secrets(app: Flask) -> None:
+    """The sandbox deployment may run without configured secrets: keep generated ones in
+    instance/ so a restart keeps sessions and encrypted records readable. Elsewhere
+    missing secrets stop start-up."""
+    missing = [k for k in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEY") if not app.config.get(k)]
+    if not missing:
+        return
+    if app.config["DEPLOYMENT"].name != "sandbox" and not app.testing:
+        raise RuntimeError(f"set {', '.join(missing)} in the environment (see README)")
+    path = Path(app.instance_path) / "dev-secrets.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored.setdefault("SECRET_KEY", secrets.token_urlsafe(32))
+    stored.setdefault("TOKEN_ENCRYPTION_KEY", Fernet.generate_key().decode())
+    path.write_text(json.dumps(stored))
+    path.chmod(0o600)
+    for key in missing:
+        app.config[key] = stored[key]

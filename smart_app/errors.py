@@ -1,0 +1,47 @@
+"""Clear error pages: a 4xx with a plain message for bad input, never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, render_template
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+
+class LaunchError(Exception):
+    """A launch cannot go on; ``message`` is safe to show (no PHI, no secrets)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(LaunchError, _launch_error)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def _http_error(exc: HTTPException):
+    return render_template("error.html", title=exc.name, message=exc.description), exc.code
+
+
+def _launch_error(exc: LaunchError):
+    log.warning("launch refused: %s", exc.message)
+    return render_template("error.html", title="Launch stopped", message=exc.message), exc.status
+
+
+def _unexpected(exc: Exception):
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    # Type only: exception text can carry PHI from an EHR response.
+    log.error("unexpected error: %s", type(exc).__name__)
+    err = InternalServerError()
+    return render_template(
+        "error.html", title="Something went wrong",
+        message="The app could not finish this step. Nothing was written to the chart. "
+                "Close this window and launch the app again.",
+    ), err.code

@@ -1,0 +1,131 @@
+"""Access to the current launch from a view: ``/l/<lid>/...`` + this browser's session.
+
+Every page after the callback carries the launch id in its path, never in the
+session cookie, so two tabs with two patients stay apart. The session cookie only
+holds a random ``browser_id``; a launch is served only to the browser that started it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from typing import Any
+
+from flask import abort, current_app, g, session
+
+from smart_app.crypto import decrypt_json, encrypt_json
+from smart_app.db import get_session
+from smart_app.models import LaunchRecord
+
+
+def browser_id() -> str:
+    """The random id binding launches to this browser (created on first use)."""
+    bid = session.get("bid")
+    if not bid:
+        bid = secrets.token_urlsafe(24)
+        session["bid"] = bid
+        session.permanent = False
+    return bid
+
+
+class Launch:
+    """A view's handle on one launch record, with decrypted context and working data."""
+
+    def __init__(self, record: LaunchRecord):
+        self.record = record
+        self._context: dict[str, Any] | None = None
+        self._data: dict[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def iss(self) -> str:
+        return self.record.iss
+
+    @property
+    def kind(self) -> str:
+        return self.record.kind
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """Patient, encounter, site and user as read at launch (see fhir/context.py)."""
+        if self._context is None:
+            self._context = decrypt_json(self.record.context_enc) or {}
+        return self._context
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """Working state of the visit: 'screening', 'referral', 'consent', ..."""
+        if self._data is None:
+            self._data = decrypt_json(self.record.data_enc) or {}
+        return self._data
+
+    @property
+    def tokens(self) -> dict[str, Any]:
+        return decrypt_json(self.record.tokens_enc) or {}
+
+    def set_tokens(self, tokens: dict[str, Any]) -> None:
+        self.record.tokens_enc = encrypt_json(tokens)
+
+    def set_context(self, context: dict[str, Any]) -> None:
+        self._context = context
+        self.record.context_enc = encrypt_json(context)
+
+    def update_data(self, **values: Any) -> None:
+        data = dict(self.data)
+        data.update(values)
+        self._data = data
+        self.record.data_enc = encrypt_json(data)
+
+    def pop_data(self, key: str) -> Any:
+        data = dict(self.data)
+        value = data.pop(key, None)
+        self._data = data
+        self.record.data_enc = encrypt_json(data)
+        return value
+
+    def save(self) -> None:
+        get_session().commit()
+
+
+def load_launch(lid: str, *, statuses: tuple[str, ...] = ("active",)) -> Launch:
+    """The launch ``lid`` if it belongs to this browser and is live; 404 otherwise.
+
+    404, not 403: an id belonging to someone else must look like no id at all.
+    """
+    db = get_session()
+    record = db.get(LaunchRecord, lid)
+    now = datetime.now(UTC)
+    if (
+        record is None
+        or not secrets.compare_digest(record.browser_id, session.get("bid", ""))
+        or record.status not in statuses
+        or _aware(record.expires_at) < now
+    ):
+        abort(404, description="This session has ended or was opened elsewhere. "
+                               "Launch the app again from the patient's chart.")
+    return Launch(record)
+
+
+def launch_required(view: Callable) -> Callable:
+    """Decorator for views under /l/<lid>/: sets ``g.launch``."""
+
+    @wraps(view)
+    def wrapper(lid: str, *args: Any, **kwargs: Any):
+        g.launch = load_launch(lid)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def new_expiry() -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=current_app.config["LAUNCH_TTL_SECONDS"])
+
+
+def _aware(dt: datetime) -> datetime:
+    # SQLite returns naive datetimes; they were stored as UTC.
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

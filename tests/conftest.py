@@ -1,0 +1,114 @@
+"""Fixtures (flaskr style): app with a temporary database, client, and a way to
+start a launch without the EHR for feature tests that do not test the launch."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine, text
+
+from smart_app import create_app
+from smart_app.launch_state import Launch, new_expiry
+from smart_app.models import LaunchRecord
+
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+
+
+def app_config(db_url: str, **extra: Any) -> dict[str, Any]:
+    config = {
+        "TESTING": True,
+        "DATABASE_URL": db_url,
+        "SECRET_KEY": secrets.token_urlsafe(16),
+        "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "WTF_CSRF_ENABLED": False,
+        "SESSION_COOKIE_SECURE": False,
+    }
+    config.update(extra)
+    return config
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}"))
+    yield app
+    app.extensions["db_engine"].dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema per test; skipped clearly without TEST_DATABASE_URL."""
+    if not POSTGRES_URL:
+        pytest.skip("TEST_DATABASE_URL not set: PostgreSQL tests skipped")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def default_context(**overrides: Any) -> dict[str, Any]:
+    """Context as fhir/context.py builds it at launch (see that module for the shape)."""
+    context: dict[str, Any] = {
+        "patient": {
+            "id": "pat-test", "name": "Rosa Test", "birthDate": "1990-04-02", "gender": "female",
+            "language": "en", "languages": ["en"], "mrn": "TEST-1",
+        },
+        "encounter": {
+            "id": "enc-test", "class": "AMB",
+            "locations": [{"id": "loc-mgh-chelsea", "name": "MGH Chelsea HealthCare Center",
+                           "identifiers": [{"system": "urn:ipv-sandbox:site", "value": "mgh-chelsea"}],
+                           "postalCode": "02150"}],
+            "service_provider": {"id": "org-mgh", "name": "Massachusetts General Hospital",
+                                 "identifiers": []},
+        },
+        "user": {"reference": "Practitioner/prac-test", "name": "Dr. Test Clinician",
+                 "roles": ["clinician"]},
+        "need_patient_banner": True,
+        "smart_style_url": None,
+        "intent": None,
+        "fhir_context": [],
+        "scope": "",
+    }
+    context.update(overrides)
+    return context
+
+
+@pytest.fixture
+def make_launch(app):
+    """Create an active launch bound to ``client``'s browser; returns its id."""
+
+    def _make(client, context: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+              iss: str = "http://ehr.test/fhir", kind: str = "ehr") -> str:
+        with client.session_transaction() as sess:
+            bid = sess.setdefault("bid", secrets.token_urlsafe(24))
+        with app.test_request_context():
+            from smart_app.db import get_session
+
+            record = LaunchRecord(state=secrets.token_urlsafe(24), browser_id=bid, iss=iss,
+                                  kind=kind, status="active", expires_at=new_expiry())
+            launch = Launch(record)
+            launch.set_context(context or default_context())
+            launch.set_tokens({"access_token": "test-token", "token_type": "Bearer"})
+            if data:
+                launch.update_data(**data)
+            db = get_session()
+            db.add(record)
+            db.commit()
+            return record.id
+
+    return _make
