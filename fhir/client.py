@@ -1,0 +1,131 @@
+"""Authenticated FHIR R4 REST client: timeouts, JSON, conditional create, batch/transaction.
+
+One instance per launch (or per outbox job). Errors raise ``FhirError`` with the HTTP
+status and the server's OperationOutcome; ``FhirUnavailable`` marks what may be retried
+(timeouts, connection errors, 5xx, 429). Nothing here logs resource content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+FHIR_JSON = "application/fhir+json"
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+
+
+class FhirError(Exception):
+    def __init__(self, status: int, message: str, outcome: dict[str, Any] | None = None,
+                 retry_after: float | None = None):
+        super().__init__(f"FHIR {status}: {message}")
+        self.status = status
+        self.message = message
+        self.outcome = outcome
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in RETRYABLE_STATUS
+
+
+class FhirUnavailable(FhirError):
+    """Timeout or connection failure: the request may or may not have been applied."""
+
+    def __init__(self, message: str):
+        super().__init__(0, message)
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+@dataclass
+class Response:
+    status: int
+    resource: dict[str, Any] | None
+    location: str | None
+    etag: str | None
+
+
+class FhirClient:
+    def __init__(self, base_url: str, access_token: str | None, timeout: float = 10.0,
+                 session: requests.Session | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.http = session or requests.Session()
+        self.headers = {"Accept": FHIR_JSON}
+        if access_token:
+            self.headers["Authorization"] = f"Bearer {access_token}"
+
+    # -- low level -----------------------------------------------------------------------
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                json: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Response:
+        url = path if path.startswith("http") else f"{self.base_url}/{path.lstrip('/')}"
+        hdrs = dict(self.headers)
+        if json is not None:
+            hdrs["Content-Type"] = FHIR_JSON
+        if headers:
+            hdrs.update(headers)
+        try:
+            resp = self.http.request(method, url, params=params, json=json, headers=hdrs, timeout=self.timeout)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise FhirUnavailable(type(exc).__name__) from None
+        body: dict[str, Any] | None = None
+        if resp.content:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+        if resp.status_code >= 400:
+            retry_after = _retry_after(resp.headers.get("Retry-After"))
+            raise FhirError(resp.status_code, _outcome_text(body) or resp.reason or "error", body, retry_after)
+        return Response(resp.status_code, body, resp.headers.get("Location") or resp.headers.get("Content-Location"),
+                        resp.headers.get("ETag"))
+
+    # -- REST interactions ---------------------------------------------------------------
+    def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        return self.request("GET", f"{resource_type}/{resource_id}").resource or {}
+
+    def read_reference(self, reference: str) -> dict[str, Any]:
+        """Read ``Type/id`` or an absolute URL on this server."""
+        return self.request("GET", reference).resource or {}
+
+    def search(self, resource_type: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Resources (entries with search.mode 'match') of the first page."""
+        bundle = self.request("GET", resource_type, params=params).resource or {}
+        return [e["resource"] for e in bundle.get("entry", [])
+                if "resource" in e and e.get("search", {}).get("mode", "match") == "match"]
+
+    def create(self, resource: dict[str, Any], if_none_exist: str | None = None) -> Response:
+        headers = {"Prefer": "return=representation"}
+        if if_none_exist:
+            headers["If-None-Exist"] = if_none_exist
+        return self.request("POST", resource["resourceType"], json=resource, headers=headers)
+
+    def update(self, resource: dict[str, Any]) -> Response:
+        return self.request("PUT", f"{resource['resourceType']}/{resource['id']}", json=resource,
+                            headers={"Prefer": "return=representation"})
+
+    def bundle(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        """POST a batch or transaction Bundle to the base; returns the response Bundle."""
+        return self.request("POST", "", json=bundle, headers={"Prefer": "return=representation"}).resource or {}
+
+
+def _outcome_text(body: dict[str, Any] | None) -> str:
+    if not body or body.get("resourceType") != "OperationOutcome":
+        return ""
+    parts = []
+    for issue in body.get("issue", []):
+        parts.append(issue.get("diagnostics") or issue.get("details", {}).get("text") or issue.get("code", ""))
+    return "; ".join(p for p in parts if p)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
