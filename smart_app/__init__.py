@@ -35,7 +35,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from smart_app.blueprints import register_blueprints
 
     register_blueprints(app)
+    app.jinja_env.globals["url_if"] = _url_if
     return app
+
+
+def _url_if(endpoint: str, **values: Any) -> str | None:
+    """url_for, or None when that feature's blueprint is not installed."""
+    from flask import url_for
+    from werkzeug.routing import BuildError
+
+    try:
+        return url_for(endpoint, **values)
+    except BuildError:
+        return None
 
 
 def _dev_secrets(app: Flask) -> None:
