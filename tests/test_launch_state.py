@@ -1,0 +1,77 @@
+"""Launch records: encrypted at rest, served only to the browser that started them,
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from flask import session
+from sqlalchemy import text
+from werkzeug.exceptions import NotFound
+
+from smart_app import create_app
+from smart_app.db import get_session
+from smart_app.launch_state import Launch, load_launch, new_expiry
+from smart_app.models import LaunchRecord
+from tests.conftest import app_config, default_context
+
+
+def _raw_blobs(app) -> bytes:
+    with app.extensions["db_engine"].connect() as conn:
+        rows = conn.execute(text("SELECT tokens_enc, context_enc FROM launch")).all()
+    return b"".join(bytes(col) for row in rows for col in row if col is not None)
+
+
+def _store_launch(app, bid: str, status: str = "active") -> str:
+    with app.test_request_context():
+        record = LaunchRecord(state=secrets.token_urlsafe(24), browser_id=bid, iss="http://ehr.test/fhir",
+                              status=status, expires_at=new_expiry())
+        launch = Launch(record)
+        launch.set_tokens({"access_token": "secret-access-token"})
+        launch.set_context(default_context())
+        get_session().add(record)
+        get_session().commit()
+        return record.id
+
+
+def _assert_binding(app, lid: str, bid: str) -> None:
+    with app.test_request_context():
+        session["bid"] = bid
+        launch = load_launch(lid)
+        assert launch.tokens["access_token"] == "secret-access-token"
+        assert launch.context["patient"]["name"] == "Rosa Test"
+    with app.test_request_context():
+        session["bid"] = "another-browser"
+        with pytest.raises(NotFound):
+            load_launch(lid)
+    with app.test_request_context():
+        with pytest.raises(NotFound):  # no session at all
+            load_launch(lid)
+
+
+def test_tokens_and_context_are_encrypted_and_bound_to_the_browser(app):
+    lid = _store_launch(app, "browser-1")
+    blobs = _raw_blobs(app)
+    assert blobs and b"secret-access-token" not in blobs and b"Rosa Test" not in blobs
+    _assert_binding(app, lid, "browser-1")
+
+
+def test_ended_launch_is_gone(app):
+    lid = _store_launch(app, "browser-1", status="ended")
+    with app.test_request_context():
+        session["bid"] = "browser-1"
+        with pytest.raises(NotFound):
+            load_launch(lid)
+
+
+@pytest.mark.postgres
+def test_launch_records_on_postgresql(postgres_url):
+    app = create_app(app_config(postgres_url))
+    try:
+        assert app.extensions["db_engine"].dialect.name == "postgresql"
+        lid = _store_launch(app, "browser-pg")
+        assert b"secret-access-token" not in _raw_blobs(app)
+        _assert_binding(app, lid, "browser-pg")
+    finally:
+        app.extensions["db_engine"].dispose()
