@@ -1,0 +1,300 @@
+"""Launch context: what the app needs to know about the patient, the visit, the site
+and the user, read once at launch and kept (encrypted) with the launch record.
+
+Shape (the contract other features rely on)::
+
+    {"patient": {"id","name","birthDate","gender","language","languages","mrn"} | None,
+     "encounter": {"id","class","locations": [{"id","name","identifiers","postalCode"}],
+                   "service_provider": {"id","name","identifiers"} | None} | None,
+     "user": {"reference","name","roles": ["clinician"|"social-worker"]},
+     "need_patient_banner": bool, "smart_style_url", "intent", "fhir_context": [...], "scope": str}
+
+Reads go in one FHIR batch per round (two rounds: the Encounter names its Locations
+and Organization) where the server accepts batch; otherwise one read at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from fhir.client import FhirClient, FhirError
+
+log = logging.getLogger(__name__)
+
+SNOMED = "http://snomed.info/sct"
+NUCC = "http://nucc.org/provider-taxonomy"
+SOCIAL_WORKER_SNOMED = {"106328005"}  # Social worker (occupation)
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+
+# ISO 639-2/3 codes and English names some EHRs send instead of BCP-47.
+_LANG_ALIASES = {
+    "eng": "en", "spa": "es", "por": "pt", "fra": "fr", "fre": "fr", "hat": "ht", "zho": "zh", "chi": "zh",
+    "vie": "vi", "ara": "ar", "rus": "ru", "kor": "ko", "cmn": "zh", "yue": "zh", "som": "so", "cpp": "pt",
+    "english": "en", "spanish": "es", "portuguese": "pt", "french": "fr", "haitian creole": "ht",
+    "chinese": "zh", "mandarin": "zh", "cantonese": "zh", "vietnamese": "vi", "arabic": "ar",
+    "russian": "ru", "korean": "ko", "somali": "so", "cape verdean creole": "kea",
+}
+
+
+class ContextError(Exception):
+    """The launch context could not be read (message safe to show)."""
+
+
+# Servers that refused a batch: remember, so later launches go straight to single reads.
+_no_batch: set[str] = set()
+_no_batch_lock = threading.Lock()
+
+
+def _ok(status: str | None) -> bool:
+    return bool(status) and str(status).strip()[:1] == "2"
+
+
+def fetch_many(client: FhirClient, urls: list[str]) -> list[dict[str, Any] | None]:
+    """GET each relative URL; one batch when the server allows. None where a read failed."""
+    if not urls:
+        return []
+    if len(urls) > 1 and client.base_url not in _no_batch:
+        bundle = {"resourceType": "Bundle", "type": "batch",
+                  "entry": [{"request": {"method": "GET", "url": u}} for u in urls]}
+        try:
+            result = client.bundle(bundle)
+        except FhirError as exc:
+            if exc.status in (0, 429) or (exc.status >= 500 and exc.status != 501):
+                raise  # the server is struggling: do not multiply the load with single reads
+            result = None
+        entries = (result or {}).get("entry") if isinstance(result, dict) else None
+        if (isinstance(result, dict) and result.get("type") == "batch-response"
+                and isinstance(entries, list) and len(entries) == len(urls)):
+            out: list[dict[str, Any] | None] = []
+            for e in entries:
+                ok = _ok((e.get("response") or {}).get("status")) if isinstance(e, dict) else False
+                out.append(e.get("resource") if ok and isinstance(e.get("resource"), dict) else None)
+            return out
+        with _no_batch_lock:
+            _no_batch.add(client.base_url)
+        log.info("FHIR server does not accept batch reads; reading one by one")
+    out = []
+    for u in urls:
+        try:
+            out.append(client.request("GET", u).resource)
+        except FhirError as exc:
+            if exc.status in (0,) or exc.status >= 500:
+                raise
+            out.append(None)
+    return out
+
+
+def _search_entries(bundle: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not bundle or bundle.get("resourceType") != "Bundle":
+        return []
+    return [e["resource"] for e in bundle.get("entry", []) or []
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+            and (e.get("search") or {}).get("mode", "match") == "match"]
+
+
+def human_name(names: list[dict[str, Any]] | None, *, with_prefix: bool = False) -> str | None:
+    """Display name: the 'official' (else 'usual', else first) HumanName."""
+    if not names:
+        return None
+    by_use = {n.get("use"): n for n in reversed(names) if isinstance(n, dict)}
+    name = by_use.get("official") or by_use.get("usual") or names[0]
+    if name.get("text"):
+        return str(name["text"])
+    parts = (name.get("prefix") or []) if with_prefix else []
+    parts = [*parts, *(name.get("given") or []), name.get("family") or ""]
+    text = " ".join(str(p) for p in parts if p).strip()
+    return text or None
+
+
+def language_tag(communication: dict[str, Any]) -> str | None:
+    """Primary BCP-47 subtag of one Patient.communication entry ("es-MX" -> "es")."""
+    concept = communication.get("language") or {}
+    for coding in concept.get("coding") or []:
+        code = str(coding.get("code") or "").strip()
+        if code:
+            primary = code.replace("_", "-").split("-")[0].lower()
+            return _LANG_ALIASES.get(primary, primary if 2 <= len(primary) <= 3 else None)
+    text = str(concept.get("text") or "").strip().lower()
+    return _LANG_ALIASES.get(text) if text else None
+
+
+def patient_languages(patient: dict[str, Any]) -> list[str]:
+    comms = [c for c in patient.get("communication") or [] if isinstance(c, dict)]
+    comms.sort(key=lambda c: 0 if c.get("preferred") else 1)  # stable: preferred first, then as listed
+    seen: list[str] = []
+    for c in comms:
+        tag = language_tag(c)
+        if tag and tag not in seen:
+            seen.append(tag)
+    return seen
+
+
+def _mrn(patient: dict[str, Any]) -> str | None:
+    for ident in patient.get("identifier") or []:
+        for coding in (ident.get("type") or {}).get("coding") or []:
+            if coding.get("code") == "MR" and (coding.get("system") in (None, V2_0203)):
+                return ident.get("value")
+    return None
+
+
+def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"system": i.get("system"), "value": i.get("value")}
+            for i in resource.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
+
+
+def patient_summary(patient: dict[str, Any]) -> dict[str, Any]:
+    langs = patient_languages(patient)
+    return {
+        "id": patient.get("id"),
+        "name": human_name(patient.get("name")) or "",
+        "birthDate": patient.get("birthDate"),
+        "gender": patient.get("gender"),
+        "language": langs[0] if langs else "en",
+        "languages": langs or ["en"],
+        "mrn": _mrn(patient),
+    }
+
+
+def location_summary(location: dict[str, Any]) -> dict[str, Any]:
+    return {"id": location.get("id"), "name": location.get("name"),
+            "identifiers": _identifiers(location),
+            "postalCode": (location.get("address") or {}).get("postalCode")}
+
+
+def organization_summary(org: dict[str, Any]) -> dict[str, Any]:
+    return {"id": org.get("id"), "name": org.get("name"), "identifiers": _identifiers(org)}
+
+
+def role_names(roles: list[dict[str, Any]]) -> list[str]:
+    """'social-worker' for SNOMED 106328005 or NUCC 1041* codes; any other role is 'clinician'."""
+    out: list[str] = []
+    for role in roles:
+        codings = [c for concept in (role.get("code") or []) + (role.get("specialty") or [])
+                   for c in (concept.get("coding") or [])]
+        is_sw = any((c.get("system") == SNOMED and c.get("code") in SOCIAL_WORKER_SNOMED)
+                    or (c.get("system") == NUCC and str(c.get("code", "")).startswith("1041"))
+                    for c in codings)
+        name = "social-worker" if is_sw else "clinician"
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _relative(reference: str | None, base_url: str) -> str | None:
+    """``Type/id`` for a reference on this server; None for contained/other-server references
+    (we never send our token to another host)."""
+    if not reference or reference.startswith("#"):
+        return None
+    if reference.startswith(("http://", "https://")):
+        if not reference.startswith(base_url.rstrip("/") + "/"):
+            return None
+        reference = reference[len(base_url.rstrip("/")) + 1:]
+    parts = reference.split("/")
+    if len(parts) == 2 and all(parts):
+        return reference
+    if len(parts) == 4 and parts[2] == "_history":
+        return "/".join(parts[:2])
+    return None
+
+
+def _ref_id(reference: str | None) -> str | None:
+    return reference.split("/")[1] if reference else None
+
+
+def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
+                        fhir_user: str | None = None) -> dict[str, Any]:
+    """Build the launch context from the token response's launch parameters."""
+    patient_id = token_response.get("patient")
+    encounter_id = token_response.get("encounter")
+    user_ref = _relative(fhir_user, client.base_url)
+    user_type = user_ref.split("/")[0] if user_ref else None
+
+    # Round 1: what the token response names.
+    urls: list[str] = []
+    slots: dict[str, int] = {}
+
+    def want(slot: str, url: str) -> None:
+        slots[slot] = len(urls)
+        urls.append(url)
+
+    if patient_id:
+        want("patient", f"Patient/{patient_id}")
+    if encounter_id:
+        want("encounter", f"Encounter/{encounter_id}")
+    if user_ref:
+        want("user", user_ref)
+        if user_type == "Practitioner":
+            want("roles", f"PractitionerRole?practitioner={user_ref}")
+    got = fetch_many(client, urls)
+
+    def res(slot: str) -> dict[str, Any] | None:
+        return got[slots[slot]] if slot in slots else None
+
+    patient = res("patient")
+    if patient_id and (not patient or patient.get("resourceType") != "Patient"):
+        raise ContextError("The patient's record could not be read from the EHR.")
+    encounter = res("encounter")
+    if encounter is not None and encounter.get("resourceType") != "Encounter":
+        encounter = None
+    user = res("user")
+    roles = [r for r in _search_entries(res("roles")) if r.get("resourceType") == "PractitionerRole"]
+
+    # Round 2: the Encounter's Locations and serviceProvider, a PractitionerRole's Practitioner.
+    urls2: list[str] = []
+    loc_refs: list[str] = []
+    org_ref = None
+    if encounter:
+        for entry in encounter.get("location") or []:
+            ref = _relative((entry.get("location") or {}).get("reference"), client.base_url)
+            if ref and ref.startswith("Location/") and ref not in loc_refs:
+                loc_refs.append(ref)
+        org_ref = _relative((encounter.get("serviceProvider") or {}).get("reference"), client.base_url)
+        if org_ref and not org_ref.startswith("Organization/"):
+            org_ref = None
+    urls2.extend(loc_refs)
+    if org_ref:
+        urls2.append(org_ref)
+    prac_ref = None
+    if user and user.get("resourceType") == "PractitionerRole":
+        roles = [user]
+        prac_ref = _relative((user.get("practitioner") or {}).get("reference"), client.base_url)
+        if prac_ref:
+            urls2.append(prac_ref)
+    got2 = fetch_many(client, urls2)
+    locations = [location_summary(r) for r in got2[:len(loc_refs)] if r and r.get("resourceType") == "Location"]
+    org = got2[len(loc_refs)] if org_ref else None
+    practitioner = got2[-1] if prac_ref else (user if user and user.get("resourceType") == "Practitioner" else None)
+
+    enc_summary = None
+    if encounter:
+        cls = encounter.get("class")
+        enc_summary = {
+            "id": encounter.get("id"),
+            "class": cls.get("code") if isinstance(cls, dict) else None,
+            "locations": locations,
+            "service_provider": organization_summary(org) if org and org.get("resourceType") == "Organization"
+            else None,
+        }
+
+    if user_type in ("Practitioner", "PractitionerRole"):
+        user_roles = role_names(roles) or ["clinician"]
+    else:
+        user_roles = []
+    user_name = None
+    if practitioner:
+        user_name = human_name(practitioner.get("name"), with_prefix=True)
+    elif user:
+        user_name = human_name(user.get("name"))
+
+    return {
+        "patient": patient_summary(patient) if patient else None,
+        "encounter": enc_summary,
+        "user": {"reference": (prac_ref or user_ref or fhir_user), "name": user_name, "roles": user_roles},
+        "need_patient_banner": bool(token_response.get("need_patient_banner", True)),
+        "smart_style_url": token_response.get("smart_style_url"),
+        "intent": token_response.get("intent"),
+        "fhir_context": [c for c in token_response.get("fhirContext") or [] if isinstance(c, dict)],
+        "scope": str(token_response.get("scope") or ""),
+    }

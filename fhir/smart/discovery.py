@@ -1,0 +1,147 @@
+"""SMART discovery: ``{iss}/.well-known/smart-configuration``, falling back to the
+CapabilityStatement's ``oauth-uris`` security extension (``{iss}/metadata``).
+
+Results are cached per issuer for a TTL (thread-safe, in-process): an EHR launch
+happens many times a day, the configuration rarely changes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+class DiscoveryError(Exception):
+    """The issuer's SMART configuration could not be read (message is safe to show)."""
+
+
+@dataclass(frozen=True)
+class SmartConfiguration:
+    iss: str
+    authorization_endpoint: str
+    token_endpoint: str
+    issuer: str | None = None  # OpenID issuer (id_token ``iss``), when the server says
+    jwks_uri: str | None = None
+    capabilities: tuple[str, ...] = ()
+    code_challenge_methods_supported: tuple[str, ...] = ()
+    token_endpoint_auth_methods_supported: tuple[str, ...] = ()
+    token_endpoint_auth_signing_alg_values_supported: tuple[str, ...] = ()
+    source: str = "well-known"  # well-known | capability-statement
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def supports(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+
+def normalize_iss(iss: str) -> str:
+    """Issuers compare exactly, ignoring one trailing slash."""
+    return iss.strip().rstrip("/")
+
+
+def fetch_configuration(iss: str, *, http: requests.Session | None = None,
+                        timeout: float = 10.0) -> SmartConfiguration:
+    """Read the SMART configuration of ``iss`` (no cache)."""
+    base = normalize_iss(iss)
+    http = http or requests.Session()
+    try:
+        resp = http.get(f"{base}/.well-known/smart-configuration", headers={"Accept": "application/json"},
+                        timeout=timeout)
+        if resp.status_code == 200:
+            doc = _json(resp)
+            if doc and doc.get("authorization_endpoint") and doc.get("token_endpoint"):
+                return _from_well_known(base, doc)
+        # 404 or an unusable document: SMART v1 servers publish endpoints in the CapabilityStatement.
+        resp = http.get(f"{base}/metadata", headers={"Accept": "application/fhir+json"}, timeout=timeout)
+    except (requests.Timeout, requests.ConnectionError) as exc:
+        raise DiscoveryError(f"The EHR at {base} did not answer ({type(exc).__name__}).") from None
+    if resp.status_code != 200:
+        raise DiscoveryError(f"The EHR at {base} publishes no SMART configuration (HTTP {resp.status_code}).")
+    cap = _json(resp)
+    if not cap or cap.get("resourceType") != "CapabilityStatement":
+        raise DiscoveryError(f"The EHR at {base} publishes no SMART configuration.")
+    return _from_capability_statement(base, cap)
+
+
+def _json(resp: requests.Response) -> dict[str, Any] | None:
+    try:
+        doc = resp.json()
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _tuple(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def _from_well_known(base: str, doc: dict[str, Any]) -> SmartConfiguration:
+    return SmartConfiguration(
+        iss=base,
+        authorization_endpoint=str(doc["authorization_endpoint"]),
+        token_endpoint=str(doc["token_endpoint"]),
+        issuer=doc.get("issuer"),
+        jwks_uri=doc.get("jwks_uri"),
+        capabilities=_tuple(doc.get("capabilities")),
+        code_challenge_methods_supported=_tuple(doc.get("code_challenge_methods_supported")),
+        token_endpoint_auth_methods_supported=_tuple(doc.get("token_endpoint_auth_methods_supported")),
+        token_endpoint_auth_signing_alg_values_supported=_tuple(
+            doc.get("token_endpoint_auth_signing_alg_values_supported")),
+        source="well-known",
+        raw=doc,
+    )
+
+
+def _from_capability_statement(base: str, cap: dict[str, Any]) -> SmartConfiguration:
+    uris: dict[str, str] = {}
+    for rest in cap.get("rest", []) or []:
+        for ext in (rest.get("security") or {}).get("extension", []) or []:
+            if ext.get("url") != OAUTH_URIS:
+                continue
+            for sub in ext.get("extension", []) or []:
+                if sub.get("url") and sub.get("valueUri"):
+                    uris[sub["url"]] = sub["valueUri"]
+    if "authorize" not in uris or "token" not in uris:
+        raise DiscoveryError(f"The EHR at {base} publishes no SMART authorization endpoints.")
+    return SmartConfiguration(
+        iss=base,
+        authorization_endpoint=uris["authorize"],
+        token_endpoint=uris["token"],
+        # v1 servers did not advertise PKCE; we send S256 anyway (servers ignore unknown params).
+        source="capability-statement",
+        raw={"oauth-uris": uris},
+    )
+
+
+class DiscoveryCache:
+    """Per-issuer cache with expiry. One lock: discovery is rare and fast."""
+
+    def __init__(self, ttl_seconds: float = 3600, clock=time.monotonic):
+        self.ttl = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, SmartConfiguration]] = {}
+
+    def get(self, iss: str, *, http: requests.Session | None = None, timeout: float = 10.0,
+            ttl_seconds: float | None = None) -> SmartConfiguration:
+        key = normalize_iss(iss)
+        ttl = self.ttl if ttl_seconds is None else ttl_seconds
+        now = self._clock()
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit and hit[0] > now:
+                return hit[1]
+        # Fetch outside the lock: a slow EHR must not block launches from other EHRs.
+        config = fetch_configuration(key, http=http, timeout=timeout)
+        with self._lock:
+            self._entries[key] = (self._clock() + ttl, config)
+        return config
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

@@ -1,0 +1,133 @@
+"""OpenID Connect id_token verification for SMART (``openid fhirUser`` scopes).
+
+Checks: signature with a key from the issuer's JWKS (``jwks_uri`` of the SMART
+configuration), ``iss``, ``aud`` contains our client_id (``azp`` too when several
+audiences), ``exp``, ``iat``, ``nonce``. Returns the claims, including ``fhirUser``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from typing import Any
+
+import jwt
+import requests
+
+ALLOWED_ALGS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384")
+LEEWAY_SECONDS = 60  # clock skew between us and the EHR
+MAX_IAT_AGE_SECONDS = 3600  # an id_token issued long ago is not from this login
+
+
+class IdTokenError(Exception):
+    """The id_token is not acceptable; ``message`` is safe to show."""
+
+
+class JwksCache:
+    """JWKS per URL with a TTL; re-read once when a token names an unknown kid (key rotation)."""
+
+    def __init__(self, ttl_seconds: float = 3600):
+        self.ttl = ttl_seconds
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, uri: str, *, http: requests.Session | None = None, timeout: float = 10.0,
+            force: bool = False) -> dict[str, Any]:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(uri)
+            if hit and hit[0] > now and not force:
+                return hit[1]
+        try:
+            resp = (http or requests.Session()).get(uri, headers={"Accept": "application/json"}, timeout=timeout)
+            jwks = resp.json() if resp.status_code == 200 else None
+        except (requests.RequestException, ValueError):
+            jwks = None
+        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+            raise IdTokenError("The EHR's signing keys (JWKS) could not be read.")
+        with self._lock:
+            self._entries[uri] = (time.monotonic() + self.ttl, jwks)
+        return jwks
+
+
+_default_cache = JwksCache()
+
+
+def _key_for(header: dict[str, Any], jwks: dict[str, Any]) -> Any:
+    alg = header.get("alg")
+    kid = header.get("kid")
+    candidates = [k for k in jwks.get("keys", []) if isinstance(k, dict)
+                  and (kid is None or k.get("kid") == kid)
+                  and k.get("use", "sig") == "sig"
+                  and (k.get("alg") in (None, alg))]
+    if not candidates:
+        return None
+    if len(candidates) > 1 and kid is None:
+        raise IdTokenError("The id_token names no key and the EHR publishes several.")
+    return jwt.PyJWK.from_dict(candidates[0], algorithm=alg).key
+
+
+def verify_id_token(token: str, *, issuer: str, client_id: str, nonce: str | None,
+                    jwks: dict[str, Any] | None = None, jwks_uri: str | None = None,
+                    http: requests.Session | None = None, timeout: float = 10.0,
+                    cache: JwksCache | None = None, now: float | None = None,
+                    leeway: int = LEEWAY_SECONDS) -> dict[str, Any]:
+    """Verified claims of ``token``; raises IdTokenError on any failed check."""
+    if not isinstance(token, str) or token.count(".") != 2:
+        raise IdTokenError("The EHR returned a malformed id_token.")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise IdTokenError("The EHR returned a malformed id_token.") from None
+    alg = header.get("alg")
+    if alg not in ALLOWED_ALGS:  # never "none", never an HMAC keyed by something public
+        raise IdTokenError("The id_token is not signed with an accepted algorithm.")
+    if jwks is None:
+        if not jwks_uri:
+            raise IdTokenError("The EHR publishes no jwks_uri to check its id_token with.")
+        cache = cache or _default_cache
+        jwks = cache.get(jwks_uri, http=http, timeout=timeout)
+        key = _key_for(header, jwks)
+        if key is None:  # maybe the EHR rotated its keys
+            jwks = cache.get(jwks_uri, http=http, timeout=timeout, force=True)
+            key = _key_for(header, jwks)
+    else:
+        key = _key_for(header, jwks)
+    if key is None:
+        raise IdTokenError("The id_token is signed with a key the EHR does not publish.")
+    current = int(now if now is not None else time.time())
+    try:
+        claims = jwt.decode(
+            token, key, algorithms=[alg], audience=client_id, issuer=issuer, leeway=leeway,
+            options={"require": ["iss", "sub", "aud", "exp", "iat"], "verify_iat": False, "verify_exp": False},
+        )
+    except jwt.InvalidSignatureError:
+        raise IdTokenError("The id_token signature is not valid.") from None
+    except jwt.InvalidAudienceError:
+        raise IdTokenError("The id_token was not issued to this app (aud).") from None
+    except jwt.InvalidIssuerError:
+        raise IdTokenError("The id_token was not issued by this EHR (iss).") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise IdTokenError(f"The id_token lacks the {exc.claim} claim.") from None
+    except jwt.PyJWTError:
+        raise IdTokenError("The id_token could not be verified.") from None
+    # Time checks by hand so a test can pin "now" and messages stay specific.
+    if not isinstance(claims.get("exp"), int | float) or claims["exp"] + leeway < current:
+        raise IdTokenError("The id_token has expired.")
+    if not isinstance(claims.get("iat"), int | float) or claims["iat"] - leeway > current \
+            or claims["iat"] < current - MAX_IAT_AGE_SECONDS:
+        raise IdTokenError("The id_token's issue time (iat) is not plausible.")
+    aud = claims.get("aud")
+    if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != client_id:
+        raise IdTokenError("The id_token was not issued to this app (azp).")
+    if nonce is not None and not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
+        raise IdTokenError("The id_token does not belong to this launch (nonce mismatch).")
+    return claims
+
+
+def fhir_user(claims: dict[str, Any]) -> str | None:
+    """The ``fhirUser`` claim (``Practitioner/x`` or an absolute URL), if any."""
+    value = claims.get("fhirUser") or claims.get("profile")  # 'profile' was SMART v1's name
+    return value if isinstance(value, str) and value else None
+

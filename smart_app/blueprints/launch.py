@@ -1,0 +1,258 @@
+"""SMART App Launch 2.2: EHR launch (``/launch``), standalone launch (``/launch/standalone``),
+the redirect back (``/callback``) and our public keys (``/.well-known/jwks.json``).
+
+Per-launch secrets (state, PKCE verifier, nonce) live server-side in a LaunchRecord keyed
+by state and bound to this browser; the browser only carries a random browser id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, session
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from fhir.client import FhirClient, FhirError
+from fhir.context import ContextError, read_launch_context
+from fhir.smart.client_auth import ClientAuthError, load_private_key, public_jwk
+from fhir.smart.discovery import DiscoveryError, SmartConfiguration, normalize_iss
+from fhir.smart.id_token import IdTokenError, fhir_user, verify_id_token
+from fhir.smart.oauth import TokenError, authorize_url, exchange_code, new_nonce, new_pkce, new_state
+from smart_app import _url_if
+from smart_app.crypto import decrypt_json, encrypt_json
+from smart_app.db import get_session
+from smart_app.ehr import client_auth, discovery, http_session
+from smart_app.errors import LaunchError
+from smart_app.launch_state import Launch, browser_id, launch_required, new_expiry
+from smart_app.models import LaunchRecord, UsedCode
+
+log = logging.getLogger(__name__)
+bp = Blueprint("launch", __name__)
+
+PENDING_SECONDS = 600  # the user has ten minutes to finish signing in at the EHR
+MAX_PARAM = 4096  # longer query values are garbage, not an EHR
+
+
+def _param(name: str, *, required: bool = True) -> str | None:
+    value = request.args.get(name)
+    if value is None or value == "":
+        if required:
+            raise LaunchError(f"The request is missing '{name}'. Launch the app again from the EHR.", 400)
+        return None
+    if len(value) > MAX_PARAM or not value.isprintable():
+        raise LaunchError(f"The request has an invalid '{name}'. Launch the app again from the EHR.", 400)
+    return value
+
+
+def _allowed(iss: str) -> bool:
+    wanted = normalize_iss(iss)
+    return any(secrets.compare_digest(wanted, normalize_iss(a)) for a in current_app.config.get("ALLOWED_ISS", []))
+
+
+def _redirect_uri() -> str:
+    return current_app.config["APP_BASE_URL"].rstrip("/") + "/callback"
+
+
+def _discover(iss: str) -> SmartConfiguration:
+    try:
+        config = discovery(iss)
+    except DiscoveryError as exc:
+        raise LaunchError(str(exc), 502) from None
+    methods = config.code_challenge_methods_supported
+    if methods and "S256" not in methods:
+        raise LaunchError("The EHR does not support PKCE S256, which this app requires.", 502)
+    return config
+
+
+def _start(kind: str, iss: str, launch_param: str | None, scope: str) -> Any:
+    # Allow-list first: an unknown iss gets nothing from us, not even a discovery request.
+    if not _allowed(iss):
+        raise LaunchError("This EHR is not registered to launch this app. "
+                          "Ask the app's administrator to add it; nothing was sent to it.", 400)
+    iss = normalize_iss(iss)
+    config = _discover(iss)
+    state, pkce, nonce = new_state(), new_pkce(), new_nonce()
+    db = get_session()
+    now = datetime.now(UTC)
+    # Housekeeping: unfinished sign-ins expire; their secrets should not linger.
+    db.execute(delete(LaunchRecord).where(LaunchRecord.status == "pending", LaunchRecord.expires_at < now))
+    record = LaunchRecord(
+        state=state, browser_id=browser_id(), iss=iss, kind=kind, status="pending",
+        expires_at=now + timedelta(seconds=PENDING_SECONDS),
+        pending_enc=encrypt_json({"code_verifier": pkce.verifier, "nonce": nonce, "launch": launch_param,
+                                  "scope": scope, "redirect_uri": _redirect_uri()}),
+    )
+    db.add(record)
+    db.commit()
+    deployment = current_app.config["DEPLOYMENT"]
+    url = authorize_url(config, client_id=deployment.client_id, redirect_uri=_redirect_uri(), scope=scope,
+                        state=state, aud=iss, code_challenge=pkce.challenge, nonce=nonce, launch=launch_param)
+    return redirect(url, code=302)
+
+
+@bp.get("/launch")
+def ehr_launch():
+    """EHR launch: the EHR opens ``/launch?iss=...&launch=...``."""
+    iss = _param("iss")
+    launch_param = _param("launch")
+    return _start("ehr", iss, launch_param, current_app.config["DEPLOYMENT"].scopes_ehr)
+
+
+@bp.get("/launch/standalone")
+def standalone_launch():
+    """Standalone launch (social work worklist): the deployment's issuer, or ?iss= if allow-listed."""
+    iss = _param("iss", required=False) or current_app.config["DEPLOYMENT"].standalone_iss
+    if not iss:
+        raise LaunchError("No EHR is configured for standalone launch (standalone_iss).", 400)
+    return _start("standalone", iss, None, current_app.config["DEPLOYMENT"].scopes_standalone)
+
+
+def _fail(record: LaunchRecord, message: str, status: int = 400) -> LaunchError:
+    """Mark the launch failed (its secrets dropped) and return the error to raise."""
+    record.status = "error"
+    record.error = message[:500]
+    record.pending_enc = None
+    record.tokens_enc = None
+    get_session().commit()
+    return LaunchError(message, status)
+
+
+def _pending_for_this_browser(state: str | None) -> LaunchRecord | None:
+    if not state or len(state) > 256:
+        return None
+    record = get_session().scalar(select(LaunchRecord).where(LaunchRecord.state == state))
+    if record is None or record.status != "pending":
+        return None
+    if not secrets.compare_digest(record.browser_id, session.get("bid", "")):
+        return None
+    expires = record.expires_at if record.expires_at.tzinfo else record.expires_at.replace(tzinfo=UTC)
+    if expires < datetime.now(UTC):
+        return None
+    return record
+
+
+def _clip(text: str | None, limit: int = 300) -> str:
+    text = "".join(ch for ch in (text or "") if ch.isprintable())
+    return text[:limit]
+
+
+@bp.get("/callback")
+def callback():
+    error = request.args.get("error")
+    record = _pending_for_this_browser(request.args.get("state"))
+    if error:
+        # The EHR said no (user cancelled, scope refused...): say so plainly.
+        message = f"The EHR stopped the launch: {_clip(error, 100)}"
+        desc = _clip(request.args.get("error_description"))
+        if desc:
+            message += f" ({desc})"
+        if record is not None:
+            raise _fail(record, message, 400)
+        raise LaunchError(message, 400)
+    if record is None:
+        raise LaunchError("This sign-in does not match a launch started in this browser, or it has expired. "
+                          "Launch the app again from the EHR.", 400)
+    code = _param("code")
+    # Single use, recorded before the exchange so two racing callbacks cannot both go on.
+    db = get_session()
+    db.add(UsedCode(code_hash=hashlib.sha256(code.encode()).hexdigest()))
+    try:
+        db.commit()
+    except IntegrityError:
+        db.rollback()
+        raise _fail(record, "This sign-in code was already used. Launch the app again from the EHR.") from None
+
+    pending = decrypt_json(record.pending_enc) or {}
+    if not pending.get("code_verifier"):
+        raise _fail(record, "This launch can no longer be completed. Launch the app again from the EHR.")
+    timeout = current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)
+    deployment = current_app.config["DEPLOYMENT"]
+    try:
+        config = _discover(record.iss)
+        tokens = exchange_code(config, code=code, redirect_uri=pending["redirect_uri"],
+                               code_verifier=pending["code_verifier"], auth=client_auth(), http=http_session(),
+                               timeout=timeout)
+    except LaunchError as exc:
+        raise _fail(record, exc.message, exc.status) from None
+    except TokenError as exc:
+        raise _fail(record, exc.message, 400 if exc.status and exc.status < 500 else 502) from None
+    except ClientAuthError as exc:
+        log.error("client authentication misconfigured: %s", exc)
+        raise _fail(record, "The app's EHR registration is misconfigured (client authentication).", 500) from None
+
+    claims: dict[str, Any] = {}
+    if "openid" in str(pending.get("scope", "")).split():
+        if not tokens.get("id_token"):
+            raise _fail(record, "The EHR did not return the id_token this app asked for.")
+        try:
+            claims = verify_id_token(tokens["id_token"], issuer=config.issuer or record.iss,
+                                     client_id=deployment.client_id, nonce=pending.get("nonce"),
+                                     jwks_uri=config.jwks_uri, http=http_session(), timeout=timeout)
+        except IdTokenError as exc:
+            raise _fail(record, f"The EHR's identity token was refused: {exc}") from None
+    if record.kind == "ehr" and not tokens.get("patient"):
+        raise _fail(record, "The EHR did not say which patient this launch is for.")
+
+    client = FhirClient(record.iss, tokens["access_token"], timeout=timeout, session=http_session())
+    try:
+        context = read_launch_context(client, tokens, fhir_user=fhir_user(claims))
+    except ContextError as exc:
+        raise _fail(record, str(exc), 502) from None
+    except FhirError as exc:
+        raise _fail(record, f"The EHR could not be read (HTTP {exc.status or 'timeout'}). Try again.",
+                    502) from None
+
+    launch = Launch(record)
+    # Stored encrypted; never sent to the browser. The id_token's claims were checked above.
+    launch.set_tokens({k: v for k, v in tokens.items()
+                       if k in ("access_token", "token_type", "expires_in", "expires_at", "refresh_token",
+                                "scope", "id_token", "patient", "encounter")})
+    launch.set_context(context)
+    patient_lang = ((context.get("patient") or {}).get("language")) or "en"
+    launch.update_data(locale="es" if patient_lang == "es" else "en")
+    record.pending_enc = None
+    record.status = "active"
+    record.expires_at = new_expiry()
+    launch.save()
+    log.info("launch active (kind=%s)", record.kind)
+    return redirect(_landing(launch), code=302)
+
+
+def _landing(launch: Launch) -> str:
+    if launch.kind == "standalone":
+        target = _url_if("worklist.index", lid=launch.id)
+        if target:
+            return target
+    if launch.context.get("patient"):
+        target = _url_if("screening.start", lid=launch.id)
+        if target:
+            return target
+    return _url_if("launch.ready", lid=launch.id)
+
+
+@bp.get("/l/<lid>/ready")
+@launch_required
+def ready():
+    """Shown when the feature the launch leads to is not installed."""
+    return render_template("launch/ready.html", launch=g.launch)
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks():
+    """Our public signing key(s) for EHRs that fetch client keys by URL (private_key_jwt)."""
+    deployment = current_app.config["DEPLOYMENT"]
+    keys = []
+    if deployment.client_auth == "private_key_jwt" and deployment.private_key_file:
+        try:
+            keys.append(public_jwk(load_private_key(deployment.private_key_file), deployment.signing_alg,
+                                   deployment.key_id))
+        except (OSError, ValueError, ClientAuthError) as exc:
+            log.error("cannot publish JWKS: %s", type(exc).__name__)
+    resp = jsonify({"keys": keys})
+    resp.headers["Content-Type"] = "application/jwk-set+json"
+    return resp

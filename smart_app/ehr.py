@@ -1,0 +1,88 @@
+"""The app's side of talking to an EHR: one outbound HTTP session, the discovery cache,
+client authentication from the deployment, and an authenticated FHIR client per launch
+(refreshing an expired access token when the EHR gave a refresh token).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import requests
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from fhir.client import FhirClient
+from fhir.smart.client_auth import ClientAuth
+from fhir.smart.discovery import DiscoveryCache, SmartConfiguration
+from fhir.smart.oauth import refresh, token_expired
+from smart_app.db import session_scope
+from smart_app.models import UsedJti
+
+_refresh_locks: dict[str, threading.Lock] = {}
+_refresh_locks_guard = threading.Lock()
+
+
+def http_session() -> requests.Session:
+    """The app's one outbound session (connection reuse; the single place every EHR call goes through)."""
+    ext = current_app.extensions
+    if "smart_http" not in ext:
+        session = requests.Session()
+        session.headers["User-Agent"] = "ipv-smart-screen"
+        ext["smart_http"] = session
+    return ext["smart_http"]
+
+
+def discovery(iss: str) -> SmartConfiguration:
+    """The SMART configuration of ``iss`` (cached per issuer for DISCOVERY_TTL_SECONDS)."""
+    cache = current_app.extensions.setdefault(
+        "smart_discovery", DiscoveryCache(current_app.config.get("DISCOVERY_TTL_SECONDS", 3600)))
+    return cache.get(iss, http=http_session(), timeout=current_app.config.get("HTTP_TIMEOUT_SECONDS", 10),
+                     ttl_seconds=current_app.config.get("DISCOVERY_TTL_SECONDS", 3600))
+
+
+def register_jti(jti: str) -> bool:
+    """Record a client-assertion jti; False if it was already used (never reuse one)."""
+    app = current_app._get_current_object()
+    try:
+        with session_scope(app) as db:
+            db.add(UsedJti(jti=jti))
+    except IntegrityError:
+        return False
+    return True
+
+
+def client_auth() -> ClientAuth:
+    """Token-endpoint credentials of the configured deployment (built per use: config may change in tests)."""
+    return ClientAuth.from_deployment(current_app.config["DEPLOYMENT"], register_jti=register_jti)
+
+
+def _lock_for(launch_id: str) -> threading.Lock:
+    with _refresh_locks_guard:
+        return _refresh_locks.setdefault(launch_id, threading.Lock())
+
+
+def fhir_client_for(launch: Any) -> FhirClient:
+    """An authenticated FHIR client for ``launch`` (a smart_app.launch_state.Launch).
+
+    Refreshes the access token first when it has expired and a refresh token exists;
+    the new tokens are stored (encrypted) before the client is returned.
+    """
+    timeout = current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)
+    tokens = launch.tokens
+    if token_expired(tokens) and tokens.get("refresh_token"):
+        # One refresh at a time per launch: many EHRs rotate refresh tokens (single use).
+        with _lock_for(launch.id):
+            from smart_app.db import get_session
+
+            get_session().refresh(launch.record)  # another request may have refreshed meanwhile
+            tokens = launch.tokens
+            if token_expired(tokens) and tokens.get("refresh_token"):
+                new = refresh(discovery(launch.iss), refresh_token=tokens["refresh_token"], auth=client_auth(),
+                              http=http_session(), timeout=timeout)
+                merged = dict(tokens)
+                merged.update(new)
+                launch.set_tokens(merged)
+                launch.save()
+                tokens = merged
+    return FhirClient(launch.iss, tokens.get("access_token"), timeout=timeout, session=http_session())
