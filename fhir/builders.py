@@ -1,0 +1,403 @@
+"""Resources the app writes to the chart (FHIR R4, US Core + SDOH Clinical Care aligned).
+
+``plan_writeback`` turns one consented referral into a list of ``PlannedWrite``: the resource,
+its business identifier (for conditional create) and a stable ``urn:uuid`` that other resources
+of the same referral use to point at it. In a transaction that urn is the entry's fullUrl and
+the server resolves it; with single creates the outbox swaps it for the server's id once the
+target is written (or drops an optional link if the target could not be written).
+
+Every resource gets the deployment's security labels (fhir/labels.py) and is validated with the
+``fhir.resources`` R4B models before it is stored in the outbox. Nothing here logs content.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fhir.labels import LabelPolicy, apply_labels
+from fhir.resources.R4B import get_fhir_model_class
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "config" / "ehr_profiles"
+CODES_FILE = Path(__file__).resolve().parent / "writeback_codes.yaml"
+# Namespace for the urn:uuid of each planned write (uuid5 of its business identifier).
+WRITEBACK_NS = uuid.UUID("5b0f3c56-8c59-4c1e-9b8e-2f4f7f5d2a11")
+
+ALL_RESOURCES = ("QuestionnaireResponse", "Observation", "ServiceRequest", "DocumentReference", "Task")
+# Send order for single creates: targets before the resources that point at them.
+SEND_ORDER = {name: i for i, name in enumerate(ALL_RESOURCES)}
+CHANNEL_WORDS = {
+    "phone": "phone", "text": "text message", "email": "email", "portal": "patient portal", "mail": "mail",
+}
+
+
+class ProfileError(ValueError):
+    """An EHR profile file is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class EhrProfile:
+    """How one EHR takes our writes (config/ehr_profiles/<name>.yaml)."""
+
+    name: str
+    mode: str
+    resources: tuple[str, ...]
+    optional_resources: tuple[str, ...]
+    note_type: dict[str, str]
+    note_category: dict[str, str]
+    identifier_system: str
+    labels: LabelPolicy
+    detailed_note_allowed: bool = True
+    read_back: bool = True
+    max_attempts: int = 10
+    base_delay: float = 2.0
+    max_delay: float = 300.0
+    scopes: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def offered(self) -> tuple[str, ...]:
+        return tuple(r for r in ALL_RESOURCES if r in self.resources or r in self.optional_resources)
+
+    @classmethod
+    def load(cls, name_or_path: str, overrides: dict[str, Any] | None = None) -> EhrProfile:
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = PROFILES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ProfileError(f"EHR profile not found: {path.name}")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if overrides:
+            raw = {**raw, **overrides}
+        mode = raw.get("mode", "single")
+        if mode not in ("single", "transaction"):
+            raise ProfileError(f"{path.name}: mode must be single or transaction")
+        resources = tuple(raw.get("resources") or ("DocumentReference",))
+        optional = tuple(raw.get("optional_resources") or ())
+        unknown = [r for r in resources + optional if r not in ALL_RESOURCES]
+        if unknown:
+            raise ProfileError(f"{path.name}: unknown resources {unknown}")
+        for key in ("note_type", "note_category"):
+            if not (raw.get(key) or {}).get("code"):
+                raise ProfileError(f"{path.name}: {key}.code is required")
+        retry = raw.get("retry") or {}
+        return cls(
+            name=raw.get("name", path.stem), mode=mode, resources=resources, optional_resources=optional,
+            note_type=dict(raw["note_type"]), note_category=dict(raw["note_category"]),
+            identifier_system=raw.get("identifier_system", "urn:ipv-screen:writeback"),
+            labels=LabelPolicy.from_mapping(raw.get("security")),
+            detailed_note_allowed=bool(raw.get("detailed_note_allowed", True)),
+            read_back=bool(raw.get("read_back", True)),
+            max_attempts=int(retry.get("max_attempts", 10)), base_delay=float(retry.get("base_delay", 2.0)),
+            max_delay=float(retry.get("max_delay", 300.0)), scopes=tuple(raw.get("scopes") or ()),
+            description=raw.get("description", ""),
+        )
+
+
+@lru_cache(maxsize=1)
+def codes() -> dict[str, Any]:
+    return yaml.safe_load(CODES_FILE.read_text())
+
+
+@dataclass
+class WritebackInput:
+    """Everything one write-back needs, taken from the launch (context + data) and the consent form."""
+
+    referral_key: str  # our id for this referral; business identifiers derive from it
+    patient_id: str
+    encounter_id: str | None
+    author_reference: str | None
+    author_name: str | None
+    screening: dict[str, Any]
+    referral: dict[str, Any]
+    resources: list[str]
+    note_mode: str = "minimal"  # minimal | detailed
+    detail_text: str | None = None
+    safe_contact: dict[str, Any] = field(default_factory=lambda: {"channel": "none", "note": None})
+    urgent: bool = False
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass
+class PlannedWrite:
+    kind: str
+    identifier_value: str
+    full_url: str  # urn:uuid:... used by other resources of this referral
+    resource: dict[str, Any]
+    # urn:uuid -> (kind, required?) for references to resolve before a single create.
+    depends_on: dict[str, tuple[str, bool]] = field(default_factory=dict)
+
+    @property
+    def search(self) -> str:
+        """If-None-Exist query: the business identifier."""
+        ident = self.resource["identifier"]
+        ident = ident[0] if isinstance(ident, list) else ident
+        return f"identifier={ident['system']}|{ident['value']}"
+
+
+def identifier_value(referral_key: str, kind: str) -> str:
+    return f"{referral_key}.{kind.lower()}"
+
+
+def full_url(referral_key: str, kind: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(WRITEBACK_NS, identifier_value(referral_key, kind))}"
+
+
+def plan_writeback(inp: WritebackInput, profile: EhrProfile) -> list[PlannedWrite]:
+    """The resources to write for one referral, in send order, labelled and validated."""
+    wanted = [r for r in ALL_RESOURCES if r in inp.resources and r in profile.offered]
+    if not inp.screening:  # nothing screened (e.g. universal education only): no score to record
+        wanted = [r for r in wanted if r not in ("Observation", "QuestionnaireResponse")]
+    if "Task" in wanted and "ServiceRequest" not in wanted:
+        wanted.remove("Task")  # a Task needs the request it manages
+    builders = {
+        "QuestionnaireResponse": build_questionnaire_response, "Observation": build_observation,
+        "ServiceRequest": build_service_request, "DocumentReference": build_document_reference,
+        "Task": build_task,
+    }
+    plans = []
+    for kind in wanted:
+        resource, deps = builders[kind](inp, profile, wanted)
+        ident = {"system": profile.identifier_system, "value": identifier_value(inp.referral_key, kind)}
+        # QuestionnaireResponse.identifier is 0..1 in R4; everything else is a list.
+        resource["identifier"] = ident if kind == "QuestionnaireResponse" else [ident]
+        apply_labels(resource, profile.labels)
+        if kind == "DocumentReference":
+            # The document's own label too: EHRs that index documents read securityLabel.
+            resource["securityLabel"] = [{"coding": [c]} for c in profile.labels.codings()]
+        validate(resource)
+        plans.append(PlannedWrite(kind, ident["value"], full_url(inp.referral_key, kind), resource, deps))
+    return plans
+
+
+def validate(resource: dict[str, Any]) -> None:
+    """Raise ``ValueError`` if the resource is not valid FHIR R4(B)."""
+    model = get_fhir_model_class(resource["resourceType"])
+    model.model_validate(resource)
+
+
+# -- builders ------------------------------------------------------------------------------
+def _ref(kind: str, rid: str | None) -> dict[str, str] | None:
+    return {"reference": f"{kind}/{rid}"} if rid else None
+
+
+def _author(inp: WritebackInput) -> dict[str, str] | None:
+    if not inp.author_reference:
+        return None
+    ref = {"reference": inp.author_reference}
+    if inp.author_name:
+        ref["display"] = inp.author_name
+    return ref
+
+
+def _when(inp: WritebackInput) -> str:
+    return inp.now.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _cc(coding: dict[str, str], text: str | None = None) -> dict[str, Any]:
+    cc: dict[str, Any] = {"coding": [dict(coding)]}
+    if text:
+        cc["text"] = text
+    return cc
+
+
+def _programs(inp: WritebackInput) -> list[dict[str, Any]]:
+    results = {r.get("service_id"): r for r in inp.referral.get("results") or []}
+    selected = inp.referral.get("selected") or []
+    return [results[s] for s in selected if s in results]
+
+
+def _contact_sentence(safe_contact: dict[str, Any]) -> str:
+    channel = (safe_contact or {}).get("channel") or "none"
+    if channel == "none":
+        return ("Do not contact the patient about this referral: no contact channel is safe. "
+                "The patient will make contact.")
+    return f"The patient says contact by {CHANNEL_WORDS.get(channel, channel)} is safe."
+
+
+def note_text(inp: WritebackInput) -> str:
+    """The note body. Minimal by default: that a confidential referral was made, how (not)
+    to contact, who holds the details — no details of abuse. Detailed text only when the
+    patient asked for it and the clinician chose that option."""
+    lines = [
+        "Confidential referral to support services, made with the patient's consent.",
+        _contact_sentence(inp.safe_contact),
+        "Details are held by social work. Do not discuss in the presence of others.",
+    ]
+    programs = _programs(inp)
+    if programs:
+        lines.insert(1, "Referred to: " + "; ".join(p.get("program") or p.get("name", "") for p in programs) + ".")
+    if inp.note_mode == "detailed" and (inp.detail_text or "").strip():
+        lines.append("")
+        lines.append("Documented at the patient's request:")
+        lines.append(inp.detail_text.strip())
+    return "\n".join(lines)
+
+
+def build_document_reference(inp: WritebackInput, profile: EhrProfile, wanted: list[str]):
+    text = note_text(inp)
+    deps: dict[str, tuple[str, bool]] = {}
+    context: dict[str, Any] = {}
+    if inp.encounter_id:
+        context["encounter"] = [_ref("Encounter", inp.encounter_id)]
+    if "ServiceRequest" in wanted:
+        sr = full_url(inp.referral_key, "ServiceRequest")
+        context["related"] = [{"reference": sr}]
+        deps[sr] = ("ServiceRequest", False)
+    resource: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "docStatus": "final",
+        "type": _cc(profile.note_type, profile.note_type.get("display")),
+        "category": [_cc(profile.note_category)],
+        "subject": _ref("Patient", inp.patient_id),
+        "date": _when(inp),
+        "description": "Confidential referral note",
+        "content": [{"attachment": {
+            "contentType": "text/plain; charset=utf-8",
+            "language": "en",
+            "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
+            "title": "Confidential referral note",
+            "creation": _when(inp),
+        }}],
+    }
+    author = _author(inp)
+    if author:
+        resource["author"] = [author]
+    if context:
+        resource["context"] = context
+    return resource, deps
+
+
+def build_service_request(inp: WritebackInput, profile: EhrProfile, wanted: list[str]):
+    c = codes()
+    deps: dict[str, tuple[str, bool]] = {}
+    resource: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "category": [_cc(c["us_core_category"]), _cc(c["sdoh_domain"])],
+        "code": _cc(c["referral_code"], "Referral to confidential support services"),
+        "priority": "urgent" if inp.urgent else "routine",
+        "subject": _ref("Patient", inp.patient_id),
+        "authoredOn": _when(inp),
+    }
+    if inp.encounter_id:
+        resource["encounter"] = _ref("Encounter", inp.encounter_id)
+    author = _author(inp)
+    if author:
+        resource["requester"] = author
+    programs = _programs(inp)
+    if programs:
+        resource["performer"] = [{"display": p.get("program") or p.get("name")} for p in programs]
+    channel = (inp.safe_contact or {}).get("channel") or "none"
+    if channel == "none":
+        # SDOHCC ServiceRequest orderDetail slice SubjectContactDetail.
+        resource["orderDetail"] = [_cc(c["contacting_subject_prohibited"], "Do not contact the patient")]
+    else:
+        resource["orderDetail"] = [{"text": f"Safe contact channel: {CHANNEL_WORDS.get(channel, channel)}"}]
+        if (inp.safe_contact.get("note") or "").strip():
+            resource["note"] = [{"text": f"Safe contact: {inp.safe_contact['note'].strip()}"}]
+    if "Observation" in wanted:
+        obs = full_url(inp.referral_key, "Observation")
+        resource["reasonReference"] = [{"reference": obs}]
+        deps[obs] = ("Observation", False)
+    return resource, deps
+
+
+def build_observation(inp: WritebackInput, profile: EhrProfile, wanted: list[str]):
+    c = codes()
+    s = inp.screening
+    instrument = s.get("instrument") or "unknown"
+    code = c["score_codes"].get(instrument)
+    if code is None:
+        # No LOINC total for this instrument: the Questionnaire's own canonical code.
+        code = {"system": s.get("questionnaire") or f"urn:ipv-screen:instrument:{instrument}",
+                "code": "total", "display": f"Total score [{instrument.upper()}]"}
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [_cc(c["survey_category"]), _cc(c["us_core_category"]), _cc(c["sdoh_domain"])],
+        "code": _cc(code, code.get("display")),
+        "subject": _ref("Patient", inp.patient_id),
+        "effectiveDateTime": s.get("completed_at") or _when(inp),
+        "issued": inp.now.astimezone(UTC).isoformat(timespec="milliseconds"),
+    }
+    if inp.encounter_id:
+        resource["encounter"] = _ref("Encounter", inp.encounter_id)
+    author = _author(inp)
+    if author:
+        resource["performer"] = [author]
+    score = s.get("score")
+    if score is None:
+        resource["dataAbsentReason"] = _cc(c["data_absent_declined"])
+    else:
+        resource["valueQuantity"] = {"value": int(score), "unit": "{score}",
+                                     "system": "http://unitsofmeasure.org", "code": "{score}"}
+    interp = s.get("interpretation")
+    if interp in ("positive", "negative"):
+        i = c["interpretation"]
+        resource["interpretation"] = [{"coding": [{"system": i["system"], **i[interp]}]}]
+    deps: dict[str, tuple[str, bool]] = {}
+    if "QuestionnaireResponse" in wanted:
+        qr = full_url(inp.referral_key, "QuestionnaireResponse")
+        resource["derivedFrom"] = [{"reference": qr}]
+        deps[qr] = ("QuestionnaireResponse", False)
+    return resource, deps
+
+
+def build_questionnaire_response(inp: WritebackInput, profile: EhrProfile, wanted: list[str]):
+    s = inp.screening
+    items = []
+    for link_id, answer in (s.get("answers") or {}).items():
+        coding = {k: answer[k] for k in ("system", "code", "display") if answer.get(k)}
+        if coding:
+            items.append({"linkId": link_id, "answer": [{"valueCoding": coding}]})
+    resource: dict[str, Any] = {
+        "resourceType": "QuestionnaireResponse",
+        "status": "completed",
+        "subject": _ref("Patient", inp.patient_id),
+        "authored": s.get("completed_at") or _when(inp),
+    }
+    if s.get("questionnaire"):
+        q = s["questionnaire"]
+        resource["questionnaire"] = f"{q}|{s['version']}" if s.get("version") and "|" not in q else q
+    if inp.encounter_id:
+        resource["encounter"] = _ref("Encounter", inp.encounter_id)
+    author = _author(inp)
+    if author:
+        resource["author"] = author
+    if items:
+        resource["item"] = items
+    return resource, {}
+
+
+def build_task(inp: WritebackInput, profile: EhrProfile, wanted: list[str]):
+    c = codes()
+    sr = full_url(inp.referral_key, "ServiceRequest")
+    resource: dict[str, Any] = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "priority": "urgent" if inp.urgent else "routine",
+        "code": _cc(c["task_code"]),
+        "focus": {"reference": sr},
+        "for": _ref("Patient", inp.patient_id),
+        "authoredOn": _when(inp),
+    }
+    if inp.encounter_id:
+        resource["encounter"] = _ref("Encounter", inp.encounter_id)
+    author = _author(inp)
+    if author:
+        resource["requester"] = author
+    programs = _programs(inp)
+    if programs:
+        resource["owner"] = {"display": programs[0].get("program") or programs[0].get("name")}
+    return resource, {sr: ("ServiceRequest", True)}
