@@ -1,0 +1,314 @@
+"""Screening instruments as FHIR R4 Questionnaire files: load, validate, score.
+
+Every ``*.json`` file in this folder (and in any folder a deployment adds) is one
+instrument. Nothing here knows HITS from HARK: the renderer and scorer are driven
+by what the file declares, so a hospital adds an instrument by dropping in a file.
+
+Rules a file must meet on top of FHIR R4 validity (checked at start-up; a bad file
+stops the app with a message naming the file and the problem):
+
+- ``id`` (the instrument key), ``url``, ``version``, ``title`` and a source citation
+  (extension ``.../StructureDefinition/source``);
+- a scoring rule (extension ``.../StructureDefinition/scoring-rule``: ``method`` sum,
+  ``comparator`` > | >= , ``threshold``; optional ``scoreCode`` and ``description``);
+- every ``choice`` item has ``answerOption`` entries, each a ``valueCoding`` with
+  system + code + display and an ordinal score (``ordinalValue`` or ``itemWeight``
+  extension, on the option or on its coding);
+- danger items are flagged with ``.../danger-item``; the answers that raise the
+  urgent path with ``.../danger-answer``;
+- translated text uses the standard ``translation`` extension on ``_text`` /
+  ``_display``; ``.../translation-status`` says whether a language's text is the
+  published version or our translation awaiting the site's confirmation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+BASE = "http://example.org/fhir/ipv-screen"
+SD = f"{BASE}/StructureDefinition"
+EXT_SOURCE = f"{SD}/source"
+EXT_RULE = f"{SD}/scoring-rule"
+EXT_ROLE = f"{SD}/instrument-role"
+EXT_DANGER_ITEM = f"{SD}/danger-item"
+EXT_DANGER_ANSWER = f"{SD}/danger-answer"
+EXT_TRANSLATION_STATUS = f"{SD}/translation-status"
+ORDINAL_URLS = (
+    "http://hl7.org/fhir/StructureDefinition/ordinalValue",
+    "http://hl7.org/fhir/StructureDefinition/itemWeight",
+)
+TRANSLATION = "http://hl7.org/fhir/StructureDefinition/translation"
+DEFAULT_DIR = Path(__file__).resolve().parent
+COMPARATORS = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+ROLES = ("screen", "danger-check")
+
+
+class InstrumentError(Exception):
+    """A Questionnaire file that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: Path | str, problem: str):
+        super().__init__(f"instrument file {path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Answer:
+    system: str
+    code: str
+    display: dict[str, str]
+    score: int | float
+    danger: bool = False
+
+    def text(self, lang: str) -> str:
+        return self.display.get(lang) or self.display["en"]
+
+
+@dataclass(frozen=True)
+class Item:
+    link_id: str
+    type: str  # "choice" | "display"
+    text: dict[str, str]
+    answers: tuple[Answer, ...] = ()
+    codes: tuple[dict[str, str], ...] = ()
+    danger: bool = False
+
+    def label(self, lang: str) -> str:
+        return self.text.get(lang) or self.text["en"]
+
+    def answer(self, code: str | None) -> Answer | None:
+        return next((a for a in self.answers if a.code == code), None)
+
+
+@dataclass(frozen=True)
+class ScoringRule:
+    method: str
+    comparator: str
+    threshold: float
+    description: str = ""
+    score_code: dict[str, str] | None = None
+
+    def positive(self, total: float) -> bool:
+        return COMPARATORS[self.comparator](total, self.threshold)
+
+
+@dataclass(frozen=True)
+class Instrument:
+    key: str
+    url: str
+    version: str
+    title: dict[str, str]
+    role: str
+    source: str
+    rule: ScoringRule
+    items: tuple[Item, ...]
+    code: tuple[dict[str, str], ...] = ()
+    translation_status: dict[str, dict[str, str]] = field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def questions(self) -> tuple[Item, ...]:
+        return tuple(i for i in self.items if i.type == "choice")
+
+    def label(self, lang: str) -> str:
+        return self.title.get(lang) or self.title["en"]
+
+    def score(self, answers: dict[str, str | None], *, declined: bool = False) -> ScreenResult:
+        """Score answers {linkId: answer code}. ``declined`` (or no answer at all) gives
+        "declined"; a partly answered form is refused (``IncompleteAnswers``)."""
+        if declined or not any(answers.get(q.link_id) for q in self.questions):
+            return ScreenResult(self, {}, None, "declined", False, ())
+        chosen: dict[str, Answer] = {}
+        missing = []
+        for q in self.questions:
+            ans = q.answer(answers.get(q.link_id))
+            if ans is None:
+                missing.append(q.link_id)
+            else:
+                chosen[q.link_id] = ans
+        if missing:
+            raise IncompleteAnswers(missing)
+        total = sum(a.score for a in chosen.values())
+        total = int(total) if float(total).is_integer() else total
+        danger_items = tuple(q.link_id for q in self.questions if q.danger and chosen[q.link_id].danger)
+        interpretation = "positive" if self.rule.positive(total) else "negative"
+        return ScreenResult(self, chosen, total, interpretation, bool(danger_items), danger_items)
+
+
+class IncompleteAnswers(ValueError):
+    def __init__(self, missing: list[str]):
+        super().__init__(f"unanswered: {', '.join(missing)}")
+        self.missing = missing
+
+
+@dataclass(frozen=True)
+class ScreenResult:
+    instrument: Instrument
+    answers: dict[str, Answer]
+    score: int | float | None
+    interpretation: str  # positive | negative | declined
+    danger: bool
+    danger_items: tuple[str, ...]
+
+    def answers_state(self) -> dict[str, dict[str, Any]]:
+        """The launch-data shape: {linkId: {code, system, display, score}} (English display)."""
+        return {k: {"code": a.code, "system": a.system, "display": a.display["en"], "score": a.score}
+                for k, a in self.answers.items()}
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_instrument(path: Path) -> Instrument:
+    """Read and check one Questionnaire file; raises InstrumentError naming the file."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InstrumentError(path, f"cannot read file ({type(exc).__name__})") from None
+    except json.JSONDecodeError as exc:
+        raise InstrumentError(path, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    if not isinstance(raw, dict) or raw.get("resourceType") != "Questionnaire":
+        raise InstrumentError(path, "resourceType must be Questionnaire")
+    _fhir_validate(path, raw)
+    return _build(path, raw)
+
+
+def _fhir_validate(path: Path, raw: dict[str, Any]) -> None:
+    from fhir.resources.R4B.questionnaire import Questionnaire
+
+    try:
+        Questionnaire.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InstrumentError(path, f"not a valid FHIR R4 Questionnaire: {where}: {first.get('msg')}") from None
+
+
+def _ext(element: dict[str, Any], url: str) -> dict[str, Any] | None:
+    return next((e for e in element.get("extension") or [] if e.get("url") == url), None)
+
+
+def _sub(ext: dict[str, Any], name: str) -> Any:
+    for e in ext.get("extension") or []:
+        if e.get("url") == name:
+            return next((v for k, v in e.items() if k.startswith("value")), None)
+    return None
+
+
+def _translations(base: str | None, underscore: dict[str, Any] | None) -> dict[str, str]:
+    texts = {"en": base} if base else {}
+    for e in (underscore or {}).get("extension") or []:
+        if e.get("url") == TRANSLATION:
+            lang, content = _sub(e, "lang"), _sub(e, "content")
+            if lang and content:
+                texts[str(lang).split("-")[0]] = content
+    return texts
+
+
+def _ordinal(option: dict[str, Any]) -> float | None:
+    for holder in (option, option.get("valueCoding") or {}):
+        for url in ORDINAL_URLS:
+            ext = _ext(holder, url)
+            if ext is not None and isinstance(ext.get("valueDecimal", ext.get("valueInteger")), int | float):
+                return ext.get("valueDecimal", ext.get("valueInteger"))
+    return None
+
+
+def _build(path: Path, raw: dict[str, Any]) -> Instrument:
+    def fail(problem: str) -> None:
+        raise InstrumentError(path, problem)
+
+    key = raw.get("id")
+    for name in ("id", "url", "version", "title"):
+        if not raw.get(name):
+            fail(f"missing '{name}'")
+    source = _ext(raw, EXT_SOURCE)
+    if not source or not source.get("valueString", "").strip():
+        fail(f"no source citation (extension {EXT_SOURCE})")
+    role_ext = _ext(raw, EXT_ROLE)
+    role = role_ext.get("valueCode") if role_ext else "screen"
+    if role not in ROLES:
+        fail(f"instrument-role must be one of {', '.join(ROLES)}, not {role!r}")
+    rule_ext = _ext(raw, EXT_RULE)
+    if not rule_ext:
+        fail(f"no scoring rule (extension {EXT_RULE}) - the cut-off must be declared in the file")
+    method, comparator, threshold = _sub(rule_ext, "method"), _sub(rule_ext, "comparator"), _sub(rule_ext, "threshold")
+    if method != "sum":
+        fail(f"scoring-rule method must be 'sum', not {method!r}")
+    if comparator not in COMPARATORS:
+        fail(f"scoring-rule comparator must be one of {', '.join(COMPARATORS)}, not {comparator!r}")
+    if not isinstance(threshold, int | float):
+        fail("scoring-rule threshold must be a number")
+    rule = ScoringRule(method, comparator, float(threshold), _sub(rule_ext, "description") or "",
+                       _sub(rule_ext, "scoreCode"))
+
+    items: list[Item] = []
+    seen: set[str] = set()
+    for n, it in enumerate(raw.get("item") or [], start=1):
+        link = it.get("linkId")
+        if link in seen:
+            fail(f"item {n}: duplicate linkId {link!r}")
+        seen.add(link)
+        text = _translations(it.get("text"), it.get("_text"))
+        if "en" not in text:
+            fail(f"item {link!r}: no text")
+        if it.get("type") == "display":
+            items.append(Item(link, "display", text))
+            continue
+        if it.get("type") != "choice":
+            fail(f"item {link!r}: type {it.get('type')!r} not supported (choice or display)")
+        if it.get("item"):
+            fail(f"item {link!r}: nested items are not supported")
+        options = it.get("answerOption") or []
+        if not options:
+            fail(f"item {link!r}: no answerOption")
+        answers = []
+        for m, opt in enumerate(options, start=1):
+            coding = opt.get("valueCoding")
+            if not coding or not coding.get("code") or not coding.get("system") or not coding.get("display"):
+                fail(f"item {link!r} answer {m}: needs valueCoding with system, code and display")
+            score = _ordinal(opt)
+            if score is None:
+                fail(f"item {link!r} answer {coding['code']!r}: no ordinal score (ordinalValue or itemWeight)")
+            answers.append(Answer(coding["system"], coding["code"],
+                                  _translations(coding["display"], coding.get("_display")), score,
+                                  bool((_ext(opt, EXT_DANGER_ANSWER) or {}).get("valueBoolean"))))
+        if len({a.code for a in answers}) != len(answers):
+            fail(f"item {link!r}: duplicate answer codes")
+        danger = bool((_ext(it, EXT_DANGER_ITEM) or {}).get("valueBoolean"))
+        if danger and not any(a.danger for a in answers):
+            fail(f"item {link!r}: flagged danger-item but no answer is flagged danger-answer")
+        items.append(Item(link, "choice", text, tuple(answers), tuple(it.get("code") or ()), danger))
+    if not any(i.type == "choice" for i in items):
+        fail("no questions (choice items)")
+
+    status = {}
+    for e in raw.get("extension") or []:
+        if e.get("url") == EXT_TRANSLATION_STATUS:
+            lang = _sub(e, "lang")
+            if _sub(e, "status") not in ("published", "unconfirmed"):
+                fail("translation-status status must be 'published' or 'unconfirmed'")
+            status[lang] = {"status": _sub(e, "status"), "note": _sub(e, "note") or ""}
+    return Instrument(key, raw["url"], raw["version"], _translations(raw["title"], raw.get("_title")), role,
+                      source["valueString"], rule, tuple(items), tuple(raw.get("code") or ()), status, str(path))
+
+
+def load_instruments(directories: list[Path | str] | None = None) -> dict[str, Instrument]:
+    """All instruments in ``directories`` (default: this folder), keyed by Questionnaire.id.
+    A later folder may not silently replace an earlier instrument: duplicate ids are an error."""
+    found: dict[str, Instrument] = {}
+    for directory in directories or [DEFAULT_DIR]:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise InstrumentError(directory, "instrument folder not found")
+        for path in sorted(directory.glob("*.json")):
+            inst = load_instrument(path)
+            if inst.key in found:
+                raise InstrumentError(path, f"id {inst.key!r} already defined in {found[inst.key].path}")
+            found[inst.key] = inst
+    return found
