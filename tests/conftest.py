@@ -112,3 +112,33 @@ def make_launch(app):
             return record.id
 
     return _make
+
+
+class SandboxServer:
+    """A running sandbox EHR: ``url`` (root), ``iss`` (FHIR base = url + "/fhir"), ``app`` (its Flask app)."""
+
+    def __init__(self, app, server):
+        self.app = app
+        self.server = server
+        self.url = server.url
+        self.iss = server.url + "/fhir"
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory):
+    """Session-wide sandbox EHR (SMART auth server + FHIR store with seed data) on a free port.
+
+    SANDBOX_BASE_URL is pinned to the live URL so the Flask test client (``sandbox.app.test_client()``) and
+    real HTTP see the same iss, token endpoint and client-assertion audience.
+    """
+    from fhir.sandbox.app import create_sandbox_app
+    from tests.support.live import LiveServer
+
+    db = tmp_path_factory.mktemp("sandbox") / "sandbox.db"
+    app = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(db),
+                              "APP_LAUNCH_URL": "http://127.0.0.1:5000/launch"})
+    server = LiveServer(app)
+    app.config["SANDBOX_BASE_URL"] = server.url
+    server.start()
+    yield SandboxServer(app, server)
+    server.stop()

@@ -1,0 +1,30 @@
+"""Run the sandbox EHR: ``python -m fhir.sandbox --port 8081 --app-launch-url http://127.0.0.1:5000/launch``."""
+
+from __future__ import annotations
+
+import argparse
+
+from werkzeug.serving import run_simple
+
+from fhir.sandbox.app import create_sandbox_app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fhir.sandbox", description="Sandbox SMART on FHIR EHR")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--db", default="instance/sandbox.db", help="SQLite file (store, launches, tokens)")
+    parser.add_argument("--app-launch-url", default="http://127.0.0.1:5000/launch",
+                        help="the app's SMART launch URL the simulator opens")
+    parser.add_argument("--base-url", default=None,
+                        help="public base URL when behind a proxy (default: taken from each request)")
+    args = parser.parse_args(argv)
+    app = create_sandbox_app({"SANDBOX_DB": args.db, "APP_LAUNCH_URL": args.app_launch_url,
+                              "SANDBOX_BASE_URL": args.base_url})
+    print(f"Sandbox EHR: http://{args.host}:{args.port}/ehr  (iss http://{args.host}:{args.port}/fhir)")
+    # threaded: the app calls back (token, FHIR) while a browser request to the sandbox may be open.
+    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Helpers the loaders share: typed field readers that record issues instead of raising,
+need/language normalisation, and final cross-checks."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from referrals.errors import Collector
+from referrals.geography import centroid, normalise_zip
+from referrals.hours import parse_days, parse_time, strip_offset
+from referrals.model import CHANNELS, NEEDS, Directory, Hours, Interval, Service, Site
+
+_LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+_PHONE = re.compile(r"^[0-9+().\-\s]{3,25}$")
+
+# Words in taxonomy terms / FHIR codes that tell us which need a service meets.
+NEED_WORDS: tuple[tuple[str, str], ...] = (
+    ("209a", "legal"), ("restraining", "legal"), ("protective order", "legal"), ("legal", "legal"),
+    ("court", "legal"), ("shelter", "shelter"), ("safe home", "shelter"), ("housing", "housing"),
+    ("counsel", "counselling"), ("therapy", "counselling"), ("sexual assault", "sexual-assault"),
+    ("sexual-assault", "sexual-assault"), ("rape", "sexual-assault"), ("safety plan", "safety-planning"),
+    ("safety-plan", "safety-planning"), ("support group", "support-groups"), ("support-group", "support-groups"),
+    ("accompan", "accompaniment"), ("crisis", "crisis"), ("hotline", "crisis"), ("advoca", "advocacy"),
+)
+LANGUAGE_NAMES = {"english": "en", "spanish": "es", "español": "es", "portuguese": "pt", "haitian creole": "ht",
+                  "chinese": "zh", "vietnamese": "vi", "arabic": "ar", "russian": "ru", "french": "fr"}
+
+
+def needs_from_words(*words: str | None) -> set[str]:
+    found: set[str] = set()
+    for word in words:
+        if not word:
+            continue
+        w = word.lower().replace("_", " ")
+        if w in NEEDS:
+            found.add(w)
+            continue
+        for key, need in NEED_WORDS:
+            if key in w:
+                found.add(need)
+    return found
+
+
+def language_code(value: Any) -> str | None:
+    """ISO 639 code or English language name -> lower-case primary code; None when unusable."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    v = value.strip()
+    if v.lower() in LANGUAGE_NAMES:
+        return LANGUAGE_NAMES[v.lower()]
+    if _LANG.match(v):
+        return v.split("-")[0].lower()
+    return None
+
+
+def check_id(c: Collector, where: str, value: Any) -> str | None:
+    if not isinstance(value, str) or not _ID.match(value):
+        c.add(where, "id must be 1-128 letters, digits, '.', '_', ':' or '-'")
+        return None
+    return value
+
+
+def check_phone(c: Collector, where: str, value: Any) -> str | None:
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str) or not _PHONE.match(value) or sum(ch.isdigit() for ch in value) < 3:
+        c.add(where, f"not a phone number: {value!r}")
+        return None
+    return value.strip()
+
+
+def check_channel(c: Collector, where: str, value: Any) -> str:
+    if value in CHANNELS:
+        return value
+    c.add(where, f"channel must be one of {', '.join(CHANNELS)}")
+    return "voice"
+
+
+def check_coord(c: Collector, where: str, value: Any, limit: float) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        c.add(where, f"not a number: {value!r}")
+        return None
+    if not -limit <= f <= limit or f != f:
+        c.add(where, f"out of range (-{limit}..{limit}): {value!r}")
+        return None
+    return f
+
+
+def weekly_interval(c: Collector, where: str, days: Any, opens: Any, closes: Any) -> Interval | None:
+    try:
+        d = parse_days(days)
+        o = parse_time(strip_offset(opens) if isinstance(opens, str) else opens)
+        cl = parse_time(strip_offset(closes) if isinstance(closes, str) else closes)
+    except ValueError as exc:
+        c.add(where, str(exc))
+        return None
+    if o == cl and not (o == 0):
+        c.add(where, "opens and closes at the same time")
+        return None
+    return Interval(days=d, opens=o, closes=cl % (24 * 60))
+
+
+def place_site(site: Site) -> None:
+    """Coordinates from the ZIP centroid when the source gives none (flagged as such)."""
+    if site.lat is None or site.lon is None:
+        zc = site.address.postal_code if site.address else None
+        point = centroid(zc)
+        if point:
+            site.lat, site.lon = point
+            site.coords_source = "zip-centroid"
+    elif not site.coords_source:
+        site.coords_source = "source"
+    if site.address and site.address.postal_code:
+        site.address.postal_code = normalise_zip(site.address.postal_code) or site.address.postal_code
+
+
+def always_hours(opens: int, closes: int, days: tuple[str, ...]) -> bool:
+    return len(days) == 7 and opens == 0 and closes in (0, 24 * 60 - 1)
+
+
+def finish(c: Collector, services: list[Service], timezone: str, source: dict[str, Any]) -> Directory:
+    """Cross-checks shared by all loaders, then the Directory (or all issues raised)."""
+    seen: dict[str, int] = {}
+    site_ids: dict[str, str] = {}
+    for i, s in enumerate(services):
+        if s.id in seen:
+            c.add(f"services[{i}].id", f"duplicate service id {s.id!r} (also services[{seen[s.id]}])")
+        seen.setdefault(s.id, i)
+        if not s.phones:
+            c.add(f"services[{i}]", f"service {s.id!r} has no phone: a patient could not reach it")
+        for j, site in enumerate(s.sites):
+            if site.id in site_ids and site_ids[site.id] != s.id:
+                c.add(f"services[{i}].sites[{j}].id", f"site id {site.id!r} also used by {site_ids[site.id]!r}")
+            site_ids.setdefault(site.id, s.id)
+            place_site(site)
+    c.raise_if_any()
+    return Directory(services=services, timezone=timezone, sources=[source])
+
+
+def hours_always() -> Hours:
+    return Hours(always=True)
