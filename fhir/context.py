@@ -6,7 +6,7 @@ Shape (the contract other features rely on)::
     {"patient": {"id","name","birthDate","gender","language","languages","mrn"} | None,
      "encounter": {"id","class","locations": [{"id","name","identifiers","postalCode"}],
                    "service_provider": {"id","name","identifiers"} | None} | None,
-     "user": {"reference","name","roles": ["clinician"|"social-worker"]},
+     "user": {"reference","name","roles": ["clinician"|"social_worker"]},
      "need_patient_banner": bool, "smart_style_url", "intent", "fhir_context": [...], "scope": str}
 
 Reads go in one FHIR batch per round (two rounds: the Encounter names its Locations
@@ -16,6 +16,7 @@ and Organization) where the server accepts batch; otherwise one read at a time.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Any
 
@@ -36,6 +37,10 @@ _LANG_ALIASES = {
     "chinese": "zh", "mandarin": "zh", "cantonese": "zh", "vietnamese": "vi", "arabic": "ar",
     "russian": "ru", "korean": "ko", "somali": "so", "cape verdean creole": "kea",
 }
+
+
+# FHIR id datatype: what a launch parameter may contain before it goes into a URL path.
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
 class ContextError(Exception):
@@ -168,7 +173,7 @@ def organization_summary(org: dict[str, Any]) -> dict[str, Any]:
 
 
 def role_names(roles: list[dict[str, Any]]) -> list[str]:
-    """'social-worker' for SNOMED 106328005 or NUCC 1041* codes; any other role is 'clinician'."""
+    """'social_worker' for SNOMED 106328005 or NUCC 1041* codes; any other role is 'clinician'."""
     out: list[str] = []
     for role in roles:
         codings = [c for concept in (role.get("code") or []) + (role.get("specialty") or [])
@@ -176,7 +181,7 @@ def role_names(roles: list[dict[str, Any]]) -> list[str]:
         is_sw = any((c.get("system") == SNOMED and c.get("code") in SOCIAL_WORKER_SNOMED)
                     or (c.get("system") == NUCC and str(c.get("code", "")).startswith("1041"))
                     for c in codings)
-        name = "social-worker" if is_sw else "clinician"
+        name = "social_worker" if is_sw else "clinician"
         if name not in out:
             out.append(name)
     return out
@@ -203,11 +208,25 @@ def _ref_id(reference: str | None) -> str | None:
     return reference.split("/")[1] if reference else None
 
 
+def _encounter_from_fhir_context(token_response: dict[str, Any]) -> str | None:
+    """SMART 2.x EHRs may name the encounter only in ``fhirContext`` ([{"reference": "Encounter/x"}])."""
+    for item in token_response.get("fhirContext") or []:
+        ref = item.get("reference") if isinstance(item, dict) else None
+        if isinstance(ref, str) and ref.startswith("Encounter/") and ref.count("/") == 1:
+            return ref.split("/", 1)[1]
+    return None
+
+
 def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
                         fhir_user: str | None = None) -> dict[str, Any]:
     """Build the launch context from the token response's launch parameters."""
     patient_id = token_response.get("patient")
-    encounter_id = token_response.get("encounter")
+    encounter_id = token_response.get("encounter") or _encounter_from_fhir_context(token_response)
+    # Ids go into request paths: anything that is not a FHIR id is refused, never sent.
+    if patient_id is not None and not (isinstance(patient_id, str) and FHIR_ID.match(patient_id)):
+        raise ContextError("The EHR sent a patient id this app cannot use.")
+    if encounter_id is not None and not (isinstance(encounter_id, str) and FHIR_ID.match(encounter_id)):
+        encounter_id = None
     user_ref = _relative(fhir_user, client.base_url)
     user_type = user_ref.split("/")[0] if user_ref else None
 

@@ -186,7 +186,11 @@ def callback():
         raise _fail(record, "The app's EHR registration is misconfigured (client authentication).", 500) from None
 
     claims: dict[str, Any] = {}
-    if "openid" in str(pending.get("scope", "")).split():
+    asked_openid = "openid" in str(pending.get("scope", "")).split()
+    granted = str(tokens.get("scope") or pending.get("scope", "")).split()
+    if not asked_openid:
+        tokens.pop("id_token", None)  # not asked for: never trusted, never stored
+    elif tokens.get("id_token") or "openid" in granted:
         if not tokens.get("id_token"):
             raise _fail(record, "The EHR did not return the id_token this app asked for.")
         try:
@@ -224,7 +228,8 @@ def callback():
 
 
 def _landing(launch: Launch) -> str:
-    if launch.kind == "standalone":
+    # Standalone without a patient is the social worker's worklist; with a patient it is a screening.
+    if launch.kind == "standalone" and not launch.context.get("patient"):
         target = _url_if("worklist.index", lid=launch.id)
         if target:
             return target
