@@ -33,6 +33,10 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "FRAME_ANCESTORS": ("'self'", "CSP frame-ancestors: the EHR origins allowed to embed the app."),
     "NEUTRAL_EXIT_URL": ("https://www.weather.gov/", "Where quick exit sends the window."),
     "LOG_LEVEL": ("INFO", "Python log level. Logs never carry PHI."),
+    "SCREENING_DEFAULT_INSTRUMENT": ("", "Instrument id asked by default; empty = deployment's default_instrument."),
+    "SCREENING_INSTRUMENTS": ("", "Comma-separated instrument ids offered; empty = deployment's offered_instruments."),
+    "SCREENING_INSTRUMENT_DIRS": ("", "Extra folders of site Questionnaire JSON files (separated by ':'), added "
+                                      "to fhir/questionnaires/ and the deployment's instrument_dirs."),
 }
 
 
@@ -107,4 +111,10 @@ def flask_config() -> dict[str, Any]:
         "FRAME_ANCESTORS": env("FRAME_ANCESTORS"),
         "NEUTRAL_EXIT_URL": env("NEUTRAL_EXIT_URL"),
         "LOG_LEVEL": env("LOG_LEVEL"),
+        "SCREENING_DEFAULT_INSTRUMENT": env("SCREENING_DEFAULT_INSTRUMENT") or deployment.default_instrument,
+        "SCREENING_INSTRUMENTS": [k.strip() for k in env("SCREENING_INSTRUMENTS").split(",") if k.strip()]
+        or list(deployment.offered_instruments),
+        "SCREENING_INSTRUMENT_DIRS": [d for d in env("SCREENING_INSTRUMENT_DIRS").split(":") if d]
+        + [str(d) for d in deployment.extra.get("instrument_dirs") or []],
+        "SCREENING_DANGER_CHECK": deployment.extra.get("danger_check") or "",
     }

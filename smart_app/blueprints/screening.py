@@ -1,23 +1,99 @@
-"""Private screening: gate, instrument, score, result (urgent path first when in danger).
+"""Private screening: gate, instrument, score, danger check, result (urgent path first when in danger).
 
 Nothing here writes to the chart or logs answers: the result lives only in the
 launch's encrypted server-side state (``data["screening"]``) for referral and write-back.
+Answers travel only in POST bodies (POST, then redirect), never in a URL.
+
+Instruments are FHIR Questionnaire files (``fhir/questionnaires``); every page is rendered
+from the file, so no code here knows one instrument from another. They are loaded and
+checked when the blueprint is registered (inside ``create_app``): a malformed file stops
+start-up with ``InstrumentError`` naming the file and the problem.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, InstrumentError, load_instruments
 from smart_app.i18n import SUPPORTED
 from smart_app.launch_state import launch_required
 
 bp = Blueprint("screening", __name__, url_prefix="/l/<lid>")
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DIRECTORY = ROOT / "config" / "directory" / "boston.yaml"
+
+# The on-site advocate programs as the seed resource page gives them; used only when the
+# referral directory cannot be read (the directory is the source of truth).
+SEED_ADVOCATES: tuple[dict[str, Any], ...] = (
+    {"program": "Passageway at BWH", "main": "1-617-732-8753", "pager": "1-617-732-5520 ext. 31808",
+     "sites": {"bwh", "bw-faulkner", "sjphc", "brookside", "whittier"},
+     "orgs": {"brigham and women s hospital", "brigham and women s faulkner hospital", "brigham health",
+              "mass general brigham"}},
+    {"program": "HAVEN at MGH", "main": "1-617-724-0054", "pager": "1-617-726-2241",
+     "sites": {"mgh", "mgh-chelsea", "mgh-revere"},
+     "orgs": {"massachusetts general hospital", "mgh", "mass general hospital"}},
+)
+
+
+# ---------------------------------------------------------------------------- start-up
+
+
+def _record(state: Any) -> None:
+    init_instruments(state.app)
+
+
+bp.record_once(_record)
+
+
+def init_instruments(app: Flask) -> None:
+    """Load every instrument and check the deployment's choice; raise with a clear message if wrong."""
+    dirs: list[Path] = [DEFAULT_DIR]
+    for d in app.config.get("SCREENING_INSTRUMENT_DIRS") or []:
+        p = Path(d)
+        dirs.append(p if p.is_absolute() else ROOT / p)
+    instruments = load_instruments(dirs)
+    screens = {k for k, i in instruments.items() if i.role == "screen"}
+    offered = list(app.config.get("SCREENING_INSTRUMENTS") or sorted(screens))
+    default = app.config.get("SCREENING_DEFAULT_INSTRUMENT") or offered[0]
+    for key in offered:
+        if key not in screens:
+            raise InstrumentError(key, f"offered instrument {key!r} not found among screening Questionnaires "
+                                       f"({', '.join(sorted(screens))})")
+    if default not in offered:
+        offered.insert(0, default)
+        if default not in screens:
+            raise InstrumentError(default, f"default instrument {default!r} not found among screening "
+                                           f"Questionnaires ({', '.join(sorted(screens))})")
+    checks = [k for k, i in instruments.items() if i.role == "danger-check"]
+    danger = app.config.get("SCREENING_DANGER_CHECK") or (checks[0] if checks else "")
+    if danger and danger not in checks:
+        raise InstrumentError(danger, f"danger check {danger!r} is not a Questionnaire with "
+                                      "instrument-role danger-check")
+    app.extensions["screening"] = {"instruments": instruments, "offered": offered, "default": default,
+                                   "danger_check": danger or None}
+
+
+def _registry() -> dict[str, Any]:
+    return current_app.extensions["screening"]
+
+
+def _instrument(key: str | None) -> Instrument:
+    reg = _registry()
+    if key not in reg["offered"]:
+        key = reg["default"]
+    return reg["instruments"][key]
+
+
+# ---------------------------------------------------------------------------- helpers
 
 
 def _now() -> str:
@@ -35,16 +111,99 @@ def patient_locale(context: dict[str, Any]) -> str:
 
 
 def screening_view(view: Callable) -> Callable:
-    """launch_required + the launch's language in g.locale before anything renders."""
+    """launch_required + the launch's language in g.locale before anything renders.
+    ``?lang=es`` switches the language and keeps it for the rest of this launch."""
 
     @launch_required
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any):
         data = g.launch.data
+        asked = request.args.get("lang")
+        if asked in SUPPORTED and asked != data.get("locale"):
+            g.launch.update_data(locale=asked)
+            g.launch.save()
+        data = g.launch.data
         g.locale = data.get("locale") if data.get("locale") in SUPPORTED else patient_locale(g.launch.context)
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def _gate_ok() -> bool:
+    return (g.launch.data.get("gate") or {}).get("status") == "confirmed"
+
+
+def _answers_from_form(inst: Instrument) -> dict[str, str]:
+    return {q.link_id: request.form.get(f"q-{q.link_id}", "") for q in inst.questions}
+
+
+def _render_form(inst: Instrument, action: str, *, answers: dict[str, str] | None = None,
+                 missing: list[str] | None = None, status: int = 200) -> tuple[str, int]:
+    reg = _registry()
+    others = [reg["instruments"][k] for k in reg["offered"] if k != inst.key] if inst.role == "screen" else []
+    return render_template(
+        "screening/instrument.html", lid=g.launch.id, inst=inst, lang=g.locale, action=action,
+        answers=answers or {}, missing=missing or [], others=others,
+        translation=inst.translation_status.get(g.locale) if g.locale != "en" else None,
+    ), status
+
+
+def site_advocates(context: dict[str, Any]) -> list[dict[str, Any]]:
+    """The advocate program(s) serving this encounter's site, with main line and after-hours pager.
+
+    Read from the referral directory (config/directory); falls back to the seed's two programs.
+    An encounter we cannot place gets every program we know, so the pager is never missing."""
+    encounter = context.get("encounter") or {}
+    ids, names = set(), set()
+    for loc in encounter.get("locations") or []:
+        ids.update(f"{i.get('system')}|{i.get('value')}" for i in loc.get("identifiers") or [])
+        if loc.get("name"):
+            names.add(loc["name"])
+    provider = (encounter.get("service_provider") or {}).get("name")
+    try:
+        found = _advocates_from_directory(ids, names, provider)
+    except Exception as exc:  # noqa: BLE001 - the urgent path must render even without the directory
+        log.warning("referral directory unavailable for the advocate pager: %s", type(exc).__name__)
+        found = None
+    if found is None:
+        found = _advocates_from_seed(ids, names, provider)
+    return found
+
+
+def _advocates_from_directory(ids: set[str], names: set[str], provider: str | None) -> list[dict[str, Any]]:
+    from referrals.loaders import load_source
+    from referrals.model import norm_name
+
+    cache = current_app.extensions.setdefault("screening_directory", {})
+    path = current_app.config.get("REFERRAL_DIRECTORY") or DEFAULT_DIRECTORY
+    directory = cache.get(str(path))
+    if directory is None:
+        directory = cache[str(path)] = load_source(path)
+    norm_names = {norm_name(n) for n in names}
+    programs, matched = [], []
+    for service in directory.services:
+        pager = service.after_hours_phone()
+        if pager is None or pager.channel != "pager":
+            continue
+        main = service.main_phone()
+        entry = {"program": service.program, "name": service.name, "main": main.dial() if main else None,
+                 "pager": pager.dial(), "pager_label": pager.label}
+        programs.append(entry)
+        if (any(s.match.identifiers & ids or s.match.names & norm_names for s in service.sites)
+                or (provider and norm_name(provider) in service.serves.organizations)):
+            matched.append(entry)
+    return matched or programs
+
+
+def _advocates_from_seed(ids: set[str], names: set[str], provider: str | None) -> list[dict[str, Any]]:
+    keys = {i.split("|", 1)[1] for i in ids if "|" in i}
+    prov = " ".join("".join(c if c.isalnum() else " " for c in (provider or "").lower()).split())
+    entries = [dict(a, name={"en": a["program"]}, pager_label={}) for a in SEED_ADVOCATES]
+    matched = [e for e in entries if e["sites"] & keys or prov in e["orgs"]]
+    return matched or entries
+
+
+# ---------------------------------------------------------------------------- views
 
 
 @bp.route("/", methods=["GET"])
@@ -68,10 +227,91 @@ def gate() -> Response | tuple[str, int]:
                                gate_error=True), 400
     g.launch.update_data(gate={"status": "confirmed", "at": _now()})
     g.launch.save()
-    return redirect(url_for("screening.start", lid=lid))
+    return redirect(url_for("screening.questions", lid=lid))
 
 
 @bp.route("/not-now", methods=["GET"])
 @screening_view
 def not_now() -> str:
     return render_template("screening/not_now.html", lid=g.launch.id)
+
+
+@bp.route("/screen", methods=["GET", "POST"])
+@screening_view
+def questions() -> Response | tuple[str, int]:
+    """The chosen instrument, rendered from its Questionnaire. POST scores it."""
+    lid = g.launch.id
+    if not _gate_ok():
+        return redirect(url_for("screening.start", lid=lid))
+    if request.method == "GET":
+        return _render_form(_instrument(request.args.get("instrument")), url_for("screening.questions", lid=lid))
+    inst = _instrument(request.form.get("instrument"))
+    declined = request.form.get("action") == "decline"
+    answers = {} if declined else _answers_from_form(inst)
+    try:
+        result = inst.score(answers, declined=declined)
+    except IncompleteAnswers as exc:
+        return _render_form(inst, url_for("screening.questions", lid=lid), answers=answers,
+                            missing=exc.missing, status=400)
+    g.launch.update_data(screening={
+        "instrument": inst.key, "questionnaire": inst.url, "version": inst.version, "language": g.locale,
+        "answers": {k: a.code for k, a in result.answers.items()}, "score": result.score,
+        "interpretation": result.interpretation, "danger": result.danger, "danger_items": list(result.danger_items),
+        "completed_at": _now(),
+    })
+    g.launch.pop_data("danger_check")
+    g.launch.save()
+    # Interpretation only (no answers, no score) so a log line can never disclose a response.
+    log.info("screening completed: %s", result.interpretation)
+    reg = _registry()
+    if result.interpretation == "positive" and reg["danger_check"]:
+        return redirect(url_for("screening.danger", lid=lid))
+    return redirect(url_for("screening.result", lid=lid))
+
+
+@bp.route("/danger", methods=["GET", "POST"])
+@screening_view
+def danger() -> Response | tuple[str, int]:
+    """The danger check after a positive screen (weapons, strangulation, fear for life, escalation)."""
+    lid = g.launch.id
+    screening = g.launch.data.get("screening")
+    key = _registry()["danger_check"]
+    if not screening or not key:
+        return redirect(url_for("screening.start", lid=lid))
+    inst = _registry()["instruments"][key]
+    action = url_for("screening.danger", lid=lid)
+    if request.method == "GET":
+        return _render_form(inst, action)
+    declined = request.form.get("action") == "decline"
+    answers = {} if declined else _answers_from_form(inst)
+    try:
+        result = inst.score(answers, declined=declined)
+    except IncompleteAnswers as exc:
+        return _render_form(inst, action, answers=answers, missing=exc.missing, status=400)
+    screening = dict(screening)
+    items = sorted(set(screening.get("danger_items") or []) | set(result.danger_items))
+    screening.update(danger=bool(screening.get("danger")) or result.danger, danger_items=items)
+    g.launch.update_data(screening=screening, danger_check={
+        "instrument": inst.key, "questionnaire": inst.url, "version": inst.version,
+        "answers": {k: a.code for k, a in result.answers.items()}, "score": result.score,
+        "interpretation": result.interpretation, "danger": result.danger, "completed_at": _now(),
+    })
+    g.launch.save()
+    return redirect(url_for("screening.result", lid=lid))
+
+
+@bp.route("/result", methods=["GET"])
+@screening_view
+def result() -> Response | str:
+    lid = g.launch.id
+    screening = g.launch.data.get("screening")
+    if not screening:
+        return redirect(url_for("screening.start", lid=lid))
+    reg = _registry()
+    inst = reg["instruments"].get(screening["instrument"])
+    check = g.launch.data.get("danger_check")
+    return render_template(
+        "screening/result.html", lid=lid, s=screening, inst=inst, lang=g.locale, check=check,
+        check_inst=reg["instruments"].get(check["instrument"]) if check else None,
+        advocates=site_advocates(g.launch.context),
+    )
