@@ -1,0 +1,101 @@
+"""Run the demo: the sandbox EHR and the app in one process, wired to each other.
+
+    python -m smart_app.demo --app-port 5000 --sandbox-port 8081
+
+Then open the printed EHR URL, pick a clinician, patient and encounter, and launch. Data lives
+under ``instance/`` (SQLite); generated development secrets in ``instance/dev-secrets.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+
+def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path) -> tuple[Any, Any]:
+    """The sandbox EHR and the app, configured for each other (nothing read from other deployments)."""
+    from config.settings import Deployment
+    from fhir.sandbox.app import create_sandbox_app
+    from smart_app import create_app
+
+    instance.mkdir(parents=True, exist_ok=True)
+    sandbox_url = f"http://{host}:{sandbox_port}"
+    app_url = f"http://{host}:{app_port}"
+    iss = sandbox_url + "/fhir"
+    sandbox = create_sandbox_app({"SANDBOX_DB": str(instance / "sandbox.db"),
+                                  "APP_LAUNCH_URL": app_url + "/launch",
+                                  "SANDBOX_BASE_URL": sandbox_url})
+    deployment = dataclasses.replace(Deployment.load("sandbox"), allowed_iss=[iss], standalone_iss=iss)
+    app = create_app({
+        "DEPLOYMENT": deployment,
+        "ALLOWED_ISS": [iss],
+        "APP_BASE_URL": app_url,
+        "DATABASE_URL": f"sqlite:///{instance / 'app.db'}",
+        # Plain HTTP on the loopback: a Secure cookie would never come back.
+        "SESSION_COOKIE_SECURE": False,
+        "EMBEDDED_IN_IFRAME": False,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_PARTITIONED": False,
+        # The simulator can embed the app in an iframe ("Launch inside an EHR frame").
+        "FRAME_ANCESTORS": f"'self' {sandbox_url}",
+    })
+    return sandbox, app
+
+
+def _serve(server: BaseWSGIServer) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m smart_app.demo",
+                                     description="Sandbox EHR + IPV screening app, wired together")
+    parser.add_argument("--host", default="127.0.0.1", help="interface for both servers (default 127.0.0.1)")
+    parser.add_argument("--app-port", type=int, default=5000)
+    parser.add_argument("--sandbox-port", type=int, default=8081)
+    parser.add_argument("--instance", default="instance", help="folder for the SQLite files (default instance/)")
+    args = parser.parse_args(argv)
+
+    sandbox, app = build_apps(args.host, args.app_port, args.sandbox_port, Path(args.instance).resolve())
+    try:
+        # threaded: during a launch the app calls the sandbox while the browser waits on the app.
+        servers = [make_server(args.host, args.sandbox_port, sandbox, threaded=True),
+                   make_server(args.host, args.app_port, app, threaded=True)]
+    except OSError as exc:
+        print(f"Cannot start the demo: {exc}. Choose other ports: "
+              f"make demo APP_PORT=5001 SANDBOX_PORT=8082", file=sys.stderr)
+        return 1
+    for server in servers:
+        _serve(server)
+    sandbox_url = f"http://{args.host}:{args.sandbox_port}"
+    app_url = f"http://{args.host}:{args.app_port}"
+    print(f"""
+Sandbox EHR   {sandbox_url}/ehr   (FHIR base / iss: {sandbox_url}/fhir)
+App           {app_url}/launch    (standalone launch for social work: {app_url}/launch/standalone)
+
+Open {sandbox_url}/ehr in a browser, pick a clinician, patient and encounter, and press "Launch app".
+Press Ctrl+C to stop.
+""", flush=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    for server in servers:
+        server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
