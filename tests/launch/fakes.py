@@ -52,3 +52,68 @@ class FakeAdapter(BaseAdapter):
         s.mount("http://", self)
         s.mount("https://", self)
         return s
+
+
+class FakeEhr:
+    """A minimal SMART EHR behind a FakeAdapter, for what a real EHR would never do on purpose:
+    sign a bad id_token, send the wrong aud, an expired token, another launch's nonce.
+
+    Set ``nonce`` from the authorize URL the app produced; ``id_token_claims`` overrides claims;
+    ``tamper`` rewrites the encoded id_token; ``token_extra`` is merged into the token response.
+    """
+
+    ISS = "https://fake-ehr.test/fhir"
+
+    def __init__(self, client_id: str) -> None:
+        import secrets
+
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.client_id = client_id
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = secrets.token_hex(8)
+        self.nonce: str | None = None
+        self.id_token_claims: dict[str, Any] = {}
+        self.tamper: Callable[[str], str] | None = None
+        self.token_extra: dict[str, Any] = {}
+        self.token_status = 200
+        self.adapter = FakeAdapter()
+        root = self.ISS.rsplit("/", 1)[0]
+        self.adapter.add("GET", self.ISS + "/.well-known/smart-configuration", (200, {
+            "issuer": self.ISS, "jwks_uri": root + "/auth/jwks", "authorization_endpoint": root + "/auth/authorize",
+            "token_endpoint": root + "/auth/token", "code_challenge_methods_supported": ["S256"],
+            "capabilities": ["launch-ehr", "client-public", "sso-openid-connect"]}))
+        self.adapter.add("GET", root + "/auth/jwks", lambda _r: (200, self.jwks()))
+        self.adapter.add("POST", root + "/auth/token", lambda _r: (self.token_status, self.token_response()))
+        self.adapter.add("GET", self.ISS + "/Patient/p1", (200, {
+            "resourceType": "Patient", "id": "p1", "name": [{"given": ["Fake"], "family": "Patient"}]}))
+        self.adapter.add("GET", self.ISS + "/Practitioner/d1", (200, {
+            "resourceType": "Practitioner", "id": "d1", "name": [{"given": ["Dee"], "family": "Doctor"}]}))
+
+    def jwks(self) -> dict[str, Any]:
+        import jwt
+
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
+        jwk.update(kid=self.kid, alg="RS256", use="sig")
+        return {"keys": [jwk]}
+
+    def id_token(self) -> str:
+        import time
+
+        import jwt
+
+        now = int(time.time())
+        claims = {"iss": self.ISS, "sub": "d1", "aud": self.client_id, "iat": now, "exp": now + 300,
+                  "nonce": self.nonce, "fhirUser": self.ISS + "/Practitioner/d1"}
+        claims.update(self.id_token_claims)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        token = jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
+        return self.tamper(token) if self.tamper else token
+
+    def token_response(self) -> dict[str, Any]:
+        if self.token_status != 200:
+            return {"error": "invalid_grant", "error_description": "code expired"}
+        body = {"access_token": "fake-access", "token_type": "Bearer", "expires_in": 3600,
+                "scope": "launch openid fhirUser patient/*.rs", "patient": "p1", "id_token": self.id_token()}
+        body.update(self.token_extra)
+        return body
