@@ -1,0 +1,310 @@
+"""The screening flow through the Flask test client: gate -> instrument -> score -> danger check -> result."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from tests.conftest import app_config, default_context
+from tests.screening.helpers import launch_data
+
+YES, NO = "LA33-6", "LA32-8"
+HITS_POSITIVE = {"instrument": "hits", "q-hurt": "frequently", "q-insult": "fairly-often", "q-threaten": "sometimes",
+                 "q-scream": "rarely"}
+HITS_NEGATIVE = {"instrument": "hits", "q-hurt": "never", "q-insult": "rarely", "q-threaten": "never",
+                 "q-scream": "never"}
+DA5_ITEMS = ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life")
+
+
+def da5(*yes: str) -> dict[str, str]:
+    return {f"q-{i}": YES if i in yes else NO for i in DA5_ITEMS}
+
+
+def bwh_context():
+    ctx = default_context()
+    ctx["encounter"] = {"id": "enc-bwh", "class": "AMB", "locations": [{
+        "id": "loc-bwh", "name": "Brigham and Women's Hospital",
+        "identifiers": [{"system": "urn:ipv-sandbox:site", "value": "bwh"}], "postalCode": "02115"}],
+        "service_provider": {"id": "org-bwh", "name": "Brigham and Women's Hospital", "identifiers": []}}
+    return ctx
+
+
+class Flow:
+    """Drives one launch through the pages, recording every URL the browser would see."""
+
+    def __init__(self, client, lid):
+        self.client, self.lid, self.urls = client, lid, []
+
+    def get(self, path, **kw):
+        self.urls.append(path)
+        return self.client.get(path, **kw)
+
+    def post(self, path, data):
+        self.urls.append(path)
+        r = self.client.post(path, data=data)
+        if r.status_code == 302:
+            self.urls.append(r.headers["Location"])
+        return r
+
+    def gate(self):
+        r = self.post(f"/l/{self.lid}/gate", {"alone": "yes", "no_family_interpreter": "yes", "action": "start"})
+        assert r.status_code == 302 and r.headers["Location"].endswith(f"/l/{self.lid}/screen")
+        return r
+
+    def screen(self, data):
+        return self.post(f"/l/{self.lid}/screen", data)
+
+    def danger(self, data):
+        return self.post(f"/l/{self.lid}/danger", data)
+
+    def result(self):
+        r = self.get(f"/l/{self.lid}/result")
+        assert r.status_code == 200
+        return r.get_data(as_text=True)
+
+
+@pytest.fixture
+def flow(client, make_launch):
+    return Flow(client, make_launch(client))
+
+
+def test_instrument_waits_for_the_private_gate(flow):
+    r = flow.get(f"/l/{flow.lid}/screen")
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"/l/{flow.lid}/")
+    assert flow.client.post(f"/l/{flow.lid}/screen", data=HITS_POSITIVE).status_code == 302
+    assert "screening" not in launch_data(flow.client.application, flow.lid)
+
+
+def test_gate_then_default_hits_page_rendered_from_the_questionnaire(flow):
+    flow.gate()
+    page = flow.get(f"/l/{flow.lid}/screen").get_data(as_text=True)
+    assert 'data-instrument="hits"' in page
+    assert "How often does your partner:" in page
+    for link_id in ("hurt", "insult", "threaten", "scream"):
+        assert page.count(f'name="q-{link_id}"') == 5
+    assert "Fairly often" in page and "Patient declines" in page
+
+
+def test_negative_screen_goes_to_result_with_universal_education(flow, app):
+    flow.gate()
+    r = flow.screen(HITS_NEGATIVE)
+    assert r.headers["Location"].endswith(f"/l/{flow.lid}/result")
+    page = flow.result()
+    assert 'data-interpretation="negative"' in page and "(score 5)" in page
+    assert 'data-testid="universal-education"' in page and 'data-testid="urgent"' not in page
+    for number in ("1-877-785-2020", "1-800-799-7233"):
+        assert number in page
+    s = launch_data(app, flow.lid)["screening"]
+    assert s["instrument"] == "hits" and s["questionnaire"].endswith("/Questionnaire/hits")
+    assert s["answers"] == {"hurt": "never", "insult": "rarely", "threaten": "never", "scream": "never"}
+    assert (s["score"], s["interpretation"], s["danger"], s["danger_items"]) == (5, "negative", False, [])
+    assert s["language"] == "en" and s["version"] and s["completed_at"]
+
+
+def test_declined_screen_offers_resources_anyway_and_skips_the_danger_check(flow, app):
+    flow.gate()
+    r = flow.screen({"instrument": "hits", "action": "decline", "q-hurt": "frequently"})
+    assert r.headers["Location"].endswith("/result")
+    page = flow.result()
+    assert 'data-interpretation="declined"' in page and 'data-testid="universal-education"' in page
+    assert "1-877-785-2020" in page and "1-800-799-7233" in page
+    s = launch_data(app, flow.lid)["screening"]
+    assert (s["interpretation"], s["score"], s["answers"]) == ("declined", None, {})
+
+
+def test_positive_screen_asks_the_danger_check_then_offers_referral(flow, app):
+    flow.gate()
+    r = flow.screen(HITS_POSITIVE)
+    assert r.headers["Location"].endswith(f"/l/{flow.lid}/danger")
+    page = flow.get(r.headers["Location"]).get_data(as_text=True)
+    assert 'data-instrument="da-5"' in page and "capable of killing you" in page
+    assert flow.danger(da5("jealousy")).headers["Location"].endswith("/result")
+    page = flow.result()
+    assert 'data-interpretation="positive"' in page and "(score 14)" in page
+    assert 'data-testid="urgent"' not in page
+    # The referral blueprint may not be installed: either its link or the plain advice, never a 500.
+    assert 'data-testid="to-referral"' in page or "Offer the programs below" in page
+    data = launch_data(app, flow.lid)
+    assert data["screening"]["danger"] is False
+    assert data["danger_check"]["answers"]["jealousy"] == YES and data["danger_check"]["score"] == 1
+
+
+@pytest.mark.parametrize("item", ["weapon", "strangulation", "fear-for-life", "escalation"])
+def test_danger_answer_shows_the_urgent_path_first(flow, app, item):
+    flow.gate()
+    flow.screen(HITS_POSITIVE)
+    flow.danger(da5(item))
+    page = flow.result()
+    urgent = page.index('data-testid="urgent"')
+    assert urgent < page.index('data-testid="summary"') and urgent < page.index('data-testid="resources"')
+    block = page[urgent:page.index("</section>", urgent)]
+    assert "911" in block and "1-877-785-2020" in block
+    # Default context: MGH Chelsea -> HAVEN's after-hours advocate pager, as the seed gives it.
+    assert "HAVEN at MGH" in block and "1-617-726-2241" in block and "1-617-732-5520" not in block
+    s = launch_data(app, flow.lid)["screening"]
+    assert s["danger"] is True and s["danger_items"] == [item]
+
+
+def test_urgent_path_at_a_brigham_site_pages_passageway(client, make_launch):
+    flow = Flow(client, make_launch(client, context=bwh_context()))
+    flow.gate()
+    flow.screen(HITS_POSITIVE)
+    flow.danger(da5("weapon", "strangulation"))
+    page = flow.result()
+    block = page[page.index('data-testid="urgent"'):page.index('data-testid="summary"')]
+    assert "Passageway at BWH" in block and "1-617-732-5520 ext. 31808" in block and "1-617-726-2241" not in block
+
+
+def test_partly_answered_form_is_shown_again_with_answers_kept(flow, app):
+    flow.gate()
+    r = flow.screen({"instrument": "hits", "q-hurt": "sometimes"})
+    assert r.status_code == 400
+    page = r.get_data(as_text=True)
+    assert 'role="alert"' in page and 'value="sometimes"\n             checked' in page
+    assert "screening" not in launch_data(app, flow.lid)
+
+
+def test_another_offered_instrument_can_be_chosen(flow, app):
+    flow.gate()
+    page = flow.get(f"/l/{flow.lid}/screen?instrument=hark").get_data(as_text=True)
+    assert 'data-instrument="hark"' in page and "Within the last year" in page
+    flow.screen({"instrument": "hark", "q-humiliation": NO, "q-afraid": YES, "q-rape": NO, "q-kick": NO})
+    assert launch_data(app, flow.lid)["screening"]["interpretation"] == "positive"
+
+
+def test_an_instrument_not_offered_falls_back_to_the_default(flow):
+    flow.gate()
+    assert 'data-instrument="hits"' in flow.get(f"/l/{flow.lid}/screen?instrument=da-5").get_data(as_text=True)
+    assert 'data-instrument="hits"' in flow.get(f"/l/{flow.lid}/screen?instrument=nope").get_data(as_text=True)
+
+
+def test_deployment_config_picks_default_and_offered(tmp_path):
+    from smart_app import create_app
+    from tests.screening.helpers import launch_for
+
+    app = create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", SCREENING_DEFAULT_INSTRUMENT="pvs",
+                                SCREENING_INSTRUMENTS=["pvs", "hark"]))
+    try:
+        client = app.test_client()
+        lid = launch_for(app, client, data={"gate": {"status": "confirmed"}})
+        page = client.get(f"/l/{lid}/screen").get_data(as_text=True)
+        assert 'data-instrument="pvs"' in page
+        assert 'data-testid="use-hark"' in page and 'data-testid="use-hits"' not in page
+    finally:
+        app.extensions["db_engine"].dispose()
+
+
+def test_no_answers_in_logs(flow, caplog):
+    caplog.set_level(logging.DEBUG)
+    flow.gate()
+    flow.screen(HITS_POSITIVE)
+    flow.danger(da5("weapon"))
+    flow.result()
+    text = caplog.text
+    for secret in ("frequently", "fairly-often", "sometimes", "rarely", YES, "weapon", "Frequently"):
+        assert secret not in text
+    assert "screening completed: positive" in text  # the log is there, just without answers
+
+
+def test_no_answers_in_any_url(flow):
+    flow.gate()
+    flow.get(f"/l/{flow.lid}/screen")
+    flow.screen(HITS_POSITIVE)
+    flow.danger(da5("weapon"))
+    page = flow.result()
+    urls = flow.urls + re.findall(r'href="([^"]+)"', page) + re.findall(r'action="([^"]+)"', page)
+    for url in urls:
+        assert not re.search(r"q-|frequently|fairly-often|LA33-6|LA32-8|score", url), url
+
+
+def test_nothing_is_written_to_the_chart(flow, monkeypatch):
+    import fhir.client
+    import smart_app.ehr
+
+    def refuse(*a, **kw):
+        raise AssertionError("screening must not call the EHR")
+
+    monkeypatch.setattr(smart_app.ehr, "fhir_client_for", refuse)
+    for name in ("create", "update", "bundle"):
+        monkeypatch.setattr(fhir.client.FhirClient, name, refuse)
+    flow.gate()
+    flow.screen(HITS_POSITIVE)
+    flow.danger(da5("weapon"))
+    assert "Nothing has been written to the chart." in flow.result()
+
+
+def test_every_screening_page_is_no_store(flow):
+    pages = [flow.get(f"/l/{flow.lid}/")]
+    flow.gate()
+    pages.append(flow.get(f"/l/{flow.lid}/screen"))
+    flow.screen(HITS_POSITIVE)
+    pages.append(flow.get(f"/l/{flow.lid}/danger"))
+    flow.danger(da5())
+    pages.append(flow.get(f"/l/{flow.lid}/result"))
+    for r in pages:
+        assert r.status_code == 200 and "no-store" in r.headers["Cache-Control"]
+
+
+def test_not_now_records_only_in_the_app_and_reminds_at_the_gate(flow, app):
+    r = flow.post(f"/l/{flow.lid}/gate", {"action": "not_now"})
+    assert r.headers["Location"].endswith("/not-now")
+    data = launch_data(app, flow.lid)
+    assert data["gate"]["status"] == "not_now" and "screening" not in data
+    assert 'data-testid="gate-reminder"' in flow.get(f"/l/{flow.lid}/").get_data(as_text=True)
+
+
+def test_csrf_is_enforced_on_the_answer_form(tmp_path):
+    from smart_app import create_app
+    from tests.screening.helpers import launch_for
+
+    app = create_app(app_config(f"sqlite:///{tmp_path / 'c.db'}", WTF_CSRF_ENABLED=True))
+    try:
+        client = app.test_client()
+        lid = launch_for(app, client, data={"gate": {"status": "confirmed"}})
+        assert client.post(f"/l/{lid}/screen", data=HITS_POSITIVE).status_code == 400
+        page = client.get(f"/l/{lid}/screen").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        assert client.post(f"/l/{lid}/screen", data=dict(HITS_POSITIVE, csrf_token=token)).status_code == 302
+    finally:
+        app.extensions["db_engine"].dispose()
+
+
+# ---------------------------------------------------------------- Spanish
+
+
+def test_spanish_from_patient_communication(client, make_launch, app):
+    ctx = default_context()
+    ctx["patient"] = dict(ctx["patient"], language="es", languages=["es"])
+    flow = Flow(client, make_launch(client, context=ctx))
+    gate = flow.get(f"/l/{flow.lid}/").get_data(as_text=True)
+    assert '<html lang="es">' in gate and "Antes de preguntar" in gate and "Salida rápida" in gate
+    flow.gate()
+    page = flow.get(f"/l/{flow.lid}/screen").get_data(as_text=True)
+    assert "¿Con qué frecuencia su pareja:" in page and "Le hace daño físico" in page and "Con mucha frecuencia" in page
+    assert 'data-testid="translation-note"' in page and "no una versión validada" in page
+    flow.screen(HITS_POSITIVE)
+    flow.danger(da5("strangulation"))
+    result = flow.result()
+    assert "Urgente: peligro alto" in result and "Peligro inmediato: llame al 911." in result
+    assert "Fuera de horario" in result
+    assert launch_data(app, flow.lid)["screening"]["language"] == "es"
+
+
+def test_language_switch_on_the_page_keeps_the_launch(flow, app):
+    gate = flow.get(f"/l/{flow.lid}/").get_data(as_text=True)
+    link = re.search(r'href="([^"]+)"[^>]*data-testid="lang-es"', gate).group(1)
+    assert link.startswith(f"/l/{flow.lid}/")
+    assert "Antes de preguntar" in flow.get(link).get_data(as_text=True)
+    flow.gate()
+    # The choice stays for the rest of the launch, without ?lang on later pages.
+    assert "Le hace daño físico" in flow.get(f"/l/{flow.lid}/screen").get_data(as_text=True)
+    assert launch_data(app, flow.lid)["locale"] == "es"
+    english = flow.get(f"/l/{flow.lid}/screen?lang=en&instrument=hits").get_data(as_text=True)
+    assert "Physically hurt you" in english and 'data-testid="translation-note"' not in english
+
+
+def test_result_without_a_screen_goes_back_to_the_gate(flow):
+    r = flow.get(f"/l/{flow.lid}/result")
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"/l/{flow.lid}/")
