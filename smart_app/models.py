@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Index, LargeBinary, String, Text
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from smart_app.db import Base
@@ -66,3 +66,82 @@ class UsedJti(Base):
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# -- Chart write-back (fhir/outbox.py) and the social-work queue -------------------------------
+class ReferralRecord(Base):
+    """One consented referral: what social work follows up. Patient details are encrypted;
+    site, urgency and status are not PHI on their own and stay queryable."""
+
+    __tablename__ = "referral"
+    __table_args__ = (Index("ix_referral_status_created", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    iss: Mapped[str] = mapped_column(String(512))
+    profile: Mapped[str] = mapped_column(String(64))
+    site: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="new")  # new | contacted | closed
+    status_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Patient name/MRN, programs, safe-contact choice, clinician: encrypted (no screening answers).
+    summary_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class ReferralEvent(Base):
+    """Audit trail of social-work status changes: who, when, from what to what."""
+
+    __tablename__ = "referral_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(16))
+    by_reference: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    by_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OutboxItem(Base):
+    """One chart write, stored before it is sent (fhir/outbox.py).
+
+    status: pending -> sending (claimed, with a lease) -> written | failed; a failed write is
+    kept. ``last_error`` and ``label_detail`` never hold PHI (HTTP status, reason class, label codes).
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("identifier_system", "identifier_value", name="uq_outbox_identifier"),
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id"), index=True)
+    launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    iss: Mapped[str] = mapped_column(String(512))
+    profile: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16), default="single")  # single | transaction
+    kind: Mapped[str] = mapped_column(String(64))  # FHIR resource type
+    identifier_system: Mapped[str] = mapped_column(String(256))
+    identifier_value: Mapped[str] = mapped_column(String(256))
+    full_url: Mapped[str] = mapped_column(String(128))
+    depends_on: Mapped[str] = mapped_column(Text, default="{}")  # JSON urn -> [kind, required]
+    resource_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=10)
+    final_retry: Mapped[bool] = mapped_column(Boolean, default=False)  # the one retry after a refusal used
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    server_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    server_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    label_status: Mapped[str | None] = mapped_column(String(16), nullable=True)  # ok | flagged | unverified
+    label_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

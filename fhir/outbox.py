@@ -1,0 +1,579 @@
+"""Durable outbox for chart writes: stored before sent, sent at most once per claim, retried safely.
+
+Life of a row (``smart_app.models.OutboxItem``)::
+
+    pending --claim--> sending --2xx--> written (server id, label check)
+                          |--timeout/5xx/429--> pending (backoff + jitter, Retry-After honoured)
+                          |--refused (4xx) or tries used up--> pending once more ("final retry")
+                          |--final retry fails--> failed (kept, reason shown to clinician + social work)
+
+- Claiming is one UPDATE over a sub-select: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and on SQLite
+  the single write statement is atomic; each claim stamps a unique token, so a worker only sends the
+  rows its own UPDATE changed. Two workers never send the same row.
+- A worker that dies leaves rows in ``sending``; once the lease passes they are claimed again.
+  That is safe because every create is conditional on the business identifier (If-None-Exist):
+  a resent write finds the resource the lost request created instead of duplicating it.
+- After each write the resource is read back and its ``meta.security`` compared (fhir/labels.py).
+- Resource JSON is encrypted at rest (smart_app.crypto); ``last_error`` and ``label_detail`` hold
+  only HTTP status, reason class and label codes, and log lines name resource type + row id only.
+
+Reading of the guide's "a note that the EHR refused or could not take is kept durably and retried
+exactly once; the clinician is told plainly": transient failures (timeouts, 5xx, 429) are transport
+noise and get the usual bounded backoff. When the EHR *refuses* a write (a 4xx) or still cannot take
+it after the last transient try, the row is not dropped: it stays in the outbox and gets exactly one
+more try after ``final_retry_delay``. If that try fails too the row ends ``failed`` (content kept,
+encrypted) and the clinician's confirmation page and the social-work queue say plainly that the
+note is not in the chart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from fhir.builders import SEND_ORDER, EhrProfile, PlannedWrite
+from fhir.client import FhirClient, FhirError, FhirUnavailable
+from fhir.labels import verify_labels
+
+log = logging.getLogger("ipv.outbox")
+
+PENDING, SENDING, WRITTEN, FAILED = "pending", "sending", "written", "failed"
+
+
+class AuthGone(Exception):
+    """The launch's EHR authorization is gone (no token, expired without refresh, refresh refused)."""
+
+
+@dataclass
+class OutboxSettings:
+    max_attempts: int = 10
+    base_delay: float = 2.0
+    max_delay: float = 300.0
+    lease_seconds: float = 120.0
+    final_retry_delay: float = 60.0
+    batch_size: int = 25
+    # How long an optional link (note -> referral -> score) may hold a write back while its
+    # target is still being retried; after that the write goes without the link.
+    link_wait_seconds: float = 60.0
+
+    @classmethod
+    def for_app(cls, app: Flask, profile: EhrProfile | None = None) -> OutboxSettings:
+        """Profile retry settings, overridden by OUTBOX_* app config (tests and ops)."""
+        c = app.config
+        base = cls()
+        if profile is not None:
+            base = cls(max_attempts=profile.max_attempts, base_delay=profile.base_delay, max_delay=profile.max_delay)
+        return cls(
+            max_attempts=int(c.get("OUTBOX_MAX_ATTEMPTS", base.max_attempts)),
+            base_delay=float(c.get("OUTBOX_BASE_DELAY", base.base_delay)),
+            max_delay=float(c.get("OUTBOX_MAX_DELAY", base.max_delay)),
+            lease_seconds=float(c.get("OUTBOX_LEASE_SECONDS", base.lease_seconds)),
+            final_retry_delay=float(c.get("OUTBOX_FINAL_RETRY_DELAY", base.final_retry_delay)),
+            batch_size=int(c.get("OUTBOX_BATCH_SIZE", base.batch_size)),
+            link_wait_seconds=float(c.get("OUTBOX_LINK_WAIT_SECONDS", base.link_wait_seconds)),
+        )
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Exponential backoff with full jitter; Retry-After (429/503) wins when it asks for longer."""
+        cap = min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
+        delay = random.uniform(cap / 2, cap)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_delay))
+        return delay
+
+
+@dataclass
+class RunStats:
+    claimed: int = 0
+    written: int = 0
+    retrying: int = 0
+    failed: int = 0
+    deferred: int = 0
+    label_flags: int = 0
+    sends: int = 0
+    ids: list[int] = field(default_factory=list)
+
+    def add(self, other: RunStats) -> None:
+        for name in ("claimed", "written", "retrying", "failed", "deferred", "label_flags", "sends"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.ids.extend(other.ids)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+# -- enqueue ------------------------------------------------------------------------------------------------
+def enqueue(db: Session, *, referral_id: str, launch_id: str | None, iss: str, profile: EhrProfile,
+            plans: list[PlannedWrite], settings: OutboxSettings | None = None) -> list[Any]:
+    """Store the planned writes (encrypted) as pending rows; the caller commits.
+    Needs an app context (encryption key)."""
+    from smart_app.crypto import encrypt_json
+    from smart_app.models import OutboxItem
+
+    settings = settings or OutboxSettings()
+    rows = []
+    now = utcnow()
+    for plan in plans:
+        ident = plan.resource["identifier"]
+        ident = ident[0] if isinstance(ident, list) else ident
+        row = OutboxItem(
+            referral_id=referral_id, launch_id=launch_id, iss=iss, profile=profile.name, mode=profile.mode,
+            kind=plan.kind, identifier_system=ident["system"], identifier_value=ident["value"],
+            full_url=plan.full_url, depends_on=json.dumps({k: list(v) for k, v in plan.depends_on.items()}),
+            resource_enc=encrypt_json(plan.resource), status=PENDING, attempts=0,
+            max_attempts=settings.max_attempts, next_attempt_at=now, created_at=now, updated_at=now,
+        )
+        db.add(row)
+        rows.append(row)
+    return rows
+
+
+# -- clients ------------------------------------------------------------------------------------------------
+ClientFor = Callable[[Any], FhirClient]
+
+
+def launch_client_provider(timeout: float | None = None) -> ClientFor:
+    """FHIR client per row from its launch's tokens (refreshed through smart_app.ehr when expired).
+    Raises AuthGone when the launch or its authorization is gone. Runs inside an app context."""
+    from fhir.smart.oauth import token_expired
+    from smart_app.db import get_session
+    from smart_app.ehr import fhir_client_for
+    from smart_app.launch_state import Launch
+    from smart_app.models import LaunchRecord
+
+    cache: dict[str, FhirClient | AuthGone] = {}
+
+    def client_for(row: Any) -> FhirClient:
+        key = row.launch_id or ""
+        if key not in cache:
+            cache[key] = _make(row)
+        found = cache[key]
+        if isinstance(found, AuthGone):
+            raise found
+        return found
+
+    def _make(row: Any) -> FhirClient | AuthGone:
+        record = get_session().get(LaunchRecord, row.launch_id) if row.launch_id else None
+        if record is None:
+            return AuthGone("the visit's EHR sign-in is gone")
+        launch = Launch(record)
+        tokens = launch.tokens
+        if not tokens.get("access_token"):
+            return AuthGone("the visit's EHR sign-in is gone")
+        if token_expired(tokens) and not tokens.get("refresh_token"):
+            return AuthGone("the visit's EHR sign-in has expired")
+        try:
+            client = fhir_client_for(launch)
+        except Exception as exc:  # refresh refused or EHR unreachable: the token cannot be renewed now
+            log.warning("outbox: token refresh failed for a launch (%s)", type(exc).__name__)
+            return AuthGone("the EHR did not renew the visit's sign-in")
+        if timeout is not None:
+            client.timeout = timeout
+        return client
+
+    return client_for
+
+
+# -- the worker ---------------------------------------------------------------------------------------------
+class OutboxWorker:
+    """Claims due rows and sends them. One instance per process/thread; any number may run."""
+
+    def __init__(self, app: Flask, *, client_for: ClientFor | None = None, worker_id: str | None = None,
+                 settings: OutboxSettings | None = None, timeout: float | None = None):
+        self.app = app
+        self.worker_id = worker_id or secrets.token_hex(6)
+        self._client_for = client_for
+        self.timeout = timeout
+        self.settings = settings or OutboxSettings.for_app(app)
+        self._profiles: dict[str, EhrProfile] = {}
+
+    # claiming ------------------------------------------------------------------------------------------
+    def claim(self, db: Session, *, limit: int | None = None, referral_id: str | None = None) -> str:
+        """Claim due rows (and rows whose lease ran out); returns the claim token. Commits."""
+        from smart_app.models import OutboxItem as O
+
+        now = utcnow()
+        token = f"{self.worker_id}:{secrets.token_hex(8)}"
+        due = or_(and_(O.status == PENDING, O.next_attempt_at <= now),
+                  and_(O.status == SENDING, O.lease_until < now))
+        sub = select(O.id).where(due)
+        if referral_id is not None:
+            sub = sub.where(O.referral_id == referral_id)
+        sub = sub.order_by(O.next_attempt_at, O.id).limit(limit or self.settings.batch_size)
+        if db.get_bind().dialect.name == "postgresql":
+            sub = sub.with_for_update(skip_locked=True)
+        # One statement: the re-check of ``due`` makes a row claimable by exactly one UPDATE.
+        db.execute(
+            update(O).where(O.id.in_(sub.scalar_subquery()), due)
+            .values(status=SENDING, claimed_by=token, lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                    attempts=O.attempts + 1, updated_at=now)
+            .execution_options(synchronize_session=False))
+        db.commit()
+        return token
+
+    def run_once(self, *, referral_id: str | None = None, limit: int | None = None) -> RunStats:
+        """Claim one batch and process it. Needs no request; pushes an app context."""
+        from smart_app.db import get_session
+        from smart_app.models import OutboxItem as O
+
+        stats = RunStats()
+        with self.app.app_context():
+            db = get_session()
+            token = self.claim(db, limit=limit, referral_id=referral_id)
+            rows = list(db.scalars(select(O).where(O.claimed_by == token, O.status == SENDING)))
+            stats.claimed = len(rows)
+            if rows:
+                client_for = self._client_for or launch_client_provider(self.timeout)
+                by_referral: dict[str, list[Any]] = {}
+                for row in rows:
+                    by_referral.setdefault(row.referral_id, []).append(row)
+                for rid, group in by_referral.items():
+                    group.sort(key=lambda r: SEND_ORDER.get(r.kind, 99))
+                    if group[0].mode == "transaction":
+                        self._send_transaction(db, rid, group, client_for, stats)
+                    else:
+                        for row in group:
+                            self._send_single(db, row, client_for, stats)
+            self.verify_pending_labels(db, client_for=self._client_for, stats=stats, referral_id=referral_id)
+        return stats
+
+    def drain(self, *, referral_id: str | None = None, max_seconds: float = 60.0, idle_sleep: float = 0.02) -> RunStats:
+        """Run until nothing is pending/sending (or time is up): tests, CLI ``outbox-run-once --drain``."""
+        total = RunStats()
+        deadline = time.monotonic() + max_seconds
+        while time.monotonic() < deadline:
+            stats = self.run_once(referral_id=referral_id)
+            total.add(stats)
+            if stats.claimed == 0:
+                if not self.outstanding(referral_id=referral_id):
+                    break
+                time.sleep(idle_sleep)
+        return total
+
+    def outstanding(self, *, referral_id: str | None = None) -> int:
+        from sqlalchemy import func
+
+        from smart_app.db import get_session
+        from smart_app.models import OutboxItem as O
+
+        with self.app.app_context():
+            q = select(func.count()).select_from(O).where(
+                or_(O.status.in_((PENDING, SENDING)), O.label_status == "unverified"))
+            if referral_id is not None:
+                q = q.where(O.referral_id == referral_id)
+            return int(get_session().scalar(q) or 0)
+
+    def loop(self, *, idle_sleep: float = 1.0, stop: Callable[[], bool] = lambda: False) -> None:
+        """The long-running worker (``flask outbox-worker``)."""
+        while not stop():
+            try:
+                stats = self.run_once()
+            except Exception:  # keep the worker alive; the rows stay durable
+                log.exception("outbox: run failed")
+                stats = RunStats()
+            if stats.claimed == 0:
+                time.sleep(idle_sleep)
+
+    # sending -------------------------------------------------------------------------------------------
+    def profile(self, name: str) -> EhrProfile:
+        if name not in self._profiles:
+            self._profiles[name] = EhrProfile.load(name)
+        return self._profiles[name]
+
+    def _siblings(self, db: Session, referral_id: str) -> dict[str, Any]:
+        from smart_app.models import OutboxItem as O
+
+        return {r.full_url: r for r in db.scalars(select(O).where(O.referral_id == referral_id))}
+
+    def _resolve(self, db: Session, row: Any, resource: dict[str, Any], in_bundle: set[str]) -> str | None:
+        """Swap urn:uuid references for server ids. Returns 'defer', 'fail:<kind>' or None (ready)."""
+        deps = json.loads(row.depends_on or "{}")
+        if not deps:
+            return None
+        siblings = self._siblings(db, row.referral_id)
+        for urn, (kind, required) in deps.items():
+            if urn in in_bundle:
+                continue  # same transaction: the server resolves the fullUrl
+            target = siblings.get(urn)
+            if target is not None and target.status == WRITTEN and target.server_id:
+                _replace_reference(resource, urn, f"{kind}/{target.server_id}")
+            elif target is None or target.status == FAILED:
+                if required:
+                    return f"fail:{kind}"
+                _drop_reference(resource, urn)
+            elif required or utcnow() - _aware(row.created_at) < timedelta(seconds=self.settings.link_wait_seconds):
+                return "defer"
+            else:
+                _drop_reference(resource, urn)  # waited long enough: the note matters more than the link
+        return None
+
+    def _send_single(self, db: Session, row: Any, client_for: ClientFor, stats: RunStats) -> None:
+        from smart_app.crypto import decrypt_json
+
+        resource = decrypt_json(row.resource_enc)
+        if resource is None:
+            self._fail(db, row, "the stored write could not be decrypted (key changed)", None, stats)
+            return
+        state = self._resolve(db, row, resource, set())
+        if state == "defer":
+            self._defer(db, row, stats)
+            return
+        if state and state.startswith("fail:"):
+            self._fail(db, row, f"needs the {state[5:]}, which was not written", None, stats)
+            return
+        try:
+            client = client_for(row)
+        except AuthGone as exc:
+            self._fail(db, row, str(exc) + "; nothing was written", None, stats)
+            return
+        search = f"identifier={row.identifier_system}|{row.identifier_value}"
+        stats.sends += 1
+        try:
+            resp = client.create(resource, if_none_exist=search)
+        except FhirError as exc:
+            self._error(db, row, exc, stats)
+            return
+        server_id, version = _ids(resp.resource, resp.location)
+        if not server_id:
+            # 2xx without an id: find it by the business identifier (also confirms the write).
+            try:
+                found = client.search(row.kind, {"identifier": f"{row.identifier_system}|{row.identifier_value}"})
+            except FhirError as exc:
+                self._error(db, row, exc, stats)
+                return
+            if found:
+                server_id, version = found[0].get("id"), (found[0].get("meta") or {}).get("versionId")
+        self._written(db, row, server_id, version, resource, client, stats)
+
+    def _send_transaction(self, db: Session, rid: str, group: list[Any], client_for: ClientFor,
+                          stats: RunStats) -> None:
+        from smart_app.crypto import decrypt_json
+
+        entries, rows, resources = [], [], []
+        in_bundle = {r.full_url for r in group}
+        for row in group:
+            resource = decrypt_json(row.resource_enc)
+            if resource is None:
+                self._fail(db, row, "the stored write could not be decrypted (key changed)", None, stats)
+                in_bundle.discard(row.full_url)
+                continue
+            state = self._resolve(db, row, resource, in_bundle)
+            if state == "defer":
+                self._defer(db, row, stats)
+                in_bundle.discard(row.full_url)
+                continue
+            if state and state.startswith("fail:"):
+                self._fail(db, row, f"needs the {state[5:]}, which was not written", None, stats)
+                in_bundle.discard(row.full_url)
+                continue
+            rows.append(row)
+            resources.append(resource)
+        if not rows:
+            return
+        # A reference to a row that left the bundle (deferred/failed) must not dangle.
+        for resource in resources:
+            for urn in {r.full_url for r in group} - in_bundle:
+                _drop_reference(resource, urn)
+        for row, resource in zip(rows, resources, strict=True):
+            entries.append({"fullUrl": row.full_url, "resource": resource,
+                            "request": {"method": "POST", "url": row.kind,
+                                        "ifNoneExist": f"identifier={row.identifier_system}|{row.identifier_value}"}})
+        try:
+            client = client_for(rows[0])
+        except AuthGone as exc:
+            for row in rows:
+                self._fail(db, row, str(exc) + "; nothing was written", None, stats)
+            return
+        stats.sends += 1
+        try:
+            result = client.bundle({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        except FhirError as exc:
+            for row in rows:
+                self._error(db, row, exc, stats)
+            return
+        out = result.get("entry") or []
+        for i, (row, resource) in enumerate(zip(rows, resources, strict=True)):
+            entry = out[i] if i < len(out) else {}
+            response = entry.get("response") or {}
+            server_id, version = _ids(entry.get("resource"), response.get("location"))
+            if not server_id:
+                self._error(db, row, FhirError(502, "transaction response without a location"), stats)
+                continue
+            self._written(db, row, server_id, version, resource, client, stats)
+
+    # outcomes ------------------------------------------------------------------------------------------
+    def _written(self, db: Session, row: Any, server_id: str | None, version: str | None,
+                 resource: dict[str, Any], client: FhirClient, stats: RunStats) -> None:
+        now = utcnow()
+        row.status, row.server_id, row.server_version = WRITTEN, server_id, version
+        row.written_at = row.updated_at = now
+        row.claimed_by = row.lease_until = None
+        row.last_error = None
+        profile = self.profile(row.profile)
+        if profile.read_back and server_id:
+            self._check_labels(row, resource, client, stats)
+        else:
+            row.label_status = None
+        db.commit()
+        stats.written += 1
+        stats.ids.append(row.id)
+        log.info("outbox %s: %s written", row.id, row.kind)
+
+    def _check_labels(self, row: Any, sent: dict[str, Any], client: FhirClient, stats: RunStats) -> None:
+        expected = (sent.get("meta") or {}).get("security") or []
+        try:
+            stored = client.read(row.kind, row.server_id)
+        except FhirError as exc:
+            row.label_status = "unverified"
+            row.label_detail = "read-back failed: " + _reason(exc)
+            row.next_attempt_at = utcnow() + timedelta(seconds=self.settings.backoff(1))
+            return
+        check = verify_labels(expected, stored)
+        row.label_status = "ok" if check.ok else "flagged"
+        row.label_detail = check.summary()
+        if not check.ok:
+            stats.label_flags += 1
+            # Resource type + outbox id + label codes only: no PHI in logs.
+            log.warning("outbox %s: EHR did not keep the security labels of the %s (%s)",
+                        row.id, row.kind, check.summary())
+
+    def verify_pending_labels(self, db: Session, *, client_for: ClientFor | None, stats: RunStats,
+                              referral_id: str | None = None, limit: int = 25) -> None:
+        """Retry read-backs that failed earlier (a read is idempotent: no claim needed)."""
+        from smart_app.crypto import decrypt_json
+        from smart_app.models import OutboxItem as O
+
+        q = select(O).where(O.status == WRITTEN, O.label_status == "unverified", O.next_attempt_at <= utcnow())
+        if referral_id is not None:
+            q = q.where(O.referral_id == referral_id)
+        rows = list(db.scalars(q.limit(limit)))
+        if not rows:
+            return
+        provider = client_for or launch_client_provider(self.timeout)
+        for row in rows:
+            try:
+                client = provider(row)
+            except AuthGone:
+                row.label_status, row.label_detail = "unchecked", "labels could not be checked: sign-in ended"
+                db.commit()
+                continue
+            self._check_labels(row, decrypt_json(row.resource_enc) or {}, client, stats)
+            db.commit()
+
+    def _defer(self, db: Session, row: Any, stats: RunStats) -> None:
+        """A resource it points at is still on its way: wait without spending a try."""
+        row.status, row.claimed_by, row.lease_until = PENDING, None, None
+        row.attempts = max(0, row.attempts - 1)
+        row.next_attempt_at = utcnow() + timedelta(seconds=min(1.0, self.settings.base_delay))
+        db.commit()
+        stats.deferred += 1
+
+    def _error(self, db: Session, row: Any, exc: FhirError, stats: RunStats) -> None:
+        reason = _reason(exc)
+        row.last_status = exc.status or None
+        transient = exc.retryable or isinstance(exc, FhirUnavailable)
+        if row.final_retry:
+            self._fail(db, row, reason, exc.status, stats)
+        elif transient and row.attempts < row.max_attempts:
+            self._retry_later(db, row, reason, self.settings.backoff(row.attempts, exc.retry_after), stats)
+        else:
+            # Refused, or tries used up: keep it and try exactly once more.
+            row.final_retry = True
+            what = "the EHR refused it" if not transient else "the EHR could not take it"
+            self._retry_later(db, row, f"{what} ({reason}); one more try is scheduled",
+                              self.settings.final_retry_delay, stats)
+            log.warning("outbox %s: %s %s (%s); final retry scheduled", row.id, row.kind,
+                        "refused" if not transient else "not taken", reason)
+
+    def _retry_later(self, db: Session, row: Any, reason: str, delay: float, stats: RunStats) -> None:
+        now = utcnow()
+        row.status, row.claimed_by, row.lease_until = PENDING, None, None
+        row.last_error = reason
+        row.next_attempt_at = now + timedelta(seconds=delay)
+        row.updated_at = now
+        db.commit()
+        stats.retrying += 1
+
+    def _fail(self, db: Session, row: Any, reason: str, status: int | None, stats: RunStats) -> None:
+        now = utcnow()
+        row.status, row.claimed_by, row.lease_until = FAILED, None, None
+        row.last_error = reason
+        row.last_status = status or row.last_status
+        row.updated_at = now
+        db.commit()
+        stats.failed += 1
+        log.warning("outbox %s: %s failed (%s)", row.id, row.kind, reason)
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+def _reason(exc: FhirError) -> str:
+    """A PHI-free reason: status and OperationOutcome issue codes (never diagnostics text, which may echo data)."""
+    if isinstance(exc, FhirUnavailable):
+        return "no answer from the EHR (" + ("timeout" if "Timeout" in exc.message else "connection failed") + ")"
+    codes = sorted({i.get("code") for i in (exc.outcome or {}).get("issue", []) if i.get("code")})
+    text = f"HTTP {exc.status}"
+    return f"{text}: {', '.join(codes)}" if codes else text
+
+
+def _ids(resource: dict[str, Any] | None, location: str | None) -> tuple[str | None, str | None]:
+    """Server id and version from the returned resource or the Location (``Type/id/_history/v``)."""
+    if resource and resource.get("id"):
+        return resource["id"], (resource.get("meta") or {}).get("versionId")
+    if location:
+        parts = location.rstrip("/").split("/")
+        if "_history" in parts:
+            i = parts.index("_history")
+            return parts[i - 1], parts[i + 1] if i + 1 < len(parts) else None
+        return parts[-1], None
+    return None, None
+
+
+def _replace_reference(node: Any, urn: str, reference: str) -> None:
+    if isinstance(node, dict):
+        if node.get("reference") == urn:
+            node["reference"] = reference
+        for value in node.values():
+            _replace_reference(value, urn, reference)
+    elif isinstance(node, list):
+        for value in node:
+            _replace_reference(value, urn, reference)
+
+
+def _drop_reference(node: Any, urn: str) -> None:
+    """Remove optional links to a resource that was not written (lists shrink, empty keys go)."""
+    if isinstance(node, dict):
+        for key in list(node):
+            value = node[key]
+            if isinstance(value, dict) and value.get("reference") == urn:
+                del node[key]
+            elif isinstance(value, list):
+                node[key] = [v for v in value if not (isinstance(v, dict) and v.get("reference") == urn)]
+                if not node[key]:
+                    del node[key]
+                else:
+                    _drop_reference(node[key], urn)
+            else:
+                _drop_reference(value, urn)
+                if isinstance(value, dict) and not value:
+                    del node[key]  # e.g. DocumentReference.context left empty
+    elif isinstance(node, list):
+        for value in node:
+            _drop_reference(value, urn)

@@ -1,0 +1,139 @@
+"""Helpers for write-back tests: launches with tokens, referrals enqueued straight into the outbox,
+and a small in-memory EHR double for outbox logic that needs exact, scripted failures."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fhir.builders import EhrProfile, WritebackInput, plan_writeback
+from fhir.client import FhirError, FhirUnavailable, Response
+from fhir.outbox import OutboxSettings, enqueue
+from smart_app.crypto import encrypt_json
+from smart_app.db import session_scope
+from smart_app.models import LaunchRecord, ReferralRecord
+
+SCREENING = {"instrument": "hits", "questionnaire": "urn:test:hits", "version": "1", "score": 14,
+             "interpretation": "positive", "danger": False, "answers": {}, "completed_at": "2026-01-01T10:00:00+00:00"}
+REFERRAL = {"site": "mgh-chelsea", "results": [{"service_id": "haven", "program": "HAVEN at MGH",
+                                                "phone": "617-724-0054"}],
+            "selected": ["haven"], "safe_contact": {"channel": "none", "note": None}}
+
+
+def add_launch(app, iss: str, access_token: str | None, patient: str = "pat-1", encounter: str | None = None,
+               tokens: dict[str, Any] | None = None) -> str:
+    """An active launch record (no browser needed: the worker only uses its tokens)."""
+    from tests.conftest import default_context
+
+    with app.app_context(), session_scope(app) as db:
+        record = LaunchRecord(state=secrets.token_urlsafe(16), browser_id="worker-test", iss=iss, kind="ehr",
+                              status="active", expires_at=datetime.now(UTC) + timedelta(hours=1))
+        ctx = default_context()
+        ctx["patient"]["id"] = patient
+        ctx["encounter"] = {**ctx["encounter"], "id": encounter} if encounter else None
+        record.context_enc = encrypt_json(ctx)
+        record.tokens_enc = encrypt_json(tokens if tokens is not None else
+                                         {"access_token": access_token, "token_type": "Bearer"})
+        db.add(record)
+        db.flush()
+        return record.id
+
+
+def add_referral(app, launch_id: str, iss: str, profile: EhrProfile, patient: str = "pat-1",
+                 encounter: str | None = None, resources: list[str] | None = None,
+                 author: str | None = None) -> str:
+    """A consented referral with its writes stored in the outbox (what the consent view does)."""
+    with app.app_context(), session_scope(app) as db:
+        record = ReferralRecord(launch_id=launch_id, iss=iss, profile=profile.name, site="mgh-chelsea", status="new")
+        db.add(record)
+        db.flush()
+        inp = WritebackInput(referral_key=record.id, patient_id=patient, encounter_id=encounter,
+                             author_reference=author, author_name=None, screening=dict(SCREENING),
+                             referral=dict(REFERRAL), resources=resources or list(profile.resources))
+        record.summary_enc = encrypt_json({"patient_name": "Test Patient", "safe_contact": REFERRAL["safe_contact"]})
+        enqueue(db, referral_id=record.id, launch_id=launch_id, iss=iss, profile=profile,
+                plans=plan_writeback(inp, profile), settings=OutboxSettings.for_app(app, profile))
+        return record.id
+
+
+class FakeEhr:
+    """In-memory FHIR server double with conditional create and a script of failures.
+
+    ``script`` is a list consumed one entry per call: None (succeed), an int status (fail with
+    it), "timeout", or "after_commit:<status>" (apply, then fail). ``drop_labels`` strips meta.security.
+    """
+
+    def __init__(self) -> None:
+        self.resources: dict[tuple[str, str], dict[str, Any]] = {}
+        self.script: list[Any] = []
+        self.calls: list[tuple[str, str]] = []
+        self.creates: list[str] = []  # identifier value per POST the EHR applied
+        self.sent: list[str] = []  # identifier value per POST received (faulted or not)
+        self.drop_labels = False
+        self.lock = threading.Lock()
+        self._n = 0
+
+    def client(self, _row: Any = None) -> FakeEhr:
+        return self
+
+    def _fault(self) -> Any:
+        return self.script.pop(0) if self.script else None
+
+    @staticmethod
+    def _raise(fault: Any) -> None:
+        if fault == "timeout":
+            raise FhirUnavailable("ReadTimeout")
+        if isinstance(fault, int):
+            outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid",
+                                                                       "diagnostics": "Patient Rosa bad"}]}
+            raise FhirError(fault, "fault", outcome, retry_after=0.0 if fault == 429 else None)
+
+    def _match(self, kind: str, query: str) -> list[dict[str, Any]]:
+        system, value = query.split("=", 1)[1].split("|", 1)
+        out = []
+        for (k, _id), res in self.resources.items():
+            idents = res.get("identifier")
+            idents = idents if isinstance(idents, list) else [idents] if idents else []
+            if k == kind and any(i.get("system") == system and i.get("value") == value for i in idents):
+                out.append(res)
+        return out
+
+    def create(self, resource: dict[str, Any], if_none_exist: str | None = None) -> Response:
+        with self.lock:
+            self.calls.append(("create", resource["resourceType"]))
+            ident = resource["identifier"]
+            self.sent.append((ident[0] if isinstance(ident, list) else ident)["value"])
+            fault = self._fault()
+            after = isinstance(fault, str) and fault.startswith("after_commit:")
+            if fault is not None and not after:
+                self._raise(fault)
+            self.creates.append(self.sent[-1])
+            found = self._match(resource["resourceType"], if_none_exist) if if_none_exist else []
+            if found:
+                stored, status = found[0], 200
+            else:
+                self._n += 1
+                stored = dict(resource, id=f"r{self._n}", meta=dict(resource.get("meta") or {}, versionId="1"))
+                if self.drop_labels:
+                    stored["meta"].pop("security", None)
+                self.resources[(resource["resourceType"], stored["id"])] = stored
+                status = 201
+            if after:
+                self._raise(int(fault.split(":")[1]))
+            return Response(status, stored, f"{resource['resourceType']}/{stored['id']}/_history/1", None)
+
+    def read(self, kind: str, rid: str) -> dict[str, Any]:
+        with self.lock:
+            self.calls.append(("read", kind))
+            self._raise(self._fault())
+            return self.resources[(kind, rid)]
+
+    def search(self, kind: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            self.calls.append(("search", kind))
+            return self._match(kind, "identifier=" + params["identifier"])
+
+    def count(self, kind: str) -> int:
+        return sum(1 for (k, _i) in self.resources if k == kind)

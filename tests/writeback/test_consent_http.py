@@ -1,0 +1,123 @@
+"""Consent, no consent and the social-work queue through the Flask test client (EHR unreachable here:
+the live-EHR path is in test_sandbox_writeback.py)."""
+
+from __future__ import annotations
+
+import base64
+
+from sqlalchemy import func, select
+
+from smart_app.crypto import decrypt_json
+from smart_app.db import session_scope
+from smart_app.models import OutboxItem, ReferralEvent, ReferralRecord
+from tests.conftest import default_context
+from tests.writeback.support import REFERRAL, SCREENING
+
+DOWN_ISS = "http://127.0.0.1:9/fhir"  # nothing listens: connection refused at once
+DATA = {"screening": dict(SCREENING, answers={"95618-5": {"code": "LA-secret-answer"}}),
+        "referral": REFERRAL}
+
+
+def count(app, model):
+    with app.app_context(), session_scope(app) as db:
+        return db.scalar(select(func.count()).select_from(model))
+
+
+def outbox_rows(app):
+    with app.app_context(), session_scope(app) as db:
+        return list(db.scalars(select(OutboxItem).order_by(OutboxItem.id)))
+
+
+def test_consent_page_shows_minimal_note_and_safe_contact(fast_app, make_launch):
+    client = fast_app.test_client()
+    lid = make_launch(client, data=DATA, iss=DOWN_ISS)
+    page = client.get(f"/l/{lid}/consent").get_data(as_text=True)
+    assert "Confidential referral to support services" in page
+    assert "Do not contact the patient" in page  # channel none
+    assert "HAVEN at MGH" in page
+    assert "Detailed documentation" in page
+    assert "LA-secret-answer" not in page and "14" not in page.split("note-preview")[1].split("</pre>")[0]
+
+
+def test_no_consent_writes_and_queues_nothing(fast_app, make_launch):
+    client = fast_app.test_client()
+    lid = make_launch(client, data=DATA, iss=DOWN_ISS)
+    resp = client.post(f"/l/{lid}/consent", data={"consent": "no"})
+    assert resp.status_code == 200
+    assert "Nothing was written to the chart" in resp.get_data(as_text=True)
+    assert count(fast_app, OutboxItem) == 0 and count(fast_app, ReferralRecord) == 0
+
+
+def test_consent_with_ehr_down_queues_everything_and_says_so(fast_app, make_launch):
+    client = fast_app.test_client()
+    lid = make_launch(client, data=DATA, iss=DOWN_ISS)
+    resp = client.post(f"/l/{lid}/consent", data={"consent": "yes", "channel": "none",
+                                                 "resources": ["Observation", "ServiceRequest"]})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/l/{lid}/consent/done")
+    rows = outbox_rows(fast_app)
+    assert sorted(r.kind for r in rows) == ["DocumentReference", "Observation", "ServiceRequest"]
+    assert all(r.status == "pending" for r in rows)
+    obs = next(r for r in rows if r.kind == "Observation")
+    assert obs.attempts == 1 and "no answer from the EHR" in obs.last_error
+    page = client.get(f"/l/{lid}/consent/done").get_data(as_text=True)
+    assert "keeps trying" in page and 'data-state="queued"' in page
+    # A second submit (double click, back button) never creates a second referral.
+    client.post(f"/l/{lid}/consent", data={"consent": "yes"})
+    assert count(fast_app, ReferralRecord) == 1 and len(outbox_rows(fast_app)) == 3
+
+
+def test_detailed_documentation_only_when_chosen(fast_app, make_launch):
+    client = fast_app.test_client()
+    lid = make_launch(client, data=DATA, iss=DOWN_ISS)
+    client.post(f"/l/{lid}/consent", data={"consent": "yes", "detailed": "yes", "channel": "phone",
+                                          "resources": ["Observation", "ServiceRequest"],
+                                          "detail_text": "Patient asks to document the injury on 3 Jan."})
+    with fast_app.app_context():
+        doc = next(decrypt_json(r.resource_enc) for r in outbox_rows(fast_app) if r.kind == "DocumentReference")
+        sr = next(decrypt_json(r.resource_enc) for r in outbox_rows(fast_app) if r.kind == "ServiceRequest")
+    text = base64.b64decode(doc["content"][0]["attachment"]["data"]).decode()
+    assert "Documented at the patient's request" in text and "injury on 3 Jan" in text
+    assert "contact by phone is safe" in text
+    assert sr["orderDetail"] == [{"text": "Safe contact channel: phone"}]
+    codes = {c["code"] for c in doc["meta"]["security"]}
+    assert codes == {"R", "SDV", "NOPAT"}
+
+
+def test_worklist_is_for_social_workers_only(fast_app, make_launch):
+    client = fast_app.test_client()
+    lid = make_launch(client, data=DATA, iss=DOWN_ISS)
+    resp = client.get(f"/l/{lid}/worklist")
+    assert resp.status_code == 403 and "only for social workers" in resp.get_data(as_text=True)
+
+
+def test_worklist_lists_referrals_without_answers_and_records_status_changes(fast_app, make_launch):
+    clinician = fast_app.test_client()
+    lid = make_launch(clinician, data={**DATA, "screening": {**DATA["screening"], "danger": True}}, iss=DOWN_ISS)
+    clinician.post(f"/l/{lid}/consent", data={"consent": "yes", "channel": "none"})
+
+    sw = fast_app.test_client()
+    ctx = default_context(patient=None, encounter=None,
+                          user={"reference": "Practitioner/sw-1", "name": "Sam Social", "roles": ["social_worker"]})
+    swid = make_launch(sw, context=ctx, iss=DOWN_ISS, kind="standalone")
+    page = sw.get(f"/l/{swid}/worklist").get_data(as_text=True)
+    assert "Rosa Test" in page and "mgh-chelsea" in page and "Urgent" in page
+    assert "HAVEN at MGH" in page and "No contact is safe" in page
+    assert 'data-write="queued"' in page
+    assert "LA-secret-answer" not in page and "Total score" not in page
+    with fast_app.app_context(), session_scope(fast_app) as db:
+        rid = db.scalar(select(ReferralRecord.id))
+    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "contacted"}).status_code == 302
+    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "new"}).status_code == 400
+    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "closed"}).status_code == 302
+    with fast_app.app_context(), session_scope(fast_app) as db:
+        events = list(db.scalars(select(ReferralEvent).order_by(ReferralEvent.id)))
+        record = db.get(ReferralRecord, rid)
+        assert [(e.from_status, e.to_status, e.by_reference) for e in events] == [
+            ("new", "contacted", "Practitioner/sw-1"), ("contacted", "closed", "Practitioner/sw-1")]
+        assert record.status == "closed" and record.status_by == "Sam Social"
+    history = sw.get(f"/l/{swid}/worklist/{rid}/history").get_data(as_text=True)
+    assert "contacted → closed: Sam Social" in history
+    # Closed referrals leave the open queue.
+    assert 'data-testid="worklist-empty"' in sw.get(f"/l/{swid}/worklist").get_data(as_text=True)
+    # The clinician (no social-work role) cannot change a status either.
+    assert clinician.post(f"/l/{lid}/worklist/{rid}/status", data={"status": "closed"}).status_code == 403
