@@ -157,3 +157,9 @@ def norm_name(name: str) -> str:
         elif out and out[-1] != " ":
             out.append(" ")
     return "".join(out).strip()
+
+
+def is_reference(value: str) -> bool:
+    """'Location/loc-1' or 'Organization/org-1': a FHIR literal reference used as a match key."""
+    kind, _, rest = value.partition("/")
+    return kind in ("Location", "Organization") and bool(rest) and "/" not in rest

@@ -30,7 +30,17 @@ def detect_format(path: Path) -> str:
 
 def load_source(path: str | Path, fmt: str = "auto", timezone: str = "America/New_York") -> Directory:
     """Load any supported source into a validated Directory."""
-    p = Path(path)
+    try:
+        return _load(Path(path), fmt, timezone)
+    except DirectoryError:
+        raise
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, RecursionError, OSError) as exc:
+        # Last line of defence: a shape no check foresaw is still a refused file, never a crash.
+        raise DirectoryError([Issue(str(path), "", f"cannot be read as a directory ({exc.__class__.__name__})")]) \
+            from exc
+
+
+def _load(p: Path, fmt: str, timezone: str) -> Directory:
     if not p.exists():
         raise DirectoryError([Issue(str(p), "", "file not found")])
     if fmt == "auto":

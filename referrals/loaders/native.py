@@ -18,7 +18,19 @@ from referrals.loaders.common import (
     language_code,
     weekly_interval,
 )
-from referrals.model import NEEDS, Address, Directory, Hours, MatchRules, Phone, Service, Site, Text, norm_name
+from referrals.model import (
+    NEEDS,
+    Address,
+    Directory,
+    Hours,
+    MatchRules,
+    Phone,
+    Service,
+    Site,
+    Text,
+    is_reference,
+    norm_name,
+)
 
 FORMAT = "ipv-directory/1"
 KINDS = ("program", "hotline", "emergency")
@@ -97,13 +109,14 @@ def parse_match(c: Collector, where: str, value: Any) -> MatchRules:
             continue
         if key == "identifiers":
             for k, ident in enumerate(items):
-                if "|" not in ident:
-                    c.add(f"{where}.identifiers[{k}]", "identifier must be 'system|value'")
+                if "|" not in ident and not is_reference(ident):
+                    c.add(f"{where}.identifiers[{k}]",
+                          "identifier must be 'system|value' or a reference 'Location/<id>' / 'Organization/<id>'")
             rules.identifiers.update(items)
         elif key == "names":
             rules.names.update(norm_name(x) for x in items)
         else:
-            rules.organizations.update(x if "|" in x else norm_name(x) for x in items)
+            rules.organizations.update(x if "|" in x or is_reference(x) else norm_name(x) for x in items)
     return rules
 
 

@@ -1,0 +1,102 @@
+"""The directory the app serves: loaded from DIRECTORY_PATHS at start, swapped whole on reload.
+
+A reload builds the new directory and its index completely before one reference swap, so a
+request sees either the old directory or the new one, never a mix; a source that fails to load
+leaves the current directory in place.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from referrals.errors import DirectoryError, Issue
+from referrals.loaders import load_source
+from referrals.model import Directory
+from referrals.ranking import DirectoryIndex
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DIRECTORY = ROOT / "config" / "directory" / "boston.yaml"
+IMPORT_DIR_NAME = "directory"  # under the app's instance folder: what `ipv-directory import` writes
+
+
+def default_import_dir() -> Path:
+    return Path(os.environ.get("DIRECTORY_IMPORT_DIR") or ROOT / "instance" / IMPORT_DIR_NAME)
+
+
+def configured_paths(value: Any = None) -> list[Path]:
+    """DIRECTORY_PATHS (list, or a string separated by ':' / ','); default: the Boston directory plus
+    every file `ipv-directory import` placed in instance/directory/ (in name order)."""
+    value = value if value is not None else os.environ.get("DIRECTORY_PATHS")
+    if value:
+        items = value if isinstance(value, list | tuple) else str(value).replace(",", os.pathsep).split(os.pathsep)
+        return [Path(p).expanduser() for p in items if str(p).strip()]
+    imported = default_import_dir()
+    extra = sorted(p for p in imported.glob("*.yaml")) if imported.is_dir() else []
+    return [DEFAULT_DIRECTORY, *extra]
+
+
+def merge(directories: list[Directory]) -> Directory:
+    """Later sources replace earlier services with the same id (an import updates an entry)."""
+    if len(directories) == 1:
+        return directories[0]
+    by_id: dict[str, Any] = {}
+    for d in directories:
+        for s in d.services:
+            by_id.pop(s.id, None)
+            by_id[s.id] = s
+    first = directories[0]
+    return Directory(services=list(by_id.values()), timezone=first.timezone,
+                     sources=[src for d in directories for src in d.sources], extras=dict(first.extras))
+
+
+def build(paths: list[Path]) -> DirectoryIndex:
+    """Load every source and index the result; DirectoryError lists the problems of all sources."""
+    if not paths:
+        raise DirectoryError([Issue("DIRECTORY_PATHS", "", "no directory source configured")])
+    loaded, issues = [], []
+    for p in paths:
+        try:
+            loaded.append(load_source(p))
+        except DirectoryError as exc:
+            issues.extend(exc.issues)
+    if issues:
+        raise DirectoryError(issues)
+    return DirectoryIndex(merge(loaded))
+
+
+class DirectoryStore:
+    def __init__(self, paths: list[Path]):
+        self.paths = list(paths)
+        self._index: DirectoryIndex | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def index(self) -> DirectoryIndex:
+        current = self._index
+        if current is None:
+            with self._lock:
+                if self._index is None:
+                    self._index = build(self.paths)
+                current = self._index
+        return current
+
+    def reload(self, paths: list[Path] | None = None) -> DirectoryIndex:
+        """Build fully, then swap; on error the old directory stays and the error propagates."""
+        new_paths = list(paths) if paths is not None else self.paths
+        fresh = build(new_paths)
+        with self._lock:
+            self._index = fresh
+            self.paths = new_paths
+        return fresh
+
+
+def store_for(app: Any) -> DirectoryStore:
+    """The app's store (created on first use from app.config["DIRECTORY_PATHS"])."""
+    store = app.extensions.get("ipv_directory")
+    if store is None:
+        store = DirectoryStore(configured_paths(app.config.get("DIRECTORY_PATHS")))
+        app.extensions["ipv_directory"] = store
+    return store
