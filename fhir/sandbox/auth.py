@@ -497,6 +497,9 @@ def _authenticate_assertion(assertion_type: str | None, assertion: str | None, f
     except jwt.PyJWTError:
         raise _TokenError("invalid_client", "client_assertion is not a JWT", 401) from None
     alg = header.get("alg")
+    if not header.get("kid"):
+        # SMART asymmetric client auth: the JWT header names the signing key (kid is required).
+        raise _TokenError("invalid_client", "client_assertion header must carry kid", 401)
     if alg not in ASSERTION_ALGS:
         raise _TokenError("invalid_client", "client_assertion must be signed with RS384 or ES384", 401)
     client_id = unverified.get("iss")
