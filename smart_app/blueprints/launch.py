@@ -13,7 +13,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, session
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, session
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
@@ -23,6 +23,7 @@ from fhir.smart.client_auth import ClientAuthError, load_private_key, public_jwk
 from fhir.smart.discovery import DiscoveryError, SmartConfiguration, normalize_iss
 from fhir.smart.id_token import IdTokenError, fhir_user, verify_id_token
 from fhir.smart.oauth import TokenError, authorize_url, exchange_code, new_nonce, new_pkce, new_state
+from fhir.smart.style import fetch_style, style_css
 from smart_app import _url_if
 from smart_app.crypto import decrypt_json, encrypt_json
 from smart_app.db import get_session
@@ -211,6 +212,9 @@ def callback():
         raise _fail(record, f"The EHR could not be read (HTTP {exc.status or 'timeout'}). Try again.",
                     502) from None
 
+    # smart_style_url: fetched once (no token sent), only safe values kept; served as /l/<lid>/smart-style.css.
+    context["smart_style"] = fetch_style(context.get("smart_style_url"), http=http_session(),
+                                         timeout=min(timeout, 5))
     launch = Launch(record)
     # Stored encrypted; never sent to the browser. The id_token's claims were checked above.
     launch.set_tokens({k: v for k, v in tokens.items()
@@ -227,9 +231,14 @@ def callback():
     return redirect(_landing(launch), code=302)
 
 
+WORKLIST_INTENTS = {"worklist", "social-work-worklist"}
+
+
 def _landing(launch: Launch) -> str:
     # Standalone without a patient is the social worker's worklist; with a patient it is a screening.
-    if launch.kind == "standalone" and not launch.context.get("patient"):
+    # An EHR can ask for the worklist directly with intent=worklist.
+    if (launch.kind == "standalone" and not launch.context.get("patient")) \
+            or launch.context.get("intent") in WORKLIST_INTENTS:
         target = _url_if("worklist.index", lid=launch.id)
         if target:
             return target
@@ -245,6 +254,13 @@ def _landing(launch: Launch) -> str:
 def ready():
     """Shown when the feature the launch leads to is not installed."""
     return render_template("launch/ready.html", launch=g.launch)
+
+
+@bp.get("/l/<lid>/smart-style.css")
+@launch_required
+def smart_style():
+    """The EHR's styling (smart_style_url) as CSS for this launch's pages."""
+    return Response(style_css(g.launch.context.get("smart_style") or {}), mimetype="text/css")
 
 
 @bp.get("/.well-known/jwks.json")

@@ -170,3 +170,12 @@ def test_bad_input_gets_a_clear_4xx(client, fake, url):
     assert 400 <= resp.status_code < 500, (url, resp.status_code)
     assert "Traceback" not in text and "Quick exit" in text
     assert resp.headers["Cache-Control"].startswith("no-store")
+
+
+def test_intent_worklist_lands_on_the_worklist_when_installed(app, client, fake):
+    fake.token_extra.update(intent="worklist")
+    q = start(client, fake)
+    resp = callback(client, q["state"])
+    lid = resp.headers["Location"].split("/")[2]
+    expected = f"/l/{lid}/worklist" if "worklist" in app.blueprints else f"/l/{lid}/"
+    assert resp.status_code == 302 and resp.headers["Location"] == expected

@@ -111,6 +111,11 @@ def test_full_launch_for_each_client_kind_and_scope_syntax(app, client, sandbox,
     assert ("patient/Patient.rs" in granted) == (scopes == V2)
     page = client.get(resp.headers["Location"], follow_redirects=True).get_data(as_text=True)
     assert "Joana Exemplo" in page
+    # smart_style_url honoured: the EHR's style, sanitized, linked from every page of this launch.
+    assert ctx["smart_style"]["color_background"] == "#f6f7f9"
+    assert f'href="/l/{lid}/smart-style.css"' in page
+    css = client.get(f"/l/{lid}/smart-style.css")
+    assert css.mimetype == "text/css" and "--smart-color-background: #f6f7f9;" in css.get_data(as_text=True)
 
 
 def test_social_worker_role_and_no_banner(app, client, sandbox):
