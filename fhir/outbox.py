@@ -88,8 +88,8 @@ class OutboxSettings:
         """Exponential backoff with full jitter; Retry-After (429/503) wins when it asks for longer."""
         cap = min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
         delay = random.uniform(cap / 2, cap)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_delay))
+        if retry_after is not None:  # the server knows best; an hour at most against a bogus header
+            delay = max(delay, min(retry_after, 3600.0))
         return delay
 
 

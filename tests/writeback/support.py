@@ -137,3 +137,22 @@ class FakeEhr:
 
     def count(self, kind: str) -> int:
         return sum(1 for (k, _i) in self.resources if k == kind)
+
+
+def set_tokens(app, launch_id: str, tokens: dict[str, Any]) -> None:
+    with app.app_context(), session_scope(app) as db:
+        db.get(LaunchRecord, launch_id).tokens_enc = encrypt_json(tokens)
+
+
+# Conditional create searches (If-None-Exist): the write scopes need "s" as well as "c".
+WRITE_SCOPE = ("launch patient/Patient.r patient/Encounter.r patient/DocumentReference.crs patient/ServiceRequest.crs "
+               "patient/Observation.crs patient/QuestionnaireResponse.cs patient/Task.crus")
+
+
+def sandbox_token(sandbox, patient: str, encounter: str | None = None, lifetime: int = 3600) -> str:
+    """A sandbox access token issued directly (no browser): contract of fhir.sandbox.authstore."""
+    from fhir.sandbox.authstore import issue_access_token
+
+    with sandbox.app.app_context():
+        return issue_access_token("ipv-screen-jwt", WRITE_SCOPE, patient=patient, encounter=encounter,
+                                  lifetime=lifetime)

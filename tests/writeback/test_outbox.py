@@ -211,3 +211,24 @@ def test_note_waits_for_its_link_only_for_a_while(fast_app):
     assert "reasonReference" not in sr
     worker.drain()
     assert {r.status for r in rows(fast_app, rid)} == {"written"}
+
+
+def test_429_retry_after_is_honoured(fast_app):
+    ehr = FakeEhr()
+    _, rid = setup(fast_app, resources=["DocumentReference"])
+    original = ehr._raise
+
+    def throttled(fault):
+        if fault == 429:
+            from fhir.client import FhirError
+            raise FhirError(429, "slow down", None, retry_after=30.0)
+        original(fault)
+
+    ehr._raise = throttled
+    ehr.script = [429]
+    before = datetime.now(UTC)
+    OutboxWorker(fast_app, client_for=ehr.client).run_once()
+    (row,) = rows(fast_app, rid)
+    due = row.next_attempt_at if row.next_attempt_at.tzinfo else row.next_attempt_at.replace(tzinfo=UTC)
+    assert row.status == "pending" and row.last_error == "HTTP 429"
+    assert due >= before + timedelta(seconds=30)
