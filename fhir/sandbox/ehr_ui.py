@@ -140,7 +140,8 @@ def launch() -> Response:
     patient = form.get("patient", "")
     encounter = form.get("encounter") or None
     values = {"practitioner": practitioner, "patient": patient, "encounter": encounter or "",
-              "need_patient_banner": bool(form.get("need_patient_banner")), "iframe": bool(form.get("iframe"))}
+              "need_patient_banner": bool(form.get("need_patient_banner")), "iframe": bool(form.get("iframe")),
+              "new_window": bool(form.get("new_window"))}
     if not resource_exists("Practitioner", practitioner):
         return _render_ehr("Choose the clinician who is launching the app.", values, 400)
     if not resource_exists("Patient", patient):

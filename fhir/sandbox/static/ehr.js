@@ -19,4 +19,12 @@
   }
   patient.addEventListener("change", filter);
   filter();
+  // "New window": the launch opens as a new top-level window (some EHRs launch apps that way).
+  var form = document.getElementById("launch-form");
+  var newWindow = document.getElementById("new_window");
+  if (form && newWindow) {
+    var target = function () { form.target = newWindow.checked ? "_blank" : ""; };
+    newWindow.addEventListener("change", target);
+    target();
+  }
 }());
