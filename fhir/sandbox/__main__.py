@@ -18,9 +18,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="the app's SMART launch URL the simulator opens")
     parser.add_argument("--base-url", default=None,
                         help="public base URL when behind a proxy (default: taken from each request)")
+    parser.add_argument("--faults", action=argparse.BooleanOptionalAction, default=True,
+                        help="enable fault injection at /__faults (default: on; it is a test harness)")
     args = parser.parse_args(argv)
     app = create_sandbox_app({"SANDBOX_DB": args.db, "APP_LAUNCH_URL": args.app_launch_url,
-                              "SANDBOX_BASE_URL": args.base_url})
+                              "SANDBOX_BASE_URL": args.base_url, "SANDBOX_FAULTS": args.faults})
     print(f"Sandbox EHR: http://{args.host}:{args.port}/ehr  (iss http://{args.host}:{args.port}/fhir)")
     # threaded: the app calls back (token, FHIR) while a browser request to the sandbox may be open.
     run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
