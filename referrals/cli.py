@@ -58,7 +58,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     text = yaml.safe_dump(dump_native(d), sort_keys=False, allow_unicode=True, width=120)
     # Write beside the target, check the whole configured directory loads with it, then rename:
     # the app never sees a half-written or failing file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".yaml.tmp", dir=target_dir)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.yaml", dir=target_dir)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

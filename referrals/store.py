@@ -34,7 +34,8 @@ def configured_paths(value: Any = None) -> list[Path]:
         items = value if isinstance(value, list | tuple) else str(value).replace(",", os.pathsep).split(os.pathsep)
         return [Path(p).expanduser() for p in items if str(p).strip()]
     imported = default_import_dir()
-    extra = sorted(p for p in imported.glob("*.yaml")) if imported.is_dir() else []
+    # Hidden files are imports still being written (see cli.cmd_import).
+    extra = sorted(p for p in imported.glob("*.yaml") if not p.name.startswith(".")) if imported.is_dir() else []
     return [DEFAULT_DIRECTORY, *extra]
 
 
