@@ -249,6 +249,9 @@ def questions() -> Response | tuple[str, int]:
     declined = request.form.get("action") == "decline"
     answers = {} if declined else _answers_from_form(inst)
     try:
+        if not declined and not any(answers.values()):
+            # "Done" with nothing marked is a slip, not a refusal: declining has its own button.
+            raise IncompleteAnswers([q.link_id for q in inst.questions])
         result = inst.score(answers, declined=declined)
     except IncompleteAnswers as exc:
         return _render_form(inst, url_for("screening.questions", lid=lid), answers=answers,
@@ -285,6 +288,9 @@ def danger() -> Response | tuple[str, int]:
     declined = request.form.get("action") == "decline"
     answers = {} if declined else _answers_from_form(inst)
     try:
+        if not declined and not any(answers.values()):
+            # "Done" with nothing marked is a slip, not a refusal: declining has its own button.
+            raise IncompleteAnswers([q.link_id for q in inst.questions])
         result = inst.score(answers, declined=declined)
     except IncompleteAnswers as exc:
         return _render_form(inst, action, answers=answers, missing=exc.missing, status=400)

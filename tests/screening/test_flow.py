@@ -308,3 +308,10 @@ def test_language_switch_on_the_page_keeps_the_launch(flow, app):
 def test_result_without_a_screen_goes_back_to_the_gate(flow):
     r = flow.get(f"/l/{flow.lid}/result")
     assert r.status_code == 302 and r.headers["Location"].endswith(f"/l/{flow.lid}/")
+
+
+def test_done_with_nothing_marked_is_not_taken_as_declined(flow, app):
+    flow.gate()
+    r = flow.screen({"instrument": "hits", "action": "submit"})
+    assert r.status_code == 400 and 'role="alert"' in r.get_data(as_text=True)
+    assert "screening" not in launch_data(app, flow.lid)

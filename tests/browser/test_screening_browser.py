@@ -1,0 +1,280 @@
+"""Screening in a real browser (Debian Chromium via Playwright): Spanish positive screen, quick exit by
+button and Esc (then Back shows nothing of the app), keyboard-only completion, axe-core checks.
+
+The app runs on a real port with CSRF on; a launch is inserted the way ``make_launch`` does and the
+browser gets the matching signed session cookie, so these tests need no EHR. The neutral exit page is
+served by Playwright's router (no network).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.conftest import default_context
+from tests.screening.helpers import launch_data, launch_for
+from tests.support.live import LiveServer
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+NEUTRAL = "http://neutral.test/weather"
+PATIENT = "Rosa Test"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"Chromium not found at {CHROMIUM}: browser tests skipped")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def screening_app(tmp_path_factory) -> Iterator[tuple[Any, str]]:
+    from smart_app import create_app
+
+    db = tmp_path_factory.mktemp("screening-browser") / "app.db"
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{db}", "SECRET_KEY": secrets.token_urlsafe(16),
+                      "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(), "SESSION_COOKIE_SECURE": False,
+                      "NEUTRAL_EXIT_URL": NEUTRAL})
+    server = LiveServer(app).start()
+    yield app, server.url
+    server.stop()
+    app.extensions["db_engine"].dispose()
+
+
+@pytest.fixture
+def open_launch(chromium, screening_app):
+    """open_launch(context=None, data=None) -> (page, lid): a fresh browser profile holding one active launch."""
+    app, url = screening_app
+    contexts = []
+
+    def _open(context: dict[str, Any] | None = None, data: dict[str, Any] | None = None):
+        bid = secrets.token_urlsafe(24)
+        lid = launch_for(app, None, context=context, data=data, bid=bid)
+        cookie = app.session_interface.get_signing_serializer(app).dumps({"bid": bid})
+        ctx = chromium.new_context()
+        contexts.append(ctx)
+        ctx.set_default_timeout(15_000)
+        ctx.add_cookies([{"name": app.config["SESSION_COOKIE_NAME"], "value": cookie, "url": url}])
+        ctx.route("http://neutral.test/**", lambda route: route.fulfill(
+            status=200, content_type="text/html", body="<!doctype html><title>Weather</title><h1>Forecast</h1>"))
+        page = ctx.new_page()
+        page.goto(f"{url}/l/{lid}/")
+        return page, lid
+
+    yield _open
+    for ctx in contexts:
+        ctx.close()
+
+
+def pass_gate(page) -> None:
+    page.get_by_test_id("gate-alone").check()
+    page.get_by_test_id("gate-interpreter").check()
+    page.get_by_test_id("gate-start").click()
+    page.wait_for_url("**/screen")
+
+
+def answer(page, link_id: str, code: str) -> None:
+    page.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
+
+
+def spanish_context():
+    ctx = default_context()
+    ctx["patient"] = dict(ctx["patient"], language="es", languages=["es"])
+    return ctx
+
+
+def test_full_positive_hits_screen_in_spanish(open_launch, screening_app):
+    page, lid = open_launch(context=spanish_context())
+    assert page.locator("html").get_attribute("lang") == "es"
+    assert page.get_by_role("heading", level=1).inner_text() == "Antes de preguntar"
+    pass_gate(page)
+    assert "¿Con qué frecuencia su pareja:" in page.content()
+    assert page.get_by_test_id("translation-note").is_visible()
+    for link_id, code in (("hurt", "sometimes"), ("insult", "frequently"), ("threaten", "rarely"),
+                          ("scream", "fairly-often")):
+        answer(page, link_id, code)
+    page.get_by_role("button", name="Terminar").click()
+    page.wait_for_url("**/danger")
+    assert "¿Cree usted que él es capaz de matarle?" in page.content()
+    for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
+        answer(page, link_id, "LA32-8")
+    page.get_by_role("button", name="Terminar").click()
+    page.wait_for_url("**/result")
+    summary = page.get_by_test_id("summary")
+    assert summary.get_attribute("data-interpretation") == "positive"
+    assert "detección positiva" in summary.inner_text() and "puntuación 14" in summary.inner_text()
+    assert page.get_by_test_id("urgent").count() == 0
+    assert "1-877-785-2020" in page.get_by_test_id("resources").inner_text()
+    s = launch_data(screening_app[0], lid)["screening"]
+    assert (s["score"], s["interpretation"], s["language"]) == (14, "positive", "es")
+
+
+def test_language_switch_in_the_browser_keeps_the_launch(open_launch):
+    page, lid = open_launch()
+    page.get_by_test_id("lang-es").click()
+    assert page.get_by_role("heading", level=1).inner_text() == "Antes de preguntar"
+    assert f"/l/{lid}/" in page.url
+    pass_gate(page)
+    assert "Le hace daño físico" in page.content()
+
+
+def test_danger_answer_shows_urgent_path_first(open_launch):
+    page, _ = open_launch()
+    pass_gate(page)
+    for link_id in ("hurt", "insult", "threaten", "scream"):
+        answer(page, link_id, "frequently")
+    page.get_by_test_id("submit").click()
+    page.wait_for_url("**/danger")
+    for link_id in ("escalation", "weapon", "jealousy", "fear-for-life"):
+        answer(page, link_id, "LA32-8")
+    answer(page, "strangulation", "LA33-6")
+    page.get_by_test_id("submit").click()
+    page.wait_for_url("**/result")
+    first_heading = page.locator("main h1, main h2").first
+    assert first_heading.inner_text() == "Urgent: high danger"
+    urgent = page.get_by_test_id("urgent").inner_text()
+    assert "911" in urgent and "1-877-785-2020" in urgent and "1-617-726-2241" in urgent
+
+
+def _assert_exited(page, screening_app, lid) -> None:
+    page.wait_for_url(NEUTRAL)
+    assert PATIENT not in page.content()
+    page.go_back()
+    page.wait_for_load_state()
+    # Back re-asks the server (no-store); the launch has ended, so nothing of it comes back.
+    assert PATIENT not in page.content()
+    assert "Physically hurt you" not in page.content()
+    app = screening_app[0]
+    with app.test_request_context():
+        from smart_app.db import get_session
+        from smart_app.models import LaunchRecord
+
+        assert get_session().get(LaunchRecord, lid).status == "ended"
+
+
+def test_quick_exit_button_then_back_shows_nothing(open_launch, screening_app):
+    page, lid = open_launch()
+    pass_gate(page)
+    assert PATIENT in page.content()
+    page.get_by_role("link", name="Quick exit").click()
+    _assert_exited(page, screening_app, lid)
+
+
+def test_quick_exit_by_escape_then_back_shows_nothing(open_launch, screening_app):
+    page, lid = open_launch()
+    pass_gate(page)
+    answer(page, "hurt", "frequently")
+    page.keyboard.press("Escape")
+    _assert_exited(page, screening_app, lid)
+
+
+def test_quick_exit_blanks_the_page_before_leaving(open_launch):
+    page, _ = open_launch()
+    # A second listener on the same target runs right after quick_exit.js's, in the same task,
+    # before any navigation: it reports what is on screen at that moment.
+    page.evaluate("""document.addEventListener('keydown', function () {
+        console.log(JSON.stringify({visibility: document.documentElement.style.visibility,
+                                    children: document.body.children.length, title: document.title,
+                                    text: document.body.innerText}));
+    }, true)""")
+    with page.expect_console_message() as message:
+        page.keyboard.press("Escape")
+
+    state = json.loads(message.value.text)
+    assert state == {"visibility": "hidden", "children": 0, "title": "", "text": ""}
+    page.wait_for_url(NEUTRAL)
+
+
+def test_quick_exit_inside_an_ehr_frame_replaces_the_top_window(open_launch, screening_app):
+    page, lid = open_launch()
+    url = screening_app[1]
+    # A same-origin host page stands in for the EHR (frame-ancestors allows 'self' only).
+    host = f"{url}/__ehr_frame_host"
+    page.context.route(host, lambda route: route.fulfill(
+        status=200, content_type="text/html",
+        body=f'<!doctype html><title>EHR</title><iframe id="app" src="{url}/l/{lid}/" width="900" height="700">'
+             "</iframe>"))
+    page.goto(host)
+    frame = page.frame_locator("#app")
+    frame.get_by_role("link", name="Quick exit").click()
+    page.wait_for_url(NEUTRAL)
+    assert "Forecast" in page.content()
+
+
+def test_keyboard_only_completion(open_launch, screening_app):
+    page, lid = open_launch()
+    page.locator("body").focus()
+
+    def tab_to(test_id: str) -> None:
+        for _ in range(30):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement && document.activeElement.dataset.testid") == test_id:
+                return
+        raise AssertionError(f"Tab never reached {test_id}")
+
+    tab_to("gate-alone")
+    page.keyboard.press("Space")
+    tab_to("gate-interpreter")
+    page.keyboard.press("Space")
+    tab_to("gate-start")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/screen")
+    # Tab enters each radio group on its first option ("Never"); Space selects it.
+    for link_id in ("hurt", "insult", "threaten", "scream"):
+        for _ in range(30):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.name") == f"q-{link_id}":
+                break
+        page.keyboard.press("Space")
+    tab_to("submit")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/result")
+    assert page.get_by_test_id("summary").get_attribute("data-interpretation") == "negative"
+    s = launch_data(screening_app[0], lid)["screening"]
+    assert s["answers"] == {"hurt": "never", "insult": "never", "threaten": "never", "scream": "never"}
+
+
+def serious_violations(page) -> list[str]:
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return [f"{v['id']} ({v['impact']}): {v['help']}" for v in results.response["violations"]
+            if v.get("impact") in ("serious", "critical")]
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_axe_gate_instrument_and_result_have_no_serious_violations(open_launch, lang):
+    page, lid = open_launch(context=spanish_context() if lang == "es" else None)
+    found = {"gate": serious_violations(page)}
+    pass_gate(page)
+    found["instrument"] = serious_violations(page)
+    page.get_by_test_id("submit").click()  # nothing answered: the error state is checked too
+    page.get_by_role("alert").wait_for()
+    found["instrument-error"] = serious_violations(page)
+    for link_id in ("hurt", "insult", "threaten", "scream"):
+        answer(page, link_id, "frequently")
+    page.get_by_test_id("submit").click()
+    page.wait_for_url("**/danger")
+    found["danger"] = serious_violations(page)
+    for link_id in ("escalation", "strangulation", "jealousy", "fear-for-life"):
+        answer(page, link_id, "LA32-8")
+    answer(page, "weapon", "LA33-6")
+    page.get_by_test_id("submit").click()
+    page.wait_for_url("**/result")
+    found["result"] = serious_violations(page)
+    assert found == {k: [] for k in found}
