@@ -210,7 +210,8 @@ def _advocates_from_seed(ids: set[str], names: set[str], provider: str | None) -
 @screening_view
 def start() -> str:
     """The private gate: nothing is asked before the clinician confirms the patient is alone."""
-    return render_template("screening/gate.html", lid=g.launch.id, gate=g.launch.data.get("gate"))
+    return render_template("screening/gate.html", lid=g.launch.id, gate=g.launch.data.get("gate"),
+                           done=bool(g.launch.data.get("screening")))
 
 
 @bp.route("/gate", methods=["POST"])
@@ -264,8 +265,9 @@ def questions() -> Response | tuple[str, int]:
     })
     g.launch.pop_data("danger_check")
     g.launch.save()
-    # Interpretation only (no answers, no score) so a log line can never disclose a response.
-    log.info("screening completed: %s", result.interpretation)
+    # No answers, score or interpretation in logs: with the access log's launch path, even
+    # "positive" would tie a disclosure to a patient.
+    log.info("screening completed")
     reg = _registry()
     if result.interpretation == "positive" and reg["danger_check"]:
         return redirect(url_for("screening.danger", lid=lid))

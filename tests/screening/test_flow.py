@@ -203,9 +203,10 @@ def test_no_answers_in_logs(flow, caplog):
     flow.danger(da5("weapon"))
     flow.result()
     text = caplog.text
-    for secret in ("frequently", "fairly-often", "sometimes", "rarely", YES, "weapon", "Frequently"):
+    for secret in ("frequently", "fairly-often", "sometimes", "rarely", YES, "weapon", "Frequently", "positive",
+                   "danger"):
         assert secret not in text
-    assert "screening completed: positive" in text  # the log is there, just without answers
+    assert "screening completed" in text  # the log is there, just without answers or result
 
 
 def test_no_answers_in_any_url(flow):
