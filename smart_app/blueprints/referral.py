@@ -1,0 +1,217 @@
+"""Referral after screening: ranked programs for this visit, 209A information, a safety-planning
+checklist, the safe-contact question, and a discreet printable handout.
+
+The safe ZIP is asked for (never taken from the chart), posted, kept only in the launch's
+encrypted state, and never put in a URL (POST-redirect-GET). Nothing here sends anything anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from werkzeug.wrappers import Response
+
+from referrals.content import load_content, localise
+from referrals.geography import normalise_zip
+from referrals.model import ASKED_NEEDS, text_in
+from referrals.ranking import Ranking, Reason, describe_hours, rank
+from referrals.store import store_for
+from smart_app.i18n import SUPPORTED
+from smart_app.launch_state import launch_required
+
+bp = Blueprint("referral", __name__, url_prefix="/l/<lid>")
+
+CHANNELS = ("none", "phone", "text", "email", "portal", "in_person")
+MAX_NOTE = 200
+
+
+@bp.record_once
+def _load_directory(state: Any) -> None:
+    # Load at start so a broken directory file is reported when the app starts, not mid-visit.
+    store_for(state.app).index  # noqa: B018
+
+
+def channel_labels() -> dict[str, str]:
+    return {"none": _("No channel is safe: the patient will make contact"), "phone": _("Phone call"),
+            "text": _("Text message"), "email": _("Email"), "portal": _("Patient portal message"),
+            "in_person": _("In person only")}
+
+
+def need_labels() -> dict[str, str]:
+    return {"legal": _("Legal help and protective orders (209A)"), "shelter": _("A safe place to stay (shelter)"),
+            "counselling": _("Counselling and support groups"), "sexual-assault": _("Help after sexual assault")}
+
+
+def reason_text(reason: Reason) -> str:
+    p = reason.params
+    short_needs = {"legal help and protective orders (209A)": _("legal help and protective orders (209A)"),
+                   "shelter": _("shelter"), "counselling": _("counselling"), "sexual assault": _("sexual assault"),
+                   "housing": _("housing")}
+    language_names = {"Spanish": _("Spanish"), "Portuguese": _("Portuguese"), "English": _("English"),
+                      "Haitian Creole": _("Haitian Creole"), "Chinese": _("Chinese"), "Vietnamese": _("Vietnamese")}
+    texts: dict[str, Callable[[], str]] = {
+        "on_site": lambda: _("On site at this hospital"),
+        "serves_site": lambda: _("Serves this hospital"),
+        "always": lambda: _("24/7"),
+        "open_now": lambda: _("Open now"),
+        "after_hours": lambda: _("After hours: call the pager %(phone)s", phone=p.get("phone", "")),
+        "closed": lambda: _("Closed now"),
+        "speaks": lambda: _("Speaks %(language)s", language=language_names.get(p.get("language", ""),
+                                                                              p.get("language", ""))),
+        "interpreters": lambda: _("Interpreters available"),
+        "needs": lambda: _("Helps with %(needs)s", needs=", ".join(
+            short_needs.get(n.strip(), n.strip()) for n in p.get("needs", "").split(", "))),
+        "distance_zip": lambda: _("%(miles)s miles from %(zip)s", miles=p.get("miles"), zip=p.get("zip")),
+        "distance_site": lambda: _("%(miles)s miles from this hospital", miles=p.get("miles")),
+    }
+    return texts[reason.code]() if reason.code in texts else reason.text()
+
+
+def patient_locale(context: dict[str, Any]) -> str:
+    patient = context.get("patient") or {}
+    for lang in [patient.get("language"), *(patient.get("languages") or [])]:
+        base = (lang or "").split("-")[0].lower()
+        if base in SUPPORTED:
+            return base
+    return "en"
+
+
+def referral_view(view: Callable) -> Callable:
+    """launch_required + the launch's language in g.locale before anything renders.
+    ``?lang=es`` switches the page language and keeps it for this launch (as the screening pages do)."""
+
+    @launch_required
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any):
+        asked = request.args.get("lang")
+        if asked in SUPPORTED and asked != g.launch.data.get("locale"):
+            g.launch.update_data(locale=asked)
+            g.launch.save()
+        data = g.launch.data
+        g.locale = data.get("locale") if data.get("locale") in SUPPORTED else patient_locale(g.launch.context)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def handout_view(view: Callable) -> Callable:
+    """The handout is in the patient's language (Patient.communication), whatever the page language;
+    ``?lang=`` prints it in another one without changing the launch's page language."""
+
+    @launch_required
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any):
+        asked = request.args.get("lang")
+        g.locale = asked if asked in SUPPORTED else patient_locale(g.launch.context)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def patient_language() -> str:
+    """The patient's language for ranking ('es' speakers get Spanish-speaking programs first)."""
+    patient = g.launch.context.get("patient") or {}
+    lang = (patient.get("language") or "").split("-")[0].lower()
+    return lang or g.get("locale") or "en"
+
+
+def current_ranking(ref: dict[str, Any], now: datetime | None = None) -> Ranking:
+    deployment = current_app.config.get("DEPLOYMENT")
+    site_map = getattr(deployment, "site_map", None) or None
+    return rank(store_for(current_app).index, context=g.launch.context, safe_zip=ref.get("safe_zip"),
+                needs=ref.get("needs") or [], language=patient_language(), now=now or datetime.now(UTC),
+                site_map=site_map)
+
+
+def _store(ref: dict[str, Any], ranking: Ranking) -> None:
+    ref["results"] = [r.as_data() for r in ranking.results]
+    ref["site"] = ranking.site.id if ranking.site else None
+    ref["selected"] = [s for s in ref.get("selected") or [] if s in {r["service_id"] for r in ref["results"]}]
+    g.launch.update_data(referral=ref)
+    g.launch.save()
+
+
+@bp.route("/referrals", methods=["GET"])
+@referral_view
+def index() -> str:
+    ref = dict(g.launch.data.get("referral") or {})
+    ranking = current_ranking(ref)
+    lang = g.locale
+    content = localise(load_content(), lang)
+    screening = g.launch.data.get("screening") or {}
+    return render_template(
+        "referral/index.html", lid=g.launch.id, ref=ref, ranking=ranking, lang=lang, content=content,
+        danger=bool(screening.get("danger")), needs=ASKED_NEEDS, need_labels=need_labels(),
+        channels=CHANNELS, channel_labels=channel_labels(), reason_text=reason_text, text_in=text_in,
+        describe_hours=describe_hours, zip_error=request.args.get("zip_error") == "1",
+        saved=request.args.get("saved") == "1")
+
+
+@bp.route("/referrals", methods=["POST"])
+@referral_view
+def submit() -> Response:
+    lid = g.launch.id
+    ref = dict(g.launch.data.get("referral") or {})
+    action = request.form.get("action", "search")
+    if action == "search":
+        raw_zip = (request.form.get("safe_zip") or "").strip()
+        safe_zip = normalise_zip(raw_zip)
+        ref["safe_zip"] = safe_zip
+        ref["needs"] = [n for n in request.form.getlist("needs") if n in ASKED_NEEDS]
+        _store(ref, current_ranking(ref))
+        # The ZIP itself never goes into a URL: only the fact that it was not understood.
+        if raw_zip and not safe_zip:
+            return redirect(url_for("referral.index", lid=lid, zip_error=1) + "#find")
+        return redirect(url_for("referral.index", lid=lid) + "#results")
+    if action == "clear_zip":
+        ref["safe_zip"] = None
+        _store(ref, current_ranking(ref))
+        return redirect(url_for("referral.index", lid=lid) + "#find")
+    # action == "save": chosen programs and the safe-contact answer
+    ranking = current_ranking(ref)
+    listed = {r.service.id for r in ranking.results}
+    ref["selected"] = [s for s in request.form.getlist("selected") if s in listed]
+    channel = request.form.get("channel")
+    if channel in CHANNELS:
+        note = (request.form.get("contact_note") or "").strip()[:MAX_NOTE]
+        ref["safe_contact"] = {"channel": channel, "note": note}
+    _store(ref, ranking)
+    return redirect(url_for("referral.index", lid=lid, saved=1) + "#next")
+
+
+def qr_data_uri(url: str) -> str | None:
+    """An SVG QR code as a data: URI (drawn here; no request leaves the server)."""
+    try:
+        import qrcode
+        import qrcode.image.svg
+    except ImportError:  # optional: the handout works without it
+        return None
+    img = qrcode.make(url, image_factory=qrcode.image.svg.SvgPathImage, box_size=8, border=2)
+    buf = io.BytesIO()
+    img.save(buf)
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+@bp.route("/handout", methods=["GET"])
+@handout_view
+def handout() -> str:
+    """Discreet printable handout: neutral title and names, the patient's language, optional QR."""
+    ref = dict(g.launch.data.get("referral") or {})
+    ranking = current_ranking(ref)
+    selected = set(ref.get("selected") or [])
+    chosen = [r for r in ranking.results if r.service.id in selected] or ranking.results[:4]
+    lang = g.locale
+    content = localise(load_content(), lang)["handout"]
+    show_qr = request.args.get("qr") == "1"
+    qr_url = (content.get("qr") or {}).get("url")
+    return render_template("referral/handout.html", lid=g.launch.id, items=chosen, lang=lang, content=content,
+                           qr=qr_data_uri(qr_url) if show_qr and qr_url else None, show_qr=show_qr,
+                           text_in=text_in, describe_hours=describe_hours,
+                           emergency=ranking.emergency)

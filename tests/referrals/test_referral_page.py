@@ -1,0 +1,142 @@
+"""Referral page and handout through the Flask test client with a launch (make_launch)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import default_context
+
+DV_WORDS = re.compile(r"violen|abus|domestic|rape|assault|shelter|refugio|agresi|IPV|209A|crisis", re.I)
+
+
+def visible_text(html: str) -> str:
+    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
+    html = re.sub(r'src="data:[^"]+"', "", html)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+@pytest.fixture
+def lid(client, make_launch):
+    return make_launch(client)
+
+
+def test_page_lists_haven_first_at_chelsea_with_reasons(client, lid):
+    resp = client.get(f"/l/{lid}/referrals")
+    assert resp.status_code == 200
+    assert resp.headers["Cache-Control"].startswith("no-store")
+    html = resp.get_data(as_text=True)
+    first = re.search(r'data-testid="result" data-service="([^"]+)"', html).group(1)
+    assert first == "haven"
+    assert "On site at this hospital" in html
+    assert 'data-testid="protective-orders"' in html and "Clerk" in html
+    assert 'data-testid="checklist"' in html
+
+
+def test_search_is_post_redirect_get_and_zip_never_in_url(client, lid, app):
+    resp = client.post(f"/l/{lid}/referrals", data={"action": "search", "safe_zip": "02151", "needs": ["legal"]})
+    assert resp.status_code == 302
+    assert "02151" not in resp.location
+    html = client.get(resp.location).get_data(as_text=True)
+    assert "miles from 02151" in html
+    assert "Helps with legal help and protective orders (209A)" in html
+    with app.test_request_context():
+        from smart_app.db import get_session
+        from smart_app.launch_state import Launch
+        from smart_app.models import LaunchRecord
+
+        ref = Launch(get_session().get(LaunchRecord, lid)).data["referral"]
+    assert ref["safe_zip"] == "02151" and ref["needs"] == ["legal"]
+    assert ref["site"] == "haven-chelsea"
+    assert ref["results"][0]["service_id"] == "haven" and ref["results"][0]["why"]
+
+
+def test_bad_zip_is_reported_without_putting_it_in_the_url(client, lid):
+    resp = client.post(f"/l/{lid}/referrals", data={"action": "search", "safe_zip": "21S"})
+    assert "21S" not in resp.location and "zip_error=1" in resp.location
+    assert 'data-testid="zip-error"' in client.get(resp.location).get_data(as_text=True)
+
+
+def test_selection_and_safe_contact_are_stored(client, lid, app):
+    resp = client.post(f"/l/{lid}/referrals", data={"action": "save", "selected": ["haven", "not-listed"],
+                                                    "channel": "text", "contact_note": "only before 3pm"})
+    assert resp.status_code == 302
+    with app.test_request_context():
+        from smart_app.db import get_session
+        from smart_app.launch_state import Launch
+        from smart_app.models import LaunchRecord
+
+        ref = Launch(get_session().get(LaunchRecord, lid)).data["referral"]
+    assert ref["selected"] == ["haven"]
+    assert ref["safe_contact"] == {"channel": "text", "note": "only before 3pm"}
+    html = client.get(resp.location).get_data(as_text=True)
+    assert 'value="text" checked' in html and 'data-testid="saved"' in html
+
+
+def test_unknown_channel_is_ignored(client, lid, app):
+    client.post(f"/l/{lid}/referrals", data={"action": "save", "channel": "carrier-pigeon"})
+    with app.test_request_context():
+        from smart_app.db import get_session
+        from smart_app.launch_state import Launch
+        from smart_app.models import LaunchRecord
+
+        ref = Launch(get_session().get(LaunchRecord, lid)).data["referral"]
+    assert "safe_contact" not in ref
+
+
+def test_encounter_without_location_still_lists_hotlines(client, make_launch):
+    lid = make_launch(client, context=default_context(encounter=None))
+    html = client.get(f"/l/{lid}/referrals").get_data(as_text=True)
+    assert "No program in the directory is on site" in html
+    assert "1-877-785-2020" in html
+
+
+def test_danger_shows_911_first(client, make_launch):
+    lid = make_launch(client, data={"screening": {"interpretation": "positive", "danger": True}})
+    html = client.get(f"/l/{lid}/referrals").get_data(as_text=True)
+    assert html.index('data-testid="urgent"') < html.index('data-testid="results"')
+
+
+def test_other_browser_gets_404(app, make_launch, client):
+    lid = make_launch(client)
+    other = app.test_client()
+    assert other.get(f"/l/{lid}/referrals").status_code == 404
+    assert other.get(f"/l/{lid}/handout").status_code == 404
+
+
+def test_handout_is_discreet_and_lists_selected(client, lid):
+    client.post(f"/l/{lid}/referrals", data={"action": "save", "selected": ["haven", "ma-safelink"],
+                                             "channel": "none"})
+    resp = client.get(f"/l/{lid}/handout")
+    html = resp.get_data(as_text=True)
+    text = visible_text(html)
+    assert "<title>Health resources</title>" in html
+    assert DV_WORDS.search(text) is None, DV_WORDS.search(text)
+    assert text.count('Other times') == 1  # HAVEN's pager; SafeLink is 24/7
+    assert "1-617-724-0054" in text and "1-877-785-2020" in text
+    assert "1-617-732-8753" not in text  # Passageway was not selected
+    assert "Rosa" not in text and "TEST-1" not in text  # no patient name on paper
+    assert 'data-testid="qr"' not in html
+
+
+def test_handout_in_patients_language_with_inline_qr(client, make_launch):
+    ctx = default_context()
+    ctx["patient"] = dict(ctx["patient"], language="es", languages=["es"])
+    lid = make_launch(client, context=ctx)
+    html = client.get(f"/l/{lid}/handout?qr=1").get_data(as_text=True)
+    assert '<html lang="es">' in html and "Recursos de salud" in html
+    assert DV_WORDS.search(visible_text(html)) is None
+    assert re.search(r'<img src="data:image/svg\+xml;base64,[A-Za-z0-9+/=]+"', html)
+    # No external resources anywhere on the page.
+    assert not re.search(r'(src|href)="https?://(?!www\.weather\.gov)', html)
+
+
+def test_spanish_patient_sees_spanish_speaking_program_reason(client, make_launch):
+    ctx = default_context()
+    ctx["patient"] = dict(ctx["patient"], language="es", languages=["es"])
+    lid = make_launch(client, context=ctx)
+    html = client.get(f"/l/{lid}/referrals").get_data(as_text=True)
+    assert '<html lang="es">' in html
+    passageway = html[html.index('data-service="passageway"'):]
+    assert re.search(r"Habla español|Speaks Spanish", passageway[:3000])
