@@ -316,3 +316,53 @@ def test_done_with_nothing_marked_is_not_taken_as_declined(flow, app):
     r = flow.screen({"instrument": "hits", "action": "submit"})
     assert r.status_code == 400 and 'role="alert"' in r.get_data(as_text=True)
     assert "screening" not in launch_data(app, flow.lid)
+
+
+def test_quick_exit_server_side_ends_the_launch_and_nothing_comes_back(flow, app):
+    flow.gate()
+    flow.screen(HITS_POSITIVE)
+    r = flow.client.post("/exit")
+    assert r.status_code == 302 and r.headers["Location"] == app.config["NEUTRAL_EXIT_URL"]
+    assert "no-store" in r.headers["Cache-Control"] and "cookies" in r.headers["Clear-Site-Data"]
+    for path in ("/", "/screen", "/danger", "/result"):
+        back = flow.get(f"/l/{flow.lid}{path}")
+        assert back.status_code == 404 and "no-store" in back.headers["Cache-Control"]
+        assert "Rosa Test" not in back.get_data(as_text=True)
+
+
+def test_every_page_has_the_quick_exit_button_and_script(flow):
+    pages = [flow.get(f"/l/{flow.lid}/").get_data(as_text=True)]
+    flow.gate()
+    pages.append(flow.get(f"/l/{flow.lid}/screen").get_data(as_text=True))
+    flow.screen(HITS_NEGATIVE)
+    pages.append(flow.result())
+    for page in pages:
+        assert 'id="quick-exit"' in page and "quick_exit.js" in page and 'target="_top"' in page
+
+
+def test_a_site_instrument_without_spanish_is_marked_english_on_a_spanish_page(tmp_path):
+    import json
+
+    from fhir.questionnaires import DEFAULT_DIR
+    from smart_app import create_app
+    from tests.screening.helpers import launch_for
+
+    raw = json.loads((DEFAULT_DIR / "hark.json").read_text(encoding="utf-8"))
+    raw.update(id="site-hark", url="http://example.org/site/Questionnaire/site-hark", title="Site HARK")
+    raw.pop("_title")
+    for item in raw["item"]:
+        item.pop("_text", None)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "site-hark.json").write_text(json.dumps(raw), encoding="utf-8")
+    app = create_app(app_config(f"sqlite:///{tmp_path / 's.db'}", SCREENING_INSTRUMENT_DIRS=[str(site)],
+                                SCREENING_INSTRUMENTS=["site-hark"], SCREENING_DEFAULT_INSTRUMENT="site-hark"))
+    try:
+        client = app.test_client()
+        lid = launch_for(app, client, data={"gate": {"status": "confirmed"}, "locale": "es"})
+        page = client.get(f"/l/{lid}/screen").get_data(as_text=True)
+        assert '<html lang="es">' in page and '<h1 lang="en">Site HARK</h1>' in page
+        assert '<legend lang="en">1. Within the last year' in page
+        assert "<span>Sí</span>" in page  # answer displays still carry their Spanish
+    finally:
+        app.extensions["db_engine"].dispose()
