@@ -11,7 +11,8 @@
 - ``drop_security_labels``: strip ``meta.security`` from every stored write (an EHR that loses labels).
 - ``down``: every /fhir call answers 503.
 - ``seed``: random seed, so a run is reproducible (re-POSTing the same settings restarts the sequence).
-- ``apply_to``: ``"all"`` requests or only ``"writes"`` (POST/PUT/DELETE/PATCH except searches).
+- ``apply_to``: ``"all"`` requests or only ``"writes"`` (POST/PUT/DELETE/PATCH except searches and batches
+  whose entries are all reads).
 
 Hooks run before the FHIR API's authentication, like a proxy or outage in front of a real EHR. Enabled only
 when the app config ``SANDBOX_FAULTS`` is true (the default in the sandbox).
@@ -141,7 +142,17 @@ def control() -> Response:
 # --- hooks on the FHIR API -----------------------------------------------------------------------------------
 
 def _is_write() -> bool:
-    return request.method in _WRITE_METHODS and not request.path.rstrip("/").endswith("/_search")
+    """A request that may change data: not a search, not a batch/transaction of reads only."""
+    if request.method not in _WRITE_METHODS or request.path.rstrip("/").endswith("/_search"):
+        return False
+    if request.method == "POST" and request.path.rstrip("/") == "/fhir":
+        bundle = request.get_json(force=True, silent=True, cache=True)
+        entries = bundle.get("entry") if isinstance(bundle, dict) else None
+        if isinstance(entries, list) and entries and all(
+                isinstance(e, dict) and str((e.get("request") or {}).get("method", "")).upper() in ("GET", "HEAD")
+                for e in entries):
+            return False
+    return True
 
 
 def before_fhir_request() -> Response | None:

@@ -89,7 +89,13 @@ def test_apply_to_writes_leaves_reads_alone(fhir, auth):
     _faults(fhir, error_rate=1, statuses=[500], apply_to="writes")
     assert fhir.get("/fhir/Patient/pat-alice", headers=auth).status_code == 200
     assert fhir.post("/fhir/Patient/_search", data={"_id": "pat-alice"}, headers=auth).status_code == 200
+    reads = {"resourceType": "Bundle", "type": "batch",
+             "entry": [{"request": {"method": "GET", "url": "Patient/pat-alice"}}]}
+    assert fhir.post("/fhir/", json=reads, headers=auth).status_code == 200  # a batch of reads is a read
     assert _create(fhir, auth).status_code == 500
+    writes = {"resourceType": "Bundle", "type": "batch",
+              "entry": [{"request": {"method": "POST", "url": "Observation"}, "resource": OBS}]}
+    assert fhir.post("/fhir/", json=writes, headers=auth).status_code == 500
     fhir.delete("/__faults")
     assert fhir.get("/fhir/Observation", headers=auth).json["total"] == 0
 
