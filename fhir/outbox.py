@@ -227,6 +227,22 @@ class OutboxWorker:
                     attempts=O.attempts + 1, updated_at=now)
             .execution_options(synchronize_session=False))
         db.commit()
+        # Take the referral's other pending rows too (due, or never tried yet): a referral goes out
+        # together — one transaction, or single creates in dependency order — instead of being split
+        # between workers and waiting on each other. Rows in backoff keep their wait. SKIP LOCKED
+        # again, so this never waits on another worker.
+        referrals = select(O.referral_id).where(O.claimed_by == token).distinct().scalar_subquery()
+        siblings = select(O.id).where(O.referral_id.in_(referrals), O.status == PENDING,
+                                      or_(O.attempts == 0, O.next_attempt_at <= now))
+        if db.get_bind().dialect.name == "postgresql":
+            siblings = siblings.with_for_update(skip_locked=True)
+        db.execute(
+            update(O).where(O.id.in_(siblings.scalar_subquery()), O.status == PENDING,
+                            or_(O.attempts == 0, O.next_attempt_at <= now))
+            .values(status=SENDING, claimed_by=token, lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                    attempts=O.attempts + 1, updated_at=now)
+            .execution_options(synchronize_session=False))
+        db.commit()
         return token
 
     def run_once(self, *, referral_id: str | None = None, limit: int | None = None) -> RunStats:

@@ -1,0 +1,165 @@
+"""Chart write-back throughput against the live sandbox EHR, with and without injected faults.
+
+Prints referrals per second through the outbox (N referrals, W worker threads, each referral =
+Observation + ServiceRequest + DocumentReference with read-back) and the EHR round trips per referral
+(every HTTP call the app made: creates, read-backs, retries). Single creates (sandbox profile) and one
+transaction per referral (generic-smart2 profile). Figures only: nothing here asserts timing.
+
+    python -m benchmarks.bench_writeback [--referrals 200] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import requests
+from cryptography.fernet import Fernet
+from werkzeug.serving import make_server
+
+PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-carmen", "enc-carmen-sjphc"), ("pat-joana", "enc-joana-chelsea")]
+SCOPE = ("launch patient/DocumentReference.crs patient/ServiceRequest.crs patient/Observation.crs "
+         "patient/QuestionnaireResponse.cs patient/Task.crus")
+SCREENING = {"instrument": "hits", "score": 14, "interpretation": "positive", "danger": False,
+             "completed_at": "2026-01-01T10:00:00+00:00"}
+REFERRAL = {"results": [{"service_id": "haven", "program": "HAVEN at MGH"}], "selected": ["haven"]}
+FAULTS = {"error_rate": 0.2, "statuses": [500, 502, 503, 429], "timeout_rate": 0.05, "timeout_seconds": 0.6,
+          "fail_after_commit_rate": 0.1, "seed": 1}
+
+
+class CountingSession(requests.Session):
+    """The app's outbound session, counting every HTTP call to the EHR."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        with self._lock:
+            self.calls += 1
+        return super().request(*args, **kwargs)
+
+
+class Server:
+    def __init__(self, app: Any) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+
+
+def _app(tmp: Path, name: str) -> Any:
+    from smart_app import create_app
+
+    return create_app({
+        "TESTING": True, "DATABASE_URL": f"sqlite:///{tmp / (name + '.db')}", "SECRET_KEY": secrets.token_hex(16),
+        "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(), "OUTBOX_BASE_DELAY": 0.01, "OUTBOX_MAX_DELAY": 0.1,
+        "OUTBOX_FINAL_RETRY_DELAY": 0.0, "OUTBOX_MAX_ATTEMPTS": 25, "HTTP_TIMEOUT_SECONDS": 0.3,
+    })
+
+
+def _enqueue(app: Any, sandbox: Any, iss: str, n: int, profile_name: str) -> None:
+    from fhir.builders import EhrProfile, WritebackInput, plan_writeback
+    from fhir.outbox import OutboxSettings, enqueue
+    from fhir.sandbox.authstore import issue_access_token
+    from smart_app.crypto import encrypt_json
+    from smart_app.db import session_scope
+    from smart_app.models import LaunchRecord, ReferralRecord
+
+    profile = EhrProfile.load(profile_name)
+    with app.app_context(), session_scope(app) as db:
+        launches = []
+        for patient, encounter in PATIENTS:
+            with sandbox.app_context():
+                token = issue_access_token("ipv-screen-jwt", SCOPE, patient=patient, encounter=encounter)
+            record = LaunchRecord(state=secrets.token_urlsafe(16), browser_id="bench", iss=iss, status="active",
+                                  expires_at=datetime.now(UTC) + timedelta(hours=1))
+            record.tokens_enc = encrypt_json({"access_token": token})
+            db.add(record)
+            db.flush()
+            launches.append((record.id, patient, encounter))
+        for i in range(n):
+            lid, patient, encounter = launches[i % len(launches)]
+            ref = ReferralRecord(launch_id=lid, iss=iss, profile=profile.name, status="new")
+            db.add(ref)
+            db.flush()
+            inp = WritebackInput(referral_key=ref.id, patient_id=patient, encounter_id=encounter,
+                                 author_reference=None, author_name=None, screening=dict(SCREENING),
+                                 referral=dict(REFERRAL), resources=list(profile.resources))
+            enqueue(db, referral_id=ref.id, launch_id=lid, iss=iss, profile=profile,
+                    plans=plan_writeback(inp, profile), settings=OutboxSettings.for_app(app, profile))
+
+
+def run(sandbox: Any, url: str, tmp: Path, *, n: int, workers: int, faults: bool, profile: str) -> dict[str, Any]:
+    from fhir.outbox import OutboxWorker
+
+    name = f"{profile}-{'faults' if faults else 'clean'}"
+    app = _app(tmp, name)
+    session = CountingSession()
+    app.extensions["smart_http"] = session  # smart_app.ehr.http_session(): every EHR call goes through it
+    _enqueue(app, sandbox, url + "/fhir", n, profile)
+    requests.post(url + "/__faults", json=FAULTS if faults else {}, timeout=5)
+    ws = [OutboxWorker(app, timeout=0.3) for _ in range(workers)]
+    threads = [threading.Thread(target=w.drain, kwargs={"max_seconds": 600}) for w in ws]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    injected = requests.get(url + "/__faults", timeout=5).json()["injected"]
+    requests.delete(url + "/__faults", timeout=5)
+    from sqlalchemy import func, select
+
+    from smart_app.db import session_scope
+    from smart_app.models import OutboxItem
+
+    with app.app_context(), session_scope(app) as db:
+        statuses = dict(db.execute(select(OutboxItem.status, func.count()).group_by(OutboxItem.status)).all())
+    app.extensions["db_engine"].dispose()
+    return {"name": name, "referrals": n, "seconds": elapsed, "per_second": n / elapsed,
+            "round_trips": session.calls / n, "statuses": statuses,
+            "injected": sum(injected.values())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--referrals", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args(argv)
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    logging.getLogger("ipv.outbox").setLevel(logging.ERROR)
+    from fhir.sandbox.app import create_sandbox_app
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        sandbox = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(tmp / "sandbox.db")})
+        with Server(sandbox) as server:
+            sandbox.config["SANDBOX_BASE_URL"] = server.url
+            print(f"write-back: {args.referrals} referrals, {args.workers} worker threads, live sandbox EHR")
+            print(f"{'run':<28}{'ref/s':>8}{'seconds':>9}{'EHR calls/ref':>15}{'faults':>8}  outcome")
+            for profile in ("sandbox", "generic-smart2"):
+                for faults in (False, True):
+                    r = run(sandbox, server.url, tmp, n=args.referrals, workers=args.workers, faults=faults,
+                            profile=profile)
+                    print(f"{r['name']:<28}{r['per_second']:>8.1f}{r['seconds']:>9.1f}{r['round_trips']:>15.2f}"
+                          f"{r['injected']:>8}  {r['statuses']}")
+
+
+if __name__ == "__main__":
+    main()
