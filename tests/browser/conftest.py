@@ -7,8 +7,8 @@ Fixtures (others build on these; add yours below, additively):
   ``.url``, ``.iss``, ``.app``.
 - ``live_app`` (session): the app (deployment "sandbox", CSRF on, plain HTTP cookies) on a free
   port, allow-listing only ``live_sandbox.iss``. ``.url``, ``.app``.
-- ``browser`` (session): Chromium; every test module using it is skipped clearly when
-  /usr/bin/chromium (or CHROMIUM) is missing.
+- ``browser`` (module): Chromium; every test module using it is skipped clearly when
+  /usr/bin/chromium (or CHROMIUM) is missing. Use it rather than starting Playwright yourself.
 - ``new_context`` (function): ``new_context()`` -> a fresh BrowserContext (= a separate browser profile:
   its own cookies); closed after the test.
 - ``context`` / ``page`` (function): one context and one page in it.
@@ -104,7 +104,9 @@ def live_app(live_sandbox: Live, tmp_path_factory: pytest.TempPathFactory) -> It
     app.extensions["db_engine"].dispose()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API allows one running instance per thread, and a test
+# module that starts its own must not find ours still running from an earlier module.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium): browser tests skipped")
