@@ -1,0 +1,80 @@
+"""Real browser: consent -> chart write through the outbox -> confirmation, launched from the sandbox EHR."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from tests.browser.conftest import lid_of
+
+pytestmark = pytest.mark.browser
+
+SCREENING = {"instrument": "hits", "questionnaire": "urn:test:hits", "score": 14, "interpretation": "positive",
+             "danger": True, "answers": {}, "completed_at": "2026-01-01T10:00:00+00:00"}
+REFERRAL = {"site": "mgh-chelsea", "results": [{"service_id": "haven", "program": "HAVEN at MGH",
+                                                "phone": "617-724-0054"}],
+            "selected": ["haven"], "safe_contact": {"channel": "none", "note": None}}
+
+
+def _screened(live_app, lid: str) -> None:
+    """The screening and referral steps (other features) leave this in the launch's working data."""
+    from smart_app.db import session_scope
+    from smart_app.launch_state import Launch
+    from smart_app.models import LaunchRecord
+
+    with live_app.app.app_context(), session_scope(live_app.app) as db:
+        Launch(db.get(LaunchRecord, lid)).update_data(screening=SCREENING, referral=REFERRAL)
+
+
+def _stored_note(live_sandbox, identifier_value: str) -> list[dict]:
+    from fhir.sandbox.store import get_store
+
+    with live_sandbox.app.app_context():
+        return get_store(live_sandbox.app).search(
+            "DocumentReference", {"identifier": f"urn:ipv-screen:writeback|{identifier_value}"})
+
+
+def test_consent_writes_to_the_chart_and_confirms(launched_page, live_app, live_sandbox):
+    page = launched_page("pat-joana", "enc-joana-chelsea")
+    lid = lid_of(page)
+    _screened(live_app, lid)
+    page.goto(f"{live_app.url}/l/{lid}/consent")
+    preview = page.get_by_test_id("note-preview").inner_text()
+    assert "Do not contact the patient" in preview and "HAVEN at MGH" in preview
+    assert page.get_by_test_id("channel-none").is_checked()
+    page.get_by_test_id("consent-yes").click()
+    page.wait_for_url(f"{live_app.url}/l/{lid}/consent/done")
+    assert page.get_by_test_id("all-written").is_visible()
+    for kind in ("Observation", "ServiceRequest", "DocumentReference"):
+        row = page.get_by_test_id(f"row-{kind}")
+        assert row.get_attribute("data-state") == "written"
+        assert "Verified" in row.inner_text()
+    # What the EHR holds: one note with the business identifier of this referral, labelled.
+    from smart_app.db import session_scope
+    from smart_app.models import OutboxItem
+
+    with live_app.app.app_context(), session_scope(live_app.app) as db:
+        doc_row = db.query(OutboxItem).filter_by(kind="DocumentReference", launch_id=lid).one()
+        ident = doc_row.identifier_value
+    (note,) = _stored_note(live_sandbox, ident)
+    assert {c["code"] for c in note["meta"]["security"]} >= {"R", "SDV", "NOPAT"}
+    assert "Confidential referral" in base64.b64decode(note["content"][0]["attachment"]["data"]).decode()
+    # Back + resubmit does not write a second referral.
+    page.goto(f"{live_app.url}/l/{lid}/consent")
+    page.wait_for_url(f"{live_app.url}/l/{lid}/consent/done")
+    assert len(_stored_note(live_sandbox, ident)) == 1
+
+
+def test_no_consent_writes_nothing(launched_page, live_app):
+    page = launched_page("pat-alice", "enc-alice-bwh")
+    lid = lid_of(page)
+    _screened(live_app, lid)
+    page.goto(f"{live_app.url}/l/{lid}/consent")
+    page.get_by_test_id("consent-no").click()
+    assert page.get_by_test_id("declined-message").is_visible()
+    from smart_app.db import session_scope
+    from smart_app.models import OutboxItem
+
+    with live_app.app.app_context(), session_scope(live_app.app) as db:
+        assert db.query(OutboxItem).filter_by(launch_id=lid).count() == 0
