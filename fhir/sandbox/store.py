@@ -9,10 +9,10 @@ never block writers, and ``BEGIN IMMEDIATE`` for every write so concurrent write
 failing with "database is locked" half-way. ``Store.transaction()`` nests: a FHIR transaction Bundle runs
 all its entries in one SQLite transaction and rolls all of them back on the first error.
 
-Search runs the filters in Python over the resources of one type (see ``fhir/sandbox/search.py`` style
-notes in ``SEARCH_PARAMS`` below). The sandbox holds hundreds to a few thousand resources; a per-type scan
+Search runs the filters in Python over the resources of one type (see the notes at ``SEARCH_PARAMS``
+below). The sandbox holds hundreds to a few thousand resources; a per-type scan
 is simple and exact. Supported parameters and modifiers are listed in ``SEARCH_PARAMS`` and
-``fhir/sandbox/data/README.md``; unknown parameters are ignored and reported (``SearchResult.ignored``).
+``fhir/sandbox/README.md``; unknown parameters are ignored and reported (``SearchResult.ignored``).
 """
 
 from __future__ import annotations

@@ -429,3 +429,41 @@ def test_standalone_deny_returns_access_denied(fhir):
     _, params, _, pending = _standalone(fhir)
     query = redirect_query(fhir.post("/auth/login", data={"pending": pending, "action": "deny"}))
     assert query["error"] == "access_denied" and query["state"] == params["state"]
+
+
+# --- private_key_jwt with a registered jwks_uri ------------------------------------------------------------
+
+def test_private_key_jwt_keys_from_jwks_uri(tmp_path):
+    """A client registered with jwks_uri (no inline keys): the sandbox fetches the app's published JWKS."""
+    import yaml
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    from flask import Flask, jsonify
+
+    from fhir.sandbox.app import create_sandbox_app
+    from tests.support.live import LiveServer
+
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(
+        load_pem_public_key((KEYS / "rs384-public.pem").read_bytes()), as_dict=True)
+    jwk.update(kid="sandbox-rs384", alg="RS384", use="sig")
+    keys_app = Flask("jwks")
+    keys_app.add_url_rule("/jwks", "jwks", lambda: jsonify({"keys": [jwk]}))
+    keys_server = LiveServer(keys_app).start()
+    try:
+        clients = tmp_path / "clients.yaml"
+        clients.write_text(yaml.safe_dump({"clients": {"ipv-screen-jwt": {
+            "name": "jwks_uri client", "token_endpoint_auth_method": "private_key_jwt",
+            "jwks_uri": keys_server.url + "/jwks", "redirect_uris": ["http://127.0.0.1:*/callback"],
+            "scopes": ["launch", "openid", "fhirUser", "patient/*.rs"]}}}))
+        app = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(tmp_path / "s.db"),
+                                  "SANDBOX_BASE_URL": BASE, "SANDBOX_CLIENTS": str(clients)})
+        fhir = app.test_client()
+        code, verifier, _ = get_code(fhir, app, client_id="ipv-screen-jwt")
+        r = exchange(fhir, code, verifier, "jwt-rs384", client_id=None)
+        assert r.status_code == 200, r.json
+        # A key the app does not publish is refused.
+        code, verifier, _ = get_code(fhir, app, client_id="ipv-screen-jwt")
+        r = exchange(fhir, code, verifier, "jwt-es384", client_id=None)
+        assert r.status_code == 401 and r.json["error"] == "invalid_client"
+        app.extensions["sandbox_store"].close()
+    finally:
+        keys_server.stop()
