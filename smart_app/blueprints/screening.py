@@ -29,7 +29,6 @@ from smart_app.launch_state import launch_required
 bp = Blueprint("screening", __name__, url_prefix="/l/<lid>")
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DIRECTORY = ROOT / "config" / "directory" / "boston.yaml"
 
 # The on-site advocate programs as the seed resource page gives them; used only when the
 # referral directory cannot be read (the directory is the source of truth).
@@ -151,8 +150,10 @@ def _render_form(inst: Instrument, action: str, *, answers: dict[str, str] | Non
 def site_advocates(context: dict[str, Any]) -> list[dict[str, Any]]:
     """The advocate program(s) serving this encounter's site, with main line and after-hours pager.
 
-    Read from the referral directory (config/directory); falls back to the seed's two programs.
-    An encounter we cannot place gets every program we know, so the pager is never missing."""
+    Read from the referral directory (the same store and site matching as the referral page);
+    falls back to the seed's two programs when the directory cannot be read. Without any encounter
+    site we list every program we know; a site that matches none (a hospital outside these networks)
+    gets none rather than another hospital's pager."""
     encounter = context.get("encounter") or {}
     ids, names = set(), set()
     for loc in encounter.get("locations") or []:
@@ -160,47 +161,43 @@ def site_advocates(context: dict[str, Any]) -> list[dict[str, Any]]:
         if loc.get("name"):
             names.add(loc["name"])
     provider = (encounter.get("service_provider") or {}).get("name")
+    placed = bool(ids or names or provider)
     try:
-        found = _advocates_from_directory(ids, names, provider)
+        return _advocates_from_directory(context, placed)
     except Exception as exc:  # noqa: BLE001 - the urgent path must render even without the directory
         log.warning("referral directory unavailable for the advocate pager: %s", type(exc).__name__)
-        found = None
-    if found is None:
-        found = _advocates_from_seed(ids, names, provider)
-    return found
+    return _advocates_from_seed(ids, provider, placed)
 
 
-def _advocates_from_directory(ids: set[str], names: set[str], provider: str | None) -> list[dict[str, Any]]:
-    from referrals.loaders import load_source
-    from referrals.model import norm_name
-
-    cache = current_app.extensions.setdefault("screening_directory", {})
-    path = current_app.config.get("REFERRAL_DIRECTORY") or DEFAULT_DIRECTORY
-    directory = cache.get(str(path))
-    if directory is None:
-        directory = cache[str(path)] = load_source(path)
-    norm_names = {norm_name(n) for n in names}
-    programs, matched = [], []
-    for service in directory.services:
-        pager = service.after_hours_phone()
-        if pager is None or pager.channel != "pager":
-            continue
-        main = service.main_phone()
-        entry = {"program": service.program, "name": service.name, "main": main.dial() if main else None,
-                 "pager": pager.dial(), "pager_label": pager.label}
-        programs.append(entry)
-        if (any(s.match.identifiers & ids or s.match.names & norm_names for s in service.sites)
-                or (provider and norm_name(provider) in service.serves.organizations)):
-            matched.append(entry)
-    return matched or programs
+def _advocate_entry(service: Any) -> dict[str, Any] | None:
+    pager = service.after_hours_phone()
+    if pager is None or pager.channel != "pager":
+        return None
+    main = service.main_phone()
+    return {"program": service.program, "name": service.name, "main": main.dial() if main else None,
+            "pager": pager.dial(), "pager_label": pager.label}
 
 
-def _advocates_from_seed(ids: set[str], names: set[str], provider: str | None) -> list[dict[str, Any]]:
+def _advocates_from_directory(context: dict[str, Any], placed: bool) -> list[dict[str, Any]]:
+    from referrals.store import store_for
+
+    index = store_for(current_app).index
+    site_map = getattr(current_app.config.get("DEPLOYMENT"), "site_map", None) or None
+    _site, service, _on_site = index.match_site(context, site_map)
+    if service is not None:
+        entry = _advocate_entry(service)
+        return [entry] if entry else []
+    if placed:
+        return []
+    return [e for e in (_advocate_entry(s) for s in index.directory.services) if e]
+
+
+def _advocates_from_seed(ids: set[str], provider: str | None, placed: bool) -> list[dict[str, Any]]:
     keys = {i.split("|", 1)[1] for i in ids if "|" in i}
     prov = " ".join("".join(c if c.isalnum() else " " for c in (provider or "").lower()).split())
     entries = [dict(a, name={"en": a["program"]}, pager_label={}) for a in SEED_ADVOCATES]
     matched = [e for e in entries if e["sites"] & keys or prov in e["orgs"]]
-    return matched or entries
+    return matched if placed else entries
 
 
 # ---------------------------------------------------------------------------- views

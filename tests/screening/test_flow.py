@@ -366,3 +366,39 @@ def test_a_site_instrument_without_spanish_is_marked_english_on_a_spanish_page(t
         assert "<span>Sí</span>" in page  # answer displays still carry their Spanish
     finally:
         app.extensions["db_engine"].dispose()
+
+
+def _urgent_block(client, make_launch, context):
+    flow = Flow(client, make_launch(client, context=context))
+    flow.gate()
+    flow.screen(HITS_POSITIVE)
+    flow.danger(da5("weapon"))
+    page = flow.result()
+    return page[page.index('data-testid="urgent"'):page.index('data-testid="summary"')]
+
+
+def test_urgent_path_outside_both_networks_gives_no_other_hospitals_pager(client, make_launch):
+    ctx = default_context()
+    ctx["encounter"] = {"id": "enc-b", "class": "AMB", "locations": [{
+        "id": "loc-baystate", "name": "Baystate Medical Center",
+        "identifiers": [{"system": "urn:ipv-sandbox:site", "value": "baystate"}], "postalCode": "01199"}],
+        "service_provider": {"id": "org-baystate", "name": "Baystate Health", "identifiers": []}}
+    block = _urgent_block(client, make_launch, ctx)
+    assert "1-877-785-2020" in block and 'data-testid="no-advocate"' in block
+    assert "1-617-726-2241" not in block and "1-617-732-5520" not in block
+
+
+def test_urgent_path_without_an_encounter_lists_every_advocate_pager(client, make_launch):
+    block = _urgent_block(client, make_launch, default_context(encounter=None))
+    assert "1-617-732-5520 ext. 31808" in block and "1-617-726-2241" in block
+
+
+def test_urgent_path_falls_back_to_the_seed_when_the_directory_is_unreadable(client, make_launch, monkeypatch):
+    import referrals.store
+
+    def broken(app):
+        raise OSError("directory unreadable")
+
+    monkeypatch.setattr(referrals.store, "store_for", broken)
+    block = _urgent_block(client, make_launch, bwh_context())
+    assert "Passageway at BWH" in block and "1-617-732-5520 ext. 31808" in block and "1-617-726-2241" not in block
