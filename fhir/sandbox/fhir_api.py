@@ -322,7 +322,7 @@ def bundle() -> Response:
 
 @bp.route("/fhir/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
 def interaction(path: str) -> Response:
-    method = request.method
+    method = "GET" if request.method == "HEAD" else request.method  # Flask drops the body of a HEAD answer
     query = {k: request.args.getlist(k) for k in request.args}
     segments = [s for s in path.split("/") if s]
     body = None

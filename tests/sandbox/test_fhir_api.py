@@ -67,6 +67,11 @@ def test_read_returns_resource_with_etag_and_last_modified(fhir, auth):
     assert r.headers["Cache-Control"] == "no-store"
 
 
+def test_head_answers_headers_only(fhir, auth):
+    r = fhir.head("/fhir/Patient/pat-alice", headers=auth)
+    assert r.status_code == 200 and r.headers["ETag"] == 'W/"1"' and r.data == b""
+
+
 def test_read_unknown_is_404_operation_outcome(fhir, auth):
     r = fhir.get("/fhir/Patient/nobody", headers=auth)
     assert r.status_code == 404
