@@ -457,3 +457,37 @@ def test_transaction_with_forbidden_entry_writes_nothing(fhir, token, auth):
     r = _post(fhir, "/fhir", bundle, headers)
     assert r.status_code == 403
     assert fhir.get("/fhir/Observation", headers=auth).json["total"] == 0
+
+
+def test_racing_conditional_creates_store_one_resource(tmp_path):
+    """Ten clients create the same business identifier at once over real HTTP: one 201, nine 200, one stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from fhir.sandbox import authstore
+    from fhir.sandbox.app import create_sandbox_app
+    from tests.support.live import LiveServer
+
+    app = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(tmp_path / "s.db"), "SANDBOX_FAULTS": False})
+    server = LiveServer(app).start()
+    try:
+        with app.app_context():
+            token = authstore.issue_access_token("t", "user/*.cruds")
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": FHIR_JSON,
+                   "If-None-Exist": "identifier=urn:test:obs|RACE"}
+
+        def post(_):
+            return requests.post(server.url + "/fhir/Observation", data=json.dumps(_obs(ident="RACE")),
+                                 headers=headers, timeout=30)
+
+        with ThreadPoolExecutor(10) as pool:
+            responses = list(pool.map(post, range(10)))
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [200] * 9 + [201]
+        assert len({r.json()["id"] for r in responses}) == 1
+        found = requests.get(server.url + "/fhir/Observation?identifier=urn:test:obs|RACE",
+                             headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+        assert found["total"] == 1
+    finally:
+        server.stop()
