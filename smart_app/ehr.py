@@ -14,9 +14,10 @@ from sqlalchemy.exc import IntegrityError
 
 from fhir.client import FhirClient
 from fhir.smart.client_auth import ClientAuth
-from fhir.smart.discovery import DiscoveryCache, SmartConfiguration
-from fhir.smart.oauth import refresh, token_expired
+from fhir.smart.discovery import DiscoveryCache, DiscoveryError, SmartConfiguration
+from fhir.smart.oauth import TokenError, refresh, token_expired
 from smart_app.db import session_scope
+from smart_app.errors import LaunchError
 from smart_app.models import UsedJti
 
 _refresh_locks: dict[str, threading.Lock] = {}
@@ -78,8 +79,17 @@ def fhir_client_for(launch: Any) -> FhirClient:
             get_session().refresh(launch.record)  # another request may have refreshed meanwhile
             tokens = launch.tokens
             if token_expired(tokens) and tokens.get("refresh_token"):
-                new = refresh(discovery(launch.iss), refresh_token=tokens["refresh_token"], auth=client_auth(),
-                              http=http_session(), timeout=timeout)
+                try:
+                    new = refresh(discovery(launch.iss), refresh_token=tokens["refresh_token"], auth=client_auth(),
+                                  http=http_session(), timeout=timeout)
+                except TokenError as exc:
+                    # A page shows this plainly (LaunchError); the outbox treats it as "sign-in gone".
+                    if exc.status and 400 <= exc.status < 500:
+                        raise LaunchError("Your sign-in at the EHR has ended. Launch the app again from the "
+                                          "patient's chart.", 401) from None
+                    raise LaunchError("The EHR could not renew your sign-in just now. Try again.", 503) from None
+                except DiscoveryError:
+                    raise LaunchError("The EHR could not renew your sign-in just now. Try again.", 503) from None
                 merged = dict(tokens)
                 merged.update(new)
                 launch.set_tokens(merged)

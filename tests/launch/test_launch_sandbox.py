@@ -267,3 +267,20 @@ def test_jwks_publishes_our_public_key(app, client, sandbox):
     keys = client.get("/.well-known/jwks.json").get_json()["keys"]
     assert [(k["kid"], k["alg"], k["kty"]) for k in keys] == [("sandbox-es384", "ES384", "EC")]
     assert all("d" not in k for k in keys)  # never the private part
+
+
+def test_refused_refresh_is_a_clear_401_not_a_crash(app, client, sandbox):
+    configure(app, sandbox, "public", V2 + " online_access")
+    lid = launch_id(launch(client, sandbox, "pat-alice", "enc-alice-bwh")[0])
+    with app.test_request_context():
+        from smart_app.db import get_session
+        from smart_app.ehr import fhir_client_for
+        from smart_app.errors import LaunchError
+        from smart_app.launch_state import Launch
+
+        launch_ = Launch(get_session().get(LaunchRecord, lid))
+        launch_.set_tokens({**launch_.tokens, "expires_at": 0, "refresh_token": "revoked-or-forged"})
+        launch_.save()
+        with pytest.raises(LaunchError) as caught:
+            fhir_client_for(launch_)
+    assert caught.value.status == 401 and "Launch the app again" in caught.value.message
