@@ -1,15 +1,15 @@
 """Screening in a real browser (Debian Chromium via Playwright): Spanish positive screen, quick exit by
 button and Esc (then Back shows nothing of the app), keyboard-only completion, axe-core checks.
 
-The app runs on a real port with CSRF on; a launch is inserted the way ``make_launch`` does and the
-browser gets the matching signed session cookie, so these tests need no EHR. The neutral exit page is
-served by Playwright's router (no network).
+Chromium comes from the shared ``browser`` fixture (tests/browser/conftest.py). Most tests run the app
+on a real port with CSRF on, insert a launch the way ``make_launch`` does and give the browser the
+matching signed session cookie, so they need no EHR; one launches for real from the sandbox EHR
+(``launched_page``). The neutral exit page is served by Playwright's router (no network).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -23,23 +23,8 @@ from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
 NEUTRAL = "http://neutral.test/weather"
 PATIENT = "Rosa Test"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"Chromium not found at {CHROMIUM}: browser tests skipped")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +42,7 @@ def screening_app(tmp_path_factory) -> Iterator[tuple[Any, str]]:
 
 
 @pytest.fixture
-def open_launch(chromium, screening_app):
+def open_launch(browser, screening_app):
     """open_launch(context=None, data=None) -> (page, lid): a fresh browser profile holding one active launch."""
     app, url = screening_app
     contexts = []
@@ -66,7 +51,7 @@ def open_launch(chromium, screening_app):
         bid = secrets.token_urlsafe(24)
         lid = launch_for(app, None, context=context, data=data, bid=bid)
         cookie = app.session_interface.get_signing_serializer(app).dumps({"bid": bid})
-        ctx = chromium.new_context()
+        ctx = browser.new_context()
         contexts.append(ctx)
         ctx.set_default_timeout(15_000)
         ctx.add_cookies([{"name": app.config["SESSION_COOKIE_NAME"], "value": cookie, "url": url}])
@@ -278,3 +263,24 @@ def test_axe_gate_instrument_and_result_have_no_serious_violations(open_launch, 
     page.wait_for_url("**/result")
     found["result"] = serious_violations(page)
     assert found == {k: [] for k in found}
+
+
+def test_real_launch_spanish_patient_positive_hits_with_danger_pages_passageway(launched_page):
+    """End to end from the sandbox EHR: Carmen (Patient.communication es) at Southern Jamaica Plain."""
+    page = launched_page("pat-carmen", "enc-carmen-sjphc")
+    assert page.locator("html").get_attribute("lang") == "es"
+    assert page.get_by_role("heading", level=1).inner_text() == "Antes de preguntar"
+    pass_gate(page)
+    for link_id in ("hurt", "insult", "threaten", "scream"):
+        answer(page, link_id, "fairly-often")
+    page.get_by_role("button", name="Terminar").click()
+    page.wait_for_url("**/danger")
+    for link_id in ("escalation", "weapon", "jealousy", "strangulation"):
+        answer(page, link_id, "LA32-8")
+    answer(page, "fear-for-life", "LA33-6")
+    page.get_by_role("button", name="Terminar").click()
+    page.wait_for_url("**/result")
+    assert page.locator("main h1, main h2").first.inner_text() == "Urgente: peligro alto"
+    urgent = page.get_by_test_id("urgent").inner_text()
+    assert "911" in urgent and "1-877-785-2020" in urgent and "1-617-732-5520 ext. 31808" in urgent
+    assert page.get_by_test_id("summary").get_attribute("data-interpretation") == "positive"
