@@ -284,3 +284,21 @@ def test_refused_refresh_is_a_clear_401_not_a_crash(app, client, sandbox):
         with pytest.raises(LaunchError) as caught:
             fhir_client_for(launch_)
     assert caught.value.status == 401 and "Launch the app again" in caught.value.message
+
+
+@pytest.mark.postgres
+def test_full_launch_and_replay_on_postgresql(postgres_url, sandbox):
+    from smart_app import create_app
+    from tests.conftest import app_config
+
+    app = create_app(app_config(postgres_url))
+    try:
+        client = app.test_client()
+        configure(app, sandbox, "jwt-rs384")
+        resp, query = launch(client, sandbox, "pat-marisol", "enc-marisol-revere")
+        lid = launch_id(resp)
+        assert "Marisol Ficticia" in client.get(f"/l/{lid}/").get_data(as_text=True)
+        assert client.get("/callback?" + query).status_code == 400
+        assert app.test_client().get(f"/l/{lid}/").status_code == 404
+    finally:
+        app.extensions["db_engine"].dispose()
