@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
@@ -811,7 +810,5 @@ def _param_type(name: str) -> str:
 # --- wiring -------------------------------------------------------------------------------------------------
 
 def init_app(app: Flask) -> None:
+    # Functions resource -> resource applied to every write before it is stored (faults.py registers one).
     app.extensions.setdefault("sandbox_write_hooks", [])
-
-
-WriteHook = Callable[[dict[str, Any]], dict[str, Any]]
