@@ -23,7 +23,7 @@ NEED_BIT = {need: 1 << i for i, need in enumerate(NEEDS)}
 # A stated need is met by any of these offers.
 NEED_SYNONYMS = {"legal": ("legal",), "shelter": ("shelter",), "counselling": ("counselling", "support-groups"),
                  "sexual-assault": ("sexual-assault",), "housing": ("housing", "shelter")}
-CELL = 0.05  # grid cell, degrees (~3.5 miles north-south in Massachusetts)
+CELL = 0.02  # grid cell, degrees (~1.4 x 1 miles in Massachusetts): dense Boston cells stay small
 MILES_PER_DEG = 69.05
 MAX_MILES = 50.0  # local programs further than this from the origin are not listed
 WIDE_PER_NEED = 25  # hotlines considered per stated need

@@ -7,6 +7,7 @@ leaves the current directory in place.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from pathlib import Path
@@ -65,7 +66,12 @@ def build(paths: list[Path]) -> DirectoryIndex:
             issues.extend(exc.issues)
     if issues:
         raise DirectoryError(issues)
-    return DirectoryIndex(merge(loaded))
+    index = DirectoryIndex(merge(loaded))
+    # A large directory is millions of long-lived objects: move them out of the cyclic GC's way,
+    # or every full collection (100-300 ms on 50,000 services) lands in some patient's request.
+    gc.collect()
+    gc.freeze()
+    return index
 
 
 class DirectoryStore:

@@ -4,6 +4,7 @@ need/language normalisation, and final cross-checks."""
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from referrals.errors import Collector
@@ -31,16 +32,18 @@ LANGUAGE_NAMES = {"english": "en", "spanish": "es", "español": "es", "portugues
 def needs_from_words(*words: str | None) -> set[str]:
     found: set[str] = set()
     for word in words:
-        if not word:
-            continue
-        w = word.lower().replace("_", " ")
-        if w in NEEDS:
-            found.add(w)
-            continue
-        for key, need in NEED_WORDS:
-            if key in w:
-                found.add(need)
+        if word:
+            found |= _needs_of_word(word)
     return found
+
+
+@lru_cache(maxsize=8192)
+def _needs_of_word(word: str) -> frozenset[str]:
+    # Taxonomy terms repeat across thousands of services: look each one up once.
+    w = word.lower().replace("_", " ")
+    if w in NEEDS:
+        return frozenset((w,))
+    return frozenset(need for key, need in NEED_WORDS if key in w)
 
 
 def language_code(value: Any) -> str | None:

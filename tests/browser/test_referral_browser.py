@@ -1,0 +1,58 @@
+"""Referral page and discreet handout in Chromium, launched from the sandbox EHR (real encounter context)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.browser.conftest import lid_of
+
+pytestmark = pytest.mark.browser
+
+
+def test_chelsea_launch_ranks_haven_first_and_zip_stays_out_of_urls(launched_page, live_app):
+    page = launched_page("pat-joana", "enc-joana-chelsea")
+    lid = lid_of(page)
+    seen_urls: list[str] = []
+    page.on("request", lambda req: seen_urls.append(req.url))
+    page.goto(f"{live_app.url}/l/{lid}/referrals?lang=en")
+    first = page.locator('[data-testid="result"]').first
+    assert first.get_attribute("data-service") == "haven"
+    assert "On site at this hospital" in first.inner_text()
+    page.fill('[data-testid="safe-zip"]', "02151")
+    page.check('[data-testid="need-legal"]')
+    page.click('[data-testid="find"]')
+    page.wait_for_load_state("domcontentloaded")
+    assert "miles from 02151" in page.locator('[data-testid="results"]').inner_text()
+    assert not any("02151" in u for u in seen_urls)
+    # Choose HAVEN and say text messages are safe; the page keeps the answers after the redirect.
+    page.check('[data-testid="select-haven"]')
+    page.check('[data-testid="channel-text"]')
+    page.click('[data-testid="save"]')
+    page.wait_for_selector('[data-testid="saved"]')
+    assert page.is_checked('[data-testid="channel-text"]') and page.is_checked('[data-testid="select-haven"]')
+
+
+def test_handout_prints_discreetly(launched_page, live_app):
+    page = launched_page("pat-dana", "enc-dana-faulkner")
+    lid = lid_of(page)
+    external: list[str] = []
+    page.on("request", lambda req: external.append(req.url) if not req.url.startswith((live_app.url, "data:"))
+            else None)
+    page.goto(f"{live_app.url}/l/{lid}/handout?qr=1&lang=en")
+    assert page.title() == "Health resources"
+    qr = page.locator('[data-testid="qr"] img')
+    assert qr.evaluate("img => img.complete && img.naturalWidth > 0")
+    page.emulate_media(media="print")
+    assert page.locator('[data-testid="handout"]').is_visible()
+    assert not page.locator("#quick-exit").is_visible()
+    assert not page.locator(".handout-tools").is_visible()
+    printed = page.locator('[data-testid="handout"]').inner_text()
+    assert "Passageway" in printed and "1-617-732-8753" in printed  # Faulkner's program first
+    assert not re.search(r"violen|abus|domestic|rape|assault|shelter", printed, re.I)
+    pdf = page.pdf()  # headless Chromium prints with the print stylesheet
+    assert pdf[:4] == b"%PDF"
+    page.emulate_media(media="screen")
+    assert page.locator("#quick-exit").is_visible()
+    assert not [u for u in external if not u.startswith(("http://127.0.0.1", "http://localhost"))]
