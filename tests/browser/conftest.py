@@ -13,8 +13,9 @@ Fixtures (others build on these; add yours below, additively):
   its own cookies); closed after the test.
 - ``context`` / ``page`` (function): one context and one page in it.
 - ``launched_page`` (function): ``launched_page(patient_id, encounter_id=None, practitioner_id="prac-avery",
-  page=None, need_patient_banner=True)`` drives the sandbox's EHR simulator page and returns the page
-  once the app shows the launch's first page (the private gate at ``/l/<lid>/``). ``lid_of(page)``
+  page=<the page fixture>, need_patient_banner=True, iframe=False)`` drives the sandbox's EHR simulator
+  page and returns the page once the app shows the launch's first page (the private gate at ``/l/<lid>/``);
+  with ``iframe=True`` the EHR embeds the app and the app's Frame is returned. ``lid_of(page_or_frame)``
   gives the launch id from its URL.
 """
 
@@ -158,14 +159,21 @@ def launched_page(live_sandbox: Live, live_app: Live, page: Any) -> Callable[...
     """Launch the app from the sandbox's EHR simulator; returns the page at the app's first page."""
 
     def _launch(patient_id: str, encounter_id: str | None = None, practitioner_id: str = "prac-avery", *,
-                page: Any = page, need_patient_banner: bool = True) -> Any:
+                page: Any = page, need_patient_banner: bool = True, iframe: bool = False) -> Any:
         page.goto(live_sandbox.url + "/ehr")
         page.select_option("#practitioner", practitioner_id)
         page.select_option("#patient", patient_id)  # fires "change": the encounter list follows the patient
         page.select_option("#encounter", encounter_id or "")
         page.set_checked("#need_patient_banner", need_patient_banner)
-        page.set_checked("#iframe", False)
+        page.set_checked("#iframe", iframe)
         page.click("#launch-button")
+        if iframe:
+            # The EHR page embeds the app; the launch runs inside the frame. Returns the Frame.
+            page.wait_for_url(re.compile(r"/ehr/frame/"))
+            frame = page.wait_for_selector("iframe").content_frame()
+            frame.wait_for_url(lambda url: url.startswith(live_app.url) and bool(LID_IN_PATH.search(url)))
+            frame.wait_for_load_state("domcontentloaded")
+            return frame
         # Redirects (app /launch -> EHR authorize -> app /callback) end on the app, or on an error page.
         page.wait_for_url(lambda url: url.startswith(live_app.url) or "/auth/" in url)
         page.wait_for_load_state("domcontentloaded")

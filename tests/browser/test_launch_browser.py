@@ -36,3 +36,22 @@ def test_launch_id_from_another_browser_is_not_found(launched_page, new_context,
     response = stranger.goto(f"{live_app.url}/l/{lid}/")
     assert response.status == 404
     assert "Dana" not in stranger.content()
+
+
+def test_launch_inside_an_ehr_frame(launched_page, page, live_app):
+    """As most EHRs show SMART apps: the session cookie and CSP frame-ancestors must let it run framed."""
+    frame = launched_page("pat-alice", "enc-alice-bwh", iframe=True)
+    assert frame.get_by_test_id("patient-name").inner_text() == "Alice Sample"
+    assert "/ehr/frame/" in page.url and frame.url.startswith(live_app.url)  # app framed by the EHR page
+    lid_of(frame)
+
+
+def test_standalone_launch_by_a_social_worker(page, live_app):
+    page.goto(live_app.url + "/launch/standalone")
+    page.select_option("#practitioner", "prac-devon")  # the sandbox's sign-in page
+    page.click("#approve-button")
+    page.wait_for_url(lambda url: url.startswith(live_app.url) and "/l/" in url)
+    lid = lid_of(page)
+    expected = f"/l/{lid}/worklist" if "worklist" in live_app.app.blueprints else f"/l/{lid}/ready"
+    assert page.url == live_app.url + expected
+    assert page.get_by_test_id("patient-name").count() == 0  # no patient in this launch
