@@ -20,6 +20,7 @@ from referrals.ranking import DirectoryIndex
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIRECTORY = ROOT / "config" / "directory" / "boston.yaml"
+FREEZE_AT = 5_000  # services
 IMPORT_DIR_NAME = "directory"  # under the app's instance folder: what `ipv-directory import` writes
 
 
@@ -66,11 +67,17 @@ def build(paths: list[Path]) -> DirectoryIndex:
             issues.extend(exc.issues)
     if issues:
         raise DirectoryError(issues)
-    index = DirectoryIndex(merge(loaded))
+    return settle(DirectoryIndex(merge(loaded)))
+
+
+def settle(index: DirectoryIndex) -> DirectoryIndex:
+    """Called once a directory is loaded for good."""
     # A large directory is millions of long-lived objects: move them out of the cyclic GC's way,
     # or every full collection (100-300 ms on 50,000 services) lands in some patient's request.
-    gc.collect()
-    gc.freeze()
+    # (Small directories do not need it, and tests that build many apps should not freeze each one.)
+    if len(index.entries) >= FREEZE_AT:
+        gc.collect()
+        gc.freeze()
     return index
 
 

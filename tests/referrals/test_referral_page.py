@@ -140,3 +140,29 @@ def test_spanish_patient_sees_spanish_speaking_program_reason(client, make_launc
     assert '<html lang="es">' in html
     passageway = html[html.index('data-service="passageway"'):]
     assert re.search(r"Habla español|Speaks Spanish", passageway[:3000])
+
+
+def test_app_serves_configured_directory_paths(tmp_path):
+    from referrals.store import DEFAULT_DIRECTORY
+    from smart_app import create_app
+    from tests.conftest import app_config
+    from tests.referrals import samples
+
+    extra = samples.write_hsds_json(tmp_path / "extra.json")
+    app = create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", DIRECTORY_PATHS=[str(DEFAULT_DIRECTORY), str(extra)]))
+    from referrals.store import store_for
+
+    ids = {e.service.id for e in store_for(app).index.entries}
+    assert {"haven", "svc-chelsea-counsel"} <= ids
+    app.extensions["db_engine"].dispose()
+
+
+def test_app_refuses_to_start_with_a_broken_directory(tmp_path):
+    from referrals.errors import DirectoryError
+    from smart_app import create_app
+    from tests.conftest import app_config
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("format: ipv-directory/1\nservices: []\n")
+    with pytest.raises(DirectoryError, match="services: must be a non-empty list"):
+        create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", DIRECTORY_PATHS=str(bad)))
