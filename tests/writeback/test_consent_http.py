@@ -121,3 +121,21 @@ def test_worklist_lists_referrals_without_answers_and_records_status_changes(fas
     assert 'data-testid="worklist-empty"' in sw.get(f"/l/{swid}/worklist").get_data(as_text=True)
     # The clinician (no social-work role) cannot change a status either.
     assert clinician.post(f"/l/{lid}/worklist/{rid}/status", data={"status": "closed"}).status_code == 403
+
+
+def test_consent_page_follows_the_patients_language(fast_app, make_launch):
+    client = fast_app.test_client()
+    ctx = default_context()
+    ctx["patient"] = {**ctx["patient"], "language": "es", "languages": ["es"]}
+    lid = make_launch(client, context=ctx, data=DATA, iss=DOWN_ISS)
+    assert '<html lang="es">' in client.get(f"/l/{lid}/consent").get_data(as_text=True)
+    assert '<html lang="en">' in client.get(f"/l/{lid}/consent?lang=en").get_data(as_text=True)
+
+
+def test_consent_without_referral_data_defaults_to_no_contact(fast_app, make_launch):
+    client = fast_app.test_client()
+    lid = make_launch(client, data={"screening": SCREENING}, iss=DOWN_ISS)
+    client.post(f"/l/{lid}/consent", data={"consent": "yes", "resources": ["ServiceRequest"]})
+    with fast_app.app_context():
+        sr = next(decrypt_json(r.resource_enc) for r in outbox_rows(fast_app) if r.kind == "ServiceRequest")
+    assert sr["orderDetail"][0]["coding"][0]["code"] == "contacting-subject-prohibited"
