@@ -180,6 +180,12 @@ def launch_client_provider(timeout: float | None = None) -> ClientFor:
             return AuthGone("the visit's EHR sign-in is gone")
         if token_expired(tokens) and not tokens.get("refresh_token"):
             return AuthGone("the visit's EHR sign-in has expired")
+        if row.last_status == 401:
+            # The EHR rejected the token last time (revoked, or expired without a known expiry).
+            if not tokens.get("refresh_token"):
+                return AuthGone("the EHR no longer accepts the visit's sign-in")
+            launch.set_tokens({**tokens, "expires_at": 0})  # makes fhir_client_for refresh it now
+            get_session().commit()
         try:
             client = fhir_client_for(launch)
         except Exception as exc:  # refresh refused or EHR unreachable: the token cannot be renewed now
@@ -505,7 +511,8 @@ class OutboxWorker:
     def _error(self, db: Session, row: Any, exc: FhirError, stats: RunStats) -> None:
         reason = _reason(exc)
         row.last_status = exc.status or None
-        transient = exc.retryable or isinstance(exc, FhirUnavailable)
+        # 401: the token was refused; the next try renews it (or fails plainly without a refresh token).
+        transient = exc.retryable or isinstance(exc, FhirUnavailable) or exc.status == 401
         if row.final_retry:
             self._fail(db, row, reason, exc.status, stats)
         elif transient and row.attempts < row.max_attempts:

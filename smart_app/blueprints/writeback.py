@@ -201,7 +201,8 @@ def row_view(row: OutboxItem) -> dict[str, Any]:
     elif row.status == "failed":
         view["text"] = _("Not written to the chart")
     elif row.final_retry:
-        view["text"] = _("The EHR did not take it. It is kept and will be tried once more.")
+        view["text"] = _("The EHR did not take it. It is kept and will be tried once more; if that fails too, "
+                         "social work is told and the note must be documented by hand.")
     elif row.attempts:
         view["text"] = _("Queued: the app will retry automatically")
     else:

@@ -242,3 +242,22 @@ def test_consent_with_labels_dropped_warns_the_clinician(app, sandbox, make_laun
     client.post(f"/l/{lid}/consent", data={"consent": "yes"})
     page = client.get(f"/l/{lid}/consent/done").get_data(as_text=True)
     assert 'data-testid="label-alert"' in page and "Not kept by the EHR" in page
+
+
+def test_token_rejected_by_the_ehr_without_refresh_fails_plainly(app, sandbox):
+    token = sandbox_token(sandbox, "pat-alice", lifetime=0)  # already expired at the EHR; the app cannot know
+    lid = add_launch(app, sandbox.iss, token, patient="pat-alice")
+    referrals = {add_referral(app, lid, sandbox.iss, EhrProfile.load("sandbox"), patient="pat-alice",
+                              resources=["DocumentReference"])}
+    OutboxWorker(app, timeout=2).drain()
+    (row,) = all_rows(app)
+    assert row.status == "failed"
+    assert row.last_error == "the EHR no longer accepts the visit's sign-in; nothing was written"
+    assert stored(sandbox, "DocumentReference", referrals) == Counter()
+
+
+def test_cli_run_once_drains_the_outbox(app, sandbox):
+    referrals = enqueue_many(app, sandbox, 3, EhrProfile.load("sandbox"), resources=["DocumentReference"])
+    result = app.test_cli_runner().invoke(args=["outbox-run-once", "--drain", "--max-seconds", "60"])
+    assert result.exit_code == 0 and "written=3" in result.output
+    assert len(stored(sandbox, "DocumentReference", referrals)) == 3
