@@ -139,3 +139,27 @@ def test_consent_without_referral_data_defaults_to_no_contact(fast_app, make_lau
     with fast_app.app_context():
         sr = next(decrypt_json(r.resource_enc) for r in outbox_rows(fast_app) if r.kind == "ServiceRequest")
     assert sr["orderDetail"][0]["coding"][0]["code"] == "contacting-subject-prohibited"
+
+
+def test_worklist_shows_failed_writes_and_label_warnings(fast_app, make_launch):
+    from sqlalchemy import update
+
+    clinician = fast_app.test_client()
+    lid = make_launch(clinician, data=DATA, iss=DOWN_ISS)
+    clinician.post(f"/l/{lid}/consent", data={"consent": "yes", "resources": ["Observation"]})
+    with fast_app.app_context(), session_scope(fast_app) as db:
+        db.execute(update(OutboxItem).where(OutboxItem.kind == "DocumentReference")
+                   .values(status="failed", last_error="HTTP 422: invalid", final_retry=True))
+        db.execute(update(OutboxItem).where(OutboxItem.kind == "Observation")
+                   .values(status="written", server_id="o1", label_status="flagged",
+                           label_detail="missing v3-ActCode#SDV"))
+    page = clinician.get(f"/l/{lid}/consent/done").get_data(as_text=True)
+    assert 'data-testid="failed-alert"' in page and 'data-testid="label-alert"' in page
+    assert "HTTP 422: invalid" in page
+    sw = fast_app.test_client()
+    ctx = default_context(patient=None, encounter=None,
+                          user={"reference": "Practitioner/sw-1", "name": "Sam Social", "roles": ["social_worker"]})
+    swid = make_launch(sw, context=ctx, iss=DOWN_ISS, kind="standalone")
+    page = sw.get(f"/l/{swid}/worklist").get_data(as_text=True)
+    assert 'data-write="failed"' in page and "Not written to the chart (HTTP 422: invalid)" in page
+    assert 'data-testid="label-warning"' in page and "missing v3-ActCode#SDV" in page
