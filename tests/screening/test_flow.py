@@ -402,3 +402,22 @@ def test_urgent_path_falls_back_to_the_seed_when_the_directory_is_unreadable(cli
     monkeypatch.setattr(referrals.store, "store_for", broken)
     block = _urgent_block(client, make_launch, bwh_context())
     assert "Passageway at BWH" in block and "1-617-732-5520 ext. 31808" in block and "1-617-726-2241" not in block
+
+
+@pytest.mark.postgres
+def test_full_flow_on_postgresql(postgres_url):
+    from smart_app import create_app
+    from tests.screening.helpers import launch_for
+
+    app = create_app(app_config(postgres_url))
+    try:
+        client = app.test_client()
+        flow = Flow(client, launch_for(app, client))
+        flow.gate()
+        flow.screen(HITS_POSITIVE)
+        flow.danger(da5("weapon"))
+        assert 'data-testid="urgent"' in flow.result()
+        s = launch_data(app, flow.lid)["screening"]
+        assert (s["interpretation"], s["danger"], s["danger_items"]) == ("positive", True, ["weapon"])
+    finally:
+        app.extensions["db_engine"].dispose()
