@@ -22,7 +22,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, InstrumentError, load_instruments
+from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load_instruments
 from smart_app.i18n import SUPPORTED
 from smart_app.launch_state import launch_required
 
@@ -46,6 +46,10 @@ SEED_ADVOCATES: tuple[dict[str, Any], ...] = (
 # ---------------------------------------------------------------------------- start-up
 
 
+class ScreeningConfigError(RuntimeError):
+    """The deployment names an instrument that is not there; the message says which setting."""
+
+
 def _record(state: Any) -> None:
     init_instruments(state.app)
 
@@ -63,20 +67,21 @@ def init_instruments(app: Flask) -> None:
     screens = {k for k, i in instruments.items() if i.role == "screen"}
     offered = list(app.config.get("SCREENING_INSTRUMENTS") or sorted(screens))
     default = app.config.get("SCREENING_DEFAULT_INSTRUMENT") or offered[0]
+    known = ", ".join(sorted(screens))
     for key in offered:
         if key not in screens:
-            raise InstrumentError(key, f"offered instrument {key!r} not found among screening Questionnaires "
-                                       f"({', '.join(sorted(screens))})")
+            raise ScreeningConfigError(f"SCREENING_INSTRUMENTS / offered_instruments: offered instrument {key!r} "
+                                       f"not found among screening Questionnaires ({known})")
     if default not in offered:
         offered.insert(0, default)
         if default not in screens:
-            raise InstrumentError(default, f"default instrument {default!r} not found among screening "
-                                           f"Questionnaires ({', '.join(sorted(screens))})")
+            raise ScreeningConfigError(f"SCREENING_DEFAULT_INSTRUMENT / default_instrument: default instrument "
+                                       f"{default!r} not found among screening Questionnaires ({known})")
     checks = [k for k, i in instruments.items() if i.role == "danger-check"]
     danger = app.config.get("SCREENING_DANGER_CHECK") or (checks[0] if checks else "")
     if danger and danger not in checks:
-        raise InstrumentError(danger, f"danger check {danger!r} is not a Questionnaire with "
-                                      "instrument-role danger-check")
+        raise ScreeningConfigError(f"danger_check: {danger!r} is not a Questionnaire with instrument-role "
+                                   "danger-check")
     app.extensions["screening"] = {"instruments": instruments, "offered": offered, "default": default,
                                    "danger_check": danger or None}
 

@@ -109,8 +109,19 @@ def test_create_app_refuses_a_malformed_site_file(tmp_path):
 
 
 def test_create_app_refuses_an_unknown_default_instrument(tmp_path):
-    with pytest.raises(InstrumentError, match="default instrument 'nope' not found"):
+    from smart_app.blueprints.screening import ScreeningConfigError
+
+    with pytest.raises(ScreeningConfigError, match="SCREENING_DEFAULT_INSTRUMENT.*'nope' not found"):
         create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", SCREENING_DEFAULT_INSTRUMENT="nope"))
+
+
+def test_create_app_refuses_an_unknown_offered_instrument_and_a_screen_as_danger_check(tmp_path):
+    from smart_app.blueprints.screening import ScreeningConfigError
+
+    with pytest.raises(ScreeningConfigError, match="offered instrument 'nope'"):
+        create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", SCREENING_INSTRUMENTS=["hits", "nope"]))
+    with pytest.raises(ScreeningConfigError, match="'hark' is not a Questionnaire with instrument-role danger-check"):
+        create_app(app_config(f"sqlite:///{tmp_path / 'b.db'}", SCREENING_DANGER_CHECK="hark"))
 
 
 def test_a_site_instrument_is_offered_and_rendered_without_code_changes(tmp_path, make_launch):
