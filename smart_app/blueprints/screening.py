@@ -276,7 +276,8 @@ def questions() -> Response | tuple[str, int]:
     return redirect(url_for("screening.result", lid=lid))
 
 
-@bp.route("/danger", methods=["GET", "POST"])
+# A neutral path: the URL (browser history, access log) must not say that the screen was positive.
+@bp.route("/more", methods=["GET", "POST"])
 @screening_view
 def danger() -> Response | tuple[str, int]:
     """The danger check after a positive screen (weapons, strangulation, fear for life, escalation)."""

@@ -94,7 +94,7 @@ def test_full_positive_hits_screen_in_spanish(open_launch, screening_app):
                           ("scream", "fairly-often")):
         answer(page, link_id, code)
     page.get_by_role("button", name="Terminar").click()
-    page.wait_for_url("**/danger")
+    page.wait_for_url("**/more")
     assert "¿Cree usted que él es capaz de matarle?" in page.content()
     for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
         answer(page, link_id, "LA32-8")
@@ -124,7 +124,7 @@ def test_danger_answer_shows_urgent_path_first(open_launch):
     for link_id in ("hurt", "insult", "threaten", "scream"):
         answer(page, link_id, "frequently")
     page.get_by_test_id("submit").click()
-    page.wait_for_url("**/danger")
+    page.wait_for_url("**/more")
     for link_id in ("escalation", "weapon", "jealousy", "fear-for-life"):
         answer(page, link_id, "LA32-8")
     answer(page, "strangulation", "LA33-6")
@@ -254,7 +254,7 @@ def test_axe_gate_instrument_and_result_have_no_serious_violations(open_launch, 
     for link_id in ("hurt", "insult", "threaten", "scream"):
         answer(page, link_id, "frequently")
     page.get_by_test_id("submit").click()
-    page.wait_for_url("**/danger")
+    page.wait_for_url("**/more")
     found["danger"] = serious_violations(page)
     for link_id in ("escalation", "strangulation", "jealousy", "fear-for-life"):
         answer(page, link_id, "LA32-8")
@@ -274,7 +274,7 @@ def test_real_launch_spanish_patient_positive_hits_with_danger_pages_passageway(
     for link_id in ("hurt", "insult", "threaten", "scream"):
         answer(page, link_id, "fairly-often")
     page.get_by_role("button", name="Terminar").click()
-    page.wait_for_url("**/danger")
+    page.wait_for_url("**/more")
     for link_id in ("escalation", "weapon", "jealousy", "strangulation"):
         answer(page, link_id, "LA32-8")
     answer(page, "fear-for-life", "LA33-6")
