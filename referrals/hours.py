@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from referrals.model import DAYS, Hours, Interval
@@ -60,8 +61,14 @@ def parse_days(value: object) -> tuple[str, ...]:
 
 def week_ranges(hours: Hours) -> list[tuple[int, int]]:
     """Minute-of-week ranges [start, end) for fast "open now" checks."""
+    return list(_ranges(tuple(hours.weekly)))
+
+
+@lru_cache(maxsize=4096)
+def _ranges(weekly: tuple[Interval, ...]) -> tuple[tuple[int, int], ...]:
+    # Most services share a handful of schedules (Mon-Fri 9-5...): compute each once.
     ranges: list[tuple[int, int]] = []
-    for iv in hours.weekly:
+    for iv in weekly:
         length = (iv.closes - iv.opens) % (24 * 60) or 24 * 60
         for day in iv.days:
             start = DAYS.index(day) * 24 * 60 + iv.opens
@@ -71,7 +78,7 @@ def week_ranges(hours: Hours) -> list[tuple[int, int]]:
             else:  # wraps from Sunday night into Monday
                 ranges.append((start, WEEK))
                 ranges.append((0, end - WEEK))
-    return ranges
+    return tuple(ranges)
 
 
 def minute_of_week(now: datetime, tz: str) -> int:

@@ -1,0 +1,166 @@
+"""Ranking on a generated 50,000-service HSDS 3.0 directory: import time, index build, peak memory,
+median and p99 ranking time. Prints figures (target: ranking < 5 ms median, import < 30 s)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import resource
+import statistics
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+N_SERVICES = 50_000
+N_QUERIES = 3_000
+STATES = ("MA", "NH", "RI", "CT")
+TAXONOMY = [("legal", "Legal advocacy (209A)"), ("shelter", "Emergency shelter"), ("counseling", "Counseling"),
+            ("sexual-assault", "Sexual assault services"), ("support-group", "Support groups"),
+            ("safety-planning", "Safety planning"), ("housing", "Housing")]
+LANGS = ["en", "es", "pt", "ht", "zh", "vi"]
+DAYS = "MO,TU,WE,TH,FR"
+
+
+def generate(n: int = N_SERVICES, seed: int = 7) -> list[dict]:
+    """HSDS 3.0 services (API shape) spread over the New England ZIP centroids, ~2% statewide hotlines."""
+    import zipcodes
+
+    rng = random.Random(seed)
+    zips = [z for z in zipcodes.list_all() if z["state"] in STATES and z["lat"] and z["zip_code_type"] == "STANDARD"]
+    out = []
+    for i in range(n):
+        z = rng.choice(zips)
+        terms = rng.sample(TAXONOMY, rng.randint(1, 3))
+        always = rng.random() < 0.1
+        hotline = rng.random() < 0.02
+        svc = {
+            "id": f"gen-{i}", "name": f"Program {i}", "status": "active",
+            "organization": {"id": f"org-{i // 5}", "name": f"Organization {i // 5}"},
+            "languages": [{"code": c} for c in rng.sample(LANGS, rng.randint(1, 3))],
+            "phones": [{"number": f"617-555-{i % 10000:04d}", "type": "voice"}],
+            "schedules": [{"description": "24/7"}] if always else [
+                {"freq": "WEEKLY", "byday": DAYS, "opens_at": f"{rng.randint(7, 10):02d}:00",
+                 "closes_at": f"{rng.randint(16, 20):02d}:30"}],
+            "attributes": [{"taxonomy_term": {"code": code, "name": name}} for code, name in terms],
+        }
+        if rng.random() < 0.3:
+            svc["phones"].append({"number": f"617-555-{(i + 5000) % 10000:04d}", "type": "pager",
+                                  "description": "After hours pager"})
+        if hotline:
+            svc["service_areas"] = [{"name": "Massachusetts"}]
+            svc["attributes"].append({"taxonomy_term": {"code": "hotline", "name": "Crisis hotline"}})
+        else:
+            jitter = lambda: rng.uniform(-0.02, 0.02)  # noqa: E731
+            svc["service_at_locations"] = [{"location": {
+                "id": f"loc-{i}", "name": f"Site {i}", "latitude": round(float(z["lat"]) + jitter(), 5),
+                "longitude": round(float(z["long"]) + jitter(), 5),
+                "addresses": [{"address_1": f"{i} Main St", "city": z["city"], "state_province": z["state"],
+                               "postal_code": z["zip_code"]}]}}]
+        out.append(svc)
+    return out
+
+
+def percentile(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM starts afresh at exec; ru_maxrss may carry the parent's peak over."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(path: str, out: Any) -> None:
+    """In a fresh process, so max RSS is the import's own: load, index, then time the queries."""
+    from referrals.loaders import load_source
+    from referrals.ranking import DirectoryIndex, rank
+    from referrals.store import DEFAULT_DIRECTORY, merge, settle
+
+    rss0 = peak_rss_mb()
+    t0, c0 = time.perf_counter(), time.process_time()
+    generated = load_source(path)
+    load_s, load_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
+    index = settle(DirectoryIndex(merge([load_source(DEFAULT_DIRECTORY), generated])))  # as store.build
+    index_s, index_cpu = time.perf_counter() - t0, time.process_time() - c0
+    del generated
+    rss1 = peak_rss_mb()
+    queries = make_queries()
+    for q in queries[:50]:  # warm-up (ZIP table, zoneinfo)
+        rank(index, **q)
+    times, cpu, counts = [], [], []
+    for q in queries:
+        c0 = time.thread_time()
+        t0 = time.perf_counter()
+        r = rank(index, **q)
+        times.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.thread_time() - c0) * 1000)
+        counts.append(len(r.results))
+    out.put(dict(load_s=load_s, index_s=index_s, load_cpu=load_cpu, index_cpu=index_cpu, rss0=rss0, rss1=rss1,
+                 times=times, cpu=cpu, counts=counts,
+                 load=os.getloadavg()[0]))
+
+
+def make_queries() -> list[dict[str, Any]]:
+    import zipcodes
+
+    rng = random.Random(11)
+    ma_zips = [z["zip_code"] for z in zipcodes.filter_by(state="MA")]
+    sites = ["bwh", "bw-faulkner", "sjphc", "brookside", "whittier", "mgh", "mgh-chelsea", "mgh-revere", "baystate"]
+    start = datetime(2026, 11, 23, tzinfo=ZoneInfo("America/New_York"))
+    queries = []
+    for _ in range(N_QUERIES):
+        key = rng.choice(sites + [None])
+        enc = None if key is None else {"id": "e", "locations": [{"id": f"loc-{key}", "name": key, "identifiers": [
+            {"system": "urn:ipv-sandbox:site", "value": key}]}], "service_provider": None}
+        queries.append(dict(context={"encounter": enc}, safe_zip=rng.choice(ma_zips + [None] * 100),
+                            needs=rng.sample(["legal", "shelter", "counselling", "sexual-assault"], rng.randint(0, 2)),
+                            language=rng.choice(["en", "en", "es", "pt"]),
+                            now=start + timedelta(minutes=rng.randint(0, 7 * 24 * 60))))
+    return queries
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    services = generate()
+    gen_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "hsds-50k.json"
+        path.write_text(json.dumps(services))
+        size_mb = path.stat().st_size / 1e6
+        del services
+        ctx = multiprocessing.get_context("spawn")
+        out = ctx.Queue()
+        proc = ctx.Process(target=measure, args=(str(path), out))
+        proc.start()
+        m = out.get()
+        proc.join()
+    times, cpu = m["times"], m["cpu"]
+    print(f"directory: {N_SERVICES:,} generated HSDS services ({size_mb:.1f} MB JSON, generated in {gen_s:.1f} s) "
+          f"+ the Boston directory")
+    print(f"import (parse + validate): {m['load_s']:.2f} s   index build: {m['index_s']:.2f} s   "
+          f"total: {m['load_s'] + m['index_s']:.2f} s (target < 30 s); CPU time "
+          f"{m['load_cpu']:.2f} s + {m['index_cpu']:.2f} s")
+    print(f"memory: peak RSS of the loading process {m['rss1']:.0f} MB ({m['rss0']:.0f} MB before the import; "
+          f"the rest is the parsed JSON, the directory and its index)")
+    print(f"ranking ({N_QUERIES:,} queries: random site, safe ZIP or none, needs, language, time of week; "
+          f"mean {statistics.mean(m['counts']):.1f} results):")
+    print(f"  wall time: median {statistics.median(times):.2f} ms   p99 {percentile(times, 99):.2f} ms   "
+          f"max {max(times):.2f} ms (target median < 5 ms)")
+    print(f"  CPU time:  median {statistics.median(cpu):.2f} ms   p99 {percentile(cpu, 99):.2f} ms   "
+          f"(load average {m['load']:.1f} on {os.cpu_count()} CPUs: wall-time tails include waiting for a CPU)")
+
+
+if __name__ == "__main__":
+    main()
