@@ -261,7 +261,9 @@ def questions() -> Response | tuple[str, int]:
                             missing=exc.missing, status=400)
     g.launch.update_data(screening={
         "instrument": inst.key, "questionnaire": inst.url, "version": inst.version, "language": g.locale,
-        "answers": {k: a.code for k, a in result.answers.items()}, "score": result.score,
+        "answers": {k: a.code for k, a in result.answers.items()},
+        # The same answers as codings (system, code, English display, score) for a QuestionnaireResponse.
+        "answer_codings": result.answers_state(), "score": result.score,
         "interpretation": result.interpretation, "danger": result.danger, "danger_items": list(result.danger_items),
         "completed_at": _now(),
     })

@@ -101,6 +101,9 @@ def test_negative_screen_goes_to_result_with_universal_education(flow, app):
     assert s["answers"] == {"hurt": "never", "insult": "rarely", "threaten": "never", "scream": "never"}
     assert (s["score"], s["interpretation"], s["danger"], s["danger_items"]) == (5, "negative", False, [])
     assert s["language"] == "en" and s["version"] and s["completed_at"]
+    assert s["answer_codings"]["insult"] == {
+        "system": "http://example.org/fhir/ipv-screen/CodeSystem/hits-frequency", "code": "rarely",
+        "display": "Rarely", "score": 2}
 
 
 def test_declined_screen_offers_resources_anyway_and_skips_the_danger_check(flow, app):
