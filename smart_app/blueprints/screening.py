@@ -326,5 +326,5 @@ def result() -> Response | str:
     return render_template(
         "screening/result.html", lid=lid, s=screening, inst=inst, lang=g.locale, check=check,
         check_inst=reg["instruments"].get(check["instrument"]) if check else None,
-        advocates=site_advocates(g.launch.context),
+        advocates=site_advocates(g.launch.context), can_check=bool(reg["danger_check"]) and not check,
     )

@@ -434,3 +434,16 @@ def test_urls_never_name_the_result(flow):
     flow.result()
     for url in flow.urls:
         assert not re.search(r"danger|positive|negative|urgent|declin|violence|abuse", url), url
+
+
+def test_after_a_negative_screen_the_clinician_may_still_ask_the_safety_questions(flow, app):
+    flow.gate()
+    flow.screen(HITS_NEGATIVE)
+    page = flow.result()
+    link = re.search(r'href="([^"]+)" data-testid="ask-safety"', page).group(1)
+    assert link == f"/l/{flow.lid}/more"
+    flow.danger(da5("strangulation"))
+    page = flow.result()
+    assert 'data-testid="urgent"' in page and 'data-interpretation="negative"' in page
+    assert 'data-testid="ask-safety"' not in page
+    assert launch_data(app, flow.lid)["screening"]["danger"] is True
