@@ -39,8 +39,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from fhir.builders import SEND_ORDER, EhrProfile, PlannedWrite
 from fhir.client import FhirClient, FhirError, FhirUnavailable
@@ -220,7 +220,10 @@ class OutboxWorker:
         token = f"{self.worker_id}:{secrets.token_hex(8)}"
         due = or_(and_(O.status == PENDING, O.next_attempt_at <= now),
                   and_(O.status == SENDING, O.lease_until < now))
-        sub = select(O.id).where(due)
+        # Skip referrals another worker is sending right now (live lease): a referral goes out in one piece.
+        busy = aliased(O)
+        in_flight = exists().where(busy.referral_id == O.referral_id, busy.status == SENDING, busy.lease_until >= now)
+        sub = select(O.id).where(due, ~in_flight)
         if referral_id is not None:
             sub = sub.where(O.referral_id == referral_id)
         sub = sub.order_by(O.next_attempt_at, O.id).limit(limit or self.settings.batch_size)
@@ -232,7 +235,7 @@ class OutboxWorker:
             .values(status=SENDING, claimed_by=token, lease_until=now + timedelta(seconds=self.settings.lease_seconds),
                     attempts=O.attempts + 1, updated_at=now)
             .execution_options(synchronize_session=False))
-        db.commit()
+        # Same transaction (on SQLite: the same write lock), so no other claim lands in between.
         # Take the referral's other pending rows too (due, or never tried yet): a referral goes out
         # together — one transaction, or single creates in dependency order — instead of being split
         # between workers and waiting on each other. Rows in backoff keep their wait. SKIP LOCKED
