@@ -138,3 +138,31 @@ def test_mutation_helper_really_breaks_things():
         assert any("phones" in str(i) for i in exc.issues)
     else:
         raise AssertionError("expected DirectoryError")
+
+
+cell = st.none() | st.text(max_size=10) | st.sampled_from(["", "-1", "999", "24:61", "MO-XX", "svc-chelsea-counsel",
+                                                            "loc-cfc", "org-cfc", "voice", "pager", "1e309"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_csv_datapackage(tmp_path_factory, data):
+    from referrals.loaders.hsds import load_hsds_datapackage  # not load_source: no catch-all in the way
+
+    tables = {k: [dict(r) for r in v] for k, v in samples.TABLES.items()}
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        table = data.draw(st.sampled_from(sorted(tables)))
+        if not tables[table]:
+            continue
+        row = tables[table][0]
+        col = data.draw(st.sampled_from(sorted(row)))
+        value = data.draw(cell)
+        if value is None:
+            del row[col]
+        else:
+            row[col] = value
+    pkg = samples.write_datapackage(tmp_path_factory.mktemp("pkg"), tables)
+    try:
+        check(load_hsds_datapackage(pkg))
+    except DirectoryError as exc:
+        assert all(i.file == str(pkg) for i in exc.issues)
