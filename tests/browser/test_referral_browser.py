@@ -56,3 +56,27 @@ def test_handout_prints_discreetly(launched_page, live_app):
     page.emulate_media(media="screen")
     assert page.locator("#quick-exit").is_visible()
     assert not [u for u in external if not u.startswith(("http://127.0.0.1", "http://localhost"))]
+
+
+def serious_violations(page) -> list[str]:
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return [f"{v['id']} ({v['impact']}): {v['help']}" for v in results.response["violations"]
+            if v.get("impact") in ("serious", "critical")]
+
+
+def test_spanish_patient_at_sjphc_and_accessibility(launched_page, live_app):
+    """Carmen's chart says Spanish: the page and handout are in Spanish and Passageway (which speaks it) is first."""
+    page = launched_page("pat-carmen", "enc-carmen-sjphc")
+    lid = lid_of(page)
+    page.goto(f"{live_app.url}/l/{lid}/referrals")
+    assert page.locator("html").get_attribute("lang") == "es"
+    first = page.locator('[data-testid="result"]').first
+    assert first.get_attribute("data-service") == "passageway"
+    assert "Habla español" in first.inner_text()
+    found = {"referrals": serious_violations(page)}
+    page.goto(f"{live_app.url}/l/{lid}/handout?qr=1")
+    assert page.title() == "Recursos de salud"
+    found["handout"] = serious_violations(page)
+    assert found == {k: [] for k in found}
