@@ -135,7 +135,9 @@ class DirectoryIndex:
             mask = 0
             for n in s.needs:
                 mask |= NEED_BIT.get(n, 0)
-            wide = s.kind == "hotline" or s.scope != "local"
+            # Listed without a nearby site: hotlines, statewide/national services, and any service whose
+            # sites have no coordinates (it could never be found by distance).
+            wide = s.kind == "hotline" or s.scope != "local" or not any(t.lat is not None for t in s.sites)
             self.entries.append(_Entry(s, mask, None if s.hours.always else week_ranges(s.hours),
                                        s.hours.always, s.hours.known, wide))
             if wide:

@@ -214,8 +214,8 @@ def parse_service(c: Collector, svc: Any, where: str) -> Service | None:
         scope = "statewide"
     if sid is None or name is None:
         return None
-    if status in ("inactive", "defunct"):
-        return None
+    if status in ("inactive", "defunct", "temporarily closed"):
+        return None  # valid, but nothing a patient could call today
     for site in sites:  # one location may host several services: site ids are per service
         site.id = f"{sid}:{site.id}"
     desc = _str(svc.get("description"))

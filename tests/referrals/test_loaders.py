@@ -176,3 +176,12 @@ def test_failed_reload_keeps_the_old_directory(tmp_path):
     assert store.index is before
     assert store.paths == [good]
     assert {e.service.id for e in store.index.entries} == {"svc-chelsea-counsel", "svc-safe-house"}
+
+
+def test_hsds_closed_services_are_not_listed(tmp_path):
+    services = samples.hsds_services()
+    services[0]["status"] = "temporarily closed"
+    services[1]["status"] = "defunct"
+    services.append(dict(samples.hsds_services()[0], id="svc-other", status="active"))
+    d = load_source(samples.write_hsds_json(tmp_path / "d.json", services))
+    assert [s.id for s in d.services] == ["svc-other"]

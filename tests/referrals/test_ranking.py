@@ -186,3 +186,14 @@ def test_results_explain_themselves_and_store_without_phi(index):
         data = x.as_data()
         assert set(data) >= {"service_id", "program", "name", "phone", "why"}
         assert "Rosa" not in repr(data) and "pat-test" not in repr(data)
+
+
+def test_local_service_without_coordinates_is_still_listed(tmp_path):
+    services = samples.hsds_services()[:1]
+    loc = services[0]["service_at_locations"][0]["location"]
+    del loc["latitude"], loc["longitude"]
+    loc["addresses"][0]["postal_code"] = "not-a-zip"
+    idx = DirectoryIndex(load_source(samples.write_hsds_json(tmp_path / "d.json", services)))
+    r = rank(idx, safe_zip="02150", needs=["counselling"], now=WED_10AM)
+    assert [x.service.id for x in r.results] == ["svc-chelsea-counsel"]
+    assert r.results[0].distance is None
