@@ -10,6 +10,7 @@ matching signed session cookie, so they need no EHR; one launches for real from 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from tests.support.live import LiveServer
 pytestmark = pytest.mark.browser
 
 NEUTRAL = "http://neutral.test/weather"
+LID = re.compile(r"/l/([A-Za-z0-9_-]+)/")
 PATIENT = "Rosa Test"
 
 
@@ -284,3 +286,25 @@ def test_real_launch_spanish_patient_positive_hits_with_danger_pages_passageway(
     urgent = page.get_by_test_id("urgent").inner_text()
     assert "911" in urgent and "1-877-785-2020" in urgent and "1-617-732-5520 ext. 31808" in urgent
     assert page.get_by_test_id("summary").get_attribute("data-interpretation") == "positive"
+
+
+def test_real_ehr_frame_quick_exit_breaks_out_and_ends_the_launch(launched_page, page, live_app):
+    """The sandbox EHR frames the app from another origin; quick exit must replace the EHR's top window."""
+    before = live_app.app.config["NEUTRAL_EXIT_URL"]
+    live_app.app.config["NEUTRAL_EXIT_URL"] = NEUTRAL
+    page.context.route("http://neutral.test/**", lambda route: route.fulfill(
+        status=200, content_type="text/html", body="<!doctype html><title>Weather</title><h1>Forecast</h1>"))
+    try:
+        frame = launched_page("pat-alice", "enc-alice-bwh", iframe=True)
+        lid = LID.search(frame.url).group(1)
+        frame.get_by_test_id("gate-alone").check()
+        frame.press("body", "Escape")  # Esc inside the framed app
+        page.wait_for_url(NEUTRAL)
+        assert "Forecast" in page.content() and "Alice" not in page.content()
+        with live_app.app.test_request_context():
+            from smart_app.db import get_session
+            from smart_app.models import LaunchRecord
+
+            assert get_session().get(LaunchRecord, lid).status == "ended"
+    finally:
+        live_app.app.config["NEUTRAL_EXIT_URL"] = before
