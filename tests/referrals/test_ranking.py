@@ -197,3 +197,33 @@ def test_local_service_without_coordinates_is_still_listed(tmp_path):
     r = rank(idx, safe_zip="02150", needs=["counselling"], now=WED_10AM)
     assert [x.service.id for x in r.results] == ["svc-chelsea-counsel"]
     assert r.results[0].distance is None
+
+
+def test_grid_search_finds_the_same_nearest_services_as_brute_force():
+    import math
+    import random
+
+    from referrals.model import Directory, Hours, Phone, Service, Site
+    from referrals.ranking import NEED_BIT
+
+    rng = random.Random(5)
+    services = []
+    for i in range(1500):
+        lat, lon = 42.0 + rng.random() * 1.0, -72.0 + rng.random() * 1.5
+        services.append(Service(id=f"s{i}", program=f"P{i}", name={"en": f"P{i}"},
+                                needs={rng.choice(["legal", "shelter"])}, phones=[Phone("617-555-0000")],
+                                hours=Hours(always=True), sites=[Site(id=f"t{i}", name={"en": "x"}, lat=lat, lon=lon)]))
+    idx = DirectoryIndex(Directory(services=services))
+
+    def dist(s: Service, origin: tuple[float, float]) -> float:
+        t = s.sites[0]
+        cos0 = math.cos(math.radians(origin[0]))
+        return math.hypot((t.lat - origin[0]) * 69.05, (t.lon - origin[1]) * 69.05 * cos0)
+
+    for _ in range(30):
+        origin = (42.0 + rng.random(), -72.0 + rng.random() * 1.5)
+        for need in (None, "legal"):
+            pool = [s for s in services if not need or need in s.needs]
+            want = sorted(d for s in pool if (d := dist(s, origin)) <= 50)[:20]
+            got = sorted(d for d, _ in idx.nearby(origin, NEED_BIT[need] if need else 0, 20).values())
+            assert got == pytest.approx(want)
