@@ -75,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for server in servers:
         _serve(server)
+    stop = threading.Event()
+    # The outbox worker that production runs as its own process (`flask outbox-worker`): here a thread,
+    # so writes the EHR could not take at once are retried without a second command.
+    from fhir.outbox import OutboxWorker
+
+    threading.Thread(target=OutboxWorker(app).loop, kwargs={"stop": stop.is_set}, daemon=True).start()
     sandbox_url = f"http://{args.host}:{args.sandbox_port}"
     app_url = f"http://{args.host}:{args.app_port}"
     print(f"""
@@ -82,10 +88,10 @@ Sandbox EHR   {sandbox_url}/ehr   (FHIR base / iss: {sandbox_url}/fhir)
 App           {app_url}/launch    (standalone launch for social work: {app_url}/launch/standalone)
 
 Open {sandbox_url}/ehr in a browser, pick a clinician, patient and encounter, and press "Launch app".
+The chart-write outbox worker runs in this process too.
 Press Ctrl+C to stop.
 """, flush=True)
 
-    stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         while not stop.wait(1.0):
