@@ -17,7 +17,7 @@ from typing import Any
 
 from referrals.geography import centroid, miles, normalise_zip
 from referrals.hours import WEEK, fmt_minutes, minute_of_week, week_ranges
-from referrals.model import NEEDS, Directory, Hours, Phone, Service, Site, norm_name, text_in
+from referrals.model import DAYS, NEEDS, Directory, Hours, Phone, Service, Site, norm_name, text_in
 
 NEED_BIT = {need: 1 << i for i, need in enumerate(NEEDS)}
 # A stated need is met by any of these offers.
@@ -384,8 +384,6 @@ def describe_hours(hours: Hours, lang: str = "en") -> str:
     names = {"en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
              "es": ("lun", "mar", "mié", "jue", "vie", "sáb", "dom")}.get(lang, ("Mon", "Tue", "Wed", "Thu", "Fri",
                                                                                  "Sat", "Sun"))
-    from referrals.model import DAYS
-
     parts = []
     for iv in hours.weekly:
         idx = [DAYS.index(d) for d in iv.days]
