@@ -37,6 +37,12 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "SCREENING_INSTRUMENTS": ("", "Comma-separated instrument ids offered; empty = deployment's offered_instruments."),
     "SCREENING_INSTRUMENT_DIRS": ("", "Extra folders of site Questionnaire JSON files (separated by ':'), added "
                                       "to fhir/questionnaires/ and the deployment's instrument_dirs."),
+    "DIRECTORY_PATHS": ("", "Directory sources the app serves (':'-separated); empty = config/directory/boston.yaml "
+                            "plus every file `ipv-directory import` placed in DIRECTORY_IMPORT_DIR."),
+    "DIRECTORY_IMPORT_DIR": ("", "Where `ipv-directory import` writes; empty = instance/directory/."),
+    "OUTBOX_MAX_ATTEMPTS": ("", "Transient-failure tries per chart write before its one final retry; empty = the "
+                                "EHR profile's."),
+    "OUTBOX_FINAL_RETRY_DELAY": ("", "Seconds before the one final retry of a write the EHR refused; empty = 60."),
 }
 
 
@@ -117,4 +123,8 @@ def flask_config() -> dict[str, Any]:
         "SCREENING_INSTRUMENT_DIRS": [d for d in env("SCREENING_INSTRUMENT_DIRS").split(":") if d]
         + [str(d) for d in deployment.extra.get("instrument_dirs") or []],
         "SCREENING_DANGER_CHECK": deployment.extra.get("danger_check") or "",
+        # Read by referrals.store when empty (its default, and DIRECTORY_IMPORT_DIR, come from there).
+        "DIRECTORY_PATHS": env("DIRECTORY_PATHS") or None,
+        # Unset keys fall back to the EHR profile's retry settings (fhir/outbox.py).
+        **{k: env(k) for k in ("OUTBOX_MAX_ATTEMPTS", "OUTBOX_FINAL_RETRY_DELAY") if env(k)},
     }
