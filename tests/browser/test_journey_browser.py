@@ -1,0 +1,76 @@
+"""The whole product in one real-browser run, by clicking only what a user clicks:
+EHR launch -> private gate -> HITS -> danger check -> result -> referral list -> consent -> chart write,
+then a social worker's standalone launch finds the referral in the queue and marks it contacted.
+"""
+
+from __future__ import annotations
+
+from tests.browser.conftest import lid_of
+
+# HITS answers (Sherin et al. 1998 scoring: never 1 .. frequently 5): 3 + 5 + 2 + 5 = 15 > 10, positive.
+HITS_POSITIVE = {"hurt": "sometimes", "insult": "frequently", "threaten": "rarely", "scream": "frequently"}
+
+
+def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox, new_context):
+    page = launched_page("pat-joana", "enc-joana-chelsea")
+    lid = lid_of(page)
+    assert "Joana" in page.get_by_test_id("patient-name").inner_text()
+
+    page.get_by_test_id("gate-alone").check()
+    page.get_by_test_id("gate-interpreter").check()
+    page.get_by_test_id("gate-start").click()
+    page.wait_for_url("**/screen")
+    for link_id, code in HITS_POSITIVE.items():
+        page.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
+    page.get_by_test_id("submit").click()
+    page.wait_for_url("**/more")
+    for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
+        page.locator(f'input[name="q-{link_id}"][value="LA32-8"]').check()  # LA32-8 = No
+    page.get_by_test_id("submit").click()
+    page.wait_for_url("**/result")
+    assert page.get_by_test_id("summary").get_attribute("data-interpretation") == "positive"
+    assert page.get_by_test_id("urgent").count() == 0
+    assert "hurt" not in page.url and "sometimes" not in page.url  # answers never travel in URLs
+
+    page.get_by_test_id("to-referral").click()
+    page.wait_for_url(f"**/l/{lid}/referrals")
+    first = page.locator('[data-testid="result"]').first
+    assert "HAVEN" in first.inner_text()  # MGH Chelsea's own advocacy program leads
+    page.fill('[data-testid="safe-zip"]', "02150")
+    page.click('[data-testid="find"]')
+    assert "02150" not in page.url
+    service = page.locator('[data-testid="result"]').first.get_attribute("data-service")
+    page.check(f'[data-testid="select-{service}"]')
+    page.check('[data-testid="channel-none"]')
+    page.click('[data-testid="save"]')
+    page.get_by_test_id("saved").wait_for()
+
+    page.get_by_test_id("to-consent").click()
+    page.wait_for_url(f"**/l/{lid}/consent")
+    assert page.get_by_test_id("channel-none").is_checked()  # the safe-contact answer carried over
+    page.get_by_test_id("consent-yes").click()
+    page.get_by_test_id("all-written").wait_for()
+    assert page.get_by_test_id("label-alert").count() == 0
+
+    # The chart holds one labelled, minimal note for Joana.
+    from fhir.sandbox.store import get_store
+
+    notes = get_store(live_sandbox.app).search("DocumentReference", {"subject": "Patient/pat-joana"})
+    assert len(notes) == 1
+    codes = {c["code"] for c in notes[0]["meta"]["security"]}
+    assert {"R", "SDV"} <= codes
+
+    # Social work, in another browser profile, sees the referral and records contact.
+    sw_page = new_context().new_page()
+    sw_page.goto(live_app.url + "/launch/standalone")
+    sw_page.select_option("#practitioner", "prac-devon")
+    sw_page.click("#approve-button")
+    sw_page.wait_for_url("**/worklist")
+    row = sw_page.locator('[data-testid^="referral-"]').filter(has_text="Joana")
+    assert row.count() == 1
+    assert row.get_attribute("data-status") == "new"
+    text = row.inner_text().lower()
+    assert "sometimes" not in text and "frequently" not in text and "score" not in text  # no answers, no score
+    row.get_by_test_id("set-contacted").click()
+    row = sw_page.locator('[data-testid^="referral-"]').filter(has_text="Joana")
+    assert row.get_attribute("data-status") == "contacted"
