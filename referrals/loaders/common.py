@@ -3,11 +3,13 @@ need/language normalisation, and final cross-checks."""
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from referrals.errors import Collector
+from referrals.errors import Collector, DirectoryError, Issue
 from referrals.geography import centroid, normalise_zip
 from referrals.hours import parse_days, parse_time, strip_offset
 from referrals.model import CHANNELS, NEEDS, Directory, Hours, Interval, Service, Site
@@ -27,6 +29,19 @@ NEED_WORDS: tuple[tuple[str, str], ...] = (
 )
 LANGUAGE_NAMES = {"english": "en", "spanish": "es", "español": "es", "portuguese": "pt", "haitian creole": "ht",
                   "chinese": "zh", "vietnamese": "vi", "arabic": "ar", "russian": "ru", "french": "fr"}
+
+
+def read_json(path: Path) -> Any:
+    """A JSON source file, or a DirectoryError naming the file (and the line and column of a syntax error)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DirectoryError([Issue(str(path), "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DirectoryError([Issue(str(path), "", f"cannot read: {exc.__class__.__name__}")]) from None
+    except json.JSONDecodeError as exc:
+        raise DirectoryError([Issue(str(path), f"line {exc.lineno}, column {exc.colno}",
+                                    f"not valid JSON: {exc.msg}")]) from None
 
 
 def needs_from_words(*words: str | None) -> set[str]:

@@ -8,7 +8,6 @@ HealthcareService -> Service; .location -> sites (Location.position or the addre
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from referrals.loaders.common import (
     finish,
     language_code,
     needs_from_words,
+    read_json,
     weekly_interval,
 )
 from referrals.model import Address, Directory, Hours, MatchRules, Phone, Service, Site, norm_name
@@ -28,13 +28,7 @@ FHIR_DAYS = {"mon": "MO", "tue": "TU", "wed": "WE", "thu": "TH", "fri": "FR", "s
 
 
 def load_fhir_bundle(path: Path, timezone: str = "America/New_York") -> Directory:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DirectoryError([Issue(str(path), "", f"cannot read: {exc.__class__.__name__}")]) from None
-    except json.JSONDecodeError as exc:
-        raise DirectoryError([Issue(str(path), f"line {exc.lineno}, column {exc.colno}",
-                                    f"not valid JSON: {exc.msg}")]) from None
+    data = read_json(path)
     return parse_bundle(data, str(path), timezone)
 
 

@@ -9,7 +9,6 @@ same nested shape first; every object remembers its file and row so errors point
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from referrals.loaders.common import (
     finish,
     language_code,
     needs_from_words,
+    read_json,
     weekly_interval,
 )
 from referrals.model import Address, Directory, Hours, MatchRules, Phone, Service, Site, norm_name
@@ -239,13 +239,7 @@ def parse_hsds(items: list[Any], file: str, timezone: str, where: str = "", c: C
 
 # -- JSON ---------------------------------------------------------------------------------------------------
 def load_hsds_json(path: Path, timezone: str = "America/New_York") -> Directory:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DirectoryError([Issue(str(path), "", f"cannot read: {exc.__class__.__name__}")]) from None
-    except json.JSONDecodeError as exc:
-        raise DirectoryError([Issue(str(path), f"line {exc.lineno}, column {exc.colno}",
-                                    f"not valid JSON: {exc.msg}")]) from None
+    data = read_json(path)
     return parse_hsds_data(data, str(path), timezone)
 
 
@@ -311,12 +305,7 @@ def load_hsds_datapackage(path: Path, timezone: str = "America/New_York") -> Dir
     base = path if path.is_dir() else path.parent
     pkg_file = base / "datapackage.json"
     c = Collector(str(pkg_file))
-    try:
-        pkg = json.loads(pkg_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DirectoryError([Issue(str(pkg_file), "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DirectoryError([Issue(str(pkg_file), "", f"not valid JSON: {exc}")]) from None
+    pkg = read_json(pkg_file)
     resources = pkg.get("resources") if isinstance(pkg, dict) else None
     if not isinstance(resources, list) or not resources:
         raise DirectoryError([Issue(str(pkg_file), "resources", "must be a non-empty list")])
