@@ -3,8 +3,14 @@ Patient.communication (read at launch) and can be switched on the page."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
 from flask import Flask, g, request
 from flask_babel import Babel
+
+from smart_app.launch_state import Launch, launch_required
 
 SUPPORTED = ("en", "es")
 babel = Babel()
@@ -19,6 +25,38 @@ def select_locale() -> str:
     if chosen in SUPPORTED:
         return chosen
     return "en"
+
+
+def patient_locale(context: dict[str, Any]) -> str:
+    """The patient's language from Patient.communication (read at launch) when we have it; else English."""
+    patient = context.get("patient") or {}
+    for lang in [patient.get("language"), *(patient.get("languages") or [])]:
+        base = (lang or "").split("-")[0].lower()
+        if base in SUPPORTED:
+            return base
+    return "en"
+
+
+def use_launch_locale(launch: Launch) -> None:
+    """Render in the launch's language: ``?lang=`` switches it and is kept for the rest of the launch."""
+    asked = request.args.get("lang")
+    if asked in SUPPORTED and asked != launch.data.get("locale"):
+        launch.update_data(locale=asked)
+        launch.save()
+    chosen = launch.data.get("locale")
+    g.locale = chosen if chosen in SUPPORTED else patient_locale(launch.context)
+
+
+def launch_view(view: Callable) -> Callable:
+    """``launch_required`` + the launch's language in ``g.locale`` before anything renders."""
+
+    @launch_required
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any):
+        use_launch_locale(g.launch)
+        return view(*args, **kwargs)
+
+    return wrapper
 
 
 def init_app(app: Flask) -> None:

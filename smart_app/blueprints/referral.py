@@ -23,7 +23,7 @@ from referrals.geography import normalise_zip
 from referrals.model import ASKED_NEEDS, text_in
 from referrals.ranking import Ranking, Reason, describe_hours, rank
 from referrals.store import store_for
-from smart_app.i18n import SUPPORTED
+from smart_app.i18n import SUPPORTED, launch_view, patient_locale
 from smart_app.launch_state import launch_required
 
 bp = Blueprint("referral", __name__, url_prefix="/l/<lid>")
@@ -74,33 +74,6 @@ def reason_text(reason: Reason) -> str:
     return texts[reason.code]() if reason.code in texts else reason.text()
 
 
-def patient_locale(context: dict[str, Any]) -> str:
-    patient = context.get("patient") or {}
-    for lang in [patient.get("language"), *(patient.get("languages") or [])]:
-        base = (lang or "").split("-")[0].lower()
-        if base in SUPPORTED:
-            return base
-    return "en"
-
-
-def referral_view(view: Callable) -> Callable:
-    """launch_required + the launch's language in g.locale before anything renders.
-    ``?lang=es`` switches the page language and keeps it for this launch (as the screening pages do)."""
-
-    @launch_required
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any):
-        asked = request.args.get("lang")
-        if asked in SUPPORTED and asked != g.launch.data.get("locale"):
-            g.launch.update_data(locale=asked)
-            g.launch.save()
-        data = g.launch.data
-        g.locale = data.get("locale") if data.get("locale") in SUPPORTED else patient_locale(g.launch.context)
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
 def handout_view(view: Callable) -> Callable:
     """The handout is in the patient's language (Patient.communication), whatever the page language;
     ``?lang=`` prints it in another one without changing the launch's page language."""
@@ -139,7 +112,7 @@ def _store(ref: dict[str, Any], ranking: Ranking) -> None:
 
 
 @bp.route("/referrals", methods=["GET"])
-@referral_view
+@launch_view
 def index() -> str:
     ref = dict(g.launch.data.get("referral") or {})
     ranking = current_ranking(ref)
@@ -155,7 +128,7 @@ def index() -> str:
 
 
 @bp.route("/referrals", methods=["POST"])
-@referral_view
+@launch_view
 def submit() -> Response:
     lid = g.launch.id
     ref = dict(g.launch.data.get("referral") or {})

@@ -13,9 +13,7 @@ start-up with ``InstrumentError`` naming the file and the problem.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,7 @@ from flask import Blueprint, Flask, current_app, g, redirect, render_template, r
 from werkzeug.wrappers import Response
 
 from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load_instruments
-from smart_app.i18n import SUPPORTED
-from smart_app.launch_state import launch_required
+from smart_app.i18n import launch_view
 
 bp = Blueprint("screening", __name__, url_prefix="/l/<lid>")
 log = logging.getLogger(__name__)
@@ -104,35 +101,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def patient_locale(context: dict[str, Any]) -> str:
-    """The patient's language from Patient.communication when we have it in en/es."""
-    patient = context.get("patient") or {}
-    for lang in [patient.get("language"), *(patient.get("languages") or [])]:
-        base = (lang or "").split("-")[0].lower()
-        if base in SUPPORTED:
-            return base
-    return "en"
-
-
-def screening_view(view: Callable) -> Callable:
-    """launch_required + the launch's language in g.locale before anything renders.
-    ``?lang=es`` switches the language and keeps it for the rest of this launch."""
-
-    @launch_required
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any):
-        data = g.launch.data
-        asked = request.args.get("lang")
-        if asked in SUPPORTED and asked != data.get("locale"):
-            g.launch.update_data(locale=asked)
-            g.launch.save()
-        data = g.launch.data
-        g.locale = data.get("locale") if data.get("locale") in SUPPORTED else patient_locale(g.launch.context)
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
 def _gate_ok() -> bool:
     return (g.launch.data.get("gate") or {}).get("status") == "confirmed"
 
@@ -209,7 +177,7 @@ def _advocates_from_seed(ids: set[str], provider: str | None, placed: bool) -> l
 
 
 @bp.route("/", methods=["GET"])
-@screening_view
+@launch_view
 def start() -> str:
     """The private gate: nothing is asked before the clinician confirms the patient is alone."""
     return render_template("screening/gate.html", lid=g.launch.id, gate=g.launch.data.get("gate"),
@@ -217,7 +185,7 @@ def start() -> str:
 
 
 @bp.route("/gate", methods=["POST"])
-@screening_view
+@launch_view
 def gate() -> Response | tuple[str, int]:
     lid = g.launch.id
     if request.form.get("action") == "not_now":
@@ -234,13 +202,13 @@ def gate() -> Response | tuple[str, int]:
 
 
 @bp.route("/not-now", methods=["GET"])
-@screening_view
+@launch_view
 def not_now() -> str:
     return render_template("screening/not_now.html", lid=g.launch.id)
 
 
 @bp.route("/screen", methods=["GET", "POST"])
-@screening_view
+@launch_view
 def questions() -> Response | tuple[str, int]:
     """The chosen instrument, rendered from its Questionnaire. POST scores it."""
     lid = g.launch.id
@@ -280,7 +248,7 @@ def questions() -> Response | tuple[str, int]:
 
 # A neutral path: the URL (browser history, access log) must not say that the screen was positive.
 @bp.route("/more", methods=["GET", "POST"])
-@screening_view
+@launch_view
 def danger() -> Response | tuple[str, int]:
     """The danger check after a positive screen (weapons, strangulation, fear for life, escalation)."""
     lid = g.launch.id
@@ -314,7 +282,7 @@ def danger() -> Response | tuple[str, int]:
 
 
 @bp.route("/result", methods=["GET"])
-@screening_view
+@launch_view
 def result() -> Response | str:
     lid = g.launch.id
     screening = g.launch.data.get("screening")

@@ -22,6 +22,7 @@ from fhir.builders import EhrProfile, WritebackInput, note_text, plan_writeback
 from fhir.outbox import OutboxSettings, OutboxWorker, enqueue
 from smart_app.crypto import encrypt_json
 from smart_app.db import get_session
+from smart_app.i18n import use_launch_locale
 from smart_app.launch_state import launch_required
 from smart_app.models import OutboxItem, ReferralRecord
 
@@ -45,25 +46,6 @@ def kind_label(kind: str) -> str:
         "Observation": _("Screening score"), "QuestionnaireResponse": _("Screening answers"),
         "Task": _("Follow-up task"),
     }.get(kind, kind)
-
-
-def _set_locale() -> None:
-    """The consent question is read to the patient: the launch's language, as on the screening pages."""
-    from smart_app.i18n import SUPPORTED
-
-    asked = request.args.get("lang")  # ?lang= switches and is kept for the launch, as on the screening pages
-    if asked in SUPPORTED and asked != g.launch.data.get("locale"):
-        g.launch.update_data(locale=asked)
-        g.launch.save()
-    data = g.launch.data
-    if data.get("locale") in SUPPORTED:
-        g.locale = data["locale"]
-        return
-    patient = g.launch.context.get("patient") or {}
-    for lang in [patient.get("language"), *(patient.get("languages") or [])]:
-        if (lang or "").split("-")[0].lower() in SUPPORTED:
-            g.locale = (lang or "").split("-")[0].lower()
-            return
 
 
 def current_profile() -> EhrProfile:
@@ -110,7 +92,7 @@ def consent() -> Response | str:
     done = (g.launch.data.get("writeback") or {}).get("referral_id")
     if done:
         return redirect(url_for("writeback.confirmation", lid=g.launch.id))
-    _set_locale()
+    use_launch_locale(g.launch)
     profile = current_profile()
     referral = g.launch.data.get("referral") or {}
     sc = _safe_contact(referral)
@@ -125,7 +107,7 @@ def consent() -> Response | str:
 @launch_required
 def consent_post() -> Response | tuple[str, int] | str:
     launch = g.launch
-    _set_locale()
+    use_launch_locale(g.launch)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     if request.form.get("consent") != "yes":
         # No consent: nothing is built, queued or sent.
@@ -225,7 +207,7 @@ def confirmation() -> Response | str:
     rid = (g.launch.data.get("writeback") or {}).get("referral_id")
     if not rid:
         return redirect(url_for("writeback.consent", lid=g.launch.id))
-    _set_locale()
+    use_launch_locale(g.launch)
     views = [row_view(r) for r in referral_rows(rid)]
     return render_template("writeback/confirmation.html", lid=g.launch.id, rows=views,
                            any_failed=any(v["state"] == "failed" for v in views),
