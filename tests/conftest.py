@@ -88,28 +88,41 @@ def default_context(**overrides: Any) -> dict[str, Any]:
     return context
 
 
+def store_launch(app, *, bid: str, context: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+                 tokens: dict[str, Any] | None = None, iss: str = "http://ehr.test/fhir", kind: str = "ehr",
+                 status: str = "active") -> str:
+    """Store a launch record as the callback would (context and tokens encrypted); returns its id."""
+    with app.test_request_context():
+        from smart_app.db import get_session
+
+        record = LaunchRecord(state=secrets.token_urlsafe(24), browser_id=bid, iss=iss,
+                              kind=kind, status=status, expires_at=new_expiry())
+        launch = Launch(record)
+        launch.set_context(context or default_context())
+        launch.set_tokens(tokens if tokens is not None else {"access_token": "test-token", "token_type": "Bearer"})
+        if data:
+            launch.update_data(**data)
+        db = get_session()
+        db.add(record)
+        db.commit()
+        return record.id
+
+
+def launch_for(app, client, context: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+               iss: str = "http://ehr.test/fhir", kind: str = "ehr") -> str:
+    """An active launch bound to ``client``'s browser (its session cookie's ``bid``)."""
+    with client.session_transaction() as sess:
+        bid = sess.setdefault("bid", secrets.token_urlsafe(24))
+    return store_launch(app, bid=bid, context=context, data=data, iss=iss, kind=kind)
+
+
 @pytest.fixture
 def make_launch(app):
     """Create an active launch bound to ``client``'s browser; returns its id."""
 
     def _make(client, context: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
               iss: str = "http://ehr.test/fhir", kind: str = "ehr") -> str:
-        with client.session_transaction() as sess:
-            bid = sess.setdefault("bid", secrets.token_urlsafe(24))
-        with app.test_request_context():
-            from smart_app.db import get_session
-
-            record = LaunchRecord(state=secrets.token_urlsafe(24), browser_id=bid, iss=iss,
-                                  kind=kind, status="active", expires_at=new_expiry())
-            launch = Launch(record)
-            launch.set_context(context or default_context())
-            launch.set_tokens({"access_token": "test-token", "token_type": "Bearer"})
-            if data:
-                launch.update_data(**data)
-            db = get_session()
-            db.add(record)
-            db.commit()
-            return record.id
+        return launch_for(app, client, context, data, iss=iss, kind=kind)
 
     return _make
 

@@ -3,18 +3,14 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
 from flask import session
 from sqlalchemy import text
 from werkzeug.exceptions import NotFound
 
 from smart_app import create_app
-from smart_app.db import get_session
-from smart_app.launch_state import Launch, load_launch, new_expiry
-from smart_app.models import LaunchRecord
-from tests.conftest import app_config, default_context
+from smart_app.launch_state import load_launch
+from tests.conftest import app_config, store_launch
 
 
 def _raw_blobs(app) -> bytes:
@@ -24,15 +20,7 @@ def _raw_blobs(app) -> bytes:
 
 
 def _store_launch(app, bid: str, status: str = "active") -> str:
-    with app.test_request_context():
-        record = LaunchRecord(state=secrets.token_urlsafe(24), browser_id=bid, iss="http://ehr.test/fhir",
-                              status=status, expires_at=new_expiry())
-        launch = Launch(record)
-        launch.set_tokens({"access_token": "secret-access-token"})
-        launch.set_context(default_context())
-        get_session().add(record)
-        get_session().commit()
-        return record.id
+    return store_launch(app, bid=bid, status=status, tokens={"access_token": "secret-access-token"})
 
 
 def _assert_binding(app, lid: str, bid: str) -> None:

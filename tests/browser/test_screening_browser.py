@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.conftest import default_context
-from tests.screening.helpers import launch_data, launch_for
+from tests.conftest import default_context, store_launch
+from tests.screening.helpers import launch_data
 from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -51,7 +51,7 @@ def open_launch(browser, screening_app):
 
     def _open(context: dict[str, Any] | None = None, data: dict[str, Any] | None = None):
         bid = secrets.token_urlsafe(24)
-        lid = launch_for(app, None, context=context, data=data, bid=bid)
+        lid = store_launch(app, bid=bid, context=context, data=data)
         cookie = app.session_interface.get_signing_serializer(app).dumps({"bid": bid})
         ctx = browser.new_context()
         contexts.append(ctx)

@@ -185,7 +185,7 @@ def test_an_instrument_not_offered_falls_back_to_the_default(flow):
 
 def test_deployment_config_picks_default_and_offered(tmp_path):
     from smart_app import create_app
-    from tests.screening.helpers import launch_for
+    from tests.conftest import launch_for
 
     app = create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", SCREENING_DEFAULT_INSTRUMENT="pvs",
                                 SCREENING_INSTRUMENTS=["pvs", "hark"]))
@@ -261,7 +261,7 @@ def test_not_now_records_only_in_the_app_and_reminds_at_the_gate(flow, app):
 
 def test_csrf_is_enforced_on_the_answer_form(tmp_path):
     from smart_app import create_app
-    from tests.screening.helpers import launch_for
+    from tests.conftest import launch_for
 
     app = create_app(app_config(f"sqlite:///{tmp_path / 'c.db'}", WTF_CSRF_ENABLED=True))
     try:
@@ -348,7 +348,7 @@ def test_a_site_instrument_without_spanish_is_marked_english_on_a_spanish_page(t
 
     from fhir.questionnaires import DEFAULT_DIR
     from smart_app import create_app
-    from tests.screening.helpers import launch_for
+    from tests.conftest import launch_for
 
     raw = json.loads((DEFAULT_DIR / "hark.json").read_text(encoding="utf-8"))
     raw.update(id="site-hark", url="http://example.org/site/Questionnaire/site-hark", title="Site HARK")
@@ -410,7 +410,7 @@ def test_urgent_path_falls_back_to_the_seed_when_the_directory_is_unreadable(cli
 @pytest.mark.postgres
 def test_full_flow_on_postgresql(postgres_url):
     from smart_app import create_app
-    from tests.screening.helpers import launch_for
+    from tests.conftest import launch_for
 
     app = create_app(app_config(postgres_url))
     try:

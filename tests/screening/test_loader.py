@@ -137,7 +137,7 @@ def test_a_site_instrument_is_offered_and_rendered_without_code_changes(tmp_path
                                 SCREENING_INSTRUMENTS=["hits", "site-tool"], SCREENING_DEFAULT_INSTRUMENT="site-tool"))
     try:
         client = app.test_client()
-        from tests.screening.helpers import launch_for
+        from tests.conftest import launch_for
 
         lid = launch_for(app, client, data={"gate": {"status": "confirmed"}})
         page = client.get(f"/l/{lid}/screen").get_data(as_text=True)

@@ -3,9 +3,7 @@ and a small in-memory EHR double for outbox logic that needs exact, scripted fai
 
 from __future__ import annotations
 
-import secrets
 import threading
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fhir.builders import EhrProfile, WritebackInput, plan_writeback
@@ -25,20 +23,13 @@ REFERRAL = {"site": "mgh-chelsea", "results": [{"service_id": "haven", "program"
 def add_launch(app, iss: str, access_token: str | None, patient: str = "pat-1", encounter: str | None = None,
                tokens: dict[str, Any] | None = None) -> str:
     """An active launch record (no browser needed: the worker only uses its tokens)."""
-    from tests.conftest import default_context
+    from tests.conftest import default_context, store_launch
 
-    with app.app_context(), session_scope(app) as db:
-        record = LaunchRecord(state=secrets.token_urlsafe(16), browser_id="worker-test", iss=iss, kind="ehr",
-                              status="active", expires_at=datetime.now(UTC) + timedelta(hours=1))
-        ctx = default_context()
-        ctx["patient"]["id"] = patient
-        ctx["encounter"] = {**ctx["encounter"], "id": encounter} if encounter else None
-        record.context_enc = encrypt_json(ctx)
-        record.tokens_enc = encrypt_json(tokens if tokens is not None else
-                                         {"access_token": access_token, "token_type": "Bearer"})
-        db.add(record)
-        db.flush()
-        return record.id
+    ctx = default_context()
+    ctx["patient"]["id"] = patient
+    ctx["encounter"] = {**ctx["encounter"], "id": encounter} if encounter else None
+    return store_launch(app, bid="worker-test", context=ctx, iss=iss,
+                        tokens=tokens if tokens is not None else {"access_token": access_token, "token_type": "Bearer"})
 
 
 def add_referral(app, launch_id: str, iss: str, profile: EhrProfile, patient: str = "pat-1",
