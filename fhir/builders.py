@@ -356,9 +356,10 @@ def build_observation(inp: WritebackInput, profile: EhrProfile, wanted: list[str
 def build_questionnaire_response(inp: WritebackInput, profile: EhrProfile, wanted: list[str]):
     s = inp.screening
     items = []
-    for link_id, answer in (s.get("answers") or {}).items():
+    # answers holds bare codes; answer_codings (screening state) the full Coding of each answer.
+    for link_id, answer in (s.get("answer_codings") or {}).items():
         coding = {k: answer[k] for k in ("system", "code", "display") if answer.get(k)}
-        if coding:
+        if coding.get("code"):
             items.append({"linkId": link_id, "answer": [{"valueCoding": coding}]})
     resource: dict[str, Any] = {
         "resourceType": "QuestionnaireResponse",

@@ -163,3 +163,24 @@ def test_worklist_shows_failed_writes_and_label_warnings(fast_app, make_launch):
     page = sw.get(f"/l/{swid}/worklist").get_data(as_text=True)
     assert 'data-write="failed"' in page and "Not written to the chart (HTTP 422: invalid)" in page
     assert 'data-testid="label-warning"' in page and "missing v3-ActCode#SDV" in page
+
+
+def test_questionnaire_response_carries_the_answers_the_screening_pages_recorded(fast_app, make_launch):
+    """Screening through its own pages, then consent with the optional QuestionnaireResponse: the
+    answers arrive as the instrument's Codings (the screening state keeps bare codes in ``answers``)."""
+    client = fast_app.test_client()
+    lid = make_launch(client, data={"referral": REFERRAL}, iss=DOWN_ISS)
+    client.post(f"/l/{lid}/gate", data={"alone": "yes", "no_family_interpreter": "yes", "action": "start"})
+    hits = {"hurt": "sometimes", "insult": "frequently", "threaten": "rarely", "scream": "frequently"}
+    resp = client.post(f"/l/{lid}/screen", data={"instrument": "hits", **{f"q-{k}": v for k, v in hits.items()}})
+    assert resp.headers["Location"].endswith("/more")
+    resp = client.post(f"/l/{lid}/consent", data={"consent": "yes", "channel": "none",
+                                                 "resources": ["Observation", "QuestionnaireResponse"]})
+    assert resp.status_code == 302
+    with fast_app.app_context():
+        qr = next(decrypt_json(r.resource_enc) for r in outbox_rows(fast_app) if r.kind == "QuestionnaireResponse")
+    assert qr["questionnaire"].split("|")[0].endswith("/Questionnaire/hits")
+    answers = {i["linkId"]: i["answer"][0]["valueCoding"] for i in qr["item"]}
+    assert {k: c["code"] for k, c in answers.items()} == hits
+    assert answers["insult"]["display"] == "Frequently" and answers["insult"]["system"].endswith("hits-frequency")
+    assert {c["code"] for c in qr["meta"]["security"]} >= {"R", "SDV"}
