@@ -21,3 +21,13 @@ def test_quick_exit_ends_this_browsers_launches(app, client, make_launch):
         from smart_app.db import get_session
 
         assert get_session().get(LaunchRecord, lid).status == "ended"
+
+
+def test_quick_exit_link_works_without_javascript(client, make_launch):
+    """The button's plain link goes through /exit, so even with scripts off the launch ends."""
+    lid = make_launch(client)
+    page = client.get(f"/l/{lid}/").get_data(as_text=True)
+    assert 'id="quick-exit" href="/exit"' in page
+    resp = client.get("/exit")
+    assert resp.status_code == 302 and resp.headers["Location"] == client.application.config["NEUTRAL_EXIT_URL"]
+    assert client.get(f"/l/{lid}/").status_code == 404
