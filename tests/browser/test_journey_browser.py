@@ -5,6 +5,8 @@ then a social worker's standalone launch finds the referral in the queue and mar
 
 from __future__ import annotations
 
+from playwright.sync_api import expect
+
 from tests.browser.conftest import lid_of
 
 # HITS answers (Sherin et al. 1998 scoring: never 1 .. frequently 5): 3 + 5 + 2 + 5 = 15 > 10, positive.
@@ -37,7 +39,8 @@ def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox
     first = page.locator('[data-testid="result"]').first
     assert "HAVEN" in first.inner_text()  # MGH Chelsea's own advocacy program leads
     page.fill('[data-testid="safe-zip"]', "02150")
-    page.click('[data-testid="find"]')
+    with page.expect_navigation():  # POST, then the redirect back
+        page.click('[data-testid="find"]')
     assert "02150" not in page.url
     service = page.locator('[data-testid="result"]').first.get_attribute("data-service")
     page.check(f'[data-testid="select-{service}"]')
@@ -71,6 +74,7 @@ def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox
     assert row.get_attribute("data-status") == "new"
     text = row.inner_text().lower()
     assert "sometimes" not in text and "frequently" not in text and "15" not in text.split("utc", 1)[1]  # no answers
-    row.get_by_test_id("set-contacted").click()
-    row = sw_page.locator('[data-testid^="referral-"]').filter(has_text="Joana")
-    assert row.get_attribute("data-status") == "contacted"
+    with sw_page.expect_navigation():
+        row.get_by_test_id("set-contacted").click()
+    expect(sw_page.locator('[data-testid^="referral-"]').filter(has_text="Joana")).to_have_attribute(
+        "data-status", "contacted")

@@ -22,8 +22,8 @@ def test_chelsea_launch_ranks_haven_first_and_zip_stays_out_of_urls(launched_pag
     assert "On site at this hospital" in first.inner_text()
     page.fill('[data-testid="safe-zip"]', "02151")
     page.check('[data-testid="need-legal"]')
-    page.click('[data-testid="find"]')
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():  # POST, then the redirect back: read the new page, not the old one
+        page.click('[data-testid="find"]')
     assert "miles from 02151" in page.locator('[data-testid="results"]').inner_text()
     assert not any("02151" in u for u in seen_urls)
     # Choose HAVEN and say text messages are safe; the page keeps the answers after the redirect.
