@@ -113,7 +113,8 @@ def test_full_positive_hits_screen_in_spanish(open_launch, screening_app):
 
 def test_language_switch_in_the_browser_keeps_the_launch(open_launch):
     page, lid = open_launch()
-    page.get_by_test_id("lang-es").click()
+    with page.expect_navigation():
+        page.get_by_test_id("lang-es").click()
     assert page.get_by_role("heading", level=1).inner_text() == "Antes de preguntar"
     assert f"/l/{lid}/" in page.url
     pass_gate(page)

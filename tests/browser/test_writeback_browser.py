@@ -72,7 +72,7 @@ def test_no_consent_writes_nothing(launched_page, live_app):
     _screened(live_app, lid)
     page.goto(f"{live_app.url}/l/{lid}/consent")
     page.get_by_test_id("consent-no").click()
-    assert page.get_by_test_id("declined-message").is_visible()
+    page.get_by_test_id("declined-message").wait_for()
     from smart_app.db import session_scope
     from smart_app.models import OutboxItem
 
