@@ -207,6 +207,19 @@ def not_now() -> str:
     return render_template("screening/not_now.html", lid=g.launch.id)
 
 
+def _score_posted(inst: Instrument, action: str) -> tuple[Any, tuple[str, int] | None]:
+    """Score the posted form: (result, None), or (None, the form again with a 400) when answers are missing."""
+    declined = request.form.get("action") == "decline"
+    answers = {} if declined else _answers_from_form(inst)
+    try:
+        if not declined and not any(answers.values()):
+            # "Done" with nothing marked is a slip, not a refusal: declining has its own button.
+            raise IncompleteAnswers([q.link_id for q in inst.questions])
+        return inst.score(answers, declined=declined), None
+    except IncompleteAnswers as exc:
+        return None, _render_form(inst, action, answers=answers, missing=exc.missing, status=400)
+
+
 @bp.route("/screen", methods=["GET", "POST"])
 @launch_view
 def questions() -> Response | tuple[str, int]:
@@ -217,16 +230,9 @@ def questions() -> Response | tuple[str, int]:
     if request.method == "GET":
         return _render_form(_instrument(request.args.get("instrument")), url_for("screening.questions", lid=lid))
     inst = _instrument(request.form.get("instrument"))
-    declined = request.form.get("action") == "decline"
-    answers = {} if declined else _answers_from_form(inst)
-    try:
-        if not declined and not any(answers.values()):
-            # "Done" with nothing marked is a slip, not a refusal: declining has its own button.
-            raise IncompleteAnswers([q.link_id for q in inst.questions])
-        result = inst.score(answers, declined=declined)
-    except IncompleteAnswers as exc:
-        return _render_form(inst, url_for("screening.questions", lid=lid), answers=answers,
-                            missing=exc.missing, status=400)
+    result, ask_again = _score_posted(inst, url_for("screening.questions", lid=lid))
+    if ask_again is not None:
+        return ask_again
     g.launch.update_data(screening={
         "instrument": inst.key, "questionnaire": inst.url, "version": inst.version, "language": g.locale,
         "answers": {k: a.code for k, a in result.answers.items()},
@@ -260,15 +266,9 @@ def danger() -> Response | tuple[str, int]:
     action = url_for("screening.danger", lid=lid)
     if request.method == "GET":
         return _render_form(inst, action)
-    declined = request.form.get("action") == "decline"
-    answers = {} if declined else _answers_from_form(inst)
-    try:
-        if not declined and not any(answers.values()):
-            # "Done" with nothing marked is a slip, not a refusal: declining has its own button.
-            raise IncompleteAnswers([q.link_id for q in inst.questions])
-        result = inst.score(answers, declined=declined)
-    except IncompleteAnswers as exc:
-        return _render_form(inst, action, answers=answers, missing=exc.missing, status=400)
+    result, ask_again = _score_posted(inst, action)
+    if ask_again is not None:
+        return ask_again
     screening = dict(screening)
     items = sorted(set(screening.get("danger_items") or []) | set(result.danger_items))
     screening.update(danger=bool(screening.get("danger")) or result.danger, danger_items=items)
