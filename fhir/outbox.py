@@ -306,16 +306,32 @@ class OutboxWorker:
                 q = q.where(O.referral_id == referral_id)
             return int(get_session().scalar(q) or 0)
 
-    def loop(self, *, idle_sleep: float = 1.0, stop: Callable[[], bool] = lambda: False) -> None:
-        """The long-running worker (``flask outbox-worker``)."""
+    def loop(self, *, idle_sleep: float = 1.0, stop: Callable[[], bool] = lambda: False,
+             purge_every: float = 600.0) -> None:
+        """The long-running worker (``flask outbox-worker``). It also deletes ended or expired launches
+        every ``purge_every`` seconds (smart_app.retention), since it is the process every deployment runs."""
+        next_purge = time.monotonic()
         while not stop():
             try:
+                if time.monotonic() >= next_purge:
+                    self.purge_launches()
+                    next_purge = time.monotonic() + purge_every
                 stats = self.run_once()
             except Exception:  # keep the worker alive; the rows stay durable
                 log.exception("outbox: run failed")
                 stats = RunStats()
             if stats.claimed == 0:
                 time.sleep(idle_sleep)
+
+    def purge_launches(self) -> dict[str, int]:
+        from smart_app.db import get_session
+        from smart_app.retention import purge
+
+        with self.app.app_context():
+            counts = purge(get_session())
+        if any(counts.values()):
+            log.info("retention purge: %s", counts)
+        return counts
 
     # sending -------------------------------------------------------------------------------------------
     def profile(self, name: str) -> EhrProfile:

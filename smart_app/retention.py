@@ -1,0 +1,48 @@
+"""Keep the minimum: a launch's encrypted tokens, patient context and screening answers are deleted
+once the launch has ended (quick exit) or expired, unless a chart write still needs its token.
+Referrals keep their own minimal summary for social work, so the queue does not depend on launches.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+from sqlalchemy import delete, exists, or_, select
+from sqlalchemy.orm import Session
+
+from smart_app.models import LaunchRecord, OutboxItem, UsedCode, UsedJti
+
+# Replay guards only need to outlive the codes and assertions they guard (minutes); a day is generous.
+REPLAY_GUARD_TTL = timedelta(days=1)
+
+
+def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
+    """Delete ended or expired launches that no unsent chart write needs, and old replay guards."""
+    now = now or datetime.now(UTC)
+    needed = exists().where(OutboxItem.launch_id == LaunchRecord.id, OutboxItem.status.in_(("pending", "sending")))
+    gone = select(LaunchRecord.id).where(
+        or_(LaunchRecord.status == "ended", LaunchRecord.expires_at < now), ~needed)
+    launches = db.execute(delete(LaunchRecord).where(LaunchRecord.id.in_(gone.scalar_subquery()))
+                          .execution_options(synchronize_session=False)).rowcount
+    codes = db.execute(delete(UsedCode).where(UsedCode.used_at < now - REPLAY_GUARD_TTL)).rowcount
+    jtis = db.execute(delete(UsedJti).where(UsedJti.used_at < now - REPLAY_GUARD_TTL)).rowcount
+    db.commit()
+    return {"launches": launches, "used_codes": codes, "used_jtis": jtis}
+
+
+@click.command("purge-launches")
+@with_appcontext
+def purge_launches_command() -> None:
+    """Delete ended/expired launches (tokens, patient context, answers) no pending chart write needs."""
+    from smart_app.db import get_session
+
+    counts = purge(get_session())
+    click.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
+    current_app.logger.info("retention purge: %s", counts)
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(purge_launches_command)
