@@ -1,6 +1,7 @@
 """Keep the minimum: a launch's encrypted tokens, patient context and screening answers are deleted
-once the launch has ended (quick exit) or expired, unless a chart write still needs its token.
-Referrals keep their own minimal summary for social work, so the queue does not depend on launches.
+once the launch has ended (quick exit) or expired, unless a chart write still needs its token; a chart
+write's stored content is emptied once the EHR has it and its labels were checked (failed writes keep
+theirs, for documenting by hand). Referrals keep their own minimal summary for social work.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from sqlalchemy import delete, exists, or_, select
+from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from smart_app.models import LaunchRecord, OutboxItem, UsedCode, UsedJti
@@ -20,17 +21,25 @@ REPLAY_GUARD_TTL = timedelta(days=1)
 
 
 def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
-    """Delete ended or expired launches that no unsent chart write needs, and old replay guards."""
+    """Delete ended or expired launches no unfinished chart write needs and old replay guards; empty the
+    stored content of writes the EHR has and whose labels were checked."""
     now = now or datetime.now(UTC)
-    needed = exists().where(OutboxItem.launch_id == LaunchRecord.id, OutboxItem.status.in_(("pending", "sending")))
+    # Unsent writes, and written ones whose labels are still to be read back, use the launch's token.
+    unfinished = or_(OutboxItem.status.in_(("pending", "sending")),
+                     (OutboxItem.status == "written") & (OutboxItem.label_status == "unverified"))
+    needed = exists().where(OutboxItem.launch_id == LaunchRecord.id, unfinished)
     gone = select(LaunchRecord.id).where(
         or_(LaunchRecord.status == "ended", LaunchRecord.expires_at < now), ~needed)
     launches = db.execute(delete(LaunchRecord).where(LaunchRecord.id.in_(gone.scalar_subquery()))
                           .execution_options(synchronize_session=False)).rowcount
     codes = db.execute(delete(UsedCode).where(UsedCode.used_at < now - REPLAY_GUARD_TTL)).rowcount
     jtis = db.execute(delete(UsedJti).where(UsedJti.used_at < now - REPLAY_GUARD_TTL)).rowcount
+    done = (OutboxItem.status == "written") & OutboxItem.label_status.in_(("ok", "flagged", "unchecked"))
+    # An empty blob is "no content" to decrypt_json; it also marks rows already emptied.
+    emptied = db.execute(update(OutboxItem).where(done, OutboxItem.resource_enc != b"")
+                         .values(resource_enc=b"")).rowcount
     db.commit()
-    return {"launches": launches, "used_codes": codes, "used_jtis": jtis}
+    return {"launches": launches, "used_codes": codes, "used_jtis": jtis, "writes_emptied": emptied}
 
 
 @click.command("purge-launches")

@@ -44,9 +44,15 @@ def _check_retention(app) -> None:
     assert counts["launches"] == 2
     assert _launch_ids(app) == {active, waiting}  # the unsent writes still need the launch's token
 
-    _set(app, OutboxItem, OutboxItem.referral_id == referral, status="written")
-    _purge(app)
+    _set(app, OutboxItem, OutboxItem.referral_id == referral, status="written", label_status="unverified")
+    assert _purge(app)["writes_emptied"] == 0  # the label check still reads what was sent, with the token
+    assert _launch_ids(app) == {active, waiting}
+    _set(app, OutboxItem, OutboxItem.referral_id == referral, label_status="ok")
+    assert _purge(app)["writes_emptied"] == 3  # in the chart, labels checked: our copy goes
     assert _launch_ids(app) == {active}
+    assert _purge(app)["writes_emptied"] == 0
+    with app.app_context(), session_scope(app) as db:
+        assert all(r.resource_enc == b"" for r in db.scalars(select(OutboxItem)))
     with app.app_context(), session_scope(app) as db:  # social work keeps its queue entry
         assert db.scalar(select(func.count()).select_from(ReferralRecord)) == 1
 
