@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 APP_PORT ?= 5000
 SANDBOX_PORT ?= 8081
 CHROMIUM ?= /usr/bin/chromium
+# pytest-xdist workers: one per core (the suite is written to run in parallel: free ports, a schema per test).
+PYTEST_WORKERS ?= auto
 
 .PHONY: venv demo test lint bench clean chromium
 
@@ -22,14 +24,14 @@ chromium:
 	@test -x $(CHROMIUM) || (command -v apt-get >/dev/null && (apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))) || echo "Chromium not installed: browser tests will be skipped"
 
 demo: $(STAMP)
-	$(BIN)/python -m smart_app.demo --app-port $(APP_PORT) --sandbox-port $(SANDBOX_PORT)
+	$(BIN)/python -m sandbox_ehr.demo --app-port $(APP_PORT) --sandbox-port $(SANDBOX_PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP) chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -73,11 +73,11 @@ def _app(tmp: Path, name: str) -> Any:
 
 def _enqueue(app: Any, sandbox: Any, iss: str, n: int, profile_name: str) -> None:
     from fhir.builders import EhrProfile, WritebackInput, plan_writeback
-    from fhir.outbox import OutboxSettings, enqueue
-    from fhir.sandbox.authstore import issue_access_token
+    from sandbox_ehr.authstore import issue_access_token
     from smart_app.crypto import encrypt_json
     from smart_app.db import session_scope
     from smart_app.models import LaunchRecord, ReferralRecord
+    from smart_app.outbox import OutboxSettings, enqueue
 
     profile = EhrProfile.load(profile_name)
     with app.app_context(), session_scope(app) as db:
@@ -104,7 +104,7 @@ def _enqueue(app: Any, sandbox: Any, iss: str, n: int, profile_name: str) -> Non
 
 
 def run(sandbox: Any, url: str, tmp: Path, *, n: int, workers: int, faults: bool, profile: str) -> dict[str, Any]:
-    from fhir.outbox import OutboxWorker
+    from smart_app.outbox import OutboxWorker
 
     name = f"{profile}-{'faults' if faults else 'clean'}"
     app = _app(tmp, name)
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     logging.getLogger("ipv.outbox").setLevel(logging.ERROR)
-    from fhir.sandbox.app import create_sandbox_app
+    from sandbox_ehr.app import create_sandbox_app
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

@@ -144,7 +144,7 @@ def sandbox(tmp_path_factory):
     SANDBOX_BASE_URL is pinned to the live URL so the Flask test client (``sandbox.app.test_client()``) and
     real HTTP see the same iss, token endpoint and client-assertion audience.
     """
-    from fhir.sandbox.app import create_sandbox_app
+    from sandbox_ehr.app import create_sandbox_app
     from tests.support.live import LiveServer
 
     db = tmp_path_factory.mktemp("sandbox") / "sandbox.db"

@@ -86,7 +86,7 @@ def test_quick_exit_then_purge_command_leaves_no_patient_data(app, client):
 
 
 def test_the_outbox_worker_purges_as_it_runs(app):
-    from fhir.outbox import OutboxWorker
+    from smart_app.outbox import OutboxWorker
 
     ended = store_launch(app, bid="b", status="ended")
     rounds = iter([False, True])  # one round, then stop

@@ -19,12 +19,12 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from fhir.builders import EhrProfile, WritebackInput, note_text, plan_writeback
-from fhir.outbox import OutboxSettings, OutboxWorker, enqueue
 from smart_app.crypto import encrypt_json
 from smart_app.db import get_session
 from smart_app.i18n import use_launch_locale
 from smart_app.launch_state import launch_required
 from smart_app.models import OutboxItem, ReferralRecord
+from smart_app.outbox import OutboxSettings, OutboxWorker, enqueue
 
 bp = Blueprint("writeback", __name__, url_prefix="/l/<lid>", cli_group=None)
 

@@ -66,7 +66,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def live_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """A sandbox EHR of its own (own SQLite store) for browser tests; APP_LAUNCH_URL set by ``live_app``."""
-    from fhir.sandbox.app import create_sandbox_app
+    from sandbox_ehr.app import create_sandbox_app
 
     db = tmp_path_factory.mktemp("browser-sandbox") / "sandbox.db"
     app = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(db)})

@@ -56,7 +56,7 @@ def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox
     assert page.get_by_test_id("label-alert").count() == 0
 
     # The chart holds one labelled, minimal note for Joana.
-    from fhir.sandbox.store import get_store
+    from sandbox_ehr.store import get_store
 
     notes = get_store(live_sandbox.app).search("DocumentReference", {"subject": "Patient/pat-joana"})
     assert len(notes) == 1

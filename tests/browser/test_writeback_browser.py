@@ -28,7 +28,7 @@ def _screened(live_app, lid: str) -> None:
 
 
 def _stored_note(live_sandbox, identifier_value: str) -> list[dict]:
-    from fhir.sandbox.store import get_store
+    from sandbox_ehr.store import get_store
 
     with live_sandbox.app.app_context():
         return get_store(live_sandbox.app).search(

@@ -19,7 +19,7 @@ from fhir.smart.client_auth import (
     public_jwk,
 )
 
-KEYS = Path(__file__).resolve().parents[2] / "config" / "deployments" / "sandbox-keys"
+KEYS = Path(__file__).resolve().parents[2] / "sandbox_ehr" / "keys"
 TOKEN_URL = "https://ehr.example/token"
 
 

@@ -44,7 +44,7 @@ def test_plain_http_demo_cookie_has_no_secure_flag(make_app, sandbox):
 
 
 def test_demo_wires_sandbox_and_app(tmp_path):
-    from smart_app.demo import build_apps
+    from sandbox_ehr.demo import build_apps
 
     sandbox, app = build_apps("127.0.0.1", 5123, 8123, tmp_path / "inst")
     iss = "http://127.0.0.1:8123/fhir"

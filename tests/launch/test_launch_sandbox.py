@@ -17,7 +17,7 @@ from config.settings import DEPLOYMENTS_DIR
 from fhir.smart.discovery import _from_capability_statement, fetch_configuration
 from smart_app.models import LaunchRecord
 
-KEYS = Path(DEPLOYMENTS_DIR) / "sandbox-keys"
+KEYS = Path(DEPLOYMENTS_DIR).parents[1] / "sandbox_ehr" / "keys"
 V2 = ("launch openid fhirUser patient/Patient.rs patient/Encounter.rs patient/Location.rs patient/Organization.rs "
       "user/Practitioner.rs user/PractitionerRole.rs")
 V1 = ("launch openid fhirUser patient/Patient.read patient/Encounter.read patient/Location.read "

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from fhir.sandbox import authstore
-from fhir.sandbox.app import create_sandbox_app
+from sandbox_ehr import authstore
+from sandbox_ehr.app import create_sandbox_app
 
 
 @pytest.fixture

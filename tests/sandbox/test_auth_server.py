@@ -13,14 +13,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 import pytest
 
-from fhir.sandbox import authstore
+from sandbox_ehr import authstore
 
 BASE = "http://ehr.test"
 ISS = BASE + "/fhir"
 TOKEN_URL = BASE + "/auth/token"
 REDIRECT = "http://127.0.0.1:5000/callback"
 SECRET = "sandbox-secret-not-for-production"
-KEYS = Path(__file__).resolve().parents[2] / "config" / "deployments" / "sandbox-keys"
+KEYS = Path(__file__).resolve().parents[2] / "sandbox_ehr" / "keys"
 EHR_SCOPE = "launch openid fhirUser patient/*.rs"
 
 
@@ -439,7 +439,7 @@ def test_private_key_jwt_keys_from_jwks_uri(tmp_path):
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
     from flask import Flask, jsonify
 
-    from fhir.sandbox.app import create_sandbox_app
+    from sandbox_ehr.app import create_sandbox_app
     from tests.support.live import LiveServer
 
     jwk = jwt.algorithms.RSAAlgorithm.to_jwk(

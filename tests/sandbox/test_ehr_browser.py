@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from flask import Flask, request
 
-from fhir.sandbox.app import create_sandbox_app
+from sandbox_ehr.app import create_sandbox_app
 from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.browser

@@ -7,8 +7,8 @@ import json
 import pytest
 import requests
 
-from fhir.sandbox import authstore
-from fhir.sandbox.app import create_sandbox_app
+from sandbox_ehr import authstore
+from sandbox_ehr.app import create_sandbox_app
 from tests.support.live import LiveServer
 
 FHIR_JSON = "application/fhir+json"

@@ -1,4 +1,4 @@
-"""``python -m fhir.sandbox`` starts a working sandbox EHR."""
+"""``python -m sandbox_ehr`` starts a working sandbox EHR."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _free_port() -> int:
 def test_python_m_fhir_sandbox_serves_ehr_and_fhir(tmp_path):
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fhir.sandbox", "--port", str(port), "--db", str(tmp_path / "s.db"),
+        [sys.executable, "-m", "sandbox_ehr", "--port", str(port), "--db", str(tmp_path / "s.db"),
          "--app-launch-url", "http://127.0.0.1:5999/launch", "--no-faults"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"

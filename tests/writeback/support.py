@@ -8,10 +8,10 @@ from typing import Any
 
 from fhir.builders import EhrProfile, WritebackInput, plan_writeback
 from fhir.client import FhirError, FhirUnavailable, Response
-from fhir.outbox import OutboxSettings, enqueue
 from smart_app.crypto import encrypt_json
 from smart_app.db import session_scope
 from smart_app.models import LaunchRecord, ReferralRecord
+from smart_app.outbox import OutboxSettings, enqueue
 
 SCREENING = {"instrument": "hits", "questionnaire": "urn:test:hits", "version": "1", "score": 14,
              "interpretation": "positive", "danger": False, "answers": {}, "completed_at": "2026-01-01T10:00:00+00:00"}
@@ -141,8 +141,8 @@ WRITE_SCOPE = ("launch patient/Patient.r patient/Encounter.r patient/DocumentRef
 
 
 def sandbox_token(sandbox, patient: str, encounter: str | None = None, lifetime: int = 3600) -> str:
-    """A sandbox access token issued directly (no browser): contract of fhir.sandbox.authstore."""
-    from fhir.sandbox.authstore import issue_access_token
+    """A sandbox access token issued directly (no browser): contract of sandbox_ehr.authstore."""
+    from sandbox_ehr.authstore import issue_access_token
 
     with sandbox.app.app_context():
         return issue_access_token("ipv-screen-jwt", WRITE_SCOPE, patient=patient, encounter=encounter,

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 
 from fhir.builders import EhrProfile
-from fhir.outbox import OutboxWorker
 from smart_app.db import session_scope
 from smart_app.models import OutboxItem
+from smart_app.outbox import OutboxWorker
 from tests.writeback.support import FakeEhr, add_launch, add_referral
 
 ISS = "http://ehr.test/fhir"

@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from fhir.builders import EhrProfile
 from fhir.client import FhirClient
-from fhir.outbox import OutboxWorker
 from smart_app.db import session_scope
 from smart_app.models import OutboxItem
+from smart_app.outbox import OutboxWorker
 from tests.conftest import default_context
 from tests.writeback.support import REFERRAL, SCREENING, add_launch, add_referral, sandbox_token, set_tokens
 
@@ -44,7 +44,7 @@ def injected(sandbox) -> dict:
 
 def stored(sandbox, kind: str, referral_ids: set[str]) -> Counter:
     """How many resources of ``kind`` the sandbox holds per business identifier of these referrals."""
-    from fhir.sandbox.store import get_store
+    from sandbox_ehr.store import get_store
 
     wanted = {f"{rid}.{kind.lower()}" for rid in referral_ids}
     counts: Counter = Counter()

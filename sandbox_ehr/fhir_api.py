@@ -24,8 +24,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
-from fhir.sandbox import authstore
-from fhir.sandbox.store import SearchResult, StoreError, _compile_filters, _values, get_store, is_resource_type
+from sandbox_ehr import authstore
+from sandbox_ehr.store import SearchResult, StoreError, _compile_filters, _values, get_store, is_resource_type
 
 bp = Blueprint("fhir_api", __name__)
 
@@ -237,7 +237,7 @@ def _store_problem(exc: StoreError) -> Response:
 
 
 def base_url() -> str:
-    from fhir.sandbox.auth import issuer
+    from sandbox_ehr.auth import issuer
 
     return issuer()
 
@@ -762,7 +762,7 @@ _COMMON_SEARCH = ("_id", "_lastUpdated", "identifier", "patient", "subject", "en
 
 
 def capability_statement() -> dict[str, Any]:
-    from fhir.sandbox.auth import smart_urls
+    from sandbox_ehr.auth import smart_urls
 
     urls = smart_urls()
     interactions = [{"code": c} for c in ("read", "vread", "update", "delete", "history-instance", "create",

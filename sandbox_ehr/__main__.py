@@ -1,4 +1,4 @@
-"""Run the sandbox EHR: ``python -m fhir.sandbox --port 8081 --app-launch-url http://127.0.0.1:5000/launch``."""
+"""Run the sandbox EHR: ``python -m sandbox_ehr --port 8081 --app-launch-url http://127.0.0.1:5000/launch``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import argparse
 
 from werkzeug.serving import run_simple
 
-from fhir.sandbox.app import create_sandbox_app
+from sandbox_ehr.app import create_sandbox_app
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fhir.sandbox", description="Sandbox SMART on FHIR EHR")
+    parser = argparse.ArgumentParser(prog="python -m sandbox_ehr", description="Sandbox SMART on FHIR EHR")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--db", default="instance/sandbox.db", help="SQLite file (store, launches, tokens)")

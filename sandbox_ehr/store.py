@@ -12,7 +12,7 @@ all its entries in one SQLite transaction and rolls all of them back on the firs
 Search runs the filters in Python over the resources of one type (see the notes at ``SEARCH_PARAMS``
 below). The sandbox holds hundreds to a few thousand resources; a per-type scan
 is simple and exact. Supported parameters and modifiers are listed in ``SEARCH_PARAMS`` and
-``fhir/sandbox/README.md``; unknown parameters are ignored and reported (``SearchResult.ignored``).
+``sandbox_ehr/README.md``; unknown parameters are ignored and reported (``SearchResult.ignored``).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
-from fhir.sandbox.fhir_api import FhirProblem, problem_response
+from sandbox_ehr.fhir_api import FhirProblem, problem_response
 
 bp = Blueprint("faults", __name__)
 

@@ -29,9 +29,9 @@ def create_sandbox_app(config: dict[str, Any] | None = None) -> Flask:
     # Each module exposes ``bp`` and, optionally, ``init_app(app)``.
     for name in ("store", "fhir_api", "auth", "ehr_ui", "faults"):
         try:
-            module = importlib.import_module(f"fhir.sandbox.{name}")
+            module = importlib.import_module(f"sandbox_ehr.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"fhir.sandbox.{name}":
+            if exc.name == f"sandbox_ehr.{name}":
                 continue
             raise
         if hasattr(module, "init_app"):

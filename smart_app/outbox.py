@@ -1,6 +1,7 @@
 """Durable outbox for chart writes: stored before sent, sent at most once per claim, retried safely.
 
-Life of a row (``smart_app.models.OutboxItem``)::
+Life of a row (``smart_app.models.OutboxItem``). This is the app's persistence and scheduling of
+chart writes; the FHIR wire work it calls (builders, client, labels) lives in ``fhir/``::
 
     pending --claim--> sending --2xx--> written (server id, label check)
                           |--timeout/5xx/429--> pending (backoff + jitter, Retry-After honoured)
@@ -39,12 +40,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from fhir.builders import SEND_ORDER, EhrProfile, PlannedWrite
 from fhir.client import FhirClient, FhirError, FhirUnavailable
 from fhir.labels import verify_labels
+from fhir.smart.oauth import token_expired
+from smart_app.crypto import decrypt_json, encrypt_json
+from smart_app.db import get_session
+from smart_app.ehr import fhir_client_for
+from smart_app.launch_state import Launch
+from smart_app.models import LaunchRecord, OutboxItem
+from smart_app.retention import purge
 
 log = logging.getLogger("ipv.outbox")
 
@@ -125,8 +133,6 @@ def enqueue(db: Session, *, referral_id: str, launch_id: str | None, iss: str, p
             plans: list[PlannedWrite], settings: OutboxSettings | None = None) -> list[Any]:
     """Store the planned writes (encrypted) as pending rows; the caller commits.
     Needs an app context (encryption key)."""
-    from smart_app.crypto import encrypt_json
-    from smart_app.models import OutboxItem
 
     settings = settings or OutboxSettings()
     rows = []
@@ -153,11 +159,6 @@ ClientFor = Callable[[Any], FhirClient]
 def launch_client_provider(timeout: float | None = None) -> ClientFor:
     """FHIR client per row from its launch's tokens (refreshed through smart_app.ehr when expired).
     Raises AuthGone when the launch or its authorization is gone. Runs inside an app context."""
-    from fhir.smart.oauth import token_expired
-    from smart_app.db import get_session
-    from smart_app.ehr import fhir_client_for
-    from smart_app.launch_state import Launch
-    from smart_app.models import LaunchRecord
 
     cache: dict[str, FhirClient | AuthGone] = {}
 
@@ -214,56 +215,55 @@ class OutboxWorker:
     # claiming ------------------------------------------------------------------------------------------
     def claim(self, db: Session, *, limit: int | None = None, referral_id: str | None = None) -> str:
         """Claim due rows (and rows whose lease ran out); returns the claim token. Commits."""
-        from smart_app.models import OutboxItem as O
 
         now = utcnow()
         token = f"{self.worker_id}:{secrets.token_hex(8)}"
-        due = or_(and_(O.status == PENDING, O.next_attempt_at <= now),
-                  and_(O.status == SENDING, O.lease_until < now))
+        due = or_(and_(OutboxItem.status == PENDING, OutboxItem.next_attempt_at <= now),
+                  and_(OutboxItem.status == SENDING, OutboxItem.lease_until < now))
         # Skip referrals another worker is sending right now (live lease): a referral goes out in one piece.
-        busy = aliased(O)
-        in_flight = exists().where(busy.referral_id == O.referral_id, busy.status == SENDING, busy.lease_until >= now)
-        sub = select(O.id).where(due, ~in_flight)
+        busy = aliased(OutboxItem)
+        in_flight = exists().where(busy.referral_id == OutboxItem.referral_id, busy.status == SENDING,
+                                   busy.lease_until >= now)
+        sub = select(OutboxItem.id).where(due, ~in_flight)
         if referral_id is not None:
-            sub = sub.where(O.referral_id == referral_id)
-        sub = sub.order_by(O.next_attempt_at, O.id).limit(limit or self.settings.batch_size)
+            sub = sub.where(OutboxItem.referral_id == referral_id)
+        sub = sub.order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(limit or self.settings.batch_size)
         if db.get_bind().dialect.name == "postgresql":
             sub = sub.with_for_update(skip_locked=True)
         # One statement: the re-check of ``due`` makes a row claimable by exactly one UPDATE.
         db.execute(
-            update(O).where(O.id.in_(sub.scalar_subquery()), due)
+            update(OutboxItem).where(OutboxItem.id.in_(sub.scalar_subquery()), due)
             .values(status=SENDING, claimed_by=token, lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                    attempts=O.attempts + 1, updated_at=now)
+                    attempts=OutboxItem.attempts + 1, updated_at=now)
             .execution_options(synchronize_session=False))
         # Same transaction (on SQLite: the same write lock), so no other claim lands in between.
         # Take the referral's other pending rows too (due, or never tried yet): a referral goes out
         # together — one transaction, or single creates in dependency order — instead of being split
         # between workers and waiting on each other. Rows in backoff keep their wait. SKIP LOCKED
         # again, so this never waits on another worker.
-        referrals = select(O.referral_id).where(O.claimed_by == token).distinct().scalar_subquery()
-        siblings = select(O.id).where(O.referral_id.in_(referrals), O.status == PENDING,
-                                      or_(O.attempts == 0, O.next_attempt_at <= now))
+        referrals = select(OutboxItem.referral_id).where(OutboxItem.claimed_by == token).distinct().scalar_subquery()
+        siblings = select(OutboxItem.id).where(OutboxItem.referral_id.in_(referrals), OutboxItem.status == PENDING,
+                                      or_(OutboxItem.attempts == 0, OutboxItem.next_attempt_at <= now))
         if db.get_bind().dialect.name == "postgresql":
             siblings = siblings.with_for_update(skip_locked=True)
         db.execute(
-            update(O).where(O.id.in_(siblings.scalar_subquery()), O.status == PENDING,
-                            or_(O.attempts == 0, O.next_attempt_at <= now))
+            update(OutboxItem).where(OutboxItem.id.in_(siblings.scalar_subquery()), OutboxItem.status == PENDING,
+                            or_(OutboxItem.attempts == 0, OutboxItem.next_attempt_at <= now))
             .values(status=SENDING, claimed_by=token, lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                    attempts=O.attempts + 1, updated_at=now)
+                    attempts=OutboxItem.attempts + 1, updated_at=now)
             .execution_options(synchronize_session=False))
         db.commit()
         return token
 
     def run_once(self, *, referral_id: str | None = None, limit: int | None = None) -> RunStats:
         """Claim one batch and process it. Needs no request; pushes an app context."""
-        from smart_app.db import get_session
-        from smart_app.models import OutboxItem as O
 
         stats = RunStats()
         with self.app.app_context():
             db = get_session()
             token = self.claim(db, limit=limit, referral_id=referral_id)
-            rows = list(db.scalars(select(O).where(O.claimed_by == token, O.status == SENDING)))
+            rows = list(db.scalars(select(OutboxItem).where(OutboxItem.claimed_by == token,
+                                                            OutboxItem.status == SENDING)))
             stats.claimed = len(rows)
             if rows:
                 client_for = self._client_for or launch_client_provider(self.timeout)
@@ -294,16 +294,13 @@ class OutboxWorker:
         return total
 
     def outstanding(self, *, referral_id: str | None = None) -> int:
-        from sqlalchemy import func
 
-        from smart_app.db import get_session
-        from smart_app.models import OutboxItem as O
 
         with self.app.app_context():
-            q = select(func.count()).select_from(O).where(
-                or_(O.status.in_((PENDING, SENDING)), O.label_status == "unverified"))
+            q = select(func.count()).select_from(OutboxItem).where(
+                or_(OutboxItem.status.in_((PENDING, SENDING)), OutboxItem.label_status == "unverified"))
             if referral_id is not None:
-                q = q.where(O.referral_id == referral_id)
+                q = q.where(OutboxItem.referral_id == referral_id)
             return int(get_session().scalar(q) or 0)
 
     def loop(self, *, idle_sleep: float = 1.0, stop: Callable[[], bool] = lambda: False,
@@ -324,8 +321,6 @@ class OutboxWorker:
                 time.sleep(idle_sleep)
 
     def purge_launches(self) -> dict[str, int]:
-        from smart_app.db import get_session
-        from smart_app.retention import purge
 
         with self.app.app_context():
             counts = purge(get_session())
@@ -340,9 +335,8 @@ class OutboxWorker:
         return self._profiles[name]
 
     def _siblings(self, db: Session, referral_id: str) -> dict[str, Any]:
-        from smart_app.models import OutboxItem as O
 
-        return {r.full_url: r for r in db.scalars(select(O).where(O.referral_id == referral_id))}
+        return {r.full_url: r for r in db.scalars(select(OutboxItem).where(OutboxItem.referral_id == referral_id))}
 
     def _resolve(self, db: Session, row: Any, resource: dict[str, Any], in_bundle: set[str]) -> str | None:
         """Swap urn:uuid references for server ids. Returns 'defer', 'fail:<kind>' or None (ready)."""
@@ -367,7 +361,6 @@ class OutboxWorker:
         return None
 
     def _send_single(self, db: Session, row: Any, client_for: ClientFor, stats: RunStats) -> None:
-        from smart_app.crypto import decrypt_json
 
         resource = decrypt_json(row.resource_enc)
         if resource is None:
@@ -406,7 +399,6 @@ class OutboxWorker:
 
     def _send_transaction(self, db: Session, rid: str, group: list[Any], client_for: ClientFor,
                           stats: RunStats) -> None:
-        from smart_app.crypto import decrypt_json
 
         entries, rows, resources = [], [], []
         in_bundle = {r.full_url for r in group}
@@ -499,12 +491,10 @@ class OutboxWorker:
     def verify_pending_labels(self, db: Session, *, client_for: ClientFor | None, stats: RunStats,
                               referral_id: str | None = None, limit: int = 25) -> None:
         """Retry read-backs that failed earlier (a read is idempotent: no claim needed)."""
-        from smart_app.crypto import decrypt_json
-        from smart_app.models import OutboxItem as O
-
-        q = select(O).where(O.status == WRITTEN, O.label_status == "unverified", O.next_attempt_at <= utcnow())
+        q = select(OutboxItem).where(OutboxItem.status == WRITTEN, OutboxItem.label_status == "unverified",
+                                     OutboxItem.next_attempt_at <= utcnow())
         if referral_id is not None:
-            q = q.where(O.referral_id == referral_id)
+            q = q.where(OutboxItem.referral_id == referral_id)
         rows = list(db.scalars(q.limit(limit)))
         if not rows:
             return

@@ -12,7 +12,7 @@ from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 
-from fhir.sandbox import authstore
+from sandbox_ehr import authstore
 
 bp = Blueprint("ehr_ui", __name__)
 
@@ -105,7 +105,7 @@ def _encounter_patient(encounter_id: str) -> str | None:
 # --- pages -------------------------------------------------------------------------------------
 
 def app_launch_url(launch_id: str) -> str:
-    from fhir.sandbox.auth import issuer
+    from sandbox_ehr.auth import issuer
 
     target = current_app.config["APP_LAUNCH_URL"]
     sep = "&" if urlsplit(target).query else "?"
@@ -149,7 +149,7 @@ def launch() -> Response:
     if encounter and _encounter_patient(encounter) != patient:
         return _render_ehr("That encounter belongs to another patient. Choose one of this patient's encounters.",
                            values, 400)
-    from fhir.sandbox.auth import default_style_url
+    from sandbox_ehr.auth import default_style_url
 
     launch_id = authstore.create_launch({
         "practitioner": practitioner, "patient": patient, "encounter": encounter,

@@ -1,6 +1,6 @@
 """Run the demo: the sandbox EHR and the app in one process, wired to each other.
 
-    python -m smart_app.demo --app-port 5000 --sandbox-port 8081
+    python -m sandbox_ehr.demo --app-port 5000 --sandbox-port 8081
 
 Then open the printed EHR URL, pick a clinician, patient and encounter, and launch. Data lives
 under ``instance/`` (SQLite); generated development secrets in ``instance/dev-secrets.json``.
@@ -22,7 +22,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path) -> tuple[Any, Any]:
     """The sandbox EHR and the app, configured for each other (nothing read from other deployments)."""
     from config.settings import Deployment
-    from fhir.sandbox.app import create_sandbox_app
+    from sandbox_ehr.app import create_sandbox_app
     from smart_app import create_app
 
     instance.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ def _serve(server: BaseWSGIServer) -> threading.Thread:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smart_app.demo",
+    parser = argparse.ArgumentParser(prog="python -m sandbox_ehr.demo",
                                      description="Sandbox EHR + IPV screening app, wired together")
     parser.add_argument("--host", default="127.0.0.1", help="interface for both servers (default 127.0.0.1)")
     parser.add_argument("--app-port", type=int, default=5000)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     # The outbox worker that production runs as its own process (`flask outbox-worker`): here a thread,
     # so writes the EHR could not take at once are retried without a second command.
-    from fhir.outbox import OutboxWorker
+    from smart_app.outbox import OutboxWorker
 
     threading.Thread(target=OutboxWorker(app).loop, kwargs={"stop": stop.is_set}, daemon=True).start()
     sandbox_url = f"http://{args.host}:{args.sandbox_port}"

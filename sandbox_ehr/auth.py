@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, render_template, request
 from jwt.algorithms import RSAAlgorithm
 
-from fhir.sandbox import authstore
+from sandbox_ehr import authstore
 
 bp = Blueprint("auth", __name__)
 
@@ -379,7 +379,7 @@ def _code_context(launch_context: dict[str, Any], scope: list[str]) -> dict[str,
 
 
 def _login_page(pending_id: str, req: dict[str, Any], error: str | None = None, status: int = 200):
-    from fhir.sandbox.ehr_ui import list_patients, list_practitioners
+    from sandbox_ehr.ehr_ui import list_patients, list_practitioners
 
     need_patient = "launch/patient" in req["scope"]
     return render_template(
@@ -391,7 +391,7 @@ def _login_page(pending_id: str, req: dict[str, Any], error: str | None = None, 
 
 @bp.post("/auth/login")
 def login():
-    from fhir.sandbox.ehr_ui import resource_exists
+    from sandbox_ehr.ehr_ui import resource_exists
 
     pending_id = request.form.get("pending", "")
     req = authstore.get_pending(pending_id)
