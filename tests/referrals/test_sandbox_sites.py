@@ -15,7 +15,7 @@ from referrals.loaders import load_source
 from referrals.ranking import DirectoryIndex, rank
 from referrals.store import DEFAULT_DIRECTORY
 
-DATA = Path(__file__).resolve().parents[2] / "fhir" / "sandbox" / "data"
+DATA = Path(__file__).resolve().parents[2] / "sandbox_ehr" / "data"
 WED_10AM = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("America/New_York"))
 PROGRAM_FOR_SITE = {"bwh": "passageway", "bw-faulkner": "passageway", "sjphc": "passageway",
                     "brookside": "passageway", "whittier": "passageway", "mgh": "haven", "mgh-chelsea": "haven",
