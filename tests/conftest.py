@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 
 from smart_app import create_app
@@ -18,6 +19,13 @@ from smart_app.launch_state import Launch, new_expiry
 from smart_app.models import LaunchRecord
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+
+# Hypothesis: CI replays the same examples every run (derandomize: a red CI is reproducible and a green one
+# is not luck); a developer's run explores new random examples. HYPOTHESIS_PROFILE=ci|dev overrides, and
+# each test's own @settings (max_examples) still bounds its time.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None)
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 def app_config(db_url: str, **extra: Any) -> dict[str, Any]:
