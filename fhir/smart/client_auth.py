@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -45,6 +46,15 @@ class _MemoryJtiRegistry:
 
 
 def load_private_key(path: str | Path) -> Any:
+    """The PEM key at ``path``, parsed once per process: parsing and validating an RSA key costs ~36 ms,
+    which every token request and JWKS fetch used to pay. A file replaced on disk (new mtime or size, as in
+    a key rotation) is read again."""
+    st = Path(path).stat()
+    return _load_key(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=16)
+def _load_key(path: str, mtime_ns: int, size: int) -> Any:  # mtime and size are the cache key, not read
     return serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
 
 

@@ -125,3 +125,16 @@ def test_from_deployment_and_public_jwk():
     assert jwk["kty"] == "RSA" and jwk["kid"] == "sandbox-rs384" and "d" not in jwk
     ec_jwk = public_jwk(load_private_key(KEYS / "es384-private.pem"), "ES384", "sandbox-es384")
     assert ec_jwk["crv"] == "P-384" and "d" not in ec_jwk
+
+
+def test_private_key_is_parsed_once_and_reread_when_the_file_changes(tmp_path):
+    import os
+    import shutil
+
+    path = tmp_path / "key.pem"
+    shutil.copy(KEYS / "rs384-private.pem", path)
+    first = load_private_key(path)
+    assert load_private_key(path) is first  # cached: no second parse per token request
+    shutil.copy(KEYS / "es384-private.pem", path)
+    os.utime(path, ns=(1, 1))  # a different mtime, as a replaced file has
+    assert load_private_key(path) is not first
