@@ -1,0 +1,353 @@
+"""Load: N concurrent clinicians doing the whole in-app flow against the app under gunicorn, with PostgreSQL,
+the sandbox EHR and an outbox worker as separate processes — and a hello-world Flask app under the same
+gunicorn settings in the same run, printed as ratios.
+
+Each clinician has its own launch record, made with the project's own helper (``tests.conftest.store_launch``)
+holding a real sandbox access token, and a browser session cookie signed with the app's key: the bench starts
+at the private gate, as a clinician does after the EHR launch, and then walks gate -> instrument -> result ->
+referrals -> consent -> confirmation by submitting the forms the pages render (CSRF token and all).
+
+Targets (printed as pass/miss, never asserted): at N = 100, p95 <= 5x hello and throughput >= 0.3x hello.
+Needs PostgreSQL (TEST_DATABASE_URL, default the machine's 127.0.0.1:5432/test); prints why when it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PG = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+HELLO = ROOT / "benchmarks" / "hello_app.py"
+GUNICORN = ["-w", "4", "--worker-class", "gthread", "--threads", "4", "--timeout", "30", "--preload"]
+PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-carmen", "enc-carmen-sjphc"), ("pat-joana", "enc-joana-chelsea")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, seconds: float = 60) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of a process and all its children (gunicorn master + workers)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        pids += [int(p) for p in out]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class _Forms(HTMLParser):
+    """The page's POST forms: action and the values a browser would submit by default."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict[str, Any]] = []
+        self._form: dict[str, Any] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: (v or "") for k, v in attrs}
+        if tag == "form" and a.get("method", "get").lower() == "post":
+            self._form = {"action": a.get("action", ""), "fields": {}, "radios": defaultdict(list)}
+            self.forms.append(self._form)
+        elif tag == "input" and self._form is not None and a.get("name"):
+            kind = a.get("type", "text").lower()
+            if kind in ("radio",):
+                self._form["radios"][a["name"]].append(a.get("value", ""))
+                if "checked" in a:
+                    self._form["fields"][a["name"]] = a.get("value", "")
+            elif kind == "checkbox":
+                if "checked" in a:
+                    self._form["fields"][a["name"]] = a.get("value", "on")
+            elif kind not in ("submit", "button", "image", "reset"):
+                self._form["fields"][a["name"]] = a.get("value", "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._form = None
+
+
+def form_on(page: str, action_suffix: str) -> dict[str, Any]:
+    parser = _Forms()
+    parser.feed(page)
+    for form in parser.forms:
+        if form["action"].split("?")[0].endswith(action_suffix):
+            return form
+    raise LookupError(f"no POST form for {action_suffix}")
+
+
+class Clinician:
+    """One browser: its own cookie jar, recording (page, seconds, status) for every request."""
+
+    def __init__(self, base: str, lid: str, cookie: tuple[str, str], record: list[tuple[str, float, int]]):
+        self.base, self.lid, self.record = base, lid, record
+        self.http = requests.Session()
+        self.http.cookies.set(cookie[0], cookie[1], domain="127.0.0.1", path="/")
+
+    def _timed(self, page: str, method: str, path: str, **kw: Any) -> requests.Response:
+        t0 = time.perf_counter()
+        r = self.http.request(method, self.base + path, allow_redirects=False, timeout=60, **kw)
+        self.record.append((page, time.perf_counter() - t0, r.status_code))
+        return r
+
+    def get(self, page: str, path: str) -> str:
+        return self._timed(page, "GET", path).text
+
+    def submit(self, page: str, html: str, action: str, values: dict[str, Any]) -> requests.Response:
+        form = form_on(html, action)
+        data = dict(form["fields"])
+        for name, options in form["radios"].items():  # a required radio group without a default: first option
+            data.setdefault(name, options[0])
+        data.update(values)
+        return self._timed(page, "POST", f"/l/{self.lid}/{action}", data=data)
+
+    def journey(self) -> None:
+        lid = f"/l/{self.lid}"
+        gate = self.get("gate", f"{lid}/")
+        self.submit("gate POST", gate, "gate", {"alone": "yes", "no_family_interpreter": "yes", "action": "start"})
+        screen = self.get("screen", f"{lid}/screen")
+        self.submit("screen POST", screen, "screen", {"instrument": "hits", "q-hurt": "frequently",
+                                                      "q-insult": "fairly-often", "q-threaten": "sometimes",
+                                                      "q-scream": "rarely"})
+        more = self.get("more", f"{lid}/more")
+        if "form" in more:
+            self.submit("more POST", more, "more", {})
+        self.get("result", f"{lid}/result")
+        self.get("referrals", f"{lid}/referrals")
+        consent = self.get("consent", f"{lid}/consent")
+        self.submit("consent POST", consent, "consent", {"consent": "yes"})
+        self.get("done", f"{lid}/consent/done")
+
+
+def hello_journey(base: str, record: list[tuple[str, float, int]], pages: int) -> None:
+    http = requests.Session()
+    for _ in range(pages):
+        t0 = time.perf_counter()
+        r = http.get(base + "/", timeout=60)
+        record.append(("hello", time.perf_counter() - t0, r.status_code))
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
+
+
+class Stack:
+    """PostgreSQL schema, sandbox EHR, the app under gunicorn and one outbox worker, all separate processes."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Stack:
+        from sqlalchemy import create_engine, text
+
+        self.schema = f"bench_{uuid.uuid4().hex[:10]}"
+        self.admin = create_engine(PG)
+        with self.admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
+        sep = "&" if "?" in PG else "?"
+        self.db_url = f"{PG}{sep}options=-csearch_path%3D{self.schema}"
+        self.sandbox_port, self.app_port, self.hello_port = free_port(), free_port(), free_port()
+        self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
+        self.iss = self.sandbox_url + "/fhir"
+        self.app_url = f"http://127.0.0.1:{self.app_port}"
+        self.sandbox_db = str(self.tmp / "sandbox.db")
+        self.env = {
+            **os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": self.db_url,
+            "SECRET_KEY": secrets.token_urlsafe(32), "TOKEN_ENCRYPTION_KEY": _fernet_key(),
+            "IPV_DEPLOYMENT": "sandbox", "ALLOWED_ISS": self.iss, "APP_BASE_URL": self.app_url,
+            "SESSION_COOKIE_SECURE": "0", "LOG_LEVEL": "WARNING", "IPV_DEMO": "1", "ALLOW_SQLITE": "1",
+            "RATELIMIT_ENABLED": "0",
+        }
+        self._start([str(BIN / "python"), "-m", "sandbox_ehr", "--port", str(self.sandbox_port), "--db",
+                     self.sandbox_db, "--no-faults", "--app-launch-url", self.app_url + "/launch"])
+        wait_http(self.sandbox_url + "/fhir/metadata")
+        self._migrate()
+        self.app = self._start([str(BIN / "gunicorn"), *GUNICORN, "-b", f"127.0.0.1:{self.app_port}",
+                                "smart_app:create_app()"])
+        self.hello = self._start([str(BIN / "gunicorn"), *GUNICORN, "-b", f"127.0.0.1:{self.hello_port}",
+                                  "--chdir", str(HELLO.parent), "hello_app:app"])
+        self._start([str(BIN / "flask"), "--app", "smart_app", "outbox-worker"])
+        wait_http(self.app_url + "/.well-known/jwks.json")
+        wait_http(f"http://127.0.0.1:{self.hello_port}/")
+        return self
+
+    def _start(self, argv: list[str]) -> subprocess.Popen:
+        p = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def _migrate(self) -> None:
+        """The deployment's one way to make the schema, where the app has it; else create_app makes it."""
+        flask = str(BIN / "flask")
+        help_text = subprocess.run([flask, "--app", "smart_app", "--help"], cwd=ROOT, env=self.env,
+                                   capture_output=True, text=True).stdout
+        if re.search(r"^\s+db\s", help_text, re.M):
+            subprocess.run([flask, "--app", "smart_app", "db", "upgrade"], cwd=ROOT, env=self.env, check=True,
+                           capture_output=True)
+
+    def launches(self, n: int) -> list[tuple[str, tuple[str, str]]]:
+        """n launch records (the project's helper) with sandbox tokens, and a signed session cookie each."""
+        from sandbox_ehr.app import create_sandbox_app
+        from sandbox_ehr.authstore import issue_access_token
+        from smart_app import create_app
+        from tests.conftest import default_context, store_launch
+
+        config = {k: self.env[k] for k in ("DATABASE_URL", "SECRET_KEY", "TOKEN_ENCRYPTION_KEY")}
+        os.environ.update({k: self.env[k] for k in ("IPV_DEMO", "ALLOW_SQLITE", "APP_BASE_URL", "ALLOWED_ISS")})
+        app = create_app({**config, "TESTING": True})
+        sandbox = create_sandbox_app({"TESTING": True, "SANDBOX_DB": self.sandbox_db})
+        serializer = app.session_interface.get_signing_serializer(app)
+        out = []
+        for i in range(n):
+            patient, encounter = PATIENTS[i % len(PATIENTS)]
+            with sandbox.app_context():
+                token = issue_access_token("ipv-screen-jwt", "launch patient/*.cruds user/*.rs openid fhirUser",
+                                           patient=patient, encounter=encounter)
+            ctx = default_context()
+            ctx["patient"]["id"] = patient
+            ctx["encounter"]["id"] = encounter
+            bid = secrets.token_urlsafe(24)
+            lid = store_launch(app, bid=bid, context=ctx, iss=self.iss,
+                               tokens={"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+            out.append((lid, (app.config["SESSION_COOKIE_NAME"], serializer.dumps({"bid": bid}))))
+        app.extensions["db_engine"].dispose()
+        return out
+
+    def __exit__(self, *exc: Any) -> None:
+        from sqlalchemy import text
+
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        with self.admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
+        self.admin.dispose()
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def run_level(stack: Stack, n: int) -> dict[str, Any]:
+    launches = stack.launches(n)
+    record: list[tuple[str, float, int]] = []
+    cpu0, t0 = process_cpu(stack.app.pid), time.perf_counter()
+    threads = [threading.Thread(target=Clinician(stack.app_url, lid, cookie, record).journey)
+               for lid, cookie in launches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall, cpu = time.perf_counter() - t0, process_cpu(stack.app.pid) - cpu0
+    pages_per_journey = max(1, len(record) // max(1, n))
+    hello: list[tuple[str, float, int]] = []
+    hcpu0, h0 = process_cpu(stack.hello.pid), time.perf_counter()
+    hthreads = [threading.Thread(target=hello_journey,
+                                 args=(f"http://127.0.0.1:{stack.hello_port}", hello, pages_per_journey))
+                for _ in range(n)]
+    for t in hthreads:
+        t.start()
+    for t in hthreads:
+        t.join()
+    hwall, hcpu = time.perf_counter() - h0, process_cpu(stack.hello.pid) - hcpu0
+    return {"n": n, "record": record, "wall": wall, "cpu": cpu, "hello": hello, "hwall": hwall, "hcpu": hcpu}
+
+
+def report(r: dict[str, Any]) -> None:
+    n, record, hello = r["n"], r["record"], r["hello"]
+    by_page: dict[str, list[float]] = defaultdict(list)
+    errors = sum(1 for _, _, status in record if status >= 400)
+    for page, sec, _ in record:
+        by_page[page].append(sec * 1000)
+    all_ms = [s * 1000 for _, s, _ in record]
+    hello_ms = [s * 1000 for _, s, _ in hello]
+    rps, hrps = len(record) / r["wall"], len(hello) / r["hwall"]
+    print(f"N = {n} clinicians: {len(record)} requests in {r['wall']:.1f} s ({rps:.0f} req/s), errors {errors}, "
+          f"app CPU {1000 * r['cpu'] / max(1, len(record)):.1f} ms/request")
+    print(f"  {'page':<14}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+    for page, values in by_page.items():
+        print(f"  {page:<14}{pct(values, 50):>9.1f}{pct(values, 95):>9.1f}{pct(values, 99):>9.1f}")
+    print(f"  {'all pages':<14}{pct(all_ms, 50):>9.1f}{pct(all_ms, 95):>9.1f}{pct(all_ms, 99):>9.1f}")
+    print(f"  {'hello-world':<14}{pct(hello_ms, 50):>9.1f}{pct(hello_ms, 95):>9.1f}{pct(hello_ms, 99):>9.1f}"
+          f"   {hrps:.0f} req/s, CPU {1000 * r['hcpu'] / max(1, len(hello)):.2f} ms/request")
+    p95_ratio = pct(all_ms, 95) / max(1e-9, pct(hello_ms, 95))
+    tp_ratio = rps / max(1e-9, hrps)
+    if n == 100:
+        print(f"  targets at N = 100: p95 {p95_ratio:.1f}x hello (<= 5x: {'pass' if p95_ratio <= 5 else 'miss'}), "
+              f"throughput {tp_ratio:.2f}x hello (>= 0.3x: {'pass' if tp_ratio >= 0.3 else 'miss'})")
+    else:
+        print(f"  ratios: p95 {p95_ratio:.1f}x hello, throughput {tp_ratio:.2f}x hello")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", default="10,50,100", help="comma-separated concurrency levels")
+    args = parser.parse_args(argv)
+    try:
+        from sqlalchemy import create_engine, text
+
+        with create_engine(PG).connect() as conn:
+            conn.execute(text("select 1"))
+    except Exception as exc:  # the bench prints why it did not run; it never fails the others
+        print(f"load bench skipped: PostgreSQL at TEST_DATABASE_URL not reachable ({exc.__class__.__name__})")
+        return
+    print(f"gunicorn {' '.join(GUNICORN)}; PostgreSQL; sandbox EHR and one outbox worker as separate processes; "
+          f"{os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as d, Stack(Path(d)) as stack:
+        for n in (int(x) for x in args.clients.split(",")):
+            report(run_level(stack, n))
+
+
+if __name__ == "__main__":
+    main()
