@@ -27,7 +27,7 @@ def create_sandbox_app(config: dict[str, Any] | None = None) -> Flask:
         app.config.update(config)
     Path(app.config["SANDBOX_DB"]).parent.mkdir(parents=True, exist_ok=True)
     # Each module exposes ``bp`` and, optionally, ``init_app(app)``.
-    for name in ("store", "fhir_api", "auth", "ehr_ui", "faults"):
+    for name in ("store", "fhir_api", "auth", "ehr_ui", "faults", "cds_client"):
         try:
             module = importlib.import_module(f"sandbox_ehr.{name}")
         except ModuleNotFoundError as exc:

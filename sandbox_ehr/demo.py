@@ -31,7 +31,8 @@ def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path) -> t
     iss = sandbox_url + "/fhir"
     sandbox = create_sandbox_app({"SANDBOX_DB": str(instance / "sandbox.db"),
                                   "APP_LAUNCH_URL": app_url + "/launch",
-                                  "SANDBOX_BASE_URL": sandbox_url})
+                                  "SANDBOX_BASE_URL": sandbox_url,
+                                  "CDS_SERVICES_URL": app_url + "/cds-services"})
     deployment = dataclasses.replace(Deployment.load("sandbox"), allowed_iss=[iss], standalone_iss=iss)
     app = create_app({
         "DEPLOYMENT": deployment,
@@ -45,8 +46,18 @@ def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path) -> t
         "SESSION_COOKIE_PARTITIONED": False,
         # The simulator can embed the app in an iframe ("Launch inside an EHR frame").
         "FRAME_ANCESTORS": f"'self' {sandbox_url}",
+        # The simulator calls the app's CDS Hooks service, signing with its key (sandbox_ehr/cds_client.py).
+        "CDS": sandbox_cds_config(deployment, sandbox_url),
     })
     return sandbox, app
+
+
+def sandbox_cds_config(deployment: Any, sandbox_url: str) -> dict[str, Any]:
+    """The deployment's ``cds`` block with the sandbox on its actual port as the one CDS client."""
+    cds = dict(deployment.extra.get("cds") or {})
+    cds["clients"] = [{"iss": sandbox_url, "jwks_url": sandbox_url + "/cds-client/jwks.json",
+                       "fhir_servers": [sandbox_url + "/fhir"], "site": "unspecified"}]
+    return cds
 
 
 def _serve(server: BaseWSGIServer) -> threading.Thread:

@@ -130,6 +130,7 @@ def _render_ehr(error: str | None = None, form: dict[str, Any] | None = None, st
         "ehr.html", practitioners=list_practitioners(), patients=patients, encounters=list_encounters(),
         selected_patient=selected_patient, form=form, error=error,
         app_launch_url=current_app.config["APP_LAUNCH_URL"],
+        cds_enabled=bool(current_app.config.get("CDS_SERVICES_URL")),
     ), status
 
 

@@ -145,3 +145,59 @@ class OutboxItem(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+# -- CDS Hooks and the program report (issue 13) ----------------------------------------------
+class CdsJti(Base):
+    """jti of every CDS Hooks request JWT accepted (CDS Hooks 2.0 "Trusting CDS Clients": the
+    jti protects against replay); kept until the token's exp has passed."""
+
+    __tablename__ = "cds_jti"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256(iss + " " + jti)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class CdsCard(Base):
+    """A check-in card we returned: its uuid (the EHR's feedback names it), the site and month it
+    counts for, and its outcome. Nothing about the patient."""
+
+    __tablename__ = "cds_card"
+
+    uuid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    service: Mapped[str] = mapped_column(String(64))
+    site: Mapped[str] = mapped_column(String(64))
+    month: Mapped[str] = mapped_column(String(7))
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)  # accepted | overridden
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class ReportEvent(Base):
+    """De-identified program event (smart_app/events.py): one row per counted step. No patient,
+    launch, referral or user id and no timestamp finer than the month, so it can be kept after the
+    patient data is purged and past reports do not change."""
+
+    __tablename__ = "report_event"
+    __table_args__ = (Index("ix_report_event_month", "month", "site"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    month: Mapped[str] = mapped_column(String(7))  # YYYY-MM of the screen / referral / card
+    site: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    instrument: Mapped[str] = mapped_column(String(32), default="")
+    language: Mapped[str] = mapped_column(String(16), default="")
+
+
+class ReferralDims(Base):
+    """The report dimensions of a referral (month, instrument, language), so its later contact is
+    counted with them; deleted with the referral (the counted events stay)."""
+
+    __tablename__ = "referral_dims"
+
+    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    month: Mapped[str] = mapped_column(String(7))
+    site: Mapped[str] = mapped_column(String(64))
+    instrument: Mapped[str] = mapped_column(String(32), default="")
+    language: Mapped[str] = mapped_column(String(16), default="")
+    contacted: Mapped[bool] = mapped_column(Boolean, default=False)

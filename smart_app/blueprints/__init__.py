@@ -7,7 +7,7 @@ import importlib
 from flask import Flask
 
 # Order matters only for readability; URL prefixes are set in each module.
-BLUEPRINTS = ("exit", "launch", "screening", "referral", "writeback", "worklist")
+BLUEPRINTS = ("exit", "launch", "screening", "referral", "writeback", "worklist", "cds", "report")
 
 
 def register_blueprints(app: Flask) -> None:
