@@ -1,5 +1,5 @@
 """Patient-facing texts of the referral page and handout (config/directory/content.yaml):
-the 209A protective-order information and the safety-planning checklist, both from the seed page."""
+the 209A protective-order information and the safety planning ideas, both from the seed page."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 from referrals.errors import DirectoryError, Issue
 
 CONTENT_FILE = Path(__file__).resolve().parents[1] / "config" / "directory" / "content.yaml"
-REQUIRED = ("protective_orders", "safety_checklist", "handout")
+REQUIRED = ("protective_orders", "safety_ideas", "handout")
 
 
 @lru_cache(maxsize=4)

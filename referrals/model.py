@@ -14,7 +14,7 @@ from typing import Any
 # Needs a patient may state, and the services a directory entry can offer.
 NEEDS = (
     "safety-planning", "counselling", "legal", "shelter", "housing", "sexual-assault",
-    "support-groups", "accompaniment", "crisis", "advocacy",
+    "support-groups", "accompaniment", "crisis", "advocacy", "court-accompaniment",
 )
 # Needs the referral page asks about (the brief: legal/209A, shelter, counselling, sexual assault).
 ASKED_NEEDS = ("legal", "shelter", "counselling", "sexual-assault")

@@ -21,8 +21,10 @@ from referrals.model import DAYS, NEEDS, Directory, Hours, Phone, Service, Site,
 
 NEED_BIT = {need: 1 << i for i, need in enumerate(NEEDS)}
 # A stated need is met by any of these offers.
-NEED_SYNONYMS = {"legal": ("legal",), "shelter": ("shelter",), "counselling": ("counselling", "support-groups"),
-                 "sexual-assault": ("sexual-assault",), "housing": ("housing", "shelter")}
+# Court accompaniment (HAVEN's "supportive accompaniment to court") answers a legal need but is not legal help.
+NEED_SYNONYMS = {"legal": ("legal", "court-accompaniment"), "shelter": ("shelter",),
+                 "counselling": ("counselling", "support-groups"), "sexual-assault": ("sexual-assault",),
+                 "housing": ("housing", "shelter")}
 CELL = 0.02  # grid cell, degrees (~1.4 x 1 miles in Massachusetts): dense Boston cells stay small
 MILES_PER_DEG = 69.05
 MAX_MILES = 50.0  # local programs further than this from the origin are not listed
@@ -36,7 +38,8 @@ LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "pt": "Portuguese", "ht": "H
 NEED_LABELS = {"legal": "legal help and protective orders (209A)", "shelter": "shelter",
                "counselling": "counselling", "sexual-assault": "sexual assault", "housing": "housing",
                "safety-planning": "safety planning", "support-groups": "support groups",
-               "accompaniment": "accompaniment", "crisis": "crisis support", "advocacy": "advocacy"}
+               "accompaniment": "accompaniment", "crisis": "crisis support", "advocacy": "advocacy",
+               "court-accompaniment": "court accompaniment"}
 
 # English text of each reason; the referral page translates the same templates with gettext.
 REASON_TEXT = {
@@ -364,9 +367,11 @@ def rank(index: DirectoryIndex, *, context: dict[str, Any] | None = None, safe_z
             elif s.interpreters:
                 reasons.append(Reason("interpreters"))
                 score += 5
-        met = [n for n in wanted if any(NEED_BIT[x] & e.mask for x in NEED_SYNONYMS.get(n, (n,)))]
+        # Name what the program offers for each stated need (HAVEN: "court accompaniment", not "legal help").
+        met = [next(x for x in NEED_SYNONYMS.get(n, (n,)) if NEED_BIT[x] & e.mask) for n in wanted
+               if any(NEED_BIT[x] & e.mask for x in NEED_SYNONYMS.get(n, (n,)))]
         if met:
-            reasons.append(Reason("needs", {"needs": ", ".join(NEED_LABELS[n] for n in met)}))
+            reasons.append(Reason("needs", {"needs": ", ".join(NEED_LABELS[n] for n in dict.fromkeys(met))}))
             score += 20 * len(met)
         if dist is not None:
             shown = f"{dist:.1f}"

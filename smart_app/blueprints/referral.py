@@ -53,7 +53,7 @@ def reason_text(reason: Reason) -> str:
     p = reason.params
     short_needs = {"legal help and protective orders (209A)": _("legal help and protective orders (209A)"),
                    "shelter": _("shelter"), "counselling": _("counselling"), "sexual assault": _("sexual assault"),
-                   "housing": _("housing")}
+                   "housing": _("housing"), "court accompaniment": _("court accompaniment")}
     language_names = {"Spanish": _("Spanish"), "Portuguese": _("Portuguese"), "English": _("English"),
                       "Haitian Creole": _("Haitian Creole"), "Chinese": _("Chinese"), "Vietnamese": _("Vietnamese")}
     texts: dict[str, Callable[[], str]] = {

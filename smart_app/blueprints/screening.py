@@ -13,6 +13,7 @@ start-up with ``InstrumentError`` naming the file and the problem.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def init_instruments(app: Flask) -> None:
     for d in app.config.get("SCREENING_INSTRUMENT_DIRS") or []:
         p = Path(d)
         dirs.append(p if p.is_absolute() else ROOT / p)
-    instruments = load_instruments(dirs)
+    instruments = apply_cutoffs(load_instruments(dirs), getattr(app.config.get("DEPLOYMENT"), "extra", {}) or {})
     screens = {k for k, i in instruments.items() if i.role == "screen"}
     offered = list(app.config.get("SCREENING_INSTRUMENTS") or sorted(screens))
     default = app.config.get("SCREENING_DEFAULT_INSTRUMENT") or offered[0]
@@ -81,6 +82,24 @@ def init_instruments(app: Flask) -> None:
                                    "danger-check")
     app.extensions["screening"] = {"instruments": instruments, "offered": offered, "default": default,
                                    "danger_check": danger or None}
+
+
+def apply_cutoffs(instruments: dict[str, Instrument], extra: dict[str, Any]) -> dict[str, Instrument]:
+    """A deployment's ``cutoffs: {e-hits: 9}`` replaces an instrument's declared threshold (same comparator).
+    The file keeps the default and says why; a site may choose a published alternative (E-HITS: Chan 2010's
+    >= 9 instead of Iverson 2015's >= 7)."""
+    cutoffs = extra.get("cutoffs") or {}
+    if not isinstance(cutoffs, dict):
+        raise ScreeningConfigError("cutoffs: must be a mapping like {e-hits: 9}")
+    out = dict(instruments)
+    for key, value in cutoffs.items():
+        if key not in out:
+            raise ScreeningConfigError(f"cutoffs: {key!r} is not an instrument ({', '.join(sorted(out))})")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ScreeningConfigError(f"cutoffs: {key}: {value!r} is not a number")
+        inst = out[key]
+        out[key] = replace(inst, rule=replace(inst.rule, threshold=float(value)))
+    return out
 
 
 def _registry() -> dict[str, Any]:

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 from tests.browser.conftest import lid_of
 
 # HITS answers (Sherin et al. 1998 scoring: never 1 .. frequently 5): 3 + 5 + 2 + 5 = 15 > 10, positive.
-HITS_POSITIVE = {"hurt": "sometimes", "insult": "frequently", "threaten": "rarely", "scream": "frequently"}
+HITS_POSITIVE = {"hurt": "LA10082-8", "insult": "LA6482-9", "threaten": "LA10066-1", "scream": "LA6482-9"}
 
 
 def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox, new_context):

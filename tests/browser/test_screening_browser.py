@@ -75,7 +75,13 @@ def pass_gate(page) -> None:
     page.wait_for_url("**/screen")
 
 
+# HITS answers are LOINC answer codes; tests name them by their English display.
+HITS_LA = {"never": "LA6270-8", "rarely": "LA10066-1", "sometimes": "LA10082-8", "fairly-often": "LA16644-9",
+           "frequently": "LA6482-9"}
+
+
 def answer(page, link_id: str, code: str) -> None:
+    code = HITS_LA.get(code, code)
     page.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
 
 
@@ -90,14 +96,14 @@ def test_full_positive_hits_screen_in_spanish(open_launch, screening_app):
     assert page.locator("html").get_attribute("lang") == "es"
     assert page.get_by_role("heading", level=1).inner_text() == "Antes de preguntar"
     pass_gate(page)
-    assert "¿Con qué frecuencia su pareja:" in page.content()
+    assert "Dígame con qué frecuencia su pareja:" in page.content()
     assert page.get_by_test_id("translation-note").is_visible()
     for link_id, code in (("hurt", "sometimes"), ("insult", "frequently"), ("threaten", "rarely"),
                           ("scream", "fairly-often")):
         answer(page, link_id, code)
     page.get_by_role("button", name="Terminar").click()
     page.wait_for_url("**/more")
-    assert "¿Cree usted que él es capaz de matarle?" in page.content()
+    assert "¿Cree que su pareja es capaz de matarle?" in page.content()
     for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
         answer(page, link_id, "LA32-8")
     page.get_by_role("button", name="Terminar").click()
@@ -234,7 +240,7 @@ def test_keyboard_only_completion(open_launch, screening_app):
     page.wait_for_url("**/result")
     assert page.get_by_test_id("summary").get_attribute("data-interpretation") == "negative"
     s = launch_data(screening_app[0], lid)["screening"]
-    assert s["answers"] == {"hurt": "never", "insult": "never", "threaten": "never", "scream": "never"}
+    assert s["answers"] == {"hurt": "LA6270-8", "insult": "LA6270-8", "threaten": "LA6270-8", "scream": "LA6270-8"}
 
 
 def serious_violations(page) -> list[str]:

@@ -196,6 +196,30 @@ def test_protective_order_text_and_checklist_sources_are_on_the_seed_page():
     english += [p["en"] for p in po["types"]] + [po["eligible_intro"]["en"]]
     for text in english:
         assert " ".join(text.split()) in seed, text
-    for item in content["safety_checklist"]["items"]:
+    ideas = content["safety_ideas"]
+    assert ideas["title"]["en"] == "Safety planning ideas"  # not the page's own "checklist" title
+    for item in ideas["items"]:
         for part in re.split(r"\s*\.\.\.\s*", item["from"]):
             assert " ".join(part.split()) in seed, item["id"]
+    # Advice the page does not give is not among the ideas.
+    assert {i["id"] for i in ideas["items"]}.isdisjoint({"save-hotline", "safe-device", "children"})
+    assert ideas["page_checklist"]["from"] in seed
+
+
+def test_every_offer_bullet_of_every_program_is_on_the_seed_page():
+    """What a program offers is shown as its own bullets: each must be one of its bullets on the page
+    (no SafeLink 209A bullet the page does not give it)."""
+    seed = " ".join(SEED.read_text().replace("( between", "between").split())
+    d = load_source(DEFAULT_DIRECTORY)
+    for s in d.services:
+        for offer in s.offers:
+            assert " ".join(offer["en"].split()) in seed, (s.id, offer["en"])
+    safelink = d.by_id()["ma-safelink"]
+    assert len(safelink.offers) == 4 and not any("209A" in o["en"] for o in safelink.offers)
+
+
+def test_haven_is_tagged_for_court_accompaniment_not_legal_help():
+    d = load_source(DEFAULT_DIRECTORY)
+    haven = d.by_id()["haven"]
+    assert "court-accompaniment" in haven.needs and "legal" not in haven.needs
+    assert any("accompaniment to court" in o["en"] for o in haven.offers)

@@ -31,7 +31,7 @@ def test_page_lists_haven_first_at_chelsea_with_reasons(client, lid):
     assert first == "haven"
     assert "On site at this hospital" in html
     assert 'data-testid="protective-orders"' in html and "Clerk" in html
-    assert 'data-testid="checklist"' in html
+    assert 'data-testid="safety-ideas"' in html and "Safety planning ideas" in html
 
 
 def test_search_is_post_redirect_get_and_zip_never_in_url(client, lid, app):

@@ -11,10 +11,10 @@ from tests.conftest import app_config, default_context
 from tests.screening.helpers import launch_data
 
 YES, NO = "LA33-6", "LA32-8"
-HITS_POSITIVE = {"instrument": "hits", "q-hurt": "frequently", "q-insult": "fairly-often", "q-threaten": "sometimes",
-                 "q-scream": "rarely"}
-HITS_NEGATIVE = {"instrument": "hits", "q-hurt": "never", "q-insult": "rarely", "q-threaten": "never",
-                 "q-scream": "never"}
+HITS_POSITIVE = {"instrument": "hits", "q-hurt": "LA6482-9", "q-insult": "LA16644-9", "q-threaten": "LA10082-8",
+                 "q-scream": "LA10066-1"}
+HITS_NEGATIVE = {"instrument": "hits", "q-hurt": "LA6270-8", "q-insult": "LA10066-1", "q-threaten": "LA6270-8",
+                 "q-scream": "LA6270-8"}
 DA5_ITEMS = ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life")
 
 
@@ -98,17 +98,17 @@ def test_negative_screen_goes_to_result_with_universal_education(flow, app):
         assert number in page
     s = launch_data(app, flow.lid)["screening"]
     assert s["instrument"] == "hits" and s["questionnaire"].endswith("/Questionnaire/hits")
-    assert s["answers"] == {"hurt": "never", "insult": "rarely", "threaten": "never", "scream": "never"}
+    assert s["answers"] == {"hurt": "LA6270-8", "insult": "LA10066-1", "threaten": "LA6270-8", "scream": "LA6270-8"}
     assert (s["score"], s["interpretation"], s["danger"], s["danger_items"]) == (5, "negative", False, [])
     assert s["language"] == "en" and s["version"] and s["completed_at"]
     assert s["answer_codings"]["insult"] == {
-        "system": "http://example.org/fhir/ipv-screen/CodeSystem/hits-frequency", "code": "rarely",
+        "system": "http://loinc.org", "code": "LA10066-1",
         "display": "Rarely", "score": 2}
 
 
 def test_declined_screen_offers_resources_anyway_and_skips_the_danger_check(flow, app):
     flow.gate()
-    r = flow.screen({"instrument": "hits", "action": "decline", "q-hurt": "frequently"})
+    r = flow.screen({"instrument": "hits", "action": "decline", "q-hurt": "LA6482-9"})
     assert r.headers["Location"].endswith("/result")
     page = flow.result()
     assert 'data-interpretation="declined"' in page and 'data-testid="universal-education"' in page
@@ -162,10 +162,10 @@ def test_urgent_path_at_a_brigham_site_pages_passageway(client, make_launch):
 
 def test_partly_answered_form_is_shown_again_with_answers_kept(flow, app):
     flow.gate()
-    r = flow.screen({"instrument": "hits", "q-hurt": "sometimes"})
+    r = flow.screen({"instrument": "hits", "q-hurt": "LA10082-8"})
     assert r.status_code == 400
     page = r.get_data(as_text=True)
-    assert 'role="alert"' in page and 'value="sometimes"\n             checked' in page
+    assert 'role="alert"' in page and 'value="LA10082-8"\n             checked' in page
     assert "screening" not in launch_data(app, flow.lid)
 
 
@@ -206,7 +206,7 @@ def test_no_answers_in_logs(flow, caplog):
     flow.danger(da5("weapon"))
     flow.result()
     text = caplog.text
-    for secret in ("frequently", "fairly-often", "sometimes", "rarely", YES, "weapon", "Frequently", "positive",
+    for secret in ("LA6482-9", "LA16644-9", "LA10082-8", "LA10066-1", YES, "weapon", "Frequently", "positive",
                    "danger"):
         assert secret not in text
     assert "screening completed" in text  # the log is there, just without answers or result
@@ -222,7 +222,7 @@ def test_no_answers_in_any_url(flow):
     for url in urls:
         # The random launch id may itself contain "q-": look only at what the app put around it.
         path = url.replace(flow.lid, "<lid>")
-        assert not re.search(r"q-|frequently|fairly-often|LA33-6|LA32-8|score", path), url
+        assert not re.search(r"q-|frequently|fairly-often|LA6482-9|LA16644-9|LA33-6|LA32-8|score", path), url
 
 
 def test_nothing_is_written_to_the_chart(flow, monkeypatch):
@@ -288,7 +288,8 @@ def test_spanish_from_patient_communication(client, make_launch, app):
     assert '<html lang="es">' in gate and "Antes de preguntar" in gate and "Salida rápida" in gate
     flow.gate()
     page = flow.get(f"/l/{flow.lid}/screen").get_data(as_text=True)
-    assert "¿Con qué frecuencia su pareja:" in page and "Le hace daño físico" in page and "Con mucha frecuencia" in page
+    assert "Dígame con qué frecuencia su pareja:" in page and "Le hace daño físico" in page
+    assert "Con mucha frecuencia" in page
     assert 'data-testid="translation-note"' in page and "no una versión validada" in page
     flow.screen(HITS_POSITIVE)
     flow.danger(da5("strangulation"))

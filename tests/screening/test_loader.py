@@ -142,8 +142,9 @@ def test_a_site_instrument_is_offered_and_rendered_without_code_changes(tmp_path
         lid = launch_for(app, client, data={"gate": {"status": "confirmed"}})
         page = client.get(f"/l/{lid}/screen").get_data(as_text=True)
         assert "Site relationship check" in page and 'name="q-hurt"' in page
-        r = client.post(f"/l/{lid}/screen", data={"instrument": "site-tool", "q-hurt": "frequently",
-                                                  "q-insult": "frequently", "q-threaten": "never", "q-scream": "never"})
+        r = client.post(f"/l/{lid}/screen", data={"instrument": "site-tool", "q-hurt": "LA6482-9",
+                                                  "q-insult": "LA6482-9", "q-threaten": "LA6270-8",
+                                                  "q-scream": "LA6270-8"})
         assert r.status_code == 302
     finally:
         app.extensions["db_engine"].dispose()

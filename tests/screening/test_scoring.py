@@ -23,24 +23,24 @@ def test_the_six_bundled_instruments_load_with_their_roles():
 
 # HITS (Sherin 1998): 1 Never .. 5 Frequently, total 4-20, positive when > 10.
 def test_hits_all_never_is_4_and_negative():
-    r = score("hits", hurt="never", insult="never", threaten="never", scream="never")
+    r = score("hits", hurt="LA6270-8", insult="LA6270-8", threaten="LA6270-8", scream="LA6270-8")
     assert (r.score, r.interpretation) == (4, "negative")
 
 
 def test_hits_worked_example_2_4_2_4_is_12_and_positive():
-    r = score("hits", hurt="rarely", insult="fairly-often", threaten="rarely", scream="fairly-often")
+    r = score("hits", hurt="LA10066-1", insult="LA16644-9", threaten="LA10066-1", scream="LA16644-9")
     assert (r.score, r.interpretation) == (12, "positive")
 
 
-@pytest.mark.parametrize(("scream", "total", "expected"), [("fairly-often", 10, "negative"),
-                                                           ("frequently", 11, "positive")])
+@pytest.mark.parametrize(("scream", "total", "expected"), [("LA16644-9", 10, "negative"),
+                                                           ("LA6482-9", 11, "positive")])
 def test_hits_cut_off_is_strictly_greater_than_10(scream, total, expected):
-    r = score("hits", hurt="rarely", insult="rarely", threaten="rarely", scream=scream)
+    r = score("hits", hurt="LA10066-1", insult="LA10066-1", threaten="LA10066-1", scream=scream)
     assert (r.score, r.interpretation) == (total, expected)
 
 
 def test_hits_all_frequently_is_20():
-    r = score("hits", hurt="frequently", insult="frequently", threaten="frequently", scream="frequently")
+    r = score("hits", hurt="LA6482-9", insult="LA6482-9", threaten="LA6482-9", scream="LA6482-9")
     assert (r.score, r.interpretation, r.danger) == (20, "positive", False)
 
 
@@ -112,6 +112,64 @@ def test_e_hits_cut_off_is_7(scream, total, expected):
     assert (r.score, r.interpretation) == (total, expected)
 
 
+# E-HITS cut-off: a deployment setting (Chan 2010, the developers: 8.5, i.e. >= 9); the file's default is >= 7.
+@pytest.mark.parametrize(("sometimes_items", "total", "expected"), [(2, 9, "positive"), (1, 7, "negative")])
+def test_e_hits_cut_off_from_the_deployment(sometimes_items, total, expected):
+    from smart_app.blueprints.screening import apply_cutoffs
+
+    chan = apply_cutoffs(INSTRUMENTS, {"cutoffs": {"e-hits": 9}})["e-hits"]
+    answers = {"hurt": "never", "insult": "sometimes", "threaten": "never", "scream": "never", "sex": "never"}
+    if sometimes_items == 2:
+        answers["scream"] = "sometimes"
+    r = chan.score(answers)
+    assert (r.score, r.interpretation) == (total, expected)
+    assert INSTRUMENTS["e-hits"].rule.threshold == 7  # the loaded default is unchanged
+
+
+def test_cutoffs_setting_is_checked():
+    from smart_app.blueprints.screening import ScreeningConfigError, apply_cutoffs
+
+    with pytest.raises(ScreeningConfigError, match="'nope' is not an instrument"):
+        apply_cutoffs(INSTRUMENTS, {"cutoffs": {"nope": 3}})
+    with pytest.raises(ScreeningConfigError, match="not a number"):
+        apply_cutoffs(INSTRUMENTS, {"cutoffs": {"e-hits": "nine"}})
+
+
+def test_clinical_citations_are_the_published_sources():
+    ehits = INSTRUMENTS["e-hits"]
+    assert "Chan CC" in ehits.source and "2010;17(2):109-117" in ehits.source and "8.5" in ehits.source
+    assert "Iverson KM" in ehits.source and "2015;28(1):79-82" in ehits.source
+    assert "12 months" in ehits.items[0].label("en")
+    assert "Iverson 2015" in ehits.rule.description and "Chan 2010" in ehits.rule.description  # default justified
+    da5_ = INSTRUMENTS["da-5"]
+    assert "Snider C" in da5_.source and "2009;16(11):1208-1216" in da5_.source
+    assert "Messing JT, Campbell JC, Snider C" in da5_.source and "2017;73(12):3220-3230" in da5_.source
+    assert "Glass N" in da5_.source  # the validated partner-neutral wording it follows is named
+
+
+def test_da5_wording_is_gender_neutral():
+    import re
+
+    for item in INSTRUMENTS["da-5"].items:
+        for lang in ("en", "es"):
+            assert not re.search(r"\b(he|him|his|él)\b", item.label(lang), re.I), (item.link_id, lang)
+    assert any("strangle" in q.label("en") for q in INSTRUMENTS["da-5"].questions)
+
+
+def test_hits_and_hark_answers_are_loinc_answer_codes():
+    # HITS: LA6270-8 Never .. LA6482-9 Frequently (the answer list used with 95615-1..95618-5).
+    for q in INSTRUMENTS["hits"].questions:
+        assert [(a.system, a.code, a.display["en"], a.score) for a in q.answers] == [
+            ("http://loinc.org", "LA6270-8", "Never", 1), ("http://loinc.org", "LA10066-1", "Rarely", 2),
+            ("http://loinc.org", "LA10082-8", "Sometimes", 3), ("http://loinc.org", "LA16644-9", "Fairly often", 4),
+            ("http://loinc.org", "LA6482-9", "Frequently", 5)]
+    # HARK item order (ONC 170.207(p)(8), LOINC panel 76499-3): humiliation, afraid, rape, kick.
+    hark = INSTRUMENTS["hark"]
+    assert [(q.link_id, q.codes[0]["code"]) for q in hark.questions] == [
+        ("humiliation", "76500-8"), ("afraid", "76501-6"), ("rape", "76502-4"), ("kick", "76503-2")]
+    assert "humiliated" in hark.questions[0].label("en") and "kicked" in hark.questions[3].label("en")
+
+
 # DA-5 (Snider 2009): 3+ yes = high risk; a yes to weapon, strangulation, fear for life or escalation = danger.
 def da5(**yes: bool):
     items = ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life")
@@ -142,10 +200,11 @@ def test_declined_and_empty_answers_are_declined_without_a_score():
 
 def test_partly_answered_form_is_refused_naming_the_missing_items():
     with pytest.raises(IncompleteAnswers) as err:
-        INSTRUMENTS["hits"].score({"hurt": "never", "insult": "never"})
+        INSTRUMENTS["hits"].score({"hurt": "LA6270-8", "insult": "LA6270-8"})
     assert err.value.missing == ["threaten", "scream"]
 
 
 def test_an_unknown_answer_code_counts_as_unanswered():
     with pytest.raises(IncompleteAnswers):
-        INSTRUMENTS["hits"].score({"hurt": "never", "insult": "never", "threaten": "never", "scream": "always"})
+        INSTRUMENTS["hits"].score({"hurt": "LA6270-8", "insult": "LA6270-8", "threaten": "LA6270-8",
+                                   "scream": "always"})
