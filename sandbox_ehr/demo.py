@@ -39,6 +39,8 @@ def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path) -> t
         "ALLOWED_ISS": [iss],
         "APP_BASE_URL": app_url,
         "DATABASE_URL": f"sqlite:///{instance / 'app.db'}",
+        # The demo migrates its own SQLite file at start (production runs `flask --app smart_app db upgrade`).
+        "DB_AUTO_UPGRADE": True,
         # Plain HTTP on the loopback: a Secure cookie would never come back.
         "SESSION_COOKIE_SECURE": False,
         "EMBEDDED_IN_IFRAME": False,

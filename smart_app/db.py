@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import click
 from flask import Flask, current_app, g
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
@@ -41,11 +40,16 @@ def init_app(app: Flask) -> None:
     app.extensions["db_engine"] = engine
     app.extensions["db_sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
     # Import models so their tables are registered on Base.metadata.
-    from smart_app import models  # noqa: F401
+    from smart_app import migrate, models  # noqa: F401
 
-    Base.metadata.create_all(engine)
+    # The schema is made and changed by migrations only (`flask --app smart_app db upgrade`, smart_app/migrate.py).
+    # Tests make throw-away databases with create_all (fast); the demo runs the migrations itself.
+    if app.config.get("DB_CREATE_ALL", app.testing):
+        Base.metadata.create_all(engine)
+    elif app.config.get("DB_AUTO_UPGRADE"):
+        migrate.upgrade(engine)
     app.teardown_appcontext(_close_session)
-    app.cli.add_command(init_db_command)
+    app.cli.add_command(migrate.db_cli)
 
 
 def get_session() -> Session:
@@ -73,10 +77,3 @@ def _close_session(_exc: BaseException | None) -> None:
     session = g.pop("db_session", None)
     if session is not None:
         session.close()
-
-
-@click.command("init-db")
-def init_db_command() -> None:
-    """Create the tables (idempotent)."""
-    Base.metadata.create_all(current_app.extensions["db_engine"])
-    click.echo("database ready")

@@ -1,0 +1,172 @@
+"""Migrations: one head, models == head, upgrade of the pre-migration schema keeps its data, concurrent starts.
+
+A model change without a revision fails ``test_models_match_head_*`` (autogenerate finds a difference):
+add one with ``flask --app smart_app db revision -m "what changed"`` (see the README, "Database schema").
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine, inspect, text
+
+from smart_app import migrate
+
+pytestmark = pytest.mark.ops
+REPO = Path(__file__).resolve().parents[2]
+LEGACY_SQL = Path(__file__).with_name("schema_561d69f_postgresql.sql")
+
+
+def test_exactly_one_head():
+    heads = migrate.heads()
+    assert len(heads) == 1, f"migrations have {len(heads)} heads {heads}: set down_revision to the head on main"
+
+
+def test_every_revision_chains_to_the_baseline():
+    script = migrate.script_directory()
+    revisions = list(script.walk_revisions())
+    assert revisions[-1].revision == migrate.BASELINE
+    assert revisions[-1].down_revision is None
+
+
+def _diff_after_upgrade(url: str) -> list:
+    engine = create_engine(url)
+    try:
+        migrate.upgrade(engine)
+        return migrate.model_diff(engine)
+    finally:
+        engine.dispose()
+
+
+def test_models_match_head_on_sqlite(tmp_path):
+    assert _diff_after_upgrade(f"sqlite:///{tmp_path / 'm.db'}") == []
+
+
+@pytest.mark.postgres
+def test_models_match_head_on_postgresql(postgres_url):
+    assert _diff_after_upgrade(postgres_url) == []
+
+
+@pytest.mark.postgres
+def test_downgrade_to_baseline_and_up_again(postgres_url):
+    engine = create_engine(postgres_url)
+    try:
+        migrate.upgrade(engine)
+        migrate.downgrade(engine, migrate.BASELINE)
+        assert migrate.upgrade(engine) == migrate.heads()
+        assert migrate.model_diff(engine) == []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_upgrade_from_the_create_all_schema_keeps_the_data(postgres_url):
+    """A database made by create_all at 561d69f (no alembic_version), with data, is adopted and upgraded."""
+    engine = create_engine(postgres_url)
+    now = datetime.now(UTC)
+    blob = b"gAAAA-encrypted-bytes"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(LEGACY_SQL.read_text())
+        conn.execute(text("INSERT INTO launch (id, state, browser_id, iss, kind, status, created_at, expires_at, "
+                          "tokens_enc, context_enc) VALUES ('L1', 'S1', 'B1', 'https://ehr/fhir', 'ehr', 'active', "
+                          ":now, :exp, :blob, :blob)"), {"now": now, "exp": now + timedelta(hours=8), "blob": blob})
+        conn.execute(text("INSERT INTO referral (id, launch_id, iss, profile, site, urgent, status, created_at, "
+                          "summary_enc) VALUES ('R1', 'L1', 'https://ehr/fhir', 'generic-smart2', 'mgh', true, "
+                          "'new', :now, :blob)"), {"now": now, "blob": blob})
+        conn.execute(text("INSERT INTO referral_event (referral_id, from_status, to_status, by_reference, at) "
+                          "VALUES ('R1', NULL, 'new', 'Practitioner/p1', :now)"), {"now": now})
+        conn.execute(text("INSERT INTO outbox (referral_id, launch_id, iss, profile, mode, kind, identifier_system, "
+                          "identifier_value, full_url, depends_on, resource_enc, status, attempts, max_attempts, "
+                          "final_retry, next_attempt_at, created_at, updated_at) VALUES ('R1', 'L1', "
+                          "'https://ehr/fhir', 'generic-smart2', 'single', 'DocumentReference', 'urn:x', 'v1', "
+                          "'urn:uuid:1', '{}', :blob, 'pending', 0, 10, false, :now, :now, :now)"),
+                     {"now": now, "blob": blob})
+        conn.execute(text("INSERT INTO used_code (code_hash, used_at) VALUES ('c1', :now)"), {"now": now})
+        conn.execute(text("INSERT INTO used_jti (jti, used_at) VALUES ('j1', :now)"), {"now": now})
+    assert "alembic_version" not in inspect(engine).get_table_names()
+
+    result = _flask(["db", "upgrade"], postgres_url)
+    assert result.returncode == 0, result.stderr
+
+    with engine.connect() as conn:
+        assert migrate.current_revisions(conn) == migrate.heads()
+        assert conn.execute(text("SELECT state, tokens_enc, context_enc FROM launch")).one() == ("S1", blob, blob)
+        assert conn.execute(text("SELECT site, urgent, status, summary_enc FROM referral")).one() == (
+            "mgh", True, "new", blob)
+        assert conn.execute(text("SELECT to_status, by_reference FROM referral_event")).one() == (
+            "new", "Practitioner/p1")
+        assert conn.execute(text("SELECT identifier_value, status, resource_enc FROM outbox")).one() == (
+            "v1", "pending", blob)
+        assert conn.execute(text("SELECT count(*) FROM used_code")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM used_jti")).scalar() == 1
+    assert migrate.model_diff(engine) == []
+    engine.dispose()
+
+
+# Each process is a real start: the app factory without create_all, `db upgrade` through the Flask CLI,
+# then the app answers /readyz's database check and the worker claims from the outbox.
+# A file barrier makes the four upgrades start together (each process is ready before any migrates).
+_START = textwrap.dedent("""
+    import json, sys, time, pathlib
+    from smart_app import create_app
+    from smart_app.outbox import OutboxWorker
+    app = create_app(json.loads(sys.argv[1]))
+    barrier = pathlib.Path(sys.argv[2])
+    (barrier / sys.argv[3]).touch()
+    while len(list(barrier.iterdir())) < 4:
+        time.sleep(0.01)
+    result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    OutboxWorker(app).run_once()
+    status = app.test_client().get("/healthz").status_code
+    print("up", status)
+""")
+
+
+def _config(url: str) -> dict:
+    return {"DATABASE_URL": url, "DB_CREATE_ALL": False, "SECRET_KEY": "k" * 40,
+            "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(), "SESSION_COOKIE_SECURE": False}
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _flask(args: list[str], url: str) -> subprocess.CompletedProcess:
+    import json
+
+    code = ("import json, sys\nfrom smart_app import create_app\n"
+            "app = create_app(json.loads(sys.argv[1]))\n"
+            "r = app.test_cli_runner().invoke(args=sys.argv[2:])\n"
+            "print(r.output)\nsys.exit(r.exit_code)\n")
+    return subprocess.run([sys.executable, "-c", code, json.dumps(_config(url)), *args], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.postgres
+def test_four_processes_started_at_once_on_an_empty_database_all_come_up(postgres_url, tmp_path):
+    import json
+
+    procs = [subprocess.Popen([sys.executable, "-c", _START, json.dumps(_config(postgres_url)), str(tmp_path),
+                               f"p{i}"], cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+             for i in range(4)]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+        assert out.strip().endswith("up 200"), out
+    engine = create_engine(postgres_url)
+    with engine.connect() as conn:
+        assert migrate.current_revisions(conn) == migrate.heads()
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    assert migrate.model_diff(engine) == []
+    engine.dispose()
