@@ -38,6 +38,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     register_blueprints(app)
     app.jinja_env.globals["url_if"] = _url_if
+    if app.config.get("WARM_UP", not app.testing):
+        from smart_app.warmup import warm_up
+
+        warm_up(app)
     return app
 
 

@@ -31,3 +31,4 @@ def test_quick_exit_link_works_without_javascript(client, make_launch):
     resp = client.get("/exit")
     assert resp.status_code == 302 and resp.headers["Location"] == client.application.config["NEUTRAL_EXIT_URL"]
     assert client.get(f"/l/{lid}/").status_code == 404
+

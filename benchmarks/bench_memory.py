@@ -1,0 +1,94 @@
+"""Memory and start-up: create_app() time and RSS in a fresh process, and the app under gunicorn (4 workers)
+with and without the documented preload set-up (config/gunicorn.conf.py: preload_app + gc.freeze), as RSS
+per worker and PSS of the whole server (PSS counts a page shared by k processes as 1/k in each).
+Targets (printed, never asserted): worker RSS <= 100 MB with the default directory; create_app() <= 0.5 s."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from benchmarks.bench_load import BIN, ROOT, free_port, wait_http
+
+CHILD = """
+import time, resource
+t0 = time.perf_counter()
+from smart_app import create_app
+t1 = time.perf_counter()
+app = create_app({"WARM_UP": False})
+t2 = time.perf_counter()
+from smart_app.warmup import warm_up
+warm_up(app)
+t3 = time.perf_counter()
+rss = int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]) / 1024
+print(f"{t1 - t0:.3f} {t2 - t1:.3f} {t3 - t2:.3f} {rss:.0f}")
+"""
+
+
+def smaps(pid: int) -> tuple[float, float]:
+    """(RSS MB, PSS MB) of one process."""
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Rss:"):
+            rss = int(line.split()[1])
+        elif line.startswith("Pss:"):
+            pss = int(line.split()[1])
+    return rss / 1024, pss / 1024
+
+
+def env(tmp: Path) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    return {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": f"sqlite:///{tmp / 'mem.db'}",
+            "SECRET_KEY": secrets.token_urlsafe(32), "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            "IPV_DEPLOYMENT": "sandbox", "IPV_DEMO": "1", "ALLOW_SQLITE": "1", "SESSION_COOKIE_SECURE": "0",
+            "LOG_LEVEL": "WARNING"}
+
+
+def server(tmp: Path, preload: bool) -> tuple[float, float, float]:
+    """(max worker RSS, mean worker RSS, total PSS of master + workers) after each worker served requests."""
+    port = free_port()
+    args = [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", "4"]
+    args += ["-c", str(ROOT / "config" / "gunicorn.conf.py")] if preload else ["--worker-class", "gthread"]
+    p = subprocess.Popen([*args, "smart_app:create_app()"], cwd=ROOT, env=env(tmp), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/.well-known/jwks.json", 90)
+        for _ in range(200):  # every worker serves some pages
+            requests.get(f"http://127.0.0.1:{port}/.well-known/jwks.json", timeout=10)
+        time.sleep(1)
+        kids = [int(x) for x in subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+                                               text=True).stdout.split()]
+        workers = [smaps(k) for k in kids]
+        master = smaps(p.pid)
+        return max(w[0] for w in workers), sum(w[0] for w in workers) / len(workers), \
+            master[1] + sum(w[1] for w in workers)
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        runs = [subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env(tmp), capture_output=True,
+                               text=True, check=True).stdout.split() for _ in range(3)]
+        imp, create, warm, rss = (sorted(float(r[i]) for r in runs)[1] for i in range(4))
+        print(f"fresh process (median of 3): import smart_app {imp:.2f} s, create_app() {create:.2f} s "
+              f"(target <= 0.5 s: {'pass' if create <= 0.5 else 'miss'}), warm-up {warm:.2f} s, RSS {rss:.0f} MB")
+        for preload in (False, True):
+            worst, mean, pss = server(tmp, preload)
+            name = "preload + gc.freeze (config/gunicorn.conf.py)" if preload else "no preload"
+            print(f"gunicorn -w 4, {name}: worker RSS max {worst:.0f} MB, mean {mean:.0f} MB "
+                  f"(target <= 100 MB: {'pass' if worst <= 100 else 'miss'}); total PSS {pss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

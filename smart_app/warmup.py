@@ -1,0 +1,26 @@
+"""Work done once at start instead of in some clinician's request: the referral directory and its index,
+and the FHIR models chart writes are validated with (building them cost the first write in each worker
+~75 ms). Under gunicorn with ``preload_app`` (config/gunicorn.conf.py) this runs once in the master and
+the workers share the result copy-on-write."""
+
+from __future__ import annotations
+
+import logging
+
+from fhir.resources.R4B import get_fhir_model_class
+from flask import Flask
+
+from fhir.builders import ALL_RESOURCES
+from referrals.store import store_for
+
+log = logging.getLogger("ipv.warmup")
+
+
+def warm_up(app: Flask) -> None:
+    index = store_for(app).index  # a broken directory stops start-up here, naming the file
+    for resource_type in ALL_RESOURCES:
+        try:  # the first validation builds the nested models' validators; an empty resource is invalid
+            get_fhir_model_class(resource_type).model_validate({"resourceType": resource_type})
+        except ValueError:
+            pass
+    log.info("warmed up: directory of %d services", len(index.directory.services))
