@@ -1,5 +1,9 @@
 """Sandbox EHR application factory.
 
+Config: ``SANDBOX_DB``, ``APP_LAUNCH_URL``, ``SANDBOX_BASE_URL``, ``SANDBOX_FAULTS``, ``SANDBOX_PERSONALITY``
+(``generic`` | ``epic`` | ``oracle``, see ``personality.py``), ``SANDBOX_REGISTERED_APIS`` (override the
+personality's registered APIs: ``"all"`` or a list such as ``["DocumentReference.create"]``).
+
 Routes: ``/fhir/...`` FHIR R4 API and SMART discovery (iss = ``<base>/fhir``), ``/auth/...``
 authorization server, ``/ehr`` the EHR simulator page, ``/__faults`` fault injection (tests).
 """
@@ -22,12 +26,14 @@ def create_sandbox_app(config: dict[str, Any] | None = None) -> Flask:
         # Base URL of the app the simulator launches (its /launch endpoint).
         APP_LAUNCH_URL="http://127.0.0.1:5000/launch",
         SEED_DATA=True,
+        # Vendor rules the FHIR API and auth server follow: generic | epic | oracle (sandbox_ehr/personalities/).
+        SANDBOX_PERSONALITY="generic",
     )
     if config:
         app.config.update(config)
     Path(app.config["SANDBOX_DB"]).parent.mkdir(parents=True, exist_ok=True)
     # Each module exposes ``bp`` and, optionally, ``init_app(app)``.
-    for name in ("store", "fhir_api", "auth", "ehr_ui", "faults", "cds_client"):
+    for name in ("personality", "store", "fhir_api", "auth", "ehr_ui", "faults", "cds_client"):
         try:
             module = importlib.import_module(f"sandbox_ehr.{name}")
         except ModuleNotFoundError as exc:

@@ -6,7 +6,8 @@ Endpoints (base = this server's root URL, iss = ``<base>/fhir``):
   GET  /auth/jwks                              public key that signs id_tokens (RS256)
   GET|POST /auth/authorize                     authorization code flow, PKCE S256 required
   POST /auth/login                             standalone launch: pick practitioner (and patient), approve
-  POST /auth/token                             authorization_code and refresh_token grants
+  POST /auth/token                             authorization_code and refresh_token grants, and
+                                               client_credentials (SMART Backend Services, private_key_jwt)
   GET  /auth/smart-style.json                  the style referenced by smart_style_url
 
 Clients are registered in ``clients.yaml`` (path overridable with SANDBOX_CLIENTS). It is a test harness,
@@ -36,6 +37,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, re
 from jwt.algorithms import RSAAlgorithm
 
 from sandbox_ehr import authstore
+from sandbox_ehr.personality import current as current_personality
 
 bp = Blueprint("auth", __name__)
 
@@ -44,6 +46,10 @@ ASSERTION_ALGS = ("RS384", "ES384")
 ASSERTION_MAX_LIFETIME = 300  # SMART: exp no more than five minutes in the future
 CLOCK_SKEW = 10
 ID_TOKEN_LIFETIME = 3600
+# SMART App Launch 2.2 Backend Services, "Issue access token": the access token's lifetime "SHOULD be no greater
+# than five minutes" (https://hl7.org/fhir/smart-app-launch/backend-services.html#issue-access-token).
+SYSTEM_TOKEN_LIFETIME = 300
+DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
 
 CAPABILITIES = [
     "launch-ehr", "launch-standalone", "client-public", "client-confidential-symmetric",
@@ -55,7 +61,8 @@ CAPABILITIES = [
 SCOPES_SUPPORTED = [
     "openid", "fhirUser", "profile", "launch", "launch/patient", "launch/encounter", "offline_access",
     "online_access", "patient/*.cruds", "user/*.cruds", "patient/*.rs", "user/*.rs", "patient/*.read",
-    "patient/*.write", "user/*.read", "user/*.write",
+    "patient/*.write", "user/*.read", "user/*.write", "system/*.cruds", "system/*.rs", "system/*.read",
+    "system/*.write",
 ]
 _V1_PERMS = {"read": "rs", "write": "cud", "*": "cruds"}
 _V2_ORDER = "cruds"
@@ -178,6 +185,10 @@ def grant_scopes(client: dict[str, Any], requested: str, ehr_launch: bool) -> li
             continue
         if scope == "launch" and not ehr_launch:
             continue  # ``launch`` only means something with a launch parameter
+        if scope.startswith("system/"):
+            continue  # system/ scopes only through client_credentials (Backend Services), never with a user
+        if not current_personality().accepts_scope(scope):
+            continue  # a syntax this EHR does not know (Oracle: v1 only) is not granted
         if scope_allowed(scope, allowed):
             granted.append(scope)
     return granted
@@ -231,7 +242,7 @@ def smart_configuration() -> Response:
         "token_endpoint": base + "/auth/token",
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "scopes_supported": SCOPES_SUPPORTED,
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
@@ -438,18 +449,53 @@ def _token_error(exc: _TokenError) -> Response:
 
 @bp.post("/auth/token")
 def token() -> Response:
+    grants = {"authorization_code": _exchange_code, "refresh_token": _refresh,
+              "client_credentials": _client_credentials}
     try:
         client_id = authenticate_client()
-        grant_type = request.form.get("grant_type")
-        if grant_type == "authorization_code":
-            body = _exchange_code(client_id)
-        elif grant_type == "refresh_token":
-            body = _refresh(client_id)
-        else:
-            raise _TokenError("unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
+        grant_type = request.form.get("grant_type") or ""
+        if grant_type not in grants:
+            raise _TokenError("unsupported_grant_type",
+                              "grant_type must be authorization_code, refresh_token or client_credentials")
+        if grant_type not in (clients()[client_id].get("grant_types") or DEFAULT_GRANT_TYPES):
+            # RFC 6749 5.2: the authenticated client is not authorized to use this grant type.
+            raise _TokenError("unauthorized_client", f"this client is not registered for {grant_type}")
+        body = grants[grant_type](client_id)
     except _TokenError as exc:
         return _token_error(exc)
     return jsonify(body)
+
+
+def _client_credentials(client_id: str) -> dict[str, Any]:
+    """SMART Backend Services (App Launch 2.2, backend-services.html): a system token for a registered client.
+
+    The client must have authenticated with a signed JWT assertion (``private_key_jwt``; the assertion's
+    checks are in ``_authenticate_assertion``); only ``system/`` scopes are granted, no refresh token, no
+    user or patient context, and the token lives at most five minutes.
+    """
+    client = clients()[client_id]
+    if client.get("token_endpoint_auth_method") != "private_key_jwt" or not request.form.get("client_assertion"):
+        raise _TokenError("invalid_client", "client_credentials needs a private_key_jwt client assertion", 401)
+    personality = current_personality()
+    allowed = client.get("system_scopes") or []
+    requested = (request.form.get("scope") or "").split()
+    if personality.backend_scope_ignored:
+        # Epic: the token carries the APIs registered on the client, whatever scope is asked for.
+        requested = list(allowed)
+    if not requested:
+        raise _TokenError("invalid_scope", "scope is required (system/ scopes)")
+    granted: list[str] = []
+    for scope in requested:
+        if scope.startswith("system/") and scope not in granted and personality.accepts_scope(scope) \
+                and scope_allowed(scope, allowed):
+            granted.append(scope)
+    if not granted:
+        raise _TokenError("invalid_scope", "none of the requested system/ scopes is registered for this client")
+    granted = personality.spell(granted)
+    access = authstore.issue_access_token_for_grant(client_id, " ".join(granted), None, None, None,
+                                                    SYSTEM_TOKEN_LIFETIME, None)
+    return {"access_token": access, "token_type": "bearer", "expires_in": SYSTEM_TOKEN_LIFETIME,
+            "scope": " ".join(granted)}
 
 
 def authenticate_client() -> str:
@@ -613,6 +659,8 @@ def _refresh(client_id: str) -> dict[str, Any]:
 def _issue(client_id: str, grant_id: str, scope: list[str], context: dict[str, Any], nonce: str | None,
            with_id_token: bool) -> dict[str, Any]:
     practitioner = context.get("practitioner")
+    # The EHR's own spelling of what it granted (Epic: SMART v1), enforced as spelled.
+    scope = current_personality().spell(scope)
     # Access tokens carry fhirUser as a relative reference ("Practitioner/<id>") for the FHIR API's checks;
     # the id_token carries the absolute URL, as SMART requires.
     fhir_user_ref = f"Practitioner/{practitioner}" if practitioner else None

@@ -1,6 +1,6 @@
 """Run the demo: the sandbox EHR and the app in one process, wired to each other.
 
-    python -m sandbox_ehr.demo --app-port 5000 --sandbox-port 8081
+    python -m sandbox_ehr.demo --app-port 5000 --sandbox-port 8081 [--personality generic|epic|oracle]
 
 Then open the printed EHR URL, pick a clinician, patient and encounter, and launch. Data lives
 under ``instance/`` (SQLite); generated development secrets in ``instance/dev-secrets.json``.
@@ -18,10 +18,12 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from sandbox_ehr.personality import DEFAULT, NAMES
 
-def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path) -> tuple[Any, Any]:
+
+def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path,
+               personality: str = "generic") -> tuple[Any, Any]:
     """The sandbox EHR and the app, configured for each other (nothing read from other deployments)."""
-    from config.settings import Deployment
     from sandbox_ehr.app import create_sandbox_app
     from smart_app import create_app
 
@@ -32,8 +34,9 @@ def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path) -> t
     sandbox = create_sandbox_app({"SANDBOX_DB": str(instance / "sandbox.db"),
                                   "APP_LAUNCH_URL": app_url + "/launch",
                                   "SANDBOX_BASE_URL": sandbox_url,
-                                  "CDS_SERVICES_URL": app_url + "/cds-services"})
-    deployment = dataclasses.replace(Deployment.load("sandbox"), allowed_iss=[iss], standalone_iss=iss)
+                                  "CDS_SERVICES_URL": app_url + "/cds-services",
+                                  "SANDBOX_PERSONALITY": personality})
+    deployment = deployment_for(personality, iss)
     app = create_app({
         "DEPLOYMENT": deployment,
         "ALLOWED_ISS": [iss],
@@ -62,6 +65,24 @@ def sandbox_cds_config(deployment: Any, sandbox_url: str) -> dict[str, Any]:
     return cds
 
 
+# The app's deployment file whose scopes and EHR profile match each personality (the vendor's own client settings
+# are replaced by the sandbox's registered client).
+VENDOR_DEPLOYMENTS = {"generic": "sandbox", "epic": "epic", "oracle": "oracle-health"}
+
+
+def deployment_for(personality: str, iss: str) -> Any:
+    """The sandbox deployment (client, key) with the scopes and EHR profile of the vendor the sandbox plays."""
+    from config.settings import Deployment
+
+    base = dataclasses.replace(Deployment.load("sandbox"), allowed_iss=[iss], standalone_iss=iss)
+    name = VENDOR_DEPLOYMENTS.get(personality, "sandbox")
+    if name == "sandbox":
+        return base
+    vendor = Deployment.load(name)
+    return dataclasses.replace(base, scopes_ehr=vendor.scopes_ehr, scopes_standalone=vendor.scopes_standalone,
+                               ehr_profile=vendor.ehr_profile, extra={**base.extra, **vendor.extra})
+
+
 def _serve(server: BaseWSGIServer) -> threading.Thread:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -75,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-port", type=int, default=5000)
     parser.add_argument("--sandbox-port", type=int, default=8081)
     parser.add_argument("--instance", default="instance", help="folder for the SQLite files (default instance/)")
+    parser.add_argument("--personality", choices=NAMES, default=DEFAULT,
+                        help="vendor rules the sandbox EHR follows: generic, epic or oracle (default generic)")
     args = parser.parse_args(argv)
 
-    sandbox, app = build_apps(args.host, args.app_port, args.sandbox_port, Path(args.instance).resolve())
+    sandbox, app = build_apps(args.host, args.app_port, args.sandbox_port, Path(args.instance).resolve(),
+                              args.personality)
     try:
         # threaded: during a launch the app calls the sandbox while the browser waits on the app.
         servers = [make_server(args.host, args.sandbox_port, sandbox, threaded=True),
@@ -97,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     sandbox_url = f"http://{args.host}:{args.sandbox_port}"
     app_url = f"http://{args.host}:{args.app_port}"
     print(f"""
-Sandbox EHR   {sandbox_url}/ehr   (FHIR base / iss: {sandbox_url}/fhir)
+Sandbox EHR   {sandbox_url}/ehr   (FHIR base / iss: {sandbox_url}/fhir; personality {args.personality})
 App           {app_url}/launch    (standalone launch for social work: {app_url}/launch/standalone)
 
 Open {sandbox_url}/ehr in a browser, pick a clinician, patient and encounter, and press "Launch app".

@@ -131,6 +131,7 @@ def _render_ehr(error: str | None = None, form: dict[str, Any] | None = None, st
         selected_patient=selected_patient, form=form, error=error,
         app_launch_url=current_app.config["APP_LAUNCH_URL"],
         cds_enabled=bool(current_app.config.get("CDS_SERVICES_URL")),
+        personality=current_app.extensions["sandbox_personality"],
     ), status
 
 
@@ -174,6 +175,7 @@ def frame(launch_id: str):
     practitioner = store.read("Practitioner", context["practitioner"]) if store and context.get("practitioner") \
         else {}
     return render_template("ehr_frame.html", app_url=app_launch_url(launch_id),
+                           personality_title=current_app.extensions["sandbox_personality"].title,
                            patient_name=human_name(patient) if patient else "",
                            birth_date=patient.get("birthDate", ""),
                            user_name=human_name(practitioner) if practitioner else "")

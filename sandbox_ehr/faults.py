@@ -10,6 +10,7 @@
 - ``fail_after_commit_rate`` (0..1): the write is committed, but the reply is a 500 (tests idempotent retries).
 - ``drop_security_labels``: strip ``meta.security`` from every stored write (an EHR that loses labels).
 - ``down``: every /fhir call answers 503.
+- ``latency_seconds``: every /fhir call (after ``apply_to``) waits this long before it is handled (a slow EHR).
 - ``seed``: random seed, so a run is reproducible (re-POSTing the same settings restarts the sequence).
 - ``apply_to``: ``"all"`` requests or only ``"writes"`` (POST/PUT/DELETE/PATCH except searches and batches
   whose entries are all reads).
@@ -41,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "fail_after_commit_rate": 0.0,
     "drop_security_labels": False,
     "down": False,
+    "latency_seconds": 0.0,
     "seed": None,
     "apply_to": "all",
 }
@@ -63,7 +65,7 @@ class FaultState:
         with self.lock:
             self.config = config
             self.rng = random.Random(config["seed"])
-            self.injected = {"errors": 0, "timeouts": 0, "failed_after_commit": 0, "down": 0}
+            self.injected = {"errors": 0, "timeouts": 0, "failed_after_commit": 0, "down": 0, "delayed": 0}
 
     def roll(self) -> float:
         with self.lock:
@@ -98,6 +100,9 @@ def validate(settings: Any) -> dict[str, Any]:
     if not isinstance(statuses, list) or not statuses or \
             not all(isinstance(s, int) and not isinstance(s, bool) and 400 <= s <= 599 for s in statuses):
         raise ValueError("statuses must be a non-empty list of HTTP error codes (400-599)")
+    latency = config["latency_seconds"]
+    if isinstance(latency, bool) or not isinstance(latency, int | float) or not 0 <= latency <= MAX_TIMEOUT:
+        raise ValueError(f"latency_seconds must be a number from 0 to {MAX_TIMEOUT:g}")
     seconds = config["timeout_seconds"]
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_TIMEOUT:
         raise ValueError(f"timeout_seconds must be a number from 0 to {MAX_TIMEOUT:g}")
@@ -165,6 +170,9 @@ def before_fhir_request() -> Response | None:
     write = _is_write()
     if config["apply_to"] == "writes" and not write:
         return None
+    if config["latency_seconds"]:
+        state.count("delayed")
+        time.sleep(config["latency_seconds"])
     if config["timeout_rate"] and state.roll() < config["timeout_rate"]:
         state.count("timeouts")
         time.sleep(config["timeout_seconds"])

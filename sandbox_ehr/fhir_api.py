@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
@@ -25,6 +28,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from flask import Blueprint, Flask, Response, current_app, g, request
 
 from sandbox_ehr import authstore
+from sandbox_ehr import personality as personalities
+from sandbox_ehr.personality import Rejection
 from sandbox_ehr.store import SearchResult, StoreError, _compile_filters, _values, get_store, is_resource_type
 
 bp = Blueprint("fhir_api", __name__)
@@ -204,6 +209,22 @@ def _check_visible(access: Access, resource: dict[str, Any]) -> None:
 # --- request handling ---------------------------------------------------------------------------------------
 
 @bp.before_request
+def _log_start() -> None:
+    g.call_started = time.monotonic()
+
+
+def calls(app: Flask) -> list[dict[str, Any]]:
+    """Every /fhir request the sandbox answered, oldest first: method, path, status, started, finished
+    (time.monotonic()). Tests read it to see what the app asked of the EHR and when."""
+    log = app.extensions.get("sandbox_calls")
+    with _calls_lock:
+        return list(log or [])
+
+
+_calls_lock = threading.Lock()
+
+
+@bp.before_request
 def _authenticate() -> Response | None:
     if request.endpoint == "fhir_api.metadata" or request.method == "OPTIONS":
         return None
@@ -223,12 +244,25 @@ def _authenticate() -> Response | None:
 @bp.after_request
 def _headers(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
+    log = current_app.extensions.get("sandbox_calls")
+    if log is not None:
+        with _calls_lock:
+            log.append({"method": request.method, "path": request.path, "status": response.status_code,
+                        "started": g.get("call_started", time.monotonic()), "finished": time.monotonic()})
     return response
 
 
 @bp.errorhandler(FhirProblem)
 def _problem(exc: FhirProblem) -> Response:
     return problem_response(exc)
+
+
+@bp.errorhandler(Rejection)
+def _rejected(exc: Rejection) -> Response:
+    """A vendor personality's refusal; Epic answers an unregistered API with 403 and no body at all."""
+    if exc.empty:
+        return Response(b"", status=exc.status)
+    return problem_response(FhirProblem(exc.status, exc.message, exc.code))
 
 
 @bp.errorhandler(StoreError)
@@ -268,6 +302,7 @@ class Outcome:
     resource: dict[str, Any] | None = None
     location: str | None = None
     write: bool = False
+    created: bool = False  # a new resource from a create: the personality shapes the answer
 
     @property
     def version(self) -> str | None:
@@ -290,20 +325,40 @@ class Outcome:
 
 def _http_response(outcome: Outcome) -> Response:
     headers = {}
+    shape = personalities.current() if outcome.created else None
     if outcome.location:
-        headers["Location"] = outcome.location
-    if outcome.etag and outcome.resource and outcome.resource.get("resourceType") != "Bundle":
+        headers["Location"] = _created_location(outcome, shape.create_location) if shape else outcome.location
+    with_etag = shape.create_etag if shape else True
+    if with_etag and outcome.etag and outcome.resource and outcome.resource.get("resourceType") != "Bundle":
         headers["ETag"] = outcome.etag
-    if outcome.last_modified and outcome.resource.get("resourceType") != "Bundle":
+    if with_etag and outcome.last_modified and outcome.resource.get("resourceType") != "Bundle":
         headers["Last-Modified"] = outcome.last_modified
     body = outcome.resource
     if outcome.write:
         prefer = _prefer().get("return", "representation")
-        if prefer == "minimal":
+        if shape and shape.create_body == "empty":
+            body = None  # Oracle: 201 with Content-Length 0 whatever the Prefer header says
+        elif shape and shape.create_body == "prefer-minimal" and _prefer().get("return") != "representation":
+            body = None  # Epic: empty unless return=representation
+        elif prefer == "minimal":
             body = None
         elif prefer.lower() == "operationoutcome":
             body = operation_outcome(f"{request.method} succeeded", "informational", "information")
+    if body is None and shape:
+        response = Response(b"", status=outcome.status)
+        for key, value in headers.items():
+            response.headers[key] = value
+        return response
     return _json_response(body, outcome.status, headers)
+
+
+def _created_location(outcome: Outcome, style: str) -> str:
+    resource = outcome.resource or {}
+    if style == "relative":
+        return f"{resource['resourceType']}/{resource['id']}"
+    if style == "absolute":
+        return f"{base_url()}/{resource['resourceType']}/{resource['id']}"
+    return outcome.location or ""
 
 
 @bp.get("/fhir/metadata")
@@ -315,6 +370,8 @@ def metadata() -> Response:
 @bp.post("/fhir/")
 def bundle() -> Response:
     body = _body()
+    if isinstance(body, dict) and body.get("type") in ("batch", "transaction"):
+        personalities.current().check_bundle(body["type"])
     outcome = process_bundle(body)
     return _http_response(outcome)
 
@@ -331,6 +388,7 @@ def interaction(path: str) -> Response:
         for key in request.form:
             query.setdefault(key, []).extend(request.form.getlist(key))
     headers = {"If-None-Exist": request.headers.get("If-None-Exist"), "If-Match": request.headers.get("If-Match")}
+    personalities.current().check_api(method, segments)
     outcome = perform(method, segments, query, body, headers)
     return _http_response(outcome)
 
@@ -425,6 +483,8 @@ def search(rtype: str, query: dict[str, list[str]]) -> Outcome:
         others = _patient_param_target(query) - {access.patient}
         if others:
             raise FhirProblem(403, "A patient-scoped token can only search its own patient's data", "forbidden")
+    # The personality's search parameters: the others are ignored (and reported), defaults such as _count applied.
+    query, vendor_ignored = personalities.current().search_params(rtype, query)
     params = {k: list(v) for k, v in query.items()}
     count = _paging_int(params.pop("_count", None), "_count")
     offset = _paging_int(params.pop("_offset", None), "_offset") or 0
@@ -432,6 +492,8 @@ def search(rtype: str, query: dict[str, list[str]]) -> Outcome:
         result: SearchResult = get_store().search_page(rtype, params)
     except StoreError as exc:
         raise _from_store(exc) from None
+    if vendor_ignored:
+        result.ignored = [*vendor_ignored, *result.ignored]
     if result.ignored and _prefer().get("handling") == "strict":
         raise FhirProblem(400, "Unsupported search parameters: " + ", ".join(result.ignored), "not-supported")
     matches = [r for r in result.resources if access.allows(r)]
@@ -490,11 +552,26 @@ def _prepare_write(rtype: str, body: Any) -> dict[str, Any]:
     return resource
 
 
+def _write_context(rtype: str) -> str:
+    """The scope context that allows this create: system, user or patient (vendor rules depend on it)."""
+    granted = [s for s in (parse_scope(x) for x in (_token().get("scope") or "").split()) if s
+               and s.resource_type in ("*", rtype) and "c" in s.permissions]
+    for context in ("system", "user", "patient"):
+        if any(s.context == context for s in granted):
+            return context
+    return "patient"
+
+
 def create(rtype: str, body: Any, if_none_exist: str | None, assign_id: str | None = None) -> Outcome:
+    personality = personalities.current()
     access = require(rtype, "c")
     resource = _prepare_write(rtype, body)
     resource.pop("id", None)
     _check_visible(access, resource)
+    # What this vendor accepts, rejects and silently drops; the store validates what it files.
+    resource = personality.create(rtype, resource, _token(), _write_context(rtype))
+    if not personality.conditional_create:
+        if_none_exist = None  # the header is ignored: a replay creates a second resource
     store = get_store()
     if if_none_exist:
         require(rtype, "s")
@@ -504,7 +581,7 @@ def create(rtype: str, body: Any, if_none_exist: str | None, assign_id: str | No
             return Outcome(200, stored, _location(stored), write=True)
     else:
         stored = store.create(resource, assign_id=assign_id)
-    return Outcome(201, stored, _location(stored), write=True)
+    return Outcome(201, stored, _location(stored), write=True, created=True)
 
 
 def _version_from_etag(value: str | None) -> str | None:
@@ -765,6 +842,7 @@ def capability_statement() -> dict[str, Any]:
     from sandbox_ehr.auth import smart_urls
 
     urls = smart_urls()
+    personality = personalities.current()
     interactions = [{"code": c} for c in ("read", "vread", "update", "delete", "history-instance", "create",
                                           "search-type")]
     return {
@@ -773,7 +851,8 @@ def capability_statement() -> dict[str, Any]:
         "date": "2026-01-01",
         "publisher": "IPV screening sandbox EHR (synthetic data)",
         "kind": "instance",
-        "implementation": {"description": "Sandbox EHR (test harness)", "url": base_url()},
+        "implementation": {"description": f"Sandbox EHR (test harness), personality {personality.name}: "
+                                          f"{personality.title}", "url": base_url()},
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
         "rest": [{
@@ -791,10 +870,12 @@ def capability_statement() -> dict[str, Any]:
             },
             "resource": [{
                 "type": t, "interaction": interactions, "versioning": "versioned", "readHistory": True,
-                "updateCreate": True, "conditionalCreate": True, "conditionalUpdate": True,
+                "updateCreate": True, "conditionalCreate": personality.conditional_create,
+                "conditionalUpdate": personality.conditional_create,
                 "searchParam": [{"name": p, "type": _param_type(p)} for p in _COMMON_SEARCH],
             } for t in _CAPABILITY_TYPES],
-            "interaction": [{"code": "batch"}, {"code": "transaction"}],
+            "interaction": [{"code": kind} for kind, on in (("batch", personality.batch),
+                                                             ("transaction", personality.transaction)) if on],
         }],
     }
 
@@ -812,3 +893,4 @@ def _param_type(name: str) -> str:
 def init_app(app: Flask) -> None:
     # Functions resource -> resource applied to every write before it is stored (faults.py registers one).
     app.extensions.setdefault("sandbox_write_hooks", [])
+    app.extensions.setdefault("sandbox_calls", deque(maxlen=50_000))

@@ -113,7 +113,7 @@ def test_smart_configuration(fhir):
     assert conf["jwks_uri"] == BASE + "/auth/jwks"
     assert conf["authorization_endpoint"] == BASE + "/auth/authorize"
     assert conf["token_endpoint"] == TOKEN_URL
-    assert set(conf["grant_types_supported"]) == {"authorization_code", "refresh_token"}
+    assert set(conf["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials"}
     assert conf["code_challenge_methods_supported"] == ["S256"]
     assert {"client_secret_basic", "private_key_jwt"} <= set(conf["token_endpoint_auth_methods_supported"])
     assert {"openid", "fhirUser", "launch", "launch/patient", "offline_access"} <= set(conf["scopes_supported"])
@@ -360,8 +360,11 @@ def test_refresh_token_of_another_client_is_refused(fhir, sandbox_app):
 
 
 def test_unsupported_grant_type(fhir):
-    r = fhir.post("/auth/token", data={"grant_type": "client_credentials", "client_id": "ipv-screen-public"})
+    r = fhir.post("/auth/token", data={"grant_type": "password", "client_id": "ipv-screen-public"})
     assert r.status_code == 400 and r.json["error"] == "unsupported_grant_type"
+    # client_credentials exists (Backend Services) but a public client is not registered for it (RFC 6749 5.2).
+    r = fhir.post("/auth/token", data={"grant_type": "client_credentials", "client_id": "ipv-screen-public"})
+    assert r.status_code == 400 and r.json["error"] == "unauthorized_client"
 
 
 # --- scopes ------------------------------------------------------------------------------------------------
