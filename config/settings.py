@@ -17,6 +17,16 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parent
 DEPLOYMENTS_DIR = CONFIG_DIR / "deployments"
 
+# Operations settings (smart_app/health.py, audit.py, retention.py, observability.py), passed to Flask as strings.
+OPS_DEFAULTS: dict[str, tuple[str, str]] = {
+    "INSTANCE_NAME": ("", "Name of this instance in audit rows and logs; empty = the host name."),
+    "READYZ_STRICT": ("0", "1: /readyz also fails when the worker heartbeat or the outbox backlog is too old."),
+    "READYZ_OUTBOX_MAX_AGE": ("900", "Seconds the oldest unsent chart write may wait before /readyz reports it."),
+    "READYZ_HEARTBEAT_MAX_AGE": ("120", "Seconds since the newest outbox-worker heartbeat before /readyz reports it."),
+    "AUDIT_RETENTION_DAYS": ("2190", "Days access-audit rows are kept (6 years: HIPAA 164.316(b)(2)); purged by the "
+                                     "worker."),
+}
+
 # name -> (default, description); the README's settings table is generated from this.
 DEFAULTS: dict[str, tuple[str, str]] = {
     "IPV_DEPLOYMENT": ("sandbox", "Deployment file name in config/deployments/ or a path to one."),
@@ -43,6 +53,8 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "OUTBOX_MAX_ATTEMPTS": ("", "Transient-failure tries per chart write before its one final retry; empty = the "
                                 "EHR profile's."),
     "OUTBOX_FINAL_RETRY_DELAY": ("", "Seconds before the one final retry of a write the EHR refused; empty = 60."),
+    # Operations (issue 9): health, audit, retention, logs and metrics.
+    **OPS_DEFAULTS,
 }
 
 
@@ -127,4 +139,5 @@ def flask_config() -> dict[str, Any]:
         "DIRECTORY_PATHS": env("DIRECTORY_PATHS") or None,
         # Unset keys fall back to the EHR profile's retry settings (fhir/outbox.py).
         **{k: env(k) for k in ("OUTBOX_MAX_ATTEMPTS", "OUTBOX_FINAL_RETRY_DELAY") if env(k)},
+        **{k: env(k) for k in OPS_DEFAULTS},
     }

@@ -24,7 +24,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     _dev_secrets(app)
     logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
 
-    from smart_app import crypto, db, errors, health, i18n, retention, security
+    from smart_app import audit, crypto, db, errors, health, i18n, retention, security
 
     db.init_app(app)
     crypto.init_app(app)
@@ -33,6 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     retention.init_app(app)
     health.init_app(app)
+    audit.init_app(app)
 
     from smart_app.blueprints import register_blueprints
 

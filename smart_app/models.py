@@ -5,7 +5,18 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from smart_app.db import Base
@@ -201,3 +212,41 @@ class ReferralDims(Base):
     instrument: Mapped[str] = mapped_column(String(32), default="")
     language: Mapped[str] = mapped_column(String(16), default="")
     contacted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+# -- Operations (issue 9): access audit and worker heartbeat ---------------------------------
+class AuditEvent(Base):
+    """Append-only access audit (HIPAA 164.312(b)): who (fhirUser + iss), did what, when, on which instance.
+
+    Written only through smart_app.audit.record_audit; never updated; deleted only by the retention purge
+    (AUDIT_RETENTION_DAYS). On PostgreSQL a trigger refuses UPDATE always and DELETE outside that purge.
+    Patient identifiers (and chart resource ids) are encrypted in ``patient_enc``; ``detail`` is short non-PHI
+    text (a status change "new->contacted", a resource type).
+    """
+
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_event_at", "at"), Index("ix_audit_event_actor_at", "actor", "at"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(512), nullable=True)  # fhirUser as the EHR gave it
+    iss: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    instance: Mapped[str] = mapped_column(String(128))
+    launch_ref: Mapped[str | None] = mapped_column(String(16), nullable=True)  # hash of the launch id (as logs)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    object_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # our own ids only (referral)
+    detail: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    patient_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class WorkerHeartbeat(Base):
+    """One row per outbox worker process, stamped as it runs; /readyz reports the freshest stamp's age."""
+
+    __tablename__ = "worker_heartbeat"
+
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instance: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

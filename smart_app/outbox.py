@@ -47,11 +47,12 @@ from fhir.builders import SEND_ORDER, EhrProfile, PlannedWrite
 from fhir.client import FhirClient, FhirError, FhirUnavailable
 from fhir.labels import verify_labels
 from fhir.smart.oauth import token_expired
+from smart_app.audit import instance_name, record_audit
 from smart_app.crypto import decrypt_json, encrypt_json
 from smart_app.db import get_session
 from smart_app.ehr import fhir_client_for
 from smart_app.launch_state import Launch
-from smart_app.models import LaunchRecord, OutboxItem
+from smart_app.models import LaunchRecord, OutboxItem, WorkerHeartbeat
 from smart_app.retention import purge
 
 log = logging.getLogger("ipv.outbox")
@@ -310,6 +311,7 @@ class OutboxWorker:
         next_purge = time.monotonic()
         while not stop():
             try:
+                self.beat()
                 if time.monotonic() >= next_purge:
                     self.purge_launches()
                     next_purge = time.monotonic() + purge_every
@@ -319,6 +321,22 @@ class OutboxWorker:
                 stats = RunStats()
             if stats.claimed == 0:
                 time.sleep(idle_sleep)
+
+    def beat(self, *, every: float = 10.0) -> None:
+        """Stamp this worker's heartbeat row (at most every ``every`` seconds); /readyz reports its age."""
+        now = time.monotonic()
+        if now - getattr(self, "_last_beat", -every) < every:
+            return
+        self._last_beat = now
+        with self.app.app_context():
+            db = get_session()
+            row = db.get(WorkerHeartbeat, self.worker_id)
+            if row is None:
+                db.add(WorkerHeartbeat(worker_id=self.worker_id, instance=instance_name(self.app),
+                                       started_at=utcnow(), beat_at=utcnow()))
+            else:
+                row.beat_at = utcnow()
+            db.commit()
 
     def purge_launches(self) -> dict[str, int]:
 
@@ -465,10 +483,19 @@ class OutboxWorker:
             self._check_labels(row, resource, client, stats)
         else:
             row.label_status = None
+        self._audit_written(db, row)
         db.commit()
         stats.written += 1
         stats.ids.append(row.id)
         log.info("outbox %s: %s written", row.id, row.kind)
+
+    def _audit_written(self, db: Session, row: Any) -> None:
+        """Access audit: which user's launch caused this chart write (committed with the write's state)."""
+        record = db.get(LaunchRecord, row.launch_id) if row.launch_id else None
+        launch = Launch(record) if record is not None else None
+        resources = [f"{row.kind}/{row.server_id}"] if row.server_id else None
+        record_audit("write_resource", launch=launch, iss=row.iss, object_id=row.referral_id, detail=row.kind,
+                     resources=resources, db=db, app=self.app)
 
     def _check_labels(self, row: Any, sent: dict[str, Any], client: FhirClient, stats: RunStats) -> None:
         expected = (sent.get("meta") or {}).get("security") or []

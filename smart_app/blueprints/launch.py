@@ -25,6 +25,7 @@ from fhir.smart.id_token import IdTokenError, fhir_user, verify_id_token
 from fhir.smart.oauth import TokenError, authorize_url, exchange_code, new_nonce, new_pkce, new_state
 from fhir.smart.style import fetch_style, style_css
 from smart_app import _url_if
+from smart_app.audit import record_audit
 from smart_app.crypto import decrypt_json, encrypt_json
 from smart_app.db import get_session
 from smart_app.ehr import client_auth, discovery, http_session
@@ -226,6 +227,7 @@ def callback():
     record.pending_enc = None
     record.status = "active"
     record.expires_at = new_expiry()
+    record_audit("launch", launch=launch, detail=record.kind, db=db)  # committed with the launch
     launch.save()
     log.info("launch active (kind=%s)", record.kind)
     return redirect(_landing(launch), code=302)

@@ -22,6 +22,7 @@ from flask import Blueprint, Flask, current_app, g, redirect, render_template, r
 from werkzeug.wrappers import Response
 
 from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load_instruments
+from smart_app.audit import record_audit
 from smart_app.i18n import launch_view
 
 bp = Blueprint("screening", __name__, url_prefix="/l/<lid>")
@@ -310,6 +311,7 @@ def result() -> Response | str:
     reg = _registry()
     inst = reg["instruments"].get(screening["instrument"])
     check = g.launch.data.get("danger_check")
+    record_audit("view_result", detail=screening["instrument"])
     return render_template(
         "screening/result.html", lid=lid, s=screening, inst=inst, lang=g.locale, check=check,
         check_inst=reg["instruments"].get(check["instrument"]) if check else None,

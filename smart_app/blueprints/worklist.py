@@ -14,6 +14,7 @@ from flask import Blueprint, abort, g, redirect, render_template, request, url_f
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
+from smart_app.audit import record_audit
 from smart_app.blueprints.writeback import channel_label, referral_rows, row_view
 from smart_app.crypto import decrypt_json, encrypt_json
 from smart_app.db import get_session
@@ -50,6 +51,12 @@ def _entry(record: ReferralRecord) -> dict[str, Any]:
             "label_warnings": [r for r in rows if r["label_status"] == "flagged"]}
 
 
+def _audit_patient(record: ReferralRecord) -> dict[str, Any]:
+    """The referral's patient for the audit row (the social worker's launch has no patient of its own)."""
+    summary = decrypt_json(record.summary_enc) or {}
+    return {"id": summary.get("patient_id"), "mrn": summary.get("mrn")}
+
+
 @bp.route("", methods=["GET"])
 @launch_required
 def index() -> str:
@@ -59,6 +66,7 @@ def index() -> str:
     if show != "all":
         q = q.where(ReferralRecord.status != "closed")
     entries = [_entry(r) for r in get_session().scalars(q.limit(500))]
+    record_audit("view_worklist", patient={}, detail=f"{len(entries)} referrals shown")
     return render_template("worklist/index.html", lid=g.launch.id, entries=entries, show=show,
                            channel_label=channel_label)
 
@@ -75,9 +83,12 @@ def set_status(rid: str) -> Response:
     if to not in TRANSITIONS.get(record.status, ()):
         abort(400, description="That status change is not allowed.")
     now = datetime.now(UTC)
+    record_status_before = record.status
     db.add(ReferralEvent(referral_id=record.id, from_status=record.status, to_status=to,
                          by_reference=user.get("reference"), by_name_enc=encrypt_json(user.get("name")), at=now))
     record.status, record.status_by, record.status_at = to, user.get("name"), now
+    record_audit("change_status", patient=_audit_patient(record), object_id=record.id,
+                 detail=f"{record_status_before}->{to}", db=db)
     db.commit()
     return redirect(url_for("worklist.index", lid=g.launch.id))
 
@@ -90,6 +101,7 @@ def history(rid: str) -> str:
     record = db.get(ReferralRecord, rid)
     if record is None:
         abort(404)
+    record_audit("open_referral", patient=_audit_patient(record), object_id=record.id)
     events = [{"from": e.from_status, "to": e.to_status, "by": decrypt_json(e.by_name_enc) or e.by_reference,
                "at": e.at} for e in db.scalars(select(ReferralEvent).where(ReferralEvent.referral_id == rid)
                                                  .order_by(ReferralEvent.id))]
