@@ -98,6 +98,18 @@ class Site:
     coords_source: str | None = None  # "source" | "zip-centroid" | "added"
     match: MatchRules = field(default_factory=MatchRules)
     hours: Hours | None = None  # overrides the service's hours at this site
+    kind: str = "hospital"  # hospital | health-center: how the page names "this" place
+
+
+@dataclass
+class Region:
+    """Where a local-only program takes patients from: within ``miles`` of a point (e.g. the Boston
+    rape crisis centre is not for a patient seen in Springfield)."""
+
+    lat: float
+    lon: float
+    miles: float
+    confirm: bool = False
 
 
 @dataclass
@@ -121,6 +133,9 @@ class Service:
     discreet_name: Text = field(default_factory=dict)  # for the handout: no DV words
     url: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    region: Region | None = None  # local-only: not listed for visits or ZIPs outside it
+    closures: dict[str, str] = field(default_factory=dict)  # ISO date -> note: the program's own closed days
+    observes_holidays: bool = True  # closed on US federal and state holidays (24/7 lines never close)
 
     @property
     def hides_address(self) -> bool:
@@ -143,6 +158,7 @@ class Directory:
     timezone: str = "America/New_York"
     sources: list[dict[str, Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)  # protective-order text, checklist, handout
+    holidays: tuple[str, str | None] = ("US", "MA")  # holiday calendar (country, state) for "open now"
 
     def by_id(self) -> dict[str, Service]:
         return {s.id: s for s in self.services}

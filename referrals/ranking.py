@@ -14,7 +14,9 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from referrals.closures import closure, holiday_name
 from referrals.geography import centroid, miles, normalise_zip
 from referrals.hours import WEEK, fmt_minutes, minute_of_week, week_ranges
 from referrals.model import DAYS, NEEDS, Directory, Hours, Phone, Service, Site, norm_name, text_in
@@ -44,7 +46,10 @@ NEED_LABELS = {"legal": "legal help and protective orders (209A)", "shelter": "s
 # English text of each reason; the referral page translates the same templates with gettext.
 REASON_TEXT = {
     "on_site": "On site at this hospital",
+    "on_site_health_center": "On site at this health center",
     "serves_site": "Serves this hospital",
+    "default_program": "Program of this hospital system (the visit's site is not known)",
+    "holiday": "Closed today ({name})",
     "always": "24/7",
     "open_now": "Open now",
     "after_hours": "After hours: call the pager {phone}",
@@ -54,6 +59,7 @@ REASON_TEXT = {
     "needs": "Helps with {needs}",
     "distance_zip": "{miles} miles from {zip}",
     "distance_site": "{miles} miles from this hospital",
+    "distance_site_health_center": "{miles} miles from this health center",
 }
 
 
@@ -107,6 +113,19 @@ class Ranking:
     zip_code: str | None
     zip_unknown: bool  # a ZIP was given but is not in the offline table
     emergency: list[Service]
+    placed: bool = True  # the encounter names a location or organization
+    holiday: str | None = None  # today's public holiday, if any
+    call_now: list[CallNow] = field(default_factory=list)  # the one or two numbers to call at this hour
+
+
+@dataclass
+class CallNow:
+    """A number to call now: the site's program (main line when open, pager otherwise), then a 24/7 line."""
+
+    service: Service
+    phone: Phone
+    state: str  # "open" | "after_hours" | "always"
+    closure: str | None = None  # why the program is closed all day (holiday or its own closure)
 
 
 @dataclass
@@ -294,14 +313,29 @@ def next_opening(ranges: list[tuple[int, int]], mow: int) -> int | None:
     return starts[0] + WEEK if starts else None
 
 
+def is_placed(context: dict[str, Any] | None) -> bool:
+    """Does the launch say where the visit is (an encounter with a location or an organization)?"""
+    encounter = (context or {}).get("encounter") or {}
+    return bool(encounter.get("locations") or encounter.get("service_provider"))
+
+
 def rank(index: DirectoryIndex, *, context: dict[str, Any] | None = None, safe_zip: str | None = None,
          needs: list[str] | tuple[str, ...] = (), language: str = "en", now: datetime | None = None,
-         limit: int = 10, site_map: dict[str, str] | None = None) -> Ranking:
-    """Ranked services for one patient visit; each result says why it is listed."""
+         limit: int = 10, site_map: dict[str, str] | None = None,
+         default_programs: list[str] | tuple[str, ...] = ()) -> Ranking:
+    """Ranked services for one patient visit; each result says why it is listed.
+
+    ``default_programs`` (the deployment's): offered when the launch does not say where the visit is
+    (no encounter, or one without location or organization), so the clinician still sees the hospital
+    system's own programs. A visit at a known place outside them (another hospital) gets none."""
     now = now or datetime.now(UTC)
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     mow = minute_of_week(now, index.timezone)
+    today = now.astimezone(ZoneInfo(index.timezone)).date()
+    calendar = index.directory.holidays
+    holiday = holiday_name(today, calendar)
+    placed = is_placed(context)
     lang = (language or "en").split("-")[0].lower()
     wanted = [n for n in dict.fromkeys(needs) if n in NEED_BIT]
     mask = 0
@@ -323,6 +357,12 @@ def rank(index: DirectoryIndex, *, context: dict[str, Any] | None = None, safe_z
     if site_service is not None:
         i = index.by_id[site_service.id]
         candidates[i] = (None, None)
+    defaults = set()
+    if site_service is None and not placed:
+        for sid in default_programs:
+            if sid in index.by_id:
+                defaults.add(index.by_id[sid])
+                candidates.setdefault(index.by_id[sid], (None, None))
     for need in wanted or [None]:
         for i in (index.wide_by_need.get(need, []) if need else index.wide_all):
             candidates.setdefault(i, (None, None))
@@ -341,13 +381,29 @@ def rank(index: DirectoryIndex, *, context: dict[str, Any] | None = None, safe_z
         if mask and not is_site and not e.mask & mask:
             continue
         shown_site = site if (is_site and site is not None) else (s.sites[si] if si is not None else None)
-        if is_site and dist is None and origin is not None and origin_kind == "zip":
+        if is_site and origin_kind == "zip":
+            # From the ZIP's centroid to the site shown (not to whichever of its sites is nearest).
             dist = _nearest_site_miles(s, origin, site)
+        if s.region is not None and not is_site and i not in defaults:
+            where = origin if origin is not None else None
+            if where is None and placed:
+                continue  # a known visit site we cannot place: do not offer another region's program
+            if where is not None and miles(where, (s.region.lat, s.region.lon)) > s.region.miles:
+                continue  # local-only program, not for this visit or ZIP (Boston's rape crisis centre in Springfield)
         reasons: list[Reason] = []
         score = 0.0
         if is_site:
-            reasons.append(Reason("on_site" if on_site else "serves_site"))
+            health_center = on_site and site is not None and site.kind == "health-center"
+            reasons.append(Reason(("on_site_health_center" if health_center else "on_site") if on_site
+                                  else "serves_site"))
+        elif i in defaults:
+            reasons.append(Reason("default_program"))
+            score += 30
         is_open = open_state(e, shown_site.hours if shown_site else None, mow)
+        closed_why = closure(s, today, calendar) if is_open is True and not e.always else None
+        if closed_why:
+            is_open = False
+            reasons.append(Reason("holiday", {"name": closed_why}))
         call = s.main_phone()
         if is_open is True:
             reasons.append(Reason("always" if e.always else "open_now"))
@@ -378,16 +434,40 @@ def rank(index: DirectoryIndex, *, context: dict[str, Any] | None = None, safe_z
             if origin_kind == "zip":
                 reasons.append(Reason("distance_zip", {"miles": shown, "zip": zip_code or ""}))
             elif origin_kind == "site" and not is_site:
-                reasons.append(Reason("distance_site", {"miles": shown}))
+                hc = site is not None and site.kind == "health-center"
+                reasons.append(Reason("distance_site_health_center" if hc else "distance_site", {"miles": shown}))
             score -= min(dist, MAX_MILES) * 0.5
         if e.wide:
             score += 2  # reachable from anywhere
         results.append(Result(s, shown_site, is_site and on_site, is_open, dist, call, reasons, score))
 
     results.sort(key=lambda r: (0 if r.service is site_service else 1, -r.score, r.distance or 0.0, r.service.id))
-    return Ranking(results=results[:limit], site=site, site_service=site_service, origin=origin_kind,
+    results = results[:limit]
+    return Ranking(results=results, site=site, site_service=site_service, origin=origin_kind,
                    zip_code=zip_code if not zip_unknown else None, zip_unknown=zip_unknown,
-                   emergency=list(index.emergency))
+                   emergency=list(index.emergency), placed=placed, holiday=holiday,
+                   call_now=call_now(results, site_service, {index.entries[i].service.id for i in defaults}, today,
+                                     calendar))
+
+
+def call_now(results: list[Result], site_service: Service | None, defaults: set[str], today: Any,
+             calendar: tuple[str, str | None]) -> list[CallNow]:
+    """Who to call at this hour: the visit's program (or, with no known site, the deployment's default
+    programs), each on its main line when open and its pager otherwise; then the first 24/7 line."""
+    out: list[CallNow] = []
+    for r in results:
+        s = r.service
+        if not (s is site_service or s.id in defaults) or r.call is None:
+            continue
+        state = "open" if r.open_now else "after_hours" if r.call.after_hours else "open"
+        if r.open_now is None:
+            state = "open"
+        out.append(CallNow(s, r.call, state, closure(s, today, calendar)))
+    hotline = next((r for r in results if r.open_now is True and r.service.hours.always and r.call is not None
+                    and r.service.kind == "hotline" and r.service.scope != "local"), None)
+    if hotline is not None:
+        out.append(CallNow(hotline.service, hotline.call, "always"))
+    return out
 
 
 def _nearest_site_miles(s: Service, origin: tuple[float, float], site: Site | None) -> float | None:

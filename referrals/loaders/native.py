@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from referrals.errors import Collector, DirectoryError, Issue
+from referrals.geography import centroid
 from referrals.loaders.common import (
     check_channel,
     check_coord,
@@ -25,6 +27,7 @@ from referrals.model import (
     Hours,
     MatchRules,
     Phone,
+    Region,
     Service,
     Site,
     Text,
@@ -35,6 +38,7 @@ from referrals.model import (
 FORMAT = "ipv-directory/1"
 KINDS = ("program", "hotline", "emergency")
 SCOPES = ("local", "statewide", "national")
+SITE_KINDS = ("hospital", "health-center")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C loader: the 50k-service import stays fast
 
 
@@ -172,9 +176,58 @@ def parse_site(c: Collector, where: str, value: Any) -> Site | None:
     hours = parse_hours(c, f"{where}.hours", value["hours"]) if "hours" in value else None
     if sid is None:
         return None
+    kind = value.get("kind", "hospital")
+    if kind not in SITE_KINDS:
+        c.add(f"{where}.kind", f"must be one of {', '.join(SITE_KINDS)}")
+        kind = "hospital"
     return Site(id=sid, name=parse_text(c, f"{where}.name", value.get("name"), required=True), address=address,
                 lat=lat, lon=lon, coords_source="added" if lat is not None else None,
-                match=parse_match(c, f"{where}.match", value.get("match")), hours=hours)
+                match=parse_match(c, f"{where}.match", value.get("match")), hours=hours, kind=kind)
+
+
+def parse_region(c: Collector, where: str, value: Any) -> Region | None:
+    """{zip: "02108", miles: 25} or {lat, lon, miles}: the area a local-only program serves."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        c.add(where, "must be a mapping {zip, miles} or {lat, lon, miles}")
+        return None
+    miles = value.get("miles")
+    if not isinstance(miles, int | float) or isinstance(miles, bool) or miles <= 0:
+        c.add(f"{where}.miles", "must be a positive number")
+        return None
+    if value.get("zip") is not None:
+        point = centroid(str(value["zip"]))
+        if point is None:
+            c.add(f"{where}.zip", f"unknown ZIP code {value['zip']!r} (quote it: \"02108\")")
+            return None
+    else:
+        lat = check_coord(c, f"{where}.lat", value.get("lat"), 90)
+        lon = check_coord(c, f"{where}.lon", value.get("lon"), 180)
+        if lat is None or lon is None:
+            c.add(where, "give zip, or both lat and lon")
+            return None
+        point = (lat, lon)
+    return Region(point[0], point[1], float(miles), bool(value.get("confirm")))
+
+
+def parse_closures(c: Collector, where: str, value: Any) -> dict[str, str]:
+    """[{date: 2026-11-27, note: ...}, ...] or a list of dates: days the program is closed."""
+    out: dict[str, str] = {}
+    if value is None:
+        return out
+    if not isinstance(value, list):
+        c.add(where, "must be a list of dates or {date, note}")
+        return out
+    for k, item in enumerate(value):
+        raw, note = (item.get("date"), item.get("note") or "") if isinstance(item, dict) else (item, "")
+        try:
+            day = raw if isinstance(raw, date) else date.fromisoformat(str(raw))
+        except ValueError:
+            c.add(f"{where}[{k}]", f"not a date (YYYY-MM-DD): {raw!r}")
+            continue
+        out[day.isoformat()] = str(note)
+    return out
 
 
 def parse_service(c: Collector, where: str, value: Any) -> Service | None:
@@ -238,6 +291,9 @@ def parse_service(c: Collector, where: str, value: Any) -> Service | None:
         confidential_address=bool(value.get("confidential_address", False)),
         discreet_name=parse_text(c, f"{where}.discreet_name", value.get("discreet_name")),
         url=value.get("url") if isinstance(value.get("url"), str) else None, source=source,
+        region=parse_region(c, f"{where}.region", value.get("region")),
+        closures=parse_closures(c, f"{where}.closures", value.get("closures")),
+        observes_holidays=bool(value.get("observes_holidays", True)),
     )
 
 
@@ -258,7 +314,12 @@ def parse_native(data: dict[str, Any], file: str) -> Directory:
         c.add("services", "must be a non-empty list")
         services_raw = []
     services = [s for i, x in enumerate(services_raw) if (s := parse_service(c, f"services[{i}]", x))]
+    cal = data.get("holidays", {"country": "US", "subdiv": "MA"})
+    if not (isinstance(cal, dict) and isinstance(cal.get("country"), str)):
+        c.add("holidays", "must be {country: US, subdiv: MA} (the holiday calendar for opening hours)")
+        cal = {"country": "US", "subdiv": "MA"}
     directory = finish(c, services, str(tz), {"file": file, "format": "native"})
+    directory.holidays = (cal["country"], cal.get("subdiv"))
     directory.sources = [{"file": file, "format": "native", "cites": data.get("sources", [])}]
     return directory
 

@@ -29,6 +29,7 @@ from smart_app.launch_state import launch_required
 bp = Blueprint("referral", __name__, url_prefix="/l/<lid>")
 
 CHANNELS = ("none", "phone", "text", "email", "portal", "in_person")
+HANDOUT_LANGUAGES = (("en", "English"), ("es", "Español"), ("pt", "Português"))
 MAX_NOTE = 200
 
 
@@ -58,7 +59,10 @@ def reason_text(reason: Reason) -> str:
                       "Haitian Creole": _("Haitian Creole"), "Chinese": _("Chinese"), "Vietnamese": _("Vietnamese")}
     texts: dict[str, Callable[[], str]] = {
         "on_site": lambda: _("On site at this hospital"),
+        "on_site_health_center": lambda: _("On site at this health center"),
         "serves_site": lambda: _("Serves this hospital"),
+        "default_program": lambda: _("Program of this hospital system (the visit's site is not known)"),
+        "holiday": lambda: _("Closed today (%(name)s)", name=p.get("name", "")),
         "always": lambda: _("24/7"),
         "open_now": lambda: _("Open now"),
         "after_hours": lambda: _("After hours: call the pager %(phone)s", phone=p.get("phone", "")),
@@ -70,6 +74,7 @@ def reason_text(reason: Reason) -> str:
             short_needs.get(n.strip(), n.strip()) for n in p.get("needs", "").split(", "))),
         "distance_zip": lambda: _("%(miles)s miles from %(zip)s", miles=p.get("miles"), zip=p.get("zip")),
         "distance_site": lambda: _("%(miles)s miles from this hospital", miles=p.get("miles")),
+        "distance_site_health_center": lambda: _("%(miles)s miles from this health center", miles=p.get("miles")),
     }
     return texts[reason.code]() if reason.code in texts else reason.text()
 
@@ -95,12 +100,24 @@ def patient_language() -> str:
     return lang or g.get("locale") or "en"
 
 
+def clock() -> datetime:
+    """Now (UTC). Tests set ``app.extensions["clock"]`` to a function to pin the hour; nothing else does."""
+    fixed = current_app.extensions.get("clock")
+    return fixed() if fixed else datetime.now(UTC)
+
+
+def default_programs() -> list[str]:
+    """The deployment's programs for a launch that does not say where the visit is."""
+    extra = getattr(current_app.config.get("DEPLOYMENT"), "extra", None) or {}
+    return [str(p) for p in extra.get("default_programs") or []]
+
+
 def current_ranking(ref: dict[str, Any], now: datetime | None = None) -> Ranking:
     deployment = current_app.config.get("DEPLOYMENT")
     site_map = getattr(deployment, "site_map", None) or None
     return rank(store_for(current_app).index, context=g.launch.context, safe_zip=ref.get("safe_zip"),
-                needs=ref.get("needs") or [], language=patient_language(), now=now or datetime.now(UTC),
-                site_map=site_map)
+                needs=ref.get("needs") or [], language=patient_language(), now=now or clock(),
+                site_map=site_map, default_programs=default_programs())
 
 
 def _store(ref: dict[str, Any], ranking: Ranking) -> None:
@@ -117,10 +134,12 @@ def index() -> str:
     ref = dict(g.launch.data.get("referral") or {})
     ranking = current_ranking(ref)
     lang = g.locale
-    content = localise(load_content(), lang)
+    plang = g.get("patient_locale") or lang
+    content = localise(load_content(), plang)
     screening = g.launch.data.get("screening") or {}
     return render_template(
         "referral/index.html", lid=g.launch.id, ref=ref, ranking=ranking, lang=lang, content=content,
+        plang=plang, po=content["protective_orders"], ideas=content["safety_ideas"], full=True,
         danger=bool(screening.get("danger")), needs=ASKED_NEEDS, need_labels=need_labels(),
         channels=CHANNELS, channel_labels=channel_labels(), reason_text=reason_text, text_in=text_in,
         describe_hours=describe_hours, zip_error=request.args.get("zip_error") == "1",
@@ -172,19 +191,38 @@ def qr_data_uri(url: str) -> str | None:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def handout_programs(ranking: Ranking, selected: set[str]) -> list[Any]:
+    """The ticked programs; with none ticked, this site's program (or the deployment's default programs
+    when the site is not known) and the 24/7 line, never whatever happens to rank first elsewhere."""
+    chosen = [r for r in ranking.results if r.service.id in selected]
+    if chosen:
+        return chosen
+    wanted = {c.service.id for c in ranking.call_now}
+    return [r for r in ranking.results if r.service.id in wanted]
+
+
+def qr_target() -> str | None:
+    """The neutral page a handout's QR code opens, chosen by the site (deployment ``handout_qr_url``); none = no QR."""
+    extra = getattr(current_app.config.get("DEPLOYMENT"), "extra", None) or {}
+    url = extra.get("handout_qr_url")
+    return url if isinstance(url, str) and url.startswith("https://") else None
+
+
 @bp.route("/handout", methods=["GET"])
 @handout_view
 def handout() -> str:
-    """Discreet printable handout: neutral title and names, the patient's language, optional QR."""
+    """Discreet printable handout from any result: neutral title and names, the patient's language,
+    a wallet card (or the full page with 209A and safety planning ideas), QR only when asked and set up."""
     ref = dict(g.launch.data.get("referral") or {})
     ranking = current_ranking(ref)
-    selected = set(ref.get("selected") or [])
-    chosen = [r for r in ranking.results if r.service.id in selected] or ranking.results[:4]
+    chosen = handout_programs(ranking, set(ref.get("selected") or []))
     lang = g.locale
-    content = localise(load_content(), lang)["handout"]
-    show_qr = request.args.get("qr") == "1"
-    qr_url = (content.get("qr") or {}).get("url")
-    return render_template("referral/handout.html", lid=g.launch.id, items=chosen, lang=lang, content=content,
-                           qr=qr_data_uri(qr_url) if show_qr and qr_url else None, show_qr=show_qr,
-                           text_in=text_in, describe_hours=describe_hours,
-                           emergency=ranking.emergency)
+    content = localise(load_content(), lang)
+    layout = "page" if request.args.get("layout") == "page" else "card"
+    target = qr_target()
+    show_qr = request.args.get("qr") == "1" and target is not None
+    return render_template("referral/handout.html", lid=g.launch.id, items=chosen, lang=lang,
+                           content=content["handout"], po=content["protective_orders"], ideas=content["safety_ideas"],
+                           layout=layout, full=layout == "page", qr=qr_data_uri(target) if show_qr else None,
+                           show_qr=show_qr, qr_target=target, text_in=text_in, describe_hours=describe_hours,
+                           emergency=ranking.emergency, languages=HANDOUT_LANGUAGES)

@@ -19,7 +19,7 @@ def test_chelsea_launch_ranks_haven_first_and_zip_stays_out_of_urls(launched_pag
     page.goto(f"{live_app.url}/l/{lid}/referrals?lang=en")
     first = page.locator('[data-testid="result"]').first
     assert first.get_attribute("data-service") == "haven"
-    assert "On site at this hospital" in first.inner_text()
+    assert "On site at this health center" in first.inner_text()
     page.fill('[data-testid="safe-zip"]', "02151")
     page.check('[data-testid="need-legal"]')
     with page.expect_navigation():  # POST, then the redirect back: read the new page, not the old one

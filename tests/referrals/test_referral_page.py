@@ -29,7 +29,7 @@ def test_page_lists_haven_first_at_chelsea_with_reasons(client, lid):
     html = resp.get_data(as_text=True)
     first = re.search(r'data-testid="result" data-service="([^"]+)"', html).group(1)
     assert first == "haven"
-    assert "On site at this hospital" in html
+    assert "On site at this health center" in html and "On site at this hospital" not in html
     assert 'data-testid="protective-orders"' in html and "Clerk" in html
     assert 'data-testid="safety-ideas"' in html and "Safety planning ideas" in html
 
@@ -85,10 +85,16 @@ def test_unknown_channel_is_ignored(client, lid, app):
     assert "safe_contact" not in ref
 
 
-def test_encounter_without_location_still_lists_hotlines(client, make_launch):
+def test_no_encounter_offers_the_deployments_default_programs_and_hotlines(client, make_launch):
+    """No encounter: the deployment's default programs (Passageway and HAVEN) with their numbers, as the
+    result page's urgent box lists both pagers; the hotlines as always."""
     lid = make_launch(client, context=default_context(encounter=None))
     html = client.get(f"/l/{lid}/referrals").get_data(as_text=True)
-    assert "No program in the directory is on site" in html
+    assert "The launch does not say where this visit is" in html
+    listed = re.findall(r'data-testid="result" data-service="([^"]+)"', html)
+    assert listed[:2] == ["haven", "passageway"] or listed[:2] == ["passageway", "haven"]
+    call_now = re.findall(r'data-testid="call-now-item" data-service="([^"]+)"', html)
+    assert set(call_now) == {"passageway", "haven", "ma-safelink"}
     assert "1-877-785-2020" in html
 
 

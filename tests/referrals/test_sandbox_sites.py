@@ -60,7 +60,8 @@ def test_each_sandbox_encounter_gets_its_program(index, enc_id):
         assert r.site_service is None
     else:
         assert r.results[0].service.id == expected
-        assert r.results[0].why[0] in ("On site at this hospital", "Serves this hospital")
+        assert r.results[0].why[0] in ("On site at this hospital", "On site at this health center",
+                                       "Serves this hospital")
 
 
 def test_added_addresses_match_the_sandbox_locations():

@@ -1,0 +1,79 @@
+"""The clinician's minute at 1366x768: what is above the fold (assertions on positions, not pixels)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.browser.conftest import lid_of
+
+pytestmark = pytest.mark.browser
+NY = ZoneInfo("America/New_York")
+SCREEN = {"width": 1366, "height": 768}
+
+
+@pytest.fixture
+def screen_page(new_context):
+    return new_context(viewport=SCREEN).new_page()
+
+
+@pytest.fixture
+def clock(live_app):
+    """Pin the app's hour (the referral page reads ``app.extensions["clock"]``)."""
+
+    def _set(when: datetime) -> None:
+        live_app.app.extensions["clock"] = lambda: when
+
+    yield _set
+    live_app.app.extensions.pop("clock", None)
+
+
+def above_the_fold(page, selector: str) -> bool:
+    box = page.locator(selector).first.bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= SCREEN["height"]
+
+
+def serious_violations(page) -> list[str]:
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return [f"{v['id']} ({v['impact']}): {v['help']}" for v in results.response["violations"]
+            if v.get("impact") in ("serious", "critical")]
+
+
+@pytest.mark.parametrize(("when", "number", "state"), [
+    (datetime(2026, 11, 24, 9, 30, tzinfo=NY), "1-617-732-8753", "open"),             # Tuesday morning
+    (datetime(2026, 11, 24, 19, 0, tzinfo=NY), "1-617-732-5520 ext. 31808", "after_hours"),  # Tuesday evening
+    (datetime(2026, 11, 26, 10, 0, tzinfo=NY), "1-617-732-5520 ext. 31808", "after_hours"),  # Thanksgiving
+])
+def test_call_now_is_above_the_fold_at_this_hour(launched_page, live_app, screen_page, clock, when, number, state):
+    clock(when)
+    page = launched_page("pat-alice", "enc-alice-bwh", page=screen_page)
+    page.goto(f"{live_app.url}/l/{lid_of(page)}/referrals")
+    first = page.locator('[data-testid="call-now-item"]').first
+    assert first.get_attribute("data-service") == "passageway" and first.get_attribute("data-state") == state
+    assert first.locator('[data-testid="call-now-number"]').inner_text() == number
+    assert above_the_fold(page, '[data-testid="call-now"]')
+    assert above_the_fold(page, '[data-testid="call-now-item"] >> nth=1')  # the 24/7 line too
+    assert above_the_fold(page, '[data-testid="result"]')  # and the top program
+    if when.day == 26:
+        assert "Thanksgiving" in first.inner_text()
+    # 209A and the safety ideas are in the collapsed patient section, not on the clinician's screen.
+    assert not page.locator('[data-testid="protective-orders"]').is_visible()
+    assert page.locator('[data-testid="patient-section"]').count() == 1
+    if state == "open":
+        assert serious_violations(page) == []
+
+
+def test_no_encounter_lists_both_programs_on_the_referral_page(launched_page, live_app, screen_page, clock):
+    clock(datetime(2026, 11, 24, 19, 0, tzinfo=NY))
+    page = launched_page("pat-marcus", "enc-marcus-mgh", page=screen_page)  # org only: MGH, HAVEN
+    page.goto(f"{live_app.url}/l/{lid_of(page)}/referrals")
+    assert page.locator('[data-testid="call-now-item"]').first.get_attribute("data-service") == "haven"
+    page = launched_page("pat-marcus", None, page=screen_page)  # no encounter at all
+    page.goto(f"{live_app.url}/l/{lid_of(page)}/referrals")
+    services = page.locator('[data-testid="call-now-item"]').evaluate_all("els => els.map(e => e.dataset.service)")
+    assert set(services) == {"passageway", "haven", "ma-safelink"}
+    assert above_the_fold(page, '[data-testid="call-now"]')
