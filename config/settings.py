@@ -102,6 +102,10 @@ class Deployment:
                 data[key] = os.environ[var]
         if data.get("private_key_file") and not Path(data["private_key_file"]).is_absolute():
             data["private_key_file"] = str((path.parent / data["private_key_file"]).resolve())
+        # An EHR profile may be a bundled name or a path; a relative path is read next to this file.
+        profile = str(data.get("ehr_profile") or "")
+        if ("/" in profile or profile.endswith((".yaml", ".yml"))) and not Path(profile).is_absolute():
+            data["ehr_profile"] = str((path.parent / profile).resolve())
         return cls(extra=extra, **data)
 
 

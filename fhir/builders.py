@@ -13,6 +13,7 @@ Every resource gets the deployment's security labels (fhir/labels.py) and is val
 from __future__ import annotations
 
 import base64
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ import yaml
 
 from fhir.labels import LabelPolicy, apply_labels
 from fhir.resources.R4B import get_fhir_model_class
+from fhir.smart.scopes import allows, spell
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "config" / "ehr_profiles"
 CODES_FILE = Path(__file__).resolve().parent / "writeback_codes.yaml"
@@ -35,16 +37,51 @@ ALL_RESOURCES = ("QuestionnaireResponse", "Observation", "ServiceRequest", "Docu
 SEND_ORDER = {name: i for i, name in enumerate(ALL_RESOURCES)}
 CHANNEL_WORDS = {
     "phone": "phone", "text": "text message", "email": "email", "portal": "patient portal", "mail": "mail",
+    "in_person": "in person at a visit",
 }
+# Reference codes: no 0/O, 1/I/L, U (Crockford-like), so a code read aloud or typed is not misread.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 
 
 class ProfileError(ValueError):
     """An EHR profile file is missing or malformed."""
 
 
+class RestrictedNoteTypeMissing(ProfileError):
+    """The EHR does not (or may not) keep security labels and no restricted note type is configured."""
+
+
+TRI = ("true", "false", "unknown")
+LABELS_KEPT = ("kept", "dropped", "unknown")
+DOC_STATUS = ("final", "preliminary", "amended", None)
+
+
+def _tri(value: Any, what: str, source: str) -> str:
+    """true / false / unknown (YAML booleans or the word)."""
+    if value is True or value is False:
+        return "true" if value else "false"
+    text = str(value if value is not None else "unknown").lower()
+    if text not in TRI:
+        raise ProfileError(f"{source}: {what} must be true, false or unknown")
+    return text
+
+
+def resolve_profile_ref(name_or_path: str, base: Path | None = None) -> str:
+    """What the outbox stores: the bare name for a bundled profile, else the file's absolute path."""
+    path = Path(name_or_path)
+    if not path.suffix and "/" not in name_or_path:
+        return name_or_path
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    return str(path.resolve())
+
+
 @dataclass(frozen=True)
 class EhrProfile:
-    """How one EHR takes our writes (config/ehr_profiles/<name>.yaml)."""
+    """How one EHR takes our writes (config/ehr_profiles/<name>.yaml, or any path to such a file).
+
+    The vendor rules it encodes cite their sources in the YAML file itself.
+    """
 
     name: str
     mode: str
@@ -61,44 +98,183 @@ class EhrProfile:
     max_delay: float = 300.0
     scopes: tuple[str, ...] = ()
     description: str = ""
+    # -- vendor rules (issue 8) --
+    ref: str = ""                      # name or absolute path: what the outbox stores to reload it
+    scope_version: str = "v2"          # v1 (read/write) or v2 (cruds) spelling
+    write_context: str = "patient"     # patient | user: the scope context a create needs
+    conditional_create: str = "unknown"  # does the EHR honour If-None-Exist? true | false | unknown
+    transaction: bool = False          # batch/transaction Bundles accepted
+    labels_kept: str = "unknown"       # meta.security kept | dropped | unknown
+    identifier_kept: str = "unknown"   # business identifier kept and searchable: true | false | unknown
+    restricted_note_type: dict[str, str] | None = None  # site-configured; required where labels not kept
+    doc_status: str | None = "final"   # DocumentReference.docStatus (see the profile for the trade-off)
+    content_type: str = "text/plain; charset=utf-8"
+    requires_encounter: bool = False   # the note needs an existing encounter of the same patient
+    requires_period: bool = False      # context.period start + end (with time)
+    requires_author: bool = False      # exactly one author = the signed-in provider
+    create_returns_resource: str = "unknown"  # Prefer: return=representation honoured: true | false | unknown
+    read_back_attempts: int = 3        # bounded label read-back (403/404 = could not check, no retry)
+    online_access: bool = True         # the EHR grants refresh tokens for online_access
+    backend_services: str = "unknown"  # system (client_credentials) writes possible: true | false | unknown
+    sources: tuple[str, ...] = ()
 
     @property
     def offered(self) -> tuple[str, ...]:
         return tuple(r for r in ALL_RESOURCES if r in self.resources or r in self.optional_resources)
 
+    @property
+    def labels_protect(self) -> bool:
+        """Whether the note's protection can rest on its security labels."""
+        return self.labels_kept == "kept"
+
+    @property
+    def document_type(self) -> dict[str, str]:
+        """The note's type: the site's restricted note type where one is configured."""
+        return dict(self.restricted_note_type) if self.restricted_note_type else dict(self.note_type)
+
+    @property
+    def search_by_identifier(self) -> bool:
+        """An unknown outcome can be resolved by searching our business identifier."""
+        return self.identifier_kept == "true"
+
+    def needed_scope(self, kind: str, letters: str = "c") -> str:
+        return spell(self.write_context, kind, letters, self.scope_version)
+
+    def check_startup(self) -> None:
+        """Start-up rule: where labels are not known to be kept, a restricted note type must be set."""
+        if self.labels_kept != "kept" and "DocumentReference" in self.offered and not self.restricted_note_type:
+            raise RestrictedNoteTypeMissing(
+                f"EHR profile {self.name}: this EHR does not keep security labels (labels_kept: {self.labels_kept}), "
+                "so the note's confidentiality must come from a restricted note type. Set restricted_note_type "
+                "(system, code, display) in the deployment file (RESTRICTED_NOTE_TYPE) to the site's restricted "
+                "note type.")
+
     @classmethod
     def load(cls, name_or_path: str, overrides: dict[str, Any] | None = None) -> EhrProfile:
         path = Path(name_or_path)
-        if not path.suffix:
+        if not path.suffix and "/" not in name_or_path:
             path = PROFILES_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             raise ProfileError(f"EHR profile not found: {path.name}")
         raw = yaml.safe_load(path.read_text()) or {}
         if overrides:
-            raw = {**raw, **overrides}
+            raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+        src = path.name
         mode = raw.get("mode", "single")
         if mode not in ("single", "transaction"):
-            raise ProfileError(f"{path.name}: mode must be single or transaction")
+            raise ProfileError(f"{src}: mode must be single or transaction")
         resources = tuple(raw.get("resources") or ("DocumentReference",))
         optional = tuple(raw.get("optional_resources") or ())
         unknown = [r for r in resources + optional if r not in ALL_RESOURCES]
         if unknown:
-            raise ProfileError(f"{path.name}: unknown resources {unknown}")
+            raise ProfileError(f"{src}: unknown resources {unknown}")
+        # The score and every optional resource are off by default (issue 8): only the referral
+        # and the note may be pre-ticked; anything else listed as default moves to optional.
+        default_on = tuple(r for r in resources if r in ("ServiceRequest", "DocumentReference"))
+        optional = tuple(dict.fromkeys(optional + tuple(r for r in resources if r not in default_on)))
         for key in ("note_type", "note_category"):
             if not (raw.get(key) or {}).get("code"):
-                raise ProfileError(f"{path.name}: {key}.code is required")
+                raise ProfileError(f"{src}: {key}.code is required")
+        restricted = raw.get("restricted_note_type") or None
+        if restricted is not None and not (isinstance(restricted, dict) and restricted.get("code")):
+            raise ProfileError(f"{src}: restricted_note_type needs system and code")
+        labels_kept = str(raw.get("labels_kept", "unknown")).lower()
+        if labels_kept not in LABELS_KEPT:
+            raise ProfileError(f"{src}: labels_kept must be kept, dropped or unknown")
+        doc_status = raw.get("doc_status", "final")
+        if doc_status not in DOC_STATUS:
+            raise ProfileError(f"{src}: doc_status must be final, preliminary, amended or empty")
+        scope_version = str(raw.get("scope_version", "v2"))
+        if scope_version not in ("v1", "v2"):
+            raise ProfileError(f"{src}: scope_version must be v1 or v2")
+        write_context = str(raw.get("write_context", "patient"))
+        if write_context not in ("patient", "user"):
+            raise ProfileError(f"{src}: write_context must be patient or user")
+        transaction = bool(raw.get("transaction", mode == "transaction"))
+        if mode == "transaction" and not transaction:
+            raise ProfileError(f"{src}: mode transaction needs transaction: true")
         retry = raw.get("retry") or {}
+        read_back = raw.get("read_back") or {}
+        if isinstance(read_back, bool):
+            read_back = {"enabled": read_back}
         return cls(
-            name=raw.get("name", path.stem), mode=mode, resources=resources, optional_resources=optional,
+            name=raw.get("name", path.stem), mode=mode, resources=default_on, optional_resources=optional,
             note_type=dict(raw["note_type"]), note_category=dict(raw["note_category"]),
             identifier_system=raw.get("identifier_system", "urn:ipv-screen:writeback"),
             labels=LabelPolicy.from_mapping(raw.get("security")),
             detailed_note_allowed=bool(raw.get("detailed_note_allowed", True)),
-            read_back=bool(raw.get("read_back", True)),
+            read_back=bool(read_back.get("enabled", True)),
+            read_back_attempts=max(1, min(5, int(read_back.get("max_attempts", 3)))),
             max_attempts=int(retry.get("max_attempts", 10)), base_delay=float(retry.get("base_delay", 2.0)),
             max_delay=float(retry.get("max_delay", 300.0)), scopes=tuple(raw.get("scopes") or ()),
             description=raw.get("description", ""),
+            ref=resolve_profile_ref(name_or_path), scope_version=scope_version, write_context=write_context,
+            conditional_create=_tri(raw.get("honours_conditional_create"), "honours_conditional_create", src),
+            transaction=transaction, labels_kept=labels_kept,
+            identifier_kept=_tri(raw.get("identifier_kept"), "identifier_kept", src),
+            restricted_note_type=dict(restricted) if restricted else None, doc_status=doc_status,
+            content_type=str(raw.get("content_type", "text/plain; charset=utf-8")),
+            requires_encounter=bool((raw.get("requires") or {}).get("encounter", False)),
+            requires_period=bool((raw.get("requires") or {}).get("period", False)),
+            requires_author=bool((raw.get("requires") or {}).get("author", False)),
+            create_returns_resource=_tri(raw.get("create_returns_resource"), "create_returns_resource", src),
+            online_access=bool(raw.get("online_access", True)),
+            backend_services=_tri(raw.get("backend_services"), "backend_services", src),
+            sources=tuple(str(s) for s in raw.get("sources") or ()),
         )
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What this launch may write: the kinds, and why each other kind is not offered."""
+
+    kinds: tuple[str, ...]
+    not_offered: dict[str, tuple[str, str]]  # kind -> (reason code, detail such as the missing scope)
+
+
+def writable(profile: EhrProfile, granted_scope: str, *, has_encounter: bool, has_author: bool,
+             has_screening: bool = True) -> Offer:
+    """Intersect the profile with the token's granted scope and the launch's context.
+
+    Reasons: ``ehr`` (the EHR does not take it from apps), ``scope`` (this token may not create it; detail =
+    the scope it would need), ``encounter`` / ``author`` (a required field the launch cannot fill),
+    ``screen`` (no completed screen to record), ``referral`` (a Task needs the referral order).
+    """
+    kinds: list[str] = []
+    why: dict[str, tuple[str, str]] = {}
+    for kind in ALL_RESOURCES:
+        if kind not in profile.offered:
+            why[kind] = ("ehr", "")
+        elif not allows(granted_scope, kind, "c", contexts=_contexts(profile)):
+            why[kind] = ("scope", profile.needed_scope(kind))
+        elif kind == "DocumentReference" and profile.requires_encounter and not has_encounter:
+            why[kind] = ("encounter", "")
+        elif kind == "DocumentReference" and profile.requires_author and not has_author:
+            why[kind] = ("author", "")
+        elif kind in ("Observation", "QuestionnaireResponse") and not has_screening:
+            why[kind] = ("screen", "")
+        else:
+            kinds.append(kind)
+    if "Task" in kinds and "ServiceRequest" not in kinds:
+        kinds.remove("Task")
+        why["Task"] = ("referral", "")
+    return Offer(tuple(kinds), why)
+
+
+def _contexts(profile: EhrProfile) -> tuple[str, ...]:
+    # A user-context create (Oracle provider access) needs user/ scopes; patient/ ones do not count.
+    return ("user",) if profile.write_context == "user" else ("patient", "user")
+
+
+def reference_code(referral_key: str) -> str:
+    """A short code the note carries so this app can find it again (meaningless to anyone else)."""
+    digest = hashlib.sha256(("ref:" + referral_key).encode()).digest()
+    n = int.from_bytes(digest[:8], "big")
+    chars = []
+    for _ in range(8):
+        n, r = divmod(n, len(CODE_ALPHABET))
+        chars.append(CODE_ALPHABET[r])
+    return "".join(chars[:4]) + "-" + "".join(chars[4:])
 
 
 @lru_cache(maxsize=1)
@@ -122,6 +298,7 @@ class WritebackInput:
     detail_text: str | None = None
     safe_contact: dict[str, Any] = field(default_factory=lambda: {"channel": "none", "note": None})
     urgent: bool = False
+    patient_asked: bool = False  # referral asked for by the patient after a negative screen
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -215,11 +392,16 @@ def _programs(inp: WritebackInput) -> list[dict[str, Any]]:
 
 
 def _contact_sentence(safe_contact: dict[str, Any]) -> str:
-    channel = (safe_contact or {}).get("channel") or "none"
+    """Only what the patient answered; an unanswered question is shown as such (never a default)."""
+    channel = (safe_contact or {}).get("channel")
+    note = ((safe_contact or {}).get("note") or "").strip()
+    if not channel:
+        return "Safe contact: not answered yet."
     if channel == "none":
         return ("Do not contact the patient about this referral: no contact channel is safe. "
                 "The patient will make contact.")
-    return f"The patient says contact by {CHANNEL_WORDS.get(channel, channel)} is safe."
+    sentence = f"The patient says contact by {CHANNEL_WORDS.get(channel, channel)} is safe"
+    return f"{sentence} ({note})." if note else f"{sentence}."
 
 
 def note_text(inp: WritebackInput) -> str:
@@ -238,6 +420,8 @@ def note_text(inp: WritebackInput) -> str:
         lines.append("")
         lines.append("Documented at the patient's request:")
         lines.append(inp.detail_text.strip())
+    lines.append("")
+    lines.append(f"Ref. {reference_code(inp.referral_key)}")
     return "\n".join(lines)
 
 
@@ -247,6 +431,10 @@ def build_document_reference(inp: WritebackInput, profile: EhrProfile, wanted: l
     context: dict[str, Any] = {}
     if inp.encounter_id:
         context["encounter"] = [_ref("Encounter", inp.encounter_id)]
+    if profile.requires_period:
+        # Oracle: context.period with end (start optional), every date with a time component.
+        start = inp.screening.get("completed_at") or _when(inp)
+        context["period"] = {"start": start, "end": _when(inp)}
     if "ServiceRequest" in wanted:
         sr = full_url(inp.referral_key, "ServiceRequest")
         context["related"] = [{"reference": sr}]
@@ -254,22 +442,24 @@ def build_document_reference(inp: WritebackInput, profile: EhrProfile, wanted: l
     resource: dict[str, Any] = {
         "resourceType": "DocumentReference",
         "status": "current",
-        "docStatus": "final",
-        "type": _cc(profile.note_type, profile.note_type.get("display")),
+        "type": _cc(profile.document_type, profile.document_type.get("display")),
         "category": [_cc(profile.note_category)],
         "subject": _ref("Patient", inp.patient_id),
         "date": _when(inp),
         "description": "Confidential referral note",
         "content": [{"attachment": {
-            "contentType": "text/plain; charset=utf-8",
+            "contentType": profile.content_type,
             "language": "en",
             "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
             "title": "Confidential referral note",
             "creation": _when(inp),
         }}],
     }
+    if profile.doc_status:
+        resource["docStatus"] = profile.doc_status
     author = _author(inp)
     if author:
+        # Exactly one author: the signed-in provider (Oracle refuses any other for provider access).
         resource["author"] = [author]
     if context:
         resource["context"] = context
@@ -297,11 +487,11 @@ def build_service_request(inp: WritebackInput, profile: EhrProfile, wanted: list
     programs = _programs(inp)
     if programs:
         resource["performer"] = [{"display": p.get("program") or p.get("name")} for p in programs]
-    channel = (inp.safe_contact or {}).get("channel") or "none"
+    channel = (inp.safe_contact or {}).get("channel")
     if channel == "none":
         # SDOHCC ServiceRequest orderDetail slice SubjectContactDetail.
         resource["orderDetail"] = [_cc(c["contacting_subject_prohibited"], "Do not contact the patient")]
-    else:
+    elif channel:
         resource["orderDetail"] = [{"text": f"Safe contact channel: {CHANNEL_WORDS.get(channel, channel)}"}]
         if (inp.safe_contact.get("note") or "").strip():
             resource["note"] = [{"text": f"Safe contact: {inp.safe_contact['note'].strip()}"}]

@@ -24,7 +24,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     _dev_secrets(app)
     logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
 
-    from smart_app import audit, crypto, db, errors, health, i18n, retention, security
+    from smart_app import audit, crypto, db, errors, health, i18n, profiles, retention, security
 
     db.init_app(app)
     crypto.init_app(app)
@@ -34,6 +34,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     retention.init_app(app)
     health.init_app(app)
     audit.init_app(app)
+    profiles.init_app(app)  # refuses an EHR profile that cannot protect the note (restricted note type)
 
     from smart_app.blueprints import register_blueprints
 

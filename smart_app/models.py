@@ -85,12 +85,14 @@ class ReferralRecord(Base):
     site, urgency and status are not PHI on their own and stay queryable."""
 
     __tablename__ = "referral"
-    __table_args__ = (Index("ix_referral_status_created", "status", "created_at"),)
+    __table_args__ = (Index("ix_referral_status_created", "status", "created_at"),
+                      # One referral per launch: concurrent consent POSTs cannot make a second (issue 8).
+                      UniqueConstraint("launch_id", name="uq_referral_launch"))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
-    launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     iss: Mapped[str] = mapped_column(String(512))
-    profile: Mapped[str] = mapped_column(String(64))
+    profile: Mapped[str] = mapped_column(String(512))  # EHR profile name or absolute path
     site: Mapped[str | None] = mapped_column(String(64), nullable=True)
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default="new")  # new | contacted | closed
@@ -118,8 +120,9 @@ class ReferralEvent(Base):
 class OutboxItem(Base):
     """One chart write, stored before it is sent (fhir/outbox.py).
 
-    status: pending -> sending (claimed, with a lease) -> written | failed; a failed write is
-    kept. ``last_error`` and ``label_detail`` never hold PHI (HTTP status, reason class, label codes).
+    status: pending -> sending (claimed, with a lease) -> written | failed | check; a failed write is
+    kept; ``check`` = the outcome could not be known ("check the chart", for a person).
+    ``last_error`` and ``label_detail`` never hold PHI (HTTP status, reason class, label codes).
     """
 
     __tablename__ = "outbox"
@@ -132,7 +135,7 @@ class OutboxItem(Base):
     referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id"), index=True)
     launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     iss: Mapped[str] = mapped_column(String(512))
-    profile: Mapped[str] = mapped_column(String(64))
+    profile: Mapped[str] = mapped_column(String(512))  # EHR profile name or absolute path (profile.ref)
     mode: Mapped[str] = mapped_column(String(16), default="single")  # single | transaction
     kind: Mapped[str] = mapped_column(String(64))  # FHIR resource type
     identifier_system: Mapped[str] = mapped_column(String(256))
@@ -144,6 +147,10 @@ class OutboxItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=10)
     final_retry: Mapped[bool] = mapped_column(Boolean, default=False)  # the one retry after a refusal used
+    # The last send may have reached the EHR (timeout after sending, reset, worker gone mid-send): where the
+    # EHR does not honour If-None-Exist, the next try searches first and never re-sends blindly.
+    outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False)
+    label_attempts: Mapped[int] = mapped_column(Integer, default=0)  # bounded read-back
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -53,6 +53,7 @@ from smart_app.db import get_session
 from smart_app.ehr import fhir_client_for
 from smart_app.launch_state import Launch
 from smart_app.models import LaunchRecord, OutboxItem, WorkerHeartbeat
+from smart_app.profiles import profile_for
 from smart_app.retention import purge
 
 log = logging.getLogger("ipv.outbox")
@@ -142,7 +143,8 @@ def enqueue(db: Session, *, referral_id: str, launch_id: str | None, iss: str, p
         ident = plan.resource["identifier"]
         ident = ident[0] if isinstance(ident, list) else ident
         row = OutboxItem(
-            referral_id=referral_id, launch_id=launch_id, iss=iss, profile=profile.name, mode=profile.mode,
+            referral_id=referral_id, launch_id=launch_id, iss=iss, profile=profile.ref or profile.name,
+            mode=profile.mode,
             kind=plan.kind, identifier_system=ident["system"], identifier_value=ident["value"],
             full_url=plan.full_url, depends_on=json.dumps({k: list(v) for k, v in plan.depends_on.items()}),
             resource_enc=encrypt_json(plan.resource), status=PENDING, attempts=0,
@@ -347,10 +349,11 @@ class OutboxWorker:
         return counts
 
     # sending -------------------------------------------------------------------------------------------
-    def profile(self, name: str) -> EhrProfile:
-        if name not in self._profiles:
-            self._profiles[name] = EhrProfile.load(name)
-        return self._profiles[name]
+    def profile(self, ref: str) -> EhrProfile:
+        """The row's profile by name or absolute path (as stored), with the site's settings."""
+        if ref not in self._profiles:
+            self._profiles[ref] = profile_for(self.app, ref)
+        return self._profiles[ref]
 
     def _siblings(self, db: Session, referral_id: str) -> dict[str, Any]:
 

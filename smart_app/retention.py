@@ -24,9 +24,9 @@ def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
     """Delete ended or expired launches no unfinished chart write needs and old replay guards; empty the
     stored content of writes the EHR has and whose labels were checked."""
     now = now or datetime.now(UTC)
-    # Unsent writes, and written ones whose labels are still to be read back, use the launch's token.
-    unfinished = or_(OutboxItem.status.in_(("pending", "sending")),
-                     (OutboxItem.status == "written") & (OutboxItem.label_status == "unverified"))
+    # Unsent writes use the launch's token. A label read-back never holds the launch (its tokens, context
+    # and answers) past the purge: it is bounded, and without the token it ends as "could not check".
+    unfinished = OutboxItem.status.in_(("pending", "sending"))
     needed = exists().where(OutboxItem.launch_id == LaunchRecord.id, unfinished)
     gone = select(LaunchRecord.id).where(
         or_(LaunchRecord.status == "ended", LaunchRecord.expires_at < now), ~needed)

@@ -45,8 +45,9 @@ def _check_retention(app) -> None:
     assert _launch_ids(app) == {active, waiting}  # the unsent writes still need the launch's token
 
     _set(app, OutboxItem, OutboxItem.referral_id == referral, status="written", label_status="unverified")
-    assert _purge(app)["writes_emptied"] == 0  # the label check still reads what was sent, with the token
-    assert _launch_ids(app) == {active, waiting}
+    assert _purge(app)["writes_emptied"] == 0  # the label check still needs what was sent
+    # ...but a pending read-back never holds the ended launch's tokens and answers (issue 8).
+    assert _launch_ids(app) == {active}
     _set(app, OutboxItem, OutboxItem.referral_id == referral, label_status="ok")
     assert _purge(app)["writes_emptied"] == 3  # in the chart, labels checked: our copy goes
     assert _launch_ids(app) == {active}

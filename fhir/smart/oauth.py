@@ -133,3 +133,10 @@ def token_expired(tokens: dict[str, Any], *, skew: int = 30, now: float | None =
     if not isinstance(expires_at, int | float):
         return False
     return (now if now is not None else time.time()) >= expires_at - skew
+
+
+def client_credentials(config: SmartConfiguration, *, scope: str, auth: ClientAuth,
+                       http: requests.Session | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """SMART Backend Services: a system access token (client_credentials; the client authenticates with
+    private_key_jwt). Source: SMART App Launch 2.2.0 backend-services.html, "Obtaining an access token"."""
+    return _token_request(config, {"grant_type": "client_credentials", "scope": scope}, auth, http, timeout)

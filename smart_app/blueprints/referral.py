@@ -166,14 +166,11 @@ def submit() -> Response:
         ref["safe_zip"] = None
         _store(ref, current_ranking(ref))
         return redirect(url_for("referral.index", lid=lid) + "#find")
-    # action == "save": chosen programs and the safe-contact answer
+    # action == "save": chosen programs. The safe-contact question is asked once, on the consent page,
+    # where its answer is shown in the note it goes into (issue 8).
     ranking = current_ranking(ref)
     listed = {r.service.id for r in ranking.results}
     ref["selected"] = [s for s in request.form.getlist("selected") if s in listed]
-    channel = request.form.get("channel")
-    if channel in CHANNELS:
-        note = (request.form.get("contact_note") or "").strip()[:MAX_NOTE]
-        ref["safe_contact"] = {"channel": channel, "note": note}
     _store(ref, ranking)
     return redirect(url_for("referral.index", lid=lid, saved=1) + "#next")
 

@@ -42,7 +42,8 @@ def _entry(record: ReferralRecord) -> dict[str, Any]:
     summary = decrypt_json(record.summary_enc) or {}
     rows = [row_view(r) for r in referral_rows(record.id)]
     states = {r["state"] for r in rows}
-    write = "failed" if "failed" in states else "queued" if "queued" in states else "written" if rows else "none"
+    write = ("failed" if "failed" in states else "check" if "check" in states else "queued" if "queued" in states
+             else "written" if rows else "none")
     return {"id": record.id, "created_at": record.created_at, "status": record.status, "site": record.site,
             "urgent": record.urgent, "status_by": record.status_by, "status_at": record.status_at,
             "patient_name": summary.get("patient_name"), "mrn": summary.get("mrn"),

@@ -1,35 +1,54 @@
 """Consent and chart write-back: the patient decides, the outbox writes, the clinician sees each result.
 
-No consent: nothing is written and nothing is queued. Consent: the resources are built
-(fhir/builders.py), stored in the outbox first (fhir/outbox.py), then sent at once with a short
-timeout; whatever the EHR did not take stays queued for the worker. The confirmation page shows
-each resource as written / queued for retry / failed (with a PHI-free reason) and the label check.
+Consent = payload: the consent page is rendered from the very payload that goes to the outbox
+(``plan_writeback`` with this launch's referral key): each resource in plain words, the exact note text
+(decoded from the planned DocumentReference) and the script read to the patient. Any change on the page
+(channel, channel note, detail option, resources) re-renders the preview -- live through
+``/l/<lid>/consent/preview`` (static/consent_preview.js; CSP allows only 'self' scripts) or with the
+"Update preview" button without JavaScript. The page carries a digest of what it shows; the POST is
+refused (nothing written, page shown again) when the server's plan differs.
+
+Order: consent only after a completed screen in this launch (or the clinician's explicit "the patient
+asks for a referral" after a negative/declined screen); otherwise 409. One referral per launch by a
+database constraint (ReferralRecord.launch_id unique, the referral key as primary key).
+
+The POST only stores the outbox rows and returns: the worker (``flask outbox-worker``; a thread in
+``make demo``) does all sending, and the confirmation page polls ``/l/<lid>/progress`` (a neutral,
+PHI-free JSON status) until each write is written, failed or "check the chart".
 Also registers the ``outbox-worker`` and ``outbox-run-once`` CLI commands.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 import click
-from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
-from fhir.builders import EhrProfile, WritebackInput, note_text, plan_writeback
+from fhir.builders import SEND_ORDER, EhrProfile, Offer, WritebackInput, plan_writeback, writable
 from smart_app.crypto import encrypt_json
 from smart_app.db import get_session
 from smart_app.i18n import use_launch_locale
 from smart_app.launch_state import launch_required
 from smart_app.models import OutboxItem, ReferralRecord
-from smart_app.outbox import OutboxSettings, OutboxWorker, enqueue
+from smart_app.outbox import OutboxSettings, OutboxWorker, enqueue, utcnow
+from smart_app.profiles import current_profile
 
 bp = Blueprint("writeback", __name__, url_prefix="/l/<lid>", cli_group=None)
 
 CHANNELS = ("none", "phone", "text", "email", "portal", "in_person")
 SITE_SYSTEM = "urn:ipv-sandbox:site"
+MAX_NOTE = 200
+MAX_DETAIL = 2000
 
 
 def channel_label(channel: str) -> str:
@@ -48,11 +67,6 @@ def kind_label(kind: str) -> str:
     }.get(kind, kind)
 
 
-def current_profile() -> EhrProfile:
-    name = current_app.config.get("EHR_PROFILE") or current_app.config["DEPLOYMENT"].ehr_profile
-    return EhrProfile.load(name)
-
-
 def site_key(context: dict[str, Any], referral: dict[str, Any]) -> str | None:
     """The referral's site (site key), else the encounter location's site identifier."""
     if referral.get("site"):
@@ -65,101 +79,286 @@ def site_key(context: dict[str, Any], referral: dict[str, Any]) -> str | None:
     return None
 
 
-def _safe_contact(referral: dict[str, Any]) -> dict[str, Any]:
-    sc = dict(referral.get("safe_contact") or {})
-    if sc.get("channel") not in CHANNELS:
-        sc["channel"] = "none"  # unknown = not safe
-    return sc
+# -- order ---------------------------------------------------------------------------------------------------
+def screen_state(launch: Any) -> str:
+    """'positive' (consent may be asked), 'other' (negative/declined: only if the patient asks), 'none'."""
+    screening = launch.data.get("screening") or {}
+    if not screening.get("completed_at"):
+        return "none"
+    if screening.get("interpretation") == "positive" or screening.get("danger"):
+        return "positive"
+    return "other"
 
 
-def _input(launch: Any, profile: EhrProfile, referral_key: str, *, resources: list[str], note_mode: str,
-           detail_text: str | None, safe_contact: dict[str, Any]) -> WritebackInput:
+def _out_of_order(message: str) -> tuple[str, int]:
+    return render_template("error.html", title=_("Not yet"), message=message), 409
+
+
+# -- the plan shown = the plan written -------------------------------------------------------------------------
+def granted_scope(launch: Any) -> str:
+    """The token's granted scope; a token response without ``scope`` grants what was asked (RFC 6749 5.1)."""
+    scope = str((launch.context or {}).get("scope") or launch.tokens.get("scope") or "")
+    if not scope.strip():
+        deployment = current_app.config["DEPLOYMENT"]
+        scope = deployment.scopes_ehr if launch.kind == "ehr" else deployment.scopes_standalone
+    return scope
+
+
+def offer_for(launch: Any, profile: EhrProfile) -> Offer:
+    ctx = launch.context
+    screening = launch.data.get("screening") or {}
+    return writable(profile, granted_scope(launch), has_encounter=bool((ctx.get("encounter") or {}).get("id")),
+                    has_author=bool((ctx.get("user") or {}).get("reference")),
+                    has_screening=bool(screening.get("completed_at")))
+
+
+def referral_key(launch: Any) -> str:
+    """This launch's referral id, fixed before consent: the note's reference code and every business
+    identifier derive from it, so the preview and the outbox hold the same payload."""
+    key = (launch.data.get("writeback_plan") or {}).get("key")
+    if not key:
+        key = secrets.token_urlsafe(24)
+        launch.update_data(writeback_plan={"key": key})
+        launch.save()
+    return key
+
+
+def choices_from(form: Any, profile: EhrProfile, offer: Offer) -> dict[str, Any]:
+    """The page's choices from a form (or nothing posted yet: the defaults -- no channel, optional off)."""
+    posted = form.get("shown") == "1"
+    channel = form.get("channel") if form.get("channel") in CHANNELS else None
+    note = (form.get("contact_note") or "").strip()[:MAX_NOTE] or None
+    detailed = profile.detailed_note_allowed and form.get("detailed") == "yes"
+    detail_text = (form.get("detail_text") or "").strip()[:MAX_DETAIL] if detailed else ""
+    if posted:
+        chosen = [k for k in form.getlist("resources") if k in offer.kinds]
+    else:
+        chosen = [k for k in profile.resources if k in offer.kinds]
+    if "DocumentReference" in offer.kinds and "DocumentReference" not in chosen:
+        chosen.append("DocumentReference")  # the note is what consent is about; always written where possible
+    return {"channel": channel, "contact_note": note if channel and channel != "none" else None,
+            "detailed": detailed, "detail_text": detail_text,
+            "resources": [k for k in offer.kinds if k in chosen],
+            "patient_asks": form.get("patient_asks") == "yes"}
+
+
+def _input(launch: Any, key: str, choices: dict[str, Any]) -> WritebackInput:
     ctx, data = launch.context, launch.data
     screening = data.get("screening") or {}
     user = ctx.get("user") or {}
     return WritebackInput(
-        referral_key=referral_key, patient_id=(ctx.get("patient") or {}).get("id"),
+        referral_key=key, patient_id=(ctx.get("patient") or {}).get("id"),
         encounter_id=(ctx.get("encounter") or {}).get("id"), author_reference=user.get("reference"),
         author_name=user.get("name"), screening=screening, referral=data.get("referral") or {},
-        resources=resources, note_mode=note_mode, detail_text=detail_text, safe_contact=safe_contact,
-        urgent=bool(screening.get("danger")),
+        resources=list(choices["resources"]), note_mode="detailed" if choices["detailed"] else "minimal",
+        detail_text=choices["detail_text"] or None,
+        safe_contact={"channel": choices["channel"], "note": choices["contact_note"]},
+        urgent=bool(screening.get("danger")), patient_asked=choices["patient_asks"],
     )
 
 
+def _programs(referral: dict[str, Any]) -> list[str]:
+    results = {r.get("service_id"): r for r in referral.get("results") or []}
+    return [results[s].get("program") or results[s].get("name") or "" for s in referral.get("selected") or []
+            if s in results]
+
+
+def describe(plans: list[Any], launch: Any, profile: EhrProfile) -> list[dict[str, str]]:
+    """Each planned resource in plain words (what the clinician reads, what the digest covers)."""
+    screening = launch.data.get("screening") or {}
+    programs = ", ".join(_programs(launch.data.get("referral") or {})) or _("no program chosen")
+    out = []
+    for plan in plans:
+        res = plan.resource
+        if plan.kind == "DocumentReference":
+            note_type = (res.get("type") or {}).get("text") or (res["type"]["coding"][0].get("code"))
+            words = _("A note in the chart (note type: %(type)s) with exactly the text below.", type=note_type)
+        elif plan.kind == "ServiceRequest":
+            words = _("A referral order to: %(programs)s (priority: %(priority)s).", programs=programs,
+                      priority=_("urgent") if res.get("priority") == "urgent" else _("routine"))
+        elif plan.kind == "Observation":
+            value = (res.get("valueQuantity") or {}).get("value")
+            words = _("The screening score: %(instrument)s total %(value)s, %(result)s.",
+                      instrument=str(screening.get("instrument") or "").upper(),
+                      value=value if value is not None else _("not recorded"),
+                      result=_("positive") if screening.get("interpretation") == "positive" else
+                      _("negative") if screening.get("interpretation") == "negative" else _("no result"))
+        elif plan.kind == "QuestionnaireResponse":
+            words = _("The patient's answer to each screening question.")
+        else:
+            words = _("A follow-up task for social work on the referral.")
+        out.append({"kind": plan.kind, "label": kind_label(plan.kind), "words": words})
+    return out
+
+
+def script_for(kinds: list[str]) -> list[str]:
+    """What the clinician reads to the patient: it names every resource that will be written."""
+    lines = []
+    if "DocumentReference" in kinds:
+        lines.append(_("“May I add a short, confidential note to your health record saying that you were "
+                       "referred for support? It will not describe what happened to you.”"))
+    else:
+        lines.append(_("“May I record that you were referred for support, so that social work can follow up?”"))
+    if "ServiceRequest" in kinds:
+        lines.append(_("“A referral order to the program will also be recorded.”"))
+    if "Observation" in kinds:
+        lines.append(_("“A screening score will be recorded.”"))
+    if "QuestionnaireResponse" in kinds:
+        lines.append(_("“Your answers to the screening questions will be recorded.”"))
+    if "Task" in kinds:
+        lines.append(_("“A follow-up task for social work will be recorded.”"))
+    return lines
+
+
+def note_from(plans: list[Any]) -> str | None:
+    """The exact note text, decoded from the planned DocumentReference (what the EHR will store)."""
+    for plan in plans:
+        if plan.kind == "DocumentReference":
+            return base64.b64decode(plan.resource["content"][0]["attachment"]["data"]).decode("utf-8")
+    return None
+
+
+def not_offered_words(offer: Offer, profile: EhrProfile) -> list[dict[str, str]]:
+    out = []
+    for kind, (reason, detail) in offer.not_offered.items():
+        if reason == "ehr" and kind not in ("DocumentReference", "ServiceRequest"):
+            continue  # not something this EHR takes from apps at all: no need to list every one
+        text = {
+            "ehr": _("this EHR does not accept it from apps"),
+            "scope": _("the EHR did not give this app permission to write it (needs %(scope)s)", scope=detail),
+            "encounter": _("this EHR needs the visit's encounter, and this launch has none"),
+            "author": _("this EHR needs the signed-in clinician as the note's author, and the launch did not "
+                        "say who is signed in"),
+            "screen": _("there is no completed screen to record"),
+            "referral": _("it needs the referral order, which is not offered"),
+        }.get(reason, reason)
+        out.append({"kind": kind, "label": kind_label(kind), "why": text})
+    return out
+
+
+def protection_words(profile: EhrProfile) -> str:
+    note_type = profile.document_type.get("display") or profile.document_type.get("code")
+    if profile.labels_protect:
+        return _("Everything written is marked restricted and sensitive (security labels), so the EHR can keep it "
+                 "out of the patient portal and other shared views.")
+    return _("This EHR does not keep confidentiality labels, so the note is filed as the site's restricted note "
+             "type “%(type)s”, which only authorised staff can open.", type=note_type)
+
+
+def view_model(launch: Any, profile: EhrProfile, choices: dict[str, Any]) -> dict[str, Any]:
+    """Everything the consent page shows, built from the planned payload, and its digest."""
+    offer = offer_for(launch, profile)
+    plans = plan_writeback(_input(launch, referral_key(launch), choices), profile) if choices["resources"] else []
+    items = describe(plans, launch, profile)
+    note = note_from(plans)
+    script = script_for([p.kind for p in plans])
+    shown = {"items": [[i["kind"], i["words"]] for i in items], "note": note, "script": script,
+             "channel": choices["channel"], "contact_note": choices["contact_note"]}
+    digest = hashlib.sha256(json.dumps(shown, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return {"plans": plans, "plan_items": items, "note": note, "script": script, "digest": digest,
+            "not_offered": not_offered_words(offer, profile), "offer": offer, "choices": choices,
+            "protection": protection_words(profile)}
+
+
+def _render_consent(launch: Any, profile: EhrProfile, vm: dict[str, Any], *, error: str | None = None,
+                    status: int = 200) -> tuple[str, int]:
+    return render_template(
+        "writeback/consent.html", lid=launch.id, profile=profile, vm=vm, c=vm["choices"], error=error,
+        channels=CHANNELS, channel_label=channel_label, kind_label=kind_label,
+        screen=screen_state(launch), has_patient=bool((launch.context.get("patient") or {}).get("id"))), status
+
+
+# -- pages -----------------------------------------------------------------------------------------------------
 @bp.route("/consent", methods=["GET"])
 @launch_required
-def consent() -> Response | str:
-    done = (g.launch.data.get("writeback") or {}).get("referral_id")
-    if done:
+def consent() -> Response | tuple[str, int] | str:
+    if (g.launch.data.get("writeback") or {}).get("referral_id"):
         return redirect(url_for("writeback.confirmation", lid=g.launch.id))
     use_launch_locale(g.launch)
+    if screen_state(g.launch) == "none":
+        return _out_of_order(_("Consent to write to the chart is asked after the screening is completed in this "
+                               "visit. Start or finish the screening first."))
     profile = current_profile()
-    referral = g.launch.data.get("referral") or {}
-    sc = _safe_contact(referral)
-    preview = note_text(_input(g.launch, profile, "preview", resources=list(profile.resources), note_mode="minimal",
-                               detail_text=None, safe_contact=sc))
-    return render_template("writeback/consent.html", lid=g.launch.id, profile=profile, preview=preview,
-                           safe_contact=sc, channels=CHANNELS, channel_label=channel_label, kind_label=kind_label,
-                           has_patient=bool((g.launch.context.get("patient") or {}).get("id")))
+    vm = view_model(g.launch, profile, choices_from(request.args, profile, offer_for(g.launch, profile)))
+    return _render_consent(g.launch, profile, vm)
+
+
+@bp.route("/consent/preview", methods=["POST"])
+@launch_required
+def preview() -> Response:
+    """Live preview for the page's script: the same view model, as JSON (POST body, nothing in the URL)."""
+    use_launch_locale(g.launch)
+    profile = current_profile()
+    vm = view_model(g.launch, profile, choices_from(request.form, profile, offer_for(g.launch, profile)))
+    return jsonify({"note": vm["note"], "items": vm["plan_items"], "script": vm["script"], "digest": vm["digest"]})
 
 
 @bp.route("/consent", methods=["POST"])
 @launch_required
 def consent_post() -> Response | tuple[str, int] | str:
     launch = g.launch
-    use_launch_locale(g.launch)
+    use_launch_locale(launch)
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    if request.form.get("consent") != "yes":
+    if (launch.data.get("writeback") or {}).get("referral_id"):  # double submit: never a second referral
+        return redirect(url_for("writeback.confirmation", lid=launch.id))
+    action = request.form.get("consent") or request.form.get("action")
+    if action == "no":
         # No consent: nothing is built, queued or sent.
         launch.update_data(consent={"status": "declined", "at": now})
         launch.save()
         return render_template("writeback/declined.html", lid=launch.id)
-    existing = (launch.data.get("writeback") or {}).get("referral_id")
-    if existing:  # double submit: never a second referral
-        return redirect(url_for("writeback.confirmation", lid=launch.id))
+    state = screen_state(launch)
+    if state == "none":
+        return _out_of_order(_("Nothing was written: consent can only be recorded after the screening is "
+                               "completed in this visit."))
     patient = launch.context.get("patient") or {}
     if not patient.get("id"):
         return render_template("error.html", title=_("No patient"),
                                message=_("This launch has no patient, so nothing can be written.")), 400
     profile = current_profile()
+    offer = offer_for(launch, profile)
+    choices = choices_from(request.form, profile, offer)
+    vm = view_model(launch, profile, choices)
+    if action != "yes":  # "Update preview" (works without JavaScript)
+        return _render_consent(launch, profile, vm)
+    if state == "other" and not choices["patient_asks"]:
+        return _out_of_order(_("Nothing was written: after a negative or declined screen, a referral is recorded "
+                               "only when the patient asks for one. Go back and tick “The patient asks for a "
+                               "referral”."))
+    if not choices["channel"]:
+        return _render_consent(launch, profile, vm, status=422, error=_(
+            "Ask the patient how the program may contact them safely (or that no contact is safe) before "
+            "asking consent. Nothing was written."))
+    if request.form.get("digest") != vm["digest"]:
+        return _render_consent(launch, profile, vm, status=409, error=_(
+            "What you were about to agree to changed. Nothing was written. Read the updated page with the "
+            "patient and ask again."))
     referral = launch.data.get("referral") or {}
-    sc = _safe_contact(referral)
-    if request.form.get("channel") in CHANNELS:
-        sc = {"channel": request.form["channel"], "note": (request.form.get("contact_note") or "").strip() or None}
-    detailed = profile.detailed_note_allowed and request.form.get("detailed") == "yes"
-    detail_text = (request.form.get("detail_text") or "").strip() if detailed else None
-    chosen = [r for r in request.form.getlist("resources") if r in profile.offered]
-    if "DocumentReference" in profile.offered and "DocumentReference" not in chosen:
-        chosen.append("DocumentReference")  # the note is what consent is about; always written
+    sc = {"channel": choices["channel"], "note": choices["contact_note"]}
     db = get_session()
-    record = ReferralRecord(launch_id=launch.id, iss=launch.iss, profile=profile.name,
+    record = ReferralRecord(id=referral_key(launch), launch_id=launch.id, iss=launch.iss, profile=profile.ref,
                             site=site_key(launch.context, referral),
                             urgent=bool((launch.data.get("screening") or {}).get("danger")), status="new")
     db.add(record)
-    db.flush()
-    inp = _input(launch, profile, record.id, resources=chosen, note_mode="detailed" if detailed else "minimal",
-                 detail_text=detail_text, safe_contact=sc)
-    plans = plan_writeback(inp, profile)
+    try:
+        db.flush()  # the unique constraint decides between concurrent consent POSTs
+    except IntegrityError:
+        db.rollback()
+        return redirect(url_for("writeback.confirmation", lid=launch.id))
+    plans = vm["plans"]
     record.summary_enc = encrypt_json(_summary(launch, referral, sc, [p.kind for p in plans]))
     enqueue(db, referral_id=record.id, launch_id=launch.id, iss=launch.iss, profile=profile,
             plans=plans, settings=OutboxSettings.for_app(current_app, profile))
-    launch.update_data(consent={"status": "given", "at": now, "detailed": bool(detailed)},
+    launch.update_data(consent={"status": "given", "at": now, "detailed": bool(choices["detailed"]),
+                                "patient_asked": bool(choices["patient_asks"]), "digest": vm["digest"]},
                        writeback={"referral_id": record.id},
                        referral={**referral, "safe_contact": sc})
-    db.commit()  # durable before anything is sent
-    send_now(record.id)
-    return redirect(url_for("writeback.confirmation", lid=launch.id))
-
-
-def send_now(referral_id: str) -> None:
-    """One quick try while the clinician waits; the worker takes over what is left."""
-    app = current_app._get_current_object()
-    timeout = float(app.config.get("WRITEBACK_SEND_TIMEOUT", 5.0))
-    worker = OutboxWorker(app, client_for=None, timeout=timeout)
+    launch.save()
     try:
-        worker.run_once(referral_id=referral_id, limit=10)
-    except Exception as exc:  # rows stay durable in the outbox
-        current_app.logger.warning("write-back: immediate send failed (%s)", type(exc).__name__)
+        db.commit()  # durable; the worker sends. No EHR call in this request.
+    except IntegrityError:
+        db.rollback()
+    return redirect(url_for("writeback.confirmation", lid=launch.id))
 
 
 def _summary(launch: Any, referral: dict[str, Any], sc: dict[str, Any], kinds: list[str]) -> dict[str, Any]:
@@ -175,13 +374,16 @@ def _summary(launch: Any, referral: dict[str, Any], sc: dict[str, Any], kinds: l
 
 
 def row_view(row: OutboxItem) -> dict[str, Any]:
-    """Plain-language status of one outbox row (clinician page and social-work queue)."""
+    """Plain-language status of one outbox row (clinician page, social-work queue, /progress)."""
     view = {"id": row.id, "kind": row.kind, "label": kind_label(row.kind), "status": row.status,
             "reason": row.last_error, "label_status": row.label_status, "label_detail": row.label_detail}
     if row.status == "written":
         view["text"] = _("Written to the chart")
     elif row.status == "failed":
         view["text"] = _("Not written to the chart")
+    elif row.status == "check":
+        view["text"] = _("Check the chart: the EHR may or may not have saved it, and the app could not find out. "
+                         "Look for it in the chart before documenting it by hand; the app will not send it again.")
     elif row.final_retry:
         view["text"] = _("The EHR did not take it. It is kept and will be tried once more; if that fails too, "
                          "social work is told and the note must be documented by hand.")
@@ -189,16 +391,28 @@ def row_view(row: OutboxItem) -> dict[str, Any]:
         view["text"] = _("Queued: the app will retry automatically")
     else:
         view["text"] = _("Queued to be written")
-    view["state"] = "written" if row.status == "written" else "failed" if row.status == "failed" else "queued"
+    view["state"] = row.status if row.status in ("written", "failed", "check") else "queued"
+    view["label_text"] = {
+        "ok": _("Verified"), "flagged": _("Not kept by the EHR"), "unchecked": _("Could not be checked"),
+        "note_type": _("Protected by the restricted note type"), "unverified": _("Being checked"),
+    }.get(row.label_status or "", _("Not checked yet") if row.status == "written" else "–")
     return view
 
 
 def referral_rows(referral_id: str) -> list[OutboxItem]:
-    from fhir.builders import SEND_ORDER
-
     rows = list(get_session().scalars(select(OutboxItem).where(OutboxItem.referral_id == referral_id)))
     rows.sort(key=lambda r: SEND_ORDER.get(r.kind, 99))
     return rows
+
+
+def _status_payload(rows: list[OutboxItem]) -> dict[str, Any]:
+    views = [row_view(r) for r in rows]
+    done = all(v["state"] != "queued" for v in views)
+    return {"rows": views, "done": done, "settled": done and all(v["label_status"] != "unverified" for v in views),
+            "any_failed": any(v["state"] == "failed" for v in views),
+            "any_check": any(v["state"] == "check" for v in views),
+            "any_queued": any(v["state"] == "queued" for v in views),
+            "any_flagged": any(v["label_status"] == "flagged" for v in views)}
 
 
 @bp.route("/consent/done", methods=["GET"])
@@ -208,20 +422,36 @@ def confirmation() -> Response | str:
     if not rid:
         return redirect(url_for("writeback.consent", lid=g.launch.id))
     use_launch_locale(g.launch)
-    views = [row_view(r) for r in referral_rows(rid)]
-    return render_template("writeback/confirmation.html", lid=g.launch.id, rows=views,
-                           any_failed=any(v["state"] == "failed" for v in views),
-                           any_queued=any(v["state"] == "queued" for v in views),
-                           any_flagged=any(v["label_status"] == "flagged" for v in views))
+    status = _status_payload(referral_rows(rid))
+    profile = current_profile()
+    return render_template("writeback/confirmation.html", lid=g.launch.id, status=status,
+                           protection=protection_words(profile), rows=status["rows"],
+                           any_failed=status["any_failed"], any_queued=status["any_queued"],
+                           any_check=status["any_check"], any_flagged=status["any_flagged"])
+
+
+@bp.route("/progress", methods=["GET"])
+@launch_required
+def progress() -> Response:
+    """Live write status for the confirmation page: no PHI (kinds, states, PHI-free reasons), neutral path."""
+    use_launch_locale(g.launch)
+    rid = (g.launch.data.get("writeback") or {}).get("referral_id")
+    payload = _status_payload(referral_rows(rid)) if rid else {"rows": [], "done": True, "settled": True}
+    for row in payload["rows"]:
+        row.pop("label_detail", None)
+    return jsonify(payload)
 
 
 @bp.route("/consent/retry", methods=["POST"])
 @launch_required
 def retry_now() -> Response:
-    """'Try again now' on the confirmation page: sends what is due for this referral only."""
+    """'Try again now': makes this referral's queued writes due at once; the worker sends them."""
     rid = (g.launch.data.get("writeback") or {}).get("referral_id")
     if rid:
-        send_now(rid)
+        db = get_session()
+        db.execute(update(OutboxItem).where(OutboxItem.referral_id == rid, OutboxItem.status == "pending")
+                   .values(next_attempt_at=utcnow()))
+        db.commit()
     return redirect(url_for("writeback.confirmation", lid=g.launch.id))
 
 

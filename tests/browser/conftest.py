@@ -100,7 +100,18 @@ def live_app(live_sandbox: Live, tmp_path_factory: pytest.TempPathFactory) -> It
     app.config["APP_BASE_URL"] = server.url
     live_sandbox.app.config["APP_LAUNCH_URL"] = server.url + "/launch"
     server.start()
+    # The outbox worker, as `make demo` runs it: the consent POST only stores writes, the worker sends.
+    import threading
+
+    from smart_app.outbox import OutboxWorker
+
+    stop = threading.Event()
+    worker = threading.Thread(target=OutboxWorker(app, timeout=5).loop,
+                              kwargs={"stop": stop.is_set, "idle_sleep": 0.2}, daemon=True)
+    worker.start()
     yield Live(app, server)
+    stop.set()
+    worker.join(timeout=10)
     server.stop()
     app.extensions["db_engine"].dispose()
 

@@ -44,16 +44,18 @@ def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox
     assert "02150" not in page.url
     service = page.locator('[data-testid="result"]').first.get_attribute("data-service")
     page.check(f'[data-testid="select-{service}"]')
-    page.check('[data-testid="channel-none"]')
     page.click('[data-testid="save"]')
     page.get_by_test_id("saved").wait_for()
 
     page.get_by_test_id("to-consent").click()
     page.wait_for_url(f"**/l/{lid}/consent")
-    assert page.get_by_test_id("channel-none").is_checked()  # the safe-contact answer carried over
+    # Safe contact is asked here, with no answer preselected; the preview follows the answer.
+    assert not page.get_by_test_id("channel-none").is_checked()
+    page.check('[data-testid="channel-none"]')
+    expect(page.get_by_test_id("note-preview")).to_contain_text("Do not contact the patient")
     page.get_by_test_id("consent-yes").click()
     page.get_by_test_id("all-written").wait_for()
-    assert page.get_by_test_id("label-alert").count() == 0
+    expect(page.get_by_test_id("label-alert")).to_be_hidden()
 
     # The chart holds one labelled, minimal note for Joana.
     from sandbox_ehr.store import get_store

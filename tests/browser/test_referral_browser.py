@@ -26,12 +26,11 @@ def test_chelsea_launch_ranks_haven_first_and_zip_stays_out_of_urls(launched_pag
         page.click('[data-testid="find"]')
     assert "miles from 02151" in page.locator('[data-testid="results"]').inner_text()
     assert not any("02151" in u for u in seen_urls)
-    # Choose HAVEN and say text messages are safe; the page keeps the answers after the redirect.
+    # Choose HAVEN; the page keeps the choice after the redirect (safe contact is asked on the consent page).
     page.check('[data-testid="select-haven"]')
-    page.check('[data-testid="channel-text"]')
     page.click('[data-testid="save"]')
     page.wait_for_selector('[data-testid="saved"]')
-    assert page.is_checked('[data-testid="channel-text"]') and page.is_checked('[data-testid="select-haven"]')
+    assert page.is_checked('[data-testid="select-haven"]')
 
 
 def test_handout_prints_discreetly(launched_page, live_app):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import lid_of
 
@@ -14,7 +15,7 @@ SCREENING = {"instrument": "hits", "questionnaire": "urn:test:hits", "score": 14
              "danger": True, "answers": {}, "completed_at": "2026-01-01T10:00:00+00:00"}
 REFERRAL = {"site": "mgh-chelsea", "results": [{"service_id": "haven", "program": "HAVEN at MGH",
                                                 "phone": "617-724-0054"}],
-            "selected": ["haven"], "safe_contact": {"channel": "none", "note": None}}
+            "selected": ["haven"]}
 
 
 def _screened(live_app, lid: str) -> None:
@@ -41,15 +42,24 @@ def test_consent_writes_to_the_chart_and_confirms(launched_page, live_app, live_
     _screened(live_app, lid)
     page.goto(f"{live_app.url}/l/{lid}/consent")
     preview = page.get_by_test_id("note-preview").inner_text()
-    assert "Do not contact the patient" in preview and "HAVEN at MGH" in preview
-    assert page.get_by_test_id("channel-none").is_checked()
+    assert "Safe contact: not answered yet." in preview and "HAVEN at MGH" in preview
+    assert not page.get_by_test_id("res-Observation").is_checked()  # the score is off by default
+    # Each change updates the preview and the script before consent (live, no inline script).
+    page.check('[data-testid="channel-email"]')
+    expect(page.get_by_test_id("note-preview")).to_contain_text("contact by email is safe")
+    page.check('[data-testid="res-Observation"]')
+    expect(page.get_by_test_id("script")).to_contain_text("screening score will be recorded")
+    page.check('[data-testid="channel-none"]')
+    expect(page.get_by_test_id("note-preview")).to_contain_text("Do not contact the patient")
+    shown = page.get_by_test_id("note-preview").inner_text()
     page.get_by_test_id("consent-yes").click()
     page.wait_for_url(f"{live_app.url}/l/{lid}/consent/done")
-    assert page.get_by_test_id("all-written").is_visible()
+    # The page polls /progress until the worker has written everything.
+    expect(page.get_by_test_id("all-written")).to_be_visible(timeout=20_000)
     for kind in ("Observation", "ServiceRequest", "DocumentReference"):
         row = page.get_by_test_id(f"row-{kind}")
-        assert row.get_attribute("data-state") == "written"
-        assert "Verified" in row.inner_text()
+        expect(row).to_have_attribute("data-state", "written")
+        expect(row).to_contain_text("Verified")
     # What the EHR holds: one note with the business identifier of this referral, labelled.
     from smart_app.db import session_scope
     from smart_app.models import OutboxItem
@@ -59,7 +69,7 @@ def test_consent_writes_to_the_chart_and_confirms(launched_page, live_app, live_
         ident = doc_row.identifier_value
     (note,) = _stored_note(live_sandbox, ident)
     assert {c["code"] for c in note["meta"]["security"]} >= {"R", "SDV", "NOPAT"}
-    assert "Confidential referral" in base64.b64decode(note["content"][0]["attachment"]["data"]).decode()
+    assert base64.b64decode(note["content"][0]["attachment"]["data"]).decode() == shown
     # Back + resubmit does not write a second referral.
     page.goto(f"{live_app.url}/l/{lid}/consent")
     page.wait_for_url(f"{live_app.url}/l/{lid}/consent/done")

@@ -58,7 +58,8 @@ def test_bad_zip_is_reported_without_putting_it_in_the_url(client, lid):
     assert 'data-testid="zip-error"' in client.get(resp.location).get_data(as_text=True)
 
 
-def test_selection_and_safe_contact_are_stored(client, lid, app):
+def test_selection_is_stored_and_safe_contact_is_not_asked_here(client, lid, app):
+    """Safe contact is asked once, on the consent page (issue 8): the referral page neither asks nor stores it."""
     resp = client.post(f"/l/{lid}/referrals", data={"action": "save", "selected": ["haven", "not-listed"],
                                                     "channel": "text", "contact_note": "only before 3pm"})
     assert resp.status_code == 302
@@ -69,20 +70,9 @@ def test_selection_and_safe_contact_are_stored(client, lid, app):
 
         ref = Launch(get_session().get(LaunchRecord, lid)).data["referral"]
     assert ref["selected"] == ["haven"]
-    assert ref["safe_contact"] == {"channel": "text", "note": "only before 3pm"}
-    html = client.get(resp.location).get_data(as_text=True)
-    assert 'value="text" checked' in html and 'data-testid="saved"' in html
-
-
-def test_unknown_channel_is_ignored(client, lid, app):
-    client.post(f"/l/{lid}/referrals", data={"action": "save", "channel": "carrier-pigeon"})
-    with app.test_request_context():
-        from smart_app.db import get_session
-        from smart_app.launch_state import Launch
-        from smart_app.models import LaunchRecord
-
-        ref = Launch(get_session().get(LaunchRecord, lid)).data["referral"]
     assert "safe_contact" not in ref
+    html = client.get(resp.location).get_data(as_text=True)
+    assert 'name="channel"' not in html and 'data-testid="saved"' in html
 
 
 def test_no_encounter_offers_the_deployments_default_programs_and_hotlines(client, make_launch):

@@ -37,12 +37,17 @@ def add_referral(app, launch_id: str, iss: str, profile: EhrProfile, patient: st
                  author: str | None = None) -> str:
     """A consented referral with its writes stored in the outbox (what the consent view does)."""
     with app.app_context(), session_scope(app) as db:
-        record = ReferralRecord(launch_id=launch_id, iss=iss, profile=profile.name, site="mgh-chelsea", status="new")
+        # Many referrals share one test launch here (one per launch is the consent page's rule, enforced on
+        # ReferralRecord.launch_id); the outbox rows carry the launch whose token they use.
+        record = ReferralRecord(launch_id=None, iss=iss, profile=profile.ref, site="mgh-chelsea", status="new")
         db.add(record)
         db.flush()
+        # Test data: the score, the referral and the note where the profile offers them (the consent page
+        # leaves the score off by default; these outbox tests choose it explicitly).
+        default = [r for r in ("Observation", "ServiceRequest", "DocumentReference") if r in profile.offered]
         inp = WritebackInput(referral_key=record.id, patient_id=patient, encounter_id=encounter,
                              author_reference=author, author_name=None, screening=dict(SCREENING),
-                             referral=dict(REFERRAL), resources=resources or list(profile.resources))
+                             referral=dict(REFERRAL), resources=resources or default)
         record.summary_enc = encrypt_json({"patient_name": "Test Patient", "safe_contact": REFERRAL["safe_contact"]})
         enqueue(db, referral_id=record.id, launch_id=launch_id, iss=iss, profile=profile,
                 plans=plan_writeback(inp, profile), settings=OutboxSettings.for_app(app, profile))
@@ -147,3 +152,14 @@ def sandbox_token(sandbox, patient: str, encounter: str | None = None, lifetime:
     with sandbox.app.app_context():
         return issue_access_token("ipv-screen-jwt", WRITE_SCOPE, patient=patient, encounter=encounter,
                                   lifetime=lifetime)
+
+
+def consent(client, lid: str, **form: Any):
+    """Consent as the page does it: ask the server's preview for the digest of exactly these choices
+    (what the page shows), then POST consent with that digest. Returns the consent POST's response."""
+    data = {"shown": "1", **form}
+    data.pop("consent", None)
+    preview = client.post(f"/l/{lid}/consent/preview", data=data)
+    assert preview.status_code == 200, preview.status_code
+    return client.post(f"/l/{lid}/consent", data={**data, "consent": form.get("consent", "yes"),
+                                                  "digest": preview.get_json()["digest"]})

@@ -11,7 +11,7 @@ from smart_app.crypto import decrypt_json
 from smart_app.db import session_scope
 from smart_app.models import OutboxItem, ReferralEvent, ReferralRecord
 from tests.conftest import default_context
-from tests.writeback.support import REFERRAL, SCREENING
+from tests.writeback.support import REFERRAL, SCREENING, consent
 
 DOWN_ISS = "http://127.0.0.1:9/fhir"  # nothing listens: connection refused at once
 DATA = {"screening": dict(SCREENING, answers={"95618-5": {"code": "LA-secret-answer"}}),
@@ -33,7 +33,8 @@ def test_consent_page_shows_minimal_note_and_safe_contact(fast_app, make_launch)
     lid = make_launch(client, data=DATA, iss=DOWN_ISS)
     page = client.get(f"/l/{lid}/consent").get_data(as_text=True)
     assert "Confidential referral to support services" in page
-    assert "Do not contact the patient" in page  # channel none
+    assert "Safe contact: not answered yet." in page  # asked here, nothing preselected
+    assert "checked data-testid=\"channel-" not in page
     assert "HAVEN at MGH" in page
     assert "Detailed documentation" in page
     assert "LA-secret-answer" not in page and "14" not in page.split("note-preview")[1].split("</pre>")[0]
@@ -51,27 +52,24 @@ def test_no_consent_writes_and_queues_nothing(fast_app, make_launch):
 def test_consent_with_ehr_down_queues_everything_and_says_so(fast_app, make_launch):
     client = fast_app.test_client()
     lid = make_launch(client, data=DATA, iss=DOWN_ISS)
-    resp = client.post(f"/l/{lid}/consent", data={"consent": "yes", "channel": "none",
-                                                 "resources": ["Observation", "ServiceRequest"]})
+    resp = consent(client, lid, channel="none", resources=["Observation", "ServiceRequest"])
     assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/l/{lid}/consent/done")
     rows = outbox_rows(fast_app)
     assert sorted(r.kind for r in rows) == ["DocumentReference", "Observation", "ServiceRequest"]
-    assert all(r.status == "pending" for r in rows)
-    obs = next(r for r in rows if r.kind == "Observation")
-    assert obs.attempts == 1 and "no answer from the EHR" in obs.last_error
+    # The consent request itself never calls the EHR: the worker does all sending.
+    assert all(r.status == "pending" and r.attempts == 0 for r in rows)
     page = client.get(f"/l/{lid}/consent/done").get_data(as_text=True)
-    assert "keeps trying" in page and 'data-state="queued"' in page
+    assert 'data-testid="queued-note" >' in page and "keeps trying" in page and 'data-state="queued"' in page
     # A second submit (double click, back button) never creates a second referral.
-    client.post(f"/l/{lid}/consent", data={"consent": "yes"})
+    consent(client, lid, channel="phone")
     assert count(fast_app, ReferralRecord) == 1 and len(outbox_rows(fast_app)) == 3
 
 
 def test_detailed_documentation_only_when_chosen(fast_app, make_launch):
     client = fast_app.test_client()
     lid = make_launch(client, data=DATA, iss=DOWN_ISS)
-    client.post(f"/l/{lid}/consent", data={"consent": "yes", "detailed": "yes", "channel": "phone",
-                                          "resources": ["Observation", "ServiceRequest"],
-                                          "detail_text": "Patient asks to document the injury on 3 Jan."})
+    consent(client, lid, detailed="yes", channel="phone", resources=["Observation", "ServiceRequest"],
+            detail_text="Patient asks to document the injury on 3 Jan.")
     with fast_app.app_context():
         doc = next(decrypt_json(r.resource_enc) for r in outbox_rows(fast_app) if r.kind == "DocumentReference")
         sr = next(decrypt_json(r.resource_enc) for r in outbox_rows(fast_app) if r.kind == "ServiceRequest")
@@ -93,7 +91,7 @@ def test_worklist_is_for_social_workers_only(fast_app, make_launch):
 def test_worklist_lists_referrals_without_answers_and_records_status_changes(fast_app, make_launch):
     clinician = fast_app.test_client()
     lid = make_launch(clinician, data={**DATA, "screening": {**DATA["screening"], "danger": True}}, iss=DOWN_ISS)
-    clinician.post(f"/l/{lid}/consent", data={"consent": "yes", "channel": "none"})
+    consent(clinician, lid, channel="none")
 
     sw = fast_app.test_client()
     ctx = default_context(patient=None, encounter=None,
@@ -132,10 +130,14 @@ def test_consent_page_follows_the_patients_language(fast_app, make_launch):
     assert '<html lang="en">' in client.get(f"/l/{lid}/consent?lang=en").get_data(as_text=True)
 
 
-def test_consent_without_referral_data_defaults_to_no_contact(fast_app, make_launch):
+def test_consent_without_a_safe_contact_answer_writes_nothing(fast_app, make_launch):
+    """Safe contact has no default: consent without the patient's answer is refused, nothing stored."""
     client = fast_app.test_client()
     lid = make_launch(client, data={"screening": SCREENING}, iss=DOWN_ISS)
-    client.post(f"/l/{lid}/consent", data={"consent": "yes", "resources": ["ServiceRequest"]})
+    resp = consent(client, lid, resources=["ServiceRequest"])
+    assert resp.status_code == 422 and "Nothing was written" in resp.get_data(as_text=True)
+    assert count(fast_app, OutboxItem) == 0 and count(fast_app, ReferralRecord) == 0
+    consent(client, lid, channel="none", resources=["ServiceRequest"])
     with fast_app.app_context():
         sr = next(decrypt_json(r.resource_enc) for r in outbox_rows(fast_app) if r.kind == "ServiceRequest")
     assert sr["orderDetail"][0]["coding"][0]["code"] == "contacting-subject-prohibited"
@@ -146,7 +148,7 @@ def test_worklist_shows_failed_writes_and_label_warnings(fast_app, make_launch):
 
     clinician = fast_app.test_client()
     lid = make_launch(clinician, data=DATA, iss=DOWN_ISS)
-    clinician.post(f"/l/{lid}/consent", data={"consent": "yes", "resources": ["Observation"]})
+    consent(clinician, lid, channel="none", resources=["Observation"])
     with fast_app.app_context(), session_scope(fast_app) as db:
         db.execute(update(OutboxItem).where(OutboxItem.kind == "DocumentReference")
                    .values(status="failed", last_error="HTTP 422: invalid", final_retry=True))
@@ -154,7 +156,7 @@ def test_worklist_shows_failed_writes_and_label_warnings(fast_app, make_launch):
                    .values(status="written", server_id="o1", label_status="flagged",
                            label_detail="missing v3-ActCode#SDV"))
     page = clinician.get(f"/l/{lid}/consent/done").get_data(as_text=True)
-    assert 'data-testid="failed-alert"' in page and 'data-testid="label-alert"' in page
+    assert 'data-testid="failed-alert" >' in page and 'data-testid="label-alert" >' in page  # shown, not hidden
     assert "HTTP 422: invalid" in page
     sw = fast_app.test_client()
     ctx = default_context(patient=None, encounter=None,
@@ -174,8 +176,7 @@ def test_questionnaire_response_carries_the_answers_the_screening_pages_recorded
     hits = {"hurt": "LA10082-8", "insult": "LA6482-9", "threaten": "LA10066-1", "scream": "LA6482-9"}
     resp = client.post(f"/l/{lid}/screen", data={"instrument": "hits", **{f"q-{k}": v for k, v in hits.items()}})
     assert resp.headers["Location"].endswith("/more")
-    resp = client.post(f"/l/{lid}/consent", data={"consent": "yes", "channel": "none",
-                                                 "resources": ["Observation", "QuestionnaireResponse"]})
+    resp = consent(client, lid, channel="none", resources=["Observation", "QuestionnaireResponse"])
     assert resp.status_code == 302
     with fast_app.app_context():
         qr = next(decrypt_json(r.resource_enc) for r in outbox_rows(fast_app) if r.kind == "QuestionnaireResponse")

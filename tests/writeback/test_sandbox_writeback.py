@@ -19,7 +19,15 @@ from smart_app.db import session_scope
 from smart_app.models import OutboxItem
 from smart_app.outbox import OutboxWorker
 from tests.conftest import default_context
-from tests.writeback.support import REFERRAL, SCREENING, add_launch, add_referral, sandbox_token, set_tokens
+from tests.writeback.support import (
+    REFERRAL,
+    SCREENING,
+    add_launch,
+    add_referral,
+    consent,
+    sandbox_token,
+    set_tokens,
+)
 
 PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-carmen", "enc-carmen-sjphc"), ("pat-joana", "enc-joana-chelsea")]
 IDENT_SYSTEM = "urn:ipv-screen:writeback"
@@ -214,9 +222,9 @@ def test_consent_writes_to_the_live_sandbox_and_confirms(app, sandbox, make_laun
     lid = make_launch(client, context=ctx, iss=sandbox.iss, data={"screening": SCREENING, "referral": REFERRAL})
     set_tokens(app, lid, {"access_token": sandbox_token(sandbox, "pat-joana", "enc-joana-chelsea"),
                           "token_type": "Bearer"})
-    resp = client.post(f"/l/{lid}/consent", data={"consent": "yes", "channel": "none",
-                                                 "resources": ["Observation", "ServiceRequest"]})
+    resp = consent(client, lid, channel="none", resources=["Observation", "ServiceRequest"])
     assert resp.status_code == 302
+    OutboxWorker(app, timeout=5).drain()  # the worker sends; the consent request did not
     page = client.get(f"/l/{lid}/consent/done").get_data(as_text=True)
     assert "Everything was written to the chart." in page
     assert page.count('data-state="written"') == 3 and page.count("Verified") == 3
@@ -239,9 +247,10 @@ def test_consent_with_labels_dropped_warns_the_clinician(app, sandbox, make_laun
     lid = make_launch(client, context=ctx, iss=sandbox.iss, data={"screening": SCREENING, "referral": REFERRAL})
     set_tokens(app, lid, {"access_token": sandbox_token(sandbox, "pat-alice"), "token_type": "Bearer"})
     faults(drop_security_labels=True)
-    client.post(f"/l/{lid}/consent", data={"consent": "yes"})
+    consent(client, lid, channel="none")
+    OutboxWorker(app, timeout=5).drain()
     page = client.get(f"/l/{lid}/consent/done").get_data(as_text=True)
-    assert 'data-testid="label-alert"' in page and "Not kept by the EHR" in page
+    assert 'data-testid="label-alert" >' in page and "Not kept by the EHR" in page
 
 
 def test_token_rejected_by_the_ehr_without_refresh_fails_plainly(app, sandbox):

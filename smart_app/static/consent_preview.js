@@ -1,0 +1,59 @@
+// Consent page: re-render "exactly what will be written" whenever a choice changes, from the server's
+// own plan (POST /l/<lid>/consent/preview; nothing in the URL). Without JavaScript the "Update preview"
+// button does the same. The hidden digest follows the preview, so consent is for what is on screen.
+(function () {
+  "use strict";
+  var form = document.getElementById("consent-form");
+  if (!form || !window.fetch || !window.FormData) { return; }
+  var url = form.getAttribute("data-preview-url");
+  var timer = null;
+  var seq = 0;
+
+  function setList(el, items) {
+    while (el.firstChild) { el.removeChild(el.firstChild); }
+    items.forEach(function (item) {
+      var li = document.createElement("li");
+      li.setAttribute("data-kind", item.kind);
+      var strong = document.createElement("strong");
+      strong.textContent = item.label;
+      li.appendChild(strong);
+      li.appendChild(document.createTextNode(": " + item.words));
+      el.appendChild(li);
+    });
+  }
+
+  function setScript(el, lines) {
+    while (el.firstChild) { el.removeChild(el.firstChild); }
+    lines.forEach(function (line) {
+      var p = document.createElement("p");
+      p.textContent = line;
+      el.appendChild(p);
+    });
+  }
+
+  function refresh() {
+    var mine = ++seq;
+    var digest = document.getElementById("digest");
+    digest.value = "";  // until the new preview is shown, consent cannot match anything
+    fetch(url, {method: "POST", body: new FormData(form), credentials: "same-origin",
+                headers: {"Accept": "application/json"}})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) {
+        if (!data || mine !== seq) { return; }
+        var note = document.getElementById("note-preview");
+        if (note && data.note !== null) { note.textContent = data.note; }
+        setList(document.getElementById("plan-items"), data.items);
+        setScript(document.getElementById("consent-question"), data.script);
+        digest.value = data.digest;
+      })
+      .catch(function () { /* the server re-checks the digest; the button path still works */ });
+  }
+
+  function schedule() {
+    if (timer) { clearTimeout(timer); }
+    timer = setTimeout(refresh, 150);
+  }
+
+  form.addEventListener("change", schedule);
+  form.addEventListener("input", schedule);
+}());
