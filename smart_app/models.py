@@ -85,12 +85,11 @@ class ReferralRecord(Base):
     site, urgency and status are not PHI on their own and stay queryable."""
 
     __tablename__ = "referral"
-    __table_args__ = (Index("ix_referral_status_created", "status", "created_at"),
-                      # One referral per launch: concurrent consent POSTs cannot make a second (issue 8).
-                      UniqueConstraint("launch_id", name="uq_referral_launch"))
+    __table_args__ = (Index("ix_referral_status_created", "status", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
-    launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # One referral per launch: a unique index, so concurrent consent POSTs cannot make a second (issue 8).
+    launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True, unique=True)
     iss: Mapped[str] = mapped_column(String(512))
     profile: Mapped[str] = mapped_column(String(512))  # EHR profile name or absolute path
     site: Mapped[str | None] = mapped_column(String(64), nullable=True)
