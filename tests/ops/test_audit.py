@@ -19,7 +19,7 @@ from smart_app.models import AuditEvent, OutboxItem, ReferralRecord
 from smart_app.outbox import OutboxWorker
 from tests.conftest import app_config, default_context
 from tests.launch.test_launch_sandbox import configure, launch, launch_id
-from tests.writeback.support import REFERRAL, SCREENING, FakeEhr, add_launch, add_referral
+from tests.writeback.support import REFERRAL, SCREENING, FakeEhr, add_launch, add_referral, consent
 
 pytestmark = pytest.mark.ops
 DOWN_ISS = "http://127.0.0.1:9/fhir"
@@ -64,7 +64,7 @@ def test_viewing_the_result_leaves_one_row_per_view(app, client, make_launch):
 def test_worklist_referral_and_status_each_leave_one_row(app, make_launch):
     clinician = app.test_client()
     lid = make_launch(clinician, data=DATA, iss=DOWN_ISS)
-    clinician.post(f"/l/{lid}/consent", data={"consent": "yes", "channel": "none"})
+    consent(clinician, lid, channel="none")  # as the page does it: with the digest of what was shown
     with app.app_context(), session_scope(app) as db:
         rid = db.scalar(select(ReferralRecord.id))
     sw = app.test_client()

@@ -1,7 +1,7 @@
 """chart write-back (issue 8): one referral per launch, profile by path, unknown outcomes, bounded read-back
 
-Revision ID: 0003_writeback_issue8
-Revises: 0002_cds_report
+Revision ID: 0004_writeback_issue8
+Revises: 0003_audit_heartbeat
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003_writeback_issue8'
-down_revision = '0002_cds_report'
+revision = '0004_writeback_issue8'
+down_revision = '0003_audit_heartbeat'
 branch_labels = None
 depends_on = None
 
