@@ -22,6 +22,7 @@ from flask import Blueprint, Flask, current_app, g, redirect, render_template, r
 from werkzeug.wrappers import Response
 
 from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load_instruments
+from smart_app import events
 from smart_app.audit import record_audit
 from smart_app.i18n import launch_view
 
@@ -248,7 +249,9 @@ def questions() -> Response | tuple[str, int]:
     if not _gate_ok():
         return redirect(url_for("screening.start", lid=lid))
     if request.method == "GET":
-        return _render_form(_instrument(request.args.get("instrument")), url_for("screening.questions", lid=lid))
+        inst = _instrument(request.args.get("instrument"))
+        events.offered(g.launch, inst.key, g.locale)
+        return _render_form(inst, url_for("screening.questions", lid=lid))
     inst = _instrument(request.form.get("instrument"))
     result, ask_again = _score_posted(inst, url_for("screening.questions", lid=lid))
     if ask_again is not None:
@@ -263,6 +266,7 @@ def questions() -> Response | tuple[str, int]:
     })
     g.launch.pop_data("danger_check")
     g.launch.save()
+    events.screened(g.launch, g.launch.data["screening"])
     # No answers, score or interpretation in logs: with the access log's launch path, even
     # "positive" would tie a disclosure to a patient.
     log.info("screening completed")
@@ -298,6 +302,7 @@ def danger() -> Response | tuple[str, int]:
         "interpretation": result.interpretation, "danger": result.danger, "completed_at": _now(),
     })
     g.launch.save()
+    events.screened(g.launch, screening)
     return redirect(url_for("screening.result", lid=lid))
 
 

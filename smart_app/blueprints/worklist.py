@@ -14,6 +14,7 @@ from flask import Blueprint, abort, g, redirect, render_template, request, url_f
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
+from smart_app import events
 from smart_app.audit import record_audit
 from smart_app.blueprints.writeback import channel_label, referral_rows, row_view
 from smart_app.crypto import decrypt_json, encrypt_json
@@ -91,6 +92,7 @@ def set_status(rid: str) -> Response:
     record_audit("change_status", patient=_audit_patient(record), object_id=record.id,
                  detail=f"{record_status_before}->{to}", db=db)
     db.commit()
+    events.referral_status(record, to, now)
     return redirect(url_for("worklist.index", lid=g.launch.id))
 
 

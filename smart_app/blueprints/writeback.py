@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from fhir.builders import SEND_ORDER, EhrProfile, Offer, WritebackInput, plan_writeback, writable
+from smart_app import events
 from smart_app.crypto import encrypt_json
 from smart_app.db import get_session
 from smart_app.i18n import use_launch_locale
@@ -358,6 +359,8 @@ def consent_post() -> Response | tuple[str, int] | str:
         db.commit()  # durable; the worker sends. No EHR call in this request.
     except IntegrityError:
         db.rollback()
+    else:
+        events.referral_made(launch, record)
     return redirect(url_for("writeback.confirmation", lid=launch.id))
 
 
