@@ -153,7 +153,7 @@ def journey(app, rng: random.Random, sw, expected: Counter) -> None:
     if outcome == "declined":
         form["action"] = "decline"
     else:
-        answer = {"hits": ("never", "frequently"), "hark": ("LA32-8", "LA33-6")}[inst][outcome != "negative"]
+        answer = {"hits": ("LA6270-8", "LA6482-9"), "hark": ("LA32-8", "LA33-6")}[inst][outcome != "negative"]
         form.update({f"q-{i}": answer for i in items})
     resp = client.post(f"/l/{lid}/screen", data=form)
     assert resp.status_code == 302, resp.get_data(as_text=True)[:300]
@@ -252,7 +252,7 @@ def test_event_rows_hold_nothing_about_a_patient(report_app):
     client, lid = client_with_launch(report_app, context_for("mgh", "es"))
     client.post(f"/l/{lid}/gate", data={"alone": "yes", "no_family_interpreter": "yes"})
     client.get(f"/l/{lid}/screen?instrument=hits")
-    client.post(f"/l/{lid}/screen", data={"instrument": "hits", **{f"q-{i}": "frequently" for i in
+    client.post(f"/l/{lid}/screen", data={"instrument": "hits", **{f"q-{i}": "LA6482-9" for i in
                                                                  ("hurt", "insult", "threaten", "scream")}})
     with report_app.app_context():
         from smart_app.db import get_session
