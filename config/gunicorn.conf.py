@@ -21,3 +21,12 @@ preload_app = True
 
 def pre_fork(server, worker):  # noqa: ARG001 (gunicorn's hook signature)
     gc.freeze()
+
+
+def child_exit(server, worker):  # noqa: ARG001 (gunicorn's hook signature)
+    # prometheus_client multiprocess mode (PROMETHEUS_MULTIPROC_DIR set, emptied before start): a dead
+    # worker's live gauges are dropped; its counters stay summed (smart_app/observability.py).
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

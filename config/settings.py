@@ -23,6 +23,8 @@ OPS_DEFAULTS: dict[str, tuple[str, str]] = {
     "READYZ_STRICT": ("0", "1: /readyz also fails when the worker heartbeat or the outbox backlog is too old."),
     "READYZ_OUTBOX_MAX_AGE": ("900", "Seconds the oldest unsent chart write may wait before /readyz reports it."),
     "READYZ_HEARTBEAT_MAX_AGE": ("120", "Seconds since the newest outbox-worker heartbeat before /readyz reports it."),
+    "LOG_FORMAT": ("json", "json: one JSON object per log line (time, level, logger, request id, launch hash); text."),
+    "METRICS_TOKEN": ("", "Bearer token Prometheus must send to read /metrics; empty = /metrics answers 404."),
     "AUDIT_RETENTION_DAYS": ("2190", "Days access-audit rows are kept (6 years: HIPAA 164.316(b)(2)); purged by the "
                                      "worker."),
 }

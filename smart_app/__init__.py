@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     _dev_secrets(app)
-    logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
+    from smart_app import observability
+
+    observability.init_app(app)  # JSON logs, request id, /metrics (before anything logs)
 
     from smart_app import audit, crypto, db, errors, health, i18n, profiles, retention, security
 

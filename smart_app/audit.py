@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from smart_app.crypto import decrypt_json, encrypt_json
 from smart_app.models import AuditEvent
+from smart_app.observability import ACCESS, current_request_id
 
 ACTIONS = {
     "launch": "app launched for a patient (or standalone)",
@@ -129,6 +130,7 @@ def record_audit(action: str, *, launch: Any = None, actor: str | None = None, i
         request_id=_request_id(), object_id=_cap(object_id, 64), detail=_cap(detail, 256),
         patient_enc=encrypt_json(secret) if secret else None,
     )
+    ACCESS.labels(action).inc()
     if db is not None:
         db.add(row)
         return
@@ -139,9 +141,7 @@ def record_audit(action: str, *, launch: Any = None, actor: str | None = None, i
 
 
 def _request_id() -> str | None:
-    if has_request_context():
-        return getattr(g, "request_id", None)
-    return None
+    return current_request_id()
 
 
 def _cap(value: Any, limit: int) -> str | None:

@@ -13,12 +13,14 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from fhir.client import FhirClient
+from fhir.http import add_header_provider
 from fhir.smart.client_auth import ClientAuth
 from fhir.smart.discovery import DiscoveryCache, DiscoveryError, SmartConfiguration
 from fhir.smart.oauth import TokenError, refresh, token_expired
 from smart_app.db import session_scope
 from smart_app.errors import LaunchError
 from smart_app.models import UsedJti
+from smart_app.observability import request_id_header
 
 _refresh_locks: dict[str, threading.Lock] = {}
 _refresh_locks_guard = threading.Lock()
@@ -30,6 +32,7 @@ def http_session() -> requests.Session:
     if "smart_http" not in ext:
         session = requests.Session()
         session.headers["User-Agent"] = "ipv-smart-screen"
+        add_header_provider(session, request_id_header)  # X-Request-ID on every call to the EHR
         ext["smart_http"] = session
     return ext["smart_http"]
 

@@ -7,6 +7,8 @@ import logging
 from flask import Flask, render_template
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from smart_app.observability import LAUNCH_FAILURES
+
 log = logging.getLogger(__name__)
 
 
@@ -31,6 +33,7 @@ def _http_error(exc: HTTPException):
 
 def _launch_error(exc: LaunchError):
     log.warning("launch refused: %s", exc.message)
+    LAUNCH_FAILURES.labels(str(exc.status)).inc()
     return render_template("error.html", title="Launch stopped", message=exc.message), exc.status
 
 

@@ -53,6 +53,7 @@ from smart_app.db import get_session
 from smart_app.ehr import fhir_client_for
 from smart_app.launch_state import Launch
 from smart_app.models import LaunchRecord, OutboxItem, WorkerHeartbeat
+from smart_app.observability import record_outbox_run, set_request_id
 from smart_app.profiles import profile_for
 from smart_app.retention import purge
 
@@ -317,7 +318,9 @@ class OutboxWorker:
                 if time.monotonic() >= next_purge:
                     self.purge_launches()
                     next_purge = time.monotonic() + purge_every
+                set_request_id(f"outbox-{secrets.token_hex(8)}")  # X-Request-ID of this batch's EHR calls
                 stats = self.run_once()
+                record_outbox_run(stats)
             except Exception:  # keep the worker alive; the rows stay durable
                 log.exception("outbox: run failed")
                 stats = RunStats()
