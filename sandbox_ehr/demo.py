@@ -71,16 +71,31 @@ VENDOR_DEPLOYMENTS = {"generic": "sandbox", "epic": "epic", "oracle": "oracle-he
 
 
 def deployment_for(personality: str, iss: str) -> Any:
-    """The sandbox deployment (client, key) with the scopes and EHR profile of the vendor the sandbox plays."""
-    from config.settings import Deployment
+    """The sandbox deployment (client, key) with the scopes and EHR profile of the vendor the sandbox plays, the
+    profile's write scopes added to the launch scopes, and the site's restricted note type the personality's
+    organisation files (where labels are not kept the app refuses to start without one)."""
+    import yaml
+
+    from config.settings import DEPLOYMENTS_DIR, Deployment
+    from sandbox_ehr.personality import load
 
     base = dataclasses.replace(Deployment.load("sandbox"), allowed_iss=[iss], standalone_iss=iss)
     name = VENDOR_DEPLOYMENTS.get(personality, "sandbox")
     if name == "sandbox":
         return base
     vendor = Deployment.load(name)
-    return dataclasses.replace(base, scopes_ehr=vendor.scopes_ehr, scopes_standalone=vendor.scopes_standalone,
-                               ehr_profile=vendor.ehr_profile, extra={**base.extra, **vendor.extra})
+    profile_file = Path(vendor.ehr_profile)
+    if not profile_file.suffix:
+        profile_file = Path(DEPLOYMENTS_DIR).parent / "ehr_profiles" / f"{vendor.ehr_profile}.yaml"
+    profile = yaml.safe_load(profile_file.read_text(encoding="utf-8")) or {}
+    scopes = vendor.scopes_ehr.split()
+    scopes += [s for s in profile.get("scopes") or [] if s not in scopes]
+    extra = {**base.extra, **vendor.extra}
+    restricted = load(personality).data.get("restricted_note_type")
+    if restricted:
+        extra.setdefault("restricted_note_type", restricted)
+    return dataclasses.replace(base, scopes_ehr=" ".join(scopes), scopes_standalone=vendor.scopes_standalone,
+                               ehr_profile=vendor.ehr_profile, extra=extra)
 
 
 def _serve(server: BaseWSGIServer) -> threading.Thread:
