@@ -1,0 +1,146 @@
+"""The fault suite: 500 consented referrals written to an EHR that ignores If-None-Exist (epic, oracle), with about
+30% of writes faulted (5xx, 429, 504 timeouts, fail-after-commit) and a worker process killed (SIGKILL) while it is
+sending. The EHR must end with exactly one note per referral: 500 notes, 0 duplicates, none missing. Counted in the
+EHR's own store, matched by the note text each referral planned (its reference code makes every text unique)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests.vendor.support import FAST, PATIENTS, note_text, start
+
+pytestmark = [pytest.mark.vendor, pytest.mark.slow]
+
+N = int(os.environ.get("VENDOR_FAULT_REFERRALS", "500"))
+SCREENING = {"instrument": "hits", "questionnaire": "urn:test:hits", "version": "1", "score": 14,
+             "interpretation": "positive", "danger": False, "answers": {},
+             "completed_at": "2026-01-01T10:00:00+00:00"}
+REFERRAL = {"site": "mgh-chelsea", "selected": ["haven"],
+            "results": [{"service_id": "haven", "program": "HAVEN at MGH", "phone": "617-724-0054"}]}
+# What each vendor grants the app (what a launch's token response says), v1 spelling.
+GRANTED = {"epic": "launch patient/Patient.read patient/Encounter.read patient/DocumentReference.read "
+                   "patient/DocumentReference.write",
+           "oracle": "launch patient/Patient.read patient/Encounter.read user/DocumentReference.read "
+                     "user/DocumentReference.write"}
+FAULTS = {"error_rate": 0.15, "timeout_rate": 0.05, "timeout_seconds": 0.2, "fail_after_commit_rate": 0.10,
+          "apply_to": "writes", "seed": 8}
+SUITE = {**FAST, "OUTBOX_LEASE_SECONDS": 3, "OUTBOX_MAX_ATTEMPTS": 50}
+
+
+def _db_url(tmp_path: Path) -> str:
+    return os.environ.get("VENDOR_DATABASE_URL") or f"sqlite:///{tmp_path / 'app.db'}"
+
+
+def _launch(env, patient: str, encounter: str) -> tuple[str, str]:
+    """A launch as the callback stores it (context + the vendor's token), bound to a browser id."""
+    import secrets
+
+    from sandbox_ehr import authstore
+    from tests.conftest import default_context, store_launch
+
+    with env.sandbox.app_context():
+        access = authstore.issue_access_token("ipv-screen-jwt", GRANTED[env.personality], patient=patient,
+                                              encounter=encounter, fhir_user="Practitioner/prac-avery",
+                                              lifetime=4 * 3600)
+    ctx = default_context(scope=GRANTED[env.personality])
+    ctx["patient"] = {**ctx["patient"], "id": patient}
+    ctx["encounter"] = {**ctx["encounter"], "id": encounter}
+    ctx["user"] = {"reference": "Practitioner/prac-avery", "name": "Dr. Avery Testdoctor", "roles": ["clinician"]}
+    bid = secrets.token_urlsafe(24)
+    lid = store_launch(env.app, bid=bid, context=ctx, iss=env.iss,
+                       tokens={"access_token": access, "token_type": "Bearer", "scope": GRANTED[env.personality]},
+                       data={"screening": dict(SCREENING), "referral": dict(REFERRAL)})
+    return lid, bid
+
+
+def _consent_all(env, n: int) -> None:
+    """n consents through the app's consent page (preview digest, then POST), one launch each."""
+    for i in range(n):
+        patient, encounter = PATIENTS[i % len(PATIENTS)]
+        lid, bid = _launch(env, patient, encounter)
+        client = env.app.test_client()
+        with client.session_transaction() as sess:
+            sess["bid"] = bid
+        form = {"shown": "1", "channel": ("none", "phone", "email")[i % 3], "resources": ["DocumentReference"]}
+        digest = client.post(f"/l/{lid}/consent/preview", data=form).get_json()["digest"]
+        resp = client.post(f"/l/{lid}/consent", data={**form, "consent": "yes", "digest": digest})
+        assert resp.status_code == 302, resp.get_data(as_text=True)[:300]
+
+
+def _planned_notes(env) -> Counter:
+    from smart_app.crypto import decrypt_json
+    from smart_app.db import session_scope
+    from smart_app.models import OutboxItem
+
+    texts: Counter = Counter()
+    with env.app.app_context(), session_scope(env.app) as db:
+        for row in db.scalars(select(OutboxItem).where(OutboxItem.kind == "DocumentReference")):
+            doc = decrypt_json(row.resource_enc)
+            texts[base64.b64decode(doc["content"][0]["attachment"]["data"]).decode()] += 1
+    return texts
+
+
+def _kill_a_worker_mid_send(env, tmp_path: Path) -> None:
+    """Run a worker process against a slow EHR and SIGKILL it while its writes are in flight."""
+    spec = tmp_path / "worker.json"
+    config = {k: v for k, v in env.app.config.items()
+              if k in ("TESTING", "DATABASE_URL", "SECRET_KEY", "TOKEN_ENCRYPTION_KEY", "WTF_CSRF_ENABLED",
+                       "SESSION_COOKIE_SECURE", "ALLOWED_ISS", *SUITE)}
+    spec.write_text(json.dumps({"personality": env.personality, "iss": env.iss, "config": config}))
+    env.faults(**FAULTS, latency_seconds=0.3)  # every write spends 0.3 s at the EHR: a kill lands mid-send
+    before = len(env.documents())
+    proc = subprocess.Popen([sys.executable, "-m", "tests.vendor.worker_proc", str(spec)],
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(env.documents()) < before + 15 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(0.15)  # inside the next write's 0.3 s at the EHR
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert len(env.documents()) > before, "the worker process never wrote"
+
+
+@pytest.mark.parametrize("personality", ["epic", "oracle"])
+def test_500_referrals_with_faults_and_a_killed_worker_give_exactly_500_notes(personality, tmp_path):
+    from smart_app.outbox import OutboxWorker
+
+    env = start(personality, tmp_path, db_url=_db_url(tmp_path), **SUITE)
+    try:
+        _consent_all(env, N)
+        planned = _planned_notes(env)
+        assert sum(planned.values()) == N and max(planned.values()) == 1  # every referral's note is unique
+
+        _kill_a_worker_mid_send(env, tmp_path)
+        env.faults(**FAULTS)  # faults stay on; the EHR is fast again
+        stop = time.monotonic() + 600
+        workers = [OutboxWorker(env.app) for _ in range(2)]
+        threads = [threading.Thread(target=w.drain, kwargs={"max_seconds": 600}) for w in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(1.0, stop - time.monotonic()))
+        injected = env.sandbox.extensions["sandbox_faults"].snapshot()["injected"]
+        assert injected["failed_after_commit"] > 0 and injected["errors"] > 0
+        kept = Counter(note_text(d) for d in env.documents())
+        duplicates = {t: c for t, c in kept.items() if c > 1}
+        missing = set(planned) - set(kept)
+        assert not duplicates, f"{len(duplicates)} notes filed more than once"
+        assert not missing, f"{len(missing)} referrals have no note in the EHR"
+        assert sum(kept.values()) == N and set(kept) == set(planned)
+    finally:
+        env.close()
