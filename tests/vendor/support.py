@@ -27,6 +27,18 @@ DANGER_NONE = {f"q-{i}": NO for i in ("escalation", "weapon", "strangulation", "
 # (patient, encounter) pairs of the seed data with an encounter (Epic needs one).
 PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-joana", "enc-joana-chelsea"), ("pat-grace", "enc-grace-mgh"),
             ("pat-dana", "enc-dana-faulkner")]
+SCREENING = {"instrument": "hits", "questionnaire": "urn:test:hits", "version": "1", "score": 14,
+             "interpretation": "positive", "danger": False, "answers": {},
+             "completed_at": "2026-01-01T10:00:00+00:00"}
+REFERRAL = {"site": "mgh-chelsea", "selected": ["haven"],
+            "results": [{"service_id": "haven", "program": "HAVEN at MGH", "phone": "617-724-0054"}]}
+# What each vendor grants the app (what a launch's token response says), v1 spelling.
+GRANTED = {"generic": "launch patient/Patient.r patient/Encounter.r patient/DocumentReference.crs "
+                      "patient/ServiceRequest.crs patient/Observation.crs",
+           "epic": "launch patient/Patient.read patient/Encounter.read patient/DocumentReference.read "
+                   "patient/DocumentReference.write",
+           "oracle": "launch patient/Patient.read patient/Encounter.read user/DocumentReference.read "
+                     "user/DocumentReference.write"}
 FAST = {"OUTBOX_BASE_DELAY": 0.001, "OUTBOX_MAX_DELAY": 0.005, "OUTBOX_FINAL_RETRY_DELAY": 0.0,
         "OUTBOX_LEASE_SECONDS": 30, "WRITEBACK_SEND_TIMEOUT": 5.0, "HTTP_TIMEOUT_SECONDS": 5.0}
 
@@ -196,3 +208,47 @@ class Journey:
         with self.env.app.app_context(), session_scope(self.env.app) as db:
             record = db.query(ReferralRecord).filter_by(launch_id=self.lid).one_or_none()
             return record.id if record else None
+
+
+def stored_launch(env, patient: str, encounter: str) -> tuple[str, str]:
+    """A launch as the callback stores it (context + the vendor's token), bound to a browser id."""
+    import secrets
+
+    from sandbox_ehr import authstore
+    from tests.conftest import default_context, store_launch
+
+    with env.sandbox.app_context():
+        access = authstore.issue_access_token("ipv-screen-jwt", GRANTED[env.personality], patient=patient,
+                                              encounter=encounter, fhir_user="Practitioner/prac-avery",
+                                              lifetime=4 * 3600)
+    ctx = default_context(scope=GRANTED[env.personality])
+    ctx["patient"] = {**ctx["patient"], "id": patient}
+    ctx["encounter"] = {**ctx["encounter"], "id": encounter}
+    ctx["user"] = {"reference": "Practitioner/prac-avery", "name": "Dr. Avery Testdoctor", "roles": ["clinician"]}
+    bid = secrets.token_urlsafe(24)
+    lid = store_launch(env.app, bid=bid, context=ctx, iss=env.iss,
+                       tokens={"access_token": access, "token_type": "Bearer", "scope": GRANTED[env.personality]},
+                       data={"screening": dict(SCREENING), "referral": dict(REFERRAL)})
+    return lid, bid
+
+
+def consent_many(env, n: int, resources: list[str] | None = None) -> list[float]:
+    """n consents through the app's consent page (preview digest, then POST), one launch each; returns each
+    consent POST's duration in seconds (figures for the bench, never asserted)."""
+    import time
+
+    durations = []
+    for i in range(n):
+        patient, encounter = PATIENTS[i % len(PATIENTS)]
+        lid, bid = stored_launch(env, patient, encounter)
+        client = env.app.test_client()
+        with client.session_transaction() as sess:
+            sess["bid"] = bid
+        form = {"shown": "1", "channel": ("none", "phone", "email")[i % 3],
+                "resources": resources or ["DocumentReference"]}
+        digest = client.post(f"/l/{lid}/consent/preview", data=form).get_json()["digest"]
+        began = time.perf_counter()
+        resp = client.post(f"/l/{lid}/consent", data={**form, "consent": "yes", "digest": digest})
+        durations.append(time.perf_counter() - began)
+        assert resp.status_code == 302, resp.get_data(as_text=True)[:300]
+    return durations

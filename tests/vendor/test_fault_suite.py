@@ -19,21 +19,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.vendor.support import FAST, PATIENTS, note_text, start
+from tests.vendor.support import FAST, consent_many, note_text, start
 
 pytestmark = [pytest.mark.vendor, pytest.mark.slow]
 
 N = int(os.environ.get("VENDOR_FAULT_REFERRALS", "500"))
-SCREENING = {"instrument": "hits", "questionnaire": "urn:test:hits", "version": "1", "score": 14,
-             "interpretation": "positive", "danger": False, "answers": {},
-             "completed_at": "2026-01-01T10:00:00+00:00"}
-REFERRAL = {"site": "mgh-chelsea", "selected": ["haven"],
-            "results": [{"service_id": "haven", "program": "HAVEN at MGH", "phone": "617-724-0054"}]}
-# What each vendor grants the app (what a launch's token response says), v1 spelling.
-GRANTED = {"epic": "launch patient/Patient.read patient/Encounter.read patient/DocumentReference.read "
-                   "patient/DocumentReference.write",
-           "oracle": "launch patient/Patient.read patient/Encounter.read user/DocumentReference.read "
-                     "user/DocumentReference.write"}
 FAULTS = {"error_rate": 0.15, "timeout_rate": 0.05, "timeout_seconds": 0.2, "fail_after_commit_rate": 0.10,
           "apply_to": "writes", "seed": 8}
 SUITE = {**FAST, "OUTBOX_LEASE_SECONDS": 3, "OUTBOX_MAX_ATTEMPTS": 50}
@@ -41,42 +31,6 @@ SUITE = {**FAST, "OUTBOX_LEASE_SECONDS": 3, "OUTBOX_MAX_ATTEMPTS": 50}
 
 def _db_url(tmp_path: Path) -> str:
     return os.environ.get("VENDOR_DATABASE_URL") or f"sqlite:///{tmp_path / 'app.db'}"
-
-
-def _launch(env, patient: str, encounter: str) -> tuple[str, str]:
-    """A launch as the callback stores it (context + the vendor's token), bound to a browser id."""
-    import secrets
-
-    from sandbox_ehr import authstore
-    from tests.conftest import default_context, store_launch
-
-    with env.sandbox.app_context():
-        access = authstore.issue_access_token("ipv-screen-jwt", GRANTED[env.personality], patient=patient,
-                                              encounter=encounter, fhir_user="Practitioner/prac-avery",
-                                              lifetime=4 * 3600)
-    ctx = default_context(scope=GRANTED[env.personality])
-    ctx["patient"] = {**ctx["patient"], "id": patient}
-    ctx["encounter"] = {**ctx["encounter"], "id": encounter}
-    ctx["user"] = {"reference": "Practitioner/prac-avery", "name": "Dr. Avery Testdoctor", "roles": ["clinician"]}
-    bid = secrets.token_urlsafe(24)
-    lid = store_launch(env.app, bid=bid, context=ctx, iss=env.iss,
-                       tokens={"access_token": access, "token_type": "Bearer", "scope": GRANTED[env.personality]},
-                       data={"screening": dict(SCREENING), "referral": dict(REFERRAL)})
-    return lid, bid
-
-
-def _consent_all(env, n: int) -> None:
-    """n consents through the app's consent page (preview digest, then POST), one launch each."""
-    for i in range(n):
-        patient, encounter = PATIENTS[i % len(PATIENTS)]
-        lid, bid = _launch(env, patient, encounter)
-        client = env.app.test_client()
-        with client.session_transaction() as sess:
-            sess["bid"] = bid
-        form = {"shown": "1", "channel": ("none", "phone", "email")[i % 3], "resources": ["DocumentReference"]}
-        digest = client.post(f"/l/{lid}/consent/preview", data=form).get_json()["digest"]
-        resp = client.post(f"/l/{lid}/consent", data={**form, "consent": "yes", "digest": digest})
-        assert resp.status_code == 302, resp.get_data(as_text=True)[:300]
 
 
 def _planned_notes(env) -> Counter:
@@ -121,7 +75,7 @@ def test_500_referrals_with_faults_and_a_killed_worker_give_exactly_500_notes(pe
 
     env = start(personality, tmp_path, db_url=_db_url(tmp_path), **SUITE)
     try:
-        _consent_all(env, N)
+        consent_many(env, N)
         planned = _planned_notes(env)
         assert sum(planned.values()) == N and max(planned.values()) == 1  # every referral's note is unique
 
