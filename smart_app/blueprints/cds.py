@@ -91,7 +91,13 @@ def _base() -> str:
 
 def screen_codes() -> list[tuple[str, str]]:
     """This app's total-score codes: LOINC for HITS and HARK (fhir/writeback_codes.yaml), the
-    Questionnaire canonical + ``total`` for the others (as fhir/builders.py writes them)."""
+    Questionnaire canonical + ``total`` for the others (as fhir/builders.py writes them). Read once."""
+    if "cds_codes" not in current_app.extensions:
+        current_app.extensions["cds_codes"] = _screen_codes()
+    return current_app.extensions["cds_codes"]
+
+
+def _screen_codes() -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     loinc = writeback_codes()["score_codes"]
     instruments = (current_app.extensions.get("screening") or {}).get("instruments") or {}
@@ -146,7 +152,8 @@ def _key(client: CdsClientConfig, kid: str, alg: str) -> Any:
 
 
 def authenticate() -> CdsClientConfig:
-    """The calling EHR's config, or CdsAuthError. Records the jti (a replay is refused)."""
+    """The calling EHR's config, or CdsAuthError. Records the jti (a replay is refused): flushed here, so a
+    concurrent replay waits on the unique key and fails; committed with the rest of the request (one commit)."""
     token = bearer(request.headers.get("Authorization"))
     header, unverified = unverified_claims(token)
     client = _clients().get(str(unverified.get("iss") or ""))
@@ -161,14 +168,18 @@ def authenticate() -> CdsClientConfig:
     try:
         db.add(CdsJti(key=jti_key(client.iss, claims["jti"]),
                       expires_at=datetime.fromtimestamp(claims["exp"] + 60, UTC)))
-        db.commit()
+        db.flush()
     except IntegrityError:
         db.rollback()
         raise CdsAuthError("jti replayed") from None
     if random.random() < 0.02:  # keep the replay guard small: expired jtis can no longer be replayed
         db.execute(delete(CdsJti).where(CdsJti.expires_at < datetime.now(UTC)))
-        db.commit()
     return client
+
+
+def _bad_request() -> tuple[Response, int]:
+    get_session().commit()  # the jti stays recorded: a bad request cannot be replayed either
+    return jsonify({"error": "bad request"}), 400
 
 
 def _unauthorized(exc: CdsAuthError) -> tuple[Response, int]:
@@ -259,13 +270,13 @@ def service(sid: str) -> tuple[Response, int] | Response:
         return _unauthorized(exc)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        return jsonify({"error": "bad request"}), 400
+        return _bad_request()
     context = body.get("context")
     hook = SERVICES[sid][0]
     patient_id = context.get("patientId") if isinstance(context, dict) else None
     if body.get("hook") != hook or not isinstance(patient_id, str) or not FHIR_ID.match(patient_id) \
             or not isinstance(body.get("hookInstance"), str):
-        return jsonify({"error": "bad request"}), 400
+        return _bad_request()
     policy = _policy()
     codes = screen_codes()
     now = datetime.now(UTC)
@@ -274,6 +285,7 @@ def service(sid: str) -> tuple[Response, int] | Response:
     screens = _screens(body, patient_id, fhir, codes, policy.since(now))
     decision = decide(policy, patient, screens, set(codes), now)
     if not decision.due:
+        get_session().commit()  # the jti
         return jsonify({"cards": []})
     cid = str(uuidlib.uuid4())
     db = get_session()
@@ -297,7 +309,7 @@ def feedback(sid: str) -> tuple[Response, int] | Response:
     body = request.get_json(silent=True)
     items = body.get("feedback") if isinstance(body, dict) else None
     if not isinstance(items, list) or len(items) > 100:
-        return jsonify({"error": "bad request"}), 400
+        return _bad_request()
     db = get_session()
     for item in items:
         if not isinstance(item, dict) or item.get("outcome") not in ("accepted", "overridden"):
