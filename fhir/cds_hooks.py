@@ -47,17 +47,26 @@ class CdsClientConfig:
 
     iss: str
     jwks: dict[str, Any] | None = None
-    jwks_url: str | None = None
+    jwks_urls: tuple[str, ...] = ()  # the first is the default; a token's jku is used only if listed
     fhir_servers: tuple[str, ...] = ()
     site: str = "unspecified"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CdsClientConfig:
-        if not raw.get("iss") or not (raw.get("jwks") or raw.get("jwks_url")):
+        urls = raw.get("jwks_url") or []
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        if not raw.get("iss") or not (raw.get("jwks") or urls):
             raise ValueError("each cds.clients entry needs iss and jwks or jwks_url")
-        return cls(iss=str(raw["iss"]), jwks=raw.get("jwks"), jwks_url=raw.get("jwks_url"),
+        return cls(iss=str(raw["iss"]), jwks=raw.get("jwks"), jwks_urls=tuple(str(u) for u in urls),
                    fhir_servers=tuple(str(u).rstrip("/") for u in raw.get("fhir_servers") or ()),
                    site=str(raw.get("site") or "unspecified"))
+
+    def jwks_url_for(self, jku: Any) -> str | None:
+        """The JWKS URL to read: the token's ``jku`` when it is one of ours (Oracle Health names its key set
+        that way), else the first configured. A jku not on the list is never fetched."""
+        if isinstance(jku, str) and jku in self.jwks_urls:
+            return jku
+        return self.jwks_urls[0] if self.jwks_urls else None
 
 
 def bearer(header: str | None) -> str:

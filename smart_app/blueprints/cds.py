@@ -127,23 +127,24 @@ def discovery() -> Response:
 # ---------------------------------------------------------------------------- authentication
 
 
-def _jwks(client: CdsClientConfig, *, force: bool = False) -> dict[str, Any]:
-    if client.jwks is not None:
-        return client.jwks
+def _jwks(client: CdsClientConfig, url: str | None, *, force: bool = False) -> dict[str, Any]:
+    if client.jwks is not None or url is None:
+        return client.jwks or {"keys": []}
     cache: JwksCache = current_app.extensions.setdefault("cds_jwks", JwksCache(ttl_seconds=300))
-    return cache.get(client.jwks_url, http=http_session(), force=force,
+    return cache.get(url, http=http_session(), force=force,
                      timeout=min(3.0, current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)))
 
 
-def _key(client: CdsClientConfig, kid: str, alg: str) -> Any:
+def _key(client: CdsClientConfig, kid: str, alg: str, jku: Any = None) -> Any:
+    url = client.jwks_url_for(jku)
     try:
-        key = key_from_jwks(_jwks(client), kid, alg)
-        if key is None and client.jwks_url:
-            # An unknown kid may be a rotated key: re-read once, at most every 30 s per client.
+        key = key_from_jwks(_jwks(client, url), kid, alg)
+        if key is None and url and client.jwks is None:
+            # An unknown kid may be a rotated key: re-read once, at most every 30 s per key set.
             last = current_app.extensions.setdefault("cds_jwks_forced", {})
-            if time.monotonic() - last.get(client.iss, -1e9) > 30:
-                last[client.iss] = time.monotonic()
-                key = key_from_jwks(_jwks(client, force=True), kid, alg)
+            if time.monotonic() - last.get(url, -1e9) > 30:
+                last[url] = time.monotonic()
+                key = key_from_jwks(_jwks(client, url, force=True), kid, alg)
     except IdTokenError:
         raise CdsAuthError("jwks unavailable") from None
     if key is None:
@@ -163,7 +164,8 @@ def authenticate() -> CdsClientConfig:
     if not isinstance(kid, str) or not kid or not isinstance(alg, str):
         raise CdsAuthError("kid and alg required")
     audience = _base() + request.path
-    claims = verify_request_jwt(token, header=header, key=_key(client, kid, alg), iss=client.iss, audience=audience)
+    claims = verify_request_jwt(token, header=header, key=_key(client, kid, alg, header.get("jku")),
+                               iss=client.iss, audience=audience)
     db = get_session()
     try:
         db.add(CdsJti(key=jti_key(client.iss, claims["jti"]),

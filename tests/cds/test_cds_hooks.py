@@ -306,3 +306,25 @@ def test_feedback_records_accepted_and_overridden_once(cds_app, sandbox):
         kinds = dict(db.execute(select(ReportEvent.kind, func.count()).group_by(ReportEvent.kind)).all())
         assert kinds == {"card_shown": 2, "card_accepted": 1, "card_overridden": 1}
         assert db.get(CdsCard, first).outcome == "accepted"
+
+
+def test_a_jku_not_on_the_allow_list_is_never_fetched(cds_app, sandbox, monkeypatch):
+    """Oracle Health names its key set in the token's jku; we read only a jku listed for that iss."""
+    import requests
+
+    real = requests.Session.request
+    fetched: list[str] = []
+
+    def record(self, method, url, *a, **k):
+        fetched.append(url)
+        return real(self, method, url, *a, **k)
+
+    monkeypatch.setattr(requests.Session, "request", record)
+    body = hook_body(cds_app, sandbox, new_patient(sandbox))
+    url = f"https://ipv.example.test/cds-services/{SID}"
+    now = int(time.time())
+    forged = jwt.encode({"iss": sandbox.url, "aud": url, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())},
+                        ec.generate_private_key(ec.SECP384R1()), algorithm="ES384",
+                        headers={"kid": "attacker-key", "jku": "https://attacker.example/jwks.json"})
+    assert call(cds_app, sandbox, body, bearer=forged).status_code == 401
+    assert not [u for u in fetched if "attacker" in u]
