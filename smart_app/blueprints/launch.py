@@ -238,7 +238,13 @@ WORKLIST_INTENTS = {"worklist", "social-work-worklist"}
 
 def _landing(launch: Launch) -> str:
     # Standalone without a patient is the social worker's worklist; with a patient it is a screening.
-    # An EHR can ask for the worklist directly with intent=worklist.
+    # An EHR can ask for the worklist directly with intent=worklist. A program manager (no patient) or
+    # intent=report lands on the program report.
+    roles = (launch.context.get("user") or {}).get("roles") or []
+    if launch.context.get("intent") == "report" or ("program_manager" in roles and not launch.context.get("patient")):
+        target = _url_if("report.page", lid=launch.id)
+        if target:
+            return target
     if (launch.kind == "standalone" and not launch.context.get("patient")) \
             or launch.context.get("intent") in WORKLIST_INTENTS:
         target = _url_if("worklist.index", lid=launch.id)

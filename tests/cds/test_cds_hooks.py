@@ -328,3 +328,16 @@ def test_a_jku_not_on_the_allow_list_is_never_fetched(cds_app, sandbox, monkeypa
                         headers={"kid": "attacker-key", "jku": "https://attacker.example/jwks.json"})
     assert call(cds_app, sandbox, body, bearer=forged).status_code == 401
     assert not [u for u in fetched if "attacker" in u]
+
+
+def test_replay_refused_on_postgresql(sandbox, postgres_url):
+    app = create_app(app_config(postgres_url, ALLOWED_ISS=[sandbox.iss], APP_BASE_URL="https://ipv.example.test",
+                                CDS={"clients": [{"iss": sandbox.url, "jwks_url": sandbox.url + "/cds-client/jwks.json",
+                                                  "fhir_servers": [sandbox.iss]}]}))
+    try:
+        body = hook_body(app, sandbox, new_patient(sandbox))
+        bearer = token(sandbox, f"https://ipv.example.test/cds-services/{SID}")
+        assert len(cards(call(app, sandbox, body, bearer=bearer))) == 1
+        assert call(app, sandbox, body, bearer=bearer).status_code == 401
+    finally:
+        app.extensions["db_engine"].dispose()

@@ -265,3 +265,36 @@ def test_report_is_for_program_managers_only(report_app):
     assert pm.get(f"/l/{pm_lid}/report?month=2026-13").status_code == 400
     assert pm.get(f"/l/{pm_lid}/report?month=2026-11").status_code == 200
     assert report_app.test_cli_runner().invoke(args=["report", "--month", "nov"]).exit_code != 0
+
+
+def test_a_program_manager_lands_on_the_report(report_app):
+    from smart_app.blueprints.launch import _landing
+    from smart_app.launch_state import Launch
+    from smart_app.models import LaunchRecord
+
+    with report_app.test_request_context():
+        for roles, patient, intent, want in ((["program_manager"], None, None, "/report"),
+                                             (["clinician"], {"id": "p"}, "report", "/report"),
+                                             (["program_manager"], {"id": "p"}, None, "/l/x/")):
+            record = LaunchRecord(id="x", state="s", browser_id="b", iss="i", kind="standalone", status="active")
+            launch = Launch(record)
+            launch._context = {"user": {"roles": roles}, "patient": patient, "intent": intent}
+            assert _landing(launch).endswith(want), (roles, patient, intent)
+
+
+def test_report_on_postgresql_equals_the_tally(postgres_url):
+    from smart_app import create_app
+    from tests.conftest import app_config
+
+    app = create_app(app_config(postgres_url))
+    try:
+        rng, expected = random.Random(7), Counter()
+        sw = client_with_launch(app, context_for("mgh", "es", roles=["social_worker"]))
+        for _ in range(40):
+            journey(app, rng, sw, expected)
+        with app.app_context():
+            from smart_app.db import get_session
+
+            assert rpt.raw_counts(get_session(), month_of()) == dict(expected)
+    finally:
+        app.extensions["db_engine"].dispose()
