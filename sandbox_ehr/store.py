@@ -10,8 +10,9 @@ failing with "database is locked" half-way. ``Store.transaction()`` nests: a FHI
 all its entries in one SQLite transaction and rolls all of them back on the first error.
 
 Search runs the filters in Python over the resources of one type (see the notes at ``SEARCH_PARAMS``
-below). The sandbox holds hundreds to a few thousand resources; a per-type scan
-is simple and exact. Supported parameters and modifiers are listed in ``SEARCH_PARAMS`` and
+below), narrowed first by an index (``fhir_search_key``) for the two searches the app repeats under load:
+``identifier=system|value`` and ``patient``/``subject``. The filters still decide, so the index only has to
+hold a superset of the matches. Supported parameters and modifiers are listed in ``SEARCH_PARAMS`` and
 ``sandbox_ehr/README.md``; unknown parameters are ignored and reported (``SearchResult.ignored``).
 """
 
@@ -43,6 +44,8 @@ CREATE TABLE IF NOT EXISTS fhir_history (
     type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, last_updated TEXT NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0, content TEXT, PRIMARY KEY (type, id, version));
 CREATE TABLE IF NOT EXISTS fhir_seq (n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS fhir_search_key (
+    type TEXT NOT NULL, key TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (type, key, id));
 """
 
 
@@ -167,6 +170,10 @@ class Store:
             conn.executescript(_SCHEMA)
             if conn.execute("SELECT COUNT(*) FROM fhir_seq").fetchone()[0] == 0:
                 conn.execute("INSERT INTO fhir_seq (n) VALUES (0)")
+            if conn.execute("SELECT COUNT(*) FROM fhir_search_key").fetchone()[0] == 0:
+                # A store written before the index existed: index what it holds.
+                for rtype, rid, content in conn.execute("SELECT type, id, content FROM fhir_resource").fetchall():
+                    _index(conn, rtype, rid, json.loads(content))
             conn.commit()
         finally:
             conn.close()
@@ -265,6 +272,9 @@ class Store:
         ids = None
         if "_id" in norm:
             ids = {v for value in norm["_id"] for v in value.split(",")}
+        indexed = self._indexed_ids(resource_type, norm)
+        if indexed is not None:
+            ids = indexed if ids is None else ids & indexed
         sql = "SELECT content, last_updated, seq FROM fhir_resource WHERE type = ?"
         args: list[Any] = [resource_type]
         if ids is not None and len(ids) < 500:
@@ -284,6 +294,28 @@ class Store:
         if count is not None:
             page = page[:count]
         return SearchResult(page, total, ignored)
+
+    def _indexed_ids(self, resource_type: str, params: dict[str, list[str]]) -> set[str] | None:
+        """Candidate ids from the index for an exact identifier or patient search; None = no narrowing."""
+        keys: list[str] = []
+        for value in params.get("identifier") or []:
+            system, bar, code = value.partition("|")  # as the token matcher reads it
+            if "," in value or (bar and not code):
+                return None  # an OR list or a system-only search: no narrowing
+            value_only = f"identifier-value:{code if bar else value}"
+            keys.append(f"identifier:{system}|{code}" if bar and system else value_only)
+        for name in ("patient", "subject"):
+            for value in params.get(name) or []:
+                if "," not in value and value:
+                    keys.append(f"patient:{value.rstrip('/').split('/')[-1]}")
+        if not keys:
+            return None
+        ids: set[str] | None = None
+        for key in keys:  # repeated parameters AND
+            found = {r[0] for r in self._conn().execute(
+                "SELECT id FROM fhir_search_key WHERE type = ? AND key = ?", (resource_type, key)).fetchall()}
+            ids = found if ids is None else ids & found
+        return ids
 
     def history(self, resource_type: str, resource_id: str) -> list[dict[str, Any]]:
         rows = self._conn().execute(
@@ -343,6 +375,7 @@ class Store:
                 return False
             stamp, _ = self._next_stamp(conn)
             conn.execute("DELETE FROM fhir_resource WHERE type = ? AND id = ?", (resource_type, resource_id))
+            conn.execute("DELETE FROM fhir_search_key WHERE type = ? AND id = ?", (resource_type, resource_id))
             conn.execute("INSERT INTO fhir_history (type, id, version, last_updated, deleted, content)"
                          " VALUES (?, ?, ?, ?, 1, NULL)", (resource_type, resource_id, row[0] + 1, stamp))
             return True
@@ -400,7 +433,27 @@ class Store:
                 raise PreconditionFailed(f"{rtype}/{rid} already exists", status=409) from None
         conn.execute("INSERT INTO fhir_history (type, id, version, last_updated, deleted, content)"
                      " VALUES (?, ?, ?, ?, 0, ?)", (rtype, rid, version, stamp, content))
+        _index(conn, rtype, rid, resource)
         return resource
+
+
+def _index(conn: sqlite3.Connection, rtype: str, rid: str, resource: dict[str, Any]) -> None:
+    """(Re)write the index keys of one resource: its identifiers and the patients it references."""
+    conn.execute("DELETE FROM fhir_search_key WHERE type = ? AND id = ?", (rtype, rid))
+    keys = set()
+    for ident in _values(resource, "identifier"):
+        if isinstance(ident, dict) and ident.get("value") is not None:
+            keys.add(f"identifier:{ident.get('system') or ''}|{ident['value']}")
+            keys.add(f"identifier-value:{ident['value']}")
+    for path in SEARCH_PARAMS["patient"]["*"][1] + ["subject"]:
+        for ref in _values(resource, path):
+            reference = ref.get("reference") if isinstance(ref, dict) else None
+            if isinstance(reference, str) and reference:
+                keys.add(f"patient:{reference.split('/_history/')[0].rstrip('/').split('/')[-1]}")
+    if rtype == "Patient":
+        keys.add(f"patient:{rid}")
+    conn.executemany("INSERT OR IGNORE INTO fhir_search_key (type, key, id) VALUES (?, ?, ?)",
+                     [(rtype, k, rid) for k in keys])
 
 
 # --- search parameters -------------------------------------------------------------------------------------
