@@ -116,6 +116,7 @@ class EhrProfile:
     read_back_attempts: int = 3        # bounded label read-back (403/404 = could not check, no retry)
     online_access: bool = True         # the EHR grants refresh tokens for online_access
     backend_services: str = "unknown"  # system (client_credentials) writes possible: true | false | unknown
+    search_date_param: str = "date"    # DocumentReference search parameter for "filed since" (Oracle: period)
     sources: tuple[str, ...] = ()
 
     @property
@@ -221,6 +222,7 @@ class EhrProfile:
             online_access=bool(raw.get("online_access", True)),
             backend_services=_tri(raw.get("backend_services"), "backend_services", src),
             sources=tuple(str(s) for s in raw.get("sources") or ()),
+            search_date_param=str(raw.get("search_date_param", "date")),
         )
 
 

@@ -98,6 +98,10 @@ class FhirClient:
         return [e["resource"] for e in bundle.get("entry", [])
                 if "resource" in e and e.get("search", {}).get("mode", "match") == "match"]
 
+    def capabilities(self) -> dict[str, Any]:
+        """The server's CapabilityStatement (``GET [base]/metadata``)."""
+        return self.request("GET", "metadata").resource or {}
+
     def create(self, resource: dict[str, Any], if_none_exist: str | None = None) -> Response:
         headers = {"Prefer": "return=representation"}
         if if_none_exist:

@@ -16,7 +16,7 @@ from fhir.client import FhirClient
 from fhir.http import add_header_provider
 from fhir.smart.client_auth import ClientAuth
 from fhir.smart.discovery import DiscoveryCache, DiscoveryError, SmartConfiguration
-from fhir.smart.oauth import TokenError, refresh, token_expired
+from fhir.smart.oauth import TokenError, client_credentials, refresh, token_expired
 from smart_app.db import session_scope
 from smart_app.errors import LaunchError
 from smart_app.models import UsedJti
@@ -99,3 +99,32 @@ def fhir_client_for(launch: Any) -> FhirClient:
                 launch.save()
                 tokens = merged
     return FhirClient(launch.iss, tokens.get("access_token"), timeout=timeout, session=http_session())
+
+
+_system_lock = threading.Lock()
+
+
+def system_client(iss: str) -> FhirClient:
+    """A FHIR client with a SMART Backend Services (system) token for ``iss``, for chart writes whose launch
+    token is gone. Only where the deployment registers it: ``backend_services: {scope: "system/..."}`` in the
+    deployment file (client_credentials, authenticated with the deployment's private_key_jwt). The token is
+    kept in memory only (never stored) until shortly before it expires. Raises LookupError when not set up."""
+    app = current_app._get_current_object()
+    deployment = app.config["DEPLOYMENT"]
+    settings = (deployment.extra or {}).get("backend_services") or {}
+    if not settings.get("scope"):
+        raise LookupError("backend services are not configured for this deployment")
+    if deployment.client_auth != "private_key_jwt":
+        raise LookupError("backend services need private_key_jwt client authentication")
+    allowed = [u.rstrip("/") for u in app.config.get("ALLOWED_ISS") or []]
+    if iss.rstrip("/") not in allowed:
+        raise LookupError("issuer not allow-listed")
+    cache = app.extensions.setdefault("system_tokens", {})
+    with _system_lock:
+        tokens = cache.get(iss)
+        if not tokens or token_expired(tokens, skew=60):
+            tokens = client_credentials(discovery(iss), scope=str(settings["scope"]), auth=client_auth(),
+                                        http=http_session(), timeout=current_app.config.get("HTTP_TIMEOUT_SECONDS", 10))
+            cache[iss] = tokens
+    return FhirClient(iss, tokens["access_token"], timeout=current_app.config.get("HTTP_TIMEOUT_SECONDS", 10),
+                      session=http_session())

@@ -29,10 +29,12 @@ note is not in the chart.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,14 +45,14 @@ from flask import Flask
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from fhir.builders import SEND_ORDER, EhrProfile, PlannedWrite
+from fhir.builders import SEND_ORDER, EhrProfile, PlannedWrite, reference_code
 from fhir.client import FhirClient, FhirError, FhirUnavailable
 from fhir.labels import verify_labels
 from fhir.smart.oauth import token_expired
 from smart_app.audit import instance_name, record_audit
 from smart_app.crypto import decrypt_json, encrypt_json
 from smart_app.db import get_session
-from smart_app.ehr import fhir_client_for
+from smart_app.ehr import fhir_client_for, system_client
 from smart_app.launch_state import Launch
 from smart_app.models import LaunchRecord, OutboxItem, WorkerHeartbeat
 from smart_app.observability import record_outbox_run, set_request_id
@@ -59,7 +61,8 @@ from smart_app.retention import purge
 
 log = logging.getLogger("ipv.outbox")
 
-PENDING, SENDING, WRITTEN, FAILED = "pending", "sending", "written", "failed"
+PENDING, SENDING, WRITTEN, FAILED, CHECK = "pending", "sending", "written", "failed", "check"
+CHECK_TEXT = "the EHR may or may not have saved it and the app could not find out: check the chart"
 
 
 class AuthGone(Exception):
@@ -172,8 +175,25 @@ def launch_client_provider(timeout: float | None = None) -> ClientFor:
             cache[key] = _make(row)
         found = cache[key]
         if isinstance(found, AuthGone):
+            # The visit's token is gone: a SMART Backend Services (system) token, where the deployment has one.
+            system = _system(row)
+            if system is not None:
+                return system
             raise found
         return found
+
+    def _system(row: Any) -> FhirClient | None:
+        key = "system:" + row.iss
+        if key not in cache:
+            try:
+                cache[key] = system_client(row.iss)
+            except Exception as exc:  # not configured, or the EHR refused: the launch's error stands
+                log.info("outbox: no system token (%s)", type(exc).__name__)
+                cache[key] = None
+        client = cache[key]
+        if client is not None and timeout is not None:
+            client.timeout = timeout
+        return client
 
     def _make(row: Any) -> FhirClient | AuthGone:
         record = get_session().get(LaunchRecord, row.launch_id) if row.launch_id else None
@@ -215,6 +235,9 @@ class OutboxWorker:
         self.timeout = timeout
         self.settings = settings or OutboxSettings.for_app(app)
         self._profiles: dict[str, EhrProfile] = {}
+        self._capabilities: dict[str, dict[str, bool]] = {}
+        # Set by SIGTERM (or the demo's stop): the current send finishes, the rest of the claim is released.
+        self.stopping = threading.Event()
 
     # claiming ------------------------------------------------------------------------------------------
     def claim(self, db: Session, *, limit: int | None = None, referral_id: str | None = None) -> str:
@@ -275,12 +298,19 @@ class OutboxWorker:
                 for row in rows:
                     by_referral.setdefault(row.referral_id, []).append(row)
                 for rid, group in by_referral.items():
+                    if self.stopping.is_set():
+                        break
                     group.sort(key=lambda r: SEND_ORDER.get(r.kind, 99))
                     if group[0].mode == "transaction":
                         self._send_transaction(db, rid, group, client_for, stats)
                     else:
                         for row in group:
+                            if self.stopping.is_set():
+                                break
                             self._send_single(db, row, client_for, stats)
+                if self.stopping.is_set():
+                    self.release(db, token)
+                    return stats
             self.verify_pending_labels(db, client_for=self._client_for, stats=stats, referral_id=referral_id)
         return stats
 
@@ -312,7 +342,7 @@ class OutboxWorker:
         """The long-running worker (``flask outbox-worker``). It also deletes ended or expired launches
         every ``purge_every`` seconds (smart_app.retention), since it is the process every deployment runs."""
         next_purge = time.monotonic()
-        while not stop():
+        while not stop() and not self.stopping.is_set():
             try:
                 self.beat()
                 if time.monotonic() >= next_purge:
@@ -325,7 +355,21 @@ class OutboxWorker:
                 log.exception("outbox: run failed")
                 stats = RunStats()
             if stats.claimed == 0:
-                time.sleep(idle_sleep)
+                self.stopping.wait(idle_sleep)
+        log.info("outbox worker %s stopped", self.worker_id)
+
+    def release(self, db: Session, token: str) -> int:
+        """Give back rows of this claim that were not sent (shutdown): pending again, the try not counted.
+        A row whose send had started keeps ``outcome_unknown``, so whoever takes it searches first."""
+        count = db.execute(
+            update(OutboxItem).where(OutboxItem.claimed_by == token, OutboxItem.status == SENDING)
+            .values(status=PENDING, claimed_by=None, lease_until=None, attempts=OutboxItem.attempts - 1,
+                    next_attempt_at=utcnow())
+            .execution_options(synchronize_session=False)).rowcount
+        db.commit()
+        if count:
+            log.info("outbox worker %s released %s unsent rows", self.worker_id, count)
+        return count
 
     def beat(self, *, every: float = 10.0) -> None:
         """Stamp this worker's heartbeat row (at most every ``every`` seconds); /readyz reports its age."""
@@ -385,7 +429,6 @@ class OutboxWorker:
         return None
 
     def _send_single(self, db: Session, row: Any, client_for: ClientFor, stats: RunStats) -> None:
-
         resource = decrypt_json(row.resource_enc)
         if resource is None:
             self._fail(db, row, "the stored write could not be decrypted (key changed)", None, stats)
@@ -400,26 +443,122 @@ class OutboxWorker:
         try:
             client = client_for(row)
         except AuthGone as exc:
-            self._fail(db, row, str(exc) + "; nothing was written", None, stats)
+            self._fail(db, row, str(exc) + ("" if row.outcome_unknown else "; nothing was written"), None, stats)
             return
+        profile = self.profile(row.profile)
+        honours = self.honours_conditional_create(profile, client, row.kind)
+        if row.outcome_unknown and not honours:
+            # An earlier send may have reached the EHR: never re-send blindly. Look for it first.
+            if not self._settle_unknown(db, row, resource, client, profile, stats):
+                return
         search = f"identifier={row.identifier_system}|{row.identifier_value}"
+        if not honours:
+            row.outcome_unknown = True  # from here on the EHR may have it (timeout, reset, this worker killed)
+            db.commit()
         stats.sends += 1
         try:
-            resp = client.create(resource, if_none_exist=search)
+            resp = client.create(resource, if_none_exist=search if honours else None)
         except FhirError as exc:
+            if not honours and not _maybe_applied(exc):
+                row.outcome_unknown = False  # refused before it was filed: a plain retry is safe
             self._error(db, row, exc, stats)
             return
         server_id, version = _ids(resp.resource, resp.location)
         if not server_id:
-            # 2xx without an id: find it by the business identifier (also confirms the write).
+            # 2xx without an id: find it (also confirms the write).
+            found, verdict = self._look_for(row, resource, client, profile)
+            if verdict == "found":
+                server_id, version = found.get("id"), (found.get("meta") or {}).get("versionId")
+        self._written(db, row, server_id, version, resource, client, stats, returned=resp.resource)
+
+    # exactly once without conditional create -------------------------------------------------------------
+    def honours_conditional_create(self, profile: EhrProfile, client: Any, kind: str) -> bool:
+        """The profile's word; where it says unknown, the CapabilityStatement's ``conditionalCreate``
+        (FHIR R4 CapabilityStatement.rest.resource.conditionalCreate). Anything unclear counts as no."""
+        if profile.conditional_create != "unknown":
+            return profile.conditional_create == "true"
+        base = getattr(client, "base_url", None)
+        if base is None or not hasattr(client, "capabilities"):
+            return False
+        if base not in self._capabilities:
+            found: dict[str, bool] = {}
             try:
-                found = client.search(row.kind, {"identifier": f"{row.identifier_system}|{row.identifier_value}"})
-            except FhirError as exc:
-                self._error(db, row, exc, stats)
-                return
-            if found:
-                server_id, version = found[0].get("id"), (found[0].get("meta") or {}).get("versionId")
-        self._written(db, row, server_id, version, resource, client, stats)
+                statement = client.capabilities()
+            except FhirError:
+                statement = {}
+            for rest in statement.get("rest") or []:
+                for res in rest.get("resource") or []:
+                    found[res.get("type")] = res.get("conditionalCreate") is True
+            self._capabilities[base] = found
+        return self._capabilities[base].get(kind, False)
+
+    def _settle_unknown(self, db: Session, row: Any, resource: dict[str, Any], client: Any,
+                        profile: EhrProfile, stats: RunStats) -> bool:
+        """Resolve an unknown outcome by searching. True = proved absent (send it); False = handled here
+        (found -> written; search failed for now -> retry later; cannot tell -> "check the chart")."""
+        found, verdict = self._look_for(row, resource, client, profile)
+        if verdict == "found":
+            log.info("outbox %s: %s found at the EHR after an unknown outcome; not sent again", row.id, row.kind)
+            server_id, version = found.get("id"), (found.get("meta") or {}).get("versionId")
+            self._written(db, row, server_id, version, resource, client, stats, returned=None)
+            return False
+        if verdict == "absent":
+            row.outcome_unknown = False
+            return True
+        if verdict.startswith("retry:") and row.attempts < row.max_attempts:
+            self._retry_later(db, row, "looking for an earlier send failed (" + verdict[6:] + "); will look again",
+                              self.settings.backoff(row.attempts), stats)
+            return False
+        self._check(db, row, verdict.split(":", 1)[-1], stats)
+        return False
+
+    def _look_for(self, row: Any, resource: dict[str, Any], client: Any,
+                  profile: EhrProfile) -> tuple[dict[str, Any], str]:
+        """Search the EHR for this write: ('found', resource) / 'absent' (proved) / 'retry:<why>' /
+        'undecidable:<why>'. By business identifier where the EHR keeps and searches it (and every hit is
+        checked to carry it: an EHR may ignore the parameter); otherwise a note is found by patient + type
+        + date + the reference code its text carries."""
+        try:
+            if profile.search_by_identifier:
+                ident = f"{row.identifier_system}|{row.identifier_value}"
+                for hit in client.search(row.kind, {"identifier": ident}):
+                    if _has_identifier(hit, row.identifier_system, row.identifier_value):
+                        return hit, "found"
+                return {}, "absent"
+            if row.kind != "DocumentReference":
+                return {}, "undecidable:this EHR cannot be searched for it"
+            code = reference_code(row.referral_id)
+            since = (_aware(row.created_at) - timedelta(days=1)).date().isoformat()
+            params = {"patient": (resource.get("subject") or {}).get("reference", "").split("/")[-1],
+                      "type": _token(resource.get("type")), profile.search_date_param: f"ge{since}",
+                      "_count": "100"}
+            hits = client.search("DocumentReference", {k: v for k, v in params.items() if v})
+            unreadable = 0
+            for hit in hits:
+                text = _note_text(hit, client)
+                if text is None:
+                    unreadable += 1
+                elif f"Ref. {code}" in text:
+                    return hit, "found"
+            if unreadable:
+                return {}, "undecidable:a note in the chart could not be read to compare"
+            if len(hits) >= 100:
+                return {}, "undecidable:too many notes to compare"
+            return {}, "absent"
+        except FhirError as exc:
+            if exc.retryable or isinstance(exc, FhirUnavailable):
+                return {}, "retry:" + _reason(exc)
+            return {}, "undecidable:the EHR did not allow the search (" + _reason(exc) + ")"
+
+    def _check(self, db: Session, row: Any, why: str, stats: RunStats) -> None:
+        """Outcome unknown and not findable: a person checks the chart; the app never sends it again."""
+        now = utcnow()
+        row.status, row.claimed_by, row.lease_until = CHECK, None, None
+        row.last_error = f"{CHECK_TEXT} ({why})"
+        row.updated_at = now
+        db.commit()
+        stats.failed += 1
+        log.warning("outbox %s: %s outcome unknown; marked check-the-chart", row.id, row.kind)
 
     def _send_transaction(self, db: Session, rid: str, group: list[Any], client_for: ClientFor,
                           stats: RunStats) -> None:
@@ -478,14 +617,24 @@ class OutboxWorker:
 
     # outcomes ------------------------------------------------------------------------------------------
     def _written(self, db: Session, row: Any, server_id: str | None, version: str | None,
-                 resource: dict[str, Any], client: FhirClient, stats: RunStats) -> None:
+                 resource: dict[str, Any], client: FhirClient, stats: RunStats,
+                 returned: dict[str, Any] | None = None) -> None:
         now = utcnow()
         row.status, row.server_id, row.server_version = WRITTEN, server_id, version
         row.written_at = row.updated_at = now
         row.claimed_by = row.lease_until = None
         row.last_error = None
+        row.outcome_unknown = False
         profile = self.profile(row.profile)
-        if profile.read_back and server_id:
+        expected = (resource.get("meta") or {}).get("security") or []
+        if profile.labels_kept == "dropped":
+            # Known to be dropped: nothing to read back; the note's protection is its restricted type.
+            row.label_status = "note_type" if row.kind == "DocumentReference" else "unchecked"
+            row.label_detail = "this EHR does not keep security labels"
+        elif returned and returned.get("resourceType") == row.kind and "meta" in returned:
+            # Prefer: return=representation honoured: the stored resource is in hand, no read-back.
+            self._judge_labels(row, expected, returned, stats)
+        elif profile.read_back and server_id:
             self._check_labels(row, resource, client, stats)
         else:
             row.label_status = None
@@ -504,14 +653,26 @@ class OutboxWorker:
                      resources=resources, db=db, app=self.app)
 
     def _check_labels(self, row: Any, sent: dict[str, Any], client: FhirClient, stats: RunStats) -> None:
+        """Bounded read-back: 401/403/404 = could not check (no retry); other failures retried a few times
+        with backoff (the profile's read_back.max_attempts), then "could not check"."""
         expected = (sent.get("meta") or {}).get("security") or []
+        row.label_attempts = (row.label_attempts or 0) + 1
         try:
             stored = client.read(row.kind, row.server_id)
         except FhirError as exc:
-            row.label_status = "unverified"
-            row.label_detail = "read-back failed: " + _reason(exc)
-            row.next_attempt_at = utcnow() + timedelta(seconds=self.settings.backoff(1))
+            limit = self.profile(row.profile).read_back_attempts
+            if exc.status in (401, 403, 404) or row.label_attempts >= limit:
+                row.label_status = "unchecked"
+                row.label_detail = "labels could not be checked: " + _reason(exc)
+            else:
+                row.label_status = "unverified"
+                row.label_detail = "read-back failed: " + _reason(exc)
+                row.next_attempt_at = utcnow() + timedelta(seconds=self.settings.backoff(row.label_attempts))
             return
+        self._judge_labels(row, expected, stored, stats)
+
+    def _judge_labels(self, row: Any, expected: list[dict[str, Any]], stored: dict[str, Any],
+                      stats: RunStats) -> None:
         check = verify_labels(expected, stored)
         row.label_status = "ok" if check.ok else "flagged"
         row.label_detail = check.summary()
@@ -578,6 +739,11 @@ class OutboxWorker:
         stats.retrying += 1
 
     def _fail(self, db: Session, row: Any, reason: str, status: int | None, stats: RunStats) -> None:
+        if row.outcome_unknown:
+            # An earlier send may have been filed: "not written" could be false. A person checks the chart.
+            row.last_status = status or row.last_status
+            self._check(db, row, reason, stats)
+            return
         now = utcnow()
         row.status, row.claimed_by, row.lease_until = FAILED, None, None
         row.last_error = reason
@@ -642,3 +808,43 @@ def _drop_reference(node: Any, urn: str) -> None:
     elif isinstance(node, list):
         for value in node:
             _drop_reference(value, urn)
+
+
+def _maybe_applied(exc: FhirError) -> bool:
+    """Could the EHR have filed the create although we got an error? Timeouts and resets (the request may
+    have arrived) and 5xx (fail-after-commit) yes; a 4xx (including 429) is a refusal before filing."""
+    return isinstance(exc, FhirUnavailable) or exc.status >= 500 or exc.status == 0
+
+
+def _has_identifier(resource: dict[str, Any], system: str, value: str) -> bool:
+    idents = resource.get("identifier")
+    idents = idents if isinstance(idents, list) else [idents] if idents else []
+    return any(i.get("system") == system and i.get("value") == value for i in idents)
+
+
+def _token(concept: dict[str, Any] | None) -> str | None:
+    for coding in (concept or {}).get("coding") or []:
+        if coding.get("code"):
+            return f"{coding.get('system', '')}|{coding['code']}"
+    return None
+
+
+def _note_text(doc: dict[str, Any], client: Any) -> str | None:
+    """The note's text from its attachment (inline data, or the Binary its url points at); None if unreadable."""
+    texts = []
+    for content in doc.get("content") or []:
+        att = content.get("attachment") or {}
+        data = att.get("data")
+        if data is None and att.get("url") and hasattr(client, "read_reference"):
+            try:
+                binary = client.read_reference(att["url"])
+            except FhirError:
+                return None
+            data = binary.get("data")
+        if data is None:
+            return None
+        try:
+            texts.append(base64.b64decode(data).decode("utf-8", errors="replace"))
+        except (ValueError, TypeError):
+            return None
+    return "\n".join(texts) if texts else None

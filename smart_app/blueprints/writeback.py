@@ -24,6 +24,7 @@ import base64
 import hashlib
 import json
 import secrets
+import signal
 from datetime import UTC, datetime
 from typing import Any
 
@@ -478,8 +479,13 @@ def outbox_worker(idle_sleep: float) -> None:
     app = current_app._get_current_object()
     worker = OutboxWorker(app, client_for=None, timeout=app.config.get("HTTP_TIMEOUT_SECONDS"))
     click.echo(f"outbox worker {worker.worker_id} running")
-    try:
-        worker.loop(idle_sleep=idle_sleep)
-    except KeyboardInterrupt:
-        click.echo("stopped")
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        # SIGTERM (systemd, containers): finish the send in flight, give the rest of the claim back, exit.
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.loop(idle_sleep=idle_sleep)
+    click.echo("stopped")
 

@@ -58,7 +58,11 @@ class FakeEhr:
     """In-memory FHIR server double with conditional create and a script of failures.
 
     ``script`` is a list consumed one entry per call: None (succeed), an int status (fail with
-    it), "timeout", or "after_commit:<status>" (apply, then fail). ``drop_labels`` strips meta.security.
+    it), "timeout", or "after_commit:<status>" / "after_commit:timeout" (apply, then fail).
+    ``drop_labels`` strips meta.security. Vendor-like switches (issue 8): ``honour_conditional=False``
+    ignores If-None-Exist (a replay files a second copy), ``keep_identifier=False`` drops the identifier,
+    ``return_minimal=True`` answers a create without a body (Location only); ``search_status`` makes every
+    search fail with that status.
     """
 
     def __init__(self) -> None:
@@ -68,6 +72,10 @@ class FakeEhr:
         self.creates: list[str] = []  # identifier value per POST the EHR applied
         self.sent: list[str] = []  # identifier value per POST received (faulted or not)
         self.drop_labels = False
+        self.honour_conditional = True
+        self.keep_identifier = True
+        self.return_minimal = False
+        self.search_status: int | None = None
         self.lock = threading.Lock()
         self._n = 0
 
@@ -106,7 +114,8 @@ class FakeEhr:
             if fault is not None and not after:
                 self._raise(fault)
             self.creates.append(self.sent[-1])
-            found = self._match(resource["resourceType"], if_none_exist) if if_none_exist else []
+            honoured = if_none_exist and self.honour_conditional
+            found = self._match(resource["resourceType"], if_none_exist) if honoured else []
             if found:
                 stored, status = found[0], 200
             else:
@@ -114,11 +123,15 @@ class FakeEhr:
                 stored = dict(resource, id=f"r{self._n}", meta=dict(resource.get("meta") or {}, versionId="1"))
                 if self.drop_labels:
                     stored["meta"].pop("security", None)
+                if not self.keep_identifier:
+                    stored.pop("identifier", None)
                 self.resources[(resource["resourceType"], stored["id"])] = stored
                 status = 201
             if after:
-                self._raise(int(fault.split(":")[1]))
-            return Response(status, stored, f"{resource['resourceType']}/{stored['id']}/_history/1", None)
+                tail = fault.split(":")[1]
+                self._raise(tail if tail == "timeout" else int(tail))
+            body = None if self.return_minimal else stored
+            return Response(status, body, f"{resource['resourceType']}/{stored['id']}/_history/1", None)
 
     def read(self, kind: str, rid: str) -> dict[str, Any]:
         with self.lock:
@@ -129,7 +142,24 @@ class FakeEhr:
     def search(self, kind: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.lock:
             self.calls.append(("search", kind))
-            return self._match(kind, "identifier=" + params["identifier"])
+            if self.search_status:
+                self._raise(self.search_status)
+            params = params or {}
+            if "identifier" in params:
+                return self._match(kind, "identifier=" + params["identifier"])
+            out = []
+            for (k, _id), res in self.resources.items():
+                if k != kind:
+                    continue
+                subject = (res.get("subject") or {}).get("reference")
+                if "patient" in params and subject != f"Patient/{params['patient']}":
+                    continue
+                if "type" in params:
+                    codes = {f"{c.get('system')}|{c.get('code')}" for c in (res.get("type") or {}).get("coding", [])}
+                    if params["type"] not in codes:
+                        continue
+                out.append(res)
+            return out
 
     def count(self, kind: str) -> int:
         return sum(1 for (k, _i) in self.resources if k == kind)

@@ -121,6 +121,7 @@ def test_dropped_labels_are_flagged_and_logged_without_phi(fast_app, caplog):
 
 def test_failed_read_back_is_retried_later(fast_app):
     ehr = FakeEhr()
+    ehr.return_minimal = True  # the create answer carries no resource: labels are read back
     ehr.script = [None, 503]  # create ok, read-back fails
     _, rid = setup(fast_app, resources=["DocumentReference"])
     OutboxWorker(fast_app, client_for=ehr.client).drain()
