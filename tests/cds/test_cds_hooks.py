@@ -341,3 +341,32 @@ def test_replay_refused_on_postgresql(sandbox, postgres_url):
         assert call(app, sandbox, body, bearer=bearer).status_code == 401
     finally:
         app.extensions["db_engine"].dispose()
+
+
+def test_encounter_start_counts_the_card_for_the_encounters_site(cds_app, sandbox):
+    import dataclasses
+
+    from sandbox_ehr import cds_client
+
+    cds_app.config["DEPLOYMENT"] = dataclasses.replace(cds_app.config["DEPLOYMENT"],
+                                                       site_map={"Location/loc-mgh-chelsea": "mgh-chelsea"})
+    pid = new_patient(sandbox)
+    store = sandbox.app.extensions["sandbox_store"]
+    enc = "enc-" + pid
+    store.update({"resourceType": "Encounter", "id": enc, "status": "in-progress",
+                  "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                  "subject": {"reference": f"Patient/{pid}"},
+                  "location": [{"location": {"reference": "Location/loc-mgh-chelsea"}}]})
+    service = {s["id"]: s for s in cds_app.test_client().get("/cds-services").json["services"]}[
+        "checkin-encounter-start"]
+    with sandbox.app.app_context():
+        body = cds_client.hook_request(service, pid, "prac-avery", enc)
+    assert body["hook"] == "encounter-start" and body["prefetch"]["encounter"]["id"] == enc
+    got = cards(call(cds_app, sandbox, body, sid="checkin-encounter-start"))
+    assert len(got) == 1
+    with cds_app.app_context():
+        from smart_app.db import get_session
+
+        assert get_session().get(CdsCard, got[0]["uuid"]).site == "mgh-chelsea"
+    # The patient-view service refuses an encounter-start body (hook mismatch).
+    assert call(cds_app, sandbox, body).status_code == 400
