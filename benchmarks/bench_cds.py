@@ -7,12 +7,15 @@ decides and, when a check-in is due, stores the card and its report event. Two k
 (an EHR waits for the card before it draws the chart). Figures only: nothing asserts timing.
 
     python -m benchmarks.bench_cds [--calls 300]
+
+With TEST_DATABASE_URL set (PostgreSQL), the same run is repeated on a fresh PostgreSQL schema.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import statistics
 import tempfile
@@ -38,18 +41,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="bench_cds")
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-cds-"))
+    run(args.calls, f"sqlite:///{tmp / 'app.db'}", "SQLite", tmp)
+    pg = os.environ.get("TEST_DATABASE_URL")
+    if pg:
+        from sqlalchemy import create_engine, text
 
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(pg)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        try:
+            sep = "&" if "?" in pg else "?"
+            run(args.calls, f"{pg}{sep}options=-csearch_path%3D{schema}", "PostgreSQL", tmp)
+        finally:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+
+def run(calls: int, database_url: str, label: str, tmp: Path) -> None:
     from sandbox_ehr import cds_client
     from sandbox_ehr.app import create_sandbox_app
     from smart_app import create_app
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per call would be timed too
-    tmp = Path(tempfile.mkdtemp(prefix="bench-cds-"))
-    sandbox = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(tmp / "sandbox.db")})
+    sandbox = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(tmp / f"sandbox-{label}.db")})
     with Server(sandbox) as ehr:
         sandbox.config["SANDBOX_BASE_URL"] = ehr.url
         app = create_app({
-            "TESTING": True, "DATABASE_URL": f"sqlite:///{tmp / 'app.db'}", "SECRET_KEY": secrets.token_urlsafe(16),
+            "TESTING": True, "DATABASE_URL": database_url, "SECRET_KEY": secrets.token_urlsafe(16),
             "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(), "ALLOWED_ISS": [ehr.url + "/fhir"],
             "CDS": {"interval_months": 12, "clients": [{"iss": ehr.url, "jwks_url": ehr.url + "/cds-client/jwks.json",
                                                         "fhir_servers": [ehr.url + "/fhir"], "site": "bench"}]},
@@ -61,7 +82,7 @@ def main() -> None:
             store = sandbox.extensions["sandbox_store"]
             prepared: dict[str, list[tuple[str, dict]]] = {"due": [], "recent": []}
             with sandbox.app_context():
-                for i in range(args.calls):
+                for i in range(calls):
                     kind = "due" if i % 2 == 0 else "recent"
                     pid = f"bench-{i}"
                     store.update({"resourceType": "Patient", "id": pid, "gender": "female", "birthDate": "1990-01-01"})
@@ -86,7 +107,7 @@ def main() -> None:
                     cards += len(resp.json()["cards"])
                 median, p99 = statistics.median(times), _p(times, 0.99)
                 verdict = "pass" if median <= TARGET_MS and p99 <= TARGET_MS else "miss"
-                print(f"patient-view with prefetch, {kind:6s}: {len(times)} calls, {cards} cards, "
+                print(f"patient-view with prefetch, {label}, {kind:6s}: {len(times)} calls, {cards} cards, "
                       f"median {median:.1f} ms, p99 {p99:.1f} ms (target <= {TARGET_MS:.0f} ms: {verdict})",
                       flush=True)
         app.extensions["db_engine"].dispose()
