@@ -8,7 +8,7 @@ from functools import wraps
 from typing import Any
 
 from flask import Flask, g, request
-from flask_babel import Babel
+from flask_babel import Babel, force_locale, gettext
 
 from smart_app.launch_state import Launch, launch_required
 
@@ -45,6 +45,7 @@ def use_launch_locale(launch: Launch) -> None:
         launch.save()
     chosen = launch.data.get("locale")
     g.locale = chosen if chosen in SUPPORTED else patient_locale(launch.context)
+    g.patient_locale = g.locale
 
 
 def launch_view(view: Callable) -> Callable:
@@ -59,6 +60,15 @@ def launch_view(view: Callable) -> Callable:
     return wrapper
 
 
+def patient_gettext(message: str, **params: Any) -> str:
+    """``p_()``: a patient-facing string (read aloud, printed, said) in the patient's language, whatever the
+    page's language. Extracted like ``_()`` (``pybabel extract -k p_``)."""
+    lang = g.get("patient_locale") or g.get("locale") or "en"
+    with force_locale(lang):
+        return gettext(message, **params)
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", "translations")
     babel.init_app(app, locale_selector=select_locale)
+    app.jinja_env.globals["p_"] = patient_gettext

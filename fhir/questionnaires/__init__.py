@@ -37,6 +37,9 @@ EXT_RULE = f"{SD}/scoring-rule"
 EXT_ROLE = f"{SD}/instrument-role"
 EXT_DANGER_ITEM = f"{SD}/danger-item"
 EXT_DANGER_ANSWER = f"{SD}/danger-answer"
+# An item asking about physical violence: any answer above its lowest score means physical violence was
+# reported, which is when the danger check (DA-5, for people who are being physically hurt) follows.
+EXT_PHYSICAL_ITEM = f"{SD}/physical-violence-item"
 EXT_TRANSLATION_STATUS = f"{SD}/translation-status"
 ORDINAL_URLS = (
     "http://hl7.org/fhir/StructureDefinition/ordinalValue",
@@ -77,6 +80,7 @@ class Item:
     answers: tuple[Answer, ...] = ()
     codes: tuple[dict[str, str], ...] = ()
     danger: bool = False
+    physical: bool = False
 
     def label(self, lang: str) -> str:
         return self.text.get(lang) or self.text["en"]
@@ -137,7 +141,8 @@ class Instrument:
         total = int(total) if float(total).is_integer() else total
         danger_items = tuple(q.link_id for q in self.questions if q.danger and chosen[q.link_id].danger)
         interpretation = "positive" if self.rule.positive(total) else "negative"
-        return ScreenResult(self, chosen, total, interpretation, bool(danger_items), danger_items)
+        physical = any(q.physical and chosen[q.link_id].score > min(a.score for a in q.answers) for q in self.questions)
+        return ScreenResult(self, chosen, total, interpretation, bool(danger_items), danger_items, physical)
 
 
 class IncompleteAnswers(ValueError):
@@ -154,6 +159,7 @@ class ScreenResult:
     interpretation: str  # positive | negative | declined
     danger: bool
     danger_items: tuple[str, ...]
+    physical_violence: bool = False  # an item flagged physical-violence-item was answered above its lowest
 
     def answers_state(self) -> dict[str, dict[str, Any]]:
         """The launch-data shape: {linkId: {code, system, display, score}} (English display)."""
@@ -283,7 +289,8 @@ def _build(path: Path, raw: dict[str, Any]) -> Instrument:
         danger = bool((_ext(it, EXT_DANGER_ITEM) or {}).get("valueBoolean"))
         if danger and not any(a.danger for a in answers):
             fail(f"item {link!r}: flagged danger-item but no answer is flagged danger-answer")
-        items.append(Item(link, "choice", text, tuple(answers), tuple(it.get("code") or ()), danger))
+        physical = bool((_ext(it, EXT_PHYSICAL_ITEM) or {}).get("valueBoolean"))
+        items.append(Item(link, "choice", text, tuple(answers), tuple(it.get("code") or ()), danger, physical))
     if not any(i.type == "choice" for i in items):
         fail("no questions (choice items)")
 

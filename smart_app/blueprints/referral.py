@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import wraps
 from typing import Any
 
@@ -25,6 +25,7 @@ from referrals.ranking import Ranking, Reason, describe_hours, rank
 from referrals.store import store_for
 from smart_app.i18n import SUPPORTED, launch_view, patient_locale
 from smart_app.launch_state import launch_required
+from smart_app.urgent import clock, default_programs, urgent_info
 
 bp = Blueprint("referral", __name__, url_prefix="/l/<lid>")
 
@@ -100,18 +101,6 @@ def patient_language() -> str:
     return lang or g.get("locale") or "en"
 
 
-def clock() -> datetime:
-    """Now (UTC). Tests set ``app.extensions["clock"]`` to a function to pin the hour; nothing else does."""
-    fixed = current_app.extensions.get("clock")
-    return fixed() if fixed else datetime.now(UTC)
-
-
-def default_programs() -> list[str]:
-    """The deployment's programs for a launch that does not say where the visit is."""
-    extra = getattr(current_app.config.get("DEPLOYMENT"), "extra", None) or {}
-    return [str(p) for p in extra.get("default_programs") or []]
-
-
 def current_ranking(ref: dict[str, Any], now: datetime | None = None) -> Ranking:
     deployment = current_app.config.get("DEPLOYMENT")
     site_map = getattr(deployment, "site_map", None) or None
@@ -137,10 +126,13 @@ def index() -> str:
     plang = g.get("patient_locale") or lang
     content = localise(load_content(), plang)
     screening = g.launch.data.get("screening") or {}
+    danger = bool(screening.get("danger"))
     return render_template(
         "referral/index.html", lid=g.launch.id, ref=ref, ranking=ranking, lang=lang, content=content,
         plang=plang, po=content["protective_orders"], ideas=content["safety_ideas"], full=True,
-        danger=bool(screening.get("danger")), needs=ASKED_NEEDS, need_labels=need_labels(),
+        danger=danger, urgent=urgent_info(g.launch.context, plang) if danger else None,
+        strangulation="strangulation" in (screening.get("danger_items") or []),
+        needs=ASKED_NEEDS, need_labels=need_labels(),
         channels=CHANNELS, channel_labels=channel_labels(), reason_text=reason_text, text_in=text_in,
         describe_hours=describe_hours, zip_error=request.args.get("zip_error") == "1",
         saved=request.args.get("saved") == "1")

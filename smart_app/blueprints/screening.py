@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load_instruments
 from smart_app import events
 from smart_app.audit import record_audit
 from smart_app.i18n import launch_view
+from smart_app.urgent import urgent_info
 
 bp = Blueprint("screening", __name__, url_prefix="/l/<lid>")
 log = logging.getLogger(__name__)
@@ -134,11 +136,72 @@ def _render_form(inst: Instrument, action: str, *, answers: dict[str, str] | Non
                  missing: list[str] | None = None, status: int = 200) -> tuple[str, int]:
     reg = _registry()
     others = [reg["instruments"][k] for k in reg["offered"] if k != inst.key] if inst.role == "screen" else []
+    summary = None
+    screening = g.launch.data.get("screening")
+    if inst.role == "danger-check" and screening:
+        summary = (screen_summary(reg["instruments"].get(screening["instrument"]), screening) + " "
+                   + next_step(screening, None if screening.get("physical_violence") else {}))
     return render_template(
         "screening/instrument.html", lid=g.launch.id, inst=inst, lang=g.locale, action=action,
-        answers=answers or {}, missing=missing or [], others=others,
+        answers=answers or {}, missing=missing or [], others=others, summary=summary,
         translation=inst.translation_status.get(g.locale) if g.locale != "en" else None,
     ), status
+
+
+def short_name(inst: Instrument | None, fallback: str = "") -> str:
+    """'HITS' from 'HITS (Hurt, Insult, Threaten, Scream)', 'DA-5' from 'Danger check (DA-5)'."""
+    if inst is None:
+        return fallback
+    title = inst.label("en")
+    head, _sep, tail = title.partition(" (")
+    inner = tail.rstrip(")")
+    return inner if inner and " " not in inner else head
+
+
+def cutoff_text(inst: Instrument) -> str:
+    rule = inst.rule
+    threshold = int(rule.threshold) if float(rule.threshold).is_integer() else rule.threshold
+    return f"{'>' if rule.comparator == '>' else '≥'} {threshold}"
+
+
+def screen_summary(inst: Instrument | None, s: dict[str, Any]) -> str:
+    """One line after a screen: 'Positive — HITS 15, cut-off > 10.'"""
+    tool = short_name(inst, s.get("instrument", ""))
+    if s.get("interpretation") == "declined":
+        return _("Declined — the patient did not answer the %(tool)s questions.", tool=tool)
+    result = _("Positive") if s.get("interpretation") == "positive" else _("Negative")
+    if inst is None:
+        return _("%(result)s — %(tool)s %(score)s.", result=result, tool=tool, score=s.get("score"))
+    return _("%(result)s — %(tool)s %(score)s, cut-off %(cutoff)s.", result=result, tool=tool, score=s.get("score"),
+             cutoff=cutoff_text(inst))
+
+
+def check_summary(inst: Instrument | None, check: dict[str, Any], danger_items: list[str]) -> str:
+    """One line after the danger check: what the count means and which danger answers were Yes."""
+    tool = short_name(inst, check.get("instrument", ""))
+    if check.get("interpretation") == "declined":
+        return _("%(tool)s: declined.", tool=tool)
+    total = len(inst.questions) if inst else "?"
+    cutoff = cutoff_text(inst) if inst else ""
+    if check.get("interpretation") == "positive":
+        line = _("%(tool)s: %(n)s of %(total)s yes — high risk of severe assault (cut-off %(cutoff)s).", tool=tool,
+                 n=check.get("score"), total=total, cutoff=cutoff)
+    else:
+        line = _("%(tool)s: %(n)s of %(total)s yes — below the high-risk cut-off (%(cutoff)s).", tool=tool,
+                 n=check.get("score"), total=total, cutoff=cutoff)
+    names = {"escalation": _("violence getting worse"), "weapon": _("weapon"), "strangulation": _("strangulation"),
+             "fear-for-life": _("fear for life"), "jealousy": _("violent jealousy")}
+    if danger_items:
+        line += " " + _("Yes to: %(items)s.", items=", ".join(names.get(i, i) for i in danger_items))
+    return line
+
+
+def next_step(s: dict[str, Any], check: dict[str, Any] | None) -> str:
+    if s.get("physical_violence") and not check:
+        return _("Physical violence reported. Next: five safety questions (DA-5).")
+    if s.get("interpretation") == "positive" or s.get("danger"):
+        return _("Next: offer a referral and the handout.")
+    return _("Next: give the handout — resources are for everyone.")
 
 
 def site_advocates(context: dict[str, Any]) -> list[dict[str, Any]]:
@@ -262,7 +325,7 @@ def questions() -> Response | tuple[str, int]:
         # The same answers as codings (system, code, English display, score) for a QuestionnaireResponse.
         "answer_codings": result.answers_state(), "score": result.score,
         "interpretation": result.interpretation, "danger": result.danger, "danger_items": list(result.danger_items),
-        "completed_at": _now(),
+        "physical_violence": result.physical_violence, "completed_at": _now(),
     })
     g.launch.pop_data("danger_check")
     g.launch.save()
@@ -271,7 +334,9 @@ def questions() -> Response | tuple[str, int]:
     # "positive" would tie a disclosure to a patient.
     log.info("screening completed")
     reg = _registry()
-    if result.interpretation == "positive" and reg["danger_check"]:
+    # The DA-5 is for people who are being physically hurt: it follows when physical violence was reported
+    # (Snider 2009; Messing 2017), not every positive screen. The clinician can still choose it on the result.
+    if result.physical_violence and reg["danger_check"]:
         return redirect(url_for("screening.danger", lid=lid))
     return redirect(url_for("screening.result", lid=lid))
 
@@ -317,8 +382,16 @@ def result() -> Response | str:
     inst = reg["instruments"].get(screening["instrument"])
     check = g.launch.data.get("danger_check")
     record_audit("view_result", detail=screening["instrument"])
+    check_inst = reg["instruments"].get(check["instrument"]) if check else None
+    danger = bool(screening.get("danger"))
+    plang = g.get("patient_locale") or g.locale
     return render_template(
         "screening/result.html", lid=lid, s=screening, inst=inst, lang=g.locale, check=check,
-        check_inst=reg["instruments"].get(check["instrument"]) if check else None,
-        advocates=site_advocates(g.launch.context), can_check=bool(reg["danger_check"]) and not check,
+        check_inst=check_inst, advocates=site_advocates(g.launch.context),
+        can_check=bool(reg["danger_check"]) and not check,
+        summary=screen_summary(inst, screening),
+        check_line=check_summary(check_inst, check, list(screening.get("danger_items") or [])) if check else None,
+        next_line=next_step(screening, check),
+        urgent=urgent_info(g.launch.context, plang) if danger else None,
+        strangulation="strangulation" in (screening.get("danger_items") or []),
     )

@@ -77,3 +77,31 @@ def test_no_encounter_lists_both_programs_on_the_referral_page(launched_page, li
     services = page.locator('[data-testid="call-now-item"]').evaluate_all("els => els.map(e => e.dataset.service)")
     assert set(services) == {"passageway", "haven", "ma-safelink"}
     assert above_the_fold(page, '[data-testid="call-now"]')
+
+
+def test_urgent_box_for_da5_of_3_is_above_the_fold_and_actionable(launched_page, live_app, screen_page, clock):
+    from tests.browser.test_screening_browser import answer, pass_gate
+
+    clock(datetime(2026, 11, 24, 20, 0, tzinfo=NY))  # Tuesday evening: the pager
+    page = launched_page("pat-alice", "enc-alice-bwh", page=screen_page)
+    pass_gate(page)
+    for link_id in ("hurt", "insult", "threaten", "scream"):
+        answer(page, link_id, "frequently")
+    page.get_by_test_id("submit").click()
+    page.wait_for_url("**/more")
+    assert "Physical violence reported" in page.get_by_test_id("summary-line").inner_text()
+    for link_id in ("escalation", "strangulation", "fear-for-life"):
+        answer(page, link_id, "LA33-6")
+    for link_id in ("weapon", "jealousy"):
+        answer(page, link_id, "LA32-8")
+    page.get_by_test_id("submit").click()
+    page.wait_for_url("**/result")
+    urgent = page.get_by_test_id("urgent")
+    assert "3 of 5 yes — high risk of severe assault" in urgent.inner_text()
+    call = page.get_by_test_id("urgent-call").first
+    assert call.get_attribute("data-service") == "passageway" and call.get_attribute("data-state") == "after_hours"
+    assert "1-617-732-5520 ext. 31808" in call.inner_text()
+    for test_id in ("urgent-call", "urgent-security", "strangulation", "urgent-hotlines"):
+        assert above_the_fold(page, f'[data-testid="{test_id}"]'), test_id
+    assert above_the_fold(page, '[data-testid="say-911"]')
+    assert serious_violations(page) == []

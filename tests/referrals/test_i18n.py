@@ -16,7 +16,8 @@ def test_referral_strings_are_translated(tmp_path):
     cfg = tmp_path / "babel.cfg"
     cfg.write_text("[python: smart_app/blueprints/referral.py]\n[jinja2: smart_app/templates/referral/**.html]\n")
     pot = tmp_path / "messages.pot"
-    subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", str(cfg), "-o", str(pot),
+    subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", str(cfg), "-k", "p_",
+                    "-o", str(pot),
                     "--no-location", "."], check=True, cwd=ROOT, capture_output=True)
     with pot.open("rb") as f:
         wanted = {m.id for m in read_po(f) if m.id}

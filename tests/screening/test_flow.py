@@ -92,7 +92,7 @@ def test_negative_screen_goes_to_result_with_universal_education(flow, app):
     r = flow.screen(HITS_NEGATIVE)
     assert r.headers["Location"].endswith(f"/l/{flow.lid}/result")
     page = flow.result()
-    assert 'data-interpretation="negative"' in page and "(score 5)" in page
+    assert 'data-interpretation="negative"' in page and "Negative — HITS 5, cut-off &gt; 10." in page
     assert 'data-testid="universal-education"' in page and 'data-testid="urgent"' not in page
     for number in ("1-877-785-2020", "1-800-799-7233"):
         assert number in page
@@ -125,7 +125,8 @@ def test_positive_screen_asks_the_danger_check_then_offers_referral(flow, app):
     assert 'data-instrument="da-5"' in page and "capable of killing you" in page
     assert flow.danger(da5("jealousy")).headers["Location"].endswith("/result")
     page = flow.result()
-    assert 'data-interpretation="positive"' in page and "(score 14)" in page
+    assert 'data-interpretation="positive"' in page and "Positive — HITS 14, cut-off &gt; 10." in page
+    assert "DA-5: 1 of 5 yes — below the high-risk cut-off (≥ 3)." in page
     assert 'data-testid="urgent"' not in page
     # The referral blueprint may not be installed: either its link or the plain advice, never a 500.
     assert 'data-testid="to-referral"' in page or "Offer the programs below" in page
@@ -293,9 +294,16 @@ def test_spanish_from_patient_communication(client, make_launch, app):
     assert 'data-testid="translation-note"' in page and "no una versión validada" in page
     flow.screen(HITS_POSITIVE)
     flow.danger(da5("strangulation"))
-    result = flow.result()
-    assert "Urgente: peligro alto" in result and "Peligro inmediato: llame al 911." in result
-    assert "Fuera de horario" in result
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    app.extensions["clock"] = lambda: datetime(2026, 11, 24, 20, 0, tzinfo=ZoneInfo("America/New_York"))
+    try:
+        result = flow.result()
+    finally:
+        app.extensions.pop("clock")
+    assert "Urgente: peligro alto" in result and "Si está en peligro inmediato, llame al 911." in result
+    assert "fuera de horario" in result
     assert launch_data(app, flow.lid)["screening"]["language"] == "es"
 
 

@@ -26,7 +26,7 @@ def test_every_string_on_the_screening_pages_has_a_spanish_translation(tmp_path)
     cfg.write_text("[jinja2: smart_app/templates/screening/**.html]\n[jinja2: smart_app/templates/base.html]\n"
                    "[jinja2: smart_app/templates/_patient_banner.html]\n")
     pot = tmp_path / "messages.pot"
-    subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", str(cfg),
+    subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", str(cfg), "-k", "p_",
                     "-o", str(pot), "--no-location", "."], check=True, cwd=ROOT, capture_output=True)
     with pot.open("rb") as f:
         wanted = {m.id for m in read_po(f) if m.id}
