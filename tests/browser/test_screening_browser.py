@@ -110,7 +110,7 @@ def test_full_positive_hits_screen_in_spanish(open_launch, screening_app):
     page.wait_for_url("**/result")
     summary = page.get_by_test_id("summary")
     assert summary.get_attribute("data-interpretation") == "positive"
-    assert "detección positiva" in summary.inner_text() and "puntuación 14" in summary.inner_text()
+    assert "Positivo — HITS 14, punto de corte > 10." in summary.inner_text()
     assert page.get_by_test_id("urgent").count() == 0
     assert "1-877-785-2020" in page.get_by_test_id("resources").inner_text()
     s = launch_data(screening_app[0], lid)["screening"]
