@@ -170,7 +170,9 @@ def counting_workers(app, sandbox, n: int) -> tuple[list[OutboxWorker], Counter]
                 from smart_app.crypto import decrypt_json
                 from smart_app.models import LaunchRecord
                 tokens[row.launch_id] = decrypt_json(db.get(LaunchRecord, row.launch_id).tokens_enc)["access_token"]
-        client = FhirClient(row.iss, tokens[row.launch_id], timeout=5)
+        # A generous timeout: this test is about claiming (two workers never send one row), and under a loaded
+        # machine a 5 s timeout made the outbox retry a slow create, which counted as a second send.
+        client = FhirClient(row.iss, tokens[row.launch_id], timeout=60)
         create = client.create
 
         def counted(resource, if_none_exist=None):
