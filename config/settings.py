@@ -34,7 +34,8 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "IPV_DEPLOYMENT": ("sandbox", "Deployment file name in config/deployments/ or a path to one."),
     "DATABASE_URL": ("sqlite:///instance/app.db", "SQLAlchemy URL; PostgreSQL in production."),
     "SECRET_KEY": ("", "Flask session signing key. Required outside the sandbox."),
-    "TOKEN_ENCRYPTION_KEY": ("", "Fernet key for tokens and PHI at rest. Required outside the sandbox."),
+    "TOKEN_ENCRYPTION_KEY": ("", "Fernet key(s) for tokens and PHI at rest, comma-separated: the first encrypts, all "
+                                 "decrypt (rotation). Required outside the sandbox."),
     "APP_BASE_URL": ("http://127.0.0.1:5000", "Public base URL of this app (redirect_uri is built on it)."),
     "ALLOWED_ISS": ("", "Comma-separated FHIR base URLs allowed to launch us; added to the deployment's."),
     "DISCOVERY_TTL_SECONDS": ("3600", "How long a .well-known/smart-configuration stays cached."),
@@ -75,6 +76,10 @@ class Deployment:
     private_key_file: str | None = None  # PEM; RS384 or ES384
     signing_alg: str = "RS384"
     key_id: str | None = None
+    # Signing-key rotation: the NEXT key is published in the JWKS beside the current one (never used to sign)
+    # so EHRs that cache our JWKS know it before it becomes current (README, "Key rotation").
+    next_private_key_file: str | None = None
+    next_key_id: str | None = None
     scopes_ehr: str = "launch openid fhirUser patient/Patient.rs patient/Encounter.rs"
     scopes_standalone: str = "launch/patient openid fhirUser patient/Patient.rs"
     allowed_iss: list[str] = field(default_factory=list)
@@ -99,11 +104,13 @@ class Deployment:
         data = {k: v for k, v in raw.items() if k in known}
         data.setdefault("name", path.stem)
         # Secrets may come from the environment instead of the file.
-        for key, var in (("client_secret", "CLIENT_SECRET"), ("private_key_file", "PRIVATE_KEY_FILE")):
+        for key, var in (("client_secret", "CLIENT_SECRET"), ("private_key_file", "PRIVATE_KEY_FILE"),
+                         ("next_private_key_file", "NEXT_PRIVATE_KEY_FILE"), ("next_key_id", "NEXT_KEY_ID")):
             if os.environ.get(var):
                 data[key] = os.environ[var]
-        if data.get("private_key_file") and not Path(data["private_key_file"]).is_absolute():
-            data["private_key_file"] = str((path.parent / data["private_key_file"]).resolve())
+        for key in ("private_key_file", "next_private_key_file"):
+            if data.get(key) and not Path(data[key]).is_absolute():
+                data[key] = str((path.parent / data[key]).resolve())
         # An EHR profile may be a bundled name or a path; a relative path is read next to this file.
         profile = str(data.get("ehr_profile") or "")
         if ("/" in profile or profile.endswith((".yaml", ".yml"))) and not Path(profile).is_absolute():

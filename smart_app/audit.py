@@ -12,8 +12,9 @@ MRN, encrypted (``patient_enc``, smart_app.crypto). ``detail`` and ``object_id``
 resource types, status words); ``resources`` (chart resource ids) are encrypted with the patient.
 
 The table is append-only: nothing here updates or deletes a row except ``purge_audit`` (AUDIT_RETENTION_DAYS);
-the ORM refuses updates and deletes of AuditEvent objects; on PostgreSQL a trigger refuses UPDATE and TRUNCATE
-always and DELETE unless the purge's transaction set ``ipv.audit_purge`` (on SQLite a trigger refuses UPDATE).
+the ORM refuses updates and deletes of AuditEvent objects; on PostgreSQL a trigger refuses TRUNCATE always,
+DELETE unless the purge's transaction set ``ipv.audit_purge``, and UPDATE unless rotate-keys' transaction set
+``ipv.audit_rekey`` and only ``patient_enc`` changes (on SQLite a trigger refuses UPDATE of any other column).
 For more, give the app's database role only INSERT and SELECT on audit_event (README, "Access audit").
 
 ``flask --app smart_app audit`` lists rows for the privacy office (by patient, user, action, date range), as a
@@ -38,7 +39,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import DDL, delete, event, select, text
 from sqlalchemy.orm import Session
 
-from smart_app.crypto import decrypt_json, encrypt_json
+from smart_app.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.models import AuditEvent
 from smart_app.observability import ACCESS, current_request_id
 
@@ -61,6 +62,10 @@ BEGIN
   IF TG_OP = 'DELETE' AND current_setting('ipv.audit_purge', true) = 'on' THEN
     RETURN OLD;
   END IF;
+  IF TG_OP = 'UPDATE' AND current_setting('ipv.audit_rekey', true) = 'on'
+     AND (to_jsonb(NEW) - 'patient_enc') = (to_jsonb(OLD) - 'patient_enc') THEN
+    RETURN NEW;  -- rotate-keys re-encrypting patient_enc, nothing else
+  END IF;
   RAISE EXCEPTION 'audit_event is append-only (% refused)', TG_OP;
 END $$""",
     "CREATE TRIGGER audit_event_append_only BEFORE UPDATE OR DELETE ON audit_event "
@@ -69,7 +74,9 @@ END $$""",
     "FOR EACH STATEMENT EXECUTE FUNCTION audit_event_append_only()",
 ]
 SQLITE_APPEND_ONLY = [
-    "CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON audit_event "
+    # Every column but patient_enc (which rotate-keys re-encrypts).
+    "CREATE TRIGGER audit_event_no_update BEFORE UPDATE OF id, at, action, actor, iss, instance, launch_ref, "
+    "request_id, object_id, detail ON audit_event "
     "BEGIN SELECT RAISE(ABORT, 'audit_event is append-only (UPDATE refused)'); END",
 ]
 # Tests build their databases with create_all: the same triggers as the migration.
@@ -179,7 +186,10 @@ def query_audit(db: Session, *, patient: str | None = None, user: str | None = N
         q = q.where((AuditEvent.actor == user) | AuditEvent.actor.endswith("/" + user.lstrip("/")))
     out = []
     for row in db.scalars(q):
-        secret = decrypt_json(row.patient_enc) if row.patient_enc else {}
+        try:
+            secret = decrypt_json(row.patient_enc, where="audit patient") if row.patient_enc else {}
+        except Undecryptable:
+            secret = {"id": "(unreadable: key missing)", "mrn": "(unreadable: key missing)"}
         if patient and patient not in (secret.get("id"), secret.get("mrn")):
             continue
         out.append({"at": row.at.isoformat(), "action": row.action, "actor": row.actor, "iss": row.iss,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, render_template
+from flask import Flask, g, render_template
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from smart_app.crypto import Undecryptable
 from smart_app.observability import LAUNCH_FAILURES
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class LaunchError(Exception):
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(LaunchError, _launch_error)
+    app.register_error_handler(Undecryptable, _undecryptable)
     app.register_error_handler(Exception, _unexpected)
 
 
@@ -35,6 +37,16 @@ def _launch_error(exc: LaunchError):
     log.warning("launch refused: %s", exc.message)
     LAUNCH_FAILURES.labels(str(exc.status)).inc()
     return render_template("error.html", title="Launch stopped", message=exc.message), exc.status
+
+
+def _undecryptable(_exc: Undecryptable):
+    # Logged where it happened (smart_app.crypto): which kind of record, never its content.
+    g.pop("launch", None)  # the page must not try to show the unreadable launch (banner, language)
+    return render_template(
+        "error.html", title="This record cannot be read",
+        message="It was encrypted with a key this server no longer has, so it cannot be shown. Nothing was "
+                "changed or deleted. Tell your IT team (encryption key rotation).",
+    ), 500
 
 
 def _unexpected(exc: Exception):

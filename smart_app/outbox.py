@@ -50,7 +50,7 @@ from fhir.client import FhirClient, FhirError, FhirUnavailable
 from fhir.labels import verify_labels
 from fhir.smart.oauth import token_expired
 from smart_app.audit import instance_name, record_audit
-from smart_app.crypto import decrypt_json, encrypt_json
+from smart_app.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.db import get_session
 from smart_app.ehr import fhir_client_for, system_client
 from smart_app.launch_state import Launch
@@ -429,9 +429,13 @@ class OutboxWorker:
         return None
 
     def _send_single(self, db: Session, row: Any, client_for: ClientFor, stats: RunStats) -> None:
-        resource = decrypt_json(row.resource_enc)
+        try:
+            resource = decrypt_json(row.resource_enc, where="outbox write")
+        except Undecryptable:
+            self._unreadable(db, row, stats)
+            return
         if resource is None:
-            self._fail(db, row, "the stored write could not be decrypted (key changed)", None, stats)
+            self._fail(db, row, "the stored write has no content", None, stats)
             return
         state = self._resolve(db, row, resource, set())
         if state == "defer":
@@ -566,9 +570,14 @@ class OutboxWorker:
         entries, rows, resources = [], [], []
         in_bundle = {r.full_url for r in group}
         for row in group:
-            resource = decrypt_json(row.resource_enc)
+            try:
+                resource = decrypt_json(row.resource_enc, where="outbox write")
+            except Undecryptable:
+                self._unreadable(db, row, stats)
+                in_bundle.discard(row.full_url)
+                continue
             if resource is None:
-                self._fail(db, row, "the stored write could not be decrypted (key changed)", None, stats)
+                self._fail(db, row, "the stored write has no content", None, stats)
                 in_bundle.discard(row.full_url)
                 continue
             state = self._resolve(db, row, resource, in_bundle)
@@ -700,7 +709,11 @@ class OutboxWorker:
                 row.label_status, row.label_detail = "unchecked", "labels could not be checked: sign-in ended"
                 db.commit()
                 continue
-            self._check_labels(row, decrypt_json(row.resource_enc) or {}, client, stats)
+            try:
+                sent = decrypt_json(row.resource_enc, where="outbox write") or {}
+            except Undecryptable:
+                continue  # checked once the key is back
+            self._check_labels(row, sent, client, stats)
             db.commit()
 
     def _defer(self, db: Session, row: Any, stats: RunStats) -> None:
@@ -728,6 +741,19 @@ class OutboxWorker:
                               self.settings.final_retry_delay, stats)
             log.warning("outbox %s: %s %s (%s); final retry scheduled", row.id, row.kind,
                         "refused" if not transient else "not taken", reason)
+
+    def _unreadable(self, db: Session, row: Any, stats: RunStats) -> None:
+        """No configured key decrypts the stored write: never fail or drop it (the content is intact, a key is
+        missing); keep it pending without spending a try, and say why, until the key is back."""
+        now = utcnow()
+        row.status, row.claimed_by, row.lease_until = PENDING, None, None
+        row.attempts = max(0, row.attempts - 1)
+        row.last_error = "cannot be decrypted with the configured keys: add the previous TOKEN_ENCRYPTION_KEY back"
+        row.next_attempt_at = now + timedelta(seconds=self.settings.max_delay)
+        row.updated_at = now
+        db.commit()
+        stats.deferred += 1
+        log.error("outbox %s: %s kept pending: no configured key decrypts it", row.id, row.kind)
 
     def _retry_later(self, db: Session, row: Any, reason: str, delay: float, stats: RunStats) -> None:
         now = utcnow()

@@ -273,15 +273,19 @@ def smart_style():
 
 @bp.get("/.well-known/jwks.json")
 def jwks():
-    """Our public signing key(s) for EHRs that fetch client keys by URL (private_key_jwt)."""
+    """Our public signing keys for EHRs that fetch client keys by URL (private_key_jwt): the current key (the
+    one that signs) and, during a rotation, the next one (published ahead, never used to sign)."""
     deployment = current_app.config["DEPLOYMENT"]
     keys = []
-    if deployment.client_auth == "private_key_jwt" and deployment.private_key_file:
-        try:
-            keys.append(public_jwk(load_private_key(deployment.private_key_file), deployment.signing_alg,
-                                   deployment.key_id))
-        except (OSError, ValueError, ClientAuthError) as exc:
-            log.error("cannot publish JWKS: %s", type(exc).__name__)
+    if deployment.client_auth == "private_key_jwt":
+        for path, kid in ((deployment.private_key_file, deployment.key_id),
+                          (deployment.next_private_key_file, deployment.next_key_id)):
+            if not path:
+                continue
+            try:
+                keys.append(public_jwk(load_private_key(path), deployment.signing_alg, kid))
+            except (OSError, ValueError, ClientAuthError) as exc:
+                log.error("cannot publish a JWKS key: %s", type(exc).__name__)
     resp = jsonify({"keys": keys})
     resp.headers["Content-Type"] = "application/jwk-set+json"
     return resp

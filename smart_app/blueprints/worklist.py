@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response
 from smart_app import events
 from smart_app.audit import record_audit
 from smart_app.blueprints.writeback import channel_label, referral_rows, row_view
-from smart_app.crypto import decrypt_json, encrypt_json
+from smart_app.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.db import get_session
 from smart_app.launch_state import launch_required
 from smart_app.models import ReferralEvent, ReferralRecord
@@ -26,6 +26,7 @@ bp = Blueprint("worklist", __name__, url_prefix="/l/<lid>/worklist")
 # Index is "" so the URL is exactly /l/<lid>/worklist (the launch redirects there).
 
 ROLE = "social_worker"
+UNREADABLE = "Unreadable: encrypted with a key this server no longer has (tell IT: key rotation)"
 STATUSES = ("new", "contacted", "closed")
 # Forward moves only; a closed referral stays closed (reopen = a new referral).
 TRANSITIONS = {"new": ("contacted", "closed"), "contacted": ("closed",), "closed": ()}
@@ -39,8 +40,16 @@ def _require_social_worker() -> dict[str, Any]:
     return user
 
 
+def _summary(record: ReferralRecord) -> dict[str, Any]:
+    """The referral's encrypted summary; a summary no configured key decrypts is shown as unreadable."""
+    try:
+        return decrypt_json(record.summary_enc, where="referral summary") or {}
+    except Undecryptable:
+        return {"patient_name": UNREADABLE, "unreadable": True}
+
+
 def _entry(record: ReferralRecord) -> dict[str, Any]:
-    summary = decrypt_json(record.summary_enc) or {}
+    summary = _summary(record)
     rows = [row_view(r) for r in referral_rows(record.id)]
     states = {r["state"] for r in rows}
     write = ("failed" if "failed" in states else "check" if "check" in states else "queued" if "queued" in states
@@ -55,7 +64,7 @@ def _entry(record: ReferralRecord) -> dict[str, Any]:
 
 def _audit_patient(record: ReferralRecord) -> dict[str, Any]:
     """The referral's patient for the audit row (the social worker's launch has no patient of its own)."""
-    summary = decrypt_json(record.summary_enc) or {}
+    summary = _summary(record)
     return {"id": summary.get("patient_id"), "mrn": summary.get("mrn")}
 
 
