@@ -32,7 +32,7 @@ def run(personality: str, tmp: Path, *, n: int, workers: int, faults: bool) -> d
     from tests.vendor.support import FAST, consent_many, start
 
     env = start(personality, tmp, db_url=f"sqlite:///{tmp / 'app.db'}",
-                **{**FAST, "OUTBOX_LEASE_SECONDS": 5, "OUTBOX_MAX_ATTEMPTS": 50})
+                **{**FAST, "OUTBOX_LEASE_SECONDS": 15, "OUTBOX_MAX_ATTEMPTS": 50})
     try:
         consent_many(env, n, RESOURCES[personality])
         env.faults(**FAULTS) if faults else env.faults()

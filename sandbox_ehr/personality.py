@@ -19,6 +19,7 @@ import binascii
 import copy
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,8 @@ class Personality:
             if value == "token-user":
                 if token.get("fhirUser"):
                     filed[key] = [{"reference": token["fhirUser"]}]
+            elif value == "server-now":
+                filed[key] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
             else:
                 filed[key] = copy.deepcopy(value)
         return filed

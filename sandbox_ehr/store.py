@@ -498,6 +498,10 @@ SEARCH_PARAMS: dict[str, dict[str, tuple[str, list[str]]]] = {
         "Encounter": (_D, ["period"]),
         "*": (_D, ["date", "authoredOn", "authored", "occurrenceDateTime", "period"]),
     },
+    # DocumentReference "period": time of the service documented (FHIR R4 DocumentReference search parameters).
+    "period": {
+        "DocumentReference": (_D, ["context.period"]),
+    },
     "authored": {"*": (_D, ["authored", "authoredOn"])},
     "authored-on": {"*": (_D, ["authoredOn"])},
     "based-on": {"*": (_R, ["basedOn"])},

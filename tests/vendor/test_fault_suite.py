@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.vendor, pytest.mark.slow]
 N = int(os.environ.get("VENDOR_FAULT_REFERRALS", "500"))
 FAULTS = {"error_rate": 0.15, "timeout_rate": 0.05, "timeout_seconds": 0.2, "fail_after_commit_rate": 0.10,
           "apply_to": "writes", "seed": 8}
-SUITE = {**FAST, "OUTBOX_LEASE_SECONDS": 3, "OUTBOX_MAX_ATTEMPTS": 50}
+# The lease outlives a send (WRITEBACK_SEND_TIMEOUT 5 s), so only a dead worker's rows are taken over.
+SUITE = {**FAST, "OUTBOX_LEASE_SECONDS": 15, "OUTBOX_MAX_ATTEMPTS": 50}
 
 
 def _db_url(tmp_path: Path) -> str:
