@@ -24,9 +24,14 @@ HITS_POSITIVE = {"instrument": "hits", "q-hurt": "LA6482-9", "q-insult": "LA1664
                  "q-scream": "LA10066-1"}
 NO = "LA32-8"
 DANGER_NONE = {f"q-{i}": NO for i in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life")}
-# (patient, encounter) pairs of the seed data with an encounter (Epic needs one).
-PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-joana", "enc-joana-chelsea"), ("pat-grace", "enc-grace-mgh"),
-            ("pat-dana", "enc-dana-faulkner")]
+# (patient, encounter) pairs of the seed data with an encounter (Epic needs one), sandbox_ehr/README.md. Many
+# patients: a real chart does not hold hundreds of these notes, and the app's search before a re-send reads at most
+# one page of a patient's notes.
+PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-carmen", "enc-carmen-sjphc"), ("pat-joana", "enc-joana-chelsea"),
+            ("pat-dana", "enc-dana-faulkner"), ("pat-ellen", "enc-ellen-brookside"),
+            ("pat-fatima", "enc-fatima-whittier"), ("pat-grace", "enc-grace-mgh"),
+            ("pat-marisol", "enc-marisol-revere"), ("pat-hana", "enc-hana-baystate"), ("pat-june", "enc-june-bwh"),
+            ("pat-lucia", "enc-lucia-bwh"), ("pat-marcus", "enc-marcus-mgh"), ("pat-river", "enc-river-sjphc")]
 SCREENING = {"instrument": "hits", "questionnaire": "urn:test:hits", "version": "1", "score": 14,
              "interpretation": "positive", "danger": False, "answers": {},
              "completed_at": "2026-01-01T10:00:00+00:00"}
