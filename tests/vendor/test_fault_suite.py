@@ -70,20 +70,6 @@ def _kill_a_worker_mid_send(env, tmp_path: Path) -> None:
     assert len(env.documents()) > before, "the worker process never wrote"
 
 
-# Expected to fail only while the app side of "exactly once without conditional create" (issue 8, item 6: search
-# before any re-send of a write whose outcome is unknown, otherwise "check the chart") is missing: then a
-# fail-after-commit or a killed worker is re-sent blindly and the EHR files a second note. Once the outbox can settle
-# an unknown outcome the marker is off and the suite must pass.
-def _exactly_once_missing() -> bool:
-    from smart_app.outbox import OutboxWorker
-
-    return not hasattr(OutboxWorker, "_settle_unknown")
-
-
-MISSING = "app side missing: exactly-once without If-None-Exist (search before re-send, 'check the chart'), issue 8 #6"
-
-
-@pytest.mark.xfail(_exactly_once_missing(), strict=True, reason=MISSING)
 @pytest.mark.parametrize("personality", ["epic", "oracle"])
 def test_500_referrals_with_faults_and_a_killed_worker_give_exactly_500_notes(personality, tmp_path):
     from smart_app.outbox import OutboxWorker
