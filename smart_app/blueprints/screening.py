@@ -137,14 +137,15 @@ def _render_form(inst: Instrument, action: str, *, answers: dict[str, str] | Non
     reg = _registry()
     others = [reg["instruments"][k] for k in reg["offered"] if k != inst.key] if inst.role == "screen" else []
     summary = None
+    plang = g.get("patient_locale") or g.locale
     screening = g.launch.data.get("screening")
     if inst.role == "danger-check" and screening:
         summary = (screen_summary(reg["instruments"].get(screening["instrument"]), screening) + " "
                    + next_step(screening, None if screening.get("physical_violence") else {}))
     return render_template(
         "screening/instrument.html", lid=g.launch.id, inst=inst, lang=g.locale, action=action,
-        answers=answers or {}, missing=missing or [], others=others, summary=summary,
-        translation=inst.translation_status.get(g.locale) if g.locale != "en" else None,
+        answers=answers or {}, missing=missing or [], others=others, summary=summary, plang=plang,
+        translation=inst.translation_status.get(plang) if plang != "en" else None,
     ), status
 
 
@@ -393,5 +394,5 @@ def result() -> Response | str:
         check_line=check_summary(check_inst, check, list(screening.get("danger_items") or [])) if check else None,
         next_line=next_step(screening, check),
         urgent=urgent_info(g.launch.context, plang) if danger else None,
-        strangulation="strangulation" in (screening.get("danger_items") or []),
+        strangulation="strangulation" in (screening.get("danger_items") or []), plang=plang,
     )

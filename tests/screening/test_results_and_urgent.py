@@ -127,3 +127,20 @@ def test_referral_page_urgent_banner_keeps_the_numbers(client, make_launch, at):
     page = flow.get(f"/l/{flow.lid}/referrals").get_data(as_text=True)
     urgent = page.split('data-testid="urgent"', 1)[1].split("</section>", 1)[0]
     assert "1-617-732-5520 ext. 31808" in urgent and "1-877-785-2020" in urgent
+
+
+@pytest.mark.parametrize("form", [
+    {"instrument": "hits", "q-hurt": NEVER, "q-insult": NEVER, "q-threaten": NEVER, "q-scream": NEVER},  # negative
+    {"instrument": "hits", "action": "decline"},                                                           # declined
+    {"instrument": "hits", "q-hurt": NEVER, "q-insult": FREQUENTLY, "q-threaten": FREQUENTLY,
+     "q-scream": FREQUENTLY},                                                                              # positive
+])
+def test_every_result_offers_the_handout_with_this_sites_program(client, make_launch, form):
+    flow = bwh_flow(client, make_launch)
+    flow.screen(form)
+    page = flow.result()
+    assert 'data-testid="result-handout"' in page and 'data-testid="say-handout"' in page
+    handout = flow.get(f"/l/{flow.lid}/handout").get_data(as_text=True)
+    items = [m.split('"')[0] for m in handout.split('data-testid="handout-item" data-service="')[1:]]
+    assert items == ["passageway", "ma-safelink"]  # this site's program and the 24/7 line, not HAVEN
+    assert 'data-print' in handout and 'data-testid="qr"' not in handout  # Print button; QR off by default
