@@ -91,6 +91,10 @@ def deployment_for(personality: str, iss: str) -> Any:
     scopes = vendor.scopes_ehr.split()
     scopes += [s for s in profile.get("scopes") or [] if s not in scopes]
     extra = {**base.extra, **vendor.extra}
+    if base.extra.get("backend_services") and not vendor.extra.get("backend_services"):
+        # The sandbox registers the app as a Backend Service too; ask in the vendor's spelling (Oracle: v1 only).
+        system = [f"system/{s.split('/', 1)[1]}" for s in profile.get("scopes") or [] if "/" in s]
+        extra["backend_services"] = {**base.extra["backend_services"], "scope": " ".join(dict.fromkeys(system))}
     restricted = load(personality).data.get("restricted_note_type")
     if restricted:
         extra.setdefault("restricted_note_type", restricted)

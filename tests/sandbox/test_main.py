@@ -47,3 +47,43 @@ def test_python_m_fhir_sandbox_serves_ehr_and_fhir(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_personality_flag_selects_the_vendor_rules(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox_ehr", "--port", str(port), "--db", str(tmp_path / "s.db"),
+         "--personality", "oracle", "--no-faults"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page = requests.get(base + "/ehr", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "sandbox did not start"
+                time.sleep(0.1)
+        assert 'data-personality="oracle"' in page.text and "Oracle Health Millennium" in page.text
+        rest = requests.get(base + "/fhir/metadata", timeout=5).json()["rest"][0]
+        assert not rest["interaction"] and rest["resource"][0]["conditionalCreate"] is False
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    bad = subprocess.run([sys.executable, "-m", "sandbox_ehr", "--personality", "cerner-classic"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_demo_wires_each_personality_to_its_ehr_profile(tmp_path):
+    from sandbox_ehr.demo import build_apps
+
+    for personality, profile in (("generic", "sandbox"), ("epic", "epic"), ("oracle", "oracle-health")):
+        sandbox, app = build_apps("127.0.0.1", 5999, 8999, tmp_path / personality, personality)
+        deployment = app.config["DEPLOYMENT"]
+        assert sandbox.extensions["sandbox_personality"].name == personality
+        assert deployment.ehr_profile == profile
+        app.extensions["db_engine"].dispose()
+        sandbox.extensions["sandbox_store"].close()

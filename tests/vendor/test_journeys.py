@@ -176,3 +176,26 @@ def _slow_ehr(env) -> None:
     assert not status["done"]  # the write is queued; the worker sends it
     env.drain(max_seconds=120)
     assert len(env.documents("pat-joana")) == 1
+
+
+@pytest.mark.parametrize("env", ["epic", "oracle"], indirect=True)
+def test_the_note_is_written_with_a_system_token_once_the_visits_token_is_gone(env):
+    """SMART Backend Services: the write outlives the launch's token (Epic and Oracle both take system access)."""
+    import sqlite3
+
+    from tests.writeback.support import set_tokens
+
+    journey = visit(env)
+    form = journey.choices(channel="text")
+    shown = journey.preview(form)
+    assert journey.consent(form, shown["digest"]).status_code == 302
+    set_tokens(env.app, journey.lid, {})  # expired, nothing to refresh with
+    env.drain()
+    [doc] = env.documents("pat-joana")
+    assert note_text(doc) == shown["note"]
+    conn = sqlite3.connect(env.sandbox.config["SANDBOX_DB"])
+    try:
+        scopes = [r[0] for r in conn.execute("SELECT scope FROM auth_access_token WHERE patient IS NULL")]
+    finally:
+        conn.close()
+    assert scopes and all(s.startswith("system/") for s in " ".join(scopes).split())
