@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APP_PORT ?= 5000
 SANDBOX_PORT ?= 8081
+# Sandbox EHR vendor rules for the demo: generic | epic | oracle (sandbox_ehr/personalities/).
+PERSONALITY ?= generic
 CHROMIUM ?= /usr/bin/chromium
 # pytest-xdist workers: one per core (the suite is written to run in parallel: free ports, a schema per test).
 PYTEST_WORKERS ?= auto
@@ -24,7 +26,7 @@ chromium:
 	@test -x $(CHROMIUM) || (command -v apt-get >/dev/null && (apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))) || echo "Chromium not installed: browser tests will be skipped"
 
 demo: $(STAMP)
-	$(BIN)/python -m sandbox_ehr.demo --app-port $(APP_PORT) --sandbox-port $(SANDBOX_PORT)
+	$(BIN)/python -m sandbox_ehr.demo --app-port $(APP_PORT) --sandbox-port $(SANDBOX_PORT) --personality $(PERSONALITY)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
