@@ -25,6 +25,8 @@ OPS_DEFAULTS: dict[str, tuple[str, str]] = {
     "READYZ_HEARTBEAT_MAX_AGE": ("120", "Seconds since the newest outbox-worker heartbeat before /readyz reports it."),
     "LOG_FORMAT": ("json", "json: one JSON object per log line (time, level, logger, request id, launch hash); text."),
     "METRICS_TOKEN": ("", "Bearer token Prometheus must send to read /metrics; empty = /metrics answers 404."),
+    "FAILED_WRITE_RETENTION_DAYS": ("180", "Days a failed chart write keeps its content (for documenting by hand) "
+                                           "after it failed; then emptied by the worker."),
     "AUDIT_RETENTION_DAYS": ("2190", "Days access-audit rows are kept (6 years: HIPAA 164.316(b)(2)); purged by the "
                                      "worker."),
 }

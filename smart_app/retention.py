@@ -1,7 +1,9 @@
 """Keep the minimum: a launch's encrypted tokens, patient context and screening answers are deleted
 once the launch has ended (quick exit) or expired, unless a chart write still needs its token; a chart
 write's stored content is emptied once the EHR has it and its labels were checked (failed writes keep
-theirs, for documenting by hand). Referrals keep their own minimal summary for social work.
+theirs, for documenting by hand, until FAILED_WRITE_RETENTION_DAYS after they failed). Referrals keep their
+own minimal summary for social work. Access-audit rows go after AUDIT_RETENTION_DAYS (smart_app/audit.py),
+heartbeats of workers gone for a week are dropped. The README's "Retention" table lists every table.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from flask.cli import with_appcontext
 from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from smart_app.models import LaunchRecord, OutboxItem, UsedCode, UsedJti
+from smart_app.audit import purge_audit
+from smart_app.models import LaunchRecord, OutboxItem, UsedCode, UsedJti, WorkerHeartbeat
 
 # Replay guards only need to outlive the codes and assertions they guard (minutes); a day is generous.
 REPLAY_GUARD_TTL = timedelta(days=1)
+DEFAULT_FAILED_WRITE_DAYS = 180
+HEARTBEAT_TTL = timedelta(days=7)
 
 
 def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
@@ -38,8 +43,18 @@ def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
     # An empty blob is "no content" to decrypt_json; it also marks rows already emptied.
     emptied = db.execute(update(OutboxItem).where(done, OutboxItem.resource_enc != b"")
                          .values(resource_enc=b"")).rowcount
+    # A write that failed (or needs a person to check the chart) keeps its content for documenting by hand,
+    # for FAILED_WRITE_RETENTION_DAYS after it failed; the row itself stays (the queue still says "not in the
+    # chart") until its referral is purged.
+    days = int(current_app.config.get("FAILED_WRITE_RETENTION_DAYS") or DEFAULT_FAILED_WRITE_DAYS)
+    stale = OutboxItem.status.in_(("failed", "check")) & (OutboxItem.updated_at < now - timedelta(days=days))
+    failed = db.execute(update(OutboxItem).where(stale, OutboxItem.resource_enc != b"")
+                        .values(resource_enc=b"")).rowcount
+    beats = db.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.beat_at < now - HEARTBEAT_TTL)).rowcount
     db.commit()
-    return {"launches": launches, "used_codes": codes, "used_jtis": jtis, "writes_emptied": emptied}
+    audit = purge_audit(db, now=now)
+    return {"launches": launches, "used_codes": codes, "used_jtis": jtis, "writes_emptied": emptied,
+            "failed_writes_emptied": failed, "heartbeats": beats, "audit_rows": audit}
 
 
 @click.command("purge-launches")
