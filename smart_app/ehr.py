@@ -17,6 +17,7 @@ from fhir.http import add_header_provider
 from fhir.smart.client_auth import ClientAuth
 from fhir.smart.discovery import DiscoveryCache, DiscoveryError, SmartConfiguration
 from fhir.smart.oauth import TokenError, client_credentials, refresh, token_expired
+from fhir.smart.style import StyleCache
 from smart_app.db import session_scope
 from smart_app.errors import LaunchError
 from smart_app.models import UsedJti
@@ -43,6 +44,13 @@ def discovery(iss: str) -> SmartConfiguration:
         "smart_discovery", DiscoveryCache(current_app.config.get("DISCOVERY_TTL_SECONDS", 3600)))
     return cache.get(iss, http=http_session(), timeout=current_app.config.get("HTTP_TIMEOUT_SECONDS", 10),
                      ttl_seconds=current_app.config.get("DISCOVERY_TTL_SECONDS", 3600))
+
+
+def cached_smart_style(url: str | None) -> dict[str, str]:
+    """The EHR's sanitized ``smart_style_url`` document, cached per URL (STYLE_TTL_SECONDS)."""
+    ttl = float(current_app.config.get("STYLE_TTL_SECONDS", 3600))
+    cache = current_app.extensions.setdefault("smart_style", StyleCache(ttl))
+    return cache.get(url, http=http_session(), timeout=min(current_app.config.get("HTTP_TIMEOUT_SECONDS", 10), 5))
 
 
 def register_jti(jti: str) -> bool:

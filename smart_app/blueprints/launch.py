@@ -23,12 +23,12 @@ from fhir.smart.client_auth import ClientAuthError, load_private_key, public_jwk
 from fhir.smart.discovery import DiscoveryError, SmartConfiguration, normalize_iss
 from fhir.smart.id_token import IdTokenError, fhir_user, verify_id_token
 from fhir.smart.oauth import TokenError, authorize_url, exchange_code, new_nonce, new_pkce, new_state
-from fhir.smart.style import fetch_style, style_css
+from fhir.smart.style import style_css
 from smart_app import _url_if
 from smart_app.audit import record_audit
 from smart_app.crypto import decrypt_json, encrypt_json
 from smart_app.db import get_session
-from smart_app.ehr import client_auth, discovery, http_session
+from smart_app.ehr import cached_smart_style, client_auth, discovery, http_session
 from smart_app.errors import LaunchError
 from smart_app.launch_state import Launch, browser_id, launch_required, new_expiry
 from smart_app.models import LaunchRecord, UsedCode
@@ -213,9 +213,8 @@ def callback():
         raise _fail(record, f"The EHR could not be read (HTTP {exc.status or 'timeout'}). Try again.",
                     502) from None
 
-    # smart_style_url: fetched once (no token sent), only safe values kept; served as /l/<lid>/smart-style.css.
-    context["smart_style"] = fetch_style(context.get("smart_style_url"), http=http_session(),
-                                         timeout=min(timeout, 5))
+    # smart_style_url: no token sent, only safe values kept, cached per URL; served as /l/<lid>/smart-style.css.
+    context["smart_style"] = cached_smart_style(context.get("smart_style_url"))
     launch = Launch(record)
     # Stored encrypted; never sent to the browser. The id_token's claims were checked above.
     launch.set_tokens({k: v for k, v in tokens.items()
