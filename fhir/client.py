@@ -98,6 +98,23 @@ class FhirClient:
         return [e["resource"] for e in bundle.get("entry", [])
                 if "resource" in e and e.get("search", {}).get("mode", "match") == "match"]
 
+    def search_pages(self, resource_type: str, params: dict[str, Any] | None = None,
+                     max_pages: int = 20) -> tuple[list[dict[str, Any]], bool]:
+        """Matches over the first ``max_pages`` pages, following ``next`` links on this server only.
+        Returns (resources, complete): complete is False when more pages were left unread."""
+        bundle = self.request("GET", resource_type, params=params).resource or {}
+        out: list[dict[str, Any]] = []
+        for _ in range(max_pages):
+            out.extend(e["resource"] for e in bundle.get("entry", [])
+                       if "resource" in e and e.get("search", {}).get("mode", "match") == "match")
+            nxt = next((link.get("url") for link in bundle.get("link", []) if link.get("relation") == "next"), None)
+            if not nxt:
+                return out, True
+            if not nxt.startswith(self.base_url + "/") and nxt.startswith("http"):
+                return out, False  # a next link off this server is not followed
+            bundle = self.request("GET", nxt).resource or {}
+        return out, False
+
     def capabilities(self) -> dict[str, Any]:
         """The server's CapabilityStatement (``GET [base]/metadata``)."""
         return self.request("GET", "metadata").resource or {}

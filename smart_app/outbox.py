@@ -451,6 +451,8 @@ class OutboxWorker:
             return
         profile = self.profile(row.profile)
         honours = self.honours_conditional_create(profile, client, row.kind)
+        if not self._still_mine(db, row):
+            return  # our lease ran out while earlier rows of the batch were sent: another worker has it now
         if row.outcome_unknown and not honours:
             # An earlier send may have reached the EHR: never re-send blindly. Look for it first.
             if not self._settle_unknown(db, row, resource, client, profile, stats):
@@ -459,6 +461,8 @@ class OutboxWorker:
         if not honours:
             row.outcome_unknown = True  # from here on the EHR may have it (timeout, reset, this worker killed)
             db.commit()
+            if not self._still_mine(db, row):
+                return
         stats.sends += 1
         try:
             resp = client.create(resource, if_none_exist=search if honours else None)
@@ -474,6 +478,25 @@ class OutboxWorker:
             if verdict == "found":
                 server_id, version = found.get("id"), (found.get("meta") or {}).get("versionId")
         self._written(db, row, server_id, version, resource, client, stats, returned=resp.resource)
+
+    def _still_mine(self, db: Session, row: Any) -> bool:
+        """Fence: renew this row's lease only if our claim still holds it (a batch can outlive the lease of
+        its last rows; another worker may have reclaimed them). The lease covers at least two HTTP timeouts,
+        so a send in flight ends before anyone else may look for it."""
+        timeout = float(self.timeout or self.app.config.get("HTTP_TIMEOUT_SECONDS", 10) or 10)
+        until = utcnow() + timedelta(seconds=max(self.settings.lease_seconds, 2 * timeout + 1))
+        token = row.claimed_by
+        if not token:
+            return False
+        taken = db.execute(
+            update(OutboxItem).where(OutboxItem.id == row.id, OutboxItem.claimed_by == token,
+                                     OutboxItem.status == SENDING)
+            .values(lease_until=until).execution_options(synchronize_session=False)).rowcount
+        db.commit()
+        if taken != 1:
+            log.info("outbox %s: claim lost to another worker; not sending", row.id)
+            return False
+        return True
 
     # exactly once without conditional create -------------------------------------------------------------
     def honours_conditional_create(self, profile: EhrProfile, client: Any, kind: str) -> bool:
@@ -532,11 +555,17 @@ class OutboxWorker:
             if row.kind != "DocumentReference":
                 return {}, "undecidable:this EHR cannot be searched for it"
             code = reference_code(row.referral_id)
-            since = (_aware(row.created_at) - timedelta(days=1)).date().isoformat()
+            # Filed at consent time (DocumentReference.date / context.period.end) or, where the EHR sets the
+            # date itself, when it filed it: never before the row was stored.
+            since = (_aware(row.created_at) - timedelta(minutes=10)).isoformat(timespec="seconds")
             params = {"patient": (resource.get("subject") or {}).get("reference", "").split("/")[-1],
                       "type": _token(resource.get("type")), profile.search_date_param: f"ge{since}",
                       "_count": "100"}
-            hits = client.search("DocumentReference", {k: v for k, v in params.items() if v})
+            params = {k: v for k, v in params.items() if v}
+            if hasattr(client, "search_pages"):
+                hits, complete = client.search_pages("DocumentReference", params)
+            else:
+                hits, complete = client.search("DocumentReference", params), True
             unreadable = 0
             for hit in hits:
                 text = _note_text(hit, client)
@@ -546,7 +575,7 @@ class OutboxWorker:
                     return hit, "found"
             if unreadable:
                 return {}, "undecidable:a note in the chart could not be read to compare"
-            if len(hits) >= 100:
+            if not complete:
                 return {}, "undecidable:too many notes to compare"
             return {}, "absent"
         except FhirError as exc:
@@ -567,6 +596,18 @@ class OutboxWorker:
     def _send_transaction(self, db: Session, rid: str, group: list[Any], client_for: ClientFor,
                           stats: RunStats) -> None:
 
+        # A transaction is only safe to replay where the EHR honours ifNoneExist; otherwise single creates,
+        # each with the search-before-re-send rule.
+        try:
+            probe = client_for(group[0])
+        except AuthGone:
+            probe = None
+        if probe is not None:
+            profile = self.profile(group[0].profile)
+            if not all(self.honours_conditional_create(profile, probe, r.kind) for r in group):
+                for row in group:
+                    self._send_single(db, row, client_for, stats)
+                return
         entries, rows, resources = [], [], []
         in_bundle = {r.full_url for r in group}
         for row in group:
