@@ -14,6 +14,7 @@ import click
 from flask import Blueprint, Response, abort, current_app, g, render_template, request
 
 from smart_app import report as rpt
+from smart_app.audit import record_audit
 from smart_app.db import get_session, session_scope
 from smart_app.events import month_of
 from smart_app.launch_state import launch_required
@@ -43,6 +44,7 @@ def page() -> str:
     _require_program_manager()
     month = _month()
     report = rpt.build(rpt.raw_counts(get_session(), month), month)
+    record_audit("view_report", patient={}, detail=month)  # no patient data in the report
     return render_template("report/index.html", lid=g.launch.id, report=report, measures=rpt.MEASURES,
                            journey=rpt.JOURNEY, chart=rpt.chart_svg(report), threshold=rpt.THRESHOLD)
 
@@ -53,6 +55,7 @@ def csv_export() -> Response:
     _require_program_manager()
     month = _month()
     body = rpt.csv_text(rpt.build(rpt.raw_counts(get_session(), month), month))
+    record_audit("export", patient={}, detail=f"program report CSV {month}")
     return Response(body, mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="program-report-{month}.csv"'})
 

@@ -182,3 +182,16 @@ def test_privacy_office_cli_by_patient_user_and_date(app, make_launch):
 def test_unknown_action_is_refused(app):
     with app.app_context(), pytest.raises(ValueError):
         record_audit("looked_around")
+
+
+def test_program_report_view_and_csv_export_each_leave_one_row_without_a_patient(app, make_launch):
+    manager = app.test_client()
+    ctx = default_context(user={"reference": "Practitioner/pm-1", "name": "Pat Manager",
+                                "roles": ["program_manager"]})
+    lid = make_launch(manager, context=ctx)
+    assert manager.get(f"/l/{lid}/report?month=2026-11").status_code == 200
+    assert manager.get(f"/l/{lid}/report.csv?month=2026-11").status_code == 200
+    viewed, exported = rows(app)
+    assert (viewed.action, viewed.actor, viewed.detail, viewed.patient_enc) == (
+        "view_report", "Practitioner/pm-1", "2026-11", None)
+    assert (exported.action, exported.detail, exported.patient_enc) == ("export", "program report CSV 2026-11", None)

@@ -131,7 +131,7 @@ _START = textwrap.dedent("""
 
 
 def _config(url: str) -> dict:
-    return {"DATABASE_URL": url, "DB_CREATE_ALL": False, "SECRET_KEY": "k" * 40,
+    return {"DATABASE_URL": url, "DB_CREATE_ALL": False, "SECRET_KEY": "k" * 40, "IPV_MODE": "test",
             "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(), "SESSION_COOKIE_SECURE": False}
 
 
