@@ -148,6 +148,13 @@ def test_three_concurrent_consent_posts_file_one_note(env):
     for t in threads:
         t.join()
     assert statuses == [302, 302, 302]
+    from sqlalchemy import func, select
+
+    from smart_app.db import session_scope
+    from smart_app.models import ReferralRecord
+
+    with env.app.app_context(), session_scope(env.app) as db:
+        assert db.scalar(select(func.count()).select_from(ReferralRecord)) == 1
     env.drain()
     assert len(env.documents("pat-joana")) == 1
 
