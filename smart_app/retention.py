@@ -17,7 +17,7 @@ from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from smart_app.audit import purge_audit
-from smart_app.models import LaunchRecord, OutboxItem, UsedCode, UsedJti, WorkerHeartbeat
+from smart_app.models import CdsJti, LaunchRecord, OutboxItem, UsedCode, UsedJti, WorkerHeartbeat
 
 # Replay guards only need to outlive the codes and assertions they guard (minutes); a day is generous.
 REPLAY_GUARD_TTL = timedelta(days=1)
@@ -39,6 +39,7 @@ def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
                           .execution_options(synchronize_session=False)).rowcount
     codes = db.execute(delete(UsedCode).where(UsedCode.used_at < now - REPLAY_GUARD_TTL)).rowcount
     jtis = db.execute(delete(UsedJti).where(UsedJti.used_at < now - REPLAY_GUARD_TTL)).rowcount
+    jtis += db.execute(delete(CdsJti).where(CdsJti.expires_at < now)).rowcount  # CDS Hooks jtis, once expired
     done = (OutboxItem.status == "written") & OutboxItem.label_status.in_(("ok", "flagged", "unchecked"))
     # An empty blob is "no content" to decrypt_json; it also marks rows already emptied.
     emptied = db.execute(update(OutboxItem).where(done, OutboxItem.resource_enc != b"")

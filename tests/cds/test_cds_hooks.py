@@ -370,3 +370,19 @@ def test_encounter_start_counts_the_card_for_the_encounters_site(cds_app, sandbo
         assert get_session().get(CdsCard, got[0]["uuid"]).site == "mgh-chelsea"
     # The patient-view service refuses an encounter-start body (hook mismatch).
     assert call(cds_app, sandbox, body).status_code == 400
+
+
+def test_expired_request_jtis_are_purged_with_the_other_replay_guards(cds_app, sandbox):
+    from smart_app.models import CdsJti
+    from smart_app.retention import purge
+
+    cards(call(cds_app, sandbox, hook_body(cds_app, sandbox, new_patient(sandbox))))
+    with cds_app.app_context():
+        from smart_app.db import get_session
+
+        db = get_session()
+        assert db.scalar(select(func.count()).select_from(CdsJti)) == 1
+        purge(db)  # not expired yet: kept (a replay is still refused)
+        assert db.scalar(select(func.count()).select_from(CdsJti)) == 1
+        purge(db, now=datetime.now(UTC) + timedelta(minutes=20))
+        assert db.scalar(select(func.count()).select_from(CdsJti)) == 0
