@@ -17,7 +17,7 @@ import click
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from sqlalchemy import LargeBinary, and_, select, update
+from sqlalchemy import LargeBinary, and_, bindparam, select, update
 
 log = logging.getLogger("ipv.crypto")
 
@@ -86,6 +86,7 @@ def rotate(db: Any, *, batch: int = 500) -> dict[str, dict[str, int]]:
             rows = db.execute(q).all()
             if not rows:
                 break
+            changes: list[dict[str, Any]] = []
             for row in rows:
                 *key, blob = row
                 blob = bytes(blob)
@@ -102,11 +103,13 @@ def rotate(db: Any, *, batch: int = 500) -> dict[str, dict[str, int]]:
                     log.error("rotate-keys: %s.%s row cannot be decrypted with any configured key; left as is",
                               table.name, column.name)
                     continue
-                where = and_(*(c == v for c, v in zip(pk, key, strict=True)), column == blob)
-                if _execute_update(db, table, update(table).where(where).values({column.name: new})):
-                    counts["rotated"] += 1
-                else:
-                    counts["current"] += 1  # changed by the app meanwhile: written with the new key
+                changes.append({**{f"k{i}": v for i, v in enumerate(key)}, "old_value": blob, "new_value": new})
+            if changes:  # one executemany per batch; compare-and-set on the old value
+                where = and_(*(c == bindparam(f"k{i}") for i, c in enumerate(pk)), column == bindparam("old_value"))
+                stmt = update(table).where(where).values({column.name: bindparam("new_value")})
+                done = _execute_update(db, table, stmt, changes)
+                counts["rotated"] += done
+                counts["current"] += len(changes) - done  # changed by the app meanwhile: already new key
             db.commit()
             last = tuple(rows[-1][: len(pk)])
         report[f"{table.name}.{column.name}"] = counts
@@ -121,13 +124,14 @@ def _after(pk: list[Any], last: tuple) -> Any:
     return tuple_(*pk) > tuple_(*last)
 
 
-def _execute_update(db: Any, table: Any, stmt: Any) -> int:
+def _execute_update(db: Any, table: Any, stmt: Any, params: list[dict[str, Any]]) -> int:
     if table.name == "audit_event" and db.get_bind().dialect.name == "postgresql":
         from sqlalchemy import text
 
         # The append-only trigger lets this transaction change patient_enc only (smart_app/audit.py).
         db.execute(text("SELECT set_config('ipv.audit_rekey', 'on', true)"))
-    return db.execute(stmt.execution_options(synchronize_session=False)).rowcount or 0
+    conn = db.connection()
+    return conn.execute(stmt, params).rowcount or 0
 
 
 @click.command("rotate-keys")

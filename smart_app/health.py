@@ -59,9 +59,11 @@ def _database(app: Flask) -> tuple[bool, Any]:
 
 @check("schema")
 def _schema(app: Flask) -> tuple[bool, Any]:
-    head = app.extensions.setdefault("db_heads", migrate.heads())
+    head = app.extensions.get("db_heads")
+    if head is None:  # read the scripts once per process (not per probe)
+        head = app.extensions["db_heads"] = migrate.heads()
     with app.extensions["db_engine"].connect() as conn:
-        current = migrate.current_revisions(conn)
+        current = migrate.stored_revisions(conn)
     if app.config.get("DB_CREATE_ALL", app.testing) and not current:
         return True, "create_all (tests)"
     ok = set(current) == set(head)

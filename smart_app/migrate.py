@@ -89,6 +89,13 @@ def current_revisions(conn: Connection) -> list[str]:
     return list(MigrationContext.configure(conn).get_current_heads())
 
 
+def stored_revisions(conn: Connection) -> list[str]:
+    """The revisions recorded in alembic_version, read directly (cheap enough for every /readyz)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return []
+    return [r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
+
+
 def at_head(engine: Engine) -> bool:
     with engine.connect() as conn:
         return set(current_revisions(conn)) == set(heads())
