@@ -53,14 +53,19 @@ def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox
     assert not page.get_by_test_id("channel-none").is_checked()
     page.check('[data-testid="channel-none"]')
     expect(page.get_by_test_id("note-preview")).to_contain_text("Do not contact the patient")
+    shown = page.get_by_test_id("note-preview").inner_text()
     page.get_by_test_id("consent-yes").click()
     page.get_by_test_id("all-written").wait_for()
     expect(page.get_by_test_id("label-alert")).to_be_hidden()
 
-    # The chart holds one labelled, minimal note for Joana.
+    # The chart holds exactly one labelled, minimal note with the text shown (other tests of this session
+    # may write other notes for Joana in the shared sandbox).
+    import base64
+
     from sandbox_ehr.store import get_store
 
-    notes = get_store(live_sandbox.app).search("DocumentReference", {"subject": "Patient/pat-joana"})
+    notes = [n for n in get_store(live_sandbox.app).search("DocumentReference", {"subject": "Patient/pat-joana"})
+             if base64.b64decode(n["content"][0]["attachment"]["data"]).decode() == shown]
     assert len(notes) == 1
     codes = {c["code"] for c in notes[0]["meta"]["security"]}
     assert {"R", "SDV"} <= codes

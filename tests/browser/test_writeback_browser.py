@@ -37,7 +37,7 @@ def _stored_note(live_sandbox, identifier_value: str) -> list[dict]:
 
 
 def test_consent_writes_to_the_chart_and_confirms(launched_page, live_app, live_sandbox):
-    page = launched_page("pat-joana", "enc-joana-chelsea")
+    page = launched_page("pat-june", "enc-june-bwh")
     lid = lid_of(page)
     _screened(live_app, lid)
     page.goto(f"{live_app.url}/l/{lid}/consent")
