@@ -88,3 +88,20 @@ def test_no_consent_writes_nothing(launched_page, live_app):
 
     with live_app.app.app_context(), session_scope(live_app.app) as db:
         assert db.query(OutboxItem).filter_by(launch_id=lid).count() == 0
+
+
+def test_confirmation_updates_itself_inside_the_ehr_frame(launched_page, live_app, live_sandbox):
+    """Inside the EHR's frame: the preview follows the safe-contact answer and, after consent, the status
+    polled from /l/<lid>/progress turns to written without a reload."""
+    frame = launched_page("pat-grace", "enc-grace-mgh", iframe=True)
+    lid = lid_of(frame)
+    _screened(live_app, lid)
+    frame.goto(f"{live_app.url}/l/{lid}/consent")
+    frame.check('[data-testid="channel-phone"]')
+    expect(frame.get_by_test_id("note-preview")).to_contain_text("contact by phone is safe")
+    frame.get_by_test_id("consent-yes").click()
+    frame.wait_for_url(f"{live_app.url}/l/{lid}/consent/done")
+    expect(frame.get_by_test_id("row-DocumentReference")).to_have_attribute("data-state", "written",
+                                                                            timeout=20_000)
+    expect(frame.get_by_test_id("all-written")).to_be_visible()
+    assert "progress" not in frame.url

@@ -251,3 +251,26 @@ def test_granted_scope_narrows_what_is_offered_and_says_why():
                      has_encounter=True, has_author=True)
     assert offer.kinds == ("ServiceRequest", "DocumentReference", "Task")
     assert offer.not_offered["Observation"] == ("scope", "patient/Observation.c")
+
+
+def test_unknown_conditional_create_is_read_from_the_capability_statement(fast_app):
+    class Client:
+        base_url = "http://ehr.test/fhir"
+
+        def __init__(self, statement):
+            self.statement = statement
+            self.calls = 0
+
+        def capabilities(self):
+            self.calls += 1
+            return self.statement
+
+    generic = EhrProfile.load("generic-smart2")  # honours_conditional_create: unknown
+    worker = OutboxWorker(fast_app)
+    yes = Client({"rest": [{"resource": [{"type": "DocumentReference", "conditionalCreate": True},
+                                         {"type": "Task"}]}]})
+    assert worker.honours_conditional_create(generic, yes, "DocumentReference")
+    assert not worker.honours_conditional_create(generic, yes, "Task")  # not declared = not honoured
+    assert yes.calls == 1  # read once per server
+    assert not OutboxWorker(fast_app).honours_conditional_create(generic, Client({}), "DocumentReference")
+    assert not worker.honours_conditional_create(EhrProfile.load("epic"), yes, "DocumentReference")
