@@ -60,6 +60,16 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "OUTBOX_FINAL_RETRY_DELAY": ("", "Seconds before the one final retry of a write the EHR refused; empty = 60."),
     # Operations (issue 9): health, audit, retention, logs and metrics.
     **OPS_DEFAULTS,
+    "IDLE_TIMEOUT_SECONDS": ("900", "A launch unused this long needs a new launch from the EHR (shared workstations)."),
+    "CLOSE_GRACE_SECONDS": ("20", "After the last tab of a launch closes, how long before the launch ends."),
+    "OUTBOUND_HOSTS": ("", "Comma-separated extra origins the app may call (an authorization server on another "
+                           "host); added to the deployment's outbound_hosts and the allow-listed iss origins."),
+    "RATELIMIT_STORAGE_URI": ("memory://", "Flask-Limiter storage: redis://127.0.0.1:6379 in production (shared "
+                                           "by all workers), memory:// for the demo."),
+    "RATELIMIT_LAUNCH": ("60 per minute", "Limit per client address on /launch and /launch/standalone."),
+    "RATELIMIT_CALLBACK": ("60 per minute", "Limit per client address on /callback."),
+    "RATELIMIT_ACTIONS": ("120 per minute", "Limit per client address on worklist actions and other POSTs."),
+    "TRUSTED_HOSTS": ("", "Comma-separated Host names the app answers to (others get a 400); empty = no check."),
 }
 
 
@@ -152,6 +162,15 @@ def flask_config() -> dict[str, Any]:
         "SCREENING_DANGER_CHECK": deployment.extra.get("danger_check") or "",
         # Read by referrals.store when empty (its default, and DIRECTORY_IMPORT_DIR, come from there).
         "DIRECTORY_PATHS": env("DIRECTORY_PATHS") or None,
+        "IDLE_TIMEOUT_SECONDS": int(env("IDLE_TIMEOUT_SECONDS")),
+        "CLOSE_GRACE_SECONDS": int(env("CLOSE_GRACE_SECONDS")),
+        "OUTBOUND_HOSTS": [h.strip() for h in env("OUTBOUND_HOSTS").split(",") if h.strip()]
+        + [str(h) for h in deployment.extra.get("outbound_hosts") or []],
+        "RATELIMIT_STORAGE_URI": env("RATELIMIT_STORAGE_URI"),
+        "TRUSTED_HOSTS": [h.strip() for h in env("TRUSTED_HOSTS").split(",") if h.strip()] or None,
+        "RATELIMIT_LAUNCH": env("RATELIMIT_LAUNCH"),
+        "RATELIMIT_CALLBACK": env("RATELIMIT_CALLBACK"),
+        "RATELIMIT_ACTIONS": env("RATELIMIT_ACTIONS"),
         # Unset keys fall back to the EHR profile's retry settings (fhir/outbox.py).
         **{k: env(k) for k in ("OUTBOX_MAX_ATTEMPTS", "OUTBOX_FINAL_RETRY_DELAY") if env(k)},
         **{k: env(k) for k in OPS_DEFAULTS},

@@ -12,6 +12,8 @@ from typing import Any
 
 import requests
 
+from fhir.url_policy import safe_relative, under_base
+
 FHIR_JSON = "application/fhir+json"
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
@@ -62,7 +64,16 @@ class FhirClient:
     # -- low level -----------------------------------------------------------------------
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                 json: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Response:
-        url = path if path.startswith("http") else f"{self.base_url}/{path.lstrip('/')}"
+        # Every URL stays under the FHIR base (finding L7): an absolute URL elsewhere, or a path with dot
+        # segments ("Practitioner/../../internal"), never gets our bearer token.
+        if path.startswith(("http://", "https://")):
+            if not under_base(path, self.base_url):
+                raise FhirError(400, "refused: URL outside the FHIR base")
+            url = path
+        else:
+            if path and not safe_relative(path.lstrip("/")):
+                raise FhirError(400, "refused: not a FHIR path")
+            url = f"{self.base_url}/{path.lstrip('/')}"
         hdrs = dict(self.headers)
         if json is not None:
             hdrs["Content-Type"] = FHIR_JSON

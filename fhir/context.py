@@ -21,6 +21,8 @@ import threading
 from typing import Any
 
 from fhir.client import FhirClient, FhirError
+from fhir.text import clean_text
+from fhir.url_policy import safe_relative, under_base
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +108,10 @@ def human_name(names: list[dict[str, Any]] | None, *, with_prefix: bool = False)
     by_use = {n.get("use"): n for n in reversed(names) if isinstance(n, dict)}
     name = by_use.get("official") or by_use.get("usual") or names[0]
     if name.get("text"):
-        return str(name["text"])
+        return clean_text(name["text"], 120) or None
     parts = (name.get("prefix") or []) if with_prefix else []
     parts = [*parts, *(name.get("given") or []), name.get("family") or ""]
-    text = " ".join(str(p) for p in parts if p).strip()
+    text = clean_text(" ".join(str(p) for p in parts if p), 120)
     return text or None
 
 
@@ -140,12 +142,12 @@ def _mrn(patient: dict[str, Any]) -> str | None:
     for ident in patient.get("identifier") or []:
         for coding in (ident.get("type") or {}).get("coding") or []:
             if coding.get("code") == "MR" and (coding.get("system") in (None, V2_0203)):
-                return ident.get("value")
+                return clean_text(ident.get("value"), 64) or None
     return None
 
 
 def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"system": i.get("system"), "value": i.get("value")}
+    return [{"system": clean_text(i.get("system"), 200) or None, "value": clean_text(i.get("value"), 100)}
             for i in resource.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
 
 
@@ -154,8 +156,8 @@ def patient_summary(patient: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": patient.get("id"),
         "name": human_name(patient.get("name")) or "",
-        "birthDate": patient.get("birthDate"),
-        "gender": patient.get("gender"),
+        "birthDate": clean_text(patient.get("birthDate"), 10) or None,
+        "gender": clean_text(patient.get("gender"), 20) or None,
         "language": langs[0] if langs else "en",
         "languages": langs or ["en"],
         "mrn": _mrn(patient),
@@ -163,13 +165,13 @@ def patient_summary(patient: dict[str, Any]) -> dict[str, Any]:
 
 
 def location_summary(location: dict[str, Any]) -> dict[str, Any]:
-    return {"id": location.get("id"), "name": location.get("name"),
+    return {"id": location.get("id"), "name": clean_text(location.get("name"), 120) or None,
             "identifiers": _identifiers(location),
-            "postalCode": (location.get("address") or {}).get("postalCode")}
+            "postalCode": clean_text((location.get("address") or {}).get("postalCode"), 10) or None}
 
 
 def organization_summary(org: dict[str, Any]) -> dict[str, Any]:
-    return {"id": org.get("id"), "name": org.get("name"), "identifiers": _identifiers(org)}
+    return {"id": org.get("id"), "name": clean_text(org.get("name"), 120) or None, "identifiers": _identifiers(org)}
 
 
 def role_names(roles: list[dict[str, Any]]) -> list[str]:
@@ -190,13 +192,19 @@ def role_names(roles: list[dict[str, Any]]) -> list[str]:
 def _relative(reference: str | None, base_url: str) -> str | None:
     """``Type/id`` for a reference on this server; None for contained/other-server references
     (we never send our token to another host)."""
-    if not reference or reference.startswith("#"):
+    if not isinstance(reference, str) or not reference or reference.startswith("#"):
         return None
     if reference.startswith(("http://", "https://")):
-        if not reference.startswith(base_url.rstrip("/") + "/"):
+        # Under the iss base after normalisation: same origin, no dot segments (finding L7).
+        if not under_base(reference, base_url) or not reference.startswith(base_url.rstrip("/") + "/"):
             return None
         reference = reference[len(base_url.rstrip("/")) + 1:]
+    if not safe_relative(reference):
+        return None
     parts = reference.split("/")
+    if not all(FHIR_ID.match(p) or p == "_history" for p in parts[1:]) or not re.fullmatch(r"[A-Z][A-Za-z]{1,63}",
+                                                                                           parts[0]):
+        return None
     if len(parts) == 2 and all(parts):
         return reference
     if len(parts) == 4 and parts[2] == "_history":
@@ -210,7 +218,8 @@ def _ref_id(reference: str | None) -> str | None:
 
 def _encounter_from_fhir_context(token_response: dict[str, Any]) -> str | None:
     """SMART 2.x EHRs may name the encounter only in ``fhirContext`` ([{"reference": "Encounter/x"}])."""
-    for item in token_response.get("fhirContext") or []:
+    items = token_response.get("fhirContext")
+    for item in items if isinstance(items, list) else []:
         ref = item.get("reference") if isinstance(item, dict) else None
         if isinstance(ref, str) and ref.startswith("Encounter/") and ref.count("/") == 1:
             return ref.split("/", 1)[1]
@@ -258,7 +267,11 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
     if encounter is not None and encounter.get("resourceType") != "Encounter":
         encounter = None
     user = res("user")
-    roles = [r for r in _search_entries(res("roles")) if r.get("resourceType") == "PractitionerRole"]
+    # Only roles of the signed-in user count (finding M1): FHIR search is lenient by default, so an EHR
+    # that ignores the practitioner parameter returns everyone's roles.
+    roles = [r for r in _search_entries(res("roles"))
+             if r.get("resourceType") == "PractitionerRole" and r.get("active") is not False
+             and _relative((r.get("practitioner") or {}).get("reference"), client.base_url) == user_ref]
 
     # Round 2: the Encounter's Locations and serviceProvider, a PractitionerRole's Practitioner.
     urls2: list[str] = []
@@ -277,7 +290,9 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
         urls2.append(org_ref)
     prac_ref = None
     if user and user.get("resourceType") == "PractitionerRole":
-        roles = [user]
+        # fhirUser is itself the PractitionerRole: that role, and only if it is the resource we asked for.
+        roles = [user] if user_ref == f"PractitionerRole/{user.get('id')}" and user.get("active") is not False \
+            else []
         prac_ref = _relative((user.get("practitioner") or {}).get("reference"), client.base_url)
         if prac_ref:
             urls2.append(prac_ref)
@@ -312,8 +327,11 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
         "encounter": enc_summary,
         "user": {"reference": (prac_ref or user_ref or fhir_user), "name": user_name, "roles": user_roles},
         "need_patient_banner": bool(token_response.get("need_patient_banner", True)),
-        "smart_style_url": token_response.get("smart_style_url"),
-        "intent": token_response.get("intent"),
-        "fhir_context": [c for c in token_response.get("fhirContext") or [] if isinstance(c, dict)],
+        "smart_style_url": token_response.get("smart_style_url")
+        if isinstance(token_response.get("smart_style_url"), str) else None,
+        "intent": clean_text(token_response.get("intent"), 64) or None,
+        "fhir_context": [c for c in (token_response.get("fhirContext")
+                                     if isinstance(token_response.get("fhirContext"), list) else [])
+                         if isinstance(c, dict)],
         "scope": str(token_response.get("scope") or ""),
     }

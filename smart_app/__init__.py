@@ -40,6 +40,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from smart_app.blueprints import register_blueprints
 
     register_blueprints(app)
+    from smart_app import ratelimit
+
+    ratelimit.init_app(app)  # after the blueprints: limits attach to their views
     app.jinja_env.globals["url_if"] = _url_if
     if app.config.get("WARM_UP", not app.testing):
         from smart_app.warmup import warm_up

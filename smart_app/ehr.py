@@ -18,6 +18,7 @@ from fhir.smart.client_auth import ClientAuth
 from fhir.smart.discovery import DiscoveryCache, DiscoveryError, SmartConfiguration
 from fhir.smart.oauth import TokenError, client_credentials, refresh, token_expired
 from fhir.smart.style import StyleCache
+from fhir.url_policy import OutboundPolicy, enforce
 from smart_app.db import session_scope
 from smart_app.errors import LaunchError
 from smart_app.models import UsedJti
@@ -27,15 +28,34 @@ _refresh_locks: dict[str, threading.Lock] = {}
 _refresh_locks_guard = threading.Lock()
 
 
+def outbound_policy() -> OutboundPolicy:
+    """Hosts the app may call (finding L7): the allow-listed issuers' origins plus the deployment's explicit
+    ``outbound_hosts``; plain http and local ports only for the bundled sandbox deployment."""
+    config = current_app.config
+    sandbox = config["DEPLOYMENT"].name == "sandbox"
+    # The CDS Hooks clients the deployment lists: their JWKS and FHIR servers are named explicitly too.
+    cds = config.get("CDS") or config["DEPLOYMENT"].extra.get("cds") or {}
+    listed: list[str] = []
+    for client in cds.get("clients") or [] if isinstance(cds, dict) else []:
+        if isinstance(client, dict):
+            listed += [str(client["jwks_url"])] if client.get("jwks_url") else []
+            listed += [str(u) for u in client.get("fhir_servers") or []]
+    return OutboundPolicy(iss_list=list(config.get("ALLOWED_ISS") or []),
+                          extra=list(config.get("OUTBOUND_HOSTS") or []) + listed,
+                          allow_http=sandbox, allow_loopback=sandbox)
+
+
 def http_session() -> requests.Session:
-    """The app's one outbound session (connection reuse; the single place every EHR call goes through)."""
+    """The app's one outbound session (connection reuse; the single place every EHR call goes through),
+    every transport behind the outbound URL policy (re-read from the config at each use)."""
     ext = current_app.extensions
     if "smart_http" not in ext:
         session = requests.Session()
         session.headers["User-Agent"] = "ipv-smart-screen"
         add_header_provider(session, request_id_header)  # X-Request-ID on every call to the EHR
         ext["smart_http"] = session
-    return ext["smart_http"]
+    policy = outbound_policy()
+    return enforce(ext["smart_http"], lambda: policy)
 
 
 def discovery(iss: str) -> SmartConfiguration:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, render_template
+from flask import Flask, Response, g, render_template
+from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from smart_app.crypto import Undecryptable
@@ -30,6 +31,9 @@ def init_app(app: Flask) -> None:
 
 
 def _http_error(exc: HTTPException):
+    if request_ctx and request_ctx.url_adapter is None:
+        # The Host is not trusted (TRUSTED_HOSTS): no URL may be built, so no page with links either.
+        return Response(f"{exc.code} {exc.name}", status=exc.code, mimetype="text/plain")
     return render_template("error.html", title=exc.name, message=exc.description), exc.code
 
 

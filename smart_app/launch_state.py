@@ -7,6 +7,7 @@ holds a random ``browser_id``; a launch is served only to the browser that start
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -92,22 +93,31 @@ class Launch:
         get_session().commit()
 
 
-def load_launch(lid: str, *, statuses: tuple[str, ...] = ("active",)) -> Launch:
+LAUNCH_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+def load_launch(lid: str, *, statuses: tuple[str, ...] = ("active",), refresh: bool = True) -> Launch:
     """The launch ``lid`` if it belongs to this browser and is live; 404 otherwise.
 
-    404, not 403: an id belonging to someone else must look like no id at all.
+    404, not 403: an id belonging to someone else must look like no id at all. A live launch used here
+    starts its idle timeout again (``refresh``).
     """
+    if not isinstance(lid, str) or not LAUNCH_ID.match(lid):
+        abort(404, description="This session has ended or was opened elsewhere. "
+                               "Launch the app again from the patient's chart.")
     db = get_session()
     record = db.get(LaunchRecord, lid)
     now = datetime.now(UTC)
     if (
         record is None
-        or not secrets.compare_digest(record.browser_id, session.get("bid", ""))
+        or not secrets.compare_digest(record.browser_id.encode(), str(session.get("bid", "")).encode())
         or record.status not in statuses
         or _aware(record.expires_at) < now
     ):
         abort(404, description="This session has ended or was opened elsewhere. "
                                "Launch the app again from the patient's chart.")
+    if refresh and record.status == "active":
+        touch(record)
     return Launch(record)
 
 
@@ -122,8 +132,24 @@ def launch_required(view: Callable) -> Callable:
     return wrapper
 
 
-def new_expiry() -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=current_app.config["LAUNCH_TTL_SECONDS"])
+def new_expiry(created_at: datetime | None = None) -> datetime:
+    """When a launch used now expires: after the idle timeout (IDLE_TIMEOUT_SECONDS, shared workstations,
+    finding M3), and never later than LAUNCH_TTL_SECONDS after it started."""
+    now = datetime.now(UTC)
+    cap = _aware(created_at or now) + timedelta(seconds=current_app.config["LAUNCH_TTL_SECONDS"])
+    idle = now + timedelta(seconds=current_app.config.get("IDLE_TIMEOUT_SECONDS", 900))
+    return min(cap, idle)
+
+
+TOUCH_EVERY = timedelta(seconds=15)  # at most one write per launch per 15 s for "still in use"
+
+
+def touch(record: LaunchRecord, *, force: bool = False) -> None:
+    """The launch is in use: push its expiry to the idle timeout again."""
+    expires = new_expiry(record.created_at)
+    if force or expires - _aware(record.expires_at) > TOUCH_EVERY:
+        record.expires_at = expires
+        get_session().commit()
 
 
 def _aware(dt: datetime) -> datetime:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import click
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 from flask.cli import with_appcontext
 from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
@@ -35,6 +35,14 @@ def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
     needed = exists().where(OutboxItem.launch_id == LaunchRecord.id, unfinished)
     gone = select(LaunchRecord.id).where(
         or_(LaunchRecord.status == "ended", LaunchRecord.expires_at < now), ~needed)
+    # Tokens of launches about to go are revoked at the EHR first (finding I4; needs an app context).
+    revoked = 0
+    if has_app_context():
+        from smart_app.revocation import revoke_records
+
+        revoked = revoke_records(db.scalars(select(LaunchRecord).where(
+            LaunchRecord.id.in_(gone.scalar_subquery()), LaunchRecord.tokens_enc.is_not(None))).all())
+        db.flush()
     launches = db.execute(delete(LaunchRecord).where(LaunchRecord.id.in_(gone.scalar_subquery()))
                           .execution_options(synchronize_session=False)).rowcount
     codes = db.execute(delete(UsedCode).where(UsedCode.used_at < now - REPLAY_GUARD_TTL)).rowcount
@@ -54,8 +62,8 @@ def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
     beats = db.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.beat_at < now - HEARTBEAT_TTL)).rowcount
     db.commit()
     audit = purge_audit(db, now=now)
-    return {"launches": launches, "used_codes": codes, "used_jtis": jtis, "writes_emptied": emptied,
-            "failed_writes_emptied": failed, "heartbeats": beats, "audit_rows": audit}
+    return {"launches": launches, "tokens_revoked": revoked, "used_codes": codes, "used_jtis": jtis,
+            "writes_emptied": emptied, "failed_writes_emptied": failed, "heartbeats": beats, "audit_rows": audit}
 
 
 @click.command("purge-launches")

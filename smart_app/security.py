@@ -1,16 +1,68 @@
-"""Response headers that keep traces out of the browser, and CSRF protection."""
+"""Response headers that keep traces out of the browser, CSRF protection, and request guards.
+
+- Headers (finding L10): no-store, CSP (``form-action`` included), HSTS when served over https,
+  Cross-Origin-Opener-Policy and Cross-Origin-Resource-Policy.
+- No redirect is built from the ``Host`` header: the router's trailing-slash 308 becomes a relative
+  ``Location`` (finding L10); ``TRUSTED_HOSTS`` (Flask) refuses unknown hosts where it is set.
+- A NUL character in the path, query or form is refused with a 400 before any view or database sees it
+  (PostgreSQL rejects NUL in text: finding L2).
+- Outside libraries never log at DEBUG: urllib3 and requests-oauthlib log request lines (patient ids in
+  FHIR URLs) and token bodies there (finding L9).
+"""
 
 from __future__ import annotations
 
-from flask import Flask, Response, current_app
+import logging
+from urllib.parse import urlsplit, urlunsplit
+
+from flask import Flask, Response, abort, current_app, redirect, request
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.routing import RequestRedirect
 
 csrf = CSRFProtect()
+
+QUIET_LOGGERS = ("urllib3", "requests", "requests_oauthlib", "oauthlib")
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 def init_app(app: Flask) -> None:
     csrf.init_app(app)
+    quiet_libraries()
+    app.before_request(_refuse_nul)
+    app.before_request(_relative_slash_redirect)
     app.after_request(_no_trace_headers)
+
+
+def quiet_libraries() -> None:
+    """At most INFO for HTTP/OAuth libraries whatever LOG_LEVEL says (their DEBUG lines carry URLs with
+    patient ids, tokens and codes)."""
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:  # NOTSET (0) included: never inherit a DEBUG root
+            logger.setLevel(logging.WARNING)
+
+
+def _refuse_nul() -> None:
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.args.items(multi=True)):
+        abort(400, description="The request contains a character this app does not accept.")
+    if request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded",
+                                                         "multipart/form-data"):
+        if any("\x00" in k or "\x00" in v for k, v in request.form.items(multi=True)):
+            abort(400, description="The request contains a character this app does not accept.")
+
+
+def _relative_slash_redirect() -> Response | None:
+    # Werkzeug builds the trailing-slash redirect from the Host header; ours carries the path only.
+    exc = request.routing_exception
+    if isinstance(exc, RequestRedirect):
+        parts = urlsplit(exc.new_url)
+        return redirect(urlunsplit(("", "", parts.path, parts.query, "")), code=exc.code)
+    return None
+
+
+def _origin(url: str) -> str | None:
+    parts = urlsplit(url or "")
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else None
 
 
 def _no_trace_headers(response: Response) -> Response:
@@ -20,11 +72,19 @@ def _no_trace_headers(response: Response) -> Response:
     response.headers["Expires"] = "0"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    # form-action: forms post only to us; quick exit's POST ends in a redirect to the neutral page,
+    # which browsers check against form-action too.
+    exit_origin = _origin(current_app.config.get("NEUTRAL_EXIT_URL", ""))
+    form_action = "'self'" + (f" {exit_origin}" if exit_origin else "")
     response.headers.setdefault(
         "Content-Security-Policy",
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "object-src 'none'; base-uri 'none'; "
+        f"object-src 'none'; base-uri 'none'; form-action {form_action}; "
         f"frame-ancestors {current_app.config['FRAME_ANCESTORS']}",
     )
     response.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+    if request.is_secure:
+        response.headers["Strict-Transport-Security"] = HSTS
     return response

@@ -23,12 +23,15 @@ def test_quick_exit_ends_this_browsers_launches(app, client, make_launch):
         assert get_session().get(LaunchRecord, lid).status == "ended"
 
 
-def test_quick_exit_link_works_without_javascript(client, make_launch):
-    """The button's plain link goes through /exit, so even with scripts off the launch ends."""
+def test_quick_exit_button_works_without_javascript(client, make_launch):
+    """The button is a plain form POST to /exit with the CSRF token (review finding L12: a GET changes
+    nothing), so even with scripts off the launch ends."""
     lid = make_launch(client)
     page = client.get(f"/l/{lid}/").get_data(as_text=True)
-    assert 'id="quick-exit" href="/exit"' in page
+    assert '<form class="quick-exit-form" method="post" action="/exit"' in page and 'id="quick-exit"' in page
     resp = client.get("/exit")
+    assert resp.status_code == 302 and client.get(f"/l/{lid}/").status_code == 200  # GET: state unchanged
+    resp = client.post("/exit")
     assert resp.status_code == 302 and resp.headers["Location"] == client.application.config["NEUTRAL_EXIT_URL"]
     assert client.get(f"/l/{lid}/").status_code == 404
 

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from requests.auth import HTTPBasicAuth
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SUPPORTED_ALGS = ("RS384", "ES384")
@@ -43,6 +44,10 @@ class _MemoryJtiRegistry:
                 return False
             self._seen.add(jti)
             return True
+
+
+def _no_auth(request: Any) -> Any:
+    return request
 
 
 def load_private_key(path: str | Path) -> Any:
@@ -135,6 +140,24 @@ class ClientAuth:
         return cls(client_id=deployment.client_id, kind=deployment.client_auth,
                    client_secret=deployment.client_secret, private_key=key, alg=deployment.signing_alg,
                    kid=deployment.key_id, register_jti=register_jti)
+
+    def oauth_kwargs(self, token_endpoint: str, *, refresh: bool = False) -> dict[str, Any]:
+        """Keyword arguments for requests-oauthlib's ``fetch_token`` / ``refresh_token`` that authenticate
+        this client as ``apply`` does (the same wire format)."""
+        if self.kind == "client_secret_basic":
+            # RFC 6749 2.3.1: form-urlencode id and secret before base64 (requests' HTTPBasicAuth does not).
+            auth = HTTPBasicAuth(quote(self.client_id, safe=""), quote(self.client_secret or "", safe=""))
+            return {"auth": auth, "include_client_id": False}
+        if self.kind == "private_key_jwt":
+            extra = {"client_assertion_type": ASSERTION_TYPE, "client_assertion": make_client_assertion(
+                client_id=self.client_id, token_endpoint=token_endpoint, private_key=self.private_key,
+                alg=self.alg, kid=self.kid, register_jti=self.register_jti)}
+            # An explicit no-op auth keeps requests-oauthlib from adding a Basic header of its own.
+            return {"auth": _no_auth, "include_client_id": False, **extra}
+        secret = {"client_secret": self.client_secret or ""} if self.kind == "client_secret_post" else {}
+        if refresh:  # refresh_token() has no include_client_id: the id goes in as a body parameter
+            return {"auth": _no_auth, "client_id": self.client_id, **secret}
+        return {"include_client_id": True, **secret}
 
     def apply(self, data: dict[str, str], headers: dict[str, str], token_endpoint: str) -> None:
         """Add this client's credentials to a token request (form ``data`` and ``headers``)."""

@@ -28,6 +28,7 @@ class SmartConfiguration:
     token_endpoint: str
     issuer: str | None = None  # OpenID issuer (id_token ``iss``), when the server says
     jwks_uri: str | None = None
+    revocation_endpoint: str | None = None  # RFC 7009, when the server advertises one
     capabilities: tuple[str, ...] = ()
     code_challenge_methods_supported: tuple[str, ...] = ()
     token_endpoint_auth_methods_supported: tuple[str, ...] = ()
@@ -54,7 +55,8 @@ def fetch_configuration(iss: str, *, http: requests.Session | None = None,
                         timeout=timeout)
         if resp.status_code == 200:
             doc = _json(resp)
-            if doc and doc.get("authorization_endpoint") and doc.get("token_endpoint"):
+            if doc and all(isinstance(doc.get(k), str) and doc[k] for k in ("authorization_endpoint",
+                                                                            "token_endpoint")):
                 return _from_well_known(base, doc)
         # 404 or an unusable document: SMART v1 servers publish endpoints in the CapabilityStatement.
         resp = http.get(f"{base}/metadata", headers={"Accept": "application/fhir+json"}, timeout=timeout)
@@ -76,6 +78,14 @@ def _json(resp: requests.Response) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _tuple(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
@@ -85,8 +95,9 @@ def _from_well_known(base: str, doc: dict[str, Any]) -> SmartConfiguration:
         iss=base,
         authorization_endpoint=str(doc["authorization_endpoint"]),
         token_endpoint=str(doc["token_endpoint"]),
-        issuer=doc.get("issuer"),
-        jwks_uri=doc.get("jwks_uri"),
+        issuer=_str(doc.get("issuer")),
+        jwks_uri=_str(doc.get("jwks_uri")),
+        revocation_endpoint=_str(doc.get("revocation_endpoint")),
         capabilities=_tuple(doc.get("capabilities")),
         code_challenge_methods_supported=_tuple(doc.get("code_challenge_methods_supported")),
         token_endpoint_auth_methods_supported=_tuple(doc.get("token_endpoint_auth_methods_supported")),
@@ -99,12 +110,13 @@ def _from_well_known(base: str, doc: dict[str, Any]) -> SmartConfiguration:
 
 def _from_capability_statement(base: str, cap: dict[str, Any]) -> SmartConfiguration:
     uris: dict[str, str] = {}
-    for rest in cap.get("rest", []) or []:
-        for ext in (rest.get("security") or {}).get("extension", []) or []:
+    for rest in _dicts(cap.get("rest")):
+        security = rest.get("security") if isinstance(rest.get("security"), dict) else {}
+        for ext in _dicts(security.get("extension")):
             if ext.get("url") != OAUTH_URIS:
                 continue
-            for sub in ext.get("extension", []) or []:
-                if sub.get("url") and sub.get("valueUri"):
+            for sub in _dicts(ext.get("extension")):
+                if isinstance(sub, dict) and isinstance(sub.get("url"), str) and isinstance(sub.get("valueUri"), str):
                     uris[sub["url"]] = sub["valueUri"]
     if "authorize" not in uris or "token" not in uris:
         raise DiscoveryError(f"The EHR at {base} publishes no SMART authorization endpoints.")
@@ -112,6 +124,7 @@ def _from_capability_statement(base: str, cap: dict[str, Any]) -> SmartConfigura
         iss=base,
         authorization_endpoint=uris["authorize"],
         token_endpoint=uris["token"],
+        revocation_endpoint=uris.get("revoke"),
         # v1 servers did not advertise PKCE; we send S256 anyway (servers ignore unknown params).
         source="capability-statement",
         raw={"oauth-uris": uris},

@@ -65,7 +65,11 @@ def _key_for(header: dict[str, Any], jwks: dict[str, Any]) -> Any:
         return None
     if len(candidates) > 1 and kid is None:
         raise IdTokenError("The id_token names no key and the EHR publishes several.")
-    return jwt.PyJWK.from_dict(candidates[0], algorithm=alg).key
+    try:
+        # A key of the wrong type or curve for ``alg`` (a mismatched JWK) is refused, not a crash (L2).
+        return jwt.PyJWK.from_dict(candidates[0], algorithm=alg).key
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError):
+        raise IdTokenError("The EHR's signing key does not fit the id_token's algorithm.") from None
 
 
 def verify_id_token(token: str, *, issuer: str, client_id: str, nonce: str | None,
@@ -80,8 +84,8 @@ def verify_id_token(token: str, *, issuer: str, client_id: str, nonce: str | Non
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         raise IdTokenError("The EHR returned a malformed id_token.") from None
-    alg = header.get("alg")
-    if alg not in ALLOWED_ALGS:  # never "none", never an HMAC keyed by something public
+    alg = header.get("alg") if isinstance(header, dict) else None
+    if not isinstance(alg, str) or alg not in ALLOWED_ALGS:  # never "none", never an HMAC keyed by something public
         raise IdTokenError("The id_token is not signed with an accepted algorithm.")
     if jwks is None:
         if not jwks_uri:
@@ -110,7 +114,7 @@ def verify_id_token(token: str, *, issuer: str, client_id: str, nonce: str | Non
         raise IdTokenError("The id_token was not issued by this EHR (iss).") from None
     except jwt.MissingRequiredClaimError as exc:
         raise IdTokenError(f"The id_token lacks the {exc.claim} claim.") from None
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, ValueError, TypeError):
         raise IdTokenError("The id_token could not be verified.") from None
     # Time checks by hand so a test can pin "now" and messages stay specific.
     if not isinstance(claims.get("exp"), int | float) or claims["exp"] + leeway < current:
@@ -121,7 +125,8 @@ def verify_id_token(token: str, *, issuer: str, client_id: str, nonce: str | Non
     aud = claims.get("aud")
     if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != client_id:
         raise IdTokenError("The id_token was not issued to this app (azp).")
-    if nonce is not None and not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
+    # Bytes: compare_digest refuses non-ASCII str (a non-ASCII nonce was a 500, finding L2).
+    if nonce is not None and not secrets.compare_digest(str(claims.get("nonce", "")).encode(), nonce.encode()):
         raise IdTokenError("The id_token does not belong to this launch (nonce mismatch).")
     return claims
 

@@ -1,4 +1,7 @@
-"""Authorization code flow with PKCE (S256), state and nonce; code exchange and refresh.
+"""Authorization code flow with PKCE (S256), state and nonce; code exchange and refresh, on
+requests-oauthlib's ``OAuth2Session`` (authorization_url, fetch_token, refresh_token). Our own code
+keeps only what the library does not do: the ``private_key_jwt`` assertion (client_auth.py) and the
+id_token checks (id_token.py).
 
 The per-launch secrets (state, PKCE verifier, nonce) are created here but stored by the
 caller server-side (the app keeps them encrypted in its LaunchRecord, keyed by state):
@@ -9,16 +12,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
+from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
+from requests_oauthlib import OAuth2Session
 
 from fhir.smart.client_auth import ClientAuth
 from fhir.smart.discovery import SmartConfiguration
+from fhir.text import clean_text
+from fhir.url_policy import share_transport
 
 
 class TokenError(Exception):
@@ -57,72 +65,104 @@ def new_pkce() -> Pkce:
     return Pkce(verifier=verifier, challenge=s256(verifier))
 
 
+def _oauth(client_id: str, http: requests.Session | None, **kwargs: Any) -> OAuth2Session:
+    """An OAuth2Session that sends through ``http``'s transports (the app's outbound URL policy)."""
+    oauth = OAuth2Session(client_id, **kwargs)
+    if http is not None:
+        share_transport(http, oauth)
+    for hook in ("access_token_response", "refresh_token_response"):
+        oauth.register_compliance_hook(hook, _check_response)
+    return oauth
+
+
+def _relax_transport_check(url: str) -> None:
+    # oauthlib refuses http:// on its own; our outbound policy (fhir/url_policy.py) is the one authority on
+    # schemes (https outside the sandbox), so oauthlib is told to leave http to it.
+    if url.lower().startswith("http://"):
+        os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
+
+
 def authorize_url(config: SmartConfiguration, *, client_id: str, redirect_uri: str, scope: str, state: str,
                   aud: str, code_challenge: str, nonce: str | None = None, launch: str | None = None) -> str:
-    """The authorization request URL (SMART App Launch 2.2 "Obtain authorization code")."""
-    params: dict[str, str] = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": redirect_uri,
-        "scope": " ".join(scope.split()),
-        "state": state,
-        "aud": aud,
-        "code_challenge": code_challenge,
-        "code_challenge_method": "S256",
-    }
+    """The authorization request URL (SMART App Launch 2.2 "Obtain authorization code"), built by
+    requests-oauthlib. The PKCE challenge is passed in: its verifier stays in the caller's server-side
+    launch record, never on the session object."""
+    scopes = scope.split()
+    extra: dict[str, str] = {"aud": aud, "code_challenge": code_challenge, "code_challenge_method": "S256"}
     if launch:
-        params["launch"] = launch
-    if nonce and "openid" in scope.split():
-        params["nonce"] = nonce
-    parts = urlsplit(config.authorization_endpoint)
-    # Keep any query the EHR put in its endpoint (some do), ours after it.
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+        extra["launch"] = launch
+    if nonce and "openid" in scopes:
+        extra["nonce"] = nonce
+    _relax_transport_check(config.authorization_endpoint)
+    oauth = _oauth(client_id, None, redirect_uri=redirect_uri, scope=scopes, state=state)
+    url, _state = oauth.authorization_url(config.authorization_endpoint, **extra)
+    return url
 
 
-def _token_request(config: SmartConfiguration, data: dict[str, str], auth: ClientAuth,
-                   http: requests.Session | None, timeout: float) -> dict[str, Any]:
-    headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
-    auth.apply(data, headers, config.token_endpoint)
-    http = http or requests.Session()
-    try:
-        resp = http.post(config.token_endpoint, data=data, headers=headers, timeout=timeout)
-    except (requests.Timeout, requests.ConnectionError) as exc:
-        raise TokenError(f"The EHR's token endpoint did not answer ({type(exc).__name__}).") from None
+def _check_response(resp: requests.Response) -> requests.Response:
+    """Compliance hook run before oauthlib parses a token response: our own checks and messages
+    (status, JSON object, bearer access token), with EHR text cleaned and capped (finding L5)."""
     try:
         body = resp.json()
     except ValueError:
         body = None
     if resp.status_code != 200 or not isinstance(body, dict):
-        error = body.get("error") if isinstance(body, dict) else None
-        desc = body.get("error_description") if isinstance(body, dict) else None
+        error = clean_text(body.get("error"), 60) if isinstance(body, dict) else ""
+        desc = clean_text(body.get("error_description"), 200) if isinstance(body, dict) else ""
         msg = f"The EHR refused the token request (HTTP {resp.status_code}"
         msg += f", {error}" if error else ""
         msg += f": {desc})" if desc else ")"
-        raise TokenError(msg, error=error, status=resp.status_code)
-    if not body.get("access_token") or str(body.get("token_type", "")).lower() != "bearer":
+        raise TokenError(msg, error=error or None, status=resp.status_code)
+    if not isinstance(body.get("access_token"), str) or not body["access_token"] \
+            or str(body.get("token_type", "")).lower() != "bearer":
         raise TokenError("The EHR's token response has no bearer access token.")
+    if "expires_in" in body and not isinstance(body["expires_in"], int | float):
+        body.pop("expires_in")
+        resp._content = json.dumps(body).encode()
+    return resp
+
+
+def _token(call: Any, token_url: str) -> dict[str, Any]:
+    _relax_transport_check(token_url)
+    try:
+        token = dict(call())
+    except TokenError:
+        raise
+    except (requests.Timeout, requests.ConnectionError) as exc:
+        raise TokenError(f"The EHR's token endpoint did not answer ({type(exc).__name__}).") from None
+    except OAuth2Error as exc:
+        raise TokenError(f"The EHR refused the token request ({clean_text(exc.error, 60)}: "
+                         f"{clean_text(exc.description, 200)})", error=clean_text(exc.error, 60)) from None
+    except (ValueError, TypeError, KeyError, Warning, requests.RequestException):
+        raise TokenError("The EHR's token response could not be used.") from None
+    if isinstance(token.get("scope"), list):  # oauthlib hands scope back as a list
+        token["scope"] = " ".join(str(s) for s in token["scope"])
     # Absolute expiry so the app can refresh before a call, not after a 401.
-    if isinstance(body.get("expires_in"), int | float):
-        body["expires_at"] = int(time.time()) + int(body["expires_in"])
-    return body
+    if isinstance(token.get("expires_in"), int | float):
+        token["expires_at"] = int(time.time()) + int(token["expires_in"])
+    else:
+        token.pop("expires_at", None)
+    return token
 
 
 def exchange_code(config: SmartConfiguration, *, code: str, redirect_uri: str, code_verifier: str,
                   auth: ClientAuth, http: requests.Session | None = None, timeout: float = 10.0) -> dict[str, Any]:
-    """Trade the authorization code for tokens (the caller checks the id_token)."""
-    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-            "code_verifier": code_verifier}
-    return _token_request(config, data, auth, http, timeout)
+    """Trade the authorization code for tokens with requests-oauthlib's ``fetch_token``; the PKCE verifier
+    comes from the caller's server-side launch record (the caller checks the id_token)."""
+    oauth = _oauth(auth.client_id, http, redirect_uri=redirect_uri)  # scope=None: the EHR may narrow it
+    kwargs = auth.oauth_kwargs(config.token_endpoint)
+    return _token(lambda: oauth.fetch_token(config.token_endpoint, code=code, code_verifier=code_verifier,
+                                            timeout=timeout, **kwargs), config.token_endpoint)
 
 
 def refresh(config: SmartConfiguration, *, refresh_token: str, auth: ClientAuth, scope: str | None = None,
             http: requests.Session | None = None, timeout: float = 10.0) -> dict[str, Any]:
-    """Use a refresh token. The response may omit a new refresh token: keep the old one then."""
-    data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-    if scope:
-        data["scope"] = scope
-    body = _token_request(config, data, auth, http, timeout)
+    """Use a refresh token (requests-oauthlib ``refresh_token``). The response may omit a new refresh
+    token: keep the old one then."""
+    oauth = _oauth(auth.client_id, http, scope=scope.split() if scope else None)
+    kwargs = auth.oauth_kwargs(config.token_endpoint, refresh=True)
+    body = _token(lambda: oauth.refresh_token(config.token_endpoint, refresh_token=refresh_token,
+                                              timeout=timeout, **kwargs), config.token_endpoint)
     body.setdefault("refresh_token", refresh_token)
     return body
 
@@ -139,4 +179,8 @@ def client_credentials(config: SmartConfiguration, *, scope: str, auth: ClientAu
                        http: requests.Session | None = None, timeout: float = 10.0) -> dict[str, Any]:
     """SMART Backend Services: a system access token (client_credentials; the client authenticates with
     private_key_jwt). Source: SMART App Launch 2.2.0 backend-services.html, "Obtaining an access token"."""
-    return _token_request(config, {"grant_type": "client_credentials", "scope": scope}, auth, http, timeout)
+    oauth = _oauth(auth.client_id, http, client=BackendApplicationClient(auth.client_id))
+    kwargs = auth.oauth_kwargs(config.token_endpoint)
+    # scope as a request parameter, not on the session: the EHR may grant less (no oauthlib scope warning).
+    return _token(lambda: oauth.fetch_token(config.token_endpoint, scope=" ".join(scope.split()), timeout=timeout,
+                                            **kwargs), config.token_endpoint)

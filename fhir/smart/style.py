@@ -46,11 +46,13 @@ def sanitize_style(doc: Any) -> dict[str, str]:
 
 
 def fetch_style(url: str | None, *, http: requests.Session, timeout: float = 5.0) -> dict[str, str]:
-    """Fetch and sanitize ``smart_style_url``; {} on any problem (styling is never worth a failed launch)."""
-    if not url or not url.startswith(("https://", "http://")):
+    """Fetch and sanitize ``smart_style_url``; {} on any problem (styling is never worth a failed launch).
+    ``http`` is the app's session, behind the outbound URL policy (fhir/url_policy.py): a URL on a host not
+    derived from the allow-listed EHRs is never fetched (finding L7)."""
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
         return {}
     try:
-        resp = http.get(url, headers={"Accept": "application/json"}, timeout=timeout)
+        resp = http.get(url, headers={"Accept": "application/json"}, timeout=timeout, allow_redirects=False)
         if resp.status_code != 200 or len(resp.content) > MAX_BYTES:
             return {}
         return sanitize_style(resp.json())

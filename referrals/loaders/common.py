@@ -31,6 +31,25 @@ LANGUAGE_NAMES = {"english": "en", "spanish": "es", "español": "es", "portugues
                   "chinese": "zh", "vietnamese": "vi", "arabic": "ar", "russian": "ru", "french": "fr"}
 
 
+SAFE_URL_SCHEMES = ("https", "http", "tel")
+
+
+def safe_url(value: Any) -> str | None:
+    """``value`` if it is an https:, http: or tel: URL (review finding I3: a ``javascript:`` or ``data:`` URL
+    from an imported directory must never become a link); None otherwise."""
+    if not isinstance(value, str):
+        return None
+    url = value.strip()
+    if not url or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
+        return None
+    scheme, sep, rest = url.partition(":")
+    if not sep or scheme.lower() not in SAFE_URL_SCHEMES or not rest:
+        return None
+    if scheme.lower() in ("http", "https") and not rest.startswith("//"):
+        return None
+    return url
+
+
 def read_json(path: Path) -> Any:
     """A JSON source file, or a DirectoryError naming the file (and the line and column of a syntax error)."""
     try:

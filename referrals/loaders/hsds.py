@@ -22,6 +22,7 @@ from referrals.loaders.common import (
     language_code,
     needs_from_words,
     read_json,
+    safe_url,
     weekly_interval,
 )
 from referrals.model import Address, Directory, Hours, MatchRules, Phone, Service, Site, norm_name
@@ -224,7 +225,7 @@ def parse_service(c: Collector, svc: Any, where: str) -> Service | None:
         else "program", scope=scope, description={"en": desc} if desc else {}, needs=needs, languages=langs,
         interpreters="interpret" in (desc or "").lower(), phones=phones,
         hours=parse_schedules(c, _list(c, svc, "schedules", w), _field(svc, "schedules", w)), sites=sites,
-        serves=serves, confidential_address=hides, url=_str(svc.get("url")),
+        serves=serves, confidential_address=hides, url=safe_url(_str(svc.get("url"))),
         source={"format": "hsds-3.0", "where": w},
     )
 

@@ -18,6 +18,7 @@ from referrals.loaders.common import (
     check_phone,
     finish,
     language_code,
+    safe_url,
     weekly_interval,
 )
 from referrals.model import (
@@ -290,7 +291,7 @@ def parse_service(c: Collector, where: str, value: Any) -> Service | None:
         serves=parse_match(c, f"{where}.serves", value.get("serves")),
         confidential_address=bool(value.get("confidential_address", False)),
         discreet_name=parse_text(c, f"{where}.discreet_name", value.get("discreet_name")),
-        url=value.get("url") if isinstance(value.get("url"), str) else None, source=source,
+        url=safe_url(value.get("url")), source=source,
         region=parse_region(c, f"{where}.region", value.get("region")),
         closures=parse_closures(c, f"{where}.closures", value.get("closures")),
         observes_holidays=bool(value.get("observes_holidays", True)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,18 +25,24 @@ from fhir.smart.discovery import DiscoveryError, SmartConfiguration, normalize_i
 from fhir.smart.id_token import IdTokenError, fhir_user, verify_id_token
 from fhir.smart.oauth import TokenError, authorize_url, exchange_code, new_nonce, new_pkce, new_state
 from fhir.smart.style import style_css
+from fhir.text import clean_text
 from smart_app import _url_if
 from smart_app.audit import record_audit
 from smart_app.crypto import decrypt_json, encrypt_json
 from smart_app.db import get_session
-from smart_app.ehr import cached_smart_style, client_auth, discovery, http_session
+from smart_app.ehr import cached_smart_style, client_auth, discovery, http_session, outbound_policy
 from smart_app.errors import LaunchError
 from smart_app.launch_state import Launch, browser_id, launch_required, new_expiry
 from smart_app.models import LaunchRecord, UsedCode
+from smart_app.revocation import revoke_later
 
 log = logging.getLogger(__name__)
 bp = Blueprint("launch", __name__)
 
+STATE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")  # our states are token_urlsafe(32)
+# An EHR that fails or misbehaves stops the launch with a plain page and 424 (Failed Dependency), never a
+# 5xx: a 5xx from this app means a bug here (review finding L2: zero 5xx, whatever the EHR sends).
+EHR_FAILED = 424
 PENDING_SECONDS = 600  # the user has ten minutes to finish signing in at the EHR
 MAX_PARAM = 4096  # longer query values are garbage, not an EHR
 
@@ -52,8 +59,10 @@ def _param(name: str, *, required: bool = True) -> str | None:
 
 
 def _allowed(iss: str) -> bool:
-    wanted = normalize_iss(iss)
-    return any(secrets.compare_digest(wanted, normalize_iss(a)) for a in current_app.config.get("ALLOWED_ISS", []))
+    # Bytes: compare_digest refuses non-ASCII str (a 500 before, finding L2).
+    wanted = normalize_iss(iss).encode()
+    return any(secrets.compare_digest(wanted, normalize_iss(a).encode())
+               for a in current_app.config.get("ALLOWED_ISS", []))
 
 
 def _redirect_uri() -> str:
@@ -64,10 +73,18 @@ def _discover(iss: str) -> SmartConfiguration:
     try:
         config = discovery(iss)
     except DiscoveryError as exc:
-        raise LaunchError(str(exc), 502) from None
+        raise LaunchError(str(exc), EHR_FAILED) from None
     methods = config.code_challenge_methods_supported
     if methods and "S256" not in methods:
-        raise LaunchError("The EHR does not support PKCE S256, which this app requires.", 502)
+        raise LaunchError("The EHR does not support PKCE S256, which this app requires.", EHR_FAILED)
+    # Every endpoint the EHR names must pass the outbound URL policy (finding L7): the browser is sent to
+    # the authorize endpoint, our credentials to the token endpoint.
+    policy = outbound_policy()
+    for url in (config.authorization_endpoint, config.token_endpoint, config.jwks_uri, config.revocation_endpoint):
+        if url is not None and policy.refusal(url):
+            log.warning("discovery names an endpoint outside the outbound policy: %s", policy.refusal(url))
+            raise LaunchError("The EHR's configuration names a server this app is not allowed to use. "
+                              "Nothing was sent to it; ask the app's administrator.", EHR_FAILED)
     return config
 
 
@@ -125,12 +142,12 @@ def _fail(record: LaunchRecord, message: str, status: int = 400) -> LaunchError:
 
 
 def _pending_for_this_browser(state: str | None) -> LaunchRecord | None:
-    if not state or len(state) > 256:
+    if not state or len(state) > 128 or not STATE.match(state):
         return None
     record = get_session().scalar(select(LaunchRecord).where(LaunchRecord.state == state))
     if record is None or record.status != "pending":
         return None
-    if not secrets.compare_digest(record.browser_id, session.get("bid", "")):
+    if not secrets.compare_digest(record.browser_id.encode(), str(session.get("bid", "")).encode()):
         return None
     expires = record.expires_at if record.expires_at.tzinfo else record.expires_at.replace(tzinfo=UTC)
     if expires < datetime.now(UTC):
@@ -138,24 +155,21 @@ def _pending_for_this_browser(state: str | None) -> LaunchRecord | None:
     return record
 
 
-def _clip(text: str | None, limit: int = 300) -> str:
-    text = "".join(ch for ch in (text or "") if ch.isprintable())
-    return text[:limit]
-
-
 @bp.get("/callback")
 def callback():
     error = request.args.get("error")
     record = _pending_for_this_browser(request.args.get("state"))
     if error:
-        # The EHR said no (user cancelled, scope refused...): say so plainly.
-        message = f"The EHR stopped the launch: {_clip(error, 100)}"
-        desc = _clip(request.args.get("error_description"))
+        if record is None:
+            # Anyone can link to /callback?error=...: text from the URL is shown only for a sign-in this
+            # browser started (finding L6); otherwise a fixed message.
+            raise LaunchError("The sign-in at the EHR did not complete. Launch the app again from the EHR.", 400)
+        # The EHR said no (user cancelled, scope refused...): say so plainly, cleaned and capped (L5).
+        message = f"The EHR stopped the launch: {clean_text(error, 60)}"
+        desc = clean_text(request.args.get("error_description"), 200)
         if desc:
             message += f" ({desc})"
-        if record is not None:
-            raise _fail(record, message, 400)
-        raise LaunchError(message, 400)
+        raise _fail(record, message, 400)
     if record is None:
         raise LaunchError("This sign-in does not match a launch started in this browser, or it has expired. "
                           "Launch the app again from the EHR.", 400)
@@ -182,9 +196,9 @@ def callback():
     except LaunchError as exc:
         raise _fail(record, exc.message, exc.status) from None
     except TokenError as exc:
-        raise _fail(record, exc.message, 400 if exc.status and exc.status < 500 else 502) from None
+        raise _fail(record, exc.message, 400 if exc.status and exc.status < 500 else EHR_FAILED) from None
     except ClientAuthError as exc:
-        log.error("client authentication misconfigured: %s", exc)
+        log.error("client authentication misconfigured: %s", clean_text(exc, 200))
         raise _fail(record, "The app's EHR registration is misconfigured (client authentication).", 500) from None
 
     claims: dict[str, Any] = {}
@@ -203,19 +217,22 @@ def callback():
             raise _fail(record, f"The EHR's identity token was refused: {exc}") from None
     if record.kind == "ehr" and not tokens.get("patient"):
         raise _fail(record, "The EHR did not say which patient this launch is for.")
+    if not isinstance(tokens.get("patient"), str | None):
+        raise _fail(record, "The EHR sent a patient id this app cannot use.")
 
     client = FhirClient(record.iss, tokens["access_token"], timeout=timeout, session=http_session())
     try:
         context = read_launch_context(client, tokens, fhir_user=fhir_user(claims))
     except ContextError as exc:
-        raise _fail(record, str(exc), 502) from None
+        raise _fail(record, str(exc), EHR_FAILED) from None
     except FhirError as exc:
         raise _fail(record, f"The EHR could not be read (HTTP {exc.status or 'timeout'}). Try again.",
-                    502) from None
+                    EHR_FAILED) from None
 
     # smart_style_url: no token sent, only safe values kept, cached per URL; served as /l/<lid>/smart-style.css.
     context["smart_style"] = cached_smart_style(context.get("smart_style_url"))
     launch = Launch(record)
+    _bind_to_user(record, context)
     # Stored encrypted; never sent to the browser. The id_token's claims were checked above.
     launch.set_tokens({k: v for k, v in tokens.items()
                        if k in ("access_token", "token_type", "expires_in", "expires_at", "refresh_token",
@@ -229,7 +246,40 @@ def callback():
     record_audit("launch", launch=launch, detail=record.kind, db=db)  # committed with the launch
     launch.save()
     log.info("launch active (kind=%s)", record.kind)
-    return redirect(_landing(launch), code=302)
+    response = redirect(_landing(launch), code=302)
+    if g.get("revoke_after"):
+        revoke_later(response, g.revoke_after)
+    return response
+
+
+def _user_key(iss: str, context: dict[str, Any]) -> str:
+    return f"{iss}|{(context.get('user') or {}).get('reference') or ''}"
+
+
+def _bind_to_user(record: LaunchRecord, context: dict[str, Any]) -> None:
+    """A new browser id at sign-in (session fixation, finding L4), and the launch bound to the EHR user who
+    signed in (shared workstations, finding M3): this browser's other launches move to the new id only if
+    the same EHR user started them; another user's launches end here. Pending sign-ins move along."""
+    old_bid = str(session.get("bid", ""))
+    new_bid = secrets.token_urlsafe(24)
+    me = _user_key(record.iss, context)
+    db = get_session()
+    ended: list[str] = []
+    others = db.scalars(select(LaunchRecord).where(LaunchRecord.browser_id == old_bid,
+                                                   LaunchRecord.id != record.id,
+                                                   LaunchRecord.status.in_(("pending", "active")))).all()
+    for other in others:
+        if other.status == "pending" or _user_key(other.iss, Launch(other).context) == me:
+            other.browser_id = new_bid
+        else:
+            other.status = "ended"
+            if other.tokens_enc:
+                ended.append(other.id)
+    record.browser_id = new_bid
+    session.clear()  # drops the old id with anything else the old session carried
+    session["bid"] = new_bid
+    session.permanent = False
+    g.revoke_after = ended
 
 
 WORKLIST_INTENTS = {"worklist", "social-work-worklist"}

@@ -308,7 +308,8 @@ def _score_posted(inst: Instrument, action: str) -> tuple[Any, tuple[str, int] |
 @bp.route("/screen", methods=["GET", "POST"])
 @launch_view
 def questions() -> Response | tuple[str, int]:
-    """The chosen instrument, rendered from its Questionnaire. POST scores it."""
+    """The chosen instrument, rendered from its Questionnaire. POST scores it (or the danger check: both
+    post here, so the access log shows the same paths whatever the answers, finding M2/L9)."""
     lid = g.launch.id
     if not _gate_ok():
         return redirect(url_for("screening.start", lid=lid))
@@ -316,6 +317,8 @@ def questions() -> Response | tuple[str, int]:
         inst = _instrument(request.args.get("instrument"))
         events.offered(g.launch, inst.key, g.locale)
         return _render_form(inst, url_for("screening.questions", lid=lid))
+    if request.form.get("instrument") and request.form.get("instrument") == _registry()["danger_check"]:
+        return _danger_posted()
     inst = _instrument(request.form.get("instrument"))
     result, ask_again = _score_posted(inst, url_for("screening.questions", lid=lid))
     if ask_again is not None:
@@ -327,6 +330,8 @@ def questions() -> Response | tuple[str, int]:
         "answer_codings": result.answers_state(), "score": result.score,
         "interpretation": result.interpretation, "danger": result.danger, "danger_items": list(result.danger_items),
         "physical_violence": result.physical_violence, "completed_at": _now(),
+        # Physical violence reported: /result asks the danger check (DA-5) before it shows the result.
+        "danger_check_due": bool(result.physical_violence) and bool(_registry()["danger_check"]),
     })
     g.launch.pop_data("danger_check")
     g.launch.save()
@@ -334,29 +339,31 @@ def questions() -> Response | tuple[str, int]:
     # No answers, score or interpretation in logs: with the access log's launch path, even
     # "positive" would tie a disclosure to a patient.
     log.info("screening completed")
-    reg = _registry()
-    # The DA-5 is for people who are being physically hurt: it follows when physical violence was reported
-    # (Snider 2009; Messing 2017), not every positive screen. The clinician can still choose it on the result.
-    if result.physical_violence and reg["danger_check"]:
-        return redirect(url_for("screening.danger", lid=lid))
+    # Whatever the answers, the next page is /result (finding M2): when the DA-5 follows (physical violence
+    # reported: Snider 2009; Messing 2017) /result itself asks it first, so the URL sequence never tells.
     return redirect(url_for("screening.result", lid=lid))
 
 
-# A neutral path: the URL (browser history, access log) must not say that the screen was positive.
-@bp.route("/more", methods=["GET", "POST"])
-@launch_view
-def danger() -> Response | tuple[str, int]:
-    """The danger check after a positive screen (weapons, strangulation, fear for life, escalation)."""
+def _danger_pending() -> bool:
+    """A positive screen just posted whose danger check has not been answered (or declined) yet."""
+    screening = g.launch.data.get("screening") or {}
+    return (bool(screening.get("danger_check_due")) and bool(_registry()["danger_check"])
+            and not g.launch.data.get("danger_check"))
+
+
+def _danger_form() -> tuple[str, int]:
+    inst = _registry()["instruments"][_registry()["danger_check"]]
+    return _render_form(inst, url_for("screening.questions", lid=g.launch.id))
+
+
+def _danger_posted() -> Response | tuple[str, int]:
     lid = g.launch.id
     screening = g.launch.data.get("screening")
     key = _registry()["danger_check"]
     if not screening or not key:
         return redirect(url_for("screening.start", lid=lid))
     inst = _registry()["instruments"][key]
-    action = url_for("screening.danger", lid=lid)
-    if request.method == "GET":
-        return _render_form(inst, action)
-    result, ask_again = _score_posted(inst, action)
+    result, ask_again = _score_posted(inst, url_for("screening.questions", lid=lid))
     if ask_again is not None:
         return ask_again
     screening = dict(screening)
@@ -372,6 +379,20 @@ def danger() -> Response | tuple[str, int]:
     return redirect(url_for("screening.result", lid=lid))
 
 
+# A neutral path, reached only by the clinician's own choice from the result page ("Concerned anyway?"),
+# after a negative screen as well as a positive one. Its form posts to /screen.
+@bp.route("/more", methods=["GET", "POST"])
+@launch_view
+def danger() -> Response | tuple[str, int]:
+    """The danger check (weapons, strangulation, fear for life, escalation) on the clinician's request."""
+    lid = g.launch.id
+    if not g.launch.data.get("screening") or not _registry()["danger_check"]:
+        return redirect(url_for("screening.start", lid=lid))
+    if request.method == "POST":
+        return _danger_posted()
+    return _danger_form()
+
+
 @bp.route("/result", methods=["GET"])
 @launch_view
 def result() -> Response | str:
@@ -379,6 +400,8 @@ def result() -> Response | str:
     screening = g.launch.data.get("screening")
     if not screening:
         return redirect(url_for("screening.start", lid=lid))
+    if _danger_pending():
+        return _danger_form()
     reg = _registry()
     inst = reg["instruments"].get(screening["instrument"])
     check = g.launch.data.get("danger_check")

@@ -88,7 +88,7 @@ def test_urgent_box_for_da5_of_3_is_above_the_fold_and_actionable(launched_page,
     for link_id in ("hurt", "insult", "threaten", "scream"):
         answer(page, link_id, "frequently")
     page.get_by_test_id("submit").click()
-    page.wait_for_url("**/more")
+    page.wait_for_url("**/result")  # the DA-5 is asked at /result (finding M2)
     assert "Physical violence reported" in page.get_by_test_id("summary-line").inner_text()
     for link_id in ("escalation", "strangulation", "fear-for-life"):
         answer(page, link_id, "LA33-6")
@@ -96,6 +96,7 @@ def test_urgent_box_for_da5_of_3_is_above_the_fold_and_actionable(launched_page,
         answer(page, link_id, "LA32-8")
     page.get_by_test_id("submit").click()
     page.wait_for_url("**/result")
+    page.get_by_test_id("summary").wait_for()  # /result again after the danger check
     urgent = page.get_by_test_id("urgent")
     assert "3 of 5 yes — high risk of severe assault" in urgent.inner_text()
     call = page.get_by_test_id("urgent-call").first

@@ -25,11 +25,12 @@ def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox
     for link_id, code in HITS_POSITIVE.items():
         page.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
     page.get_by_test_id("submit").click()
-    page.wait_for_url("**/more")
+    page.wait_for_url("**/result")  # the danger check is asked at /result (finding M2)
     for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
         page.locator(f'input[name="q-{link_id}"][value="LA32-8"]').check()  # LA32-8 = No
     page.get_by_test_id("submit").click()
     page.wait_for_url("**/result")
+    page.get_by_test_id("summary").wait_for()  # /result again after the danger check
     assert page.get_by_test_id("summary").get_attribute("data-interpretation") == "positive"
     assert page.get_by_test_id("urgent").count() == 0
     assert "hurt" not in page.url and "sometimes" not in page.url  # answers never travel in URLs

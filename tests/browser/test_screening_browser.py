@@ -102,12 +102,13 @@ def test_full_positive_hits_screen_in_spanish(open_launch, screening_app):
                           ("scream", "fairly-often")):
         answer(page, link_id, code)
     page.get_by_role("button", name="Terminar").click()
-    page.wait_for_url("**/more")
+    page.wait_for_url("**/result")  # the danger check is asked at /result (finding M2)
     assert "¿Cree que su pareja es capaz de matarle?" in page.content()
     for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
         answer(page, link_id, "LA32-8")
     page.get_by_role("button", name="Terminar").click()
     page.wait_for_url("**/result")
+    page.get_by_test_id("summary").wait_for()  # /result again after the danger check
     summary = page.get_by_test_id("summary")
     assert summary.get_attribute("data-interpretation") == "positive"
     assert "Positivo — HITS 14, punto de corte > 10." in summary.inner_text()
@@ -133,12 +134,13 @@ def test_danger_answer_shows_urgent_path_first(open_launch):
     for link_id in ("hurt", "insult", "threaten", "scream"):
         answer(page, link_id, "frequently")
     page.get_by_test_id("submit").click()
-    page.wait_for_url("**/more")
+    page.wait_for_url("**/result")  # the danger check is asked at /result (finding M2)
     for link_id in ("escalation", "weapon", "jealousy", "fear-for-life"):
         answer(page, link_id, "LA32-8")
     answer(page, "strangulation", "LA33-6")
     page.get_by_test_id("submit").click()
     page.wait_for_url("**/result")
+    page.get_by_test_id("summary").wait_for()  # /result again after the danger check
     first_heading = page.locator("main h1, main h2").first
     assert first_heading.inner_text() == "Urgent: high danger"
     urgent = page.get_by_test_id("urgent").inner_text()
@@ -165,7 +167,7 @@ def test_quick_exit_button_then_back_shows_nothing(open_launch, screening_app):
     page, lid = open_launch()
     pass_gate(page)
     assert PATIENT in page.content()
-    page.get_by_role("link", name="Quick exit").click()
+    page.get_by_role("button", name="Quick exit").click()
     _assert_exited(page, screening_app, lid)
 
 
@@ -205,7 +207,7 @@ def test_quick_exit_inside_an_ehr_frame_replaces_the_top_window(open_launch, scr
              "</iframe>"))
     page.goto(host)
     frame = page.frame_locator("#app")
-    frame.get_by_role("link", name="Quick exit").click()
+    frame.get_by_role("button", name="Quick exit").click()
     page.wait_for_url(NEUTRAL)
     assert "Forecast" in page.content()
 
@@ -238,6 +240,7 @@ def test_keyboard_only_completion(open_launch, screening_app):
     tab_to("submit")
     page.keyboard.press("Enter")
     page.wait_for_url("**/result")
+    page.get_by_test_id("summary").wait_for()  # /result again after the danger check
     assert page.get_by_test_id("summary").get_attribute("data-interpretation") == "negative"
     s = launch_data(screening_app[0], lid)["screening"]
     assert s["answers"] == {"hurt": "LA6270-8", "insult": "LA6270-8", "threaten": "LA6270-8", "scream": "LA6270-8"}
@@ -263,13 +266,14 @@ def test_axe_gate_instrument_and_result_have_no_serious_violations(open_launch, 
     for link_id in ("hurt", "insult", "threaten", "scream"):
         answer(page, link_id, "frequently")
     page.get_by_test_id("submit").click()
-    page.wait_for_url("**/more")
+    page.wait_for_url("**/result")  # the danger check is asked at /result (finding M2)
     found["danger"] = serious_violations(page)
     for link_id in ("escalation", "strangulation", "jealousy", "fear-for-life"):
         answer(page, link_id, "LA32-8")
     answer(page, "weapon", "LA33-6")
     page.get_by_test_id("submit").click()
     page.wait_for_url("**/result")
+    page.get_by_test_id("summary").wait_for()  # /result again after the danger check
     found["result"] = serious_violations(page)
     assert found == {k: [] for k in found}
 
@@ -283,12 +287,13 @@ def test_real_launch_spanish_patient_positive_hits_with_danger_pages_passageway(
     for link_id in ("hurt", "insult", "threaten", "scream"):
         answer(page, link_id, "fairly-often")
     page.get_by_role("button", name="Terminar").click()
-    page.wait_for_url("**/more")
+    page.wait_for_url("**/result")  # the danger check is asked at /result (finding M2)
     for link_id in ("escalation", "weapon", "jealousy", "strangulation"):
         answer(page, link_id, "LA32-8")
     answer(page, "fear-for-life", "LA33-6")
     page.get_by_role("button", name="Terminar").click()
     page.wait_for_url("**/result")
+    page.get_by_test_id("summary").wait_for()  # /result again after the danger check
     assert page.locator("main h1, main h2").first.inner_text() == "Urgente: peligro alto"
     urgent = page.get_by_test_id("urgent").inner_text()
     assert "911" in urgent and "1-877-785-2020" in urgent and "1-617-732-5520 ext. 31808" in urgent

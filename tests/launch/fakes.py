@@ -34,7 +34,9 @@ class FakeAdapter(BaseAdapter):
         if handler is None:
             status, body = 404, {"error": "not found"}
         else:
-            status, body = handler(request)
+            status, body, *rest = handler(request)  # (status, body) or (status, body, headers)
+            if rest:
+                resp.headers.update(rest[0])
         resp.status_code = status
         resp.reason = "OK" if status < 400 else "Error"
         if isinstance(body, bytes | str):

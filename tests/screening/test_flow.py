@@ -120,7 +120,8 @@ def test_declined_screen_offers_resources_anyway_and_skips_the_danger_check(flow
 def test_positive_screen_asks_the_danger_check_then_offers_referral(flow, app):
     flow.gate()
     r = flow.screen(HITS_POSITIVE)
-    assert r.headers["Location"].endswith(f"/l/{flow.lid}/more")
+    # The same next page as a negative screen (review finding M2): /result asks the danger check first.
+    assert r.headers["Location"].endswith(f"/l/{flow.lid}/result")
     page = flow.get(r.headers["Location"]).get_data(as_text=True)
     assert 'data-instrument="da-5"' in page and "capable of killing you" in page
     assert flow.danger(da5("jealousy")).headers["Location"].endswith("/result")

@@ -56,7 +56,10 @@ def test_positive_without_physical_violence_skips_the_da5_but_offers_it(client, 
 def test_the_da5_follows_only_when_physical_violence_was_reported(client, make_launch, form, physical):
     flow = bwh_flow(client, make_launch)
     r = flow.screen(form)
-    assert r.headers["Location"].endswith("/more" if physical else "/result")
+    # Always /result (review finding M2: the URL never tells); /result asks the DA-5 first when it follows.
+    assert r.headers["Location"].endswith("/result")
+    page = flow.get(r.headers["Location"]).get_data(as_text=True)
+    assert ('data-instrument="da-5"' in page) == physical
     if physical:
         page = flow.get(r.headers["Location"]).get_data(as_text=True)
         assert "Physical violence reported. Next: five safety questions (DA-5)." in page

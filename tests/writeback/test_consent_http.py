@@ -175,7 +175,7 @@ def test_questionnaire_response_carries_the_answers_the_screening_pages_recorded
     client.post(f"/l/{lid}/gate", data={"alone": "yes", "no_family_interpreter": "yes", "action": "start"})
     hits = {"hurt": "LA10082-8", "insult": "LA6482-9", "threaten": "LA10066-1", "scream": "LA6482-9"}
     resp = client.post(f"/l/{lid}/screen", data={"instrument": "hits", **{f"q-{k}": v for k, v in hits.items()}})
-    assert resp.headers["Location"].endswith("/more")
+    assert resp.headers["Location"].endswith("/result")  # the danger check is asked there (finding M2)
     resp = consent(client, lid, channel="none", resources=["Observation", "QuestionnaireResponse"])
     assert resp.status_code == 302
     with fast_app.app_context():

@@ -1,0 +1,67 @@
+"""Rate limits (finding L8) with Flask-Limiter, per client address (behind the reverse proxy, ProxyFix gives
+the real one).
+
+- ``/launch`` and ``/launch/standalone``: RATELIMIT_LAUNCH (each writes a pending launch row).
+- ``/callback``: RATELIMIT_CALLBACK (each may call the EHR's token endpoint).
+- Every POST of the browser-facing feature blueprints (worklist actions first of all): RATELIMIT_ACTIONS.
+  Quick exit and the end-of-launch beacons are never limited.
+
+Storage: RATELIMIT_STORAGE_URI, ``redis://127.0.0.1:6379`` in production so every worker shares the
+counts; ``memory://`` for the demo and tests. If Redis is unreachable the limiter falls back to memory
+rather than refusing clinicians (RATELIMIT_IN_MEMORY_FALLBACK_ENABLED). A refused request gets a plain
+429 page with Retry-After.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, current_app, render_template
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from werkzeug.exceptions import TooManyRequests
+
+NEVER_LIMITED = {"exit.quick_exit", "exit.close_launch", "exit.launch_alive", "static"}
+# Browser-facing feature blueprints whose POSTs get RATELIMIT_ACTIONS. Not the CDS Hooks service: its calls
+# come from the EHR's servers (one address for a whole hospital) and carry their own signed JWT.
+ACTION_BLUEPRINTS = {"worklist", "screening", "referral", "writeback", "report"}
+LAUNCH_ENDPOINTS = {"launch.ehr_launch", "launch.standalone_launch"}
+CALLBACK_ENDPOINTS = {"launch.callback"}
+
+
+def _limit(key: str):
+    return lambda: current_app.config[key]
+
+
+def init_app(app: Flask) -> Limiter:
+    """Call after the blueprints are registered: limits are attached to the registered views."""
+    app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "ipv-rl")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    for key, default in (("RATELIMIT_LAUNCH", "60 per minute"), ("RATELIMIT_CALLBACK", "60 per minute"),
+                         ("RATELIMIT_ACTIONS", "120 per minute")):
+        app.config.setdefault(key, default)
+    limiter = Limiter(get_remote_address, app=app)
+    for rule in app.url_map.iter_rules():
+        endpoint = rule.endpoint
+        if endpoint in NEVER_LIMITED or endpoint not in app.view_functions:
+            continue
+        if endpoint in LAUNCH_ENDPOINTS:
+            key, methods = "RATELIMIT_LAUNCH", None
+        elif endpoint in CALLBACK_ENDPOINTS:
+            key, methods = "RATELIMIT_CALLBACK", None
+        elif "POST" in (rule.methods or ()) and endpoint.split(".", 1)[0] in ACTION_BLUEPRINTS:
+            key, methods = "RATELIMIT_ACTIONS", ["POST"]
+        else:
+            continue
+        app.view_functions[endpoint] = limiter.limit(_limit(key), methods=methods)(app.view_functions[endpoint])
+    app.register_error_handler(TooManyRequests, _too_many)
+    app.extensions["ipv_limiter"] = limiter
+    return limiter
+
+
+def _too_many(exc: TooManyRequests):
+    response = render_template(
+        "error.html", title="Too many requests",
+        message="This computer sent too many requests in a short time. Wait a minute, then try again.")
+    return response, 429

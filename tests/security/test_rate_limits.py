@@ -1,0 +1,98 @@
+"""L8: Flask-Limiter limits /launch, /callback and worklist actions per client address; a 429 page; Redis
+storage shared by every worker in production."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+
+from tests.conftest import app_config, default_context, launch_for
+from tests.launch.fakes import FakeEhr
+
+pytestmark = pytest.mark.security
+
+
+def _app(tmp_path, name: str, **extra):
+    from smart_app import create_app
+
+    return create_app(app_config(f"sqlite:///{tmp_path / name}", RATELIMIT_LAUNCH="3 per minute",
+                                 RATELIMIT_CALLBACK="3 per minute", RATELIMIT_ACTIONS="2 per minute", **extra))
+
+
+def _fake(app):
+    import dataclasses
+
+    ehr = FakeEhr("fake-app")
+    app.config["DEPLOYMENT"] = dataclasses.replace(app.config["DEPLOYMENT"], client_id="fake-app", client_auth="none")
+    app.config["ALLOWED_ISS"] = [FakeEhr.ISS]
+    app.extensions["smart_http"] = ehr.adapter.session()
+    return ehr
+
+
+def test_launch_and_callback_are_limited_with_a_429_page(tmp_path):
+    """L8: each /launch writes a pending row; past the limit the client gets a plain 429 page, no row."""
+    app = _app(tmp_path, "a.db")
+    assert app.config["RATELIMIT_STORAGE_URI"] == "memory://"
+    _fake(app)
+    client = app.test_client()
+    codes = [client.get(f"/launch?iss={FakeEhr.ISS}&launch=L{i}").status_code for i in range(5)]
+    assert codes == [302, 302, 302, 429, 429]
+    page = client.get(f"/launch?iss={FakeEhr.ISS}&launch=x")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 429 and "Wait a minute" in text and "Traceback" not in text
+    assert "Retry-After" in page.headers and "no-store" in page.headers["Cache-Control"]
+    with app.app_context():
+        from sqlalchemy import func, select
+
+        from smart_app.db import get_session
+        from smart_app.models import LaunchRecord
+
+        assert get_session().scalar(select(func.count()).select_from(LaunchRecord)) == 3
+    codes = [client.get("/callback?code=x&state=y").status_code for _ in range(4)]
+    assert codes == [400, 400, 400, 429]
+    # Quick exit is never limited.
+    assert client.post("/exit").status_code == 302
+
+
+def test_worklist_actions_are_limited(tmp_path):
+    """L8: POSTs of the feature blueprints (worklist status changes first of all) are limited."""
+    app = _app(tmp_path, "w.db")
+    client = app.test_client()
+    sw = default_context(user={"reference": "Practitioner/sw", "name": "S W", "roles": ["social_worker"]})
+    lid = launch_for(app, client, context=sw)
+    target = f"/l/{lid}/worklist/nope/status" if "worklist" in app.blueprints else f"/l/{lid}/gate"
+    codes = [client.post(target, data={"status": "contacted"}).status_code for _ in range(3)]
+    assert 429 not in codes[:2] and codes[2] == 429
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_redis_storage_is_shared_by_workers(tmp_path):
+    """L8: with RATELIMIT_STORAGE_URI=redis://127.0.0.1:6379 two app processes (workers) share the counts."""
+    if not _redis_up():
+        pytest.skip("Redis not running on 127.0.0.1:6379")
+    prefix = f"ipv-test-{uuid.uuid4().hex}"
+    extra = {"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0", "RATELIMIT_KEY_PREFIX": prefix,
+             "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": False, "RATELIMIT_SWALLOW_ERRORS": False}
+    one, two = _app(tmp_path, "1.db", **extra), _app(tmp_path, "2.db", **extra)
+    _fake(one)
+    _fake(two)
+    try:
+        codes = [app.test_client().get(f"/launch?iss={FakeEhr.ISS}&launch=x").status_code
+                 for app in (one, two, one, two)]
+        assert codes == [302, 302, 302, 429]
+    finally:
+        import redis
+
+        r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        keys = list(r.scan_iter(f"*{prefix}*"))
+        if keys:
+            r.delete(*keys)
