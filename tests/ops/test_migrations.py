@@ -170,3 +170,20 @@ def test_four_processes_started_at_once_on_an_empty_database_all_come_up(postgre
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     assert migrate.model_diff(engine) == []
     engine.dispose()
+
+
+def test_outside_the_tests_the_app_makes_no_table_and_is_not_ready_until_upgraded(tmp_path):
+    from smart_app import create_app
+
+    url = f"sqlite:///{tmp_path / 'prod.db'}"
+    app = create_app(_config(url))  # not TESTING: as in production, no create_all
+    engine = app.extensions["db_engine"]
+    assert inspect(engine).get_table_names() == []
+    client = app.test_client()
+    resp = client.get("/readyz")
+    assert resp.status_code == 503 and resp.get_json()["checks"]["schema"]["ok"] is False
+    assert app.test_cli_runner().invoke(args=["db", "upgrade"]).exit_code == 0
+    check = client.get("/readyz").get_json()["checks"]["schema"]
+    assert check == {"ok": True, "critical": True, "detail": ",".join(migrate.heads())}
+    assert app.test_cli_runner().invoke(args=["db", "check"]).exit_code == 0
+    engine.dispose()
