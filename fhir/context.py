@@ -9,8 +9,11 @@ Shape (the contract other features rely on)::
      "user": {"reference","name","roles": ["clinician"|"social_worker"]},
      "need_patient_banner": bool, "smart_style_url", "intent", "fhir_context": [...], "scope": str}
 
-Reads go in one FHIR batch per round (two rounds: the Encounter names its Locations
-and Organization) where the server accepts batch; otherwise one read at a time.
+Reads go in one round where the server allows: one FHIR batch holding the Patient, the user, and an
+Encounter search by ``_id`` with ``_include`` of its Locations and serviceProvider (FHIR R4 search
+3.1.1.5.5), so the launch waits on the EHR twice in all (token, then this). A server that ignores
+``_include`` gets a second round for just what is missing; a server without batch gets the same reads
+sent in parallel, so each round still waits once.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fhir.client import FhirClient, FhirError
@@ -82,15 +86,23 @@ def fetch_many(client: FhirClient, urls: list[str]) -> list[dict[str, Any] | Non
         with _no_batch_lock:
             _no_batch.add(client.base_url)
         log.info("FHIR server does not accept batch reads; reading one by one")
-    out = []
-    for u in urls:
-        try:
-            out.append(client.request("GET", u).resource)
-        except FhirError as exc:
-            if exc.status in (0,) or exc.status >= 500:
-                raise
-            out.append(None)
-    return out
+    if len(urls) == 1:
+        return [_read_one(client, urls[0])]
+    # No batch: the reads go in parallel (a round waits once), each on its own connection of the pool.
+    with ThreadPoolExecutor(max_workers=min(len(urls), PARALLEL_READS)) as pool:
+        return list(pool.map(lambda u: _read_one(client, u), urls))
+
+
+PARALLEL_READS = 4
+
+
+def _read_one(client: FhirClient, url: str) -> dict[str, Any] | None:
+    try:
+        return client.request("GET", url).resource
+    except FhirError as exc:
+        if exc.status in (0,) or exc.status >= 500:
+            raise
+        return None
 
 
 def _search_entries(bundle: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -99,6 +111,27 @@ def _search_entries(bundle: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [e["resource"] for e in bundle.get("entry", []) or []
             if isinstance(e, dict) and isinstance(e.get("resource"), dict)
             and (e.get("search") or {}).get("mode", "match") == "match"]
+
+
+_SEARCH_SCOPE = re.compile(r"^(patient|user|system)/(?P<type>[A-Za-z*]+)\.(?P<perm>read|write|\*|[cruds]+)"
+                           r"(\?.*)?$")
+
+
+def _may_search(scope: Any, resource_type: str) -> bool:
+    """Whether the granted scope lets this token search ``resource_type`` (v1 ``.read``/``.*``, v2 ``s``)."""
+    for item in str(scope or "").split():
+        m = _SEARCH_SCOPE.match(item)
+        if m and m["type"] in (resource_type, "*") and (m["perm"] in ("read", "*") or "s" in m["perm"]):
+            return True
+    return False
+
+
+def _included_entries(bundle: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not bundle or bundle.get("resourceType") != "Bundle":
+        return []
+    return [e["resource"] for e in bundle.get("entry", []) or []
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+            and (e.get("search") or {}).get("mode") == "include"]
 
 
 def human_name(names: list[dict[str, Any]] | None, *, with_prefix: bool = False) -> str | None:
@@ -249,8 +282,11 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
 
     if patient_id:
         want("patient", f"Patient/{patient_id}")
-    if encounter_id:
-        want("encounter", f"Encounter/{encounter_id}")
+    if encounter_id and _may_search(token_response.get("scope"), "Encounter"):
+        want("encounter", f"Encounter?_id={encounter_id}&_include=Encounter:location"
+                          "&_include=Encounter:service-provider")
+    elif encounter_id:
+        want("encounter", f"Encounter/{encounter_id}")  # read-only scope: the Locations wait for round 2
     if user_ref:
         want("user", user_ref)
         if user_type == "Practitioner":
@@ -263,9 +299,19 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
     patient = res("patient")
     if patient_id and (not patient or patient.get("resourceType") != "Patient"):
         raise ContextError("The patient's record could not be read from the EHR.")
-    encounter = res("encounter")
-    if encounter is not None and encounter.get("resourceType") != "Encounter":
-        encounter = None
+    encounter_bundle = res("encounter")
+    if isinstance(encounter_bundle, dict) and encounter_bundle.get("resourceType") == "Encounter":
+        encounter, encounter_bundle = encounter_bundle, None  # the plain read
+    else:
+        matches = [r for r in _search_entries(encounter_bundle) if r.get("resourceType") == "Encounter"
+                   and r.get("id") == encounter_id]
+        encounter = matches[0] if matches else None
+    included = {f"{r.get('resourceType')}/{r.get('id')}": r for r in _included_entries(encounter_bundle)}
+    if encounter_id and encounter is None and not isinstance(encounter_bundle, dict):
+        # The search itself failed (a server without _id search on Encounter): a plain read, one more round.
+        encounter = fetch_many(client, [f"Encounter/{encounter_id}"])[0]
+        if encounter is not None and encounter.get("resourceType") != "Encounter":
+            encounter = None
     user = res("user")
     # Only roles of the signed-in user count (finding M1): FHIR search is lenient by default, so an EHR
     # that ignores the practitioner parameter returns everyone's roles.
@@ -296,7 +342,10 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
         prac_ref = _relative((user.get("practitioner") or {}).get("reference"), client.base_url)
         if prac_ref:
             urls2.append(prac_ref)
-    got2 = fetch_many(client, urls2)
+    # Round 2 only for what _include did not bring (a server that ignores it, or a reference it skipped).
+    missing = [u for u in urls2 if u not in included]
+    fetched = dict(zip(missing, fetch_many(client, missing), strict=True))
+    got2 = [included.get(u) or fetched.get(u) for u in urls2]
     locations = [location_summary(r) for r in got2[:len(loc_refs)] if r and r.get("resourceType") == "Location"]
     org = got2[len(loc_refs)] if org_ref else None
     practitioner = got2[-1] if prac_ref else (user if user and user.get("resourceType") == "Practitioner" else None)

@@ -477,6 +477,60 @@ def _patient_param_target(query: dict[str, list[str]]) -> set[str]:
     return out
 
 
+# _include targets the sandbox resolves (FHIR R4 search 3.1.1.5.5): "Type:param" -> where the reference sits.
+_INCLUDES: dict[str, tuple[str, ...]] = {
+    "Encounter:location": ("location", "location"),
+    "Encounter:service-provider": ("serviceProvider",),
+    "Encounter:patient": ("subject",), "Encounter:subject": ("subject",),
+    "PractitionerRole:practitioner": ("practitioner",),
+    "PractitionerRole:organization": ("organization",),
+    "PractitionerRole:location": ("location",),
+}
+
+
+def _references(resource: dict[str, Any], path: tuple[str, ...]) -> list[str]:
+    """Relative references found along ``path`` (lists are walked; absolute URLs on other servers skipped)."""
+    nodes: list[Any] = [resource]
+    for key in path:
+        nxt: list[Any] = []
+        for node in nodes:
+            value = node.get(key) if isinstance(node, dict) else None
+            nxt.extend(value if isinstance(value, list) else [value] if value is not None else [])
+        nodes = nxt
+    refs = []
+    for node in nodes:
+        ref = node.get("reference") if isinstance(node, dict) else None
+        if isinstance(ref, str) and ref.startswith(base_url() + "/"):
+            ref = ref[len(base_url()) + 1:]
+        if isinstance(ref, str) and ref.count("/") == 1:
+            refs.append(ref)
+    return refs
+
+
+def _included(page: list[dict[str, Any]], wanted: list[str]) -> list[dict[str, Any]]:
+    """Resources named by ``_include`` values, each once, only those the token may read."""
+    out: list[dict[str, Any]] = []
+    seen = {f"{r['resourceType']}/{r['id']}" for r in page}
+    for value in wanted:
+        path = _INCLUDES.get(value)
+        if not path:
+            continue
+        for resource in page:
+            for ref in _references(resource, path):
+                if ref in seen:
+                    continue
+                seen.add(ref)
+                rtype, rid = ref.split("/")
+                try:
+                    access = require(rtype, "r")
+                    found = get_store().read(rtype, rid)
+                except (FhirProblem, StoreError):
+                    continue  # not readable with this token, or not there: silently left out, as servers do
+                if access.allows(found):
+                    out.append(found)
+    return out
+
+
 def search(rtype: str, query: dict[str, list[str]]) -> Outcome:
     access = require(rtype, "s")
     if access.patient is not None:
@@ -486,6 +540,9 @@ def search(rtype: str, query: dict[str, list[str]]) -> Outcome:
     # The personality's search parameters: the others are ignored (and reported), defaults such as _count applied.
     query, vendor_ignored = personalities.current().search_params(rtype, query)
     params = {k: list(v) for k, v in query.items()}
+    include = params.pop("_include", [])
+    if include and not personalities.current().search_include:
+        vendor_ignored, include = [*vendor_ignored, "_include"], []
     count = _paging_int(params.pop("_count", None), "_count")
     offset = _paging_int(params.pop("_offset", None), "_offset") or 0
     try:
@@ -510,6 +567,8 @@ def search(rtype: str, query: dict[str, list[str]]) -> Outcome:
     entries: list[dict[str, Any]] = [
         {"fullUrl": f"{base_url()}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
         for r in page]
+    entries += [{"fullUrl": f"{base_url()}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "include"}}
+                for r in _included(page, include)]
     if result.ignored:
         entries.append({"resource": operation_outcome(
             "Ignored unsupported search parameters: " + ", ".join(result.ignored), "not-supported", "warning"),
@@ -873,6 +932,7 @@ def capability_statement() -> dict[str, Any]:
                 "updateCreate": True, "conditionalCreate": personality.conditional_create,
                 "conditionalUpdate": personality.conditional_create,
                 "searchParam": [{"name": p, "type": _param_type(p)} for p in _COMMON_SEARCH],
+                "searchInclude": [v for v in _INCLUDES if v.startswith(t + ":")] if personality.search_include else [],
             } for t in _CAPABILITY_TYPES],
             "interaction": [{"code": kind} for kind, on in (("batch", personality.batch),
                                                              ("transaction", personality.transaction)) if on],

@@ -66,6 +66,9 @@ class Personality:
         self.backend_scope_ignored = scopes.get("backend_scope_parameter") == "ignored"
         self.conditional_create: bool = data.get("conditional_create", "honoured") == "honoured"
         self.batch: bool = bool(data.get("batch", True))
+        # _include on searches: honoured, or ignored (reported as an unsupported parameter, as a server that does
+        # not list it in its CapabilityStatement's searchInclude does).
+        self.search_include: bool = data.get("search_include", "honoured") == "honoured"
         self.transaction: bool = bool(data.get("transaction", True))
         self.bundle_rejection = data.get("bundle_rejection") or {"status": 405, "code": "not-supported"}
         response = data.get("create_response") or {}

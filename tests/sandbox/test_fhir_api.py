@@ -491,3 +491,34 @@ def test_racing_conditional_creates_store_one_resource(tmp_path):
         assert found["total"] == 1
     finally:
         server.stop()
+
+
+def test_search_include_returns_the_encounters_location_and_organization(fhir, token):
+    """_include (FHIR R4 search 3.1.1.5.5): the generic personality returns the referenced resources once,
+    marked search.mode = include, only where the token may read them; the launch reads the visit in one round."""
+    url = "/fhir/Encounter?_id=enc-alice-bwh&_include=Encounter:location&_include=Encounter:service-provider"
+    bundle = fhir.get(url, headers=token("user/*.rs")).get_json()
+    modes = sorted((e["resource"]["resourceType"], e["search"]["mode"]) for e in bundle["entry"])
+    assert modes == [("Encounter", "match"), ("Location", "include"), ("Organization", "include")]
+    assert bundle["total"] == 1  # included resources are not matches
+    narrow = fhir.get(url, headers=token("user/Encounter.rs user/Location.rs")).get_json()
+    assert sorted(e["resource"]["resourceType"] for e in narrow["entry"]) == ["Encounter", "Location"]
+
+
+@pytest.mark.vendor
+@pytest.mark.parametrize("personality", ["epic", "oracle"])
+def test_vendors_ignore_search_include_and_say_so(tmp_path, personality):
+    """Neither vendor documents _include on these searches: the strict sandbox ignores it and reports it."""
+    from sandbox_ehr import authstore
+    from sandbox_ehr.app import create_sandbox_app
+
+    app = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(tmp_path / "s.db"), "SANDBOX_BASE_URL": "http://e.test",
+                              "SANDBOX_PERSONALITY": personality})
+    with app.app_context():
+        tok = authstore.issue_access_token("test-client", "user/Encounter.read user/Location.read")
+    bundle = app.test_client().get("/fhir/Encounter?_id=enc-alice-bwh&_include=Encounter:location",
+                                   headers={"Authorization": "Bearer " + tok}).get_json()
+    kinds = [(e["resource"]["resourceType"], e["search"]["mode"]) for e in bundle["entry"]]
+    assert ("Location", "include") not in kinds
+    assert ("Encounter", "match") in kinds and ("OperationOutcome", "outcome") in kinds
+    app.extensions["sandbox_store"].close()
