@@ -5,6 +5,7 @@ client authentication from the deployment, and an authenticated FHIR client per 
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -16,6 +17,7 @@ from fhir.client import FhirClient
 from fhir.http import add_header_provider
 from fhir.smart.client_auth import ClientAuth
 from fhir.smart.discovery import DiscoveryCache, DiscoveryError, SmartConfiguration
+from fhir.smart.id_token import prefetch_jwks
 from fhir.smart.oauth import TokenError, client_credentials, refresh, token_expired
 from fhir.smart.style import StyleCache
 from fhir.url_policy import OutboundPolicy, enforce
@@ -24,6 +26,7 @@ from smart_app.errors import LaunchError
 from smart_app.models import UsedJti
 from smart_app.observability import request_id_header
 
+log = logging.getLogger(__name__)
 _refresh_locks: dict[str, threading.Lock] = {}
 _refresh_locks_guard = threading.Lock()
 
@@ -58,12 +61,35 @@ def http_session() -> requests.Session:
     return enforce(ext["smart_http"], lambda: policy)
 
 
-def discovery(iss: str) -> SmartConfiguration:
-    """The SMART configuration of ``iss`` (cached per issuer for DISCOVERY_TTL_SECONDS)."""
+def discovery(iss: str, *, timeout: float | None = None) -> SmartConfiguration:
+    """The SMART configuration of ``iss`` (cached per issuer for DISCOVERY_TTL_SECONDS, refreshed ahead)."""
     cache = current_app.extensions.setdefault(
         "smart_discovery", DiscoveryCache(current_app.config.get("DISCOVERY_TTL_SECONDS", 3600)))
-    return cache.get(iss, http=http_session(), timeout=current_app.config.get("HTTP_TIMEOUT_SECONDS", 10),
+    timeout = timeout if timeout is not None else current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)
+    return cache.get(iss, http=http_session(), timeout=timeout,
                      ttl_seconds=current_app.config.get("DISCOVERY_TTL_SECONDS", 3600))
+
+
+def prefetch_issuers(timeout: float = 3.0) -> list[str]:
+    """Read every allow-listed issuer's discovery document and JWKS into the caches (start-up warm-up), so
+    no launch waits on them; returns the issuers that could not be read (logged, never fatal: an EHR that
+    is down at start-up is read on its first launch instead). The connections this opened are closed:
+    under gunicorn's preload the master runs this, and forked workers must not share its sockets."""
+    failed = []
+    try:
+        for iss in current_app.config.get("ALLOWED_ISS") or []:
+            try:
+                config = discovery(iss, timeout=timeout)
+                if config.jwks_uri:
+                    prefetch_jwks(config.jwks_uri, http=http_session(), timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - any failure here only means "read it later"
+                failed.append(iss)
+                log.info("start-up prefetch of an issuer failed (%s)", exc.__class__.__name__)
+    finally:
+        session = current_app.extensions.pop("smart_http", None)
+        if session is not None:
+            session.close()
+    return failed
 
 
 def cached_smart_style(url: str | None) -> dict[str, str]:

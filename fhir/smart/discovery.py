@@ -7,12 +7,13 @@ happens many times a day, the configuration rarely changes.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+
+from fhir.smart.ttl_cache import RefreshingCache
 
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
@@ -132,29 +133,17 @@ def _from_capability_statement(base: str, cap: dict[str, Any]) -> SmartConfigura
 
 
 class DiscoveryCache:
-    """Per-issuer cache with expiry. One lock: discovery is rare and fast."""
+    """Per-issuer cache with expiry, refreshed ahead in the background (fhir/smart/ttl_cache.py)."""
 
     def __init__(self, ttl_seconds: float = 3600, clock=time.monotonic):
         self.ttl = ttl_seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._entries: dict[str, tuple[float, SmartConfiguration]] = {}
+        self._cache: RefreshingCache[SmartConfiguration] = RefreshingCache(ttl_seconds, clock=clock)
 
     def get(self, iss: str, *, http: requests.Session | None = None, timeout: float = 10.0,
             ttl_seconds: float | None = None) -> SmartConfiguration:
         key = normalize_iss(iss)
-        ttl = self.ttl if ttl_seconds is None else ttl_seconds
-        now = self._clock()
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit and hit[0] > now:
-                return hit[1]
-        # Fetch outside the lock: a slow EHR must not block launches from other EHRs.
-        config = fetch_configuration(key, http=http, timeout=timeout)
-        with self._lock:
-            self._entries[key] = (self._clock() + ttl, config)
-        return config
+        return self._cache.get(key, lambda: fetch_configuration(key, http=http, timeout=timeout),
+                               ttl_seconds=ttl_seconds)
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        self._cache.clear()

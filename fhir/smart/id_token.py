@@ -8,12 +8,13 @@ audiences), ``exp``, ``iat``, ``nonce``. Returns the claims, including ``fhirUse
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from typing import Any
 
 import jwt
 import requests
+
+from fhir.smart.ttl_cache import RefreshingCache
 
 ALLOWED_ALGS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384")
 LEEWAY_SECONDS = 60  # clock skew between us and the EHR
@@ -25,30 +26,32 @@ class IdTokenError(Exception):
 
 
 class JwksCache:
-    """JWKS per URL with a TTL; re-read once when a token names an unknown kid (key rotation)."""
+    """JWKS per URL with a TTL, refreshed ahead in the background (fhir/smart/ttl_cache.py); re-read at once
+    when a token names an unknown kid (key rotation)."""
 
     def __init__(self, ttl_seconds: float = 3600):
         self.ttl = ttl_seconds
-        self._lock = threading.Lock()
-        self._entries: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._cache: RefreshingCache[dict[str, Any]] = RefreshingCache(ttl_seconds)
 
     def get(self, uri: str, *, http: requests.Session | None = None, timeout: float = 10.0,
             force: bool = False) -> dict[str, Any]:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(uri)
-            if hit and hit[0] > now and not force:
-                return hit[1]
-        try:
-            resp = (http or requests.Session()).get(uri, headers={"Accept": "application/json"}, timeout=timeout)
-            jwks = resp.json() if resp.status_code == 200 else None
-        except (requests.RequestException, ValueError):
-            jwks = None
-        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
-            raise IdTokenError("The EHR's signing keys (JWKS) could not be read.")
-        with self._lock:
-            self._entries[uri] = (time.monotonic() + self.ttl, jwks)
-        return jwks
+        return self._cache.get(uri, lambda: _fetch_jwks(uri, http, timeout), force=force)
+
+
+def _fetch_jwks(uri: str, http: requests.Session | None, timeout: float) -> dict[str, Any]:
+    try:
+        resp = (http or requests.Session()).get(uri, headers={"Accept": "application/json"}, timeout=timeout)
+        jwks = resp.json() if resp.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        jwks = None
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise IdTokenError("The EHR's signing keys (JWKS) could not be read.")
+    return jwks
+
+
+def prefetch_jwks(uri: str, *, http: requests.Session, timeout: float = 10.0) -> None:
+    """Read an issuer's JWKS into the shared cache ahead of its first id_token (start-up warm-up)."""
+    _default_cache.get(uri, http=http, timeout=timeout)
 
 
 _default_cache = JwksCache()
