@@ -124,7 +124,7 @@ def test_ehr_down_for_a_while_then_back(app, sandbox, faults):
     profile = EhrProfile.load("sandbox")
     referrals = enqueue_many(app, sandbox, 6, profile, resources=["DocumentReference"])
     faults(down=True)
-    worker = OutboxWorker(app, timeout=2)
+    worker = OutboxWorker(app, timeout=10)  # the test is about "down, then back", not slow answers
     for _ in range(3):
         worker.run_once()
     rows = all_rows(app)
