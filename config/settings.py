@@ -70,6 +70,14 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "RATELIMIT_CALLBACK": ("60 per minute", "Limit per client address on /callback."),
     "RATELIMIT_ACTIONS": ("120 per minute", "Limit per client address on worklist actions and other POSTs."),
     "TRUSTED_HOSTS": ("", "Comma-separated Host names the app answers to (others get a 400); empty = no check."),
+    "WORKLIST_TIME_ZONE": ("", "Time zone of the social-work queue's times; empty = the deployment's "
+                              "worklist.time_zone, else America/New_York."),
+    "WORKLIST_URGENT_CONTACT_HOURS": ("", "Hours after which an urgent referral not yet contacted is highlighted; "
+                                         "empty = deployment's, else 24."),
+    "WORKLIST_MEMORY_DAYS": ("", "Days a screen or referral is remembered for the gate's notice on a later "
+                                "launch; empty = deployment's, else 30."),
+    "WORKLIST_CLOSED_RETENTION_DAYS": ("", "Days closed referrals and their contact logs are kept; empty = "
+                                          "deployment's, else 365."),
 }
 
 
@@ -171,7 +179,23 @@ def flask_config() -> dict[str, Any]:
         "RATELIMIT_LAUNCH": env("RATELIMIT_LAUNCH"),
         "RATELIMIT_CALLBACK": env("RATELIMIT_CALLBACK"),
         "RATELIMIT_ACTIONS": env("RATELIMIT_ACTIONS"),
+        **_worklist_settings(deployment),
         # Unset keys fall back to the EHR profile's retry settings (fhir/outbox.py).
         **{k: env(k) for k in ("OUTBOX_MAX_ATTEMPTS", "OUTBOX_FINAL_RETRY_DELAY") if env(k)},
         **{k: env(k) for k in OPS_DEFAULTS},
     }
+
+
+_WORKLIST_DEFAULTS = {"WORKLIST_TIME_ZONE": ("time_zone", "America/New_York", str),
+                      "WORKLIST_URGENT_CONTACT_HOURS": ("urgent_contact_hours", 24, float),
+                      "WORKLIST_MEMORY_DAYS": ("memory_days", 30, int),
+                      "WORKLIST_CLOSED_RETENTION_DAYS": ("closed_retention_days", 365, int)}
+
+
+def _worklist_settings(deployment: Deployment) -> dict[str, Any]:
+    """Social-work queue settings: environment, else the deployment's ``worklist:`` block, else the default."""
+    block = deployment.extra.get("worklist") or {}
+    out: dict[str, Any] = {}
+    for name, (key, default, kind) in _WORKLIST_DEFAULTS.items():
+        out[name] = kind(env(name) or block.get(key, default))
+    return out

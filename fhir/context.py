@@ -3,10 +3,11 @@ and the user, read once at launch and kept (encrypted) with the launch record.
 
 Shape (the contract other features rely on)::
 
-    {"patient": {"id","name","birthDate","gender","language","languages","mrn"} | None,
-     "encounter": {"id","class","locations": [{"id","name","identifiers","postalCode"}],
+    {"patient": {"id","name","birthDate","gender","language","languages","mrn","interpreter_needed"} | None,
+     "encounter": {"id","class","start","interpreter_needed","locations": [{"id","name","identifiers","postalCode"}],
                    "service_provider": {"id","name","identifiers"} | None} | None,
-     "user": {"reference","name","roles": ["clinician"|"social_worker"]},
+     "user": {"reference","name","roles": ["clinician"|"social_worker"],
+              "practitioner_roles": [{"id","codings","texts","locations","organizations","services"}]},
      "need_patient_banner": bool, "smart_style_url", "intent", "fhir_context": [...], "scope": str}
 
 Reads go in one round where the server allows: one FHIR batch holding the Patient, the user, and an
@@ -34,6 +35,11 @@ SNOMED = "http://snomed.info/sct"
 NUCC = "http://nucc.org/provider-taxonomy"
 SOCIAL_WORKER_SNOMED = {"106328005"}  # Social worker (occupation)
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+# US Core Interpreter Needed extension (US Core 7+, on Patient and Encounter; LOINC 54588-9 meaning),
+# valueCoding from the LOINC answer list Yes LA33-6 / No LA32-8 / Unknown LA4489-6.
+# https://hl7.org/fhir/us/core/StructureDefinition-us-core-interpreter-needed.html
+INTERPRETER_NEEDED = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-interpreter-needed"
+_INTERPRETER_ANSWERS = {"LA33-6": True, "LA32-8": False, "yes": True, "no": False, "y": True, "n": False}
 
 # ISO 639-2/3 codes and English names some EHRs send instead of BCP-47.
 _LANG_ALIASES = {
@@ -184,9 +190,23 @@ def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:
             for i in resource.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
 
 
+def interpreter_needed(resource: dict[str, Any] | None) -> bool | None:
+    """True/False from the US Core interpreter-needed extension; None when absent or unknown."""
+    for ext in (resource or {}).get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == INTERPRETER_NEEDED:
+            coding = ext.get("valueCoding") or {}
+            for key in (coding.get("code"), str(coding.get("display") or "").lower()):
+                if key in _INTERPRETER_ANSWERS:
+                    return _INTERPRETER_ANSWERS[key]
+            if isinstance(ext.get("valueBoolean"), bool):  # pre-US Core 7 local variants
+                return ext["valueBoolean"]
+    return None
+
+
 def patient_summary(patient: dict[str, Any]) -> dict[str, Any]:
     langs = patient_languages(patient)
     return {
+        "interpreter_needed": interpreter_needed(patient),
         "id": patient.get("id"),
         "name": human_name(patient.get("name")) or "",
         "birthDate": clean_text(patient.get("birthDate"), 10) or None,
@@ -205,6 +225,43 @@ def location_summary(location: dict[str, Any]) -> dict[str, Any]:
 
 def organization_summary(org: dict[str, Any]) -> dict[str, Any]:
     return {"id": org.get("id"), "name": clean_text(org.get("name"), 120) or None, "identifiers": _identifiers(org)}
+
+
+def _refs(items: Any, base_url: str, rtype: str) -> list[dict[str, str | None]]:
+    out = []
+    for item in items if isinstance(items, list) else [items] if isinstance(items, dict) else []:
+        ref = _relative((item or {}).get("reference"), base_url) if isinstance(item, dict) else None
+        if ref and ref.startswith(rtype + "/"):
+            out.append({"reference": ref, "display": item.get("display")})
+    return out
+
+
+def role_summary(role: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """What the app needs of one PractitionerRole: its codes and texts (role mapping, smart_app/roles.py)
+    and the places it covers (the social-work queue's scope)."""
+    concepts = [c for c in (role.get("code") or []) + (role.get("specialty") or []) if isinstance(c, dict)]
+    return {
+        "id": role.get("id"),
+        "active": role.get("active", True) is not False,
+        "codings": [{"system": c.get("system"), "code": c.get("code"), "display": c.get("display")}
+                    for concept in concepts for c in concept.get("coding") or [] if isinstance(c, dict)],
+        "texts": [str(concept["text"]) for concept in concepts if concept.get("text")],
+        "locations": _refs(role.get("location"), base_url, "Location"),
+        "organizations": _refs(role.get("organization"), base_url, "Organization"),
+        "services": _refs(role.get("healthcareService"), base_url, "HealthcareService"),
+    }
+
+
+def _with_service_places(summary: dict[str, Any], services: dict[str, dict[str, Any] | None],
+                         base_url: str) -> dict[str, Any]:
+    """Add the Locations and Organizations of the role's HealthcareServices (what they were read as)."""
+    for ref in summary["services"]:
+        svc = services.get(ref["reference"])
+        if svc and svc.get("resourceType") == "HealthcareService":
+            ref["display"] = ref.get("display") or svc.get("name")
+            summary["locations"] += _refs(svc.get("location"), base_url, "Location")
+            summary["organizations"] += _refs(svc.get("providedBy"), base_url, "Organization")
+    return summary
 
 
 def role_names(roles: list[dict[str, Any]]) -> list[str]:
@@ -342,10 +399,26 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
         prac_ref = _relative((user.get("practitioner") or {}).get("reference"), client.base_url)
         if prac_ref:
             urls2.append(prac_ref)
+    # A role's HealthcareServices say where they are given (location, providedBy): queue coverage. Read in
+    # round 2 only when a role names one.
+    service_refs = [s["reference"] for r in roles for s in role_summary(r, client.base_url)["services"]]
+    service_refs = list(dict.fromkeys(service_refs))
+    start_services = len(urls2)
+    urls2.extend(service_refs)
     # Round 2 only for what _include did not bring (a server that ignores it, or a reference it skipped).
     missing = [u for u in urls2 if u not in included]
-    fetched = dict(zip(missing, fetch_many(client, missing), strict=True))
+    try:
+        fetched = dict(zip(missing, fetch_many(client, missing), strict=True))
+    except FhirError:
+        if not service_refs:
+            raise
+        # The services are a nicety (coverage falls back to the deployment file): never fail the launch on them.
+        urls2, service_refs = urls2[:start_services], []
+        missing = [u for u in urls2 if u not in included]
+        fetched = dict(zip(missing, fetch_many(client, missing), strict=True))
     got2 = [included.get(u) or fetched.get(u) for u in urls2]
+    services = {ref: got2[start_services + i] for i, ref in enumerate(service_refs)}
+    got2 = got2[:start_services]
     locations = [location_summary(r) for r in got2[:len(loc_refs)] if r and r.get("resourceType") == "Location"]
     org = got2[len(loc_refs)] if org_ref else None
     practitioner = got2[-1] if prac_ref else (user if user and user.get("resourceType") == "Practitioner" else None)
@@ -356,6 +429,8 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
         enc_summary = {
             "id": encounter.get("id"),
             "class": cls.get("code") if isinstance(cls, dict) else None,
+            "start": (encounter.get("period") or {}).get("start"),
+            "interpreter_needed": interpreter_needed(encounter),
             "locations": locations,
             "service_provider": organization_summary(org) if org and org.get("resourceType") == "Organization"
             else None,
@@ -374,7 +449,9 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
     return {
         "patient": patient_summary(patient) if patient else None,
         "encounter": enc_summary,
-        "user": {"reference": (prac_ref or user_ref or fhir_user), "name": user_name, "roles": user_roles},
+        "user": {"reference": (prac_ref or user_ref or fhir_user), "name": user_name, "roles": user_roles,
+                 "practitioner_roles": [_with_service_places(role_summary(r, client.base_url), services,
+                                                             client.base_url) for r in roles]},
         "need_patient_banner": bool(token_response.get("need_patient_banner", True)),
         "smart_style_url": token_response.get("smart_style_url")
         if isinstance(token_response.get("smart_style_url"), str) else None,

@@ -50,7 +50,8 @@ ACTIONS = {
     "view_worklist": "social-work queue viewed",
     "open_referral": "referral opened (history)",
     "change_status": "referral status changed",
-    "export": "data exported (audit listing, report CSV)",
+    "export": "data exported (audit listing, report CSV, social-work queue)",
+    "log_contact": "social-work contact attempt recorded",
     "view_report": "program report viewed",
 }
 DEFAULT_RETENTION_DAYS = 2190  # 6 years: HIPAA documentation retention, 45 CFR 164.316(b)(2)(i)

@@ -94,12 +94,59 @@ class ReferralRecord(Base):
     profile: Mapped[str] = mapped_column(String(512))  # EHR profile name or absolute path
     site: Mapped[str | None] = mapped_column(String(64), nullable=True)
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(16), default="new")  # new | contacted | closed
+    # FHIR Task.status as the SDOH Clinical Care IG uses it (smart_app/task_status.py).
+    status: Mapped[str] = mapped_column(String(16), default="requested")
     status_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
     status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Patient name/MRN, programs, safe-contact choice, clinician: encrypted (no screening answers).
     summary_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # The encounter's site as the EHR names it (Location name, else serviceProvider name): not PHI.
+    site_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    # Keyed HMACs of (iss, patient id) and (iss, encounter id): "seen before?" without storing either id.
+    patient_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    encounter_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    first_contact_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ReferralSite(Base):
+    """Every key the EHR gave the referral's site (``Location/<id>``, ``Organization/<id>``, identifier
+    ``system|value``): a social worker's coverage is matched against these (smart_app/worklist_scope.py)."""
+
+    __tablename__ = "referral_site"
+    __table_args__ = (UniqueConstraint("referral_id", "key", name="uq_referral_site"),
+                      Index("ix_referral_site_key", "key"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(512))
+
+
+class ContactAttempt(Base):
+    """One contact attempt by social work. Channel, outcome, note and who: encrypted together."""
+
+    __tablename__ = "referral_contact"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    by_reference: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    detail_enc: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class PatientMark(Base):
+    """"This patient was screened here on <date>": what a later launch may show at the gate. No answers,
+    no score; keyed HMACs only. Deleted after the memory window (smart_app/worklist_retention.py)."""
+
+    __tablename__ = "patient_mark"
+    __table_args__ = (Index("ix_patient_mark_key_at", "patient_key", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_key: Mapped[str] = mapped_column(String(64))
+    encounter_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # screen
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ReferralEvent(Base):
@@ -137,6 +184,9 @@ class OutboxItem(Base):
     profile: Mapped[str] = mapped_column(String(512))  # EHR profile name or absolute path (profile.ref)
     mode: Mapped[str] = mapped_column(String(16), default="single")  # single | transaction
     kind: Mapped[str] = mapped_column(String(64))  # FHIR resource type
+    # create: conditional create of ``resource_enc``; status: set the status of the resource the row
+    # ``depends_on`` names to the one in ``resource_enc`` (closed loop, smart_app/closed_loop.py).
+    operation: Mapped[str] = mapped_column(String(16), default="create", server_default="create")
     identifier_system: Mapped[str] = mapped_column(String(256))
     identifier_value: Mapped[str] = mapped_column(String(256))
     full_url: Mapped[str] = mapped_column(String(128))

@@ -58,11 +58,17 @@ from smart_app.models import LaunchRecord, OutboxItem, WorkerHeartbeat
 from smart_app.observability import record_outbox_run, set_request_id
 from smart_app.profiles import profile_for
 from smart_app.retention import purge
+from smart_app.worklist_retention import purge_referrals
 
 log = logging.getLogger("ipv.outbox")
 
 PENDING, SENDING, WRITTEN, FAILED, CHECK = "pending", "sending", "written", "failed", "check"
 CHECK_TEXT = "the EHR may or may not have saved it and the app could not find out: check the chart"
+
+
+# Senders for outbox rows that are not creates: operation -> f(worker, db, row, client_for, stats).
+# smart_app/closed_loop.py registers "status".
+OPERATIONS: dict[str, Callable[..., None]] = {}
 
 
 class AuthGone(Exception):
@@ -300,14 +306,26 @@ class OutboxWorker:
                 for rid, group in by_referral.items():
                     if self.stopping.is_set():
                         break
+                    # Rows that are not creates (closed-loop status updates, smart_app/closed_loop.py) go
+                    # after the referral's creates, through the sender registered for their operation.
+                    updates = [r for r in group if r.operation != "create"]
+                    group = [r for r in group if r.operation == "create"]
                     group.sort(key=lambda r: SEND_ORDER.get(r.kind, 99))
-                    if group[0].mode == "transaction":
+                    if group and group[0].mode == "transaction":
                         self._send_transaction(db, rid, group, client_for, stats)
                     else:
                         for row in group:
                             if self.stopping.is_set():
                                 break
                             self._send_single(db, row, client_for, stats)
+                    for row in updates:
+                        if self.stopping.is_set():
+                            break
+                        sender = OPERATIONS.get(row.operation)
+                        if sender is None:
+                            self._fail(db, row, f"no sender for {row.operation} writes", None, stats)
+                        else:
+                            sender(self, db, row, client_for, stats)
                 if self.stopping.is_set():
                     self.release(db, token)
                     return stats
@@ -391,6 +409,7 @@ class OutboxWorker:
 
         with self.app.app_context():
             counts = purge(get_session())
+            counts.update(purge_referrals(get_session()))
         if any(counts.values()):
             log.info("retention purge: %s", counts)
         return counts

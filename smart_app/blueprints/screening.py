@@ -25,8 +25,10 @@ from werkzeug.wrappers import Response
 from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load_instruments
 from smart_app import events
 from smart_app.audit import record_audit
+from smart_app.db import get_session
 from smart_app.i18n import launch_view
 from smart_app.urgent import urgent_info
+from smart_app.visit_memory import recent, record_screen
 
 bp = Blueprint("screening", __name__, url_prefix="/l/<lid>")
 log = logging.getLogger(__name__)
@@ -266,7 +268,9 @@ def _advocates_from_seed(ids: set[str], provider: str | None, placed: bool) -> l
 def start() -> str:
     """The private gate: nothing is asked before the clinician confirms the patient is alone."""
     return render_template("screening/gate.html", lid=g.launch.id, gate=g.launch.data.get("gate"),
-                           done=bool(g.launch.data.get("screening")))
+                           done=bool(g.launch.data.get("screening")),
+                           earlier=recent(get_session(), g.launch.iss, g.launch.context, exclude_launch=g.launch.id)
+                           if not g.launch.data.get("screening") else None)
 
 
 @bp.route("/gate", methods=["POST"])
@@ -323,6 +327,7 @@ def questions() -> Response | tuple[str, int]:
     result, ask_again = _score_posted(inst, url_for("screening.questions", lid=lid))
     if ask_again is not None:
         return ask_again
+    first_screen_done = bool(g.launch.data.get("screening"))
     g.launch.update_data(screening={
         "instrument": inst.key, "questionnaire": inst.url, "version": inst.version, "language": g.locale,
         "answers": {k: a.code for k, a in result.answers.items()},
@@ -334,6 +339,8 @@ def questions() -> Response | tuple[str, int]:
         "danger_check_due": bool(result.physical_violence) and bool(_registry()["danger_check"]),
     })
     g.launch.pop_data("danger_check")
+    if not first_screen_done:
+        record_screen(get_session(), g.launch.iss, g.launch.context)  # date only: memory across launches
     g.launch.save()
     events.screened(g.launch, g.launch.data["screening"])
     # No answers, score or interpretation in logs: with the access log's launch path, even

@@ -44,6 +44,8 @@ from smart_app.launch_state import launch_required
 from smart_app.models import OutboxItem, ReferralRecord
 from smart_app.outbox import OutboxSettings, OutboxWorker, enqueue, utcnow
 from smart_app.profiles import current_profile
+from smart_app.visit_memory import encounter_key, patient_key, visit_referral
+from smart_app.worklist_scope import add_site_keys, referral_site_keys, site_display_name
 
 bp = Blueprint("writeback", __name__, url_prefix="/l/<lid>", cli_group=None)
 
@@ -317,6 +319,12 @@ def consent_post() -> Response | tuple[str, int] | str:
     if not patient.get("id"):
         return render_template("error.html", title=_("No patient"),
                                message=_("This launch has no patient, so nothing can be written.")), 400
+    db = get_session()
+    earlier = visit_referral(db, launch.iss, launch.context, exclude_launch=launch.id)
+    if earlier is not None and request.form.get("second_referral") != "yes":
+        # Another launch already referred this patient for this visit: a second one only by explicit choice.
+        return render_template("worklist/second_referral.html", lid=launch.id, earlier=earlier,
+                               form=request.form), 409
     profile = current_profile()
     offer = offer_for(launch, profile)
     choices = choices_from(request.form, profile, offer)
@@ -337,16 +345,18 @@ def consent_post() -> Response | tuple[str, int] | str:
             "patient and ask again."))
     referral = launch.data.get("referral") or {}
     sc = {"channel": choices["channel"], "note": choices["contact_note"]}
-    db = get_session()
     record = ReferralRecord(id=referral_key(launch), launch_id=launch.id, iss=launch.iss, profile=profile.ref,
-                            site=site_key(launch.context, referral),
-                            urgent=bool((launch.data.get("screening") or {}).get("danger")), status="new")
+                            site=site_key(launch.context, referral), site_name=site_display_name(launch.context),
+                            patient_key=patient_key(launch.iss, launch.context),
+                            encounter_key=encounter_key(launch.iss, launch.context),
+                            urgent=bool((launch.data.get("screening") or {}).get("danger")), status="requested")
     db.add(record)
     try:
         db.flush()  # the unique constraint decides between concurrent consent POSTs
     except IntegrityError:
         db.rollback()
         return redirect(url_for("writeback.confirmation", lid=launch.id))
+    add_site_keys(db, record.id, referral_site_keys(launch.context, record.site))
     plans = vm["plans"]
     record.summary_enc = encrypt_json(_summary(launch, referral, sc, [p.kind for p in plans]))
     enqueue(db, referral_id=record.id, launch_id=launch.id, iss=launch.iss, profile=profile,
@@ -370,10 +380,17 @@ def _summary(launch: Any, referral: dict[str, Any], sc: dict[str, Any], kinds: l
     ctx = launch.context
     patient = ctx.get("patient") or {}
     results = {r.get("service_id"): r for r in referral.get("results") or []}
-    programs = [{"name": results[s].get("program") or results[s].get("name"), "phone": results[s].get("phone")}
+    programs = [{"id": s, "name": results[s].get("program") or results[s].get("name"),
+                 "phone": results[s].get("phone")}
                 for s in referral.get("selected") or [] if s in results]
+    encounter = ctx.get("encounter") or {}
+    interpreter = encounter.get("interpreter_needed")
+    if interpreter is None:
+        interpreter = patient.get("interpreter_needed")
     return {"patient_name": patient.get("name"), "mrn": patient.get("mrn"), "patient_id": patient.get("id"),
-            "language": patient.get("language"), "programs": programs, "safe_contact": sc,
+            "language": patient.get("language"), "languages": patient.get("languages") or [],
+            "interpreter_needed": interpreter, "encounter_start": encounter.get("start"),
+            "programs": programs, "safe_contact": sc,
             "clinician": (ctx.get("user") or {}).get("name"), "kinds": kinds}
 
 
@@ -404,7 +421,9 @@ def row_view(row: OutboxItem) -> dict[str, Any]:
 
 
 def referral_rows(referral_id: str) -> list[OutboxItem]:
-    rows = list(get_session().scalars(select(OutboxItem).where(OutboxItem.referral_id == referral_id)))
+    # The referral's own writes; closed-loop status updates are the worklist's (smart_app/closed_loop.py).
+    rows = list(get_session().scalars(select(OutboxItem).where(OutboxItem.referral_id == referral_id,
+                                                               OutboxItem.operation == "create")))
     rows.sort(key=lambda r: SEND_ORDER.get(r.kind, 99))
     return rows
 

@@ -1,6 +1,6 @@
 """The whole product in one real-browser run, by clicking only what a user clicks:
 EHR launch -> private gate -> HITS -> danger check -> result -> referral list -> consent -> chart write,
-then a social worker's standalone launch finds the referral in the queue and marks it contacted.
+then the social worker covering that site (MGH, through her EHR role) finds the referral in the queue and accepts it.
 """
 
 from __future__ import annotations
@@ -71,18 +71,19 @@ def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox
     codes = {c["code"] for c in notes[0]["meta"]["security"]}
     assert {"R", "SDV"} <= codes
 
-    # Social work, in another browser profile, sees the referral and records contact.
+    # Social work at MGH (Emery's PractitionerRole names MGH), in another browser profile, sees the referral.
     sw_page = new_context().new_page()
     sw_page.goto(live_app.url + "/launch/standalone")
-    sw_page.select_option("#practitioner", "prac-devon")
+    sw_page.select_option("#practitioner", "prac-emery")
     sw_page.click("#approve-button")
     sw_page.wait_for_url("**/worklist")
     row = sw_page.locator('[data-testid^="referral-"]').filter(has_text="Joana")
     assert row.count() == 1
-    assert row.get_attribute("data-status") == "new"
+    assert row.get_attribute("data-status") == "requested"
     text = row.inner_text().lower()
-    assert "sometimes" not in text and "frequently" not in text and "15" not in text.split("utc", 1)[1]  # no answers
+    assert "sometimes" not in text and "frequently" not in text and " 15 " not in text  # no answers, no score
     with sw_page.expect_navigation():
-        row.get_by_test_id("set-contacted").click()
-    expect(sw_page.locator('[data-testid^="referral-"]').filter(has_text="Joana")).to_have_attribute(
-        "data-status", "contacted")
+        row.get_by_test_id("open").click()
+    with sw_page.expect_navigation():
+        sw_page.get_by_test_id("set-accepted").click()
+    expect(sw_page.get_by_test_id("facts")).to_have_attribute("data-status", "accepted")

@@ -88,13 +88,15 @@ def test_context_reads_patient_visit_site_and_user(batch, include):
     client = FhirClient(BASE, "tok", session=fake.session())
     ctx = read_launch_context(client, TOKEN, fhir_user=f"{BASE}/Practitioner/sw1")
     assert ctx["patient"] == {"id": "p1", "name": "Ana Lopez", "birthDate": "1988-02-03", "gender": "female",
-                              "language": "es", "languages": ["es"], "mrn": "MRN-9"}
+                              "language": "es", "languages": ["es"], "mrn": "MRN-9", "interpreter_needed": None}
     assert ctx["encounter"]["id"] == "e1" and ctx["encounter"]["class"] == "AMB"
     assert ctx["encounter"]["locations"] == [{"id": "loc-bwh", "name": "Brigham and Women's Hospital",
                                               "identifiers": [{"system": "urn:ipv-sandbox:site", "value": "bwh"}],
                                               "postalCode": "02115"}]
     assert ctx["encounter"]["service_provider"]["id"] == "org-bwh"
-    assert ctx["user"] == {"reference": "Practitioner/sw1", "name": "Ms. Devon Social", "roles": ["social_worker"]}
+    user = dict(ctx["user"])
+    assert [r["codings"][0]["code"] for r in user.pop("practitioner_roles")] == ["106328005"]
+    assert user == {"reference": "Practitioner/sw1", "name": "Ms. Devon Social", "roles": ["social_worker"]}
     assert ctx["need_patient_banner"] is False and ctx["intent"] == "screening"
     assert ctx["smart_style_url"] == "https://ehr/s.json" and ctx["fhir_context"] == [{"reference": "Encounter/e1"}]
     posts = [c for c in fake.calls if c.method == "POST"]

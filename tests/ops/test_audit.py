@@ -4,6 +4,7 @@ patient, user and date."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -71,6 +72,10 @@ def test_worklist_referral_and_status_each_leave_one_row(app, make_launch):
     ctx = default_context(patient=None, encounter=None,
                           user={"reference": "Practitioner/sw-1", "name": "Sam Social", "roles": ["social_worker"]})
     swid = make_launch(sw, context=ctx, iss=DOWN_ISS, kind="standalone")
+    # The social worker covers the referral's site (MGH Chelsea) through the deployment file (issue 11 scope).
+    dep = app.config["DEPLOYMENT"]
+    app.config["DEPLOYMENT"] = dataclasses.replace(dep, extra={**dep.extra, "worklist": {
+        "coverage": {"roles": {"social_worker": ["urn:ipv-sandbox:site|mgh-chelsea"]}}}})
     before = len(rows(app))
 
     sw.get(f"/l/{swid}/worklist")
@@ -82,12 +87,14 @@ def test_worklist_referral_and_status_each_leave_one_row(app, make_launch):
     assert (opened.action, opened.object_id) == ("open_referral", rid)
     assert patient_of(app, opened)["id"] == "pat-test"
 
-    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "contacted"}).status_code == 302
+    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "accepted"}).status_code == 302
     [changed] = rows(app)[before + 2:]
-    assert (changed.action, changed.detail, changed.actor) == ("change_status", "new->contacted", "Practitioner/sw-1")
-    # A refused change leaves no row.
-    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "new"}).status_code == 400
-    assert len(rows(app)) == before + 3
+    assert (changed.action, changed.detail, changed.actor) == ("change_status", "requested->accepted",
+                                                               "Practitioner/sw-1")
+    # A refused change is audited as refused, and changes nothing.
+    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "requested"}).status_code == 400
+    [refused] = rows(app)[before + 3:]
+    assert (refused.action, refused.detail) == ("change_status", "refused: invalid-transition")
 
 
 def test_each_chart_write_leaves_one_row_naming_the_launch_user(app):

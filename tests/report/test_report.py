@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import secrets
@@ -183,7 +184,11 @@ def journey(app, rng: random.Random, sw, expected: Counter) -> None:
         db.commit()
         rid = rec.id
     sw_client, sw_lid = sw
-    assert sw_client.post(f"/l/{sw_lid}/worklist/{rid}/status", data={"status": "contacted"}).status_code == 302
+    # No channel was safe: social work logs the patient reaching out (issue 11 contact log).
+    assert sw_client.post(f"/l/{sw_lid}/worklist/{rid}/contact",
+                          data={"channel": "patient_initiated", "outcome": "patient_reached_out"}).status_code == 302
+    assert "error=" not in sw_client.post(f"/l/{sw_lid}/worklist/{rid}/contact", data={
+        "channel": "patient_initiated", "outcome": "reached"}).headers["Location"]  # a second contact counts once
     if hours <= 24:
         expected[key("contacted_24h")] += 1
     if hours <= 72:
@@ -194,6 +199,10 @@ def test_report_equals_an_independent_tally_of_200_journeys_and_survives_the_pur
     app = report_app
     rng = random.Random(2026)
     expected: Counter = Counter()
+    # The social worker covers the three sites (deployment file coverage, issue 11 scope).
+    dep = app.config["DEPLOYMENT"]
+    app.config["DEPLOYMENT"] = dataclasses.replace(dep, extra={**dep.extra, "worklist": {"coverage": {"roles": {
+        "social_worker": [f"urn:ipv-sandbox:site|{s}" for s in SITES]}}}})
     sw = client_with_launch(app, context_for("bwh", "en", roles=["social_worker"]))
     for _ in range(200):
         journey(app, rng, sw, expected)

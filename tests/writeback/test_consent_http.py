@@ -88,37 +88,45 @@ def test_worklist_is_for_social_workers_only(fast_app, make_launch):
     assert resp.status_code == 403 and "only for social workers" in resp.get_data(as_text=True)
 
 
+def _social_worker(app, make_launch):
+    """A social worker covering the default context's site (MGH Chelsea) through the deployment file."""
+    from tests.worklist.support import with_deployment
+
+    with_deployment(app, worklist={"coverage": {"roles": {"social_worker": ["urn:ipv-sandbox:site|mgh-chelsea"]}}})
+    sw = app.test_client()
+    ctx = default_context(patient=None, encounter=None,
+                          user={"reference": "Practitioner/sw-1", "name": "Sam Social", "roles": ["social_worker"]})
+    return sw, make_launch(sw, context=ctx, iss=DOWN_ISS, kind="standalone")
+
+
 def test_worklist_lists_referrals_without_answers_and_records_status_changes(fast_app, make_launch):
     clinician = fast_app.test_client()
     lid = make_launch(clinician, data={**DATA, "screening": {**DATA["screening"], "danger": True}}, iss=DOWN_ISS)
     consent(clinician, lid, channel="none")
 
-    sw = fast_app.test_client()
-    ctx = default_context(patient=None, encounter=None,
-                          user={"reference": "Practitioner/sw-1", "name": "Sam Social", "roles": ["social_worker"]})
-    swid = make_launch(sw, context=ctx, iss=DOWN_ISS, kind="standalone")
+    sw, swid = _social_worker(fast_app, make_launch)
     page = sw.get(f"/l/{swid}/worklist").get_data(as_text=True)
-    assert "Rosa Test" in page and "mgh-chelsea" in page and "Urgent" in page
+    assert "Rosa Test" in page and "MGH Chelsea HealthCare Center" in page and "Urgent" in page
     assert "HAVEN at MGH" in page and "No contact is safe" in page
     assert 'data-write="queued"' in page
     assert "LA-secret-answer" not in page and "Total score" not in page
     with fast_app.app_context(), session_scope(fast_app) as db:
         rid = db.scalar(select(ReferralRecord.id))
-    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "contacted"}).status_code == 302
-    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "new"}).status_code == 400
-    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "closed"}).status_code == 302
+    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "accepted"}).status_code == 302
+    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "requested"}).status_code == 400
+    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "completed"}).status_code == 302
     with fast_app.app_context(), session_scope(fast_app) as db:
         events = list(db.scalars(select(ReferralEvent).order_by(ReferralEvent.id)))
         record = db.get(ReferralRecord, rid)
         assert [(e.from_status, e.to_status, e.by_reference) for e in events] == [
-            ("new", "contacted", "Practitioner/sw-1"), ("contacted", "closed", "Practitioner/sw-1")]
-        assert record.status == "closed" and record.status_by == "Sam Social"
+            ("requested", "accepted", "Practitioner/sw-1"), ("accepted", "completed", "Practitioner/sw-1")]
+        assert record.status == "completed" and record.status_by == "Sam Social"
     history = sw.get(f"/l/{swid}/worklist/{rid}/history").get_data(as_text=True)
-    assert "contacted → closed: Sam Social" in history
+    assert "Accepted → Completed: Sam Social" in history
     # Closed referrals leave the open queue.
-    assert 'data-testid="worklist-empty"' in sw.get(f"/l/{swid}/worklist").get_data(as_text=True)
+    assert 'data-reason="filtered"' in sw.get(f"/l/{swid}/worklist").get_data(as_text=True)
     # The clinician (no social-work role) cannot change a status either.
-    assert clinician.post(f"/l/{lid}/worklist/{rid}/status", data={"status": "closed"}).status_code == 403
+    assert clinician.post(f"/l/{lid}/worklist/{rid}/status", data={"status": "completed"}).status_code == 403
 
 
 def test_consent_page_follows_the_patients_language(fast_app, make_launch):
@@ -158,10 +166,7 @@ def test_worklist_shows_failed_writes_and_label_warnings(fast_app, make_launch):
     page = clinician.get(f"/l/{lid}/consent/done").get_data(as_text=True)
     assert 'data-testid="failed-alert" >' in page and 'data-testid="label-alert" >' in page  # shown, not hidden
     assert "HTTP 422: invalid" in page
-    sw = fast_app.test_client()
-    ctx = default_context(patient=None, encounter=None,
-                          user={"reference": "Practitioner/sw-1", "name": "Sam Social", "roles": ["social_worker"]})
-    swid = make_launch(sw, context=ctx, iss=DOWN_ISS, kind="standalone")
+    sw, swid = _social_worker(fast_app, make_launch)
     page = sw.get(f"/l/{swid}/worklist").get_data(as_text=True)
     assert 'data-write="failed"' in page and "Not written to the chart (HTTP 422: invalid)" in page
     assert 'data-testid="label-warning"' in page and "missing v3-ActCode#SDV" in page

@@ -1,0 +1,111 @@
+"""Who is a social worker or a program manager: the deployment's role mapping over the user's PractitionerRoles.
+
+EHRs code roles differently: SNOMED CT occupations, NUCC provider taxonomy, local code systems (Epic
+user templates, Oracle Health positions), or only a text ("Medical social worker"). The deployment file
+maps them (``roles:`` in config/deployments/*.yaml, documented in the README)::
+
+    roles:
+      social_worker:
+        codes:
+          - {system: http://snomed.info/sct, code: "106328005"}            # Social worker (occupation)
+          - {system: http://nucc.org/provider-taxonomy, code_prefix: "1041"}  # Social Worker taxonomy group
+          - {system: "urn:oid:1.2.840.114350.1.13.99.2.7.10.836982.1040", code: "SW"}  # a local Epic list
+        texts: ["social work"]          # regular expressions, case-insensitive, matched anywhere
+      program_manager:
+        texts: ["program manager", "social work (supervisor|manager)"]
+
+A code rule matches a Coding of PractitionerRole.code or .specialty (``code`` exact, or ``code_prefix``);
+a text rule matches CodeableConcept.text or a Coding's display. Inactive roles never count. Without a
+``roles:`` block the defaults below apply (SNOMED 106328005, NUCC 1041*): what fhir/context.py always
+recognised. Sources: SNOMED CT 106328005 |Social worker (occupation)|; NUCC Health Care Provider Taxonomy,
+grouping "Behavioral Health & Social Service Providers", classification 1041C0700X "Social Worker, Clinical"
+and its 1041* siblings (https://taxonomy.nucc.org/).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SOCIAL_WORKER = "social_worker"
+PROGRAM_MANAGER = "program_manager"
+QUEUE_ROLES = (SOCIAL_WORKER, PROGRAM_MANAGER)
+
+DEFAULT_MAPPING: dict[str, Any] = {
+    SOCIAL_WORKER: {"codes": [{"system": "http://snomed.info/sct", "code": "106328005"},
+                              {"system": "http://nucc.org/provider-taxonomy", "code_prefix": "1041"}]},
+}
+
+
+class RoleMappingError(ValueError):
+    """The deployment's ``roles:`` block is malformed (message names the rule)."""
+
+
+@dataclass
+class RoleRule:
+    codes: list[dict[str, str]] = field(default_factory=list)
+    texts: list[re.Pattern[str]] = field(default_factory=list)
+
+    def matches(self, role: dict[str, Any]) -> bool:
+        for c in role.get("codings") or []:
+            for rule in self.codes:
+                if rule.get("system") not in (None, c.get("system")):
+                    continue
+                code = str(c.get("code") or "")
+                if ("code" in rule and code == str(rule["code"])) or \
+                        ("code_prefix" in rule and code.startswith(str(rule["code_prefix"]))):
+                    return True
+        words = list(role.get("texts") or []) + [str(c.get("display")) for c in role.get("codings") or []
+                                                  if c.get("display")]
+        return any(p.search(w) for p in self.texts for w in words)
+
+
+def load_mapping(raw: dict[str, Any] | None) -> dict[str, RoleRule]:
+    """Parse a deployment's ``roles:`` block (None: the defaults)."""
+    raw = DEFAULT_MAPPING if raw is None else raw
+    if not isinstance(raw, dict):
+        raise RoleMappingError("roles: must map role names to rules")
+    out: dict[str, RoleRule] = {}
+    for name, spec in raw.items():
+        if name not in QUEUE_ROLES:
+            raise RoleMappingError(f"roles: unknown role {name!r} (use {', '.join(QUEUE_ROLES)})")
+        spec = spec or {}
+        codes = []
+        for i, c in enumerate(spec.get("codes") or []):
+            if not isinstance(c, dict) or not ({"code", "code_prefix"} & set(c)):
+                raise RoleMappingError(f"roles.{name}.codes[{i}]: needs code or code_prefix")
+            codes.append({k: str(v) for k, v in c.items()})
+        texts = []
+        for i, t in enumerate(spec.get("texts") or []):
+            try:
+                texts.append(re.compile(str(t), re.IGNORECASE))
+            except re.error as exc:
+                raise RoleMappingError(f"roles.{name}.texts[{i}]: not a regular expression ({exc})") from None
+        out[name] = RoleRule(codes, texts)
+    return out
+
+
+def mapping_for(deployment: Any) -> dict[str, RoleRule]:
+    return load_mapping((getattr(deployment, "extra", None) or {}).get("roles"))
+
+
+def matching_roles(role: dict[str, Any], mapping: dict[str, RoleRule]) -> list[str]:
+    if not role.get("active", True):
+        return []
+    return [name for name, rule in mapping.items() if rule.matches(role)]
+
+
+def user_roles(user: dict[str, Any], deployment: Any) -> list[str]:
+    """The queue roles of the launch's user. PractitionerRoles (read at launch) decide through the mapping;
+    a context without them (older launches, tests) keeps the roles fhir/context.py gave it."""
+    practitioner_roles = user.get("practitioner_roles")
+    if practitioner_roles is None:
+        return [r for r in user.get("roles") or [] if r in QUEUE_ROLES]
+    mapping = mapping_for(deployment)
+    out: list[str] = []
+    for role in practitioner_roles:
+        for name in matching_roles(role, mapping):
+            if name not in out:
+                out.append(name)
+    return out

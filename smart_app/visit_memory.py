@@ -1,0 +1,94 @@
+"""Memory across launches: "this patient was screened / referred here recently" — and nothing more.
+
+A later launch for the same patient (same EHR) within ``WORKLIST_MEMORY_DAYS`` (30 by default) shows the
+clinician one line at the gate: the date, and for a referral its plain status and whether social work
+has made contact. Never answers, never a score, never which instrument. Patients and encounters are
+known only by keyed HMACs of (iss, id), so the tables hold no chart id. Screens leave a ``patient_mark``
+(deleted after the window, smart_app/worklist_retention.py); referrals are found by their own keys.
+
+A second referral for the same visit (same encounter) needs an explicit choice on the consent form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from smart_app.models import PatientMark, ReferralRecord
+from smart_app.task_status import CLOSED, normalise
+
+DEFAULT_MEMORY_DAYS = 30
+
+
+def _key(kind: str, iss: str, value: str | None) -> str | None:
+    if not value:
+        return None
+    secret = str(current_app.config.get("SECRET_KEY") or "").encode()
+    msg = f"{kind}|{iss.rstrip('/')}|{value}".encode()
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()
+
+
+def patient_key(iss: str, context: dict[str, Any]) -> str | None:
+    return _key("patient", iss, ((context or {}).get("patient") or {}).get("id"))
+
+
+def encounter_key(iss: str, context: dict[str, Any]) -> str | None:
+    return _key("encounter", iss, ((context or {}).get("encounter") or {}).get("id"))
+
+
+def memory_days() -> int:
+    return int(current_app.config.get("WORKLIST_MEMORY_DAYS", DEFAULT_MEMORY_DAYS))
+
+
+def record_screen(db: Session, iss: str, context: dict[str, Any]) -> None:
+    """Leave the minimal mark of a completed screen (the caller commits)."""
+    pk = patient_key(iss, context)
+    if pk:
+        db.add(PatientMark(patient_key=pk, encounter_key=encounter_key(iss, context), kind="screen",
+                           at=datetime.now(UTC)))
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def recent(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: str | None = None,
+           now: datetime | None = None) -> dict[str, Any] | None:
+    """The latest referral or screen of this patient within the window: {"at", "kind", "status",
+    "contacted", "same_visit"}; None when there is none."""
+    pk = patient_key(iss, context)
+    if not pk:
+        return None
+    since = (now or datetime.now(UTC)) - timedelta(days=memory_days())
+    ek = encounter_key(iss, context)
+    q = select(ReferralRecord).where(ReferralRecord.patient_key == pk, ReferralRecord.created_at >= since)
+    if exclude_launch:
+        q = q.where(ReferralRecord.launch_id != exclude_launch)
+    referral = db.scalars(q.order_by(ReferralRecord.created_at.desc()).limit(1)).first()
+    if referral is not None:
+        return {"at": _aware(referral.created_at), "kind": "referral", "status": normalise(referral.status),
+                "open": normalise(referral.status) not in CLOSED, "contacted": referral.first_contact_at is not None,
+                "same_visit": bool(ek) and referral.encounter_key == ek}
+    mark = db.scalars(select(PatientMark).where(PatientMark.patient_key == pk, PatientMark.at >= since)
+                      .order_by(PatientMark.at.desc()).limit(1)).first()
+    if mark is not None:
+        return {"at": _aware(mark.at), "kind": "screen", "same_visit": bool(ek) and mark.encounter_key == ek}
+    return None
+
+
+def visit_referral(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: str | None = None) \
+        -> ReferralRecord | None:
+    """An existing referral for this very visit (same patient and encounter) from another launch."""
+    pk, ek = patient_key(iss, context), encounter_key(iss, context)
+    if not pk or not ek:
+        return None
+    q = select(ReferralRecord).where(ReferralRecord.patient_key == pk, ReferralRecord.encounter_key == ek)
+    if exclude_launch:
+        q = q.where(ReferralRecord.launch_id != exclude_launch)
+    return db.scalars(q.order_by(ReferralRecord.created_at.desc()).limit(1)).first()

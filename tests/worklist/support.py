@@ -1,0 +1,79 @@
+"""Helpers for the social-work queue tests: clinician contexts at given sites of given EHRs, referrals made
+through the consent page, social workers with given PractitionerRoles."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sqlalchemy import select
+
+from smart_app.db import session_scope
+from smart_app.models import ReferralRecord
+from tests.conftest import default_context
+from tests.writeback.support import SCREENING, consent
+
+EHR1 = "http://127.0.0.1:9/fhir"        # nothing listens: writes stay queued, at once
+EHR2 = "http://127.0.0.1:9/other/fhir"  # a second EHR (another iss)
+SNOMED_SW = {"system": "http://snomed.info/sct", "code": "106328005", "display": "Social worker"}
+
+SITES = {
+    "bwh": ("loc-bwh", "Brigham and Women's Hospital", "org-bwh", "Brigham and Women's Hospital"),
+    "mgh": ("loc-mgh", "Massachusetts General Hospital", "org-mgh", "Massachusetts General Hospital"),
+    "mgh-chelsea": ("loc-mgh-chelsea", "MGH Chelsea HealthCare Center", "org-mgh-chelsea", "MGH Chelsea"),
+}
+PROGRAM = {"bwh": ("passageway", "Passageway at BWH"), "mgh": ("haven", "HAVEN at MGH"),
+           "mgh-chelsea": ("haven", "HAVEN at MGH")}
+
+
+def clinician_context(site: str, patient: str, name: str, *, encounter: str | None = None,
+                      interpreter: bool | None = None, language: str = "en") -> dict[str, Any]:
+    loc, loc_name, org, org_name = SITES[site]
+    ctx = default_context()
+    ctx["patient"] = {**ctx["patient"], "id": patient, "name": name, "mrn": f"MRN-{patient}",
+                      "language": language, "languages": [language], "interpreter_needed": interpreter}
+    ctx["encounter"] = {"id": encounter or f"enc-{patient}", "class": "AMB", "start": "2026-11-29T14:30:00Z",
+                        "interpreter_needed": None,
+                        "locations": [{"id": loc, "name": loc_name, "postalCode": "02114",
+                                       "identifiers": [{"system": "urn:ipv-sandbox:site", "value": site}]}],
+                        "service_provider": {"id": org, "name": org_name, "identifiers": []}}
+    ctx["user"] = {"reference": "Practitioner/doc", "name": "Dr. Avery Testdoctor", "roles": ["clinician"]}
+    return ctx
+
+
+def referral_data(site: str, *, danger: bool = False, channel: str = "phone") -> dict[str, Any]:
+    service, program = PROGRAM[site]
+    return {"screening": {**SCREENING, "danger": danger},
+            "referral": {"site": None, "results": [{"service_id": service, "program": program,
+                                                    "phone": "1-617-000-0000"}],
+                         "selected": [service], "safe_contact": {"channel": channel, "note": None}}}
+
+
+def make_referral(app, make_launch, site: str, patient: str, name: str, *, iss: str = EHR1, danger: bool = False,
+                  channel: str = "phone", encounter: str | None = None, **ctx: Any) -> str:
+    client = app.test_client()
+    lid = make_launch(client, context=clinician_context(site, patient, name, encounter=encounter, **ctx),
+                      data=referral_data(site, danger=danger, channel=channel), iss=iss)
+    resp = consent(client, lid, channel=channel, resources=["ServiceRequest", "Task"])
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
+    with app.app_context(), session_scope(app) as db:
+        return db.scalar(select(ReferralRecord.id).where(ReferralRecord.launch_id == lid))
+
+
+def worker_context(reference: str, name: str, roles: list[dict[str, Any]], scope: str = "") -> dict[str, Any]:
+    return default_context(patient=None, encounter=None, scope=scope,
+                           user={"reference": reference, "name": name, "roles": [],
+                                 "practitioner_roles": roles})
+
+
+def role(codings: list[dict[str, Any]] | None = None, texts: list[str] | None = None,
+         organizations: list[str] = (), locations: list[str] = ()) -> dict[str, Any]:
+    return {"id": "r", "active": True, "codings": codings or [], "texts": texts or [],
+            "organizations": [{"reference": o, "display": o} for o in organizations],
+            "locations": [{"reference": loc, "display": loc} for loc in locations], "services": []}
+
+
+def with_deployment(app, **extra: Any) -> None:
+    """Replace parts of the deployment file's extra blocks (roles, worklist) for this app."""
+    dep = app.config["DEPLOYMENT"]
+    app.config["DEPLOYMENT"] = dataclasses.replace(dep, extra={**dep.extra, **extra})
