@@ -44,6 +44,10 @@ def every_value(app) -> dict[str, object]:
 
 
 def social_worker_page(app) -> str:
+    # The social worker covers the referrals' site (MGH Chelsea) through the deployment file (issue 11 scope).
+    dep = app.config["DEPLOYMENT"]
+    app.config["DEPLOYMENT"] = dataclasses.replace(dep, extra={**dep.extra, "worklist": {
+        "coverage": {"roles": {"social_worker": ["urn:ipv-sandbox:site|mgh-chelsea"]}}}})
     client = app.test_client()
     with client.session_transaction() as sess:
         sess["bid"] = "sw-browser"

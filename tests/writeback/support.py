@@ -10,7 +10,7 @@ from fhir.builders import EhrProfile, WritebackInput, plan_writeback
 from fhir.client import FhirError, FhirUnavailable, Response
 from smart_app.crypto import encrypt_json
 from smart_app.db import session_scope
-from smart_app.models import LaunchRecord, ReferralRecord
+from smart_app.models import LaunchRecord, ReferralRecord, ReferralSite
 from smart_app.outbox import OutboxSettings, enqueue
 
 SCREENING = {"instrument": "hits", "questionnaire": "urn:test:hits", "version": "1", "score": 14,
@@ -42,6 +42,8 @@ def add_referral(app, launch_id: str, iss: str, profile: EhrProfile, patient: st
         record = ReferralRecord(launch_id=None, iss=iss, profile=profile.ref, site="mgh-chelsea", status="new")
         db.add(record)
         db.flush()
+        # The site key a referral from the default context's encounter carries (social-work scope, issue 11).
+        db.add(ReferralSite(referral_id=record.id, key="urn:ipv-sandbox:site|mgh-chelsea"))
         # Test data: the score, the referral and the note where the profile offers them (the consent page
         # leaves the score off by default; these outbox tests choose it explicitly).
         default = [r for r in ("Observation", "ServiceRequest", "DocumentReference") if r in profile.offered]
