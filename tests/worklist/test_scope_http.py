@@ -129,3 +129,28 @@ def test_coverage_by_role_in_the_deployment_file(app, make_launch, world):
     client, lid = _login(app, make_launch, "sw_none")
     page = client.get(f"/l/{lid}/worklist").get_data(as_text=True)
     assert _listed(page) == {world["mgh"]} and "from this app's settings for your role" in page
+
+
+def test_scope_on_postgresql(postgres_url):
+    """The scope query (iss + EXISTS over referral_site) on PostgreSQL, as deployed."""
+    from smart_app import create_app
+    from tests.conftest import app_config, launch_for
+
+    app = create_app(app_config(postgres_url))
+    try:
+        def make(client, context=None, data=None, iss=EHR1, kind="ehr"):
+            return launch_for(app, client, context, data, iss=iss, kind=kind)
+
+        mine = make_referral(app, make, "bwh", "p-a", "Ada Postgres")
+        other_ehr = make_referral(app, make, "bwh", "p-b", "Bo Otherehr", iss=EHR2)
+        other_site = make_referral(app, make, "mgh", "p-c", "Cy Othersite")
+        iss, ctx = WORKERS["sw_bwh"]
+        client = app.test_client()
+        lid = make(client, context=ctx, iss=iss, kind="standalone")
+        assert _listed(client.get(f"/l/{lid}/worklist").get_data(as_text=True)) == {mine}
+        for rid in (other_ehr, other_site):
+            assert client.get(f"/l/{lid}/worklist/{rid}").status_code == 404
+            assert client.post(f"/l/{lid}/worklist/{rid}/status", data={"status": "accepted"}).status_code == 404
+        assert client.post(f"/l/{lid}/worklist/{mine}/status", data={"status": "accepted"}).status_code == 302
+    finally:
+        app.extensions["db_engine"].dispose()
