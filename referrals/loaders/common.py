@@ -12,7 +12,7 @@ from typing import Any
 from referrals.errors import Collector, DirectoryError, Issue
 from referrals.geography import centroid, normalise_zip
 from referrals.hours import parse_days, parse_time, strip_offset
-from referrals.model import CHANNELS, NEEDS, Directory, Hours, Interval, Service, Site
+from referrals.model import CHANNELS, NEEDS, Directory, Hours, Interval, Service, Site, compact_services
 
 _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
@@ -177,6 +177,7 @@ def finish(c: Collector, services: list[Service], timezone: str, source: dict[st
             site_ids.setdefault(site.id, s.id)
             place_site(site)
     c.raise_if_any()
+    compact_services(services)
     return Directory(services=services, timezone=timezone, sources=[source])
 
 
