@@ -8,10 +8,11 @@ SANDBOX_PORT ?= 8081
 # Sandbox EHR vendor rules for the demo: generic | epic | oracle (sandbox_ehr/personalities/).
 PERSONALITY ?= generic
 CHROMIUM ?= /usr/bin/chromium
+NGINX ?= /usr/sbin/nginx
 # pytest-xdist workers: one per core (the suite is written to run in parallel: free ports, a schema per test).
 PYTEST_WORKERS ?= auto
 
-.PHONY: venv demo test lint bench clean chromium
+.PHONY: venv demo test lint bench clean chromium nginx
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,13 +26,18 @@ venv: $(STAMP)
 chromium:
 	@test -x $(CHROMIUM) || (command -v apt-get >/dev/null && (apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))) || echo "Chromium not installed: browser tests will be skipped"
 
+# The `tls` tests put Debian's nginx in front of the app (TLS termination, X-Forwarded-*); they start it with
+# their own config in a temp folder, never the system service.
+nginx:
+	@test -x $(NGINX) || (command -v apt-get >/dev/null && (apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null || (apt-get update -q >/dev/null && (apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null)))) || echo "nginx not installed: the reverse-proxy tls tests will be skipped"
+
 demo: $(STAMP)
 	$(BIN)/python -m sandbox_ehr.demo --app-port $(APP_PORT) --sandbox-port $(SANDBOX_PORT) --personality $(PERSONALITY)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium nginx
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 

@@ -33,11 +33,16 @@ OPS_DEFAULTS: dict[str, tuple[str, str]] = {
 
 # name -> (default, description); the README's settings table is generated from this.
 DEFAULTS: dict[str, tuple[str, str]] = {
-    "IPV_DEPLOYMENT": ("sandbox", "Deployment file name in config/deployments/ or a path to one."),
+    "IPV_DEPLOYMENT": ("", "Deployment file name in config/deployments/ or a path to one. Required: production "
+                           "refuses to start without it (the demo and the tests use `sandbox`)."),
+    "IPV_MODE": ("production", "production, or demo / test to say explicitly that this is the demo or a test; only "
+                               "then do the start-up checks (`flask check-config`) not stop the app."),
+    "IPV_DEMO": ("0", "1 = IPV_MODE=demo (for processes the demo or a benchmark starts)."),
     "DATABASE_URL": ("sqlite:///instance/app.db", "SQLAlchemy URL; PostgreSQL in production."),
-    "SECRET_KEY": ("", "Flask session signing key. Required outside the sandbox."),
+    "ALLOW_SQLITE": ("0", "1 lets production start on SQLite (one process only); otherwise SQLite stops start-up."),
+    "SECRET_KEY": ("", "Flask session signing key, at least 32 random bytes. Required in production."),
     "TOKEN_ENCRYPTION_KEY": ("", "Fernet key(s) for tokens and PHI at rest, comma-separated: the first encrypts, all "
-                                 "decrypt (rotation). Required outside the sandbox."),
+                                 "decrypt (rotation). Required in production."),
     "APP_BASE_URL": ("http://127.0.0.1:5000", "Public base URL of this app (redirect_uri is built on it)."),
     "ALLOWED_ISS": ("", "Comma-separated FHIR base URLs allowed to launch us; added to the deployment's."),
     "DISCOVERY_TTL_SECONDS": ("3600", "How long a .well-known/smart-configuration stays cached."),
@@ -46,6 +51,10 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "EMBEDDED_IN_IFRAME": ("0", "1 when the EHR embeds the app: cookie becomes SameSite=None; Secure; Partitioned."),
     "SESSION_COOKIE_SECURE": ("1", "Send the session cookie over HTTPS only (0 for plain-HTTP demo)."),
     "FRAME_ANCESTORS": ("'self'", "CSP frame-ancestors: the EHR origins allowed to embed the app."),
+    "TRUSTED_PROXY_HOPS": ("0", "Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host/-Port/"
+                                "-Prefix are trusted (werkzeug ProxyFix); 0 = none, the headers are ignored."),
+    "TRUSTED_HOSTS": ("", "Comma-separated Host names the app answers (others get 400); empty = the host of "
+                          "APP_BASE_URL in production, any host in the demo and tests."),
     "NEUTRAL_EXIT_URL": ("https://www.weather.gov/", "Where quick exit sends the window."),
     "LOG_LEVEL": ("INFO", "Python log level. Logs never carry PHI."),
     "SCREENING_DEFAULT_INSTRUMENT": ("", "Instrument id asked by default; empty = deployment's default_instrument."),
@@ -69,7 +78,6 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "RATELIMIT_LAUNCH": ("60 per minute", "Limit per client address on /launch and /launch/standalone."),
     "RATELIMIT_CALLBACK": ("60 per minute", "Limit per client address on /callback."),
     "RATELIMIT_ACTIONS": ("120 per minute", "Limit per client address on worklist actions and other POSTs."),
-    "TRUSTED_HOSTS": ("", "Comma-separated Host names the app answers to (others get a 400); empty = no check."),
     "WORKLIST_TIME_ZONE": ("", "Time zone of the social-work queue's times; empty = the deployment's "
                               "worklist.time_zone, else America/New_York."),
     "WORKLIST_URGENT_CONTACT_HOURS": ("", "Hours after which an urgent referral not yet contacted is highlighted; "
@@ -139,17 +147,34 @@ class Deployment:
 
 
 def flask_config() -> dict[str, Any]:
-    """Flask config mapping built from the environment."""
-    deployment = Deployment.load(env("IPV_DEPLOYMENT"))
+    """Flask config mapping built from the environment.
+
+    Without IPV_DEPLOYMENT the sandbox deployment is loaded so the tests and the demo (which say that they are,
+    see config/checks.py) can run; a production start then stops, naming the unset variable.
+    """
+    deployment_error = None
+    try:
+        deployment: Deployment | None = Deployment.load(env("IPV_DEPLOYMENT") or "sandbox")
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as exc:
+        deployment, deployment_error = None, f"{env('IPV_DEPLOYMENT')}: {exc}"
     allowed = [u.strip().rstrip("/") for u in env("ALLOWED_ISS").split(",") if u.strip()]
     embedded = env("EMBEDDED_IN_IFRAME") == "1"
+    base_url = env("APP_BASE_URL").rstrip("/")
+    dep = deployment or Deployment(name="(not loaded)", client_id="")
     return {
+        "IPV_DEPLOYMENT": env("IPV_DEPLOYMENT"),
+        "IPV_MODE": "demo" if env("IPV_DEMO") == "1" and env("IPV_MODE") == "production" else env("IPV_MODE"),
         "DEPLOYMENT": deployment,
+        "DEPLOYMENT_ERROR": deployment_error,
         "DATABASE_URL": env("DATABASE_URL"),
+        "ALLOW_SQLITE": env("ALLOW_SQLITE") == "1",
+        "TRUSTED_PROXY_HOPS": int(env("TRUSTED_PROXY_HOPS") or 0),
+        # Flask 3.1 checks the Host header against TRUSTED_HOSTS; None = unchecked (filled in by create_app).
+        "TRUSTED_HOSTS": [h.strip() for h in env("TRUSTED_HOSTS").split(",") if h.strip()] or None,
         "SECRET_KEY": env("SECRET_KEY"),
         "TOKEN_ENCRYPTION_KEY": env("TOKEN_ENCRYPTION_KEY"),
-        "APP_BASE_URL": env("APP_BASE_URL").rstrip("/"),
-        "ALLOWED_ISS": [u.rstrip("/") for u in deployment.allowed_iss] + allowed,
+        "APP_BASE_URL": base_url,
+        "ALLOWED_ISS": [u.rstrip("/") for u in (deployment.allowed_iss if deployment else [])] + allowed,
         "DISCOVERY_TTL_SECONDS": int(env("DISCOVERY_TTL_SECONDS")),
         "LAUNCH_TTL_SECONDS": int(env("LAUNCH_TTL_SECONDS")),
         "HTTP_TIMEOUT_SECONDS": float(env("HTTP_TIMEOUT_SECONDS")),
@@ -162,12 +187,12 @@ def flask_config() -> dict[str, Any]:
         "FRAME_ANCESTORS": env("FRAME_ANCESTORS"),
         "NEUTRAL_EXIT_URL": env("NEUTRAL_EXIT_URL"),
         "LOG_LEVEL": env("LOG_LEVEL"),
-        "SCREENING_DEFAULT_INSTRUMENT": env("SCREENING_DEFAULT_INSTRUMENT") or deployment.default_instrument,
+        "SCREENING_DEFAULT_INSTRUMENT": env("SCREENING_DEFAULT_INSTRUMENT") or dep.default_instrument,
         "SCREENING_INSTRUMENTS": [k.strip() for k in env("SCREENING_INSTRUMENTS").split(",") if k.strip()]
-        or list(deployment.offered_instruments),
+        or list(dep.offered_instruments),
         "SCREENING_INSTRUMENT_DIRS": [d for d in env("SCREENING_INSTRUMENT_DIRS").split(":") if d]
-        + [str(d) for d in deployment.extra.get("instrument_dirs") or []],
-        "SCREENING_DANGER_CHECK": deployment.extra.get("danger_check") or "",
+        + [str(d) for d in dep.extra.get("instrument_dirs") or []],
+        "SCREENING_DANGER_CHECK": dep.extra.get("danger_check") or "",
         # Read by referrals.store when empty (its default, and DIRECTORY_IMPORT_DIR, come from there).
         "DIRECTORY_PATHS": env("DIRECTORY_PATHS") or None,
         "IDLE_TIMEOUT_SECONDS": int(env("IDLE_TIMEOUT_SECONDS")),
@@ -175,7 +200,6 @@ def flask_config() -> dict[str, Any]:
         "OUTBOUND_HOSTS": [h.strip() for h in env("OUTBOUND_HOSTS").split(",") if h.strip()]
         + [str(h) for h in deployment.extra.get("outbound_hosts") or []],
         "RATELIMIT_STORAGE_URI": env("RATELIMIT_STORAGE_URI"),
-        "TRUSTED_HOSTS": [h.strip() for h in env("TRUSTED_HOSTS").split(",") if h.strip()] or None,
         "RATELIMIT_LAUNCH": env("RATELIMIT_LAUNCH"),
         "RATELIMIT_CALLBACK": env("RATELIMIT_CALLBACK"),
         "RATELIMIT_ACTIONS": env("RATELIMIT_ACTIONS"),

@@ -38,6 +38,9 @@ def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path,
                                   "SANDBOX_PERSONALITY": personality})
     deployment = deployment_for(personality, iss)
     app = create_app({
+        # Says explicitly that this is the demo: the sandbox deployment, its public keys, SQLite and plain
+        # HTTP are allowed here and nowhere else (smart_app/config_check.py refuses them in production).
+        "DEMO": True,
         "DEPLOYMENT": deployment,
         "ALLOWED_ISS": [iss],
         "APP_BASE_URL": app_url,

@@ -6,9 +6,15 @@ import json
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 from flask import Flask
+from werkzeug.exceptions import BadRequest, SecurityError
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wsgi import get_host
+
+from smart_app import config_check
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -20,13 +26,21 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(flask_config())
     if test_config:
         app.config.update(test_config)
-    _dev_secrets(app)
     from smart_app import observability
 
     observability.init_app(app)  # JSON logs, request id, /metrics (before anything logs)
 
+    if config_check.invoked_as_check_config():
+        # `flask check-config` must list the problems of a configuration that cannot start.
+        config_check.init_app(app)
+        return app
+    config_check.enforce(app)  # production with a problem: stops here, naming every problem
+    _dev_secrets(app)
+    _serving_behind_proxy(app)
+
     from smart_app import audit, crypto, db, errors, health, i18n, profiles, retention, security
 
+    config_check.init_app(app)
     db.init_app(app)
     crypto.init_app(app)
     security.init_app(app)
@@ -62,14 +76,49 @@ def _url_if(endpoint: str, **values: Any) -> str | None:
         return None
 
 
+def _serving_behind_proxy(app: Flask) -> None:
+    """Trust X-Forwarded-* from exactly TRUSTED_PROXY_HOPS proxies, and answer only TRUSTED_HOSTS.
+
+    Behind a TLS-terminating proxy the app sees plain HTTP: without ProxyFix ``request.is_secure`` is false,
+    Flask-WTF's HTTPS referrer check is skipped and redirects point at http://. Trusting more hops than there
+    are proxies would let a client forge its address or scheme, so the count is explicit (default 0: ignored).
+    """
+    if app.config.get("TRUSTED_HOSTS") is None and config_check.run_mode(app.config) == "production":
+        host = urlsplit(app.config.get("APP_BASE_URL") or "").hostname
+        app.config["TRUSTED_HOSTS"] = [host] if host else None
+    app.wsgi_app = _TrustedHosts(app.wsgi_app, app)  # type: ignore[method-assign]
+    hops = int(app.config.get("TRUSTED_PROXY_HOPS") or 0)
+    if hops:
+        # Outermost, so the host check sees the Host the proxy forwarded (X-Forwarded-Host).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,  # type: ignore[method-assign]
+                                x_port=hops, x_prefix=hops)
+
+
+class _TrustedHosts:
+    """400 for a Host not in TRUSTED_HOSTS, before Flask: Flask 3.1 checks TRUSTED_HOSTS while building the
+    request context, outside its error handling, so a foreign Host became a 500."""
+
+    def __init__(self, wsgi_app: Any, app: Flask):
+        self.wsgi_app, self.app = wsgi_app, app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        trusted = self.app.config.get("TRUSTED_HOSTS")
+        if trusted:
+            try:
+                get_host(environ, trusted)
+            except SecurityError:
+                return BadRequest("This host name is not served here.")(environ, start_response)
+        return self.wsgi_app(environ, start_response)
+
+
 def _dev_secrets(app: Flask) -> None:
-    """The sandbox deployment may run without configured secrets: keep generated ones in
-    instance/ so a restart keeps sessions and encrypted records readable. Elsewhere
-    missing secrets stop start-up."""
+    """The demo and the tests may run without configured secrets: keep generated ones in instance/ so a
+    restart keeps sessions and encrypted records readable. In production ``config_check.enforce`` has
+    already stopped a start without them."""
     missing = [k for k in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEY") if not app.config.get(k)]
     if not missing:
         return
-    if app.config["DEPLOYMENT"].name != "sandbox" and not app.testing:
+    if config_check.run_mode(app.config) == "production":
         raise RuntimeError(f"set {', '.join(missing)} in the environment (see README)")
     path = Path(app.instance_path) / "dev-secrets.json"
     stored = json.loads(path.read_text()) if path.exists() else {}

@@ -70,7 +70,13 @@ def _no_trace_headers(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store, max-age=0"
     response.headers["Pragma"] = "no-cache"
     response.headers["Expires"] = "0"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: the browser sends a Referer to this app only, never to another origin
+    # (the neutral exit page, a program's website, the EHR), so no outbound request says where it came from.
+    # Flask-WTF's CSRF check over HTTPS (WTF_CSRF_SSL_STRICT) requires a same-origin Referer on every POST:
+    # under no-referrer every form POST was refused with "The referrer header is missing". The alternative,
+    # dropping the strict check for Origin / Sec-Fetch-Site, does not work with no-referrer either: Chromium
+    # then sends "Origin: null" on form POSTs. Tested over real TLS in tests/tls/.
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Content-Type-Options"] = "nosniff"
     # form-action: forms post only to us; quick exit's POST ends in a redirect to the neutral page,
     # which browsers check against form-action too.
