@@ -198,7 +198,7 @@ def flask_config() -> dict[str, Any]:
         "IDLE_TIMEOUT_SECONDS": int(env("IDLE_TIMEOUT_SECONDS")),
         "CLOSE_GRACE_SECONDS": int(env("CLOSE_GRACE_SECONDS")),
         "OUTBOUND_HOSTS": [h.strip() for h in env("OUTBOUND_HOSTS").split(",") if h.strip()]
-        + [str(h) for h in deployment.extra.get("outbound_hosts") or []],
+        + [str(h) for h in dep.extra.get("outbound_hosts") or []],
         "RATELIMIT_STORAGE_URI": env("RATELIMIT_STORAGE_URI"),
         "RATELIMIT_LAUNCH": env("RATELIMIT_LAUNCH"),
         "RATELIMIT_CALLBACK": env("RATELIMIT_CALLBACK"),

@@ -42,11 +42,12 @@ def _clinician_journey(target: Any, lid: str) -> None:
     for link_id, code in HITS_POSITIVE.items():
         target.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
     target.get_by_test_id("submit").click()
-    target.wait_for_url("**/more")
+    target.wait_for_url("**/result")  # the danger check is asked at /result
     for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
         target.locator(f'input[name="q-{link_id}"][value="LA32-8"]').check()  # LA32-8 = No
-    target.get_by_test_id("submit").click()
-    target.wait_for_url("**/result")
+    with target.expect_navigation():
+        target.get_by_test_id("submit").click()
+    target.get_by_test_id("summary").wait_for()
     assert target.get_by_test_id("summary").get_attribute("data-interpretation") == "positive"
     target.get_by_test_id("to-referral").click()
     target.wait_for_url(f"**/l/{lid}/referrals")
