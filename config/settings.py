@@ -203,7 +203,7 @@ def flask_config() -> dict[str, Any]:
         "RATELIMIT_LAUNCH": env("RATELIMIT_LAUNCH"),
         "RATELIMIT_CALLBACK": env("RATELIMIT_CALLBACK"),
         "RATELIMIT_ACTIONS": env("RATELIMIT_ACTIONS"),
-        **_worklist_settings(deployment),
+        **_worklist_settings(dep),
         # Unset keys fall back to the EHR profile's retry settings (fhir/outbox.py).
         **{k: env(k) for k in ("OUTBOX_MAX_ATTEMPTS", "OUTBOX_FINAL_RETRY_DELAY") if env(k)},
         **{k: env(k) for k in OPS_DEFAULTS},
