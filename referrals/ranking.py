@@ -128,7 +128,7 @@ class CallNow:
     closure: str | None = None  # why the program is closed all day (holiday or its own closure)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     service: Service
     mask: int
@@ -152,6 +152,7 @@ class DirectoryIndex:
         self.grid: dict[tuple[int, int], list[tuple[int, int, float, float]]] = {}
         self.points: list[tuple[int, int, float, float]] = []  # every located site, for the brute-force scan
         wide_all: list[int] = []
+        shared_ranges: dict[int, list[tuple[int, int]]] = {}  # loaders share equal Hours: one range list each
         for s in directory.services:
             if s.kind == "emergency":
                 self.emergency.append(s)
@@ -164,8 +165,12 @@ class DirectoryIndex:
             # Listed without a nearby site: hotlines, statewide/national services, and any service whose
             # sites have no coordinates (it could never be found by distance).
             wide = s.kind == "hotline" or s.scope != "local" or not any(t.lat is not None for t in s.sites)
-            self.entries.append(_Entry(s, mask, None if s.hours.always else week_ranges(s.hours),
-                                       s.hours.always, s.hours.known, wide))
+            ranges = None
+            if not s.hours.always:
+                ranges = shared_ranges.get(id(s.hours))
+                if ranges is None:
+                    ranges = shared_ranges[id(s.hours)] = week_ranges(s.hours)
+            self.entries.append(_Entry(s, mask, ranges, s.hours.always, s.hours.known, wide))
             if wide:
                 wide_all.append(i)
             for k, site in enumerate(s.sites):
@@ -175,8 +180,9 @@ class DirectoryIndex:
                     self.site_keys.setdefault("name:" + name, []).append((i, site))
                 if site.lat is not None and site.lon is not None:
                     cell = (math.floor(site.lat / CELL), math.floor(site.lon / CELL))
-                    self.grid.setdefault(cell, []).append((i, k, site.lat, site.lon))
-                    self.points.append((i, k, site.lat, site.lon))
+                    point = (i, k, site.lat, site.lon)  # one tuple in both the grid and the full list
+                    self.grid.setdefault(cell, []).append(point)
+                    self.points.append(point)
             for key in s.serves.identifiers | s.serves.organizations:
                 k = key if ("|" in key or "/" in key) else "name:" + key
                 self.serve_keys.setdefault(k, []).append(i)
