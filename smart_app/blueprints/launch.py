@@ -268,15 +268,24 @@ def _bind_to_user(record: LaunchRecord, context: dict[str, Any]) -> None:
     others = db.scalars(select(LaunchRecord).where(LaunchRecord.browser_id == old_bid,
                                                    LaunchRecord.id != record.id,
                                                    LaunchRecord.status.in_(("pending", "active")))).all()
+    signed_in_before = False  # this session already carried a launch of the same user (its own sign-in)
     for other in others:
-        if other.status == "pending" or _user_key(other.iss, Launch(other).context) == me:
+        if other.status == "pending":
             other.browser_id = new_bid
+        elif _user_key(other.iss, Launch(other).context) == me:
+            other.browser_id = new_bid
+            signed_in_before = True
         else:
             other.status = "ended"
             if other.tokens_enc:
                 ended.append(other.id)
     record.browser_id = new_bid
+    # The CSRF token survives only a session this user's own earlier sign-in created (their other tabs' forms
+    # keep working); a session planted before sign-in loses it with everything else.
+    csrf_token = session.get("csrf_token") if signed_in_before else None
     session.clear()  # drops the old id with anything else the old session carried
+    if csrf_token:
+        session["csrf_token"] = csrf_token
     session["bid"] = new_bid
     session.permanent = False
     g.revoke_after = ended

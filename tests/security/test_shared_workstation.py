@@ -126,3 +126,17 @@ def test_closing_the_last_tab_ends_the_launch(csrf_app, make_launch):
     csrf_app.config["CLOSE_GRACE_SECONDS"] = 0
     assert client.post(f"/l/{lid}/close", data={"csrf_token": token}).status_code == 204  # grace 0: ends now
     assert client.get(f"/l/{lid}/").status_code == 404
+
+
+def test_csrf_token_survives_only_the_same_users_own_session(app, client, fake):
+    """L4: a CSRF token planted with the session before sign-in is dropped at /callback; the token of a
+    session the same user's own earlier sign-in created is kept (their other tabs' forms keep working)."""
+    with client.session_transaction() as sess:
+        sess["csrf_token"] = "planted-token"
+    launch(client, fake, "code-1")
+    with client.session_transaction() as sess:
+        assert sess.get("csrf_token") != "planted-token"
+        sess["csrf_token"] = "my-own-token"
+    launch(client, fake, "code-2")  # the same user opens another patient
+    with client.session_transaction() as sess:
+        assert sess.get("csrf_token") == "my-own-token"
