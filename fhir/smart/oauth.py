@@ -116,8 +116,16 @@ def _check_response(resp: requests.Response) -> requests.Response:
     if not isinstance(body.get("access_token"), str) or not body["access_token"] \
             or str(body.get("token_type", "")).lower() != "bearer":
         raise TokenError("The EHR's token response has no bearer access token.")
-    if "expires_in" in body and not isinstance(body["expires_in"], int | float):
+    # Values oauthlib would trip over (a numeric scope, a text expires_in) are dropped before it parses.
+    changed = False
+    if "expires_in" in body and (not isinstance(body["expires_in"], int | float) or isinstance(body["expires_in"], bool)
+                                 or not -1e9 < body["expires_in"] < 1e9):
         body.pop("expires_in")
+        changed = True
+    if "scope" in body and not isinstance(body["scope"], str):
+        body.pop("scope")
+        changed = True
+    if changed:
         resp._content = json.dumps(body).encode()
     return resp
 
@@ -133,7 +141,7 @@ def _token(call: Any, token_url: str) -> dict[str, Any]:
     except OAuth2Error as exc:
         raise TokenError(f"The EHR refused the token request ({clean_text(exc.error, 60)}: "
                          f"{clean_text(exc.description, 200)})", error=clean_text(exc.error, 60)) from None
-    except (ValueError, TypeError, KeyError, Warning, requests.RequestException):
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, Warning, requests.RequestException):
         raise TokenError("The EHR's token response could not be used.") from None
     if isinstance(token.get("scope"), list):  # oauthlib hands scope back as a list
         token["scope"] = " ".join(str(s) for s in token["scope"])

@@ -29,6 +29,7 @@ HOSTILE = st.one_of(
                      "hits", "da-5", "yes", "submit", "decline", "not_now", "contacted", "closed", "es", "en",
                      "02115", "-1", "1e309", "[]", "{}", "<script>", "' OR 1=1 --", FakeEhr.ISS]),
 )
+HOSTILE_EHR = settings(FUZZ, max_examples=200)
 FIELDS = st.sampled_from(["iss", "launch", "state", "code", "error", "error_description", "instrument", "action",
                           "alone", "no_family_interpreter", "lang", "zip", "need", "consent", "channel",
                           "resources", "digest", "status", "note", "q-hurt", "q-weapon", "csrf_token", "x"])
@@ -119,7 +120,7 @@ def test_hostile_ehr_values_never_answer_5xx(fuzz_app):
                   "need_patient_banner", "smart_style_url", "intent", "fhirContext", "refresh_token"]
     claim_keys = ["iss", "aud", "nonce", "fhirUser", "exp", "iat", "sub", "azp"]
 
-    @FUZZ
+    @HOSTILE_EHR
     @given(doc=st.dictionaries(st.sampled_from(list(base_doc) + ["revocation_endpoint"]), ODD, max_size=2),
            token=st.dictionaries(st.sampled_from(token_keys), ODD, max_size=3),
            claims=st.dictionaries(st.sampled_from(claim_keys), ODD, max_size=2),
