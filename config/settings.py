@@ -77,7 +77,7 @@ DEFAULTS: dict[str, tuple[str, str]] = {
                                            "by all workers), memory:// for the demo."),
     "RATELIMIT_LAUNCH": ("60 per minute", "Limit per client address on /launch and /launch/standalone."),
     "RATELIMIT_CALLBACK": ("60 per minute", "Limit per client address on /callback."),
-    "RATELIMIT_ACTIONS": ("120 per minute", "Limit per client address on worklist actions and other POSTs."),
+    "RATELIMIT_ACTIONS": ("120 per minute", "Limit per client address on worklist actions (social-work queue POSTs)."),
     "WORKLIST_TIME_ZONE": ("", "Time zone of the social-work queue's times; empty = the deployment's "
                               "worklist.time_zone, else America/New_York."),
     "WORKLIST_URGENT_CONTACT_HOURS": ("", "Hours after which an urgent referral not yet contacted is highlighted; "

@@ -3,7 +3,7 @@ the real one).
 
 - ``/launch`` and ``/launch/standalone``: RATELIMIT_LAUNCH (each writes a pending launch row).
 - ``/callback``: RATELIMIT_CALLBACK (each may call the EHR's token endpoint).
-- Every POST of the browser-facing feature blueprints (worklist actions first of all): RATELIMIT_ACTIONS.
+- Every POST of the social-work worklist (status changes, contact log): RATELIMIT_ACTIONS.
   Quick exit and the end-of-launch beacons are never limited.
 
 Storage: RATELIMIT_STORAGE_URI, ``redis://127.0.0.1:6379`` in production so every worker shares the
@@ -20,9 +20,10 @@ from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import TooManyRequests
 
 NEVER_LIMITED = {"exit.quick_exit", "exit.close_launch", "exit.launch_alive", "static"}
-# Browser-facing feature blueprints whose POSTs get RATELIMIT_ACTIONS. Not the CDS Hooks service: its calls
-# come from the EHR's servers (one address for a whole hospital) and carry their own signed JWT.
-ACTION_BLUEPRINTS = {"worklist", "screening", "referral", "writeback", "report"}
+# Blueprints whose POSTs get RATELIMIT_ACTIONS: the social-work worklist actions. Not the clinical pages (a
+# clinic behind one NAT address must never be stopped mid-screening or mid-consent) and not the CDS Hooks
+# service (its calls come from the EHR's servers and carry their own signed JWT).
+ACTION_BLUEPRINTS = {"worklist"}
 LAUNCH_ENDPOINTS = {"launch.ehr_launch", "launch.standalone_launch"}
 CALLBACK_ENDPOINTS = {"launch.callback"}
 

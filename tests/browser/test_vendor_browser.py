@@ -66,12 +66,13 @@ def test_clinician_in_a_browser_against_each_personality(vendor_live, page):
         if page.locator(f'input[name="q-{link_id}"]').count():  # the danger check on the same screen
             page.locator(f'input[name="q-{link_id}"][value="LA32-8"]').check()
     page.get_by_test_id("submit").click()
-    page.wait_for_url(lambda url: url.endswith("/more") or url.endswith("/result"))
-    if page.url.endswith("/more"):
+    page.wait_for_url("**/result")
+    # The danger check, when it follows, is asked at /result itself (review finding M2: the URL never tells).
+    if page.locator('[data-instrument="da-5"]').count():
         for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
             page.locator(f'input[name="q-{link_id}"][value="LA32-8"]').check()  # LA32-8 = No
         page.get_by_test_id("submit").click()
-        page.wait_for_url("**/result")
+        page.get_by_test_id("summary").wait_for()
     page.get_by_test_id("to-referral").click()
     page.wait_for_url(f"**/l/{lid}/referrals")
     service = page.locator('[data-testid="result"]').first.get_attribute("data-service")

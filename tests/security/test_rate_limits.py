@@ -57,14 +57,17 @@ def test_launch_and_callback_are_limited_with_a_429_page(tmp_path):
 
 
 def test_worklist_actions_are_limited(tmp_path):
-    """L8: POSTs of the feature blueprints (worklist status changes first of all) are limited."""
+    """L8: worklist actions (POSTs of the social-work queue) are limited; clinical pages are not."""
     app = _app(tmp_path, "w.db")
     client = app.test_client()
     sw = default_context(user={"reference": "Practitioner/sw", "name": "S W", "roles": ["social_worker"]})
     lid = launch_for(app, client, context=sw)
-    target = f"/l/{lid}/worklist/nope/status" if "worklist" in app.blueprints else f"/l/{lid}/gate"
+    target = f"/l/{lid}/worklist/nope/status"
     codes = [client.post(target, data={"status": "contacted"}).status_code for _ in range(3)]
     assert 429 not in codes[:2] and codes[2] == 429
+    # The clinical pages are not limited: a clinic behind one address must never be stopped mid-screening.
+    gate = [client.post(f"/l/{lid}/gate", data={"action": "not_now"}).status_code for _ in range(4)]
+    assert 429 not in gate
 
 
 def _redis_up() -> bool:
