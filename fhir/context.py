@@ -192,9 +192,10 @@ def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:
 
 def interpreter_needed(resource: dict[str, Any] | None) -> bool | None:
     """True/False from the US Core interpreter-needed extension; None when absent or unknown."""
-    for ext in (resource or {}).get("extension") or []:
+    extensions = (resource or {}).get("extension")
+    for ext in extensions if isinstance(extensions, list) else []:
         if isinstance(ext, dict) and ext.get("url") == INTERPRETER_NEEDED:
-            coding = ext.get("valueCoding") or {}
+            coding = ext.get("valueCoding") if isinstance(ext.get("valueCoding"), dict) else {}
             for key in (coding.get("code"), str(coding.get("display") or "").lower()):
                 if key in _INTERPRETER_ANSWERS:
                     return _INTERPRETER_ANSWERS[key]
@@ -230,22 +231,27 @@ def organization_summary(org: dict[str, Any]) -> dict[str, Any]:
 def _refs(items: Any, base_url: str, rtype: str) -> list[dict[str, str | None]]:
     out = []
     for item in items if isinstance(items, list) else [items] if isinstance(items, dict) else []:
-        ref = _relative((item or {}).get("reference"), base_url) if isinstance(item, dict) else None
+        raw = item.get("reference") if isinstance(item, dict) else None
+        ref = _relative(raw, base_url) if isinstance(raw, str) else None
         if ref and ref.startswith(rtype + "/"):
-            out.append({"reference": ref, "display": item.get("display")})
+            display = item.get("display")
+            out.append({"reference": ref, "display": display if isinstance(display, str) else None})
     return out
 
 
 def role_summary(role: dict[str, Any], base_url: str) -> dict[str, Any]:
     """What the app needs of one PractitionerRole: its codes and texts (role mapping, smart_app/roles.py)
     and the places it covers (the social-work queue's scope)."""
-    concepts = [c for c in (role.get("code") or []) + (role.get("specialty") or []) if isinstance(c, dict)]
+    concepts = [c for key in ("code", "specialty") for c in (role.get(key) if isinstance(role.get(key), list) else [])
+                if isinstance(c, dict)]
     return {
         "id": role.get("id"),
         "active": role.get("active", True) is not False,
         "codings": [{"system": c.get("system"), "code": c.get("code"), "display": c.get("display")}
-                    for concept in concepts for c in concept.get("coding") or [] if isinstance(c, dict)],
-        "texts": [str(concept["text"]) for concept in concepts if concept.get("text")],
+                    for concept in concepts
+                    for c in (concept.get("coding") if isinstance(concept.get("coding"), list) else [])
+                    if isinstance(c, dict)],
+        "texts": [str(concept["text"]) for concept in concepts if isinstance(concept.get("text"), str)],
         "locations": _refs(role.get("location"), base_url, "Location"),
         "organizations": _refs(role.get("organization"), base_url, "Organization"),
         "services": _refs(role.get("healthcareService"), base_url, "HealthcareService"),

@@ -320,17 +320,17 @@ def consent_post() -> Response | tuple[str, int] | str:
         return render_template("error.html", title=_("No patient"),
                                message=_("This launch has no patient, so nothing can be written.")), 400
     db = get_session()
-    earlier = visit_referral(db, launch.iss, launch.context, exclude_launch=launch.id)
-    if earlier is not None and request.form.get("second_referral") != "yes":
-        # Another launch already referred this patient for this visit: a second one only by explicit choice.
-        return render_template("worklist/second_referral.html", lid=launch.id, earlier=earlier,
-                               form=request.form), 409
     profile = current_profile()
     offer = offer_for(launch, profile)
     choices = choices_from(request.form, profile, offer)
     vm = view_model(launch, profile, choices)
     if action != "yes":  # "Update preview" (works without JavaScript)
         return _render_consent(launch, profile, vm)
+    earlier = visit_referral(db, launch.iss, launch.context, exclude_launch=launch.id)
+    if earlier is not None and request.form.get("second_referral") != "yes":
+        # Another launch already referred this patient for this visit: a second one only by explicit choice.
+        return render_template("worklist/second_referral.html", lid=launch.id, earlier=earlier,
+                               form=request.form), 409
     if state == "other" and not choices["patient_asks"]:
         return _out_of_order(_("Nothing was written: after a negative or declined screen, a referral is recorded "
                                "only when the patient asks for one. Go back and tick “The patient asks for a "
