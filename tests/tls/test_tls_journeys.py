@@ -76,20 +76,22 @@ def chart_notes(sandbox: tls.TlsSandbox, patient: str) -> list[dict]:
 
 
 def social_worker_finds(app: tls.AppProcess, context: Any, name: str) -> None:
-    """Standalone launch (no EHR page): the app -> the EHR's sign-in -> back to the app's worklist."""
+    """Standalone launch (no EHR page): the app -> the EHR's sign-in -> back to the app's worklist. Emery's
+    PractitionerRole names MGH, whose Chelsea health center referred the patient; she accepts the referral."""
     page = context.new_page()
     page.goto(app.url + "/launch/standalone")
-    page.select_option("#practitioner", "prac-devon")
+    page.select_option("#practitioner", "prac-emery")
     page.click("#approve-button")
     page.wait_for_url("**/worklist")
     assert page.url.startswith(app.url)
-    rows = page.locator('[data-testid^="referral-"]').filter(has_text=name)
-    new = rows.and_(page.locator('[data-status="new"]'))
-    assert new.count() == 1
-    testid = new.get_attribute("data-testid")
+    row = page.locator('[data-testid^="referral-"]').filter(has_text=name).and_(
+        page.locator('[data-status="requested"]'))
+    assert row.count() == 1
     with page.expect_navigation():
-        new.get_by_test_id("set-contacted").click()
-    assert page.get_by_test_id(testid).get_attribute("data-status") == "contacted"
+        row.get_by_test_id("open").click()
+    with page.expect_navigation():
+        page.get_by_test_id("set-accepted").click()
+    expect(page.get_by_test_id("facts")).to_have_attribute("data-status", "accepted")
 
 
 def session_cookies_set(page: Any, app: tls.AppProcess) -> list[str]:
