@@ -1,5 +1,10 @@
-"""Language: English and Spanish first. The patient's language comes from
-Patient.communication (read at launch) and can be switched on the page."""
+"""Language: English, Spanish and Portuguese (Brazil). The patient's language comes from
+Patient.communication (read at launch) and can be switched on the page (one switch).
+
+Two languages at once on the screening and referral pages (``launch_view``): the clinician's own text in
+the deployment's language (``clinician_language``, default English), everything said, read aloud or printed
+for the patient in the patient's language (``p_()``, content files, instrument text), with the clinician's
+language beneath each question."""
 
 from __future__ import annotations
 
@@ -7,16 +12,19 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from flask_babel import Babel, force_locale, gettext
 
 from smart_app.launch_state import Launch, launch_required
 
-SUPPORTED = ("en", "es")
+SUPPORTED = ("en", "es", "pt")
 babel = Babel()
 
 
 def select_locale() -> str:
+    # Bilingual pages: the page is in the clinician's language whatever ?lang= (the patient's) says.
+    if g.get("bilingual") and g.get("locale") in SUPPORTED:
+        return g.locale
     # A view may fix the language (the launch's chosen one); ?lang= switches it.
     lang = request.args.get("lang") if request else None
     if lang in SUPPORTED:
@@ -48,13 +56,29 @@ def use_launch_locale(launch: Launch) -> None:
     g.patient_locale = g.locale
 
 
+def clinician_locale() -> str:
+    """The deployment's language for the clinician's own text (``clinician_language``; default English)."""
+    extra = getattr(current_app.config.get("DEPLOYMENT"), "extra", None) or {}
+    lang = str(extra.get("clinician_language") or "en")
+    return lang if lang in SUPPORTED else "en"
+
+
+def use_bilingual_locale(launch: Launch) -> None:
+    """``g.patient_locale``: the launch's patient language (``?lang=`` switches it, kept for the launch);
+    ``g.locale``: the clinician's language."""
+    use_launch_locale(launch)
+    g.patient_locale = g.locale
+    g.locale = clinician_locale()
+    g.bilingual = True
+
+
 def launch_view(view: Callable) -> Callable:
-    """``launch_required`` + the launch's language in ``g.locale`` before anything renders."""
+    """``launch_required`` + both languages (clinician's in ``g.locale``, patient's in ``g.patient_locale``)."""
 
     @launch_required
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any):
-        use_launch_locale(g.launch)
+        use_bilingual_locale(g.launch)
         return view(*args, **kwargs)
 
     return wrapper

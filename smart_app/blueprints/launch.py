@@ -239,7 +239,8 @@ def callback():
                                 "scope", "id_token", "patient", "encounter")})
     launch.set_context(context)
     patient_lang = ((context.get("patient") or {}).get("language")) or "en"
-    launch.update_data(locale="es" if patient_lang == "es" else "en")
+    patient_lang = patient_lang.split("-")[0].lower()
+    launch.update_data(locale=patient_lang if patient_lang in ("es", "pt") else "en")
     record.pending_enc = None
     record.status = "active"
     record.expires_at = new_expiry()

@@ -88,7 +88,8 @@ def handout_view(view: Callable) -> Callable:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any):
         asked = request.args.get("lang")
-        g.locale = asked if asked in SUPPORTED else patient_locale(g.launch.context)
+        chosen = g.launch.data.get("locale")  # the patient's language as switched on the pages
+        g.locale = asked if asked in SUPPORTED else chosen if chosen in SUPPORTED else patient_locale(g.launch.context)
         return view(*args, **kwargs)
 
     return wrapper
@@ -96,6 +97,8 @@ def handout_view(view: Callable) -> Callable:
 
 def patient_language() -> str:
     """The patient's language for ranking ('es' speakers get Spanish-speaking programs first)."""
+    if g.get("patient_locale"):
+        return g.patient_locale
     patient = g.launch.context.get("patient") or {}
     lang = (patient.get("language") or "").split("-")[0].lower()
     return lang or g.get("locale") or "en"

@@ -329,7 +329,8 @@ def questions() -> Response | tuple[str, int]:
         return ask_again
     first_screen_done = bool(g.launch.data.get("screening"))
     g.launch.update_data(screening={
-        "instrument": inst.key, "questionnaire": inst.url, "version": inst.version, "language": g.locale,
+        "instrument": inst.key, "questionnaire": inst.url, "version": inst.version,
+        "language": g.get("patient_locale") or g.locale,  # the language the questions were read in
         "answers": {k: a.code for k, a in result.answers.items()},
         # The same answers as codings (system, code, English display, score) for a QuestionnaireResponse.
         "answer_codings": result.answers_state(), "score": result.score,

@@ -287,12 +287,17 @@ def test_spanish_from_patient_communication(client, make_launch, app):
     ctx["patient"] = dict(ctx["patient"], language="es", languages=["es"])
     flow = Flow(client, make_launch(client, context=ctx))
     gate = flow.get(f"/l/{flow.lid}/").get_data(as_text=True)
-    assert '<html lang="es">' in gate and "Antes de preguntar" in gate and "Salida rápida" in gate
+    # Two languages at once: the clinician's page stays in the deployment's language (English) ...
+    assert '<html lang="en">' in gate and "Before you ask" in gate and "Quick exit" in gate
+    assert '<span class="current" lang="es" aria-current="true">Español</span>' in gate  # the patient's language
     flow.gate()
     page = flow.get(f"/l/{flow.lid}/screen").get_data(as_text=True)
-    assert "Dígame con qué frecuencia su pareja:" in page and "Le hace daño físico" in page
-    assert "Con mucha frecuencia" in page
-    assert 'data-testid="translation-note"' in page and "no una versión validada" in page
+    # ... the questions are read aloud in Spanish, with the English beneath each one.
+    assert '<span lang="es" class="read-aloud">Dígame con qué frecuencia su pareja:</span>' in page
+    assert '<span lang="es" class="read-aloud">1. Le hace daño físico</span>' in page
+    assert '<span class="clinician-text" lang="en">Physically hurt you</span>' in page
+    assert "Con mucha frecuencia" in page and "Read each question to the patient" in page
+    assert 'data-testid="translation-note"' in page and "not a validated version" in page
     flow.screen(HITS_POSITIVE)
     flow.danger(da5("strangulation"))
     from datetime import datetime
@@ -303,8 +308,8 @@ def test_spanish_from_patient_communication(client, make_launch, app):
         result = flow.result()
     finally:
         app.extensions.pop("clock")
-    assert "Urgente: peligro alto" in result and "Si está en peligro inmediato, llame al 911." in result
-    assert "fuera de horario" in result
+    assert "Urgent: high danger" in result and "after hours: page the advocate on call" in result
+    assert '<q lang="es">Si está en peligro inmediato, llame al 911.</q>' in result  # said to the patient
     assert launch_data(app, flow.lid)["screening"]["language"] == "es"
 
 
@@ -312,13 +317,15 @@ def test_language_switch_on_the_page_keeps_the_launch(flow, app):
     gate = flow.get(f"/l/{flow.lid}/").get_data(as_text=True)
     link = re.search(r'href="([^"]+)"[^>]*data-testid="lang-es"', gate).group(1)
     assert link.startswith(f"/l/{flow.lid}/")
-    assert "Antes de preguntar" in flow.get(link).get_data(as_text=True)
+    switched = flow.get(link).get_data(as_text=True)
+    assert "Before you ask" in switched and 'lang="es" aria-current="true"' in switched  # one switch: the patient's
     flow.gate()
     # The choice stays for the rest of the launch, without ?lang on later pages.
     assert "Le hace daño físico" in flow.get(f"/l/{flow.lid}/screen").get_data(as_text=True)
     assert launch_data(app, flow.lid)["locale"] == "es"
     english = flow.get(f"/l/{flow.lid}/screen?lang=en&instrument=hits").get_data(as_text=True)
     assert "Physically hurt you" in english and 'data-testid="translation-note"' not in english
+    assert "Le hace daño físico" not in english and 'class="clinician-text"' not in english
 
 
 def test_result_without_a_screen_goes_back_to_the_gate(flow):
@@ -376,7 +383,7 @@ def test_a_site_instrument_without_spanish_is_marked_english_on_a_spanish_page(t
         client = app.test_client()
         lid = launch_for(app, client, data={"gate": {"status": "confirmed"}, "locale": "es"})
         page = client.get(f"/l/{lid}/screen").get_data(as_text=True)
-        assert '<html lang="es">' in page and '<h1 lang="en">Site HARK</h1>' in page
+        assert '<html lang="en">' in page and "Site HARK</h1>" in page
         assert '<span lang="en" class="read-aloud">1. Within the last year' in page
         assert '<span lang="es">Sí</span>' in page  # answer displays still carry their Spanish
     finally:
