@@ -106,3 +106,25 @@ def test_urgent_box_for_da5_of_3_is_above_the_fold_and_actionable(launched_page,
         assert above_the_fold(page, f'[data-testid="{test_id}"]'), test_id
     assert above_the_fold(page, '[data-testid="say-911"]')
     assert serious_violations(page) == []
+
+
+def test_bilingual_read_aloud_page_fits_the_screen(launched_page, screen_page):
+    """Carmen (Spanish): English instructions, Spanish questions with the English beneath, all on one screen."""
+    from tests.browser.test_screening_browser import pass_gate
+
+    page = launched_page("pat-carmen", "enc-carmen-sjphc", page=screen_page)
+    assert page.locator("html").get_attribute("lang") == "en"
+    pass_gate(page)
+    grid = page.get_by_test_id("likert")
+    first = grid.locator("tbody th").first
+    assert first.locator('[lang="es"]').inner_text() == "1. Le hace daño físico"
+    assert first.locator(".clinician-text").inner_text() == "Physically hurt you"
+    assert "Nunca" in grid.locator("thead").inner_text() and "Never" in grid.locator("thead").inner_text()
+    assert "Read each question to the patient" in page.locator("main").inner_text()
+    # "Use another tool" above the questions; every question and both buttons above the fold.
+    other = page.locator(".other-instruments").bounding_box()
+    assert other["y"] < grid.bounding_box()["y"]
+    for row in range(4):
+        assert above_the_fold(page, f'[data-testid="likert"] tbody tr >> nth={row}')
+    assert above_the_fold(page, '[data-testid="submit"]') and above_the_fold(page, '[data-testid="decline"]')
+    assert serious_violations(page) == []

@@ -66,14 +66,17 @@ def serious_violations(page) -> list[str]:
 
 
 def test_spanish_patient_at_sjphc_and_accessibility(launched_page, live_app):
-    """Carmen's chart says Spanish: the page and handout are in Spanish and Passageway (which speaks it) is first."""
+    """Carmen's chart says Spanish: the clinician's page stays English, the patient section and handout are in
+    Spanish, and Passageway (which speaks it) is first."""
     page = launched_page("pat-carmen", "enc-carmen-sjphc")
     lid = lid_of(page)
     page.goto(f"{live_app.url}/l/{lid}/referrals")
-    assert page.locator("html").get_attribute("lang") == "es"
+    assert page.locator("html").get_attribute("lang") == "en"
     first = page.locator('[data-testid="result"]').first
     assert first.get_attribute("data-service") == "passageway"
-    assert "Habla español" in first.inner_text()
+    assert "Speaks Spanish" in first.inner_text()
+    page.get_by_test_id("patient-section").locator("summary").click()
+    assert "Ideas para un plan de seguridad" in page.get_by_test_id("patient-section").inner_text()
     found = {"referrals": serious_violations(page)}
     page.goto(f"{live_app.url}/l/{lid}/handout?qr=1")
     assert page.title() == "Recursos de salud"

@@ -93,25 +93,26 @@ def spanish_context():
 
 def test_full_positive_hits_screen_in_spanish(open_launch, screening_app):
     page, lid = open_launch(context=spanish_context())
-    assert page.locator("html").get_attribute("lang") == "es"
-    assert page.get_by_role("heading", level=1).inner_text() == "Antes de preguntar"
+    # The clinician's page in English; the patient's language is Spanish.
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert page.get_by_role("heading", level=1).inner_text() == "Before you ask"
     pass_gate(page)
     assert "Dígame con qué frecuencia su pareja:" in page.content()
     assert page.get_by_test_id("translation-note").is_visible()
     for link_id, code in (("hurt", "sometimes"), ("insult", "frequently"), ("threaten", "rarely"),
                           ("scream", "fairly-often")):
         answer(page, link_id, code)
-    page.get_by_role("button", name="Terminar").click()
+    page.get_by_role("button", name="Done").click()
     page.wait_for_url("**/result")  # the danger check is asked at /result (finding M2)
     assert "¿Cree que su pareja es capaz de matarle?" in page.content()
     for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
         answer(page, link_id, "LA32-8")
-    page.get_by_role("button", name="Terminar").click()
+    page.get_by_role("button", name="Done").click()
     page.wait_for_url("**/result")
     page.get_by_test_id("summary").wait_for()  # /result again after the danger check
     summary = page.get_by_test_id("summary")
     assert summary.get_attribute("data-interpretation") == "positive"
-    assert "Positivo — HITS 14, punto de corte > 10." in summary.inner_text()
+    assert "Positive — HITS 14, cut-off > 10." in summary.inner_text()
     assert page.get_by_test_id("urgent").count() == 0
     assert "1-877-785-2020" in page.get_by_test_id("resources").inner_text()
     s = launch_data(screening_app[0], lid)["screening"]
@@ -122,7 +123,8 @@ def test_language_switch_in_the_browser_keeps_the_launch(open_launch):
     page, lid = open_launch()
     with page.expect_navigation():
         page.get_by_test_id("lang-es").click()
-    assert page.get_by_role("heading", level=1).inner_text() == "Antes de preguntar"
+    assert page.get_by_role("heading", level=1).inner_text() == "Before you ask"  # the clinician's language
+    assert page.get_by_test_id("lang-switch").locator('[aria-current="true"]').inner_text() == "Español"
     assert f"/l/{lid}/" in page.url
     pass_gate(page)
     assert "Le hace daño físico" in page.content()
@@ -286,25 +288,33 @@ def test_axe_gate_instrument_and_result_have_no_serious_violations(open_launch, 
     assert found == {k: [] for k in found}
 
 
-def test_real_launch_spanish_patient_positive_hits_with_danger_pages_passageway(launched_page):
-    """End to end from the sandbox EHR: Carmen (Patient.communication es) at Southern Jamaica Plain."""
-    page = launched_page("pat-carmen", "enc-carmen-sjphc")
-    assert page.locator("html").get_attribute("lang") == "es"
-    assert page.get_by_role("heading", level=1).inner_text() == "Antes de preguntar"
-    pass_gate(page)
-    for link_id in ("hurt", "insult", "threaten", "scream"):
-        answer(page, link_id, "fairly-often")
-    page.get_by_role("button", name="Terminar").click()
-    page.wait_for_url("**/result")  # the danger check is asked at /result (finding M2)
-    for link_id in ("escalation", "weapon", "jealousy", "strangulation"):
-        answer(page, link_id, "LA32-8")
-    answer(page, "fear-for-life", "LA33-6")
-    page.get_by_role("button", name="Terminar").click()
-    page.wait_for_url("**/result")
-    page.get_by_test_id("summary").wait_for()  # /result again after the danger check
-    assert page.locator("main h1, main h2").first.inner_text() == "Urgente: peligro alto"
-    urgent = page.get_by_test_id("urgent").inner_text()
-    assert "911" in urgent and "1-877-785-2020" in urgent and "1-617-732-5520 ext. 31808" in urgent
+def test_real_launch_spanish_patient_positive_hits_with_danger_pages_passageway(launched_page, live_app):
+    """End to end from the sandbox EHR: Carmen (Patient.communication es) at Southern Jamaica Plain, at night."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    live_app.app.extensions["clock"] = lambda: datetime(2026, 11, 24, 22, 0, tzinfo=ZoneInfo("America/New_York"))
+    try:
+        page = launched_page("pat-carmen", "enc-carmen-sjphc")
+        assert page.locator("html").get_attribute("lang") == "en"
+        assert page.get_by_role("heading", level=1).inner_text() == "Before you ask"
+        pass_gate(page)
+        for link_id in ("hurt", "insult", "threaten", "scream"):
+            answer(page, link_id, "fairly-often")
+        page.get_by_role("button", name="Done").click()
+        page.wait_for_url("**/result")  # the danger check is asked at /result (finding M2)
+        for link_id in ("escalation", "weapon", "jealousy", "strangulation"):
+            answer(page, link_id, "LA32-8")
+        answer(page, "fear-for-life", "LA33-6")
+        page.get_by_role("button", name="Done").click()
+        page.wait_for_url("**/result")
+        page.get_by_test_id("summary").wait_for()  # /result again after the danger check
+        assert page.locator("main h1, main h2").first.inner_text() == "Urgent: high danger"
+        urgent = page.get_by_test_id("urgent").inner_text()
+    finally:
+        live_app.app.extensions.pop("clock", None)
+    assert "Si está en peligro inmediato, llame al 911." in urgent  # said to the patient in Spanish
+    assert "1-877-785-2020" in urgent and "1-617-732-5520 ext. 31808" in urgent
     assert page.get_by_test_id("summary").get_attribute("data-interpretation") == "positive"
 
 
