@@ -98,7 +98,7 @@ def is_open(hours: Hours, now: datetime, tz: str = "America/New_York") -> bool |
 
 def fmt_minutes(minutes: int, lang: str = "en") -> str:
     h, m = divmod(minutes % (24 * 60), 60)
-    if lang == "es":
+    if lang in ("es", "pt"):
         return f"{h}:{m:02d}"
     suffix = "am" if h < 12 else "pm"
     h12 = h % 12 or 12

@@ -488,7 +488,8 @@ def describe_hours(hours: Hours, lang: str = "en") -> str:
     if not hours.known or not hours.weekly:
         return ""
     names = {"en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
-             "es": ("lun", "mar", "mié", "jue", "vie", "sáb", "dom")}.get(lang, ("Mon", "Tue", "Wed", "Thu", "Fri",
+             "es": ("lun", "mar", "mié", "jue", "vie", "sáb", "dom"),
+             "pt": ("seg", "ter", "qua", "qui", "sex", "sáb", "dom")}.get(lang, ("Mon", "Tue", "Wed", "Thu", "Fri",
                                                                                  "Sat", "Sun"))
     parts = []
     for iv in hours.weekly:

@@ -128,3 +128,37 @@ def test_bilingual_read_aloud_page_fits_the_screen(launched_page, screen_page):
         assert above_the_fold(page, f'[data-testid="likert"] tbody tr >> nth={row}')
     assert above_the_fold(page, '[data-testid="submit"]') and above_the_fold(page, '[data-testid="decline"]')
     assert serious_violations(page) == []
+
+
+def test_handout_printed_from_a_negative_screen_in_portuguese(launched_page, live_app, screen_page):
+    """Joana (Portuguese) at MGH Chelsea: a negative screen still gives a wallet card, in Portuguese."""
+    import re
+
+    from tests.browser.test_screening_browser import answer, pass_gate
+
+    page = launched_page("pat-joana", "enc-joana-chelsea", page=screen_page)
+    assert page.get_by_test_id("lang-switch").locator('[aria-current="true"]').inner_text() == "Português"
+    pass_gate(page)
+    assert "Machuca você fisicamente" in page.get_by_test_id("likert").inner_text()
+    for link_id in ("hurt", "insult", "threaten", "scream"):
+        answer(page, link_id, "never")
+    page.get_by_test_id("submit").click()
+    page.wait_for_url("**/result")
+    assert "Negative — HITS 4" in page.get_by_test_id("summary-line").inner_text()
+    assert "Damos este cartão a todas as pessoas" in page.get_by_test_id("say-handout").inner_text()
+    page.get_by_test_id("result-handout").click()
+    page.wait_for_url("**/handout")
+    assert page.locator("html").get_attribute("lang") == "pt"
+    assert page.title() == "Recursos de saúde"
+    assert page.get_by_test_id("print").is_visible() and page.get_by_test_id("qr").count() == 0
+    assert serious_violations(page) == []
+    page.emulate_media(media="print")
+    card = page.get_by_test_id("card")
+    printed = card.inner_text()
+    assert "Recursos de saúde" in printed and "HAVEN" in printed and "1-617-724-0054" in printed
+    assert "Outros horários: 1-617-726-2241" in printed and "Emergência: 911" in printed
+    assert "Passageway" not in printed  # this site's program, not another hospital's
+    assert not re.search(r"violên|abus|domést|estupro|agress|abrigo|209A", printed, re.I)
+    assert card.bounding_box()["width"] <= 3.6 * 96  # a wallet card (3.5 in)
+    assert not page.locator(".handout-tools").is_visible()
+    assert page.pdf()[:4] == b"%PDF"
