@@ -427,3 +427,13 @@ def result() -> Response | str:
         urgent=urgent_info(g.launch.context, plang) if danger else None,
         strangulation="strangulation" in (screening.get("danger_items") or []), plang=plang,
     )
+
+
+@bp.route("/finish", methods=["POST"])
+@launch_view
+def finish() -> str:
+    """"Done — back to the chart": ends this launch (its pages stop working); chart writes already queued are
+    still sent by the outbox worker. The page left behind says nothing about the visit."""
+    g.launch.record.status = "ended"
+    g.launch.save()
+    return render_template("screening/finished.html")

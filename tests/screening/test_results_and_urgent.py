@@ -147,3 +147,13 @@ def test_every_result_offers_the_handout_with_this_sites_program(client, make_la
     items = [m.split('"')[0] for m in handout.split('data-testid="handout-item" data-service="')[1:]]
     assert items == ["passageway", "ma-safelink"]  # this site's program and the 24/7 line, not HAVEN
     assert 'data-print' in handout and 'data-testid="qr"' not in handout  # Print button; QR off by default
+
+
+def test_confirmation_reminds_the_handout_says_what_social_work_does_and_done_ends_the_launch(client, make_launch):
+    lid = make_launch(client, data={"writeback": {"referral_id": "no-such-referral"}})
+    page = client.get(f"/l/{lid}/consent/done").get_data(as_text=True)
+    assert 'data-testid="handout-reminder"' in page and f'href="/l/{lid}/handout"' in page
+    assert "What social work does next" in page and "never when no way is safe" in page
+    r = client.post(f"/l/{lid}/finish")
+    assert r.status_code == 200 and 'data-testid="finished"' in r.get_data(as_text=True)
+    assert client.get(f"/l/{lid}/").status_code in (403, 404, 410)  # the launch has ended
