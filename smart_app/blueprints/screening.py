@@ -319,7 +319,7 @@ def questions() -> Response | tuple[str, int]:
         return redirect(url_for("screening.start", lid=lid))
     if request.method == "GET":
         inst = _instrument(request.args.get("instrument"))
-        events.offered(g.launch, inst.key, g.locale)
+        events.offered(g.launch, inst.key, g.get("patient_locale") or g.locale)  # the language asked in
         return _render_form(inst, url_for("screening.questions", lid=lid))
     if request.form.get("instrument") and request.form.get("instrument") == _registry()["danger_check"]:
         return _danger_posted()
