@@ -154,7 +154,8 @@ class Clinician:
         self.get("result", f"{lid}/result")
         self.get("referrals", f"{lid}/referrals")
         consent = self.get("consent", f"{lid}/consent")
-        self.submit("consent POST", consent, "consent", {"consent": "yes"})
+        # Many simulated clinicians refer the same seed visits: the explicit second-referral choice (issue 11).
+        self.submit("consent POST", consent, "consent", {"consent": "yes", "second_referral": "yes"})
         self.get("done", f"{lid}/consent/done")
 
 

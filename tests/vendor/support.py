@@ -258,7 +258,9 @@ def consent_many(env, n: int, resources: list[str] | None = None) -> list[float]
                 "resources": resources or ["DocumentReference"]}
         digest = client.post(f"/l/{lid}/consent/preview", data=form).get_json()["digest"]
         began = time.perf_counter()
-        resp = client.post(f"/l/{lid}/consent", data={**form, "consent": "yes", "digest": digest})
+        # The same seed visits are referred many times on purpose: the explicit second-referral choice (issue 11).
+        resp = client.post(f"/l/{lid}/consent", data={**form, "consent": "yes", "digest": digest,
+                                                       "second_referral": "yes"})
         durations.append(time.perf_counter() - began)
         assert resp.status_code == 302, resp.get_data(as_text=True)[:300]
     return durations
