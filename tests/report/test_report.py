@@ -300,6 +300,9 @@ def test_report_on_postgresql_equals_the_tally(postgres_url):
     app = create_app(app_config(postgres_url))
     try:
         rng, expected = random.Random(7), Counter()
+        dep = app.config["DEPLOYMENT"]  # the social worker covers the three sites (issue 11 scope), as above
+        app.config["DEPLOYMENT"] = dataclasses.replace(dep, extra={**dep.extra, "worklist": {"coverage": {"roles": {
+            "social_worker": [f"urn:ipv-sandbox:site|{s}" for s in SITES]}}}})
         sw = client_with_launch(app, context_for("mgh", "es", roles=["social_worker"]))
         for _ in range(40):
             journey(app, rng, sw, expected)
