@@ -59,6 +59,9 @@ class LaunchRecord(Base):
     data_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     # Non-PHI: why a launch failed, shown to the user.
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Set by quick exit: until then a relaunch by the same user for the same patient and encounter may
+    # continue this launch's screening (smart_app/resume.py); the purge keeps its data only that long.
+    resumable_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class UsedCode(Base):

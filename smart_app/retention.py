@@ -1,5 +1,6 @@
 """Keep the minimum: a launch's encrypted tokens, patient context and screening answers are deleted
-once the launch has ended (quick exit) or expired, unless a chart write still needs its token; a chart
+once the launch has ended (quick exit: once its 15-minute resume window, smart_app/resume.py, has
+closed) or expired, unless a chart write still needs its token; a chart
 write's stored content is emptied once the EHR has it and its labels were checked (failed writes keep
 theirs, for documenting by hand, until FAILED_WRITE_RETENTION_DAYS after they failed). Referrals keep their
 own minimal summary for social work. Access-audit rows go after AUDIT_RETENTION_DAYS (smart_app/audit.py),
@@ -33,8 +34,11 @@ def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
     # and answers) past the purge: it is bounded, and without the token it ends as "could not check".
     unfinished = OutboxItem.status.in_(("pending", "sending"))
     needed = exists().where(OutboxItem.launch_id == LaunchRecord.id, unfinished)
+    # A quick exit's launch keeps its data only while its resume window is open (smart_app/resume.py), never
+    # longer: the window is fixed at the exit and ignores the launch's own expiry.
+    resumable = LaunchRecord.resumable_until.is_not(None) & (LaunchRecord.resumable_until > now)
     gone = select(LaunchRecord.id).where(
-        or_(LaunchRecord.status == "ended", LaunchRecord.expires_at < now), ~needed)
+        or_(LaunchRecord.status == "ended", LaunchRecord.expires_at < now), ~resumable, ~needed)
     # Tokens of launches about to go are revoked at the EHR first (finding I4; needs an app context).
     revoked = 0
     if has_app_context():

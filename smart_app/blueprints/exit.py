@@ -20,6 +20,7 @@ from wtforms.validators import ValidationError
 from smart_app.db import get_session
 from smart_app.launch_state import load_launch, touch
 from smart_app.models import LaunchRecord
+from smart_app.resume import stamp
 from smart_app.revocation import revoke_later
 from smart_app.security import csrf
 
@@ -52,6 +53,9 @@ def quick_exit() -> Response:
         records = db.scalars(select(LaunchRecord).where(
             LaunchRecord.browser_id == bid, LaunchRecord.status.in_(("pending", "active")))).all()
         for record in records:
+            # An active launch may be continued for a few minutes (issue 12 item 9): one column, no reads.
+            if record.status == "active":
+                stamp(record)
             record.status = "ended"
             if record.tokens_enc:
                 ended.append(record.id)

@@ -34,6 +34,7 @@ from smart_app.ehr import cached_smart_style, client_auth, discovery, http_sessi
 from smart_app.errors import LaunchError
 from smart_app.launch_state import Launch, browser_id, launch_required, new_expiry
 from smart_app.models import LaunchRecord, UsedCode
+from smart_app.resume import find_offer
 from smart_app.revocation import revoke_later
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,10 @@ def callback():
     patient_lang = ((context.get("patient") or {}).get("language")) or "en"
     patient_lang = patient_lang.split("-")[0].lower()
     launch.update_data(locale=patient_lang if patient_lang in ("es", "pt") else "en")
+    # Relaunched after an accidental quick exit (same user, patient, encounter, within 15 min): offer it.
+    offer = find_offer(db, record, context)
+    if offer:
+        launch.update_data(resume_offer=offer)
     record.pending_enc = None
     record.status = "active"
     record.expires_at = new_expiry()

@@ -23,7 +23,7 @@ from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load_instruments
-from smart_app import events
+from smart_app import events, resume
 from smart_app.audit import record_audit
 from smart_app.db import get_session
 from smart_app.i18n import launch_view
@@ -269,6 +269,7 @@ def start() -> str:
     """The private gate: nothing is asked before the clinician confirms the patient is alone."""
     return render_template("screening/gate.html", lid=g.launch.id, gate=g.launch.data.get("gate"),
                            done=bool(g.launch.data.get("screening")),
+                           resume_offer=bool(g.launch.data.get("resume_offer")),
                            earlier=recent(get_session(), g.launch.iss, g.launch.context, exclude_launch=g.launch.id)
                            if not g.launch.data.get("screening") else None)
 
@@ -288,6 +289,29 @@ def gate() -> Response | tuple[str, int]:
     g.launch.update_data(gate={"status": "confirmed", "at": _now()})
     g.launch.save()
     return redirect(url_for("screening.questions", lid=lid))
+
+
+@bp.route("/resume", methods=["POST"])
+@launch_view
+def resume_choice() -> Response:
+    """The gate's offer after an accidental quick exit: continue the ended launch's screening here, or start
+    over. Either way the ended launch's answers are deleted now (smart_app/resume.py)."""
+    lid = g.launch.id
+    old_id = g.launch.pop_data("resume_offer")
+    db = get_session()
+    if old_id and request.form.get("action") == "continue":
+        carried = resume.take_over(db, old_id, g.launch.iss, g.launch.context)
+        if carried:
+            g.launch.update_data(**carried)
+    elif old_id:
+        resume.start_over(db, old_id, g.launch.iss, g.launch.context)
+    g.launch.save()
+    data = g.launch.data
+    if data.get("screening"):
+        return redirect(url_for("screening.result", lid=lid))
+    if (data.get("gate") or {}).get("status") == "confirmed":
+        return redirect(url_for("screening.questions", lid=lid))
+    return redirect(url_for("screening.start", lid=lid))
 
 
 @bp.route("/not-now", methods=["GET"])
