@@ -149,6 +149,23 @@ def test_danger_answer_shows_urgent_path_first(open_launch):
     assert "911" in urgent and "1-877-785-2020" in urgent and "1-617-726-2241" in urgent
 
 
+def launch_status_after_exit(app, lid: str, page) -> str | None:
+    """The launch's status once quick exit has been recorded. The Esc path ends the launch with a beacon POST
+    the browser sends alongside the navigation: on a loaded machine it may land a moment after the neutral page
+    shows, so wait for it (bounded, 10 s) before reading."""
+    from smart_app.db import session_scope
+    from smart_app.models import LaunchRecord
+
+    status = None
+    for _ in range(100):
+        with app.app_context(), session_scope(app) as db:
+            status = db.get(LaunchRecord, lid).status
+        if status == "ended":
+            break
+        page.wait_for_timeout(100)
+    return status
+
+
 def _assert_exited(page, screening_app, lid) -> None:
     page.wait_for_url(NEUTRAL)
     assert PATIENT not in page.content()
@@ -157,20 +174,7 @@ def _assert_exited(page, screening_app, lid) -> None:
     # Back re-asks the server (no-store); the launch has ended, so nothing of it comes back.
     assert PATIENT not in page.content()
     assert "Physically hurt you" not in page.content()
-    app = screening_app[0]
-    from smart_app.db import session_scope
-    from smart_app.models import LaunchRecord
-
-    # The Esc path ends the launch with a beacon POST that the browser sends alongside the navigation:
-    # on a loaded machine it may land a moment after the neutral page. Wait for it (bounded), then check.
-    status = None
-    for _ in range(100):
-        with app.app_context(), session_scope(app) as db:
-            status = db.get(LaunchRecord, lid).status
-        if status == "ended":
-            break
-        page.wait_for_timeout(100)
-    assert status == "ended"
+    assert launch_status_after_exit(screening_app[0], lid, page) == "ended"
 
 
 def test_quick_exit_button_then_back_shows_nothing(open_launch, screening_app):
@@ -331,10 +335,6 @@ def test_real_ehr_frame_quick_exit_breaks_out_and_ends_the_launch(launched_page,
         frame.press("body", "Escape")  # Esc inside the framed app
         page.wait_for_url(NEUTRAL)
         assert "Forecast" in page.content() and "Alice" not in page.content()
-        with live_app.app.test_request_context():
-            from smart_app.db import get_session
-            from smart_app.models import LaunchRecord
-
-            assert get_session().get(LaunchRecord, lid).status == "ended"
+        assert launch_status_after_exit(live_app.app, lid, page) == "ended"
     finally:
         live_app.app.config["NEUTRAL_EXIT_URL"] = before
