@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -19,23 +21,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_python_m_fhir_sandbox_serves_ehr_and_fhir(tmp_path):
+@contextmanager
+def running_sandbox(tmp_path: Path, *args: str) -> Iterator[str]:
+    """``python -m sandbox_ehr`` with ``args`` on a free port; yields its base URL once it answers."""
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox_ehr", "--port", str(port), "--db", str(tmp_path / "s.db"),
-         "--app-launch-url", "http://127.0.0.1:5999/launch", "--no-faults"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox_ehr", "--port", str(port), "--db",
+                             str(tmp_path / "s.db"), *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                metadata = requests.get(base + "/fhir/metadata", timeout=2)
+                requests.get(base + "/fhir/metadata", timeout=2)
                 break
             except requests.ConnectionError:
                 assert proc.poll() is None, proc.stdout.read()
                 assert time.monotonic() < deadline, "sandbox did not start"
                 time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_python_m_fhir_sandbox_serves_ehr_and_fhir(tmp_path):
+    with running_sandbox(tmp_path, "--app-launch-url", "http://127.0.0.1:5999/launch", "--no-faults") as base:
+        metadata = requests.get(base + "/fhir/metadata", timeout=5)
         assert metadata.status_code == 200
         assert metadata.json()["resourceType"] == "CapabilityStatement"
         conf = requests.get(base + "/fhir/.well-known/smart-configuration", timeout=5).json()
@@ -44,34 +56,14 @@ def test_python_m_fhir_sandbox_serves_ehr_and_fhir(tmp_path):
         assert "http://127.0.0.1:5999/launch" in ehr.text
         assert requests.get(base + "/__faults", timeout=5).status_code == 404  # --no-faults
         assert (tmp_path / "s.db").exists()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_personality_flag_selects_the_vendor_rules(tmp_path):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox_ehr", "--port", str(port), "--db", str(tmp_path / "s.db"),
-         "--personality", "oracle", "--no-faults"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                page = requests.get(base + "/ehr", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, proc.stdout.read()
-                assert time.monotonic() < deadline, "sandbox did not start"
-                time.sleep(0.1)
+    with running_sandbox(tmp_path, "--personality", "oracle", "--no-faults") as base:
+        page = requests.get(base + "/ehr", timeout=5)
         assert 'data-personality="oracle"' in page.text and "Oracle Health Millennium" in page.text
         rest = requests.get(base + "/fhir/metadata", timeout=5).json()["rest"][0]
         assert not rest["interaction"] and rest["resource"][0]["conditionalCreate"] is False
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     bad = subprocess.run([sys.executable, "-m", "sandbox_ehr", "--personality", "cerner-classic"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
