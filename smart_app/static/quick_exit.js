@@ -49,15 +49,32 @@
     window.location.replace(exitUrl);
   }
 
+  function endThenLeave() {
+    // The page is already blank. Leave once the server has ended the launch (or after 400 ms at most): had we
+    // left at once, Back could re-ask the server for the page before the exit POST arrived, and get it.
+    var gone = false;
+    function go() {
+      if (gone) { return; }
+      gone = true;
+      leave();
+      // If the EHR frame refused the top navigation, at least leave this frame.
+      setTimeout(function () { window.location.replace(exitUrl); }, 300);
+    }
+    setTimeout(go, 400);
+    try {
+      fetch(exitPost, {method: "POST", body: form(), keepalive: true, credentials: "same-origin"}).then(go, go);
+    } catch (e) {
+      post(exitPost);
+      go();
+    }
+  }
+
   function quickExit(event) {
     if (event) { event.preventDefault(); event.stopPropagation(); }
     if (leaving) { return; }
     leaving = true;
     blank();
-    post(exitPost);
-    leave();
-    // If the EHR frame refused the top navigation, at least leave this frame.
-    setTimeout(function () { window.location.replace(exitUrl); }, 300);
+    if (exitPost) { endThenLeave(); } else { leave(); }
   }
 
   var button = document.getElementById("quick-exit");
