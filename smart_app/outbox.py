@@ -682,7 +682,8 @@ class OutboxWorker:
             if not server_id:
                 self._error(db, row, FhirError(502, "transaction response without a location"), stats)
                 continue
-            self._written(db, row, server_id, version, resource, client, stats)
+            # The entry's stored resource (Prefer: return=representation) spares a read-back, as for a create.
+            self._written(db, row, server_id, version, resource, client, stats, returned=entry.get("resource"))
 
     # outcomes ------------------------------------------------------------------------------------------
     def _written(self, db: Session, row: Any, server_id: str | None, version: str | None,

@@ -161,6 +161,19 @@ def test_transaction_profile_writes_each_referral_in_one_bundle(app, sandbox, fa
         assert len(counts) == 20 and set(counts.values()) == {1}
 
 
+def test_transaction_answer_with_the_resources_verifies_labels_without_a_read_back(app, sandbox):
+    # The sandbox answers a transaction with each stored resource (Prefer: return=representation): the labels
+    # are judged from that answer, so the referral costs the one transaction call (issue 14's floor).
+    from sandbox_ehr.fhir_api import calls
+
+    referrals = enqueue_many(app, sandbox, 2, EhrProfile.load("generic-smart2"))
+    before = len(calls(sandbox.app))
+    OutboxWorker(app, timeout=10).drain()
+    sent = [c for c in calls(sandbox.app)[before:] if c["method"] != "GET" or "/metadata" not in c["path"]]
+    assert {r.label_status for r in all_rows(app)} == {"ok"} and len(referrals) == 2
+    assert [c["method"] for c in sent] == ["POST", "POST"]
+
+
 def counting_workers(app, sandbox, n: int) -> tuple[list[OutboxWorker], Counter]:
     """Workers whose FHIR clients count every create per business identifier."""
     sends: Counter = Counter()
