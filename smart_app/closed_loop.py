@@ -28,7 +28,6 @@ from typing import Any
 
 import yaml
 from flask import current_app
-from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -36,6 +35,7 @@ from fhir.builders import PROFILES_DIR
 from fhir.client import FhirError
 from smart_app.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.db import get_session
+from smart_app.i18n import gettext as _
 from smart_app.models import OutboxItem, ReferralRecord
 from smart_app.outbox import OPERATIONS, AuthGone
 from smart_app.task_status import SERVICE_REQUEST_STATUS, label

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
+from types import SimpleNamespace
 from typing import Any
 
+from babel.support import NullTranslations
 from flask import Flask, current_app, g, request
-from flask_babel import Babel, force_locale, gettext
+from flask_babel import Babel, force_locale, get_locale, get_translations
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup
 
 from smart_app.launch_state import Launch, launch_required
 
@@ -84,15 +89,87 @@ def launch_view(view: Callable) -> Callable:
     return wrapper
 
 
+def _babel_context() -> Any:
+    """Flask-Babel's per-request namespace (``g._flask_babel``), or None outside an app context."""
+    try:
+        return g._flask_babel
+    except AttributeError:
+        g._flask_babel = SimpleNamespace()
+        return g._flask_babel
+    except RuntimeError:  # no application context: Flask-Babel translates nothing there either
+        return None
+
+
+def current_translations() -> NullTranslations:
+    """The catalog Flask-Babel would use now, looked up once per request and locale.
+
+    Flask-Babel resolves the domain, the request's locale and ``str(locale)`` on every ``gettext`` (about 9 us
+    each; the referral page makes 140 calls). The answer changes only when the request's locale does
+    (``force_locale`` puts another Locale object in place), so it is kept beside that Locale object.
+    Catalogs are static files: nothing patient-specific is cached, and only for this request."""
+    ctx = _babel_context()
+    if ctx is None:
+        return get_translations()
+    locale = getattr(ctx, "babel_locale", None) or get_locale()
+    memo = getattr(ctx, "ipv_catalog", None)
+    if memo is not None and memo[0] is locale:
+        return memo[1]
+    catalog = get_translations()
+    ctx.ipv_catalog = (locale, catalog)
+    return catalog
+
+
+def gettext(message: str, **params: Any) -> str:
+    """``flask_babel.gettext`` with the catalog lookup done once per request (same result)."""
+    s = current_translations().ugettext(message)
+    return s % params if params else s
+
+
+def _catalog_for(lang: str) -> NullTranslations:
+    """The catalog for ``lang`` in this request (``force_locale`` once per language and request)."""
+    ctx = _babel_context()
+    if ctx is None:
+        return get_translations()
+    by_lang = getattr(ctx, "ipv_catalogs", None)
+    if by_lang is None:
+        by_lang = ctx.ipv_catalogs = {}
+    catalog = by_lang.get(lang)
+    if catalog is None:
+        with force_locale(lang):
+            catalog = by_lang[lang] = get_translations()
+    return catalog
+
+
 def patient_gettext(message: str, **params: Any) -> str:
     """``p_()``: a patient-facing string (read aloud, printed, said) in the patient's language, whatever the
     page's language. Extracted like ``_()`` (``pybabel extract -k p_``)."""
     lang = g.get("patient_locale") or g.get("locale") or "en"
-    with force_locale(lang):
-        return gettext(message, **params)
+    s = _catalog_for(lang).ugettext(message)
+    return s % params if params else s
+
+
+@pass_context
+def template_gettext(context: Context, message: str, **params: Any) -> str:
+    """A template's ``_()`` as Jinja's newstyle gettext computes it (escaped, always %-formatted)."""
+    rv = current_translations().ugettext(message)
+    if context.eval_ctx.autoescape:
+        rv = Markup(rv)
+    if not params and "%" not in rv:
+        return rv  # what ``rv % {}`` gives, without formatting
+    return rv % params
 
 
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", "translations")
     babel.init_app(app, locale_selector=select_locale)
+    # Templates' _() through the per-request catalog (Flask-Babel installs its own lookup per call).
+    app.jinja_env.install_gettext_callables(
+        gettext=lambda s: current_translations().ugettext(s),
+        ngettext=lambda s, p, n: current_translations().ungettext(s, p, n),
+        pgettext=lambda c, s: current_translations().upgettext(c, s),
+        npgettext=lambda c, s, p, n: current_translations().unpgettext(c, s, p, n),
+        newstyle=True,
+    )
+    # ``_()`` itself skips Jinja's alias layers (two more Context.call per string); same result as newstyle.
+    app.jinja_env.globals["_"] = app.jinja_env.globals["gettext"] = template_gettext
     app.jinja_env.globals["p_"] = patient_gettext

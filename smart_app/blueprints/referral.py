@@ -15,7 +15,6 @@ from functools import wraps
 from typing import Any
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
-from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from referrals.content import load_content, localise
@@ -24,6 +23,7 @@ from referrals.model import ASKED_NEEDS, text_in
 from referrals.ranking import Ranking, Reason, describe_hours, rank
 from referrals.store import store_for
 from smart_app.i18n import SUPPORTED, launch_view, patient_locale
+from smart_app.i18n import gettext as _
 from smart_app.launch_state import launch_required
 from smart_app.urgent import clock, default_programs, urgent_info
 
@@ -51,33 +51,54 @@ def need_labels() -> dict[str, str]:
             "counselling": _("Counselling and support groups"), "sexual-assault": _("Help after sexual assault")}
 
 
+# Module-level tables of lambdas: a reason's words are translated when shown, and only the one shown (the
+# referral page asks for six reasons; building every translation for each cost 70 gettext calls a page).
+_SHORT_NEEDS: dict[str, Callable[[], str]] = {
+    "legal help and protective orders (209A)": lambda: _("legal help and protective orders (209A)"),
+    "shelter": lambda: _("shelter"), "counselling": lambda: _("counselling"),
+    "sexual assault": lambda: _("sexual assault"), "housing": lambda: _("housing"),
+    "court accompaniment": lambda: _("court accompaniment"),
+}
+_LANGUAGE_NAMES: dict[str, Callable[[], str]] = {
+    "Spanish": lambda: _("Spanish"), "Portuguese": lambda: _("Portuguese"), "English": lambda: _("English"),
+    "Haitian Creole": lambda: _("Haitian Creole"), "Chinese": lambda: _("Chinese"),
+    "Vietnamese": lambda: _("Vietnamese"),
+}
+
+
+def _short_need(need: str) -> str:
+    words = _SHORT_NEEDS.get(need)
+    return words() if words else need
+
+
+def _language_name(language: str) -> str:
+    words = _LANGUAGE_NAMES.get(language)
+    return words() if words else language
+
+
+_REASON_TEXTS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "on_site": lambda p: _("On site at this hospital"),
+    "on_site_health_center": lambda p: _("On site at this health center"),
+    "serves_site": lambda p: _("Serves this hospital"),
+    "default_program": lambda p: _("Program of this hospital system (the visit's site is not known)"),
+    "holiday": lambda p: _("Closed today (%(name)s)", name=p.get("name", "")),
+    "always": lambda p: _("24/7"),
+    "open_now": lambda p: _("Open now"),
+    "after_hours": lambda p: _("After hours: call the pager %(phone)s", phone=p.get("phone", "")),
+    "closed": lambda p: _("Closed now"),
+    "speaks": lambda p: _("Speaks %(language)s", language=_language_name(p.get("language", ""))),
+    "interpreters": lambda p: _("Interpreters available"),
+    "needs": lambda p: _("Helps with %(needs)s", needs=", ".join(
+        _short_need(n.strip()) for n in p.get("needs", "").split(", "))),
+    "distance_zip": lambda p: _("%(miles)s miles from %(zip)s", miles=p.get("miles"), zip=p.get("zip")),
+    "distance_site": lambda p: _("%(miles)s miles from this hospital", miles=p.get("miles")),
+    "distance_site_health_center": lambda p: _("%(miles)s miles from this health center", miles=p.get("miles")),
+}
+
+
 def reason_text(reason: Reason) -> str:
-    p = reason.params
-    short_needs = {"legal help and protective orders (209A)": _("legal help and protective orders (209A)"),
-                   "shelter": _("shelter"), "counselling": _("counselling"), "sexual assault": _("sexual assault"),
-                   "housing": _("housing"), "court accompaniment": _("court accompaniment")}
-    language_names = {"Spanish": _("Spanish"), "Portuguese": _("Portuguese"), "English": _("English"),
-                      "Haitian Creole": _("Haitian Creole"), "Chinese": _("Chinese"), "Vietnamese": _("Vietnamese")}
-    texts: dict[str, Callable[[], str]] = {
-        "on_site": lambda: _("On site at this hospital"),
-        "on_site_health_center": lambda: _("On site at this health center"),
-        "serves_site": lambda: _("Serves this hospital"),
-        "default_program": lambda: _("Program of this hospital system (the visit's site is not known)"),
-        "holiday": lambda: _("Closed today (%(name)s)", name=p.get("name", "")),
-        "always": lambda: _("24/7"),
-        "open_now": lambda: _("Open now"),
-        "after_hours": lambda: _("After hours: call the pager %(phone)s", phone=p.get("phone", "")),
-        "closed": lambda: _("Closed now"),
-        "speaks": lambda: _("Speaks %(language)s", language=language_names.get(p.get("language", ""),
-                                                                              p.get("language", ""))),
-        "interpreters": lambda: _("Interpreters available"),
-        "needs": lambda: _("Helps with %(needs)s", needs=", ".join(
-            short_needs.get(n.strip(), n.strip()) for n in p.get("needs", "").split(", "))),
-        "distance_zip": lambda: _("%(miles)s miles from %(zip)s", miles=p.get("miles"), zip=p.get("zip")),
-        "distance_site": lambda: _("%(miles)s miles from this hospital", miles=p.get("miles")),
-        "distance_site_health_center": lambda: _("%(miles)s miles from this health center", miles=p.get("miles")),
-    }
-    return texts[reason.code]() if reason.code in texts else reason.text()
+    words = _REASON_TEXTS.get(reason.code)
+    return words(reason.params) if words else reason.text()
 
 
 def handout_view(view: Callable) -> Callable:

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, url_for
-from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load_instruments
 from smart_app import events, resume
 from smart_app.audit import record_audit
 from smart_app.db import get_session
+from smart_app.i18n import gettext as _
 from smart_app.i18n import launch_view
 from smart_app.urgent import urgent_info
 from smart_app.visit_memory import recent, record_screen

@@ -21,7 +21,6 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
-from flask_babel import gettext as _
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
@@ -30,6 +29,7 @@ from smart_app.audit import record_audit
 from smart_app.blueprints.writeback import channel_label, referral_rows, row_view
 from smart_app.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.db import get_session
+from smart_app.i18n import gettext as _
 from smart_app.launch_state import launch_required
 from smart_app.models import ContactAttempt, ReferralEvent, ReferralRecord
 from smart_app.task_status import CLOSED, OPEN, STATUSES, TRANSITIONS, action_label, allowed, label, normalise

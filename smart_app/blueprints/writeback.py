@@ -30,7 +30,6 @@ from typing import Any
 
 import click
 from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, url_for
-from flask_babel import gettext as _
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
@@ -39,6 +38,7 @@ from fhir.builders import SEND_ORDER, EhrProfile, Offer, WritebackInput, plan_wr
 from smart_app import events
 from smart_app.crypto import encrypt_json
 from smart_app.db import get_session
+from smart_app.i18n import gettext as _
 from smart_app.i18n import use_launch_locale
 from smart_app.launch_state import launch_required
 from smart_app.models import OutboxItem, ReferralRecord

@@ -70,3 +70,33 @@ def test_app_translates_with_the_committed_catalog(app):
 
     with app.test_request_context(), force_locale("es"):
         assert gettext("Quick exit") == "Salida rápida"
+
+
+def test_gettext_follows_the_locale_within_one_request(app):
+    """The catalog is looked up once per request and locale: a language switched in the middle of a request
+    (force_locale, p_) is honoured at once and undone after, for the app's gettext, p_ and templates' _()."""
+    from flask import g, render_template_string
+    from flask_babel import force_locale
+
+    from smart_app.i18n import gettext, patient_gettext
+
+    with app.test_request_context():
+        g.locale = "en"
+        assert gettext("Quick exit") == "Quick exit"
+        with force_locale("es"):
+            assert gettext("Quick exit") == "Salida rápida"
+            assert render_template_string("{{ _('Quick exit') }}") == "Salida rápida"
+        assert gettext("Quick exit") == "Quick exit"
+        g.patient_locale = "pt"
+        assert patient_gettext("Quick exit") == "Saída rápida"
+        assert render_template_string("{{ p_('Quick exit') }} / {{ _('Quick exit') }}") == "Saída rápida / Quick exit"
+        g.patient_locale = "es"
+        assert patient_gettext("Quick exit") == "Salida rápida"
+
+
+def test_template_gettext_escapes_its_parameters_and_formats_percent_signs(app):
+    from flask import render_template_string
+
+    with app.test_request_context():
+        out = render_template_string("{{ _('%(name)s miles', name='<b>') }}|{{ _('100%% sure') }}")
+    assert out == "&lt;b&gt; miles|100% sure"
