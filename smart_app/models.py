@@ -62,6 +62,9 @@ class LaunchRecord(Base):
     # Set by quick exit: until then a relaunch by the same user for the same patient and encounter may
     # continue this launch's screening (smart_app/resume.py); the purge keeps its data only that long.
     resumable_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Keyed HMAC of (iss, EHR user) set at /callback: "same user?" when a browser signs in again, without
+    # decrypting every other launch's context (no user id in clear; NULL for older rows: decrypted then).
+    user_tag: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class UsedCode(Base):

@@ -8,6 +8,7 @@ by state and bound to this browser; the browser only carries a random browser id
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -15,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, session
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fhir.client import FhirClient, FhirError
@@ -232,6 +233,9 @@ def callback():
 
     # smart_style_url: no token sent, only safe values kept, cached per URL; served as /l/<lid>/smart-style.css.
     context["smart_style"] = cached_smart_style(context.get("smart_style_url"))
+    # Relaunched after an accidental quick exit (same user, patient, encounter, within 15 min): offer it.
+    # Asked before this request changes any row, so the query has nothing to flush first.
+    offer = find_offer(db, record, context)
     launch = Launch(record)
     _bind_to_user(record, context)
     # Stored encrypted; never sent to the browser. The id_token's claims were checked above.
@@ -241,11 +245,10 @@ def callback():
     launch.set_context(context)
     patient_lang = ((context.get("patient") or {}).get("language")) or "en"
     patient_lang = patient_lang.split("-")[0].lower()
-    launch.update_data(locale=patient_lang if patient_lang in ("es", "pt") else "en")
-    # Relaunched after an accidental quick exit (same user, patient, encounter, within 15 min): offer it.
-    offer = find_offer(db, record, context)
+    data: dict[str, Any] = {"locale": patient_lang if patient_lang in ("es", "pt") else "en"}
     if offer:
-        launch.update_data(resume_offer=offer)
+        data["resume_offer"] = offer
+    launch.update_data(**data)
     record.pending_enc = None
     record.status = "active"
     record.expires_at = new_expiry()
@@ -262,30 +265,61 @@ def _user_key(iss: str, context: dict[str, Any]) -> str:
     return f"{iss}|{(context.get('user') or {}).get('reference') or ''}"
 
 
+def _user_tag(user_key: str) -> str:
+    """Keyed HMAC of a launch's user key (LaunchRecord.user_tag): comparable in SQL, no id in clear."""
+    secret = str(current_app.config.get("SECRET_KEY") or "").encode()
+    return hmac.new(secret, f"launch-user|{user_key}".encode(), hashlib.sha256).hexdigest()
+
+
 def _bind_to_user(record: LaunchRecord, context: dict[str, Any]) -> None:
     """A new browser id at sign-in (session fixation, finding L4), and the launch bound to the EHR user who
     signed in (shared workstations, finding M3): this browser's other launches move to the new id only if
-    the same EHR user started them; another user's launches end here. Pending sign-ins move along."""
+    the same EHR user started them; another user's launches end here. Pending sign-ins move along.
+
+    Who started another launch is read from its ``user_tag``; a launch whose tag is missing or different
+    (an older row, another user, a rotated SECRET_KEY) is decided from its decrypted context as before."""
     old_bid = str(session.get("bid", ""))
     new_bid = secrets.token_urlsafe(24)
     me = _user_key(record.iss, context)
+    my_tag = _user_tag(me)
     db = get_session()
-    ended: list[str] = []
-    others = db.scalars(select(LaunchRecord).where(LaunchRecord.browser_id == old_bid,
-                                                   LaunchRecord.id != record.id,
-                                                   LaunchRecord.status.in_(("pending", "active")))).all()
+    others = db.execute(select(LaunchRecord.id, LaunchRecord.status, LaunchRecord.user_tag).where(
+        LaunchRecord.browser_id == old_bid, LaunchRecord.id != record.id,
+        LaunchRecord.status.in_(("pending", "active")))).all()
+    move: list[str] = []
+    unsure: list[str] = []
     signed_in_before = False  # this session already carried a launch of the same user (its own sign-in)
-    for other in others:
-        if other.status == "pending":
-            other.browser_id = new_bid
-        elif _user_key(other.iss, Launch(other).context) == me:
-            other.browser_id = new_bid
+    for other_id, status, tag in others:
+        if status == "pending":
+            move.append(other_id)
+        elif tag is not None and hmac.compare_digest(tag, my_tag):
+            move.append(other_id)
             signed_in_before = True
         else:
-            other.status = "ended"
-            if other.tokens_enc:
-                ended.append(other.id)
+            unsure.append(other_id)
+    end: list[str] = []
+    ended: list[str] = []
+    if unsure:
+        rows = db.execute(select(LaunchRecord.id, LaunchRecord.iss, LaunchRecord.context_enc,
+                                 LaunchRecord.tokens_enc.is_not(None)).where(LaunchRecord.id.in_(unsure))).all()
+        for other_id, iss, context_enc, has_tokens in rows:
+            if _user_key(iss, decrypt_json(context_enc) or {}) == me:
+                move.append(other_id)
+                signed_in_before = True
+            else:
+                end.append(other_id)
+                if has_tokens:
+                    ended.append(other_id)
+    # Set-based updates: one statement each, whatever the number of this browser's launches.
+    if move:
+        db.execute(update(LaunchRecord).where(LaunchRecord.id.in_(move),
+                                              LaunchRecord.status.in_(("pending", "active")))
+                   .values(browser_id=new_bid))
+    if end:
+        db.execute(update(LaunchRecord).where(LaunchRecord.id.in_(end), LaunchRecord.status == "active")
+                   .values(status="ended"))
     record.browser_id = new_bid
+    record.user_tag = my_tag
     # The CSRF token survives only a session this user's own earlier sign-in created (their other tabs' forms
     # keep working); a session planted before sign-in loses it with everything else.
     csrf_token = session.get("csrf_token") if signed_in_before else None

@@ -76,6 +76,35 @@ def test_launch_is_bound_to_the_ehr_user_who_started_it(app, client, fake):
         assert record(app, lid).status == "ended"
 
 
+def test_sign_in_binds_by_a_keyed_user_tag_and_decides_untagged_launches_from_their_context(app, client, fake):
+    """M3 with the user tag: the callback stores a keyed HMAC of (iss, user), never the user id in clear; the
+    same user's tagged launch moves to the new browser id; launches without a tag (older rows) are decided
+    from their decrypted context, as before: the same user's stays, another user's ends."""
+    from tests.conftest import default_context, store_launch
+
+    first = launch(client, fake, "code-1")
+    tag = record(app, first).user_tag
+    assert tag and len(tag) == 64 and "d1" not in tag and "Practitioner" not in tag
+    user = {"reference": "Practitioner/d1", "name": "Dee Doctor", "roles": ["clinician"]}
+    mine_untagged = store_launch(app, bid=bid_of(client), iss=FakeEhr.ISS, context=default_context(user=user))
+    other_user = store_launch(app, bid=bid_of(client), iss=FakeEhr.ISS, context=default_context(
+        user={"reference": "Practitioner/d9", "name": "Someone Else", "roles": ["clinician"]}))
+    assert record(app, mine_untagged).user_tag is None
+    second = launch(client, fake, "code-2")
+    assert record(app, second).user_tag == tag  # same user, same tag
+    for lid in (first, second, mine_untagged):
+        assert record(app, lid).browser_id == bid_of(client) and record(app, lid).status == "active"
+        assert client.get(f"/l/{lid}/").status_code == 200
+    assert record(app, other_user).status == "ended" and client.get(f"/l/{other_user}/").status_code == 404
+    # Another user at this browser: every launch of the first user ends, tagged or not.
+    fake.id_token_claims["fhirUser"] = FakeEhr.ISS + "/Practitioner/d2"
+    fake.adapter.add("GET", FakeEhr.ISS + "/Practitioner/d2", (200, {"resourceType": "Practitioner", "id": "d2"}))
+    third = launch(client, fake, "code-3")
+    assert record(app, third).user_tag not in (None, tag)
+    for lid in (first, second, mine_untagged):
+        assert record(app, lid).status == "ended" and client.get(f"/l/{lid}/").status_code == 404
+
+
 def test_browser_id_is_regenerated_at_callback(app, client, fake):
     """L4: the browser id changes at /callback, so an id planted before sign-in (session fixation) opens
     nothing afterwards."""
