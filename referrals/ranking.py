@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from referrals.closures import closure, holiday_name
 from referrals.geography import centroid, miles, normalise_zip
 from referrals.hours import WEEK, fmt_minutes, minute_of_week, week_ranges
+from referrals.memory import paused_gc
 from referrals.model import DAYS, NEEDS, Directory, Hours, Phone, Service, Site, norm_name, text_in
 
 NEED_BIT = {need: 1 << i for i, need in enumerate(NEEDS)}
@@ -142,6 +143,10 @@ class DirectoryIndex:
     """A directory plus everything a query needs, built once at load."""
 
     def __init__(self, directory: Directory):
+        with paused_gc():  # an index of a large directory is millions of acyclic objects
+            self._build(directory)
+
+    def _build(self, directory: Directory) -> None:
         self.directory = directory
         self.timezone = directory.timezone
         self.entries: list[_Entry] = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from referrals.errors import DirectoryError, Issue
+from referrals.memory import paused_gc
 from referrals.model import Directory
 
 FORMATS = ("native", "hsds-json", "hsds-csv", "fhir")
@@ -31,7 +32,8 @@ def detect_format(path: Path) -> str:
 def load_source(path: str | Path, fmt: str = "auto", timezone: str = "America/New_York") -> Directory:
     """Load any supported source into a validated Directory."""
     try:
-        return _load(Path(path), fmt, timezone)
+        with paused_gc():
+            return _load(Path(path), fmt, timezone)
     except DirectoryError:
         raise
     except (TypeError, AttributeError, ValueError, KeyError, IndexError, RecursionError, OSError) as exc:
