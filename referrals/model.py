@@ -180,11 +180,19 @@ def _own(value: Any) -> Any:
     return value
 
 
-class _Compactor:
-    """Shares what repeats across a directory's services (issue 14: ~10 KB per service before, <= 2 KB the
-    target): equal Hours, Intervals, sets and short texts become one object each; codes are interned."""
+def _same(value: Any) -> Any:
+    return value
 
-    def __init__(self) -> None:
+
+class Compactor:
+    """Shares what repeats across a directory's services (issue 14: ~10 KB per service before, <= 2 KB the
+    target): equal Hours, Intervals, sets and short texts become one object each; codes are interned.
+    ``copy``: the source was parsed whole, so every string and float kept is copied (see ``_own``); a loader
+    that decodes one service at a time passes False (nothing of a large freed tree to pin)."""
+
+    def __init__(self, copy: bool = True) -> None:
+        self.own = _own if copy else _same
+        self.copy = copy
         self.hours: dict[tuple[Any, ...], Hours] = {}
         self.intervals: dict[Interval, Interval] = {}
         self.sets: dict[frozenset[str], frozenset[str]] = {}
@@ -196,11 +204,15 @@ class _Compactor:
         key = tuple(value.items())
         shared = self.texts.get(key)
         if shared is None:
-            shared = self.texts[key] = {sys.intern(k): _own(v) for k, v in key}
+            shared = self.texts[key] = {sys.intern(k): self.own(v) for k, v in key}
         return shared
 
+    def unique_text(self, value: Text) -> Text:
+        # A name: seldom shared, so not worth a lookup; copied only when the source was parsed whole.
+        return {sys.intern(k): _own(v) for k, v in value.items()} if self.copy else value
+
     def strset(self, value: set[str] | frozenset[str]) -> frozenset[str]:
-        frozen = frozenset(sys.intern(_own(x)) for x in value)
+        frozen = frozenset(sys.intern(self.own(x)) for x in value)
         return self.sets.setdefault(frozen, frozen)
 
     def hour(self, value: Hours) -> Hours:
@@ -223,17 +235,19 @@ class _Compactor:
         return shared
 
     def address(self, value: Address) -> Address:
+        own = self.own
         for attr in ("city", "state", "postal_code"):
             v = getattr(value, attr)
             if v is not None:
-                setattr(value, attr, sys.intern(_own(v)))
-        value.line = _own(value.line)
+                setattr(value, attr, sys.intern(own(v)))
+        value.line = own(value.line)
         return value
 
     def service(self, s: Service) -> None:
-        s.id, s.program, s.url = _own(s.id), _own(s.program), _own(s.url)
-        s.name = {sys.intern(k): _own(v) for k, v in s.name.items()}
-        s.source = {sys.intern(k): _own(v) for k, v in s.source.items()}
+        own = self.own
+        s.id, s.program, s.url = own(s.id), own(s.program), own(s.url)
+        s.name = self.unique_text(s.name)
+        s.source = self.unique_text(s.source)
         s.needs = self.strset(s.needs)
         s.languages = self.strset(s.languages)
         s.kind, s.scope = sys.intern(s.kind), sys.intern(s.scope)
@@ -245,13 +259,13 @@ class _Compactor:
         if not s.closures:
             s.closures = self.text(s.closures)
         for p in s.phones:
-            p.number, p.ext, p.url = _own(p.number), _own(p.ext), _own(p.url)
+            p.number, p.ext, p.url = own(p.number), own(p.ext), own(p.url)
             p.channel = sys.intern(p.channel)
             p.label = self.text(p.label)
             p.hours = self.hour(p.hours)
         for site in s.sites:
-            site.id, site.lat, site.lon = _own(site.id), _own(site.lat), _own(site.lon)
-            site.name = {sys.intern(k): _own(v) for k, v in site.name.items()}
+            site.id, site.lat, site.lon = own(site.id), own(site.lat), own(site.lon)
+            site.name = self.unique_text(site.name)
             site.kind = sys.intern(site.kind)
             if site.coords_source is not None:
                 site.coords_source = sys.intern(site.coords_source)
@@ -265,7 +279,7 @@ class _Compactor:
 def compact_services(services: list[Service]) -> None:
     """Make a freshly loaded directory compact, in place; called once by every loader (``finish``).
     Afterwards the directory is read-only in practice: sets are frozensets and equal objects are shared."""
-    compactor = _Compactor()
+    compactor = Compactor()
     for s in services:
         compactor.service(s)
 

@@ -9,6 +9,7 @@ same nested shape first; every object remembers its file and row so errors point
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,16 @@ from referrals.loaders.common import (
     check_id,
     check_phone,
     finish,
+    json_array_items,
     language_code,
     needs_from_words,
+    place_sites,
     read_json,
+    read_text,
     safe_url,
     weekly_interval,
 )
-from referrals.model import Address, Directory, Hours, MatchRules, Phone, Service, Site, norm_name
+from referrals.model import Address, Compactor, Directory, Hours, MatchRules, Phone, Service, Site, norm_name
 
 WHERE = "_where"  # set on objects built from CSV rows: "services.csv row 4"
 PHONE_TYPES = {"voice": "voice", "cell": "voice", "text": "text", "textphone": "tty", "pager": "pager",
@@ -230,17 +234,35 @@ def parse_service(c: Collector, svc: Any, where: str) -> Service | None:
     )
 
 
-def parse_hsds(items: list[Any], file: str, timezone: str, where: str = "", c: Collector | None = None) -> Directory:
+def parse_hsds(items: Iterable[Any], file: str, timezone: str, where: str = "", c: Collector | None = None,
+               streamed: bool = False) -> Directory:
+    """``streamed``: the items are decoded one at a time (``json_array_items``), so the strings a service keeps
+    pin nothing of a freed parse tree and need no copying."""
     c = c or Collector(file)
-    services = [s for i, x in enumerate(items) if (s := parse_service(c, x, f"{where}[{i}]"))]
-    if not items:
+    compactor = Compactor(copy=not streamed)
+    services = []
+    count = 0
+    for i, x in enumerate(items):
+        count += 1
+        s = parse_service(c, x, f"{where}[{i}]")
+        if s is not None:
+            # Placed and compacted at once: what the compaction replaces is freed while the next item reuses it.
+            place_sites(s)
+            compactor.service(s)
+            services.append(s)
+    if not count:
         c.add(where or "$", "no services")
-    return finish(c, services, timezone, {"file": file, "format": "hsds"})
+    return finish(c, services, timezone, {"file": file, "format": "hsds"}, compacted=True)
 
 
 # -- JSON ---------------------------------------------------------------------------------------------------
 def load_hsds_json(path: Path, timezone: str = "America/New_York") -> Directory:
-    data = read_json(path)
+    text = read_text(path)
+    items = json_array_items(path, text)
+    if items is not None:  # a list of services: decoded one service at a time
+        return parse_hsds(items, str(path), timezone, "$", streamed=True)
+    data = read_json(path, text)
+    del text
     return parse_hsds_data(data, str(path), timezone)
 
 
