@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -110,9 +111,10 @@ def register_jti(jti: str) -> bool:
     return True
 
 
-def client_auth() -> ClientAuth:
-    """Token-endpoint credentials of the configured deployment (built per use: config may change in tests)."""
-    return ClientAuth.from_deployment(current_app.config["DEPLOYMENT"], register_jti=register_jti)
+def client_auth(register: Callable[[str], bool] | None = None) -> ClientAuth:
+    """Token-endpoint credentials of the configured deployment (built per use: config may change in tests).
+    ``register`` records a client assertion's jti (default: committed at once, register_jti)."""
+    return ClientAuth.from_deployment(current_app.config["DEPLOYMENT"], register_jti=register or register_jti)
 
 
 def _lock_for(launch_id: str) -> threading.Lock:

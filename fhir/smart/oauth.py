@@ -154,11 +154,14 @@ def _token(call: Any, token_url: str) -> dict[str, Any]:
 
 
 def exchange_code(config: SmartConfiguration, *, code: str, redirect_uri: str, code_verifier: str,
-                  auth: ClientAuth, http: requests.Session | None = None, timeout: float = 10.0) -> dict[str, Any]:
+                  auth: ClientAuth, http: requests.Session | None = None, timeout: float = 10.0,
+                  credentials: dict[str, Any] | None = None) -> dict[str, Any]:
     """Trade the authorization code for tokens with requests-oauthlib's ``fetch_token``; the PKCE verifier
-    comes from the caller's server-side launch record (the caller checks the id_token)."""
+    comes from the caller's server-side launch record (the caller checks the id_token). ``credentials``:
+    ``auth.oauth_kwargs(config.token_endpoint)`` made ahead by the caller (so it can record the assertion's
+    jti in the same transaction as the code); made here when not given."""
     oauth = _oauth(auth.client_id, http, redirect_uri=redirect_uri)  # scope=None: the EHR may narrow it
-    kwargs = auth.oauth_kwargs(config.token_endpoint)
+    kwargs = credentials if credentials is not None else auth.oauth_kwargs(config.token_endpoint)
     return _token(lambda: oauth.fetch_token(config.token_endpoint, code=code, code_verifier=code_verifier,
                                             timeout=timeout, **kwargs), config.token_endpoint)
 

@@ -12,12 +12,14 @@ import hmac
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, session
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from fhir.client import FhirClient, FhirError
 from fhir.context import ContextError, read_launch_context
@@ -34,7 +36,7 @@ from smart_app.db import get_session
 from smart_app.ehr import cached_smart_style, client_auth, discovery, http_session, outbound_policy
 from smart_app.errors import LaunchError
 from smart_app.launch_state import Launch, browser_id, launch_required, new_expiry
-from smart_app.models import LaunchRecord, UsedCode
+from smart_app.models import LaunchRecord, UsedCode, UsedJti
 from smart_app.resume import find_offer
 from smart_app.revocation import revoke_later
 
@@ -176,27 +178,44 @@ def callback():
         raise LaunchError("This sign-in does not match a launch started in this browser, or it has expired. "
                           "Launch the app again from the EHR.", 400)
     code = _param("code")
-    # Single use, recorded before the exchange so two racing callbacks cannot both go on.
+    code_hash = hashlib.sha256(code.encode()).hexdigest()
     db = get_session()
-    db.add(UsedCode(code_hash=hashlib.sha256(code.encode()).hexdigest()))
+    # Single use, recorded before the exchange so two racing callbacks cannot both go on. The client
+    # assertion is signed first, its jti joining the same commit (one transaction, not two).
+    db.add(UsedCode(code_hash=code_hash))
+    pending = decrypt_json(record.pending_enc) or {}
+    timeout = current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)
+    deployment = current_app.config["DEPLOYMENT"]
+    failed: tuple[str, int] | None = None
+    config = auth = credentials = None
+    if not pending.get("code_verifier"):
+        failed = ("This launch can no longer be completed. Launch the app again from the EHR.", 400)
+    else:
+        try:
+            config = _discover(record.iss)
+            auth = client_auth(_stage_jti(db))
+            credentials = auth.oauth_kwargs(config.token_endpoint)
+        except LaunchError as exc:
+            failed = (exc.message, exc.status)
+        except ClientAuthError as exc:
+            log.error("client authentication misconfigured: %s", clean_text(exc, 200))
+            failed = ("The app's EHR registration is misconfigured (client authentication).", 500)
     try:
         db.commit()
     except IntegrityError:
         db.rollback()
+        if db.get(UsedCode, code_hash) is None:  # not the code: a jti already used (the registry refuses it)
+            log.error("a client assertion jti was already recorded")
+            raise _fail(record, "The sign-in could not be completed. Launch the app again from the EHR.",
+                        500) from None
         raise _fail(record, "This sign-in code was already used. Launch the app again from the EHR.") from None
+    if failed is not None:
+        raise _fail(record, *failed)
 
-    pending = decrypt_json(record.pending_enc) or {}
-    if not pending.get("code_verifier"):
-        raise _fail(record, "This launch can no longer be completed. Launch the app again from the EHR.")
-    timeout = current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)
-    deployment = current_app.config["DEPLOYMENT"]
     try:
-        config = _discover(record.iss)
         tokens = exchange_code(config, code=code, redirect_uri=pending["redirect_uri"],
-                               code_verifier=pending["code_verifier"], auth=client_auth(), http=http_session(),
-                               timeout=timeout)
-    except LaunchError as exc:
-        raise _fail(record, exc.message, exc.status) from None
+                               code_verifier=pending["code_verifier"], auth=auth, http=http_session(),
+                               timeout=timeout, credentials=credentials)
     except TokenError as exc:
         raise _fail(record, exc.message, 400 if exc.status and exc.status < 500 else EHR_FAILED) from None
     except ClientAuthError as exc:
@@ -259,6 +278,17 @@ def callback():
     if g.get("revoke_after"):
         revoke_later(response, g.revoke_after)
     return response
+
+
+def _stage_jti(db: Session) -> Callable[[str], bool]:
+    """A jti registry that adds the jti to ``db``'s transaction: the caller's commit records it, and fails
+    (IntegrityError) for a jti already used, so none is ever sent twice."""
+
+    def register(jti: str) -> bool:
+        db.add(UsedJti(jti=jti))
+        return True
+
+    return register
 
 
 def _user_key(iss: str, context: dict[str, Any]) -> str:

@@ -6,12 +6,16 @@ v1 and v2 scopes, standalone launch, refresh, and the attacks a real EHR can tak
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
+import threading
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
+import jwt
 import pytest
 import requests
+from sqlalchemy import select
 
 from config.settings import DEPLOYMENTS_DIR
 from fhir.smart.discovery import _from_capability_statement, fetch_configuration
@@ -300,5 +304,74 @@ def test_full_launch_and_replay_on_postgresql(postgres_url, sandbox):
         assert "Marisol Ficticia" in client.get(f"/l/{lid}/").get_data(as_text=True)
         assert client.get("/callback?" + query).status_code == 400
         assert app.test_client().get(f"/l/{lid}/").status_code == 404
+    finally:
+        app.extensions["db_engine"].dispose()
+
+
+def _race_one_callback(app, sandbox, monkeypatch) -> None:
+    """The same callback twice at once (a double-submitted redirect): both pass the state check together;
+    the code and the client assertion's jti are committed in one transaction before the exchange, so
+    exactly one goes on to the EHR, and only the jti it sent is recorded."""
+    import smart_app.blueprints.launch as launch_bp
+    from smart_app.db import get_session
+    from smart_app.models import UsedJti
+
+    configure(app, sandbox, "jwt-rs384")
+    client = app.test_client()
+    query = authorize(client, f"/launch?iss={quote(sandbox.iss)}&launch={ehr_launch_id(sandbox, 'pat-dana')}")
+    name = app.config["SESSION_COOKIE_NAME"]
+    cookie = client.get_cookie(name).value
+    barrier = threading.Barrier(2, timeout=5)
+    real_discover, real_sandbox = launch_bp._discover, sandbox.app.wsgi_app
+    sent: list[str] = []  # client assertions the EHR's token endpoint received
+
+    def discover(iss: str):
+        try:
+            barrier.wait()  # both requests have loaded the pending launch and staged the code
+        except threading.BrokenBarrierError:
+            pass  # the other request was stopped before this point (an order that records the code sooner)
+        return real_discover(iss)
+
+    def token_endpoint_log(environ, start_response):
+        if environ.get("PATH_INFO") == "/auth/token":
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+            sent.extend(parse_qs(body.decode()).get("client_assertion", []))
+        return real_sandbox(environ, start_response)
+
+    monkeypatch.setattr(launch_bp, "_discover", discover)
+    monkeypatch.setattr(sandbox.app, "wsgi_app", token_endpoint_log)
+    answers = []
+
+    def run() -> None:
+        browser = app.test_client()
+        browser.set_cookie(name, cookie)
+        answers.append(browser.get("/callback?" + query))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(a.status_code for a in answers) == [302, 400]
+    assert "already used" in next(a for a in answers if a.status_code == 400).get_data(as_text=True)
+    assert len(sent) == 1
+    with app.app_context():
+        recorded = list(get_session().scalars(select(UsedJti.jti)))
+    assert recorded == [jwt.decode(sent[0], options={"verify_signature": False})["jti"]]
+
+
+def test_racing_callbacks_exchange_the_code_once(app, sandbox, monkeypatch):
+    _race_one_callback(app, sandbox, monkeypatch)
+
+
+@pytest.mark.postgres
+def test_racing_callbacks_exchange_the_code_once_on_postgresql(postgres_url, sandbox, monkeypatch):
+    from smart_app import create_app
+    from tests.conftest import app_config
+
+    app = create_app(app_config(postgres_url))
+    try:
+        _race_one_callback(app, sandbox, monkeypatch)
     finally:
         app.extensions["db_engine"].dispose()
