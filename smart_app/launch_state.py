@@ -83,6 +83,8 @@ class Launch:
         self.record.data_enc = encrypt_json(data)
 
     def pop_data(self, key: str) -> Any:
+        if key not in self.data:
+            return None  # nothing to remove: no re-encryption, no UPDATE
         data = dict(self.data)
         value = data.pop(key, None)
         self._data = data

@@ -366,8 +366,9 @@ def questions() -> Response | tuple[str, int]:
     g.launch.pop_data("danger_check")
     if not first_screen_done:
         record_screen(get_session(), g.launch.iss, g.launch.context)  # date only: memory across launches
-    g.launch.save()
+    # Counted in the same transaction as the result it counts (one UPDATE of the launch, one commit).
     events.screened(g.launch, g.launch.data["screening"])
+    g.launch.save()
     # No answers, score or interpretation in logs: with the access log's launch path, even
     # "positive" would tie a disclosure to a patient.
     log.info("screening completed")
@@ -406,8 +407,8 @@ def _danger_posted() -> Response | tuple[str, int]:
         "answers": {k: a.code for k, a in result.answers.items()}, "score": result.score,
         "interpretation": result.interpretation, "danger": result.danger, "completed_at": _now(),
     })
+    events.screened(g.launch, screening)  # same transaction as the answers it counts
     g.launch.save()
-    events.screened(g.launch, screening)
     return redirect(url_for("screening.result", lid=lid))
 
 
