@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from smart_app.models import PatientMark, ReferralRecord
@@ -67,18 +67,28 @@ def recent(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: st
         return None
     since = (now or datetime.now(UTC)) - timedelta(days=memory_days())
     ek = encounter_key(iss, context)
-    q = select(ReferralRecord).where(ReferralRecord.patient_key == pk, ReferralRecord.created_at >= since)
+    # One round trip: the latest referral and the latest screen mark, a referral preferred when both exist.
+    referral = (select(literal("referral").label("kind"), ReferralRecord.created_at.label("at"),
+                       ReferralRecord.status.label("status"), ReferralRecord.first_contact_at.label("contact"),
+                       ReferralRecord.encounter_key.label("ek"))
+                .where(ReferralRecord.patient_key == pk, ReferralRecord.created_at >= since))
     if exclude_launch:
-        q = q.where(ReferralRecord.launch_id != exclude_launch)
-    referral = db.scalars(q.order_by(ReferralRecord.created_at.desc()).limit(1)).first()
-    if referral is not None:
-        return {"at": _aware(referral.created_at), "kind": "referral", "status": normalise(referral.status),
-                "open": normalise(referral.status) not in CLOSED, "contacted": referral.first_contact_at is not None,
-                "same_visit": bool(ek) and referral.encounter_key == ek}
-    mark = db.scalars(select(PatientMark).where(PatientMark.patient_key == pk, PatientMark.at >= since)
-                      .order_by(PatientMark.at.desc()).limit(1)).first()
-    if mark is not None:
-        return {"at": _aware(mark.at), "kind": "screen", "same_visit": bool(ek) and mark.encounter_key == ek}
+        referral = referral.where(ReferralRecord.launch_id != exclude_launch)
+    mark = (select(literal("screen").label("kind"), PatientMark.at.label("at"),
+                   null().cast(ReferralRecord.status.type).label("status"),
+                   null().cast(ReferralRecord.first_contact_at.type).label("contact"),
+                   PatientMark.encounter_key.label("ek"))
+            .where(PatientMark.patient_key == pk, PatientMark.at >= since))
+    latest = [select(q.order_by(q.selected_columns.at.desc()).limit(1).subquery()) for q in (referral, mark)]
+    rows = {row.kind: row for row in db.execute(union_all(*latest))}
+    if "referral" in rows:
+        row = rows["referral"]
+        return {"at": _aware(row.at), "kind": "referral", "status": normalise(row.status),
+                "open": normalise(row.status) not in CLOSED, "contacted": row.contact is not None,
+                "same_visit": bool(ek) and row.ek == ek}
+    if "screen" in rows:
+        row = rows["screen"]
+        return {"at": _aware(row.at), "kind": "screen", "same_visit": bool(ek) and row.ek == ek}
     return None
 
 

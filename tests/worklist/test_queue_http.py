@@ -200,6 +200,26 @@ def test_screen_without_referral_is_remembered_by_date_only(app, make_launch):
     assert 'data-testid="gate-earlier"' not in second.get(f"/l/{lid2}/").get_data(as_text=True)
 
 
+def test_gate_memory_prefers_a_referral_to_a_later_screen_and_ignores_this_launch(app):
+    from smart_app.visit_memory import encounter_key, patient_key, recent
+
+    ctx = {"patient": {"id": "p-both"}, "encounter": {"id": "enc-1"}}
+    now = datetime.now(UTC)
+    with app.app_context(), session_scope(app) as db:
+        assert recent(db, EHR1, ctx) is None
+        db.add(ReferralRecord(id="r-both", launch_id="launch-both", iss=EHR1, profile="generic", status="requested",
+                              patient_key=patient_key(EHR1, ctx), encounter_key=encounter_key(EHR1, ctx),
+                              created_at=now - timedelta(days=3)))
+        db.add(PatientMark(patient_key=patient_key(EHR1, ctx), encounter_key="enc-other", kind="screen",
+                           at=now - timedelta(days=1)))
+        db.flush()
+        found = recent(db, EHR1, ctx)
+        assert found["kind"] == "referral" and found["same_visit"] and not found["contacted"]
+        assert found["at"].date() == (now - timedelta(days=3)).date()
+        found = recent(db, EHR1, ctx, exclude_launch="launch-both")  # the launch's own referral is not "earlier"
+        assert found["kind"] == "screen" and not found["same_visit"]
+
+
 def test_closed_referrals_and_logs_are_purged_after_the_retention_period(app, make_launch):
     closed = make_referral(app, make_launch, "bwh", "p1", "Cora Closed")
     still_open = make_referral(app, make_launch, "bwh", "p2", "Olive Open")
