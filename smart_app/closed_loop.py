@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,17 @@ def status_kinds(profile: str) -> tuple[str, ...]:
     if not path.suffix:
         path = PROFILES_DIR / f"{profile}.yaml"
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        changed = path.stat().st_mtime_ns
+    except OSError:
+        return ()
+    return _status_kinds_of(str(path), changed)
+
+
+@lru_cache(maxsize=64)
+def _status_kinds_of(path: str, _changed: int) -> tuple[str, ...]:
+    # Parsed once per file version (the queue page asks on every view; the YAML parse cost ~3 ms each).
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
     except OSError:
         return ()
     return tuple(k for k in raw.get("status_updates") or () if k in KINDS)
