@@ -129,6 +129,23 @@ class ReferralSite(Base):
     key: Mapped[str] = mapped_column(String(512))
 
 
+class ReferralProgram(Base):
+    """The programs a referral names, so the queue filters, counts and sorts by program without decrypting every
+    referral's summary (smart_app/worklist_scope.py ``add_programs``). ``key`` is a keyed HMAC of the program
+    (equal programs group in SQL, no name in clear); ``program_enc`` holds its id and name, encrypted, and is
+    decrypted once per distinct key a queue lists. A referral naming no program has one row with key ``NONE``
+    and nothing encrypted; a referral with no row (stored before migration 0009) is indexed from its summary
+    the first time a queue lists it."""
+
+    __tablename__ = "referral_program"
+    __table_args__ = (UniqueConstraint("referral_id", "key", name="uq_referral_program"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(64))
+    program_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
 class ContactAttempt(Base):
     """One contact attempt by social work. Channel, outcome, note and who: encrypted together."""
 

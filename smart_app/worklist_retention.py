@@ -15,7 +15,15 @@ from flask.cli import with_appcontext
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from smart_app.models import ContactAttempt, OutboxItem, PatientMark, ReferralEvent, ReferralRecord, ReferralSite
+from smart_app.models import (
+    ContactAttempt,
+    OutboxItem,
+    PatientMark,
+    ReferralEvent,
+    ReferralProgram,
+    ReferralRecord,
+    ReferralSite,
+)
 from smart_app.task_status import CLOSED, LEGACY
 from smart_app.visit_memory import memory_days
 
@@ -45,6 +53,7 @@ def purge_referrals(db: Session, now: datetime | None = None) -> dict[str, int]:
         done = [r for r in chunk if r not in busy]
         counts["writes"] += db.execute(delete(OutboxItem).where(OutboxItem.referral_id.in_(done))).rowcount
         db.execute(delete(ReferralSite).where(ReferralSite.referral_id.in_(done)))
+        db.execute(delete(ReferralProgram).where(ReferralProgram.referral_id.in_(done)))
         counts["referrals"] += db.execute(delete(ReferralRecord).where(ReferralRecord.id.in_(done))).rowcount
     counts["marks"] = db.execute(delete(PatientMark).where(
         PatientMark.at < now - timedelta(days=memory_days()))).rowcount

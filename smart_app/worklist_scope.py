@@ -19,13 +19,18 @@ outside the scope a referral does not exist (404).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
-from smart_app.models import ReferralRecord, ReferralSite
+from smart_app.crypto import encrypt_json
+from smart_app.models import ReferralProgram, ReferralRecord, ReferralSite
 from smart_app.roles import PROGRAM_MANAGER, SOCIAL_WORKER, mapping_for, matching_roles, user_roles
 
 
@@ -113,6 +118,33 @@ def site_display_name(context: dict[str, Any]) -> str | None:
 def add_site_keys(db: Session, referral_id: str, keys: list[str]) -> None:
     for key in keys:
         db.add(ReferralSite(referral_id=referral_id, key=key))
+
+
+# -- programs (the queue's program filter, counts and sort; ReferralProgram) ----------------------------------
+NO_PROGRAM = "NONE"  # the row of a referral that names no program: indexed, nothing to list
+
+
+def program_key(program: dict[str, Any]) -> str:
+    """Keyed HMAC of a program's (id, name): equal programs share it, and it names neither without the key."""
+    secret = str(current_app.config.get("SECRET_KEY") or "").encode()
+    msg = "program|" + json.dumps([program.get("id"), program.get("name")])
+    return hmac.new(secret, msg.encode(), hashlib.sha256).hexdigest()
+
+
+def program_rows(referral_id: str, programs: list[dict[str, Any]]) -> list[ReferralProgram]:
+    """The index rows of a referral's programs (the summary's ``programs``: id and name; phones stay there)."""
+    rows: dict[str, ReferralProgram] = {}
+    for p in programs or []:
+        if not isinstance(p, dict) or not (p.get("id") or p.get("name")):
+            continue
+        program = {"id": p.get("id"), "name": p.get("name")}
+        key = program_key(program)
+        rows.setdefault(key, ReferralProgram(referral_id=referral_id, key=key, program_enc=encrypt_json(program)))
+    return list(rows.values()) or [ReferralProgram(referral_id=referral_id, key=NO_PROGRAM, program_enc=None)]
+
+
+def add_programs(db: Session, referral_id: str, programs: list[dict[str, Any]]) -> None:
+    db.add_all(program_rows(referral_id, programs))
 
 
 def scoped_query(scope: Scope) -> Select[tuple[ReferralRecord]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,19 +23,20 @@ from zoneinfo import ZoneInfo
 from babel import Locale, UnknownLocaleError
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from smart_app import closed_loop, events, worklist_retention
 from smart_app.audit import record_audit
-from smart_app.blueprints.writeback import channel_label, referral_rows, row_view
+from smart_app.blueprints.writeback import channel_label, referral_rows, referral_rows_of, row_view
 from smart_app.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.db import get_session
 from smart_app.i18n import gettext as _
 from smart_app.launch_state import launch_required
-from smart_app.models import ContactAttempt, ReferralEvent, ReferralRecord
+from smart_app.models import ContactAttempt, OutboxItem, ReferralEvent, ReferralProgram, ReferralRecord
 from smart_app.task_status import CLOSED, OPEN, STATUSES, TRANSITIONS, action_label, allowed, label, normalise
 from smart_app.worklist_retention import retention_days
-from smart_app.worklist_scope import Scope, scope_for, scoped_query, scoped_referral
+from smart_app.worklist_scope import NO_PROGRAM, Scope, program_rows, scope_for, scoped_query, scoped_referral
 
 log = logging.getLogger("ipv.worklist")
 
@@ -48,6 +50,8 @@ INBOUND = "patient_initiated"  # always allowed: the patient called or came to u
 NOTE_MAX = 280
 AGE_BUCKETS = ("under_1_day", "1_to_7_days", "over_7_days")
 FACETS = ("urgency", "site", "program", "status", "age")
+QUEUE_LIMIT = 2000  # referrals a queue considers, newest first
+PAGE_SIZE = 50  # referrals shown (and decrypted) per page; WORKLIST_PAGE_SIZE overrides
 
 
 @bp.record_once
@@ -212,9 +216,12 @@ def _directory_services() -> dict[str, Any]:
         return {}
 
 
-def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], now: datetime,
+           outbox: list[OutboxItem] | None = None) -> dict[str, Any]:
+    """Everything shown of one referral (its summary decrypted). ``outbox``: its writes, when the caller read
+    them for a whole page at once."""
     summary = _summary(record)
-    rows = [row_view(r) for r in referral_rows(record.id)]
+    rows = [row_view(r) for r in (referral_rows(record.id) if outbox is None else outbox)]
     states = {r["state"] for r in rows}
     write = ("failed" if "failed" in states else "check" if "check" in states else "queued" if "queued" in states
              else "written" if rows else "none")
@@ -250,25 +257,28 @@ def safe_channels(safe_contact: dict[str, Any]) -> list[str]:
 
 
 # -- the queue --------------------------------------------------------------------------------------
-def _matches(entry: dict[str, Any], facet: str, value: str | None) -> bool:
-    if not value:
-        return True
+URGENCY_VALUES = ("urgent", "routine", "overdue")
+
+
+def _values(entry: dict[str, Any], facet: str) -> tuple[str, ...] | list[str]:
+    """The filter values of ``facet`` that show this referral (counted per value; see _matches)."""
     if facet == "urgency":
-        return (value == "urgent") == entry["urgent"] if value in ("urgent", "routine") else \
-            entry["overdue"] if value == "overdue" else True
+        return ("urgent", "overdue") if entry["overdue"] else ("urgent",) if entry["urgent"] else ("routine",)
     if facet == "site":
-        return entry["site_name"] == value
+        return (entry["site_name"],)
     if facet == "program":
-        return value in entry["program_names"]
+        return entry["program_names"]
     if facet == "status":
-        if value == "open":
-            return not entry["closed"]
-        if value == "closed":
-            return entry["closed"]
-        return value == "all" or entry["status"] == value
+        return (entry["status"], "closed" if entry["closed"] else "open", "all")
     if facet == "age":
-        return entry["age"] == value
-    return True
+        return (entry["age"],)
+    return ()
+
+
+def _matches(entry: dict[str, Any], facet: str, value: str | None) -> bool:
+    if not value or facet not in FACETS or (facet == "urgency" and value not in URGENCY_VALUES):
+        return True  # no filter, or one the queue does not know: shows everything
+    return value in _values(entry, facet)
 
 
 def _options(entries: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
@@ -302,31 +312,146 @@ def _filters() -> dict[str, str]:
     return f
 
 
-def _queue(scope: Scope) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+# What a queue line needs for filters, counts and sort: plain columns, no summary (nothing decrypted).
+LINE_COLUMNS = (ReferralRecord.id, ReferralRecord.status, ReferralRecord.urgent, ReferralRecord.created_at,
+                ReferralRecord.first_contact_at, ReferralRecord.site_name, ReferralRecord.profile)
+
+
+def _program_names(scope: Scope, ids: set[str], services: dict[str, Any]) -> dict[str, list[str]]:
+    """Program names per referral in scope, from the ReferralProgram index: one query, one decrypt per distinct
+    program. Referrals not indexed yet (stored before the index) are indexed from their summary once."""
+    db = get_session()
+    in_scope = scoped_query(scope).with_only_columns(ReferralRecord.id)
+    keys: dict[str, list[str]] = {}
+    blobs: dict[str, bytes | None] = {}
+    for rid, key, blob in db.execute(select(ReferralProgram.referral_id, ReferralProgram.key,
+                                            ReferralProgram.program_enc)
+                                     .where(ReferralProgram.referral_id.in_(in_scope))
+                                     .order_by(ReferralProgram.id)):
+        keys.setdefault(rid, []).append(key)
+        blobs.setdefault(key, blob)
+    missing = ids - keys.keys()
+    if missing:
+        for rid, programs in _index_programs(scope, missing).items():
+            for row in programs:
+                keys.setdefault(rid, []).append(row.key)
+                blobs.setdefault(row.key, row.program_enc)
+    names: dict[str, str | None] = {}
+    for key, blob in blobs.items():
+        program = None if key == NO_PROGRAM else _read(blob, "referral program")
+        names[key] = _program_name(program, services) if program else None
+    return {rid: [n for n in dict.fromkeys(names[k] for k in ks) if n] for rid, ks in keys.items()}
+
+
+def _program_name(program: dict[str, Any], services: dict[str, Any]) -> str | None:
+    # As _program_view names it: the name saved with the referral, else the directory's.
+    service = services.get(program.get("id"))
+    return program.get("name") or (service.program if service is not None else None)
+
+
+def _index_programs(scope: Scope, ids: set[str]) -> dict[str, list[ReferralProgram]]:
+    """Index the programs of referrals stored before ReferralProgram existed (their summaries decrypted once).
+    Its own transaction: a concurrent queue request that indexed them first wins, and nothing is lost."""
+    out: dict[str, list[ReferralProgram]] = {}
+    db = current_app.extensions["db_sessionmaker"]()
+    try:
+        chunk = sorted(ids)
+        for start in range(0, len(chunk), 500):
+            q = scoped_query(scope).with_only_columns(ReferralRecord.id, ReferralRecord.summary_enc)
+            for rid, blob in db.execute(q.where(ReferralRecord.id.in_(chunk[start:start + 500]))):
+                try:
+                    summary = decrypt_json(blob, where="referral summary") or {}
+                except Undecryptable:
+                    continue  # unreadable: not indexed, listed without programs
+                out[rid] = program_rows(rid, summary.get("programs") or [])
+        db.add_all([row for rows in out.values() for row in rows])
+        try:
+            db.commit()
+        except IntegrityError:
+            db.rollback()
+    finally:
+        db.close()
+    return out
+
+
+def _line(row: Any, programs: list[str], now: datetime) -> dict[str, Any]:
+    """One referral as the queue's filters, counts, sort and CSV export see it (no patient details)."""
+    status = normalise(row.status)
+    created = _aware(row.created_at) or now
+    hours = max(0.0, (now - created).total_seconds() / 3600)
+    first_contact = _aware(row.first_contact_at)
+    return {"id": row.id, "created_at": created, "status": status,
+            "closed": status in CLOSED, "site_name": row.site_name or _("Site not recorded"),
+            "urgent": bool(row.urgent), "first_contact_at": first_contact, "age": age_bucket(hours),
+            "overdue": bool(row.urgent and first_contact is None and status in OPEN and hours >= urgent_hours()),
+            "program_names": programs, "profile": row.profile}
+
+
+def _queue(scope: Scope, services: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                            dict[str, str]]:
+    """Every referral in scope as a line (a constant number of queries, nothing decrypted but one name per
+    program), and the filtered lines in the chosen order."""
     now = datetime.now(UTC)
-    services = _directory_services()
-    records = get_session().scalars(scoped_query(scope).order_by(ReferralRecord.created_at.desc()).limit(2000))
-    everything = [_entry(r, scope, services, now) for r in records]
+    rows = get_session().execute(scoped_query(scope).with_only_columns(*LINE_COLUMNS)
+                                 .order_by(ReferralRecord.created_at.desc()).limit(QUEUE_LIMIT)).all()
+    programs = _program_names(scope, {r.id for r in rows}, services) if rows else {}
+    everything = [_line(r, programs.get(r.id, []), now) for r in rows]
     filters = _filters()
     shown = [e for e in everything if all(_matches(e, k, v) for k, v in filters.items())]
     shown.sort(key=SORTS.get(request.args.get("sort") or "triage", SORTS["triage"]))
     return everything, shown, filters
 
 
+def _counts(everything: list[dict[str, Any]], filters: dict[str, str],
+            options: dict[str, list[tuple[str, str]]]) -> dict[str, dict[str, int]]:
+    """Counts per filter value: how many referrals it would show with the other filters kept."""
+    passes = [{k: _matches(e, k, v) for k, v in filters.items()} for e in everything]
+    counts = {}
+    for facet, opts in options.items():
+        tally: Counter[str] = Counter()
+        for e, ok in zip(everything, passes, strict=True):
+            if all(v for k, v in ok.items() if k != facet):
+                tally.update(_values(e, facet))
+        counts[facet] = {value: tally[value] for value, _label in opts}
+    return counts
+
+
+def _page_entries(scope: Scope, lines: list[dict[str, Any]], services: dict[str, Any]) -> list[dict[str, Any]]:
+    """The shown referrals in full: one query for their records, one for their writes; only these decrypted."""
+    ids = [e["id"] for e in lines]
+    if not ids:
+        return []
+    db = get_session()
+    records = {r.id: r for r in db.scalars(scoped_query(scope).where(ReferralRecord.id.in_(ids)))}
+    outbox = referral_rows_of(ids)
+    now = datetime.now(UTC)
+    return [_entry(records[i], scope, services, now, outbox.get(i, [])) for i in ids if i in records]
+
+
+def _page_size() -> int:
+    return max(1, int(current_app.config.get("WORKLIST_PAGE_SIZE") or PAGE_SIZE))
+
+
 @bp.route("", methods=["GET"])
 @launch_required
 def index() -> str:
     scope = _scope("list")
-    everything, shown, filters = _queue(scope)
+    services = _directory_services()
+    everything, shown, filters = _queue(scope, services)
     options = _options(everything)
-    # Counts per filter value: how many referrals it would show with the other filters kept.
-    counts = {facet: {value: sum(1 for e in everything if _matches(e, facet, value)
-                                 and all(_matches(e, k, v) for k, v in filters.items() if k != facet))
-                      for value, _label in opts}
-              for facet, opts in options.items()}
-    audit("list", scope, None, f"{len(shown)} referrals shown")
-    profiles = closed_loop.loop_notices({r.profile for r in get_session().scalars(scoped_query(scope))}
-                                        or {closed_loop.current_profile_name()}, g.launch)
+    counts = _counts(everything, filters, options)
+    size = _page_size()
+    pages = max(1, -(-len(shown) // size))
+    try:
+        page = min(max(1, int(request.args.get("page") or 1)), pages)
+    except ValueError:
+        page = 1
+    first = (page - 1) * size
+    entries = _page_entries(scope, shown[first:first + size], services)
+    audit("list", scope, None, f"{len(entries)} referrals shown" + (f" (page {page} of {pages})" if pages > 1
+                                                                     else ""))
+    profiles = closed_loop.loop_notices({e["profile"] for e in everything} or {closed_loop.current_profile_name()},
+                                        g.launch)
     args = {k: v for k, v in filters.items() if v}
     sort = request.args.get("sort") or "triage"
 
@@ -336,9 +461,13 @@ def index() -> str:
     def sort_url(key: str) -> str:
         return url_for("worklist.index", lid=g.launch.id, **{**args, "sort": key})
 
+    def page_url(number: int) -> str:
+        return url_for("worklist.index", lid=g.launch.id, **{**args, "sort": sort, "page": number})
+
     return render_template("worklist/index.html", lid=g.launch.id, facet_url=facet_url, sort_url=sort_url,
-                           entries=shown, total=len(everything),
-                           filters=filters, options=options, counts=counts, sort=request.args.get("sort") or "triage",
+                           page_url=page_url, entries=entries, shown=len(shown), total=len(everything),
+                           page=page, pages=pages, first=first + 1, last=first + len(entries),
+                           filters=filters, options=options, counts=counts, sort=sort,
                            scope=scope, channel_label=channel_label, urgent_hours=urgent_hours(),
                            loop_notices=profiles, retention=retention_text(), tz_name=str(tz()),
                            args=args)
@@ -349,13 +478,13 @@ def index() -> str:
 def export() -> Response:
     """The filtered queue as CSV, for the program's own follow-up lists: no names, MRNs or notes."""
     scope = _scope("export")
-    _everything, shown, _filters_ = _queue(scope)
+    _everything, shown, _filters_ = _queue(scope, _directory_services())  # lines only: nothing decrypted
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["reference", "received", "site", "programs", "urgent", "overdue", "status", "first_contact"])
     for e in shown:
         w.writerow([e["id"][:8], local_time(e["created_at"]), e["site_name"], "; ".join(e["program_names"]),
-                    "yes" if e["urgent"] else "no", "yes" if e["overdue"] else "no", e["status_label"],
+                    "yes" if e["urgent"] else "no", "yes" if e["overdue"] else "no", label(e["status"]),
                     local_time(e["first_contact_at"]) if e["first_contact_at"] else ""])
     audit("export", scope, None, f"queue csv, {len(shown)} referrals")
     return Response(buf.getvalue(), mimetype="text/csv",

@@ -45,7 +45,7 @@ from smart_app.models import OutboxItem, ReferralRecord
 from smart_app.outbox import OutboxSettings, OutboxWorker, enqueue, utcnow
 from smart_app.profiles import current_profile
 from smart_app.visit_memory import encounter_key, patient_key, visit_referral
-from smart_app.worklist_scope import add_site_keys, referral_site_keys, site_display_name
+from smart_app.worklist_scope import add_programs, add_site_keys, referral_site_keys, site_display_name
 
 bp = Blueprint("writeback", __name__, url_prefix="/l/<lid>", cli_group=None)
 
@@ -358,7 +358,9 @@ def consent_post() -> Response | tuple[str, int] | str:
         return redirect(url_for("writeback.confirmation", lid=launch.id))
     add_site_keys(db, record.id, referral_site_keys(launch.context, record.site))
     plans = vm["plans"]
-    record.summary_enc = encrypt_json(_summary(launch, referral, sc, [p.kind for p in plans]))
+    summary = _summary(launch, referral, sc, [p.kind for p in plans])
+    record.summary_enc = encrypt_json(summary)
+    add_programs(db, record.id, summary["programs"])  # the queue's program filter without the summary
     enqueue(db, referral_id=record.id, launch_id=launch.id, iss=launch.iss, profile=profile,
             plans=plans, settings=OutboxSettings.for_app(current_app, profile))
     launch.update_data(consent={"status": "given", "at": now, "detailed": bool(choices["detailed"]),
@@ -422,10 +424,21 @@ def row_view(row: OutboxItem) -> dict[str, Any]:
 
 def referral_rows(referral_id: str) -> list[OutboxItem]:
     # The referral's own writes; closed-loop status updates are the worklist's (smart_app/closed_loop.py).
-    rows = list(get_session().scalars(select(OutboxItem).where(OutboxItem.referral_id == referral_id,
-                                                               OutboxItem.operation == "create")))
-    rows.sort(key=lambda r: SEND_ORDER.get(r.kind, 99))
-    return rows
+    return referral_rows_of([referral_id]).get(referral_id, [])
+
+
+def referral_rows_of(referral_ids: list[str]) -> dict[str, list[OutboxItem]]:
+    """The own writes of several referrals in one query (a page of the social-work queue), each in send order."""
+    out: dict[str, list[OutboxItem]] = {}
+    if not referral_ids:
+        return out
+    for row in get_session().scalars(select(OutboxItem).where(OutboxItem.referral_id.in_(referral_ids),
+                                                              OutboxItem.operation == "create")
+                                  .order_by(OutboxItem.id)):
+        out.setdefault(row.referral_id, []).append(row)
+    for rows in out.values():
+        rows.sort(key=lambda r: SEND_ORDER.get(r.kind, 99))
+    return out
 
 
 def _status_payload(rows: list[OutboxItem]) -> dict[str, Any]:

@@ -10,7 +10,15 @@ import pytest
 from sqlalchemy import func, select, update
 
 from smart_app.db import session_scope
-from smart_app.models import ContactAttempt, OutboxItem, PatientMark, ReferralEvent, ReferralRecord, ReferralSite
+from smart_app.models import (
+    ContactAttempt,
+    OutboxItem,
+    PatientMark,
+    ReferralEvent,
+    ReferralProgram,
+    ReferralRecord,
+    ReferralSite,
+)
 from smart_app.worklist_retention import purge_referrals
 from tests.worklist.support import (
     EHR1,
@@ -238,3 +246,5 @@ def test_closed_referrals_and_logs_are_purged_after_the_retention_period(app, ma
         assert counts["referrals"] == 1 and counts["contacts"] == 1 and counts["events"] == 1
         assert db.get(ReferralRecord, closed) is None and db.get(ReferralRecord, still_open) is not None
         assert not list(db.scalars(select(ReferralSite).where(ReferralSite.referral_id == closed)))
+        assert not list(db.scalars(select(ReferralProgram).where(ReferralProgram.referral_id == closed)))
+        assert list(db.scalars(select(ReferralProgram).where(ReferralProgram.referral_id == still_open)))
