@@ -16,8 +16,10 @@ Nothing here imports from ``smart_app``.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -33,11 +35,15 @@ class OutboundPolicyError(requests.exceptions.ConnectionError):
 
 
 Origin = tuple[str, str, int]
+# Control characters, space and DEL: one regex scan, not a Python loop per character (every outbound call
+# checks its URL, and the policy its allow-list).
+_CTL_SPACE_DEL = re.compile(r"[\x00-\x20\x7f]")
+_CTL_SPACE = re.compile(r"[\x00-\x20]")
 
 
 def origin_of(url: str) -> Origin | None:
     """(scheme, lower-case host, port) of an absolute http(s) URL; None if it is not one."""
-    if not isinstance(url, str) or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+    if not isinstance(url, str) or _CTL_SPACE_DEL.search(url):
         return None
     try:
         parts = urlsplit(url)
@@ -83,7 +89,7 @@ def safe_relative(reference: str) -> bool:
     """A relative FHIR reference/path without dot segments, scheme or authority."""
     if not isinstance(reference, str) or not reference or reference.startswith(("/", "\\")):
         return False
-    if ":" in reference.split("/", 1)[0] or any(ord(c) < 0x21 for c in reference):
+    if ":" in reference.split("/", 1)[0] or _CTL_SPACE.search(reference):
         return False
     return not _has_dot_segment(reference.split("?", 1)[0])
 
@@ -98,16 +104,8 @@ class OutboundPolicy:
     allow_http: bool = False
     allow_loopback: bool = False  # the bundled sandbox EHR runs on a local port chosen at start
 
-    def origins(self) -> set[Origin]:
-        out: set[Origin] = set()
-        for item in [*self.iss_list, *self.extra]:
-            item = (item or "").strip()
-            if not item:
-                continue
-            origin = origin_of(item if "://" in item else f"https://{item}")
-            if origin:
-                out.add(origin)
-        return out
+    def origins(self) -> frozenset[Origin]:
+        return _origins(tuple(self.iss_list), tuple(self.extra))
 
     def refusal(self, url: str) -> str | None:
         """Why ``url`` may not be called, or None when it may."""
@@ -124,6 +122,20 @@ class OutboundPolicy:
         reason = self.refusal(url)
         if reason:
             raise OutboundPolicyError(f"outbound call refused: {reason}")
+
+
+@lru_cache(maxsize=64)
+def _origins(iss_list: tuple[str, ...], extra: tuple[str, ...]) -> frozenset[Origin]:
+    """The origins an allow-list names, parsed once per distinct list (the policy is checked on every call)."""
+    out: set[Origin] = set()
+    for item in [*iss_list, *extra]:
+        item = (item or "").strip()
+        if not item:
+            continue
+        origin = origin_of(item if "://" in item else f"https://{item}")
+        if origin:
+            out.add(origin)
+    return frozenset(out)
 
 
 class PolicyAdapter(BaseAdapter):
