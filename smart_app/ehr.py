@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from fhir.client import FhirClient
-from fhir.http import add_header_provider
+from fhir.http import OutboundSession, add_header_provider
 from fhir.smart.client_auth import ClientAuth
 from fhir.smart.discovery import DiscoveryCache, DiscoveryError, SmartConfiguration
 from fhir.smart.id_token import prefetch_jwks
@@ -54,7 +54,7 @@ def http_session() -> requests.Session:
     every transport behind the outbound URL policy (re-read from the config at each use)."""
     ext = current_app.extensions
     if "smart_http" not in ext:
-        session = requests.Session()
+        session = OutboundSession()
         session.headers["User-Agent"] = "ipv-smart-screen"
         add_header_provider(session, request_id_header)  # X-Request-ID on every call to the EHR
         ext["smart_http"] = session

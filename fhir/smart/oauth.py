@@ -23,6 +23,7 @@ import requests
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from requests_oauthlib import OAuth2Session
 
+from fhir.http import EnvironmentOnce
 from fhir.smart.client_auth import ClientAuth
 from fhir.smart.discovery import SmartConfiguration
 from fhir.text import clean_text
@@ -65,9 +66,13 @@ def new_pkce() -> Pkce:
     return Pkce(verifier=verifier, challenge=s256(verifier))
 
 
+class _OAuth2Session(EnvironmentOnce, OAuth2Session):
+    """requests-oauthlib's session, reading the proxy environment once per origin (fhir/http.py)."""
+
+
 def _oauth(client_id: str, http: requests.Session | None, **kwargs: Any) -> OAuth2Session:
     """An OAuth2Session that sends through ``http``'s transports (the app's outbound URL policy)."""
-    oauth = OAuth2Session(client_id, **kwargs)
+    oauth = _OAuth2Session(client_id, **kwargs)
     if http is not None:
         share_transport(http, oauth)
     for hook in ("access_token_response", "refresh_token_response"):
