@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import literal, null, select, union_all
+from sqlalchemy import bindparam, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from smart_app.models import PatientMark, ReferralRecord
@@ -58,6 +59,23 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+@cache
+def _latest_statement() -> Any:
+    """Built once: constructing the union costs more CPU than running it (its cache key is still per call)."""
+    pk, since, exclude = bindparam("pk"), bindparam("since"), bindparam("exclude")
+    referral = (select(literal("referral").label("kind"), ReferralRecord.created_at.label("at"),
+                       ReferralRecord.status.label("status"), ReferralRecord.first_contact_at.label("contact"),
+                       ReferralRecord.encounter_key.label("ek"))
+                .where(ReferralRecord.patient_key == pk, ReferralRecord.created_at >= since,
+                       ReferralRecord.launch_id != exclude))
+    mark = (select(literal("screen").label("kind"), PatientMark.at.label("at"),
+                   null().cast(ReferralRecord.status.type).label("status"),
+                   null().cast(ReferralRecord.first_contact_at.type).label("contact"),
+                   PatientMark.encounter_key.label("ek"))
+            .where(PatientMark.patient_key == pk, PatientMark.at >= since))
+    return union_all(*(select(q.order_by(q.selected_columns.at.desc()).limit(1).subquery()) for q in (referral, mark)))
+
+
 def recent(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: str | None = None,
            now: datetime | None = None) -> dict[str, Any] | None:
     """The latest referral or screen of this patient within the window: {"at", "kind", "status",
@@ -67,20 +85,9 @@ def recent(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: st
         return None
     since = (now or datetime.now(UTC)) - timedelta(days=memory_days())
     ek = encounter_key(iss, context)
-    # One round trip: the latest referral and the latest screen mark, a referral preferred when both exist.
-    referral = (select(literal("referral").label("kind"), ReferralRecord.created_at.label("at"),
-                       ReferralRecord.status.label("status"), ReferralRecord.first_contact_at.label("contact"),
-                       ReferralRecord.encounter_key.label("ek"))
-                .where(ReferralRecord.patient_key == pk, ReferralRecord.created_at >= since))
-    if exclude_launch:
-        referral = referral.where(ReferralRecord.launch_id != exclude_launch)
-    mark = (select(literal("screen").label("kind"), PatientMark.at.label("at"),
-                   null().cast(ReferralRecord.status.type).label("status"),
-                   null().cast(ReferralRecord.first_contact_at.type).label("contact"),
-                   PatientMark.encounter_key.label("ek"))
-            .where(PatientMark.patient_key == pk, PatientMark.at >= since))
-    latest = [select(q.order_by(q.selected_columns.at.desc()).limit(1).subquery()) for q in (referral, mark)]
-    rows = {row.kind: row for row in db.execute(union_all(*latest))}
+    # One round trip: the latest referral and the latest screen mark (a referral is preferred when both exist).
+    rows = {row.kind: row for row in db.execute(_latest_statement(), {
+        "pk": pk, "since": since, "exclude": exclude_launch or ""})}  # "": launch ids are never empty
     if "referral" in rows:
         row = rows["referral"]
         return {"at": _aware(row.at), "kind": "referral", "status": normalise(row.status),
