@@ -1,0 +1,65 @@
+"""Pooled database connections: tested before use only after sitting idle, and a dead idle one is replaced
+before a request sees it (smart_app.db._ping_when_idle)."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import text
+
+from smart_app.db import make_engine
+
+
+def _count_pings(engine) -> list[int]:
+    pings = [0]
+    real = engine.dialect.do_ping
+
+    def counting(dbapi_conn):
+        pings[0] += 1
+        return real(dbapi_conn)
+
+    engine.dialect.do_ping = counting
+    return pings
+
+
+def test_a_connection_used_moments_ago_is_not_pinged_and_an_idle_one_is(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}", ping_idle_seconds=0.2)
+    pings = _count_pings(engine)
+    try:
+        for _ in range(5):
+            with engine.connect() as conn:
+                assert conn.execute(text("select 1")).scalar() == 1
+        assert pings[0] == 0  # a fresh connection, then reused at once
+        time.sleep(0.3)
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        assert pings[0] == 1
+    finally:
+        engine.dispose()
+
+
+def test_zero_pings_at_every_checkout(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}", ping_idle_seconds=0)
+    pings = _count_pings(engine)
+    try:
+        for _ in range(3):
+            with engine.connect() as conn:
+                conn.execute(text("select 1"))
+        assert pings[0] == 3
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_that_died_while_idle_is_replaced_before_use(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}", ping_idle_seconds=0.1)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+            dead = conn.connection.dbapi_connection
+        dead.close()  # what a database restart does to a pooled connection
+        time.sleep(0.2)
+        with engine.connect() as conn:
+            assert conn.execute(text("select 1")).scalar() == 1
+            assert conn.connection.dbapi_connection is not dead
+    finally:
+        engine.dispose()
