@@ -25,6 +25,7 @@ import hashlib
 import json
 import secrets
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,20 +56,33 @@ MAX_NOTE = 200
 MAX_DETAIL = 2000
 
 
+# Words by code, translated when asked for and only the one asked for (the consent page asks for 13 labels;
+# building each whole table first cost 70 gettext calls a page, and the social-work queue one table per row).
+_CHANNEL_LABELS: dict[str, Callable[[], str]] = {
+    "none": lambda: _("No contact is safe: the patient will reach out"),
+    "phone": lambda: _("Phone"), "text": lambda: _("Text message"), "email": lambda: _("Email"),
+    "portal": lambda: _("Patient portal"), "in_person": lambda: _("In person at a visit"),
+}
+_KIND_LABELS: dict[str, Callable[[], str]] = {
+    "DocumentReference": lambda: _("Referral note"), "ServiceRequest": lambda: _("Referral"),
+    "Observation": lambda: _("Screening score"), "QuestionnaireResponse": lambda: _("Screening answers"),
+    "Task": lambda: _("Follow-up task"),
+}
+_LABEL_STATUS_TEXTS: dict[str, Callable[[], str]] = {
+    "ok": lambda: _("Verified"), "flagged": lambda: _("Not kept by the EHR"),
+    "unchecked": lambda: _("Could not be checked"), "note_type": lambda: _("Protected by the restricted note type"),
+    "unverified": lambda: _("Being checked"),
+}
+
+
 def channel_label(channel: str) -> str:
-    return {
-        "none": _("No contact is safe: the patient will reach out"),
-        "phone": _("Phone"), "text": _("Text message"), "email": _("Email"),
-        "portal": _("Patient portal"), "in_person": _("In person at a visit"),
-    }.get(channel, channel)
+    words = _CHANNEL_LABELS.get(channel)
+    return words() if words else channel
 
 
 def kind_label(kind: str) -> str:
-    return {
-        "DocumentReference": _("Referral note"), "ServiceRequest": _("Referral"),
-        "Observation": _("Screening score"), "QuestionnaireResponse": _("Screening answers"),
-        "Task": _("Follow-up task"),
-    }.get(kind, kind)
+    words = _KIND_LABELS.get(kind)
+    return words() if words else kind
 
 
 def site_key(context: dict[str, Any], referral: dict[str, Any]) -> str | None:
@@ -415,10 +429,8 @@ def row_view(row: OutboxItem) -> dict[str, Any]:
     else:
         view["text"] = _("Queued to be written")
     view["state"] = row.status if row.status in ("written", "failed", "check") else "queued"
-    view["label_text"] = {
-        "ok": _("Verified"), "flagged": _("Not kept by the EHR"), "unchecked": _("Could not be checked"),
-        "note_type": _("Protected by the restricted note type"), "unverified": _("Being checked"),
-    }.get(row.label_status or "", _("Not checked yet") if row.status == "written" else "–")
+    words = _LABEL_STATUS_TEXTS.get(row.label_status or "")
+    view["label_text"] = words() if words else _("Not checked yet") if row.status == "written" else "–"
     return view
 
 
