@@ -7,8 +7,12 @@ audiences), ``exp``, ``iat``, ``nonce``. Returns the claims, including ``fhirUse
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import secrets
 import time
+from functools import lru_cache
 from typing import Any
 
 import jwt
@@ -70,9 +74,37 @@ def _key_for(header: dict[str, Any], jwks: dict[str, Any]) -> Any:
         raise IdTokenError("The id_token names no key and the EHR publishes several.")
     try:
         # A key of the wrong type or curve for ``alg`` (a mismatched JWK) is refused, not a crash (L2).
-        return jwt.PyJWK.from_dict(candidates[0], algorithm=alg).key
+        return _parsed_key(json.dumps(candidates[0], sort_keys=True), alg)
     except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError):
         raise IdTokenError("The EHR's signing key does not fit the id_token's algorithm.") from None
+
+
+@lru_cache(maxsize=64)
+def _parsed_key(jwk: str, alg: str) -> Any:
+    """The key object of one JWK (as canonical JSON) for ``alg``: built once per process, not per launch. A
+    rotated key is different JSON, so a different entry."""
+    return jwt.PyJWK.from_dict(json.loads(jwk), algorithm=alg).key
+
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")  # trailing padding accepted, as PyJWT does
+MAX_HEADER = 4096
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header (first segment only), used to pick the key and the algorithm; jwt.decode then parses
+    and checks the whole token. (PyJWT's get_unverified_header decodes every segment character by character,
+    and jwt.decode does it again.)"""
+    segment = token.split(".", 1)[0]
+    if len(segment) > MAX_HEADER or not _B64URL.fullmatch(segment):
+        raise IdTokenError("The EHR returned a malformed id_token.")
+    try:
+        bare = segment.rstrip("=")
+        header = json.loads(base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4)))
+    except (ValueError, TypeError, RecursionError):
+        raise IdTokenError("The EHR returned a malformed id_token.") from None
+    if not isinstance(header, dict) or not isinstance(header.get("kid", ""), str):
+        raise IdTokenError("The EHR returned a malformed id_token.")
+    return header
 
 
 def verify_id_token(token: str, *, issuer: str, client_id: str, nonce: str | None,
@@ -83,11 +115,8 @@ def verify_id_token(token: str, *, issuer: str, client_id: str, nonce: str | Non
     """Verified claims of ``token``; raises IdTokenError on any failed check."""
     if not isinstance(token, str) or token.count(".") != 2:
         raise IdTokenError("The EHR returned a malformed id_token.")
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise IdTokenError("The EHR returned a malformed id_token.") from None
-    alg = header.get("alg") if isinstance(header, dict) else None
+    header = _unverified_header(token)
+    alg = header.get("alg")
     if not isinstance(alg, str) or alg not in ALLOWED_ALGS:  # never "none", never an HMAC keyed by something public
         raise IdTokenError("The id_token is not signed with an accepted algorithm.")
     if jwks is None:
