@@ -93,7 +93,8 @@ def screened(launch: Any, screening: dict[str, Any]) -> None:
 
 
 def referral_made(launch: Any, record: ReferralRecord) -> None:
-    """A consented referral; its dimensions are kept beside it for the later contact count."""
+    """A consented referral; its dimensions are kept beside it for the later contact count. No commit: it
+    joins the referral's transaction, so it is counted exactly when the referral is stored."""
     counted = launch.data.get("report_counted") or {}
     screening = launch.data.get("screening") or {}
     month = counted.get("_month") or month_of()
@@ -103,7 +104,6 @@ def referral_made(launch: Any, record: ReferralRecord) -> None:
     if db.get(ReferralDims, record.id) is None:
         db.add(ReferralDims(referral_id=record.id, month=month, site=site, **dims))
         add(db, "referral", site=site, month=month, **dims)
-        db.commit()
 
 
 def referral_status(record: ReferralRecord, to_status: str, at: datetime | None = None) -> None:

@@ -381,13 +381,11 @@ def consent_post() -> Response | tuple[str, int] | str:
                                 "patient_asked": bool(choices["patient_asks"]), "digest": vm["digest"]},
                        writeback={"referral_id": record.id},
                        referral={**referral, "safe_contact": sc})
-    launch.save()
+    events.referral_made(launch, record)  # counted in the referral's own transaction
     try:
-        db.commit()  # durable; the worker sends. No EHR call in this request.
+        db.commit()  # one commit, durable; the worker sends. No EHR call in this request.
     except IntegrityError:
         db.rollback()
-    else:
-        events.referral_made(launch, record)
     return redirect(url_for("writeback.confirmation", lid=launch.id))
 
 
