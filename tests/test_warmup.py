@@ -1,0 +1,32 @@
+"""Start-up warm-up (smart_app/warmup.py): what a first request would otherwise pay is done at start."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from fhir.builders import PROFILES_DIR
+from smart_app import warmup
+
+
+@pytest.fixture
+def no_ehr(monkeypatch):
+    monkeypatch.setattr(warmup, "prefetch_issuers", lambda: [])  # no allow-listed EHR is up in these tests
+
+
+def test_every_page_template_is_compiled_at_start(app, no_ehr):
+    app.jinja_env.cache.clear()
+    warmup.warm_up(app)
+    compiled = {key[1] for key in app.jinja_env.cache.keys()}
+    for name in ("base.html", "screening/gate.html", "screening/instrument.html", "screening/result.html",
+                 "referral/index.html", "writeback/consent.html", "writeback/confirmation.html"):
+        assert name in compiled
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+def test_the_made_up_plan_validates_for_every_bundled_profile(app, no_ehr, profile, caplog):
+    app.config["EHR_PROFILE"] = profile
+    with caplog.at_level(logging.WARNING, logger="ipv.warmup"):
+        warmup.warm_up(app)
+    assert "not warmed" not in caplog.text
