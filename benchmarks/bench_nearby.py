@@ -11,6 +11,7 @@ import time
 from benchmarks.bench_ranking import generate
 from referrals import ranking
 from referrals.loaders.hsds import parse_hsds_data
+from referrals.model import Directory
 from referrals.ranking import DirectoryIndex
 from referrals.store import DEFAULT_DIRECTORY, merge
 
@@ -23,26 +24,31 @@ def _origins(n: int, seed: int = 5) -> list[tuple[float, float]]:
     return [(rng.uniform(41.3, 42.8), rng.uniform(-73.3, -70.0)) for _ in range(n)]
 
 
-def _median_ms(index: DirectoryIndex, origins: list[tuple[float, float]], brute: bool) -> float:
-    saved = ranking.BRUTE_FORCE_MAX_SITES
-    ranking.BRUTE_FORCE_MAX_SITES = 10**9 if brute else -1
-    try:
-        times = []
-        for o in origins:
-            t0 = time.perf_counter()
-            index.nearby(o, 0, 10)
-            times.append((time.perf_counter() - t0) * 1000)
-        return statistics.median(times)
-    finally:
-        ranking.BRUTE_FORCE_MAX_SITES = saved
+def _median_ms(index: DirectoryIndex, origins: list[tuple[float, float]]) -> float:
+    times = []
+    for o in origins:
+        t0 = time.perf_counter()
+        index.nearby(o, 0, 10)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
 
 
-def _index(n: int) -> DirectoryIndex:
+def _directory(n: int) -> Directory:
     from referrals.loaders import load_source
 
     if n == 6:
-        return DirectoryIndex(load_source(DEFAULT_DIRECTORY))
-    return DirectoryIndex(merge([load_source(DEFAULT_DIRECTORY), parse_hsds_data(generate(n), "bench")]))
+        return load_source(DEFAULT_DIRECTORY)
+    return merge([load_source(DEFAULT_DIRECTORY), parse_hsds_data(generate(n), "bench")])
+
+
+def _index(directory: Directory, brute: bool) -> DirectoryIndex:
+    """The index as built with the scan forced on or off (the index decides when it is built)."""
+    saved = ranking.BRUTE_FORCE_MAX_SITES
+    ranking.BRUTE_FORCE_MAX_SITES = 10**9 if brute else -1
+    try:
+        return DirectoryIndex(directory)
+    finally:
+        ranking.BRUTE_FORCE_MAX_SITES = saved
 
 
 def main() -> None:
@@ -52,10 +58,11 @@ def main() -> None:
     print(f"{'services':>9} {'sites':>7} {'grid':>8} {'brute':>8} {'in use':>8}")
     crossover = None
     for n in SIZES:
-        index = _index(n)
-        sites = len(index.points)
-        grid = _median_ms(index, origins, brute=False)
-        brute = _median_ms(index, origins, brute=True) if n <= 20_000 else float("nan")
+        directory = _directory(n)
+        index = _index(directory, brute=False)
+        sites = index.located_sites
+        grid = _median_ms(index, origins)
+        brute = _median_ms(_index(directory, brute=True), origins) if n <= 20_000 else float("nan")
         used = brute if sites <= ranking.BRUTE_FORCE_MAX_SITES else grid
         if crossover is None and brute == brute and brute > grid:
             crossover = sites

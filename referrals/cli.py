@@ -46,6 +46,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a loaded directory's shared objects (equal texts, sources: see model.Compactor) in full at every
+    use, not as YAML anchors and aliases a person editing the file would trip over."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     try:
         d = load_source(args.file, fmt=args.format)
@@ -55,7 +63,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(args.file).stem).strip("-") or "imported"
     target = target_dir / f"{name}.yaml"
     target_dir.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(dump_native(d), sort_keys=False, allow_unicode=True, width=120)
+    text = yaml.dump(dump_native(d), Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, width=120)
     # Write beside the target, check the whole configured directory loads with it, then rename:
     # the app never sees a half-written or failing file.
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.yaml", dir=target_dir)

@@ -20,3 +20,16 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def release_free_memory() -> None:
+    """Give the C allocator's free pages back to the system (glibc ``malloc_trim``): a load frees large
+    buffers (the source's text, tables of dicts that grew) that glibc otherwise keeps mapped — 6 MB of RSS
+    after a 50,000-service import. Does nothing where glibc is not the allocator."""
+    import ctypes  # only large directories get here (see referrals.store.settle); not worth importing at start
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the symbols already loaded: glibc's, when it is the C library
+    except (OSError, AttributeError):
+        return
+    trim(0)

@@ -73,6 +73,10 @@ class Phone:
     def dial(self) -> str:
         return f"{self.number} ext. {self.ext}" if self.ext else self.number
 
+    def __hash__(self) -> int:
+        # So a loader can share equal phones (``Compactor``); nothing changes a phone once it is loaded.
+        return hash((self.number, self.channel, self.ext, self.after_hours))
+
 
 @dataclass(slots=True)
 class Address:
@@ -87,10 +91,11 @@ class Address:
 class MatchRules:
     """How an encounter's Location / serviceProvider maps onto this site or program."""
 
-    # Sets while a loader fills them, shared frozensets once the directory is loaded.
-    identifiers: set[str] | frozenset[str] = field(default_factory=set)  # "system|value"
-    names: set[str] | frozenset[str] = field(default_factory=set)  # normalised, see ``norm_name``
-    organizations: set[str] | frozenset[str] = field(default_factory=set)  # org ids "system|value" or norm. names
+    # Sets while a loader fills them; sorted tuples, shared when equal, once the directory is loaded (every site
+    # has its own name: as a frozenset of one that cost 216 bytes a site, as a tuple 48).
+    identifiers: set[str] | tuple[str, ...] = field(default_factory=set)  # "system|value"
+    names: set[str] | tuple[str, ...] = field(default_factory=set)  # normalised, see ``norm_name``
+    organizations: set[str] | tuple[str, ...] = field(default_factory=set)  # org ids "system|value" or norm. names
 
 
 @dataclass(slots=True)
@@ -125,14 +130,15 @@ class Service:
     kind: str = "program"  # program | hotline | emergency
     scope: str = "local"  # local | statewide | national
     description: Text = field(default_factory=dict)
-    offers: list[Text] = field(default_factory=list)  # bullet points, as published
+    # Lists while a loader fills them, tuples once loaded (``Compactor``: shared when equal, () when empty).
+    offers: list[Text] | tuple[Text, ...] = field(default_factory=list)  # bullet points, as published
     needs: set[str] | frozenset[str] = field(default_factory=set)
     languages: set[str] | frozenset[str] = field(default_factory=set)  # spoken by staff (ISO 639-1)
     interpreters: bool = False
     language_note: Text = field(default_factory=dict)
-    phones: list[Phone] = field(default_factory=list)
+    phones: list[Phone] | tuple[Phone, ...] = field(default_factory=list)
     hours: Hours = field(default_factory=Hours.unknown)
-    sites: list[Site] = field(default_factory=list)
+    sites: list[Site] | tuple[Site, ...] = field(default_factory=list)
     serves: MatchRules = field(default_factory=MatchRules)  # hospitals/networks served as a whole
     confidential_address: bool = False
     discreet_name: Text = field(default_factory=dict)  # for the handout: no DV words
@@ -186,18 +192,21 @@ def _same(value: Any) -> Any:
 
 class Compactor:
     """Shares what repeats across a directory's services (issue 14: ~10 KB per service before, <= 2 KB the
-    target): equal Hours, Intervals, sets and short texts become one object each; codes are interned.
-    ``copy``: the source was parsed whole, so every string and float kept is copied (see ``_own``); a loader
-    that decodes one service at a time passes False (nothing of a large freed tree to pin)."""
+    target): equal Hours, Intervals, phones, phone lists, match rules, program names and short texts become one
+    object each; codes are interned; lists and sets become tuples (a tuple of one is 48 bytes, a list 88, a
+    frozenset 216; the empty tuple costs nothing). ``copy``: the source was parsed whole, so every string and
+    float kept is copied (see ``_own``); a loader that decodes one service at a time passes False (nothing of a
+    large freed tree to pin)."""
 
     def __init__(self, copy: bool = True) -> None:
         self.own = _own if copy else _same
         self.copy = copy
         self.hours: dict[tuple[Any, ...], Hours] = {}
         self.intervals: dict[Interval, Interval] = {}
-        self.sets: dict[frozenset[str], frozenset[str]] = {}
+        self.shared: dict[Any, Any] = {}  # strings, sorted tuples of codes, tuples of phones: each its own key
         self.texts: dict[tuple[tuple[str, str], ...], Text] = {}
-        self.rules: dict[tuple[frozenset[str], ...], MatchRules] = {}
+        self.phones: dict[Phone, Phone] = {}
+        self.rules: dict[tuple[tuple[str, ...], ...], MatchRules] = {}
 
     def text(self, value: Text) -> Text:
         # Equal texts share one dict (nothing writes to a loaded directory's texts).
@@ -211,9 +220,17 @@ class Compactor:
         # A name: seldom shared, so not worth a lookup; copied only when the source was parsed whole.
         return {sys.intern(k): _own(v) for k, v in value.items()} if self.copy else value
 
+    def share(self, value: Any) -> Any:
+        """One object for equal strings or tuples."""
+        return self.shared.setdefault(value, value)
+
+    def codes(self, value: set[str] | frozenset[str] | tuple[str, ...]) -> tuple[str, ...]:
+        return self.share(tuple(sorted(sys.intern(self.own(x)) for x in value)))
+
     def strset(self, value: set[str] | frozenset[str]) -> frozenset[str]:
+        # Needs and languages: few distinct sets, tested with ``in`` for every ranked service.
         frozen = frozenset(sys.intern(self.own(x)) for x in value)
-        return self.sets.setdefault(frozen, frozen)
+        return self.share(frozen)
 
     def hour(self, value: Hours) -> Hours:
         weekly = [self.intervals.setdefault(iv, Interval(tuple(sys.intern(d) for d in iv.days), iv.opens, iv.closes))
@@ -227,12 +244,20 @@ class Compactor:
         return shared
 
     def match(self, value: MatchRules) -> MatchRules:
-        key = (self.strset(value.identifiers), self.strset(value.names), self.strset(value.organizations))
+        key = (self.codes(value.identifiers), self.codes(value.names), self.codes(value.organizations))
         shared = self.rules.get(key)
         if shared is None:
             value.identifiers, value.names, value.organizations = key
             shared = self.rules[key] = value
         return shared
+
+    def phone(self, p: Phone) -> Phone:
+        own = self.own
+        p.number, p.ext, p.url = own(p.number), own(p.ext), own(p.url)
+        p.channel = sys.intern(p.channel)
+        p.label = self.text(p.label)
+        p.hours = self.hour(p.hours)
+        return self.phones.setdefault(p, p)
 
     def address(self, value: Address) -> Address:
         own = self.own
@@ -245,24 +270,21 @@ class Compactor:
 
     def service(self, s: Service) -> None:
         own = self.own
-        s.id, s.program, s.url = own(s.id), own(s.program), own(s.url)
+        s.id, s.program, s.url = own(s.id), self.share(own(s.program)), own(s.url)
         s.name = self.unique_text(s.name)
-        s.source = self.unique_text(s.source)
+        s.source = self.text(s.source) if all(isinstance(v, str) for v in s.source.values()) \
+            else self.unique_text(s.source)
         s.needs = self.strset(s.needs)
         s.languages = self.strset(s.languages)
         s.kind, s.scope = sys.intern(s.kind), sys.intern(s.scope)
         s.hours = self.hour(s.hours)
         s.serves = self.match(s.serves)
-        s.offers = [self.text(o) for o in s.offers]
+        s.offers = tuple(self.text(o) for o in s.offers)
         for attr in ("description", "language_note", "discreet_name"):
             setattr(s, attr, self.text(getattr(s, attr)))
         if not s.closures:
             s.closures = self.text(s.closures)
-        for p in s.phones:
-            p.number, p.ext, p.url = own(p.number), own(p.ext), own(p.url)
-            p.channel = sys.intern(p.channel)
-            p.label = self.text(p.label)
-            p.hours = self.hour(p.hours)
+        s.phones = self.share(tuple(self.phone(p) for p in s.phones))
         for site in s.sites:
             site.id, site.lat, site.lon = own(site.id), own(site.lat), own(site.lon)
             site.name = self.unique_text(site.name)
@@ -274,6 +296,7 @@ class Compactor:
             if site.address is not None:
                 site.address = self.address(site.address)
             site.match = self.match(site.match)
+        s.sites = tuple(s.sites)
 
 
 def compact_services(services: list[Service]) -> None:

@@ -32,8 +32,9 @@ CELL = 0.02  # grid cell, degrees (~1.4 x 1 miles in Massachusetts): dense Bosto
 MILES_PER_DEG = 69.05
 MAX_MILES = 50.0  # local programs further than this from the origin are not listed
 WIDE_PER_NEED = 25  # hotlines considered per stated need
-# At or below this many located sites a full scan beats walking grid cells: `make bench` (bench_nearby) measured
-# the crossover between 500 (brute 0.10 ms, grid 0.13 ms) and 1,000 sites (0.19 vs 0.10 ms) on this machine.
+# At or below this many located sites (decided when the index is built) a full scan beats walking grid cells:
+# `make bench` (bench_nearby) measured the crossover between 500 (brute 0.10 ms, grid 0.13 ms) and 1,000 sites
+# (0.19 vs 0.10 ms) on this machine.
 BRUTE_FORCE_MAX_SITES = 700
 
 LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "pt": "Portuguese", "ht": "Haitian Creole", "zh": "Chinese",
@@ -152,10 +153,20 @@ class DirectoryIndex:
         self.entries: list[_Entry] = []
         self.emergency: list[Service] = []
         self.by_id: dict[str, int] = {}
-        self.site_keys: dict[str, list[tuple[int, Site]]] = {}
-        self.serve_keys: dict[str, list[int]] = {}
-        self.grid: dict[tuple[int, int], list[tuple[int, int, float, float]]] = {}
-        self.points: list[tuple[int, int, float, float]] = []  # every located site, for the brute-force scan
+        # Match keys -> the first service (in directory order) with that key: a query only ever takes the first.
+        # Names ("name:" keys in a query, see ``_keys``) have their own tables keyed by the normalised name
+        # itself, the string the match rules already hold.
+        self.site_keys: dict[str, tuple[int, Site]] = {}
+        self.site_names: dict[str, tuple[int, Site]] = {}
+        self.serve_keys: dict[str, int] = {}
+        self.serve_names: dict[str, int] = {}
+        # Located sites as flat runs of (entry, site index, lat, lon): four references a site instead of one
+        # to a 72-byte tuple. ``points`` (every located site in directory order, for the brute-force scan) is
+        # kept only where that scan is used (see ``nearby``).
+        self.grid: dict[tuple[int, int], list[Any]] = {}
+        self.points: list[Any] | None = None
+        self.located_sites = 0
+        points: list[Any] = []
         wide_all: list[int] = []
         shared_ranges: dict[int, list[tuple[int, int]]] = {}  # loaders share equal Hours: one range list each
         for s in directory.services:
@@ -180,19 +191,29 @@ class DirectoryIndex:
                 wide_all.append(i)
             for k, site in enumerate(s.sites):
                 for key in site.match.identifiers:
-                    self.site_keys.setdefault(key, []).append((i, site))
+                    if key.startswith("name:"):
+                        self.site_names.setdefault(key[5:], (i, site))
+                    elif key not in self.site_keys:
+                        self.site_keys[key] = (i, site)
                 for name in site.match.names:
-                    self.site_keys.setdefault("name:" + name, []).append((i, site))
+                    if name not in self.site_names:
+                        self.site_names[name] = (i, site)
                 if site.lat is not None and site.lon is not None:
                     cell = (math.floor(site.lat / CELL), math.floor(site.lon / CELL))
-                    point = (i, k, site.lat, site.lon)  # one tuple in both the grid and the full list
-                    self.grid.setdefault(cell, []).append(point)
-                    self.points.append(point)
-            for key in s.serves.identifiers | s.serves.organizations:
-                k = key if ("|" in key or "/" in key) else "name:" + key
-                self.serve_keys.setdefault(k, []).append(i)
+                    self.grid.setdefault(cell, []).extend((i, k, site.lat, site.lon))
+                    points.extend((i, k, site.lat, site.lon))
+                    self.located_sites += 1
+            for key in (*s.serves.identifiers, *s.serves.organizations):
+                if "|" not in key and "/" not in key:  # an organization's name
+                    self.serve_names.setdefault(key, i)
+                elif key.startswith("name:"):
+                    self.serve_names.setdefault(key[5:], i)
+                else:
+                    self.serve_keys.setdefault(key, i)
             for name in s.serves.names:
-                self.serve_keys.setdefault("name:" + name, []).append(i)
+                self.serve_names.setdefault(name, i)
+        if self.located_sites <= BRUTE_FORCE_MAX_SITES:  # (decided here: the grid answers larger directories)
+            self.points = points
         # Hotlines: 24/7 first, then by id, so a query takes the first few per need in O(1).
         wide_all.sort(key=lambda i: (not self.entries[i].always, self.entries[i].service.id))
         self.wide_all = wide_all[:WIDE_PER_NEED * 2]
@@ -220,14 +241,14 @@ class DirectoryIndex:
                                 return site, entry.service, True
         for keys in (loc_keys, org_keys):
             for key in keys:
-                hits = self.site_keys.get(key)
-                if hits:
-                    i, site = hits[0]
+                hit = self.site_names.get(key[5:]) if key.startswith("name:") else self.site_keys.get(key)
+                if hit:
+                    i, site = hit
                     return site, self.entries[i].service, True
             for key in keys:
-                hits_s = self.serve_keys.get(key)
-                if hits_s:
-                    return None, self.entries[hits_s[0]].service, False
+                served = self.serve_names.get(key[5:]) if key.startswith("name:") else self.serve_keys.get(key)
+                if served is not None:
+                    return None, self.entries[served].service, False
         return None, None, False
 
     def site_origin(self, context: dict[str, Any] | None, site: Site | None) -> tuple[float, float] | None:
@@ -249,7 +270,7 @@ class DirectoryIndex:
         lat0, lon0 = origin
         cos0 = math.cos(math.radians(lat0))
         best: dict[int, tuple[float, int]] = {}
-        if len(self.points) <= BRUTE_FORCE_MAX_SITES:
+        if self.points is not None:
             # A small directory: scanning every site beats walking empty grid cells out to max_miles.
             self._scan(self.points, lat0, lon0, cos0, mask, max_miles, best)
             return _k_nearest(best, k)
@@ -269,10 +290,11 @@ class DirectoryIndex:
                         self._scan(rows, lat0, lon0, cos0, mask, max_miles, best)
         return _k_nearest(best, k)
 
-    def _scan(self, rows: list[tuple[int, int, float, float]], lat0: float, lon0: float, cos0: float, mask: int,
+    def _scan(self, rows: list[Any], lat0: float, lon0: float, cos0: float, mask: int,
               max_miles: float, best: dict[int, tuple[float, int]]) -> None:
         entries = self.entries
-        for i, si, lat, lon in rows:
+        run = iter(rows)
+        for i, si, lat, lon in zip(run, run, run, run, strict=True):
             e = entries[i]
             if e.wide or (mask and not e.mask & mask):
                 continue

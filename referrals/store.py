@@ -15,6 +15,7 @@ from typing import Any
 
 from referrals.errors import DirectoryError, Issue
 from referrals.loaders import load_source
+from referrals.memory import release_free_memory
 from referrals.model import Directory
 from referrals.ranking import DirectoryIndex
 
@@ -78,6 +79,7 @@ def settle(index: DirectoryIndex) -> DirectoryIndex:
     if len(index.entries) >= FREEZE_AT:
         gc.collect()
         gc.freeze()
+        release_free_memory()
     return index
 
 

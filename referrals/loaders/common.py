@@ -126,6 +126,7 @@ def _array_items(path: Path, text: str, pos: int) -> Iterator[Any]:
 
 
 def needs_from_words(*words: str | None) -> set[str]:
+    """Needs named by taxonomy terms and codes (few distinct words, each looked up once)."""
     found: set[str] = set()
     for word in words:
         if word:
@@ -135,13 +136,27 @@ def needs_from_words(*words: str | None) -> set[str]:
     return found
 
 
-@lru_cache(maxsize=8192)
-def _needs_of_word(word: str) -> frozenset[str]:
-    # Taxonomy terms repeat across thousands of services: look each one up once. ``word`` is lower-case.
+def needs_in_text(*texts: str | None) -> set[str]:
+    """Needs named in a service's own name or description: nearly every one is unique, so not cached (the
+    cache kept 8,192 of them, 35 bytes a service at 50,000, for no hit)."""
+    found: set[str] = set()
+    for text in texts:
+        if text:
+            found |= _needs_of(text.lower())
+    return found
+
+
+def _needs_of(word: str) -> frozenset[str]:
     w = word.replace("_", " ")
     if w in NEEDS:
         return frozenset((w,))
     return frozenset(need for key, need in NEED_WORDS if key in w)
+
+
+@lru_cache(maxsize=8192)
+def _needs_of_word(word: str) -> frozenset[str]:
+    # Taxonomy terms repeat across thousands of services: look each one up once. ``word`` is lower-case.
+    return _needs_of(word)
 
 
 def language_code(value: Any) -> str | None:

@@ -19,6 +19,7 @@ from referrals.loaders.common import (
     finish,
     language_code,
     needs_from_words,
+    needs_in_text,
     read_json,
     weekly_interval,
 )
@@ -205,9 +206,9 @@ def parse_service(c: Collector, w: str, res: dict[str, Any], orgs: dict[str, tup
                     serves.organizations.add(f"{ident['system']}|{ident['value']}")
         if org_name:
             serves.organizations.add(norm_name(org_name))
-    words = [name, *_codings_words(res.get("category")), *_codings_words(res.get("type")),
+    words = [*_codings_words(res.get("category")), *_codings_words(res.get("type")),
              *_codings_words(res.get("specialty")), *_codings_words(res.get("program"))]
-    needs = needs_from_words(*words) or {"advocacy"}
+    needs = needs_in_text(name) | needs_from_words(*words) or {"advocacy"}
     hides = "shelter" in needs
     langs: set[str] = set()
     for k, cc in enumerate(_items(c, f"{w}.communication", res.get("communication"))):
@@ -254,4 +255,4 @@ def parse_service(c: Collector, w: str, res: dict[str, Any], orgs: dict[str, tup
     return Service(id=sid, program=org_name or name, name={"en": name}, kind="program",
                    description={"en": comment} if comment else {}, needs=needs, languages=langs,
                    phones=phones, hours=hours, sites=sites, serves=serves, confidential_address=hides,
-                   source={"format": "fhir", "where": w})
+                   source={"format": "fhir"})  # shared (Compactor); the id names the resource

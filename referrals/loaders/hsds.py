@@ -23,6 +23,7 @@ from referrals.loaders.common import (
     json_array_items,
     language_code,
     needs_from_words,
+    needs_in_text,
     place_sites,
     read_json,
     read_text,
@@ -178,16 +179,16 @@ def parse_service(c: Collector, svc: Any, where: str) -> Service | None:
         c.add(_field(svc, "status", w), f"unknown status {status!r}")
     org = svc.get("organization") if isinstance(svc.get("organization"), dict) else {}
     org_name = _str(org.get("name"))
-    words: list[str | None] = [name, _str(svc.get("alternate_name"))]
+    words: list[str | None] = []
     for k, attr in enumerate(_list(c, svc, "attributes", w)):
         if not isinstance(attr, dict):
             c.add(_w(attr, f"{w}.attributes[{k}]"), "attribute must be an object")
             continue
         term = attr.get("taxonomy_term") if isinstance(attr.get("taxonomy_term"), dict) else {}
         words += [_str(term.get("code")), _str(term.get("name")), _str(attr.get("value"))]
-    needs = needs_from_words(*words)
+    needs = needs_in_text(name, _str(svc.get("alternate_name"))) | needs_from_words(*words)
     if not needs:  # a directory entry with no recognised offer still counts as advocacy
-        needs = needs_from_words(_str(svc.get("description"))) or {"advocacy"}
+        needs = needs_in_text(_str(svc.get("description"))) or {"advocacy"}
     hides = "shelter" in needs or any(x in (name or "").lower() for x in SHELTER_WORDS)
     langs: set[str] = set()
     for k, lang in enumerate(_list(c, svc, "languages", w)):
@@ -230,7 +231,7 @@ def parse_service(c: Collector, svc: Any, where: str) -> Service | None:
         interpreters="interpret" in (desc or "").lower(), phones=phones,
         hours=parse_schedules(c, _list(c, svc, "schedules", w), _field(svc, "schedules", w)), sites=sites,
         serves=serves, confidential_address=hides, url=safe_url(_str(svc.get("url"))),
-        source={"format": "hsds-3.0", "where": w},
+        source={"format": "hsds-3.0"},  # one shared dict (Compactor); the id names the record in the file
     )
 
 

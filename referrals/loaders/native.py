@@ -363,7 +363,7 @@ def dump_native(directory: Directory) -> dict[str, Any]:
                        "match": match(t.match)} for t in s.sites],
         })
     for svc in services:  # drop empty optional keys so the file stays readable
-        for key in [k for k, v in svc.items() if v in (None, {}, [])]:
+        for key in [k for k, v in svc.items() if v in (None, {}, [], ())]:
             del svc[key]
         for site in svc.get("sites", []):
             for key in [k for k, v in site.items() if v is None]:

@@ -51,6 +51,8 @@ def test_import_writes_native_file_the_app_loads(tmp_path, capsys, maker, fmt):
     assert "haven" in ids and len(ids) > 5  # the default directory plus the import
     # The written file round-trips through our own loader.
     assert main(["validate", str(target)]) == 0
+    # What the loaded directory shares (equal texts and sources) is written out in full, not as YAML aliases.
+    assert "&id" not in target.read_text() and "*id" not in target.read_text()
 
 
 def test_failed_import_leaves_nothing(tmp_path, capsys):
