@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from smart_app.crypto import decrypt_json
@@ -53,15 +53,19 @@ def _matches(record: LaunchRecord, iss: str, who: tuple[str, str, str]) -> bool:
     return record.iss == iss and _who(decrypt_json(record.context_enc) or {}) == who
 
 
+# Built once (every /callback asks): ended launches of this iss whose resume window is open, newest first.
+_RESUMABLE = select(LaunchRecord).where(
+    LaunchRecord.iss == bindparam("iss"), LaunchRecord.status == "ended", LaunchRecord.id != bindparam("rid"),
+    LaunchRecord.resumable_until > bindparam("now")).order_by(LaunchRecord.resumable_until.desc())
+
+
 def find_offer(db: Session, record: LaunchRecord, context: dict[str, Any]) -> str | None:
     """The id of an ended launch the new ``record`` (context just read) may continue, newest first."""
     who = _who(context)
     if who is None:
         return None
     now = datetime.now(UTC)
-    candidates = db.scalars(select(LaunchRecord).where(
-        LaunchRecord.iss == record.iss, LaunchRecord.status == "ended", LaunchRecord.id != record.id,
-        LaunchRecord.resumable_until > now).order_by(LaunchRecord.resumable_until.desc())).all()
+    candidates = db.scalars(_RESUMABLE, {"iss": record.iss, "rid": record.id, "now": now}).all()
     for old in candidates:
         if _open(old, now) and _matches(old, record.iss, who):
             data = decrypt_json(old.data_enc) or {}

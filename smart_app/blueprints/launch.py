@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, session
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -145,10 +145,26 @@ def _fail(record: LaunchRecord, message: str, status: int = 400) -> LaunchError:
     return LaunchError(message, status)
 
 
+# The callback's statements are built once with bound parameters: building a SQLAlchemy expression costs
+# about as much as running it on SQLite.
+_BY_STATE = select(LaunchRecord).where(LaunchRecord.state == bindparam("state"))
+_LIVE = ("pending", "active")
+_OTHERS_OF_BROWSER = select(LaunchRecord.id, LaunchRecord.status, LaunchRecord.user_tag).where(
+    LaunchRecord.browser_id == bindparam("old_bid"), LaunchRecord.id != bindparam("rid"),
+    LaunchRecord.status.in_(_LIVE))
+# Pending sign-ins and this user's tagged launches: the ones _bind_to_user moves without decrypting. No ORM
+# synchronisation: none of these rows is loaded in the request's session (only their columns were read).
+_MOVE_MINE = update(LaunchRecord).where(
+    LaunchRecord.browser_id == bindparam("old_bid"), LaunchRecord.id != bindparam("rid"),
+    or_(LaunchRecord.status == "pending",
+        and_(LaunchRecord.status == "active", LaunchRecord.user_tag == bindparam("tag"))),
+).values(browser_id=bindparam("new_bid")).execution_options(synchronize_session=False)
+
+
 def _pending_for_this_browser(state: str | None) -> LaunchRecord | None:
     if not state or len(state) > 128 or not STATE.match(state):
         return None
-    record = get_session().scalar(select(LaunchRecord).where(LaunchRecord.state == state))
+    record = get_session().scalar(_BY_STATE, {"state": state})
     if record is None or record.status != "pending":
         return None
     if not secrets.compare_digest(record.browser_id.encode(), str(session.get("bid", "")).encode()):
@@ -313,18 +329,16 @@ def _bind_to_user(record: LaunchRecord, context: dict[str, Any]) -> None:
     me = _user_key(record.iss, context)
     my_tag = _user_tag(me)
     db = get_session()
-    others = db.execute(select(LaunchRecord.id, LaunchRecord.status, LaunchRecord.user_tag).where(
-        LaunchRecord.browser_id == old_bid, LaunchRecord.id != record.id,
-        LaunchRecord.status.in_(("pending", "active")))).all()
-    move: list[str] = []
+    others = db.execute(_OTHERS_OF_BROWSER, {"old_bid": old_bid, "rid": record.id}).all()
+    move_mine = False  # pending sign-ins or launches tagged with this user: moved by _MOVE_MINE
+    move: list[str] = []  # untagged launches found to be this user's
     unsure: list[str] = []
     signed_in_before = False  # this session already carried a launch of the same user (its own sign-in)
     for other_id, status, tag in others:
         if status == "pending":
-            move.append(other_id)
+            move_mine = True
         elif tag is not None and hmac.compare_digest(tag, my_tag):
-            move.append(other_id)
-            signed_in_before = True
+            move_mine = signed_in_before = True
         else:
             unsure.append(other_id)
     end: list[str] = []
@@ -341,9 +355,10 @@ def _bind_to_user(record: LaunchRecord, context: dict[str, Any]) -> None:
                 if has_tokens:
                     ended.append(other_id)
     # Set-based updates: one statement each, whatever the number of this browser's launches.
+    if move_mine:
+        db.execute(_MOVE_MINE, {"old_bid": old_bid, "rid": record.id, "tag": my_tag, "new_bid": new_bid})
     if move:
-        db.execute(update(LaunchRecord).where(LaunchRecord.id.in_(move),
-                                              LaunchRecord.status.in_(("pending", "active")))
+        db.execute(update(LaunchRecord).where(LaunchRecord.id.in_(move), LaunchRecord.status.in_(_LIVE))
                    .values(browser_id=new_bid))
     if end:
         db.execute(update(LaunchRecord).where(LaunchRecord.id.in_(end), LaunchRecord.status == "active")
