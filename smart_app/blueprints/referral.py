@@ -11,7 +11,7 @@ import base64
 import io
 from collections.abc import Callable
 from datetime import datetime
-from functools import wraps
+from functools import lru_cache, wraps
 from typing import Any
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
@@ -38,6 +38,13 @@ MAX_NOTE = 200
 def _load_directory(state: Any) -> None:
     # Load at start so a broken directory file is reported when the app starts, not mid-visit.
     store_for(state.app).index  # noqa: B018
+
+
+@lru_cache(maxsize=8)
+def content_in(lang: str) -> dict[str, Any]:
+    """The 209A, safety-planning and handout texts in ``lang``, localised once per language and process (a static
+    file, the same for every patient; the referral page localised the whole tree on every request)."""
+    return localise(load_content(), lang)
 
 
 def channel_labels() -> dict[str, str]:
@@ -148,7 +155,7 @@ def index() -> str:
     ranking = current_ranking(ref)
     lang = g.locale
     plang = g.get("patient_locale") or lang
-    content = localise(load_content(), plang)
+    content = content_in(plang)
     screening = g.launch.data.get("screening") or {}
     danger = bool(screening.get("danger"))
     return render_template(
@@ -230,7 +237,7 @@ def handout() -> str:
     ranking = current_ranking(ref)
     chosen = handout_programs(ranking, set(ref.get("selected") or []))
     lang = g.locale
-    content = localise(load_content(), lang)
+    content = content_in(lang)
     layout = "page" if request.args.get("layout") == "page" else "card"
     target = qr_target()
     show_qr = request.args.get("qr") == "1" and target is not None
