@@ -438,7 +438,9 @@ def result() -> Response | str:
     reg = _registry()
     inst = reg["instruments"].get(screening["instrument"])
     check = g.launch.data.get("danger_check")
-    record_audit("view_result", detail=screening["instrument"])
+    db = get_session()
+    record_audit("view_result", detail=screening["instrument"], db=db)
+    db.commit()  # audited now, even if the page fails later (the request's session: no second connection)
     check_inst = reg["instruments"].get(check["instrument"]) if check else None
     danger = bool(screening.get("danger"))
     plang = g.get("patient_locale") or g.locale

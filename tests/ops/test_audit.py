@@ -62,6 +62,20 @@ def test_viewing_the_result_leaves_one_row_per_view(app, client, make_launch):
     assert len(rows(app, "view_result")) == 2
 
 
+def test_a_result_view_is_audited_even_when_the_page_then_fails(app, client, make_launch, monkeypatch):
+    from smart_app.blueprints import screening
+
+    lid = make_launch(client, data={"screening": dict(SCREENING)})
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("template failed")
+
+    monkeypatch.setattr(screening, "render_template", broken)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    assert client.get(f"/l/{lid}/result").status_code == 500
+    assert len(rows(app, "view_result")) == 1
+
+
 def test_worklist_referral_and_status_each_leave_one_row(app, make_launch):
     clinician = app.test_client()
     lid = make_launch(clinician, data=DATA, iss=DOWN_ISS)
