@@ -17,9 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, session
-from sqlalchemy import and_, bindparam, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from fhir.client import FhirClient, FhirError
 from fhir.context import ContextError, read_launch_context
@@ -149,6 +148,9 @@ def _fail(record: LaunchRecord, message: str, status: int = 400) -> LaunchError:
 # about as much as running it on SQLite.
 _BY_STATE = select(LaunchRecord).where(LaunchRecord.state == bindparam("state"))
 _LIVE = ("pending", "active")
+# Plain INSERTs (the used_at defaults apply), not the ORM unit of work: the code and jti are never read back.
+_RECORD_CODE = insert(UsedCode.__table__)
+_RECORD_JTI = insert(UsedJti.__table__)
 _OTHERS_OF_BROWSER = select(LaunchRecord.id, LaunchRecord.status, LaunchRecord.user_tag).where(
     LaunchRecord.browser_id == bindparam("old_bid"), LaunchRecord.id != bindparam("rid"),
     LaunchRecord.status.in_(_LIVE))
@@ -198,7 +200,7 @@ def callback():
     db = get_session()
     # Single use, recorded before the exchange so two racing callbacks cannot both go on. The client
     # assertion is signed first, its jti joining the same commit (one transaction, not two).
-    db.add(UsedCode(code_hash=code_hash))
+    jtis: list[str] = []
     pending = decrypt_json(record.pending_enc) or {}
     timeout = current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)
     deployment = current_app.config["DEPLOYMENT"]
@@ -209,7 +211,7 @@ def callback():
     else:
         try:
             config = _discover(record.iss)
-            auth = client_auth(_stage_jti(db))
+            auth = client_auth(_stage_jti(jtis))
             credentials = auth.oauth_kwargs(config.token_endpoint)
         except LaunchError as exc:
             failed = (exc.message, exc.status)
@@ -217,6 +219,9 @@ def callback():
             log.error("client authentication misconfigured: %s", clean_text(exc, 200))
             failed = ("The app's EHR registration is misconfigured (client authentication).", 500)
     try:
+        db.execute(_RECORD_CODE, {"code_hash": code_hash})
+        if jtis:
+            db.execute(_RECORD_JTI, [{"jti": jti} for jti in jtis])
         db.commit()
     except IntegrityError:
         db.rollback()
@@ -296,12 +301,12 @@ def callback():
     return response
 
 
-def _stage_jti(db: Session) -> Callable[[str], bool]:
-    """A jti registry that adds the jti to ``db``'s transaction: the caller's commit records it, and fails
+def _stage_jti(jtis: list[str]) -> Callable[[str], bool]:
+    """A jti registry that collects the jti for the callback's one commit (with the code): that INSERT fails
     (IntegrityError) for a jti already used, so none is ever sent twice."""
 
     def register(jti: str) -> bool:
-        db.add(UsedJti(jti=jti))
+        jtis.append(jti)
         return True
 
     return register
