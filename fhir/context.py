@@ -407,7 +407,8 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
             urls2.append(prac_ref)
     # A role's HealthcareServices say where they are given (location, providedBy): queue coverage. Read in
     # round 2 only when a role names one.
-    service_refs = [s["reference"] for r in roles for s in role_summary(r, client.base_url)["services"]]
+    summaries = [role_summary(r, client.base_url) for r in roles]  # once per role: services now, places below
+    service_refs = [s["reference"] for summary in summaries for s in summary["services"]]
     service_refs = list(dict.fromkeys(service_refs))
     start_services = len(urls2)
     urls2.extend(service_refs)
@@ -456,8 +457,8 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
         "patient": patient_summary(patient) if patient else None,
         "encounter": enc_summary,
         "user": {"reference": (prac_ref or user_ref or fhir_user), "name": user_name, "roles": user_roles,
-                 "practitioner_roles": [_with_service_places(role_summary(r, client.base_url), services,
-                                                             client.base_url) for r in roles]},
+                 "practitioner_roles": [_with_service_places(summary, services, client.base_url)
+                                        for summary in summaries]},
         "need_patient_banner": bool(token_response.get("need_patient_banner", True)),
         "smart_style_url": token_response.get("smart_style_url")
         if isinstance(token_response.get("smart_style_url"), str) else None,

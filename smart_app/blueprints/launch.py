@@ -233,9 +233,10 @@ def callback():
     if failed is not None:
         raise _fail(record, *failed)
 
+    http = http_session()  # one handle for the token call, the JWKS and the context read
     try:
         tokens = exchange_code(config, code=code, redirect_uri=pending["redirect_uri"],
-                               code_verifier=pending["code_verifier"], auth=auth, http=http_session(),
+                               code_verifier=pending["code_verifier"], auth=auth, http=http,
                                timeout=timeout, credentials=credentials)
     except TokenError as exc:
         raise _fail(record, exc.message, 400 if exc.status and exc.status < 500 else EHR_FAILED) from None
@@ -254,7 +255,7 @@ def callback():
         try:
             claims = verify_id_token(tokens["id_token"], issuer=config.issuer or record.iss,
                                      client_id=deployment.client_id, nonce=pending.get("nonce"),
-                                     jwks_uri=config.jwks_uri, http=http_session(), timeout=timeout)
+                                     jwks_uri=config.jwks_uri, http=http, timeout=timeout)
         except IdTokenError as exc:
             raise _fail(record, f"The EHR's identity token was refused: {exc}") from None
     if record.kind == "ehr" and not tokens.get("patient"):
@@ -262,7 +263,7 @@ def callback():
     if not isinstance(tokens.get("patient"), str | None):
         raise _fail(record, "The EHR sent a patient id this app cannot use.")
 
-    client = FhirClient(record.iss, tokens["access_token"], timeout=timeout, session=http_session())
+    client = FhirClient(record.iss, tokens["access_token"], timeout=timeout, session=http)
     try:
         context = read_launch_context(client, tokens, fhir_user=fhir_user(claims))
     except ContextError as exc:
