@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, url_for
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load_instruments
@@ -148,7 +149,20 @@ def _render_form(inst: Instrument, action: str, *, answers: dict[str, str] | Non
         "screening/instrument.html", lid=g.launch.id, inst=inst, lang=g.locale, action=action,
         answers=answers or {}, missing=missing or [], others=others, summary=summary, plang=plang,
         translation=inst.translation_status.get(plang) if plang != "en" else None,
+        questions=None if answers or missing else question_html(inst, g.locale, plang),
     ), status
+
+
+def question_html(inst: Instrument, lang: str, plang: str) -> Markup:
+    """The instrument's questions and answer choices with nothing marked, rendered once per instrument and
+    languages (the same for every patient: no answers, no launch) and reused by every blank form."""
+    cache: dict[tuple[str, str, str], Markup] = _registry().setdefault("question_html", {})
+    key = (inst.key, lang, plang)
+    html = cache.get(key)
+    if html is None:
+        html = cache[key] = Markup(render_template("screening/_questions.html", inst=inst, lang=lang, plang=plang,
+                                                   answers={}, missing=[]))
+    return html
 
 
 def short_name(inst: Instrument | None, fallback: str = "") -> str:

@@ -171,6 +171,21 @@ def test_partly_answered_form_is_shown_again_with_answers_kept(flow, app):
     assert "screening" not in launch_data(app, flow.lid)
 
 
+def test_one_clinicians_marked_answers_never_reach_another_launchs_blank_form(flow, app, make_launch):
+    """Blank forms reuse questions rendered once per instrument and languages (screening.question_html)."""
+    flow.gate()
+    checked = re.compile(r"\schecked[\s>]")
+    page = flow.screen({"instrument": "hits", "q-hurt": "LA10082-8", "q-scream": "LA6482-9"}).get_data(as_text=True)
+    assert len(checked.findall(page)) == 2 and 'class="question missing"' in page
+    other_client = app.test_client()
+    other = Flow(other_client, make_launch(other_client))
+    other.gate()
+    blank = other.get(f"/l/{other.lid}/screen").get_data(as_text=True)
+    assert not checked.search(blank) and 'class="question missing"' not in blank and 'role="alert"' not in blank
+    assert 'name="q-hurt" value="LA10082-8"' in blank
+    assert not checked.search(flow.get(f"/l/{flow.lid}/screen").get_data(as_text=True))  # the same blank form
+
+
 def test_another_offered_instrument_can_be_chosen(flow, app):
     flow.gate()
     page = flow.get(f"/l/{flow.lid}/screen?instrument=hark").get_data(as_text=True)
