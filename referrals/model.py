@@ -8,6 +8,7 @@ second lookup.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,7 +211,7 @@ class Compactor:
 
     def text(self, value: Text) -> Text:
         # Equal texts share one dict (nothing writes to a loaded directory's texts).
-        key = tuple(value.items())
+        key = tuple(value.items()) if value else ()
         shared = self.texts.get(key)
         if shared is None:
             shared = self.texts[key] = {sys.intern(k): self.own(v) for k, v in key}
@@ -225,7 +226,11 @@ class Compactor:
         return self.shared.setdefault(value, value)
 
     def codes(self, value: set[str] | frozenset[str] | tuple[str, ...]) -> tuple[str, ...]:
-        return self.share(tuple(sorted(sys.intern(self.own(x)) for x in value)))
+        # Shared, not interned: most are one site's own name, and each interned string stays in the
+        # interpreter's table (~40 bytes a site).
+        if not value:
+            return ()
+        return self.share(tuple(sorted(self.share(self.own(x)) for x in value)))
 
     def strset(self, value: set[str] | frozenset[str]) -> frozenset[str]:
         # Needs and languages: few distinct sets, tested with ``in`` for every ranked service.
@@ -307,15 +312,13 @@ def compact_services(services: list[Service]) -> None:
         compactor.service(s)
 
 
+_WORD = re.compile(r"[^\W_]+")  # a run of characters for which str.isalnum() is true (what \w is, less "_")
+
+
 def norm_name(name: str) -> str:
-    """Compare names loosely: case, punctuation and apostrophes do not matter."""
-    out = []
-    for ch in name.lower().replace("’", "'"):
-        if ch.isalnum():
-            out.append(ch)
-        elif out and out[-1] != " ":
-            out.append(" ")
-    return "".join(out).strip()
+    """Compare names loosely: case, punctuation and apostrophes do not matter (the words, lower-case, joined
+    by single spaces)."""
+    return " ".join(_WORD.findall(name.lower()))
 
 
 def is_reference(value: str) -> bool:

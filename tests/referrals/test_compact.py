@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from referrals.errors import Collector
 from referrals.loaders.common import place_sites
 from referrals.loaders.hsds import parse_hsds, parse_service
-from referrals.model import Directory, MatchRules, Service, Site
+from referrals.model import Directory, MatchRules, Service, Site, norm_name
 from referrals.ranking import DirectoryIndex, Ranking, _keys, rank
 
 PLACES = ["Chelsea Family Center", "Revere Clinic", "Main Office", "Lynn Shelter", "Boston Medical"]
@@ -153,3 +153,21 @@ def test_equal_parts_are_shared_once_loaded():
     assert a.phones is b.phones and a.hours is b.hours and a.serves is b.serves and a.program is b.program
     assert a.sites[0].match is b.sites[0].match and a.source is b.source
     assert a.offers == () and a.sites[0] is not b.sites[0]  # sites stay each service's own (ids differ)
+
+
+def norm_name_by_characters(name: str) -> str:
+    """norm_name as it was written first, one character at a time."""
+    out: list[str] = []
+    for ch in name.lower().replace("’", "'"):
+        if ch.isalnum():
+            out.append(ch)
+        elif out and out[-1] != " ":
+            out.append(" ")
+    return "".join(out).strip()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text() | st.text(alphabet=st.sampled_from(list("aZ9 _-'’.İßﬁ١²Ⅻ\t\u0301"))))
+def test_norm_name_keeps_its_meaning(name):
+    # Names are match keys: a loaded directory and a launch must normalise them as they always did.
+    assert norm_name(name) == norm_name_by_characters(name)
