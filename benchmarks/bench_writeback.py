@@ -11,6 +11,10 @@ per resource with single creates, one call with a transaction; labels verified f
 response where it carries them (the sandbox honours Prefer: return=representation), a read-back only as the
 fallback. Figures only: nothing here asserts timing.
 
+With faults, a referral order whose outcome stays unknown ends as "check the chart"; its note then waits
+OUTBOX_LINK_WAIT_SECONDS (60 s, the outbox's default) before it is sent without the link, so a faulted run's
+seconds can include that one wait (the generic-smart2 run: ~60 s instead of ~10 s).
+
     python -m benchmarks.bench_writeback [--referrals 200] [--workers 4]
 """
 
