@@ -359,11 +359,15 @@ def consent_post() -> Response | tuple[str, int] | str:
             "patient and ask again."))
     referral = launch.data.get("referral") or {}
     sc = {"channel": choices["channel"], "note": choices["contact_note"]}
+    plans = vm["plans"]
+    summary = _summary(launch, referral, sc, [p.kind for p in plans])
+    # The summary goes in with the row's INSERT (set after the flush, it cost a second statement, an UPDATE).
     record = ReferralRecord(id=referral_key(launch), launch_id=launch.id, iss=launch.iss, profile=profile.ref,
                             site=site_key(launch.context, referral), site_name=site_display_name(launch.context),
                             patient_key=patient_key(launch.iss, launch.context),
                             encounter_key=encounter_key(launch.iss, launch.context),
-                            urgent=bool((launch.data.get("screening") or {}).get("danger")), status="requested")
+                            urgent=bool((launch.data.get("screening") or {}).get("danger")), status="requested",
+                            summary_enc=encrypt_json(summary))
     db.add(record)
     try:
         db.flush()  # the unique constraint decides between concurrent consent POSTs
@@ -371,9 +375,6 @@ def consent_post() -> Response | tuple[str, int] | str:
         db.rollback()
         return redirect(url_for("writeback.confirmation", lid=launch.id))
     add_site_keys(db, record.id, referral_site_keys(launch.context, record.site))
-    plans = vm["plans"]
-    summary = _summary(launch, referral, sc, [p.kind for p in plans])
-    record.summary_enc = encrypt_json(summary)
     add_programs(db, record.id, summary["programs"])  # the queue's program filter without the summary
     enqueue(db, referral_id=record.id, launch_id=launch.id, iss=launch.iss, profile=profile,
             plans=plans, settings=OutboxSettings.for_app(current_app, profile))
