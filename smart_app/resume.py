@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from smart_app.crypto import decrypt_json
@@ -53,20 +53,28 @@ def _matches(record: LaunchRecord, iss: str, who: tuple[str, str, str]) -> bool:
     return record.iss == iss and _who(decrypt_json(record.context_enc) or {}) == who
 
 
-# Built once (every /callback asks): ended launches of this iss whose resume window is open, newest first.
-_RESUMABLE = select(LaunchRecord).where(
-    LaunchRecord.iss == bindparam("iss"), LaunchRecord.status == "ended", LaunchRecord.id != bindparam("rid"),
-    LaunchRecord.resumable_until > bindparam("now")).order_by(LaunchRecord.resumable_until.desc())
+# Ended launches of an iss whose resume window is open (bound parameters "iss" and "now"): the callback reads
+# them in the same query as the browser's other launches (smart_app/blueprints/launch.py).
+OPEN_WINDOW = and_(LaunchRecord.iss == bindparam("iss"), LaunchRecord.status == "ended",
+                   LaunchRecord.resumable_until > bindparam("now"))
+# Built once: building the expression cost as much as running it.
+_RESUMABLE = select(LaunchRecord).where(OPEN_WINDOW, LaunchRecord.id != bindparam("rid")).order_by(
+    LaunchRecord.resumable_until.desc())
 
 
-def find_offer(db: Session, record: LaunchRecord, context: dict[str, Any]) -> str | None:
-    """The id of an ended launch the new ``record`` (context just read) may continue, newest first."""
+def find_offer(db: Session, record: LaunchRecord, context: dict[str, Any], *,
+               candidates: list[str] | None = None) -> str | None:
+    """The id of an ended launch the new ``record`` (context just read) may continue, newest first.
+    ``candidates``: the ids OPEN_WINDOW found for ``record``, newest first, when the caller already read them."""
     who = _who(context)
     if who is None:
         return None
     now = datetime.now(UTC)
-    candidates = db.scalars(_RESUMABLE, {"iss": record.iss, "rid": record.id, "now": now}).all()
-    for old in candidates:
+    if candidates is None:
+        found = db.scalars(_RESUMABLE, {"iss": record.iss, "rid": record.id, "now": now}).all()
+    else:
+        found = [old for old in (db.get(LaunchRecord, lid) for lid in candidates) if old is not None]
+    for old in found:
         if _open(old, now) and _matches(old, record.iss, who):
             data = decrypt_json(old.data_enc) or {}
             if any(data.get(k) for k in CARRIED):

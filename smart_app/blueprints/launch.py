@@ -36,7 +36,7 @@ from smart_app.ehr import cached_smart_style, client_auth, discovery, http_sessi
 from smart_app.errors import LaunchError
 from smart_app.launch_state import Launch, browser_id, launch_required, new_expiry
 from smart_app.models import LaunchRecord, UsedCode, UsedJti
-from smart_app.resume import find_offer
+from smart_app.resume import OPEN_WINDOW, find_offer
 from smart_app.revocation import revoke_later
 
 log = logging.getLogger(__name__)
@@ -151,9 +151,12 @@ _LIVE = ("pending", "active")
 # Plain INSERTs (the used_at defaults apply), not the ORM unit of work: the code and jti are never read back.
 _RECORD_CODE = insert(UsedCode.__table__)
 _RECORD_JTI = insert(UsedJti.__table__)
-_OTHERS_OF_BROWSER = select(LaunchRecord.id, LaunchRecord.status, LaunchRecord.user_tag).where(
-    LaunchRecord.browser_id == bindparam("old_bid"), LaunchRecord.id != bindparam("rid"),
-    LaunchRecord.status.in_(_LIVE))
+# One query for the callback's two looks at other launches: this browser's live ones (_bind_to_user) and
+# the ended ones a relaunch may resume (resume.OPEN_WINDOW, newest first).
+_OTHER_LAUNCHES = select(LaunchRecord.id, LaunchRecord.status, LaunchRecord.user_tag).where(
+    LaunchRecord.id != bindparam("rid"),
+    or_(and_(LaunchRecord.browser_id == bindparam("old_bid"), LaunchRecord.status.in_(_LIVE)), OPEN_WINDOW),
+).order_by(LaunchRecord.resumable_until.desc())
 # Pending sign-ins and this user's tagged launches: the ones _bind_to_user moves without decrypting. No ORM
 # synchronisation: none of these rows is loaded in the request's session (only their columns were read).
 _MOVE_MINE = update(LaunchRecord).where(
@@ -274,11 +277,12 @@ def callback():
 
     # smart_style_url: no token sent, only safe values kept, cached per URL; served as /l/<lid>/smart-style.css.
     context["smart_style"] = cached_smart_style(context.get("smart_style_url"))
+    others = db.execute(_OTHER_LAUNCHES, {"rid": record.id, "old_bid": str(session.get("bid", "")),
+                                          "iss": record.iss, "now": datetime.now(UTC)}).all()
     # Relaunched after an accidental quick exit (same user, patient, encounter, within 15 min): offer it.
-    # Asked before this request changes any row, so the query has nothing to flush first.
-    offer = find_offer(db, record, context)
+    offer = find_offer(db, record, context, candidates=[o.id for o in others if o.status == "ended"])
     launch = Launch(record)
-    _bind_to_user(record, context)
+    _bind_to_user(record, context, [o for o in others if o.status in _LIVE])
     # Stored encrypted; never sent to the browser. The id_token's claims were checked above.
     launch.set_tokens({k: v for k, v in tokens.items()
                        if k in ("access_token", "token_type", "expires_in", "expires_at", "refresh_token",
@@ -323,19 +327,19 @@ def _user_tag(user_key: str) -> str:
     return hmac.new(secret, f"launch-user|{user_key}".encode(), hashlib.sha256).hexdigest()
 
 
-def _bind_to_user(record: LaunchRecord, context: dict[str, Any]) -> None:
+def _bind_to_user(record: LaunchRecord, context: dict[str, Any], others: list[Any]) -> None:
     """A new browser id at sign-in (session fixation, finding L4), and the launch bound to the EHR user who
     signed in (shared workstations, finding M3): this browser's other launches move to the new id only if
     the same EHR user started them; another user's launches end here. Pending sign-ins move along.
 
     Who started another launch is read from its ``user_tag``; a launch whose tag is missing or different
-    (an older row, another user, a rotated SECRET_KEY) is decided from its decrypted context as before."""
+    (an older row, another user, a rotated SECRET_KEY) is decided from its decrypted context as before.
+    ``others``: (id, status, user_tag) of this browser's other pending and active launches."""
     old_bid = str(session.get("bid", ""))
     new_bid = secrets.token_urlsafe(24)
     me = _user_key(record.iss, context)
     my_tag = _user_tag(me)
     db = get_session()
-    others = db.execute(_OTHERS_OF_BROWSER, {"old_bid": old_bid, "rid": record.id}).all()
     move_mine = False  # pending sign-ins or launches tagged with this user: moved by _MOVE_MINE
     move: list[str] = []  # untagged launches found to be this user's
     unsure: list[str] = []
