@@ -6,6 +6,7 @@ authentication"): public (``none``), confidential symmetric (``client_secret_bas
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import threading
 import time
@@ -53,13 +54,15 @@ def _no_auth(request: Any) -> Any:
 def load_private_key(path: str | Path) -> Any:
     """The PEM key at ``path``, parsed once per process: parsing and validating an RSA key costs ~36 ms,
     which every token request and JWKS fetch used to pay. A file replaced on disk (new mtime or size, as in
-    a key rotation) is read again."""
-    st = Path(path).stat()
-    return _load_key(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+    a key rotation) is read again. The file's identity (device, inode: stat follows a symlink, so a link
+    pointed at another key is another entry) keys the cache, not its resolved path (realpath costs more than
+    the look-up it serves)."""
+    st = os.stat(path)
+    return _load_key(os.path.abspath(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 @lru_cache(maxsize=16)
-def _load_key(path: str, mtime_ns: int, size: int) -> Any:  # mtime and size are the cache key, not read
+def _load_key(path: str, dev: int, ino: int, mtime_ns: int, size: int) -> Any:  # all but path: cache key only
     return serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
 
 

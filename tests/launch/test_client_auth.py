@@ -138,3 +138,21 @@ def test_private_key_is_parsed_once_and_reread_when_the_file_changes(tmp_path):
     shutil.copy(KEYS / "es384-private.pem", path)
     os.utime(path, ns=(1, 1))  # a different mtime, as a replaced file has
     assert load_private_key(path) is not first
+
+
+def test_a_key_link_pointed_at_another_file_is_read_again(tmp_path):
+    """Rotation by symlink (deployments that point ``current.pem`` at the new key): a new key object, even if
+    the new file has the old one's mtime."""
+    import os
+    import shutil
+
+    old, new, link = tmp_path / "old.pem", tmp_path / "new.pem", tmp_path / "current.pem"
+    shutil.copy(KEYS / "rs384-private.pem", old)
+    shutil.copy(KEYS / "es384-private.pem", new)
+    os.utime(new, ns=(os.stat(old).st_atime_ns, os.stat(old).st_mtime_ns))
+    link.symlink_to(old)
+    first = load_private_key(link)
+    link.unlink()
+    link.symlink_to(new)
+    assert load_private_key(link) is not first
+    assert load_private_key(link).public_key().public_numbers() == load_private_key(new).public_key().public_numbers()
