@@ -29,6 +29,37 @@ def test_exactly_one_head():
     assert len(heads) == 1, f"migrations have {len(heads)} heads {heads}: set down_revision to the head on main"
 
 
+def test_heads_read_from_the_scripts_are_alembics():
+    # The readiness probe reads the heads without Alembic (smart_app/migrate.py): the same answer, always.
+    assert sorted(migrate.heads()) == sorted(migrate.script_directory().get_heads())
+
+
+def test_heads_follow_branches_and_merges(tmp_path, monkeypatch):
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    scripts = {"a": "revision = 'a'\ndown_revision = None\n",
+               "b": "revision: str = 'b'\ndown_revision: str | None = 'a'\n",
+               "c": "revision = 'c'\ndown_revision = 'a'\n",
+               "d": "revision = 'd'\ndown_revision = ('b', 'c')\n",
+               "e": "revision = 'e'\ndown_revision = 'd'\n",
+               "f": "revision = 'f'\ndown_revision = 'd'\n"}
+    for name, text_ in scripts.items():
+        (versions / f"{name}.py").write_text(f'"""{name}"""\nimport sqlalchemy as sa\n{text_}')
+    (versions / "__init__.py").write_text("")
+    monkeypatch.setattr(migrate, "VERSIONS_DIR", versions)
+    assert sorted(migrate.heads()) == ["e", "f"]
+
+
+def test_the_web_app_does_not_load_alembic():
+    # Alembic and what it brings (mako, pygments, every SQL dialect) cost each worker 11 MB (issue 14).
+    code = ("import sys\nfrom smart_app import create_app\napp = create_app({'WARM_UP': False, 'TESTING': True})\n"
+            "app.test_client().get('/readyz')\nassert not [m for m in sys.modules if m.split('.')[0] in "
+            "('alembic', 'mako', 'pygments')], sorted(m for m in sys.modules if m.startswith('alembic'))[:5]")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "IPV_DEPLOYMENT": "sandbox", "IPV_MODE": "test",
+           "DATABASE_URL": "sqlite://", "SECRET_KEY": "x" * 40, "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode()}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, capture_output=True, text=True)
+
+
 def test_every_revision_chains_to_the_baseline():
     script = migrate.script_directory()
     revisions = list(script.walk_revisions())
