@@ -170,8 +170,9 @@ class ScreenResult:
 # ---------------------------------------------------------------------------- loading
 
 
-def load_instrument(path: Path) -> Instrument:
-    """Read and check one Questionnaire file; raises InstrumentError naming the file."""
+def load_instrument(path: Path, fhir_validate: bool = True) -> Instrument:
+    """Read and check one Questionnaire file; raises InstrumentError naming the file. ``fhir_validate``: also
+    validate it against the FHIR R4 Questionnaire model (the checks this module makes come after either way)."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -180,7 +181,8 @@ def load_instrument(path: Path) -> Instrument:
         raise InstrumentError(path, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     if not isinstance(raw, dict) or raw.get("resourceType") != "Questionnaire":
         raise InstrumentError(path, "resourceType must be Questionnaire")
-    _fhir_validate(path, raw)
+    if fhir_validate:
+        _fhir_validate(path, raw)
     return _build(path, raw)
 
 
@@ -305,16 +307,20 @@ def _build(path: Path, raw: dict[str, Any]) -> Instrument:
                       source["valueString"], rule, tuple(items), tuple(raw.get("code") or ()), status, str(path))
 
 
-def load_instruments(directories: list[Path | str] | None = None) -> dict[str, Instrument]:
+def load_instruments(directories: list[Path | str] | None = None,
+                     validate_bundled: bool = True) -> dict[str, Instrument]:
     """All instruments in ``directories`` (default: this folder), keyed by Questionnaire.id.
-    A later folder may not silently replace an earlier instrument: duplicate ids are an error."""
+    A later folder may not silently replace an earlier instrument: duplicate ids are an error.
+    ``validate_bundled`` False: the files shipped in this folder skip the FHIR R4 model validation (the app's
+    start-up: the test suite validates them, tests/screening/test_loader.py); a site's own files never do."""
     found: dict[str, Instrument] = {}
     for directory in directories or [DEFAULT_DIR]:
         directory = Path(directory)
         if not directory.is_dir():
             raise InstrumentError(directory, "instrument folder not found")
+        bundled = directory.resolve() == DEFAULT_DIR.resolve()
         for path in sorted(directory.glob("*.json")):
-            inst = load_instrument(path)
+            inst = load_instrument(path, fhir_validate=validate_bundled or not bundled)
             if inst.key in found:
                 raise InstrumentError(path, f"id {inst.key!r} already defined in {found[inst.key].path}")
             found[inst.key] = inst

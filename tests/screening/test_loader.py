@@ -108,6 +108,23 @@ def test_create_app_refuses_a_malformed_site_file(tmp_path):
     assert str(path) in str(err.value)
 
 
+def test_bundled_instruments_are_valid_fhir_r4_questionnaires():
+    # The app's start-up skips this validation for the bundled files (issue 14: 0.22 s of create_app): here it is.
+    instruments = load_instruments([DEFAULT_DIR], validate_bundled=True)
+    assert {"hits", "hark", "pvs", "wast-short", "e-hits", "da-5"} <= set(instruments)
+
+
+def test_create_app_refuses_a_site_file_that_is_not_valid_fhir(tmp_path):
+    # Only the FHIR R4 model catches this one (our own checks do not read the date): site files are validated.
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    path = site_file(site_dir, lambda raw: raw.update(date="last Tuesday"))
+    load_instrument(path, fhir_validate=False)
+    with pytest.raises(InstrumentError, match="not a valid FHIR R4 Questionnaire") as err:
+        create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", SCREENING_INSTRUMENT_DIRS=[str(site_dir)]))
+    assert str(path) in str(err.value)
+
+
 def test_create_app_refuses_an_unknown_default_instrument(tmp_path):
     from smart_app.blueprints.screening import ScreeningConfigError
 
