@@ -1,19 +1,22 @@
 """Work done once at start instead of in some clinician's request: the referral directory and its index,
-the FHIR models chart writes are validated with (building them cost the first write in each worker
-~75 ms; an empty resource builds only the outer model, so a made-up plan of every kind is validated too),
-the page templates (compiling one cost its first request 10-30 ms), and each allow-listed EHR's discovery
-document and JWKS (a cold launch read both).
+this year's holiday calendar, the FHIR models chart writes are validated with (building them cost the first
+write in each worker ~75 ms; an empty resource builds only the outer model, so a made-up plan of every kind is
+validated too), the page templates (compiling one cost its first request 10-30 ms), and each allow-listed EHR's
+discovery document and JWKS (a cold launch read both).
 Under gunicorn with ``preload_app`` (config/gunicorn.conf.py) this runs once in the master and
 the workers share the result copy-on-write."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B import get_fhir_model_class
 from flask import Flask
 
 from fhir.builders import ALL_RESOURCES, WritebackInput, plan_writeback
+from referrals.closures import holiday_name
 from referrals.store import store_for
 from smart_app.ehr import prefetch_issuers
 from smart_app.profiles import profile_for
@@ -23,6 +26,7 @@ log = logging.getLogger("ipv.warmup")
 
 def warm_up(app: Flask) -> None:
     index = store_for(app).index  # a broken directory stops start-up here, naming the file
+    holiday_name(datetime.now(ZoneInfo(index.timezone)).date(), index.directory.holidays)  # this year's calendar
     for resource_type in ALL_RESOURCES:
         try:  # the first validation builds the nested models' validators; an empty resource is invalid
             get_fhir_model_class(resource_type).model_validate({"resourceType": resource_type})

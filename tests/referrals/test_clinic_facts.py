@@ -65,7 +65,27 @@ def test_ordinary_days_are_not_holidays(day):
 
 
 def test_patriots_day_is_massachusetts_not_federal():
-    assert holiday_name(date(2026, 4, 20), ("US", None)) is None
+    assert holiday_name(date(2026, 4, 20), ("US", None)) is None  # (a calendar the table does not hold)
+
+
+def test_holiday_table_is_the_holidays_package_exactly():
+    from referrals import closures
+
+    assert closures.TABLE.read_text(encoding="utf-8") == closures.build_table(), \
+        "holidays changed: run `python -m referrals.closures` to rebuild the table"
+    for year in (2020, 2026, 2045):
+        assert closures._calendar("US", "MA", year) == closures.package_calendar("US", "MA", year)
+    assert closures._calendar("US", "MA", 2046) == closures.package_calendar("US", "MA", 2046)  # past the table
+
+
+def test_holidays_package_is_not_loaded_for_the_default_calendar():
+    import subprocess
+    import sys
+
+    code = ("import sys; from datetime import date; from referrals.closures import holiday_name; "
+            "assert holiday_name(date(2026, 11, 26)) == 'Thanksgiving Day'; print('holidays' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_program_closures_from_the_directory_file_and_24_7_lines_never_close(directory):
