@@ -123,6 +123,7 @@ def measure(path: str, out: Any, queries: bool = True) -> None:
     todo = make_queries() if queries else []
     for q in todo[:50]:  # warm-up (ZIP table, zoneinfo)
         rank(index, **q)
+    forked = after_fork(lambda: [rank(index, **q) for q in todo]) if todo else None
     times, cpu, counts = [], [], []
     for q in todo:
         c0 = time.thread_time()
@@ -132,9 +133,46 @@ def measure(path: str, out: Any, queries: bool = True) -> None:
         cpu.append((time.thread_time() - c0) * 1000)
         counts.append(len(r.results))
     out.put(dict(load_s=load_s, index_s=index_s, load_cpu=load_cpu, index_cpu=index_cpu, rss0=rss0, rss1=rss1,
-                 cur0=cur0, cur1=cur1,
+                 cur0=cur0, cur1=cur1, forked=forked,
                  times=times, cpu=cpu, counts=counts,
                  load=os.getloadavg()[0]))
+
+
+def private_mb() -> float:
+    """This process's private dirty memory (pages it wrote: its own or copied from its parent), 0 without /proc."""
+    try:
+        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+            if line.startswith("Private_Dirty:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def after_fork(work: Any) -> tuple[float, float] | None:
+    """As a gunicorn worker forked from a master that preloaded the app (gc.freeze first, as
+    config/gunicorn.conf.py does): the child's private memory right after the fork and after ``work``. Pages
+    stay shared until written, and CPython writes an object's reference count whenever it is used."""
+    import gc
+
+    if not hasattr(os, "fork"):
+        return None
+    gc.collect()
+    gc.freeze()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        try:
+            before = private_mb()
+            work()
+            os.write(write, f"{before} {private_mb()}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 100).decode().split()
+    os.waitpid(pid, 0)
+    gc.unfreeze()
+    return (float(answer[0]), float(answer[1])) if len(answer) == 2 else None
 
 
 def make_queries() -> list[dict[str, Any]]:
@@ -203,6 +241,11 @@ def main() -> None:
           f"max {max(times):.2f} ms (target median < 5 ms)")
     print(f"  CPU time:  median {statistics.median(cpu):.2f} ms   p99 {percentile(cpu, 99):.2f} ms   "
           f"(load average {m['load']:.1f} on {os.cpu_count()} CPUs: wall-time tails include waiting for a CPU)")
+    if m.get("forked"):
+        before, after = m["forked"]
+        print(f"shared after fork (gunicorn --preload + gc.freeze): a forked worker holds {before:.0f} MB of private "
+              f"memory, {after:.0f} MB once it has ranked the {N_QUERIES:,} queries (refcount writes copy the pages "
+              f"of every object a query reads), of the {m['cur1'] - m['cur0']:.0f} MB directory + index")
     large = m if N_SERVICES == LARGE_IMPORT else None
     if large is None and os.environ.get("BENCH_LARGE_IMPORT", "1") != "0":
         large, size_mb, _ = run(LARGE_IMPORT, queries=False)
