@@ -39,6 +39,7 @@ class Launch:
         self.record = record
         self._context: dict[str, Any] | None = None
         self._data: dict[str, Any] | None = None
+        self._tokens: tuple[str | None, dict[str, Any]] | None = None  # (the encrypted value, its plaintext)
 
     @property
     def id(self) -> str:
@@ -68,10 +69,14 @@ class Launch:
 
     @property
     def tokens(self) -> dict[str, Any]:
-        return decrypt_json(self.record.tokens_enc) or {}
+        """The token response (a copy). Decrypted once per stored value: the consent page asked three times."""
+        if self._tokens is None or self._tokens[0] is not self.record.tokens_enc:
+            self._tokens = (self.record.tokens_enc, decrypt_json(self.record.tokens_enc) or {})
+        return dict(self._tokens[1])
 
     def set_tokens(self, tokens: dict[str, Any]) -> None:
         self.record.tokens_enc = encrypt_json(tokens)
+        self._tokens = (self.record.tokens_enc, dict(tokens))
 
     def set_context(self, context: dict[str, Any]) -> None:
         self._context = context

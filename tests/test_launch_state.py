@@ -63,3 +63,24 @@ def test_launch_records_on_postgresql(postgres_url):
         _assert_binding(app, lid, "browser-pg")
     finally:
         app.extensions["db_engine"].dispose()
+
+
+def test_tokens_follow_the_stored_value_and_a_caller_cannot_change_them(app):
+    """Launch.tokens decrypts once per stored value: a token stored meanwhile (a refresh in another request,
+    re-read from the database) is what the next read gives, and changing a returned dict changes nothing."""
+    from smart_app.crypto import encrypt_json
+    from smart_app.db import get_session
+
+    lid = _store_launch(app, "browser-1")
+    with app.test_request_context():
+        session["bid"] = "browser-1"
+        launch = load_launch(lid)
+        launch.tokens["access_token"] = "changed-by-a-caller"
+        assert launch.tokens["access_token"] == "secret-access-token"
+        with app.extensions["db_engine"].begin() as conn:  # another request refreshed the token
+            conn.execute(text("UPDATE launch SET tokens_enc = :t WHERE id = :i"),
+                         {"t": encrypt_json({"access_token": "refreshed"}), "i": lid})
+        get_session().refresh(launch.record)
+        assert launch.tokens["access_token"] == "refreshed"
+        launch.set_tokens({"access_token": "set-here"})
+        assert launch.tokens["access_token"] == "set-here"

@@ -263,9 +263,9 @@ def protection_words(profile: EhrProfile) -> str:
              "type “%(type)s”, which only authorised staff can open.", type=note_type)
 
 
-def view_model(launch: Any, profile: EhrProfile, choices: dict[str, Any]) -> dict[str, Any]:
+def view_model(launch: Any, profile: EhrProfile, choices: dict[str, Any], offer: Offer | None = None) -> dict[str, Any]:
     """Everything the consent page shows, built from the planned payload, and its digest."""
-    offer = offer_for(launch, profile)
+    offer = offer or offer_for(launch, profile)
     plans = plan_writeback(_input(launch, referral_key(launch), choices), profile) if choices["resources"] else []
     items = describe(plans, launch, profile)
     note = note_from(plans)
@@ -297,7 +297,8 @@ def consent() -> Response | tuple[str, int] | str:
         return _out_of_order(_("Consent to write to the chart is asked after the screening is completed in this "
                                "visit. Start or finish the screening first."))
     profile = current_profile()
-    vm = view_model(g.launch, profile, choices_from(request.args, profile, offer_for(g.launch, profile)))
+    offer = offer_for(g.launch, profile)
+    vm = view_model(g.launch, profile, choices_from(request.args, profile, offer), offer)
     return _render_consent(g.launch, profile, vm)
 
 
@@ -307,7 +308,8 @@ def preview() -> Response:
     """Live preview for the page's script: the same view model, as JSON (POST body, nothing in the URL)."""
     use_launch_locale(g.launch)
     profile = current_profile()
-    vm = view_model(g.launch, profile, choices_from(request.form, profile, offer_for(g.launch, profile)))
+    offer = offer_for(g.launch, profile)
+    vm = view_model(g.launch, profile, choices_from(request.form, profile, offer), offer)
     return jsonify({"note": vm["note"], "items": vm["plan_items"], "script": vm["script"], "digest": vm["digest"]})
 
 
@@ -337,7 +339,7 @@ def consent_post() -> Response | tuple[str, int] | str:
     profile = current_profile()
     offer = offer_for(launch, profile)
     choices = choices_from(request.form, profile, offer)
-    vm = view_model(launch, profile, choices)
+    vm = view_model(launch, profile, choices, offer)
     if action != "yes":  # "Update preview" (works without JavaScript)
         return _render_consent(launch, profile, vm)
     earlier = visit_referral(db, launch.iss, launch.context, exclude_launch=launch.id)
