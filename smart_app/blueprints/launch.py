@@ -145,25 +145,25 @@ def _fail(record: LaunchRecord, message: str, status: int = 400) -> LaunchError:
 
 
 # The callback's statements are built once with bound parameters: building a SQLAlchemy expression costs
-# about as much as running it on SQLite.
+# about as much as running it on SQLite. Those on plain columns run on the session's connection (same
+# transaction), without the ORM's per-statement machinery: no ORM object is read or written by them.
 _BY_STATE = select(LaunchRecord).where(LaunchRecord.state == bindparam("state"))
 _LIVE = ("pending", "active")
-# Plain INSERTs (the used_at defaults apply), not the ORM unit of work: the code and jti are never read back.
+_L = LaunchRecord.__table__.c
+# The code and jti are written once and never read back (the used_at defaults apply).
 _RECORD_CODE = insert(UsedCode.__table__)
 _RECORD_JTI = insert(UsedJti.__table__)
 # One query for the callback's two looks at other launches: this browser's live ones (_bind_to_user) and
 # the ended ones a relaunch may resume (resume.OPEN_WINDOW, newest first).
-_OTHER_LAUNCHES = select(LaunchRecord.id, LaunchRecord.status, LaunchRecord.user_tag).where(
-    LaunchRecord.id != bindparam("rid"),
-    or_(and_(LaunchRecord.browser_id == bindparam("old_bid"), LaunchRecord.status.in_(_LIVE)), OPEN_WINDOW),
-).order_by(LaunchRecord.resumable_until.desc())
-# Pending sign-ins and this user's tagged launches: the ones _bind_to_user moves without decrypting. No ORM
-# synchronisation: none of these rows is loaded in the request's session (only their columns were read).
-_MOVE_MINE = update(LaunchRecord).where(
-    LaunchRecord.browser_id == bindparam("old_bid"), LaunchRecord.id != bindparam("rid"),
-    or_(LaunchRecord.status == "pending",
-        and_(LaunchRecord.status == "active", LaunchRecord.user_tag == bindparam("tag"))),
-).values(browser_id=bindparam("new_bid")).execution_options(synchronize_session=False)
+_OTHER_LAUNCHES = select(_L.id, _L.status, _L.user_tag).where(
+    _L.id != bindparam("rid"), or_(and_(_L.browser_id == bindparam("old_bid"), _L.status.in_(_LIVE)), OPEN_WINDOW),
+).order_by(_L.resumable_until.desc())
+# Pending sign-ins and this user's tagged launches: the ones _bind_to_user moves without decrypting. None of
+# these rows is loaded in the request's session (only their columns were read), so none goes stale there.
+_MOVE_MINE = update(LaunchRecord.__table__).where(
+    _L.browser_id == bindparam("old_bid"), _L.id != bindparam("rid"),
+    or_(_L.status == "pending", and_(_L.status == "active", _L.user_tag == bindparam("tag"))),
+).values(browser_id=bindparam("new_bid"))
 
 
 def _pending_for_this_browser(state: str | None) -> LaunchRecord | None:
@@ -222,9 +222,10 @@ def callback():
             log.error("client authentication misconfigured: %s", clean_text(exc, 200))
             failed = ("The app's EHR registration is misconfigured (client authentication).", 500)
     try:
-        db.execute(_RECORD_CODE, {"code_hash": code_hash})
+        conn = db.connection()
+        conn.execute(_RECORD_CODE, {"code_hash": code_hash})
         if jtis:
-            db.execute(_RECORD_JTI, [{"jti": jti} for jti in jtis])
+            conn.execute(_RECORD_JTI, [{"jti": jti} for jti in jtis])
         db.commit()
     except IntegrityError:
         db.rollback()
@@ -277,7 +278,7 @@ def callback():
 
     # smart_style_url: no token sent, only safe values kept, cached per URL; served as /l/<lid>/smart-style.css.
     context["smart_style"] = cached_smart_style(context.get("smart_style_url"))
-    others = db.execute(_OTHER_LAUNCHES, {"rid": record.id, "old_bid": str(session.get("bid", "")),
+    others = db.connection().execute(_OTHER_LAUNCHES, {"rid": record.id, "old_bid": str(session.get("bid", "")),
                                           "iss": record.iss, "now": datetime.now(UTC)}).all()
     # Relaunched after an accidental quick exit (same user, patient, encounter, within 15 min): offer it.
     offer = find_offer(db, record, context, candidates=[o.id for o in others if o.status == "ended"])
@@ -366,7 +367,7 @@ def _bind_to_user(record: LaunchRecord, context: dict[str, Any], others: list[An
                     ended.append(other_id)
     # Set-based updates: one statement each, whatever the number of this browser's launches.
     if move_mine:
-        db.execute(_MOVE_MINE, {"old_bid": old_bid, "rid": record.id, "tag": my_tag, "new_bid": new_bid})
+        db.connection().execute(_MOVE_MINE, {"old_bid": old_bid, "rid": record.id, "tag": my_tag, "new_bid": new_bid})
     if move:
         db.execute(update(LaunchRecord).where(LaunchRecord.id.in_(move), LaunchRecord.status.in_(_LIVE))
                    .values(browser_id=new_bid))
