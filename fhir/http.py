@@ -7,17 +7,20 @@ session serves every request and thread). Mounted as a transport adapter, so it 
 ``requests.Session`` subclass (requests-oauthlib's ``OAuth2Session``) given the same adapter.
 
 Also here: ``OutboundSession``, a session that reads the proxy and CA-bundle environment once per origin
-(requests re-reads the whole environment on every call), with the same result.
+(requests re-reads the whole environment on every call), with the same result; and ``NoAmbientState``: one
+session serves every user's calls, so it keeps no cookies an EHR sets and takes no credentials from ~/.netrc.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from http.cookiejar import DefaultCookiePolicy
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.cookies import RequestsCookieJar
 from requests.sessions import merge_setting
 from requests.utils import get_environ_proxies
 
@@ -83,5 +86,35 @@ class EnvironmentOnce:
                 "verify": merge_setting(verify, self.verify), "cert": merge_setting(cert, self.cert)}
 
 
-class OutboundSession(EnvironmentOnce, requests.Session):
-    """The app's outbound session class: a requests.Session with the environment read once per origin."""
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
+
+
+class NoAmbientState:
+    """Mixin for a ``requests.Session`` shared by every user and launch of a process.
+
+    - Cookies: an EHR's ``Set-Cookie`` on one user's call would otherwise be sent with every later user's calls
+      to that host (a session cookie tying patients' requests together). The jar's policy accepts none.
+    - ~/.netrc: requests fills in credentials from it when a call carries no ``auth`` (and again after a
+      redirect), replacing the bearer token's Authorization header with the file's login for that host.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cookies = RequestsCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        if not request.auth and not self.auth:
+            request.auth = _no_auth  # an auth is given, so requests does not look in ~/.netrc
+        return super().prepare_request(request)
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        # requests' own, without its ~/.netrc lookup: credentials are dropped when a redirect leaves the host.
+        headers = prepared_request.headers
+        if "Authorization" in headers and self.should_strip_auth(response.request.url, prepared_request.url):
+            del headers["Authorization"]
+
+
+class OutboundSession(NoAmbientState, EnvironmentOnce, requests.Session):
+    """The app's outbound session class: a requests.Session with the environment read once per origin, keeping
+    no cookies and reading no ~/.netrc."""

@@ -23,7 +23,7 @@ import requests
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from requests_oauthlib import OAuth2Session
 
-from fhir.http import EnvironmentOnce
+from fhir.http import EnvironmentOnce, NoAmbientState
 from fhir.smart.client_auth import ClientAuth
 from fhir.smart.discovery import SmartConfiguration
 from fhir.text import clean_text
@@ -66,8 +66,9 @@ def new_pkce() -> Pkce:
     return Pkce(verifier=verifier, challenge=s256(verifier))
 
 
-class _OAuth2Session(EnvironmentOnce, OAuth2Session):
-    """requests-oauthlib's session, reading the proxy environment once per origin (fhir/http.py)."""
+class _OAuth2Session(NoAmbientState, EnvironmentOnce, OAuth2Session):
+    """requests-oauthlib's session, reading the proxy environment once per origin, keeping no cookies and
+    reading no ~/.netrc (fhir/http.py)."""
 
 
 def _oauth(client_id: str, http: requests.Session | None, **kwargs: Any) -> OAuth2Session:
