@@ -22,7 +22,7 @@ from referrals.geography import normalise_zip
 from referrals.model import ASKED_NEEDS, text_in
 from referrals.ranking import Ranking, Reason, describe_hours, rank
 from referrals.store import store_for
-from smart_app.i18n import SUPPORTED, launch_view, patient_locale
+from smart_app.i18n import SUPPORTED, label_for, launch_view, patient_locale
 from smart_app.i18n import gettext as _
 from smart_app.launch_state import launch_required
 from smart_app.urgent import clock, default_programs, urgent_info
@@ -74,13 +74,11 @@ _LANGUAGE_NAMES: dict[str, Callable[[], str]] = {
 
 
 def _short_need(need: str) -> str:
-    words = _SHORT_NEEDS.get(need)
-    return words() if words else need
+    return label_for(_SHORT_NEEDS, need)
 
 
 def _language_name(language: str) -> str:
-    words = _LANGUAGE_NAMES.get(language)
-    return words() if words else language
+    return label_for(_LANGUAGE_NAMES, language)
 
 
 _REASON_TEXTS: dict[str, Callable[[dict[str, Any]], str]] = {

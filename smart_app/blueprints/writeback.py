@@ -40,7 +40,7 @@ from smart_app import events
 from smart_app.crypto import encrypt_json
 from smart_app.db import get_session
 from smart_app.i18n import gettext as _
-from smart_app.i18n import use_launch_locale
+from smart_app.i18n import label_for, use_launch_locale
 from smart_app.launch_state import launch_required
 from smart_app.models import OutboxItem, ReferralRecord
 from smart_app.outbox import OutboxSettings, OutboxWorker, enqueue, utcnow
@@ -76,13 +76,11 @@ _LABEL_STATUS_TEXTS: dict[str, Callable[[], str]] = {
 
 
 def channel_label(channel: str) -> str:
-    words = _CHANNEL_LABELS.get(channel)
-    return words() if words else channel
+    return label_for(_CHANNEL_LABELS, channel)
 
 
 def kind_label(kind: str) -> str:
-    words = _KIND_LABELS.get(kind)
-    return words() if words else kind
+    return label_for(_KIND_LABELS, kind)
 
 
 def site_key(context: dict[str, Any], referral: dict[str, Any]) -> str | None:
