@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -351,7 +354,7 @@ def plan_writeback(inp: WritebackInput, profile: EhrProfile) -> list[PlannedWrit
         if kind == "DocumentReference":
             # The document's own label too: EHRs that index documents read securityLabel.
             resource["securityLabel"] = [{"coding": [c]} for c in profile.labels.codings()]
-        validate(resource)
+        _validate_once(resource, inp)
         plans.append(PlannedWrite(kind, ident["value"], full_url(inp.referral_key, kind), resource, deps))
     return plans
 
@@ -360,6 +363,41 @@ def validate(resource: dict[str, Any]) -> None:
     """Raise ``ValueError`` if the resource is not valid FHIR R4(B)."""
     model = get_fhir_model_class(resource["resourceType"])
     model.model_validate(resource)
+
+
+# The consent page plans (and so validates, ~0.3 ms a resource) on every GET, preview and POST, so it never
+# shows a plan that cannot be written. The same launch asks again with the same inputs; what changes between
+# those asks is the clock. Resources validated once are remembered by digest: the referral key (one launch's
+# referral, so nothing is shared across launches) and the exact resource JSON, with the two strings made
+# from ``inp.now`` written as placeholders (every such string is a well-formed FHIR dateTime / instant,
+# whatever the time). Only "this exact content was valid" is stored, never the content; bounded, in-process.
+_VALIDATED_MAX = 4096
+_validated: OrderedDict[bytes, None] = OrderedDict()
+_validated_lock = threading.Lock()
+
+
+def validation_key(resource: dict[str, Any], inp: WritebackInput) -> bytes:
+    """Digest of the referral key and the resource, the values made from ``inp.now`` as placeholders."""
+    body = json.dumps(resource, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    for i, spec in enumerate(("seconds", "milliseconds")):
+        made = json.dumps(inp.now.astimezone(UTC).isoformat(timespec=spec))
+        # Whole JSON strings only (the quotes included; a quote inside a string is escaped). The bare marker
+        # cannot occur outside a string in JSON, so two different resources never share a key.
+        body = body.replace(made, f"@now{i}")
+    return hashlib.sha256(f"{inp.referral_key}\0{body}".encode()).digest()
+
+
+def _validate_once(resource: dict[str, Any], inp: WritebackInput) -> None:
+    key = validation_key(resource, inp)
+    with _validated_lock:
+        if key in _validated:
+            _validated.move_to_end(key)
+            return
+    validate(resource)  # raises for an invalid resource: nothing is remembered then
+    with _validated_lock:
+        _validated[key] = None
+        while len(_validated) > _VALIDATED_MAX:
+            _validated.popitem(last=False)
 
 
 # -- builders ------------------------------------------------------------------------------
