@@ -15,6 +15,7 @@ from functools import lru_cache, wraps
 from typing import Any
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from referrals.content import load_content, localise
@@ -45,6 +46,23 @@ def content_in(lang: str) -> dict[str, Any]:
     """The 209A, safety-planning and handout texts in ``lang``, localised once per language and process (a static
     file, the same for every patient; the referral page localised the whole tree on every request)."""
     return localise(load_content(), lang)
+
+
+def patient_info_html(plang: str, *, full: bool = True) -> Markup:
+    """The patient section (209A and safety ideas) as HTML, rendered once per language and app.
+
+    Its only inputs are the static content in ``plang`` and ``full``: rendered from the bare template (no
+    context processors, so nothing from the request or the launch can enter it) and kept in the app's
+    extensions, at most ``len(SUPPORTED) * 2`` entries; a language outside SUPPORTED is rendered, not kept."""
+    cache: dict[tuple[str, bool], Markup] = current_app.extensions.setdefault("ipv_patient_info_html", {})
+    html = cache.get((plang, full))
+    if html is None:
+        content = content_in(plang)
+        template = current_app.jinja_env.get_template("referral/_patient_info.html")
+        html = Markup(template.render(po=content["protective_orders"], ideas=content["safety_ideas"], full=full))
+        if plang in SUPPORTED:
+            cache[(plang, full)] = html
+    return html
 
 
 def channel_labels() -> dict[str, str]:
@@ -153,13 +171,12 @@ def index() -> str:
     ranking = current_ranking(ref)
     lang = g.locale
     plang = g.get("patient_locale") or lang
-    content = content_in(plang)
     screening = g.launch.data.get("screening") or {}
     danger = bool(screening.get("danger"))
     return render_template(
-        "referral/index.html", lid=g.launch.id, ref=ref, ranking=ranking, lang=lang, content=content,
-        plang=plang, po=content["protective_orders"], ideas=content["safety_ideas"], full=True,
-        danger=danger, urgent=urgent_info(g.launch.context, plang) if danger else None,
+        "referral/index.html", lid=g.launch.id, ref=ref, ranking=ranking, lang=lang, plang=plang,
+        patient_info=patient_info_html(plang, full=True), danger=danger,
+        urgent=urgent_info(g.launch.context, plang) if danger else None,
         strangulation="strangulation" in (screening.get("danger_items") or []),
         needs=ASKED_NEEDS, need_labels=need_labels(),
         channels=CHANNELS, channel_labels=channel_labels(), reason_text=reason_text, text_in=text_in,

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from smart_app.blueprints.referral import content_in
 from tests.conftest import default_context
 
 DV_WORDS = re.compile(r"violen|abus|domestic|rape|assault|shelter|refugio|agresi|IPV|209A|crisis", re.I)
@@ -163,3 +164,25 @@ def test_app_refuses_to_start_with_a_broken_directory(tmp_path):
     bad.write_text("format: ipv-directory/1\nservices: []\n")
     with pytest.raises(DirectoryError, match="services: must be a non-empty list"):
         create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", DIRECTORY_PATHS=str(bad)))
+
+
+def _patient_section(html: str) -> str:
+    return re.search(r'data-testid="patient-section">(.*?)</details>', html, re.S).group(1)
+
+
+def test_patient_section_is_each_launch_in_its_own_language(client, make_launch, app):
+    """The section is rendered once per language and kept: a Spanish patient's page after an English one (and
+    the other way round) still shows its own language, and exactly what the template renders from the content."""
+    es_ctx = default_context()
+    es_ctx["patient"] = dict(es_ctx["patient"], language="es", languages=["es"])
+    english, spanish = make_launch(client), make_launch(client, context=es_ctx)
+    for lid, lang, words in ((english, "en", "Safety planning ideas"), (spanish, "es", "Órdenes de protección (209A)"),
+                             (english, "en", "Safety planning ideas"), (spanish, "es", "Órdenes de protección (209A)")):
+        section = _patient_section(client.get(f"/l/{lid}/referrals").get_data(as_text=True))
+        assert f'<div lang="{lang}">' in section and words in section
+        assert ("Órdenes de protección" in section) == (lang == "es")
+    with app.app_context():
+        content = content_in("es")
+        direct = app.jinja_env.get_template("referral/_patient_info.html").render(
+            po=content["protective_orders"], ideas=content["safety_ideas"], full=True)
+    assert direct in _patient_section(client.get(f"/l/{spanish}/referrals").get_data(as_text=True))
