@@ -21,12 +21,12 @@ from werkzeug.wrappers import Response
 from referrals.content import load_content, localise
 from referrals.geography import normalise_zip
 from referrals.model import ASKED_NEEDS, text_in
-from referrals.ranking import Ranking, Reason, describe_hours, rank
+from referrals.ranking import Ranking, Reason, describe_hours
 from referrals.store import store_for
 from smart_app.i18n import SUPPORTED, label_for, launch_view, patient_locale
 from smart_app.i18n import gettext as _
 from smart_app.launch_state import launch_required
-from smart_app.urgent import clock, default_programs, urgent_info
+from smart_app.urgent import clock, default_programs, ranked, urgent_info
 
 bp = Blueprint("referral", __name__, url_prefix="/l/<lid>")
 
@@ -151,9 +151,9 @@ def patient_language() -> str:
 def current_ranking(ref: dict[str, Any], now: datetime | None = None) -> Ranking:
     deployment = current_app.config.get("DEPLOYMENT")
     site_map = getattr(deployment, "site_map", None) or None
-    return rank(store_for(current_app).index, context=g.launch.context, safe_zip=ref.get("safe_zip"),
-                needs=ref.get("needs") or [], language=patient_language(), now=now or clock(),
-                site_map=site_map, default_programs=default_programs())
+    return ranked(g.launch.id, g.launch.context, safe_zip=ref.get("safe_zip"), needs=ref.get("needs") or [],
+                  language=patient_language(), now=now or clock(), site_map=site_map,
+                  default_programs=default_programs())
 
 
 def _store(ref: dict[str, Any], ranking: Ranking) -> None:
