@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
                         clean.append(r)
             for r in runs:
                 if r["duplicates"]:
-                    # Nothing duplicated is a safety rule: printed loudly (a known open defect, see README).
+                    # Nothing duplicated is a safety rule: printed loudly.
                     print(f"!! {r['name']}: {r['duplicates']} writes stored more than once at the EHR (must be 0)")
             for r in clean:
                 # At the floor: every referral written with one call per create (or one transaction), no

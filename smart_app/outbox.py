@@ -477,16 +477,18 @@ class OutboxWorker:
             if not self._settle_unknown(db, row, resource, client, profile, stats):
                 return
         search = f"identifier={row.identifier_system}|{row.identifier_value}"
-        if not honours:
-            row.outcome_unknown = True  # from here on the EHR may have it (timeout, reset, this worker killed)
-            db.commit()
-            if not self._still_mine(db, row):
-                return
+        # From here on the EHR may have it (timeout, reset, this worker killed) — also when this send is a
+        # conditional create: the next attempt may be made by a worker that cannot trust If-None-Exist (its
+        # CapabilityStatement read failed), and it must search first rather than send a plain create.
+        row.outcome_unknown = True
+        db.commit()
+        if not self._still_mine(db, row):
+            return
         stats.sends += 1
         try:
             resp = client.create(resource, if_none_exist=search if honours else None)
         except FhirError as exc:
-            if not honours and not _maybe_applied(exc):
+            if not _maybe_applied(exc):
                 row.outcome_unknown = False  # refused before it was filed: a plain retry is safe
             self._error(db, row, exc, stats)
             return
@@ -531,7 +533,7 @@ class OutboxWorker:
             try:
                 statement = client.capabilities()
             except FhirError:
-                statement = {}
+                return False  # not known this time (not remembered: the next attempt reads it again)
             for rest in statement.get("rest") or []:
                 for res in rest.get("resource") or []:
                     found[res.get("type")] = res.get("conditionalCreate") is True
@@ -667,11 +669,19 @@ class OutboxWorker:
             for row in rows:
                 self._fail(db, row, str(exc) + "; nothing was written", None, stats)
             return
+        # As for a single create: once sent, each entry may be filed, whoever makes the next attempt.
+        for row in rows:
+            row.outcome_unknown = True
+        db.commit()
+        if not all(self._still_mine(db, row) for row in rows):
+            return
         stats.sends += 1
         try:
             result = client.bundle({"resourceType": "Bundle", "type": "transaction", "entry": entries})
         except FhirError as exc:
             for row in rows:
+                if not _maybe_applied(exc):
+                    row.outcome_unknown = False  # refused as a whole before anything was filed
                 self._error(db, row, exc, stats)
             return
         out = result.get("entry") or []
