@@ -476,14 +476,15 @@ class OutboxWorker:
             # An earlier send may have reached the EHR: never re-send blindly. Look for it first.
             if not self._settle_unknown(db, row, resource, client, profile, stats):
                 return
+            if not self._still_mine(db, row):
+                return  # the search took time: the lease is renewed (or lost) before sending
         search = f"identifier={row.identifier_system}|{row.identifier_value}"
         # From here on the EHR may have it (timeout, reset, this worker killed) — also when this send is a
         # conditional create: the next attempt may be made by a worker that cannot trust If-None-Exist (its
-        # CapabilityStatement read failed), and it must search first rather than send a plain create.
+        # CapabilityStatement read failed), and it must search first rather than send a plain create. Marked
+        # only once the lease is confirmed just above, so a row another worker holds is never written to.
         row.outcome_unknown = True
         db.commit()
-        if not self._still_mine(db, row):
-            return
         stats.sends += 1
         try:
             resp = client.create(resource, if_none_exist=search if honours else None)
@@ -669,19 +670,20 @@ class OutboxWorker:
             for row in rows:
                 self._fail(db, row, str(exc) + "; nothing was written", None, stats)
             return
+        if not all(self._still_mine(db, row) for row in rows):
+            return
         # As for a single create: once sent, each entry may be filed, whoever makes the next attempt.
         for row in rows:
             row.outcome_unknown = True
         db.commit()
-        if not all(self._still_mine(db, row) for row in rows):
-            return
         stats.sends += 1
         try:
             result = client.bundle({"resourceType": "Bundle", "type": "transaction", "entry": entries})
         except FhirError as exc:
+            refused = not _maybe_applied(exc)  # refused as a whole before anything was filed
             for row in rows:
-                if not _maybe_applied(exc):
-                    row.outcome_unknown = False  # refused as a whole before anything was filed
+                if refused:
+                    row.outcome_unknown = False
                 self._error(db, row, exc, stats)
             return
         out = result.get("entry") or []
