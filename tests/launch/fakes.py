@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -119,3 +120,14 @@ class FakeEhr:
                 "scope": "launch openid fhirUser patient/*.rs", "patient": "p1", "id_token": self.id_token()}
         body.update(self.token_extra)
         return body
+
+
+def install_fake_ehr(app: Any, client_id: str) -> FakeEhr:
+    """Point ``app`` at a new FakeEhr: a public client with this id, the fake's iss allow-listed, and every
+    outbound call answered by the fake."""
+    ehr = FakeEhr(client_id)
+    app.config["DEPLOYMENT"] = dataclasses.replace(app.config["DEPLOYMENT"], client_id=client_id, client_auth="none",
+                                                   scopes_ehr="launch openid fhirUser patient/*.rs")
+    app.config["ALLOWED_ISS"] = [FakeEhr.ISS]
+    app.extensions["smart_http"] = ehr.adapter.session()
+    return ehr

@@ -7,7 +7,6 @@ Every refusal must be a clear 4xx page: no redirect, no stack trace, no tokens k
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import time
 from urllib.parse import parse_qs, quote, urlsplit
@@ -15,19 +14,14 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 
 from smart_app.models import LaunchRecord
-from tests.launch.fakes import FakeEhr
+from tests.launch.fakes import FakeEhr, install_fake_ehr
 
 CLIENT_ID = "fake-app"
 
 
 @pytest.fixture
 def fake(app):
-    ehr = FakeEhr(CLIENT_ID)
-    app.config["DEPLOYMENT"] = dataclasses.replace(app.config["DEPLOYMENT"], client_id=CLIENT_ID, client_auth="none",
-                                                   scopes_ehr="launch openid fhirUser patient/*.rs")
-    app.config["ALLOWED_ISS"] = [FakeEhr.ISS]
-    app.extensions["smart_http"] = ehr.adapter.session()
-    return ehr
+    return install_fake_ehr(app, CLIENT_ID)
 
 
 def start(client, fake, iss: str = FakeEhr.ISS) -> dict[str, str]:

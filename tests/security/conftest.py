@@ -3,7 +3,6 @@ purpose (tests/launch/fakes.py), and helpers to run a launch through /launch and
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -11,7 +10,7 @@ import pytest
 
 from smart_app.crypto import decrypt_json
 from smart_app.models import LaunchRecord
-from tests.launch.fakes import FakeEhr
+from tests.launch.fakes import FakeEhr, install_fake_ehr
 
 CLIENT_ID = "fake-app"
 ROOT = FakeEhr.ISS.rsplit("/", 1)[0]
@@ -19,12 +18,7 @@ ROOT = FakeEhr.ISS.rsplit("/", 1)[0]
 
 @pytest.fixture
 def fake(app):
-    ehr = FakeEhr(CLIENT_ID)
-    app.config["DEPLOYMENT"] = dataclasses.replace(app.config["DEPLOYMENT"], client_id=CLIENT_ID, client_auth="none",
-                                                   scopes_ehr="launch openid fhirUser patient/*.rs")
-    app.config["ALLOWED_ISS"] = [FakeEhr.ISS]
-    app.extensions["smart_http"] = ehr.adapter.session()
-    return ehr
+    return install_fake_ehr(app, CLIENT_ID)
 
 
 def start(client, fake: FakeEhr, iss: str = FakeEhr.ISS) -> dict[str, str]:
