@@ -7,6 +7,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,19 @@ from sqlalchemy import create_engine, text
 from smart_app import create_app
 from smart_app.launch_state import Launch, new_expiry
 from smart_app.models import LaunchRecord
+
+# Folders whose every test carries a marker, so `-m "not browser"` (or `-m tls`) selects them by what they need.
+_FOLDER_MARKERS = {"browser": pytest.mark.browser, "tls": pytest.mark.tls}
+_TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(item.path).relative_to(_TESTS).parts
+        marker = _FOLDER_MARKERS.get(parts[0]) if len(parts) > 1 else None
+        if marker is not None:
+            item.add_marker(marker)
+
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 

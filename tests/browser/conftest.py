@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,13 +53,6 @@ class Live:
     def iss(self) -> str:
         return self.server.url + "/fhir"
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Everything under tests/browser drives a browser: mark it so `-m "not browser"` leaves it out.
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.path).parents:
-            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session")

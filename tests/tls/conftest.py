@@ -25,12 +25,6 @@ TIMEOUT_MS = 20_000
 LID_IN_PATH = re.compile(r"/l/([A-Za-z0-9_-]+)/")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.path).parents:
-            item.add_marker(pytest.mark.tls)
-
 
 @pytest.fixture(scope="session")
 def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> tls.TestCA:
