@@ -7,7 +7,11 @@ holding a real sandbox access token, and a browser session cookie signed with th
 at the private gate, as a clinician does after the EHR launch, and then walks gate -> instrument -> result ->
 referrals -> consent -> confirmation by submitting the forms the pages render (CSRF token and all).
 
-Targets (printed as pass/miss, never asserted): at N = 100, p95 <= 5x hello and throughput >= 0.3x hello.
+Targets (printed as pass/miss, never asserted): at N = 100, p95 <= 5x hello and throughput >= 0.3x hello, judged
+on the median of ``--reps`` runs (3, as the issue measured). Each run also prints where the 2 cores went (app,
+sandbox EHR, outbox worker, PostgreSQL, this load generator). Both apps meet the same load: N clients released
+at one instant, hello-world's looping for as long as the clinicians' run took, and only after the outbox worker
+has sent the run's writes (so neither is measured on cores the other's traffic is still using).
 Needs PostgreSQL (TEST_DATABASE_URL, default the machine's 127.0.0.1:5432/test); prints why when it is missing.
 """
 
@@ -16,9 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,7 +146,9 @@ class Clinician:
         data.update(values)
         return self._timed(page, "POST", f"/l/{self.lid}/{action}", data=data)
 
-    def journey(self) -> None:
+    def journey(self, start: threading.Barrier | None = None) -> None:
+        if start is not None:
+            start.wait()
         lid = f"/l/{self.lid}"
         gate = self.get("gate", f"{lid}/")
         self.submit("gate POST", gate, "gate", {"alone": "yes", "no_family_interpreter": "yes", "action": "start"})
@@ -164,9 +172,14 @@ class Clinician:
         self.get("done", f"{lid}/consent/done")
 
 
-def hello_journey(base: str, record: list[tuple[str, float, int]], pages: int) -> None:
+def hello_journey(base: str, record: list[tuple[str, float, int]], seconds: float,
+                  start: threading.Barrier | None = None) -> None:
+    """GET hello-world again and again for ``seconds`` (as long as the clinicians' run took)."""
     http = requests.Session()
-    for _ in range(pages):
+    if start is not None:
+        start.wait()
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
         t0 = time.perf_counter()
         r = http.get(base + "/", timeout=60)
         record.append(("hello", time.perf_counter() - t0, r.status_code))
@@ -193,6 +206,7 @@ class Stack:
             conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
         sep = "&" if "?" in PG else "?"
         self.db_url = f"{PG}{sep}options=-csearch_path%3D{self.schema}"
+        self.engine = create_engine(self.db_url)  # the bench's own reads (outbox drained?)
         self.sandbox_port, self.app_port, self.hello_port = free_port(), free_port(), free_port()
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.iss = self.sandbox_url + "/fhir"
@@ -205,15 +219,16 @@ class Stack:
             "SESSION_COOKIE_SECURE": "0", "LOG_LEVEL": "WARNING", "IPV_DEMO": "1", "ALLOW_SQLITE": "1",
             "RATELIMIT_ENABLED": "0",
         }
-        self._start([str(BIN / "python"), "-m", "sandbox_ehr", "--port", str(self.sandbox_port), "--db",
-                     self.sandbox_db, "--no-faults", "--app-launch-url", self.app_url + "/launch"])
+        self.sandbox = self._start([str(BIN / "python"), "-m", "sandbox_ehr", "--port", str(self.sandbox_port),
+                                    "--db", self.sandbox_db, "--no-faults", "--app-launch-url",
+                                    self.app_url + "/launch"])
         wait_http(self.sandbox_url + "/fhir/metadata")
         self._migrate()
         self.app = self._start([str(BIN / "gunicorn"), *GUNICORN, "-b", f"127.0.0.1:{self.app_port}",
                                 "smart_app:create_app()"])
         self.hello = self._start([str(BIN / "gunicorn"), *GUNICORN, "-b", f"127.0.0.1:{self.hello_port}",
                                   "--chdir", str(HELLO.parent), "hello_app:app"])
-        self._start([str(BIN / "flask"), "--app", "smart_app", "outbox-worker"])
+        self.worker = self._start([str(BIN / "flask"), "--app", "smart_app", "outbox-worker"])
         wait_http(self.app_url + "/.well-known/jwks.json")
         wait_http(f"http://127.0.0.1:{self.hello_port}/")
         return self
@@ -274,6 +289,7 @@ class Stack:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+        self.engine.dispose()
         with self.admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
         self.admin.dispose()
@@ -285,32 +301,83 @@ def _fernet_key() -> str:
     return Fernet.generate_key().decode()
 
 
+def postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL server process on the machine (the bench's backends among them)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.split("(", 1)[1] == "postgres":
+            fields = tail.split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def cpu_split(stack: Stack) -> dict[str, float]:
+    """Where the machine's CPU goes: the app, the sandbox EHR, the outbox worker, PostgreSQL, this load generator."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"app": process_cpu(stack.app.pid), "sandbox EHR": process_cpu(stack.sandbox.pid),
+            "outbox worker": process_cpu(stack.worker.pid), "PostgreSQL": postgres_cpu(),
+            "load generator": usage.ru_utime + usage.ru_stime}
+
+
+def drain_outbox(stack: Stack, seconds: float = 60) -> float:
+    """Wait until the outbox worker has sent every queued write; the seconds it took (hello runs on quiet cores)."""
+    from sqlalchemy import text
+
+    t0 = time.monotonic()
+    with stack.engine.connect() as conn:
+        while time.monotonic() - t0 < seconds:
+            pending = conn.execute(text("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')"))
+            conn.commit()
+            if not pending.scalar():
+                break
+            time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+def run_clients(targets: list[Any], args: list[tuple[Any, ...]]) -> float:
+    """Run one thread per client, all released at the same instant; wall seconds from that instant.
+
+    Without the common start, threads started one after another overlap only partly: a hello-world client
+    finishes its requests before the last ones have started, so "N = 100" measured far fewer at once.
+    """
+    begun: list[float] = []
+    start = threading.Barrier(len(targets), action=lambda: begun.append(time.perf_counter()))
+    threads = [threading.Thread(target=target, args=(*a, start)) for target, a in zip(targets, args, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - begun[0]
+
+
 def run_level(stack: Stack, n: int) -> dict[str, Any]:
     launches = stack.launches(n)
     record: list[tuple[str, float, int]] = []
-    cpu0, t0 = process_cpu(stack.app.pid), time.perf_counter()
-    threads = [threading.Thread(target=Clinician(stack.app_url, lid, cookie, record).journey)
-               for lid, cookie in launches]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall, cpu = time.perf_counter() - t0, process_cpu(stack.app.pid) - cpu0
-    pages_per_journey = max(1, len(record) // max(1, n))
+    split0 = cpu_split(stack)
+    wall = run_clients([Clinician(stack.app_url, lid, cookie, record).journey for lid, cookie in launches],
+                       [()] * n)
+    split1 = cpu_split(stack)
+    drained = drain_outbox(stack)
+    split = {k: split1[k] - split0[k] for k in split0}
     hello: list[tuple[str, float, int]] = []
-    hcpu0, h0 = process_cpu(stack.hello.pid), time.perf_counter()
-    hthreads = [threading.Thread(target=hello_journey,
-                                 args=(f"http://127.0.0.1:{stack.hello_port}", hello, pages_per_journey))
-                for _ in range(n)]
-    for t in hthreads:
-        t.start()
-    for t in hthreads:
-        t.join()
-    hwall, hcpu = time.perf_counter() - h0, process_cpu(stack.hello.pid) - hcpu0
-    return {"n": n, "record": record, "wall": wall, "cpu": cpu, "hello": hello, "hwall": hwall, "hcpu": hcpu}
+    hcpu0 = process_cpu(stack.hello.pid)
+    hwall = run_clients([hello_journey] * n,
+                        [(f"http://127.0.0.1:{stack.hello_port}", hello, wall)] * n)
+    hcpu = process_cpu(stack.hello.pid) - hcpu0
+    all_ms = [s * 1000 for _, s, _ in record]
+    hello_ms = [s * 1000 for _, s, _ in hello]
+    return {"n": n, "record": record, "wall": wall, "cpu": split["app"], "split": split, "drained": drained,
+            "hello": hello, "hwall": hwall, "hcpu": hcpu,
+            "p95_ratio": pct(all_ms, 95) / max(1e-9, pct(hello_ms, 95)),
+            "tp_ratio": (len(record) / wall) / max(1e-9, len(hello) / hwall)}
 
 
-def report(r: dict[str, Any]) -> None:
+def report(r: dict[str, Any], reps: list[dict[str, Any]] | None = None) -> None:
+    """The run's table; with ``reps`` (every repetition at this N, ``r`` the median one) the ratios of each."""
     n, record, hello = r["n"], r["record"], r["hello"]
     by_page: dict[str, list[float]] = defaultdict(list)
     errors = sum(1 for _, _, status in record if status >= 400)
@@ -321,6 +388,8 @@ def report(r: dict[str, Any]) -> None:
     rps, hrps = len(record) / r["wall"], len(hello) / r["hwall"]
     print(f"N = {n} clinicians: {len(record)} requests in {r['wall']:.1f} s ({rps:.0f} req/s), errors {errors}, "
           f"app CPU {1000 * r['cpu'] / max(1, len(record)):.1f} ms/request")
+    print("  CPU during the run (2 cores are shared): " + ", ".join(
+        f"{name} {sec:.1f} s" for name, sec in r["split"].items()) + f"; outbox drained {r['drained']:.1f} s after")
     failed: dict[str, set[int]] = defaultdict(set)
     for page, _, status in record:
         if status >= 400:
@@ -332,8 +401,13 @@ def report(r: dict[str, Any]) -> None:
     print(f"  {'all pages':<16}{pct(all_ms, 50):>9.1f}{pct(all_ms, 95):>9.1f}{pct(all_ms, 99):>9.1f}")
     print(f"  {'hello-world':<16}{pct(hello_ms, 50):>9.1f}{pct(hello_ms, 95):>9.1f}{pct(hello_ms, 99):>9.1f}"
           f"   {hrps:.0f} req/s, CPU {1000 * r['hcpu'] / max(1, len(hello)):.2f} ms/request")
-    p95_ratio = pct(all_ms, 95) / max(1e-9, pct(hello_ms, 95))
-    tp_ratio = rps / max(1e-9, hrps)
+    p95_ratio, tp_ratio = r["p95_ratio"], r["tp_ratio"]
+    if reps and len(reps) > 1:
+        print(f"  {len(reps)} runs at N = {n} (table: the median run by p95 ratio): p95 "
+              + ", ".join(f"{x['p95_ratio']:.1f}x" for x in reps) + "; throughput "
+              + ", ".join(f"{x['tp_ratio']:.2f}x" for x in reps))
+        p95_ratio = statistics.median(x["p95_ratio"] for x in reps)
+        tp_ratio = statistics.median(x["tp_ratio"] for x in reps)
     if n == 100:
         print(f"  targets at N = 100: p95 {p95_ratio:.1f}x hello (<= 5x: {'pass' if p95_ratio <= 5 else 'miss'}), "
               f"throughput {tp_ratio:.2f}x hello (>= 0.3x: {'pass' if tp_ratio >= 0.3 else 'miss'})")
@@ -344,6 +418,8 @@ def report(r: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="10,50,100", help="comma-separated concurrency levels")
+    parser.add_argument("--reps", type=int, default=3,
+                        help="runs at N = 100 (the target level); the median ratios are judged (default 3)")
     args = parser.parse_args(argv)
     try:
         from sqlalchemy import create_engine, text
@@ -357,7 +433,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as d, Stack(Path(d)) as stack:
         for n in (int(x) for x in args.clients.split(",")):
-            report(run_level(stack, n))
+            runs = [run_level(stack, n) for _ in range(args.reps if n == 100 else 1)]
+            median_run = sorted(runs, key=lambda x: x["p95_ratio"])[len(runs) // 2]
+            report(median_run, runs)
 
 
 if __name__ == "__main__":
