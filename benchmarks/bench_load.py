@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PG = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 HELLO = ROOT / "benchmarks" / "hello_app.py"
-GUNICORN = ["-w", "4", "--worker-class", "gthread", "--threads", "4", "--timeout", "30", "--preload"]
+# The documented set-up (4 gthread workers x 4 threads, preload, gc.freeze before fork), for both apps.
+GUNICORN = ["-c", str(ROOT / "config" / "gunicorn.conf.py")]
 PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-carmen", "enc-carmen-sjphc"), ("pat-joana", "enc-joana-chelsea")]
 
 
@@ -429,8 +430,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # the bench prints why it did not run; it never fails the others
         print(f"load bench skipped: PostgreSQL at TEST_DATABASE_URL not reachable ({exc.__class__.__name__})")
         return
-    print(f"gunicorn {' '.join(GUNICORN)}; PostgreSQL; sandbox EHR and one outbox worker as separate processes; "
-          f"{os.cpu_count()} CPUs")
+    print("gunicorn -c config/gunicorn.conf.py (4 gthread workers x 4 threads, preload, gc.freeze) for both apps; "
+          f"PostgreSQL; sandbox EHR and one outbox worker as separate processes; {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as d, Stack(Path(d)) as stack:
         for n in (int(x) for x in args.clients.split(",")):
             runs = [run_level(stack, n) for _ in range(args.reps if n == 100 else 1)]
