@@ -130,22 +130,27 @@ def record_audit(action: str, *, launch: Any = None, actor: str | None = None, i
     if resources:
         secret["resources"] = list(resources)
     app = app or current_app._get_current_object()
-    row = AuditEvent(
-        at=datetime.now(UTC), action=action,
-        actor=_cap(actor or user.get("fhir_user") or user.get("reference"), 512),
-        iss=_cap(iss or (launch.iss if launch is not None else None), 512),
-        instance=instance_name(app), launch_ref=launch_ref(launch.id if launch is not None else None),
-        request_id=_request_id(), object_id=_cap(object_id, 64), detail=_cap(detail, 256),
-        patient_enc=encrypt_json(secret) if secret else None,
-    )
+    row = {
+        "at": datetime.now(UTC), "action": action,
+        "actor": _cap(actor or user.get("fhir_user") or user.get("reference"), 512),
+        "iss": _cap(iss or (launch.iss if launch is not None else None), 512),
+        "instance": instance_name(app), "launch_ref": launch_ref(launch.id if launch is not None else None),
+        "request_id": _request_id(), "object_id": _cap(object_id, 64), "detail": _cap(detail, 256),
+        "patient_enc": encrypt_json(secret) if secret else None,
+    }
     ACCESS.labels(action).inc()
+    # A plain INSERT on the session's connection: an append-only row needs none of the unit of work (about a
+    # tenth of a millisecond per audited page), and it is in the session's transaction all the same.
     if db is not None:
-        db.add(row)
+        db.connection().execute(_INSERT, row)
         return
     from smart_app.db import session_scope
 
     with session_scope(app) as own:
-        own.add(row)
+        own.connection().execute(_INSERT, row)
+
+
+_INSERT = AuditEvent.__table__.insert()
 
 
 def _request_id() -> str | None:
