@@ -1,8 +1,10 @@
 """Work done once at start instead of in some clinician's request: the referral directory and its index,
 this year's holiday calendar, the FHIR models chart writes are validated with (building them cost the first
 write in each worker ~75 ms; an empty resource builds only the outer model, so a made-up plan of every kind is
-validated too), the page templates (compiling one cost its first request 10-30 ms), and each allow-listed EHR's
-discovery document and JWKS (a cold launch read both).
+validated too), the page templates (compiling one cost its first request 10-30 ms), the referral page's patient
+texts (config/directory/content.yaml: parsing it cost each worker's first referral pages ~170 ms, and every
+thread that reached it before the first parse was done parsed it again), the ORM's mappers, and each
+allow-listed EHR's discovery document and JWKS (a cold launch read both).
 Under gunicorn with ``preload_app`` (config/gunicorn.conf.py) this runs once in the master and
 the workers share the result copy-on-write."""
 
@@ -14,11 +16,14 @@ from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B import get_fhir_model_class
 from flask import Flask
+from sqlalchemy.orm import configure_mappers
 
 from fhir.builders import ALL_RESOURCES, WritebackInput, plan_writeback
 from referrals.closures import holiday_name
 from referrals.store import store_for
+from smart_app.blueprints.referral import content_in
 from smart_app.ehr import prefetch_issuers
+from smart_app.i18n import SUPPORTED
 from smart_app.profiles import profile_for
 
 log = logging.getLogger("ipv.warmup")
@@ -33,6 +38,9 @@ def warm_up(app: Flask) -> None:
         except ValueError:
             pass
     _validate_a_made_up_plan(app)
+    for lang in SUPPORTED:
+        content_in(lang)
+    configure_mappers()
     templates = _compile_templates(app)
     with app.app_context():
         unread = prefetch_issuers()
