@@ -99,3 +99,26 @@ def test_redis_storage_is_shared_by_workers(tmp_path):
         keys = list(r.scan_iter(f"*{prefix}*"))
         if keys:
             r.delete(*keys)
+
+
+def test_only_limited_views_consult_the_limiter(tmp_path, monkeypatch):
+    """The limiter is asked on /launch (a limited view), never on a clinical page: no limit applies there."""
+    from flask_limiter import Limiter
+
+    app = _app(tmp_path, "c.db")
+    asked: list[str | None] = []
+    real = Limiter.identify_request  # the first step of every check, the app-wide one and a view's own
+
+    def counting(self, *a, **k):
+        endpoint = real(self, *a, **k)
+        asked.append(endpoint)
+        return endpoint
+
+    monkeypatch.setattr(Limiter, "identify_request", counting)
+    client = app.test_client()
+    lid = launch_for(app, client, default_context())
+    assert client.get(f"/l/{lid}/").status_code == 200
+    assert asked == []
+    _fake(app)
+    assert client.get(f"/launch?iss={FakeEhr.ISS}&launch=L1").status_code == 302
+    assert set(asked) == {"launch.ehr_launch"}
