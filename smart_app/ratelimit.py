@@ -46,7 +46,10 @@ def init_app(app: Flask) -> Limiter:
     # Every limit here is on a view (the wrappers below check it as the view is called); the app has no
     # default or application-wide limit, so Flask-Limiter's own before-request check only resolved, for every
     # request, that nothing applies (~0.07 ms a page, most of the limiter's cost on a clinical page).
-    app.before_request_funcs[None].remove(limiter._check_request_limit)
+    # (Not there at all when RATELIMIT_ENABLED is off.)
+    hooks = app.before_request_funcs.get(None, [])
+    if limiter._check_request_limit in hooks:
+        hooks.remove(limiter._check_request_limit)
     for rule in app.url_map.iter_rules():
         endpoint = rule.endpoint
         if endpoint in NEVER_LIMITED or endpoint not in app.view_functions:
