@@ -218,7 +218,6 @@ class Stack:
             "SECRET_KEY": secrets.token_urlsafe(32), "TOKEN_ENCRYPTION_KEY": _fernet_key(),
             "IPV_DEPLOYMENT": "sandbox", "ALLOWED_ISS": self.iss, "APP_BASE_URL": self.app_url,
             "SESSION_COOKIE_SECURE": "0", "LOG_LEVEL": "WARNING", "IPV_DEMO": "1", "ALLOW_SQLITE": "1",
-            "RATELIMIT_ENABLED": "0",
         }
         self.sandbox = self._start([str(BIN / "python"), "-m", "sandbox_ehr", "--port", str(self.sandbox_port),
                                     "--db", self.sandbox_db, "--no-faults", "--app-launch-url",
