@@ -21,6 +21,7 @@ import argparse
 import os
 import re
 import resource
+import runpy
 import secrets
 import signal
 import socket
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PG = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 HELLO = ROOT / "benchmarks" / "hello_app.py"
-# The documented set-up (4 gthread workers x 4 threads, preload, gc.freeze before fork), for both apps.
+# The documented set-up (gthread workers per CPU x threads, preload, gc.freeze before fork), for both apps.
 GUNICORN = ["-c", str(ROOT / "config" / "gunicorn.conf.py")]
 PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-carmen", "enc-carmen-sjphc"), ("pat-joana", "enc-joana-chelsea")]
 
@@ -429,8 +430,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # the bench prints why it did not run; it never fails the others
         print(f"load bench skipped: PostgreSQL at TEST_DATABASE_URL not reachable ({exc.__class__.__name__})")
         return
-    print("gunicorn -c config/gunicorn.conf.py (4 gthread workers x 4 threads, preload, gc.freeze) for both apps; "
-          f"PostgreSQL; sandbox EHR and one outbox worker as separate processes; {os.cpu_count()} CPUs")
+    conf = runpy.run_path(GUNICORN[1])
+    print(f"gunicorn -c config/gunicorn.conf.py ({conf['workers']} gthread workers x {conf['threads']} threads, "
+          "preload, gc.freeze) for both apps; PostgreSQL; sandbox EHR and one outbox worker as separate processes; "
+          f"{os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as d, Stack(Path(d)) as stack:
         for n in (int(x) for x in args.clients.split(",")):
             runs = [run_level(stack, n) for _ in range(args.reps if n == 100 else 1)]

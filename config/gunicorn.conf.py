@@ -4,16 +4,58 @@ preload_app: the master builds the app once — settings, instruments, the refer
 the FHIR models (smart_app/warmup.py) — and the workers share those pages copy-on-write. gc.freeze() just
 before forking moves everything loaded so far out of the cyclic collector's reach, so a worker's collections
 never touch (and so never copy) the shared pages. `make bench` (bench_memory) measures both set-ups.
-Every value can be overridden on the command line or with GUNICORN_CMD_ARGS.
+Workers: one per CPU this process may use (its CPU affinity and its cgroup's CPU quota, so a container limited
+to 2 CPUs on a large host gets 2), at least 2 so one can restart while the other serves, and at most 4 (the
+PostgreSQL connections of 4 workers per instance are what DEPLOY.md sizes for). Threads bring every instance
+to about 16 requests at once, as 4 x 4 did: a launch waits on the EHR, and a thread waiting holds no CPU.
+Measured on 2 CPUs (`make bench`, bench_load, two rounds each): 4 x 4 cost 2.8-2.9 ms of CPU per request and
+served 348-384 requests a second; 2 x 8 cost 2.4-2.7 ms and served 393-437 (four processes' working sets on
+two cores): more workers than CPUs buys nothing.
+
+Every value can be overridden on the command line, with GUNICORN_WORKERS / GUNICORN_THREADS, or with
+GUNICORN_CMD_ARGS.
 """
 
 import gc
+import math
 import os
+from pathlib import Path
+
+
+def cpus_available(cgroup_root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> int:
+    """CPUs this process may run on: its affinity, lowered by a cgroup CPU quota (v2 ``cpu.max`` of its own
+    cgroup, as a systemd CPUQuota= or a container limit sets it; v1 ``cpu.cfs_quota_us``)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    root = Path(cgroup_root)
+    try:  # cgroup v2: "0::/system.slice/ipv-app@1.service" (a container's namespace shows "0::/")
+        own = next((line.split("::", 1)[1].strip() for line in Path(proc_cgroup).read_text().splitlines()
+                    if line.startswith("0::")), "/")
+    except OSError:
+        own = "/"
+    candidates = [(root / own.lstrip("/") / "cpu.max", None), (root / "cpu.max", None),
+                  (root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us")]
+    for quota_file, period_file in candidates:
+        try:
+            if period_file is None:
+                quota, period = quota_file.read_text().split()[:2]
+            else:
+                quota, period = quota_file.read_text().strip(), period_file.read_text().strip()
+            limited = quota not in ("max", "-1") and int(period) > 0
+        except (OSError, ValueError):
+            continue
+        if limited:
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+        break
+    return cpus
+
+
+def default_workers() -> int:
+    return min(4, max(2, cpus_available()))
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", "4"))
+workers = int(os.environ.get("GUNICORN_WORKERS") or default_workers())
 worker_class = "gthread"  # a launch waits on the EHR: threads keep a worker useful meanwhile
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS") or max(4, 16 // workers))
 timeout = 30  # no request waits on the EHR for a chart write (the outbox worker sends them)
 graceful_timeout = 30
 preload_app = True
