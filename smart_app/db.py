@@ -52,8 +52,10 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
 
     ``pool_pre_ping`` paid a round trip on every checkout, ~0.2 ms of app CPU and a statement for PostgreSQL on
     each page, for connections that had answered a moment ago. A connection used within the window was alive
-    then; if the server went away since (a restart under load), its first statement fails once, and
-    SQLAlchemy then discards every pooled connection (its disconnect handling), so the next request reconnects.
+    then; if the server went away since (a restart under load), its first statement fails, and SQLAlchemy then
+    discards every pooled connection (its disconnect handling). Every /l/<lid>/ page starts with the launch read,
+    which is tried once more on a fresh connection then (smart_app.launch_state.load_launch): the clinician
+    sees the page. Other first statements (the social-work queue, a CDS call) fail that one request.
     """
 
     @event.listens_for(engine, "connect")

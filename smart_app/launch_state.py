@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import abort, current_app, g, session
 from sqlalchemy import bindparam, select
+from sqlalchemy.exc import DBAPIError
 
 from smart_app.crypto import decrypt_json, encrypt_json
 from smart_app.db import get_session
@@ -116,7 +117,16 @@ def load_launch(lid: str, *, statuses: tuple[str, ...] = ("active",), refresh: b
         abort(404, description="This session has ended or was opened elsewhere. "
                                "Launch the app again from the patient's chart.")
     db = get_session()
-    record = db.execute(_BY_ID, {"lid": lid}).scalar_one_or_none()
+    try:
+        record = db.execute(_BY_ID, {"lid": lid}).scalar_one_or_none()
+    except DBAPIError as exc:
+        # A pooled connection used moments ago is not pinged (smart_app/db.py); if the server dropped it since
+        # (a restart), this first statement of the request fails on it and SQLAlchemy discards the pool. Nothing
+        # was done yet in this request, so read once more on a fresh connection instead of showing an error.
+        if not exc.connection_invalidated:
+            raise
+        db.rollback()
+        record = db.execute(_BY_ID, {"lid": lid}).scalar_one_or_none()
     now = datetime.now(UTC)
     if (
         record is None

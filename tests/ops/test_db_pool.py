@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import create_engine, text
 
 from smart_app.db import make_engine
+
+pytestmark = pytest.mark.ops
 
 
 def _count_pings(engine) -> list[int]:
@@ -62,4 +65,33 @@ def test_a_connection_that_died_while_idle_is_replaced_before_use(tmp_path):
             assert conn.execute(text("select 1")).scalar() == 1
             assert conn.connection.dbapi_connection is not dead
     finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_page_right_after_a_database_restart_is_served(postgres_url):
+    """A pooled connection used moments ago is not pinged; if the server dropped it meanwhile (a restart), the
+    page's first statement fails on it. Nothing was done in the request yet, so the launch is read again on a
+    fresh connection and the clinician sees the page, not an error."""
+    from smart_app import create_app
+    from tests.conftest import app_config, launch_for
+
+    app = create_app(app_config(postgres_url))
+    engine = app.extensions["db_engine"]
+    admin = create_engine(postgres_url)
+    try:
+        client = app.test_client()
+        lid = launch_for(app, client)
+        assert client.get(f"/l/{lid}/").status_code == 200
+        with engine.connect() as conn:  # the pool's one connection, just used by the page
+            pid = conn.execute(text("select pg_backend_pid()")).scalar()
+        with admin.connect() as conn:
+            assert conn.execute(text("select pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+        time.sleep(0.2)  # the backend is gone (well inside the 10 s in which a used connection is not pinged)
+        page = client.get(f"/l/{lid}/")
+        assert page.status_code == 200
+        with engine.connect() as conn:
+            assert conn.execute(text("select pg_backend_pid()")).scalar() != pid
+    finally:
+        admin.dispose()
         engine.dispose()
