@@ -23,8 +23,9 @@ from pathlib import Path
 
 
 def cpus_available(cgroup_root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> int:
-    """CPUs this process may run on: its affinity, lowered by a cgroup CPU quota (v2 ``cpu.max`` of its own
-    cgroup, as a systemd CPUQuota= or a container limit sets it; v1 ``cpu.cfs_quota_us``)."""
+    """CPUs this process may run on: its affinity, lowered by the tightest cgroup CPU quota above it (v2
+    ``cpu.max`` of its own cgroup and every parent, as a container limit or systemd's CPUQuota= on the service
+    or its slice sets it; v1 ``cpu.cfs_quota_us``)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     root = Path(cgroup_root)
     try:  # cgroup v2: "0::/system.slice/ipv-app@1.service" (a container's namespace shows "0::/")
@@ -32,20 +33,19 @@ def cpus_available(cgroup_root: str = "/sys/fs/cgroup", proc_cgroup: str = "/pro
                     if line.startswith("0::")), "/")
     except OSError:
         own = "/"
-    candidates = [(root / own.lstrip("/") / "cpu.max", None), (root / "cpu.max", None),
-                  (root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us")]
-    for quota_file, period_file in candidates:
+    parts = [p for p in own.split("/") if p]
+    v2 = [(root.joinpath(*parts[:i]) / "cpu.max", None) for i in range(len(parts), -1, -1)]
+    v1 = [(root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us")]
+    for quota_file, period_file in v2 + v1:
         try:
             if period_file is None:
                 quota, period = quota_file.read_text().split()[:2]
             else:
                 quota, period = quota_file.read_text().strip(), period_file.read_text().strip()
-            limited = quota not in ("max", "-1") and int(period) > 0
+            if quota not in ("max", "-1") and int(period) > 0:
+                cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
         except (OSError, ValueError):
             continue
-        if limited:
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-        break
     return cpus
 
 

@@ -41,6 +41,8 @@ def many_cpus(monkeypatch):
     ({"cpu.max": "max 100000\n"}, "/", 64),                                # no quota: the affinity
     ({"system.slice/ipv-app@1.service/cpu.max": "300000 100000\n",         # systemd CPUQuota=300%
       "cpu.max": "max 100000\n"}, "/system.slice/ipv-app@1.service", 3),
+    ({"system.slice/cpu.max": "200000 100000\n",                          # the slice's quota binds
+      "system.slice/ipv-app@1.service/cpu.max": "max 100000\n"}, "/system.slice/ipv-app@1.service", 2),
     ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, "/", 1),  # cgroup v1
     ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, "/", 64),
     ({}, "/", 64),                                                         # nothing readable
