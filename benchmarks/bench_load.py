@@ -303,7 +303,8 @@ def _fernet_key() -> str:
 
 
 def postgres_cpu() -> float:
-    """CPU seconds of every PostgreSQL server process on the machine (the bench's backends among them)."""
+    """CPU seconds of every PostgreSQL server process on the machine (the bench's backends among them), with the
+    children each has reaped (the postmaster's: backends that ended during the run)."""
     tick, total = os.sysconf("SC_CLK_TCK"), 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -312,7 +313,7 @@ def postgres_cpu() -> float:
             continue
         if head.split("(", 1)[1] == "postgres":
             fields = tail.split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
     return total
 
 
