@@ -42,6 +42,8 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "ALLOW_SQLITE": ("0", "1 lets production start on SQLite (one process only); otherwise SQLite stops start-up."),
     "DB_PING_IDLE_SECONDS": ("10", "A pooled database connection unused this long is tested (SELECT 1) before use; "
                                    "0 = tested at every use."),
+    "DB_POOL_SIZE": ("10", "Database connections each app process keeps open (up to 5 more while busy, closed after "
+                           "use): at least the process's threads, or connections are opened and closed under load."),
     "SECRET_KEY": ("", "Flask session signing key, at least 32 random bytes. Required in production."),
     "TOKEN_ENCRYPTION_KEY": ("", "Fernet key(s) for tokens and PHI at rest, comma-separated: the first encrypts, all "
                                  "decrypt (rotation). Required in production."),
@@ -171,6 +173,7 @@ def flask_config() -> dict[str, Any]:
         "DATABASE_URL": env("DATABASE_URL"),
         "ALLOW_SQLITE": env("ALLOW_SQLITE") == "1",
         "DB_PING_IDLE_SECONDS": float(env("DB_PING_IDLE_SECONDS")),
+        "DB_POOL_SIZE": int(env("DB_POOL_SIZE")),
         "TRUSTED_PROXY_HOPS": int(env("TRUSTED_PROXY_HOPS") or 0),
         # Flask 3.1 checks the Host header against TRUSTED_HOSTS; None = unchecked (filled in by create_app).
         "TRUSTED_HOSTS": [h.strip() for h in env("TRUSTED_HOSTS").split(",") if h.strip()] or None,

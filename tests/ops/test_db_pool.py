@@ -95,3 +95,31 @@ def test_a_page_right_after_a_database_restart_is_served(postgres_url):
     finally:
         admin.dispose()
         engine.dispose()
+
+
+def test_eight_threads_at_once_keep_their_connections(tmp_path):
+    """A gunicorn worker's 8 threads (2 workers x 8 on 2 CPUs) busy at once, again and again, open 8 connections
+    once: with SQLAlchemy's default pool of 5, three were opened and closed on every busy moment."""
+    import threading
+
+    from sqlalchemy import event
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    opened = [0]
+    event.listen(engine, "connect", lambda *_a: opened.__setitem__(0, opened[0] + 1))
+    try:
+        def busy(barrier: threading.Barrier) -> None:
+            with engine.connect() as conn:
+                barrier.wait(timeout=10)  # all 8 hold a connection at the same moment
+                conn.execute(text("select 1"))
+
+        for _ in range(3):
+            barrier = threading.Barrier(8)
+            threads = [threading.Thread(target=busy, args=(barrier,)) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert opened[0] == 8
+    finally:
+        engine.dispose()
