@@ -5,9 +5,10 @@ the FHIR models (smart_app/warmup.py) — and the workers share those pages copy
 before forking moves everything loaded so far out of the cyclic collector's reach, so a worker's collections
 never touch (and so never copy) the shared pages. `make bench` (bench_memory) measures both set-ups.
 Workers: one per CPU this process may use (its CPU affinity and its cgroup's CPU quota, so a container limited
-to 2 CPUs on a large host gets 2), at least 2 so one can restart while the other serves, and at most 4 (the
-PostgreSQL connections of 4 workers per instance are what DEPLOY.md sizes for). Threads bring every instance
-to about 16 requests at once, as 4 x 4 did: a launch waits on the EHR, and a thread waiting holds no CPU.
+to 2 CPUs on a large host gets 2), at least 2 so one can restart while the other serves, and at most 4 (each
+worker may hold up to 15 PostgreSQL connections: DEPLOY.md sizes the server for 4 per instance). Threads bring
+every instance to about 16 requests at once, as 4 x 4 did: a launch waits on the EHR, and a waiting thread holds
+no CPU.
 Measured on 2 CPUs (`make bench`, bench_load, two rounds each): 4 x 4 cost 2.8-2.9 ms of CPU per request and
 served 348-384 requests a second; 2 x 8 cost 2.4-2.7 ms and served 393-437 (four processes' working sets on
 two cores): more workers than CPUs buys nothing.
