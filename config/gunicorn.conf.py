@@ -9,9 +9,9 @@ to 2 CPUs on a large host gets 2), at least 2 so one can restart while the other
 worker may hold up to 15 PostgreSQL connections: DEPLOY.md sizes the server for 4 per instance). Threads bring
 every instance to about 16 requests at once, as 4 x 4 did: a launch waits on the EHR, and a waiting thread holds
 no CPU.
-Measured on 2 CPUs (`make bench`, bench_load, two rounds each): 4 x 4 cost 2.8-2.9 ms of CPU per request and
-served 348-384 requests a second; 2 x 8 cost 2.4-2.7 ms and served 393-437 (four processes' working sets on
-two cores): more workers than CPUs buys nothing.
+Measured on 2 CPUs (bench_load at N = 100, three interleaved rounds of 3 runs): 4 x 4 cost 2.6 ms of CPU per
+request and served 378-403 requests a second; 2 x 8 cost 2.1-2.5 ms and served 427-448 (four processes' working
+sets on two cores): more workers than CPUs buys nothing.
 
 Every value can be overridden on the command line, with GUNICORN_WORKERS / GUNICORN_THREADS, or with
 GUNICORN_CMD_ARGS.
