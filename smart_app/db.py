@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -33,7 +33,7 @@ def make_engine(url: str, *, ping_idle_seconds: float = DEFAULT_PING_IDLE_SECOND
     kwargs: dict = {"future": True, "hide_parameters": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    if not url.startswith("sqlite:///:memory:"):
+    if not _in_memory_sqlite(url):  # (an in-memory SQLite database has one connection, no pool to size)
         # As many kept connections as a gunicorn worker has threads (config/gunicorn.conf.py: 8 with 2 workers):
         # with SQLAlchemy's default 5, the busy threads' extra connections were opened and closed again under
         # load (16-29 new PostgreSQL sessions per load run). At most 5 more, closed after use: 15 per process.
@@ -50,6 +50,12 @@ def make_engine(url: str, *, ping_idle_seconds: float = DEFAULT_PING_IDLE_SECOND
             cur.close()
 
     return engine
+
+
+def _in_memory_sqlite(url: str) -> bool:
+    u = make_url(url)
+    in_memory = u.database in (None, "", ":memory:") or u.query.get("mode") == "memory"
+    return u.get_backend_name() == "sqlite" and in_memory
 
 
 _LAST_USED = "ipv_last_used"
