@@ -52,7 +52,7 @@ def warm_up(app: Flask) -> None:
         unread = prefetch_issuers()
     log.info("warmed up: directory of %d services; %d templates; %d allow-listed EHRs read ahead (%d could not be "
              "read)", len(index.directory.services), templates, len(app.config.get("ALLOWED_ISS") or []), len(unread))
-    if not app.testing:  # a test process would keep every earlier test's app for good
+    if not app.testing:  # a TESTING app is one of many in a process: freezing would keep each for good
         gc.collect()  # start-up's own garbage is freed, not frozen
         gc.freeze()
 
