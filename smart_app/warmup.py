@@ -3,8 +3,9 @@ this year's holiday calendar, the FHIR models chart writes are validated with (b
 write in each worker ~75 ms; an empty resource builds only the outer model, so a made-up plan of every kind is
 validated too), the page templates (compiling one cost its first request 10-30 ms), the referral page's patient
 texts (config/directory/content.yaml: parsing it cost each worker's first referral pages ~170 ms, and every
-thread that reached it before the first parse was done parsed it again), the ORM's mappers, and each
-allow-listed EHR's discovery document and JWKS (a cold launch read both).
+thread that reached it before the first parse was done parsed it again), the ORM's mappers, the app's private
+signing keys (parsing one cost each worker's first launch or JWKS request ~30 ms), and each allow-listed EHR's
+discovery document and JWKS (a cold launch read both).
 Under gunicorn with ``preload_app`` (config/gunicorn.conf.py) this runs once in the master and
 the workers share the result copy-on-write.
 
@@ -25,6 +26,7 @@ from flask import Flask
 from sqlalchemy.orm import configure_mappers
 
 from fhir.builders import ALL_RESOURCES, WritebackInput, plan_writeback
+from fhir.smart.client_auth import load_private_key
 from referrals.closures import holiday_name
 from referrals.store import store_for
 from smart_app.blueprints.referral import content_in
@@ -46,6 +48,7 @@ def warm_up(app: Flask) -> None:
     _validate_a_made_up_plan(app)
     for lang in SUPPORTED:
         content_in(lang)
+    _load_signing_keys(app)
     configure_mappers()
     templates = _compile_templates(app)
     with app.app_context():
@@ -70,6 +73,19 @@ def _validate_a_made_up_plan(app: Flask) -> None:
         plan_writeback(inp, profile_for(app))
     except Exception as exc:  # noqa: BLE001 - a warm-up that cannot run leaves the work to the first request
         log.warning("warm-up: chart write models not warmed (%s)", type(exc).__name__)
+
+
+def _load_signing_keys(app: Flask) -> None:
+    """The private_key_jwt keys (current and next), parsed into load_private_key's per-process cache."""
+    deployment = app.config.get("DEPLOYMENT")
+    if deployment is None or deployment.client_auth != "private_key_jwt":
+        return
+    for path in (deployment.private_key_file, deployment.next_private_key_file):
+        if path:
+            try:
+                load_private_key(path)
+            except (OSError, ValueError) as exc:  # the start-up checks name the problem; a request would too
+                log.warning("warm-up: a signing key could not be read (%s)", type(exc).__name__)
 
 
 def _compile_templates(app: Flask) -> int:

@@ -79,3 +79,20 @@ def test_a_production_start_freezes_what_start_up_made_and_a_test_app_does_not(t
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
                          timeout=120, check=True).stdout.split()
     assert out[0] == "False" and int(out[1]) > 100_000
+
+
+def test_the_signing_key_is_parsed_at_start_not_in_a_request(app, client, no_ehr, monkeypatch):
+    """The private_key_jwt key is parsed at start: a worker's first JWKS request or launch parses nothing."""
+    from cryptography.hazmat.primitives import serialization
+
+    from fhir.smart import client_auth
+
+    client_auth._load_key.cache_clear()
+    warmup.warm_up(app)
+
+    def no_parsing(*_a, **_k):
+        raise AssertionError("a private key parsed in a request")
+
+    monkeypatch.setattr(serialization, "load_pem_private_key", no_parsing)
+    keys = client.get("/.well-known/jwks.json").get_json()["keys"]
+    assert len(keys) == 1 and keys[0]["kty"] == "RSA"
