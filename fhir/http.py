@@ -86,7 +86,8 @@ class EnvironmentOnce:
                 "verify": merge_setting(verify, self.verify), "cert": merge_setting(cert, self.cert)}
 
 
-def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+def no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """An ``auth`` that adds nothing: given, it keeps requests from filling in credentials of its own."""
     return request
 
 
@@ -105,7 +106,7 @@ class NoAmbientState:
 
     def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
         if not request.auth and not self.auth:
-            request.auth = _no_auth  # an auth is given, so requests does not look in ~/.netrc
+            request.auth = no_auth  # an auth is given, so requests does not look in ~/.netrc
         return super().prepare_request(request)
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from requests.auth import HTTPBasicAuth
 
+from fhir.http import no_auth
+
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SUPPORTED_ALGS = ("RS384", "ES384")
 MAX_ASSERTION_LIFETIME = 300  # SMART: exp no more than five minutes in the future
@@ -45,10 +47,6 @@ class _MemoryJtiRegistry:
                 return False
             self._seen.add(jti)
             return True
-
-
-def _no_auth(request: Any) -> Any:
-    return request
 
 
 def load_private_key(path: str | Path) -> Any:
@@ -156,10 +154,10 @@ class ClientAuth:
                 client_id=self.client_id, token_endpoint=token_endpoint, private_key=self.private_key,
                 alg=self.alg, kid=self.kid, register_jti=self.register_jti)}
             # An explicit no-op auth keeps requests-oauthlib from adding a Basic header of its own.
-            return {"auth": _no_auth, "include_client_id": False, **extra}
+            return {"auth": no_auth, "include_client_id": False, **extra}
         secret = {"client_secret": self.client_secret or ""} if self.kind == "client_secret_post" else {}
         if refresh:  # refresh_token() has no include_client_id: the id goes in as a body parameter
-            return {"auth": _no_auth, "client_id": self.client_id, **secret}
+            return {"auth": no_auth, "client_id": self.client_id, **secret}
         return {"include_client_id": True, **secret}
 
     def apply(self, data: dict[str, str], headers: dict[str, str], token_endpoint: str) -> None:
