@@ -9,6 +9,8 @@ column only, never content) and shown as unreadable — never silently treated a
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 from typing import Any
@@ -40,6 +42,13 @@ def init_app(app: Flask) -> None:
     app.extensions["fernet_keys"] = keys
     app.extensions["fernet"] = MultiFernet(keys)
     app.cli.add_command(rotate_keys_command)
+
+
+def keyed_hash(message: str) -> str:
+    """HMAC-SHA256 of ``message`` keyed with SECRET_KEY, hex: equal values compare equal in SQL, and the value
+    cannot be read back or guessed without the key (patient and visit keys, launch user tags, program keys)."""
+    secret = str(current_app.config.get("SECRET_KEY") or "").encode()
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
 
 
 def encrypt_json(value: Any) -> bytes:

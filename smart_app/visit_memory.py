@@ -11,8 +11,6 @@ A second referral for the same visit (same encounter) needs an explicit choice o
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -21,6 +19,7 @@ from flask import current_app
 from sqlalchemy import bindparam, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
+from smart_app.crypto import keyed_hash
 from smart_app.models import PatientMark, ReferralRecord
 from smart_app.task_status import CLOSED, normalise
 
@@ -30,9 +29,7 @@ DEFAULT_MEMORY_DAYS = 30
 def _key(kind: str, iss: str, value: str | None) -> str | None:
     if not value:
         return None
-    secret = str(current_app.config.get("SECRET_KEY") or "").encode()
-    msg = f"{kind}|{iss.rstrip('/')}|{value}".encode()
-    return hmac.new(secret, msg, hashlib.sha256).hexdigest()
+    return keyed_hash(f"{kind}|{iss.rstrip('/')}|{value}")
 
 
 def patient_key(iss: str, context: dict[str, Any]) -> str | None:

@@ -19,17 +19,14 @@ outside the scope a referral does not exist (404).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
-from smart_app.crypto import encrypt_json
+from smart_app.crypto import encrypt_json, keyed_hash
 from smart_app.models import ReferralProgram, ReferralRecord, ReferralSite
 from smart_app.roles import PROGRAM_MANAGER, SOCIAL_WORKER, mapping_for, matching_roles, user_roles
 
@@ -126,9 +123,7 @@ NO_PROGRAM = "NONE"  # the row of a referral that names no program: indexed, not
 
 def program_key(program: dict[str, Any]) -> str:
     """Keyed HMAC of a program's (id, name): equal programs share it, and it names neither without the key."""
-    secret = str(current_app.config.get("SECRET_KEY") or "").encode()
-    msg = "program|" + json.dumps([program.get("id"), program.get("name")])
-    return hmac.new(secret, msg.encode(), hashlib.sha256).hexdigest()
+    return keyed_hash("program|" + json.dumps([program.get("id"), program.get("name")]))
 
 
 def program_rows(referral_id: str, programs: list[dict[str, Any]]) -> list[ReferralProgram]:

@@ -30,7 +30,7 @@ from fhir.smart.style import style_css
 from fhir.text import clean_text
 from smart_app import _url_if
 from smart_app.audit import record_audit
-from smart_app.crypto import decrypt_json, encrypt_json
+from smart_app.crypto import decrypt_json, encrypt_json, keyed_hash
 from smart_app.db import get_session
 from smart_app.ehr import cached_smart_style, client_auth, discovery, http_session, outbound_policy
 from smart_app.errors import LaunchError
@@ -324,8 +324,7 @@ def _user_key(iss: str, context: dict[str, Any]) -> str:
 
 def _user_tag(user_key: str) -> str:
     """Keyed HMAC of a launch's user key (LaunchRecord.user_tag): comparable in SQL, no id in clear."""
-    secret = str(current_app.config.get("SECRET_KEY") or "").encode()
-    return hmac.new(secret, f"launch-user|{user_key}".encode(), hashlib.sha256).hexdigest()
+    return keyed_hash(f"launch-user|{user_key}")
 
 
 def _bind_to_user(record: LaunchRecord, context: dict[str, Any], others: list[Any]) -> None:
