@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, bindparam
 from sqlalchemy.orm import Session
 
 from smart_app.crypto import decrypt_json
@@ -57,25 +57,15 @@ def _matches(record: LaunchRecord, iss: str, who: tuple[str, str, str]) -> bool:
 # them in the same query as the browser's other launches (smart_app/blueprints/launch.py).
 OPEN_WINDOW = and_(LaunchRecord.iss == bindparam("iss"), LaunchRecord.status == "ended",
                    LaunchRecord.resumable_until > bindparam("now"))
-# Built once: building the expression cost as much as running it.
-_RESUMABLE = select(LaunchRecord).where(OPEN_WINDOW, LaunchRecord.id != bindparam("rid")).order_by(
-    LaunchRecord.resumable_until.desc())
-
-
-def find_offer(db: Session, record: LaunchRecord, context: dict[str, Any], *,
-               candidates: list[str] | None = None) -> str | None:
-    """The id of an ended launch the new ``record`` (context just read) may continue, newest first.
-    ``candidates``: the ids OPEN_WINDOW found for ``record``, newest first, when the caller already read them."""
+def find_offer(db: Session, record: LaunchRecord, context: dict[str, Any], candidates: list[str]) -> str | None:
+    """The id of an ended launch the new ``record`` (context just read) may continue. ``candidates``: the ids
+    OPEN_WINDOW found for ``record``, newest first (the callback reads them with the browser's other launches)."""
     who = _who(context)
     if who is None:
         return None
     now = datetime.now(UTC)
-    if candidates is None:
-        found = db.scalars(_RESUMABLE, {"iss": record.iss, "rid": record.id, "now": now}).all()
-    else:
-        found = [old for old in (db.get(LaunchRecord, lid) for lid in candidates) if old is not None]
-    for old in found:
-        if _open(old, now) and _matches(old, record.iss, who):
+    for old in (db.get(LaunchRecord, lid) for lid in candidates):
+        if old is not None and _open(old, now) and _matches(old, record.iss, who):
             data = decrypt_json(old.data_enc) or {}
             if any(data.get(k) for k in CARRIED):
                 return old.id

@@ -281,7 +281,7 @@ def callback():
     others = db.connection().execute(_OTHER_LAUNCHES, {"rid": record.id, "old_bid": str(session.get("bid", "")),
                                           "iss": record.iss, "now": datetime.now(UTC)}).all()
     # Relaunched after an accidental quick exit (same user, patient, encounter, within 15 min): offer it.
-    offer = find_offer(db, record, context, candidates=[o.id for o in others if o.status == "ended"])
+    offer = find_offer(db, record, context, [o.id for o in others if o.status == "ended"])
     launch = Launch(record)
     _bind_to_user(record, context, [o for o in others if o.status in _LIVE])
     # Stored encrypted; never sent to the browser. The id_token's claims were checked above.
