@@ -22,12 +22,16 @@ from smart_app import config_check
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # No cyclic collection while the app is built: start-up makes ~140,000 long-lived objects (modules, classes,
     # models, the directory) and each automatic collection walked them again (~25 passes, 2 of them full: 0.08 s
-    # of CPU for little garbage). One full collection afterwards frees what is garbage (the tests, which build
-    # many apps, leave it to the automatic ones).
+    # of CPU for little garbage). One full collection afterwards frees what is garbage, and what is left (it lives
+    # as long as the process) is frozen out of the collector's reach: a full collection that walked it put
+    # 40-190 ms into whichever request it fell in (bench_worklist). gunicorn's pre_fork hook freezes again before
+    # forking; this covers every other way of serving the app. The tests, which build many apps in one process,
+    # leave both to the automatic collections (a frozen test app would be kept for good).
     with paused_gc():
         app = _build_app(test_config)
     if not app.testing:
         gc.collect()
+        gc.freeze()
     return app
 
 

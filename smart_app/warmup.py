@@ -7,16 +7,10 @@ thread that reached it before the first parse was done parsed it again), the ORM
 signing keys (parsing one cost each worker's first launch or JWKS request ~30 ms), and each allow-listed EHR's
 discovery document and JWKS (a cold launch read both).
 Under gunicorn with ``preload_app`` (config/gunicorn.conf.py) this runs once in the master and
-the workers share the result copy-on-write.
-
-Last, outside the tests, everything start-up made is moved out of the cyclic garbage collector's reach
-(``gc.freeze``): it lives as long as the process, and a full collection that walked it put 40-190 ms into
-whichever request it fell in (bench_worklist). gunicorn's pre_fork hook freezes again before forking; this
-covers every other way of serving the app (gunicorn without the config file, another WSGI server)."""
+the workers share the result copy-on-write. (create_app then freezes it all out of the cyclic collector.)"""
 
 from __future__ import annotations
 
-import gc
 import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -55,9 +49,6 @@ def warm_up(app: Flask) -> None:
         unread = prefetch_issuers()
     log.info("warmed up: directory of %d services; %d templates; %d allow-listed EHRs read ahead (%d could not be "
              "read)", len(index.directory.services), templates, len(app.config.get("ALLOWED_ISS") or []), len(unread))
-    if not app.testing:  # a TESTING app is one of many in a process: freezing would keep each for good
-        gc.collect()  # start-up's own garbage is freed, not frozen
-        gc.freeze()
 
 
 def _validate_a_made_up_plan(app: Flask) -> None:

@@ -55,9 +55,9 @@ def test_the_patient_texts_are_read_at_start_not_in_a_referral_page(app, client,
         assert 'data-testid="safety-ideas"' in html and words in html
 
 
-def test_a_production_start_freezes_what_start_up_made_and_a_test_app_does_not(tmp_path, app, no_ehr):
+def test_a_production_start_freezes_what_start_up_made_and_a_test_app_does_not(tmp_path, no_ehr):
     """A production start moves start-up's objects out of the cyclic collector (a full collection walking them
-    cost a request 40-190 ms); a TESTING app's warm-up does not (it would keep every earlier test's app)."""
+    cost a request 40-190 ms); a TESTING app, warmed up too, does not (it would keep every earlier test's app)."""
     import gc
     import os
     import secrets
@@ -66,8 +66,12 @@ def test_a_production_start_freezes_what_start_up_made_and_a_test_app_does_not(t
 
     from cryptography.fernet import Fernet
 
+    from smart_app import create_app
+    from tests.conftest import app_config
+
     before = gc.get_freeze_count()
-    warmup.warm_up(app)
+    app = create_app(app_config(f"sqlite:///{tmp_path / 'test.db'}", WARM_UP=True))
+    app.extensions["db_engine"].dispose()
     assert gc.get_freeze_count() == before
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.db'}",
