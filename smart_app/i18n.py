@@ -156,15 +156,19 @@ def patient_gettext(message: str, **params: Any) -> str:
     return s % params if params else s
 
 
-@pass_context
-def template_gettext(context: Context, message: str, **params: Any) -> str:
-    """A template's ``_()`` as Jinja's newstyle gettext computes it (escaped, always %-formatted)."""
-    rv = current_translations().ugettext(message)
-    if context.eval_ctx.autoescape:
+def _as_template_text(rv: str, autoescape: bool, params: dict[str, Any]) -> str:
+    """A translation as Jinja's newstyle gettext returns it: escaped, always %-formatted."""
+    if autoescape:
         rv = Markup(rv)
     if not params and "%" not in rv:
         return rv  # what ``rv % {}`` gives, without formatting
     return rv % params
+
+
+@pass_context
+def template_gettext(context: Context, message: str, **params: Any) -> str:
+    """A template's ``_()`` as Jinja's newstyle gettext computes it."""
+    return _as_template_text(current_translations().ugettext(message), context.eval_ctx.autoescape, params)
 
 
 def _bound_gettext() -> dict[str, Any]:
@@ -179,12 +183,7 @@ def _bound_gettext() -> dict[str, Any]:
 
     @pass_eval_context
     def bound(eval_ctx: EvalContext, message: str, **params: Any) -> str:
-        rv = lookup(message)
-        if eval_ctx.autoescape:
-            rv = Markup(rv)
-        if not params and "%" not in rv:
-            return rv
-        return rv % params
+        return _as_template_text(lookup(message), eval_ctx.autoescape, params)
 
     return {"_": bound, "gettext": bound}
 
