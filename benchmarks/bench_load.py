@@ -123,6 +123,17 @@ def form_on(page: str, action_suffix: str) -> dict[str, Any]:
     raise LookupError(f"no POST form for {action_suffix}")
 
 
+def form_data(page: str, action: str, values: dict[str, Any], pick: int = 0) -> dict[str, Any]:
+    """What a browser posts with the page's form for ``action``: its fields and defaults (CSRF token included),
+    option ``pick`` of a radio group without a default, then ``values``."""
+    form = form_on(page, action)
+    data = dict(form["fields"])
+    for name, options in form["radios"].items():
+        data.setdefault(name, options[pick])
+    data.update(values)
+    return data
+
+
 class Clinician:
     """One browser: its own cookie jar, recording (page, seconds, status) for every request."""
 
@@ -141,12 +152,7 @@ class Clinician:
         return self._timed(page, "GET", path).text
 
     def submit(self, page: str, html: str, action: str, values: dict[str, Any], pick: int = 0) -> requests.Response:
-        form = form_on(html, action)
-        data = dict(form["fields"])
-        for name, options in form["radios"].items():  # a radio group without a default: option ``pick``
-            data.setdefault(name, options[pick])
-        data.update(values)
-        return self._timed(page, "POST", f"/l/{self.lid}/{action}", data=data)
+        return self._timed(page, "POST", f"/l/{self.lid}/{action}", data=form_data(html, action, values, pick))
 
     def journey(self, start: threading.Barrier | None = None) -> None:
         if start is not None:

@@ -28,7 +28,7 @@ from typing import Any
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, event, text
 
-from benchmarks.bench_load import PG, form_on
+from benchmarks.bench_load import PG, form_data
 
 TARGET_MS = 2.0
 PAGES = ("gate", "screen", "result", "referrals", "consent")
@@ -36,12 +36,7 @@ PAGES = ("gate", "screen", "result", "referrals", "consent")
 
 def _submit(client: Any, lid: str, page: str, action: str, values: dict[str, str], pick: int = 0) -> Any:
     """POST the page's form for ``action`` as a browser would (its CSRF token and defaults)."""
-    form = form_on(page, action)
-    data = dict(form["fields"])
-    for name, options in form["radios"].items():
-        data.setdefault(name, options[pick])
-    data.update(values)
-    return client.post(f"/l/{lid}/{action}", data=data)
+    return client.post(f"/l/{lid}/{action}", data=form_data(page, action, values, pick))
 
 
 def _walk(client: Any, lid: str) -> None:
