@@ -13,6 +13,20 @@ from smart_app.db import make_engine
 pytestmark = pytest.mark.ops
 
 
+@pytest.fixture
+def sqlite_engine(tmp_path):
+    """make_engine on a throw-away SQLite file, with the given settings; disposed after the test."""
+    made = []
+
+    def make(**settings):
+        made.append(make_engine(f"sqlite:///{tmp_path / 'p.db'}", **settings))
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.dispose()
+
+
 def _count_pings(engine) -> list[int]:
     pings = [0]
     real = engine.dialect.do_ping
@@ -25,47 +39,38 @@ def _count_pings(engine) -> list[int]:
     return pings
 
 
-def test_a_connection_used_moments_ago_is_not_pinged_and_an_idle_one_is(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}", ping_idle_seconds=0.2)
+def test_a_connection_used_moments_ago_is_not_pinged_and_an_idle_one_is(sqlite_engine):
+    engine = sqlite_engine(ping_idle_seconds=0.2)
     pings = _count_pings(engine)
-    try:
-        for _ in range(5):
-            with engine.connect() as conn:
-                assert conn.execute(text("select 1")).scalar() == 1
-        assert pings[0] == 0  # a fresh connection, then reused at once
-        time.sleep(0.3)
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-        assert pings[0] == 1
-    finally:
-        engine.dispose()
-
-
-def test_zero_pings_at_every_checkout(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}", ping_idle_seconds=0)
-    pings = _count_pings(engine)
-    try:
-        for _ in range(3):
-            with engine.connect() as conn:
-                conn.execute(text("select 1"))
-        assert pings[0] == 3
-    finally:
-        engine.dispose()
-
-
-def test_a_connection_that_died_while_idle_is_replaced_before_use(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}", ping_idle_seconds=0.1)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-            dead = conn.connection.dbapi_connection
-        dead.close()  # what a database restart does to a pooled connection
-        time.sleep(0.2)
+    for _ in range(5):
         with engine.connect() as conn:
             assert conn.execute(text("select 1")).scalar() == 1
-            assert conn.connection.dbapi_connection is not dead
-    finally:
-        engine.dispose()
+    assert pings[0] == 0  # a fresh connection, then reused at once
+    time.sleep(0.3)
+    with engine.connect() as conn:
+        conn.execute(text("select 1"))
+    assert pings[0] == 1
+
+
+def test_zero_pings_at_every_checkout(sqlite_engine):
+    engine = sqlite_engine(ping_idle_seconds=0)
+    pings = _count_pings(engine)
+    for _ in range(3):
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+    assert pings[0] == 3
+
+
+def test_a_connection_that_died_while_idle_is_replaced_before_use(sqlite_engine):
+    engine = sqlite_engine(ping_idle_seconds=0.1)
+    with engine.connect() as conn:
+        conn.execute(text("select 1"))
+        dead = conn.connection.dbapi_connection
+    dead.close()  # what a database restart does to a pooled connection
+    time.sleep(0.2)
+    with engine.connect() as conn:
+        assert conn.execute(text("select 1")).scalar() == 1
+        assert conn.connection.dbapi_connection is not dead
 
 
 @pytest.mark.postgres
@@ -97,29 +102,26 @@ def test_a_page_right_after_a_database_restart_is_served(postgres_url):
         engine.dispose()
 
 
-def test_eight_threads_at_once_keep_their_connections(tmp_path):
+def test_eight_threads_at_once_keep_their_connections(sqlite_engine):
     """A gunicorn worker's 8 threads (2 workers x 8 on 2 CPUs) busy at once, again and again, open 8 connections
     once: with SQLAlchemy's default pool of 5, three were opened and closed on every busy moment."""
     import threading
 
     from sqlalchemy import event
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    engine = sqlite_engine()
     opened = [0]
     event.listen(engine, "connect", lambda *_a: opened.__setitem__(0, opened[0] + 1))
-    try:
-        def busy(barrier: threading.Barrier) -> None:
-            with engine.connect() as conn:
-                barrier.wait(timeout=10)  # all 8 hold a connection at the same moment
-                conn.execute(text("select 1"))
+    def busy(barrier: threading.Barrier) -> None:
+        with engine.connect() as conn:
+            barrier.wait(timeout=10)  # all 8 hold a connection at the same moment
+            conn.execute(text("select 1"))
 
-        for _ in range(3):
-            barrier = threading.Barrier(8)
-            threads = [threading.Thread(target=busy, args=(barrier,)) for _ in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        assert opened[0] == 8
-    finally:
-        engine.dispose()
+    for _ in range(3):
+        barrier = threading.Barrier(8)
+        threads = [threading.Thread(target=busy, args=(barrier,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert opened[0] == 8
