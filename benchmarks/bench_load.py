@@ -33,6 +33,8 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,31 @@ HELLO = ROOT / "benchmarks" / "hello_app.py"
 # The documented set-up (gthread workers per CPU x threads, preload, gc.freeze before fork), for both apps.
 GUNICORN = ["-c", str(ROOT / "config" / "gunicorn.conf.py")]
 PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-carmen", "enc-carmen-sjphc"), ("pat-joana", "enc-joana-chelsea")]
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str | None]:
+    """A URL to a fresh schema on the benches' PostgreSQL (TEST_DATABASE_URL), dropped afterwards; None when the
+    server does not answer."""
+    from sqlalchemy import create_engine, text
+
+    try:
+        admin = create_engine(PG)
+        with admin.connect() as conn:
+            conn.execute(text("select 1"))
+    except Exception:  # noqa: BLE001 - the caller says PostgreSQL was not measured
+        yield None
+        return
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        sep = "&" if "?" in PG else "?"
+        yield f"{PG}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 def free_port() -> int:
@@ -204,16 +231,14 @@ class Stack:
     def __init__(self, tmp: Path):
         self.tmp = tmp
         self.procs: list[subprocess.Popen] = []
+        self._schema = postgres_schema()
 
     def __enter__(self) -> Stack:
-        from sqlalchemy import create_engine, text
+        from sqlalchemy import create_engine
 
-        self.schema = f"bench_{uuid.uuid4().hex[:10]}"
-        self.admin = create_engine(PG)
-        with self.admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
-        sep = "&" if "?" in PG else "?"
-        self.db_url = f"{PG}{sep}options=-csearch_path%3D{self.schema}"
+        self.db_url = self._schema.__enter__()
+        if self.db_url is None:
+            raise RuntimeError("PostgreSQL at TEST_DATABASE_URL does not answer")
         self.engine = create_engine(self.db_url)  # the bench's own reads (outbox drained?)
         self.sandbox_port, self.app_port, self.hello_port = free_port(), free_port(), free_port()
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
@@ -284,8 +309,6 @@ class Stack:
         return out
 
     def __exit__(self, *exc: Any) -> None:
-        from sqlalchemy import text
-
         for p in self.procs:
             try:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -297,9 +320,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
         self.engine.dispose()
-        with self.admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
-        self.admin.dispose()
+        self._schema.__exit__(None, None, None)
 
 
 def _fernet_key() -> str:

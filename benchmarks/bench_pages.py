@@ -19,16 +19,13 @@ import secrets
 import statistics
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import event
 
-from benchmarks.bench_load import PG, form_data
+from benchmarks.bench_load import form_data, postgres_schema
 
 TARGET_MS = 2.0
 PAGES = ("gate", "screen", "result", "referrals", "consent")
@@ -51,28 +48,6 @@ def _walk(client: Any, lid: str) -> None:
         _submit(client, lid, result, "screen", {})
     if client.get(f"{base}/result").status_code != 200:
         raise RuntimeError("the walk through the flow did not reach the result page")
-
-
-@contextmanager
-def _postgres() -> Iterator[str | None]:
-    """A fresh schema on the load bench's PostgreSQL, or None when it does not answer."""
-    try:
-        admin = create_engine(PG)
-        with admin.connect() as conn:
-            conn.execute(text("select 1"))
-    except Exception:  # noqa: BLE001 - the bench says PostgreSQL was not measured
-        yield None
-        return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        sep = "&" if "?" in PG else "?"
-        yield f"{PG}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def measure(db_url: str, gets: int, rounds: int) -> dict[str, dict[str, Any]]:
@@ -141,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     columns: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as d:
         columns["SQLite"] = measure(f"sqlite:///{Path(d) / 'app.db'}", args.gets, args.rounds)
-    with _postgres() as pg:
+    with postgres_schema() as pg:
         if pg is None:
             print("  PostgreSQL not measured: the load bench's database (TEST_DATABASE_URL) does not answer")
         else:
