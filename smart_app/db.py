@@ -20,20 +20,19 @@ class Base(DeclarativeBase):
 
 
 DEFAULT_PING_IDLE_SECONDS = 10.0
-
-
 DEFAULT_POOL_SIZE = 10
 
 
 def make_engine(url: str, *, ping_idle_seconds: float = DEFAULT_PING_IDLE_SECONDS,
                 pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+    in_memory = _in_memory_sqlite(url)
+    if url.startswith("sqlite:///") and not in_memory:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     # hide_parameters: a database error never prints the statement's values (they can be PHI) into a log.
     kwargs: dict = {"future": True, "hide_parameters": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    if not _in_memory_sqlite(url):  # (an in-memory SQLite database has one connection, no pool to size)
+    if not in_memory:  # (an in-memory SQLite database has one connection, no pool to size)
         # As many kept connections as a gunicorn worker has threads (config/gunicorn.conf.py: 8 with 2 workers):
         # with SQLAlchemy's default 5, the busy threads' extra connections were opened and closed again under
         # load (16-29 new PostgreSQL sessions per load run). At most 5 more, closed after use: 15 per process.
