@@ -165,7 +165,8 @@ def run(sandbox: Any, url: str, tmp: Path, *, n: int, workers: int, faults: bool
     floor = 1 if loaded.mode == "transaction" else len(loaded.resources)
     return {"name": name, "referrals": n, "duplicates": _duplicates(sandbox, ours),
             "seconds": elapsed, "per_second": n / elapsed,
-            "round_trips": session.calls / n, "reads": session.reads / n, "floor": floor, "statuses": statuses,
+            "calls": session.calls, "round_trips": session.calls / n, "reads": session.reads / n, "floor": floor,
+            "statuses": statuses,
             "labels": labels, "metadata": session.metadata, "injected": sum(injected.values())}
 
 
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
                 # At the floor: every referral written with one call per create (or one transaction), no
                 # read-back because the response carried the stored labels.
                 ok = r["round_trips"] <= r["floor"] and r["reads"] == 0
-                print(f"{r['name']}: {r['round_trips']:.2f} EHR calls/ref, {r['reads']:.2f} reads/ref, "
+                print(f"{r['name']}: {r['round_trips']:.2f} EHR calls/ref ({r['calls']} for {r['referrals']}), "
+                      f"{r['reads']:.2f} reads/ref, "
                       f"{r['metadata']} CapabilityStatement reads in all (target <= {r['floor']} calls/ref, labels "
                       f"from the create response, no read-back: {'pass' if ok else 'miss'})")
 
