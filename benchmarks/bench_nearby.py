@@ -1,5 +1,5 @@
 """Nearest-site search at every directory size: the grid index against a brute-force scan, and the
-crossover that sets ``referrals.ranking.BRUTE_FORCE_MAX_SITES``. Targets: ≤ 0.1 ms median for the
+crossover that sets ``referrals.index.BRUTE_FORCE_MAX_SITES``. Targets: ≤ 0.1 ms median for the
 default directory, ≤ 2 ms median at 200k services (printed as pass/miss, never asserted)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import statistics
 import time
 
 from benchmarks.bench_ranking import generate
-from referrals import ranking
+from referrals import index as index_module
+from referrals.index import DirectoryIndex
 from referrals.loaders.hsds import parse_hsds_data
 from referrals.model import Directory
-from referrals.ranking import DirectoryIndex
 from referrals.store import DEFAULT_DIRECTORY, merge
 
 SIZES = (6, 50, 200, 500, 1_000, 2_000, 5_000, 20_000, 200_000)
@@ -43,18 +43,18 @@ def _directory(n: int) -> Directory:
 
 def _index(directory: Directory, brute: bool) -> DirectoryIndex:
     """The index as built with the scan forced on or off (the index decides when it is built)."""
-    saved = ranking.BRUTE_FORCE_MAX_SITES
-    ranking.BRUTE_FORCE_MAX_SITES = 10**9 if brute else -1
+    saved = index_module.BRUTE_FORCE_MAX_SITES
+    index_module.BRUTE_FORCE_MAX_SITES = 10**9 if brute else -1
     try:
         return DirectoryIndex(directory)
     finally:
-        ranking.BRUTE_FORCE_MAX_SITES = saved
+        index_module.BRUTE_FORCE_MAX_SITES = saved
 
 
 def main() -> None:
     origins = _origins(QUERIES)
     print(f"nearby(): median ms over {QUERIES} random Southern New England origins, k=10 "
-          f"(threshold in use: {ranking.BRUTE_FORCE_MAX_SITES} located sites)")
+          f"(threshold in use: {index_module.BRUTE_FORCE_MAX_SITES} located sites)")
     print(f"{'services':>9} {'sites':>7} {'grid':>8} {'brute':>8} {'in use':>8}")
     crossover = None
     for n in SIZES:
@@ -63,7 +63,7 @@ def main() -> None:
         sites = index.located_sites
         grid = _median_ms(index, origins)
         brute = _median_ms(_index(directory, brute=True), origins) if n <= 20_000 else float("nan")
-        used = brute if sites <= ranking.BRUTE_FORCE_MAX_SITES else grid
+        used = brute if sites <= index_module.BRUTE_FORCE_MAX_SITES else grid
         if crossover is None and brute == brute and brute > grid:
             crossover = sites
         print(f"{n:>9,} {sites:>7,} {grid:>8.3f} {brute:>8.3f} {used:>8.3f}")

@@ -102,8 +102,9 @@ def measure(path: str, out: Any, queries: bool = True) -> None:
     """In a fresh process, so max RSS is the import's own: load, index, then time the queries."""
     import gc
 
+    from referrals.index import DirectoryIndex
     from referrals.loaders import load_source
-    from referrals.ranking import DirectoryIndex, rank
+    from referrals.ranking import rank
     from referrals.store import DEFAULT_DIRECTORY, merge, settle
 
     rss0 = peak_rss_mb()

@@ -1,41 +1,51 @@
-"""Rank the directory for one launch: which program serves this hospital, what is open now,
-who speaks the patient's language, what meets the stated needs, and how far it is from a ZIP
-the patient chose to give (never the address on file).
+"""Rank the directory for one visit: which program serves this hospital, what is open now, who speaks the
+patient's language, what meets the stated needs, and how far it is from a ZIP the patient chose to give (never
+the address on file). Each result says why it is listed; ``RankingWeights`` holds what each reason is worth.
 
-Everything a query needs is precomputed once per directory (``DirectoryIndex``): match keys,
-need bit masks, minute-of-week opening ranges and a lat/lon grid, so a query touches only a
-few hundred entries even in a 50,000-service directory.
-"""
+A query (``RankingQuery``) reads a ``DirectoryIndex`` built once per directory (``referrals.index``)."""
 
 from __future__ import annotations
 
-import heapq
-import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from referrals.closures import closure, holiday_name
 from referrals.geography import centroid, miles, normalise_zip
-from referrals.hours import WEEK, fmt_minutes, minute_of_week, week_ranges
-from referrals.memory import paused_gc
-from referrals.model import DAYS, NEEDS, Directory, Hours, Phone, Service, Site, norm_name, text_in
+from referrals.hours import fmt_minutes, minute_of_week, week_ranges
+from referrals.index import MAX_MILES, NEED_BIT, DirectoryIndex, Entry
+from referrals.model import DAYS, Hours, Phone, Service, Site, text_in
+from referrals.visit import Visit
 
-NEED_BIT = {need: 1 << i for i, need in enumerate(NEEDS)}
+
+@dataclass(frozen=True)
+class RankingWeights:
+    """Points a listed program earns for what it offers this visit; the list runs from most points to fewest.
+    The visit's own program is listed first whatever its points; equal points go to the nearer, then by id."""
+
+    default_program: float = 30  # the visit's site is unknown: the hospital system's own programs lead
+    per_need_met: float = 20  # each stated need it meets: what the patient asked for comes before convenience
+    speaks_language: float = 15  # staff speak the patient's language: no interpreter between patient and advocate
+    open_now: float = 8  # open now, or 24/7: a person answers the main line while the patient is here
+    interpreters: float = 5  # interpreters available: reachable, less directly than staff who speak the language
+    after_hours_pager: float = 4  # closed, but an advocate's pager answers now
+    reachable_anywhere: float = 2  # a hotline or statewide service: no travel needed
+    per_mile: float = 0.5  # taken off per mile from the safe ZIP or the visit's site (counted up to MAX_MILES)
+
+
+WEIGHTS = RankingWeights()
+
 # A stated need is met by any of these offers.
 # Court accompaniment (HAVEN's "supportive accompaniment to court") answers a legal need but is not legal help.
 NEED_SYNONYMS = {"legal": ("legal", "court-accompaniment"), "shelter": ("shelter",),
                  "counselling": ("counselling", "support-groups"), "sexual-assault": ("sexual-assault",),
                  "housing": ("housing", "shelter")}
-CELL = 0.02  # grid cell, degrees (~1.4 x 1 miles in Massachusetts): dense Boston cells stay small
-MILES_PER_DEG = 69.05
-MAX_MILES = 50.0  # local programs further than this from the origin are not listed
-WIDE_PER_NEED = 25  # hotlines considered per stated need
-# At or below this many located sites (decided when the index is built) a full scan beats walking grid cells:
-# `make bench` (bench_nearby) measured the crossover between 500 (brute 0.10 ms, grid 0.13 ms) and 1,000 sites
-# (0.19 vs 0.10 ms) on this machine.
-BRUTE_FORCE_MAX_SITES = 700
+# Local programs considered by distance: three per result asked for, at least 30, so the needs filter and the
+# regional limits still leave a full list.
+NEARBY_PER_RESULT = 3
+NEARBY_AT_LEAST = 30
 
 LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "pt": "Portuguese", "ht": "Haitian Creole", "zh": "Chinese",
                   "vi": "Vietnamese", "ar": "Arabic", "ru": "Russian", "fr": "French"}
@@ -130,202 +140,165 @@ class CallNow:
     closure: str | None = None  # why the program is closed all day (holiday or its own closure)
 
 
+
+@dataclass(frozen=True)
+class RankingQuery:
+    """One visit's question to the directory."""
+
+    visit: Visit = field(default_factory=Visit)  # where the visit happens, as the launch names it
+    safe_zip: str | None = None  # a ZIP the patient chose to give; never the address on file
+    language: str = "en"  # the patient's language (only the primary subtag counts: "es-MX" is "es")
+    needs: tuple[str, ...] = ()  # stated needs (NEEDS); others are ignored
+    now: datetime | None = None  # default: the current time; a naive time is UTC
+    limit: int = 10
+    site_map: Mapping[str, str] | None = None  # the deployment's EHR key -> directory site id, before the rules
+    default_programs: tuple[str, ...] = ()  # the deployment's programs for a visit whose site is not known
+
+    @classmethod
+    def for_launch(cls, context: dict[str, Any] | None = None, *, safe_zip: str | None = None,
+                   needs: Sequence[str] = (), language: str = "en", now: datetime | None = None, limit: int = 10,
+                   site_map: Mapping[str, str] | None = None,
+                   default_programs: Sequence[str] = ()) -> RankingQuery:
+        """The query for a launch context (its encounter's Locations and serviceProvider)."""
+        return cls(visit=Visit.from_context(context), safe_zip=safe_zip, language=language, needs=tuple(needs),
+                   now=now, limit=limit, site_map=site_map, default_programs=tuple(default_programs))
+
+
+@dataclass(frozen=True, slots=True)
+class _Clock:
+    """The query's time as the directory reads it."""
+
+    minute: int  # of the week, in the directory's time zone
+    today: date
+    calendar: tuple[str, str | None]
+    holiday: str | None
+
+    @classmethod
+    def at(cls, now: datetime | None, index: DirectoryIndex) -> _Clock:
+        now = now or datetime.now(UTC)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        today = now.astimezone(ZoneInfo(index.timezone)).date()
+        calendar = index.directory.holidays
+        return cls(minute_of_week(now, index.timezone), today, calendar, holiday_name(today, calendar))
+
+
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    """What every candidate is judged against: the visit's site, the origin of distances, language, needs."""
+
+    site: Site | None  # the directory site matched to the visit
+    site_service: Service | None
+    on_site: bool
+    site_entry: int | None
+    defaults: tuple[int, ...]  # the deployment's default programs, when the visit's site is not known
+    placed: bool
+    origin: tuple[float, float] | None
+    origin_kind: str  # "zip" | "site" | "none"
+    zip_code: str | None
+    zip_unknown: bool
+    language: str
+    wanted: list[str]
+    mask: int  # bits of every offer that meets a stated need
+    clock: _Clock
+
+
+def _needs_mask(needs: Sequence[str]) -> tuple[list[str], int]:
+    wanted = [n for n in dict.fromkeys(needs) if n in NEED_BIT]
+    mask = 0
+    for n in wanted:
+        for offer in NEED_SYNONYMS.get(n, (n,)):
+            mask |= NEED_BIT[offer]
+    return wanted, mask
+
+
+def _origin(index: DirectoryIndex, visit: Visit, site: Site | None,
+            zip_code: str | None) -> tuple[tuple[float, float] | None, str]:
+    """Where distances are measured from: the safe ZIP, else the visit's site, else nowhere."""
+    origin = centroid(zip_code) if zip_code else None
+    if origin is not None:
+        return origin, "zip"
+    origin = index.site_origin(visit, site)
+    return origin, "site" if origin is not None else "none"
+
+
+def _setting(index: DirectoryIndex, query: RankingQuery) -> _Setting:
+    site, site_service, on_site = index.match_site(query.visit, query.site_map)
+    placed = query.visit.placed
+    defaults: tuple[int, ...] = ()
+    if site_service is None and not placed:
+        defaults = tuple(index.by_id[sid] for sid in query.default_programs if sid in index.by_id)
+    zip_code = normalise_zip(query.safe_zip)
+    zip_unknown = bool(query.safe_zip) and (zip_code is None or centroid(zip_code) is None)
+    origin, origin_kind = _origin(index, query.visit, site, zip_code)
+    wanted, mask = _needs_mask(query.needs)
+    return _Setting(site=site, site_service=site_service, on_site=on_site,
+                    site_entry=index.by_id[site_service.id] if site_service else None, defaults=defaults,
+                    placed=placed, origin=origin, origin_kind=origin_kind, zip_code=zip_code,
+                    zip_unknown=zip_unknown, language=(query.language or "en").split("-")[0].lower(),
+                    wanted=wanted, mask=mask, clock=_Clock.at(query.now, index))
+
+
+def _candidates(index: DirectoryIndex, setting: _Setting,
+                limit: int) -> dict[int, tuple[float | None, int | None]]:
+    """Entries worth scoring (entry -> (miles, site index) when found by distance): the visit's program, the
+    default programs, the hotlines for each stated need, and the nearest local programs."""
+    candidates: dict[int, tuple[float | None, int | None]] = {}
+    if setting.site_entry is not None:
+        candidates[setting.site_entry] = (None, None)
+    for i in setting.defaults:
+        candidates.setdefault(i, (None, None))
+    for need in setting.wanted or [None]:
+        for i in (index.wide_by_need.get(need, []) if need else index.wide_all):
+            candidates.setdefault(i, (None, None))
+    if setting.origin is not None:
+        found = index.nearby(setting.origin, setting.mask, max(limit * NEARBY_PER_RESULT, NEARBY_AT_LEAST))
+        for i, (d, si) in found.items():
+            prev = candidates.get(i)
+            if prev is None or prev[0] is None:
+                candidates[i] = (d, si)
+    return candidates
+
+
+def _outside_region(s: Service, setting: _Setting) -> bool:
+    """A local-only program, not for this visit or ZIP (Boston's rape crisis centre for a visit in Springfield).
+    A visit at a known site that cannot be placed gets no regional program at all."""
+    if s.region is None:
+        return False
+    if setting.origin is None:
+        return setting.placed
+    return miles(setting.origin, (s.region.lat, s.region.lon)) > s.region.miles
+
+
 @dataclass(slots=True)
-class _Entry:
-    service: Service
-    mask: int
-    ranges: list[tuple[int, int]] | None  # None: 24/7; [] with known False: unknown
-    always: bool
-    known: bool
-    wide: bool  # hotline / statewide / national: listed without a nearby site
+class _Card:
+    """A candidate's reasons and points as they are added up."""
+
+    reasons: list[Reason] = field(default_factory=list)
+    score: float = 0.0
+
+    def add(self, reason: Reason, points: float = 0) -> None:
+        self.reasons.append(reason)
+        if points:
+            self.score += points
 
 
-class DirectoryIndex:
-    """A directory plus everything a query needs, built once at load."""
-
-    def __init__(self, directory: Directory):
-        with paused_gc():  # an index of a large directory is millions of acyclic objects
-            self._build(directory)
-
-    def _build(self, directory: Directory) -> None:
-        self.directory = directory
-        self.timezone = directory.timezone
-        self.entries: list[_Entry] = []
-        self.emergency: list[Service] = []
-        self.by_id: dict[str, int] = {}
-        # Match keys -> the first service (in directory order) with that key: a query only ever takes the first.
-        # Names ("name:" keys in a query, see ``_keys``) have their own tables keyed by the normalised name
-        # itself, the string the match rules already hold.
-        self.site_keys: dict[str, tuple[int, Site]] = {}
-        self.site_names: dict[str, tuple[int, Site]] = {}
-        self.serve_keys: dict[str, int] = {}
-        self.serve_names: dict[str, int] = {}
-        # Located sites as flat runs of (entry, site index, lat, lon): four references a site instead of one
-        # to a 72-byte tuple. ``points`` (every located site in directory order, for the brute-force scan) is
-        # kept only where that scan is used (see ``nearby``).
-        self.grid: dict[tuple[int, int], list[Any]] = {}
-        self.points: list[Any] | None = None
-        self.located_sites = 0
-        points: list[Any] = []
-        wide_all: list[int] = []
-        shared_ranges: dict[int, list[tuple[int, int]]] = {}  # loaders share equal Hours: one range list each
-        for s in directory.services:
-            if s.kind == "emergency":
-                self.emergency.append(s)
-                continue
-            i = len(self.entries)
-            self.by_id[s.id] = i
-            mask = 0
-            for n in s.needs:
-                mask |= NEED_BIT.get(n, 0)
-            # Listed without a nearby site: hotlines, statewide/national services, and any service whose
-            # sites have no coordinates (it could never be found by distance).
-            wide = s.kind == "hotline" or s.scope != "local" or not any(t.lat is not None for t in s.sites)
-            ranges = None
-            if not s.hours.always:
-                ranges = shared_ranges.get(id(s.hours))
-                if ranges is None:
-                    ranges = shared_ranges[id(s.hours)] = week_ranges(s.hours)
-            self.entries.append(_Entry(s, mask, ranges, s.hours.always, s.hours.known, wide))
-            if wide:
-                wide_all.append(i)
-            for k, site in enumerate(s.sites):
-                for key in site.match.identifiers:
-                    if key.startswith("name:"):
-                        self.site_names.setdefault(key[5:], (i, site))
-                    elif key not in self.site_keys:
-                        self.site_keys[key] = (i, site)
-                for name in site.match.names:
-                    if name not in self.site_names:
-                        self.site_names[name] = (i, site)
-                if site.lat is not None and site.lon is not None:
-                    cell = (math.floor(site.lat / CELL), math.floor(site.lon / CELL))
-                    self.grid.setdefault(cell, []).extend((i, k, site.lat, site.lon))
-                    points.extend((i, k, site.lat, site.lon))
-                    self.located_sites += 1
-            for key in (*s.serves.identifiers, *s.serves.organizations):
-                if "|" not in key and "/" not in key:  # an organization's name
-                    self.serve_names.setdefault(key, i)
-                elif key.startswith("name:"):
-                    self.serve_names.setdefault(key[5:], i)
-                else:
-                    self.serve_keys.setdefault(key, i)
-            for name in s.serves.names:
-                self.serve_names.setdefault(name, i)
-        if self.located_sites <= BRUTE_FORCE_MAX_SITES:  # (decided here: the grid answers larger directories)
-            self.points = points
-        # Hotlines: 24/7 first, then by id, so a query takes the first few per need in O(1).
-        wide_all.sort(key=lambda i: (not self.entries[i].always, self.entries[i].service.id))
-        self.wide_all = wide_all[:WIDE_PER_NEED * 2]
-        self.wide_by_need: dict[str, list[int]] = {}
-        for need, bit in NEED_BIT.items():
-            self.wide_by_need[need] = [i for i in wide_all if self.entries[i].mask & bit][:WIDE_PER_NEED]
-
-    # -- encounter -> site -------------------------------------------------------------------------
-    def match_site(self, context: dict[str, Any] | None,
-                   site_map: dict[str, str] | None = None) -> tuple[Site | None, Service | None, bool]:
-        """(site, service, on_site) for the encounter: Location first, then serviceProvider."""
-        encounter = (context or {}).get("encounter") or {}
-        loc_keys: list[str] = []
-        for loc in encounter.get("locations") or []:
-            loc_keys.extend(_keys(loc, "Location"))
-        org = encounter.get("service_provider") or {}
-        org_keys = _keys(org, "Organization") if org else []
-        if site_map:
-            for key in loc_keys + org_keys:
-                mapped = site_map.get(key)
-                if mapped:
-                    for entry in self.entries:
-                        for site in entry.service.sites:
-                            if site.id == mapped:
-                                return site, entry.service, True
-        for keys in (loc_keys, org_keys):
-            for key in keys:
-                hit = self.site_names.get(key[5:]) if key.startswith("name:") else self.site_keys.get(key)
-                if hit:
-                    i, site = hit
-                    return site, self.entries[i].service, True
-            for key in keys:
-                served = self.serve_names.get(key[5:]) if key.startswith("name:") else self.serve_keys.get(key)
-                if served is not None:
-                    return None, self.entries[served].service, False
-        return None, None, False
-
-    def site_origin(self, context: dict[str, Any] | None, site: Site | None) -> tuple[float, float] | None:
-        """Where the encounter happened (hospital ZIP centroid): a safe origin, not the patient's home."""
-        if site is not None and site.lat is not None and site.lon is not None:
-            return site.lat, site.lon
-        encounter = (context or {}).get("encounter") or {}
-        for loc in encounter.get("locations") or []:
-            point = centroid(loc.get("postalCode"))
-            if point:
-                return point
-        return None
-
-    # -- nearby ---------------------------------------------------------------------------------------
-    def nearby(self, origin: tuple[float, float], mask: int, k: int,
-               max_miles: float = MAX_MILES) -> dict[int, tuple[float, int]]:
-        """Up to k local services nearest ``origin`` (entry -> (miles, site index)) meeting any need in
-        ``mask`` (all when 0), searching the grid ring by ring and stopping once no closer one can exist."""
-        lat0, lon0 = origin
-        cos0 = math.cos(math.radians(lat0))
-        best: dict[int, tuple[float, int]] = {}
-        if self.points is not None:
-            # A small directory: scanning every site beats walking empty grid cells out to max_miles.
-            self._scan(self.points, lat0, lon0, cos0, mask, max_miles, best)
-            return _k_nearest(best, k)
-        ci, cj = math.floor(lat0 / CELL), math.floor(lon0 / CELL)
-        cell_miles = CELL * MILES_PER_DEG * cos0  # the narrower side of a cell
-        max_ring = int(max_miles / cell_miles) + 2
-        for r in range(max_ring + 1):
-            if len(best) >= k:
-                kth = heapq.nsmallest(k, (d for d, _ in best.values()))[-1]
-                if (r - 1) * cell_miles > kth:
-                    break
-            for di in range(-r, r + 1):
-                edge = abs(di) == r
-                for dj in (range(-r, r + 1) if edge else (-r, r)):
-                    rows = self.grid.get((ci + di, cj + dj))
-                    if rows:
-                        self._scan(rows, lat0, lon0, cos0, mask, max_miles, best)
-        return _k_nearest(best, k)
-
-    def _scan(self, rows: list[Any], lat0: float, lon0: float, cos0: float, mask: int,
-              max_miles: float, best: dict[int, tuple[float, int]]) -> None:
-        entries = self.entries
-        run = iter(rows)
-        for i, si, lat, lon in zip(run, run, run, run, strict=True):
-            e = entries[i]
-            if e.wide or (mask and not e.mask & mask):
-                continue
-            # Equirectangular distance: accurate to well under 1% at these ranges.
-            dy = (lat - lat0) * MILES_PER_DEG
-            dx = (lon - lon0) * MILES_PER_DEG * cos0
-            d = math.sqrt(dx * dx + dy * dy)
-            if d <= max_miles and (i not in best or d < best[i][0]):
-                best[i] = (d, si)
+def _place_reason(card: _Card, setting: _Setting, i: int, weights: RankingWeights) -> None:
+    if i == setting.site_entry:
+        if not setting.on_site:
+            card.add(Reason("serves_site"))
+        elif setting.site is not None and setting.site.kind == "health-center":
+            card.add(Reason("on_site_health_center"))
+        else:
+            card.add(Reason("on_site"))
+    elif i in setting.defaults:
+        card.add(Reason("default_program"), weights.default_program)
 
 
-def _k_nearest(best: dict[int, tuple[float, int]], k: int) -> dict[int, tuple[float, int]]:
-    if len(best) > k:
-        return dict(heapq.nsmallest(k, best.items(), key=lambda kv: kv[1][0]))
-    return best
-
-
-def _keys(ref: dict[str, Any], kind: str) -> list[str]:
-    keys = []
-    for ident in ref.get("identifiers") or []:
-        if ident.get("system") and ident.get("value"):
-            keys.append(f"{ident['system']}|{ident['value']}")
-    if ref.get("id"):
-        keys.append(f"{kind}/{ref['id']}")
-    if ref.get("name"):
-        keys.append("name:" + norm_name(ref["name"]))
-    return keys
-
-
-def open_state(entry: _Entry, hours: Hours | None, mow: int) -> bool | None:
-    if hours is not None:  # a site with its own hours
+def open_state(entry: Entry, hours: Hours | None, mow: int) -> bool | None:
+    """Is it open at minute ``mow`` of the week: by the site's own hours where it has them, else the service's.
+    None when the source does not say."""
+    if hours is not None:
         if hours.always:
             return True
         if not hours.known:
@@ -338,152 +311,117 @@ def open_state(entry: _Entry, hours: Hours | None, mow: int) -> bool | None:
     return any(a <= mow < b for a, b in entry.ranges)
 
 
-def next_opening(ranges: list[tuple[int, int]], mow: int) -> int | None:
-    starts = sorted(a for a, _ in ranges)
-    for a in starts:
-        if a > mow:
-            return a
-    return starts[0] + WEEK if starts else None
+def _hours_reasons(card: _Card, entry: Entry, shown_site: Site | None, clock: _Clock,
+                   weights: RankingWeights) -> tuple[bool | None, Phone | None]:
+    """(open now, the number to call now): the main line when open or unknown, the pager when closed."""
+    s = entry.service
+    is_open = open_state(entry, shown_site.hours if shown_site else None, clock.minute)
+    closed_why = closure(s, clock.today, clock.calendar) if is_open is True and not entry.always else None
+    if closed_why:
+        is_open = False
+        card.add(Reason("holiday", {"name": closed_why}))
+    if is_open is True:
+        card.add(Reason("always" if entry.always else "open_now"), weights.open_now)
+        return is_open, s.main_phone()
+    if is_open is None:
+        return is_open, s.main_phone()
+    pager = s.after_hours_phone()
+    if pager is None:
+        card.add(Reason("closed"))
+        return is_open, s.main_phone()
+    card.add(Reason("after_hours", {"phone": pager.dial()}), weights.after_hours_pager)
+    return is_open, pager
 
 
-def is_placed(context: dict[str, Any] | None) -> bool:
-    """Does the launch say where the visit is (an encounter with a location or an organization)?"""
-    encounter = (context or {}).get("encounter") or {}
-    return bool(encounter.get("locations") or encounter.get("service_provider"))
+def _language_reason(card: _Card, s: Service, lang: str, weights: RankingWeights) -> None:
+    if lang == "en":
+        return
+    if lang in s.languages:
+        card.add(Reason("speaks", {"language": LANGUAGE_NAMES.get(lang, lang)}), weights.speaks_language)
+    elif s.interpreters:
+        card.add(Reason("interpreters"), weights.interpreters)
 
 
-def rank(index: DirectoryIndex, *, context: dict[str, Any] | None = None, safe_zip: str | None = None,
-         needs: list[str] | tuple[str, ...] = (), language: str = "en", now: datetime | None = None,
-         limit: int = 10, site_map: dict[str, str] | None = None,
-         default_programs: list[str] | tuple[str, ...] = ()) -> Ranking:
+def _needs_reason(card: _Card, entry: Entry, wanted: list[str], weights: RankingWeights) -> None:
+    # Name what the program offers for each stated need (HAVEN: "court accompaniment", not "legal help").
+    met = []
+    for n in wanted:
+        offered = [x for x in NEED_SYNONYMS.get(n, (n,)) if NEED_BIT[x] & entry.mask]
+        if offered:
+            met.append(offered[0])
+    if met:
+        card.add(Reason("needs", {"needs": ", ".join(NEED_LABELS[n] for n in dict.fromkeys(met))}),
+                 weights.per_need_met * len(met))
+
+
+def _distance_reason(card: _Card, dist: float | None, is_site: bool, setting: _Setting,
+                     weights: RankingWeights) -> None:
+    if dist is None:
+        return
+    shown = f"{dist:.1f}"
+    if setting.origin_kind == "zip":
+        card.add(Reason("distance_zip", {"miles": shown, "zip": setting.zip_code or ""}))
+    elif setting.origin_kind == "site" and not is_site:
+        hc = setting.site is not None and setting.site.kind == "health-center"
+        card.add(Reason("distance_site_health_center" if hc else "distance_site", {"miles": shown}))
+    card.score -= min(dist, MAX_MILES) * weights.per_mile
+
+
+def _result(index: DirectoryIndex, setting: _Setting, weights: RankingWeights, i: int, dist: float | None,
+            si: int | None) -> Result | None:
+    """One candidate scored with its reasons, or None when it is not for this visit."""
+    e = index.entries[i]
+    s = e.service
+    is_site = i == setting.site_entry
+    if setting.mask and not is_site and not e.mask & setting.mask:
+        return None  # meets none of the stated needs
+    if not is_site and i not in setting.defaults and _outside_region(s, setting):
+        return None
+    if is_site and setting.site is not None:
+        shown_site = setting.site
+    else:
+        shown_site = s.sites[si] if si is not None else None
+    if is_site and setting.origin_kind == "zip":
+        # From the ZIP's centroid to the site shown (not to whichever of its sites is nearest).
+        dist = _nearest_site_miles(s, setting.origin, setting.site)
+    card = _Card()
+    _place_reason(card, setting, i, weights)
+    is_open, call = _hours_reasons(card, e, shown_site, setting.clock, weights)
+    _language_reason(card, s, setting.language, weights)
+    _needs_reason(card, e, setting.wanted, weights)
+    _distance_reason(card, dist, is_site, setting, weights)
+    if e.wide:
+        card.score += weights.reachable_anywhere
+    return Result(s, shown_site, is_site and setting.on_site, is_open, dist, call, card.reasons, card.score)
+
+
+def rank(index: DirectoryIndex, query: RankingQuery | None = None, *, weights: RankingWeights = WEIGHTS,
+         **launch: Any) -> Ranking:
     """Ranked services for one patient visit; each result says why it is listed.
 
-    ``default_programs`` (the deployment's): offered when the launch does not say where the visit is
-    (no encounter, or one without location or organization), so the clinician still sees the hospital
-    system's own programs. A visit at a known place outside them (another hospital) gets none."""
-    now = now or datetime.now(UTC)
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    mow = minute_of_week(now, index.timezone)
-    today = now.astimezone(ZoneInfo(index.timezone)).date()
-    calendar = index.directory.holidays
-    holiday = holiday_name(today, calendar)
-    placed = is_placed(context)
-    lang = (language or "en").split("-")[0].lower()
-    wanted = [n for n in dict.fromkeys(needs) if n in NEED_BIT]
-    mask = 0
-    for n in wanted:
-        for syn in NEED_SYNONYMS.get(n, (n,)):
-            mask |= NEED_BIT[syn]
-
-    site, site_service, on_site = index.match_site(context, site_map)
-    zip_code = normalise_zip(safe_zip)
-    zip_unknown = bool(safe_zip) and (zip_code is None or centroid(zip_code) is None)
-    origin = centroid(zip_code) if zip_code else None
-    origin_kind = "zip" if origin else "none"
-    if origin is None:
-        origin = index.site_origin(context, site)
-        if origin is not None:
-            origin_kind = "site"
-
-    candidates: dict[int, tuple[float | None, int | None]] = {}
-    if site_service is not None:
-        i = index.by_id[site_service.id]
-        candidates[i] = (None, None)
-    defaults = set()
-    if site_service is None and not placed:
-        for sid in default_programs:
-            if sid in index.by_id:
-                defaults.add(index.by_id[sid])
-                candidates.setdefault(index.by_id[sid], (None, None))
-    for need in wanted or [None]:
-        for i in (index.wide_by_need.get(need, []) if need else index.wide_all):
-            candidates.setdefault(i, (None, None))
-    if origin is not None:
-        for i, (d, si) in index.nearby(origin, mask, max(limit * 3, 30)).items():
-            prev = candidates.get(i)
-            if prev is None or prev[0] is None:
-                candidates[i] = (d, si)
-
-    results: list[Result] = []
-    site_idx = index.by_id.get(site_service.id) if site_service else None
-    for i, (dist, si) in candidates.items():
-        e = index.entries[i]
-        s = e.service
-        is_site = i == site_idx
-        if mask and not is_site and not e.mask & mask:
-            continue
-        shown_site = site if (is_site and site is not None) else (s.sites[si] if si is not None else None)
-        if is_site and origin_kind == "zip":
-            # From the ZIP's centroid to the site shown (not to whichever of its sites is nearest).
-            dist = _nearest_site_miles(s, origin, site)
-        if s.region is not None and not is_site and i not in defaults:
-            where = origin if origin is not None else None
-            if where is None and placed:
-                continue  # a known visit site we cannot place: do not offer another region's program
-            if where is not None and miles(where, (s.region.lat, s.region.lon)) > s.region.miles:
-                continue  # local-only program, not for this visit or ZIP (Boston's rape crisis centre in Springfield)
-        reasons: list[Reason] = []
-        score = 0.0
-        if is_site:
-            health_center = on_site and site is not None and site.kind == "health-center"
-            reasons.append(Reason(("on_site_health_center" if health_center else "on_site") if on_site
-                                  else "serves_site"))
-        elif i in defaults:
-            reasons.append(Reason("default_program"))
-            score += 30
-        is_open = open_state(e, shown_site.hours if shown_site else None, mow)
-        closed_why = closure(s, today, calendar) if is_open is True and not e.always else None
-        if closed_why:
-            is_open = False
-            reasons.append(Reason("holiday", {"name": closed_why}))
-        call = s.main_phone()
-        if is_open is True:
-            reasons.append(Reason("always" if e.always else "open_now"))
-            score += 8
-        elif is_open is False:
-            pager = s.after_hours_phone()
-            if pager is not None:
-                reasons.append(Reason("after_hours", {"phone": pager.dial()}))
-                call = pager
-                score += 4
-            else:
-                reasons.append(Reason("closed"))
-        if lang != "en":
-            if lang in s.languages:
-                reasons.append(Reason("speaks", {"language": LANGUAGE_NAMES.get(lang, lang)}))
-                score += 15
-            elif s.interpreters:
-                reasons.append(Reason("interpreters"))
-                score += 5
-        # Name what the program offers for each stated need (HAVEN: "court accompaniment", not "legal help").
-        met = [next(x for x in NEED_SYNONYMS.get(n, (n,)) if NEED_BIT[x] & e.mask) for n in wanted
-               if any(NEED_BIT[x] & e.mask for x in NEED_SYNONYMS.get(n, (n,)))]
-        if met:
-            reasons.append(Reason("needs", {"needs": ", ".join(NEED_LABELS[n] for n in dict.fromkeys(met))}))
-            score += 20 * len(met)
-        if dist is not None:
-            shown = f"{dist:.1f}"
-            if origin_kind == "zip":
-                reasons.append(Reason("distance_zip", {"miles": shown, "zip": zip_code or ""}))
-            elif origin_kind == "site" and not is_site:
-                hc = site is not None and site.kind == "health-center"
-                reasons.append(Reason("distance_site_health_center" if hc else "distance_site", {"miles": shown}))
-            score -= min(dist, MAX_MILES) * 0.5
-        if e.wide:
-            score += 2  # reachable from anywhere
-        results.append(Result(s, shown_site, is_site and on_site, is_open, dist, call, reasons, score))
-
-    results.sort(key=lambda r: (0 if r.service is site_service else 1, -r.score, r.distance or 0.0, r.service.id))
-    results = results[:limit]
-    return Ranking(results=results, site=site, site_service=site_service, origin=origin_kind,
-                   zip_code=zip_code if not zip_unknown else None, zip_unknown=zip_unknown,
-                   emergency=list(index.emergency), placed=placed, holiday=holiday,
-                   call_now=call_now(results, site_service, {index.entries[i].service.id for i in defaults}, today,
-                                     calendar))
+    The deployment's ``default_programs`` are offered when the launch does not say where the visit is (no
+    encounter, or one without location or organization), so the clinician still sees the hospital system's own
+    programs; a visit at a known place outside them (another hospital) gets none.
+    ``launch``: the keyword form of ``RankingQuery.for_launch`` (context=, safe_zip=...), for the callers that
+    still pass it."""
+    if query is None:
+        query = RankingQuery.for_launch(**launch)
+    setting = _setting(index, query)
+    results = [r for i, (dist, si) in _candidates(index, setting, query.limit).items()
+               if (r := _result(index, setting, weights, i, dist, si)) is not None]
+    results.sort(key=lambda r: (0 if r.service is setting.site_service else 1, -r.score, r.distance or 0.0,
+                                r.service.id))
+    results = results[:query.limit]
+    defaults = {index.entries[i].service.id for i in setting.defaults}
+    return Ranking(results=results, site=setting.site, site_service=setting.site_service,
+                   origin=setting.origin_kind, zip_code=setting.zip_code if not setting.zip_unknown else None,
+                   zip_unknown=setting.zip_unknown, emergency=list(index.emergency), placed=setting.placed,
+                   holiday=setting.clock.holiday,
+                   call_now=call_now(results, setting.site_service, defaults, setting.clock.today,
+                                     setting.clock.calendar))
 
 
-def call_now(results: list[Result], site_service: Service | None, defaults: set[str], today: Any,
+def call_now(results: list[Result], site_service: Service | None, defaults: set[str], today: date,
              calendar: tuple[str, str | None]) -> list[CallNow]:
     """Who to call at this hour: the visit's program (or, with no known site, the deployment's default
     programs), each on its main line when open and its pager otherwise; then the first 24/7 line."""
@@ -492,9 +430,7 @@ def call_now(results: list[Result], site_service: Service | None, defaults: set[
         s = r.service
         if not (s is site_service or s.id in defaults) or r.call is None:
             continue
-        state = "open" if r.open_now else "after_hours" if r.call.after_hours else "open"
-        if r.open_now is None:
-            state = "open"
+        state = "after_hours" if r.open_now is False and r.call.after_hours else "open"
         out.append(CallNow(s, r.call, state, closure(s, today, calendar)))
     hotline = next((r for r in results if r.open_now is True and r.service.hours.always and r.call is not None
                     and r.service.kind == "hotline" and r.service.scope != "local"), None)

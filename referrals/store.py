@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from referrals.errors import DirectoryError, Issue
+from referrals.index import DirectoryIndex
 from referrals.loaders import load_source
 from referrals.memory import release_free_memory
 from referrals.model import Directory
-from referrals.ranking import DirectoryIndex
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIRECTORY = ROOT / "config" / "directory" / "boston.yaml"

@@ -11,8 +11,9 @@ import pytest
 from referrals.closures import closure, holiday_name
 from referrals.errors import DirectoryError
 from referrals.geography import centroid, miles
+from referrals.index import DirectoryIndex
 from referrals.loaders import load_source
-from referrals.ranking import DirectoryIndex, rank
+from referrals.ranking import rank
 from referrals.store import DEFAULT_DIRECTORY
 from tests.conftest import default_context
 from tests.referrals.test_ranking import encounter

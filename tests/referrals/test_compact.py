@@ -17,10 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from referrals.errors import Collector
+from referrals.index import DirectoryIndex
 from referrals.loaders.common import place_sites
 from referrals.loaders.hsds import parse_hsds, parse_service
 from referrals.model import Directory, MatchRules, Service, Site, norm_name
-from referrals.ranking import DirectoryIndex, Ranking, _keys, rank
+from referrals.ranking import Ranking, rank
+from referrals.visit import Visit
 
 PLACES = ["Chelsea Family Center", "Revere Clinic", "Main Office", "Lynn Shelter", "Boston Medical"]
 ORGS = ["Chelsea Family Center", "North Shore Services", "Greater Boston Legal"]
@@ -111,10 +113,8 @@ def scan_match(directory: Directory, context: dict[str, Any]) -> tuple[str | Non
         return key in keys | {"name:" + n for n in rules.names}
 
     listed: list[Service] = [s for s in directory.services if s.kind != "emergency"]
-    encounter = context.get("encounter") or {}
-    loc_keys = [k for loc in encounter.get("locations") or [] for k in _keys(loc, "Location")]
-    org = encounter.get("service_provider") or {}
-    org_keys = _keys(org, "Organization") if org else []
+    visit = Visit.from_context(context)
+    loc_keys, org_keys = visit.location_keys(), visit.organization_keys()
     for keys in (loc_keys, org_keys):
         for key in keys:
             for s in listed:
@@ -139,7 +139,7 @@ def test_compact_directory_ranks_as_before(items, visits):
     old, new = DirectoryIndex(before), DirectoryIndex(compact)
     for v in visits:
         assert outcome(rank(new, **v)) == outcome(rank(old, **v))
-        site, svc, on_site = new.match_site(v["context"])
+        site, svc, on_site = new.match_site(Visit.from_context(v["context"]))
         assert (site.id if site else None, svc.id if svc else None, on_site) == scan_match(compact, v["context"])
 
 

@@ -7,8 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from referrals.index import DirectoryIndex
 from referrals.loaders import load_source
-from referrals.ranking import DirectoryIndex, rank
+from referrals.ranking import rank
 from referrals.store import DEFAULT_DIRECTORY, merge
 from tests.conftest import default_context
 from tests.referrals import samples
@@ -207,8 +208,8 @@ def test_grid_search_finds_the_same_nearest_services_as_brute_force():
     import math
     import random
 
+    from referrals.index import NEED_BIT
     from referrals.model import Directory, Hours, Phone, Service, Site
-    from referrals.ranking import NEED_BIT
 
     rng = random.Random(5)
     services = []

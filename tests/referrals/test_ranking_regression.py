@@ -20,10 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from referrals.index import DirectoryIndex
 from referrals.loaders import load_source
 from referrals.loaders.hsds import parse_hsds
 from referrals.model import NEEDS, Hours, Interval
-from referrals.ranking import DirectoryIndex, Ranking, rank
+from referrals.ranking import Ranking, rank
 from referrals.store import DEFAULT_DIRECTORY, merge
 from tests.referrals import frozen_ranking
 from tests.referrals.test_compact import service, visit

@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from fhir.context import location_summary, organization_summary
+from referrals.index import DirectoryIndex
 from referrals.loaders import load_source
-from referrals.ranking import DirectoryIndex, rank
+from referrals.ranking import rank
 from referrals.store import DEFAULT_DIRECTORY
 
 DATA = Path(__file__).resolve().parents[2] / "sandbox_ehr" / "data"
