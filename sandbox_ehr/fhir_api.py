@@ -485,6 +485,8 @@ _INCLUDES: dict[str, tuple[str, ...]] = {
     "PractitionerRole:practitioner": ("practitioner",),
     "PractitionerRole:organization": ("organization",),
     "PractitionerRole:location": ("location",),
+    "Location:partof": ("partOf",), "Location:organization": ("managingOrganization",),
+    "Organization:partof": ("partOf",),
 }
 
 

@@ -492,6 +492,8 @@ SEARCH_PARAMS: dict[str, dict[str, tuple[str, list[str]]]] = {
         "*": (_R, ["organization"]),
     },
     "location": {"*": (_R, ["location", "location.location"])},
+    # The hospital -> department tree (FHIR R4 Location and Organization "partof").
+    "partof": {"Location": (_R, ["partOf"]), "Organization": (_R, ["partOf"])},
     "service-provider": {"Encounter": (_R, ["serviceProvider"])},
     "date": {
         "Observation": (_D, ["effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued"]),

@@ -144,9 +144,10 @@ def test_seed_has_social_workers(store):
 
 
 def test_seed_references_resolve(store):
-    for rtype in ("Encounter", "PractitionerRole", "Location"):
+    for rtype in ("Encounter", "PractitionerRole", "Location", "Organization"):
         for resource in store.search(rtype):
-            for key in ("subject", "serviceProvider", "practitioner", "organization", "managingOrganization"):
+            for key in ("subject", "serviceProvider", "practitioner", "organization", "managingOrganization",
+                        "partOf"):
                 ref = (resource.get(key) or {}).get("reference")
                 if ref:
                     t, i = ref.split("/")

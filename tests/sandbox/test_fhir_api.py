@@ -213,7 +213,8 @@ def test_search_returns_searchset_bundle(fhir, auth):
     ("/fhir/Encounter?patient=pat-lucia", {"enc-lucia-mgh", "enc-lucia-bwh"}),
     ("/fhir/Encounter?subject=Patient/pat-lucia&status=finished", {"enc-lucia-mgh"}),
     ("/fhir/PractitionerRole?practitioner=Practitioner/prac-devon", {"role-devon-bwh"}),
-    ("/fhir/PractitionerRole?role=http://snomed.info/sct|106328005", {"role-devon-bwh", "role-emery-mgh"}),
+    ("/fhir/PractitionerRole?role=http://snomed.info/sct|106328005",
+     {"role-devon-bwh", "role-emery-mgh", "role-harper-bwh", "role-jules-bwh-ed"}),
     ("/fhir/Location?identifier=urn:ipv-sandbox:site|mgh-chelsea", {"loc-mgh-chelsea"}),
 ])
 def test_search_parameters(fhir, auth, query, expected):
