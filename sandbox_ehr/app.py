@@ -2,7 +2,9 @@
 
 Config: ``SANDBOX_DB``, ``APP_LAUNCH_URL``, ``SANDBOX_BASE_URL``, ``SANDBOX_FAULTS``, ``SANDBOX_PERSONALITY``
 (``generic`` | ``epic`` | ``oracle``, see ``personality.py``), ``SANDBOX_REGISTERED_APIS`` (override the
-personality's registered APIs: ``"all"`` or a list such as ``["DocumentReference.create"]``).
+personality's registered APIs: ``"all"`` or a list such as ``["DocumentReference.create"]``),
+``SANDBOX_PER_LAUNCH_ISS`` (each standalone launch under an iss of its own, see ``issuers.py``),
+``APP_STANDALONE_URL`` (the app's standalone launch URL; default ``<APP_LAUNCH_URL>/standalone``).
 
 Routes: ``/fhir/...`` FHIR R4 API and SMART discovery (iss = ``<base>/fhir``), ``/auth/...``
 authorization server, ``/ehr`` the EHR simulator page, ``/__faults`` fault injection (tests).
@@ -33,7 +35,7 @@ def create_sandbox_app(config: dict[str, Any] | None = None) -> Flask:
         app.config.update(config)
     Path(app.config["SANDBOX_DB"]).parent.mkdir(parents=True, exist_ok=True)
     # Each module exposes ``bp`` and, optionally, ``init_app(app)``.
-    for name in ("personality", "store", "fhir_api", "auth", "ehr_ui", "faults", "cds_client"):
+    for name in ("personality", "store", "issuers", "fhir_api", "auth", "ehr_ui", "faults", "cds_client"):
         try:
             module = importlib.import_module(f"sandbox_ehr.{name}")
         except ModuleNotFoundError as exc:

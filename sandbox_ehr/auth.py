@@ -10,6 +10,9 @@ Endpoints (base = this server's root URL, iss = ``<base>/fhir``):
                                                client_credentials (SMART Backend Services, private_key_jwt)
   GET  /auth/smart-style.json                  the style referenced by smart_style_url
 
+With a per-launch iss (``issuers.py``) every endpoint also answers under ``<root>/l/<id>``, and codes and
+tokens are good only under the iss they were issued for.
+
 Clients are registered in ``clients.yaml`` (path overridable with SANDBOX_CLIENTS). It is a test harness,
 strict where the app must be strict (PKCE, aud, state, single-use codes, client assertions), so a mistake in
 the app's SMART client fails here the way it would against a real EHR.
@@ -37,6 +40,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, re
 from jwt.algorithms import RSAAlgorithm
 
 from sandbox_ehr import authstore
+from sandbox_ehr.issuers import current_iss_id, prefix, root_url
 from sandbox_ehr.personality import current as current_personality
 
 bp = Blueprint("auth", __name__)
@@ -76,6 +80,7 @@ def init_app(app: Flask) -> None:
     # Public base URL; None = derived from each request (works on any port the tests pick).
     app.config.setdefault("SANDBOX_BASE_URL", None)
     authstore.init_schema(app.config["SANDBOX_DB"])
+    app.extensions["sandbox_refresh_counts"] = RefreshCounts()
     with app.app_context():
         _signing_key()  # create and persist the id_token key at start, not on first login
 
@@ -88,10 +93,32 @@ def _no_store(response: Response) -> Response:
     return response
 
 
+class RefreshCounts:
+    """Refresh-token uses the token endpoint saw (``used``) and rotated tokens that came back (``replayed``):
+    shown at ``GET /__faults`` so a test can tell a clean single refresh from a race between processes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counts = {"used": 0, "replayed": 0}
+
+    def add(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+
 # --- URLs --------------------------------------------------------------------------------------
 
 def base_url() -> str:
-    return (current_app.config.get("SANDBOX_BASE_URL") or request.url_root).rstrip("/")
+    """This server's public root, under the request's per-launch iss prefix when it has one."""
+    return root_url() + prefix()
 
 
 def issuer() -> str:
@@ -366,7 +393,7 @@ def _validate_authorize(client_id: str, client: dict[str, Any], params) -> dict[
         raise _AuthorizeError("invalid_scope", "none of the requested scopes is allowed for this client")
     return {"client_id": client_id, "redirect_uri": params.get("redirect_uri"), "state": state,
             "code_challenge": challenge, "scope": granted, "nonce": params.get("nonce") or None,
-            "launch": launch, "launch_context": launch_context}
+            "launch": launch, "launch_context": launch_context, "iss_id": current_iss_id()}
 
 
 def _code_context(launch_context: dict[str, Any], scope: list[str]) -> dict[str, Any]:
@@ -386,6 +413,7 @@ def _code_context(launch_context: dict[str, Any], scope: list[str]) -> dict[str,
         "smart_style_url": launch_context.get("smart_style_url") or default_style_url(),
         "intent": launch_context.get("intent"),
         "fhirContext": fhir_context if with_encounter else [],
+        "iss_id": current_iss_id(),
     }
 
 
@@ -406,7 +434,7 @@ def login():
 
     pending_id = request.form.get("pending", "")
     req = authstore.get_pending(pending_id)
-    if req is None:
+    if req is None or req.get("iss_id") != current_iss_id():
         return _error_page("This sign-in request is unknown or has expired. Start the app again.")
     if request.form.get("action") == "deny":
         authstore.delete_pending(pending_id)
@@ -423,7 +451,7 @@ def login():
         return _error_page("This sign-in request was already used. Start the app again.")
     context = {"practitioner": practitioner, "patient": patient if need_patient else None, "encounter": None,
                "need_patient_banner": True, "smart_style_url": default_style_url(), "intent": None,
-               "fhirContext": []}
+               "fhirContext": [], "iss_id": current_iss_id()}
     code = authstore.create_code(req["client_id"], req["redirect_uri"], req["code_challenge"],
                                  " ".join(req["scope"]), req["nonce"], context)
     return _redirect_with(req["redirect_uri"], code=code, state=req["state"])
@@ -493,7 +521,7 @@ def _client_credentials(client_id: str) -> dict[str, Any]:
         raise _TokenError("invalid_scope", "none of the requested system/ scopes is registered for this client")
     granted = personality.spell(granted)
     access = authstore.issue_access_token_for_grant(client_id, " ".join(granted), None, None, None,
-                                                    SYSTEM_TOKEN_LIFETIME, None)
+                                                    SYSTEM_TOKEN_LIFETIME, None, iss_id=current_iss_id())
     return {"access_token": access, "token_type": "bearer", "expires_in": SYSTEM_TOKEN_LIFETIME,
             "scope": " ".join(granted)}
 
@@ -627,6 +655,8 @@ def _exchange_code(client_id: str) -> dict[str, Any]:
         raise _TokenError("invalid_grant", "authorization code is unknown or expired")
     if record["client_id"] != client_id:
         raise _TokenError("invalid_grant", "authorization code was issued to another client")
+    if record["context"].get("iss_id") != current_iss_id():
+        raise _TokenError("invalid_grant", "authorization code was issued under another iss")
     if request.form.get("redirect_uri") != record["redirect_uri"]:
         raise _TokenError("invalid_grant", "redirect_uri does not match the authorization request")
     if not _verify_pkce(request.form.get("code_verifier"), record["code_challenge"]):
@@ -640,12 +670,16 @@ def _refresh(client_id: str) -> dict[str, Any]:
     try:
         record = authstore.consume_refresh_token(presented) if presented else None
     except authstore.RefreshReplayed:
+        _refresh_counts().add("replayed")
         raise _TokenError("invalid_grant", "refresh token was already used; the grant is revoked") from None
     if record is None:
         raise _TokenError("invalid_grant", "refresh token is unknown, revoked or expired")
+    _refresh_counts().add("used")
     if record["client_id"] != client_id:
         authstore.revoke_grant(record["grant_id"])
         raise _TokenError("invalid_grant", "refresh token was issued to another client")
+    if record["context"].get("iss_id") != current_iss_id():
+        raise _TokenError("invalid_grant", "refresh token was issued under another iss")
     scope = record["scope"].split()
     asked = request.form.get("scope")
     if asked:
@@ -654,6 +688,10 @@ def _refresh(client_id: str) -> dict[str, Any]:
             raise _TokenError("invalid_scope", "a refresh may only narrow the original scope")
         scope = narrower
     return _issue(client_id, record["grant_id"], scope, record["context"], None, with_id_token=False)
+
+
+def _refresh_counts() -> RefreshCounts:
+    return current_app.extensions["sandbox_refresh_counts"]
 
 
 def _issue(client_id: str, grant_id: str, scope: list[str], context: dict[str, Any], nonce: str | None,
@@ -666,7 +704,7 @@ def _issue(client_id: str, grant_id: str, scope: list[str], context: dict[str, A
     fhir_user_ref = f"Practitioner/{practitioner}" if practitioner else None
     access = authstore.issue_access_token_for_grant(
         client_id, " ".join(scope), context.get("patient"), context.get("encounter"), fhir_user_ref,
-        authstore.ACCESS_TOKEN_LIFETIME, grant_id)
+        authstore.ACCESS_TOKEN_LIFETIME, grant_id, iss_id=context.get("iss_id"))
     body: dict[str, Any] = {"access_token": access, "token_type": "Bearer",
                             "expires_in": authstore.ACCESS_TOKEN_LIFETIME, "scope": " ".join(scope)}
     if "offline_access" in scope or "online_access" in scope:

@@ -1,7 +1,8 @@
 """Durable state of the sandbox SMART authorization server (stdlib sqlite3, the SANDBOX_DB file).
 
 Launch contexts, pending standalone logins, authorization codes, access and refresh tokens, used client
-assertion ``jti`` values and the server's id_token signing key. Codes and tokens are stored as SHA-256
+assertion ``jti`` values, the per-launch iss ids (``issuers.py``) and the server's id_token signing key.
+Codes and tokens are stored as SHA-256
 hashes: a copy of the database never yields a usable bearer token.
 
 Thread safety: every call opens its own short-lived connection (sqlite3 connections must not be shared
@@ -43,12 +44,13 @@ CREATE TABLE IF NOT EXISTS auth_code (
     expires_at INTEGER NOT NULL, used_at INTEGER);
 CREATE TABLE IF NOT EXISTS auth_access_token (
     token_hash TEXT PRIMARY KEY, client_id TEXT NOT NULL, scope TEXT NOT NULL, patient TEXT, encounter TEXT,
-    fhir_user TEXT, grant_id TEXT, expires_at INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
+    fhir_user TEXT, grant_id TEXT, expires_at INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, iss_id TEXT);
 CREATE INDEX IF NOT EXISTS auth_access_token_grant ON auth_access_token (grant_id);
 CREATE TABLE IF NOT EXISTS auth_refresh_token (
     token_hash TEXT PRIMARY KEY, grant_id TEXT NOT NULL, client_id TEXT NOT NULL, scope TEXT NOT NULL,
     context TEXT NOT NULL, expires_at INTEGER NOT NULL, used_at INTEGER, revoked INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS auth_refresh_token_grant ON auth_refresh_token (grant_id);
+CREATE TABLE IF NOT EXISTS auth_issuer (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS auth_used_jti (
     client_id TEXT NOT NULL, jti TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (client_id, jti));
 """
@@ -78,6 +80,9 @@ def init_schema(path: str) -> None:
         try:
             conn.execute("PRAGMA journal_mode=WAL")  # readers do not block the token endpoint
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(auth_access_token)")}
+            if "iss_id" not in columns:  # a database made before per-launch iss
+                conn.execute("ALTER TABLE auth_access_token ADD COLUMN iss_id TEXT")
             conn.commit()
         finally:
             conn.close()
@@ -214,24 +219,29 @@ def revoke_grant(grant_id: str) -> None:
 # --- access tokens -----------------------------------------------------------------------------
 
 def issue_access_token(client_id: str, scope: str, patient: str | None = None, encounter: str | None = None,
-                       fhir_user: str | None = None, lifetime: int = ACCESS_TOKEN_LIFETIME) -> str:
+                       fhir_user: str | None = None, lifetime: int = ACCESS_TOKEN_LIFETIME,
+                       iss_id: str | None = None) -> str:
     """Issue an opaque bearer token (contract with fhir_api.py and its tests)."""
-    return issue_access_token_for_grant(client_id, scope, patient, encounter, fhir_user, lifetime, grant_id=None)
+    return issue_access_token_for_grant(client_id, scope, patient, encounter, fhir_user, lifetime, grant_id=None,
+                                        iss_id=iss_id)
 
 
 def issue_access_token_for_grant(client_id: str, scope: str, patient: str | None, encounter: str | None,
-                                 fhir_user: str | None, lifetime: int, grant_id: str | None) -> str:
+                                 fhir_user: str | None, lifetime: int, grant_id: str | None,
+                                 iss_id: str | None = None) -> str:
+    """``iss_id``: the per-launch iss the token is good for (issuers.py); None = the plain iss."""
     token = secrets.token_urlsafe(32)
     with _connect() as conn:
         conn.execute(
             "INSERT INTO auth_access_token (token_hash, client_id, scope, patient, encounter, fhir_user, grant_id,"
-            " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (_hash(token), client_id, scope, patient, encounter, fhir_user, grant_id, now() + lifetime))
+            " expires_at, iss_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (_hash(token), client_id, scope, patient, encounter, fhir_user, grant_id, now() + lifetime, iss_id))
     return token
 
 
 def verify_access_token(token: str) -> dict | None:
-    """{"scope", "patient", "encounter", "fhirUser", "client_id"} or None if unknown, revoked or expired."""
+    """{"scope", "patient", "encounter", "fhirUser", "client_id", "iss_id"} or None if unknown, revoked or
+    expired."""
     if not token:
         return None
     with _connect() as conn:
@@ -239,7 +249,7 @@ def verify_access_token(token: str) -> dict | None:
     if row is None or row["revoked"] or row["expires_at"] <= now():
         return None
     return {"scope": row["scope"], "patient": row["patient"], "encounter": row["encounter"],
-            "fhirUser": row["fhir_user"], "client_id": row["client_id"]}
+            "fhirUser": row["fhir_user"], "client_id": row["client_id"], "iss_id": row["iss_id"]}
 
 
 # --- refresh tokens ----------------------------------------------------------------------------
@@ -276,6 +286,21 @@ def consume_refresh_token(token: str) -> dict[str, Any] | None:
     data = dict(row)
     data["context"] = json.loads(data["context"])
     return data
+
+
+# --- per-launch issuers (issuers.py) ----------------------------------------------------------
+
+def create_issuer() -> str:
+    """A new per-launch iss id (kept for good: refresh tokens under it may live 30 days)."""
+    iss_id = secrets.token_urlsafe(12)
+    with _connect() as conn:
+        conn.execute("INSERT INTO auth_issuer (id, created_at) VALUES (?, ?)", (iss_id, now()))
+    return iss_id
+
+
+def issuer_exists(iss_id: str) -> bool:
+    with _connect() as conn:
+        return conn.execute("SELECT 1 FROM auth_issuer WHERE id = ?", (iss_id,)).fetchone() is not None
 
 
 # --- client assertion jti ----------------------------------------------------------------------

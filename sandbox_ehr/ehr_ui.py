@@ -13,6 +13,8 @@ from urllib.parse import urlencode, urlsplit
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 
 from sandbox_ehr import authstore
+from sandbox_ehr.issuers import app_standalone_url
+from sandbox_ehr.issuers import enabled as per_launch_iss_enabled
 
 bp = Blueprint("ehr_ui", __name__)
 
@@ -131,6 +133,7 @@ def _render_ehr(error: str | None = None, form: dict[str, Any] | None = None, st
         selected_patient=selected_patient, form=form, error=error,
         app_launch_url=current_app.config["APP_LAUNCH_URL"],
         cds_enabled=bool(current_app.config.get("CDS_SERVICES_URL")),
+        app_standalone_url=app_standalone_url(), per_launch_iss=per_launch_iss_enabled(),
         personality=current_app.extensions["sandbox_personality"],
     ), status
 

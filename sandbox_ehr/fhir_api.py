@@ -29,6 +29,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 
 from sandbox_ehr import authstore
 from sandbox_ehr import personality as personalities
+from sandbox_ehr.issuers import current_iss_id
 from sandbox_ehr.personality import Rejection
 from sandbox_ehr.store import SearchResult, StoreError, _compile_filters, _values, get_store, is_resource_type
 
@@ -233,7 +234,8 @@ def _authenticate() -> Response | None:
         return problem_response(FhirProblem(401, "A Bearer access token is required", "login",
                                             {"WWW-Authenticate": 'Bearer realm="sandbox-ehr"'}))
     info = authstore.verify_access_token(token.strip())
-    if info is None:
+    # A token is good only under the iss it was issued for (issuers.py: per-launch iss).
+    if info is None or info["iss_id"] != current_iss_id():
         return problem_response(FhirProblem(
             401, "The access token is unknown, expired or revoked", "login",
             {"WWW-Authenticate": 'Bearer realm="sandbox-ehr", error="invalid_token"'}))

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -79,3 +80,19 @@ def test_demo_wires_each_personality_to_its_ehr_profile(tmp_path):
         assert deployment.ehr_profile == profile
         app.extensions["db_engine"].dispose()
         sandbox.extensions["sandbox_store"].close()
+
+
+def test_per_launch_iss_flag_mints_an_iss_per_standalone_launch(tmp_path):
+    with running_sandbox(tmp_path, "--app-launch-url", "http://127.0.0.1:5999/launch", "--per-launch-iss") as base:
+        issued = []
+        for _ in range(2):
+            r = requests.post(base + "/ehr/standalone", allow_redirects=False, timeout=5)
+            assert r.status_code == 303
+            assert r.headers["Location"].startswith("http://127.0.0.1:5999/launch/standalone?iss=")
+            issued.append(parse_qs(urlsplit(r.headers["Location"]).query)["iss"][0])
+        assert issued[0] != issued[1]
+        for iss in issued:
+            assert iss.startswith(base + "/l/") and iss.endswith("/fhir")
+            conf = requests.get(iss + "/.well-known/smart-configuration", timeout=5).json()
+            assert conf["issuer"] == iss
+            assert conf["token_endpoint"] == iss.removesuffix("/fhir") + "/auth/token"
