@@ -30,7 +30,7 @@ from smart_app import create_app
 t1, c1 = time.perf_counter(), time.process_time()
 app = create_app({"WARM_UP": False})
 t2, c2 = time.perf_counter(), time.process_time()
-from smart_app.warmup import warm_up
+from smart_app.ops.warmup import warm_up
 warm_up(app)
 t3, c3 = time.perf_counter(), time.process_time()
 rss = int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]) / 1024

@@ -28,7 +28,7 @@ RESOURCES = {"generic": ["ServiceRequest", "DocumentReference"], "epic": ["Docum
 
 
 def run(personality: str, tmp: Path, *, n: int, workers: int, faults: bool) -> dict[str, Any]:
-    from smart_app.outbox import OutboxWorker
+    from smart_app.outbox.worker import OutboxWorker
     from tests.vendor.support import FAST, consent_many, start
 
     env = start(personality, tmp, db_url=f"sqlite:///{tmp / 'app.db'}",

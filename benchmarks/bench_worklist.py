@@ -59,9 +59,9 @@ def _copy(app: Any, seeds: list[str], n: int, rng: random.Random) -> None:
     """n copies of the seed referrals, row by row, each with its own id, name, age and status."""
     from sqlalchemy import insert, select
 
-    from smart_app.crypto import decrypt_json, encrypt_json
-    from smart_app.db import session_scope
-    from smart_app.models import OutboxItem, ReferralProgram, ReferralRecord, ReferralSite, new_id
+    from smart_app.store.crypto import decrypt_json, encrypt_json
+    from smart_app.store.db import session_scope
+    from smart_app.store.models import OutboxItem, ReferralProgram, ReferralRecord, ReferralSite, new_id
 
     ref_cols = [c.key for c in ReferralRecord.__table__.columns]
     out_cols = [c.key for c in OutboxItem.__table__.columns if c.key != "id"]

@@ -92,9 +92,9 @@ def _enqueue(app: Any, sandbox: Any, iss: str, n: int, profile_name: str) -> Non
     (tests.writeback.support.add_launch -> tests.conftest.store_launch), each with a sandbox access token."""
     from fhir.builders import EhrProfile, WritebackInput, plan_writeback
     from sandbox_ehr.authstore import issue_access_token
-    from smart_app.db import session_scope
-    from smart_app.models import ReferralRecord
-    from smart_app.outbox import OutboxSettings, enqueue
+    from smart_app.outbox.worker import OutboxSettings, enqueue
+    from smart_app.store.db import session_scope
+    from smart_app.store.models import ReferralRecord
     from tests.writeback.support import add_launch
 
     profile = EhrProfile.load(profile_name)
@@ -132,12 +132,12 @@ def _duplicates(sandbox: Any, identifiers: set[str]) -> int:
 
 def run(sandbox: Any, url: str, tmp: Path, *, n: int, workers: int, faults: bool, profile: str) -> dict[str, Any]:
     from fhir.builders import EhrProfile
-    from smart_app.outbox import OutboxWorker
+    from smart_app.outbox.worker import OutboxWorker
 
     name = f"{profile}-{'faults' if faults else 'clean'}"
     app = _app(tmp, name)
     session = CountingSession()
-    app.extensions["smart_http"] = session  # smart_app.ehr.http_session(): every EHR call goes through it
+    app.extensions["smart_http"] = session  # smart_app.launch.ehr.http_session(): every EHR call goes through it
     _enqueue(app, sandbox, url + "/fhir", n, profile)
     requests.post(url + "/__faults", json=FAULTS if faults else {}, timeout=5)
     ws = [OutboxWorker(app, timeout=0.3) for _ in range(workers)]
@@ -152,8 +152,8 @@ def run(sandbox: Any, url: str, tmp: Path, *, n: int, workers: int, faults: bool
     requests.delete(url + "/__faults", timeout=5)
     from sqlalchemy import func, select
 
-    from smart_app.db import session_scope
-    from smart_app.models import OutboxItem
+    from smart_app.store.db import session_scope
+    from smart_app.store.models import OutboxItem
 
     with app.app_context(), session_scope(app) as db:
         statuses = dict(db.execute(select(OutboxItem.status, func.count()).group_by(OutboxItem.status)).all())

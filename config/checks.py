@@ -5,7 +5,7 @@ every problem at once (errors stop a production start; warnings are printed and 
 the tests (which say so explicitly: ``TESTING``, ``DEMO`` or ``IPV_MODE=test|demo``) an error stops start-up,
 and ``flask --app smart_app check-config`` prints the same list.
 
-Nothing here talks to the network; ``smart_app/config_check.py`` adds the ``--online`` discovery check.
+Nothing here talks to the network; ``smart_app/ops/config_check.py`` adds the ``--online`` discovery check.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """gunicorn settings for the app: ``gunicorn -c config/gunicorn.conf.py 'smart_app:create_app()'``.
 
 preload_app: the master builds the app once — settings, instruments, the referral directory and its index,
-the FHIR models (smart_app/warmup.py) — and the workers share those pages copy-on-write. gc.freeze() just
+the FHIR models (smart_app/ops/warmup.py) — and the workers share those pages copy-on-write. gc.freeze() just
 before forking moves everything loaded so far out of the cyclic collector's reach, so a worker's collections
 never touch (and so never copy) the shared pages. `make bench` (bench_memory) measures both set-ups.
 Workers: one per CPU this process may use (its CPU affinity and its cgroup's CPU quota, so a container limited
@@ -68,7 +68,7 @@ def pre_fork(server, worker):  # noqa: ARG001 (gunicorn's hook signature)
 
 def child_exit(server, worker):  # noqa: ARG001 (gunicorn's hook signature)
     # prometheus_client multiprocess mode (PROMETHEUS_MULTIPROC_DIR set, emptied before start): a dead
-    # worker's live gauges are dropped; its counters stay summed (smart_app/observability.py).
+    # worker's live gauges are dropped; its counters stay summed (smart_app/ops/observability.py).
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

@@ -17,7 +17,7 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parent
 DEPLOYMENTS_DIR = CONFIG_DIR / "deployments"
 
-# Operations settings (smart_app/health.py, audit.py, retention.py, observability.py), passed to Flask as strings.
+# Operations settings (smart_app/ops/health.py, audit.py, retention.py, observability.py), passed to Flask as strings.
 OPS_DEFAULTS: dict[str, tuple[str, str]] = {
     "INSTANCE_NAME": ("", "Name of this instance in audit rows and logs; empty = the host name."),
     "READYZ_STRICT": ("0", "1: /readyz also fails when the worker heartbeat or the outbox backlog is too old."),

@@ -240,7 +240,7 @@ def _refs(items: Any, base_url: str, rtype: str) -> list[dict[str, str | None]]:
 
 
 def role_summary(role: dict[str, Any], base_url: str) -> dict[str, Any]:
-    """What the app needs of one PractitionerRole: its codes and texts (role mapping, smart_app/roles.py)
+    """What the app needs of one PractitionerRole: its codes and texts (role mapping, smart_app/launch/roles.py)
     and the places it covers (the social-work queue's scope)."""
     concepts = [c for key in ("code", "specialty") for c in (role.get(key) if isinstance(role.get(key), list) else [])
                 if isinstance(c, dict)]

@@ -39,7 +39,7 @@ def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path,
     deployment = deployment_for(personality, iss)
     app = create_app({
         # Says explicitly that this is the demo: the sandbox deployment, its public keys, SQLite and plain
-        # HTTP are allowed here and nowhere else (smart_app/config_check.py refuses them in production).
+        # HTTP are allowed here and nowhere else (smart_app/ops/config_check.py refuses them in production).
         "DEMO": True,
         "DEPLOYMENT": deployment,
         "ALLOWED_ISS": [iss],
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     # The outbox worker that production runs as its own process (`flask outbox-worker`): here a thread,
     # so writes the EHR could not take at once are retried without a second command.
-    from smart_app.outbox import OutboxWorker
+    from smart_app.outbox.worker import OutboxWorker
 
     threading.Thread(target=OutboxWorker(app).loop, kwargs={"stop": stop.is_set}, daemon=True).start()
     sandbox_url = f"http://{args.host}:{args.sandbox_port}"

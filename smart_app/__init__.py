@@ -15,8 +15,37 @@ from werkzeug.exceptions import BadRequest, SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import get_host
 
+from config.settings import flask_config
 from referrals.memory import paused_gc
-from smart_app import config_check
+from smart_app import store
+from smart_app.cds import views as cds_views
+from smart_app.launch import ehr as launch_ehr
+from smart_app.launch import quick_exit, retention
+from smart_app.launch import views as launch_views
+from smart_app.ops import (
+    audit,
+    config_check,
+    errors,
+    health,
+    housekeeping,
+    i18n,
+    observability,
+    profiles,
+    ratelimit,
+    security,
+    warmup,
+)
+from smart_app.referral import views as referral_views
+from smart_app.report import views as report_views
+from smart_app.screening import views as screening_views
+from smart_app.store import crypto
+from smart_app.worklist import retention as worklist_retention
+from smart_app.worklist import views as worklist_views
+from smart_app.writeback import views as writeback_views
+
+# One blueprint per feature, registered in this order (quick exit first: it must answer whatever else fails).
+FEATURE_BLUEPRINTS = (quick_exit.bp, launch_views.bp, screening_views.bp, referral_views.bp, writeback_views.bp,
+                      worklist_views.bp, cds_views.bp, report_views.bp)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -39,13 +68,9 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
-    from config.settings import flask_config
-
     app.config.update(flask_config())
     if test_config:
         app.config.update(test_config)
-    from smart_app import observability
-
     observability.init_app(app)  # JSON logs, request id, /metrics (before anything logs)
 
     if config_check.invoked_as_check_config():
@@ -56,10 +81,8 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
     _dev_secrets(app)
     _serving_behind_proxy(app)
 
-    from smart_app import audit, crypto, db, errors, health, i18n, profiles, retention, security
-
     config_check.init_app(app)
-    db.init_app(app)
+    store.init_app(app)
     crypto.init_app(app)
     security.init_app(app)
     i18n.init_app(app)
@@ -69,17 +92,13 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
     audit.init_app(app)
     profiles.init_app(app)  # refuses an EHR profile that cannot protect the note (restricted note type)
 
-    from smart_app.blueprints import register_blueprints
-
-    register_blueprints(app)
-    from smart_app import ratelimit
-
+    for blueprint in FEATURE_BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    # Work the outbox worker does on its rounds besides sending (retention, the closed loop's status updates).
+    housekeeping.init_app(app, retention.purge, worklist_retention.purge_referrals)
     ratelimit.init_app(app)  # after the blueprints: limits attach to their views
     app.jinja_env.globals["url_if"] = _url_if
-    if app.config.get("WARM_UP", not app.testing):
-        from smart_app.warmup import warm_up
-
-        warm_up(app)
+    warmup.init_app(app, launch_ehr.warm_up, referral_views.warm_up, writeback_views.warm_up)
     return app
 
 

@@ -16,8 +16,8 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 
 from smart_app import create_app
-from smart_app.launch_state import Launch, new_expiry
-from smart_app.models import LaunchRecord
+from smart_app.launch.state import Launch, new_expiry
+from smart_app.store.models import LaunchRecord
 
 # Folders whose every test carries a marker, so `-m "not browser"` (or `-m tls`) selects them by what they need.
 _FOLDER_MARKERS = {"browser": pytest.mark.browser, "tls": pytest.mark.tls}
@@ -115,7 +115,7 @@ def store_launch(app, *, bid: str, context: dict[str, Any] | None = None, data: 
                  status: str = "active") -> str:
     """Store a launch record as the callback would (context and tokens encrypted); returns its id."""
     with app.test_request_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         record = LaunchRecord(state=secrets.token_urlsafe(24), browser_id=bid, iss=iss,
                               kind=kind, status=status, expires_at=new_expiry())

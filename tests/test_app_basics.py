@@ -1,6 +1,6 @@
 """Behaviour every page shares: no-store, a clear 404, quick exit ends the launches."""
 
-from smart_app.models import LaunchRecord
+from smart_app.store.models import LaunchRecord
 
 
 def test_error_page_is_plain_and_uncached(client):
@@ -18,7 +18,7 @@ def test_quick_exit_ends_this_browsers_launches(app, client, make_launch):
     assert resp.headers["Location"] == app.config["NEUTRAL_EXIT_URL"]
     assert "cookies" in resp.headers["Clear-Site-Data"]
     with app.app_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         assert get_session().get(LaunchRecord, lid).status == "ended"
 

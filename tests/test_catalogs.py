@@ -46,8 +46,8 @@ def extract(tmp_path: Path, cfg_text: str, *keywords: str, default_keywords: boo
 
 def patient_facing_msgids(tmp_path: Path) -> set[str]:
     """Words said to the patient (``p_``) and the printed handout."""
-    said = extract(tmp_path, "[jinja2: smart_app/templates/**.html]\n", "p_", default_keywords=False)
-    handout = extract(tmp_path, "[jinja2: smart_app/templates/referral/handout.html]\n")
+    said = extract(tmp_path, "[jinja2: smart_app/**/templates/**.html]\n", "p_", default_keywords=False)
+    handout = extract(tmp_path, "[jinja2: smart_app/referral/templates/referral/handout.html]\n")
     assert said and handout
     return said | handout
 

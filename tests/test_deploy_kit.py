@@ -64,10 +64,10 @@ def test_wheel_holds_no_sandbox_code_or_keys(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.startswith(("sandbox_ehr/", "tests/", "benchmarks/"))]
     assert not [n for n in names if n.endswith((".pem", ".key", ".p12", ".db"))]
-    for needed in ("smart_app/__init__.py", "smart_app/config_check.py", "config/checks.py",
+    for needed in ("smart_app/__init__.py", "smart_app/ops/config_check.py", "config/checks.py",
                    "config/gunicorn.conf.py", "fhir/smart/oauth.py", "referrals/__init__.py"):
         assert needed in names, needed
-    assert any(n.startswith("smart_app/migrations/") for n in names)  # `flask db upgrade` ships with it
+    assert any(n.startswith("smart_app/store/migrations/") for n in names)  # `flask db upgrade` ships with it
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from config.checks import SANDBOX_KEY_FINGERPRINTS, check_config, errors
 from config.settings import DEFAULTS, flask_config
 from smart_app import create_app
-from smart_app.config_check import ConfigError
+from smart_app.ops.config_check import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SANDBOX_KEYS = ROOT / "sandbox_ehr" / "keys"

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from werkzeug.exceptions import NotFound
 
 from smart_app import create_app
-from smart_app.launch_state import load_launch
+from smart_app.launch.state import load_launch
 from tests.conftest import app_config, store_launch
 
 
@@ -68,8 +68,8 @@ def test_launch_records_on_postgresql(postgres_url):
 def test_tokens_follow_the_stored_value_and_a_caller_cannot_change_them(app):
     """Launch.tokens decrypts once per stored value: a token stored meanwhile (a refresh in another request,
     re-read from the database) is what the next read gives, and changing a returned dict changes nothing."""
-    from smart_app.crypto import encrypt_json
-    from smart_app.db import get_session
+    from smart_app.store.crypto import encrypt_json
+    from smart_app.store.db import get_session
 
     lid = _store_launch(app, "browser-1")
     with app.test_request_context():

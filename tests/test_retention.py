@@ -10,9 +10,9 @@ from sqlalchemy import func, select, update
 
 from fhir.builders import EhrProfile
 from smart_app import create_app
-from smart_app.db import session_scope
-from smart_app.models import LaunchRecord, OutboxItem, ReferralRecord, UsedCode
-from smart_app.retention import purge
+from smart_app.launch.retention import purge
+from smart_app.store.db import session_scope
+from smart_app.store.models import LaunchRecord, OutboxItem, ReferralRecord, UsedCode
 from tests.conftest import app_config, launch_for, store_launch
 from tests.writeback.support import add_referral
 
@@ -91,7 +91,7 @@ def test_quick_exit_then_purge_command_leaves_no_patient_data(app, client):
 
 
 def test_the_outbox_worker_purges_as_it_runs(app):
-    from smart_app.outbox import OutboxWorker
+    from smart_app.outbox.worker import OutboxWorker
 
     ended = store_launch(app, bid="b", status="ended")
     rounds = iter([False, True])  # one round, then stop

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import render_template_string
 from flask_babel import force_locale
 
-from smart_app.i18n import template_gettext
+from smart_app.ops.i18n import template_gettext
 
 PAGE = '{{ _("Screening result") }}|{{ _("Call %(program)s now", program=name) }}|{{ _("100%% sure") }}'
 

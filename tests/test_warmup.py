@@ -1,4 +1,4 @@
-"""Start-up warm-up (smart_app/warmup.py): what a first request would otherwise pay is done at start."""
+"""Start-up warm-up (smart_app/ops/warmup.py): what a first request would otherwise pay is done at start."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from fhir.builders import PROFILES_DIR
-from smart_app import warmup
+from smart_app.launch import ehr
+from smart_app.ops import warmup
 from tests.conftest import default_context
 
 
 @pytest.fixture
 def no_ehr(monkeypatch):
-    monkeypatch.setattr(warmup, "prefetch_issuers", lambda: [])  # no allow-listed EHR is up in these tests
+    monkeypatch.setattr(ehr, "prefetch_issuers", lambda: [])  # no allow-listed EHR is up in these tests
 
 
 def test_every_page_template_is_compiled_at_start(app, no_ehr):
@@ -39,7 +40,7 @@ def test_the_patient_texts_are_read_at_start_not_in_a_referral_page(app, client,
     import yaml
 
     from referrals.content import load_content
-    from smart_app.blueprints.referral import content_in
+    from smart_app.referral.views import content_in
 
     content_in.cache_clear()
     load_content.cache_clear()

@@ -95,7 +95,7 @@ def live_app(live_sandbox: Live, tmp_path_factory: pytest.TempPathFactory) -> It
     # The outbox worker, as `make demo` runs it: the consent POST only stores writes, the worker sends.
     import threading
 
-    from smart_app.outbox import OutboxWorker
+    from smart_app.outbox.worker import OutboxWorker
 
     stop = threading.Event()
     worker = threading.Thread(target=OutboxWorker(app, timeout=5).loop,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from smart_app.events import month_of
-from smart_app.models import CdsCard, ReportEvent
+from smart_app.report.events import month_of
+from smart_app.store.models import CdsCard, ReportEvent
 from tests.browser.conftest import LID_IN_PATH, Live
 from tests.conftest import default_context, store_launch
 
@@ -59,7 +59,7 @@ def test_opening_a_patient_shows_the_card_and_its_link_launches_the_app_to_the_g
     with live_app.app.app_context():
         from sqlalchemy import select
 
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         outcomes = [c.outcome for c in get_session().scalars(select(CdsCard))]
     assert "accepted" in outcomes
@@ -81,7 +81,7 @@ def report_page(browser, live_app: Live) -> Iterator[Any]:
     app = live_app.app
     month = month_of()
     with app.app_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         db = get_session()
         for site, n in (("bwh", 37), ("mgh", 14), ("mgh-chelsea", 4)):

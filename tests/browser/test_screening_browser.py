@@ -153,8 +153,8 @@ def launch_status_after_exit(app, lid: str, page) -> str | None:
     """The launch's status once quick exit has been recorded. The Esc path ends the launch with a beacon POST
     the browser sends alongside the navigation: on a loaded machine it may land a moment after the neutral page
     shows, so wait for it (bounded, 10 s) before reading."""
-    from smart_app.db import session_scope
-    from smart_app.models import LaunchRecord
+    from smart_app.store.db import session_scope
+    from smart_app.store.models import LaunchRecord
 
     status = None
     for _ in range(100):

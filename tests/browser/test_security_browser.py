@@ -14,8 +14,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.security]
 
 def _status(live_app, lid: str) -> str:
     with live_app.app.test_request_context():
-        from smart_app.db import get_session
-        from smart_app.models import LaunchRecord
+        from smart_app.store.db import get_session
+        from smart_app.store.models import LaunchRecord
 
         return get_session().get(LaunchRecord, lid).status
 
@@ -24,8 +24,8 @@ def _expires_soon(live_app, lid: str) -> bool:
     from datetime import UTC, datetime, timedelta
 
     with live_app.app.test_request_context():
-        from smart_app.db import get_session
-        from smart_app.models import LaunchRecord
+        from smart_app.store.db import get_session
+        from smart_app.store.models import LaunchRecord
 
         expires = get_session().get(LaunchRecord, lid).expires_at
         expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)

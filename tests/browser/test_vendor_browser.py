@@ -24,7 +24,7 @@ TITLES = {"generic": "Generic FHIR R4", "epic": "Epic on FHIR", "oracle": "Oracl
 @pytest.fixture(params=PERSONALITIES)
 def vendor_live(request, tmp_path) -> Iterator[tuple]:
     """The sandbox in one personality and the app on real ports, with the outbox worker running."""
-    from smart_app.outbox import OutboxWorker
+    from smart_app.outbox.worker import OutboxWorker
 
     env = start(request.param, tmp_path, WTF_CSRF_ENABLED=True)
     env.app.config["FRAME_ANCESTORS"] = f"'self' {env.server.url}"

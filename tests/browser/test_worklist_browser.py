@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.sync_api import expect
 
-from smart_app.db import session_scope
-from smart_app.models import ReferralRecord
+from smart_app.store.db import session_scope
+from smart_app.store.models import ReferralRecord
 from tests.worklist.support import PROGRAM, clinician_context
 
 pytestmark = pytest.mark.worklist
@@ -30,9 +30,9 @@ def _refer(live_app, live_sandbox, site: str, patient: str, encounter: str, name
            channel: str, hours_ago: float) -> str:
     """A consented referral as the consent view stores it (the consent page itself is tested elsewhere; this
     app runs with CSRF on, so the seed goes straight to the database)."""
-    from smart_app.crypto import encrypt_json
-    from smart_app.visit_memory import encounter_key, patient_key
-    from smart_app.worklist_scope import add_site_keys, referral_site_keys, site_display_name
+    from smart_app.launch.visit_memory import encounter_key, patient_key
+    from smart_app.store.crypto import encrypt_json
+    from smart_app.worklist.scope import add_site_keys, referral_site_keys, site_display_name
 
     app = live_app.app
     ctx = clinician_context(site, patient, name, encounter=encounter)

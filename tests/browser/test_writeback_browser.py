@@ -20,9 +20,9 @@ REFERRAL = {"site": "mgh-chelsea", "results": [{"service_id": "haven", "program"
 
 def _screened(live_app, lid: str) -> None:
     """The screening and referral steps (other features) leave this in the launch's working data."""
-    from smart_app.db import session_scope
-    from smart_app.launch_state import Launch
-    from smart_app.models import LaunchRecord
+    from smart_app.launch.state import Launch
+    from smart_app.store.db import session_scope
+    from smart_app.store.models import LaunchRecord
 
     with live_app.app.app_context(), session_scope(live_app.app) as db:
         Launch(db.get(LaunchRecord, lid)).update_data(screening=SCREENING, referral=REFERRAL)
@@ -61,8 +61,8 @@ def test_consent_writes_to_the_chart_and_confirms(launched_page, live_app, live_
         expect(row).to_have_attribute("data-state", "written")
         expect(row).to_contain_text("Verified")
     # What the EHR holds: one note with the business identifier of this referral, labelled.
-    from smart_app.db import session_scope
-    from smart_app.models import OutboxItem
+    from smart_app.store.db import session_scope
+    from smart_app.store.models import OutboxItem
 
     with live_app.app.app_context(), session_scope(live_app.app) as db:
         doc_row = db.query(OutboxItem).filter_by(kind="DocumentReference", launch_id=lid).one()
@@ -83,8 +83,8 @@ def test_no_consent_writes_nothing(launched_page, live_app):
     page.goto(f"{live_app.url}/l/{lid}/consent")
     page.get_by_test_id("consent-no").click()
     page.get_by_test_id("declined-message").wait_for()
-    from smart_app.db import session_scope
-    from smart_app.models import OutboxItem
+    from smart_app.store.db import session_scope
+    from smart_app.store.models import OutboxItem
 
     with live_app.app.app_context(), session_scope(live_app.app) as db:
         assert db.query(OutboxItem).filter_by(launch_id=lid).count() == 0

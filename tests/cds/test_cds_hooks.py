@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
 
 from smart_app import create_app
-from smart_app.models import CdsCard, ReportEvent
+from smart_app.store.models import CdsCard, ReportEvent
 from tests.conftest import app_config
 
 pytestmark = pytest.mark.cds
@@ -116,7 +116,7 @@ def test_due_patient_gets_one_neutral_card_with_a_smart_link(cds_app, sandbox):
         assert word not in text, word
     assert not any(ch.isdigit() for ch in card["summary"] + card["detail"])  # no score, no count
     with cds_app.app_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         row = get_session().get(CdsCard, card["uuid"])
         assert (row.site, row.service, row.outcome) == ("bwh", SID, None)
@@ -225,7 +225,7 @@ def test_hostile_and_unsigned_callers_get_401_and_nothing_is_recorded(cds_app, s
         resp = call(cds_app, sandbox, body, bearer=bad)
         assert resp.status_code == 401 and "cards" not in resp.json
     with cds_app.app_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         assert get_session().scalar(select(func.count()).select_from(CdsCard)) == 0
 
@@ -300,7 +300,7 @@ def test_feedback_records_accepted_and_overridden_once(cds_app, sandbox):
                            headers={"Authorization": f"Bearer {token(sandbox, url)}"})
         assert resp.status_code == 200
     with cds_app.app_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         db = get_session()
         kinds = dict(db.execute(select(ReportEvent.kind, func.count()).group_by(ReportEvent.kind)).all())
@@ -365,7 +365,7 @@ def test_encounter_start_counts_the_card_for_the_encounters_site(cds_app, sandbo
     got = cards(call(cds_app, sandbox, body, sid="checkin-encounter-start"))
     assert len(got) == 1
     with cds_app.app_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         assert get_session().get(CdsCard, got[0]["uuid"]).site == "mgh-chelsea"
     # The patient-view service refuses an encounter-start body (hook mismatch).
@@ -373,12 +373,12 @@ def test_encounter_start_counts_the_card_for_the_encounters_site(cds_app, sandbo
 
 
 def test_expired_request_jtis_are_purged_with_the_other_replay_guards(cds_app, sandbox):
-    from smart_app.models import CdsJti
-    from smart_app.retention import purge
+    from smart_app.launch.retention import purge
+    from smart_app.store.models import CdsJti
 
     cards(call(cds_app, sandbox, hook_body(cds_app, sandbox, new_patient(sandbox))))
     with cds_app.app_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         db = get_session()
         assert db.scalar(select(func.count()).select_from(CdsJti)) == 1

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from smart_app.models import LaunchRecord
+from smart_app.store.models import LaunchRecord
 from tests.launch.fakes import FakeEhr, install_fake_ehr
 
 CLIENT_ID = "fake-app"
@@ -40,7 +40,7 @@ def record_for(app, state: str) -> LaunchRecord:
     with app.app_context():
         from sqlalchemy import select
 
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         return get_session().scalar(select(LaunchRecord).where(LaunchRecord.state == state))
 

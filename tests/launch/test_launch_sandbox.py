@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from config.settings import DEPLOYMENTS_DIR
 from fhir.smart.discovery import _from_capability_statement, fetch_configuration
-from smart_app.models import LaunchRecord
+from smart_app.store.models import LaunchRecord
 
 KEYS = Path(DEPLOYMENTS_DIR).parents[1] / "sandbox_ehr" / "keys"
 V2 = ("launch openid fhirUser patient/Patient.rs patient/Encounter.rs patient/Location.rs patient/Organization.rs "
@@ -83,8 +83,8 @@ def launch_id(resp) -> str:
 
 def stored(app, lid: str):
     with app.app_context():
-        from smart_app.db import get_session
-        from smart_app.launch_state import Launch
+        from smart_app.launch.state import Launch
+        from smart_app.store.db import get_session
 
         return Launch(get_session().get(LaunchRecord, lid))
 
@@ -173,9 +173,9 @@ def test_refresh_of_an_expired_access_token(app, client, sandbox):
     resp, _ = launch(client, sandbox, "pat-alice", "enc-alice-bwh")
     lid = launch_id(resp)
     with app.test_request_context():
-        from smart_app.db import get_session
-        from smart_app.ehr import fhir_client_for
-        from smart_app.launch_state import Launch
+        from smart_app.launch.ehr import fhir_client_for
+        from smart_app.launch.state import Launch
+        from smart_app.store.db import get_session
 
         record = get_session().get(LaunchRecord, lid)
         launch_ = Launch(record)
@@ -277,10 +277,10 @@ def test_refused_refresh_is_a_clear_401_not_a_crash(app, client, sandbox):
     configure(app, sandbox, "public", V2 + " online_access")
     lid = launch_id(launch(client, sandbox, "pat-alice", "enc-alice-bwh")[0])
     with app.test_request_context():
-        from smart_app.db import get_session
-        from smart_app.ehr import fhir_client_for
-        from smart_app.errors import LaunchError
-        from smart_app.launch_state import Launch
+        from smart_app.launch.ehr import fhir_client_for
+        from smart_app.launch.state import Launch
+        from smart_app.ops.errors import LaunchError
+        from smart_app.store.db import get_session
 
         launch_ = Launch(get_session().get(LaunchRecord, lid))
         launch_.set_tokens({**launch_.tokens, "expires_at": 0, "refresh_token": "revoked-or-forged"})
@@ -312,9 +312,9 @@ def _race_one_callback(app, sandbox, monkeypatch) -> None:
     """The same callback twice at once (a double-submitted redirect): both pass the state check together;
     the code and the client assertion's jti are committed in one transaction before the exchange, so
     exactly one goes on to the EHR, and only the jti it sent is recorded."""
-    import smart_app.blueprints.launch as launch_bp
-    from smart_app.db import get_session
-    from smart_app.models import UsedJti
+    import smart_app.launch.views as launch_bp
+    from smart_app.store.db import get_session
+    from smart_app.store.models import UsedJti
 
     configure(app, sandbox, "jwt-rs384")
     client = app.test_client()

@@ -75,7 +75,7 @@ def test_start_up_prefetch_reads_discovery_and_jwks_of_every_allowed_issuer(sand
 
     from fhir.smart import id_token
     from smart_app import create_app
-    from smart_app.ehr import prefetch_issuers
+    from smart_app.launch.ehr import prefetch_issuers
     from tests.conftest import app_config
 
     app = create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", ALLOWED_ISS=[sandbox.iss, "http://127.0.0.1:9/fhir"]))

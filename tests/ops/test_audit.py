@@ -14,10 +14,11 @@ from sqlalchemy.exc import DBAPIError
 
 from fhir.builders import EhrProfile
 from smart_app import create_app
-from smart_app.audit import AppendOnlyError, launch_ref, purge_audit, query_audit, record_audit
-from smart_app.db import session_scope
-from smart_app.models import AuditEvent, OutboxItem, ReferralRecord
-from smart_app.outbox import OutboxWorker
+from smart_app.ops.audit import AppendOnlyError, purge_audit, query_audit, record_audit
+from smart_app.ops.observability import launch_ref
+from smart_app.outbox.worker import OutboxWorker
+from smart_app.store.db import session_scope
+from smart_app.store.models import AuditEvent, OutboxItem, ReferralRecord
 from tests.conftest import app_config, default_context
 from tests.launch.test_launch_sandbox import configure, launch, launch_id
 from tests.writeback.support import REFERRAL, SCREENING, FakeEhr, add_launch, add_referral, consent
@@ -36,7 +37,7 @@ def rows(app, action: str | None = None) -> list[AuditEvent]:
 
 
 def patient_of(app, row: AuditEvent) -> dict:
-    from smart_app.crypto import decrypt_json
+    from smart_app.store.crypto import decrypt_json
 
     with app.app_context():
         return decrypt_json(row.patient_enc) or {}
@@ -63,7 +64,7 @@ def test_viewing_the_result_leaves_one_row_per_view(app, client, make_launch):
 
 
 def test_a_result_view_is_audited_even_when_the_page_then_fails(app, client, make_launch, monkeypatch):
-    from smart_app.blueprints import screening
+    from smart_app.screening import views as screening
 
     lid = make_launch(client, data={"screening": dict(SCREENING)})
 

@@ -1,5 +1,5 @@
 """Pooled database connections: tested before use only after sitting idle, and a dead idle one is replaced
-before a request sees it (smart_app.db._ping_when_idle)."""
+before a request sees it (smart_app.store.db._ping_when_idle)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import create_engine, text
 
-from smart_app.db import make_engine
+from smart_app.store.db import make_engine
 
 pytestmark = pytest.mark.ops
 

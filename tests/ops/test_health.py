@@ -10,9 +10,9 @@ from sqlalchemy import create_engine, update
 from sqlalchemy.orm import sessionmaker
 
 from fhir.builders import EhrProfile
-from smart_app.db import session_scope
-from smart_app.models import OutboxItem
-from smart_app.outbox import OutboxWorker
+from smart_app.outbox.worker import OutboxWorker
+from smart_app.store.db import session_scope
+from smart_app.store.models import OutboxItem
 from tests.writeback.support import add_launch, add_referral
 
 pytestmark = pytest.mark.ops

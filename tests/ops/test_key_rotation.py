@@ -14,11 +14,11 @@ from sqlalchemy import select
 
 from fhir.builders import EhrProfile
 from smart_app import create_app
-from smart_app.audit import query_audit, record_audit
-from smart_app.crypto import decrypt_json, encrypt_json, encrypted_columns
-from smart_app.db import session_scope
-from smart_app.models import OutboxItem, ReferralRecord
-from smart_app.outbox import OutboxWorker
+from smart_app.ops.audit import query_audit, record_audit
+from smart_app.outbox.worker import OutboxWorker
+from smart_app.store.crypto import decrypt_json, encrypt_json, encrypted_columns
+from smart_app.store.db import session_scope
+from smart_app.store.models import OutboxItem, ReferralRecord
 from tests.conftest import app_config, default_context, store_launch
 from tests.launch.test_launch_sandbox import KEYS
 from tests.writeback.support import FakeEhr, add_launch, add_referral
@@ -145,7 +145,7 @@ def test_a_value_no_key_decrypts_is_logged_and_shown_never_empty(tmp_path, caplo
 def test_first_key_encrypts_all_keys_decrypt(app):
     k1, k2 = Fernet.generate_key(), Fernet.generate_key()
     with app.app_context():
-        from smart_app.crypto import parse_keys
+        from smart_app.store.crypto import parse_keys
 
         keys = parse_keys(f"{k2.decode()}, {k1.decode()}")
         assert len(keys) == 2
@@ -174,7 +174,7 @@ def test_jwks_publishes_current_and_next_signing_keys_and_signs_with_current(app
 
     import jwt
 
-    from smart_app.ehr import client_auth
+    from smart_app.launch.ehr import client_auth
 
     with app.app_context():
         data, headers = {}, {}

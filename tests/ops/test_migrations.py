@@ -17,7 +17,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, inspect, text
 
-from smart_app import migrate
+from smart_app.store import migrate
 
 pytestmark = pytest.mark.ops
 REPO = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ def test_exactly_one_head():
 
 
 def test_heads_read_from_the_scripts_are_alembics():
-    # The readiness probe reads the heads without Alembic (smart_app/migrate.py): the same answer, always.
+    # The readiness probe reads the heads without Alembic (smart_app/store/migrate.py): the same answer, always.
     assert sorted(migrate.heads()) == sorted(migrate.script_directory().get_heads())
 
 
@@ -147,7 +147,7 @@ def test_upgrade_from_the_create_all_schema_keeps_the_data(postgres_url):
 _START = textwrap.dedent("""
     import json, sys, time, pathlib
     from smart_app import create_app
-    from smart_app.outbox import OutboxWorker
+    from smart_app.outbox.worker import OutboxWorker
     app = create_app(json.loads(sys.argv[1]))
     barrier = pathlib.Path(sys.argv[2])
     (barrier / sys.argv[3]).touch()

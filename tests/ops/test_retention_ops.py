@@ -10,10 +10,10 @@ from sqlalchemy import create_engine, select, text, update
 
 from fhir.builders import EhrProfile
 from smart_app import create_app
-from smart_app.audit import record_audit
-from smart_app.db import session_scope
-from smart_app.models import AuditEvent, OutboxItem, WorkerHeartbeat
-from smart_app.outbox import OutboxWorker
+from smart_app.ops.audit import record_audit
+from smart_app.outbox.worker import OutboxWorker
+from smart_app.store.db import session_scope
+from smart_app.store.models import AuditEvent, OutboxItem, WorkerHeartbeat
 from tests.conftest import app_config
 from tests.writeback.support import add_launch, add_referral
 

@@ -14,7 +14,7 @@ PO = ROOT / "smart_app" / "translations" / "es" / "LC_MESSAGES" / "messages.po"
 
 def test_referral_strings_are_translated(tmp_path):
     cfg = tmp_path / "babel.cfg"
-    cfg.write_text("[python: smart_app/blueprints/referral.py]\n[jinja2: smart_app/templates/referral/**.html]\n")
+    cfg.write_text("[python: smart_app/referral/views.py]\n[jinja2: smart_app/referral/templates/referral/**.html]\n")
     pot = tmp_path / "messages.pot"
     subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", str(cfg), "-k", "p_",
                     "-o", str(pot),

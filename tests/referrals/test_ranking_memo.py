@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import smart_app.urgent as urgent
+import smart_app.ranking.memo as urgent
 from tests.conftest import default_context
 
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from smart_app.blueprints.referral import content_in
+from smart_app.referral.views import content_in
 from tests.conftest import default_context
 
 DV_WORDS = re.compile(r"violen|abus|domestic|rape|assault|shelter|refugio|agresi|IPV|209A|crisis", re.I)
@@ -43,9 +43,9 @@ def test_search_is_post_redirect_get_and_zip_never_in_url(client, lid, app):
     assert "miles from 02151" in html
     assert "Helps with legal help and protective orders (209A)" in html
     with app.test_request_context():
-        from smart_app.db import get_session
-        from smart_app.launch_state import Launch
-        from smart_app.models import LaunchRecord
+        from smart_app.launch.state import Launch
+        from smart_app.store.db import get_session
+        from smart_app.store.models import LaunchRecord
 
         ref = Launch(get_session().get(LaunchRecord, lid)).data["referral"]
     assert ref["safe_zip"] == "02151" and ref["needs"] == ["legal"]
@@ -65,9 +65,9 @@ def test_selection_is_stored_and_safe_contact_is_not_asked_here(client, lid, app
                                                     "channel": "text", "contact_note": "only before 3pm"})
     assert resp.status_code == 302
     with app.test_request_context():
-        from smart_app.db import get_session
-        from smart_app.launch_state import Launch
-        from smart_app.models import LaunchRecord
+        from smart_app.launch.state import Launch
+        from smart_app.store.db import get_session
+        from smart_app.store.models import LaunchRecord
 
         ref = Launch(get_session().get(LaunchRecord, lid)).data["referral"]
     assert ref["selected"] == ["haven"]

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
-from smart_app import report as rpt
-from smart_app.events import month_of
-from smart_app.models import OutboxItem, ReferralDims, ReferralEvent, ReferralRecord, ReportEvent
+from smart_app.report import tables as rpt
+from smart_app.report.events import month_of
+from smart_app.store.models import OutboxItem, ReferralDims, ReferralEvent, ReferralRecord, ReportEvent
 from tests.conftest import default_context, store_launch
 
 pytestmark = pytest.mark.report
@@ -178,7 +178,7 @@ def journey(app, rng: random.Random, sw, expected: Counter) -> None:
         return  # not contacted yet
     hours = rng.choice([2, 30, 100])
     with app.app_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         db = get_session()
         rec = db.scalar(select(ReferralRecord).where(ReferralRecord.launch_id == lid))
@@ -210,7 +210,7 @@ def test_report_equals_an_independent_tally_of_200_journeys_and_survives_the_pur
         journey(app, rng, sw, expected)
     month = month_of()
     with app.app_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         db = get_session()
         assert rpt.raw_counts(db, month) == dict(expected)
@@ -239,8 +239,8 @@ def test_report_equals_an_independent_tally_of_200_journeys_and_survives_the_pur
 
     # Purging referrals (and launches) leaves past reports unchanged.
     with app.app_context():
-        from smart_app.db import get_session
-        from smart_app.models import LaunchRecord
+        from smart_app.store.db import get_session
+        from smart_app.store.models import LaunchRecord
 
         db = get_session()
         db.execute(delete(OutboxItem))
@@ -260,7 +260,7 @@ def test_event_rows_hold_nothing_about_a_patient(report_app):
     client.post(f"/l/{lid}/screen", data={"instrument": "hits", **{f"q-{i}": "LA6482-9" for i in
                                                                  ("hurt", "insult", "threaten", "scream")}})
     with report_app.app_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         rows = get_session().scalars(select(ReportEvent)).all()
     assert {(r.kind, r.site, r.instrument, r.language, r.month) for r in rows} == {
@@ -279,9 +279,9 @@ def test_report_is_for_program_managers_only(report_app):
 
 
 def test_a_program_manager_lands_on_the_report(report_app):
-    from smart_app.blueprints.launch import _landing
-    from smart_app.launch_state import Launch
-    from smart_app.models import LaunchRecord
+    from smart_app.launch.state import Launch
+    from smart_app.launch.views import _landing
+    from smart_app.store.models import LaunchRecord
 
     with report_app.test_request_context():
         for roles, patient, intent, want in ((["program_manager"], None, None, "/report"),
@@ -307,7 +307,7 @@ def test_report_on_postgresql_equals_the_tally(postgres_url):
         for _ in range(40):
             journey(app, rng, sw, expected)
         with app.app_context():
-            from smart_app.db import get_session
+            from smart_app.store.db import get_session
 
             assert rpt.raw_counts(get_session(), month_of()) == dict(expected)
     finally:

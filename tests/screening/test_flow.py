@@ -244,12 +244,12 @@ def test_no_answers_in_any_url(flow):
 
 def test_nothing_is_written_to_the_chart(flow, monkeypatch):
     import fhir.client
-    import smart_app.ehr
+    import smart_app.launch.ehr
 
     def refuse(*a, **kw):
         raise AssertionError("screening must not call the EHR")
 
-    monkeypatch.setattr(smart_app.ehr, "fhir_client_for", refuse)
+    monkeypatch.setattr(smart_app.launch.ehr, "fhir_client_for", refuse)
     for name in ("create", "update", "bundle"):
         monkeypatch.setattr(fhir.client.FhirClient, name, refuse)
     flow.gate()

@@ -23,7 +23,8 @@ def test_every_string_on_the_screening_pages_has_a_spanish_translation(tmp_path)
     # Only the pages this feature renders: other features' new strings are extracted by the catalog owner
     # (smart_app/translations/README.md) and must not break this feature's tests in between.
     cfg = tmp_path / "babel.cfg"
-    cfg.write_text("[jinja2: smart_app/templates/screening/**.html]\n[jinja2: smart_app/templates/base.html]\n"
+    cfg.write_text("[jinja2: smart_app/screening/templates/screening/**.html]\n"
+                   "[jinja2: smart_app/templates/base.html]\n"
                    "[jinja2: smart_app/templates/_patient_banner.html]\n")
     pot = tmp_path / "messages.pot"
     subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", str(cfg), "-k", "p_",
@@ -78,7 +79,7 @@ def test_gettext_follows_the_locale_within_one_request(app):
     from flask import g, render_template_string
     from flask_babel import force_locale
 
-    from smart_app.i18n import gettext, patient_gettext
+    from smart_app.ops.i18n import gettext, patient_gettext
 
     with app.test_request_context():
         g.locale = "en"

@@ -126,14 +126,14 @@ def test_create_app_refuses_a_site_file_that_is_not_valid_fhir(tmp_path):
 
 
 def test_create_app_refuses_an_unknown_default_instrument(tmp_path):
-    from smart_app.blueprints.screening import ScreeningConfigError
+    from smart_app.screening.views import ScreeningConfigError
 
     with pytest.raises(ScreeningConfigError, match="SCREENING_DEFAULT_INSTRUMENT.*'nope' not found"):
         create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", SCREENING_DEFAULT_INSTRUMENT="nope"))
 
 
 def test_create_app_refuses_an_unknown_offered_instrument_and_a_screen_as_danger_check(tmp_path):
-    from smart_app.blueprints.screening import ScreeningConfigError
+    from smart_app.screening.views import ScreeningConfigError
 
     with pytest.raises(ScreeningConfigError, match="offered instrument 'nope'"):
         create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", SCREENING_INSTRUMENTS=["hits", "nope"]))

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from smart_app.db import session_scope
-from smart_app.models import LaunchRecord
-from smart_app.retention import purge
+from smart_app.launch.retention import purge
+from smart_app.store.db import session_scope
+from smart_app.store.models import LaunchRecord
 from tests.conftest import store_launch
 from tests.launch.test_launch_sandbox import configure, launch, launch_id
 from tests.screening.helpers import launch_data

@@ -115,7 +115,7 @@ def test_e_hits_cut_off_is_7(scream, total, expected):
 # E-HITS cut-off: a deployment setting (Chan 2010, the developers: 8.5, i.e. >= 9); the file's default is >= 7.
 @pytest.mark.parametrize(("sometimes_items", "total", "expected"), [(2, 9, "positive"), (1, 7, "negative")])
 def test_e_hits_cut_off_from_the_deployment(sometimes_items, total, expected):
-    from smart_app.blueprints.screening import apply_cutoffs
+    from smart_app.screening.views import apply_cutoffs
 
     chan = apply_cutoffs(INSTRUMENTS, {"cutoffs": {"e-hits": 9}})["e-hits"]
     answers = {"hurt": "never", "insult": "sometimes", "threaten": "never", "scream": "never", "sex": "never"}
@@ -127,7 +127,7 @@ def test_e_hits_cut_off_from_the_deployment(sometimes_items, total, expected):
 
 
 def test_cutoffs_setting_is_checked():
-    from smart_app.blueprints.screening import ScreeningConfigError, apply_cutoffs
+    from smart_app.screening.views import ScreeningConfigError, apply_cutoffs
 
     with pytest.raises(ScreeningConfigError, match="'nope' is not an instrument"):
         apply_cutoffs(INSTRUMENTS, {"cutoffs": {"nope": 3}})

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from smart_app.crypto import decrypt_json
-from smart_app.models import LaunchRecord
+from smart_app.store.crypto import decrypt_json
+from smart_app.store.models import LaunchRecord
 from tests.launch.fakes import FakeEhr, install_fake_ehr
 
 CLIENT_ID = "fake-app"
@@ -39,7 +39,7 @@ def launch(client, fake: FakeEhr, code: str = "code-1") -> str:
 
 def record(app, lid: str) -> LaunchRecord:
     with app.app_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         rec = get_session().get(LaunchRecord, lid)
         get_session().expunge(rec)

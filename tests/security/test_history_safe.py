@@ -104,7 +104,7 @@ def test_debug_logging_shows_no_patient_id(tmp_path, caplog):
             caplog.clear()
             with app.app_context():
                 from fhir.client import FhirClient
-                from smart_app.ehr import http_session
+                from smart_app.launch.ehr import http_session
 
                 got = FhirClient(iss, "tok", session=http_session()).read("Patient", "pat-l9-logcheck")
             assert got["id"] == "pat-l9-logcheck"

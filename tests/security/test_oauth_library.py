@@ -51,10 +51,10 @@ def test_refresh_uses_oauth2session(app, client, fake, monkeypatch):
     fake.token_extra.update(refresh_token="rt-1", expires_in=-100)
     lid = launch(client, fake)
     with app.test_request_context():
-        from smart_app.db import get_session
-        from smart_app.ehr import fhir_client_for
-        from smart_app.launch_state import Launch
-        from smart_app.models import LaunchRecord
+        from smart_app.launch.ehr import fhir_client_for
+        from smart_app.launch.state import Launch
+        from smart_app.store.db import get_session
+        from smart_app.store.models import LaunchRecord
 
         fhir_client_for(Launch(get_session().get(LaunchRecord, lid)))
     assert seen == ["rt-1"]

@@ -1,4 +1,4 @@
-"""One outbound session serves every user and launch of a process (smart_app/ehr.py), and the OAuth session
+"""One outbound session serves every user and launch of a process (smart_app/launch/ehr.py), and the OAuth session
 sends through the same transports: neither may carry state from one call to the next that the call did not
 bring. An EHR's Set-Cookie is not sent back on later calls (it would tie different users' requests together),
 and ~/.netrc never replaces the bearer token's Authorization header (requests reads it when a call has no auth).

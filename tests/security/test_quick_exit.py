@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from smart_app.models import LaunchRecord
+from smart_app.store.models import LaunchRecord
 from tests.conftest import app_config, launch_for
 from tests.launch.fakes import FakeEhr
 from tests.security.conftest import ROOT, launch, record
@@ -95,8 +95,8 @@ def test_purge_revokes_tokens_of_expired_launches(app, client, fake):
     with app.app_context():
         from sqlalchemy import update
 
-        from smart_app.db import get_session
-        from smart_app.retention import purge
+        from smart_app.launch.retention import purge
+        from smart_app.store.db import get_session
 
         db = get_session()
         db.execute(update(LaunchRecord).where(LaunchRecord.id == lid)

@@ -46,8 +46,8 @@ def test_launch_and_callback_are_limited_with_a_429_page(tmp_path):
     with app.app_context():
         from sqlalchemy import func, select
 
-        from smart_app.db import get_session
-        from smart_app.models import LaunchRecord
+        from smart_app.store.db import get_session
+        from smart_app.store.models import LaunchRecord
 
         assert get_session().scalar(select(func.count()).select_from(LaunchRecord)) == 3
     codes = [client.get("/callback?code=x&state=y").status_code for _ in range(4)]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
-from smart_app.models import LaunchRecord
+from smart_app.store.models import LaunchRecord
 from tests.conftest import app_config
 from tests.launch.fakes import FakeEhr
 from tests.security.conftest import bid_of, launch, record
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.security
 
 def _set(app, lid: str, **values) -> None:
     with app.app_context():
-        from smart_app.db import get_session
+        from smart_app.store.db import get_session
 
         db = get_session()
         db.execute(update(LaunchRecord).where(LaunchRecord.id == lid).values(**values))

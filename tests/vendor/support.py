@@ -95,7 +95,7 @@ class VendorEnv:
     # --- the app's side ---------------------------------------------------------------------------------------
 
     def drain(self, max_seconds: float = 60.0) -> Any:
-        from smart_app.outbox import OutboxWorker
+        from smart_app.outbox.worker import OutboxWorker
 
         return OutboxWorker(self.app).drain(max_seconds=max_seconds)
 
@@ -212,8 +212,8 @@ class Journey:
         return self.post("/consent", {**form, "consent": "yes", "digest": digest, "second_referral": "yes"})
 
     def referral_id(self) -> str | None:
-        from smart_app.db import session_scope
-        from smart_app.models import ReferralRecord
+        from smart_app.store.db import session_scope
+        from smart_app.store.models import ReferralRecord
 
         with self.env.app.app_context(), session_scope(self.env.app) as db:
             record = db.query(ReferralRecord).filter_by(launch_id=self.lid).one_or_none()

@@ -35,9 +35,9 @@ def _db_url(tmp_path: Path) -> str:
 
 
 def _planned_notes(env) -> Counter:
-    from smart_app.crypto import decrypt_json
-    from smart_app.db import session_scope
-    from smart_app.models import OutboxItem
+    from smart_app.store.crypto import decrypt_json
+    from smart_app.store.db import session_scope
+    from smart_app.store.models import OutboxItem
 
     texts: Counter = Counter()
     with env.app.app_context(), session_scope(env.app) as db:
@@ -72,7 +72,7 @@ def _kill_a_worker_mid_send(env, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("personality", ["epic", "oracle"])
 def test_500_referrals_with_faults_and_a_killed_worker_give_exactly_500_notes(personality, tmp_path):
-    from smart_app.outbox import OutboxWorker
+    from smart_app.outbox.worker import OutboxWorker
 
     env = start(personality, tmp_path, db_url=_db_url(tmp_path), **SUITE)
     try:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from smart_app.blueprints.writeback import CHANNELS
+from smart_app.referral.channels import CHANNELS
 from tests.vendor.support import PERSONALITIES, Journey, note_text, start
 
 pytestmark = pytest.mark.vendor
@@ -150,8 +150,8 @@ def test_three_concurrent_consent_posts_file_one_note(env):
     assert statuses == [302, 302, 302]
     from sqlalchemy import func, select
 
-    from smart_app.db import session_scope
-    from smart_app.models import ReferralRecord
+    from smart_app.store.db import session_scope
+    from smart_app.store.models import ReferralRecord
 
     with env.app.app_context(), session_scope(env.app) as db:
         assert db.scalar(select(func.count()).select_from(ReferralRecord)) == 1

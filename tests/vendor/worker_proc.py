@@ -15,7 +15,7 @@ import sys
 def main(path: str) -> None:
     from sandbox_ehr.demo import deployment_for
     from smart_app import create_app
-    from smart_app.outbox import OutboxWorker
+    from smart_app.outbox.worker import OutboxWorker
 
     with open(path, encoding="utf-8") as fh:
         spec = json.load(fh)

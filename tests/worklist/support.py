@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from smart_app.db import session_scope
-from smart_app.models import ReferralRecord
+from smart_app.store.db import session_scope
+from smart_app.store.models import ReferralRecord
 from tests.conftest import default_context
 from tests.writeback.support import SCREENING, consent
 

@@ -11,9 +11,9 @@ import requests
 from sqlalchemy import select
 
 from smart_app import create_app
-from smart_app.db import session_scope
-from smart_app.models import OutboxItem, ReferralRecord
-from smart_app.outbox import OutboxWorker
+from smart_app.outbox.worker import OutboxWorker
+from smart_app.store.db import session_scope
+from smart_app.store.models import OutboxItem, ReferralRecord
 from tests.conftest import app_config, store_launch
 from tests.worklist.support import SNOMED_SW, clinician_context, referral_data, role, worker_context
 from tests.writeback.conftest import FAST

@@ -1,5 +1,5 @@
 """Coverage read from the EHR at launch: a social worker's PractitionerRole names a HealthcareService; its
-location and providedBy become the places the queue covers (fhir/context.py + smart_app/worklist_scope.py)."""
+location and providedBy become the places the queue covers (fhir/context.py + smart_app/worklist/scope.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from config.settings import Deployment
 from fhir import context as ctxmod
 from fhir.client import FhirClient
 from fhir.context import read_launch_context
-from smart_app.worklist_scope import scope_for
+from smart_app.worklist.scope import scope_for
 from tests.launch.fakes import FakeAdapter
 
 pytestmark = pytest.mark.worklist

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import delete, event, select, update
 
-from smart_app.db import session_scope
-from smart_app.models import ReferralRecord
+from smart_app.store.db import session_scope
+from smart_app.store.models import ReferralRecord
 from tests.worklist.support import EHR1, EHR2, SNOMED_SW, make_referral, role, worker_context
 
 pytestmark = pytest.mark.worklist
@@ -106,7 +106,7 @@ def test_pages_keep_filters_counts_and_sort_over_every_referral(app, make_launch
 
 
 def test_only_the_shown_referrals_are_decrypted(app, make_launch, monkeypatch):
-    from smart_app import crypto
+    from smart_app.store import crypto
 
     app.config["WORKLIST_PAGE_SIZE"] = 2
     for i in range(5):
@@ -121,7 +121,7 @@ def test_only_the_shown_referrals_are_decrypted(app, make_launch, monkeypatch):
         return real(blob, where=where)
 
     monkeypatch.setattr(crypto, "decrypt_json", spy)
-    monkeypatch.setattr("smart_app.blueprints.worklist.decrypt_json", spy)
+    monkeypatch.setattr("smart_app.worklist.views.decrypt_json", spy)
     page = client.get(f"/l/{lid}/worklist").get_data(as_text=True)
     assert len(_rows(page)) == 2 and decrypted.count("referral summary") == 2
 
@@ -138,7 +138,7 @@ def test_program_filter_and_counts_never_show_another_sites_or_ehrs_programs(app
 
 
 def test_referrals_stored_before_the_program_index_are_indexed_from_their_summary_once(app, make_launch):
-    from smart_app.models import ReferralProgram
+    from smart_app.store.models import ReferralProgram
 
     old = make_referral(app, make_launch, "mgh", "p-old", "Olive Older")
     with app.app_context(), session_scope(app) as db:  # as a referral stored before migration 0009

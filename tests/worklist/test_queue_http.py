@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from smart_app.db import session_scope
-from smart_app.models import (
+from smart_app.store.db import session_scope
+from smart_app.store.models import (
     ContactAttempt,
     OutboxItem,
     PatientMark,
@@ -19,7 +19,7 @@ from smart_app.models import (
     ReferralRecord,
     ReferralSite,
 )
-from smart_app.worklist_retention import purge_referrals
+from smart_app.worklist.retention import purge_referrals
 from tests.worklist.support import (
     EHR1,
     SNOMED_SW,
@@ -209,7 +209,7 @@ def test_screen_without_referral_is_remembered_by_date_only(app, make_launch):
 
 
 def test_gate_memory_prefers_a_referral_to_a_later_screen_and_ignores_this_launch(app):
-    from smart_app.visit_memory import encounter_key, patient_key, recent
+    from smart_app.launch.visit_memory import encounter_key, patient_key, recent
 
     ctx = {"patient": {"id": "p-both"}, "encounter": {"id": "enc-1"}}
     now = datetime.now(UTC)

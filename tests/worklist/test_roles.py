@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config.settings import Deployment
-from smart_app.roles import RoleMappingError, load_mapping, user_roles
+from smart_app.launch.roles import RoleMappingError, load_mapping, user_roles
 
 pytestmark = pytest.mark.worklist
 

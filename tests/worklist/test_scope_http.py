@@ -8,8 +8,8 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from smart_app.db import session_scope
-from smart_app.models import AuditEvent, ContactAttempt, ReferralEvent
+from smart_app.store.db import session_scope
+from smart_app.store.models import AuditEvent, ContactAttempt, ReferralEvent
 from tests.worklist.support import EHR1, EHR2, SNOMED_SW, make_referral, role, with_deployment, worker_context
 
 pytestmark = pytest.mark.worklist

@@ -8,10 +8,10 @@ from typing import Any
 
 from fhir.builders import EhrProfile, WritebackInput, plan_writeback
 from fhir.client import FhirError, FhirUnavailable, Response
-from smart_app.crypto import encrypt_json
-from smart_app.db import session_scope
-from smart_app.models import LaunchRecord, ReferralRecord, ReferralSite
-from smart_app.outbox import OutboxSettings, enqueue
+from smart_app.outbox.worker import OutboxSettings, enqueue
+from smart_app.store.crypto import encrypt_json
+from smart_app.store.db import session_scope
+from smart_app.store.models import LaunchRecord, ReferralRecord, ReferralSite
 
 SCREENING = {"instrument": "hits", "questionnaire": "urn:test:hits", "version": "1", "score": 14,
              "interpretation": "positive", "danger": False, "answers": {}, "completed_at": "2026-01-01T10:00:00+00:00"}

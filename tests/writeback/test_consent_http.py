@@ -7,9 +7,9 @@ import base64
 
 from sqlalchemy import func, select
 
-from smart_app.crypto import decrypt_json
-from smart_app.db import session_scope
-from smart_app.models import OutboxItem, ReferralEvent, ReferralRecord
+from smart_app.store.crypto import decrypt_json
+from smart_app.store.db import session_scope
+from smart_app.store.models import OutboxItem, ReferralEvent, ReferralRecord
 from tests.conftest import default_context
 from tests.writeback.support import REFERRAL, SCREENING, consent
 

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import func, select
 
 from smart_app import create_app
-from smart_app.crypto import decrypt_json
-from smart_app.db import session_scope
-from smart_app.models import OutboxItem, ReferralRecord
+from smart_app.store.crypto import decrypt_json
+from smart_app.store.db import session_scope
+from smart_app.store.models import OutboxItem, ReferralRecord
 from tests.conftest import app_config, store_launch
 from tests.writeback.conftest import FAST
 from tests.writeback.support import REFERRAL, SCREENING, consent

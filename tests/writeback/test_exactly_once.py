@@ -15,9 +15,9 @@ from sqlalchemy import select, update
 
 from fhir.builders import EhrProfile, RestrictedNoteTypeMissing, writable
 from smart_app import create_app
-from smart_app.db import session_scope
-from smart_app.models import OutboxItem
-from smart_app.outbox import OutboxWorker
+from smart_app.outbox.worker import OutboxWorker
+from smart_app.store.db import session_scope
+from smart_app.store.models import OutboxItem
 from tests.conftest import app_config
 from tests.writeback.support import FakeEhr, add_launch, add_referral
 
@@ -114,7 +114,7 @@ def test_worker_killed_mid_send_then_the_row_is_searched_for_not_resent(fast_app
         dead.claim(db)
         # What the worker did before it died: marked the outcome unknown, then the EHR filed the note.
         db.execute(update(OutboxItem).values(outcome_unknown=True))
-    from smart_app.crypto import decrypt_json
+    from smart_app.store.crypto import decrypt_json
     with fast_app.app_context():
         ehr.create(decrypt_json(rows(fast_app)[0].resource_enc))
     with fast_app.app_context(), session_scope(fast_app) as db:
@@ -134,7 +134,7 @@ def test_search_not_allowed_marks_check_the_chart_and_never_resends(fast_app, tm
     assert row.status == "check" and "check the chart" in row.last_error and "HTTP 403" in row.last_error
     assert len(ehr.sent) == 1 and ehr.count("DocumentReference") == 1
     with fast_app.test_request_context():
-        from smart_app.blueprints.writeback import row_view
+        from smart_app.outbox.status import row_view
 
         view = row_view(row)
     assert view["state"] == "check" and "Check the chart" in view["text"]
@@ -147,7 +147,7 @@ def test_unknown_outcome_then_sign_in_gone_is_check_the_chart_not_failed(fast_ap
     OutboxWorker(fast_app, client_for=ehr.client).run_once()
 
     def gone(_row):
-        from smart_app.outbox import AuthGone
+        from smart_app.outbox.worker import AuthGone
         raise AuthGone("the visit's EHR sign-in is gone")
 
     OutboxWorker(fast_app, client_for=gone).drain(max_seconds=5)
@@ -227,7 +227,7 @@ def test_startup_refuses_a_profile_that_cannot_protect_the_note(tmp_path):
         create_app(config)
     app = create_app({**config, "RESTRICTED_NOTE_TYPE": "urn:site:note-type|SW-CONF|Confidential"})
     with app.app_context():
-        from smart_app.profiles import current_profile
+        from smart_app.ops.profiles import current_profile
 
         assert current_profile().document_type["code"] == "SW-CONF"
     app.extensions["db_engine"].dispose()

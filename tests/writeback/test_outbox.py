@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 
 from fhir.builders import EhrProfile
-from smart_app.db import session_scope
-from smart_app.models import OutboxItem
-from smart_app.outbox import OutboxWorker
+from smart_app.outbox.worker import OutboxWorker
+from smart_app.store.db import session_scope
+from smart_app.store.models import OutboxItem
 from tests.writeback.support import FakeEhr, add_launch, add_referral
 
 ISS = "http://ehr.test/fhir"
@@ -167,7 +167,7 @@ def test_row_stuck_in_sending_is_reclaimed_after_its_lease_and_not_duplicated(fa
     (row,) = rows(fast_app, rid)
     assert row.status == "sending"
     # The crashed worker's request did reach the EHR before it died.
-    from smart_app.crypto import decrypt_json
+    from smart_app.store.crypto import decrypt_json
     with fast_app.app_context():
         ehr.create(decrypt_json(row.resource_enc), if_none_exist=f"identifier={row.identifier_system}|"
                                                                   f"{row.identifier_value}")

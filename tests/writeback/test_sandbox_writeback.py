@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from fhir.builders import EhrProfile
 from fhir.client import FhirClient
-from smart_app.db import session_scope
-from smart_app.models import OutboxItem
-from smart_app.outbox import OutboxWorker
+from smart_app.outbox.worker import OutboxWorker
+from smart_app.store.db import session_scope
+from smart_app.store.models import OutboxItem
 from tests.conftest import default_context
 from tests.writeback.support import (
     REFERRAL,
@@ -183,8 +183,8 @@ def counting_workers(app, sandbox, n: int) -> tuple[list[OutboxWorker], Counter]
     def client_for(row):
         if row.launch_id not in tokens:
             with app.app_context(), session_scope(app) as db:
-                from smart_app.crypto import decrypt_json
-                from smart_app.models import LaunchRecord
+                from smart_app.store.crypto import decrypt_json
+                from smart_app.store.models import LaunchRecord
                 tokens[row.launch_id] = decrypt_json(db.get(LaunchRecord, row.launch_id).tokens_enc)["access_token"]
         # A generous timeout: this test is about claiming (two workers never send one row), and under a loaded
         # machine a 5 s timeout made the outbox retry a slow create, which counted as a second send.

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from config.settings import Deployment
 from fhir.builders import EhrProfile
 from smart_app import create_app
-from smart_app.db import session_scope
-from smart_app.models import OutboxItem
-from smart_app.outbox import OutboxWorker
+from smart_app.outbox.worker import OutboxWorker
+from smart_app.store.db import session_scope
+from smart_app.store.models import OutboxItem
 from tests.conftest import app_config, default_context
 from tests.writeback.conftest import FAST
 from tests.writeback.support import REFERRAL, SCREENING, add_launch, add_referral

@@ -1,0 +1,1 @@
+"""The CDS Hooks service: the "check-in due" card."""

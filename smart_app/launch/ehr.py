@@ -1,0 +1,210 @@
+"""The app's side of talking to an EHR: one outbound HTTP session, the discovery cache,
+client authentication from the deployment, and an authenticated FHIR client per launch
+(refreshing an expired access token when the EHR gave a refresh token).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from flask import Flask, current_app
+from sqlalchemy.exc import IntegrityError
+
+from fhir.client import FhirClient
+from fhir.http import OutboundSession, add_header_provider
+from fhir.smart.client_auth import ClientAuth, load_private_key
+from fhir.smart.discovery import DiscoveryCache, DiscoveryError, SmartConfiguration
+from fhir.smart.id_token import prefetch_jwks
+from fhir.smart.oauth import TokenError, client_credentials, refresh, token_expired
+from fhir.smart.style import StyleCache
+from fhir.url_policy import OutboundPolicy, enforce
+from smart_app.ops.errors import LaunchError
+from smart_app.ops.observability import request_id_header
+from smart_app.store.db import session_scope
+from smart_app.store.models import UsedJti
+
+log = logging.getLogger(__name__)
+warmup_log = logging.getLogger("ipv.warmup")
+_refresh_locks: dict[str, threading.Lock] = {}
+_refresh_locks_guard = threading.Lock()
+
+
+def outbound_policy() -> OutboundPolicy:
+    """Hosts the app may call (finding L7): the allow-listed issuers' origins plus the deployment's explicit
+    ``outbound_hosts``; plain http and local ports only for the bundled sandbox deployment."""
+    config = current_app.config
+    sandbox = config["DEPLOYMENT"].name == "sandbox"
+    # The CDS Hooks clients the deployment lists: their JWKS and FHIR servers are named explicitly too.
+    cds = config.get("CDS") or config["DEPLOYMENT"].extra.get("cds") or {}
+    listed: list[str] = []
+    for client in cds.get("clients") or [] if isinstance(cds, dict) else []:
+        if isinstance(client, dict):
+            listed += [str(client["jwks_url"])] if client.get("jwks_url") else []
+            listed += [str(u) for u in client.get("fhir_servers") or []]
+    return OutboundPolicy(iss_list=list(config.get("ALLOWED_ISS") or []),
+                          extra=list(config.get("OUTBOUND_HOSTS") or []) + listed,
+                          allow_http=sandbox, allow_loopback=sandbox)
+
+
+def http_session() -> requests.Session:
+    """The app's one outbound session (connection reuse; the single place every EHR call goes through),
+    every transport behind the outbound URL policy (re-read from the config at each use)."""
+    ext = current_app.extensions
+    if "smart_http" not in ext:
+        session = OutboundSession()
+        session.headers["User-Agent"] = "ipv-smart-screen"
+        add_header_provider(session, request_id_header)  # X-Request-ID on every call to the EHR
+        ext["smart_http"] = session
+    policy = outbound_policy()
+    return enforce(ext["smart_http"], lambda: policy)
+
+
+def discovery(iss: str, *, timeout: float | None = None) -> SmartConfiguration:
+    """The SMART configuration of ``iss`` (cached per issuer for DISCOVERY_TTL_SECONDS, refreshed ahead)."""
+    cache = current_app.extensions.setdefault(
+        "smart_discovery", DiscoveryCache(current_app.config.get("DISCOVERY_TTL_SECONDS", 3600)))
+    timeout = timeout if timeout is not None else current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)
+    return cache.get(iss, http=http_session(), timeout=timeout,
+                     ttl_seconds=current_app.config.get("DISCOVERY_TTL_SECONDS", 3600))
+
+
+def prefetch_issuers(timeout: float = 3.0) -> list[str]:
+    """Read every allow-listed issuer's discovery document and JWKS into the caches (start-up warm-up), so
+    no launch waits on them; returns the issuers that could not be read (logged, never fatal: an EHR that
+    is down at start-up is read on its first launch instead). The connections this opened are closed:
+    under gunicorn's preload the master runs this, and forked workers must not share its sockets."""
+    failed = []
+    try:
+        for iss in current_app.config.get("ALLOWED_ISS") or []:
+            try:
+                config = discovery(iss, timeout=timeout)
+                if config.jwks_uri:
+                    prefetch_jwks(config.jwks_uri, http=http_session(), timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - any failure here only means "read it later"
+                failed.append(iss)
+                log.info("start-up prefetch of an issuer failed (%s)", exc.__class__.__name__)
+    finally:
+        session = current_app.extensions.pop("smart_http", None)
+        if session is not None:
+            session.close()
+    return failed
+
+
+def cached_smart_style(url: str | None) -> dict[str, str]:
+    """The EHR's sanitized ``smart_style_url`` document, cached per URL (STYLE_TTL_SECONDS)."""
+    ttl = float(current_app.config.get("STYLE_TTL_SECONDS", 3600))
+    cache = current_app.extensions.setdefault("smart_style", StyleCache(ttl))
+    return cache.get(url, http=http_session(), timeout=min(current_app.config.get("HTTP_TIMEOUT_SECONDS", 10), 5))
+
+
+def register_jti(jti: str) -> bool:
+    """Record a client-assertion jti; False if it was already used (never reuse one)."""
+    app = current_app._get_current_object()
+    try:
+        with session_scope(app) as db:
+            db.add(UsedJti(jti=jti))
+    except IntegrityError:
+        return False
+    return True
+
+
+def client_auth(register: Callable[[str], bool] | None = None) -> ClientAuth:
+    """Token-endpoint credentials of the configured deployment (built per use: config may change in tests).
+    ``register`` records a client assertion's jti (default: committed at once, register_jti)."""
+    return ClientAuth.from_deployment(current_app.config["DEPLOYMENT"], register_jti=register or register_jti)
+
+
+def _lock_for(launch_id: str) -> threading.Lock:
+    with _refresh_locks_guard:
+        return _refresh_locks.setdefault(launch_id, threading.Lock())
+
+
+def fhir_client_for(launch: Any) -> FhirClient:
+    """An authenticated FHIR client for ``launch`` (a smart_app.launch.state.Launch).
+
+    Refreshes the access token first when it has expired and a refresh token exists;
+    the new tokens are stored (encrypted) before the client is returned.
+    """
+    timeout = current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)
+    tokens = launch.tokens
+    if token_expired(tokens) and tokens.get("refresh_token"):
+        # One refresh at a time per launch: many EHRs rotate refresh tokens (single use).
+        with _lock_for(launch.id):
+            from smart_app.store.db import get_session
+
+            get_session().refresh(launch.record)  # another request may have refreshed meanwhile
+            tokens = launch.tokens
+            if token_expired(tokens) and tokens.get("refresh_token"):
+                try:
+                    new = refresh(discovery(launch.iss), refresh_token=tokens["refresh_token"], auth=client_auth(),
+                                  http=http_session(), timeout=timeout)
+                except TokenError as exc:
+                    # A page shows this plainly (LaunchError); the outbox treats it as "sign-in gone".
+                    if exc.status and 400 <= exc.status < 500:
+                        raise LaunchError("Your sign-in at the EHR has ended. Launch the app again from the "
+                                          "patient's chart.", 401) from None
+                    raise LaunchError("The EHR could not renew your sign-in just now. Try again.", 503) from None
+                except DiscoveryError:
+                    raise LaunchError("The EHR could not renew your sign-in just now. Try again.", 503) from None
+                merged = dict(tokens)
+                merged.update(new)
+                launch.set_tokens(merged)
+                launch.save()
+                tokens = merged
+    return FhirClient(launch.iss, tokens.get("access_token"), timeout=timeout, session=http_session())
+
+
+_system_lock = threading.Lock()
+
+
+def system_client(iss: str) -> FhirClient:
+    """A FHIR client with a SMART Backend Services (system) token for ``iss``, for chart writes whose launch
+    token is gone. Only where the deployment registers it: ``backend_services: {scope: "system/..."}`` in the
+    deployment file (client_credentials, authenticated with the deployment's private_key_jwt). The token is
+    kept in memory only (never stored) until shortly before it expires. Raises LookupError when not set up."""
+    app = current_app._get_current_object()
+    deployment = app.config["DEPLOYMENT"]
+    settings = (deployment.extra or {}).get("backend_services") or {}
+    if not settings.get("scope"):
+        raise LookupError("backend services are not configured for this deployment")
+    if deployment.client_auth != "private_key_jwt":
+        raise LookupError("backend services need private_key_jwt client authentication")
+    allowed = [u.rstrip("/") for u in app.config.get("ALLOWED_ISS") or []]
+    if iss.rstrip("/") not in allowed:
+        raise LookupError("issuer not allow-listed")
+    cache = app.extensions.setdefault("system_tokens", {})
+    with _system_lock:
+        tokens = cache.get(iss)
+        if not tokens or token_expired(tokens, skew=60):
+            tokens = client_credentials(discovery(iss), scope=str(settings["scope"]), auth=client_auth(),
+                                        http=http_session(), timeout=current_app.config.get("HTTP_TIMEOUT_SECONDS", 10))
+            cache[iss] = tokens
+    return FhirClient(iss, tokens["access_token"], timeout=current_app.config.get("HTTP_TIMEOUT_SECONDS", 10),
+                      session=http_session())
+
+
+def warm_up(app: Flask) -> None:
+    """Start-up: the app's signing keys parsed, and each allow-listed EHR's discovery document and JWKS read, so
+    the first launch in a worker waits on neither."""
+    _load_signing_keys(app)
+    with app.app_context():
+        unread = prefetch_issuers()
+    warmup_log.info("warmed up: %d allow-listed EHRs read ahead (%d could not be read)",
+             len(app.config.get("ALLOWED_ISS") or []), len(unread))
+
+
+def _load_signing_keys(app: Flask) -> None:
+    """The private_key_jwt keys (current and next), parsed into load_private_key's per-process cache."""
+    deployment = app.config.get("DEPLOYMENT")
+    if deployment is None or deployment.client_auth != "private_key_jwt":
+        return
+    for path in (deployment.private_key_file, deployment.next_private_key_file):
+        if path:
+            try:
+                load_private_key(path)
+            except (OSError, ValueError) as exc:  # the start-up checks name the problem; a request would too
+                warmup_log.warning("warm-up: a signing key could not be read (%s)", type(exc).__name__)

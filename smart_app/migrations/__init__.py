@@ -1,1 +1,0 @@
-"""Alembic migration scripts (smart_app/migrate.py runs them)."""

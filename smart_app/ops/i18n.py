@@ -1,0 +1,170 @@
+"""Language: English, Spanish and Portuguese (Brazil). The patient's language comes from
+Patient.communication (read at launch) and can be switched on the page (one switch).
+
+Two languages at once on the screening and referral pages (``launch_view``): the clinician's own text in
+the deployment's language (``clinician_language``, default English), everything said, read aloud or printed
+for the patient in the patient's language (``p_()``, content files, instrument text), with the clinician's
+language beneath each question."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+from babel.support import NullTranslations
+from flask import Flask, current_app, g, request
+from flask_babel import Babel, force_locale, get_locale, get_translations
+from jinja2 import pass_context, pass_eval_context
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context
+from markupsafe import Markup
+
+SUPPORTED = ("en", "es", "pt")
+babel = Babel()
+
+
+def select_locale() -> str:
+    # Bilingual pages: the page is in the clinician's language whatever ?lang= (the patient's) says.
+    if g.get("bilingual") and g.get("locale") in SUPPORTED:
+        return g.locale
+    # A view may fix the language (the launch's chosen one); ?lang= switches it.
+    lang = request.args.get("lang") if request else None
+    if lang in SUPPORTED:
+        return lang
+    chosen = g.get("locale")
+    if chosen in SUPPORTED:
+        return chosen
+    return "en"
+
+
+def patient_locale(context: dict[str, Any]) -> str:
+    """The patient's language from Patient.communication (read at launch) when we have it; else English."""
+    patient = context.get("patient") or {}
+    for lang in [patient.get("language"), *(patient.get("languages") or [])]:
+        base = (lang or "").split("-")[0].lower()
+        if base in SUPPORTED:
+            return base
+    return "en"
+
+
+def clinician_locale() -> str:
+    """The deployment's language for the clinician's own text (``clinician_language``; default English)."""
+    extra = getattr(current_app.config.get("DEPLOYMENT"), "extra", None) or {}
+    lang = str(extra.get("clinician_language") or "en")
+    return lang if lang in SUPPORTED else "en"
+
+
+def _babel_context() -> Any:
+    """Flask-Babel's per-request namespace (``g._flask_babel``), or None outside an app context."""
+    try:
+        return g._flask_babel
+    except AttributeError:
+        g._flask_babel = SimpleNamespace()
+        return g._flask_babel
+    except RuntimeError:  # no application context: Flask-Babel translates nothing there either
+        return None
+
+
+def current_translations() -> NullTranslations:
+    """The catalog Flask-Babel would use now, looked up once per request and locale.
+
+    Flask-Babel resolves the domain, the request's locale and ``str(locale)`` on every ``gettext`` (about 9 us
+    each; the referral page makes 140 calls). The answer changes only when the request's locale does
+    (``force_locale`` puts another Locale object in place), so it is kept beside that Locale object.
+    Catalogs are static files: nothing patient-specific is cached, and only for this request."""
+    ctx = _babel_context()
+    if ctx is None:
+        return get_translations()
+    locale = getattr(ctx, "babel_locale", None) or get_locale()
+    memo = getattr(ctx, "ipv_catalog", None)
+    if memo is not None and memo[0] is locale:
+        return memo[1]
+    catalog = get_translations()
+    ctx.ipv_catalog = (locale, catalog)
+    return catalog
+
+
+def gettext(message: str, **params: Any) -> str:
+    """``flask_babel.gettext`` with the catalog lookup done once per request (same result)."""
+    s = current_translations().ugettext(message)
+    return s % params if params else s
+
+
+def label_for(table: dict[str, Callable[[], str]], code: str) -> str:
+    """The translated words for ``code`` from a table of lazy translations, else the code itself: only the
+    label shown is translated (building every label of a table first cost ~70 gettext calls a page)."""
+    words = table.get(code)
+    return words() if words else code
+
+
+def _catalog_for(lang: str) -> NullTranslations:
+    """The catalog for ``lang`` in this request (``force_locale`` once per language and request)."""
+    ctx = _babel_context()
+    if ctx is None:
+        return get_translations()
+    by_lang = getattr(ctx, "ipv_catalogs", None)
+    if by_lang is None:
+        by_lang = ctx.ipv_catalogs = {}
+    catalog = by_lang.get(lang)
+    if catalog is None:
+        with force_locale(lang):
+            catalog = by_lang[lang] = get_translations()
+    return catalog
+
+
+def patient_gettext(message: str, **params: Any) -> str:
+    """``p_()``: a patient-facing string (read aloud, printed, said) in the patient's language, whatever the
+    page's language. Extracted like ``_()`` (``pybabel extract -k p_``)."""
+    lang = g.get("patient_locale") or g.get("locale") or "en"
+    s = _catalog_for(lang).ugettext(message)
+    return s % params if params else s
+
+
+def _as_template_text(rv: str, autoescape: bool, params: dict[str, Any]) -> str:
+    """A translation as Jinja's newstyle gettext returns it: escaped, always %-formatted."""
+    if autoescape:
+        rv = Markup(rv)
+    if not params and "%" not in rv:
+        return rv  # what ``rv % {}`` gives, without formatting
+    return rv % params
+
+
+@pass_context
+def template_gettext(context: Context, message: str, **params: Any) -> str:
+    """A template's ``_()`` as Jinja's newstyle gettext computes it."""
+    return _as_template_text(current_translations().ugettext(message), context.eval_ctx.autoescape, params)
+
+
+def _bound_gettext() -> dict[str, Any]:
+    """Context processor: each ``render_template`` call's ``_()`` bound to the request's catalog.
+
+    The catalog is looked up once per render instead of once per string (``current_translations`` reaches
+    ``g`` through its proxy on every call: about half of a template ``_()``'s cost, and pages make 30 to 60).
+    Same result as ``template_gettext``: nothing in a render changes the page's locale (``p_()`` forces the
+    patient's only inside its own lookup). Templates rendered without Flask's context processors keep the
+    global ``template_gettext``."""
+    lookup = current_translations().ugettext
+
+    @pass_eval_context
+    def bound(eval_ctx: EvalContext, message: str, **params: Any) -> str:
+        return _as_template_text(lookup(message), eval_ctx.autoescape, params)
+
+    return {"_": bound, "gettext": bound}
+
+
+def init_app(app: Flask) -> None:
+    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", "translations")
+    babel.init_app(app, locale_selector=select_locale)
+    # Templates' _() through the per-request catalog (Flask-Babel installs its own lookup per call).
+    app.jinja_env.install_gettext_callables(
+        gettext=lambda s: current_translations().ugettext(s),
+        ngettext=lambda s, p, n: current_translations().ungettext(s, p, n),
+        pgettext=lambda c, s: current_translations().upgettext(c, s),
+        npgettext=lambda c, s, p, n: current_translations().unpgettext(c, s, p, n),
+        newstyle=True,
+    )
+    # ``_()`` itself skips Jinja's alias layers (two more Context.call per string); same result as newstyle.
+    app.jinja_env.globals["_"] = app.jinja_env.globals["gettext"] = template_gettext
+    app.jinja_env.globals["p_"] = patient_gettext
+    app.context_processor(_bound_gettext)

@@ -1,0 +1,1 @@
+"""Chart writes sent outside the web request: the worker, row status, the closed loop."""

@@ -1,0 +1,222 @@
+"""Closed loop: a social worker's status change goes back to the chart, through the outbox.
+
+Where the EHR profile lists ``status_updates`` (config/ehr_profiles/*.yaml: the resource types whose
+status this app may update, e.g. ``[Task, ServiceRequest]``) and the referral wrote such a resource, a
+status change stores an outbox row (``operation="status"``) naming the resource it changes
+(``depends_on``) and the status it wants. The outbox worker sends it like any chart write (backoff,
+Retry-After, one final retry, failures kept and shown) with ``send_status`` below:
+
+- wait until the referral's own create of that resource is written (its server id is known);
+- read the resource; if it already has the wanted status, it is done (a resend after a lost reply
+  changes nothing: exactly once in effect);
+- otherwise set ``status`` (Task: the SDOHCC Task status; ServiceRequest: the request status that
+  matches, smart_app/store/task_status.py) and ``PUT`` it with ``If-Match`` on the version read, so an edit
+  made in the EHR meanwhile is never overwritten (412: read again on the next try).
+
+A newer change for the same resource replaces a queued older one (only the latest status matters).
+Where the profile lists nothing, or the social worker's sign-in lacks the write scope, nothing is queued
+and the queue says so. FHIR R4 RESTful API, update and If-Match / versionId:
+https://hl7.org/fhir/R4/http.html#concurrency ; SDOHCC Task status: smart_app/store/task_status.py.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fhir.builders import PROFILES_DIR
+from fhir.client import FhirError
+from smart_app.ops.i18n import gettext as _
+from smart_app.outbox.worker import OPERATIONS, AuthGone
+from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
+from smart_app.store.db import get_session
+from smart_app.store.models import OutboxItem, ReferralRecord
+from smart_app.store.task_status import SERVICE_REQUEST_STATUS, label
+
+STATUS_SYSTEM = "urn:ipv-screen:status-update"
+KINDS = ("Task", "ServiceRequest")
+KIND_LABEL = {"Task": "follow-up task", "ServiceRequest": "referral order"}
+
+
+def current_profile_name() -> str:
+    return current_app.config.get("EHR_PROFILE") or current_app.config["DEPLOYMENT"].ehr_profile
+
+
+def status_kinds(profile: str) -> tuple[str, ...]:
+    """The resource types whose status the profile lets this app update (empty: none)."""
+    path = Path(profile)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{profile}.yaml"
+    try:
+        changed = path.stat().st_mtime_ns
+    except OSError:
+        return ()
+    return _status_kinds_of(str(path), changed)
+
+
+@lru_cache(maxsize=64)
+def _status_kinds_of(path: str, _changed: int) -> tuple[str, ...]:
+    # Parsed once per file version (the queue page asks on every view; the YAML parse cost ~3 ms each).
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError:
+        return ()
+    return tuple(k for k in raw.get("status_updates") or () if k in KINDS)
+
+
+def _scope_allows(scope: str, kind: str) -> bool:
+    """Does the granted scope let the user update ``kind``? SMART v2 (``.u``/``cruds``) or v1 (``.write``/``.*``)."""
+    for s in scope.split():
+        ctx, _sep, rest = s.partition("/")
+        rtype, _dot, perms = rest.partition(".")
+        if ctx not in ("user", "patient", "system") or rtype not in (kind, "*"):
+            continue
+        perms = perms.split("?")[0]
+        if perms in ("write", "*") or (perms and set(perms) <= set("cruds") and "u" in perms):
+            return True
+    return False
+
+
+def loop_notice(profile: str, launch: Any) -> dict[str, Any]:
+    kinds = status_kinds(profile)
+    granted = str((launch.context or {}).get("scope") or (launch.tokens or {}).get("scope") or "")
+    usable = [k for k in kinds if _scope_allows(granted, k)]
+    if not kinds:
+        text = _("This EHR does not take status updates from this app: status changes and contact attempts "
+                 "stay in this queue and nothing is sent to the chart.")
+    elif not usable:
+        text = _("Your sign-in does not allow updating the chart: status changes stay in this queue and "
+                 "nothing is sent to the chart.")
+    else:
+        text = _("Status changes are sent to the chart (%(what)s) and retried until the EHR has them.",
+                 what=", ".join(KIND_LABEL[k] for k in usable))
+    return {"profile": profile, "on": bool(usable), "kinds": usable, "text": text}
+
+
+def loop_notices(profiles: set[str], launch: Any) -> list[dict[str, Any]]:
+    return [loop_notice(p, launch) for p in sorted(profiles)]
+
+
+def _wanted(kind: str, task_status: str) -> str:
+    return task_status if kind == "Task" else SERVICE_REQUEST_STATUS[task_status]
+
+
+def enqueue_status(db: Session, record: ReferralRecord, task_status: str, launch: Any) -> str:
+    """Queue the chart update for this status change; returns "queued", "off" (profile or scope says no)
+    or "nothing" (the referral wrote no resource to update). The caller commits."""
+    notice = loop_notice(record.profile, launch)
+    if not notice["on"]:
+        return "off"
+    targets = list(db.scalars(select(OutboxItem).where(
+        OutboxItem.referral_id == record.id, OutboxItem.operation == "create",
+        OutboxItem.kind.in_(notice["kinds"]), OutboxItem.status != "failed")))
+    if not targets:
+        return "nothing"
+    now = datetime.now(UTC)
+    for target in targets:
+        # Only the latest status matters: an older change not yet sent is replaced.
+        for old in db.scalars(select(OutboxItem).where(
+                OutboxItem.referral_id == record.id, OutboxItem.operation == "status",
+                OutboxItem.kind == target.kind, OutboxItem.status == "pending")):
+            old.status, old.last_error, old.updated_at = "superseded", "replaced by a later status change", now
+        seq = db.scalar(select(OutboxItem.id).order_by(OutboxItem.id.desc()).limit(1)) or 0
+        db.add(OutboxItem(
+            referral_id=record.id, launch_id=launch.id, iss=record.iss, profile=record.profile, mode="single",
+            kind=target.kind, operation="status", identifier_system=STATUS_SYSTEM,
+            identifier_value=f"{record.id}:{target.kind}:{seq + 1}:{task_status}:{now.timestamp():.6f}",
+            full_url=f"status:{target.full_url}",
+            depends_on=json.dumps({target.full_url: [target.kind, True]}),
+            resource_enc=encrypt_json({"resourceType": target.kind, "status": _wanted(target.kind, task_status),
+                                       "task_status": task_status}),
+            status="pending", attempts=0, max_attempts=target.max_attempts, next_attempt_at=now,
+            created_at=now, updated_at=now))
+    return "queued"
+
+
+def send_status(worker: Any, db: Session, row: OutboxItem, client_for: Any, stats: Any) -> None:
+    """Send one status row (called by smart_app.outbox.worker.OutboxWorker for ``operation == "status"``)."""
+    try:
+        wanted = decrypt_json(row.resource_enc, where="status update") or {}
+    except Undecryptable:
+        worker._unreadable(db, row, stats)  # stays pending until the key is back (as queued writes do)
+        return
+    target_url = next(iter(json.loads(row.depends_on or "{}")), None)
+    target = db.scalar(select(OutboxItem).where(OutboxItem.referral_id == row.referral_id,
+                                                OutboxItem.full_url == target_url,
+                                                OutboxItem.operation == "create"))
+    if target is None or target.status == "failed":
+        worker._fail(db, row, f"the chart has no {row.kind} from this referral to update", None, stats)
+        return
+    if target.status != "written" or not target.server_id:
+        worker._defer(db, row, stats)
+        return
+    try:
+        client = client_for(row)
+    except AuthGone as exc:
+        worker._fail(db, row, str(exc) + "; the chart was not updated", None, stats)
+        return
+    path = f"{row.kind}/{target.server_id}"
+    stats.sends += 1
+    try:
+        resp = client.request("GET", path)
+        current = resp.resource or {}
+        if current.get("status") != wanted.get("status"):
+            current["status"] = wanted["status"]
+            if row.kind == "Task":
+                current["lastModified"] = datetime.now(UTC).isoformat(timespec="seconds")
+            headers = {"Prefer": "return=minimal"}
+            version = (current.get("meta") or {}).get("versionId")
+            if version:
+                headers["If-Match"] = f'W/"{version}"'
+            client.request("PUT", path, json=current, headers=headers)
+    except FhirError as exc:
+        if exc.status == 412:  # changed in the EHR since we read it: read again on the next try
+            worker._retry_later(db, row, "the EHR had a newer version; reading it again", 0.0, stats)
+            return
+        worker._error(db, row, exc, stats)
+        return
+    now = datetime.now(UTC)
+    row.status, row.server_id, row.written_at, row.updated_at = "written", target.server_id, now, now
+    row.claimed_by = row.lease_until = None
+    row.last_error = None
+    db.commit()
+    stats.written += 1
+    stats.ids.append(row.id)
+
+
+def updates_for(referral_id: str) -> list[dict[str, Any]]:
+    """History lines for the chart updates of a referral's status changes."""
+    items = []
+    for row in get_session().scalars(select(OutboxItem).where(OutboxItem.referral_id == referral_id,
+                                                              OutboxItem.operation == "status")
+                                     .order_by(OutboxItem.id)):
+        if row.status == "superseded":
+            continue
+        try:
+            wanted = decrypt_json(row.resource_enc, where="status update") or {}
+        except Undecryptable:
+            wanted = {}
+        what = KIND_LABEL.get(row.kind, row.kind)
+        status = label(wanted.get("task_status"))
+        if row.status == "written":
+            text = _("Chart updated: %(what)s set to “%(status)s”", what=what, status=status)
+        elif row.status == "failed":
+            text = _("Chart NOT updated: %(what)s (%(reason)s) — update it by hand", what=what,
+                     reason=row.last_error or "")
+        else:
+            text = _("Chart update queued: %(what)s to “%(status)s”", what=what, status=status)
+        at = row.written_at or row.created_at
+        items.append({"at": at if at.tzinfo else at.replace(tzinfo=UTC), "kind": "chart", "text": text,
+                      "state": row.status})
+    return items
+
+
+OPERATIONS["status"] = send_status

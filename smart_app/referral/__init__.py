@@ -1,0 +1,1 @@
+"""The referral page and the handout; the safe-contact channels."""

@@ -1,0 +1,1 @@
+"""The program report: counted events, suppression, views."""

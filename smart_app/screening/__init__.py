@@ -1,0 +1,1 @@
+"""Private screening: gate, instrument, danger check, result, urgent box, check-in rules."""

@@ -1,0 +1,117 @@
+"""SQLAlchemy 2 engine and sessions, one per app; SQLite by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app, g
+from sqlalchemy import create_engine, event, make_url
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.orm import Session, sessionmaker
+
+DEFAULT_PING_IDLE_SECONDS = 10.0
+DEFAULT_POOL_SIZE = 10
+
+
+def make_engine(url: str, *, ping_idle_seconds: float = DEFAULT_PING_IDLE_SECONDS,
+                pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
+    in_memory = _in_memory_sqlite(url)
+    if url.startswith("sqlite:///") and not in_memory:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # hide_parameters: a database error never prints the statement's values (they can be PHI) into a log.
+    kwargs: dict = {"future": True, "hide_parameters": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    if not in_memory:  # (an in-memory SQLite database has one connection, no pool to size)
+        # As many kept connections as a gunicorn worker has threads (config/gunicorn.conf.py: 8 with 2 workers):
+        # with SQLAlchemy's default 5, the busy threads' extra connections were opened and closed again under
+        # load (16-29 new PostgreSQL sessions per load run). At most 5 more, closed after use: 15 per process.
+        kwargs.update(pool_size=pool_size, max_overflow=5)
+    engine = create_engine(url, **kwargs)
+    _ping_when_idle(engine, ping_idle_seconds)
+    if url.startswith("sqlite"):
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # WAL: the worker and web share the file
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+    return engine
+
+
+def _in_memory_sqlite(url: str) -> bool:
+    u = make_url(url)
+    in_memory = u.database in (None, "", ":memory:") or u.query.get("mode") == "memory"
+    return u.get_backend_name() == "sqlite" and in_memory
+
+
+_LAST_USED = "ipv_last_used"
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Test a pooled connection (SELECT 1) before use when it sat unused for ``idle_seconds`` or more; a dead
+    one is replaced before the request sees it (0 = test at every checkout, as ``pool_pre_ping`` does).
+
+    ``pool_pre_ping`` paid a round trip on every checkout, ~0.2 ms of app CPU and a statement for PostgreSQL on
+    each page, for connections that had answered a moment ago. A connection used within the window was alive
+    then; if the server went away since (a restart under load), its first statement fails, and SQLAlchemy then
+    discards every pooled connection (its disconnect handling). Every /l/<lid>/ page starts with the launch read,
+    which is tried once more on a fresh connection then (smart_app.launch.state.load_launch): the clinician
+    sees the page. Other first statements (the social-work queue, a CDS call) fail that one request.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get(_LAST_USED)
+        if last is not None and time.monotonic() - last < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # any failure: the pool drops this connection and checks out another
+            raise DisconnectionError("pooled connection failed its ping") from exc
+
+
+def new_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def get_session() -> Session:
+    if "db_session" not in g:
+        g.db_session = current_app.extensions["db_sessionmaker"]()
+    return g.db_session
+
+
+@contextmanager
+def session_scope(app: Flask | None = None) -> Iterator[Session]:
+    """A session outside a request (workers, CLI)."""
+    maker = (app or current_app).extensions["db_sessionmaker"]
+    session = maker()
+    try:
+        yield session
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def close_session(_exc: BaseException | None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()

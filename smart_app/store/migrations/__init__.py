@@ -1,0 +1,1 @@
+"""Alembic migration scripts (smart_app/store/migrate.py runs them)."""

@@ -1,0 +1,333 @@
+"""Server-side state. Everything that could identify a patient is encrypted at rest."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(24)  # 192 bits
+
+
+class LaunchRecord(Base):
+    """One SMART launch: pending (authorize sent) -> active (token held) -> ended.
+
+    ``id`` is the opaque handle in the app's URLs (/l/<id>/...); ``state`` is what
+    went to the EHR. ``browser_id`` binds the record to the browser session that
+    started it, so another browser (or a guessed id) never sees it.
+    """
+
+    __tablename__ = "launch"
+    __table_args__ = (Index("ix_launch_expires", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    state: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+    browser_id: Mapped[str] = mapped_column(String(64), index=True)
+    iss: Mapped[str] = mapped_column(String(512))
+    kind: Mapped[str] = mapped_column(String(16), default="ehr")  # ehr | standalone
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Pending stage: PKCE verifier + nonce + launch param, encrypted.
+    pending_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Active stage: token response (access/refresh/id_token), encrypted.
+    tokens_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Context read from the EHR (patient, encounter, site, user), encrypted.
+    context_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Working state of the visit (screening result, referral choices), encrypted.
+    data_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Non-PHI: why a launch failed, shown to the user.
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Set by quick exit: until then a relaunch by the same user for the same patient and encounter may
+    # continue this launch's screening (smart_app/launch/resume.py); the purge keeps its data only that long.
+    resumable_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Keyed HMAC of (iss, EHR user) set at /callback: "same user?" when a browser signs in again, without
+    # decrypting every other launch's context (no user id in clear; NULL for older rows: decrypted then).
+    user_tag: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class UsedCode(Base):
+    """Authorization codes already exchanged: a replayed callback is refused."""
+
+    __tablename__ = "used_code"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UsedJti(Base):
+    """jti values of our own client assertions (never reuse one)."""
+
+    __tablename__ = "used_jti"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# -- Chart write-back (fhir/outbox.py) and the social-work queue -------------------------------
+class ReferralRecord(Base):
+    """One consented referral: what social work follows up. Patient details are encrypted;
+    site, urgency and status are not PHI on their own and stay queryable."""
+
+    __tablename__ = "referral"
+    __table_args__ = (Index("ix_referral_status_created", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    # One referral per launch: a unique index, so concurrent consent POSTs cannot make a second (issue 8).
+    launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True, unique=True)
+    iss: Mapped[str] = mapped_column(String(512))
+    profile: Mapped[str] = mapped_column(String(512))  # EHR profile name or absolute path
+    site: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # FHIR Task.status as the SDOH Clinical Care IG uses it (smart_app/store/task_status.py).
+    status: Mapped[str] = mapped_column(String(16), default="requested")
+    status_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Patient name/MRN, programs, safe-contact choice, clinician: encrypted (no screening answers).
+    summary_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # The encounter's site as the EHR names it (Location name, else serviceProvider name): not PHI.
+    site_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    # Keyed HMACs of (iss, patient id) and (iss, encounter id): "seen before?" without storing either id.
+    patient_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    encounter_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    first_contact_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ReferralSite(Base):
+    """Every key the EHR gave the referral's site (``Location/<id>``, ``Organization/<id>``, identifier
+    ``system|value``): a social worker's coverage is matched against these (smart_app/worklist/scope.py)."""
+
+    __tablename__ = "referral_site"
+    __table_args__ = (UniqueConstraint("referral_id", "key", name="uq_referral_site"),
+                      Index("ix_referral_site_key", "key"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(512))
+
+
+class ReferralProgram(Base):
+    """The programs a referral names, so the queue filters, counts and sorts by program without decrypting every
+    referral's summary (smart_app/worklist/scope.py ``add_programs``). ``key`` is a keyed HMAC of the program
+    (equal programs group in SQL, no name in clear); ``program_enc`` holds its id and name, encrypted, and is
+    decrypted once per distinct key a queue lists. A referral naming no program has one row with key ``NONE``
+    and nothing encrypted; a referral with no row (stored before migration 0009) is indexed from its summary
+    the first time a queue lists it."""
+
+    __tablename__ = "referral_program"
+    __table_args__ = (UniqueConstraint("referral_id", "key", name="uq_referral_program"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(64))
+    program_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class ContactAttempt(Base):
+    """One contact attempt by social work. Channel, outcome, note and who: encrypted together."""
+
+    __tablename__ = "referral_contact"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    by_reference: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    detail_enc: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class PatientMark(Base):
+    """"This patient was screened here on <date>": what a later launch may show at the gate. No answers,
+    no score; keyed HMACs only. Deleted after the memory window (smart_app/worklist/retention.py)."""
+
+    __tablename__ = "patient_mark"
+    __table_args__ = (Index("ix_patient_mark_key_at", "patient_key", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_key: Mapped[str] = mapped_column(String(64))
+    encounter_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # screen
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReferralEvent(Base):
+    """Audit trail of social-work status changes: who, when, from what to what."""
+
+    __tablename__ = "referral_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(16))
+    by_reference: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    by_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OutboxItem(Base):
+    """One chart write, stored before it is sent (fhir/outbox.py).
+
+    status: pending -> sending (claimed, with a lease) -> written | failed | check; a failed write is
+    kept; ``check`` = the outcome could not be known ("check the chart", for a person).
+    ``last_error`` and ``label_detail`` never hold PHI (HTTP status, reason class, label codes).
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("identifier_system", "identifier_value", name="uq_outbox_identifier"),
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id"), index=True)
+    launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    iss: Mapped[str] = mapped_column(String(512))
+    profile: Mapped[str] = mapped_column(String(512))  # EHR profile name or absolute path (profile.ref)
+    mode: Mapped[str] = mapped_column(String(16), default="single")  # single | transaction
+    kind: Mapped[str] = mapped_column(String(64))  # FHIR resource type
+    # create: conditional create of ``resource_enc``; status: set the status of the resource the row
+    # ``depends_on`` names to the one in ``resource_enc`` (closed loop, smart_app/outbox/closed_loop.py).
+    operation: Mapped[str] = mapped_column(String(16), default="create", server_default="create")
+    identifier_system: Mapped[str] = mapped_column(String(256))
+    identifier_value: Mapped[str] = mapped_column(String(256))
+    full_url: Mapped[str] = mapped_column(String(128))
+    depends_on: Mapped[str] = mapped_column(Text, default="{}")  # JSON urn -> [kind, required]
+    resource_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=10)
+    final_retry: Mapped[bool] = mapped_column(Boolean, default=False)  # the one retry after a refusal used
+    # The last send may have reached the EHR (timeout after sending, reset, worker gone mid-send): where the
+    # EHR does not honour If-None-Exist, the next try searches first and never re-sends blindly.
+    outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False)
+    label_attempts: Mapped[int] = mapped_column(Integer, default=0)  # bounded read-back
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    server_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    server_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    label_status: Mapped[str | None] = mapped_column(String(16), nullable=True)  # ok | flagged | unverified
+    label_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+# -- CDS Hooks and the program report (issue 13) ----------------------------------------------
+class CdsJti(Base):
+    """jti of every CDS Hooks request JWT accepted (CDS Hooks 2.0 "Trusting CDS Clients": the
+    jti protects against replay); kept until the token's exp has passed."""
+
+    __tablename__ = "cds_jti"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256(iss + " " + jti)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class CdsCard(Base):
+    """A check-in card we returned: its uuid (the EHR's feedback names it), the site and month it
+    counts for, and its outcome. Nothing about the patient."""
+
+    __tablename__ = "cds_card"
+
+    uuid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    service: Mapped[str] = mapped_column(String(64))
+    site: Mapped[str] = mapped_column(String(64))
+    month: Mapped[str] = mapped_column(String(7))
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)  # accepted | overridden
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class ReportEvent(Base):
+    """De-identified program event (smart_app/report/events.py): one row per counted step. No patient,
+    launch, referral or user id and no timestamp finer than the month, so it can be kept after the
+    patient data is purged and past reports do not change."""
+
+    __tablename__ = "report_event"
+    __table_args__ = (Index("ix_report_event_month", "month", "site"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    month: Mapped[str] = mapped_column(String(7))  # YYYY-MM of the screen / referral / card
+    site: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    instrument: Mapped[str] = mapped_column(String(32), default="")
+    language: Mapped[str] = mapped_column(String(16), default="")
+
+
+class ReferralDims(Base):
+    """The report dimensions of a referral (month, instrument, language), so its later contact is
+    counted with them; deleted with the referral (the counted events stay)."""
+
+    __tablename__ = "referral_dims"
+
+    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    month: Mapped[str] = mapped_column(String(7))
+    site: Mapped[str] = mapped_column(String(64))
+    instrument: Mapped[str] = mapped_column(String(32), default="")
+    language: Mapped[str] = mapped_column(String(16), default="")
+    contacted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+# -- Operations (issue 9): access audit and worker heartbeat ---------------------------------
+class AuditEvent(Base):
+    """Append-only access audit (HIPAA 164.312(b)): who (fhirUser + iss), did what, when, on which instance.
+
+    Written only through smart_app.ops.audit.record_audit; never updated; deleted only by the retention purge
+    (AUDIT_RETENTION_DAYS). On PostgreSQL a trigger refuses UPDATE always and DELETE outside that purge.
+    Patient identifiers (and chart resource ids) are encrypted in ``patient_enc``; ``detail`` is short non-PHI
+    text (a status change "new->contacted", a resource type).
+    """
+
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_event_at", "at"), Index("ix_audit_event_actor_at", "actor", "at"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(512), nullable=True)  # fhirUser as the EHR gave it
+    iss: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    instance: Mapped[str] = mapped_column(String(128))
+    launch_ref: Mapped[str | None] = mapped_column(String(16), nullable=True)  # hash of the launch id (as logs)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    object_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # our own ids only (referral)
+    detail: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    patient_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class WorkerHeartbeat(Base):
+    """One row per outbox worker process, stamped as it runs; /readyz reports the freshest stamp's age."""
+
+    __tablename__ = "worker_heartbeat"
+
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instance: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -1,0 +1,1 @@
+"""The social-work queue: scope, views, retention."""

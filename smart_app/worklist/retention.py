@@ -1,0 +1,75 @@
+"""Retention for social work: closed referrals (completed, cancelled, declined) are deleted with their
+contact log, status history, site keys and chart-write rows ``WORKLIST_CLOSED_RETENTION_DAYS`` after they
+closed (365 by default); screen marks (smart_app/launch/visit_memory.py) after the memory window. Open referrals
+are kept until they close. Runs with the launch purge (smart_app/launch/retention.py: worker every 10 minutes,
+``flask purge-launches``) and on its own as ``flask purge-referrals``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+from sqlalchemy import delete, or_, select
+from sqlalchemy.orm import Session
+
+from smart_app.launch.visit_memory import memory_days
+from smart_app.store.models import (
+    ContactAttempt,
+    OutboxItem,
+    PatientMark,
+    ReferralEvent,
+    ReferralProgram,
+    ReferralRecord,
+    ReferralSite,
+)
+from smart_app.store.task_status import CLOSED, LEGACY
+
+DEFAULT_RETENTION_DAYS = 365
+_CLOSED_CODES = tuple(CLOSED) + tuple(k for k, v in LEGACY.items() if v in CLOSED)
+
+
+def retention_days() -> int:
+    return int(current_app.config.get("WORKLIST_CLOSED_RETENTION_DAYS", DEFAULT_RETENTION_DAYS))
+
+
+def purge_referrals(db: Session, now: datetime | None = None) -> dict[str, int]:
+    """Delete closed referrals past the retention period, and old screen marks. Commits."""
+    now = now or datetime.now(UTC)
+    cutoff = now - timedelta(days=retention_days())
+    closed_at = or_(ReferralRecord.closed_at < cutoff,
+                    ReferralRecord.closed_at.is_(None) & (ReferralRecord.status_at < cutoff))
+    ids = list(db.scalars(select(ReferralRecord.id).where(ReferralRecord.status.in_(_CLOSED_CODES), closed_at)))
+    counts = {"referrals": 0, "contacts": 0, "events": 0, "writes": 0, "marks": 0}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        counts["contacts"] += db.execute(delete(ContactAttempt).where(ContactAttempt.referral_id.in_(chunk))).rowcount
+        counts["events"] += db.execute(delete(ReferralEvent).where(ReferralEvent.referral_id.in_(chunk))).rowcount
+        # A write still on its way keeps its referral until it is done (never lose a chart write).
+        busy = set(db.scalars(select(OutboxItem.referral_id).where(OutboxItem.referral_id.in_(chunk),
+                                                                   OutboxItem.status.in_(("pending", "sending")))))
+        done = [r for r in chunk if r not in busy]
+        counts["writes"] += db.execute(delete(OutboxItem).where(OutboxItem.referral_id.in_(done))).rowcount
+        db.execute(delete(ReferralSite).where(ReferralSite.referral_id.in_(done)))
+        db.execute(delete(ReferralProgram).where(ReferralProgram.referral_id.in_(done)))
+        counts["referrals"] += db.execute(delete(ReferralRecord).where(ReferralRecord.id.in_(done))).rowcount
+    counts["marks"] = db.execute(delete(PatientMark).where(
+        PatientMark.at < now - timedelta(days=memory_days()))).rowcount
+    db.commit()
+    return counts
+
+
+@click.command("purge-referrals")
+@with_appcontext
+def purge_referrals_command() -> None:
+    """Delete closed referrals (and their logs) past WORKLIST_CLOSED_RETENTION_DAYS, and old screen marks."""
+    from smart_app.store.db import get_session
+
+    counts = purge_referrals(get_session())
+    click.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(purge_referrals_command)

@@ -1,0 +1,157 @@
+"""Which referrals a social worker may see and act on: those of their EHR (``iss``) and of the sites they cover.
+
+Coverage comes from the EHR where it can: the places on the user's social-work PractitionerRoles
+(``location``, ``organization``, and the location/providedBy of its ``healthcareService``; FHIR R4
+PractitionerRole, https://hl7.org/fhir/R4/practitionerrole.html). Otherwise from the deployment file::
+
+    worklist:
+      coverage:
+        users: {"Practitioner/abc": ["urn:ipv-sandbox:site|bwh", "Location/loc-bwh"]}
+        roles: {social_worker: ["Organization/org-mgh"], program_manager: [...]}
+
+A user's own list wins over their role's. With neither, the queue is empty and says why. A referral's
+site keys (``referral_site``) are every name the EHR gave the encounter's site at referral time:
+``Location/<id>``, ``Organization/<id>`` (serviceProvider), their identifiers as ``system|value``, and
+the directory site id the referral page matched. A referral is in scope when its ``iss`` is the launch's
+and one of its keys is covered. Every worklist view goes through ``scoped_referral`` or ``scoped_query``:
+outside the scope a referral does not exist (404).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, exists, select
+from sqlalchemy.orm import Session
+
+from smart_app.launch.roles import PROGRAM_MANAGER, SOCIAL_WORKER, mapping_for, matching_roles, user_roles
+from smart_app.store.crypto import encrypt_json, keyed_hash
+from smart_app.store.models import ReferralProgram, ReferralRecord, ReferralSite
+
+
+@dataclass
+class Scope:
+    iss: str
+    user_reference: str | None
+    roles: list[str]
+    keys: frozenset[str]
+    source: str  # ehr | deployment-user | deployment-role | none
+    places: list[str] = field(default_factory=list)
+
+    @property
+    def can_act(self) -> bool:
+        """Status changes and contact attempts: social workers. Program managers read and export."""
+        return SOCIAL_WORKER in self.roles
+
+    @property
+    def is_queue_user(self) -> bool:
+        return SOCIAL_WORKER in self.roles or PROGRAM_MANAGER in self.roles
+
+
+def _ehr_coverage(user: dict[str, Any], deployment: Any) -> tuple[set[str], list[str]]:
+    mapping = mapping_for(deployment)
+    keys: set[str] = set()
+    places: list[str] = []
+    for role in user.get("practitioner_roles") or []:
+        if not matching_roles(role, mapping):
+            continue  # a physician role at another hospital gives no social-work coverage
+        for kind in ("locations", "organizations"):
+            for ref in role.get(kind) or []:
+                keys.add(ref["reference"])
+                name = ref.get("display") or ref["reference"]
+                if name not in places:
+                    places.append(name)
+    return keys, places
+
+
+def scope_for(launch: Any, deployment: Any) -> Scope:
+    user = (launch.context or {}).get("user") or {}
+    roles = user_roles(user, deployment)
+    ref = user.get("reference")
+    keys, places = _ehr_coverage(user, deployment)
+    source = "ehr" if keys else "none"
+    if not keys:
+        coverage = ((getattr(deployment, "extra", None) or {}).get("worklist") or {}).get("coverage") or {}
+        by_user = (coverage.get("users") or {}).get(ref) if ref else None
+        if by_user:
+            keys, source = {str(k) for k in by_user}, "deployment-user"
+        else:
+            for role in roles:
+                keys |= {str(k) for k in (coverage.get("roles") or {}).get(role) or []}
+            source = "deployment-role" if keys else "none"
+        places = sorted(keys)
+    return Scope(iss=launch.iss.rstrip("/"), user_reference=ref, roles=roles, keys=frozenset(keys),
+                 source=source, places=places)
+
+
+def referral_site_keys(context: dict[str, Any], directory_site: str | None) -> list[str]:
+    """Every key of the encounter's site, as the EHR gave it at launch (see the module docstring)."""
+    encounter = (context or {}).get("encounter") or {}
+    keys: list[str] = []
+    for loc in encounter.get("locations") or []:
+        if loc.get("id"):
+            keys.append(f"Location/{loc['id']}")
+        keys += [f"{i.get('system')}|{i['value']}" for i in loc.get("identifiers") or [] if i.get("value")]
+    org = encounter.get("service_provider") or {}
+    if org.get("id"):
+        keys.append(f"Organization/{org['id']}")
+    keys += [f"{i.get('system')}|{i['value']}" for i in org.get("identifiers") or [] if i.get("value")]
+    if directory_site:
+        keys.append(directory_site)
+    return list(dict.fromkeys(k for k in keys if len(k) <= 512))
+
+
+def site_display_name(context: dict[str, Any]) -> str | None:
+    encounter = (context or {}).get("encounter") or {}
+    for loc in encounter.get("locations") or []:
+        if loc.get("name"):
+            return str(loc["name"])[:256]
+    org = encounter.get("service_provider") or {}
+    return str(org["name"])[:256] if org.get("name") else None
+
+
+def add_site_keys(db: Session, referral_id: str, keys: list[str]) -> None:
+    for key in keys:
+        db.add(ReferralSite(referral_id=referral_id, key=key))
+
+
+# -- programs (the queue's program filter, counts and sort; ReferralProgram) ----------------------------------
+NO_PROGRAM = "NONE"  # the row of a referral that names no program: indexed, nothing to list
+
+
+def program_key(program: dict[str, Any]) -> str:
+    """Keyed HMAC of a program's (id, name): equal programs share it, and it names neither without the key."""
+    return keyed_hash("program|" + json.dumps([program.get("id"), program.get("name")]))
+
+
+def program_rows(referral_id: str, programs: list[dict[str, Any]]) -> list[ReferralProgram]:
+    """The index rows of a referral's programs (the summary's ``programs``: id and name; phones stay there)."""
+    rows: dict[str, ReferralProgram] = {}
+    for p in programs or []:
+        if not isinstance(p, dict) or not (p.get("id") or p.get("name")):
+            continue
+        program = {"id": p.get("id"), "name": p.get("name")}
+        key = program_key(program)
+        rows.setdefault(key, ReferralProgram(referral_id=referral_id, key=key, program_enc=encrypt_json(program)))
+    return list(rows.values()) or [ReferralProgram(referral_id=referral_id, key=NO_PROGRAM, program_enc=None)]
+
+
+def add_programs(db: Session, referral_id: str, programs: list[dict[str, Any]]) -> None:
+    db.add_all(program_rows(referral_id, programs))
+
+
+def scoped_query(scope: Scope) -> Select[tuple[ReferralRecord]]:
+    """Referrals in scope; matches nothing when the scope covers no site."""
+    q = select(ReferralRecord).where(ReferralRecord.iss.in_({scope.iss, scope.iss + "/"}))
+    if not scope.keys or not scope.is_queue_user:
+        return q.where(ReferralRecord.id.is_(None))
+    covered = exists().where(ReferralSite.referral_id == ReferralRecord.id, ReferralSite.key.in_(sorted(scope.keys)))
+    return q.where(covered)
+
+
+def scoped_referral(db: Session, scope: Scope, rid: str) -> ReferralRecord | None:
+    if not rid or len(rid) > 64:
+        return None
+    return db.scalar(scoped_query(scope).where(ReferralRecord.id == rid))

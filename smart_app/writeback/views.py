@@ -1,0 +1,486 @@
+"""Consent and chart write-back: the patient decides, the outbox writes, the clinician sees each result.
+
+Consent = payload: the consent page is rendered from the very payload that goes to the outbox
+(``plan_writeback`` with this launch's referral key): each resource in plain words, the exact note text
+(decoded from the planned DocumentReference) and the script read to the patient. Any change on the page
+(channel, channel note, detail option, resources) re-renders the preview -- live through
+``/l/<lid>/consent/preview`` (static/consent_preview.js; CSP allows only 'self' scripts) or with the
+"Update preview" button without JavaScript. The page carries a digest of what it shows; the POST is
+refused (nothing written, page shown again) when the server's plan differs.
+
+Order: consent only after a completed screen in this launch (or the clinician's explicit "the patient
+asks for a referral" after a negative/declined screen); otherwise 409. One referral per launch by a
+database constraint (ReferralRecord.launch_id unique, the referral key as primary key).
+
+The POST only stores the outbox rows and returns: the worker (``flask outbox-worker``; a thread in
+``make demo``) does all sending, and the confirmation page polls ``/l/<lid>/progress`` (a neutral,
+PHI-free JSON status) until each write is written, failed or "check the chart".
+Also registers the ``outbox-worker`` and ``outbox-run-once`` CLI commands.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import secrets
+import signal
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from flask import Blueprint, Flask, current_app, g, jsonify, redirect, render_template, request, url_for
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from werkzeug.wrappers import Response
+
+from fhir.builders import ALL_RESOURCES, EhrProfile, Offer, WritebackInput, plan_writeback, writable
+from smart_app.launch.locale import use_launch_locale
+from smart_app.launch.state import launch_required
+from smart_app.launch.visit_memory import encounter_key, patient_key, visit_referral
+from smart_app.ops.i18n import gettext as _
+from smart_app.ops.profiles import current_profile, profile_for
+from smart_app.outbox.status import kind_label, referral_rows, row_view
+from smart_app.outbox.worker import OutboxSettings, OutboxWorker, enqueue, utcnow
+from smart_app.referral.channels import CHANNELS, channel_label
+from smart_app.report import events
+from smart_app.store.crypto import encrypt_json
+from smart_app.store.db import get_session
+from smart_app.store.models import OutboxItem, ReferralRecord
+from smart_app.worklist.scope import add_programs, add_site_keys, referral_site_keys, site_display_name
+
+warmup_log = logging.getLogger("ipv.warmup")
+bp = Blueprint("writeback", __name__, template_folder="templates", url_prefix="/l/<lid>", cli_group=None)
+
+SITE_SYSTEM = "urn:ipv-sandbox:site"
+MAX_NOTE = 200
+MAX_DETAIL = 2000
+
+
+
+
+def site_key(context: dict[str, Any], referral: dict[str, Any]) -> str | None:
+    """The referral's site (site key), else the encounter location's site identifier."""
+    if referral.get("site"):
+        return referral["site"]
+    encounter = context.get("encounter") or {}
+    for loc in encounter.get("locations") or []:
+        for ident in loc.get("identifiers") or []:
+            if ident.get("system") == SITE_SYSTEM and ident.get("value"):
+                return ident["value"]
+    return None
+
+
+# -- order ---------------------------------------------------------------------------------------------------
+def screen_state(launch: Any) -> str:
+    """'positive' (consent may be asked), 'other' (negative/declined: only if the patient asks), 'none'."""
+    screening = launch.data.get("screening") or {}
+    if not screening.get("completed_at"):
+        return "none"
+    if screening.get("interpretation") == "positive" or screening.get("danger"):
+        return "positive"
+    return "other"
+
+
+def _out_of_order(message: str) -> tuple[str, int]:
+    return render_template("error.html", title=_("Not yet"), message=message), 409
+
+
+# -- the plan shown = the plan written -------------------------------------------------------------------------
+def granted_scope(launch: Any) -> str:
+    """The token's granted scope; a token response without ``scope`` grants what was asked (RFC 6749 5.1)."""
+    scope = str((launch.context or {}).get("scope") or launch.tokens.get("scope") or "")
+    if not scope.strip():
+        deployment = current_app.config["DEPLOYMENT"]
+        scope = deployment.scopes_ehr if launch.kind == "ehr" else deployment.scopes_standalone
+    return scope
+
+
+def offer_for(launch: Any, profile: EhrProfile) -> Offer:
+    ctx = launch.context
+    screening = launch.data.get("screening") or {}
+    return writable(profile, granted_scope(launch), has_encounter=bool((ctx.get("encounter") or {}).get("id")),
+                    has_author=bool((ctx.get("user") or {}).get("reference")),
+                    has_screening=bool(screening.get("completed_at")))
+
+
+def referral_key(launch: Any) -> str:
+    """This launch's referral id, fixed before consent: the note's reference code and every business
+    identifier derive from it, so the preview and the outbox hold the same payload."""
+    key = (launch.data.get("writeback_plan") or {}).get("key")
+    if not key:
+        key = secrets.token_urlsafe(24)
+        launch.update_data(writeback_plan={"key": key})
+        launch.save()
+    return key
+
+
+def choices_from(form: Any, profile: EhrProfile, offer: Offer) -> dict[str, Any]:
+    """The page's choices from a form (or nothing posted yet: the defaults -- no channel, optional off)."""
+    posted = form.get("shown") == "1"
+    channel = form.get("channel") if form.get("channel") in CHANNELS else None
+    note = (form.get("contact_note") or "").strip()[:MAX_NOTE] or None
+    detailed = profile.detailed_note_allowed and form.get("detailed") == "yes"
+    detail_text = (form.get("detail_text") or "").strip()[:MAX_DETAIL] if detailed else ""
+    if posted:
+        chosen = [k for k in form.getlist("resources") if k in offer.kinds]
+    else:
+        chosen = [k for k in profile.resources if k in offer.kinds]
+    if "DocumentReference" in offer.kinds and "DocumentReference" not in chosen:
+        chosen.append("DocumentReference")  # the note is what consent is about; always written where possible
+    return {"channel": channel, "contact_note": note if channel and channel != "none" else None,
+            "detailed": detailed, "detail_text": detail_text,
+            "resources": [k for k in offer.kinds if k in chosen],
+            "patient_asks": form.get("patient_asks") == "yes"}
+
+
+def _input(launch: Any, key: str, choices: dict[str, Any]) -> WritebackInput:
+    ctx, data = launch.context, launch.data
+    screening = data.get("screening") or {}
+    user = ctx.get("user") or {}
+    return WritebackInput(
+        referral_key=key, patient_id=(ctx.get("patient") or {}).get("id"),
+        encounter_id=(ctx.get("encounter") or {}).get("id"), author_reference=user.get("reference"),
+        author_name=user.get("name"), screening=screening, referral=data.get("referral") or {},
+        resources=list(choices["resources"]), note_mode="detailed" if choices["detailed"] else "minimal",
+        detail_text=choices["detail_text"] or None,
+        safe_contact={"channel": choices["channel"], "note": choices["contact_note"]},
+        urgent=bool(screening.get("danger")), patient_asked=choices["patient_asks"],
+    )
+
+
+def _programs(referral: dict[str, Any]) -> list[str]:
+    results = {r.get("service_id"): r for r in referral.get("results") or []}
+    return [results[s].get("program") or results[s].get("name") or "" for s in referral.get("selected") or []
+            if s in results]
+
+
+def describe(plans: list[Any], launch: Any, profile: EhrProfile) -> list[dict[str, str]]:
+    """Each planned resource in plain words (what the clinician reads, what the digest covers)."""
+    screening = launch.data.get("screening") or {}
+    programs = ", ".join(_programs(launch.data.get("referral") or {})) or _("no program chosen")
+    out = []
+    for plan in plans:
+        res = plan.resource
+        if plan.kind == "DocumentReference":
+            note_type = (res.get("type") or {}).get("text") or (res["type"]["coding"][0].get("code"))
+            words = _("A note in the chart (note type: %(type)s) with exactly the text below.", type=note_type)
+        elif plan.kind == "ServiceRequest":
+            words = _("A referral order to: %(programs)s (priority: %(priority)s).", programs=programs,
+                      priority=_("urgent") if res.get("priority") == "urgent" else _("routine"))
+        elif plan.kind == "Observation":
+            value = (res.get("valueQuantity") or {}).get("value")
+            words = _("The screening score: %(instrument)s total %(value)s, %(result)s.",
+                      instrument=str(screening.get("instrument") or "").upper(),
+                      value=value if value is not None else _("not recorded"),
+                      result=_("positive") if screening.get("interpretation") == "positive" else
+                      _("negative") if screening.get("interpretation") == "negative" else _("no result"))
+        elif plan.kind == "QuestionnaireResponse":
+            words = _("The patient's answer to each screening question.")
+        else:
+            words = _("A follow-up task for social work on the referral.")
+        out.append({"kind": plan.kind, "label": kind_label(plan.kind), "words": words})
+    return out
+
+
+def script_for(kinds: list[str]) -> list[str]:
+    """What the clinician reads to the patient: it names every resource that will be written."""
+    lines = []
+    if "DocumentReference" in kinds:
+        lines.append(_("“May I add a short, confidential note to your health record saying that you were "
+                       "referred for support? It will not describe what happened to you.”"))
+    else:
+        lines.append(_("“May I record that you were referred for support, so that social work can follow up?”"))
+    if "ServiceRequest" in kinds:
+        lines.append(_("“A referral order to the program will also be recorded.”"))
+    if "Observation" in kinds:
+        lines.append(_("“A screening score will be recorded.”"))
+    if "QuestionnaireResponse" in kinds:
+        lines.append(_("“Your answers to the screening questions will be recorded.”"))
+    if "Task" in kinds:
+        lines.append(_("“A follow-up task for social work will be recorded.”"))
+    return lines
+
+
+def note_from(plans: list[Any]) -> str | None:
+    """The exact note text, decoded from the planned DocumentReference (what the EHR will store)."""
+    for plan in plans:
+        if plan.kind == "DocumentReference":
+            return base64.b64decode(plan.resource["content"][0]["attachment"]["data"]).decode("utf-8")
+    return None
+
+
+def not_offered_words(offer: Offer, profile: EhrProfile) -> list[dict[str, str]]:
+    out = []
+    for kind, (reason, detail) in offer.not_offered.items():
+        if reason == "ehr" and kind not in ("DocumentReference", "ServiceRequest"):
+            continue  # not something this EHR takes from apps at all: no need to list every one
+        text = {
+            "ehr": _("this EHR does not accept it from apps"),
+            "scope": _("the EHR did not give this app permission to write it (needs %(scope)s)", scope=detail),
+            "encounter": _("this EHR needs the visit's encounter, and this launch has none"),
+            "author": _("this EHR needs the signed-in clinician as the note's author, and the launch did not "
+                        "say who is signed in"),
+            "screen": _("there is no completed screen to record"),
+            "referral": _("it needs the referral order, which is not offered"),
+        }.get(reason, reason)
+        out.append({"kind": kind, "label": kind_label(kind), "why": text})
+    return out
+
+
+def protection_words(profile: EhrProfile) -> str:
+    note_type = profile.document_type.get("display") or profile.document_type.get("code")
+    if profile.labels_protect:
+        return _("Everything written is marked restricted and sensitive (security labels), so the EHR can keep it "
+                 "out of the patient portal and other shared views.")
+    return _("This EHR does not keep confidentiality labels, so the note is filed as the site's restricted note "
+             "type “%(type)s”, which only authorised staff can open.", type=note_type)
+
+
+def view_model(launch: Any, profile: EhrProfile, choices: dict[str, Any], offer: Offer | None = None) -> dict[str, Any]:
+    """Everything the consent page shows, built from the planned payload, and its digest."""
+    offer = offer or offer_for(launch, profile)
+    plans = plan_writeback(_input(launch, referral_key(launch), choices), profile) if choices["resources"] else []
+    items = describe(plans, launch, profile)
+    note = note_from(plans)
+    script = script_for([p.kind for p in plans])
+    shown = {"items": [[i["kind"], i["words"]] for i in items], "note": note, "script": script,
+             "channel": choices["channel"], "contact_note": choices["contact_note"]}
+    digest = hashlib.sha256(json.dumps(shown, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return {"plans": plans, "plan_items": items, "note": note, "script": script, "digest": digest,
+            "not_offered": not_offered_words(offer, profile), "offer": offer, "choices": choices,
+            "protection": protection_words(profile)}
+
+
+def _render_consent(launch: Any, profile: EhrProfile, vm: dict[str, Any], *, error: str | None = None,
+                    status: int = 200) -> tuple[str, int]:
+    return render_template(
+        "writeback/consent.html", lid=launch.id, profile=profile, vm=vm, c=vm["choices"], error=error,
+        channels=CHANNELS, channel_label=channel_label, kind_label=kind_label,
+        screen=screen_state(launch), has_patient=bool((launch.context.get("patient") or {}).get("id"))), status
+
+
+# -- pages -----------------------------------------------------------------------------------------------------
+@bp.route("/consent", methods=["GET"])
+@launch_required
+def consent() -> Response | tuple[str, int] | str:
+    if (g.launch.data.get("writeback") or {}).get("referral_id"):
+        return redirect(url_for("writeback.confirmation", lid=g.launch.id))
+    use_launch_locale(g.launch)
+    if screen_state(g.launch) == "none":
+        return _out_of_order(_("Consent to write to the chart is asked after the screening is completed in this "
+                               "visit. Start or finish the screening first."))
+    profile = current_profile()
+    offer = offer_for(g.launch, profile)
+    vm = view_model(g.launch, profile, choices_from(request.args, profile, offer), offer)
+    return _render_consent(g.launch, profile, vm)
+
+
+@bp.route("/consent/preview", methods=["POST"])
+@launch_required
+def preview() -> Response:
+    """Live preview for the page's script: the same view model, as JSON (POST body, nothing in the URL)."""
+    use_launch_locale(g.launch)
+    profile = current_profile()
+    offer = offer_for(g.launch, profile)
+    vm = view_model(g.launch, profile, choices_from(request.form, profile, offer), offer)
+    return jsonify({"note": vm["note"], "items": vm["plan_items"], "script": vm["script"], "digest": vm["digest"]})
+
+
+@bp.route("/consent", methods=["POST"])
+@launch_required
+def consent_post() -> Response | tuple[str, int] | str:
+    launch = g.launch
+    use_launch_locale(launch)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    if (launch.data.get("writeback") or {}).get("referral_id"):  # double submit: never a second referral
+        return redirect(url_for("writeback.confirmation", lid=launch.id))
+    action = request.form.get("consent") or request.form.get("action")
+    if action == "no":
+        # No consent: nothing is built, queued or sent.
+        launch.update_data(consent={"status": "declined", "at": now})
+        launch.save()
+        return render_template("writeback/declined.html", lid=launch.id)
+    state = screen_state(launch)
+    if state == "none":
+        return _out_of_order(_("Nothing was written: consent can only be recorded after the screening is "
+                               "completed in this visit."))
+    patient = launch.context.get("patient") or {}
+    if not patient.get("id"):
+        return render_template("error.html", title=_("No patient"),
+                               message=_("This launch has no patient, so nothing can be written.")), 400
+    db = get_session()
+    profile = current_profile()
+    offer = offer_for(launch, profile)
+    choices = choices_from(request.form, profile, offer)
+    vm = view_model(launch, profile, choices, offer)
+    if action != "yes":  # "Update preview" (works without JavaScript)
+        return _render_consent(launch, profile, vm)
+    earlier = visit_referral(db, launch.iss, launch.context, exclude_launch=launch.id)
+    if earlier is not None and request.form.get("second_referral") != "yes":
+        # Another launch already referred this patient for this visit: a second one only by explicit choice.
+        return render_template("worklist/second_referral.html", lid=launch.id, earlier=earlier,
+                               form=request.form), 409
+    if state == "other" and not choices["patient_asks"]:
+        return _out_of_order(_("Nothing was written: after a negative or declined screen, a referral is recorded "
+                               "only when the patient asks for one. Go back and tick “The patient asks for a "
+                               "referral”."))
+    if not choices["channel"]:
+        return _render_consent(launch, profile, vm, status=422, error=_(
+            "Ask the patient how the program may contact them safely (or that no contact is safe) before "
+            "asking consent. Nothing was written."))
+    if request.form.get("digest") != vm["digest"]:
+        return _render_consent(launch, profile, vm, status=409, error=_(
+            "What you were about to agree to changed. Nothing was written. Read the updated page with the "
+            "patient and ask again."))
+    referral = launch.data.get("referral") or {}
+    sc = {"channel": choices["channel"], "note": choices["contact_note"]}
+    plans = vm["plans"]
+    summary = _summary(launch, referral, sc, [p.kind for p in plans])
+    # The summary goes in with the row's INSERT (set after the flush, it cost a second statement, an UPDATE).
+    record = ReferralRecord(id=referral_key(launch), launch_id=launch.id, iss=launch.iss, profile=profile.ref,
+                            site=site_key(launch.context, referral), site_name=site_display_name(launch.context),
+                            patient_key=patient_key(launch.iss, launch.context),
+                            encounter_key=encounter_key(launch.iss, launch.context),
+                            urgent=bool((launch.data.get("screening") or {}).get("danger")), status="requested",
+                            summary_enc=encrypt_json(summary))
+    db.add(record)
+    try:
+        db.flush()  # the unique constraint decides between concurrent consent POSTs
+    except IntegrityError:
+        db.rollback()
+        return redirect(url_for("writeback.confirmation", lid=launch.id))
+    add_site_keys(db, record.id, referral_site_keys(launch.context, record.site))
+    add_programs(db, record.id, summary["programs"])  # the queue's program filter without the summary
+    enqueue(db, referral_id=record.id, launch_id=launch.id, iss=launch.iss, profile=profile,
+            plans=plans, settings=OutboxSettings.for_app(current_app, profile))
+    launch.update_data(consent={"status": "given", "at": now, "detailed": bool(choices["detailed"]),
+                                "patient_asked": bool(choices["patient_asks"]), "digest": vm["digest"]},
+                       writeback={"referral_id": record.id},
+                       referral={**referral, "safe_contact": sc})
+    events.referral_made(launch, record)  # counted in the referral's own transaction
+    try:
+        db.commit()  # one commit, durable; the worker sends. No EHR call in this request.
+    except IntegrityError:
+        db.rollback()
+    return redirect(url_for("writeback.confirmation", lid=launch.id))
+
+
+def _summary(launch: Any, referral: dict[str, Any], sc: dict[str, Any], kinds: list[str]) -> dict[str, Any]:
+    """What social work needs to follow up — no screening answers or score."""
+    ctx = launch.context
+    patient = ctx.get("patient") or {}
+    results = {r.get("service_id"): r for r in referral.get("results") or []}
+    programs = [{"id": s, "name": results[s].get("program") or results[s].get("name"),
+                 "phone": results[s].get("phone")}
+                for s in referral.get("selected") or [] if s in results]
+    encounter = ctx.get("encounter") or {}
+    interpreter = encounter.get("interpreter_needed")
+    if interpreter is None:
+        interpreter = patient.get("interpreter_needed")
+    return {"patient_name": patient.get("name"), "mrn": patient.get("mrn"), "patient_id": patient.get("id"),
+            "language": patient.get("language"), "languages": patient.get("languages") or [],
+            "interpreter_needed": interpreter, "encounter_start": encounter.get("start"),
+            "programs": programs, "safe_contact": sc,
+            "clinician": (ctx.get("user") or {}).get("name"), "kinds": kinds}
+
+
+def _status_payload(rows: list[OutboxItem]) -> dict[str, Any]:
+    views = [row_view(r) for r in rows]
+    done = all(v["state"] != "queued" for v in views)
+    return {"rows": views, "done": done, "settled": done and all(v["label_status"] != "unverified" for v in views),
+            "any_failed": any(v["state"] == "failed" for v in views),
+            "any_check": any(v["state"] == "check" for v in views),
+            "any_queued": any(v["state"] == "queued" for v in views),
+            "any_flagged": any(v["label_status"] == "flagged" for v in views)}
+
+
+@bp.route("/consent/done", methods=["GET"])
+@launch_required
+def confirmation() -> Response | str:
+    rid = (g.launch.data.get("writeback") or {}).get("referral_id")
+    if not rid:
+        return redirect(url_for("writeback.consent", lid=g.launch.id))
+    use_launch_locale(g.launch)
+    status = _status_payload(referral_rows(rid))
+    profile = current_profile()
+    return render_template("writeback/confirmation.html", lid=g.launch.id, status=status,
+                           protection=protection_words(profile), rows=status["rows"],
+                           any_failed=status["any_failed"], any_queued=status["any_queued"],
+                           any_check=status["any_check"], any_flagged=status["any_flagged"])
+
+
+@bp.route("/progress", methods=["GET"])
+@launch_required
+def progress() -> Response:
+    """Live write status for the confirmation page: no PHI (kinds, states, PHI-free reasons), neutral path."""
+    use_launch_locale(g.launch)
+    rid = (g.launch.data.get("writeback") or {}).get("referral_id")
+    payload = _status_payload(referral_rows(rid)) if rid else {"rows": [], "done": True, "settled": True}
+    for row in payload["rows"]:
+        row.pop("label_detail", None)
+    return jsonify(payload)
+
+
+@bp.route("/consent/retry", methods=["POST"])
+@launch_required
+def retry_now() -> Response:
+    """'Try again now': makes this referral's queued writes due at once; the worker sends them."""
+    rid = (g.launch.data.get("writeback") or {}).get("referral_id")
+    if rid:
+        db = get_session()
+        db.execute(update(OutboxItem).where(OutboxItem.referral_id == rid, OutboxItem.status == "pending")
+                   .values(next_attempt_at=utcnow()))
+        db.commit()
+    return redirect(url_for("writeback.confirmation", lid=g.launch.id))
+
+
+# -- CLI ------------------------------------------------------------------------------------------------------
+@bp.cli.command("outbox-run-once")
+@click.option("--drain", is_flag=True, help="Keep going until nothing is pending (or --max-seconds).")
+@click.option("--max-seconds", default=60.0, show_default=True)
+def outbox_run_once(drain: bool, max_seconds: float) -> None:
+    """Send the due chart writes once (cron-friendly)."""
+    app = current_app._get_current_object()
+    worker = OutboxWorker(app, client_for=None, timeout=app.config.get("HTTP_TIMEOUT_SECONDS"))
+    stats = worker.drain(max_seconds=max_seconds) if drain else worker.run_once()
+    click.echo(f"claimed={stats.claimed} written={stats.written} retrying={stats.retrying} "
+               f"failed={stats.failed} deferred={stats.deferred} label_flags={stats.label_flags}")
+
+
+@bp.cli.command("outbox-worker")
+@click.option("--idle-sleep", default=1.0, show_default=True, help="Seconds to wait when nothing is due.")
+def outbox_worker(idle_sleep: float) -> None:
+    """Run the outbox worker until interrupted (run several: rows are claimed, never sent twice)."""
+    app = current_app._get_current_object()
+    worker = OutboxWorker(app, client_for=None, timeout=app.config.get("HTTP_TIMEOUT_SECONDS"))
+    click.echo(f"outbox worker {worker.worker_id} running")
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        # SIGTERM (systemd, containers): finish the send in flight, give the rest of the claim back, exit.
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.loop(idle_sleep=idle_sleep)
+    click.echo("stopped")
+
+
+def warm_up(app: Flask) -> None:
+    _validate_a_made_up_plan(app)
+
+
+def _validate_a_made_up_plan(app: Flask) -> None:
+    """Plan (and so validate) every kind of chart write for an invented visit: the nested models' validators
+    (CodeableConcept, Reference, Attachment...) are built here, not in the first consent page of a worker."""
+    inp = WritebackInput(referral_key="warm-up", patient_id="warm-up", encounter_id="warm-up",
+                         author_reference="Practitioner/warm-up", author_name="Warm-up",
+                         screening={"instrument": "warm-up", "questionnaire": "urn:warm-up", "version": "1", "score": 0,
+                                    "interpretation": "negative", "answers": {},
+                                    "completed_at": "2000-01-01T00:00:00+00:00"},
+                         referral={}, resources=list(ALL_RESOURCES))
+    try:
+        plan_writeback(inp, profile_for(app))
+    except Exception as exc:  # noqa: BLE001 - a warm-up that cannot run leaves the work to the first request
+        warmup_log.warning("warm-up: chart write models not warmed (%s)", type(exc).__name__)
