@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 MODES = ("production", "demo", "test")
 
 # SHA-256 of the DER SubjectPublicKeyInfo of the sandbox EHR's public demo keys (sandbox_ehr/keys/*-public.pem;
-# tests/tls/test_fail_closed.py recomputes them). A copy of those keys anywhere is still refused: the private
+# tests/test_fail_closed.py recomputes them). A copy of those keys anywhere is still refused: the private
 # halves are public in the repository.
 SANDBOX_KEY_FINGERPRINTS = {
     "a58b7c433d15e4faacc3fd740d237197d79715f7eff25ce8b42629f33335aa58",  # rs384

@@ -71,7 +71,7 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "OUTBOX_MAX_ATTEMPTS": ("", "Transient-failure tries per chart write before its one final retry; empty = the "
                                 "EHR profile's."),
     "OUTBOX_FINAL_RETRY_DELAY": ("", "Seconds before the one final retry of a write the EHR refused; empty = 60."),
-    # Operations (issue 9): health, audit, retention, logs and metrics.
+    # Operations: health, audit, retention, logs and metrics.
     **OPS_DEFAULTS,
     "IDLE_TIMEOUT_SECONDS": ("900", "A launch unused this long needs a new launch from the EHR (shared workstations)."),
     "CLOSE_GRACE_SECONDS": ("20", "After the last tab of a launch closes, how long before the launch ends."),
@@ -210,7 +210,7 @@ def flask_config() -> dict[str, Any]:
         "RATELIMIT_CALLBACK": env("RATELIMIT_CALLBACK"),
         "RATELIMIT_ACTIONS": env("RATELIMIT_ACTIONS"),
         **_worklist_settings(dep),
-        # Unset keys fall back to the EHR profile's retry settings (fhir/outbox.py).
+        # Unset keys fall back to the EHR profile's retry settings (smart_app/outbox/).
         **{k: env(k) for k in ("OUTBOX_MAX_ATTEMPTS", "OUTBOX_FINAL_RETRY_DELAY") if env(k)},
         **{k: env(k) for k in OPS_DEFAULTS},
     }

@@ -101,7 +101,7 @@ class EhrProfile:
     max_delay: float = 300.0
     scopes: tuple[str, ...] = ()
     description: str = ""
-    # -- vendor rules (issue 8) --
+    # -- vendor rules --
     ref: str = ""                      # name or absolute path: what the outbox stores to reload it
     scope_version: str = "v2"          # v1 (read/write) or v2 (cruds) spelling
     write_context: str = "patient"     # patient | user: the scope context a create needs
@@ -172,7 +172,7 @@ class EhrProfile:
         unknown = [r for r in resources + optional if r not in ALL_RESOURCES]
         if unknown:
             raise ProfileError(f"{src}: unknown resources {unknown}")
-        # The score and every optional resource are off by default (issue 8): only the referral
+        # The score and every optional resource are off by default: only the referral
         # and the note may be pre-ticked; anything else listed as default moves to optional.
         default_on = tuple(r for r in resources if r in ("ServiceRequest", "DocumentReference"))
         optional = tuple(dict.fromkeys(optional + tuple(r for r in resources if r not in default_on)))

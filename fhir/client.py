@@ -64,7 +64,7 @@ class FhirClient:
     # -- low level -----------------------------------------------------------------------
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                 json: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Response:
-        # Every URL stays under the FHIR base (finding L7): an absolute URL elsewhere, or a path with dot
+        # Every URL stays under the FHIR base: an absolute URL elsewhere, or a path with dot
         # segments ("Practitioner/../../internal"), never gets our bearer token.
         if path.startswith(("http://", "https://")):
             if not under_base(path, self.base_url):

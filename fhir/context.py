@@ -291,7 +291,7 @@ def _relative(reference: str | None, base_url: str) -> str | None:
     if not isinstance(reference, str) or not reference or reference.startswith("#"):
         return None
     if reference.startswith(("http://", "https://")):
-        # Under the iss base after normalisation: same origin, no dot segments (finding L7).
+        # Under the iss base after normalisation: same origin, no dot segments.
         if not under_base(reference, base_url) or not reference.startswith(base_url.rstrip("/") + "/"):
             return None
         reference = reference[len(base_url.rstrip("/")) + 1:]
@@ -376,7 +376,7 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
         if encounter is not None and encounter.get("resourceType") != "Encounter":
             encounter = None
     user = res("user")
-    # Only roles of the signed-in user count (finding M1): FHIR search is lenient by default, so an EHR
+    # Only roles of the signed-in user count: FHIR search is lenient by default, so an EHR
     # that ignores the practitioner parameter returns everyone's roles.
     roles = [r for r in _search_entries(res("roles"))
              if r.get("resourceType") == "PractitionerRole" and r.get("active") is not False

@@ -1,4 +1,4 @@
-"""Outbound URL policy: the only hosts this app talks to (review finding L7).
+"""Outbound URL policy: the only hosts this app talks to.
 
 - An origin (scheme, host, port) is reachable only if it is the origin of an allow-listed ``iss`` or a
   deployment lists it explicitly (an authorization server on another host, ``OUTBOUND_HOSTS``).

@@ -1,4 +1,4 @@
-"""Process-memory helpers for loading a large directory (issue 14 item 3)."""
+"""Process-memory helpers for loading a large directory."""
 
 from __future__ import annotations
 

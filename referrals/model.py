@@ -192,7 +192,7 @@ def _same(value: Any) -> Any:
 
 
 class Compactor:
-    """Shares what repeats across a directory's services (issue 14: ~10 KB per service before, <= 2 KB the
+    """Shares what repeats across a directory's services (~10 KB per service before, <= 2 KB the
     target): equal Hours, Intervals, phones, phone lists, match rules, program names and short texts become one
     object each; codes are interned; lists and sets become tuples (a tuple of one is 48 bytes, a list 88, a
     frozenset 216; the empty tuple costs nothing). ``copy``: the source was parsed whole, so every string and

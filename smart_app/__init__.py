@@ -49,13 +49,12 @@ FEATURE_BLUEPRINTS = (quick_exit.bp, launch_views.bp, screening_views.bp, referr
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    # No cyclic collection while the app is built: start-up makes ~140,000 long-lived objects (modules, classes,
-    # models, the directory) and each automatic collection walked them again (~25 passes, 2 of them full: 0.08 s
-    # of CPU for little garbage). One full collection afterwards frees what is garbage, and what is left (it lives
-    # as long as the process) is frozen out of the collector's reach: a full collection that walked it put
-    # 40-190 ms into whichever request it fell in (bench_worklist). gunicorn's pre_fork hook freezes again before
-    # forking; this covers every other way of serving the app. The tests, which build many apps in one process,
-    # leave both to the automatic collections (a frozen test app would be kept for good).
+    # No cyclic collection while the app is built: start-up makes long-lived objects (modules, classes, models,
+    # the directory) that each automatic collection would walk again. One full collection afterwards frees the
+    # garbage, and what is left (it lives as long as the process) is frozen out of the collector's reach, so no
+    # full collection walks it inside a request (docs/decisions/0002-start-up-work.md). gunicorn's pre_fork hook
+    # freezes again before forking; this covers every other way of serving the app. The tests, which build many
+    # apps in one process, leave both to the automatic collections (a frozen test app would be kept for good).
     with paused_gc():
         app = _build_app(test_config)
     if not app.testing:

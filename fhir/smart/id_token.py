@@ -157,7 +157,7 @@ def verify_id_token(token: str, *, issuer: str, client_id: str, nonce: str | Non
     aud = claims.get("aud")
     if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != client_id:
         raise IdTokenError("The id_token was not issued to this app (azp).")
-    # Bytes: compare_digest refuses non-ASCII str (a non-ASCII nonce was a 500, finding L2).
+    # Bytes: compare_digest refuses non-ASCII str (a non-ASCII nonce was a 500).
     if nonce is not None and not secrets.compare_digest(str(claims.get("nonce", "")).encode(), nonce.encode()):
         raise IdTokenError("The id_token does not belong to this launch (nonce mismatch).")
     return claims

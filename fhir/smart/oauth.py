@@ -107,7 +107,7 @@ def authorize_url(config: SmartConfiguration, *, client_id: str, redirect_uri: s
 
 def _check_response(resp: requests.Response) -> requests.Response:
     """Compliance hook run before oauthlib parses a token response: our own checks and messages
-    (status, JSON object, bearer access token), with EHR text cleaned and capped (finding L5)."""
+    (status, JSON object, bearer access token), with EHR text cleaned and capped."""
     try:
         body = resp.json()
     except ValueError:

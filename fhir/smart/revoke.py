@@ -1,6 +1,6 @@
 """Token revocation (RFC 7009) at the EHR's ``revocation_endpoint``, when its discovery advertises one.
 
-Used when a launch ends (quick exit) and when retention deletes it (finding I4): the refresh token first
+Used when a launch ends (quick exit) and when retention deletes it: the refresh token first
 (revoking it usually revokes its access tokens too, RFC 7009 section 2.1), then the access token. Best
 effort: an EHR without the endpoint, or one that fails, leaves the tokens to expire on their own.
 """

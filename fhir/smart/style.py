@@ -48,7 +48,7 @@ def sanitize_style(doc: Any) -> dict[str, str]:
 def fetch_style(url: str | None, *, http: requests.Session, timeout: float = 5.0) -> dict[str, str]:
     """Fetch and sanitize ``smart_style_url``; {} on any problem (styling is never worth a failed launch).
     ``http`` is the app's session, behind the outbound URL policy (fhir/url_policy.py): a URL on a host not
-    derived from the allow-listed EHRs is never fetched (finding L7)."""
+    derived from the allow-listed EHRs is never fetched."""
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
         return {}
     try:

@@ -36,7 +36,7 @@ SAFE_URL_SCHEMES = ("https", "http", "tel")
 
 
 def safe_url(value: Any) -> str | None:
-    """``value`` if it is an https:, http: or tel: URL (review finding I3: a ``javascript:`` or ``data:`` URL
+    """``value`` if it is an https:, http: or tel: URL (a ``javascript:`` or ``data:`` URL
     from an imported directory must never become a link); None otherwise."""
     if not isinstance(value, str):
         return None

@@ -34,7 +34,7 @@ _refresh_locks_guard = threading.Lock()
 
 
 def outbound_policy() -> OutboundPolicy:
-    """Hosts the app may call (finding L7): the allow-listed issuers' origins plus the deployment's explicit
+    """Hosts the app may call: the allow-listed issuers' origins plus the deployment's explicit
     ``outbound_hosts``; plain http and local ports only for the bundled sandbox deployment."""
     config = current_app.config
     sandbox = config["DEPLOYMENT"].name == "sandbox"

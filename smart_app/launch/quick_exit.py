@@ -1,9 +1,9 @@
 """Quick exit and the end of a launch, server side.
 
-- ``POST /exit`` (CSRF token required, finding L12): end this browser's launches, revoke their tokens at
-  the EHR (RFC 7009, finding I4) once the response has gone, clear the session. A GET, or a POST without a
+- ``POST /exit`` (CSRF token required): end this browser's launches, revoke their tokens at
+  the EHR (RFC 7009) once the response has gone, clear the session. A GET, or a POST without a
   valid token (a forged cross-site request), only sends the window to the neutral page and changes nothing.
-- ``POST /l/<lid>/close``: the last tab of a launch closed (a beacon, finding M3): the launch ends after a
+- ``POST /l/<lid>/close``: the last tab of a launch closed (a beacon): the launch ends after a
   short grace unless a page of it is used again (a reload sends ``/alive``).
 - ``POST /l/<lid>/alive``: the page is in use (typing, a reload), so the idle timeout starts again.
 """
@@ -53,7 +53,7 @@ def quick_exit() -> Response:
         records = db.scalars(select(LaunchRecord).where(
             LaunchRecord.browser_id == bid, LaunchRecord.status.in_(("pending", "active")))).all()
         for record in records:
-            # An active launch may be continued for a few minutes (issue 12 item 9): one column, no reads.
+            # An active launch may be continued for a few minutes: one column, no reads.
             if record.status == "active":
                 stamp(record)
             record.status = "ended"

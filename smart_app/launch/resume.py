@@ -1,4 +1,4 @@
-"""Resume after an accidental quick exit (issue 12 item 9).
+"""Resume after an accidental quick exit.
 
 Quick exit only stamps the ended launch with ``resumable_until`` (now + RESUME_WINDOW): no slow work there.
 A relaunch (``/callback``) by the same EHR user for the same patient and encounter on the same ``iss``

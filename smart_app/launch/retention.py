@@ -39,7 +39,7 @@ def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
     resumable = LaunchRecord.resumable_until.is_not(None) & (LaunchRecord.resumable_until > now)
     gone = select(LaunchRecord.id).where(
         or_(LaunchRecord.status == "ended", LaunchRecord.expires_at < now), ~resumable, ~needed)
-    # Tokens of launches about to go are revoked at the EHR first (finding I4; needs an app context).
+    # Tokens of launches about to go are revoked at the EHR first (needs an app context).
     revoked = 0
     if has_app_context():
         from smart_app.launch.revocation import revoke_records

@@ -1,5 +1,6 @@
-"""Revoke a launch's tokens at the EHR when the launch ends (quick exit) or is deleted (retention purge),
-finding I4. Only where discovery advertises a ``revocation_endpoint`` (RFC 7009), and never while a chart
+"""Revoke a launch's tokens at the EHR when the launch ends (quick exit) or is deleted (retention purge):
+a token left valid outlives the launch that was ended. Only where discovery advertises a
+``revocation_endpoint`` (RFC 7009), and never while a chart
 write the patient agreed to still needs the launch's token (the purge revokes it once the write is done).
 """
 

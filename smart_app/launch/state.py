@@ -153,8 +153,8 @@ def launch_required(view: Callable) -> Callable:
 
 
 def new_expiry(created_at: datetime | None = None) -> datetime:
-    """When a launch used now expires: after the idle timeout (IDLE_TIMEOUT_SECONDS, shared workstations,
-    finding M3), and never later than LAUNCH_TTL_SECONDS after it started."""
+    """When a launch used now expires: after the idle timeout (IDLE_TIMEOUT_SECONDS, shared workstations),
+    and never later than LAUNCH_TTL_SECONDS after it started."""
     now = datetime.now(UTC)
     cap = _aware(created_at or now) + timedelta(seconds=current_app.config["LAUNCH_TTL_SECONDS"])
     idle = now + timedelta(seconds=current_app.config.get("IDLE_TIMEOUT_SECONDS", 900))

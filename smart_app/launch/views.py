@@ -43,7 +43,7 @@ bp = Blueprint("launch", __name__, template_folder="templates")
 
 STATE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")  # our states are token_urlsafe(32)
 # An EHR that fails or misbehaves stops the launch with a plain page and 424 (Failed Dependency), never a
-# 5xx: a 5xx from this app means a bug here (review finding L2: zero 5xx, whatever the EHR sends).
+# 5xx: a 5xx from this app means a bug here (zero 5xx, whatever the EHR sends).
 EHR_FAILED = 424
 PENDING_SECONDS = 600  # the user has ten minutes to finish signing in at the EHR
 MAX_PARAM = 4096  # longer query values are garbage, not an EHR
@@ -61,7 +61,7 @@ def _param(name: str, *, required: bool = True) -> str | None:
 
 
 def _allowed(iss: str) -> bool:
-    # Bytes: compare_digest refuses non-ASCII str (a 500 before, finding L2).
+    # Bytes: compare_digest refuses non-ASCII str (a 500 before).
     wanted = normalize_iss(iss).encode()
     return any(secrets.compare_digest(wanted, normalize_iss(a).encode())
                for a in current_app.config.get("ALLOWED_ISS", []))
@@ -79,7 +79,7 @@ def _discover(iss: str) -> SmartConfiguration:
     methods = config.code_challenge_methods_supported
     if methods and "S256" not in methods:
         raise LaunchError("The EHR does not support PKCE S256, which this app requires.", EHR_FAILED)
-    # Every endpoint the EHR names must pass the outbound URL policy (finding L7): the browser is sent to
+    # Every endpoint the EHR names must pass the outbound URL policy: the browser is sent to
     # the authorize endpoint, our credentials to the token endpoint.
     policy = outbound_policy()
     for url in (config.authorization_endpoint, config.token_endpoint, config.jwks_uri, config.revocation_endpoint):
@@ -186,7 +186,7 @@ def callback():
     if error:
         if record is None:
             # Anyone can link to /callback?error=...: text from the URL is shown only for a sign-in this
-            # browser started (finding L6); otherwise a fixed message.
+            # browser started; otherwise a fixed message.
             raise LaunchError("The sign-in at the EHR did not complete. Launch the app again from the EHR.", 400)
         # The EHR said no (user cancelled, scope refused...): say so plainly, cleaned and capped (L5).
         message = f"The EHR stopped the launch: {clean_text(error, 60)}"
@@ -327,8 +327,8 @@ def _user_tag(user_key: str) -> str:
 
 
 def _bind_to_user(record: LaunchRecord, context: dict[str, Any], others: list[Any]) -> None:
-    """A new browser id at sign-in (session fixation, finding L4), and the launch bound to the EHR user who
-    signed in (shared workstations, finding M3): this browser's other launches move to the new id only if
+    """A new browser id at sign-in (session fixation), and the launch bound to the EHR user who
+    signed in (shared workstations): this browser's other launches move to the new id only if
     the same EHR user started them; another user's launches end here. Pending sign-ins move along.
 
     Who started another launch is read from its ``user_tag``; a launch whose tag is missing or different

@@ -1,4 +1,4 @@
-"""Rate limits (finding L8) with Flask-Limiter, per client address (behind the reverse proxy, ProxyFix gives
+"""Rate limits with Flask-Limiter, per client address (behind the reverse proxy, ProxyFix gives
 the real one).
 
 - ``/launch`` and ``/launch/standalone``: RATELIMIT_LAUNCH (each writes a pending launch row).
@@ -45,7 +45,7 @@ def init_app(app: Flask) -> Limiter:
     limiter = Limiter(get_remote_address, app=app)
     # Every limit here is on a view (the wrappers below check it as the view is called); the app has no
     # default or application-wide limit, so Flask-Limiter's own before-request check only resolved, for every
-    # request, that nothing applies (~0.07 ms a page, most of the limiter's cost on a clinical page).
+    # request, that nothing applies (most of the limiter's cost on a clinical page).
     # (Not there at all when RATELIMIT_ENABLED is off.)
     hooks = app.before_request_funcs.get(None, [])
     if limiter._check_request_limit in hooks:

@@ -1,13 +1,13 @@
 """Response headers that keep traces out of the browser, CSRF protection, and request guards.
 
-- Headers (finding L10): no-store, CSP (``form-action`` included), HSTS when served over https,
+- Headers: no-store, CSP (``form-action`` included), HSTS when served over https,
   Cross-Origin-Opener-Policy and Cross-Origin-Resource-Policy.
 - No redirect is built from the ``Host`` header: the router's trailing-slash 308 becomes a relative
-  ``Location`` (finding L10); ``TRUSTED_HOSTS`` (Flask) refuses unknown hosts where it is set.
+  ``Location``; ``TRUSTED_HOSTS`` (Flask) refuses unknown hosts where it is set.
 - A NUL character in the path, query or form is refused with a 400 before any view or database sees it
-  (PostgreSQL rejects NUL in text: finding L2).
+  (PostgreSQL rejects NUL in text).
 - Outside libraries never log at DEBUG: urllib3 and requests-oauthlib log request lines (patient ids in
-  FHIR URLs) and token bodies there (finding L9).
+  FHIR URLs) and token bodies there.
 """
 
 from __future__ import annotations

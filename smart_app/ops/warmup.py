@@ -1,11 +1,8 @@
-"""Work done once at start instead of in some clinician's request: the referral directory and its index,
-this year's holiday calendar, the FHIR models chart writes are validated with (building them cost the first
-write in each worker ~75 ms; an empty resource builds only the outer model, so a made-up plan of every kind is
-validated too), the page templates (compiling one cost its first request 10-30 ms), the referral page's patient
-texts (config/directory/content.yaml: parsing it cost each worker's first referral pages ~170 ms, and every
-thread that reached it before the first parse was done parsed it again), the ORM's mappers, the app's private
-signing keys (parsing one cost each worker's first launch or JWKS request ~30 ms), and each allow-listed EHR's
-discovery document and JWKS (a cold launch read both).
+"""Work done once at start instead of in some clinician's request (docs/decisions/0002-start-up-work.md): the
+referral directory and its index, this year's holiday calendar, the FHIR models chart writes are validated with
+(an empty resource builds only the outer model, so each feature's step validates a made-up plan of every kind),
+the page templates, the ORM's mappers, then each feature's own step: the referral page's patient texts, the
+app's private signing keys, each allow-listed EHR's discovery document and JWKS (a cold launch read both).
 Under gunicorn with ``preload_app`` (config/gunicorn.conf.py) this runs once in the master and
 the workers share the result copy-on-write. (create_app then freezes it all out of the cyclic collector.)"""
 

@@ -207,7 +207,7 @@ def submit() -> Response:
         _store(ref, current_ranking(ref))
         return redirect(url_for("referral.index", lid=lid) + "#find")
     # action == "save": chosen programs. The safe-contact question is asked once, on the consent page,
-    # where its answer is shown in the note it goes into (issue 8).
+    # where its answer is shown in the note it goes into.
     ranking = current_ranking(ref)
     listed = {r.service.id for r in ranking.results}
     ref["selected"] = [s for s in request.form.getlist("selected") if s in listed]

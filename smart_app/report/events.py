@@ -1,4 +1,4 @@
-"""De-identified program events: what the program report counts (issue 13).
+"""De-identified program events: what the program report counts.
 
 Each step of a journey adds at most one row per kind to ``report_event``: month, site, kind and,
 for screens and referrals, instrument and language. No patient, launch, referral or user id and no

@@ -70,7 +70,7 @@ def init_instruments(app: Flask) -> None:
         p = Path(d)
         dirs.append(p if p.is_absolute() else ROOT / p)
     # The bundled Questionnaires are validated against the FHIR R4 model by the test suite; doing it again at every
-    # start cost create_app() 0.22 s of CPU (importing and building that model). A site's files are validated here.
+    # start would import and build that model in every process. A site's own files are validated here.
     instruments = apply_cutoffs(load_instruments(dirs, validate_bundled=False),
                                 getattr(app.config.get("DEPLOYMENT"), "extra", {}) or {})
     screens = {k for k, i in instruments.items() if i.role == "screen"}
@@ -355,7 +355,7 @@ def _score_posted(inst: Instrument, action: str) -> tuple[Any, tuple[str, int] |
 @launch_view
 def questions() -> Response | tuple[str, int]:
     """The chosen instrument, rendered from its Questionnaire. POST scores it (or the danger check: both
-    post here, so the access log shows the same paths whatever the answers, finding M2/L9)."""
+    post here, so the access log shows the same paths whatever the answers)."""
     lid = g.launch.id
     if not _gate_ok():
         return redirect(url_for("screening.start", lid=lid))
@@ -390,7 +390,7 @@ def questions() -> Response | tuple[str, int]:
     # No answers, score or interpretation in logs: with the access log's launch path, even
     # "positive" would tie a disclosure to a patient.
     log.info("screening completed")
-    # Whatever the answers, the next page is /result (finding M2): when the DA-5 follows (physical violence
+    # Whatever the answers, the next page is /result: when the DA-5 follows (physical violence
     # reported: Snider 2009; Messing 2017) /result itself asks it first, so the URL sequence never tells.
     return redirect(url_for("screening.result", lid=lid))
 

@@ -1,7 +1,7 @@
 // Quick exit: blank the page at once, end the launch server-side (a POST carrying the CSRF token:
 // a GET or a forged request changes nothing), and replace the location (top window when framed) with
 // a neutral page so Back does not return here.
-// Shared workstations (finding M3): the page blanks itself after the idle timeout, and when the last
+// Shared workstations: the page blanks itself after the idle timeout, and when the last
 // tab of a launch closes the launch is ended by a beacon (where the browser sends one).
 (function () {
   "use strict";

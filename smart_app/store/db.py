@@ -30,7 +30,7 @@ def make_engine(url: str, *, ping_idle_seconds: float = DEFAULT_PING_IDLE_SECOND
     if not in_memory:  # (an in-memory SQLite database has one connection, no pool to size)
         # As many kept connections as a gunicorn worker has threads (config/gunicorn.conf.py: 8 with 2 workers):
         # with SQLAlchemy's default 5, the busy threads' extra connections were opened and closed again under
-        # load (16-29 new PostgreSQL sessions per load run). At most 5 more, closed after use: 15 per process.
+        # load. At most 5 more, closed after use: 15 per process.
         kwargs.update(pool_size=pool_size, max_overflow=5)
     engine = create_engine(url, **kwargs)
     _ping_when_idle(engine, ping_idle_seconds)
@@ -59,8 +59,8 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
     """Test a pooled connection (SELECT 1) before use when it sat unused for ``idle_seconds`` or more; a dead
     one is replaced before the request sees it (0 = test at every checkout, as ``pool_pre_ping`` does).
 
-    ``pool_pre_ping`` paid a round trip on every checkout, ~0.2 ms of app CPU and a statement for PostgreSQL on
-    each page, for connections that had answered a moment ago. A connection used within the window was alive
+    ``pool_pre_ping`` paid a round trip and a statement on every checkout, for connections that had answered a
+    moment ago. A connection used within the window was alive
     then; if the server went away since (a restart under load), its first statement fails, and SQLAlchemy then
     discards every pooled connection (its disconnect handling). Every /l/<lid>/ page starts with the launch read,
     which is tried once more on a fresh connection then (smart_app.launch.state.load_launch): the clinician

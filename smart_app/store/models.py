@@ -87,7 +87,7 @@ class UsedJti(Base):
     used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-# -- Chart write-back (fhir/outbox.py) and the social-work queue -------------------------------
+# -- Chart write-back (smart_app/outbox/) and the social-work queue -------------------------------
 class ReferralRecord(Base):
     """One consented referral: what social work follows up. Patient details are encrypted;
     site, urgency and status are not PHI on their own and stay queryable."""
@@ -96,7 +96,7 @@ class ReferralRecord(Base):
     __table_args__ = (Index("ix_referral_status_created", "status", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
-    # One referral per launch: a unique index, so concurrent consent POSTs cannot make a second (issue 8).
+    # One referral per launch: a unique index, so concurrent consent POSTs cannot make a second.
     launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True, unique=True)
     iss: Mapped[str] = mapped_column(String(512))
     profile: Mapped[str] = mapped_column(String(512))  # EHR profile name or absolute path
@@ -189,7 +189,7 @@ class ReferralEvent(Base):
 
 
 class OutboxItem(Base):
-    """One chart write, stored before it is sent (fhir/outbox.py).
+    """One chart write, stored before it is sent (smart_app/outbox/).
 
     status: pending -> sending (claimed, with a lease) -> written | failed | check; a failed write is
     kept; ``check`` = the outcome could not be known ("check the chart", for a person).
@@ -239,7 +239,7 @@ class OutboxItem(Base):
     written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-# -- CDS Hooks and the program report (issue 13) ----------------------------------------------
+# -- CDS Hooks and the program report ----------------------------------------------
 class CdsJti(Base):
     """jti of every CDS Hooks request JWT accepted (CDS Hooks 2.0 "Trusting CDS Clients": the
     jti protects against replay); kept until the token's exp has passed."""
@@ -295,7 +295,7 @@ class ReferralDims(Base):
     contacted: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-# -- Operations (issue 9): access audit and worker heartbeat ---------------------------------
+# -- Operations: access audit and worker heartbeat ---------------------------------
 class AuditEvent(Base):
     """Append-only access audit (HIPAA 164.312(b)): who (fhirUser + iss), did what, when, on which instance.
 

@@ -1,4 +1,4 @@
-"""cds hooks jti, cards and de-identified report events (issue 13)
+"""cds hooks jti, cards and de-identified report events
 
 Revision ID: 0002_cds_report
 Revises: 0001_baseline

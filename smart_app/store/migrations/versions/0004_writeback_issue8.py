@@ -1,4 +1,4 @@
-"""chart write-back (issue 8): one referral per launch, profile by path, unknown outcomes, bounded read-back
+"""chart write-back: one referral per launch, profile by path, unknown outcomes, bounded read-back
 
 Revision ID: 0004_writeback_issue8
 Revises: 0003_audit_heartbeat

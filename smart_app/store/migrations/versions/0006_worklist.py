@@ -1,4 +1,4 @@
-"""worklist scope, contact log, closed loop, memory (issue 11)
+"""worklist scope, contact log, closed loop, memory
 
 referral_site (site keys for scope), referral_contact (encrypted contact attempts), patient_mark (memory
 across launches), outbox.operation (closed-loop status rows), referral site name / patient and encounter

@@ -1,4 +1,4 @@
-"""launch.resumable_until: resume after an accidental quick exit (issue 12 item 9)
+"""launch.resumable_until: resume after an accidental quick exit
 
 Revision ID: 0007_resume
 Revises: 0006_worklist

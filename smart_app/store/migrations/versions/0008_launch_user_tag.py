@@ -1,5 +1,5 @@
 """launch.user_tag: keyed HMAC of the launch's (iss, EHR user), so a new sign-in in the same browser binds the
-browser's other launches without decrypting each one's context (issue 14, launch at the floor)
+browser's other launches without decrypting each one's context (launch at the floor)
 
 Revision ID: 0008_launch_user_tag
 Revises: 0007_resume

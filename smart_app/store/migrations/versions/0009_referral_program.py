@@ -1,5 +1,5 @@
 """referral_program: the programs each referral names, keyed HMAC + encrypted id and name, so the social-work
-queue filters, counts and sorts by program without decrypting every referral's summary (issue 14, queue page)
+queue filters, counts and sorts by program without decrypting every referral's summary (queue page)
 
 Referrals stored before this revision have no rows; the queue indexes them from their summary the first
 time it lists them (smart_app/worklist/views.py), as it needs the app's keys to read them.
