@@ -1,14 +1,5 @@
-"""Launch context: what the app needs to know about the patient, the visit, the site
-and the user, read once at launch and kept (encrypted) with the launch record.
-
-Shape (the contract other features rely on)::
-
-    {"patient": {"id","name","birthDate","gender","language","languages","mrn","interpreter_needed"} | None,
-     "encounter": {"id","class","start","interpreter_needed","locations": [{"id","name","identifiers","postalCode"}],
-                   "service_provider": {"id","name","identifiers"} | None} | None,
-     "user": {"reference","name","roles": ["clinician"|"social_worker"],
-              "practitioner_roles": [{"id","codings","texts","locations","organizations","services"}]},
-     "need_patient_banner": bool, "smart_style_url", "intent", "fhir_context": [...], "scope": str}
+"""Launch context reader: the patient, the visit, its site and the user, read once at launch from the
+token response's launch parameters, returned as a typed ``LaunchContext`` (fhir/launch_context.py).
 
 Reads go in one round where the server allows: one FHIR batch holding the Patient, the user, and an
 Encounter search by ``_id`` with ``_include`` of its Locations and serviceProvider (FHIR R4 search
@@ -23,9 +14,23 @@ import logging
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from fhir.client import FhirClient, FhirError
+from fhir.errors import FhirWireError
+from fhir.launch_context import (
+    Coding,
+    EncounterSummary,
+    Identifier,
+    LaunchContext,
+    LocationSummary,
+    OrganizationSummary,
+    PatientSummary,
+    Reference,
+    RoleSummary,
+    UserSummary,
+)
 from fhir.text import clean_text
 from fhir.url_policy import safe_relative, under_base
 
@@ -55,7 +60,7 @@ _LANG_ALIASES = {
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
-class ContextError(Exception):
+class ContextError(FhirWireError):
     """The launch context could not be read (message safe to show)."""
 
 
@@ -73,22 +78,9 @@ def fetch_many(client: FhirClient, urls: list[str]) -> list[dict[str, Any] | Non
     if not urls:
         return []
     if len(urls) > 1 and client.base_url not in _no_batch:
-        bundle = {"resourceType": "Bundle", "type": "batch",
-                  "entry": [{"request": {"method": "GET", "url": u}} for u in urls]}
-        try:
-            result = client.bundle(bundle)
-        except FhirError as exc:
-            if exc.status in (0, 429) or (exc.status >= 500 and exc.status != 501):
-                raise  # the server is struggling: do not multiply the load with single reads
-            result = None
-        entries = (result or {}).get("entry") if isinstance(result, dict) else None
-        if (isinstance(result, dict) and result.get("type") == "batch-response"
-                and isinstance(entries, list) and len(entries) == len(urls)):
-            out: list[dict[str, Any] | None] = []
-            for e in entries:
-                ok = _ok((e.get("response") or {}).get("status")) if isinstance(e, dict) else False
-                out.append(e.get("resource") if ok and isinstance(e.get("resource"), dict) else None)
-            return out
+        got = _batch_read(client, urls)
+        if got is not None:
+            return got
         with _no_batch_lock:
             _no_batch.add(client.base_url)
         log.info("FHIR server does not accept batch reads; reading one by one")
@@ -97,6 +89,27 @@ def fetch_many(client: FhirClient, urls: list[str]) -> list[dict[str, Any] | Non
     # No batch: the reads go in parallel (a round waits once), each on its own connection of the pool.
     with ThreadPoolExecutor(max_workers=min(len(urls), PARALLEL_READS)) as pool:
         return list(pool.map(lambda u: _read_one(client, u), urls))
+
+
+def _batch_read(client: FhirClient, urls: list[str]) -> list[dict[str, Any] | None] | None:
+    """The reads as one batch; None when the server does not answer a batch with a batch-response."""
+    bundle = {"resourceType": "Bundle", "type": "batch",
+              "entry": [{"request": {"method": "GET", "url": u}} for u in urls]}
+    try:
+        result = client.bundle(bundle)
+    except FhirError as exc:
+        if exc.status in (0, 429) or (exc.status >= 500 and exc.status != 501):
+            raise  # the server is struggling: do not multiply the load with single reads
+        return None
+    entries = result.get("entry") if isinstance(result, dict) else None
+    if not (isinstance(result, dict) and result.get("type") == "batch-response"
+            and isinstance(entries, list) and len(entries) == len(urls)):
+        return None
+    out: list[dict[str, Any] | None] = []
+    for e in entries:
+        ok = _ok((e.get("response") or {}).get("status")) if isinstance(e, dict) else False
+        out.append(e.get("resource") if ok and isinstance(e.get("resource"), dict) else None)
+    return out
 
 
 PARALLEL_READS = 4
@@ -185,9 +198,9 @@ def _mrn(patient: dict[str, Any]) -> str | None:
     return None
 
 
-def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"system": clean_text(i.get("system"), 200) or None, "value": clean_text(i.get("value"), 100)}
-            for i in resource.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
+def _identifiers(resource: dict[str, Any]) -> tuple[Identifier, ...]:
+    return tuple(Identifier(system=clean_text(i.get("system"), 200) or None, value=clean_text(i.get("value"), 100))
+                 for i in resource.get("identifier") or [] if isinstance(i, dict) and i.get("value"))
 
 
 def interpreter_needed(resource: dict[str, Any] | None) -> bool | None:
@@ -204,70 +217,83 @@ def interpreter_needed(resource: dict[str, Any] | None) -> bool | None:
     return None
 
 
-def patient_summary(patient: dict[str, Any]) -> dict[str, Any]:
+def _id(resource: dict[str, Any]) -> str | None:
+    rid = resource.get("id")
+    return rid if isinstance(rid, str) else None
+
+
+def patient_summary(patient: dict[str, Any]) -> PatientSummary:
     langs = patient_languages(patient)
-    return {
-        "interpreter_needed": interpreter_needed(patient),
-        "id": patient.get("id"),
-        "name": human_name(patient.get("name")) or "",
-        "birthDate": clean_text(patient.get("birthDate"), 10) or None,
-        "gender": clean_text(patient.get("gender"), 20) or None,
-        "language": langs[0] if langs else "en",
-        "languages": langs or ["en"],
-        "mrn": _mrn(patient),
-    }
+    return PatientSummary(
+        id=_id(patient),
+        name=human_name(patient.get("name")) or "",
+        birth_date=clean_text(patient.get("birthDate"), 10) or None,
+        gender=clean_text(patient.get("gender"), 20) or None,
+        language=langs[0] if langs else "en",
+        languages=tuple(langs) or ("en",),
+        mrn=_mrn(patient),
+        interpreter_needed=interpreter_needed(patient),
+    )
 
 
-def location_summary(location: dict[str, Any]) -> dict[str, Any]:
-    return {"id": location.get("id"), "name": clean_text(location.get("name"), 120) or None,
-            "identifiers": _identifiers(location),
-            "postalCode": clean_text((location.get("address") or {}).get("postalCode"), 10) or None}
+def location_summary(location: dict[str, Any]) -> LocationSummary:
+    return LocationSummary(id=_id(location), name=clean_text(location.get("name"), 120) or None,
+                           identifiers=_identifiers(location),
+                           postal_code=clean_text((location.get("address") or {}).get("postalCode"), 10) or None)
 
 
-def organization_summary(org: dict[str, Any]) -> dict[str, Any]:
-    return {"id": org.get("id"), "name": clean_text(org.get("name"), 120) or None, "identifiers": _identifiers(org)}
+def organization_summary(org: dict[str, Any]) -> OrganizationSummary:
+    return OrganizationSummary(id=_id(org), name=clean_text(org.get("name"), 120) or None,
+                               identifiers=_identifiers(org))
 
 
-def _refs(items: Any, base_url: str, rtype: str) -> list[dict[str, str | None]]:
+def _refs(items: Any, base_url: str, rtype: str) -> tuple[Reference, ...]:
     out = []
     for item in items if isinstance(items, list) else [items] if isinstance(items, dict) else []:
         raw = item.get("reference") if isinstance(item, dict) else None
         ref = _relative(raw, base_url) if isinstance(raw, str) else None
         if ref and ref.startswith(rtype + "/"):
             display = item.get("display")
-            out.append({"reference": ref, "display": display if isinstance(display, str) else None})
-    return out
+            out.append(Reference(ref, display if isinstance(display, str) else None))
+    return tuple(out)
 
 
-def role_summary(role: dict[str, Any], base_url: str) -> dict[str, Any]:
-    """What the app needs of one PractitionerRole: its codes and texts (role mapping, smart_app/launch/roles.py)
-    and the places it covers (the social-work queue's scope)."""
-    concepts = [c for key in ("code", "specialty") for c in (role.get(key) if isinstance(role.get(key), list) else [])
-                if isinstance(c, dict)]
-    return {
-        "id": role.get("id"),
-        "active": role.get("active", True) is not False,
-        "codings": [{"system": c.get("system"), "code": c.get("code"), "display": c.get("display")}
-                    for concept in concepts
-                    for c in (concept.get("coding") if isinstance(concept.get("coding"), list) else [])
-                    if isinstance(c, dict)],
-        "texts": [str(concept["text"]) for concept in concepts if isinstance(concept.get("text"), str)],
-        "locations": _refs(role.get("location"), base_url, "Location"),
-        "organizations": _refs(role.get("organization"), base_url, "Organization"),
-        "services": _refs(role.get("healthcareService"), base_url, "HealthcareService"),
-    }
+def _concepts(role: dict[str, Any]) -> list[dict[str, Any]]:
+    """PractitionerRole.code and .specialty, the CodeableConcepts a role mapping reads."""
+    return [c for key in ("code", "specialty") for c in (role.get(key) if isinstance(role.get(key), list) else [])
+            if isinstance(c, dict)]
 
 
-def _with_service_places(summary: dict[str, Any], services: dict[str, dict[str, Any] | None],
-                         base_url: str) -> dict[str, Any]:
-    """Add the Locations and Organizations of the role's HealthcareServices (what they were read as)."""
-    for ref in summary["services"]:
-        svc = services.get(ref["reference"])
+def _service_refs(role: dict[str, Any], base_url: str) -> tuple[Reference, ...]:
+    return _refs(role.get("healthcareService"), base_url, "HealthcareService")
+
+
+def role_summary(role: dict[str, Any], base_url: str,
+                 services: dict[str, dict[str, Any] | None] | None = None) -> RoleSummary:
+    """What the app needs of one PractitionerRole: its codes and texts (the deployment's role mapping) and the
+    places it covers (the social-work queue's scope), with the Locations and Organizations of its
+    HealthcareServices, as ``services`` (reference -> resource, None where unread) holds them."""
+    concepts = _concepts(role)
+    locations = _refs(role.get("location"), base_url, "Location")
+    organizations = _refs(role.get("organization"), base_url, "Organization")
+    service_refs = []
+    for ref in _service_refs(role, base_url):
+        svc = (services or {}).get(ref.reference)
         if svc and svc.get("resourceType") == "HealthcareService":
-            ref["display"] = ref.get("display") or svc.get("name")
-            summary["locations"] += _refs(svc.get("location"), base_url, "Location")
-            summary["organizations"] += _refs(svc.get("providedBy"), base_url, "Organization")
-    return summary
+            name = svc.get("name")
+            ref = Reference(ref.reference, ref.display or (name if isinstance(name, str) else None))
+            locations += _refs(svc.get("location"), base_url, "Location")
+            organizations += _refs(svc.get("providedBy"), base_url, "Organization")
+        service_refs.append(ref)
+    return RoleSummary(
+        id=_id(role),
+        active=role.get("active", True) is not False,
+        codings=tuple(Coding.from_dict(c) for concept in concepts
+                      for c in (concept.get("coding") if isinstance(concept.get("coding"), list) else [])
+                      if isinstance(c, dict)),
+        texts=tuple(str(concept["text"]) for concept in concepts if isinstance(concept.get("text"), str)),
+        locations=locations, organizations=organizations, services=tuple(service_refs),
+    )
 
 
 def role_names(roles: list[dict[str, Any]]) -> list[str]:
@@ -308,10 +334,6 @@ def _relative(reference: str | None, base_url: str) -> str | None:
     return None
 
 
-def _ref_id(reference: str | None) -> str | None:
-    return reference.split("/")[1] if reference else None
-
-
 def _encounter_from_fhir_context(token_response: dict[str, Any]) -> str | None:
     """SMART 2.x EHRs may name the encounter only in ``fhirContext`` ([{"reference": "Encounter/x"}])."""
     items = token_response.get("fhirContext")
@@ -322,9 +344,20 @@ def _encounter_from_fhir_context(token_response: dict[str, Any]) -> str | None:
     return None
 
 
-def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
-                        fhir_user: str | None = None) -> dict[str, Any]:
-    """Build the launch context from the token response's launch parameters."""
+@dataclass(frozen=True)
+class _LaunchIds:
+    """What the token response and the id_token name, checked before any of it goes into a request path."""
+
+    patient_id: str | None
+    encounter_id: str | None
+    user_ref: str | None  # ``Type/id`` on this server; None for another server's user or none at all
+
+    @property
+    def user_type(self) -> str | None:
+        return self.user_ref.split("/")[0] if self.user_ref else None
+
+
+def _launch_ids(token_response: dict[str, Any], fhir_user: str | None, base_url: str) -> _LaunchIds:
     patient_id = token_response.get("patient")
     encounter_id = token_response.get("encounter") or _encounter_from_fhir_context(token_response)
     # Ids go into request paths: anything that is not a FHIR id is refused, never sent.
@@ -332,139 +365,201 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
         raise ContextError("The EHR sent a patient id this app cannot use.")
     if encounter_id is not None and not (isinstance(encounter_id, str) and FHIR_ID.match(encounter_id)):
         encounter_id = None
-    user_ref = _relative(fhir_user, client.base_url)
-    user_type = user_ref.split("/")[0] if user_ref else None
+    return _LaunchIds(patient_id or None, encounter_id or None, _relative(fhir_user, base_url))
 
-    # Round 1: what the token response names.
-    urls: list[str] = []
-    slots: dict[str, int] = {}
 
-    def want(slot: str, url: str) -> None:
-        slots[slot] = len(urls)
-        urls.append(url)
+@dataclass
+class _FirstRound:
+    """Round 1: what the token response names (raw resources)."""
 
-    if patient_id:
-        want("patient", f"Patient/{patient_id}")
-    if encounter_id and _may_search(token_response.get("scope"), "Encounter"):
-        want("encounter", f"Encounter?_id={encounter_id}&_include=Encounter:location"
-                          "&_include=Encounter:service-provider")
-    elif encounter_id:
-        want("encounter", f"Encounter/{encounter_id}")  # read-only scope: the Locations wait for round 2
-    if user_ref:
-        want("user", user_ref)
-        if user_type == "Practitioner":
-            want("roles", f"PractitionerRole?practitioner={user_ref}")
-    got = fetch_many(client, urls)
+    patient: dict[str, Any] | None
+    encounter: dict[str, Any] | None
+    included: dict[str, dict[str, Any]]  # ``Type/id`` -> what the Encounter search's _include brought
+    user: dict[str, Any] | None
+    roles: list[dict[str, Any]]  # the signed-in Practitioner's active PractitionerRoles
 
-    def res(slot: str) -> dict[str, Any] | None:
-        return got[slots[slot]] if slot in slots else None
 
-    patient = res("patient")
-    if patient_id and (not patient or patient.get("resourceType") != "Patient"):
-        raise ContextError("The patient's record could not be read from the EHR.")
-    encounter_bundle = res("encounter")
-    if isinstance(encounter_bundle, dict) and encounter_bundle.get("resourceType") == "Encounter":
-        encounter, encounter_bundle = encounter_bundle, None  # the plain read
-    else:
-        matches = [r for r in _search_entries(encounter_bundle) if r.get("resourceType") == "Encounter"
-                   and r.get("id") == encounter_id]
-        encounter = matches[0] if matches else None
-    included = {f"{r.get('resourceType')}/{r.get('id')}": r for r in _included_entries(encounter_bundle)}
-    if encounter_id and encounter is None and not isinstance(encounter_bundle, dict):
+def _first_round_urls(ids: _LaunchIds, scope: Any) -> dict[str, str]:
+    urls: dict[str, str] = {}
+    if ids.patient_id:
+        urls["patient"] = f"Patient/{ids.patient_id}"
+    if ids.encounter_id and _may_search(scope, "Encounter"):
+        urls["encounter"] = (f"Encounter?_id={ids.encounter_id}&_include=Encounter:location"
+                             "&_include=Encounter:service-provider")
+    elif ids.encounter_id:
+        urls["encounter"] = f"Encounter/{ids.encounter_id}"  # read-only scope: the Locations wait for round 2
+    if ids.user_ref:
+        urls["user"] = ids.user_ref
+        if ids.user_type == "Practitioner":
+            urls["roles"] = f"PractitionerRole?practitioner={ids.user_ref}"
+    return urls
+
+
+def _encounter_of(client: FhirClient, encounter_id: str | None,
+                  answer: dict[str, Any] | None) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    """The Encounter (a plain read, or the match of the search) and what the search included."""
+    if isinstance(answer, dict) and answer.get("resourceType") == "Encounter":
+        return answer, {}  # the plain read
+    matches = [r for r in _search_entries(answer) if r.get("resourceType") == "Encounter"
+               and r.get("id") == encounter_id]
+    encounter = matches[0] if matches else None
+    included = {f"{r.get('resourceType')}/{r.get('id')}": r for r in _included_entries(answer)}
+    if encounter_id and encounter is None and not isinstance(answer, dict):
         # The search itself failed (a server without _id search on Encounter): a plain read, one more round.
         encounter = fetch_many(client, [f"Encounter/{encounter_id}"])[0]
         if encounter is not None and encounter.get("resourceType") != "Encounter":
             encounter = None
-    user = res("user")
-    # Only roles of the signed-in user count: FHIR search is lenient by default, so an EHR
-    # that ignores the practitioner parameter returns everyone's roles.
-    roles = [r for r in _search_entries(res("roles"))
-             if r.get("resourceType") == "PractitionerRole" and r.get("active") is not False
-             and _relative((r.get("practitioner") or {}).get("reference"), client.base_url) == user_ref]
+    return encounter, included
 
-    # Round 2: the Encounter's Locations and serviceProvider, a PractitionerRole's Practitioner.
-    urls2: list[str] = []
+
+def _own_roles(bundle: dict[str, Any] | None, user_ref: str | None, base_url: str) -> list[dict[str, Any]]:
+    """Only roles of the signed-in user count: FHIR search is lenient by default, so an EHR that ignores the
+    practitioner parameter returns everyone's roles."""
+    return [r for r in _search_entries(bundle)
+            if r.get("resourceType") == "PractitionerRole" and r.get("active") is not False
+            and _relative((r.get("practitioner") or {}).get("reference"), base_url) == user_ref]
+
+
+def _read_first_round(client: FhirClient, ids: _LaunchIds, scope: Any) -> _FirstRound:
+    urls = _first_round_urls(ids, scope)
+    got = dict(zip(urls, fetch_many(client, list(urls.values())), strict=True))
+    patient = got.get("patient")
+    if ids.patient_id and (not patient or patient.get("resourceType") != "Patient"):
+        raise ContextError("The patient's record could not be read from the EHR.")
+    encounter, included = _encounter_of(client, ids.encounter_id, got.get("encounter"))
+    return _FirstRound(patient=patient, encounter=encounter, included=included, user=got.get("user"),
+                       roles=_own_roles(got.get("roles"), ids.user_ref, client.base_url))
+
+
+def _encounter_places(encounter: dict[str, Any] | None, base_url: str) -> tuple[list[str], str | None]:
+    """The Encounter's Location references (in order, once each) and its serviceProvider's."""
+    if not encounter:
+        return [], None
     loc_refs: list[str] = []
-    org_ref = None
-    if encounter:
-        for entry in encounter.get("location") or []:
-            ref = _relative((entry.get("location") or {}).get("reference"), client.base_url)
-            if ref and ref.startswith("Location/") and ref not in loc_refs:
-                loc_refs.append(ref)
-        org_ref = _relative((encounter.get("serviceProvider") or {}).get("reference"), client.base_url)
-        if org_ref and not org_ref.startswith("Organization/"):
-            org_ref = None
-    urls2.extend(loc_refs)
-    if org_ref:
-        urls2.append(org_ref)
-    prac_ref = None
-    if user and user.get("resourceType") == "PractitionerRole":
-        # fhirUser is itself the PractitionerRole: that role, and only if it is the resource we asked for.
-        roles = [user] if user_ref == f"PractitionerRole/{user.get('id')}" and user.get("active") is not False \
-            else []
-        prac_ref = _relative((user.get("practitioner") or {}).get("reference"), client.base_url)
-        if prac_ref:
-            urls2.append(prac_ref)
+    for entry in encounter.get("location") or []:
+        ref = _relative((entry.get("location") or {}).get("reference"), base_url)
+        if ref and ref.startswith("Location/") and ref not in loc_refs:
+            loc_refs.append(ref)
+    org_ref = _relative((encounter.get("serviceProvider") or {}).get("reference"), base_url)
+    return loc_refs, org_ref if org_ref and org_ref.startswith("Organization/") else None
+
+
+def _role_user(first: _FirstRound, ids: _LaunchIds, base_url: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The roles that count and the Practitioner to read. fhirUser may itself be a PractitionerRole: that role
+    (only if it is the resource we asked for) and its Practitioner."""
+    user = first.user
+    if not (user and user.get("resourceType") == "PractitionerRole"):
+        return first.roles, None
+    roles = [user] if ids.user_ref == f"PractitionerRole/{user.get('id')}" and user.get("active") is not False \
+        else []
+    return roles, _relative((user.get("practitioner") or {}).get("reference"), base_url)
+
+
+def _fetch_missing(client: FhirClient, urls: list[str],
+                   included: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+    """Each of ``urls``: from what _include brought, else read (one round for all that is missing)."""
+    missing = [u for u in urls if u not in included]
+    fetched = dict(zip(missing, fetch_many(client, missing), strict=True))
+    return {u: included.get(u) or fetched.get(u) for u in urls}
+
+
+@dataclass
+class _SecondRound:
+    """Round 2: the Encounter's Locations and serviceProvider, the user's Practitioner, the roles'
+    HealthcareServices (raw resources; None where a read failed)."""
+
+    locations: list[dict[str, Any]]
+    organization: dict[str, Any] | None
+    practitioner: dict[str, Any] | None
+    practitioner_ref: str | None  # a PractitionerRole user's Practitioner
+    roles: list[dict[str, Any]]
+    services: dict[str, dict[str, Any] | None]
+
+
+def _read_second_round(client: FhirClient, first: _FirstRound, ids: _LaunchIds) -> _SecondRound:
+    base_url = client.base_url
+    loc_refs, org_ref = _encounter_places(first.encounter, base_url)
+    roles, prac_ref = _role_user(first, ids, base_url)
+    urls = loc_refs + [r for r in (org_ref, prac_ref) if r]
     # A role's HealthcareServices say where they are given (location, providedBy): queue coverage. Read in
     # round 2 only when a role names one.
-    summaries = [role_summary(r, client.base_url) for r in roles]  # once per role: services now, places below
-    service_refs = [s["reference"] for summary in summaries for s in summary["services"]]
-    service_refs = list(dict.fromkeys(service_refs))
-    start_services = len(urls2)
-    urls2.extend(service_refs)
-    # Round 2 only for what _include did not bring (a server that ignores it, or a reference it skipped).
-    missing = [u for u in urls2 if u not in included]
+    service_refs = list(dict.fromkeys(ref.reference for role in roles for ref in _service_refs(role, base_url)))
     try:
-        fetched = dict(zip(missing, fetch_many(client, missing), strict=True))
+        got = _fetch_missing(client, urls + service_refs, first.included)
     except FhirError:
         if not service_refs:
             raise
         # The services are a nicety (coverage falls back to the deployment file): never fail the launch on them.
-        urls2, service_refs = urls2[:start_services], []
-        missing = [u for u in urls2 if u not in included]
-        fetched = dict(zip(missing, fetch_many(client, missing), strict=True))
-    got2 = [included.get(u) or fetched.get(u) for u in urls2]
-    services = {ref: got2[start_services + i] for i, ref in enumerate(service_refs)}
-    got2 = got2[:start_services]
-    locations = [location_summary(r) for r in got2[:len(loc_refs)] if r and r.get("resourceType") == "Location"]
-    org = got2[len(loc_refs)] if org_ref else None
-    practitioner = got2[-1] if prac_ref else (user if user and user.get("resourceType") == "Practitioner" else None)
+        service_refs = []
+        got = _fetch_missing(client, urls, first.included)
+    user = first.user
+    own_practitioner = user if user and user.get("resourceType") == "Practitioner" else None
+    return _SecondRound(
+        locations=[r for r in (got[u] for u in loc_refs) if r and r.get("resourceType") == "Location"],
+        organization=got[org_ref] if org_ref else None,
+        practitioner=got[prac_ref] if prac_ref else own_practitioner,
+        practitioner_ref=prac_ref,
+        roles=roles,
+        services={ref: got[ref] for ref in service_refs},
+    )
 
-    enc_summary = None
-    if encounter:
-        cls = encounter.get("class")
-        enc_summary = {
-            "id": encounter.get("id"),
-            "class": cls.get("code") if isinstance(cls, dict) else None,
-            "start": (encounter.get("period") or {}).get("start"),
-            "interpreter_needed": interpreter_needed(encounter),
-            "locations": locations,
-            "service_provider": organization_summary(org) if org and org.get("resourceType") == "Organization"
-            else None,
-        }
 
-    if user_type in ("Practitioner", "PractitionerRole"):
-        user_roles = role_names(roles) or ["clinician"]
+def _encounter_summary(encounter: dict[str, Any] | None, second: _SecondRound) -> EncounterSummary | None:
+    if not encounter:
+        return None
+    cls = encounter.get("class")
+    start = (encounter.get("period") or {}).get("start")
+    org = second.organization
+    return EncounterSummary(
+        id=_id(encounter),
+        class_code=cls.get("code") if isinstance(cls, dict) and isinstance(cls.get("code"), str) else None,
+        start=start if isinstance(start, str) else None,
+        interpreter_needed=interpreter_needed(encounter),
+        locations=tuple(location_summary(r) for r in second.locations),
+        service_provider=organization_summary(org) if org and org.get("resourceType") == "Organization" else None,
+    )
+
+
+def _user_summary(ids: _LaunchIds, fhir_user: str | None, first: _FirstRound, second: _SecondRound,
+                  base_url: str) -> UserSummary:
+    if ids.user_type in ("Practitioner", "PractitionerRole"):
+        app_roles = role_names(second.roles) or ["clinician"]
     else:
-        user_roles = []
-    user_name = None
-    if practitioner:
-        user_name = human_name(practitioner.get("name"), with_prefix=True)
-    elif user:
-        user_name = human_name(user.get("name"))
+        app_roles = []
+    name = None
+    if second.practitioner:
+        name = human_name(second.practitioner.get("name"), with_prefix=True)
+    elif first.user:
+        name = human_name(first.user.get("name"))
+    return UserSummary(
+        reference=second.practitioner_ref or ids.user_ref or fhir_user, name=name, roles=tuple(app_roles),
+        practitioner_roles=tuple(role_summary(r, base_url, second.services) for r in second.roles),
+    )
 
+
+def _launch_flags(token_response: dict[str, Any]) -> dict[str, Any]:
+    """The launch parameters the app honours as they are (SMART App Launch 2.2, "Launch context")."""
+    style_url = token_response.get("smart_style_url")
+    fhir_context = token_response.get("fhirContext")
     return {
-        "patient": patient_summary(patient) if patient else None,
-        "encounter": enc_summary,
-        "user": {"reference": (prac_ref or user_ref or fhir_user), "name": user_name, "roles": user_roles,
-                 "practitioner_roles": [_with_service_places(summary, services, client.base_url)
-                                        for summary in summaries]},
         "need_patient_banner": bool(token_response.get("need_patient_banner", True)),
-        "smart_style_url": token_response.get("smart_style_url")
-        if isinstance(token_response.get("smart_style_url"), str) else None,
+        "smart_style_url": style_url if isinstance(style_url, str) else None,
         "intent": clean_text(token_response.get("intent"), 64) or None,
-        "fhir_context": [c for c in (token_response.get("fhirContext")
-                                     if isinstance(token_response.get("fhirContext"), list) else [])
-                         if isinstance(c, dict)],
+        "fhir_context": tuple(c for c in (fhir_context if isinstance(fhir_context, list) else [])
+                              if isinstance(c, dict)),
         "scope": str(token_response.get("scope") or ""),
     }
+
+
+def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
+                        fhir_user: str | None = None) -> LaunchContext:
+    """Build the launch context from the token response's launch parameters (at most two rounds, see above)."""
+    ids = _launch_ids(token_response, fhir_user, client.base_url)
+    first = _read_first_round(client, ids, token_response.get("scope"))
+    second = _read_second_round(client, first, ids)
+    return LaunchContext(
+        patient=patient_summary(first.patient) if first.patient else None,
+        encounter=_encounter_summary(first.encounter, second),
+        user=_user_summary(ids, fhir_user, first, second, client.base_url),
+        **_launch_flags(token_response),
+    )

@@ -268,7 +268,7 @@ def callback():
 
     client = FhirClient(record.iss, tokens["access_token"], timeout=timeout, session=http)
     try:
-        context = read_launch_context(client, tokens, fhir_user=fhir_user(claims))
+        context = read_launch_context(client, tokens, fhir_user=fhir_user(claims)).to_dict()
     except ContextError as exc:
         raise _fail(record, str(exc), EHR_FAILED) from None
     except FhirError as exc:

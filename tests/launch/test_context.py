@@ -9,6 +9,7 @@ import pytest
 from fhir import context as ctxmod
 from fhir.client import FhirClient
 from fhir.context import ContextError, read_launch_context, role_names
+from fhir.launch_context import Coding, Identifier, LocationSummary, PatientSummary
 from tests.launch.fakes import FakeAdapter
 
 BASE = "https://ehr.example/fhir"
@@ -87,18 +88,18 @@ def test_context_reads_patient_visit_site_and_user(batch, include):
     fake = _server(batch, include)
     client = FhirClient(BASE, "tok", session=fake.session())
     ctx = read_launch_context(client, TOKEN, fhir_user=f"{BASE}/Practitioner/sw1")
-    assert ctx["patient"] == {"id": "p1", "name": "Ana Lopez", "birthDate": "1988-02-03", "gender": "female",
-                              "language": "es", "languages": ["es"], "mrn": "MRN-9", "interpreter_needed": None}
-    assert ctx["encounter"]["id"] == "e1" and ctx["encounter"]["class"] == "AMB"
-    assert ctx["encounter"]["locations"] == [{"id": "loc-bwh", "name": "Brigham and Women's Hospital",
-                                              "identifiers": [{"system": "urn:ipv-sandbox:site", "value": "bwh"}],
-                                              "postalCode": "02115"}]
-    assert ctx["encounter"]["service_provider"]["id"] == "org-bwh"
-    user = dict(ctx["user"])
-    assert [r["codings"][0]["code"] for r in user.pop("practitioner_roles")] == ["106328005"]
-    assert user == {"reference": "Practitioner/sw1", "name": "Ms. Devon Social", "roles": ["social_worker"]}
-    assert ctx["need_patient_banner"] is False and ctx["intent"] == "screening"
-    assert ctx["smart_style_url"] == "https://ehr/s.json" and ctx["fhir_context"] == [{"reference": "Encounter/e1"}]
+    assert ctx.patient == PatientSummary(id="p1", name="Ana Lopez", birth_date="1988-02-03", gender="female",
+                                         language="es", languages=("es",), mrn="MRN-9", interpreter_needed=None)
+    assert ctx.encounter.id == "e1" and ctx.encounter.class_code == "AMB"
+    assert ctx.encounter.locations == (LocationSummary(
+        id="loc-bwh", name="Brigham and Women's Hospital",
+        identifiers=(Identifier(system="urn:ipv-sandbox:site", value="bwh"),), postal_code="02115"),)
+    assert ctx.encounter.service_provider.id == "org-bwh"
+    assert [r.codings[0] for r in ctx.user.practitioner_roles] == [Coding("http://snomed.info/sct", "106328005")]
+    assert (ctx.user.reference, ctx.user.name, ctx.user.roles) == ("Practitioner/sw1", "Ms. Devon Social",
+                                                                   ("social_worker",))
+    assert ctx.need_patient_banner is False and ctx.intent == "screening"
+    assert ctx.smart_style_url == "https://ehr/s.json" and ctx.fhir_context == ({"reference": "Encounter/e1"},)
     posts = [c for c in fake.calls if c.method == "POST"]
     if batch and include:
         assert len(posts) == 1 and all(c.method == "POST" for c in fake.calls)  # one round: _include did the rest
@@ -116,8 +117,8 @@ def test_encounter_taken_from_fhir_context_when_token_has_none():
     fake = _server(batch=True)
     ctx = read_launch_context(FhirClient(BASE, "t", session=fake.session()),
                               {"patient": "p1", "fhirContext": [{"reference": "Encounter/e1"}]})
-    assert ctx["encounter"]["id"] == "e1"
-    assert ctx["need_patient_banner"] is True  # absent means show it
+    assert ctx.encounter.id == "e1"
+    assert ctx.need_patient_banner is True  # absent means show it
 
 
 def test_patient_id_that_is_not_a_fhir_id_is_never_sent():
@@ -132,7 +133,7 @@ def test_user_on_another_server_gets_no_request_with_our_token():
     ctx = read_launch_context(FhirClient(BASE, "t", session=fake.session()), {"patient": "p1"},
                               fhir_user="https://evil.example/fhir/Practitioner/sw1")
     assert all(c.url.startswith(BASE) for c in fake.calls)
-    assert ctx["user"]["name"] is None
+    assert ctx.user.name is None
 
 
 def test_missing_patient_is_a_clear_error():
@@ -153,8 +154,8 @@ def test_read_only_encounter_scope_reads_the_encounter_and_its_site_in_two_round
     fake = _server(batch=True)
     token = {**TOKEN, "scope": "launch openid patient/Encounter.r"}
     ctx = read_launch_context(FhirClient(BASE, "t", session=fake.session()), token)
-    assert ctx["encounter"]["locations"][0]["id"] == "loc-bwh"
-    assert ctx["encounter"]["service_provider"]["id"] == "org-bwh"
+    assert ctx.encounter.locations[0].id == "loc-bwh"
+    assert ctx.encounter.service_provider.id == "org-bwh"
     urls = [e["request"]["url"] for c in fake.calls for e in json.loads(c.body)["entry"]]
     assert "Encounter/e1" in urls and not any(u.startswith("Encounter?") for u in urls)
     assert len(fake.calls) == 2

@@ -35,9 +35,10 @@ ENCOUNTERS = resources("05-encounters.json")
 
 
 def context_for(enc: dict) -> dict:
-    locs = [location_summary(LOCATIONS[x["location"]["reference"].split("/")[1]]) for x in enc.get("location", [])]
+    locs = [location_summary(LOCATIONS[x["location"]["reference"].split("/")[1]]).to_dict()
+            for x in enc.get("location", [])]
     org_ref = (enc.get("serviceProvider") or {}).get("reference")
-    org = organization_summary(ORGS[org_ref.split("/")[1]]) if org_ref else None
+    org = organization_summary(ORGS[org_ref.split("/")[1]]).to_dict() if org_ref else None
     return {"encounter": {"id": enc["id"], "locations": locs, "service_provider": org}}
 
 

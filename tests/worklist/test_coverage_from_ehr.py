@@ -52,7 +52,7 @@ def _fake(service_status: int = 200) -> FakeAdapter:
 def test_healthcare_service_location_and_provider_become_coverage():
     client = FhirClient(BASE, "tok", session=_fake().session())
     ctx = read_launch_context(client, {"scope": "openid fhirUser"}, fhir_user=f"{BASE}/Practitioner/sw9")
-    scope = scope_for(_Launch(ctx), Deployment.load("oracle-health"))  # maps the text "Medical social worker"
+    scope = scope_for(_Launch(ctx.to_dict()), Deployment.load("oracle-health"))  # maps the text "Medical social worker"
     assert scope.roles == ["social_worker"] and scope.source == "ehr"
     assert scope.keys == {"Location/loc-mgh-chelsea", "Organization/org-mgh"}  # not the physician role's org
 
@@ -60,5 +60,5 @@ def test_healthcare_service_location_and_provider_become_coverage():
 def test_an_unreadable_service_never_fails_the_launch():
     client = FhirClient(BASE, "tok", session=_fake(service_status=403).session())
     ctx = read_launch_context(client, {"scope": "openid fhirUser"}, fhir_user=f"{BASE}/Practitioner/sw9")
-    scope = scope_for(_Launch(ctx), Deployment.load("oracle-health"))
+    scope = scope_for(_Launch(ctx.to_dict()), Deployment.load("oracle-health"))
     assert scope.roles == ["social_worker"] and scope.keys == frozenset() and scope.source == "none"
