@@ -12,13 +12,14 @@ from typing import Any
 
 import requests
 
+from fhir.errors import FhirWireError
 from fhir.url_policy import safe_relative, under_base
 
 FHIR_JSON = "application/fhir+json"
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
 
-class FhirError(Exception):
+class FhirError(FhirWireError):
     def __init__(self, status: int, message: str, outcome: dict[str, Any] | None = None,
                  retry_after: float | None = None):
         super().__init__(f"FHIR {status}: {message}")

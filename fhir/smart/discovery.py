@@ -13,12 +13,13 @@ from typing import Any
 
 import requests
 
+from fhir.errors import FhirWireError
 from fhir.smart.ttl_cache import RefreshingCache
 
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
 
-class DiscoveryError(Exception):
+class DiscoveryError(FhirWireError):
     """The issuer's SMART configuration could not be read (message is safe to show)."""
 
 

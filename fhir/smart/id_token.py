@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 import requests
 
+from fhir.errors import FhirWireError
 from fhir.smart.ttl_cache import RefreshingCache
 
 ALLOWED_ALGS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384")
@@ -25,7 +26,7 @@ LEEWAY_SECONDS = 60  # clock skew between us and the EHR
 MAX_IAT_AGE_SECONDS = 3600  # an id_token issued long ago is not from this login
 
 
-class IdTokenError(Exception):
+class IdTokenError(FhirWireError):
     """The id_token is not acceptable; ``message`` is safe to show."""
 
 
@@ -73,7 +74,7 @@ def _key_for(header: dict[str, Any], jwks: dict[str, Any]) -> Any:
     if len(candidates) > 1 and kid is None:
         raise IdTokenError("The id_token names no key and the EHR publishes several.")
     try:
-        # A key of the wrong type or curve for ``alg`` (a mismatched JWK) is refused, not a crash (L2).
+        # A key of the wrong type or curve for ``alg`` (a mismatched JWK) is refused, not a crash.
         return _parsed_key(json.dumps(candidates[0], sort_keys=True), alg)
     except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError):
         raise IdTokenError("The EHR's signing key does not fit the id_token's algorithm.") from None

@@ -23,6 +23,7 @@ import requests
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from requests_oauthlib import OAuth2Session
 
+from fhir.errors import FhirWireError
 from fhir.http import EnvironmentOnce, NoAmbientState
 from fhir.smart.client_auth import ClientAuth
 from fhir.smart.discovery import SmartConfiguration
@@ -30,7 +31,7 @@ from fhir.text import clean_text
 from fhir.url_policy import share_transport
 
 
-class TokenError(Exception):
+class TokenError(FhirWireError):
     """The token endpoint refused or failed. ``error`` is the OAuth error code when given."""
 
     def __init__(self, message: str, error: str | None = None, status: int | None = None):
