@@ -6,6 +6,11 @@ and the browser would (simulator launch -> /launch -> authorize -> /callback). E
 /callback runs are counted, and so are sequential rounds (calls that overlap in time count as one round:
 parallel reads wait once). App CPU is this thread's CPU time for /callback (the sandbox serves from its own
 threads). Target (printed, never asserted): steady state at most 2 sequential EHR calls, CPU <= 10 ms median.
+
+Then the caches of the wire layer, one at a time turned off, over whole launches (/launch and /callback, what
+the user waits for in the app) with every sandbox answer held back by a modelled EHR round trip: the EHR calls,
+sequential rounds, wall time and app CPU each cache saves a launch; and what requests' own reading of the proxy
+environment costs a launch, which no cache of ours holds any more (docs/decisions/0003-wire-caches.md).
 """
 
 from __future__ import annotations
@@ -29,13 +34,17 @@ PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-carmen", "enc-carmen-sjphc"), 
 
 
 class Recorder:
-    """WSGI middleware: (path, start, end) of every request the sandbox serves."""
+    """WSGI middleware: (path, start, end) of every request the sandbox serves; ``delay`` seconds are added to
+    each (a modelled network round trip to the EHR)."""
 
     def __init__(self, app: Any):
         self.app, self.calls, self.lock = app, [], threading.Lock()
+        self.delay = 0.0
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         t0 = time.perf_counter()
+        if self.delay:
+            time.sleep(self.delay)
         try:
             return list(self.app(environ, start_response))
         finally:
@@ -85,22 +94,8 @@ def main() -> None:
                                                        standalone_iss=iss)
         sandbox.config["APP_LAUNCH_URL"] = "http://127.0.0.1:5000/launch"
         client = app.test_client()
-        results = []
-        for i in range(LAUNCHES):
-            patient, encounter = PATIENTS[i % len(PATIENTS)]
-            form = {"practitioner": "prac-avery", "patient": patient, "encounter": encounter,
-                    "need_patient_banner": "1"}
-            at = requests.post(url + "/ehr/launch", data=form, allow_redirects=False, timeout=10)
-            launch = parse_qs(urlsplit(at.headers["Location"]).query)["launch"][0]
-            resp = client.get(f"/launch?iss={quote(iss)}&launch={launch}")
-            back = requests.get(resp.headers["Location"], allow_redirects=False, timeout=10)
-            query = urlsplit(back.headers["Location"]).query
-            c0, t0 = time.thread_time(), time.perf_counter()
-            done = client.get("/callback?" + query)
-            t1, cpu = time.perf_counter(), (time.thread_time() - c0) * 1000
-            calls = recorder.between(t0, t1)
-            results.append({"status": done.status_code, "calls": len(calls), "rounds": rounds(calls), "cpu": cpu,
-                            "wall": (t1 - t0) * 1000, "paths": sorted(p for p, _, _ in calls)})
+        results = [launch_once(client, url, iss, recorder, i)["callback"] for i in range(LAUNCHES)]
+        caches = cache_ablation(app, client, url, iss, recorder)
         server.shutdown()
     cold, steady = results[0], results[1:]
     print(f"/callback against the live sandbox EHR ({LAUNCHES} EHR launches, private_key_jwt RS384)")
@@ -114,6 +109,126 @@ def main() -> None:
     bad = [r["status"] for r in results if r["status"] != 302]
     if bad:
         print(f"  !! {len(bad)} callbacks did not redirect into the app: {bad[:5]}")
+    print_caches(caches)
+
+
+def measured(client: Any, path: str, recorder: Recorder) -> tuple[Any, dict[str, Any]]:
+    """Serve ``path`` in the app; the EHR calls made meanwhile, their sequential rounds, CPU and wall time."""
+    c0, t0 = time.thread_time(), time.perf_counter()
+    resp = client.get(path)
+    t1, cpu = time.perf_counter(), (time.thread_time() - c0) * 1000
+    calls = recorder.between(t0, t1)
+    return resp, {"status": resp.status_code, "calls": len(calls), "rounds": rounds(calls), "cpu": cpu,
+                  "wall": (t1 - t0) * 1000, "paths": sorted(p for p, _, _ in calls)}
+
+
+def launch_once(client: Any, url: str, iss: str, recorder: Recorder, i: int) -> dict[str, dict[str, Any]]:
+    """One EHR launch as the simulator and the browser drive it: figures of /launch and of /callback."""
+    patient, encounter = PATIENTS[i % len(PATIENTS)]
+    form = {"practitioner": "prac-avery", "patient": patient, "encounter": encounter, "need_patient_banner": "1"}
+    at = requests.post(url + "/ehr/launch", data=form, allow_redirects=False, timeout=10)
+    launch = parse_qs(urlsplit(at.headers["Location"]).query)["launch"][0]
+    resp, at_launch = measured(client, f"/launch?iss={quote(iss)}&launch={launch}", recorder)
+    back = requests.get(resp.headers["Location"], allow_redirects=False, timeout=10)
+    _done, at_callback = measured(client, "/callback?" + urlsplit(back.headers["Location"]).query, recorder)
+    return {"launch": at_launch, "callback": at_callback}
+
+
+# A modelled round trip to the EHR for the cache comparison: every sandbox answer waits this long. A hospital's
+# EHR is seldom nearer than this to the app's servers; the saving in rounds holds whatever the distance.
+EHR_ROUND_TRIP = 0.05
+CACHE_LAUNCHES = 12
+
+
+def cache_ablation(app: Any, client: Any, url: str, iss: str, recorder: Recorder) -> dict[str, dict[str, Any]]:
+    """Median figures of a whole launch with every cache on, then with each wire-layer cache off in turn, then
+    with every entry expired just before the launch (what refresh-ahead spares one launch per TTL and worker)."""
+    from fhir.smart import id_token
+
+    def discovery_off() -> None:
+        app.config["DISCOVERY_TTL_SECONDS"] = 0
+        app.extensions.pop("smart_discovery", None)
+
+    def jwks_off() -> None:
+        id_token._default_cache = id_token.JwksCache(ttl_seconds=0)
+
+    def style_off() -> None:
+        app.config["STYLE_TTL_SECONDS"] = 0
+        app.extensions.pop("smart_style", None)
+
+    def expire_all() -> None:
+        for cache in (app.extensions.get("smart_discovery"), app.extensions.get("smart_style"),
+                      id_token._default_cache):
+            if cache is not None:
+                cache.clear()
+
+    nothing = lambda: None  # noqa: E731
+    variants = {"every cache on": (nothing, nothing), "no discovery cache": (discovery_off, nothing),
+                "no JWKS cache": (jwks_off, nothing), "no style cache": (style_off, nothing),
+                "every entry just expired": (nothing, expire_all)}
+    saved_config, saved_jwks = dict(app.config), id_token._default_cache
+    out: dict[str, dict[str, Any]] = {}
+    recorder.delay = EHR_ROUND_TRIP
+    try:
+        for name, (turn_off, before_each) in variants.items():
+            turn_off()
+            for i in range(2):  # the first launches fill whatever cache is on
+                launch_once(client, url, iss, recorder, i)
+            runs = []
+            for i in range(CACHE_LAUNCHES):
+                before_each()
+                runs.append(launch_once(client, url, iss, recorder, i))
+            out[name] = {k: statistics.median(r["launch"][k] + r["callback"][k] for r in runs)
+                         for k in ("calls", "rounds", "wall", "cpu")}
+            out[name]["paths"] = runs[-1]["launch"]["paths"] + runs[-1]["callback"]["paths"]
+            for key in set(app.config) - set(saved_config):
+                del app.config[key]
+            app.config.update(saved_config)
+            app.extensions.pop("smart_discovery", None)  # made with the turned-off TTL: the next launch refills
+            app.extensions.pop("smart_style", None)
+            id_token._default_cache = saved_jwks
+    finally:
+        recorder.delay = 0.0
+    return out
+
+
+def environment_read_us(extra_variables: int = 0) -> float:
+    """Microseconds requests spends per outbound call reading the proxy and CA-bundle environment (it scans all
+    of os.environ), with ``extra_variables`` more variables set (as Kubernetes service links add)."""
+    import os
+    import timeit
+
+    names = [f"BENCH_SVC_{i}_SERVICE_HOST" for i in range(extra_variables)]
+    os.environ.update({n: "10.0.0.1" for n in names})
+    try:
+        session, target, n = requests.Session(), "https://ehr.example.org/fhir/Patient/1", 300
+        best = min(timeit.repeat(lambda: session.merge_environment_settings(target, {}, None, None, None),
+                                 number=n, repeat=3))
+    finally:
+        for name in names:
+            del os.environ[name]
+    return best / n * 1e6
+
+
+def print_caches(caches: dict[str, dict[str, Any]]) -> None:
+    base = caches["every cache on"]
+    print(f"Wire-layer caches: a whole launch (/launch + /callback, median of {CACHE_LAUNCHES}), each EHR answer "
+          f"held back {EHR_ROUND_TRIP * 1000:.0f} ms")
+    print(f"  every cache on:  {base['calls']:.0f} EHR calls in {base['rounds']:.0f} sequential rounds, "
+          f"wall {base['wall']:.0f} ms, CPU {base['cpu']:.1f} ms")
+    for name, fig in caches.items():
+        if name == "every cache on":
+            continue
+        print(f"  {name + ':':32s} {fig['calls'] - base['calls']:+.0f} calls, {fig['rounds'] - base['rounds']:+.0f} "
+              f"rounds, wall {fig['wall'] - base['wall']:+.0f} ms, CPU {fig['cpu'] - base['cpu']:+.1f} ms a launch "
+              f"{sorted(set(fig['paths']) - set(base['paths'])) or ''}")
+    import os
+
+    here, large = environment_read_us(), environment_read_us(400)
+    print(f"  requests reads the proxy environment on every outbound call (no cache of ours): {here:.0f} us a call "
+          f"with this process's {len(os.environ)} variables, {large:.0f} us with 400 more; "
+          f"{base['calls']:.0f} calls a launch: {base['calls'] * here / 1000:.2f} ms "
+          f"({base['calls'] * large / 1000:.1f} ms) CPU a launch")
 
 
 if __name__ == "__main__":

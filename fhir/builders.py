@@ -365,7 +365,7 @@ def validate(resource: dict[str, Any]) -> None:
     model.model_validate(resource)
 
 
-# The consent page plans (and so validates, ~0.3 ms a resource) on every GET, preview and POST, so it never
+# The consent page plans (and so validates, the costly part of planning) on every GET, preview and POST, so it never
 # shows a plan that cannot be written. The same launch asks again with the same inputs; what changes between
 # those asks is the clock. Resources validated once are remembered by digest: the referral key (one launch's
 # referral, so nothing is shared across launches) and the exact resource JSON, with the two strings made

@@ -6,23 +6,18 @@ caller passes a function returning the headers for the call being made (read at 
 session serves every request and thread). Mounted as a transport adapter, so it also applies to any
 ``requests.Session`` subclass (requests-oauthlib's ``OAuth2Session``) given the same adapter.
 
-Also here: ``OutboundSession``, a session that reads the proxy and CA-bundle environment once per origin
-(requests re-reads the whole environment on every call), with the same result; and ``NoAmbientState``: one
-session serves every user's calls, so it keeps no cookies an EHR sets and takes no credentials from ~/.netrc.
+Also here: ``OutboundSession`` and its ``NoAmbientState``: one session serves every user's calls, so it keeps
+no cookies an EHR sets and takes no credentials from ~/.netrc.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from http.cookiejar import DefaultCookiePolicy
-from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.cookies import RequestsCookieJar
-from requests.sessions import merge_setting
-from requests.utils import get_environ_proxies
 
 HeaderProvider = Callable[[], Mapping[str, str]]
 
@@ -47,43 +42,6 @@ def add_header_provider(session: requests.Session, provider: HeaderProvider) -> 
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
-
-
-# requests reads the proxy variables (and no_proxy) and the CA bundle from the environment on every call,
-# scanning all of os.environ twice (~0.2 ms a call). What it computes depends only on the URL's origin and a
-# few variables, so it is kept per origin and recomputed by requests itself whenever one of them changes.
-_ENV_KEYS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy",
-             "NO_PROXY", "REQUEST_METHOD", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-_env_cache: dict[tuple, tuple[dict[str, str], str | None]] = {}
-
-
-def _environment(url: str) -> tuple[dict[str, str], str | None]:
-    parts = urlsplit(url)
-    key = (parts.scheme, parts.netloc, tuple(os.environ.get(k) for k in _ENV_KEYS))
-    found = _env_cache.get(key)
-    if found is None:
-        if len(_env_cache) > 256:  # a changing environment (tests) must not grow this without bound
-            _env_cache.clear()
-        found = (get_environ_proxies(url), os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"))
-        _env_cache[key] = found
-    return found
-
-
-class EnvironmentOnce:
-    """Mixin for a ``requests.Session`` (or subclass): ``merge_environment_settings`` as requests does it, the
-    environment part looked up per origin (``_environment``) instead of re-read on every call."""
-
-    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: ANN001, ANN201
-        if not self.trust_env or (proxies or {}).get("no_proxy"):
-            return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        env_proxies, ca_bundle = _environment(url)
-        if proxies is not None:
-            for k, v in env_proxies.items():
-                proxies.setdefault(k, v)
-        if verify is True or verify is None:
-            verify = ca_bundle or verify
-        return {"proxies": merge_setting(proxies, self.proxies), "stream": merge_setting(stream, self.stream),
-                "verify": merge_setting(verify, self.verify), "cert": merge_setting(cert, self.cert)}
 
 
 def no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
@@ -116,6 +74,5 @@ class NoAmbientState:
             del headers["Authorization"]
 
 
-class OutboundSession(NoAmbientState, EnvironmentOnce, requests.Session):
-    """The app's outbound session class: a requests.Session with the environment read once per origin, keeping
-    no cookies and reading no ~/.netrc."""
+class OutboundSession(NoAmbientState, requests.Session):
+    """The app's outbound session class: a requests.Session keeping no cookies and reading no ~/.netrc."""

@@ -50,11 +50,11 @@ class _MemoryJtiRegistry:
 
 
 def load_private_key(path: str | Path) -> Any:
-    """The PEM key at ``path``, parsed once per process: parsing and validating an RSA key costs ~36 ms,
-    which every token request and JWKS fetch used to pay. A file replaced on disk (new mtime or size, as in
-    a key rotation) is read again. The file's identity (device, inode: stat follows a symlink, so a link
-    pointed at another key is another entry) keys the cache, not its resolved path (realpath costs more than
-    the look-up it serves)."""
+    """The PEM key at ``path``, parsed once per process: parsing and validating an RSA key is slow enough to
+    show in every token request and JWKS fetch (docs/decisions/0002-start-up-work.md). A file replaced on disk
+    (new mtime or size, as in a key rotation) is read again. The file's identity (device, inode: stat follows a
+    symlink, so a link pointed at another key is another entry) keys the cache, not its resolved path (realpath
+    costs more than the look-up it serves)."""
     st = os.stat(path)
     return _load_key(os.path.abspath(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 

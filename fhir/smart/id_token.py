@@ -42,6 +42,9 @@ class JwksCache:
             force: bool = False) -> dict[str, Any]:
         return self._cache.get(uri, lambda: _fetch_jwks(uri, http, timeout), force=force)
 
+    def clear(self) -> None:
+        self._cache.clear()
+
 
 def _fetch_jwks(uri: str, http: requests.Session | None, timeout: float) -> dict[str, Any]:
     try:

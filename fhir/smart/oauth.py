@@ -24,7 +24,7 @@ from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from requests_oauthlib import OAuth2Session
 
 from fhir.errors import FhirWireError
-from fhir.http import EnvironmentOnce, NoAmbientState
+from fhir.http import NoAmbientState
 from fhir.smart.client_auth import ClientAuth
 from fhir.smart.discovery import SmartConfiguration
 from fhir.text import clean_text
@@ -67,9 +67,8 @@ def new_pkce() -> Pkce:
     return Pkce(verifier=verifier, challenge=s256(verifier))
 
 
-class _OAuth2Session(NoAmbientState, EnvironmentOnce, OAuth2Session):
-    """requests-oauthlib's session, reading the proxy environment once per origin, keeping no cookies and
-    reading no ~/.netrc (fhir/http.py)."""
+class _OAuth2Session(NoAmbientState, OAuth2Session):
+    """requests-oauthlib's session, keeping no cookies and reading no ~/.netrc (fhir/http.py)."""
 
 
 def _oauth(client_id: str, http: requests.Session | None, **kwargs: Any) -> OAuth2Session:

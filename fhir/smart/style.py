@@ -8,11 +8,11 @@ the EHR frame. Anything unexpected is dropped: the style file comes from the EHR
 from __future__ import annotations
 
 import re
-import threading
-import time
 from typing import Any
 
 import requests
+
+from fhir.smart.ttl_cache import RefreshingCache
 
 _COLOR = re.compile(r"^(#[0-9a-fA-F]{3,8}|rgba?\(\s*[0-9.%\s,]{1,40}\)|[a-zA-Z]{3,20})$")
 _FONT = re.compile(r"^[A-Za-z0-9 ,\-'\"]{1,120}$")
@@ -60,29 +60,14 @@ def fetch_style(url: str | None, *, http: requests.Session, timeout: float = 5.0
         return {}
 
 
-class StyleCache:
-    """Sanitized style documents per URL for ``ttl_seconds``: an EHR serves one style file to every launch,
-    so fetching it again on each /callback only adds a sequential round trip to the launch."""
-
-    def __init__(self, ttl_seconds: float = 3600.0, max_entries: int = 64):
-        self.ttl, self.max_entries = ttl_seconds, max_entries
-        self._entries: dict[str, tuple[float, dict[str, str]]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, url: str | None, *, http: requests.Session, timeout: float = 5.0) -> dict[str, str]:
-        if not isinstance(url, str) or not url:
-            return {}
-        now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(url)
-        if hit and hit[0] > now:
-            return dict(hit[1])
-        style = fetch_style(url, http=http, timeout=timeout)
-        with self._lock:
-            if len(self._entries) >= self.max_entries:  # a bounded cache: the oldest entry goes
-                self._entries.pop(min(self._entries, key=lambda k: self._entries[k][0]))
-            self._entries[url] = (now + self.ttl, style)
-        return dict(style)
+def cached_style(url: str | None, cache: RefreshingCache[dict[str, str]], *, http: requests.Session,
+                 timeout: float = 5.0) -> dict[str, str]:
+    """``fetch_style`` through ``cache`` (keyed by URL): an EHR serves one style file to every launch, so
+    fetching it again on each /callback would only add a sequential round trip to the launch. What could not
+    be read is kept as {} too, so a broken style URL is not asked again on every launch."""
+    if not isinstance(url, str) or not url:
+        return {}
+    return dict(cache.get(url, lambda: fetch_style(url, http=http, timeout=timeout)))
 
 
 def style_css(style: dict[str, str]) -> str:

@@ -1,7 +1,10 @@
-"""A small per-key cache with a time to live that refreshes ahead: in the last fifth of an entry's life a read
-still returns the entry at once and refetches it in a background thread, so steady launch traffic never waits
-on a discovery document or a JWKS being read again. A failed background refetch leaves the entry as it was
-(until it expires, when the next read fetches in the foreground and sees the error)."""
+"""A small per-key cache with a time to live and a bound on its entries, refreshing ahead: in the last fifth of
+an entry's life a read still returns the entry at once and refetches it in a background thread, so steady launch
+traffic never waits on a discovery document, a JWKS or a style file being read again. A failed background
+refetch leaves the entry as it was (until it expires, when the next read fetches in the foreground and sees the
+error). Keys may come from the EHR (a ``smart_style_url``), so at most ``max_entries`` are kept: a new key beyond
+that replaces the entry that expires first. The figures that keep this cache are in
+docs/decisions/0003-wire-caches.md and in ``make bench`` (bench_launch)."""
 
 from __future__ import annotations
 
@@ -16,9 +19,12 @@ log = logging.getLogger(__name__)
 
 
 class RefreshingCache(Generic[V]):
-    def __init__(self, ttl_seconds: float, *, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, ttl_seconds: float, *, max_entries: int = 256, clock: Callable[[], float] = time.monotonic,
                  refresh_ahead: float = 0.2):
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
         self.ttl = ttl_seconds
+        self.max_entries = max_entries
         self.refresh_ahead = refresh_ahead
         self._clock = clock
         self._lock = threading.Lock()
@@ -41,8 +47,13 @@ class RefreshingCache(Generic[V]):
         # Fetch outside the lock: a slow EHR must not hold up lookups for other keys.
         return self._store(key, fetch(), ttl)
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def _store(self, key: str, value: V, ttl: float) -> V:
         with self._lock:
+            if key not in self._entries and len(self._entries) >= self.max_entries:
+                del self._entries[min(self._entries, key=lambda k: self._entries[k][0])]
             self._entries[key] = (self._clock() + ttl, ttl, value)
         return value
 

@@ -20,7 +20,8 @@ from fhir.smart.client_auth import ClientAuth, load_private_key
 from fhir.smart.discovery import DiscoveryCache, DiscoveryError, SmartConfiguration
 from fhir.smart.id_token import prefetch_jwks
 from fhir.smart.oauth import TokenError, client_credentials, refresh, token_expired
-from fhir.smart.style import StyleCache
+from fhir.smart.style import cached_style
+from fhir.smart.ttl_cache import RefreshingCache
 from fhir.url_policy import OutboundPolicy, enforce
 from smart_app.ops.errors import LaunchError
 from smart_app.ops.observability import request_id_header
@@ -28,6 +29,7 @@ from smart_app.store.db import session_scope
 from smart_app.store.models import UsedJti
 
 log = logging.getLogger(__name__)
+STYLE_CACHE_ENTRIES = 64  # style files kept: one or two per EHR in practice
 warmup_log = logging.getLogger("ipv.warmup")
 _refresh_locks: dict[str, threading.Lock] = {}
 _refresh_locks_guard = threading.Lock()
@@ -95,10 +97,12 @@ def prefetch_issuers(timeout: float = 3.0) -> list[str]:
 
 
 def cached_smart_style(url: str | None) -> dict[str, str]:
-    """The EHR's sanitized ``smart_style_url`` document, cached per URL (STYLE_TTL_SECONDS)."""
+    """The EHR's sanitized ``smart_style_url`` document, cached per URL (STYLE_TTL_SECONDS, at most
+    STYLE_CACHE_ENTRIES URLs: the URL comes from the EHR's token response)."""
     ttl = float(current_app.config.get("STYLE_TTL_SECONDS", 3600))
-    cache = current_app.extensions.setdefault("smart_style", StyleCache(ttl))
-    return cache.get(url, http=http_session(), timeout=min(current_app.config.get("HTTP_TIMEOUT_SECONDS", 10), 5))
+    cache = current_app.extensions.setdefault("smart_style", RefreshingCache(ttl, max_entries=STYLE_CACHE_ENTRIES))
+    return cached_style(url, cache, http=http_session(),
+                        timeout=min(current_app.config.get("HTTP_TIMEOUT_SECONDS", 10), 5))
 
 
 def register_jti(jti: str) -> bool:

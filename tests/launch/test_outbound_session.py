@@ -1,6 +1,6 @@
-"""The app's outbound sessions (fhir/http.py OutboundSession, the OAuth2Session of fhir/smart/oauth.py) read
-proxies, no_proxy and the CA bundle from the environment once per origin: what they send with is exactly
-what a plain requests.Session computes, and a changed environment is seen at the next call."""
+"""The app's outbound sessions (fhir/http.py OutboundSession, the OAuth2Session of fhir/smart/oauth.py) take
+proxies, no_proxy and the CA bundle from the environment exactly as a plain requests.Session does, and a
+changed environment is seen at the next call."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ NAMES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", 
 @pytest.mark.parametrize("session", [OutboundSession, lambda: _oauth("client", None)])
 def test_environment_settings_are_what_requests_computes(monkeypatch, session):
     ours, plain = session(), requests.Session()
-    for env in ENVIRONMENTS * 2:  # twice: the second pass is answered from the per-origin memory
+    for env in ENVIRONMENTS * 2:  # twice: nothing of the first pass is kept for the second
         for name in NAMES:
             monkeypatch.delenv(name, raising=False)
         for name, value in env.items():

@@ -86,3 +86,18 @@ def test_start_up_prefetch_reads_discovery_and_jwks_of_every_allowed_issuer(sand
         cached = app.extensions["smart_discovery"]._cache._entries
     assert any(k.startswith(sandbox.iss.rstrip("/")) for k in cached)
     assert any(k.startswith(sandbox.url) for k in id_token._default_cache._cache._entries)
+
+
+def test_the_cache_keeps_at_most_its_bound_and_drops_what_expires_first():
+    """Keys can come from the EHR (a style URL per token response): the cache never grows past its bound."""
+    clock = Clock()
+    cache = RefreshingCache(100, max_entries=3, clock=clock)
+    for i, key in enumerate(("a", "b", "c")):
+        clock.now += 1
+        cache.get(key, lambda i=i: i)
+    cache.get("a", lambda: "again")  # a hit changes nothing
+    clock.now += 1
+    cache.get("d", lambda: 3)
+    assert len(cache) == 3
+    assert cache.get("a", lambda: "refetched") == "refetched"  # "a" expired first, so it went
+    assert cache.get("d", lambda: "refetched") == 3 and len(cache) == 3

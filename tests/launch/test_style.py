@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fhir.smart.style import fetch_style, sanitize_style, style_css
+from fhir.smart.style import cached_style, fetch_style, sanitize_style, style_css
+from fhir.smart.ttl_cache import RefreshingCache
 from tests.launch.fakes import FakeAdapter
 
 
@@ -32,3 +33,19 @@ def test_fetch_style_never_fails_a_launch():
     assert fetch_style("https://ehr/missing.json", http=http) == {}
     assert fetch_style("https://ehr/huge.json", http=http) == {}
     assert fetch_style("file:///etc/passwd", http=http) == {} and fetch_style(None, http=http) == {}
+
+
+def test_a_style_file_is_read_once_per_url_even_when_it_could_not_be_used():
+    fake = FakeAdapter()
+    fake.add("GET", "https://ehr/style.json", (200, {"color_text": "#111"}))
+    http, cache = fake.session(), RefreshingCache(3600, max_entries=2)
+    for _ in range(3):
+        assert cached_style("https://ehr/style.json", cache, http=http) == {"color_text": "#111"}
+        assert cached_style("https://ehr/missing.json", cache, http=http) == {}
+        assert cached_style(None, cache, http=http) == {} and cached_style("", cache, http=http) == {}
+    assert [c.url for c in fake.calls] == ["https://ehr/style.json", "https://ehr/missing.json"]
+    cached_style("https://ehr/style.json", cache, http=http)["color_text"] = "red"  # a copy: the cache keeps its own
+    assert cached_style("https://ehr/style.json", cache, http=http) == {"color_text": "#111"}
+    for n in range(5):  # URLs named by token responses: the cache stays at its bound
+        cached_style(f"https://ehr/other-{n}.json", cache, http=http)
+    assert len(cache) == 2
