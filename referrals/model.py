@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from referrals import phones
+
 # Needs a patient may state, and the services a directory entry can offer.
 NEEDS = (
     "safety-planning", "counselling", "legal", "shelter", "housing", "sexual-assault",
@@ -72,7 +74,12 @@ class Phone:
     url: str | None = None  # for chat
 
     def dial(self) -> str:
-        return f"{self.number} ext. {self.ext}" if self.ext else self.number
+        """The number as shown: the directory's spelling, with " ext. NNNN" (referrals/phones.py)."""
+        return phones.display(self.number, self.ext)
+
+    def tel(self) -> str | None:
+        """The ``tel:`` href that dials it, extension included (referrals/phones.py); None for a chat address."""
+        return phones.tel_uri(self.number, self.ext)
 
     def __hash__(self) -> int:
         # So a loader can share equal phones (``Compactor``); nothing changes a phone once it is loaded.

@@ -30,6 +30,7 @@ from smart_app.ops import (
     housekeeping,
     i18n,
     observability,
+    phones,
     profiles,
     ratelimit,
     security,
@@ -85,6 +86,7 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
     crypto.init_app(app)
     security.init_app(app)
     i18n.init_app(app)
+    phones.init_app(app)
     errors.init_app(app)
     retention.init_app(app)
     health.init_app(app)

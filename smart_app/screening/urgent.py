@@ -39,4 +39,4 @@ def urgent_info(context: dict[str, Any], lang: str) -> dict[str, Any]:
 
 def _call(service: Any, phone: Any, state: str, closure: str | None, lang: str) -> dict[str, Any]:
     return {"id": service.id, "name": text_in(service.name, lang), "number": phone.number, "dial": phone.dial(),
-            "state": state, "closure": closure}
+            "tel": phone.tel(), "state": state, "closure": closure}

@@ -72,9 +72,10 @@ def test_triage_view_names_times_phones_and_highlights(app, make_launch):
     assert "Massachusetts General Hospital" in row and "mgh" not in re.sub(r"<[^>]+>", "", row).split("Hospital")[0]
     assert "Spanish" in row and "Interpreter needed" in row and "Dr. Avery Testdoctor" in row
     assert "Visit 2026-11-29" in row  # encounter date
-    # Both HAVEN lines from the directory, never wrapped; plain status label; local time zone.
-    assert '<span class="phone" data-testid="phone-main">1-617-724-0054</span>' in row
-    assert '<span class="phone" data-testid="phone-after-hours">1-617-726-2241</span>' in row
+    # Both HAVEN lines from the directory, never wrapped, each a link that dials it; plain status label; local
+    # time zone.
+    assert '<a href="tel:+16177240054" class="phone" data-testid="phone-main">1-617-724-0054</a>' in row
+    assert '<a href="tel:+16177262241" class="phone" data-testid="phone-after-hours">1-617-726-2241</a>' in row
     assert "New — not yet accepted" in row and ("EST" in row or "EDT" in row) and "UTC" not in row
     assert "passageway-bwh" not in page
     css = client.get("/static/worklist.css").get_data(as_text=True)
