@@ -2,7 +2,7 @@
 
 ``display`` is what a person reads ("1-617-732-5520 ext. 31808", the directory's own spelling); ``tel_uri`` is
 the link's href. The number part is an E.164 global number (``+16177325520``); an extension is dialled after a
-pause, ``tel:+16177325520,31808``, not with RFC 3966's ``;ext=31808``: docs/decisions/0002-tel-links.md says why.
+pause, ``tel:+16177325520,31808``, not with RFC 3966's ``;ext=31808``: docs/decisions/0004-tel-links.md says why.
 ``numbers_in`` finds the numbers inside a sentence, so prose can link them too.
 """
 
@@ -15,7 +15,7 @@ COUNTRY_CODE = "1"  # North American Numbering Plan: the directory's numbers are
 NATIONAL_DIGITS = 10  # NANP: area code (3) + exchange (3) + line (4)
 SHORT_CODE_DIGITS = (3,)  # N11 service codes: 911, 211, 988 (dialled as they are)
 E164_MAX_DIGITS = 15  # ITU-T E.164: at most 15 digits after the "+"
-EXTENSION_PAUSE = ","  # the dial-string pause before the extension (ADR 0002)
+EXTENSION_PAUSE = ","  # the dial-string pause before the extension (ADR 0004)
 
 # "ext. 31808", "ext 31808", "extension 31808", "x31808", ";ext=31808", ", 31808" at the end of a number.
 _EXTENSION = re.compile(r"\s*(?:[,;]?\s*(?:ext(?:ension)?\.?|x)\s*=?\s*|,\s*)(\d{1,8})\s*$", re.IGNORECASE)

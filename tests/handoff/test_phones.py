@@ -1,5 +1,5 @@
 """Phone links: one formatter for every number the app shows, the extension dialled after a pause
-(docs/decisions/0002-tel-links.md), and no number on a page that is not a link."""
+(docs/decisions/0004-tel-links.md), and no number on a page that is not a link."""
 
 from __future__ import annotations
 
