@@ -15,7 +15,8 @@ stops the app with a message naming the file and the problem):
   system + code + display and an ordinal score (``ordinalValue`` or ``itemWeight``
   extension, on the option or on its coding);
 - danger items are flagged with ``.../danger-item``; the answers that raise the
-  urgent path with ``.../danger-answer``;
+  urgent path with ``.../danger-answer``; a danger item that means high danger on its own,
+  whatever the total, also with ``.../always-high`` (the file's source says on whose authority);
 - translated text uses the standard ``translation`` extension on ``_text`` /
   ``_display``; ``.../translation-status`` says whether a language's text is the
   published version or our translation awaiting the site's confirmation.
@@ -37,6 +38,7 @@ EXT_RULE = f"{SD}/scoring-rule"
 EXT_ROLE = f"{SD}/instrument-role"
 EXT_DANGER_ITEM = f"{SD}/danger-item"
 EXT_DANGER_ANSWER = f"{SD}/danger-answer"
+EXT_ALWAYS_HIGH = f"{SD}/always-high"
 # An item asking about physical violence: any answer above its lowest score means physical violence was
 # reported, which is when the danger check (DA-5, for people who are being physically hurt) follows.
 EXT_PHYSICAL_ITEM = f"{SD}/physical-violence-item"
@@ -81,9 +83,15 @@ class Item:
     codes: tuple[dict[str, str], ...] = ()
     danger: bool = False
     physical: bool = False
+    always_high: bool = False  # a danger answer here is high danger whatever the total
 
     def label(self, lang: str) -> str:
         return self.text.get(lang) or self.text["en"]
+
+    def counted(self, code: str | None) -> bool:
+        """The answer ``code`` adds to the total (a "yes"): its score is above this item's lowest."""
+        chosen = self.answer(code)
+        return chosen is not None and chosen.score > min(a.score for a in self.answers)
 
     def answer(self, code: str | None) -> Answer | None:
         return next((a for a in self.answers if a.code == code), None)
@@ -99,6 +107,12 @@ class ScoringRule:
 
     def positive(self, total: float) -> bool:
         return COMPARATORS[self.comparator](total, self.threshold)
+
+    @property
+    def cutoff(self) -> str:
+        """The cut-off as a person reads it: "> 10", "≥ 3"."""
+        threshold = int(self.threshold) if float(self.threshold).is_integer() else self.threshold
+        return f"{'>' if self.comparator == '>' else '≥'} {threshold}"
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,22 @@ class Instrument:
 
     def label(self, lang: str) -> str:
         return self.title.get(lang) or self.title["en"]
+
+    @property
+    def short_name(self) -> str:
+        """'HITS' from 'HITS (Hurt, Insult, Threaten, Scream)', 'DA-5' from 'Danger check (DA-5)'."""
+        head, _sep, tail = self.label("en").partition(" (")
+        inner = tail.rstrip(")")
+        return inner if inner and " " not in inner else head
+
+    def counted_items(self, answers: dict[str, str]) -> tuple[str, ...]:
+        """The items whose answer adds to the total (every "yes"), in the file's order; ``answers`` {linkId: code}."""
+        return tuple(q.link_id for q in self.questions if q.counted(answers.get(q.link_id)))
+
+    def always_high_items(self, answers: dict[str, str]) -> tuple[str, ...]:
+        """The items flagged always-high answered with a danger answer: high danger whatever the total."""
+        return tuple(q.link_id for q in self.questions
+                     if q.always_high and (chosen := q.answer(answers.get(q.link_id))) is not None and chosen.danger)
 
     def score(self, answers: dict[str, str | None], *, declined: bool = False) -> ScreenResult:
         """Score answers {linkId: answer code}. ``declined`` (or no answer at all) gives
@@ -291,8 +321,12 @@ def _build(path: Path, raw: dict[str, Any]) -> Instrument:
         danger = bool((_ext(it, EXT_DANGER_ITEM) or {}).get("valueBoolean"))
         if danger and not any(a.danger for a in answers):
             fail(f"item {link!r}: flagged danger-item but no answer is flagged danger-answer")
+        always_high = bool((_ext(it, EXT_ALWAYS_HIGH) or {}).get("valueBoolean"))
+        if always_high and not danger:
+            fail(f"item {link!r}: flagged always-high but not danger-item (which answer would count?)")
         physical = bool((_ext(it, EXT_PHYSICAL_ITEM) or {}).get("valueBoolean"))
-        items.append(Item(link, "choice", text, tuple(answers), tuple(it.get("code") or ()), danger, physical))
+        items.append(Item(link, "choice", text, tuple(answers), tuple(it.get("code") or ()), danger, physical,
+                          always_high))
     if not any(i.type == "choice" for i in items):
         fail("no questions (choice items)")
 

@@ -29,7 +29,7 @@ from smart_app.ops.i18n import SUPPORTED, label_for, patient_locale
 from smart_app.ops.i18n import gettext as _
 from smart_app.ranking.memo import clock, default_programs, ranked
 from smart_app.referral.channels import CHANNELS
-from smart_app.screening.urgent import urgent_info
+from smart_app.screening.urgent import urgent_box
 
 bp = Blueprint("referral", __name__, template_folder="templates", url_prefix="/l/<lid>")
 
@@ -174,11 +174,10 @@ def index() -> str:
     lang = g.locale
     plang = g.get("patient_locale") or lang
     screening = g.launch.data.get("screening") or {}
-    danger = bool(screening.get("danger"))
+    urgent = urgent_box(g.launch, plang)
     return render_template(
         "referral/index.html", lid=g.launch.id, ref=ref, ranking=ranking, lang=lang, plang=plang,
-        patient_info=patient_info_html(plang, full=True), danger=danger,
-        urgent=urgent_info(g.launch.context, plang) if danger else None,
+        patient_info=patient_info_html(plang, full=True), urgent=urgent,
         strangulation="strangulation" in (screening.get("danger_items") or []),
         needs=ASKED_NEEDS, need_labels=need_labels(),
         channels=CHANNELS, channel_labels=channel_labels(), reason_text=reason_text, text_in=text_in,

@@ -27,9 +27,9 @@ from smart_app.launch import resume
 from smart_app.launch.locale import launch_view
 from smart_app.launch.visit_memory import recent, record_screen
 from smart_app.ops.audit import record_audit
-from smart_app.ops.i18n import gettext as _
 from smart_app.report import events
-from smart_app.screening.urgent import urgent_info
+from smart_app.screening.summary import check_summary, next_step, screen_summary
+from smart_app.screening.urgent import urgent_box
 from smart_app.store.db import get_session
 
 bp = Blueprint("screening", __name__, template_folder="templates", url_prefix="/l/<lid>")
@@ -167,62 +167,6 @@ def question_html(inst: Instrument, lang: str, plang: str) -> Markup:
         html = cache[key] = Markup(render_template("screening/_questions.html", inst=inst, lang=lang, plang=plang,
                                                    answers={}, missing=[]))
     return html
-
-
-def short_name(inst: Instrument | None, fallback: str = "") -> str:
-    """'HITS' from 'HITS (Hurt, Insult, Threaten, Scream)', 'DA-5' from 'Danger check (DA-5)'."""
-    if inst is None:
-        return fallback
-    title = inst.label("en")
-    head, _sep, tail = title.partition(" (")
-    inner = tail.rstrip(")")
-    return inner if inner and " " not in inner else head
-
-
-def cutoff_text(inst: Instrument) -> str:
-    rule = inst.rule
-    threshold = int(rule.threshold) if float(rule.threshold).is_integer() else rule.threshold
-    return f"{'>' if rule.comparator == '>' else '≥'} {threshold}"
-
-
-def screen_summary(inst: Instrument | None, s: dict[str, Any]) -> str:
-    """One line after a screen: 'Positive — HITS 15, cut-off > 10.'"""
-    tool = short_name(inst, s.get("instrument", ""))
-    if s.get("interpretation") == "declined":
-        return _("Declined — the patient did not answer the %(tool)s questions.", tool=tool)
-    result = _("Positive") if s.get("interpretation") == "positive" else _("Negative")
-    if inst is None:
-        return _("%(result)s — %(tool)s %(score)s.", result=result, tool=tool, score=s.get("score"))
-    return _("%(result)s — %(tool)s %(score)s, cut-off %(cutoff)s.", result=result, tool=tool, score=s.get("score"),
-             cutoff=cutoff_text(inst))
-
-
-def check_summary(inst: Instrument | None, check: dict[str, Any], danger_items: list[str]) -> str:
-    """One line after the danger check: what the count means and which danger answers were Yes."""
-    tool = short_name(inst, check.get("instrument", ""))
-    if check.get("interpretation") == "declined":
-        return _("%(tool)s: declined.", tool=tool)
-    total = len(inst.questions) if inst else "?"
-    cutoff = cutoff_text(inst) if inst else ""
-    if check.get("interpretation") == "positive":
-        line = _("%(tool)s: %(n)s of %(total)s yes — high risk of severe assault (cut-off %(cutoff)s).", tool=tool,
-                 n=check.get("score"), total=total, cutoff=cutoff)
-    else:
-        line = _("%(tool)s: %(n)s of %(total)s yes — below the high-risk cut-off (%(cutoff)s).", tool=tool,
-                 n=check.get("score"), total=total, cutoff=cutoff)
-    names = {"escalation": _("violence getting worse"), "weapon": _("weapon"), "strangulation": _("strangulation"),
-             "fear-for-life": _("fear for life"), "jealousy": _("violent jealousy")}
-    if danger_items:
-        line += " " + _("Yes to: %(items)s.", items=", ".join(names.get(i, i) for i in danger_items))
-    return line
-
-
-def next_step(s: dict[str, Any], check: dict[str, Any] | None) -> str:
-    if s.get("physical_violence") and not check:
-        return _("Physical violence reported. Next: five safety questions (DA-5).")
-    if s.get("interpretation") == "positive" or s.get("danger"):
-        return _("Next: offer a referral and the handout.")
-    return _("Next: give the handout — resources are for everyone.")
 
 
 def site_advocates(context: dict[str, Any]) -> list[dict[str, Any]]:
@@ -460,16 +404,16 @@ def result() -> Response | str:
     record_audit("view_result", detail=screening["instrument"], db=db)
     db.commit()  # audited now, even if the page fails later (the request's session: no second connection)
     check_inst = reg["instruments"].get(check["instrument"]) if check else None
-    danger = bool(screening.get("danger"))
     plang = g.get("patient_locale") or g.locale
     return render_template(
         "screening/result.html", lid=lid, s=screening, inst=inst, lang=g.locale, check=check,
         check_inst=check_inst, advocates=site_advocates(g.launch.context),
         can_check=bool(reg["danger_check"]) and not check,
         summary=screen_summary(inst, screening),
-        check_line=check_summary(check_inst, check, list(screening.get("danger_items") or [])) if check else None,
+        check_line=check_summary(check_inst, check, list(screening.get("danger_items") or []), g.locale)
+        if check else None,
         next_line=next_step(screening, check),
-        urgent=urgent_info(g.launch.context, plang) if danger else None,
+        urgent=urgent_box(g.launch, plang),
         strangulation="strangulation" in (screening.get("danger_items") or []), plang=plang,
     )
 

@@ -144,7 +144,7 @@ def test_danger_answer_shows_urgent_path_first(open_launch):
     page.wait_for_url("**/result")
     page.get_by_test_id("summary").wait_for()  # /result again after the danger check
     first_heading = page.locator("main h1, main h2").first
-    assert first_heading.inner_text() == "Urgent: high danger"
+    assert first_heading.inner_text() == "High danger (strangulation reported)"  # high on its own (LAP 2.0)
     urgent = page.get_by_test_id("urgent").inner_text()
     assert "911" in urgent and "1-877-785-2020" in urgent and "1-617-726-2241" in urgent
 
@@ -313,7 +313,8 @@ def test_real_launch_spanish_patient_positive_hits_with_danger_pages_passageway(
         page.get_by_role("button", name="Done").click()
         page.wait_for_url("**/result")
         page.get_by_test_id("summary").wait_for()  # /result again after the danger check
-        assert page.locator("main h1, main h2").first.inner_text() == "Urgent: high danger"
+        # One yes (fear for life), below the DA-5 cut-off: a danger sign, not high danger.
+        assert page.locator("main h1, main h2").first.inner_text() == "Danger sign reported"
         urgent = page.get_by_test_id("urgent").inner_text()
     finally:
         live_app.app.extensions.pop("clock", None)

@@ -323,7 +323,8 @@ def test_spanish_from_patient_communication(client, make_launch, app):
         result = flow.result()
     finally:
         app.extensions.pop("clock")
-    assert "Urgent: high danger" in result and "after hours: page the advocate on call" in result
+    # Strangulation alone is high danger (the DA-5 file flags it always-high, as the LAP 2.0 revision counts it).
+    assert "High danger (strangulation reported)" in result and "after hours: page the advocate on call" in result
     assert '<q lang="es">Si está en peligro inmediato, llame al 911.</q>' in result  # said to the patient
     assert launch_data(app, flow.lid)["screening"]["language"] == "es"
 

@@ -67,6 +67,11 @@ def answer_without_code(raw):
     del first_question(raw)["answerOption"][1]["valueCoding"]["code"]
 
 
+def always_high_but_not_a_danger_item(raw):
+    first_question(raw).setdefault("extension", []).append(
+        {"url": "http://example.org/fhir/ipv-screen/StructureDefinition/always-high", "valueBoolean": True})
+
+
 @pytest.mark.parametrize(("mutate", "problem"), [
     (drop_link_id, "linkId"),
     (bad_answer_score, "ordinal"),
@@ -77,6 +82,7 @@ def answer_without_code(raw):
     (no_rule, "no scoring rule"),
     (duplicate_link_id, "duplicate linkId"),
     (answer_without_code, "needs valueCoding with system, code and display"),
+    (always_high_but_not_a_danger_item, "flagged always-high but not danger-item"),
 ], ids=lambda v: v.__name__ if callable(v) else None)
 def test_malformed_file_is_refused_naming_file_and_problem(tmp_path, mutate, problem):
     path = site_file(tmp_path, mutate)

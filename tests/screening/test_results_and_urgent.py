@@ -80,8 +80,10 @@ def test_urgent_box_calls_the_site_program_on_the_number_that_answers_now(client
     flow.danger(da5("escalation", "weapon", "jealousy"))
     page = flow.result()
     urgent = page.split('data-testid="urgent"', 1)[1].split("</section>", 1)[0]
-    assert "DA-5: 3 of 5 yes — high risk of severe assault (cut-off ≥ 3). Yes to: violence getting worse, weapon." \
-        in urgent
+    assert '<h1 id="urgent-title" data-testid="urgent-heading">High danger (DA-5 ≥ 3)</h1>' in urgent
+    # Every yes is named, the one that is not a danger item too (3 of 5 yes, three named).
+    assert ("DA-5: 3 of 5 yes — high risk of severe assault (cut-off ≥ 3). Yes to: violence getting worse, weapon, "
+            "violent jealousy.") in urgent
     steps = [urgent.index(k) for k in ('data-testid="urgent-call"', 'data-testid="urgent-security"',
                                        'data-testid="urgent-hotlines"')]
     assert steps == sorted(steps)  # program, hospital security, then hotlines
