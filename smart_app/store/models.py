@@ -93,7 +93,10 @@ class ReferralRecord(Base):
     site, urgency and status are not PHI on their own and stay queryable."""
 
     __tablename__ = "referral"
-    __table_args__ = (Index("ix_referral_status_created", "status", "created_at"),)
+    # The queue filters by EHR and sorts by age (smart_app/worklist/queue.py): the index walks one EHR's
+    # referrals in age order, so a first page of the oldest stops early.
+    __table_args__ = (Index("ix_referral_status_created", "status", "created_at"),
+                      Index("ix_referral_iss_created", "iss", "created_at"))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
     # One referral per launch: a unique index, so concurrent consent POSTs cannot make a second.
@@ -116,6 +119,11 @@ class ReferralRecord(Base):
     encounter_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     first_contact_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The short code the chart note carries (fhir.builders.reference_code of the id): social work searches by it.
+    reference_code: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    # Keyed HMAC of the patient's MRN at consent (smart_app/worklist/search.py): search by MRN without storing it.
+    # NULL: made before this column (cannot be found by MRN); "NONE": the launch gave no MRN.
+    mrn_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class ReferralSite(Base):
@@ -123,8 +131,9 @@ class ReferralSite(Base):
     ``system|value``): a social worker's coverage is matched against these (smart_app/worklist/scope.py)."""
 
     __tablename__ = "referral_site"
+    # (key, referral_id): the queue's scope test ("a key this user covers") is answered from the index alone.
     __table_args__ = (UniqueConstraint("referral_id", "key", name="uq_referral_site"),
-                      Index("ix_referral_site_key", "key"))
+                      Index("ix_referral_site_key_referral", "key", "referral_id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id", ondelete="CASCADE"), index=True)
@@ -146,6 +155,19 @@ class ReferralProgram(Base):
     referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id", ondelete="CASCADE"), index=True)
     key: Mapped[str] = mapped_column(String(64))
     program_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class SavedQueueFilter(Base):
+    """A social worker's saved queue view: filter values and sort (site and program names, statuses; never a
+    search, never a patient detail), keyed by a keyed HMAC of (EHR, user) so no user id is stored in clear."""
+
+    __tablename__ = "worklist_saved_filter"
+    __table_args__ = (UniqueConstraint("user_tag", "query", name="uq_worklist_saved_filter"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_tag: Mapped[str] = mapped_column(String(64), index=True)
+    query: Mapped[str] = mapped_column(String(1024))  # the view's query string, as the queue's links carry it
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ContactAttempt(Base):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,10 +21,11 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
+from fhir.builders import reference_code
 from smart_app.launch.state import launch_required
 from smart_app.ops.audit import record_audit
 from smart_app.ops.i18n import gettext as _
@@ -36,10 +36,13 @@ from smart_app.report import events
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import ContactAttempt, OutboxItem, ReferralEvent, ReferralProgram, ReferralRecord
-from smart_app.store.task_status import CLOSED, OPEN, STATUSES, TRANSITIONS, action_label, allowed, label, normalise
+from smart_app.store.task_status import CLOSED, OPEN, TRANSITIONS, action_label, allowed, label, normalise
 from smart_app.worklist import retention as worklist_retention
+from smart_app.worklist.queue import FACETS, PROGRAM, SORTS, Clock, Queue, QueueQuery, facet_names
 from smart_app.worklist.retention import retention_days
-from smart_app.worklist.scope import NO_PROGRAM, Scope, program_rows, scope_for, scoped_query, scoped_referral
+from smart_app.worklist.saved import delete_view, save_view, saved_views, user_tag, view_args
+from smart_app.worklist.scope import Scope, program_rows, scope_for, scoped_query, scoped_referral
+from smart_app.worklist.search import Search, mrn_key, normalise_code, normalise_mrn
 
 log = logging.getLogger("ipv.worklist")
 
@@ -51,9 +54,7 @@ UNREADABLE = "Unreadable: encrypted with a key this server no longer has (tell I
 OUTCOMES = ("reached", "no_answer", "not_safe_to_talk", "number_not_working", "patient_reached_out")
 INBOUND = "patient_initiated"  # always allowed: the patient called or came to us
 NOTE_MAX = 280
-AGE_BUCKETS = ("under_1_day", "1_to_7_days", "over_7_days")
-FACETS = ("urgency", "site", "program", "status", "age")
-QUEUE_LIMIT = 2000  # referrals a queue considers, newest first
+UNINDEXED_BATCH = 500  # referrals stored before the program index, indexed per queue request
 PAGE_SIZE = 50  # referrals shown (and decrypted) per page; WORKLIST_PAGE_SIZE overrides
 
 
@@ -128,11 +129,6 @@ def contact_channel_label(code: str) -> str:
 
 def age_bucket(hours: float) -> str:
     return "under_1_day" if hours < 24 else "1_to_7_days" if hours < 24 * 7 else "over_7_days"
-
-
-def age_label(bucket: str) -> str:
-    return {"under_1_day": _("Less than a day"), "1_to_7_days": _("1 to 7 days"),
-            "over_7_days": _("Over 7 days")}.get(bucket, bucket)
 
 
 def _read(blob: bytes | None, where: str) -> Any:
@@ -260,179 +256,92 @@ def safe_channels(safe_contact: dict[str, Any]) -> list[str]:
 
 
 # -- the queue --------------------------------------------------------------------------------------
-URGENCY_VALUES = ("urgent", "routine", "overdue")
+def _clock() -> Clock:
+    return Clock.at(datetime.now(UTC), urgent_hours())
 
 
-def _values(entry: dict[str, Any], facet: str) -> tuple[str, ...] | list[str]:
-    """The filter values of ``facet`` that show this referral (counted per value; see _matches)."""
-    if facet == "urgency":
-        return ("urgent", "overdue") if entry["overdue"] else ("urgent",) if entry["urgent"] else ("routine",)
-    if facet == "site":
-        return (entry["site_name"],)
-    if facet == "program":
-        return entry["program_names"]
-    if facet == "status":
-        return (entry["status"], "closed" if entry["closed"] else "open", "all")
-    if facet == "age":
-        return (entry["age"],)
-    return ()
+def _page_size() -> int:
+    return max(1, int(current_app.config.get("WORKLIST_PAGE_SIZE") or PAGE_SIZE))
 
 
-def _matches(entry: dict[str, Any], facet: str, value: str | None) -> bool:
-    if not value or facet not in FACETS or (facet == "urgency" and value not in URGENCY_VALUES):
-        return True  # no filter, or one the queue does not know: shows everything
-    return value in _values(entry, facet)
-
-
-def _options(entries: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
-    sites = sorted({e["site_name"] for e in entries})
-    programs = sorted({p for e in entries for p in e["program_names"]})
-    return {
-        "urgency": [("urgent", _("Urgent")), ("overdue", _("Urgent, not contacted in time")),
-                    ("routine", _("Not urgent"))],
-        "site": [(s, s) for s in sites],
-        "program": [(p, p) for p in programs],
-        "status": [("open", _("All open")), *[(s, label(s)) for s in STATUSES], ("closed", _("All closed")),
-                   ("all", _("Everything"))],
-        "age": [(b, age_label(b)) for b in AGE_BUCKETS],
-    }
-
-
-SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    # Triage: overdue urgent first, then urgent, then the longest waiting.
-    "triage": lambda e: (not e["overdue"], not e["urgent"], e["closed"], e["created_at"]),
-    "oldest": lambda e: e["created_at"],
-    "newest": lambda e: -e["created_at"].timestamp(),
-    "site": lambda e: (e["site_name"], e["created_at"]),
-    "status": lambda e: (STATUSES.index(e["status"]) if e["status"] in STATUSES else 99, e["created_at"]),
-    "program": lambda e: (",".join(e["program_names"]), e["created_at"]),
-}
-
-
-def _filters() -> dict[str, str]:
-    f = {k: (request.args.get(k) or "").strip()[:256] for k in FACETS}
-    f["status"] = f["status"] or "open"
-    return f
-
-
-# What a queue line needs for filters, counts and sort: plain columns, no summary (nothing decrypted).
-LINE_COLUMNS = (ReferralRecord.id, ReferralRecord.status, ReferralRecord.urgent, ReferralRecord.created_at,
-                ReferralRecord.first_contact_at, ReferralRecord.site_name, ReferralRecord.profile)
-
-
-def _program_names(scope: Scope, ids: set[str], services: dict[str, Any]) -> dict[str, list[str]]:
-    """Program names per referral in scope, from the ReferralProgram index: one query, one decrypt per distinct
-    program. Referrals not indexed yet (stored before the index) are indexed from their summary once."""
-    db = get_session()
-    in_scope = scoped_query(scope).with_only_columns(ReferralRecord.id)
-    keys: dict[str, list[str]] = {}
-    blobs: dict[str, bytes | None] = {}
-    for rid, key, blob in db.execute(select(ReferralProgram.referral_id, ReferralProgram.key,
-                                            ReferralProgram.program_enc)
-                                     .where(ReferralProgram.referral_id.in_(in_scope))
-                                     .order_by(ReferralProgram.id)):
-        keys.setdefault(rid, []).append(key)
-        blobs.setdefault(key, blob)
-    missing = ids - keys.keys()
-    if missing:
-        for rid, programs in _index_programs(scope, missing).items():
-            for row in programs:
-                keys.setdefault(rid, []).append(row.key)
-                blobs.setdefault(row.key, row.program_enc)
-    names: dict[str, str | None] = {}
-    for key, blob in blobs.items():
-        program = None if key == NO_PROGRAM else _read(blob, "referral program")
-        names[key] = _program_name(program, services) if program else None
-    return {rid: [n for n in dict.fromkeys(names[k] for k in ks) if n] for rid, ks in keys.items()}
-
-
-def _program_name(program: dict[str, Any], services: dict[str, Any]) -> str | None:
-    # As _program_view names it: the name saved with the referral, else the directory's.
-    service = services.get(program.get("id"))
-    return program.get("name") or (service.program if service is not None else None)
-
-
-def _index_programs(scope: Scope, ids: set[str]) -> dict[str, list[ReferralProgram]]:
-    """Index the programs of referrals stored before ReferralProgram existed (their summaries decrypted once).
-    Its own transaction: a concurrent queue request that indexed them first wins, and nothing is lost."""
-    out: dict[str, list[ReferralProgram]] = {}
+def _index_programs(scope: Scope) -> None:
+    """Index the programs of referrals stored before ReferralProgram existed (their summaries decrypted once), so
+    the program filter, counts and sort see them. Its own transaction: a concurrent queue request that indexed
+    them first wins, and nothing is lost."""
     db = current_app.extensions["db_sessionmaker"]()
     try:
-        chunk = sorted(ids)
-        for start in range(0, len(chunk), 500):
-            q = scoped_query(scope).with_only_columns(ReferralRecord.id, ReferralRecord.summary_enc)
-            for rid, blob in db.execute(q.where(ReferralRecord.id.in_(chunk[start:start + 500]))):
-                try:
-                    summary = decrypt_json(blob, where="referral summary") or {}
-                except Undecryptable:
-                    continue  # unreadable: not indexed, listed without programs
-                out[rid] = program_rows(rid, summary.get("programs") or [])
-        db.add_all([row for rows in out.values() for row in rows])
+        unindexed = ~exists().where(ReferralProgram.referral_id == ReferralRecord.id)
+        rows = db.execute(scoped_query(scope).with_only_columns(ReferralRecord.id, ReferralRecord.summary_enc)
+                          .where(unindexed).limit(UNINDEXED_BATCH)).all()
+        if not rows:
+            return
+        for rid, blob in rows:
+            try:
+                summary = decrypt_json(blob, where="referral summary") or {}
+            except Undecryptable:
+                summary = {}  # unreadable: indexed as naming no program, listed without programs
+            db.add_all(program_rows(rid, summary.get("programs") or []))
         try:
             db.commit()
         except IntegrityError:
             db.rollback()
     finally:
         db.close()
-    return out
 
 
-def _line(row: Any, programs: list[str], now: datetime) -> dict[str, Any]:
-    """One referral as the queue's filters, counts, sort and CSV export see it (no patient details)."""
-    status = normalise(row.status)
-    created = _aware(row.created_at) or now
-    hours = max(0.0, (now - created).total_seconds() / 3600)
-    first_contact = _aware(row.first_contact_at)
-    return {"id": row.id, "created_at": created, "status": status,
-            "closed": status in CLOSED, "site_name": row.site_name or _("Site not recorded"),
-            "urgent": bool(row.urgent), "first_contact_at": first_contact, "age": age_bucket(hours),
-            "overdue": bool(row.urgent and first_contact is None and status in OPEN and hours >= urgent_hours()),
-            "program_names": programs, "profile": row.profile}
+def _search() -> Search | None:
+    """The search this request shows: a reference code in the URL, or the MRN search kept with the launch."""
+    if request.args.get("ref"):
+        return Search(code=normalise_code(request.args["ref"]) or "-")
+    if request.args.get("patient"):
+        kept = (g.launch.data.get("worklist_search") or {}).get("mrn_key")
+        return Search(mrn_key=kept or "-")
+    return None
 
 
-def _queue(scope: Scope, services: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                                            dict[str, str]]:
-    """Every referral in scope as a line (a constant number of queries, nothing decrypted but one name per
-    program), and the filtered lines in the chosen order."""
-    now = datetime.now(UTC)
-    rows = get_session().execute(scoped_query(scope).with_only_columns(*LINE_COLUMNS)
-                                 .order_by(ReferralRecord.created_at.desc()).limit(QUEUE_LIMIT)).all()
-    programs = _program_names(scope, {r.id for r in rows}, services) if rows else {}
-    everything = [_line(r, programs.get(r.id, []), now) for r in rows]
-    filters = _filters()
-    shown = [e for e in everything if all(_matches(e, k, v) for k, v in filters.items())]
-    shown.sort(key=SORTS.get(request.args.get("sort") or "triage", SORTS["triage"]))
-    return everything, shown, filters
+def _write_summary(rows: list[dict[str, Any]], write: str) -> dict[str, str]:
+    """The row's chart column: an icon and a few words for the worst state of its writes (a failed write says
+    which and why)."""
+    icon, text = WRITE_STATES[write]
+    worst = next((r for r in rows if r["state"] == write), None)
+    if write == "failed" and worst is not None:
+        why = f" ({worst['reason']})" if worst.get("reason") else ""
+        return {"icon": icon, "text": f"{worst['label']}: {worst['text']}{why}"}
+    return {"icon": icon, "text": text()}
 
 
-def _counts(everything: list[dict[str, Any]], filters: dict[str, str],
-            options: dict[str, list[tuple[str, str]]]) -> dict[str, dict[str, int]]:
-    """Counts per filter value: how many referrals it would show with the other filters kept."""
-    passes = [{k: _matches(e, k, v) for k, v in filters.items()} for e in everything]
-    counts = {}
-    for facet, opts in options.items():
-        tally: Counter[str] = Counter()
-        for e, ok in zip(everything, passes, strict=True):
-            if all(v for k, v in ok.items() if k != facet):
-                tally.update(_values(e, facet))
-        counts[facet] = {value: tally[value] for value, _label in opts}
-    return counts
+WRITE_STATES: dict[str, tuple[str, Callable[[], str]]] = {
+    "written": ("✓", lambda: _("In the chart")), "queued": ("…", lambda: _("Being written")),
+    "check": ("?", lambda: _("Check the chart")), "failed": ("✕", lambda: _("Not written")),
+    "none": ("–", lambda: _("Nothing to write")),
+}
 
 
-def _page_entries(scope: Scope, lines: list[dict[str, Any]], services: dict[str, Any]) -> list[dict[str, Any]]:
-    """The shown referrals in full: one query for their records, one for their writes; only these decrypted."""
-    ids = [e["id"] for e in lines]
-    if not ids:
-        return []
-    db = get_session()
-    records = {r.id: r for r in db.scalars(scoped_query(scope).where(ReferralRecord.id.in_(ids)))}
-    outbox = referral_rows_of(ids)
-    now = datetime.now(UTC)
-    return [_entry(records[i], scope, services, now, outbox.get(i, [])) for i in ids if i in records]
+def _waiting(hours: float) -> str:
+    return _("%(n)d h", n=int(hours)) if hours < 48 else _("%(n)d d", n=int(hours // 24))
 
 
-def _page_size() -> int:
-    return max(1, int(current_app.config.get("WORKLIST_PAGE_SIZE") or PAGE_SIZE))
+def _row(record: ReferralRecord, scope: Scope, services: dict[str, Any], now: datetime,
+         outbox: list[OutboxItem]) -> dict[str, Any]:
+    """One queue line: the referral's entry plus what the line shows in a few words."""
+    entry = _entry(record, scope, services, now, outbox)
+    due = None
+    if entry["urgent"] and not entry["closed"] and entry["first_contact_at"] is None and not entry["overdue"]:
+        due = _("contact within %(n)d h", n=max(1, int(-(-(urgent_hours() - entry["age_hours"]) // 1))))
+    return {**entry, "reference": reference_code(record.id), "waiting": _waiting(entry["age_hours"]), "due": due,
+            "chart": _write_summary(entry["rows"], entry["write"])}
+
+
+def _facet_urls(query: QueueQuery, search_args: dict[str, str]) -> tuple[dict[str, str], Callable[..., str]]:
+    args = {**view_args(query.filters, query.sort), **search_args}
+    if query.filters.get("status") == "open":
+        args.pop("status", None)
+
+    def url(**changes: Any) -> str:
+        merged = {k: v for k, v in {**args, **changes}.items() if v not in (None, "")}
+        return url_for("worklist.index", lid=g.launch.id, **merged)
+
+    return args, url
 
 
 @bp.route("", methods=["GET"])
@@ -440,40 +349,96 @@ def _page_size() -> int:
 def index() -> str:
     scope = _scope("list")
     services = _directory_services()
-    everything, shown, filters = _queue(scope, services)
-    options = _options(everything)
-    counts = _counts(everything, filters, options)
-    size = _page_size()
-    pages = max(1, -(-len(shown) // size))
-    try:
-        page = min(max(1, int(request.args.get("page") or 1)), pages)
-    except ValueError:
-        page = 1
-    first = (page - 1) * size
-    entries = _page_entries(scope, shown[first:first + size], services)
-    audit("list", scope, None, f"{len(entries)} referrals shown" + (f" (page {page} of {pages})" if pages > 1
-                                                                     else ""))
-    profiles = closed_loop.loop_notices({e["profile"] for e in everything} or {closed_loop.current_profile_name()},
-                                        g.launch)
-    args = {k: v for k, v in filters.items() if v}
-    sort = request.args.get("sort") or "triage"
+    if scope.keys:
+        _index_programs(scope)
+    search = _search()
+    query = QueueQuery.from_args(request.args, search)
+    db = get_session()
+    clock = _clock()
+    view = Queue(db, scope, clock, query, services).view(_page_size())
+    outbox = referral_rows_of([r.id for r in view.records])
+    entries = [_row(r, scope, services, clock.now, outbox.get(r.id, [])) for r in view.records]
+    what = f"{len(entries)} referrals shown" + (f" (page {view.page} of {view.pages})" if view.pages > 1 else "")
+    audit("list", scope, None, what + (f", search by {search.kind}" if search else ""))
+    notices = closed_loop.loop_notices(view.profiles or {closed_loop.current_profile_name()}, g.launch)
+    search_args = {"ref": search.code} if search and search.code else {"patient": "1"} if search else {}
+    args, url = _facet_urls(query, search_args)
+    tag = user_tag(scope)
+    saved = [(v, _describe(v.args)) for v in saved_views(db, tag)]
+    unsearchable = (db.scalar(select(func.count()).select_from(ReferralRecord)
+                              .where(scoped_query(scope).whereclause, ReferralRecord.mrn_key.is_(None)))
+                    if search and search.mrn_key else 0)
+    chosen_labels = {name: dict(view.options[name]).get(query.filters.get(name) or "") for name in facet_names()}
+    return render_template(
+        "worklist/index.html", lid=g.launch.id, view=view, entries=entries, filters=query.filters,
+        chosen_labels=chosen_labels, channel_label=channel_label,
+        sort=query.sort, facets=_facets(), sorts=SORTS, url=url, args=args, search=search,
+        search_error=request.args.get("search_error"), unsearchable=unsearchable,
+        saved=saved, can_save=tag is not None, current_view=view_args(query.filters, query.sort),
+        scope=scope, urgent_hours=urgent_hours(), loop_notices=notices, retention=retention_text(),
+        tz_name=str(tz()), first=view.first + 1, last=view.first + len(entries))
 
-    def facet_url(facet: str, value: str) -> str:
-        return url_for("worklist.index", lid=g.launch.id, **{**args, facet: value, "sort": sort})
 
-    def sort_url(key: str) -> str:
-        return url_for("worklist.index", lid=g.launch.id, **{**args, "sort": key})
+def _facets() -> list[tuple[str, str]]:
+    titles = {f.name: f.title for f in FACETS}
+    return [(name, titles[name]() if name in titles else _("Program")) for name in facet_names()]
 
-    def page_url(number: int) -> str:
-        return url_for("worklist.index", lid=g.launch.id, **{**args, "sort": sort, "page": number})
 
-    return render_template("worklist/index.html", lid=g.launch.id, facet_url=facet_url, sort_url=sort_url,
-                           page_url=page_url, entries=entries, shown=len(shown), total=len(everything),
-                           page=page, pages=pages, first=first + 1, last=first + len(entries),
-                           filters=filters, options=options, counts=counts, sort=sort,
-                           scope=scope, channel_label=channel_label, urgent_hours=urgent_hours(),
-                           loop_notices=profiles, retention=retention_text(), tz_name=str(tz()),
-                           args=args)
+def _describe(args: dict[str, str]) -> str:
+    """A saved view's name, from its filters and sort (nothing typed by the user)."""
+    parts = []
+    for facet in FACETS:
+        value = args.get(facet.name)
+        if value:
+            texts = dict(facet.options([value]))
+            parts.append(str(texts.get(value, value)))
+    if args.get(PROGRAM):
+        parts.append(args[PROGRAM])
+    if args.get("sort") in SORTS:
+        parts.append(SORTS[args["sort"]].title())
+    return " · ".join(parts) or _("All open, urgent first")
+
+
+@bp.route("/search", methods=["POST"])
+@launch_required
+def search() -> Response:
+    """Find referrals by reference code (shown in the URL) or by MRN (never in a URL, a log or the database:
+    its keyed HMAC is kept with the launch, server-side, for the queue to match)."""
+    scope = _scope("list")
+    by, typed = request.form.get("by"), request.form.get("q") or ""
+    if by == "mrn":
+        if normalise_mrn(typed) is None:
+            return redirect(url_for("worklist.index", lid=g.launch.id, search_error="mrn"))
+        g.launch.update_data(worklist_search={"mrn_key": mrn_key(typed)})
+        audit("list", scope, None, "search by mrn")
+        g.launch.save()
+        return redirect(url_for("worklist.index", lid=g.launch.id, patient="1"))
+    code = normalise_code(typed)
+    if code is None:
+        return redirect(url_for("worklist.index", lid=g.launch.id, search_error="code"))
+    return redirect(url_for("worklist.index", lid=g.launch.id, ref=code))
+
+
+@bp.route("/saved", methods=["POST"])
+@launch_required
+def save_filter() -> Response:
+    scope = _scope("list")
+    tag = user_tag(scope)
+    if tag is None:
+        abort(400, description="Saved views need a signed-in user.")
+    save_view(get_session(), tag, {k: v for k, v in request.form.items() if k != "csrf_token"})
+    return redirect(url_for("worklist.index", lid=g.launch.id, **{k: v for k, v in request.form.items()
+                                                                  if k != "csrf_token"}))
+
+
+@bp.route("/saved/<int:view_id>/delete", methods=["POST"])
+@launch_required
+def delete_filter(view_id: int) -> Response:
+    scope = _scope("list")
+    tag = user_tag(scope)
+    if tag is not None:
+        delete_view(get_session(), tag, view_id)
+    return redirect(url_for("worklist.index", lid=g.launch.id))
 
 
 @bp.route("/export.csv", methods=["GET"])
@@ -481,15 +446,22 @@ def index() -> str:
 def export() -> Response:
     """The filtered queue as CSV, for the program's own follow-up lists: no names, MRNs or notes."""
     scope = _scope("export")
-    _everything, shown, _filters_ = _queue(scope, _directory_services())  # lines only: nothing decrypted
+    queue = Queue(get_session(), scope, _clock(), QueueQuery.from_args(request.args, _search()),
+                  _directory_services())
+    lines = queue.lines()  # plain columns only: nothing decrypted but one name per program
+    programs = queue.program_names_of([line.id for line in lines])
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["reference", "received", "site", "programs", "urgent", "overdue", "status", "first_contact"])
-    for e in shown:
-        w.writerow([e["id"][:8], local_time(e["created_at"]), e["site_name"], "; ".join(e["program_names"]),
-                    "yes" if e["urgent"] else "no", "yes" if e["overdue"] else "no", label(e["status"]),
-                    local_time(e["first_contact_at"]) if e["first_contact_at"] else ""])
-    audit("export", scope, None, f"queue csv, {len(shown)} referrals")
+    overdue_before = queue.clock.overdue_before
+    for line in lines:
+        status = normalise(line.status)
+        created, first_contact = _aware(line.created_at), _aware(line.first_contact_at)
+        overdue = bool(line.urgent and first_contact is None and status in OPEN and created <= overdue_before)
+        w.writerow([reference_code(line.id), local_time(created), line.site_name or _("Site not recorded"),
+                    "; ".join(programs.get(line.id, [])), "yes" if line.urgent else "no", "yes" if overdue else "no",
+                    label(status), local_time(first_contact) if first_contact else ""])
+    audit("export", scope, None, f"queue csv, {len(lines)} referrals")
     return Response(buf.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="queue.csv"'})
 
@@ -524,6 +496,7 @@ def history(rid: str) -> str:
     audit("history", scope, rid, None, record)
     now_local = datetime.now(UTC).astimezone(tz()).strftime("%Y-%m-%dT%H:%M")
     return render_template("worklist/history.html", lid=g.launch.id, entry=entry, events=_history(record),
+                           reference=reference_code(record.id),
                            scope=scope, outcomes=OUTCOMES, outcome_label=outcome_label,
                            contact_channel_label=contact_channel_label, note_max=NOTE_MAX, now_local=now_local,
                            channel_label=channel_label, action_label=action_label,

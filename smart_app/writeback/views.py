@@ -35,7 +35,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
-from fhir.builders import ALL_RESOURCES, EhrProfile, Offer, WritebackInput, plan_writeback, writable
+from fhir.builders import ALL_RESOURCES, EhrProfile, Offer, WritebackInput, plan_writeback, reference_code, writable
 from smart_app.launch.locale import use_launch_locale
 from smart_app.launch.state import launch_required
 from smart_app.launch.visit_memory import encounter_key, patient_key, visit_referral
@@ -49,6 +49,7 @@ from smart_app.store.crypto import encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import OutboxItem, ReferralRecord
 from smart_app.worklist.scope import add_programs, add_site_keys, referral_site_keys, site_display_name
+from smart_app.worklist.search import mrn_key_of
 
 warmup_log = logging.getLogger("ipv.warmup")
 bp = Blueprint("writeback", __name__, template_folder="templates", url_prefix="/l/<lid>", cli_group=None)
@@ -339,10 +340,12 @@ def consent_post() -> Response | tuple[str, int] | str:
     plans = vm["plans"]
     summary = _summary(launch, referral, sc, [p.kind for p in plans])
     # The summary goes in with the row's INSERT (set after the flush, it cost a second statement, an UPDATE).
-    record = ReferralRecord(id=referral_key(launch), launch_id=launch.id, iss=launch.iss, profile=profile.ref,
+    rid = referral_key(launch)
+    record = ReferralRecord(id=rid, launch_id=launch.id, iss=launch.iss, profile=profile.ref,
                             site=site_key(launch.context, referral), site_name=site_display_name(launch.context),
                             patient_key=patient_key(launch.iss, launch.context),
                             encounter_key=encounter_key(launch.iss, launch.context),
+                            reference_code=reference_code(rid), mrn_key=mrn_key_of(launch.context),
                             urgent=bool((launch.data.get("screening") or {}).get("danger")), status="requested",
                             summary_enc=encrypt_json(summary))
     db.add(record)

@@ -74,25 +74,27 @@ def test_a_social_workers_shift(live_app, live_sandbox, new_context):
     assert f"Grace Shift{tag}" not in page.content()
     assert _axe_serious(page) == []
 
-    # Filter urgent: the overdue urgent referral, highlighted; both program lines, never wrapped.
+    # Filter urgent (from the filter bar's Urgency menu): the overdue urgent referral, highlighted.
+    page.get_by_test_id("facet-urgency").locator("summary").click()
     with page.expect_navigation():
         page.get_by_test_id("filter-urgency-urgent").click()
     assert page.get_by_test_id(f"referral-{routine}").count() == 0
     row = page.get_by_test_id(f"referral-{urgent}")
     expect(row).to_have_attribute("data-overdue", "yes")
-    main_line = row.get_by_test_id("phone-main").first
-    after = row.get_by_test_id("phone-after-hours").first
+    assert "Brigham and Women's Hospital" in row.get_by_test_id("site").inner_text()
+
+    # Open it: both program lines on the referral's page, never wrapped. Log an attempt on the safe channel,
+    # accept, start, complete.
+    with page.expect_navigation():
+        row.get_by_test_id("open").click()
+    main_line = page.get_by_test_id("phone-main").first
+    after = page.get_by_test_id("phone-after-hours").first
     assert main_line.inner_text() == "1-617-732-8753" and after.inner_text() == "1-617-732-5520 ext. 31808"
     for phone in (main_line, after):
         assert phone.evaluate("e => getComputedStyle(e).whiteSpace") == "nowrap"
         box = phone.bounding_box()
         line = phone.evaluate("e => parseFloat(getComputedStyle(e).lineHeight) || 20")
         assert box["height"] < 1.8 * line  # one line
-    assert "Brigham and Women's Hospital" in row.get_by_test_id("site").inner_text()
-
-    # Open it, log an attempt on the safe channel, accept, start, complete.
-    with page.expect_navigation():
-        row.get_by_test_id("open").click()
     assert _axe_serious(page) == []
     options = page.get_by_test_id("contact-channel").locator("option").evaluate_all("os => os.map(o => o.value)")
     assert options == ["phone", "patient_initiated"]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import delete, event, select, update
 
+from fhir.builders import reference_code
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
 from tests.worklist.support import EHR1, EHR2, SNOMED_SW, make_referral, role, worker_context
@@ -102,7 +103,7 @@ def test_pages_keep_filters_counts_and_sort_over_every_referral(app, make_launch
     assert _rows(client.get(f"/l/{lid}/worklist?sort=oldest&page=99").get_data(as_text=True)) == made[4:]
     # The CSV export is the whole filtered list, not one page.
     csv_text = client.get(f"/l/{lid}/worklist/export.csv?sort=oldest").get_data(as_text=True)
-    assert [line.split(",")[0] for line in csv_text.splitlines()[1:]] == [r[:8] for r in made]
+    assert [line.split(",")[0] for line in csv_text.splitlines()[1:]] == [reference_code(r) for r in made]
 
 
 def test_only_the_shown_referrals_are_decrypted(app, make_launch, monkeypatch):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from fhir.builders import reference_code
 from smart_app.store.db import session_scope
 from smart_app.store.models import (
     ContactAttempt,
@@ -70,14 +71,18 @@ def test_triage_view_names_times_phones_and_highlights(app, make_launch):
     assert 'data-overdue="yes"' in page.split(f'data-testid="referral-{urgent_old}"')[1][:200]
     assert "Not contacted within 24 h" in row
     assert "Massachusetts General Hospital" in row and "mgh" not in re.sub(r"<[^>]+>", "", row).split("Hospital")[0]
-    assert "Spanish" in row and "Interpreter needed" in row and "Dr. Avery Testdoctor" in row
-    assert "Visit 2026-11-29" in row  # encounter date
-    # Both HAVEN lines from the directory, never wrapped, each a link that dials it; plain status label; local
-    # time zone.
-    assert '<a href="tel:+16177240054" class="phone" data-testid="phone-main">1-617-724-0054</a>' in row
-    assert '<a href="tel:+16177262241" class="phone" data-testid="phone-after-hours">1-617-726-2241</a>' in row
-    assert "New — not yet accepted" in row and ("EST" in row or "EDT" in row) and "UTC" not in row
-    assert "passageway-bwh" not in page
+    # One line per referral: name, program, safe contact, plain status label and the chart's reference code.
+    assert "Uma Urgent" in row and "HAVEN at MGH" in row and "Phone" in row and "New — not yet accepted" in row
+    assert reference_code(urgent_old) in row and "passageway-bwh" not in page
+    # The details are on the referral's own page: language, interpreter, clinician, visit date, both HAVEN lines
+    # from the directory (never wrapped, each a link that dials it), local time zone.
+    detail = client.get(f"/l/{lid}/worklist/{urgent_old}").get_data(as_text=True)
+    assert "Spanish" in detail and "Interpreter needed" in detail and "Dr. Avery Testdoctor" in detail
+    assert "Visit 2026-11-29" in detail  # encounter date
+    assert '<a href="tel:+16177240054" class="phone" data-testid="phone-main">1-617-724-0054</a>' in detail
+    assert '<a href="tel:+16177262241" class="phone" data-testid="phone-after-hours">1-617-726-2241</a>' in detail
+    assert "New — not yet accepted" in detail and ("EST" in detail or "EDT" in detail) and "UTC" not in detail
+    assert reference_code(urgent_old) in detail
     css = client.get("/static/worklist.css").get_data(as_text=True)
     assert re.search(r"\.phone[^{]*\{[^}]*white-space:\s*nowrap", css)
     # Filters with counts.

@@ -8,6 +8,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
+from fhir.builders import reference_code
 from smart_app.store.db import session_scope
 from smart_app.store.models import AuditEvent, ContactAttempt, ReferralEvent
 from tests.worklist.support import EHR1, EHR2, SNOMED_SW, make_referral, role, with_deployment, worker_context
@@ -66,7 +67,7 @@ def test_each_social_worker_sees_and_acts_on_exactly_their_referrals(app, make_l
                                           ("chelsea", "Cleo Chelsea"), ("ehr2-bwh", "Olga Otherehr")) if n == name)
         assert (name in page) == (rid in mine)
     csv_text = client.get(f"/l/{lid}/worklist/export.csv?status=all").get_data(as_text=True)
-    assert {line.split(",")[0] for line in csv_text.splitlines()[1:]} == {r[:8] for r in mine}
+    assert {line.split(",")[0] for line in csv_text.splitlines()[1:]} == {reference_code(r) for r in mine}
     if who == "sw_none":
         assert 'data-reason="no-coverage"' in page and "no site is assigned to you" in page
     for rid in others:
