@@ -192,3 +192,10 @@ def test_the_checks_catch_a_planted_circle_and_an_upward_import(tmp_path: Path) 
     assert _cycles(graph) == [["smart_app.screening.urgent", "smart_app.store.models"]]
     assert _upward_imports(graph) == ["smart_app.store.db -> smart_app.screening.views",
                                       "smart_app.store.models -> smart_app.screening.urgent"]
+
+
+def test_the_committed_picture_of_smart_app_matches_the_code() -> None:
+    from docs.import_graph import PICTURE, package_edges, render
+
+    expected = render(package_edges(_module_graph(ROOT, "smart_app")), FEATURE_ORDER)
+    assert PICTURE.read_text(encoding="utf-8") == expected, "run `python -m docs.import_graph` and commit the picture"
