@@ -92,7 +92,8 @@ def _enqueue(app: Any, sandbox: Any, iss: str, n: int, profile_name: str) -> Non
     (tests.writeback.support.add_launch -> tests.conftest.store_launch), each with a sandbox access token."""
     from fhir.builders import EhrProfile, WritebackInput, plan_writeback
     from sandbox_ehr.authstore import issue_access_token
-    from smart_app.outbox.worker import OutboxSettings, enqueue
+    from smart_app.outbox.enqueue import enqueue
+    from smart_app.outbox.settings import OutboxSettings
     from smart_app.store.db import session_scope
     from smart_app.store.models import ReferralRecord
     from tests.writeback.support import add_launch

@@ -32,20 +32,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import random
 import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from fhir.builders import SEND_ORDER, EhrProfile, PlannedWrite, reference_code
+from fhir.builders import SEND_ORDER, EhrProfile, reference_code
 from fhir.client import FhirClient, FhirError, FhirUnavailable
 from fhir.labels import verify_labels
 from fhir.smart.oauth import token_expired
@@ -55,15 +53,14 @@ from smart_app.ops import housekeeping
 from smart_app.ops.audit import instance_name, record_audit
 from smart_app.ops.observability import record_outbox_run, set_request_id
 from smart_app.ops.profiles import profile_for
-from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
+from smart_app.outbox import retry
+from smart_app.outbox.settings import OutboxSettings
+from smart_app.outbox.state import CHECK, CHECK_TEXT, FAILED, PENDING, SENDING, WRITTEN, RunStats, aware, utcnow
+from smart_app.store.crypto import Undecryptable, decrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import LaunchRecord, OutboxItem, WorkerHeartbeat
 
 log = logging.getLogger("ipv.outbox")
-
-PENDING, SENDING, WRITTEN, FAILED, CHECK = "pending", "sending", "written", "failed", "check"
-CHECK_TEXT = "the EHR may or may not have saved it and the app could not find out: check the chart"
-
 
 # Senders for outbox rows that are not creates: operation -> f(worker, db, row, client_for, stats).
 # smart_app/outbox/closed_loop.py registers "status".
@@ -72,96 +69,6 @@ OPERATIONS: dict[str, Callable[..., None]] = {}
 
 class AuthGone(Exception):
     """The launch's EHR authorization is gone (no token, expired without refresh, refresh refused)."""
-
-
-@dataclass
-class OutboxSettings:
-    max_attempts: int = 10
-    base_delay: float = 2.0
-    max_delay: float = 300.0
-    lease_seconds: float = 120.0
-    final_retry_delay: float = 60.0
-    batch_size: int = 25
-    # How long an optional link (note -> referral -> score) may hold a write back while its
-    # target is still being retried; after that the write goes without the link.
-    link_wait_seconds: float = 60.0
-
-    @classmethod
-    def for_app(cls, app: Flask, profile: EhrProfile | None = None) -> OutboxSettings:
-        """Profile retry settings, overridden by OUTBOX_* app config (tests and ops)."""
-        c = app.config
-        base = cls()
-        if profile is not None:
-            base = cls(max_attempts=profile.max_attempts, base_delay=profile.base_delay, max_delay=profile.max_delay)
-        return cls(
-            max_attempts=int(c.get("OUTBOX_MAX_ATTEMPTS", base.max_attempts)),
-            base_delay=float(c.get("OUTBOX_BASE_DELAY", base.base_delay)),
-            max_delay=float(c.get("OUTBOX_MAX_DELAY", base.max_delay)),
-            lease_seconds=float(c.get("OUTBOX_LEASE_SECONDS", base.lease_seconds)),
-            final_retry_delay=float(c.get("OUTBOX_FINAL_RETRY_DELAY", base.final_retry_delay)),
-            batch_size=int(c.get("OUTBOX_BATCH_SIZE", base.batch_size)),
-            link_wait_seconds=float(c.get("OUTBOX_LINK_WAIT_SECONDS", base.link_wait_seconds)),
-        )
-
-    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        """Exponential backoff with full jitter; Retry-After (429/503) wins when it asks for longer."""
-        cap = min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
-        delay = random.uniform(cap / 2, cap)
-        if retry_after is not None:  # the server knows best; an hour at most against a bogus header
-            delay = max(delay, min(retry_after, 3600.0))
-        return delay
-
-
-@dataclass
-class RunStats:
-    claimed: int = 0
-    written: int = 0
-    retrying: int = 0
-    failed: int = 0
-    deferred: int = 0
-    label_flags: int = 0
-    sends: int = 0
-    ids: list[int] = field(default_factory=list)
-
-    def add(self, other: RunStats) -> None:
-        for name in ("claimed", "written", "retrying", "failed", "deferred", "label_flags", "sends"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.ids.extend(other.ids)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    if dt is None:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-# -- enqueue ------------------------------------------------------------------------------------------------
-def enqueue(db: Session, *, referral_id: str, launch_id: str | None, iss: str, profile: EhrProfile,
-            plans: list[PlannedWrite], settings: OutboxSettings | None = None) -> list[Any]:
-    """Store the planned writes (encrypted) as pending rows; the caller commits.
-    Needs an app context (encryption key)."""
-
-    settings = settings or OutboxSettings()
-    rows = []
-    now = utcnow()
-    for plan in plans:
-        ident = plan.resource["identifier"]
-        ident = ident[0] if isinstance(ident, list) else ident
-        row = OutboxItem(
-            referral_id=referral_id, launch_id=launch_id, iss=iss, profile=profile.ref or profile.name,
-            mode=profile.mode,
-            kind=plan.kind, identifier_system=ident["system"], identifier_value=ident["value"],
-            full_url=plan.full_url, depends_on=json.dumps({k: list(v) for k, v in plan.depends_on.items()}),
-            resource_enc=encrypt_json(plan.resource), status=PENDING, attempts=0,
-            max_attempts=settings.max_attempts, next_attempt_at=now, created_at=now, updated_at=now,
-        )
-        db.add(row)
-        rows.append(row)
-    return rows
 
 
 # -- clients ------------------------------------------------------------------------------------------------
@@ -439,7 +346,7 @@ class OutboxWorker:
                 if required:
                     return f"fail:{kind}"
                 _drop_reference(resource, urn)
-            elif required or utcnow() - _aware(row.created_at) < timedelta(seconds=self.settings.link_wait_seconds):
+            elif required or utcnow() - aware(row.created_at) < timedelta(seconds=self.settings.link_wait_seconds):
                 return "defer"
             else:
                 _drop_reference(resource, urn)  # waited long enough: the note matters more than the link
@@ -487,7 +394,7 @@ class OutboxWorker:
         try:
             resp = client.create(resource, if_none_exist=search if honours else None)
         except FhirError as exc:
-            if not _maybe_applied(exc):
+            if not retry.maybe_applied(exc):
                 row.outcome_unknown = False  # refused before it was filed: a plain retry is safe
             self._error(db, row, exc, stats)
             return
@@ -554,7 +461,7 @@ class OutboxWorker:
             return True
         if verdict.startswith("retry:") and row.attempts < row.max_attempts:
             self._retry_later(db, row, "looking for an earlier send failed (" + verdict[6:] + "); will look again",
-                              self.settings.backoff(row.attempts), stats)
+                              retry.backoff(self.settings, row.attempts), stats)
             return False
         self._check(db, row, verdict.split(":", 1)[-1], stats)
         return False
@@ -577,7 +484,7 @@ class OutboxWorker:
             code = reference_code(row.referral_id)
             # Filed at consent time (DocumentReference.date / context.period.end) or, where the EHR sets the
             # date itself, when it filed it: never before the row was stored.
-            since = (_aware(row.created_at) - timedelta(minutes=10)).isoformat(timespec="seconds")
+            since = (aware(row.created_at) - timedelta(minutes=10)).isoformat(timespec="seconds")
             params = {"patient": (resource.get("subject") or {}).get("reference", "").split("/")[-1],
                       "type": _token(resource.get("type")), profile.search_date_param: f"ge{since}",
                       "_count": "100"}
@@ -600,8 +507,8 @@ class OutboxWorker:
             return {}, "absent"
         except FhirError as exc:
             if exc.retryable or isinstance(exc, FhirUnavailable):
-                return {}, "retry:" + _reason(exc)
-            return {}, "undecidable:the EHR did not allow the search (" + _reason(exc) + ")"
+                return {}, "retry:" + retry.reason(exc)
+            return {}, "undecidable:the EHR did not allow the search (" + retry.reason(exc) + ")"
 
     def _check(self, db: Session, row: Any, why: str, stats: RunStats) -> None:
         """Outcome unknown and not findable: a person checks the chart; the app never sends it again."""
@@ -678,7 +585,7 @@ class OutboxWorker:
         try:
             result = client.bundle({"resourceType": "Bundle", "type": "transaction", "entry": entries})
         except FhirError as exc:
-            refused = not _maybe_applied(exc)  # refused as a whole before anything was filed
+            refused = not retry.maybe_applied(exc)  # refused as a whole before anything was filed
             for row in rows:
                 if refused:
                     row.outcome_unknown = False
@@ -743,11 +650,11 @@ class OutboxWorker:
             limit = self.profile(row.profile).read_back_attempts
             if exc.status in (401, 403, 404) or row.label_attempts >= limit:
                 row.label_status = "unchecked"
-                row.label_detail = "labels could not be checked: " + _reason(exc)
+                row.label_detail = "labels could not be checked: " + retry.reason(exc)
             else:
                 row.label_status = "unverified"
-                row.label_detail = "read-back failed: " + _reason(exc)
-                row.next_attempt_at = utcnow() + timedelta(seconds=self.settings.backoff(row.label_attempts))
+                row.label_detail = "read-back failed: " + retry.reason(exc)
+                row.next_attempt_at = utcnow() + timedelta(seconds=retry.backoff(self.settings, row.label_attempts))
             return
         self._judge_labels(row, expected, stored, stats)
 
@@ -796,14 +703,13 @@ class OutboxWorker:
         stats.deferred += 1
 
     def _error(self, db: Session, row: Any, exc: FhirError, stats: RunStats) -> None:
-        reason = _reason(exc)
+        reason = retry.reason(exc)
         row.last_status = exc.status or None
-        # 401: the token was refused; the next try renews it (or fails plainly without a refresh token).
-        transient = exc.retryable or isinstance(exc, FhirUnavailable) or exc.status == 401
+        transient = retry.transient(exc)
         if row.final_retry:
             self._fail(db, row, reason, exc.status, stats)
         elif transient and row.attempts < row.max_attempts:
-            self._retry_later(db, row, reason, self.settings.backoff(row.attempts, exc.retry_after), stats)
+            self._retry_later(db, row, reason, retry.backoff(self.settings, row.attempts, exc.retry_after), stats)
         else:
             # Refused, or tries used up: keep it and try exactly once more.
             row.final_retry = True
@@ -852,15 +758,6 @@ class OutboxWorker:
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
-def _reason(exc: FhirError) -> str:
-    """A PHI-free reason: status and OperationOutcome issue codes (never diagnostics text, which may echo data)."""
-    if isinstance(exc, FhirUnavailable):
-        return "no answer from the EHR (" + ("timeout" if "Timeout" in exc.message else "connection failed") + ")"
-    codes = sorted({i.get("code") for i in (exc.outcome or {}).get("issue", []) if i.get("code")})
-    text = f"HTTP {exc.status}"
-    return f"{text}: {', '.join(codes)}" if codes else text
-
-
 def _ids(resource: dict[str, Any] | None, location: str | None) -> tuple[str | None, str | None]:
     """Server id and version from the returned resource or the Location (``Type/id/_history/v``)."""
     if resource and resource.get("id"):
@@ -905,12 +802,6 @@ def _drop_reference(node: Any, urn: str) -> None:
     elif isinstance(node, list):
         for value in node:
             _drop_reference(value, urn)
-
-
-def _maybe_applied(exc: FhirError) -> bool:
-    """Could the EHR have filed the create although we got an error? Timeouts and resets (the request may
-    have arrived) and 5xx (fail-after-commit) yes; a 4xx (including 429) is a refusal before filing."""
-    return isinstance(exc, FhirUnavailable) or exc.status >= 500 or exc.status == 0
 
 
 def _has_identifier(resource: dict[str, Any], system: str, value: str) -> bool:

@@ -41,8 +41,11 @@ from smart_app.launch.state import launch_required
 from smart_app.launch.visit_memory import encounter_key, patient_key, visit_referral
 from smart_app.ops.i18n import gettext as _
 from smart_app.ops.profiles import current_profile, profile_for
+from smart_app.outbox.enqueue import enqueue
+from smart_app.outbox.settings import OutboxSettings
+from smart_app.outbox.state import utcnow
 from smart_app.outbox.status import kind_label, referral_rows, row_view
-from smart_app.outbox.worker import OutboxSettings, OutboxWorker, enqueue, utcnow
+from smart_app.outbox.worker import OutboxWorker
 from smart_app.referral.channels import CHANNELS, channel_label
 from smart_app.report import events
 from smart_app.store.crypto import encrypt_json

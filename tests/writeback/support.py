@@ -8,7 +8,8 @@ from typing import Any
 
 from fhir.builders import EhrProfile, WritebackInput, plan_writeback
 from fhir.client import FhirError, FhirUnavailable, Response
-from smart_app.outbox.worker import OutboxSettings, enqueue
+from smart_app.outbox.enqueue import enqueue
+from smart_app.outbox.settings import OutboxSettings
 from smart_app.store.crypto import encrypt_json
 from smart_app.store.db import session_scope
 from smart_app.store.models import LaunchRecord, ReferralRecord, ReferralSite

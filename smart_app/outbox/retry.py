@@ -1,0 +1,41 @@
+"""Retry policy: exponential backoff with jitter, the server's Retry-After, and which errors may be retried."""
+
+from __future__ import annotations
+
+import random
+
+from fhir.client import FhirError, FhirUnavailable
+from smart_app.outbox.settings import OutboxSettings
+
+# Longest Retry-After honoured: a bogus header must not park a write for days.
+RETRY_AFTER_CAP_SECONDS = 3600.0
+
+
+def backoff(settings: OutboxSettings, attempt: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter; Retry-After (429/503) wins when it asks for longer."""
+    cap = min(settings.max_delay, settings.base_delay * (2 ** max(0, attempt - 1)))
+    delay = random.uniform(cap / 2, cap)
+    if retry_after is not None:  # the server knows best, within the cap
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP_SECONDS))
+    return delay
+
+
+def reason(exc: FhirError) -> str:
+    """A PHI-free reason: status and OperationOutcome issue codes (never diagnostics text, which may echo data)."""
+    if isinstance(exc, FhirUnavailable):
+        return "no answer from the EHR (" + ("timeout" if "Timeout" in exc.message else "connection failed") + ")"
+    codes = sorted({i.get("code") for i in (exc.outcome or {}).get("issue", []) if i.get("code")})
+    text = f"HTTP {exc.status}"
+    return f"{text}: {', '.join(codes)}" if codes else text
+
+
+def maybe_applied(exc: FhirError) -> bool:
+    """Could the EHR have filed the create although we got an error? Timeouts and resets (the request may
+    have arrived) and 5xx (fail-after-commit) yes; a 4xx (including 429) is a refusal before filing."""
+    return isinstance(exc, FhirUnavailable) or exc.status >= 500 or exc.status == 0
+
+
+def transient(exc: FhirError) -> bool:
+    """Worth the usual backoff: timeouts, 5xx and 429 (the error says so), and 401 (the token was refused; the
+    next try renews it, or fails plainly without a refresh token)."""
+    return exc.retryable or isinstance(exc, FhirUnavailable) or exc.status == 401
