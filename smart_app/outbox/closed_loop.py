@@ -35,7 +35,8 @@ from sqlalchemy.orm import Session
 from fhir.builders import PROFILES_DIR
 from fhir.client import FhirError
 from smart_app.ops.i18n import gettext as _
-from smart_app.outbox.worker import OPERATIONS, AuthGone
+from smart_app.outbox.clients import AuthGone
+from smart_app.outbox.worker import OPERATIONS
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import OutboxItem, ReferralRecord

@@ -40,20 +40,21 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
 
 from fhir.builders import SEND_ORDER, EhrProfile, reference_code
 from fhir.client import FhirClient, FhirError, FhirUnavailable
 from fhir.labels import verify_labels
-from fhir.smart.oauth import token_expired
-from smart_app.launch.ehr import fhir_client_for, system_client
 from smart_app.launch.state import Launch
 from smart_app.ops import housekeeping
 from smart_app.ops.audit import instance_name, record_audit
 from smart_app.ops.observability import record_outbox_run, set_request_id
 from smart_app.ops.profiles import profile_for
 from smart_app.outbox import retry
+from smart_app.outbox.claim import claim as claim_due
+from smart_app.outbox.claim import release, send_lease_seconds, still_mine
+from smart_app.outbox.clients import AuthGone, ClientFor, launch_client_provider
 from smart_app.outbox.settings import OutboxSettings
 from smart_app.outbox.state import CHECK, CHECK_TEXT, FAILED, PENDING, SENDING, WRITTEN, RunStats, aware, utcnow
 from smart_app.store.crypto import Undecryptable, decrypt_json
@@ -65,74 +66,6 @@ log = logging.getLogger("ipv.outbox")
 # Senders for outbox rows that are not creates: operation -> f(worker, db, row, client_for, stats).
 # smart_app/outbox/closed_loop.py registers "status".
 OPERATIONS: dict[str, Callable[..., None]] = {}
-
-
-class AuthGone(Exception):
-    """The launch's EHR authorization is gone (no token, expired without refresh, refresh refused)."""
-
-
-# -- clients ------------------------------------------------------------------------------------------------
-ClientFor = Callable[[Any], FhirClient]
-
-
-def launch_client_provider(timeout: float | None = None) -> ClientFor:
-    """FHIR client per row from its launch's tokens (refreshed through smart_app.launch.ehr when expired).
-    Raises AuthGone when the launch or its authorization is gone. Runs inside an app context."""
-
-    cache: dict[str, FhirClient | AuthGone] = {}
-
-    def client_for(row: Any) -> FhirClient:
-        key = row.launch_id or ""
-        if key not in cache:
-            cache[key] = _make(row)
-        found = cache[key]
-        if isinstance(found, AuthGone):
-            # The visit's token is gone: a SMART Backend Services (system) token, where the deployment has one.
-            system = _system(row)
-            if system is not None:
-                return system
-            raise found
-        return found
-
-    def _system(row: Any) -> FhirClient | None:
-        key = "system:" + row.iss
-        if key not in cache:
-            try:
-                cache[key] = system_client(row.iss)
-            except Exception as exc:  # not configured, or the EHR refused: the launch's error stands
-                log.info("outbox: no system token (%s)", type(exc).__name__)
-                cache[key] = None
-        client = cache[key]
-        if client is not None and timeout is not None:
-            client.timeout = timeout
-        return client
-
-    def _make(row: Any) -> FhirClient | AuthGone:
-        record = get_session().get(LaunchRecord, row.launch_id) if row.launch_id else None
-        if record is None:
-            return AuthGone("the visit's EHR sign-in is gone")
-        launch = Launch(record)
-        tokens = launch.tokens
-        if not tokens.get("access_token"):
-            return AuthGone("the visit's EHR sign-in is gone")
-        if token_expired(tokens) and not tokens.get("refresh_token"):
-            return AuthGone("the visit's EHR sign-in has expired")
-        if row.last_status == 401:
-            # The EHR rejected the token last time (revoked, or expired without a known expiry).
-            if not tokens.get("refresh_token"):
-                return AuthGone("the EHR no longer accepts the visit's sign-in")
-            launch.set_tokens({**tokens, "expires_at": 0})  # makes fhir_client_for refresh it now
-            get_session().commit()
-        try:
-            client = fhir_client_for(launch)
-        except Exception as exc:  # refresh refused or EHR unreachable: the token cannot be renewed now
-            log.warning("outbox: token refresh failed for a launch (%s)", type(exc).__name__)
-            return AuthGone("the EHR did not renew the visit's sign-in")
-        if timeout is not None:
-            client.timeout = timeout
-        return client
-
-    return client_for
 
 
 # -- the worker ---------------------------------------------------------------------------------------------
@@ -151,48 +84,9 @@ class OutboxWorker:
         # Set by SIGTERM (or the demo's stop): the current send finishes, the rest of the claim is released.
         self.stopping = threading.Event()
 
-    # claiming ------------------------------------------------------------------------------------------
     def claim(self, db: Session, *, limit: int | None = None, referral_id: str | None = None) -> str:
-        """Claim due rows (and rows whose lease ran out); returns the claim token. Commits."""
-
-        now = utcnow()
-        token = f"{self.worker_id}:{secrets.token_hex(8)}"
-        due = or_(and_(OutboxItem.status == PENDING, OutboxItem.next_attempt_at <= now),
-                  and_(OutboxItem.status == SENDING, OutboxItem.lease_until < now))
-        # Skip referrals another worker is sending right now (live lease): a referral goes out in one piece.
-        busy = aliased(OutboxItem)
-        in_flight = exists().where(busy.referral_id == OutboxItem.referral_id, busy.status == SENDING,
-                                   busy.lease_until >= now)
-        sub = select(OutboxItem.id).where(due, ~in_flight)
-        if referral_id is not None:
-            sub = sub.where(OutboxItem.referral_id == referral_id)
-        sub = sub.order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(limit or self.settings.batch_size)
-        if db.get_bind().dialect.name == "postgresql":
-            sub = sub.with_for_update(skip_locked=True)
-        # One statement: the re-check of ``due`` makes a row claimable by exactly one UPDATE.
-        db.execute(
-            update(OutboxItem).where(OutboxItem.id.in_(sub.scalar_subquery()), due)
-            .values(status=SENDING, claimed_by=token, lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                    attempts=OutboxItem.attempts + 1, updated_at=now)
-            .execution_options(synchronize_session=False))
-        # Same transaction (on SQLite: the same write lock), so no other claim lands in between.
-        # Take the referral's other pending rows too (due, or never tried yet): a referral goes out
-        # together — one transaction, or single creates in dependency order — instead of being split
-        # between workers and waiting on each other. Rows in backoff keep their wait. SKIP LOCKED
-        # again, so this never waits on another worker.
-        referrals = select(OutboxItem.referral_id).where(OutboxItem.claimed_by == token).distinct().scalar_subquery()
-        siblings = select(OutboxItem.id).where(OutboxItem.referral_id.in_(referrals), OutboxItem.status == PENDING,
-                                      or_(OutboxItem.attempts == 0, OutboxItem.next_attempt_at <= now))
-        if db.get_bind().dialect.name == "postgresql":
-            siblings = siblings.with_for_update(skip_locked=True)
-        db.execute(
-            update(OutboxItem).where(OutboxItem.id.in_(siblings.scalar_subquery()), OutboxItem.status == PENDING,
-                            or_(OutboxItem.attempts == 0, OutboxItem.next_attempt_at <= now))
-            .values(status=SENDING, claimed_by=token, lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                    attempts=OutboxItem.attempts + 1, updated_at=now)
-            .execution_options(synchronize_session=False))
-        db.commit()
-        return token
+        """Claim due rows (and rows whose lease ran out) for this worker; returns the claim token. Commits."""
+        return claim_due(db, worker_id=self.worker_id, settings=self.settings, limit=limit, referral_id=referral_id)
 
     def run_once(self, *, referral_id: str | None = None, limit: int | None = None) -> RunStats:
         """Claim one batch and process it. Needs no request; pushes an app context."""
@@ -283,14 +177,8 @@ class OutboxWorker:
         log.info("outbox worker %s stopped", self.worker_id)
 
     def release(self, db: Session, token: str) -> int:
-        """Give back rows of this claim that were not sent (shutdown): pending again, the try not counted.
-        A row whose send had started keeps ``outcome_unknown``, so whoever takes it searches first."""
-        count = db.execute(
-            update(OutboxItem).where(OutboxItem.claimed_by == token, OutboxItem.status == SENDING)
-            .values(status=PENDING, claimed_by=None, lease_until=None, attempts=OutboxItem.attempts - 1,
-                    next_attempt_at=utcnow())
-            .execution_options(synchronize_session=False)).rowcount
-        db.commit()
+        """Give back the rows of this claim that were not sent (shutdown)."""
+        count = release(db, token)
         if count:
             log.info("outbox worker %s released %s unsent rows", self.worker_id, count)
         return count
@@ -407,23 +295,8 @@ class OutboxWorker:
         self._written(db, row, server_id, version, resource, client, stats, returned=resp.resource)
 
     def _still_mine(self, db: Session, row: Any) -> bool:
-        """Fence: renew this row's lease only if our claim still holds it (a batch can outlive the lease of
-        its last rows; another worker may have reclaimed them). The lease covers at least two HTTP timeouts,
-        so a send in flight ends before anyone else may look for it."""
         timeout = float(self.timeout or self.app.config.get("HTTP_TIMEOUT_SECONDS", 10) or 10)
-        until = utcnow() + timedelta(seconds=max(self.settings.lease_seconds, 2 * timeout + 1))
-        token = row.claimed_by
-        if not token:
-            return False
-        taken = db.execute(
-            update(OutboxItem).where(OutboxItem.id == row.id, OutboxItem.claimed_by == token,
-                                     OutboxItem.status == SENDING)
-            .values(lease_until=until).execution_options(synchronize_session=False)).rowcount
-        db.commit()
-        if taken != 1:
-            log.info("outbox %s: claim lost to another worker; not sending", row.id)
-            return False
-        return True
+        return still_mine(db, row, lease_seconds=send_lease_seconds(self.settings, timeout))
 
     # exactly once without conditional create -------------------------------------------------------------
     def honours_conditional_create(self, profile: EhrProfile, client: Any, kind: str) -> bool:

@@ -147,7 +147,7 @@ def test_unknown_outcome_then_sign_in_gone_is_check_the_chart_not_failed(fast_ap
     OutboxWorker(fast_app, client_for=ehr.client).run_once()
 
     def gone(_row):
-        from smart_app.outbox.worker import AuthGone
+        from smart_app.outbox.clients import AuthGone
         raise AuthGone("the visit's EHR sign-in is gone")
 
     OutboxWorker(fast_app, client_for=gone).drain(max_seconds=5)
