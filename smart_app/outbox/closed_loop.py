@@ -3,20 +3,15 @@
 Where the EHR profile lists ``status_updates`` (config/ehr_profiles/*.yaml: the resource types whose
 status this app may update, e.g. ``[Task, ServiceRequest]``) and the referral wrote such a resource, a
 status change stores an outbox row (``operation="status"``) naming the resource it changes
-(``depends_on``) and the status it wants. The outbox worker sends it like any chart write (backoff,
-Retry-After, one final retry, failures kept and shown) with ``send_status`` below:
-
-- wait until the referral's own create of that resource is written (its server id is known);
-- read the resource; if it already has the wanted status, it is done (a resend after a lost reply
-  changes nothing: exactly once in effect);
-- otherwise set ``status`` (Task: the SDOHCC Task status; ServiceRequest: the request status that
-  matches, smart_app/store/task_status.py) and ``PUT`` it with ``If-Match`` on the version read, so an edit
-  made in the EHR meanwhile is never overwritten (412: read again on the next try).
+(``depends_on``) and the status it wants (Task: the SDOHCC Task status; ServiceRequest: the request status
+that matches, smart_app/store/task_status.py). The outbox worker sends it like any chart write (backoff,
+Retry-After, one final retry, failures kept and shown) once the referral's own create of that resource is
+written, with ``send_status`` (smart_app/outbox/send_status.py): exactly once in effect, and never over an edit
+made in the EHR meanwhile.
 
 A newer change for the same resource replaces a queued older one (only the latest status matters).
 Where the profile lists nothing, or the social worker's sign-in lacks the write scope, nothing is queued
-and the queue says so. FHIR R4 RESTful API, update and If-Match / versionId:
-https://hl7.org/fhir/R4/http.html#concurrency ; SDOHCC Task status: smart_app/store/task_status.py.
+and the queue says so.
 """
 
 from __future__ import annotations
@@ -33,10 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fhir.builders import PROFILES_DIR
-from fhir.client import FhirError
 from smart_app.ops.i18n import gettext as _
-from smart_app.outbox.clients import AuthGone
-from smart_app.outbox.worker import OPERATIONS
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import OutboxItem, ReferralRecord
@@ -65,7 +57,7 @@ def status_kinds(profile: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=64)
 def _status_kinds_of(path: str, _changed: int) -> tuple[str, ...]:
-    # Parsed once per file version (the queue page asks on every view; the YAML parse cost ~3 ms each).
+    # Parsed once per file version: the queue page asks on every view.
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except OSError:
@@ -142,57 +134,6 @@ def enqueue_status(db: Session, record: ReferralRecord, task_status: str, launch
     return "queued"
 
 
-def send_status(worker: Any, db: Session, row: OutboxItem, client_for: Any, stats: Any) -> None:
-    """Send one status row (called by smart_app.outbox.worker.OutboxWorker for ``operation == "status"``)."""
-    try:
-        wanted = decrypt_json(row.resource_enc, where="status update") or {}
-    except Undecryptable:
-        worker._unreadable(db, row, stats)  # stays pending until the key is back (as queued writes do)
-        return
-    target_url = next(iter(json.loads(row.depends_on or "{}")), None)
-    target = db.scalar(select(OutboxItem).where(OutboxItem.referral_id == row.referral_id,
-                                                OutboxItem.full_url == target_url,
-                                                OutboxItem.operation == "create"))
-    if target is None or target.status == "failed":
-        worker._fail(db, row, f"the chart has no {row.kind} from this referral to update", None, stats)
-        return
-    if target.status != "written" or not target.server_id:
-        worker._defer(db, row, stats)
-        return
-    try:
-        client = client_for(row)
-    except AuthGone as exc:
-        worker._fail(db, row, str(exc) + "; the chart was not updated", None, stats)
-        return
-    path = f"{row.kind}/{target.server_id}"
-    stats.sends += 1
-    try:
-        resp = client.request("GET", path)
-        current = resp.resource or {}
-        if current.get("status") != wanted.get("status"):
-            current["status"] = wanted["status"]
-            if row.kind == "Task":
-                current["lastModified"] = datetime.now(UTC).isoformat(timespec="seconds")
-            headers = {"Prefer": "return=minimal"}
-            version = (current.get("meta") or {}).get("versionId")
-            if version:
-                headers["If-Match"] = f'W/"{version}"'
-            client.request("PUT", path, json=current, headers=headers)
-    except FhirError as exc:
-        if exc.status == 412:  # changed in the EHR since we read it: read again on the next try
-            worker._retry_later(db, row, "the EHR had a newer version; reading it again", 0.0, stats)
-            return
-        worker._error(db, row, exc, stats)
-        return
-    now = datetime.now(UTC)
-    row.status, row.server_id, row.written_at, row.updated_at = "written", target.server_id, now, now
-    row.claimed_by = row.lease_until = None
-    row.last_error = None
-    db.commit()
-    stats.written += 1
-    stats.ids.append(row.id)
-
-
 def updates_for(referral_id: str) -> list[dict[str, Any]]:
     """History lines for the chart updates of a referral's status changes."""
     items = []
@@ -219,5 +160,3 @@ def updates_for(referral_id: str) -> list[dict[str, Any]]:
                       "state": row.status})
     return items
 
-
-OPERATIONS["status"] = send_status

@@ -1,11 +1,24 @@
-"""Retry policy: exponential backoff with jitter, the server's Retry-After, and which errors may be retried."""
+"""Retry policy: exponential backoff with jitter, the server's Retry-After, and one final retry.
+
+Transient failures (timeouts, 5xx, 429) are transport noise and get the usual bounded backoff. When the EHR
+*refuses* a write (a 4xx) or still cannot take it after the last transient try, the row is not dropped: it
+stays in the outbox and gets exactly one more try after ``final_retry_delay``. If that try fails too the row
+ends ``failed`` (content kept, encrypted) and the clinician's confirmation page and the social-work queue say
+plainly that the note is not in the chart.
+"""
 
 from __future__ import annotations
 
+import logging
 import random
 
 from fhir.client import FhirError, FhirUnavailable
+from smart_app.outbox import outcomes
+from smart_app.outbox.context import SendContext
 from smart_app.outbox.settings import OutboxSettings
+from smart_app.store.models import OutboxItem
+
+log = logging.getLogger("ipv.outbox")
 
 # Longest Retry-After honoured: a bogus header must not park a write for days.
 RETRY_AFTER_CAP_SECONDS = 3600.0
@@ -39,3 +52,21 @@ def transient(exc: FhirError) -> bool:
     """Worth the usual backoff: timeouts, 5xx and 429 (the error says so), and 401 (the token was refused; the
     next try renews it, or fails plainly without a refresh token)."""
     return exc.retryable or isinstance(exc, FhirUnavailable) or exc.status == 401
+
+
+def on_error(ctx: SendContext, row: OutboxItem, exc: FhirError) -> None:
+    """A send failed: back off and try again, or schedule the one final retry, or (that was it) fail."""
+    why = reason(exc)
+    row.last_status = exc.status or None
+    is_transient = transient(exc)
+    if row.final_retry:
+        outcomes.fail(ctx, row, why, exc.status)
+    elif is_transient and row.attempts < row.max_attempts:
+        outcomes.retry_later(ctx, row, why, backoff(ctx.settings, row.attempts, exc.retry_after))
+    else:
+        # Refused, or tries used up: keep it and try exactly once more.
+        row.final_retry = True
+        what = "the EHR refused it" if not is_transient else "the EHR could not take it"
+        outcomes.retry_later(ctx, row, f"{what} ({why}); one more try is scheduled", ctx.settings.final_retry_delay)
+        log.warning("outbox %s: %s %s (%s); final retry scheduled", row.id, row.kind,
+                    "refused" if not is_transient else "not taken", why)

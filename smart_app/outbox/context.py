@@ -1,0 +1,30 @@
+"""What every sender and outcome of one claimed batch shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from fhir.builders import EhrProfile
+from smart_app.outbox.clients import ClientFor
+from smart_app.outbox.settings import OutboxSettings
+from smart_app.outbox.state import RunStats
+
+# (the row's profile, its FHIR client, a resource type) -> may a send rely on If-None-Exist?
+HonoursConditionalCreate = Callable[[EhrProfile, Any, str], bool]
+
+
+@dataclass
+class SendContext:
+    app: Flask
+    db: Session
+    settings: OutboxSettings
+    stats: RunStats
+    client_for: ClientFor
+    profile: Callable[[str], EhrProfile]  # a row's stored profile name -> the profile with the site's settings
+    honours_conditional_create: HonoursConditionalCreate
+    lease_seconds: float  # the lease renewed before each send (claim.send_lease_seconds)
