@@ -24,8 +24,10 @@ from smart_app.store.models import ReferralDims, ReferralRecord, ReportEvent
 # Kinds counted per journey (screens, referrals) and per card.
 SCREEN_KINDS = ("offered", "completed", "declined", "positive", "urgent")
 REFERRAL_KINDS = ("referral", "contacted_24h", "contacted_72h")
+# The warm hand-off at the bedside: the call to the advocate offered, and completed (spoke with one then).
+HANDOFF_KINDS = ("handoff_offered", "handoff_completed")
 CARD_KINDS = ("card_shown", "card_accepted", "card_overridden")
-KINDS = SCREEN_KINDS + REFERRAL_KINDS + CARD_KINDS
+KINDS = SCREEN_KINDS + REFERRAL_KINDS + HANDOFF_KINDS + CARD_KINDS
 SITE_SYSTEM = "urn:ipv-sandbox:site"  # the sandbox's site identifier on Location (as in writeback)
 UNSPECIFIED = "unspecified"
 
@@ -94,6 +96,13 @@ def screened(launch: Any, screening: dict[str, Any]) -> None:
         kinds = ["completed"] + (["positive"] if screening.get("interpretation") == "positive" else [])
         kinds += ["urgent"] if screening.get("danger") else []
     _once(launch, kinds, instrument=screening.get("instrument") or "", language=screening.get("language") or "")
+
+
+def handoff(launch: Any, *, completed: bool) -> None:
+    """The call to the advocate was offered at the bedside (and, ``completed``, the patient spoke with one)."""
+    screening = launch.data.get("screening") or {}
+    _once(launch, ["handoff_offered"] + (["handoff_completed"] if completed else []),
+          instrument=screening.get("instrument") or "", language=screening.get("language") or "")
 
 
 def referral_made(launch: Any, record: ReferralRecord) -> None:

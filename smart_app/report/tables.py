@@ -34,6 +34,7 @@ MEASURES: tuple[tuple[str, str], ...] = (
     ("offered", "Screens offered"), ("completed", "Completed"), ("declined", "Declined"),
     ("positive", "Positive"), ("urgent", "Urgent"), ("referral", "Referrals made"),
     ("contacted_24h", "Contacted within 24 h"), ("contacted_72h", "Contacted within 72 h"),
+    ("handoff_offered", "Call to an advocate offered"), ("handoff_completed", "Spoke with an advocate at the visit"),
     ("card_shown", "Check-in cards shown"), ("card_accepted", "Cards accepted"),
 )
 JOURNEY = tuple(k for k, _ in MEASURES if not k.startswith("card_"))

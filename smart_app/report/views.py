@@ -1,5 +1,6 @@
 """Program report for the ``program_manager`` role: per site and month, screens offered, completed,
-declined, positive, urgent, referrals made and contacted within 24 h / 72 h, by instrument and
+declined, positive, urgent, referrals made and contacted within 24 h / 72 h, warm hand-offs offered and
+completed (spoke with an advocate at the visit), by instrument and
 language, and check-in cards shown and accepted. Counts come only from the de-identified event table
 (smart_app/report/events.py) and are suppressed below 11 (smart_app/report/tables.py). No patient is shown or linked.
 

@@ -28,6 +28,7 @@ from referrals.model import text_in
 from smart_app.ops.i18n import gettext as _
 from smart_app.ranking.memo import clock, default_programs, deployment_extra, ranked
 from smart_app.screening.summary import item_name
+from smart_app.store import handoff as handoff_codes
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,26 @@ class UrgentBox:
     placed: bool
     security: str
     lang: str  # the patient's language (what is said to the patient)
+    outcome: str | None = None  # how the warm hand-off's call ended, once recorded
+
+    @property
+    def advocate(self) -> Call | None:
+        """Who to call with the patient: the site's program on the number that answers now, else a 24/7 line."""
+        if not self.level.offer_call:
+            return None
+        return (self.programs or self.hotlines or [None])[0]
+
+    @property
+    def outcome_label(self) -> str:
+        return handoff_codes.label(self.outcome)
+
+    @property
+    def outcome_final(self) -> bool:
+        return self.outcome in handoff_codes.FINAL
+
+    @property
+    def outcome_choices(self) -> list[tuple[str, str]]:
+        return [(code, handoff_codes.label(code)) for code in handoff_codes.OUTCOMES]
 
 
 def urgent_box(launch: Any, lang: str) -> UrgentBox | None:
@@ -118,7 +139,8 @@ def urgent_box(launch: Any, lang: str) -> UrgentBox | None:
     if isinstance(security, str):
         security = {"en": security}
     return UrgentBox(level, level.heading(page_lang), programs, hotlines, ranking.placed,
-                     security.get(page_lang) or security.get("en") or "", lang)
+                     security.get(page_lang) or security.get("en") or "", lang,
+                     (launch.data.get("handoff") or {}).get("outcome"))
 
 
 def _call(service: Any, phone: Any, state: str, closure: str | None, lang: str) -> Call:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, abort, current_app, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
@@ -28,6 +28,7 @@ from smart_app.launch.locale import launch_view
 from smart_app.launch.visit_memory import recent, record_screen
 from smart_app.ops.audit import record_audit
 from smart_app.report import events
+from smart_app.screening import handoff
 from smart_app.screening.summary import check_summary, next_step, screen_summary
 from smart_app.screening.urgent import urgent_box
 from smart_app.store.db import get_session
@@ -370,6 +371,7 @@ def _danger_posted() -> Response | tuple[str, int]:
         "interpretation": result.interpretation, "danger": result.danger, "completed_at": _now(),
     })
     events.screened(g.launch, screening)  # same transaction as the answers it counts
+    handoff.offered(g.launch)  # high danger: the call to the advocate is offered (counted once)
     g.launch.save()
     return redirect(url_for("screening.result", lid=lid))
 
@@ -416,6 +418,36 @@ def result() -> Response | str:
         urgent=urgent_box(g.launch, plang),
         strangulation="strangulation" in (screening.get("danger_items") or []), plang=plang,
     )
+
+
+# Where the urgent box's buttons return: the page the box was on.
+STEP_BACK = {"result": "screening.result", "referrals": "referral.index"}
+
+
+# One neutral path for the urgent box's two buttons, so the access log never says which was pressed.
+@bp.route("/step", methods=["POST"])
+@launch_view
+def step() -> Response:
+    """"I judge this urgent" (the warm hand-off is offered from now on) and the hand-off's outcome (how the call to
+    the advocate ended). POST, then back to the page the box was on; nothing goes in a URL."""
+    lid = g.launch.id
+    if not g.launch.data.get("screening"):
+        return redirect(url_for("screening.start", lid=lid))
+    action = request.form.get("action")
+    if action == "urgent":
+        handoff.judge_urgent(g.launch)
+    elif action == "outcome":
+        box = urgent_box(g.launch, g.get("patient_locale") or g.locale)
+        if not handoff.record_outcome(g.launch, request.form.get("outcome") or "", box.advocate if box else None):
+            abort(400, description="Choose how the call ended; the call is offered only at high danger or when "
+                                   "you judge it urgent.")
+    else:
+        abort(400)
+    g.launch.save()
+    back = STEP_BACK.get(request.form.get("back") or "", STEP_BACK["result"])
+    if back not in current_app.view_functions:
+        back = STEP_BACK["result"]
+    return redirect(url_for(back, lid=lid) + "#urgent")
 
 
 @bp.route("/finish", methods=["POST"])

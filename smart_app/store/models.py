@@ -124,6 +124,9 @@ class ReferralRecord(Base):
     # Keyed HMAC of the patient's MRN at consent (smart_app/worklist/search.py): search by MRN without storing it.
     # NULL: made before this column (cannot be found by MRN); "NONE": the launch gave no MRN.
     mrn_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # The warm hand-off at the bedside (smart_app/store/handoff.py): NULL = not offered, else "offered" or how the
+    # call ended. Not PHI on its own, like ``urgent``; who was called and when are in ``summary_enc``.
+    handoff: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class ReferralSite(Base):

@@ -33,6 +33,7 @@ from smart_app.outbox import closed_loop
 from smart_app.outbox.status import referral_rows, referral_rows_of, row_view
 from smart_app.referral.channels import channel_label
 from smart_app.report import events
+from smart_app.store import handoff as handoff_codes
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import ContactAttempt, OutboxItem, ReferralEvent, ReferralProgram, ReferralRecord
@@ -244,6 +245,10 @@ def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], now: 
         "programs": programs, "program_names": [p["name"] for p in programs if p.get("name")],
         "safe_contact": sc, "safe_channels": safe_channels(sc),
         "write": write, "rows": rows,
+        # The warm hand-off at the bedside: its outcome (plain code) and who was called when (encrypted summary).
+        "handoff": record.handoff, "handoff_label": handoff_codes.label(record.handoff) if record.handoff else "",
+        "handoff_short": handoff_codes.short_label(record.handoff) if record.handoff else "",
+        "handoff_detail": summary.get("handoff") or {},
         "transitions": TRANSITIONS.get(status, ()) if scope.can_act else (),
         "label_warnings": [r for r in rows if r["label_status"] == "flagged"],
     }
@@ -452,7 +457,8 @@ def export() -> Response:
     programs = queue.program_names_of([line.id for line in lines])
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["reference", "received", "site", "programs", "urgent", "overdue", "status", "first_contact"])
+    w.writerow(["reference", "received", "site", "programs", "urgent", "overdue", "status", "first_contact",
+                "warm_handoff"])
     overdue_before = queue.clock.overdue_before
     for line in lines:
         status = normalise(line.status)
@@ -460,7 +466,7 @@ def export() -> Response:
         overdue = bool(line.urgent and first_contact is None and status in OPEN and created <= overdue_before)
         w.writerow([reference_code(line.id), local_time(created), line.site_name or _("Site not recorded"),
                     "; ".join(programs.get(line.id, [])), "yes" if line.urgent else "no", "yes" if overdue else "no",
-                    label(status), local_time(first_contact) if first_contact else ""])
+                    label(status), local_time(first_contact) if first_contact else "", line.handoff or ""])
     audit("export", scope, None, f"queue csv, {len(lines)} referrals")
     return Response(buf.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="queue.csv"'})

@@ -48,6 +48,7 @@ from smart_app.outbox.status import kind_label, referral_rows, row_view
 from smart_app.outbox.worker import OutboxWorker
 from smart_app.referral.channels import CHANNELS, channel_label
 from smart_app.report import events
+from smart_app.screening import handoff
 from smart_app.store.crypto import encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import OutboxItem, ReferralRecord
@@ -150,7 +151,7 @@ def _input(launch: Any, key: str, choices: dict[str, Any]) -> WritebackInput:
         resources=list(choices["resources"]), note_mode="detailed" if choices["detailed"] else "minimal",
         detail_text=choices["detail_text"] or None,
         safe_contact={"channel": choices["channel"], "note": choices["contact_note"]},
-        urgent=bool(screening.get("danger")), patient_asked=choices["patient_asks"],
+        urgent=handoff.urgent_now(data), patient_asked=choices["patient_asks"],
     )
 
 
@@ -349,8 +350,8 @@ def consent_post() -> Response | tuple[str, int] | str:
                             patient_key=patient_key(launch.iss, launch.context),
                             encounter_key=encounter_key(launch.iss, launch.context),
                             reference_code=reference_code(rid), mrn_key=mrn_key_of(launch.context),
-                            urgent=bool((launch.data.get("screening") or {}).get("danger")), status="requested",
-                            summary_enc=encrypt_json(summary))
+                            urgent=handoff.urgent_now(launch.data), handoff=handoff.referral_code(launch.data),
+                            status="requested", summary_enc=encrypt_json(summary))
     db.add(record)
     try:
         db.flush()  # the unique constraint decides between concurrent consent POSTs
@@ -389,7 +390,8 @@ def _summary(launch: Any, referral: dict[str, Any], sc: dict[str, Any], kinds: l
             "language": patient.get("language"), "languages": patient.get("languages") or [],
             "interpreter_needed": interpreter, "encounter_start": encounter.get("start"),
             "programs": programs, "safe_contact": sc,
-            "clinician": (ctx.get("user") or {}).get("name"), "kinds": kinds}
+            "clinician": (ctx.get("user") or {}).get("name"), "kinds": kinds,
+            "handoff": handoff.summary_part(launch.data)}
 
 
 def _status_payload(rows: list[OutboxItem]) -> dict[str, Any]:
