@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
+from fhir.builders import reference_code
 from smart_app.report import tables as rpt
 from smart_app.report.events import month_of
 from smart_app.store.crypto import decrypt_json
@@ -194,12 +195,17 @@ def test_outcome_is_kept_reaches_the_referral_the_queue_and_the_report_not_the_n
     sw_lid = _sw_launch(app, sw)
     queue = sw.get(f"/l/{sw_lid}/worklist").get_data(as_text=True)
     row = queue.split(f'data-testid="referral-{record.id}"', 1)[1].split("</tr>", 1)[0]
-    assert 'data-testid="handoff" data-outcome="spoke_now">Warm hand-off: Spoke with an advocate now<' in row
+    outcome = row.split('data-testid="handoff"', 1)[1].split("</td>", 1)[0]
+    assert 'data-outcome="spoke_now" title="Warm hand-off: Spoke with an advocate now"' in outcome
+    assert "☎ spoke now" in outcome
     detail = sw.get(f"/l/{sw_lid}/worklist/{record.id}").get_data(as_text=True)
-    assert "Spoke with an advocate now · Passageway at BWH (1-617-732-5520 ext. 31808)" in detail
+    facts = detail.split('<dd data-testid="handoff" data-outcome="spoke_now">', 1)[1].split("</dd>", 1)[0]
+    assert facts.startswith("Spoke with an advocate now · Passageway at BWH (")
+    assert '<a href="tel:+16177325520,31808" class="phone">1-617-732-5520 ext. 31808</a>' in facts
     csv_text = sw.get(f"/l/{sw_lid}/worklist/export.csv?status=all").get_data(as_text=True)
-    assert csv_text.splitlines()[0].endswith(",warm_handoff") and f"{record.id[:8]}," in csv_text
-    assert [line for line in csv_text.splitlines() if line.startswith(record.id[:8])][0].endswith(",spoke_now")
+    assert csv_text.splitlines()[0].endswith(",warm_handoff")
+    assert [line for line in csv_text.splitlines() if line.startswith(reference_code(record.id))] == \
+        [line for line in csv_text.splitlines()[1:] if line.endswith(",spoke_now")]
 
 
 def _sw_launch(app, client) -> str:
