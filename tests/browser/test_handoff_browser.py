@@ -135,6 +135,8 @@ def test_warm_handoff_after_hours_on_a_holiday(launched_page, dialling_page, liv
     # The referral through the real pages: this site's program, phone is safe, consent.
     page.get_by_test_id("to-referral").click()
     page.wait_for_url(f"**/l/{lid}/referrals")
+    expect(page.get_by_test_id("handoff-outcome")).to_have_text("Recorded: Spoke with an advocate now.")
+    page.screenshot(path=str(shots / "handoff-referral-page.png"))
     page.check('[data-testid="select-passageway"]')
     page.click('[data-testid="save"]')
     page.get_by_test_id("saved").wait_for()
