@@ -29,6 +29,7 @@ from fhir.smart.oauth import TokenError, authorize_url, exchange_code, new_nonce
 from fhir.smart.style import style_css
 from fhir.text import clean_text
 from smart_app.launch.ehr import cached_smart_style, client_auth, discovery, http_session, outbound_policy
+from smart_app.launch.ehr_identity import ehr_for
 from smart_app.launch.resume import OPEN_WINDOW, find_offer
 from smart_app.launch.revocation import revoke_later
 from smart_app.launch.state import Launch, browser_id, launch_required, new_expiry
@@ -96,6 +97,11 @@ def _start(kind: str, iss: str, launch_param: str | None, scope: str) -> Any:
         raise LaunchError("This EHR is not registered to launch this app. "
                           "Ask the app's administrator to add it; nothing was sent to it.", 400)
     iss = normalize_iss(iss)
+    if kind == "standalone" and ehr_for(iss, current_app.config["DEPLOYMENT"]) is None:
+        # Without an EHR identity the queue could only be empty: say so instead of showing nothing.
+        raise LaunchError("This app's settings do not say which EHR this address belongs to, so the social-work "
+                          "queue cannot be shown. Ask the app's administrator to add it to the EHR's iss values "
+                          "(ehrs in the deployment file); nothing was sent to it.", 400)
     config = _discover(iss)
     state, pkce, nonce = new_state(), new_pkce(), new_nonce()
     db = get_session()

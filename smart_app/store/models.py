@@ -96,7 +96,8 @@ class ReferralRecord(Base):
     # The queue filters by EHR and sorts by age (smart_app/worklist/queue.py): the index walks one EHR's
     # referrals in age order, so a first page of the oldest stops early.
     __table_args__ = (Index("ix_referral_status_created", "status", "created_at"),
-                      Index("ix_referral_iss_created", "iss", "created_at"))
+                      Index("ix_referral_iss_created", "iss", "created_at"),
+                      Index("ix_referral_ehr_route", "ehr", "route_kind", "route_team"))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
     # One referral per launch: a unique index, so concurrent consent POSTs cannot make a second.
@@ -127,6 +128,12 @@ class ReferralRecord(Base):
     # The warm hand-off at the bedside (smart_app/store/handoff.py): NULL = not offered, else "offered" or how the
     # call ended. Not PHI on its own, like ``urgent``; who was called and when are in ``summary_enc``.
     handoff: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The route given at creation (smart_app/worklist/routing.py): the EHR identity (not the raw iss), the kind
+    # (coverage | fallback | unrouted) and the team id. Not PHI; the queue and the unrouted count filter on them.
+    # NULL: made before these columns (scoped by iss and site keys, as then).
+    ehr: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    route_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    route_team: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class ReferralSite(Base):

@@ -29,6 +29,7 @@ from smart_app.ops.i18n import gettext as _
 from smart_app.store.crypto import Undecryptable, decrypt_json
 from smart_app.store.models import ReferralProgram, ReferralRecord
 from smart_app.store.task_status import CLOSED, LEGACY, OPEN, REQUESTED, STATUSES, label
+from smart_app.worklist.routing import UNROUTED
 from smart_app.worklist.scope import NO_PROGRAM, Scope, scoped_query
 from smart_app.worklist.search import Search
 
@@ -432,7 +433,9 @@ class Queue:
                          profiles={p for _v, p, _n in cells})
 
     def order(self) -> list[Any]:
-        return SORTS[self.query.sort].order(self.clock, self.programs)
+        # Open unrouted referrals first whatever the sort: nobody else is named for them.
+        unrouted_first = case((and_(ReferralRecord.route_kind == UNROUTED, ~IS_CLOSED), 0), else_=1)
+        return [unrouted_first, *SORTS[self.query.sort].order(self.clock, self.programs)]
 
     def count_in_scope(self) -> int:
         return int(self.db.scalar(select(func.count()).select_from(ReferralRecord).where(self.in_scope)) or 0)

@@ -1,4 +1,5 @@
-"""Which referrals a social worker may see and act on: those of their EHR (``iss``) and of the sites they cover.
+"""Which referrals a social worker may see and act on: those of their EHR and of the sites or teams they cover,
+and every unrouted referral of their EHR.
 
 Coverage comes from the EHR where it can: the places on the user's social-work PractitionerRoles
 (``location``, ``organization``, and the location/providedBy of its ``healthcareService``; FHIR R4
@@ -9,12 +10,14 @@ PractitionerRole, https://hl7.org/fhir/R4/practitionerrole.html). Otherwise from
         users: {"Practitioner/abc": ["urn:ipv-sandbox:site|bwh", "Location/loc-bwh"]}
         roles: {social_worker: ["Organization/org-mgh"], program_manager: [...]}
 
-A user's own list wins over their role's. With neither, the queue is empty and says why. A referral's
+A user's own list wins over their role's. With neither, they see only their EHR's unrouted referrals. A referral's
 site keys (``referral_site``) are every name the EHR gave the encounter's site at referral time:
 ``Location/<id>``, ``Organization/<id>`` (serviceProvider), their identifiers as ``system|value``, and
-the directory site id the referral page matched. A referral is in scope when its ``iss`` is the launch's
-and one of its keys is covered. Every worklist view goes through ``scoped_referral`` or ``scoped_query``:
-outside the scope a referral does not exist (404).
+the directory site id the referral page matched. A referral is in scope when its EHR identity is the
+launch's (smart_app/launch/ehr_identity.py) and one of its keys is covered, or its route's team is one the user
+works (smart_app/worklist/routing.py), or it is unrouted: the unrouted queue is every social worker's and program
+manager's of that EHR. Referrals made before routing (no ``ehr`` column) match on the launch's ``iss``. Every
+worklist view goes through ``scoped_referral`` or ``scoped_query``: outside the scope a referral does not exist (404).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, and_, exists, false, or_, select
 from sqlalchemy.orm import Session
 
+from smart_app.launch.ehr_identity import ehr_id_for
 from smart_app.launch.roles import PROGRAM_MANAGER, SOCIAL_WORKER, mapping_for, matching_roles, user_roles
 from smart_app.store.crypto import encrypt_json, keyed_hash
 from smart_app.store.models import ReferralProgram, ReferralRecord, ReferralSite
+from smart_app.worklist.routing import UNROUTED, routing_of
 
 
 @dataclass
@@ -39,6 +44,12 @@ class Scope:
     keys: frozenset[str]
     source: str  # ehr | deployment-user | deployment-role | none
     places: list[str] = field(default_factory=list)
+    ehr: str = ""  # the EHR identity; "" = the iss itself
+    teams: frozenset[str] = frozenset()  # routing teams whose referrals this user works
+
+    @property
+    def ehr_id(self) -> str:
+        return self.ehr or self.iss
 
     @property
     def can_act(self) -> bool:
@@ -82,8 +93,10 @@ def scope_for(launch: Any, deployment: Any) -> Scope:
                 keys |= {str(k) for k in (coverage.get("roles") or {}).get(role) or []}
             source = "deployment-role" if keys else "none"
         places = sorted(keys)
+    ehr = ehr_id_for(launch.iss, deployment)
+    teams = routing_of(deployment).teams_of(ehr, ref, roles, frozenset(keys))
     return Scope(iss=launch.iss.rstrip("/"), user_reference=ref, roles=roles, keys=frozenset(keys),
-                 source=source, places=places)
+                 source=source, places=places, ehr=ehr, teams=frozenset(teams))
 
 
 def referral_site_keys(context: dict[str, Any], directory_site: str | None) -> list[str]:
@@ -143,12 +156,24 @@ def add_programs(db: Session, referral_id: str, programs: list[dict[str, Any]]) 
 
 
 def scoped_query(scope: Scope) -> Select[tuple[ReferralRecord]]:
-    """Referrals in scope; matches nothing when the scope covers no site."""
-    q = select(ReferralRecord).where(ReferralRecord.iss.in_({scope.iss, scope.iss + "/"}))
-    if not scope.keys or not scope.is_queue_user:
-        return q.where(ReferralRecord.id.is_(None))
-    covered = exists().where(ReferralSite.referral_id == ReferralRecord.id, ReferralSite.key.in_(sorted(scope.keys)))
-    return q.where(covered)
+    """Referrals in scope: of the user's EHR, and covered, or routed to one of the user's teams, or unrouted."""
+    q = select(ReferralRecord)
+    if not scope.is_queue_user:
+        return q.where(false())
+    of_ehr = or_(ReferralRecord.ehr == scope.ehr_id,
+                 and_(ReferralRecord.ehr.is_(None), ReferralRecord.iss.in_({scope.iss, scope.iss + "/"})))
+    reach = [ReferralRecord.route_kind == UNROUTED]
+    if scope.keys:
+        reach.append(exists().where(ReferralSite.referral_id == ReferralRecord.id,
+                                    ReferralSite.key.in_(sorted(scope.keys))))
+    if scope.teams:
+        reach.append(ReferralRecord.route_team.in_(sorted(scope.teams)))
+    return q.where(of_ehr, or_(*reach))
+
+
+def unrouted_query(scope: Scope) -> Select[tuple[ReferralRecord]]:
+    """The EHR's unrouted referrals: at the top of every social worker's and program manager's queue."""
+    return select(ReferralRecord).where(ReferralRecord.ehr == scope.ehr_id, ReferralRecord.route_kind == UNROUTED)
 
 
 def scoped_referral(db: Session, scope: Scope, rid: str) -> ReferralRecord | None:

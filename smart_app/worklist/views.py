@@ -39,10 +39,10 @@ from smart_app.store.db import get_session
 from smart_app.store.models import ContactAttempt, OutboxItem, ReferralEvent, ReferralProgram, ReferralRecord
 from smart_app.store.task_status import CLOSED, OPEN, TRANSITIONS, action_label, allowed, label, normalise
 from smart_app.worklist import retention as worklist_retention
-from smart_app.worklist.queue import FACETS, PROGRAM, SORTS, Clock, Queue, QueueQuery, facet_names
+from smart_app.worklist.queue import FACETS, IS_CLOSED, PROGRAM, SORTS, Clock, Queue, QueueQuery, facet_names
 from smart_app.worklist.retention import retention_days
 from smart_app.worklist.saved import delete_view, save_view, saved_views, user_tag, view_args
-from smart_app.worklist.scope import Scope, program_rows, scope_for, scoped_query, scoped_referral
+from smart_app.worklist.scope import Scope, program_rows, scope_for, scoped_query, scoped_referral, unrouted_query
 from smart_app.worklist.search import Search, mrn_key, normalise_code, normalise_mrn
 
 log = logging.getLogger("ipv.worklist")
@@ -354,11 +354,13 @@ def _facet_urls(query: QueueQuery, search_args: dict[str, str]) -> tuple[dict[st
 def index() -> str:
     scope = _scope("list")
     services = _directory_services()
-    if scope.keys:
+    db = get_session()
+    unrouted = _unrouted_count(db, scope)
+    reaches = bool(scope.keys or scope.teams or unrouted)
+    if reaches:
         _index_programs(scope)
     search = _search()
     query = QueueQuery.from_args(request.args, search)
-    db = get_session()
     clock = _clock()
     view = Queue(db, scope, clock, query, services).view(_page_size())
     outbox = referral_rows_of([r.id for r in view.records])
@@ -380,8 +382,15 @@ def index() -> str:
         sort=query.sort, facets=_facets(), sorts=SORTS, url=url, args=args, search=search,
         search_error=request.args.get("search_error"), unsearchable=unsearchable,
         saved=saved, can_save=tag is not None, current_view=view_args(query.filters, query.sort),
-        scope=scope, urgent_hours=urgent_hours(), loop_notices=notices, retention=retention_text(),
+        scope=scope, reaches=reaches, unrouted=unrouted,
+        urgent_hours=urgent_hours(), loop_notices=notices, retention=retention_text(),
         tz_name=str(tz()), first=view.first + 1, last=view.first + len(entries))
+
+
+def _unrouted_count(db: Any, scope: Scope) -> int:
+    """Open referrals of this EHR that no team or coverage was found for: every social worker sees them first."""
+    q = unrouted_query(scope).where(~IS_CLOSED)
+    return int(db.scalar(select(func.count()).select_from(q.subquery())) or 0)
 
 
 def _facets() -> list[tuple[str, str]]:

@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from fhir.builders import ALL_RESOURCES, EhrProfile, Offer, WritebackInput, plan_writeback, reference_code, writable
+from smart_app.launch.ehr_identity import ehr_id_for
 from smart_app.launch.locale import use_launch_locale
 from smart_app.launch.state import launch_required
 from smart_app.launch.visit_memory import encounter_key, patient_key, visit_referral
@@ -52,6 +53,7 @@ from smart_app.screening import handoff
 from smart_app.store.crypto import encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import OutboxItem, ReferralRecord
+from smart_app.worklist.routing import COVERAGE, FALLBACK, routing_of, team_named
 from smart_app.worklist.scope import add_programs, add_site_keys, referral_site_keys, site_display_name
 from smart_app.worklist.search import mrn_key_of
 
@@ -345,8 +347,13 @@ def consent_post() -> Response | tuple[str, int] | str:
     summary = _summary(launch, referral, sc, [p.kind for p in plans])
     # The summary goes in with the row's INSERT (set after the flush, it cost a second statement, an UPDATE).
     rid = referral_key(launch)
+    site = site_key(launch.context, referral)
+    site_keys = referral_site_keys(launch.context, site)
+    deployment = current_app.config["DEPLOYMENT"]
+    route = routing_of(deployment).route(ehr_id_for(launch.iss, deployment), site_keys)
     record = ReferralRecord(id=rid, launch_id=launch.id, iss=launch.iss, profile=profile.ref,
-                            site=site_key(launch.context, referral), site_name=site_display_name(launch.context),
+                            site=site, site_name=site_display_name(launch.context),
+                            ehr=route.ehr, route_kind=route.kind, route_team=route.team_id,
                             patient_key=patient_key(launch.iss, launch.context),
                             encounter_key=encounter_key(launch.iss, launch.context),
                             reference_code=reference_code(rid), mrn_key=mrn_key_of(launch.context),
@@ -358,7 +365,7 @@ def consent_post() -> Response | tuple[str, int] | str:
     except IntegrityError:
         db.rollback()
         return redirect(url_for("writeback.confirmation", lid=launch.id))
-    add_site_keys(db, record.id, referral_site_keys(launch.context, record.site))
+    add_site_keys(db, record.id, site_keys)
     add_programs(db, record.id, summary["programs"])  # the queue's program filter without the summary
     enqueue(db, referral_id=record.id, launch_id=launch.id, iss=launch.iss, profile=profile,
             plans=plans, settings=OutboxSettings.for_app(current_app, profile))
@@ -414,9 +421,32 @@ def confirmation() -> Response | str:
     status = _status_payload(referral_rows(rid))
     profile = current_profile()
     return render_template("writeback/confirmation.html", lid=g.launch.id, status=status,
+                           who_sees=who_sees(get_session().get(ReferralRecord, rid)),
                            protection=protection_words(profile), rows=status["rows"],
                            any_failed=status["any_failed"], any_queued=status["any_queued"],
                            any_check=status["any_check"], any_flagged=status["any_flagged"])
+
+
+def who_sees(record: ReferralRecord | None) -> str:
+    """Who will see this referral, as the route given at creation says: never more than is true."""
+    kind = record.route_kind if record is not None else None
+    team = team_named(current_app.config["DEPLOYMENT"], record.route_team) if record is not None else None
+    if kind == COVERAGE and team is not None:
+        return _("What social work does next: %(team)s sees this referral in the confidential queue, contacts the "
+                 "patient only the way the patient chose as safe (never when no way is safe), and records each "
+                 "step there. You do not need to do anything else in the app.", team=team.name)
+    if kind == COVERAGE:
+        return _("What social work does next: the social workers who cover this site see this referral in the "
+                 "confidential queue, contact the patient only the way the patient chose as safe (never when no "
+                 "way is safe), and record each step there. You do not need to do anything else in the app.")
+    if kind == FALLBACK and team is not None:
+        return _("What social work does next: %(team)s sees this referral — this site has no assigned team yet. "
+                 "They contact the patient only the way the patient chose as safe (never when no way is safe).",
+                 team=team.name)
+    return _("What social work does next: this site has no assigned social-work team yet, so this referral waits "
+             "at the top of the queue of every social worker of this EHR, flagged as having no team, until one of "
+             "them takes it. They contact the patient only the way the patient chose as safe (never when no way is "
+             "safe).")
 
 
 @bp.route("/progress", methods=["GET"])

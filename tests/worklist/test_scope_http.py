@@ -18,10 +18,13 @@ pytestmark = pytest.mark.worklist
 
 @pytest.fixture
 def world(app, make_launch):
-    """EHR 1: referrals at BWH, MGH and MGH Chelsea. EHR 2: one at BWH (same site ids, other EHR)."""
+    """EHR 1: referrals at BWH, MGH and MGH Chelsea. EHR 2: one at BWH (same site ids, other EHR). Every site has
+    a route (BWH a team whose site the BWH social worker's role covers), so no referral is in the unrouted queue
+    that every social worker of its EHR sees (tests/worklist/test_routing_http.py)."""
     with_deployment(app, worklist={"coverage": {
         "users": {"Practitioner/sw-mgh": ["urn:ipv-sandbox:site|mgh", "urn:ipv-sandbox:site|mgh-chelsea"]},
-        "roles": {}}})
+        "roles": {}}},
+        routing={"teams": [{"id": "sw-bwh", "name": "BWH social work", "sites": ["Organization/org-bwh"]}]})
     return {
         "bwh": make_referral(app, make_launch, "bwh", "p-bwh", "Bea Brigham"),
         "mgh": make_referral(app, make_launch, "mgh", "p-mgh", "Mia General", danger=True),

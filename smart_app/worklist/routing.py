@@ -1,0 +1,112 @@
+"""Every referral gets a route when it is made, so it always reaches someone.
+
+The route is, in order: the deployment team whose sites cover one of the referral's site keys (``coverage``),
+the team a social worker's deployment coverage names (also ``coverage``, no team), the EHR's fallback team
+(``fallback``), else the EHR's unrouted queue (``unrouted``), which every social worker and program manager of
+that EHR sees at the top of their queue. The deployment file::
+
+    routing:
+      teams:
+        - id: passageway-bwh
+          name: "Passageway's social work team at BWH"   # what the clinician is told
+          ehr: bwh              # an id in ehrs; without it the team serves every EHR of the deployment
+          sites: ["Location/loc-bwh", "urn:ipv-sandbox:site|bwh"]   # keys as in referral_site
+          members: [social_worker, "Practitioner/abc"]   # roles or users who work this team's referrals
+        - id: on-call
+          name: "the social-work team on call"
+          fallback: true
+          members: [social_worker]    # a fallback team's default: every social worker and program manager
+
+Route kinds and team ids are not PHI: they are plaintext columns the queue filters on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from smart_app.launch.ehr_identity import ehrs_of
+from smart_app.launch.roles import QUEUE_ROLES
+
+COVERAGE, FALLBACK, UNROUTED = "coverage", "fallback", "unrouted"
+ROUTE_KINDS = (COVERAGE, FALLBACK, UNROUTED)
+
+
+class RoutingConfigError(ValueError):
+    """The deployment's ``routing`` block is malformed (the message names the entry)."""
+
+
+@dataclass(frozen=True)
+class Team:
+    id: str
+    name: str
+    ehr: str | None  # None: every EHR of the deployment
+    sites: frozenset[str] = frozenset()
+    members: frozenset[str] = frozenset()
+    fallback: bool = False
+
+    def serves(self, ehr: str) -> bool:
+        return self.ehr is None or self.ehr == ehr
+
+
+@dataclass(frozen=True)
+class Route:
+    ehr: str
+    kind: str
+    team: Team | None = None
+
+    @property
+    def team_id(self) -> str | None:
+        return self.team.id if self.team else None
+
+
+@dataclass(frozen=True)
+class Routing:
+    teams: tuple[Team, ...] = ()
+    coverage_keys: frozenset[str] = field(default_factory=frozenset)
+
+    def route(self, ehr: str, site_keys: list[str]) -> Route:
+        keys = set(site_keys)
+        for team in self.teams:
+            if team.serves(ehr) and not team.fallback and team.sites & keys:
+                return Route(ehr, COVERAGE, team)
+        if self.coverage_keys & keys:
+            return Route(ehr, COVERAGE)
+        for team in self.teams:
+            if team.serves(ehr) and team.fallback:
+                return Route(ehr, FALLBACK, team)
+        return Route(ehr, UNROUTED)
+
+    def teams_of(self, ehr: str, user_reference: str | None, roles: list[str], keys: frozenset[str]) -> set[str]:
+        """The teams whose routed referrals this user works: named as a member (by reference or role), or
+        covering one of the user's sites."""
+        names = set(roles) | ({user_reference} if user_reference else set())
+        return {t.id for t in self.teams if t.serves(ehr) and (t.members & names or t.sites & keys)}
+
+
+def routing_of(deployment: Any) -> Routing:
+    extra = getattr(deployment, "extra", None) or {}
+    block = extra.get("routing") or {}
+    if not isinstance(block, dict):
+        raise RoutingConfigError("routing: must be a mapping with a teams list")
+    ehr_ids = [e.id for e in ehrs_of(deployment)] if extra.get("ehrs") else []
+    teams = []
+    for i, entry in enumerate(block.get("teams") or []):
+        if not isinstance(entry, dict) or not entry.get("id") or not entry.get("name"):
+            raise RoutingConfigError(f"routing.teams[{i}]: needs an id and a name")
+        ehr = entry.get("ehr")
+        if ehr is not None and ehr_ids and str(ehr) not in ehr_ids:
+            raise RoutingConfigError(f"routing.teams[{i}]: ehr {ehr!r} is not in ehrs")
+        members = frozenset(str(m) for m in entry.get("members") or [])
+        if entry.get("fallback") and not members:
+            members = frozenset(QUEUE_ROLES)  # a fallback team nobody works would be no route at all
+        teams.append(Team(id=str(entry["id"]), name=str(entry["name"]), ehr=str(ehr) if ehr else None,
+                          sites=frozenset(str(s) for s in entry.get("sites") or []), members=members,
+                          fallback=bool(entry.get("fallback"))))
+    coverage = (extra.get("worklist") or {}).get("coverage") or {}
+    keys = {str(k) for group in ("users", "roles") for ks in ((coverage.get(group) or {}).values()) for k in ks or []}
+    return Routing(teams=tuple(teams), coverage_keys=frozenset(keys))
+
+
+def team_named(deployment: Any, team_id: str | None) -> Team | None:
+    return next((t for t in routing_of(deployment).teams if t.id == team_id), None) if team_id else None
