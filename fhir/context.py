@@ -5,7 +5,8 @@ Reads go in one round where the server allows: one FHIR batch holding the Patien
 Encounter search by ``_id`` with ``_include`` of its Locations and serviceProvider (FHIR R4 search
 3.1.1.5.5), so the launch waits on the EHR twice in all (token, then this). A server that ignores
 ``_include`` gets a second round for just what is missing; a server without batch gets the same reads
-sent in parallel, so each round still waits once.
+sent in parallel, so each round still waits once. A site that is part of another (``Location.partOf``,
+``Organization.partOf``: a clinic of a hospital) costs one more round per level walked, at most PART_OF_LEVELS.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fhir.client import FhirClient, FhirError
@@ -474,6 +475,45 @@ class _SecondRound:
     practitioner_ref: str | None  # a PractitionerRole user's Practitioner
     roles: list[dict[str, Any]]
     services: dict[str, dict[str, Any] | None]
+    parent_locations: list[dict[str, Any]] = field(default_factory=list)
+    parent_organizations: list[dict[str, Any]] = field(default_factory=list)
+
+
+# How far up Location.partOf / Organization.partOf the site is walked: a unit, its department, its hospital,
+# its system. Each level is one round (a batch of reads), and only when a level names a parent.
+PART_OF_LEVELS = 3
+
+
+def _part_of(resource: dict[str, Any] | None, rtype: str, base_url: str) -> str | None:
+    ref = _relative(((resource or {}).get("partOf") or {}).get("reference"), base_url)
+    return ref if ref and ref.startswith(rtype + "/") else None
+
+
+def _ancestors(client: FhirClient, start: list[dict[str, Any]], included: dict[str, dict[str, Any]]
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The Locations and Organizations ``start`` is part of, nearest first, at most PART_OF_LEVELS up; one
+    batch of reads per level (what the first round's search already brought is not read again). A parent that
+    cannot be read ends that branch: the site keys the launch has are kept, never the launch failed."""
+    base_url = client.base_url
+    seen = {f"{r.get('resourceType')}/{r.get('id')}" for r in start}
+    found: list[dict[str, Any]] = []
+    level = start
+    for _ in range(PART_OF_LEVELS):
+        refs = [ref for r in level for ref in [_part_of(r, str(r.get("resourceType")), base_url)]
+                if ref and ref not in seen]
+        refs = list(dict.fromkeys(refs))
+        if not refs:
+            break
+        seen.update(refs)
+        try:
+            got = _fetch_missing(client, refs, included)
+        except FhirError:
+            break
+        level = [r for ref in refs for r in [got.get(ref)]
+                 if r and f"{r.get('resourceType')}/{r.get('id')}" == ref]
+        found += level
+    return ([r for r in found if r.get("resourceType") == "Location"],
+            [r for r in found if r.get("resourceType") == "Organization"])
 
 
 def _read_second_round(client: FhirClient, first: _FirstRound, ids: _LaunchIds) -> _SecondRound:
@@ -494,9 +534,16 @@ def _read_second_round(client: FhirClient, first: _FirstRound, ids: _LaunchIds) 
         got = _fetch_missing(client, urls, first.included)
     user = first.user
     own_practitioner = user if user and user.get("resourceType") == "Practitioner" else None
+    locations = [r for r in (got[u] for u in loc_refs) if r and r.get("resourceType") == "Location"]
+    organization = got[org_ref] if org_ref else None
+    site = locations + ([organization] if organization and organization.get("resourceType") == "Organization"
+                        else [])
+    parent_locations, parent_organizations = _ancestors(client, site, first.included)
     return _SecondRound(
-        locations=[r for r in (got[u] for u in loc_refs) if r and r.get("resourceType") == "Location"],
-        organization=got[org_ref] if org_ref else None,
+        locations=locations,
+        organization=organization,
+        parent_locations=parent_locations,
+        parent_organizations=parent_organizations,
         practitioner=got[prac_ref] if prac_ref else own_practitioner,
         practitioner_ref=prac_ref,
         roles=roles,
@@ -517,6 +564,8 @@ def _encounter_summary(encounter: dict[str, Any] | None, second: _SecondRound) -
         interpreter_needed=interpreter_needed(encounter),
         locations=tuple(location_summary(r) for r in second.locations),
         service_provider=organization_summary(org) if org and org.get("resourceType") == "Organization" else None,
+        parent_locations=tuple(location_summary(r) for r in second.parent_locations),
+        parent_organizations=tuple(organization_summary(r) for r in second.parent_organizations),
     )
 
 

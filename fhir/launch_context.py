@@ -136,6 +136,10 @@ class EncounterSummary:
     interpreter_needed: bool | None = None
     locations: tuple[LocationSummary, ...] = ()
     service_provider: OrganizationSummary | None = None
+    # What the site is part of: Location.partOf and Organization.partOf, walked up a few levels (a department's
+    # hospital), nearest first. Coverage and routing match these as well as the site itself.
+    parent_locations: tuple[LocationSummary, ...] = ()
+    parent_organizations: tuple[OrganizationSummary, ...] = ()
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> EncounterSummary:
@@ -143,12 +147,17 @@ class EncounterSummary:
         return cls(id=_text(raw.get("id")), class_code=_text(raw.get("class")), start=_text(raw.get("start")),
                    interpreter_needed=_flag(raw.get("interpreter_needed")),
                    locations=tuple(LocationSummary.from_dict(loc) for loc in _dicts(raw.get("locations"))),
-                   service_provider=OrganizationSummary.from_dict(provider) if isinstance(provider, dict) else None)
+                   service_provider=OrganizationSummary.from_dict(provider) if isinstance(provider, dict) else None,
+                   parent_locations=tuple(LocationSummary.from_dict(x) for x in _dicts(raw.get("parent_locations"))),
+                   parent_organizations=tuple(OrganizationSummary.from_dict(x)
+                                              for x in _dicts(raw.get("parent_organizations"))))
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "class": self.class_code, "start": self.start,
                 "interpreter_needed": self.interpreter_needed, "locations": [loc.to_dict() for loc in self.locations],
-                "service_provider": self.service_provider.to_dict() if self.service_provider else None}
+                "service_provider": self.service_provider.to_dict() if self.service_provider else None,
+                "parent_locations": [x.to_dict() for x in self.parent_locations],
+                "parent_organizations": [x.to_dict() for x in self.parent_organizations]}
 
 
 @dataclass(frozen=True, slots=True)

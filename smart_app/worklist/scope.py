@@ -100,17 +100,18 @@ def scope_for(launch: Any, deployment: Any) -> Scope:
 
 
 def referral_site_keys(context: dict[str, Any], directory_site: str | None) -> list[str]:
-    """Every key of the encounter's site, as the EHR gave it at launch (see the module docstring)."""
+    """Every key of the encounter's site and of what it is part of (Location.partOf, Organization.partOf, walked
+    at launch by fhir/context.py), as the EHR gave them (see the module docstring)."""
     encounter = (context or {}).get("encounter") or {}
     keys: list[str] = []
-    for loc in encounter.get("locations") or []:
+    for loc in [*(encounter.get("locations") or []), *(encounter.get("parent_locations") or [])]:
         if loc.get("id"):
             keys.append(f"Location/{loc['id']}")
         keys += [f"{i.get('system')}|{i['value']}" for i in loc.get("identifiers") or [] if i.get("value")]
-    org = encounter.get("service_provider") or {}
-    if org.get("id"):
-        keys.append(f"Organization/{org['id']}")
-    keys += [f"{i.get('system')}|{i['value']}" for i in org.get("identifiers") or [] if i.get("value")]
+    for org in [encounter.get("service_provider") or {}, *(encounter.get("parent_organizations") or [])]:
+        if org.get("id"):
+            keys.append(f"Organization/{org['id']}")
+        keys += [f"{i.get('system')}|{i['value']}" for i in org.get("identifiers") or [] if i.get("value")]
     if directory_site:
         keys.append(directory_site)
     return list(dict.fromkeys(k for k in keys if len(k) <= 512))
