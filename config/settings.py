@@ -113,7 +113,7 @@ class Deployment:
     next_private_key_file: str | None = None
     next_key_id: str | None = None
     scopes_ehr: str = "launch openid fhirUser patient/Patient.rs patient/Encounter.rs"
-    scopes_standalone: str = "launch/patient openid fhirUser patient/Patient.rs"
+    scopes_standalone: str = "openid fhirUser user/Patient.rs"  # the queue: no launch/patient
     allowed_iss: list[str] = field(default_factory=list)
     standalone_iss: str | None = None
     ehr_profile: str = "generic-smart2"

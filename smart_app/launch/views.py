@@ -32,6 +32,7 @@ from smart_app.launch.ehr import cached_smart_style, client_auth, discovery, htt
 from smart_app.launch.ehr_identity import ehr_for
 from smart_app.launch.resume import OPEN_WINDOW, find_offer
 from smart_app.launch.revocation import revoke_later
+from smart_app.launch.roles import QUEUE_ROLES, user_roles
 from smart_app.launch.state import Launch, browser_id, launch_required, new_expiry
 from smart_app.ops.audit import record_audit
 from smart_app.ops.errors import LaunchError
@@ -398,10 +399,14 @@ def _landing(launch: Launch) -> str:
     # Standalone without a patient is the social worker's worklist; with a patient it is a screening.
     # An EHR can ask for the worklist directly with intent=worklist. A program manager (no patient) or
     # intent=report lands on the program report.
+    # A standalone launch by a social-work role is the queue even when the EHR supplied a patient: the queue
+    # offers that patient's referrals instead of a screening.
     roles = (launch.context.get("user") or {}).get("roles") or []
     if launch.context.get("intent") == "report" or ("program_manager" in roles and not launch.context.get("patient")):
         return url_for("report.page", lid=launch.id)
-    if (launch.kind == "standalone" and not launch.context.get("patient")) \
+    queue_role = bool(set(user_roles(launch.context.get("user") or {}, current_app.config["DEPLOYMENT"]))
+                      & set(QUEUE_ROLES))
+    if (launch.kind == "standalone" and (queue_role or not launch.context.get("patient"))) \
             or launch.context.get("intent") in WORKLIST_INTENTS:
         return url_for("worklist.index", lid=launch.id)
     if launch.context.get("patient"):

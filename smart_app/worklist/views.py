@@ -383,6 +383,7 @@ def index() -> str:
         search_error=request.args.get("search_error"), unsearchable=unsearchable,
         saved=saved, can_save=tag is not None, current_view=view_args(query.filters, query.sort),
         scope=scope, reaches=reaches, unrouted=unrouted,
+        launch_patient=bool(((g.launch.context or {}).get("patient") or {}).get("mrn")) and not search,
         urgent_hours=urgent_hours(), loop_notices=notices, retention=retention_text(),
         tz_name=str(tz()), first=view.first + 1, last=view.first + len(entries))
 
@@ -420,6 +421,9 @@ def search() -> Response:
     its keyed HMAC is kept with the launch, server-side, for the queue to match)."""
     scope = _scope("list")
     by, typed = request.form.get("by"), request.form.get("q") or ""
+    if by == "launch-patient":  # "Open this patient's referrals": the patient the EHR gave this launch
+        typed = ((g.launch.context or {}).get("patient") or {}).get("mrn") or ""
+        by = "mrn"
     if by == "mrn":
         if normalise_mrn(typed) is None:
             return redirect(url_for("worklist.index", lid=g.launch.id, search_error="mrn"))
