@@ -65,8 +65,11 @@ def ehrs_of(deployment: Any) -> tuple[Ehr, ...]:
 
 
 def ehr_for(iss: str, deployment: Any) -> Ehr | None:
-    """The EHR this ``iss`` belongs to, or None when the deployment cannot tie it to one."""
+    """The EHR this ``iss`` belongs to, or None when the deployment's ``ehrs`` cannot tie it to one. Without an
+    ``ehrs`` block every iss is its own EHR (the allow-list, checked first, decides which may launch)."""
     iss = _norm(iss)
+    if not (getattr(deployment, "extra", None) or {}).get("ehrs"):
+        return Ehr(id=iss, name=iss, iss=frozenset({iss}))
     for ehr in ehrs_of(deployment):
         if ehr.owns(iss):
             return ehr

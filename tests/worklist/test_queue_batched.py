@@ -13,7 +13,7 @@ from sqlalchemy import delete, event, select, update
 from fhir.builders import reference_code
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
-from tests.worklist.support import EHR1, EHR2, SNOMED_SW, make_referral, role, worker_context
+from tests.worklist.support import EHR1, EHR2, SNOMED_SW, make_referral, role, with_deployment, worker_context
 
 pytestmark = pytest.mark.worklist
 
@@ -128,6 +128,9 @@ def test_only_the_shown_referrals_are_decrypted(app, make_launch, monkeypatch):
 
 
 def test_program_filter_and_counts_never_show_another_sites_or_ehrs_programs(app, make_launch):
+    # Each site has a team, so no referral here is in the unrouted queue every social worker of its EHR sees.
+    with_deployment(app, routing={"teams": [{"id": "t-bwh", "name": "BWH", "sites": ["Organization/org-bwh"]},
+                                            {"id": "t-mgh", "name": "MGH", "sites": ["Organization/org-mgh"]}]})
     mine = make_referral(app, make_launch, "bwh", "p-bwh", "Bea Brigham")
     make_referral(app, make_launch, "mgh", "p-mgh", "Mia General")  # HAVEN at MGH, another site
     make_referral(app, make_launch, "mgh", "p-other", "Olga Otherehr", iss=EHR2)  # same program, other EHR

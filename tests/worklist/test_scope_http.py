@@ -141,6 +141,9 @@ def test_scope_on_postgresql(postgres_url):
     from tests.conftest import app_config, launch_for
 
     app = create_app(app_config(postgres_url))
+    # Each site has a team, so no referral here is in the unrouted queue every social worker of its EHR sees.
+    with_deployment(app, routing={"teams": [{"id": "t-bwh", "name": "BWH", "sites": ["Organization/org-bwh"]},
+                                            {"id": "t-mgh", "name": "MGH", "sites": ["Organization/org-mgh"]}]})
     try:
         def make(client, context=None, data=None, iss=EHR1, kind="ehr"):
             return launch_for(app, client, context, data, iss=iss, kind=kind)
