@@ -18,7 +18,8 @@ STORED = json.loads("""{
                "locations": [{"id": "loc-bwh", "name": "Brigham and Women's Hospital",
                               "identifiers": [{"system": "urn:ipv-sandbox:site", "value": "bwh"}],
                               "postalCode": "02115"}],
-               "service_provider": {"id": "org-bwh", "name": "Brigham and Women's Hospital", "identifiers": []}},
+               "service_provider": {"id": "org-bwh", "name": "Brigham and Women's Hospital", "identifiers": []},
+               "parent_locations": [], "parent_organizations": []},
  "user": {"reference": "Practitioner/sw1", "name": "Ms. Devon Social", "roles": ["social_worker"],
           "practitioner_roles": [
             {"id": "r1", "active": true,
