@@ -36,6 +36,7 @@ from smart_app.ops import (
     security,
     warmup,
 )
+from smart_app.outbox import cli as outbox_cli
 from smart_app.referral import views as referral_views
 from smart_app.report import views as report_views
 from smart_app.screening import views as screening_views
@@ -95,6 +96,7 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
 
     for blueprint in FEATURE_BLUEPRINTS:
         app.register_blueprint(blueprint)
+    outbox_cli.init_app(app)  # flask outbox-worker, flask outbox-run-once
     # Work the outbox worker does on its rounds besides sending (retention, the closed loop's status updates).
     housekeeping.init_app(app, retention.purge, worklist_retention.purge_referrals)
     ratelimit.init_app(app)  # after the blueprints: limits attach to their views

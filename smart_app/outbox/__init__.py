@@ -15,7 +15,7 @@ status, reason class and label codes, and log lines name resource type + row id 
 The modules, in the order a row meets them:
 
 - ``enqueue``: the consent request stores the planned writes as pending rows.
-- ``worker``: the loop: claim a batch, send it, heartbeat, housekeeping.
+- ``worker``: the loop: claim a batch, send it, heartbeat, housekeeping; ``cli`` runs it.
 - ``claim``: which worker may send which rows, and the lease fence before each send.
 - ``dispatch``: a referral's rows in order, to ``send_transaction``, ``send_single`` or ``send_status``.
 - ``payload`` and ``references``: the stored write decrypted, its links to sibling writes resolved.

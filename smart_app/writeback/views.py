@@ -15,7 +15,6 @@ database constraint (ReferralRecord.launch_id unique, the referral key as primar
 The POST only stores the outbox rows and returns: the worker (``flask outbox-worker``; a thread in
 ``make demo``) does all sending, and the confirmation page polls ``/l/<lid>/progress`` (a neutral,
 PHI-free JSON status) until each write is written, failed or "check the chart".
-Also registers the ``outbox-worker`` and ``outbox-run-once`` CLI commands.
 """
 
 from __future__ import annotations
@@ -25,11 +24,9 @@ import hashlib
 import json
 import logging
 import secrets
-import signal
 from datetime import UTC, datetime
 from typing import Any
 
-import click
 from flask import Blueprint, Flask, current_app, g, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -46,7 +43,6 @@ from smart_app.outbox.enqueue import enqueue
 from smart_app.outbox.settings import OutboxSettings
 from smart_app.outbox.state import utcnow
 from smart_app.outbox.status import kind_label, referral_rows, row_view
-from smart_app.outbox.worker import OutboxWorker
 from smart_app.referral.channels import CHANNELS, channel_label
 from smart_app.report import events
 from smart_app.screening import handoff
@@ -58,7 +54,7 @@ from smart_app.worklist.scope import add_programs, add_site_keys, referral_site_
 from smart_app.worklist.search import mrn_key_of
 
 warmup_log = logging.getLogger("ipv.warmup")
-bp = Blueprint("writeback", __name__, template_folder="templates", url_prefix="/l/<lid>", cli_group=None)
+bp = Blueprint("writeback", __name__, template_folder="templates", url_prefix="/l/<lid>")
 
 SITE_SYSTEM = "urn:ipv-sandbox:site"
 MAX_NOTE = 200
@@ -472,37 +468,6 @@ def retry_now() -> Response:
                    .values(next_attempt_at=utcnow()))
         db.commit()
     return redirect(url_for("writeback.confirmation", lid=g.launch.id))
-
-
-# -- CLI ------------------------------------------------------------------------------------------------------
-@bp.cli.command("outbox-run-once")
-@click.option("--drain", is_flag=True, help="Keep going until nothing is pending (or --max-seconds).")
-@click.option("--max-seconds", default=60.0, show_default=True)
-def outbox_run_once(drain: bool, max_seconds: float) -> None:
-    """Send the due chart writes once (cron-friendly)."""
-    app = current_app._get_current_object()
-    worker = OutboxWorker(app, client_for=None, timeout=app.config.get("HTTP_TIMEOUT_SECONDS"))
-    stats = worker.drain(max_seconds=max_seconds) if drain else worker.run_once()
-    click.echo(f"claimed={stats.claimed} written={stats.written} retrying={stats.retrying} "
-               f"failed={stats.failed} deferred={stats.deferred} label_flags={stats.label_flags}")
-
-
-@bp.cli.command("outbox-worker")
-@click.option("--idle-sleep", default=1.0, show_default=True, help="Seconds to wait when nothing is due.")
-def outbox_worker(idle_sleep: float) -> None:
-    """Run the outbox worker until interrupted (run several: rows are claimed, never sent twice)."""
-    app = current_app._get_current_object()
-    worker = OutboxWorker(app, client_for=None, timeout=app.config.get("HTTP_TIMEOUT_SECONDS"))
-    click.echo(f"outbox worker {worker.worker_id} running")
-
-    def _stop(_signum: int, _frame: Any) -> None:
-        # SIGTERM (systemd, containers): finish the send in flight, give the rest of the claim back, exit.
-        worker.stopping.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    worker.loop(idle_sleep=idle_sleep)
-    click.echo("stopped")
 
 
 def warm_up(app: Flask) -> None:
