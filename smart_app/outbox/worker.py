@@ -161,7 +161,7 @@ class OutboxWorker:
         return self._profiles[ref]
 
     def honours_conditional_create(self, profile: EhrProfile, client: Any, kind: str) -> bool:
-        """May a create of ``kind`` through ``client`` rely on If-None-Exist? (capabilities.py)"""
+        """May a create of ``kind`` through ``client`` rely on If-None-Exist? (``smart_app.outbox.capabilities``)"""
         return self._conditional.honours(profile, client, kind)
 
     def _context(self, db: Session, stats: RunStats) -> SendContext:
