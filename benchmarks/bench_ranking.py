@@ -105,7 +105,7 @@ def measure(path: str, out: Any, queries: bool = True) -> None:
     from referrals.index import DirectoryIndex
     from referrals.loaders import load_source
     from referrals.ranking import rank
-    from referrals.store import DEFAULT_DIRECTORY, merge, settle
+    from referrals.store import DEFAULT_DIRECTORY, merge
 
     rss0 = peak_rss_mb()
     load_source(DEFAULT_DIRECTORY)  # imports, the ZIP table and the small directory: not per-service costs
@@ -115,7 +115,7 @@ def measure(path: str, out: Any, queries: bool = True) -> None:
     generated = load_source(path)
     load_s, load_cpu = time.perf_counter() - t0, time.process_time() - c0
     t0, c0 = time.perf_counter(), time.process_time()
-    index = settle(DirectoryIndex(merge([load_source(DEFAULT_DIRECTORY), generated])))  # as store.build
+    index = DirectoryIndex(merge([load_source(DEFAULT_DIRECTORY), generated]))  # as store.build
     index_s, index_cpu = time.perf_counter() - t0, time.process_time() - c0
     del generated
     gc.collect()  # the parsed JSON is gone: what stays is the directory and its index

@@ -7,7 +7,6 @@ leaves the current directory in place.
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 from pathlib import Path
@@ -16,12 +15,10 @@ from typing import Any
 from referrals.errors import DirectoryError, Issue
 from referrals.index import DirectoryIndex
 from referrals.loaders import load_source
-from referrals.memory import release_free_memory
 from referrals.model import Directory
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIRECTORY = ROOT / "config" / "directory" / "boston.yaml"
-FREEZE_AT = 5_000  # services
 IMPORT_DIR_NAME = "directory"  # under the app's instance folder: what `ipv-directory import` writes
 
 
@@ -68,19 +65,7 @@ def build(paths: list[Path]) -> DirectoryIndex:
             issues.extend(exc.issues)
     if issues:
         raise DirectoryError(issues)
-    return settle(DirectoryIndex(merge(loaded)))
-
-
-def settle(index: DirectoryIndex) -> DirectoryIndex:
-    """Called once a directory is loaded for good."""
-    # A large directory is millions of long-lived objects: move them out of the cyclic GC's way,
-    # or every full collection (100-300 ms on 50,000 services) lands in some patient's request.
-    # (Small directories do not need it, and tests that build many apps should not freeze each one.)
-    if len(index.entries) >= FREEZE_AT:
-        gc.collect()
-        gc.freeze()
-        release_free_memory()
-    return index
+    return DirectoryIndex(merge(loaded))
 
 
 class DirectoryStore:
