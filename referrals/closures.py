@@ -10,7 +10,8 @@ Christmas Eve...) are in its ``closures`` list in the directory file. 24/7 lines
 The default calendar (US, MA) for 2020-2045 is kept as a small table computed from the package
 (``referrals/data/holidays.json``; ``python -m referrals.closures`` rebuilds it and
 ``tests/referrals/test_clinic_facts.py`` fails if the two ever disagree): the package's calendars load
-every country it knows (279 modules, 8.6 MB of RSS in each worker and 0.07 s of CPU) to answer for one.
+every country it knows, in each worker, to answer for one (figures in
+``docs/decisions/0005-directory-memory-measures.md``).
 Any other calendar or year still asks the package.
 """
 

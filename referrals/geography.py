@@ -4,10 +4,11 @@ Nothing here calls out: a patient's safe ZIP never leaves the server.
 
 The centroids come from the ``zipcodes`` package's bundled data, kept as a compact table
 (``referrals/data/zip_centroids.bin``: sorted ZIPs and their latitude/longitude in 1/10,000 degree,
-the source's own precision, as little-endian int32 columns — about 0.5 MB). Loading the package
-itself at run time kept its 42,789-record cache alive in every worker (+145 MB RSS, 0.7 s of start-up)
-for a table this size. ``python -m referrals.geography`` rebuilds the file from the installed
-``zipcodes``; ``tests/referrals/test_geography.py`` fails if the two ever disagree.
+the source's own precision, as little-endian int32 columns). Loading the package itself at run time
+kept its whole record cache alive in every worker, many times the memory and start-up time of this table
+(figures in ``docs/decisions/0005-directory-memory-measures.md``).
+``python -m referrals.geography`` rebuilds the file from the installed ``zipcodes``;
+``tests/referrals/test_geography.py`` fails if the two ever disagree.
 """
 
 from __future__ import annotations

@@ -90,11 +90,11 @@ _SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
 def json_array_items(path: Path, text: str) -> Iterator[Any] | None:
     """The items of a document that is a JSON array, decoded one at a time; None for any other document.
 
-    A large directory is a large array of services: decoded whole, its parse tree (10x the file) existed all at
-    once beside the directory built from it, and freeing it left the directory scattered over its memory (5.4 KB
-    RSS per service for ~2.5 KB of objects). One item at a time, each item's parse is freed before the next and
-    what the directory keeps is packed densely. A syntax error is reported exactly as ``read_json`` reports it;
-    it surfaces when the iteration reaches it, so the caller must consume the iterator to the end."""
+    A large directory is a large array of services: decoded whole, its parse tree (many times the file) exists
+    all at once beside the directory built from it, and the import's peak memory with it (bench_directory prints
+    the peak with and without this). One item at a time, each item's parse is freed before the next. A syntax
+    error is reported exactly as ``read_json`` reports it; it surfaces when the iteration reaches it, so the
+    caller must consume the iterator to the end."""
     pos = _SPACE.match(text).end()
     if not text.startswith("[", pos):
         return None
@@ -131,14 +131,14 @@ def needs_from_words(*words: str | None) -> set[str]:
     for word in words:
         if word:
             # The cache keeps its keys: key it on a copy (lower()), never on a string of the parsed source,
-            # which would pin that source's memory after the load (measured: most of a 50k import's RSS).
+            # which would pin that source's memory after the load.
             found |= _needs_of_word(word.lower())
     return found
 
 
 def needs_in_text(*texts: str | None) -> set[str]:
-    """Needs named in a service's own name or description: nearly every one is unique, so not cached (the
-    cache kept 8,192 of them, 35 bytes a service at 50,000, for no hit)."""
+    """Needs named in a service's own name or description: nearly every one is unique, so not cached (a cache
+    would only hold thousands of them for no hit)."""
     found: set[str] = set()
     for text in texts:
         if text:
