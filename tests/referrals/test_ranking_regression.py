@@ -1,6 +1,7 @@
 """The ranking's order and reasons, recorded: fixed cases over three directories (Boston; Boston with its own
 closures and per-site hours; Boston plus a generated HSDS directory) whose expected results are stored in
-``tests/referrals/data/ranking/cases.jsonl``, plus properties that hold for any query.
+``tests/referrals/data/ranking/cases.jsonl``, plus properties that hold for any query on them: the order, the
+points each reason earns (``RankingWeights``), the needs filter, and the number to call.
 
 A change that moves a result, a reason, a score or a call fails here. When the change is meant (a weight a
 clinical lead changed, say), record the cases again and read the diff before committing it:
@@ -20,13 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from referrals.index import DirectoryIndex
+from referrals.index import MAX_MILES, NEED_BIT, DirectoryIndex
 from referrals.loaders import load_source
 from referrals.loaders.hsds import parse_hsds
 from referrals.model import NEEDS, Hours, Interval
-from referrals.ranking import Ranking, rank
+from referrals.ranking import NEED_SYNONYMS, WEIGHTS, Ranking, RankingQuery, RankingWeights, rank
 from referrals.store import DEFAULT_DIRECTORY, merge
-from tests.referrals import frozen_ranking
 from tests.referrals.test_compact import service, visit
 from tests.referrals.test_ranking import SITES, encounter
 
@@ -168,9 +168,13 @@ def random_query(rng: random.Random) -> dict[str, Any]:
             "default_programs": rng.choice(DEFAULT_PROGRAMS) if rng.random() < 0.3 else []}
 
 
-def run(index: DirectoryIndex, query: dict[str, Any]) -> Ranking:
-    q = dict(query, now=datetime.fromisoformat(query["now"]))
-    return rank(index, **q)
+def ranking_query(query: dict[str, Any], **changes: Any) -> RankingQuery:
+    """The RankingQuery of a stored or generated case (JSON: ``now`` in ISO form)."""
+    return RankingQuery.for_launch(**{**query, "now": datetime.fromisoformat(query["now"]), **changes})
+
+
+def run(index: DirectoryIndex, query: dict[str, Any], weights: RankingWeights = WEIGHTS) -> Ranking:
+    return rank(index, ranking_query(query), weights=weights)
 
 
 def outcome(r: Ranking) -> dict[str, Any]:
@@ -225,33 +229,82 @@ def test_recorded_cases_cover_what_the_ranking_distinguishes():
     assert any(closed for c in cases for *_, closed in c["expected"]["call_now"])
 
 
-# -- against the ranking as it was (while it is being split up) -------------------------------------------------
-@cache
-def frozen_directories() -> dict[str, frozen_ranking.DirectoryIndex]:
-    return {name: frozen_ranking.DirectoryIndex(index.directory) for name, index in directories().items()}
+# -- properties of any ranking ----------------------------------------------------------------------------------
+NAMES = ["boston", "boston-closures", "boston+hsds"]
+POINTS = {"default_program": "default_program", "always": "open_now", "open_now": "open_now",
+          "after_hours": "after_hours_pager", "speaks": "speaks_language", "interpreters": "interpreters"}
 
 
-def frozen_run(index: frozen_ranking.DirectoryIndex, query: dict[str, Any]) -> Any:
-    return frozen_ranking.rank(index, **dict(query, now=datetime.fromisoformat(query["now"])))
+def needs_met(service_needs: Any, wanted: list[str]) -> int:
+    """How many stated needs the service meets (an offer meets a need when it is one of the need's synonyms)."""
+    wanted = [n for n in dict.fromkeys(wanted) if n in NEED_BIT]
+    return sum(1 for n in wanted if any(x in service_needs for x in NEED_SYNONYMS.get(n, (n,))))
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.sampled_from(["boston", "boston-closures", "boston+hsds"]), st.randoms(use_true_random=False))
-def test_ranks_as_the_frozen_ranking(name, rng):
-    query = random_query(rng)
-    assert outcome(run(directories()[name], query)) == outcome(frozen_run(frozen_directories()[name], query))
+def points(result: Any, query: RankingQuery, weights: RankingWeights) -> float:
+    """A result's score as the weights table reads: the points of each reason, the needs met, the miles off."""
+    total = sum(getattr(weights, POINTS[r.code]) for r in result.reasons if r.code in POINTS)
+    total += weights.per_need_met * needs_met(result.service.needs, list(query.needs))
+    if result.distance is not None:
+        total -= min(result.distance, MAX_MILES) * weights.per_mile
+    s = result.service
+    if s.kind == "hotline" or s.scope != "local" or not any(t.lat is not None for t in s.sites):
+        total += weights.reachable_anywhere
+    return total
+
+
+def assert_ordered_scored_and_filtered(r: Ranking, query: RankingQuery) -> None:
+    assert len(r.results) <= query.limit
+    others = r.results[1:] if r.results and r.results[0].service is r.site_service else r.results
+    assert all(x.service is not r.site_service for x in others)  # the visit's program, if listed, comes first
+    keys = [(-x.score, x.distance or 0.0, x.service.id) for x in others]
+    assert keys == sorted(keys)
+    for x in r.results:
+        assert x.score == pytest.approx(points(x, query, WEIGHTS))
+        if x.service is not r.site_service and any(n in NEED_BIT for n in query.needs):
+            assert needs_met(x.service.needs, list(query.needs)) > 0  # meets a stated need
+        codes = [reason.code for reason in x.reasons]
+        assert ("after_hours" in codes) == (x.call is not None and x.call.after_hours and x.open_now is False)
+        assert any(c.startswith("distance_zip") for c in codes) <= (r.origin == "zip")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(NAMES), st.randoms(use_true_random=False))
+def test_every_ranking_is_ordered_scored_and_filtered_as_the_weights_say(name, rng):
+    query = ranking_query(random_query(rng))
+    assert_ordered_scored_and_filtered(rank(directories()[name], query), query)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(1, 30).flatmap(lambda n: st.tuples(*[service(i) for i in range(n)])),
        st.lists(visit(), min_size=1, max_size=6), st.sampled_from([None, *SITE_MAPS]),
        st.sampled_from([[], *DEFAULT_PROGRAMS, ["svc-0", "svc-1"]]))
-def test_generated_directory_ranks_as_the_frozen_ranking(items, visits, site_map, default_programs):
-    directory = parse_hsds(list(items), "t.json", "America/New_York", "$")
-    new, old = DirectoryIndex(directory), frozen_ranking.DirectoryIndex(directory)
+def test_a_generated_directory_ranks_as_the_weights_say(items, visits, site_map, default_programs):
+    index = DirectoryIndex(parse_hsds(list(items), "t.json", "America/New_York", "$"))
     for v in visits:
-        query = dict(v, now=v["now"].isoformat(), site_map=site_map, default_programs=default_programs)
-        assert outcome(run(new, query)) == outcome(frozen_run(old, query))
+        query = RankingQuery.for_launch(**v, site_map=site_map, default_programs=default_programs)
+        assert_ordered_scored_and_filtered(rank(index, query), query)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(NAMES), st.randoms(use_true_random=False))
+def test_a_heavier_weight_moves_what_earns_it_up(name, rng):
+    query = ranking_query(random_query(rng), language=rng.choice(["es", "pt", "ht"]))
+    index = directories()[name]
+    heavy = rank(index, query, weights=RankingWeights(speaks_language=1000))
+    others = [x for x in heavy.results if x.service is not heavy.site_service]
+    speaks = ["speaks" in {reason.code for reason in x.reasons} for x in others]
+    assert speaks == sorted(speaks, reverse=True)  # every program that speaks the language before any other
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(NAMES), st.randoms(use_true_random=False))
+def test_a_time_without_zone_is_utc(name, rng):
+    query = random_query(rng)
+    naive = datetime.fromisoformat(query["now"]).replace(tzinfo=None)
+    index = directories()[name]
+    assert outcome(rank(index, ranking_query(query, now=naive))) == outcome(
+        rank(index, ranking_query(query, now=naive.replace(tzinfo=UTC))))
 
 
 if __name__ == "__main__":
