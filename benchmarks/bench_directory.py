@@ -89,7 +89,7 @@ def measure(path: str, what: tuple[str, ...], out: Any) -> None:
 
     from referrals.index import DirectoryIndex
     from referrals.loaders import load_source
-    from referrals.ranking import rank
+    from referrals.ranking import RankingQuery, rank
     from referrals.store import merge
 
     _switch_off(what)
@@ -114,11 +114,11 @@ def measure(path: str, what: tuple[str, ...], out: Any) -> None:
     gc.unfreeze()
     queries = make_queries()[:RANKED]
     for q in queries[:50]:
-        rank(index, **q)
+        rank(index, RankingQuery.for_launch(**q))
     cpu = []
     for q in queries:
         c0 = time.thread_time()
-        rank(index, **q)
+        rank(index, RankingQuery.for_launch(**q))
         cpu.append((time.thread_time() - c0) * 1000)
     out.put(dict(load_cpu=load_cpu, index_cpu=index_cpu, gc_cpu=gc_clock.cpu, peak=peak, kept=cur1 - cur0, pause=pause,
                  pause_frozen=pause_frozen, rank=statistics.median(cpu)))

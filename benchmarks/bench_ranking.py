@@ -104,7 +104,7 @@ def measure(path: str, out: Any, queries: bool = True) -> None:
 
     from referrals.index import DirectoryIndex
     from referrals.loaders import load_source
-    from referrals.ranking import rank
+    from referrals.ranking import RankingQuery, rank
     from referrals.store import DEFAULT_DIRECTORY, merge
 
     rss0 = peak_rss_mb()
@@ -123,13 +123,13 @@ def measure(path: str, out: Any, queries: bool = True) -> None:
     rss1 = peak_rss_mb()
     todo = make_queries() if queries else []
     for q in todo[:50]:  # warm-up (ZIP table, zoneinfo)
-        rank(index, **q)
-    forked = after_fork(lambda: [rank(index, **q) for q in todo]) if todo else None
+        rank(index, RankingQuery.for_launch(**q))
+    forked = after_fork(lambda: [rank(index, RankingQuery.for_launch(**q)) for q in todo]) if todo else None
     times, cpu, counts = [], [], []
     for q in todo:
         c0 = time.thread_time()
         t0 = time.perf_counter()
-        r = rank(index, **q)
+        r = rank(index, RankingQuery.for_launch(**q))
         times.append((time.perf_counter() - t0) * 1000)
         cpu.append((time.thread_time() - c0) * 1000)
         counts.append(len(r.results))

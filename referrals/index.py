@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,12 +133,10 @@ class DirectoryIndex:
             self.wide_by_need[need] = [i for i in wide_all if self.entries[i].mask & bit][:WIDE_PER_NEED]
 
     # -- encounter -> site -------------------------------------------------------------------------
-    def match_site(self, visit: Visit | dict[str, Any] | None,
-                   site_map: dict[str, str] | None = None) -> tuple[Site | None, Service | None, bool]:
+    def match_site(self, visit: Visit,
+                   site_map: Mapping[str, str] | None = None) -> tuple[Site | None, Service | None, bool]:
         """(site, service, on_site) for the visit: its Locations first, then its serviceProvider. The
         deployment's ``site_map`` (EHR key -> directory site id) goes before the directory's own rules."""
-        if not isinstance(visit, Visit):  # the launch context, as callers passed it before Visit
-            visit = Visit.from_context(visit)
         loc_keys, org_keys = visit.location_keys(), visit.organization_keys()
         mapped = self._mapped_site(loc_keys + org_keys, site_map) if site_map else None
         if mapped is not None:
@@ -151,7 +150,7 @@ class DirectoryIndex:
                 return None, served, False
         return None, None, False
 
-    def _mapped_site(self, keys: list[str], site_map: dict[str, str]) -> tuple[Site, Service, bool] | None:
+    def _mapped_site(self, keys: list[str], site_map: Mapping[str, str]) -> tuple[Site, Service, bool] | None:
         for key in keys:
             mapped = site_map.get(key)
             if not mapped:

@@ -395,17 +395,12 @@ def _result(index: DirectoryIndex, setting: _Setting, weights: RankingWeights, i
     return Result(s, shown_site, is_site and setting.on_site, is_open, dist, call, card.reasons, card.score)
 
 
-def rank(index: DirectoryIndex, query: RankingQuery | None = None, *, weights: RankingWeights = WEIGHTS,
-         **launch: Any) -> Ranking:
+def rank(index: DirectoryIndex, query: RankingQuery, weights: RankingWeights = WEIGHTS) -> Ranking:
     """Ranked services for one patient visit; each result says why it is listed.
 
     The deployment's ``default_programs`` are offered when the launch does not say where the visit is (no
     encounter, or one without location or organization), so the clinician still sees the hospital system's own
-    programs; a visit at a known place outside them (another hospital) gets none.
-    ``launch``: the keyword form of ``RankingQuery.for_launch`` (context=, safe_zip=...), for the callers that
-    still pass it."""
-    if query is None:
-        query = RankingQuery.for_launch(**launch)
+    programs; a visit at a known place outside them (another hospital) gets none."""
     setting = _setting(index, query)
     results = [r for i, (dist, si) in _candidates(index, setting, query.limit).items()
                if (r := _result(index, setting, weights, i, dist, si)) is not None]

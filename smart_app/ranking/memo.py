@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 
 from referrals.hours import minute_of_week
-from referrals.ranking import Ranking, rank
+from referrals.ranking import Ranking, RankingQuery, rank
 from referrals.store import store_for
 
 
@@ -62,8 +62,8 @@ def ranked(launch_id: str, context: dict[str, Any], *, safe_zip: str | None = No
         if hit is not None and hit[0] is index:
             memo.move_to_end(key)
             return hit[1]
-    ranking = rank(index, context=context, safe_zip=safe_zip, needs=needs, language=language, now=now,
-                   limit=limit, site_map=site_map, default_programs=default_programs)
+    ranking = rank(index, RankingQuery.for_launch(context, safe_zip=safe_zip, needs=needs, language=language, now=now,
+                                                  limit=limit, site_map=site_map, default_programs=default_programs))
     with _rankings_lock:
         memo[key] = (index, ranking)
         while len(memo) > RANKINGS_KEPT:

@@ -23,6 +23,7 @@ from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load_instruments
+from referrals.visit import Visit
 from smart_app.launch import resume
 from smart_app.launch.locale import launch_view
 from smart_app.launch.visit_memory import recent, record_screen
@@ -206,7 +207,7 @@ def _advocates_from_directory(context: dict[str, Any], placed: bool) -> list[dic
 
     index = store_for(current_app).index
     site_map = getattr(current_app.config.get("DEPLOYMENT"), "site_map", None) or None
-    _site, service, _on_site = index.match_site(context, site_map)
+    _site, service, _on_site = index.match_site(Visit.from_context(context), site_map)
     if service is not None:
         entry = _advocate_entry(service)
         return [entry] if entry else []

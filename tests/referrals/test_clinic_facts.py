@@ -13,10 +13,12 @@ from referrals.errors import DirectoryError
 from referrals.geography import centroid, miles
 from referrals.index import DirectoryIndex
 from referrals.loaders import load_source
-from referrals.ranking import rank
+from referrals.ranking import RankingQuery, rank
 from referrals.store import DEFAULT_DIRECTORY
 from tests.conftest import default_context
 from tests.referrals.test_ranking import encounter
+
+for_launch = RankingQuery.for_launch  # the query of a launch context
 
 NY = ZoneInfo("America/New_York")
 
@@ -113,7 +115,7 @@ def test_closures_are_parsed_and_checked(tmp_path):
     (THANKSGIVING_10AM, "1-617-732-5520 ext. 31808", "after_hours"),  # holiday morning: the pager
 ])
 def test_call_now_is_the_site_programs_number_for_this_hour(index, now, number, state):
-    r = rank(index, context=default_context(encounter=encounter("bwh")), now=now)
+    r = rank(index, for_launch(context=default_context(encounter=encounter("bwh")), now=now))
     first = r.call_now[0]
     assert (first.service.id, first.phone.dial(), first.state) == ("passageway", number, state)
     assert r.call_now[1].service.id == "ma-safelink" and r.call_now[1].state == "always"
@@ -129,7 +131,7 @@ def test_call_now_is_the_site_programs_number_for_this_hour(index, now, number, 
 
 def test_distance_is_from_the_zip_centroid_to_the_site_shown(index):
     """BWH (02115) for a patient who gave 02130: not 0.0 (the Faulkner site is in 02130)."""
-    r = rank(index, context=default_context(encounter=encounter("bwh")), safe_zip="02130", now=TUE_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=encounter("bwh")), safe_zip="02130", now=TUE_10AM))
     top = r.results[0]
     assert top.site.id == "passageway-bwh" and "02115" in top.address()
     expected = miles(centroid("02130"), (top.site.lat, top.site.lon))
@@ -138,7 +140,7 @@ def test_distance_is_from_the_zip_centroid_to_the_site_shown(index):
 
 
 def test_other_programs_distance_is_to_their_nearest_site(index):
-    r = rank(index, context=default_context(encounter=encounter("mgh")), safe_zip="02130", now=TUE_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=encounter("mgh")), safe_zip="02130", now=TUE_10AM))
     passageway = next(x for x in r.results if x.service.id == "passageway")
     assert passageway.site.id in ("passageway-faulkner", "passageway-sjphc", "passageway-brookside")
     assert passageway.distance == pytest.approx(miles(centroid("02130"), (passageway.site.lat, passageway.site.lon)))
@@ -147,7 +149,7 @@ def test_other_programs_distance_is_to_their_nearest_site(index):
 @pytest.mark.parametrize(("key", "place"), [("bwh", "hospital"), ("bw-faulkner", "hospital"), ("mgh", "hospital"),
                                             ("sjphc", "health center"), ("mgh-chelsea", "health center")])
 def test_on_site_says_hospital_or_health_center(index, key, place):
-    r = rank(index, context=default_context(encounter=encounter(key)), now=TUE_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=encounter(key)), now=TUE_10AM))
     assert r.results[0].why[0] == f"On site at this {place}"
     others = [w for x in r.results[1:] for w in x.why if "miles from this" in w]
     assert others and all(w.endswith(f"miles from this {place}") for w in others)
@@ -157,7 +159,8 @@ def test_on_site_says_hospital_or_health_center(index, key, place):
 
 
 def test_no_encounter_offers_the_default_programs_both_when_site_unknown(index):
-    r = rank(index, context=default_context(encounter=None), now=TUE_7PM, default_programs=["passageway", "haven"])
+    r = rank(index, for_launch(context=default_context(encounter=None), now=TUE_7PM,
+                               default_programs=["passageway", "haven"]))
     assert not r.placed
     ids = [x.service.id for x in r.results]
     assert set(ids[:2]) == {"passageway", "haven"}
@@ -170,19 +173,20 @@ def test_no_encounter_offers_the_default_programs_both_when_site_unknown(index):
 def test_encounter_without_location_or_organization_counts_as_unknown(index):
     enc = encounter("bwh", with_location=False)
     enc["service_provider"] = {}
-    r = rank(index, context=default_context(encounter=enc), now=TUE_10AM, default_programs=["passageway", "haven"])
+    r = rank(index, for_launch(context=default_context(encounter=enc), now=TUE_10AM,
+                               default_programs=["passageway", "haven"]))
     assert {x.service.id for x in r.results[:2]} == {"passageway", "haven"}
 
 
 def test_a_known_site_outside_the_network_gets_no_default_programs(index):
-    r = rank(index, context=default_context(encounter=encounter("baystate")), now=TUE_10AM,
-             default_programs=["passageway", "haven"])
+    r = rank(index, for_launch(context=default_context(encounter=encounter("baystate")), now=TUE_10AM,
+                               default_programs=["passageway", "haven"]))
     assert r.placed and r.site_service is None
     assert not {"passageway", "haven"} & {x.service.id for x in r.results}
 
 
 def test_without_default_programs_no_encounter_lists_hotlines_only(index):
-    r = rank(index, context=default_context(encounter=None), now=TUE_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=None), now=TUE_10AM))
     assert {x.service.id for x in r.results} <= {"ma-safelink", "national-dv-hotline", "barcc"}
 
 
@@ -190,17 +194,19 @@ def test_without_default_programs_no_encounter_lists_hotlines_only(index):
 
 
 def test_boston_rape_crisis_center_is_not_listed_for_springfield(index):
-    r = rank(index, context=default_context(encounter=encounter("baystate")), now=TUE_10AM, needs=["sexual-assault"])
+    r = rank(index, for_launch(context=default_context(encounter=encounter("baystate")), now=TUE_10AM,
+                               needs=["sexual-assault"]))
     assert "barcc" not in {x.service.id for x in r.results}
     assert {"ma-safelink", "national-dv-hotline"} <= {x.service.id for x in rank(
-        index, context=default_context(encounter=encounter("baystate")), now=TUE_10AM).results}
+        index, for_launch(context=default_context(encounter=encounter("baystate")), now=TUE_10AM)).results}
 
 
 def test_boston_rape_crisis_center_is_listed_in_boston_and_for_a_boston_zip(index):
-    r = rank(index, context=default_context(encounter=encounter("bwh")), now=TUE_10AM, needs=["sexual-assault"])
+    r = rank(index, for_launch(context=default_context(encounter=encounter("bwh")), now=TUE_10AM,
+                               needs=["sexual-assault"]))
     assert "barcc" in {x.service.id for x in r.results}
-    far = rank(index, context=default_context(encounter=encounter("bwh")), safe_zip="01103", now=TUE_10AM,
-               needs=["sexual-assault"])  # a Springfield ZIP the patient chose
+    far = rank(index, for_launch(context=default_context(encounter=encounter("bwh")), safe_zip="01103", now=TUE_10AM,
+                                 needs=["sexual-assault"]))  # a Springfield ZIP the patient chose
     assert "barcc" not in {x.service.id for x in far.results}
 
 

@@ -21,8 +21,10 @@ from referrals.index import DirectoryIndex
 from referrals.loaders.common import place_sites
 from referrals.loaders.hsds import parse_hsds, parse_service
 from referrals.model import Directory, MatchRules, Service, Site, norm_name
-from referrals.ranking import Ranking, rank
+from referrals.ranking import Ranking, RankingQuery, rank
 from referrals.visit import Visit
+
+for_launch = RankingQuery.for_launch  # the query of a launch context
 
 PLACES = ["Chelsea Family Center", "Revere Clinic", "Main Office", "Lynn Shelter", "Boston Medical"]
 ORGS = ["Chelsea Family Center", "North Shore Services", "Greater Boston Legal"]
@@ -138,7 +140,7 @@ def test_compact_directory_ranks_as_before(items, visits):
     assert all(isinstance(s.phones, tuple) and isinstance(s.sites, tuple) for s in compact.services)
     old, new = DirectoryIndex(before), DirectoryIndex(compact)
     for v in visits:
-        assert outcome(rank(new, **v)) == outcome(rank(old, **v))
+        assert outcome(rank(new, for_launch(**v))) == outcome(rank(old, for_launch(**v)))
         site, svc, on_site = new.match_site(Visit.from_context(v["context"]))
         assert (site.id if site else None, svc.id if svc else None, on_site) == scan_match(compact, v["context"])
 

@@ -9,10 +9,12 @@ import pytest
 
 from referrals.index import DirectoryIndex
 from referrals.loaders import load_source
-from referrals.ranking import rank
+from referrals.ranking import RankingQuery, rank
 from referrals.store import DEFAULT_DIRECTORY, merge
 from tests.conftest import default_context
 from tests.referrals import samples
+
+for_launch = RankingQuery.for_launch  # the query of a launch context
 
 NY = ZoneInfo("America/New_York")
 WED_10AM = datetime(2026, 11, 25, 10, 0, tzinfo=NY)
@@ -54,7 +56,7 @@ def encounter(key: str, *, with_identifier: bool = True, with_location: bool = T
 
 @pytest.mark.parametrize("key", list(SITES))
 def test_site_program_first_for_each_seed_site(index, key):
-    r = rank(index, context=default_context(encounter=encounter(key)), now=WED_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=encounter(key)), now=WED_10AM))
     expected = EXPECTED[key]
     if expected is None:
         assert r.site is None and r.site_service is None
@@ -73,30 +75,30 @@ def test_site_matched_by_location_name_alone(index, key):
     enc = encounter(key, with_identifier=False)
     enc["locations"][0]["id"] = "some-real-ehr-id"
     enc["service_provider"] = None
-    r = rank(index, context=default_context(encounter=enc), now=WED_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=enc), now=WED_10AM))
     assert r.results[0].site.id == EXPECTED[key]
 
 
 def test_organization_only_match_says_serves_this_hospital(index):
     enc = encounter("mgh", with_location=False)
-    r = rank(index, context=default_context(encounter=enc), now=WED_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=enc), now=WED_10AM))
     assert r.site.id == "haven-mgh"  # org-mgh's name matches the MGH site
     # Only the organization id is known to the directory: the program, not a particular site.
     enc["service_provider"] = {"id": "org-bwh", "name": "Parent Corp", "identifiers": []}
-    r = rank(index, context=default_context(encounter=enc), now=WED_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=enc), now=WED_10AM))
     assert r.site is None
     assert r.results[0].service.id == "passageway" and r.results[0].why[0] == "Serves this hospital"
 
 
 def test_deployment_site_map(index):
     enc = {"id": "e", "locations": [{"id": "e4W3x", "name": "Clinic 7", "identifiers": []}], "service_provider": None}
-    r = rank(index, context=default_context(encounter=enc), now=WED_10AM,
-             site_map={"Location/e4W3x": "passageway-whittier"})
+    r = rank(index, for_launch(context=default_context(encounter=enc), now=WED_10AM,
+                               site_map={"Location/e4W3x": "passageway-whittier"}))
     assert r.results[0].site.id == "passageway-whittier"
 
 
 def test_chelsea_after_hours_gives_haven_pager_and_24_7_hotlines(index):
-    r = rank(index, context=default_context(encounter=encounter("mgh-chelsea")), now=WED_8PM)
+    r = rank(index, for_launch(context=default_context(encounter=encounter("mgh-chelsea")), now=WED_8PM))
     top = r.results[0]
     assert top.service.id == "haven"
     assert "After hours: call the pager 1-617-726-2241" in top.why
@@ -106,7 +108,7 @@ def test_chelsea_after_hours_gives_haven_pager_and_24_7_hotlines(index):
 
 
 def test_faulkner_weekend_pages_passageway_advocate(index):
-    r = rank(index, context=default_context(encounter=encounter("bw-faulkner")), now=SAT_NOON)
+    r = rank(index, for_launch(context=default_context(encounter=encounter("bw-faulkner")), now=SAT_NOON))
     top = r.results[0]
     assert top.site.id == "passageway-faulkner"
     assert top.call.dial() == "1-617-732-5520 ext. 31808"
@@ -117,13 +119,15 @@ def test_hours_follow_new_york_time_not_utc(index):
     # 14:00 UTC on a Wednesday in November is 9:00 in Boston: open. 23:00 UTC is 18:00: closed.
     from datetime import UTC
     ctx = default_context(encounter=encounter("mgh"))
-    assert "Open now" in rank(index, context=ctx, now=datetime(2026, 11, 25, 14, 0, tzinfo=UTC)).results[0].why
-    assert "Open now" not in rank(index, context=ctx, now=datetime(2026, 11, 25, 23, 0, tzinfo=UTC)).results[0].why
+    at_9am = rank(index, for_launch(context=ctx, now=datetime(2026, 11, 25, 14, 0, tzinfo=UTC)))
+    at_6pm = rank(index, for_launch(context=ctx, now=datetime(2026, 11, 25, 23, 0, tzinfo=UTC)))
+    assert "Open now" in at_9am.results[0].why
+    assert "Open now" not in at_6pm.results[0].why
 
 
 def test_spanish_speaker_sees_passageway_speaks_spanish(index):
-    r = rank(index, context=default_context(encounter=encounter("mgh-chelsea")), language="es",
-             safe_zip="02150", now=WED_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=encounter("mgh-chelsea")), language="es",
+                               safe_zip="02150", now=WED_10AM))
     assert r.results[0].service.id == "haven"  # the site program stays first
     assert "Interpreters available" in r.results[0].why
     pw = next(x for x in r.results if x.service.id == "passageway")
@@ -133,7 +137,8 @@ def test_spanish_speaker_sees_passageway_speaks_spanish(index):
 
 
 def test_safe_zip_distance_reason(index):
-    r = rank(index, context=default_context(encounter=None), safe_zip="02151", needs=["counselling"], now=WED_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=None), safe_zip="02151", needs=["counselling"],
+                               now=WED_10AM))
     haven = next(x for x in r.results if x.service.id == "haven")
     assert haven.site.id == "haven-revere"
     assert any(w.endswith("miles from 02151") for w in haven.why)
@@ -141,14 +146,15 @@ def test_safe_zip_distance_reason(index):
 
 
 def test_unknown_zip_is_reported_and_ignored(index):
-    r = rank(index, context=default_context(encounter=encounter("mgh-chelsea")), safe_zip="00000", now=WED_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=encounter("mgh-chelsea")), safe_zip="00000",
+                               now=WED_10AM))
     assert r.zip_unknown and r.zip_code is None
     assert r.results[0].service.id == "haven"
     assert not any("miles from 00000" in w for x in r.results for w in x.why)
 
 
 def test_no_encounter_and_no_zip_still_lists_hotlines(index):
-    r = rank(index, context=default_context(encounter=None), now=WED_8PM)
+    r = rank(index, for_launch(context=default_context(encounter=None), now=WED_8PM))
     assert r.site is None and r.origin == "none"
     ids = [x.service.id for x in r.results]
     assert "ma-safelink" in ids and "national-dv-hotline" in ids
@@ -157,36 +163,36 @@ def test_no_encounter_and_no_zip_still_lists_hotlines(index):
 
 def test_encounter_without_location_or_provider(index):
     enc = {"id": "e", "class": "AMB", "locations": [], "service_provider": None}
-    r = rank(index, context=default_context(encounter=enc), now=WED_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=enc), now=WED_10AM))
     assert r.site is None and r.results
 
 
 def test_needs_filter(index):
-    r = rank(index, context=default_context(encounter=encounter("bw-faulkner")), needs=["sexual-assault"],
-             now=WED_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=encounter("bw-faulkner")), needs=["sexual-assault"],
+                               now=WED_10AM))
     ids = [x.service.id for x in r.results]
     assert ids[0] == "passageway"  # the site program always stays
     assert "barcc" in ids and "Helps with sexual assault" in r.results[ids.index("barcc")].why
     assert "national-dv-hotline" not in ids
-    r = rank(index, context=default_context(encounter=None), needs=["legal"], now=WED_10AM)
+    r = rank(index, for_launch(context=default_context(encounter=None), needs=["legal"], now=WED_10AM))
     assert "Helps with legal help and protective orders (209A)" in r.results[0].why
 
 
 def test_shelters_never_show_a_street_address(tmp_path):
     hsds = load_source(samples.write_hsds_json(tmp_path / "h.json"))
     idx = DirectoryIndex(merge([load_source(DEFAULT_DIRECTORY), hsds]))
-    r = rank(idx, context=default_context(encounter=encounter("mgh-chelsea")), safe_zip="01902", needs=["shelter"],
-             now=WED_10AM)
+    r = rank(idx, for_launch(context=default_context(encounter=encounter("mgh-chelsea")), safe_zip="01902",
+                             needs=["shelter"], now=WED_10AM))
     shelter = next(x for x in r.results if x.service.id == "svc-safe-house")
     assert shelter.address() is None
     assert "Hidden Lane" not in repr(shelter.as_data())
-    counsel = next(x for x in rank(idx, safe_zip="02150", needs=["counselling"], now=WED_10AM).results
-                   if x.service.id == "svc-chelsea-counsel")
+    counsel = next(x for x in rank(idx, for_launch(safe_zip="02150", needs=["counselling"], now=WED_10AM)).results
+                                                   if x.service.id == "svc-chelsea-counsel")
     assert counsel.address() == "1 Broadway, Chelsea, MA 02150"
 
 
 def test_results_explain_themselves_and_store_without_phi(index):
-    r = rank(index, context=default_context(), safe_zip="02150", now=WED_10AM)
+    r = rank(index, for_launch(context=default_context(), safe_zip="02150", now=WED_10AM))
     for x in r.results:
         data = x.as_data()
         assert set(data) >= {"service_id", "program", "name", "phone", "why"}
@@ -199,7 +205,7 @@ def test_local_service_without_coordinates_is_still_listed(tmp_path):
     del loc["latitude"], loc["longitude"]
     loc["addresses"][0]["postal_code"] = "not-a-zip"
     idx = DirectoryIndex(load_source(samples.write_hsds_json(tmp_path / "d.json", services)))
-    r = rank(idx, safe_zip="02150", needs=["counselling"], now=WED_10AM)
+    r = rank(idx, for_launch(safe_zip="02150", needs=["counselling"], now=WED_10AM))
     assert [x.service.id for x in r.results] == ["svc-chelsea-counsel"]
     assert r.results[0].distance is None
 

@@ -9,17 +9,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import smart_app.ranking.memo as urgent
+from referrals.ranking import RankingQuery
 from tests.conftest import default_context
 
 
 @pytest.fixture
 def ranks(app, monkeypatch):
-    calls: list[dict] = []
+    calls: list[RankingQuery] = []
     real = urgent.rank
 
-    def counting(index, **kwargs):
-        calls.append(kwargs)
-        return real(index, **kwargs)
+    def counting(index, query, *args, **kwargs):
+        calls.append(query)
+        return real(index, query, *args, **kwargs)
 
     monkeypatch.setattr(urgent, "rank", counting)
     now = [datetime(2026, 3, 2, 15, 0, 5, tzinfo=UTC)]  # a Monday, 10:00 in Boston
@@ -64,5 +65,5 @@ def test_other_search_inputs_rank_again(client, make_launch, ranks):
     _site_note(client, lid)
     client.post(f"/l/{lid}/referrals", data={"action": "search", "safe_zip": "02151", "needs": ["legal"]})
     html = client.get(f"/l/{lid}/referrals").get_data(as_text=True)
-    assert any(c.get("safe_zip") == "02151" and c.get("needs") == ["legal"] for c in calls)
+    assert any(c.safe_zip == "02151" and c.needs == ("legal",) for c in calls)
     assert 'value="02151"' in html

@@ -13,8 +13,10 @@ import pytest
 from fhir.context import location_summary, organization_summary
 from referrals.index import DirectoryIndex
 from referrals.loaders import load_source
-from referrals.ranking import rank
+from referrals.ranking import RankingQuery, rank
 from referrals.store import DEFAULT_DIRECTORY
+
+for_launch = RankingQuery.for_launch  # the query of a launch context
 
 DATA = Path(__file__).resolve().parents[2] / "sandbox_ehr" / "data"
 WED_10AM = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("America/New_York"))
@@ -57,7 +59,7 @@ def test_each_sandbox_encounter_gets_its_program(index, enc_id):
         keys = [i["value"] for i in ctx["encounter"]["service_provider"]["identifiers"]
                 if i["system"] == "urn:ipv-sandbox:site"]
     expected = PROGRAM_FOR_SITE[keys[0]]
-    r = rank(index, context=ctx, now=WED_10AM)
+    r = rank(index, for_launch(context=ctx, now=WED_10AM))
     if expected is None:
         assert r.site_service is None
     else:
