@@ -134,6 +134,9 @@ class ReferralRecord(Base):
     ehr: Mapped[str | None] = mapped_column(String(128), nullable=True)
     route_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
     route_team: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The keys of its referral_program rows, sorted and joined ("" for none): the queue counts per program from
+    # the referral row alone. NULL: not indexed yet (a referral made before the program index).
+    program_keys: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ReferralSite(Base):
@@ -151,12 +154,12 @@ class ReferralSite(Base):
 
 
 class ReferralProgram(Base):
-    """The programs a referral names, so the queue filters, counts and sorts by program without decrypting every
-    referral's summary (smart_app/worklist/scope.py ``add_programs``). ``key`` is a keyed HMAC of the program
-    (equal programs group in SQL, no name in clear); ``program_enc`` holds its id and name, encrypted, and is
-    decrypted once per distinct key a queue lists. A referral naming no program has one row with key ``NONE``
-    and nothing encrypted; a referral with no row (stored before migration 0009) is indexed from its summary
-    the first time a queue lists it."""
+    """The programs a referral names, so the queue filters and sorts by program without decrypting every
+    referral's summary (smart_app/worklist/scope.py ``program_rows``; ``referral.program_keys`` lists the same
+    keys for counting). ``key`` is a keyed HMAC of the program (equal programs group in SQL, no name in clear);
+    ``program_enc`` holds its id and name, encrypted, and is decrypted once per distinct key. A referral naming no
+    program has one row with key ``NONE`` and nothing encrypted; a referral with no row (stored before migration
+    0009) is indexed from its summary when a queue first finds it."""
 
     __tablename__ = "referral_program"
     __table_args__ = (UniqueConstraint("referral_id", "key", name="uq_referral_program"),)

@@ -1,14 +1,17 @@
 """The social-work queue in SQL: filters, counts, sort and paging over every referral in scope, with no cap.
 
 Everything the queue filters, counts or sorts by is a plain column (status, urgency, site name, times) or a keyed
-HMAC (the ``referral_program`` keys, ``mrn_key``); encrypted summaries are read only for the page shown, and the
-encrypted program names once per distinct program.
+HMAC (the ``referral_program`` keys, ``mrn_key``); encrypted summaries are read only for the page shown, and an
+encrypted program name once per program (then kept in memory: a program's key names it for good).
 
 Counts: each filter (a ``Facet``) shows how many referrals each of its values would show with the *other*
-filters kept. One grouped query (``GROUP BY`` every facet's value, plus the EHR profile) returns a few hundred
-cells with a count each; every facet's counts, the number shown and the total are sums over those cells. The
-program filter is the one facet with several values per referral (a referral can name two programs): its
-counts come from a second grouped query over ``referral_program``.
+filters kept. One grouped query returns, for every combination of facet values present (urgency, status, site,
+age, the EHR profile and the set of program keys), how many referrals have it: a few hundred cells. Every
+facet's counts, the number shown and the total are sums over those cells. The program filter is the one facet
+with several values per referral (a referral can name two programs, two programs can share a name): its cell
+value is the referral's set of program keys (``referral.program_keys``), so a referral is counted once under
+each name it has. The page
+itself is a second query: the same conditions, the chosen order, LIMIT and OFFSET.
 
 A new filter is one more ``Facet`` in ``FACETS`` (``column_facet`` for a plain column): its values group, count,
 filter and link like the others'.
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, false, func, literal, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, literal, not_, or_, select
 from sqlalchemy.orm import Session
 
 from smart_app.ops.i18n import gettext as _
@@ -188,7 +191,7 @@ def facet_names() -> list[str]:
 # -- programs (several per referral: keyed HMACs, names encrypted) -----------------------------------------------
 @dataclass
 class Programs:
-    """The programs of the referrals in scope: name per key (decrypted once per key), keys per name."""
+    """The programs of the referrals in scope: name per key, keys per name."""
 
     names: dict[str, str] = field(default_factory=dict)
 
@@ -197,6 +200,11 @@ class Programs:
 
     def sorted_names(self) -> list[str]:
         return sorted(set(self.names.values()))
+
+    def of(self, keys: str | None) -> tuple[str, ...]:
+        """The names of a referral's program keys (as the grouped query returns them, joined by commas)."""
+        found = (self.names.get(k) for k in (keys or "").split(","))
+        return tuple(dict.fromkeys(n for n in found if n))
 
     def where(self, name: str) -> ColumnElement[bool]:
         keys = self.keys_for(name)
@@ -213,6 +221,9 @@ class Programs:
         rank = case(ranks, value=ReferralProgram.key, else_=len(order))
         return (select(func.min(rank)).where(ReferralProgram.referral_id == ReferralRecord.id)
                 .scalar_subquery())
+
+
+PROGRAM_NAME_CACHE_MAX = 10_000
 
 
 def _program_name(program: dict[str, Any] | None, services: dict[str, Any]) -> str | None:
@@ -261,7 +272,6 @@ class QueueView:
     pages: int
     first: int
     records: list[ReferralRecord]
-    program_names: dict[str, list[str]]
     profiles: set[str]
 
 
@@ -294,34 +304,29 @@ SORTS: dict[str, Sort] = {
 
 
 # -- the queries -----------------------------------------------------------------------------------------------
-class Queue:
-    """The queue of one scope at one moment (a request)."""
+@dataclass(frozen=True)
+class Cell:
+    """Referrals sharing one value of every facet (and one EHR profile): ``n`` of them."""
 
-    def __init__(self, db: Session, scope: Scope, clock: Clock, query: QueueQuery,
-                 services: dict[str, Any]) -> None:
+    values: dict[str, Any]
+    profile: str
+    n: int
+
+
+class Queue:
+    """The queue of one scope at one moment (a request). ``program_cache``: decrypted programs by key, kept by
+    the caller across requests (a key is an HMAC of the program's id and name, so it always means the same)."""
+
+    def __init__(self, db: Session, scope: Scope, clock: Clock, query: QueueQuery, services: dict[str, Any],
+                 program_cache: dict[str, dict[str, Any]] | None = None) -> None:
         self.db, self.scope, self.clock, self.query = db, scope, clock, query
         self.services = services
+        self.cache = program_cache if program_cache is not None else {}
         self.in_scope = scoped_query(scope).whereclause
         self.programs = Programs()
-        self._program_counts: dict[str, int] = {}
+        self._cells: list[Cell] | None = None
 
     # conditions
-    def _facet_where(self, facet: Facet) -> ColumnElement[bool] | None:
-        value = self.query.filters.get(facet.name) or ""
-        return facet.where(value, self.clock) if value else None
-
-    def filter_conditions(self, *, without: str | None = None) -> list[ColumnElement[bool]]:
-        """Every chosen filter's condition (all but the facet ``without``)."""
-        out = []
-        for facet in FACETS:
-            cond = self._facet_where(facet) if facet.name != without else None
-            if cond is not None:
-                out.append(cond)
-        program = self.query.filters.get(PROGRAM)
-        if program and without != PROGRAM:
-            out.append(self.programs.where(program))
-        return out
-
     def base(self) -> list[ColumnElement[bool]]:
         """The scope and the search: what every count and list starts from."""
         out = [self.in_scope]
@@ -330,46 +335,106 @@ class Queue:
         return out
 
     def conditions(self) -> list[ColumnElement[bool]]:
-        return self.base() + self.filter_conditions()
+        """The scope, the search and every chosen filter's condition (the page and the export)."""
+        out = self.base()
+        for facet in FACETS:
+            value = self.query.filters.get(facet.name) or ""
+            cond = facet.where(value, self.clock) if value else None
+            if cond is not None:
+                out.append(cond)
+        if self.query.filters.get(PROGRAM):
+            out.append(self.programs.where(self.query.filters[PROGRAM]))
+        return out
 
-    # programs
-    def load_programs(self) -> None:
-        """Every program of the referrals in scope (and the search), with how many referrals each would show
-        under the other filters: one grouped query, then one read of one encrypted name per program."""
-        others = and_(true(), *self.filter_conditions(without=PROGRAM))
-        rows = self.db.execute(
-            select(ReferralProgram.key, func.min(ReferralProgram.id), func.sum(case((others, 1), else_=0)))
-            .join(ReferralRecord, ReferralRecord.id == ReferralProgram.referral_id)
-            .where(*self.base(), ReferralProgram.key != NO_PROGRAM)
-            .group_by(ReferralProgram.key)).all()
-        if not rows:
-            return
-        blobs = dict(self.db.execute(select(ReferralProgram.key, ReferralProgram.program_enc)
-                                     .where(ReferralProgram.id.in_([r[1] for r in rows]))).all())
-        for key, _first, _count in rows:
-            try:
-                name = _program_name(decrypt_json(blobs.get(key), where="referral program"), self.services)
-            except Undecryptable:
-                name = None
+    # the grouped count
+    def cells(self) -> list[Cell]:
+        """Every combination of facet values present under the scope and the search, with its referrals (one
+        query), and the names of every program they name."""
+        if self._cells is not None:
+            return self._cells
+        dims = [facet.dimension(self.clock).label(f"d_{i}") for i, facet in enumerate(FACETS)]
+        inner = (select(*dims, ReferralRecord.profile.label("profile"), ReferralRecord.program_keys.label("keys"))
+                 .where(*self.base()).subquery())
+        cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
+        rows = self.db.execute(select(*cols, func.count()).group_by(*cols)).all()
+        key_sets = {row[-2] for row in rows}
+        self._load_names({k for keys in key_sets for k in (keys or "").split(",") if k and k != NO_PROGRAM})
+        named = {keys: self.programs.of(keys) for keys in key_sets}
+        self._cells = [Cell(values={**{f.name: row[i] for i, f in enumerate(FACETS)}, PROGRAM: named[row[-2]]},
+                            profile=row[-3], n=int(row[-1])) for row in rows]
+        return self._cells
+
+    def _load_names(self, keys: set[str]) -> None:
+        """Names of these program keys: from the cache, else one encrypted row per key (decrypted once)."""
+        missing = sorted(keys - self.cache.keys())
+        if missing:
+            first = (select(func.min(ReferralProgram.id)).where(ReferralProgram.key.in_(missing))
+                     .group_by(ReferralProgram.key))
+            for key, blob in self.db.execute(select(ReferralProgram.key, ReferralProgram.program_enc)
+                                             .where(ReferralProgram.id.in_(first))):
+                try:
+                    program = decrypt_json(blob, where="referral program")
+                except Undecryptable:
+                    continue  # not cached: tried again once the key is back
+                if isinstance(program, dict) and len(self.cache) < PROGRAM_NAME_CACHE_MAX:
+                    self.cache[key] = {"id": program.get("id"), "name": program.get("name")}
+        for key in keys:
+            name = _program_name(self.cache.get(key), self.services)
             if name:
                 self.programs.names[key] = name
-        counts: Counter[str] = Counter()
-        for key, _first, count in rows:
-            if key in self.programs.names:
-                counts[self.programs.names[key]] += int(count or 0)
-        shared = {n for n in counts if len(self.programs.keys_for(n)) > 1}
-        if shared:  # one referral may name two programs of one name: count it once
-            counts.update(self._distinct_counts(shared, others))
-        self._program_counts = dict(counts)
 
-    def _distinct_counts(self, names: set[str], others: ColumnElement[bool]) -> dict[str, int]:
-        group = case({k: n for k, n in self.programs.names.items() if n in names}, value=ReferralProgram.key)
-        rows = self.db.execute(
-            select(group, func.count(func.distinct(ReferralProgram.referral_id)))
-            .join(ReferralRecord, ReferralRecord.id == ReferralProgram.referral_id)
-            .where(*self.base(), others, group.is_not(None)).group_by(group)).all()
-        found = {str(name): int(count) for name, count in rows}
-        return {name: found.get(name, 0) for name in names}
+    def _values(self, cell: Cell, memo: dict[tuple[str, Any], tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        """The filter values that show this cell's referrals, per facet (``memo``: per facet and value)."""
+        out = {}
+        for f in FACETS:
+            value = cell.values[f.name]
+            if (f.name, value) not in memo:
+                memo[(f.name, value)] = f.values_of(value)
+            out[f.name] = memo[(f.name, value)]
+        out[PROGRAM] = cell.values[PROGRAM]
+        return out
+
+    def _options(self, cells: list[Cell]) -> dict[str, list[tuple[str, str]]]:
+        options = {f.name: f.options([c.values[f.name] for c in cells]) for f in FACETS}
+        options[PROGRAM] = [(n, n) for n in self.programs.sorted_names()]
+        return {name: _with_chosen(opts, self.query.filters.get(name) or "") for name, opts in options.items()}
+
+    # the page
+    def view(self, page_size: int) -> QueueView:
+        cells = self.cells()
+        names = facet_names()
+        options = self._options(cells)
+        chosen = {name: self.query.filters.get(name) or "" for name in names}
+        tallies: dict[str, Counter[str]] = {name: Counter() for name in names}
+        shown = 0
+        memo: dict[tuple[str, Any], tuple[str, ...]] = {}
+        for cell in cells:
+            values = self._values(cell, memo)
+            failing = [name for name in names if chosen[name] and chosen[name] not in values[name]]
+            if not failing:
+                shown += cell.n
+            # A facet's counts keep the other filters: a cell counts for every facet when it passes them all, and
+            # for the one facet it fails when it fails only that one.
+            for name in failing if len(failing) == 1 else names if not failing else ():
+                for value in values[name]:
+                    tallies[name][value] += cell.n
+        counts = {name: {value: tallies[name][value] for value, _text in options[name]} for name in names}
+        total = self.count_in_scope() if self.query.search is not None else sum(c.n for c in cells)
+        pages = max(1, -(-shown // page_size))
+        page = min(self.query.page, pages)
+        first = (page - 1) * page_size
+        records = list(self.db.scalars(select(ReferralRecord).where(*self.conditions())
+                                       .order_by(*self.order()).limit(page_size).offset(first))) if shown else []
+        return QueueView(query=self.query, options=options, counts=counts, shown=shown, total=total, page=page,
+                         pages=pages, first=first, records=records, profiles={c.profile for c in cells})
+
+    def order(self) -> list[Any]:
+        # Open unrouted referrals first whatever the sort: nobody else is named for them.
+        unrouted_first = case((and_(ReferralRecord.route_kind == UNROUTED, ~IS_CLOSED), 0), else_=1)
+        return [unrouted_first, *SORTS[self.query.sort].order(self.clock, self.programs)]
+
+    def count_in_scope(self) -> int:
+        return int(self.db.scalar(select(func.count()).select_from(ReferralRecord).where(self.in_scope)) or 0)
 
     def program_names_of(self, ids: list[str]) -> dict[str, list[str]]:
         """The program names of these referrals (the page's, or the export's), in the order they were chosen."""
@@ -383,66 +448,10 @@ class Queue:
                     out[rid].append(name)
         return out
 
-    # the grouped count
-    def cells(self) -> list[tuple[dict[str, Any], str, int]]:
-        """(facet value per facet, EHR profile, referrals) for every combination present, under the search and
-        the program filter (the one filter not among the cells' values)."""
-        dims = [facet.dimension(self.clock).label(f"d_{i}") for i, facet in enumerate(FACETS)]
-        conditions = self.base()
-        program = self.query.filters.get(PROGRAM)
-        if program:
-            conditions.append(self.programs.where(program))
-        inner = select(*dims, ReferralRecord.profile.label("profile")).where(*conditions).subquery()
-        cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile]
-        rows = self.db.execute(select(*cols, func.count()).group_by(*cols)).all()
-        return [({facet.name: row[i] for i, facet in enumerate(FACETS)}, row[-2], int(row[-1])) for row in rows]
-
-    def _passes(self, values: dict[str, Any], facet: Facet) -> bool:
-        chosen = self.query.filters.get(facet.name) or ""
-        return not chosen or chosen in facet.values_of(values[facet.name])
-
-    # the page
-    def view(self, page_size: int) -> QueueView:
-        self.load_programs()
-        cells = self.cells()
-        counts: dict[str, dict[str, int]] = {}
-        options: dict[str, list[tuple[str, str]]] = {}
-        for facet in FACETS:
-            tally: Counter[str] = Counter()
-            for values, _profile, n in cells:
-                if all(self._passes(values, other) for other in FACETS if other is not facet):
-                    for value in facet.values_of(values[facet.name]):
-                        tally[value] += n
-            options[facet.name] = _with_chosen(facet.options([v[facet.name] for v, _p, _n in cells]),
-                                               self.query.filters.get(facet.name) or "")
-            counts[facet.name] = {value: tally[value] for value, _text in options[facet.name]}
-        options[PROGRAM] = _with_chosen([(n, n) for n in self.programs.sorted_names()],
-                                        self.query.filters.get(PROGRAM) or "")
-        counts[PROGRAM] = {n: self._program_counts.get(n, 0) for n, _text in options[PROGRAM]}
-        shown = sum(n for values, _p, n in cells if all(self._passes(values, f) for f in FACETS))
-        narrowed = self.query.search is not None or bool(self.query.filters.get(PROGRAM))
-        total = self.count_in_scope() if narrowed else sum(n for _v, _p, n in cells)
-        pages = max(1, -(-shown // page_size))
-        page = min(self.query.page, pages)
-        first = (page - 1) * page_size
-        records = list(self.db.scalars(select(ReferralRecord).where(*self.conditions())
-                                       .order_by(*self.order()).limit(page_size).offset(first))) if shown else []
-        return QueueView(query=self.query, options=options, counts=counts, shown=shown, total=total, page=page,
-                         pages=pages, first=first, records=records,
-                         program_names=self.program_names_of([r.id for r in records]),
-                         profiles={p for _v, p, _n in cells})
-
-    def order(self) -> list[Any]:
-        # Open unrouted referrals first whatever the sort: nobody else is named for them.
-        unrouted_first = case((and_(ReferralRecord.route_kind == UNROUTED, ~IS_CLOSED), 0), else_=1)
-        return [unrouted_first, *SORTS[self.query.sort].order(self.clock, self.programs)]
-
-    def count_in_scope(self) -> int:
-        return int(self.db.scalar(select(func.count()).select_from(ReferralRecord).where(self.in_scope)) or 0)
-
     def lines(self) -> list[Any]:
         """Every referral the filters show, in order, as plain columns (the CSV export: nothing decrypted)."""
-        self.load_programs()
+        if self.query.filters.get(PROGRAM) or self.query.sort == "program":
+            self.cells()  # the program names the filter and the sort need
         return list(self.db.execute(select(*LINE_COLUMNS).where(*self.conditions()).order_by(*self.order())))
 
 

@@ -152,8 +152,10 @@ def program_rows(referral_id: str, programs: list[dict[str, Any]]) -> list[Refer
     return list(rows.values()) or [ReferralProgram(referral_id=referral_id, key=NO_PROGRAM, program_enc=None)]
 
 
-def add_programs(db: Session, referral_id: str, programs: list[dict[str, Any]]) -> None:
-    db.add_all(program_rows(referral_id, programs))
+def program_keys_of(keys: Any) -> str:
+    """``referral.program_keys``: a referral's program keys, sorted, joined by commas ("" when it names none), so
+    the queue counts referrals per program set from the referral row alone."""
+    return ",".join(sorted({k for k in keys if k and k != NO_PROGRAM}))
 
 
 def scoped_query(scope: Scope) -> Select[tuple[ReferralRecord]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
-from sqlalchemy import exists, func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
@@ -42,7 +43,15 @@ from smart_app.worklist import retention as worklist_retention
 from smart_app.worklist.queue import FACETS, IS_CLOSED, PROGRAM, SORTS, Clock, Queue, QueueQuery, facet_names
 from smart_app.worklist.retention import retention_days
 from smart_app.worklist.saved import delete_view, save_view, saved_views, user_tag, view_args
-from smart_app.worklist.scope import Scope, program_rows, scope_for, scoped_query, scoped_referral, unrouted_query
+from smart_app.worklist.scope import (
+    Scope,
+    program_keys_of,
+    program_rows,
+    scope_for,
+    scoped_query,
+    scoped_referral,
+    unrouted_query,
+)
 from smart_app.worklist.search import Search, mrn_key, normalise_code, normalise_mrn
 
 log = logging.getLogger("ipv.worklist")
@@ -56,6 +65,7 @@ OUTCOMES = ("reached", "no_answer", "not_safe_to_talk", "number_not_working", "p
 INBOUND = "patient_initiated"  # always allowed: the patient called or came to us
 NOTE_MAX = 280
 UNINDEXED_BATCH = 500  # referrals stored before the program index, indexed per queue request
+UNINDEXED_CHECK_SECONDS = 600
 PAGE_SIZE = 50  # referrals shown (and decrypted) per page; WORKLIST_PAGE_SIZE overrides
 
 
@@ -271,27 +281,46 @@ def _page_size() -> int:
 
 def _index_programs(scope: Scope) -> None:
     """Index the programs of referrals stored before ReferralProgram existed (their summaries decrypted once), so
-    the program filter, counts and sort see them. Its own transaction: a concurrent queue request that indexed
-    them first wins, and nothing is lost."""
+    the program filter, counts and sort see them. Looked for at most every UNINDEXED_CHECK_SECONDS per scope and
+    process: the search reads every referral in scope, and only a referral made by an older version of the app
+    can lack its rows. Its own transaction: a concurrent queue request that indexed them first wins."""
+    checked = current_app.extensions.setdefault("worklist_program_checks", {})
+    mark = (scope.iss, scope.keys)
+    if time.monotonic() - checked.get(mark, -UNINDEXED_CHECK_SECONDS) < UNINDEXED_CHECK_SECONDS:
+        return
     db = current_app.extensions["db_sessionmaker"]()
     try:
-        unindexed = ~exists().where(ReferralProgram.referral_id == ReferralRecord.id)
         rows = db.execute(scoped_query(scope).with_only_columns(ReferralRecord.id, ReferralRecord.summary_enc)
-                          .where(unindexed).limit(UNINDEXED_BATCH)).all()
+                          .where(ReferralRecord.program_keys.is_(None)).limit(UNINDEXED_BATCH)).all()
+        if len(rows) < UNINDEXED_BATCH:
+            checked[mark] = time.monotonic()  # none left after this batch
         if not rows:
             return
+        indexed: dict[str, list[str]] = {}
+        for rid, key in db.execute(select(ReferralProgram.referral_id, ReferralProgram.key)
+                                   .where(ReferralProgram.referral_id.in_([r.id for r in rows]))):
+            indexed.setdefault(rid, []).append(key)
         for rid, blob in rows:
-            try:
-                summary = decrypt_json(blob, where="referral summary") or {}
-            except Undecryptable:
-                summary = {}  # unreadable: indexed as naming no program, listed without programs
-            db.add_all(program_rows(rid, summary.get("programs") or []))
+            if rid not in indexed:
+                try:
+                    summary = decrypt_json(blob, where="referral summary") or {}
+                except Undecryptable:
+                    summary = {}  # unreadable: indexed as naming no program, listed without programs
+                new = program_rows(rid, summary.get("programs") or [])
+                db.add_all(new)
+                indexed[rid] = [row.key for row in new]
+            db.execute(update(ReferralRecord).where(ReferralRecord.id == rid)
+                       .values(program_keys=program_keys_of(indexed[rid])))
         try:
             db.commit()
         except IntegrityError:
             db.rollback()
     finally:
         db.close()
+
+
+def _program_cache() -> dict[str, dict[str, Any]]:
+    return current_app.extensions.setdefault("worklist_program_names", {})
 
 
 def _search() -> Search | None:
@@ -327,9 +356,10 @@ def _waiting(hours: float) -> str:
 
 
 def _row(record: ReferralRecord, scope: Scope, services: dict[str, Any], now: datetime,
-         outbox: list[OutboxItem]) -> dict[str, Any]:
-    """One queue line: the referral's entry plus what the line shows in a few words."""
-    entry = _entry(record, scope, services, now, outbox)
+         outbox: list[OutboxItem], programs: list[str]) -> dict[str, Any]:
+    """One queue line: the referral's entry plus what the line shows in a few words; its programs as the
+    program filter names them (the program index)."""
+    entry = {**_entry(record, scope, services, now, outbox), "program_names": programs}
     due = None
     if entry["urgent"] and not entry["closed"] and entry["first_contact_at"] is None and not entry["overdue"]:
         due = _("contact within %(n)d h", n=max(1, int(-(-(urgent_hours() - entry["age_hours"]) // 1))))
@@ -362,9 +392,11 @@ def index() -> str:
     search = _search()
     query = QueueQuery.from_args(request.args, search)
     clock = _clock()
-    view = Queue(db, scope, clock, query, services).view(_page_size())
-    outbox = referral_rows_of([r.id for r in view.records])
-    entries = [_row(r, scope, services, clock.now, outbox.get(r.id, [])) for r in view.records]
+    queue = Queue(db, scope, clock, query, services, _program_cache())
+    view = queue.view(_page_size())
+    ids = [r.id for r in view.records]
+    outbox, programs = referral_rows_of(ids), queue.program_names_of(ids)
+    entries = [_row(r, scope, services, clock.now, outbox.get(r.id, []), programs[r.id]) for r in view.records]
     what = f"{len(entries)} referrals shown" + (f" (page {view.page} of {view.pages})" if view.pages > 1 else "")
     audit("list", scope, None, what + (f", search by {search.kind}" if search else ""))
     notices = closed_loop.loop_notices(view.profiles or {closed_loop.current_profile_name()}, g.launch)
@@ -465,7 +497,7 @@ def export() -> Response:
     """The filtered queue as CSV, for the program's own follow-up lists: no names, MRNs or notes."""
     scope = _scope("export")
     queue = Queue(get_session(), scope, _clock(), QueueQuery.from_args(request.args, _search()),
-                  _directory_services())
+                  _directory_services(), _program_cache())
     lines = queue.lines()  # plain columns only: nothing decrypted but one name per program
     programs = queue.program_names_of([line.id for line in lines])
     buf = io.StringIO()

@@ -50,7 +50,13 @@ from smart_app.store.crypto import encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import OutboxItem, ReferralRecord
 from smart_app.worklist.routing import COVERAGE, FALLBACK, routing_of, team_named
-from smart_app.worklist.scope import add_programs, add_site_keys, referral_site_keys, site_display_name
+from smart_app.worklist.scope import (
+    add_site_keys,
+    program_keys_of,
+    program_rows,
+    referral_site_keys,
+    site_display_name,
+)
 from smart_app.worklist.search import mrn_key_of
 
 warmup_log = logging.getLogger("ipv.warmup")
@@ -347,12 +353,14 @@ def consent_post() -> Response | tuple[str, int] | str:
     site_keys = referral_site_keys(launch.context, site)
     deployment = current_app.config["DEPLOYMENT"]
     route = routing_of(deployment).route(ehr_id_for(launch.iss, deployment), site_keys)
+    programs = program_rows(rid, summary["programs"])  # the queue's program filter and counts without the summary
     record = ReferralRecord(id=rid, launch_id=launch.id, iss=launch.iss, profile=profile.ref,
                             site=site, site_name=site_display_name(launch.context),
                             ehr=route.ehr, route_kind=route.kind, route_team=route.team_id,
                             patient_key=patient_key(launch.iss, launch.context),
                             encounter_key=encounter_key(launch.iss, launch.context),
                             reference_code=reference_code(rid), mrn_key=mrn_key_of(launch.context),
+                            program_keys=program_keys_of(p.key for p in programs),
                             urgent=handoff.urgent_now(launch.data), handoff=handoff.referral_code(launch.data),
                             status="requested", summary_enc=encrypt_json(summary))
     db.add(record)
@@ -362,7 +370,7 @@ def consent_post() -> Response | tuple[str, int] | str:
         db.rollback()
         return redirect(url_for("writeback.confirmation", lid=launch.id))
     add_site_keys(db, record.id, site_keys)
-    add_programs(db, record.id, summary["programs"])  # the queue's program filter without the summary
+    db.add_all(programs)
     enqueue(db, referral_id=record.id, launch_id=launch.id, iss=launch.iss, profile=profile,
             plans=plans, settings=OutboxSettings.for_app(current_app, profile))
     launch.update_data(consent={"status": "given", "at": now, "detailed": bool(choices["detailed"]),

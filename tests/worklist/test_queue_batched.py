@@ -147,6 +147,7 @@ def test_referrals_stored_before_the_program_index_are_indexed_from_their_summar
     old = make_referral(app, make_launch, "mgh", "p-old", "Olive Older")
     with app.app_context(), session_scope(app) as db:  # as a referral stored before migration 0009
         db.execute(delete(ReferralProgram).where(ReferralProgram.referral_id == old))
+        db.execute(update(ReferralRecord).where(ReferralRecord.id == old).values(program_keys=None))
     client, lid = _sw(app, make_launch)
     page = client.get(f"/l/{lid}/worklist").get_data(as_text=True)
     assert re.search(r'data-testid="filter-program-HAVEN at MGH"[^>]*>[^<]*<span class="count">\(1\)', page)
@@ -154,3 +155,21 @@ def test_referrals_stored_before_the_program_index_are_indexed_from_their_summar
     with app.app_context(), session_scope(app) as db:
         [row] = db.scalars(select(ReferralProgram).where(ReferralProgram.referral_id == old))
         assert row.program_enc and b"HAVEN" not in row.program_enc and "HAVEN" not in row.key
+        assert db.get(ReferralRecord, old).program_keys == row.key
+
+
+def test_a_referral_with_program_rows_but_no_program_keys_takes_its_keys_from_the_rows(app, make_launch):
+    """As an older app version stores one (program rows, no ``program_keys``): counted and filtered once indexed,
+    its rows kept as they are."""
+    from smart_app.store.models import ReferralProgram
+
+    rid = make_referral(app, make_launch, "bwh", "p-mid", "Mae Middle")
+    with app.app_context(), session_scope(app) as db:
+        before = sorted(db.scalars(select(ReferralProgram.id).where(ReferralProgram.referral_id == rid)))
+        db.execute(update(ReferralRecord).where(ReferralRecord.id == rid).values(program_keys=None))
+    client, lid = _sw(app, make_launch)
+    page = client.get(f"/l/{lid}/worklist").get_data(as_text=True)
+    assert re.search(r'data-testid="filter-program-Passageway at BWH"[^>]*>[^<]*<span class="count">\(1\)', page)
+    with app.app_context(), session_scope(app) as db:
+        assert sorted(db.scalars(select(ReferralProgram.id).where(ReferralProgram.referral_id == rid))) == before
+        assert db.get(ReferralRecord, rid).program_keys
