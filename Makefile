@@ -24,12 +24,12 @@ venv: $(STAMP)
 
 # Browser tests use Debian's Chromium (Playwright's own download does not work offline).
 chromium:
-	@test -x $(CHROMIUM) || (command -v apt-get >/dev/null && (apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))) || echo "Chromium not installed: browser tests will be skipped"
+	@test -x $(CHROMIUM) || (command -v apt-get >/dev/null && (apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))) || echo "Chromium not installed: browser tests will be skipped (under CI they fail)"
 
 # The `tls` tests put Debian's nginx in front of the app (TLS termination, X-Forwarded-*); they start it with
 # their own config in a temp folder, never the system service.
 nginx:
-	@test -x $(NGINX) || (command -v apt-get >/dev/null && (apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null || (apt-get update -q >/dev/null && (apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null)))) || echo "nginx not installed: the reverse-proxy tls tests will be skipped"
+	@test -x $(NGINX) || (command -v apt-get >/dev/null && (apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null || (apt-get update -q >/dev/null && (apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null)))) || echo "nginx not installed: the reverse-proxy tls tests will be skipped (under CI they fail)"
 
 demo: $(STAMP)
 	$(BIN)/python -m sandbox_ehr.demo --app-port $(APP_PORT) --sandbox-port $(SANDBOX_PORT) --personality $(PERSONALITY)

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 from smart_app import create_app
 from smart_app.launch.state import Launch, new_expiry
 from smart_app.store.models import LaunchRecord
+from tests.support import tools
 
 # Folders whose every test carries a marker, so `-m "not browser"` (or `-m tls`) selects them by what they need.
 _FOLDER_MARKERS = {"browser": pytest.mark.browser, "tls": pytest.mark.tls}
@@ -31,8 +32,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if marker is not None:
             item.add_marker(marker)
 
-
-POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 
 # Hypothesis: CI replays the same examples every run (derandomize: a red CI is reproducible and a green one
 # is not luck); a developer's run explores new random examples. HYPOTHESIS_PROFILE=ci|dev overrides, and
@@ -69,15 +68,14 @@ def client(app):
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL schema per test; skipped clearly without TEST_DATABASE_URL."""
-    if not POSTGRES_URL:
-        pytest.skip("TEST_DATABASE_URL not set: PostgreSQL tests skipped")
+    """A fresh PostgreSQL schema per test on TEST_DATABASE_URL (without it: skipped, or failed under CI)."""
+    base = tools.postgres_base_url()
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
+    admin = create_engine(base)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
     with admin.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()

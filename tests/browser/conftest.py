@@ -8,7 +8,8 @@ Fixtures (others build on these; add yours below, additively):
 - ``live_app`` (session): the app (deployment "sandbox", CSRF on, plain HTTP cookies) on a free
   port, allow-listing only ``live_sandbox.iss``. ``.url``, ``.app``.
 - ``browser`` (module): Chromium; every test module using it is skipped clearly when
-  /usr/bin/chromium (or CHROMIUM) is missing. Use it rather than starting Playwright yourself.
+  /usr/bin/chromium (or CHROMIUM) is missing, and fails under CI (``tests/support/tools.py``). Use it rather
+  than starting Playwright yourself.
 - ``new_context`` (function): ``new_context()`` -> a fresh BrowserContext (= a separate browser profile:
   its own cookies); closed after the test.
 - ``context`` / ``page`` (function): one context and one page in it.
@@ -22,7 +23,6 @@ Fixtures (others build on these; add yours below, additively):
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.support import tools
 from tests.support.live import LiveServer
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 TIMEOUT_MS = 15_000
@@ -112,14 +112,11 @@ def live_app(live_sandbox: Live, tmp_path_factory: pytest.TempPathFactory) -> It
 # module that starts its own must not find ours still running from an earlier module.
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium): browser tests skipped")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed: browser tests skipped")
+    executable = tools.chromium()
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        chromium = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
         yield chromium
         chromium.close()
 

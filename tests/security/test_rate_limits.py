@@ -3,13 +3,14 @@ storage shared by every worker in production."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
+import redis
 
 from tests.conftest import app_config, default_context, launch_for
 from tests.launch.fakes import FakeEhr
+from tests.support import tools
 
 pytestmark = pytest.mark.security
 
@@ -70,32 +71,22 @@ def test_worklist_actions_are_limited(tmp_path):
     assert 429 not in gate
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def test_redis_storage_is_shared_by_workers(tmp_path):
     """L8: with RATELIMIT_STORAGE_URI=redis://127.0.0.1:6379 two app processes (workers) share the counts."""
-    if not _redis_up():
-        pytest.skip("Redis not running on 127.0.0.1:6379")
+    url = tools.redis_url(0)
     prefix = f"ipv-test-{uuid.uuid4().hex}"
-    extra = {"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0", "RATELIMIT_KEY_PREFIX": prefix,
+    extra = {"RATELIMIT_STORAGE_URI": url, "RATELIMIT_KEY_PREFIX": prefix,
              "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": False, "RATELIMIT_SWALLOW_ERRORS": False}
     one, two = _app(tmp_path, "1.db", **extra), _app(tmp_path, "2.db", **extra)
     _fake(one)
     _fake(two)
+    r = redis.Redis.from_url(url)
     try:
         codes = [app.test_client().get(f"/launch?iss={FakeEhr.ISS}&launch=x").status_code
                  for app in (one, two, one, two)]
         assert codes == [302, 302, 302, 429]
+        assert list(r.scan_iter(f"*{prefix}*"))  # the count is Redis's, not each instance's memory
     finally:
-        import redis
-
-        r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
         keys = list(r.scan_iter(f"*{prefix}*"))
         if keys:
             r.delete(*keys)

@@ -41,6 +41,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.serving import make_server
 
+from tests.support import tools
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CLIENT_ID = "ipv-screen-tls-test"
@@ -156,9 +158,9 @@ def write_deployment(folder: Path, key_file: Path, iss: str) -> Path:
 
 @contextmanager
 def database_url(folder: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """PostgreSQL (a fresh schema) when TEST_DATABASE_URL is set, as a deployment runs; else SQLite, allowed
-    explicitly with ALLOW_SQLITE=1."""
-    base = os.environ.get("TEST_DATABASE_URL")
+    """PostgreSQL (a fresh schema) when TEST_DATABASE_URL answers, as a deployment runs (always under CI); else
+    SQLite, allowed explicitly with ALLOW_SQLITE=1."""
+    base = tools.postgres_base_url(optional=True)
     if not base:
         yield f"sqlite:///{folder / 'app.db'}", {"ALLOW_SQLITE": "1"}
         return

@@ -10,7 +10,6 @@ trusting exactly those servers' keys (``--ignore-certificate-errors-spki-list``)
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,9 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import tls
+from tests.support import tls, tools
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 TIMEOUT_MS = 20_000
 LID_IN_PATH = re.compile(r"/l/([A-Za-z0-9_-]+)/")
 
@@ -72,8 +70,7 @@ def tls_app(tls_ca, app_cert, client_keys, tls_sandbox, tmp_path_factory) -> Ite
 @pytest.fixture(scope="session")
 def nginx_app(tls_ca, app_cert, client_keys, tls_sandbox, tmp_path_factory) -> Iterator[tls.AppProcess]:
     """Debian's nginx terminating TLS in front of gunicorn on a unix socket, TRUSTED_PROXY_HOPS=1."""
-    if not os.access(tls.NGINX, os.X_OK):
-        pytest.skip(f"nginx not found at {tls.NGINX} (apt-get install nginx-light; `make test` installs it)")
+    tools.nginx(tls.NGINX)
     folder = tmp_path_factory.mktemp("tls-nginx")
     with tls.database_url(folder) as db:
         app = tls.start_behind_nginx(issued=app_cert, env_for=_env_for(tls_ca, client_keys, tls_sandbox, folder, db),
@@ -84,8 +81,7 @@ def nginx_app(tls_ca, app_cert, client_keys, tls_sandbox, tmp_path_factory) -> I
 
 @pytest.fixture(scope="module")
 def tls_browser(tls_sandbox, app_cert) -> Iterator[Any]:
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium): tls browser tests skipped")
+    executable = tools.chromium()
     from playwright.sync_api import sync_playwright
 
     from tests.browser.conftest import CHROMIUM_ARGS
@@ -93,7 +89,7 @@ def tls_browser(tls_sandbox, app_cert) -> Iterator[Any]:
     # Trust exactly the two test servers' keys (EHR and app), not every certificate error.
     trust = f"--ignore-certificate-errors-spki-list={tls_sandbox.spki},{app_cert.spki}"
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, trust], headless=True)
+        chromium = pw.chromium.launch(executable_path=executable, args=[*CHROMIUM_ARGS, trust], headless=True)
         yield chromium
         chromium.close()
 

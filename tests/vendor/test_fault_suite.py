@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from tests.support import tools
 from tests.vendor.support import FAST, consent_many, note_text, start
 
 pytestmark = [pytest.mark.vendor, pytest.mark.slow]
@@ -30,8 +31,13 @@ FAULTS = {"error_rate": 0.15, "timeout_rate": 0.05, "timeout_seconds": 0.2, "fai
 SUITE = {**FAST, "OUTBOX_LEASE_SECONDS": 15, "OUTBOX_MAX_ATTEMPTS": 50}
 
 
-def _db_url(tmp_path: Path) -> str:
-    return os.environ.get("VENDOR_DATABASE_URL") or f"sqlite:///{tmp_path / 'app.db'}"
+@pytest.fixture
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """PostgreSQL (a fresh schema on TEST_DATABASE_URL) as a deployment runs, and always under CI, where the
+    worker's claims and leases race for real; SQLite only on a developer's machine without PostgreSQL."""
+    if tools.postgres_base_url(optional=True):
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / 'app.db'}"
 
 
 def _planned_notes(env) -> Counter:
@@ -71,10 +77,10 @@ def _kill_a_worker_mid_send(env, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("personality", ["epic", "oracle"])
-def test_500_referrals_with_faults_and_a_killed_worker_give_exactly_500_notes(personality, tmp_path):
+def test_500_referrals_with_faults_and_a_killed_worker_give_exactly_500_notes(personality, tmp_path, db_url):
     from smart_app.outbox.worker import OutboxWorker
 
-    env = start(personality, tmp_path, db_url=_db_url(tmp_path), **SUITE)
+    env = start(personality, tmp_path, db_url=db_url, **SUITE)
     try:
         consent_many(env, N)
         planned = _planned_notes(env)
