@@ -12,15 +12,40 @@ NGINX ?= /usr/sbin/nginx
 # pytest-xdist workers: one per core (the suite is written to run in parallel: free ports, a schema per test).
 PYTEST_WORKERS ?= auto
 
-.PHONY: venv demo test lint bench clean chromium nginx
+# Hash-pinned locks made from pyproject.toml by `make lock`: runtime.lock (the image), dev.lock (the venv of
+# `make test`, `make demo` and CI: runtime + dev + build extras + what builds the wheel), build-system.lock.
+LOCKS := requirements
+UV := $(BIN)/uv
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q \
+	$(if $(UPGRADE),--upgrade)
 
-$(STAMP): pyproject.toml
+.PHONY: venv demo test lint lock bench clean chromium nginx
+
+# The venv installs exactly the pinned versions, then the project itself (editable, no dependency resolution);
+# `pip check` stops a lock that no longer satisfies pyproject.toml.
+$(STAMP): pyproject.toml $(LOCKS)/dev.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r $(LOCKS)/dev.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	@$(BIN)/pip check >/dev/null || { $(BIN)/pip check; echo "$(LOCKS)/*.lock do not satisfy pyproject.toml: run make lock" >&2; exit 1; }
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Regenerate the locks after changing a dependency in pyproject.toml (pins already in a lock are kept);
+# `make lock UPGRADE=1` takes the newest releases the caps allow. Commit the three files.
+$(UV):
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --require-hashes -r $(LOCKS)/dev.lock
+
+lock: $(UV)
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) -o $(LOCKS)/runtime.lock
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(UV) pip compile - $(LOCK_FLAGS) -c $(LOCKS)/runtime.lock -o $(LOCKS)/build-system.lock
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(UV) pip compile pyproject.toml - --extra dev --extra build $(LOCK_FLAGS) \
+			-c $(LOCKS)/runtime.lock -c $(LOCKS)/build-system.lock -o $(LOCKS)/dev.lock
 
 # Browser tests use Debian's Chromium (Playwright's own download does not work offline).
 chromium:

@@ -7,7 +7,8 @@ The centroids come from the ``zipcodes`` package's bundled data, kept as a compa
 the source's own precision, as little-endian int32 columns). Loading the package itself at run time
 kept its whole record cache alive in every worker, many times the memory and start-up time of this table
 (figures in ``docs/decisions/0005-directory-memory-measures.md``).
-``python -m referrals.geography`` rebuilds the file from the installed ``zipcodes``;
+``python -m referrals.geography`` rebuilds the file from the installed ``zipcodes`` (the ``build`` extra, in
+the dev venv; the app itself does not install it);
 ``tests/referrals/test_geography.py`` fails if the two ever disagree.
 """
 

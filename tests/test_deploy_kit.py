@@ -48,15 +48,20 @@ def wheel(tmp_path_factory) -> Path:
         if path.is_dir():
             shutil.copytree(path, src / name, ignore=IGNORE)
         else:
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, src / name)
     dist = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(dist), str(src)], cwd=src)
+    # As the build stage: no build isolation, so the setuptools pinned by the lock builds it (dev.lock holds
+    # build-system.lock's pins; tests/test_lock.py).
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--wheel-dir", str(dist),
+          str(src)], cwd=src)
     (found,) = dist.glob("ipv_smart_screen-*.whl")
     return found
 
 
 def test_the_image_copies_no_sandbox_and_no_tests():
-    assert _build_stage_sources() == ["pyproject.toml", "README.md", "smart_app", "fhir", "referrals", "config"]
+    assert _build_stage_sources() == ["requirements/build-system.lock", "pyproject.toml", "README.md", "smart_app",
+                                      "fhir", "referrals", "config"]
     assert not re.search(r"^COPY\s+\.\s", CONTAINERFILE, re.M)  # never the whole context
 
 
@@ -72,13 +77,18 @@ def test_wheel_holds_no_sandbox_code_or_keys(wheel):
 
 @pytest.mark.slow
 def test_image_install_step_in_a_clean_venv_refuses_the_sandbox(wheel, tmp_path):
-    """The Containerfile's `pip install ipv-smart-screen` (here with the index for the dependencies) into a venv
-    without system packages: no sandbox module, no key file, and check-config refuses the sandbox deployment."""
+    """The Containerfile's install steps into a venv without system packages (the hash-pinned runtime lock, then
+    the wheel alone, then pip check): no sandbox module, no key file, and check-config refuses the sandbox
+    deployment."""
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, system_site_packages=False).create(env_dir)
     py, flask = env_dir / "bin" / "python", env_dir / "bin" / "flask"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    _run([str(py), "-m", "pip", "install", "-q", "--no-input", str(wheel)], cwd=tmp_path, env=env)
+    pip = [str(py), "-m", "pip", "install", "-q", "--no-input"]
+    _run([*pip, "--require-hashes", "-r", str(ROOT / "requirements" / "runtime.lock")], cwd=tmp_path, env=env)
+    _run([*pip, "--no-index", "--no-deps", str(wheel)], cwd=tmp_path, env=env)
+    _run([str(py), "-m", "pip", "check"], cwd=tmp_path, env=env)  # the lock satisfies the wheel's requirements
+    assert _run([str(py), "-c", "import zipcodes"], tmp_path, env, ok=False).returncode != 0  # a build tool only
     assert _run([str(py), "-c", "import sandbox_ehr"], tmp_path, env, ok=False).returncode != 0
     private = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")
     keys = [p for p in env_dir.rglob("*") if p.is_file() and p.suffix in (".pem", ".key")
@@ -93,11 +103,16 @@ def test_image_install_step_in_a_clean_venv_refuses_the_sandbox(wheel, tmp_path)
     assert "the deployment named 'sandbox'" in out.stdout and "PRIVATE_KEY_FILE" in out.stdout
 
 
-def test_image_runs_as_a_user_and_installs_only_the_wheel():
+def test_image_runs_as_a_user_and_installs_the_lock_then_the_wheel():
     final = CONTAINERFILE.split("\nFROM ", 2)[2]
     user = re.findall(r"^USER\s+(\S+)", final, re.M)
     assert user and user[-1] not in ("root", "0")
-    assert "--no-index --find-links /wheels ipv-smart-screen" in final
+    lock = re.search(r"^COPY requirements/runtime\.lock (\S+)$", final, re.M)
+    assert lock, "the final stage copies the runtime lock"
+    assert f"pip install --no-cache-dir --require-hashes -r {lock.group(1)}" in final
+    assert "--no-index --no-deps /wheels/ipv_smart_screen-*.whl" in final and "pip check" in final
+    build = CONTAINERFILE.split("\nFROM ", 2)[1]
+    assert "--require-hashes -r requirements/build-system.lock" in build and "--no-deps --no-build-isolation" in build
     assert CONTAINERFILE.count("\nFROM ") == 2 and " AS build" in CONTAINERFILE  # multi-stage
     assert 'import sandbox_ehr' in final and "PRIVATE KEY" in final  # the image checks itself too
 

@@ -1,4 +1,4 @@
-"""The project installs into a fresh venv (non-editable, with its dependencies) and our ``fhir``
+"""The project installs into a fresh venv (non-editable, its dependencies from the runtime lock) and our ``fhir``
 modules import side by side with ``fhir.resources`` (DESIGN.md "The fhir name").
 
 Slow (a venv and a full install); part of ``make test``.
@@ -57,7 +57,11 @@ def test_fresh_venv_install_imports_fhir_resources_and_our_fhir_together(tmp_pat
     py = env_dir / "bin" / "python"
     # No repo on the path: only what pip installed may be imported.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    _run([str(py), "-m", "pip", "install", "-q", "--no-input", str(src)], cwd=tmp_path, env=env)
+    # As the image and CI install: the hash-pinned dependencies of the lock, then the project alone.
+    _run([str(py), "-m", "pip", "install", "-q", "--no-input", "--require-hashes", "-r",
+          str(ROOT / "requirements" / "runtime.lock")], cwd=tmp_path, env=env)
+    _run([str(py), "-m", "pip", "install", "-q", "--no-input", "--no-deps", str(src)], cwd=tmp_path, env=env)
+    _run([str(py), "-m", "pip", "check"], cwd=tmp_path, env=env)
     site = _run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path, env)
     site_packages = Path(site.stdout.strip())
     assert (site_packages / "fhir" / "resources").is_dir() and (site_packages / "fhir" / "client.py").is_file()
