@@ -84,28 +84,36 @@ class Routing:
         return {t.id for t in self.teams if t.serves(ehr) and (t.members & names or t.sites & keys)}
 
 
+def _team(i: int, entry: Any, ehr_ids: list[str]) -> Team:
+    """One ``routing.teams`` entry, checked."""
+    if not isinstance(entry, dict) or not entry.get("id") or not entry.get("name"):
+        raise RoutingConfigError(f"routing.teams[{i}]: needs an id and a name")
+    ehr = entry.get("ehr")
+    if ehr is not None and ehr_ids and str(ehr) not in ehr_ids:
+        raise RoutingConfigError(f"routing.teams[{i}]: ehr {ehr!r} is not in ehrs")
+    members = frozenset(str(m) for m in entry.get("members") or [])
+    if entry.get("fallback") and not members:
+        members = frozenset(QUEUE_ROLES)  # a fallback team nobody works would be no route at all
+    return Team(id=str(entry["id"]), name=str(entry["name"]), ehr=str(ehr) if ehr else None,
+                sites=frozenset(str(s) for s in entry.get("sites") or []), members=members,
+                fallback=bool(entry.get("fallback")))
+
+
+def _coverage_keys(extra: dict[str, Any]) -> frozenset[str]:
+    """Every site key the deployment's ``worklist.coverage`` lists, for users or roles."""
+    coverage = (extra.get("worklist") or {}).get("coverage") or {}
+    return frozenset(str(k) for group in ("users", "roles") for ks in (coverage.get(group) or {}).values()
+                     for k in ks or [])
+
+
 def routing_of(deployment: Any) -> Routing:
     extra = getattr(deployment, "extra", None) or {}
     block = extra.get("routing") or {}
     if not isinstance(block, dict):
         raise RoutingConfigError("routing: must be a mapping with a teams list")
     ehr_ids = [e.id for e in ehrs_of(deployment)] if extra.get("ehrs") else []
-    teams = []
-    for i, entry in enumerate(block.get("teams") or []):
-        if not isinstance(entry, dict) or not entry.get("id") or not entry.get("name"):
-            raise RoutingConfigError(f"routing.teams[{i}]: needs an id and a name")
-        ehr = entry.get("ehr")
-        if ehr is not None and ehr_ids and str(ehr) not in ehr_ids:
-            raise RoutingConfigError(f"routing.teams[{i}]: ehr {ehr!r} is not in ehrs")
-        members = frozenset(str(m) for m in entry.get("members") or [])
-        if entry.get("fallback") and not members:
-            members = frozenset(QUEUE_ROLES)  # a fallback team nobody works would be no route at all
-        teams.append(Team(id=str(entry["id"]), name=str(entry["name"]), ehr=str(ehr) if ehr else None,
-                          sites=frozenset(str(s) for s in entry.get("sites") or []), members=members,
-                          fallback=bool(entry.get("fallback"))))
-    coverage = (extra.get("worklist") or {}).get("coverage") or {}
-    keys = {str(k) for group in ("users", "roles") for ks in ((coverage.get(group) or {}).values()) for k in ks or []}
-    return Routing(teams=tuple(teams), coverage_keys=frozenset(keys))
+    teams = tuple(_team(i, entry, ehr_ids) for i, entry in enumerate(block.get("teams") or []))
+    return Routing(teams=teams, coverage_keys=_coverage_keys(extra))
 
 
 def team_named(deployment: Any, team_id: str | None) -> Team | None:
