@@ -22,7 +22,8 @@ from sqlalchemy import select
 
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, lid_of
+from tests.browser.conftest import CHROMIUM_ARGS, TIMEOUT_MS, lid_of
+from tests.support import tools
 
 pytestmark = pytest.mark.handoff
 
@@ -53,7 +54,7 @@ def dialling_page(browser, live_app, tmp_path):
     (profile / "Default" / "Preferences").write_text(json.dumps(
         {"protocol_handler": {"allowed_origin_protocol_pairs": {live_app.url: {"tel": True}}}}))
     context = browser.browser_type.launch_persistent_context(
-        str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, viewport=VIEWPORT,
+        str(profile), executable_path=tools.chromium(), args=CHROMIUM_ARGS, headless=True, viewport=VIEWPORT,
         env={**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.pages[0] if context.pages else context.new_page()

@@ -286,7 +286,9 @@ def test_a_program_manager_lands_on_the_report(report_app):
     with report_app.test_request_context():
         for roles, patient, intent, want in ((["program_manager"], None, None, "/report"),
                                              (["clinician"], {"id": "p"}, "report", "/report"),
-                                             (["program_manager"], {"id": "p"}, None, "/l/x/")):
+                                             # standalone with a patient: the queue, which offers that
+                                             # patient's referrals (a queue role never lands on a screening)
+                                             (["program_manager"], {"id": "p"}, None, "/worklist")):
             record = LaunchRecord(id="x", state="s", browser_id="b", iss="i", kind="standalone", status="active")
             launch = Launch(record)
             launch._context = {"user": {"roles": roles}, "patient": patient, "intent": intent}
