@@ -28,3 +28,8 @@ class SendContext:
     profile: Callable[[str], EhrProfile]  # a row's stored profile name -> the profile with the site's settings
     honours_conditional_create: HonoursConditionalCreate
     lease_seconds: float  # the lease renewed before each send (claim.send_lease_seconds)
+
+    def lease_for(self, client: Any) -> float:
+        """The lease renewed before a send through ``client``: long enough for that client's own timeout too
+        (a client made with a longer timeout than the worker's must not let its row be reclaimed mid-send)."""
+        return max(self.lease_seconds, 2 * float(getattr(client, "timeout", 0) or 0) + 1)

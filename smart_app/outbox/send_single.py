@@ -32,13 +32,13 @@ def send_single(ctx: SendContext, row: OutboxItem) -> None:
         return
     profile = ctx.profile(row.profile)
     honours = ctx.honours_conditional_create(profile, client, row.kind)
-    if not still_mine(ctx.db, row, lease_seconds=ctx.lease_seconds):
+    if not still_mine(ctx.db, row, lease_seconds=ctx.lease_for(client)):
         return  # our lease ran out while earlier rows of the batch were sent: another worker has it now
     if row.outcome_unknown and not honours:
         # An earlier send may have reached the EHR: never re-send blindly. Look for it first.
         if not _proved_absent(ctx, row, resource, client, profile):
             return
-        if not still_mine(ctx.db, row, lease_seconds=ctx.lease_seconds):
+        if not still_mine(ctx.db, row, lease_seconds=ctx.lease_for(client)):
             return  # the search took time: the lease is renewed (or lost) before sending
     _create(ctx, row, resource, client, profile, conditional=honours)
 

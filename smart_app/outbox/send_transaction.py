@@ -49,7 +49,7 @@ def send_transaction(ctx: SendContext, group: list[OutboxItem]) -> None:
         for entry in entries:
             outcomes.fail(ctx, entry.row, str(exc) + "; nothing was written")
         return
-    if not all(still_mine(ctx.db, entry.row, lease_seconds=ctx.lease_seconds) for entry in entries):
+    if not all(still_mine(ctx.db, entry.row, lease_seconds=ctx.lease_for(client)) for entry in entries):
         return
     # As for a single create: once sent, each entry may be filed, whoever makes the next attempt.
     for entry in entries:

@@ -232,6 +232,40 @@ def test_two_workers_on_postgresql_never_send_the_same_row_twice(postgres_url, s
         app.extensions["db_engine"].dispose()
 
 
+def test_a_send_slower_than_the_workers_timeout_is_not_reclaimed_while_in_flight(app, sandbox):
+    # The lease renewed before a send covers the timeout of the client actually used: a client allowed 3 s on a
+    # worker configured for 0.1 s keeps its row while the EHR takes 2 s to answer; the second worker, trying
+    # after the worker-sized lease (1.2 s) has passed, claims nothing and sends nothing.
+    app.config.update(OUTBOX_LEASE_SECONDS=0.5, HTTP_TIMEOUT_SECONDS=0.1)
+    enqueue_many(app, sandbox, 1, EhrProfile.load("sandbox"), resources=["DocumentReference"])
+    workers, sends = counting_workers(app, sandbox, 2)
+    sending, slow_create = threading.Event(), workers[0]._client_for
+
+    def slow_client_for(row):
+        client = slow_create(row)
+        client.timeout = 3.0
+        create = client.create
+
+        def slow(resource, if_none_exist=None):
+            sending.set()
+            threading.Event().wait(2.0)  # the EHR is slow to answer, within this client's timeout
+            return create(resource, if_none_exist=if_none_exist)
+
+        client.create = slow
+        return client
+
+    workers[0]._client_for = slow_client_for
+    first = threading.Thread(target=workers[0].run_once)
+    first.start()
+    assert sending.wait(30)
+    threading.Event().wait(1.5)  # past a lease sized by the worker's 0.1 s timeout
+    second = workers[1].run_once()
+    first.join()
+    assert second.claimed == 0
+    assert list(sends.values()) == [1]
+    assert {r.status for r in all_rows(app)} == {"written"}
+
+
 def test_consent_writes_to_the_live_sandbox_and_confirms(app, sandbox, make_launch):
     client = app.test_client()
     ctx = default_context()
