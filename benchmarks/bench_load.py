@@ -2,10 +2,11 @@
 the sandbox EHR and an outbox worker as separate processes — and a hello-world Flask app under the same
 gunicorn settings in the same run, printed as ratios.
 
-Each clinician has its own launch record, made with the project's own helper (``tests.conftest.store_launch``)
-holding a real sandbox access token, and a browser session cookie signed with the app's key: the bench starts
-at the private gate, as a clinician does after the EHR launch, and then walks gate -> instrument -> result ->
-referrals -> consent -> confirmation by submitting the forms the pages render (CSRF token and all).
+Each clinician has its own launch record, made with the project's own helper
+(``sandbox_ehr.harness.launches.store_launch``) holding a real sandbox access token, and a browser session cookie
+signed with the app's key: the bench starts at the private gate, as a clinician does after the EHR launch, and then
+walks gate -> instrument -> result -> referrals -> consent -> confirmation by submitting the forms the pages render
+(CSRF token and all).
 
 Targets (printed as pass/miss, never asserted): at N = 100, p95 <= 5x hello and throughput >= 0.3x hello, judged
 on the median of ``--reps`` runs (3, as the issue measured). Each run also prints where the 2 cores went (app,
@@ -284,8 +285,8 @@ class Stack:
         """n launch records (the project's helper) with sandbox tokens, and a signed session cookie each."""
         from sandbox_ehr.app import create_sandbox_app
         from sandbox_ehr.authstore import issue_access_token
+        from sandbox_ehr.harness.launches import default_context, store_launch
         from smart_app import create_app
-        from tests.conftest import default_context, store_launch
 
         config = {k: self.env[k] for k in ("DATABASE_URL", "SECRET_KEY", "TOKEN_ENCRYPTION_KEY")}
         os.environ.update({k: self.env[k] for k in ("IPV_DEMO", "ALLOW_SQLITE", "APP_BASE_URL", "ALLOWED_ISS")})

@@ -1,10 +1,10 @@
 """App CPU per page: median process CPU time of one GET of each in-app page, through the Flask test client.
 
 One app in this process (CSRF and rate limits on, warmed up as a production start is), launches made with the
-project's own helper (``tests.conftest.launch_for``) and walked through the flow by submitting the pages' own
-forms (gate, a positive screen, the danger check where /result asks it); then each page is requested again and again:
-the gate on a launch that has not screened yet (as a clinician first sees it), the others after the screen.
-CPU is ``time.process_time()`` of the whole GET (the test client's small share included), in rounds that
+project's own helper (``sandbox_ehr.harness.launches.launch_for``) and walked through the flow by submitting the
+pages' own forms (gate, a positive screen, the danger check where /result asks it); then each page is requested
+again and again: the gate on a launch that has not screened yet (as a clinician first sees it), the others after
+the screen. CPU is ``time.process_time()`` of the whole GET (the test client's small share included), in rounds that
 alternate the pages; the median over all GETs is printed with the target (issue 14: <= 2 ms, pass/miss) and
 the number of SQL statements the page ran. SQLite, and PostgreSQL when the load bench's database answers.
 
@@ -51,8 +51,8 @@ def _walk(client: Any, lid: str) -> None:
 
 
 def measure(db_url: str, gets: int, rounds: int) -> dict[str, dict[str, Any]]:
+    from sandbox_ehr.harness.launches import launch_for
     from smart_app import create_app
-    from tests.conftest import launch_for
 
     app = create_app({"TESTING": True, "DATABASE_URL": db_url, "SECRET_KEY": secrets.token_urlsafe(32),
                       "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(), "WTF_CSRF_ENABLED": True,

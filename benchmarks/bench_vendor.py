@@ -28,8 +28,8 @@ RESOURCES = {"generic": ["ServiceRequest", "DocumentReference"], "epic": ["Docum
 
 
 def run(personality: str, tmp: Path, *, n: int, workers: int, faults: bool) -> dict[str, Any]:
+    from sandbox_ehr.harness.vendor import FAST, consent_many, start
     from smart_app.outbox.worker import OutboxWorker
-    from tests.vendor.support import FAST, consent_many, start
 
     env = start(personality, tmp, db_url=f"sqlite:///{tmp / 'app.db'}",
                 **{**FAST, "OUTBOX_LEASE_SECONDS": 15, "OUTBOX_MAX_ATTEMPTS": 50})
@@ -56,7 +56,7 @@ def run(personality: str, tmp: Path, *, n: int, workers: int, faults: bool) -> d
 
 def slow_consent(personality: str, tmp: Path, n: int = 5) -> float:
     """Median consent POST seconds while every EHR call takes 5 s."""
-    from tests.vendor.support import consent_many, start
+    from sandbox_ehr.harness.vendor import consent_many, start
 
     env = start(personality, tmp, db_url=f"sqlite:///{tmp / 'slow.db'}")
     try:

@@ -1,6 +1,6 @@
 """The social worker's queue page (GET /l/<lid>/worklist) with 1,000, 10,000 and 50,000 referrals in scope.
 
-Referrals are inserted as the consent page stores them (tests/worklist/bulk.py: site keys, program index, an
+Referrals are inserted as the consent page stores them (sandbox_ehr/harness/bulk.py: site keys, program index, an
 encrypted summary, reference code and MRN key), ages spread over 90 days, every status, a quarter urgent; a tenth
 as many again are outside the social worker's scope (another site of the same EHR, the same sites of another
 EHR), so the scope has something to leave out. The social worker covers BWH and MGH from their EHR role.
@@ -84,10 +84,9 @@ def _database(kind: str, tmp: Path, size: int) -> Iterator[str | None]:
 def run(url: str, size: int, repeat: int) -> dict[str, dict[str, Any]]:
     from sqlalchemy import text
 
+    from sandbox_ehr.harness.bulk import OUT_OF_SCOPE_SITE, insert_referrals
+    from sandbox_ehr.harness.launches import EHR1, EHR2, SNOMED_SW, app_config, launch_for, role, worker_context
     from smart_app import create_app
-    from tests.conftest import app_config, launch_for
-    from tests.worklist.bulk import OUT_OF_SCOPE_SITE, insert_referrals
-    from tests.worklist.support import EHR1, EHR2, SNOMED_SW, role, worker_context
 
     app = create_app(app_config(url))
     try:

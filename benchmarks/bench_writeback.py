@@ -89,14 +89,14 @@ def _app(tmp: Path, name: str) -> Any:
 def _enqueue(app: Any, sandbox: Any, iss: str, n: int, profile_name: str) -> None:
     """n consented referrals, each with its own launch (one referral per launch is a unique index on
     ReferralRecord.launch_id, as the consent page makes them): launch records from the project's helper
-    (tests.writeback.support.add_launch -> tests.conftest.store_launch), each with a sandbox access token."""
+    (sandbox_ehr.harness.launches.add_launch -> store_launch), each with a sandbox access token."""
     from fhir.builders import EhrProfile, WritebackInput, plan_writeback
     from sandbox_ehr.authstore import issue_access_token
+    from sandbox_ehr.harness.launches import add_launch
     from smart_app.outbox.enqueue import enqueue
     from smart_app.outbox.settings import OutboxSettings
     from smart_app.store.db import session_scope
     from smart_app.store.models import ReferralRecord
-    from tests.writeback.support import add_launch
 
     profile = EhrProfile.load(profile_name)
     settings = OutboxSettings.for_app(app, profile)

@@ -4,20 +4,20 @@ start a launch without the EHR for feature tests that do not test the launch."""
 from __future__ import annotations
 
 import os
-import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 
+from sandbox_ehr.harness.launches import app_config as app_config
+from sandbox_ehr.harness.launches import default_context as default_context
+from sandbox_ehr.harness.launches import launch_for as launch_for
+from sandbox_ehr.harness.launches import store_launch as store_launch
 from smart_app import create_app
-from smart_app.launch.state import Launch, new_expiry
-from smart_app.store.models import LaunchRecord
 from tests.support import tools
 
 # Folders whose every test carries a marker, so `-m "not browser"` (or `-m tls`) selects them by what they need.
@@ -39,19 +39,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None)
 hypothesis_settings.register_profile("dev", deadline=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
-
-
-def app_config(db_url: str, **extra: Any) -> dict[str, Any]:
-    config = {
-        "TESTING": True,
-        "DATABASE_URL": db_url,
-        "SECRET_KEY": secrets.token_urlsafe(16),
-        "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "WTF_CSRF_ENABLED": False,
-        "SESSION_COOKIE_SECURE": False,
-    }
-    config.update(extra)
-    return config
 
 
 @pytest.fixture
@@ -79,61 +66,6 @@ def postgres_url() -> Iterator[str]:
     with admin.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
-
-
-def default_context(**overrides: Any) -> dict[str, Any]:
-    """Context as fhir/context.py builds it at launch (see that module for the shape)."""
-    context: dict[str, Any] = {
-        "patient": {
-            "id": "pat-test", "name": "Rosa Test", "birthDate": "1990-04-02", "gender": "female",
-            "language": "en", "languages": ["en"], "mrn": "TEST-1",
-        },
-        "encounter": {
-            "id": "enc-test", "class": "AMB",
-            "locations": [{"id": "loc-mgh-chelsea", "name": "MGH Chelsea HealthCare Center",
-                           "identifiers": [{"system": "urn:ipv-sandbox:site", "value": "mgh-chelsea"}],
-                           "postalCode": "02150"}],
-            "service_provider": {"id": "org-mgh", "name": "Massachusetts General Hospital",
-                                 "identifiers": []},
-        },
-        "user": {"reference": "Practitioner/prac-test", "name": "Dr. Test Clinician",
-                 "roles": ["clinician"]},
-        "need_patient_banner": True,
-        "smart_style_url": None,
-        "intent": None,
-        "fhir_context": [],
-        "scope": "",
-    }
-    context.update(overrides)
-    return context
-
-
-def store_launch(app, *, bid: str, context: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
-                 tokens: dict[str, Any] | None = None, iss: str = "http://ehr.test/fhir", kind: str = "ehr",
-                 status: str = "active") -> str:
-    """Store a launch record as the callback would (context and tokens encrypted); returns its id."""
-    with app.test_request_context():
-        from smart_app.store.db import get_session
-
-        record = LaunchRecord(state=secrets.token_urlsafe(24), browser_id=bid, iss=iss,
-                              kind=kind, status=status, expires_at=new_expiry())
-        launch = Launch(record)
-        launch.set_context(context or default_context())
-        launch.set_tokens(tokens if tokens is not None else {"access_token": "test-token", "token_type": "Bearer"})
-        if data:
-            launch.update_data(**data)
-        db = get_session()
-        db.add(record)
-        db.commit()
-        return record.id
-
-
-def launch_for(app, client, context: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
-               iss: str = "http://ehr.test/fhir", kind: str = "ehr") -> str:
-    """An active launch bound to ``client``'s browser (its session cookie's ``bid``)."""
-    with client.session_transaction() as sess:
-        bid = sess.setdefault("bid", secrets.token_urlsafe(24))
-    return store_launch(app, bid=bid, context=context, data=data, iss=iss, kind=kind)
 
 
 @pytest.fixture
@@ -165,7 +97,7 @@ def sandbox(tmp_path_factory):
     real HTTP see the same iss, token endpoint and client-assertion audience.
     """
     from sandbox_ehr.app import create_sandbox_app
-    from tests.support.live import LiveServer
+    from sandbox_ehr.harness.live import LiveServer
 
     db = tmp_path_factory.mktemp("sandbox") / "sandbox.db"
     app = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(db),

@@ -45,6 +45,15 @@ def test_product_packages_never_import_the_sandbox_ehr(package: str) -> None:
     assert _offenders(package, ("sandbox_ehr", "tests")) == []
 
 
+def test_benchmarks_never_import_the_tests() -> None:
+    """`make bench` runs without the test suite: what both drive the app with lives in sandbox_ehr/harness/."""
+    assert _offenders("benchmarks", ("tests",)) == []
+
+
+def test_the_harness_never_imports_the_tests() -> None:
+    assert _offenders("sandbox_ehr", ("tests",)) == []
+
+
 def test_the_scan_sees_function_local_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The check above can fail: a function-local import is found."""
     pkg = tmp_path / "fakepkg"

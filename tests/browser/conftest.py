@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
+from sandbox_ehr.harness.live import LiveServer
 from tests.support import tools
-from tests.support.live import LiveServer
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]

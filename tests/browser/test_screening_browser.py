@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
+from sandbox_ehr.harness.live import LiveServer
 from tests.conftest import default_context, store_launch
 from tests.screening.helpers import launch_data
-from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.browser
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect
 
+from sandbox_ehr.harness.live import LiveServer
+from sandbox_ehr.harness.vendor import PERSONALITIES, note_text, start
 from tests.browser.conftest import lid_of
-from tests.support.live import LiveServer
-from tests.vendor.support import PERSONALITIES, note_text, start
 
 pytestmark = pytest.mark.vendor
 

@@ -12,12 +12,12 @@ import pytest
 from flask import Flask, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
+from sandbox_ehr.harness.live import LiveServer
 from smart_app.launch.ehr import fhir_client_for, http_session
 from smart_app.launch.state import Launch
 from smart_app.ops.observability import launch_ref
 from smart_app.store.db import session_scope
 from smart_app.store.models import LaunchRecord, UsedCode
-from tests.support.live import LiveServer
 from tests.writeback.support import REFERRAL, SCREENING
 
 pytestmark = pytest.mark.ops

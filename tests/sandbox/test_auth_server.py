@@ -443,7 +443,7 @@ def test_private_key_jwt_keys_from_jwks_uri(tmp_path):
     from flask import Flask, jsonify
 
     from sandbox_ehr.app import create_sandbox_app
-    from tests.support.live import LiveServer
+    from sandbox_ehr.harness.live import LiveServer
 
     jwk = jwt.algorithms.RSAAlgorithm.to_jwk(
         load_pem_public_key((KEYS / "rs384-public.pem").read_bytes()), as_dict=True)

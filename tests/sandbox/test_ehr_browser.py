@@ -12,8 +12,8 @@ import pytest
 from flask import Flask, request
 
 from sandbox_ehr.app import create_sandbox_app
+from sandbox_ehr.harness.live import LiveServer
 from tests.support import tools
-from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.browser
 

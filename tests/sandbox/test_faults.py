@@ -9,7 +9,7 @@ import requests
 
 from sandbox_ehr import authstore
 from sandbox_ehr.app import create_sandbox_app
-from tests.support.live import LiveServer
+from sandbox_ehr.harness.live import LiveServer
 
 FHIR_JSON = "application/fhir+json"
 OBS = {"resourceType": "Observation", "status": "final", "code": {"text": "test"},

@@ -468,7 +468,7 @@ def test_racing_conditional_creates_store_one_resource(tmp_path):
 
     from sandbox_ehr import authstore
     from sandbox_ehr.app import create_sandbox_app
-    from tests.support.live import LiveServer
+    from sandbox_ehr.harness.live import LiveServer
 
     app = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(tmp_path / "s.db"), "SANDBOX_FAULTS": False})
     server = LiveServer(app).start()

@@ -11,8 +11,8 @@ import requests
 
 from sandbox_ehr import authstore
 from sandbox_ehr.app import create_sandbox_app
+from sandbox_ehr.harness.live import LiveServer
 from tests.sandbox.test_auth_server import EHR_SCOPE, client_auth, exchange, get_code
-from tests.support.live import LiveServer
 
 
 def _faults(client, **settings):

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from sandbox_ehr.harness.vendor import FAST, consent_many, note_text, start
 from tests.support import tools
-from tests.vendor.support import FAST, consent_many, note_text, start
 
 pytestmark = [pytest.mark.vendor, pytest.mark.slow]
 

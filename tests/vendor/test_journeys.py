@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
+from sandbox_ehr.harness.vendor import PERSONALITIES, Journey, note_text, start
 from smart_app.referral.channels import CHANNELS
-from tests.vendor.support import PERSONALITIES, Journey, note_text, start
 
 pytestmark = pytest.mark.vendor
 

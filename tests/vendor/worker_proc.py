@@ -3,7 +3,7 @@
     python -m tests.vendor.worker_proc CONFIG.json
 
 CONFIG.json: {"personality", "iss", "config": {Flask config without DEPLOYMENT}}. The app is built the way
-``tests.vendor.support.start`` builds it, so the worker sees the same database, key and EHR profile.
+``sandbox_ehr.harness.vendor.start`` builds it, so the worker sees the same database, key and EHR profile.
 """
 
 from __future__ import annotations

@@ -8,14 +8,15 @@ from typing import Any
 
 from sqlalchemy import select
 
+from sandbox_ehr.harness.launches import EHR1 as EHR1
+from sandbox_ehr.harness.launches import EHR2 as EHR2
+from sandbox_ehr.harness.launches import SNOMED_SW as SNOMED_SW
+from sandbox_ehr.harness.launches import default_context
+from sandbox_ehr.harness.launches import role as role
+from sandbox_ehr.harness.launches import worker_context as worker_context
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
-from tests.conftest import default_context
 from tests.writeback.support import SCREENING, consent
-
-EHR1 = "http://127.0.0.1:9/fhir"        # nothing listens: writes stay queued, at once
-EHR2 = "http://127.0.0.1:9/other/fhir"  # a second EHR (another iss)
-SNOMED_SW = {"system": "http://snomed.info/sct", "code": "106328005", "display": "Social worker"}
 
 SITES = {
     "bwh": ("loc-bwh", "Brigham and Women's Hospital", "org-bwh", "Brigham and Women's Hospital"),
@@ -58,19 +59,6 @@ def make_referral(app, make_launch, site: str, patient: str, name: str, *, iss: 
     assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
     with app.app_context(), session_scope(app) as db:
         return db.scalar(select(ReferralRecord.id).where(ReferralRecord.launch_id == lid))
-
-
-def worker_context(reference: str, name: str, roles: list[dict[str, Any]], scope: str = "") -> dict[str, Any]:
-    return default_context(patient=None, encounter=None, scope=scope,
-                           user={"reference": reference, "name": name, "roles": [],
-                                 "practitioner_roles": roles})
-
-
-def role(codings: list[dict[str, Any]] | None = None, texts: list[str] | None = None,
-         organizations: list[str] = (), locations: list[str] = ()) -> dict[str, Any]:
-    return {"id": "r", "active": True, "codings": codings or [], "texts": texts or [],
-            "organizations": [{"reference": o, "display": o} for o in organizations],
-            "locations": [{"reference": loc, "display": loc} for loc in locations], "services": []}
 
 
 def with_deployment(app, **extra: Any) -> None:

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from sandbox_ehr.harness.bulk import CLOSED_RAW, OUT_OF_SCOPE_SITE, Made, insert_referrals
 from smart_app import create_app
 from tests.conftest import app_config, launch_for
 from tests.support import tools
-from tests.worklist.bulk import CLOSED_RAW, OUT_OF_SCOPE_SITE, Made, insert_referrals
 from tests.worklist.support import EHR1, EHR2, SNOMED_SW, role, worker_context
 
 pytestmark = [pytest.mark.routing, pytest.mark.worklist, pytest.mark.postgres]

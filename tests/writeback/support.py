@@ -8,6 +8,7 @@ from typing import Any
 
 from fhir.builders import EhrProfile, WritebackInput, plan_writeback
 from fhir.client import FhirError, FhirUnavailable, Response
+from sandbox_ehr.harness.launches import add_launch as add_launch
 from smart_app.outbox.enqueue import enqueue
 from smart_app.outbox.settings import OutboxSettings
 from smart_app.store.crypto import encrypt_json
@@ -19,18 +20,6 @@ SCREENING = {"instrument": "hits", "questionnaire": "urn:test:hits", "version": 
 REFERRAL = {"site": "mgh-chelsea", "results": [{"service_id": "haven", "program": "HAVEN at MGH",
                                                 "phone": "617-724-0054"}],
             "selected": ["haven"], "safe_contact": {"channel": "none", "note": None}}
-
-
-def add_launch(app, iss: str, access_token: str | None, patient: str = "pat-1", encounter: str | None = None,
-               tokens: dict[str, Any] | None = None) -> str:
-    """An active launch record (no browser needed: the worker only uses its tokens)."""
-    from tests.conftest import default_context, store_launch
-
-    ctx = default_context()
-    ctx["patient"]["id"] = patient
-    ctx["encounter"] = {**ctx["encounter"], "id": encounter} if encounter else None
-    return store_launch(app, bid="worker-test", context=ctx, iss=iss,
-                        tokens=tokens if tokens is not None else {"access_token": access_token, "token_type": "Bearer"})
 
 
 def add_referral(app, launch_id: str, iss: str, profile: EhrProfile, patient: str = "pat-1",

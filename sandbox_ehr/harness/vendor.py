@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from cryptography.fernet import Fernet
 
-from tests.support.live import LiveServer
+from sandbox_ehr.harness.live import LiveServer
 
 PERSONALITIES = ("generic", "epic", "oracle")
 # HITS positive (3 + 5 + 2 + 5 = 15 > 10) and a danger check with no danger answer.
@@ -225,7 +225,7 @@ def stored_launch(env, patient: str, encounter: str) -> tuple[str, str]:
     import secrets
 
     from sandbox_ehr import authstore
-    from tests.conftest import default_context, store_launch
+    from sandbox_ehr.harness.launches import default_context, store_launch
 
     with env.sandbox.app_context():
         access = authstore.issue_access_token("ipv-screen-jwt", GRANTED[env.personality], patient=patient,
