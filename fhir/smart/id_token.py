@@ -123,22 +123,40 @@ def verify_id_token(token: str, *, issuer: str, client_id: str, nonce: str | Non
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in ALLOWED_ALGS:  # never "none", never an HMAC keyed by something public
         raise IdTokenError("The id_token is not signed with an accepted algorithm.")
+    key = _signing_key(header, jwks, jwks_uri, http=http, timeout=timeout, cache=cache)
+    claims = _decoded(token, key, alg, issuer=issuer, client_id=client_id, leeway=leeway)
+    _check_times(claims, int(now if now is not None else time.time()), leeway)
+    aud = claims.get("aud")
+    if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != client_id:
+        raise IdTokenError("The id_token was not issued to this app (azp).")
+    # Bytes: compare_digest refuses non-ASCII str (a non-ASCII nonce was a 500).
+    if nonce is not None and not secrets.compare_digest(str(claims.get("nonce", "")).encode(), nonce.encode()):
+        raise IdTokenError("The id_token does not belong to this launch (nonce mismatch).")
+    return claims
+
+
+def _signing_key(header: dict[str, Any], jwks: dict[str, Any] | None, jwks_uri: str | None, *,
+                 http: requests.Session | None, timeout: float, cache: JwksCache | None) -> Any:
+    """The published key the header names: from ``jwks`` if given, else the issuer's JWKS (read again once when
+    the kid is unknown, as after a key rotation)."""
     if jwks is None:
         if not jwks_uri:
             raise IdTokenError("The EHR publishes no jwks_uri to check its id_token with.")
         cache = cache or _default_cache
-        jwks = cache.get(jwks_uri, http=http, timeout=timeout)
-        key = _key_for(header, jwks)
+        key = _key_for(header, cache.get(jwks_uri, http=http, timeout=timeout))
         if key is None:  # maybe the EHR rotated its keys
-            jwks = cache.get(jwks_uri, http=http, timeout=timeout, force=True)
-            key = _key_for(header, jwks)
+            key = _key_for(header, cache.get(jwks_uri, http=http, timeout=timeout, force=True))
     else:
         key = _key_for(header, jwks)
     if key is None:
         raise IdTokenError("The id_token is signed with a key the EHR does not publish.")
-    current = int(now if now is not None else time.time())
+    return key
+
+
+def _decoded(token: str, key: Any, alg: str, *, issuer: str, client_id: str, leeway: int) -> dict[str, Any]:
+    """Signature, audience, issuer and required claims checked by PyJWT; each failure with its own message."""
     try:
-        claims = jwt.decode(
+        return jwt.decode(
             token, key, algorithms=[alg], audience=client_id, issuer=issuer, leeway=leeway,
             options={"require": ["iss", "sub", "aud", "exp", "iat"], "verify_iat": False, "verify_exp": False},
         )
@@ -152,19 +170,15 @@ def verify_id_token(token: str, *, issuer: str, client_id: str, nonce: str | Non
         raise IdTokenError(f"The id_token lacks the {exc.claim} claim.") from None
     except (jwt.PyJWTError, ValueError, TypeError):
         raise IdTokenError("The id_token could not be verified.") from None
-    # Time checks by hand so a test can pin "now" and messages stay specific.
+
+
+def _check_times(claims: dict[str, Any], current: int, leeway: int) -> None:
+    """Time checks by hand so a test can pin "now" and messages stay specific."""
     if not isinstance(claims.get("exp"), int | float) or claims["exp"] + leeway < current:
         raise IdTokenError("The id_token has expired.")
     if not isinstance(claims.get("iat"), int | float) or claims["iat"] - leeway > current \
             or claims["iat"] < current - MAX_IAT_AGE_SECONDS:
         raise IdTokenError("The id_token's issue time (iat) is not plausible.")
-    aud = claims.get("aud")
-    if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != client_id:
-        raise IdTokenError("The id_token was not issued to this app (azp).")
-    # Bytes: compare_digest refuses non-ASCII str (a non-ASCII nonce was a 500).
-    if nonce is not None and not secrets.compare_digest(str(claims.get("nonce", "")).encode(), nonce.encode()):
-        raise IdTokenError("The id_token does not belong to this launch (nonce mismatch).")
-    return claims
 
 
 def fhir_user(claims: dict[str, Any]) -> str | None:
