@@ -128,11 +128,30 @@ def parse_location(c: Collector, sal: Any, where: str, service_hides: bool) -> S
     name = _str(loc.get("name"))
     if (loc.get("location_type") or "physical") == "virtual":
         return None
+    lat, lon = _coordinates(c, loc, lw)
+    address = _address(c, loc, lw, service_hides)
+    hours = None
+    schedules = _list(c, sal, "schedules", w) or (_list(c, loc, "schedules", lw) if loc is not sal else [])
+    if schedules:
+        hours = parse_schedules(c, schedules, f"{w}.schedules")
+    if sid is None:
+        return None
+    return Site(id=sid, name={"en": name or sid}, address=address, lat=lat, lon=lon,
+                coords_source="source" if lat is not None else None, match=_location_rules(loc, name), hours=hours)
+
+
+def _coordinates(c: Collector, loc: dict[str, Any], lw: str) -> tuple[float | None, float | None]:
     lat = check_coord(c, _field(loc, "latitude", lw), loc.get("latitude"), 90)
     lon = check_coord(c, _field(loc, "longitude", lw), loc.get("longitude"), 180)
     if (lat is None) != (lon is None):
         c.add(lw, "give both latitude and longitude, or neither")
-        lat = lon = None
+        return None, None
+    return lat, lon
+
+
+def _address(c: Collector, loc: dict[str, Any], lw: str, service_hides: bool) -> Address | None:
+    """The location's physical address (the first one, or the last usable if none says physical); no street
+    line where the service hides its address (a shelter)."""
     address = None
     for k, a in enumerate(_list(c, loc, "addresses", lw)):
         aw = _w(a, f"{lw}.addresses[{k}]")
@@ -149,20 +168,22 @@ def parse_location(c: Collector, sal: Any, where: str, service_hides: bool) -> S
             continue
         address = Address(line=None if service_hides else _str(a.get("address_1")), city=_str(a.get("city")),
                           state=_str(a.get("state_province")), postal_code=_str(a.get("postal_code")))
+    return address
+
+
+def _location_rules(loc: dict[str, Any], name: str | None) -> MatchRules:
+    """How an EHR's encounter site is recognised as this location: its name, its external identifier."""
     rules = MatchRules()
     if name:
         rules.names.add(norm_name(name))
     ext_id, ext_type = _str(loc.get("external_identifier")), _str(loc.get("external_identifier_type"))
     if ext_id:
         rules.identifiers.add(f"{ext_type}|{ext_id}" if ext_type else f"Location/{ext_id}")
-    hours = None
-    schedules = _list(c, sal, "schedules", w) or (_list(c, loc, "schedules", lw) if loc is not sal else [])
-    if schedules:
-        hours = parse_schedules(c, schedules, f"{w}.schedules")
-    if sid is None:
-        return None
-    return Site(id=sid, name={"en": name or sid}, address=address, lat=lat, lon=lon,
-                coords_source="source" if lat is not None else None, match=rules, hours=hours)
+    return rules
+
+
+INACTIVE_STATUSES = ("inactive", "defunct", "temporarily closed")
+KNOWN_STATUSES = (None, "", "active", *INACTIVE_STATUSES)
 
 
 def parse_service(c: Collector, svc: Any, where: str) -> Service | None:
@@ -175,10 +196,39 @@ def parse_service(c: Collector, svc: Any, where: str) -> Service | None:
     if name is None:
         c.add(_field(svc, "name", w), "required")
     status = svc.get("status", "active")
-    if status not in (None, "", "active", "inactive", "defunct", "temporarily closed"):
+    if status not in KNOWN_STATUSES:
         c.add(_field(svc, "status", w), f"unknown status {status!r}")
     org = svc.get("organization") if isinstance(svc.get("organization"), dict) else {}
     org_name = _str(org.get("name"))
+    needs = _service_needs(c, svc, w, name)
+    hides = "shelter" in needs or any(x in (name or "").lower() for x in SHELTER_WORDS)
+    langs = _service_languages(c, svc, w)
+    phones = [p for k, x in enumerate(_list(c, svc, "phones", w)) if (p := parse_phone(c, x, f"{w}.phones[{k}]"))]
+    sites = [s for k, x in enumerate(_list(c, svc, "service_at_locations", w))
+             if (s := parse_location(c, x, f"{w}.service_at_locations[{k}]", hides))]
+    phones = phones or _organization_phones(c, org, w)  # HSDS often keeps the phone on the organization
+    serves = MatchRules()
+    if org_name:
+        serves.organizations.add(norm_name(org_name))
+    if sid is None or name is None:
+        return None
+    if status in INACTIVE_STATUSES:
+        return None  # valid, but nothing a patient could call today
+    for site in sites:  # one location may host several services: site ids are per service
+        site.id = f"{sid}:{site.id}"
+    desc = _str(svc.get("description"))
+    return Service(
+        id=sid, program=org_name or name, name={"en": name}, kind="hotline" if "crisis" in needs and not sites
+        else "program", scope=_service_scope(svc.get("service_areas")), description={"en": desc} if desc else {},
+        needs=needs, languages=langs, interpreters="interpret" in (desc or "").lower(), phones=phones,
+        hours=parse_schedules(c, _list(c, svc, "schedules", w), _field(svc, "schedules", w)), sites=sites,
+        serves=serves, confidential_address=hides, url=safe_url(_str(svc.get("url"))),
+        source={"format": "hsds-3.0"},  # one shared dict (Compactor); the id names the record in the file
+    )
+
+
+def _service_needs(c: Collector, svc: dict[str, Any], w: str, name: str | None) -> set[str]:
+    """What the service offers, from its name and taxonomy attributes (else its description)."""
     words: list[str | None] = []
     for k, attr in enumerate(_list(c, svc, "attributes", w)):
         if not isinstance(attr, dict):
@@ -189,7 +239,10 @@ def parse_service(c: Collector, svc: Any, where: str) -> Service | None:
     needs = needs_in_text(name, _str(svc.get("alternate_name"))) | needs_from_words(*words)
     if not needs:  # a directory entry with no recognised offer still counts as advocacy
         needs = needs_in_text(_str(svc.get("description"))) or {"advocacy"}
-    hides = "shelter" in needs or any(x in (name or "").lower() for x in SHELTER_WORDS)
+    return needs
+
+
+def _service_languages(c: Collector, svc: dict[str, Any], w: str) -> set[str]:
     langs: set[str] = set()
     for k, lang in enumerate(_list(c, svc, "languages", w)):
         lw = _w(lang, f"{w}.languages[{k}]")
@@ -199,40 +252,25 @@ def parse_service(c: Collector, svc: Any, where: str) -> Service | None:
             c.add(lw, f"not a language: {raw!r}")
         else:
             langs.add(code)
-    phones = [p for k, x in enumerate(_list(c, svc, "phones", w)) if (p := parse_phone(c, x, f"{w}.phones[{k}]"))]
-    sites = [s for k, x in enumerate(_list(c, svc, "service_at_locations", w))
-             if (s := parse_location(c, x, f"{w}.service_at_locations[{k}]", hides))]
-    if not phones:  # HSDS often keeps the phone on the location or organization
-        for k, x in enumerate(_list(c, org, "phones", _w(org, f"{w}.organization"))):
-            p = parse_phone(c, x, _w(org, f"{w}.organization") + f".phones[{k}]")
-            if p:
-                phones.append(p)
-    serves = MatchRules()
-    if org_name:
-        serves.organizations.add(norm_name(org_name))
-    scope = "local"
-    areas = svc.get("service_areas")
-    if isinstance(areas, list) and any(isinstance(a, dict) and (a.get("extent_type") == "national" or str(
-            a.get("name", "")).lower() in ("united states", "national")) for a in areas):
-        scope = "national"
-    elif isinstance(areas, list) and any(isinstance(a, dict) and str(a.get("name", "")).lower() in (
-            "massachusetts", "statewide") for a in areas):
-        scope = "statewide"
-    if sid is None or name is None:
-        return None
-    if status in ("inactive", "defunct", "temporarily closed"):
-        return None  # valid, but nothing a patient could call today
-    for site in sites:  # one location may host several services: site ids are per service
-        site.id = f"{sid}:{site.id}"
-    desc = _str(svc.get("description"))
-    return Service(
-        id=sid, program=org_name or name, name={"en": name}, kind="hotline" if "crisis" in needs and not sites
-        else "program", scope=scope, description={"en": desc} if desc else {}, needs=needs, languages=langs,
-        interpreters="interpret" in (desc or "").lower(), phones=phones,
-        hours=parse_schedules(c, _list(c, svc, "schedules", w), _field(svc, "schedules", w)), sites=sites,
-        serves=serves, confidential_address=hides, url=safe_url(_str(svc.get("url"))),
-        source={"format": "hsds-3.0"},  # one shared dict (Compactor); the id names the record in the file
-    )
+    return langs
+
+
+def _organization_phones(c: Collector, org: dict[str, Any], w: str) -> list[Phone]:
+    ow = _w(org, f"{w}.organization")
+    return [p for k, x in enumerate(_list(c, org, "phones", ow)) if (p := parse_phone(c, x, ow + f".phones[{k}]"))]
+
+
+def _service_scope(areas: Any) -> str:
+    """national / statewide / local, from HSDS service_areas."""
+    if not isinstance(areas, list):
+        return "local"
+    named = [str(a.get("name", "")).lower() for a in areas if isinstance(a, dict)]
+    if any(isinstance(a, dict) and a.get("extent_type") == "national" for a in areas) or any(
+            n in ("united states", "national") for n in named):
+        return "national"
+    if any(n in ("massachusetts", "statewide") for n in named):
+        return "statewide"
+    return "local"
 
 
 def parse_hsds(items: Iterable[Any], file: str, timezone: str, where: str = "", c: Collector | None = None,
@@ -350,6 +388,27 @@ def load_hsds_datapackage(path: Path, timezone: str = "America/New_York") -> Dir
 def join_tables(c: Collector, t: _Tables) -> list[dict[str, Any]]:
     """Nest the flat HSDS tables into service objects (as the HSDS API returns them)."""
     by_id = {name: {r["id"]: r for r in rows if r.get("id")} for name, rows in t.items()}
+    _check_duplicate_ids(c, t)
+    terms = by_id.get("taxonomy_terms", {})
+    for table, links in CHILD_TABLES.items():
+        for r in t.get(table, []):
+            if not _place_child(c, r, table, links, by_id, terms) and table != "attributes":
+                c.add(r[WHERE], f"row is not linked to any {' / '.join(p for _, p, _ in links)}")
+    _place_service_locations(c, t, by_id)
+    orgs = by_id.get("organizations", {})
+    out = []
+    for svc in t.get("services", []):
+        org_id = svc.get("organization_id")
+        if org_id:
+            if org_id not in orgs:
+                c.add(f"{svc[WHERE]}, column organization_id", f"no organization with id {org_id!r}")
+            else:
+                svc["organization"] = orgs[org_id]
+        out.append(svc)
+    return out
+
+
+def _check_duplicate_ids(c: Collector, t: _Tables) -> None:
     for name, rows in t.items():
         seen: set[str] = set()
         for r in rows:
@@ -357,33 +416,34 @@ def join_tables(c: Collector, t: _Tables) -> list[dict[str, Any]]:
                 c.add(r[WHERE], f"duplicate id {r['id']!r} in {name}")
             if r.get("id"):
                 seen.add(r["id"])
-    terms = by_id.get("taxonomy_terms", {})
-    for table, links in CHILD_TABLES.items():
-        for r in t.get(table, []):
-            placed = False
-            for col, parent_table, key in links:
-                ref = r.get(col)
-                if not ref:
-                    continue
-                tables = [parent_table] if parent_table != "*" else ["services", "organizations", "locations"]
-                parent = next((by_id.get(pt, {}).get(ref) for pt in tables if ref in by_id.get(pt, {})), None)
-                if parent is None:
-                    c.add(f"{r[WHERE]}, column {col}", f"no {parent_table if parent_table != '*' else 'record'} "
-                                                       f"with id {ref!r}")
-                    placed = True
-                    break
-                if table == "attributes" and r.get("taxonomy_term_id"):
-                    term = terms.get(r["taxonomy_term_id"])
-                    if term is None:
-                        c.add(f"{r[WHERE]}, column taxonomy_term_id", f"no taxonomy term {r['taxonomy_term_id']!r}")
-                    else:
-                        r["taxonomy_term"] = term
-                parent.setdefault(key, []).append(r)
-                placed = True
-                break
-            if not placed and table != "attributes":
-                c.add(r[WHERE], f"row is not linked to any {' / '.join(p for _, p, _ in links)}")
-    orgs = by_id.get("organizations", {})
+
+
+def _place_child(c: Collector, r: dict[str, Any], table: str, links: Any, by_id: dict[str, dict[str, Any]],
+                 terms: dict[str, Any]) -> bool:
+    """Attach a child row (phone, schedule, language, attribute...) to the first parent its columns name.
+    False when no link column is filled; True when placed or reported as dangling."""
+    for col, parent_table, key in links:
+        ref = r.get(col)
+        if not ref:
+            continue
+        tables = [parent_table] if parent_table != "*" else ["services", "organizations", "locations"]
+        parent = next((by_id.get(pt, {}).get(ref) for pt in tables if ref in by_id.get(pt, {})), None)
+        if parent is None:
+            c.add(f"{r[WHERE]}, column {col}", f"no {parent_table if parent_table != '*' else 'record'} "
+                                               f"with id {ref!r}")
+            return True
+        if table == "attributes" and r.get("taxonomy_term_id"):
+            term = terms.get(r["taxonomy_term_id"])
+            if term is None:
+                c.add(f"{r[WHERE]}, column taxonomy_term_id", f"no taxonomy term {r['taxonomy_term_id']!r}")
+            else:
+                r["taxonomy_term"] = term
+        parent.setdefault(key, []).append(r)
+        return True
+    return False
+
+
+def _place_service_locations(c: Collector, t: _Tables, by_id: dict[str, dict[str, Any]]) -> None:
     locs = by_id.get("locations", {})
     services = by_id.get("services", {})
     for sal in t.get("service_at_locations", []):
@@ -398,13 +458,3 @@ def join_tables(c: Collector, t: _Tables) -> list[dict[str, Any]]:
         entry = dict(sal)
         entry["location"] = loc
         svc.setdefault("service_at_locations", []).append(entry)
-    out = []
-    for svc in t.get("services", []):
-        org_id = svc.get("organization_id")
-        if org_id:
-            if org_id not in orgs:
-                c.add(f"{svc[WHERE]}, column organization_id", f"no organization with id {org_id!r}")
-            else:
-                svc["organization"] = orgs[org_id]
-        out.append(svc)
-    return out
