@@ -177,6 +177,10 @@ def parse_site(c: Collector, w: str, loc: dict[str, Any], hides: bool) -> Site |
                 coords_source="source" if lat is not None and lon is not None else None, match=rules)
 
 
+TELECOM_CHANNELS = {"phone": "voice", "sms": "text", "pager": "pager"}
+IGNORED_TELECOM = ("url", "email", "fax", "other")
+
+
 def parse_service(c: Collector, w: str, res: dict[str, Any], orgs: dict[str, tuple[str, dict[str, Any]]],
                   locs: dict[str, tuple[str, dict[str, Any]]]) -> Service | None:
     sid = check_id(c, f"{w}.id", res.get("id"))
@@ -186,67 +190,15 @@ def parse_service(c: Collector, w: str, res: dict[str, Any], orgs: dict[str, tup
         name = None
     if res.get("active") is False:
         return None
-    org_name = None
-    serves = MatchRules()
-    provided = res.get("providedBy")
-    if provided is not None:
-        found = _lookup(orgs, provided, "Organization")
-        if found is None:
-            if isinstance(provided, dict) and isinstance(provided.get("display"), str):
-                org_name = provided["display"]
-            else:
-                c.add(f"{w}.providedBy", "reference to an Organization not in the bundle")
-        else:
-            org = found[1]
-            org_name = org.get("name") if isinstance(org.get("name"), str) else None
-            if org.get("id"):
-                serves.organizations.add(f"Organization/{org['id']}")
-            for ident in _seq(org.get("identifier")):
-                if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
-                    serves.organizations.add(f"{ident['system']}|{ident['value']}")
-        if org_name:
-            serves.organizations.add(norm_name(org_name))
+    org_name, serves = _provider(c, w, res.get("providedBy"), orgs)
     words = [*_codings_words(res.get("category")), *_codings_words(res.get("type")),
              *_codings_words(res.get("specialty")), *_codings_words(res.get("program"))]
     needs = needs_in_text(name) | needs_from_words(*words) or {"advocacy"}
     hides = "shelter" in needs
-    langs: set[str] = set()
-    for k, cc in enumerate(_items(c, f"{w}.communication", res.get("communication"))):
-        code = None
-        for word in _codings_words(cc):
-            code = code or language_code(word)
-        if code is None:
-            c.add(f"{w}.communication[{k}]", "not a language")
-        else:
-            langs.add(code)
+    langs = _languages(c, w, res.get("communication"))
     hours = parse_hours(c, f"{w}.availableTime", res.get("availableTime"))
-    phones: list[Phone] = []
-    telecom = res.get("telecom") or []
-    if not isinstance(telecom, list):
-        c.add(f"{w}.telecom", "must be a list")
-        telecom = []
-    for k, t in enumerate(telecom):
-        tw = f"{w}.telecom[{k}]"
-        if not isinstance(t, dict):
-            c.add(tw, "must be an object")
-            continue
-        system = t.get("system", "phone")
-        if system in ("phone", "sms", "pager"):
-            number = check_phone(c, f"{tw}.value", t.get("value"))
-            if number:
-                channel = {"phone": "voice", "sms": "text", "pager": "pager"}[system]
-                phones.append(Phone(number=number, channel=channel, hours=hours, after_hours=system == "pager"))
-        elif system not in ("url", "email", "fax", "other"):
-            c.add(f"{tw}.system", f"unknown telecom system {system!r}")
-    sites: list[Site] = []
-    for k, ref in enumerate(_items(c, f"{w}.location", res.get("location"))):
-        found = _lookup(locs, ref, "Location")
-        if found is None:
-            c.add(f"{w}.location[{k}]", "reference to a Location not in the bundle")
-            continue
-        site = parse_site(c, found[0], found[1], hides)
-        if site:
-            sites.append(site)
+    phones = _phones(c, w, res.get("telecom"), hours)
+    sites = _sites(c, w, res.get("location"), locs, hides)
     if sid is None or name is None:
         return None
     for site in sites:  # one Location may host several services: site ids are per service
@@ -256,3 +208,76 @@ def parse_service(c: Collector, w: str, res: dict[str, Any], orgs: dict[str, tup
                    description={"en": comment} if comment else {}, needs=needs, languages=langs,
                    phones=phones, hours=hours, sites=sites, serves=serves, confidential_address=hides,
                    source={"format": "fhir"})  # shared (Compactor); the id names the resource
+
+
+def _provider(c: Collector, w: str, provided: Any,
+              orgs: dict[str, tuple[str, dict[str, Any]]]) -> tuple[str | None, MatchRules]:
+    """The providing organization's name and the rules that recognise it (id, identifiers, name)."""
+    org_name = None
+    serves = MatchRules()
+    if provided is None:
+        return org_name, serves
+    found = _lookup(orgs, provided, "Organization")
+    if found is None:
+        if isinstance(provided, dict) and isinstance(provided.get("display"), str):
+            org_name = provided["display"]
+        else:
+            c.add(f"{w}.providedBy", "reference to an Organization not in the bundle")
+    else:
+        org = found[1]
+        org_name = org.get("name") if isinstance(org.get("name"), str) else None
+        if org.get("id"):
+            serves.organizations.add(f"Organization/{org['id']}")
+        for ident in _seq(org.get("identifier")):
+            if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
+                serves.organizations.add(f"{ident['system']}|{ident['value']}")
+    if org_name:
+        serves.organizations.add(norm_name(org_name))
+    return org_name, serves
+
+
+def _languages(c: Collector, w: str, communication: Any) -> set[str]:
+    langs: set[str] = set()
+    for k, cc in enumerate(_items(c, f"{w}.communication", communication)):
+        code = None
+        for word in _codings_words(cc):
+            code = code or language_code(word)
+        if code is None:
+            c.add(f"{w}.communication[{k}]", "not a language")
+        else:
+            langs.add(code)
+    return langs
+
+
+def _phones(c: Collector, w: str, telecom: Any, hours: Any) -> list[Phone]:
+    phones: list[Phone] = []
+    if not isinstance(telecom or [], list):
+        c.add(f"{w}.telecom", "must be a list")
+        return phones
+    for k, t in enumerate(telecom or []):
+        tw = f"{w}.telecom[{k}]"
+        if not isinstance(t, dict):
+            c.add(tw, "must be an object")
+            continue
+        system = t.get("system", "phone")
+        if system in TELECOM_CHANNELS:
+            number = check_phone(c, f"{tw}.value", t.get("value"))
+            if number:
+                phones.append(Phone(number=number, channel=TELECOM_CHANNELS[system], hours=hours,
+                                    after_hours=system == "pager"))
+        elif system not in IGNORED_TELECOM:
+            c.add(f"{tw}.system", f"unknown telecom system {system!r}")
+    return phones
+
+
+def _sites(c: Collector, w: str, refs: Any, locs: dict[str, tuple[str, dict[str, Any]]], hides: bool) -> list[Site]:
+    sites: list[Site] = []
+    for k, ref in enumerate(_items(c, f"{w}.location", refs)):
+        found = _lookup(locs, ref, "Location")
+        if found is None:
+            c.add(f"{w}.location[{k}]", "reference to a Location not in the bundle")
+            continue
+        site = parse_site(c, found[0], found[1], hides)
+        if site:
+            sites.append(site)
+    return sites
