@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -257,88 +257,110 @@ def _ordinal(option: dict[str, Any]) -> float | None:
     return None
 
 
-def _build(path: Path, raw: dict[str, Any]) -> Instrument:
-    def fail(problem: str) -> None:
-        raise InstrumentError(path, problem)
+def _fail(path: Path, problem: str) -> NoReturn:
+    raise InstrumentError(path, problem)
 
-    key = raw.get("id")
+
+def _build(path: Path, raw: dict[str, Any]) -> Instrument:
     for name in ("id", "url", "version", "title"):
         if not raw.get(name):
-            fail(f"missing '{name}'")
+            _fail(path, f"missing '{name}'")
     source = _ext(raw, EXT_SOURCE)
     if not source or not source.get("valueString", "").strip():
-        fail(f"no source citation (extension {EXT_SOURCE})")
+        _fail(path, f"no source citation (extension {EXT_SOURCE})")
     role_ext = _ext(raw, EXT_ROLE)
     role = role_ext.get("valueCode") if role_ext else "screen"
     if role not in ROLES:
-        fail(f"instrument-role must be one of {', '.join(ROLES)}, not {role!r}")
+        _fail(path, f"instrument-role must be one of {', '.join(ROLES)}, not {role!r}")
+    rule = _scoring_rule(path, raw)
+    items = _items(path, raw.get("item") or [])
+    return Instrument(raw.get("id"), raw["url"], raw["version"], _translations(raw["title"], raw.get("_title")),
+                      role, source["valueString"], rule, tuple(items), tuple(raw.get("code") or ()),
+                      _translation_status(path, raw), str(path))
+
+
+def _scoring_rule(path: Path, raw: dict[str, Any]) -> ScoringRule:
+    """The cut-off as the file declares it; nothing is assumed."""
     rule_ext = _ext(raw, EXT_RULE)
     if not rule_ext:
-        fail(f"no scoring rule (extension {EXT_RULE}) - the cut-off must be declared in the file")
+        _fail(path, f"no scoring rule (extension {EXT_RULE}) - the cut-off must be declared in the file")
     method, comparator, threshold = _sub(rule_ext, "method"), _sub(rule_ext, "comparator"), _sub(rule_ext, "threshold")
     if method != "sum":
-        fail(f"scoring-rule method must be 'sum', not {method!r}")
+        _fail(path, f"scoring-rule method must be 'sum', not {method!r}")
     if comparator not in COMPARATORS:
-        fail(f"scoring-rule comparator must be one of {', '.join(COMPARATORS)}, not {comparator!r}")
+        _fail(path, f"scoring-rule comparator must be one of {', '.join(COMPARATORS)}, not {comparator!r}")
     if not isinstance(threshold, int | float):
-        fail("scoring-rule threshold must be a number")
-    rule = ScoringRule(method, comparator, float(threshold), _sub(rule_ext, "description") or "",
+        _fail(path, "scoring-rule threshold must be a number")
+    return ScoringRule(method, comparator, float(threshold), _sub(rule_ext, "description") or "",
                        _sub(rule_ext, "scoreCode"))
 
+
+def _items(path: Path, raw_items: list[dict[str, Any]]) -> list[Item]:
     items: list[Item] = []
     seen: set[str] = set()
-    for n, it in enumerate(raw.get("item") or [], start=1):
+    for n, it in enumerate(raw_items, start=1):
         link = it.get("linkId")
         if link in seen:
-            fail(f"item {n}: duplicate linkId {link!r}")
+            _fail(path, f"item {n}: duplicate linkId {link!r}")
         seen.add(link)
         text = _translations(it.get("text"), it.get("_text"))
         if "en" not in text:
-            fail(f"item {link!r}: no text")
+            _fail(path, f"item {link!r}: no text")
         if it.get("type") == "display":
             items.append(Item(link, "display", text))
-            continue
-        if it.get("type") != "choice":
-            fail(f"item {link!r}: type {it.get('type')!r} not supported (choice or display)")
-        if it.get("item"):
-            fail(f"item {link!r}: nested items are not supported")
-        options = it.get("answerOption") or []
-        if not options:
-            fail(f"item {link!r}: no answerOption")
-        answers = []
-        for m, opt in enumerate(options, start=1):
-            coding = opt.get("valueCoding")
-            if not coding or not coding.get("code") or not coding.get("system") or not coding.get("display"):
-                fail(f"item {link!r} answer {m}: needs valueCoding with system, code and display")
-            score = _ordinal(opt)
-            if score is None:
-                fail(f"item {link!r} answer {coding['code']!r}: no ordinal score (ordinalValue or itemWeight)")
-            answers.append(Answer(coding["system"], coding["code"],
-                                  _translations(coding["display"], coding.get("_display")), score,
-                                  bool((_ext(opt, EXT_DANGER_ANSWER) or {}).get("valueBoolean"))))
-        if len({a.code for a in answers}) != len(answers):
-            fail(f"item {link!r}: duplicate answer codes")
-        danger = bool((_ext(it, EXT_DANGER_ITEM) or {}).get("valueBoolean"))
-        if danger and not any(a.danger for a in answers):
-            fail(f"item {link!r}: flagged danger-item but no answer is flagged danger-answer")
-        always_high = bool((_ext(it, EXT_ALWAYS_HIGH) or {}).get("valueBoolean"))
-        if always_high and not danger:
-            fail(f"item {link!r}: flagged always-high but not danger-item (which answer would count?)")
-        physical = bool((_ext(it, EXT_PHYSICAL_ITEM) or {}).get("valueBoolean"))
-        items.append(Item(link, "choice", text, tuple(answers), tuple(it.get("code") or ()), danger, physical,
-                          always_high))
+        else:
+            items.append(_choice_item(path, it, link, text))
     if not any(i.type == "choice" for i in items):
-        fail("no questions (choice items)")
+        _fail(path, "no questions (choice items)")
+    return items
 
+
+def _flag(element: dict[str, Any], url: str) -> bool:
+    return bool((_ext(element, url) or {}).get("valueBoolean"))
+
+
+def _choice_item(path: Path, it: dict[str, Any], link: str, text: dict[str, str]) -> Item:
+    if it.get("type") != "choice":
+        _fail(path, f"item {link!r}: type {it.get('type')!r} not supported (choice or display)")
+    if it.get("item"):
+        _fail(path, f"item {link!r}: nested items are not supported")
+    options = it.get("answerOption") or []
+    if not options:
+        _fail(path, f"item {link!r}: no answerOption")
+    answers = [_answer(path, link, m, opt) for m, opt in enumerate(options, start=1)]
+    if len({a.code for a in answers}) != len(answers):
+        _fail(path, f"item {link!r}: duplicate answer codes")
+    danger = _flag(it, EXT_DANGER_ITEM)
+    if danger and not any(a.danger for a in answers):
+        _fail(path, f"item {link!r}: flagged danger-item but no answer is flagged danger-answer")
+    always_high = _flag(it, EXT_ALWAYS_HIGH)
+    if always_high and not danger:
+        _fail(path, f"item {link!r}: flagged always-high but not danger-item (which answer would count?)")
+    return Item(link, "choice", text, tuple(answers), tuple(it.get("code") or ()), danger,
+                _flag(it, EXT_PHYSICAL_ITEM), always_high)
+
+
+def _answer(path: Path, link: str, m: int, opt: dict[str, Any]) -> Answer:
+    coding = opt.get("valueCoding")
+    if not coding or not coding.get("code") or not coding.get("system") or not coding.get("display"):
+        _fail(path, f"item {link!r} answer {m}: needs valueCoding with system, code and display")
+    score = _ordinal(opt)
+    if score is None:
+        _fail(path, f"item {link!r} answer {coding['code']!r}: no ordinal score (ordinalValue or itemWeight)")
+    return Answer(coding["system"], coding["code"], _translations(coding["display"], coding.get("_display")),
+                  score, _flag(opt, EXT_DANGER_ANSWER))
+
+
+def _translation_status(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Per language: whether its translation is published (validated) or unconfirmed, with a note."""
     status = {}
     for e in raw.get("extension") or []:
         if e.get("url") == EXT_TRANSLATION_STATUS:
             lang = _sub(e, "lang")
             if _sub(e, "status") not in ("published", "unconfirmed"):
-                fail("translation-status status must be 'published' or 'unconfirmed'")
+                _fail(path, "translation-status status must be 'published' or 'unconfirmed'")
             status[lang] = {"status": _sub(e, "status"), "note": _sub(e, "note") or ""}
-    return Instrument(key, raw["url"], raw["version"], _translations(raw["title"], raw.get("_title")), role,
-                      source["valueString"], rule, tuple(items), tuple(raw.get("code") or ()), status, str(path))
+    return status
 
 
 def load_instruments(directories: list[Path | str] | None = None,
