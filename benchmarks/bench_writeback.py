@@ -90,7 +90,8 @@ def _enqueue(app: Any, sandbox: Any, iss: str, n: int, profile_name: str) -> Non
     """n consented referrals, each with its own launch (one referral per launch is a unique index on
     ReferralRecord.launch_id, as the consent page makes them): launch records from the project's helper
     (sandbox_ehr.harness.launches.add_launch -> store_launch), each with a sandbox access token."""
-    from fhir.builders import EhrProfile, WritebackInput, plan_writeback
+    from config.ehr_profile import EhrProfile
+    from fhir.builders import WritebackInput, plan_writeback
     from sandbox_ehr.authstore import issue_access_token
     from sandbox_ehr.harness.launches import add_launch
     from smart_app.outbox.enqueue import enqueue
@@ -113,7 +114,7 @@ def _enqueue(app: Any, sandbox: Any, iss: str, n: int, profile_name: str) -> Non
                                  author_reference=None, author_name=None, screening=dict(SCREENING),
                                  referral=dict(REFERRAL), resources=list(profile.resources))
             enqueue(db, referral_id=ref.id, launch_id=lid, iss=iss, profile=profile,
-                    plans=plan_writeback(inp, profile), settings=settings)
+                    plans=plan_writeback(inp, profile.write_rules), settings=settings)
 
 
 def _duplicates(sandbox: Any, identifiers: set[str]) -> int:
@@ -132,7 +133,7 @@ def _duplicates(sandbox: Any, identifiers: set[str]) -> int:
 
 
 def run(sandbox: Any, url: str, tmp: Path, *, n: int, workers: int, faults: bool, profile: str) -> dict[str, Any]:
-    from fhir.builders import EhrProfile
+    from config.ehr_profile import EhrProfile
     from smart_app.outbox.worker import OutboxWorker
 
     name = f"{profile}-{'faults' if faults else 'clean'}"

@@ -30,7 +30,6 @@ from fhir.labels import LabelPolicy, apply_labels
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.smart.scopes import allows, spell
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "config" / "ehr_profiles"
 CODES_FILE = Path(__file__).resolve().parent / "writeback_codes.yaml"
 # Namespace for the urn:uuid of each planned write (uuid5 of its business identifier).
 WRITEBACK_NS = uuid.UUID("5b0f3c56-8c59-4c1e-9b8e-2f4f7f5d2a11")
@@ -46,187 +45,26 @@ CHANNEL_WORDS = {
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 
 
-class ProfileError(ValueError):
-    """An EHR profile file is missing or malformed."""
-
-
-class RestrictedNoteTypeMissing(ProfileError):
-    """The EHR does not (or may not) keep security labels and no restricted note type is configured."""
-
-
-TRI = ("true", "false", "unknown")
-LABELS_KEPT = ("kept", "dropped", "unknown")
-DOC_STATUS = ("final", "preliminary", "amended", None)
-
-
-def _tri(value: Any, what: str, source: str) -> str:
-    """true / false / unknown (YAML booleans or the word)."""
-    if value is True or value is False:
-        return "true" if value else "false"
-    text = str(value if value is not None else "unknown").lower()
-    if text not in TRI:
-        raise ProfileError(f"{source}: {what} must be true, false or unknown")
-    return text
-
-
-def resolve_profile_ref(name_or_path: str, base: Path | None = None) -> str:
-    """What the outbox stores: the bare name for a bundled profile, else the file's absolute path."""
-    path = Path(name_or_path)
-    if not path.suffix and "/" not in name_or_path:
-        return name_or_path
-    if not path.is_absolute():
-        path = (base or Path.cwd()) / path
-    return str(path.resolve())
-
-
 @dataclass(frozen=True)
-class EhrProfile:
-    """How one EHR takes our writes (config/ehr_profiles/<name>.yaml, or any path to such a file).
+class WriteRules:
+    """What one EHR takes from this app, as the builders need it: plain values, made from the EHR profile
+    (config/ehr_profile.py) by the caller. Nothing here reads a profile or a settings file."""
 
-    The vendor rules it encodes cite their sources in the YAML file itself.
-    """
-
-    name: str
-    mode: str
-    resources: tuple[str, ...]
-    optional_resources: tuple[str, ...]
-    note_type: dict[str, str]
-    note_category: dict[str, str]
-    identifier_system: str
-    labels: LabelPolicy
-    detailed_note_allowed: bool = True
-    read_back: bool = True
-    max_attempts: int = 10
-    base_delay: float = 2.0
-    max_delay: float = 300.0
-    scopes: tuple[str, ...] = ()
-    description: str = ""
-    # -- vendor rules --
-    ref: str = ""                      # name or absolute path: what the outbox stores to reload it
-    scope_version: str = "v2"          # v1 (read/write) or v2 (cruds) spelling
-    write_context: str = "patient"     # patient | user: the scope context a create needs
-    conditional_create: str = "unknown"  # does the EHR honour If-None-Exist? true | false | unknown
-    transaction: bool = False          # batch/transaction Bundles accepted
-    labels_kept: str = "unknown"       # meta.security kept | dropped | unknown
-    identifier_kept: str = "unknown"   # business identifier kept and searchable: true | false | unknown
-    restricted_note_type: dict[str, str] | None = None  # site-configured; required where labels not kept
-    doc_status: str | None = "final"   # DocumentReference.docStatus (see the profile for the trade-off)
+    offered: tuple[str, ...]           # resource kinds the EHR takes from apps
+    identifier_system: str             # business identifier system (conditional create, search)
+    labels: LabelPolicy                # meta.security on every resource
+    document_type: dict[str, str]      # DocumentReference.type (the site's restricted note type where set)
+    note_category: dict[str, str]      # DocumentReference.category
     content_type: str = "text/plain; charset=utf-8"
-    requires_encounter: bool = False   # the note needs an existing encounter of the same patient
+    doc_status: str | None = "final"
     requires_period: bool = False      # context.period start + end (with time)
+    requires_encounter: bool = False   # the note needs an existing encounter of the same patient
     requires_author: bool = False      # exactly one author = the signed-in provider
-    create_returns_resource: str = "unknown"  # Prefer: return=representation honoured: true | false | unknown
-    read_back_attempts: int = 3        # bounded label read-back (403/404 = could not check, no retry)
-    online_access: bool = True         # the EHR grants refresh tokens for online_access
-    backend_services: str = "unknown"  # system (client_credentials) writes possible: true | false | unknown
-    search_date_param: str = "date"    # DocumentReference search parameter for "filed since" (Oracle: period)
-    sources: tuple[str, ...] = ()
-
-    @property
-    def offered(self) -> tuple[str, ...]:
-        return tuple(r for r in ALL_RESOURCES if r in self.resources or r in self.optional_resources)
-
-    @property
-    def labels_protect(self) -> bool:
-        """Whether the note's protection can rest on its security labels."""
-        return self.labels_kept == "kept"
-
-    @property
-    def document_type(self) -> dict[str, str]:
-        """The note's type: the site's restricted note type where one is configured."""
-        return dict(self.restricted_note_type) if self.restricted_note_type else dict(self.note_type)
-
-    @property
-    def search_by_identifier(self) -> bool:
-        """An unknown outcome can be resolved by searching our business identifier."""
-        return self.identifier_kept == "true"
+    write_context: str = "patient"     # patient | user: the scope context a create needs
+    scope_version: str = "v2"          # v1 (read/write) or v2 (cruds) spelling
 
     def needed_scope(self, kind: str, letters: str = "c") -> str:
         return spell(self.write_context, kind, letters, self.scope_version)
-
-    def check_startup(self) -> None:
-        """Start-up rule: where labels are not known to be kept, a restricted note type must be set."""
-        if self.labels_kept != "kept" and "DocumentReference" in self.offered and not self.restricted_note_type:
-            raise RestrictedNoteTypeMissing(
-                f"EHR profile {self.name}: this EHR does not keep security labels (labels_kept: {self.labels_kept}), "
-                "so the note's confidentiality must come from a restricted note type. Set restricted_note_type "
-                "(system, code, display) in the deployment file (RESTRICTED_NOTE_TYPE) to the site's restricted "
-                "note type.")
-
-    @classmethod
-    def load(cls, name_or_path: str, overrides: dict[str, Any] | None = None) -> EhrProfile:
-        path = Path(name_or_path)
-        if not path.suffix and "/" not in name_or_path:
-            path = PROFILES_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            raise ProfileError(f"EHR profile not found: {path.name}")
-        raw = yaml.safe_load(path.read_text()) or {}
-        if overrides:
-            raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-        src = path.name
-        mode = raw.get("mode", "single")
-        if mode not in ("single", "transaction"):
-            raise ProfileError(f"{src}: mode must be single or transaction")
-        resources = tuple(raw.get("resources") or ("DocumentReference",))
-        optional = tuple(raw.get("optional_resources") or ())
-        unknown = [r for r in resources + optional if r not in ALL_RESOURCES]
-        if unknown:
-            raise ProfileError(f"{src}: unknown resources {unknown}")
-        # The score and every optional resource are off by default: only the referral
-        # and the note may be pre-ticked; anything else listed as default moves to optional.
-        default_on = tuple(r for r in resources if r in ("ServiceRequest", "DocumentReference"))
-        optional = tuple(dict.fromkeys(optional + tuple(r for r in resources if r not in default_on)))
-        for key in ("note_type", "note_category"):
-            if not (raw.get(key) or {}).get("code"):
-                raise ProfileError(f"{src}: {key}.code is required")
-        restricted = raw.get("restricted_note_type") or None
-        if restricted is not None and not (isinstance(restricted, dict) and restricted.get("code")):
-            raise ProfileError(f"{src}: restricted_note_type needs system and code")
-        labels_kept = str(raw.get("labels_kept", "unknown")).lower()
-        if labels_kept not in LABELS_KEPT:
-            raise ProfileError(f"{src}: labels_kept must be kept, dropped or unknown")
-        doc_status = raw.get("doc_status", "final")
-        if doc_status not in DOC_STATUS:
-            raise ProfileError(f"{src}: doc_status must be final, preliminary, amended or empty")
-        scope_version = str(raw.get("scope_version", "v2"))
-        if scope_version not in ("v1", "v2"):
-            raise ProfileError(f"{src}: scope_version must be v1 or v2")
-        write_context = str(raw.get("write_context", "patient"))
-        if write_context not in ("patient", "user"):
-            raise ProfileError(f"{src}: write_context must be patient or user")
-        transaction = bool(raw.get("transaction", mode == "transaction"))
-        if mode == "transaction" and not transaction:
-            raise ProfileError(f"{src}: mode transaction needs transaction: true")
-        retry = raw.get("retry") or {}
-        read_back = raw.get("read_back") or {}
-        if isinstance(read_back, bool):
-            read_back = {"enabled": read_back}
-        return cls(
-            name=raw.get("name", path.stem), mode=mode, resources=default_on, optional_resources=optional,
-            note_type=dict(raw["note_type"]), note_category=dict(raw["note_category"]),
-            identifier_system=raw.get("identifier_system", "urn:ipv-screen:writeback"),
-            labels=LabelPolicy.from_mapping(raw.get("security")),
-            detailed_note_allowed=bool(raw.get("detailed_note_allowed", True)),
-            read_back=bool(read_back.get("enabled", True)),
-            read_back_attempts=max(1, min(5, int(read_back.get("max_attempts", 3)))),
-            max_attempts=int(retry.get("max_attempts", 10)), base_delay=float(retry.get("base_delay", 2.0)),
-            max_delay=float(retry.get("max_delay", 300.0)), scopes=tuple(raw.get("scopes") or ()),
-            description=raw.get("description", ""),
-            ref=resolve_profile_ref(name_or_path), scope_version=scope_version, write_context=write_context,
-            conditional_create=_tri(raw.get("honours_conditional_create"), "honours_conditional_create", src),
-            transaction=transaction, labels_kept=labels_kept,
-            identifier_kept=_tri(raw.get("identifier_kept"), "identifier_kept", src),
-            restricted_note_type=dict(restricted) if restricted else None, doc_status=doc_status,
-            content_type=str(raw.get("content_type", "text/plain; charset=utf-8")),
-            requires_encounter=bool((raw.get("requires") or {}).get("encounter", False)),
-            requires_period=bool((raw.get("requires") or {}).get("period", False)),
-            requires_author=bool((raw.get("requires") or {}).get("author", False)),
-            create_returns_resource=_tri(raw.get("create_returns_resource"), "create_returns_resource", src),
-            online_access=bool(raw.get("online_access", True)),
-            backend_services=_tri(raw.get("backend_services"), "backend_services", src),
-            sources=tuple(str(s) for s in raw.get("sources") or ()),
-            search_date_param=str(raw.get("search_date_param", "date")),
-        )
 
 
 @dataclass(frozen=True)
@@ -237,9 +75,9 @@ class Offer:
     not_offered: dict[str, tuple[str, str]]  # kind -> (reason code, detail such as the missing scope)
 
 
-def writable(profile: EhrProfile, granted_scope: str, *, has_encounter: bool, has_author: bool,
+def writable(rules: WriteRules, granted_scope: str, *, has_encounter: bool, has_author: bool,
              has_screening: bool = True) -> Offer:
-    """Intersect the profile with the token's granted scope and the launch's context.
+    """Intersect what the EHR takes (its rules) with the token's granted scope and the launch's context.
 
     Reasons: ``ehr`` (the EHR does not take it from apps), ``scope`` (this token may not create it; detail =
     the scope it would need), ``encounter`` / ``author`` (a required field the launch cannot fill),
@@ -248,13 +86,13 @@ def writable(profile: EhrProfile, granted_scope: str, *, has_encounter: bool, ha
     kinds: list[str] = []
     why: dict[str, tuple[str, str]] = {}
     for kind in ALL_RESOURCES:
-        if kind not in profile.offered:
+        if kind not in rules.offered:
             why[kind] = ("ehr", "")
-        elif not allows(granted_scope, kind, "c", contexts=_contexts(profile)):
-            why[kind] = ("scope", profile.needed_scope(kind))
-        elif kind == "DocumentReference" and profile.requires_encounter and not has_encounter:
+        elif not allows(granted_scope, kind, "c", contexts=_contexts(rules)):
+            why[kind] = ("scope", rules.needed_scope(kind))
+        elif kind == "DocumentReference" and rules.requires_encounter and not has_encounter:
             why[kind] = ("encounter", "")
-        elif kind == "DocumentReference" and profile.requires_author and not has_author:
+        elif kind == "DocumentReference" and rules.requires_author and not has_author:
             why[kind] = ("author", "")
         elif kind in ("Observation", "QuestionnaireResponse") and not has_screening:
             why[kind] = ("screen", "")
@@ -266,9 +104,9 @@ def writable(profile: EhrProfile, granted_scope: str, *, has_encounter: bool, ha
     return Offer(tuple(kinds), why)
 
 
-def _contexts(profile: EhrProfile) -> tuple[str, ...]:
+def _contexts(rules: WriteRules) -> tuple[str, ...]:
     # A user-context create (Oracle provider access) needs user/ scopes; patient/ ones do not count.
-    return ("user",) if profile.write_context == "user" else ("patient", "user")
+    return ("user",) if rules.write_context == "user" else ("patient", "user")
 
 
 def reference_code(referral_key: str) -> str:
@@ -332,9 +170,9 @@ def full_url(referral_key: str, kind: str) -> str:
     return f"urn:uuid:{uuid.uuid5(WRITEBACK_NS, identifier_value(referral_key, kind))}"
 
 
-def plan_writeback(inp: WritebackInput, profile: EhrProfile) -> list[PlannedWrite]:
+def plan_writeback(inp: WritebackInput, rules: WriteRules) -> list[PlannedWrite]:
     """The resources to write for one referral, in send order, labelled and validated."""
-    wanted = [r for r in ALL_RESOURCES if r in inp.resources and r in profile.offered]
+    wanted = [r for r in ALL_RESOURCES if r in inp.resources and r in rules.offered]
     if not inp.screening:  # nothing screened (e.g. universal education only): no score to record
         wanted = [r for r in wanted if r not in ("Observation", "QuestionnaireResponse")]
     if "Task" in wanted and "ServiceRequest" not in wanted:
@@ -346,14 +184,14 @@ def plan_writeback(inp: WritebackInput, profile: EhrProfile) -> list[PlannedWrit
     }
     plans = []
     for kind in wanted:
-        resource, deps = builders[kind](inp, profile, wanted)
-        ident = {"system": profile.identifier_system, "value": identifier_value(inp.referral_key, kind)}
+        resource, deps = builders[kind](inp, rules, wanted)
+        ident = {"system": rules.identifier_system, "value": identifier_value(inp.referral_key, kind)}
         # QuestionnaireResponse.identifier is 0..1 in R4; everything else is a list.
         resource["identifier"] = ident if kind == "QuestionnaireResponse" else [ident]
-        apply_labels(resource, profile.labels)
+        apply_labels(resource, rules.labels)
         if kind == "DocumentReference":
             # The document's own label too: EHRs that index documents read securityLabel.
-            resource["securityLabel"] = [{"coding": [c]} for c in profile.labels.codings()]
+            resource["securityLabel"] = [{"coding": [c]} for c in rules.labels.codings()]
         _validate_once(resource, inp)
         plans.append(PlannedWrite(kind, ident["value"], full_url(inp.referral_key, kind), resource, deps))
     return plans
@@ -465,13 +303,13 @@ def note_text(inp: WritebackInput) -> str:
     return "\n".join(lines)
 
 
-def build_document_reference(inp: WritebackInput, profile: EhrProfile, wanted: list[str]):
+def build_document_reference(inp: WritebackInput, rules: WriteRules, wanted: list[str]):
     text = note_text(inp)
     deps: dict[str, tuple[str, bool]] = {}
     context: dict[str, Any] = {}
     if inp.encounter_id:
         context["encounter"] = [_ref("Encounter", inp.encounter_id)]
-    if profile.requires_period:
+    if rules.requires_period:
         # Oracle: context.period with end (start optional), every date with a time component.
         start = inp.screening.get("completed_at") or _when(inp)
         context["period"] = {"start": start, "end": _when(inp)}
@@ -482,21 +320,21 @@ def build_document_reference(inp: WritebackInput, profile: EhrProfile, wanted: l
     resource: dict[str, Any] = {
         "resourceType": "DocumentReference",
         "status": "current",
-        "type": _cc(profile.document_type, profile.document_type.get("display")),
-        "category": [_cc(profile.note_category)],
+        "type": _cc(rules.document_type, rules.document_type.get("display")),
+        "category": [_cc(rules.note_category)],
         "subject": _ref("Patient", inp.patient_id),
         "date": _when(inp),
         "description": "Confidential referral note",
         "content": [{"attachment": {
-            "contentType": profile.content_type,
+            "contentType": rules.content_type,
             "language": "en",
             "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
             "title": "Confidential referral note",
             "creation": _when(inp),
         }}],
     }
-    if profile.doc_status:
-        resource["docStatus"] = profile.doc_status
+    if rules.doc_status:
+        resource["docStatus"] = rules.doc_status
     author = _author(inp)
     if author:
         # Exactly one author: the signed-in provider (Oracle refuses any other for provider access).
@@ -506,7 +344,7 @@ def build_document_reference(inp: WritebackInput, profile: EhrProfile, wanted: l
     return resource, deps
 
 
-def build_service_request(inp: WritebackInput, profile: EhrProfile, wanted: list[str]):
+def build_service_request(inp: WritebackInput, rules: WriteRules, wanted: list[str]):
     c = codes()
     deps: dict[str, tuple[str, bool]] = {}
     resource: dict[str, Any] = {
@@ -542,7 +380,7 @@ def build_service_request(inp: WritebackInput, profile: EhrProfile, wanted: list
     return resource, deps
 
 
-def build_observation(inp: WritebackInput, profile: EhrProfile, wanted: list[str]):
+def build_observation(inp: WritebackInput, rules: WriteRules, wanted: list[str]):
     c = codes()
     s = inp.screening
     instrument = s.get("instrument") or "unknown"
@@ -583,7 +421,7 @@ def build_observation(inp: WritebackInput, profile: EhrProfile, wanted: list[str
     return resource, deps
 
 
-def build_questionnaire_response(inp: WritebackInput, profile: EhrProfile, wanted: list[str]):
+def build_questionnaire_response(inp: WritebackInput, rules: WriteRules, wanted: list[str]):
     s = inp.screening
     items = []
     # answers holds bare codes; answer_codings (screening state) the full Coding of each answer.
@@ -610,7 +448,7 @@ def build_questionnaire_response(inp: WritebackInput, profile: EhrProfile, wante
     return resource, {}
 
 
-def build_task(inp: WritebackInput, profile: EhrProfile, wanted: list[str]):
+def build_task(inp: WritebackInput, rules: WriteRules, wanted: list[str]):
     c = codes()
     sr = full_url(inp.referral_key, "ServiceRequest")
     resource: dict[str, Any] = {

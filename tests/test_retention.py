@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from fhir.builders import EhrProfile
+from config.ehr_profile import EhrProfile
 from smart_app import create_app
 from smart_app.launch.retention import purge
 from smart_app.store.db import session_scope

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fhir.builders import PROFILES_DIR
+from config.ehr_profile import PROFILES_DIR
 from smart_app.launch import ehr
 from smart_app.ops import warmup
 from tests.conftest import default_context

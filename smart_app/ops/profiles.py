@@ -8,26 +8,19 @@ Start-up refuses a profile whose EHR does not keep security labels unless a rest
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from flask import Flask, current_app
 
-from fhir.builders import EhrProfile, resolve_profile_ref
+from config.ehr_profile import EhrProfile, NoteCoding, resolve_profile_ref
 
 
-def _restricted_note_type(app: Flask) -> dict[str, str] | None:
+def _restricted_note_type(app: Flask) -> NoteCoding | None:
     """Deployment ``restricted_note_type: {system, code, display}`` or env RESTRICTED_NOTE_TYPE=system|code|display."""
     raw = app.config.get("RESTRICTED_NOTE_TYPE") or os.environ.get("RESTRICTED_NOTE_TYPE")
-    if isinstance(raw, str) and raw.strip():
-        parts = [p.strip() for p in raw.split("|")]
-        if len(parts) < 2 or not parts[1]:
-            raise ValueError("RESTRICTED_NOTE_TYPE must be system|code|display")
-        return {"system": parts[0], "code": parts[1], **({"display": parts[2]} if len(parts) > 2 else {})}
-    if isinstance(raw, dict):
-        return dict(raw)
-    deployment = app.config.get("DEPLOYMENT")
-    found = (getattr(deployment, "extra", None) or {}).get("restricted_note_type")
-    return dict(found) if found else None
+    if not raw:
+        deployment = app.config.get("DEPLOYMENT")
+        raw = (getattr(deployment, "extra", None) or {}).get("restricted_note_type")
+    return NoteCoding.model_validate(raw) if raw else None
 
 
 def deployment_ref(app: Flask) -> str:
@@ -37,16 +30,12 @@ def deployment_ref(app: Flask) -> str:
 
 
 def profile_for(app: Flask, ref: str | None = None) -> EhrProfile:
-    """The profile ``ref`` (default: the deployment's), with the site's overrides; cached per app."""
+    """The profile ``ref`` (default: the deployment's), with the site's restricted note type; cached per app."""
     cache: dict[str, EhrProfile] = app.extensions.setdefault("ehr_profiles", {})
     ref = ref or deployment_ref(app)
     key = f"{ref}|{app.config.get('EHR_PROFILE')}|{app.config.get('RESTRICTED_NOTE_TYPE')}"
     if key not in cache:
-        overrides: dict[str, Any] = {}
-        restricted = _restricted_note_type(app)
-        if restricted:
-            overrides["restricted_note_type"] = restricted
-        cache[key] = EhrProfile.load(ref, overrides)
+        cache[key] = EhrProfile.load(ref).with_restricted_note_type(_restricted_note_type(app))
     return cache[key]
 
 

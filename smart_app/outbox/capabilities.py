@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir.builders import EhrProfile
+from config.ehr_profile import EhrProfile
 from fhir.client import FhirError
 
 
@@ -16,8 +16,8 @@ class ConditionalCreateSupport:
         self._declared: dict[str, dict[str, bool]] = {}  # base URL -> resource type -> conditionalCreate
 
     def honours(self, profile: EhrProfile, client: Any, kind: str) -> bool:
-        if profile.conditional_create != "unknown":
-            return profile.conditional_create == "true"
+        if profile.honours_conditional_create != "unknown":
+            return profile.honours_conditional_create == "true"
         base = getattr(client, "base_url", None)
         if base is None or not hasattr(client, "capabilities"):
             return False

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-import yaml
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fhir.builders import PROFILES_DIR
+from config.ehr_profile import ProfileError
 from smart_app.ops.i18n import gettext as _
+from smart_app.ops.profiles import profile_for
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import OutboxItem, ReferralRecord
@@ -44,25 +42,11 @@ def current_profile_name() -> str:
 
 
 def status_kinds(profile: str) -> tuple[str, ...]:
-    """The resource types whose status the profile lets this app update (empty: none)."""
-    path = Path(profile)
-    if not path.suffix:
-        path = PROFILES_DIR / f"{profile}.yaml"
+    """The resource types whose status the profile lets this app update (empty: none, or no such profile)."""
     try:
-        changed = path.stat().st_mtime_ns
-    except OSError:
+        return profile_for(current_app._get_current_object(), profile).status_updates
+    except ProfileError:
         return ()
-    return _status_kinds_of(str(path), changed)
-
-
-@lru_cache(maxsize=64)
-def _status_kinds_of(path: str, _changed: int) -> tuple[str, ...]:
-    # Parsed once per file version: the queue page asks on every view.
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError:
-        return ()
-    return tuple(k for k in raw.get("status_updates") or () if k in KINDS)
 
 
 def _scope_allows(scope: str, kind: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from fhir.builders import EhrProfile
+from config.ehr_profile import EhrProfile
 from smart_app.outbox.clients import ClientFor
 from smart_app.outbox.settings import OutboxSettings
 from smart_app.outbox.state import RunStats

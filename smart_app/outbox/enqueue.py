@@ -6,7 +6,8 @@ import json
 
 from sqlalchemy.orm import Session
 
-from fhir.builders import EhrProfile, PlannedWrite
+from config.ehr_profile import EhrProfile
+from fhir.builders import PlannedWrite
 from smart_app.outbox.settings import OutboxSettings
 from smart_app.outbox.state import PENDING, utcnow
 from smart_app.store.crypto import encrypt_json

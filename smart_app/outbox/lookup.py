@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from fhir.builders import EhrProfile, reference_code
+from config.ehr_profile import EhrProfile
+from fhir.builders import reference_code
 from fhir.client import FhirError, FhirUnavailable
 from smart_app.outbox import retry
 from smart_app.outbox.state import aware

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fhir.builders import EhrProfile
+from config.ehr_profile import EhrProfile
 from fhir.client import FhirClient, FhirError
 from smart_app.outbox import outcomes, retry
 from smart_app.outbox.claim import still_mine

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from fhir.builders import EhrProfile
+from config.ehr_profile import EhrProfile
 
 
 @dataclass
@@ -27,7 +27,8 @@ class OutboxSettings:
         c = app.config
         base = cls()
         if profile is not None:
-            base = cls(max_attempts=profile.max_attempts, base_delay=profile.base_delay, max_delay=profile.max_delay)
+            base = cls(max_attempts=profile.retry.max_attempts, base_delay=profile.retry.base_delay,
+                       max_delay=profile.retry.max_delay)
         return cls(
             max_attempts=int(c.get("OUTBOX_MAX_ATTEMPTS", base.max_attempts)),
             base_delay=float(c.get("OUTBOX_BASE_DELAY", base.base_delay)),

@@ -36,7 +36,7 @@ def check_after_write(ctx: SendContext, row: OutboxItem, sent: dict[str, Any], c
     elif returned and returned.get("resourceType") == row.kind and "meta" in returned:
         # Prefer: return=representation honoured: the stored resource is in hand, no read-back.
         judge(row, expected, returned, ctx.stats)
-    elif profile.read_back and row.server_id:
+    elif profile.read_back.enabled and row.server_id:
         read_back(ctx, row, sent, client)
     else:
         row.label_status = None
@@ -49,7 +49,7 @@ def read_back(ctx: SendContext, row: OutboxItem, sent: dict[str, Any], client: F
     try:
         stored = client.read(row.kind, row.server_id)
     except FhirError as exc:
-        limit = ctx.profile(row.profile).read_back_attempts
+        limit = ctx.profile(row.profile).read_back.max_attempts
         if exc.status in (401, 403, 404) or row.label_attempts >= limit:
             row.label_status = "unchecked"
             row.label_detail = "labels could not be checked: " + retry.reason(exc)

@@ -14,7 +14,7 @@ from flask import Flask
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from fhir.builders import EhrProfile
+from config.ehr_profile import EhrProfile
 from smart_app.ops import housekeeping
 from smart_app.ops.audit import instance_name
 from smart_app.ops.observability import record_outbox_run, set_request_id

@@ -32,7 +32,8 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
-from fhir.builders import ALL_RESOURCES, EhrProfile, Offer, WritebackInput, plan_writeback, reference_code, writable
+from config.ehr_profile import EhrProfile
+from fhir.builders import ALL_RESOURCES, Offer, WritebackInput, plan_writeback, reference_code, writable
 from smart_app.launch.ehr_identity import ehr_id_for
 from smart_app.launch.locale import use_launch_locale
 from smart_app.launch.state import launch_required
@@ -109,7 +110,8 @@ def granted_scope(launch: Any) -> str:
 def offer_for(launch: Any, profile: EhrProfile) -> Offer:
     ctx = launch.context
     screening = launch.data.get("screening") or {}
-    return writable(profile, granted_scope(launch), has_encounter=bool((ctx.get("encounter") or {}).get("id")),
+    return writable(profile.write_rules, granted_scope(launch),
+                    has_encounter=bool((ctx.get("encounter") or {}).get("id")),
                     has_author=bool((ctx.get("user") or {}).get("reference")),
                     has_screening=bool(screening.get("completed_at")))
 
@@ -250,7 +252,8 @@ def protection_words(profile: EhrProfile) -> str:
 def view_model(launch: Any, profile: EhrProfile, choices: dict[str, Any], offer: Offer | None = None) -> dict[str, Any]:
     """Everything the consent page shows, built from the planned payload, and its digest."""
     offer = offer or offer_for(launch, profile)
-    plans = plan_writeback(_input(launch, referral_key(launch), choices), profile) if choices["resources"] else []
+    plans = plan_writeback(_input(launch, referral_key(launch), choices), profile.write_rules) \
+        if choices["resources"] else []
     items = describe(plans, launch, profile)
     note = note_from(plans)
     script = script_for([p.kind for p in plans])
@@ -492,6 +495,6 @@ def _validate_a_made_up_plan(app: Flask) -> None:
                                     "completed_at": "2000-01-01T00:00:00+00:00"},
                          referral={}, resources=list(ALL_RESOURCES))
     try:
-        plan_writeback(inp, profile_for(app))
+        plan_writeback(inp, profile_for(app).write_rules)
     except Exception as exc:  # noqa: BLE001 - a warm-up that cannot run leaves the work to the first request
         warmup_log.warning("warm-up: chart write models not warmed (%s)", type(exc).__name__)

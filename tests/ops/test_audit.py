@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from fhir.builders import EhrProfile
+from config.ehr_profile import EhrProfile
 from smart_app import create_app
 from smart_app.ops.audit import AppendOnlyError, purge_audit, query_audit, record_audit
 from smart_app.ops.observability import launch_ref

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine, update
 from sqlalchemy.orm import sessionmaker
 
-from fhir.builders import EhrProfile
+from config.ehr_profile import EhrProfile
 from smart_app.outbox.worker import OutboxWorker
 from smart_app.store.db import session_scope
 from smart_app.store.models import OutboxItem

@@ -12,7 +12,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from fhir.builders import EhrProfile
+from config.ehr_profile import EhrProfile
 from smart_app import create_app
 from smart_app.ops.audit import query_audit, record_audit
 from smart_app.outbox.worker import OutboxWorker

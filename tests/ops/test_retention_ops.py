@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import create_engine, select, text, update
 
-from fhir.builders import EhrProfile
+from config.ehr_profile import EhrProfile
 from smart_app import create_app
 from smart_app.ops.audit import record_audit
 from smart_app.outbox.worker import OutboxWorker

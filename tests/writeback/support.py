@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from fhir.builders import EhrProfile, WritebackInput, plan_writeback
+from config.ehr_profile import EhrProfile
+from fhir.builders import WritebackInput, plan_writeback
 from fhir.client import FhirError, FhirUnavailable, Response
 from sandbox_ehr.harness.launches import add_launch as add_launch
 from smart_app.outbox.enqueue import enqueue
@@ -42,7 +43,7 @@ def add_referral(app, launch_id: str, iss: str, profile: EhrProfile, patient: st
                              referral=dict(REFERRAL), resources=resources or default)
         record.summary_enc = encrypt_json({"patient_name": "Test Patient", "safe_contact": REFERRAL["safe_contact"]})
         enqueue(db, referral_id=record.id, launch_id=launch_id, iss=iss, profile=profile,
-                plans=plan_writeback(inp, profile), settings=OutboxSettings.for_app(app, profile))
+                plans=plan_writeback(inp, profile.write_rules), settings=OutboxSettings.for_app(app, profile))
         return record.id
 
 

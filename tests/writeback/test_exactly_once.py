@@ -13,7 +13,8 @@ import pytest
 import yaml
 from sqlalchemy import select, update
 
-from fhir.builders import EhrProfile, RestrictedNoteTypeMissing, writable
+from config.ehr_profile import EhrProfile, RestrictedNoteTypeMissing
+from fhir.builders import writable
 from smart_app import create_app
 from smart_app.outbox.worker import OutboxWorker
 from smart_app.store.db import session_scope
@@ -234,19 +235,19 @@ def test_startup_refuses_a_profile_that_cannot_protect_the_note(tmp_path):
 
 
 def test_granted_scope_narrows_what_is_offered_and_says_why():
-    epic = EhrProfile.load("epic")
+    epic = EhrProfile.load("epic").write_rules
     offer = writable(epic, "launch patient/DocumentReference.read", has_encounter=True, has_author=True)
     assert offer.kinds == () and offer.not_offered["DocumentReference"] == ("scope", "patient/DocumentReference.write")
     offer = writable(epic, "patient/DocumentReference.write", has_encounter=False, has_author=True)
     assert offer.not_offered["DocumentReference"] == ("encounter", "")
     offer = writable(epic, "patient/DocumentReference.write", has_encounter=True, has_author=True)
     assert offer.kinds == ("DocumentReference",) and offer.not_offered["ServiceRequest"] == ("ehr", "")
-    oracle = EhrProfile.load("oracle-health")
+    oracle = EhrProfile.load("oracle-health").write_rules
     # Provider-context create needs user/ scopes: a patient/ write scope is not enough.
     assert writable(oracle, "patient/DocumentReference.write", has_encounter=True, has_author=True).kinds == ()
     assert writable(oracle, "user/DocumentReference.write", has_encounter=True, has_author=False).not_offered[
         "DocumentReference"] == ("author", "")
-    sandbox = EhrProfile.load("sandbox")
+    sandbox = EhrProfile.load("sandbox").write_rules
     offer = writable(sandbox, "patient/DocumentReference.cs patient/ServiceRequest.c patient/Task.crus",
                      has_encounter=True, has_author=True)
     assert offer.kinds == ("ServiceRequest", "DocumentReference", "Task")

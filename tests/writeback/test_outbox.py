@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from fhir.builders import EhrProfile
+from config.ehr_profile import EhrProfile
 from smart_app.outbox.worker import OutboxWorker
 from smart_app.store.db import session_scope
 from smart_app.store.models import OutboxItem

@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from fhir.builders import EhrProfile
+from config.ehr_profile import EhrProfile
 from fhir.client import FhirClient
 from smart_app.outbox.worker import OutboxWorker
 from smart_app.store.db import session_scope

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import fhir.builders as builders
-from fhir.builders import EhrProfile, WritebackInput, plan_writeback
+from config.ehr_profile import EhrProfile
+from fhir.builders import WritebackInput, plan_writeback
 from tests.writeback.support import REFERRAL, SCREENING
 
 RESOURCES = ["Observation", "ServiceRequest", "DocumentReference"]
@@ -33,7 +34,7 @@ def validations(monkeypatch):
 
 
 def test_same_referral_and_content_validated_once_even_as_the_clock_moves(validations):
-    profile = EhrProfile.load("sandbox")
+    profile = EhrProfile.load("sandbox").write_rules
     t0 = datetime(2026, 3, 1, 10, 0, 0, 123000, tzinfo=UTC)
     first = plan_writeback(_inp("ref-a", t0), profile)
     assert len(validations) == len(first) > 0
@@ -45,7 +46,7 @@ def test_same_referral_and_content_validated_once_even_as_the_clock_moves(valida
 
 
 def test_another_launch_referral_is_validated_again(validations):
-    profile = EhrProfile.load("sandbox")
+    profile = EhrProfile.load("sandbox").write_rules
     now = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     n = len(plan_writeback(_inp("ref-a", now), profile))
     plan_writeback(_inp("ref-b", now), profile)
@@ -53,7 +54,7 @@ def test_another_launch_referral_is_validated_again(validations):
 
 
 def test_changed_content_is_validated_again_and_an_invalid_resource_still_fails(validations, monkeypatch):
-    profile = EhrProfile.load("sandbox")
+    profile = EhrProfile.load("sandbox").write_rules
     now = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     n = len(plan_writeback(_inp("ref-a", now), profile))
     plan_writeback(_inp("ref-a", now, author_name="Dr Two"), profile)

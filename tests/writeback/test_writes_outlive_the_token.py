@@ -8,8 +8,8 @@ import dataclasses
 
 from sqlalchemy import select
 
+from config.ehr_profile import EhrProfile
 from config.settings import Deployment
-from fhir.builders import EhrProfile
 from smart_app import create_app
 from smart_app.outbox.worker import OutboxWorker
 from smart_app.store.db import session_scope
