@@ -98,6 +98,7 @@ def _enqueue(app: Any, sandbox: Any, iss: str, n: int, profile_name: str) -> Non
     from smart_app.outbox.settings import OutboxSettings
     from smart_app.store.db import session_scope
     from smart_app.store.models import ReferralRecord
+    from smart_app.writeback.note import with_note
 
     profile = EhrProfile.load(profile_name)
     settings = OutboxSettings.for_app(app, profile)
@@ -110,9 +111,9 @@ def _enqueue(app: Any, sandbox: Any, iss: str, n: int, profile_name: str) -> Non
             ref = ReferralRecord(launch_id=lid, iss=iss, profile=profile.name, status="new")
             db.add(ref)
             db.flush()
-            inp = WritebackInput(referral_key=ref.id, patient_id=patient, encounter_id=encounter,
-                                 author_reference=None, author_name=None, screening=dict(SCREENING),
-                                 referral=dict(REFERRAL), resources=list(profile.resources))
+            inp = with_note(WritebackInput(referral_key=ref.id, patient_id=patient, encounter_id=encounter,
+                                           author_reference=None, author_name=None, screening=dict(SCREENING),
+                                           referral=dict(REFERRAL), resources=list(profile.resources)))
             enqueue(db, referral_id=ref.id, launch_id=lid, iss=iss, profile=profile,
                     plans=plan_writeback(inp, profile.write_rules), settings=settings)
 

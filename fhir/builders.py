@@ -137,8 +137,8 @@ class WritebackInput:
     screening: dict[str, Any]
     referral: dict[str, Any]
     resources: list[str]
-    note_mode: str = "minimal"  # minimal | detailed
-    detail_text: str | None = None
+    # The note's exact body, worded by the caller (the write-back feature): the wire layer only files it.
+    note_text: str = ""
     safe_contact: dict[str, Any] = field(default_factory=lambda: {"channel": "none", "note": None})
     urgent: bool = False
     patient_asked: bool = False  # referral asked for by the patient after a negative screen
@@ -269,42 +269,10 @@ def _programs(inp: WritebackInput) -> list[dict[str, Any]]:
     return [results[s] for s in selected if s in results]
 
 
-def _contact_sentence(safe_contact: dict[str, Any]) -> str:
-    """Only what the patient answered; an unanswered question is shown as such (never a default)."""
-    channel = (safe_contact or {}).get("channel")
-    note = ((safe_contact or {}).get("note") or "").strip()
-    if not channel:
-        return "Safe contact: not answered yet."
-    if channel == "none":
-        return ("Do not contact the patient about this referral: no contact channel is safe. "
-                "The patient will make contact.")
-    sentence = f"The patient says contact by {CHANNEL_WORDS.get(channel, channel)} is safe"
-    return f"{sentence} ({note})." if note else f"{sentence}."
-
-
-def note_text(inp: WritebackInput) -> str:
-    """The note body. Minimal by default: that a confidential referral was made, how (not)
-    to contact, who holds the details — no details of abuse. Detailed text only when the
-    patient asked for it and the clinician chose that option."""
-    lines = [
-        "Confidential referral to support services, made with the patient's consent.",
-        _contact_sentence(inp.safe_contact),
-        "Details are held by social work. Do not discuss in the presence of others.",
-    ]
-    programs = _programs(inp)
-    if programs:
-        lines.insert(1, "Referred to: " + "; ".join(p.get("program") or p.get("name", "") for p in programs) + ".")
-    if inp.note_mode == "detailed" and (inp.detail_text or "").strip():
-        lines.append("")
-        lines.append("Documented at the patient's request:")
-        lines.append(inp.detail_text.strip())
-    lines.append("")
-    lines.append(f"Ref. {reference_code(inp.referral_key)}")
-    return "\n".join(lines)
-
-
 def build_document_reference(inp: WritebackInput, rules: WriteRules, wanted: list[str]):
-    text = note_text(inp)
+    if not inp.note_text:
+        raise ValueError("a DocumentReference needs its note text (WritebackInput.note_text)")
+    text = inp.note_text
     deps: dict[str, tuple[str, bool]] = {}
     context: dict[str, Any] = {}
     if inp.encounter_id:

@@ -40,6 +40,28 @@ def test_fhir_wire_layer_imports_nothing_from_the_app() -> None:
     assert _offenders("fhir", ("smart_app", "referrals", "sandbox_ehr", "config")) == []
 
 
+def _config_paths(package: str) -> list[str]:
+    """String constants in ``package`` that name the settings folder as a path: ``"config"`` on its own (a Path
+    part) or a string starting with ``config/``."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                    node.value.strip("/") == "config" or node.value.startswith("config/")):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_fhir_wire_layer_reads_no_settings_file_by_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wire layer builds from explicit inputs: an EHR profile or deployment reaches it as values, never as a
+    file under config/ that it opens itself. The check can fail: a planted path is found."""
+    assert _config_paths("fhir") == []
+    (tmp_path / "fakepkg").mkdir()
+    (tmp_path / "fakepkg" / "mod.py").write_text('from pathlib import Path\nP = Path(__file__).parent / "config"\n')
+    monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
+    assert _config_paths("fakepkg") == ["fakepkg/mod.py:2"]
+
+
 @pytest.mark.parametrize("package", ["smart_app", "fhir", "referrals", "config"])
 def test_product_packages_never_import_the_sandbox_ehr(package: str) -> None:
     assert _offenders(package, ("sandbox_ehr", "tests")) == []

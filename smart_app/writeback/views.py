@@ -59,6 +59,7 @@ from smart_app.worklist.scope import (
     site_display_name,
 )
 from smart_app.worklist.search import mrn_key_of
+from smart_app.writeback.note import program_names, with_note
 
 warmup_log = logging.getLogger("ipv.warmup")
 bp = Blueprint("writeback", __name__, template_folder="templates", url_prefix="/l/<lid>")
@@ -150,27 +151,21 @@ def _input(launch: Any, key: str, choices: dict[str, Any]) -> WritebackInput:
     ctx, data = launch.context, launch.data
     screening = data.get("screening") or {}
     user = ctx.get("user") or {}
-    return WritebackInput(
+    inp = WritebackInput(
         referral_key=key, patient_id=(ctx.get("patient") or {}).get("id"),
         encounter_id=(ctx.get("encounter") or {}).get("id"), author_reference=user.get("reference"),
         author_name=user.get("name"), screening=screening, referral=data.get("referral") or {},
-        resources=list(choices["resources"]), note_mode="detailed" if choices["detailed"] else "minimal",
-        detail_text=choices["detail_text"] or None,
+        resources=list(choices["resources"]),
         safe_contact={"channel": choices["channel"], "note": choices["contact_note"]},
         urgent=handoff.urgent_now(data), patient_asked=choices["patient_asks"],
     )
-
-
-def _programs(referral: dict[str, Any]) -> list[str]:
-    results = {r.get("service_id"): r for r in referral.get("results") or []}
-    return [results[s].get("program") or results[s].get("name") or "" for s in referral.get("selected") or []
-            if s in results]
+    return with_note(inp, choices["detail_text"] if choices["detailed"] else None)
 
 
 def describe(plans: list[Any], launch: Any, profile: EhrProfile) -> list[dict[str, str]]:
     """Each planned resource in plain words (what the clinician reads, what the digest covers)."""
     screening = launch.data.get("screening") or {}
-    programs = ", ".join(_programs(launch.data.get("referral") or {})) or _("no program chosen")
+    programs = ", ".join(program_names(launch.data.get("referral") or {})) or _("no program chosen")
     out = []
     for plan in plans:
         res = plan.resource
@@ -494,6 +489,7 @@ def _validate_a_made_up_plan(app: Flask) -> None:
                                     "interpretation": "negative", "answers": {},
                                     "completed_at": "2000-01-01T00:00:00+00:00"},
                          referral={}, resources=list(ALL_RESOURCES))
+    inp = with_note(inp)
     try:
         plan_writeback(inp, profile_for(app).write_rules)
     except Exception as exc:  # noqa: BLE001 - a warm-up that cannot run leaves the work to the first request

@@ -15,6 +15,7 @@ from smart_app.outbox.settings import OutboxSettings
 from smart_app.store.crypto import encrypt_json
 from smart_app.store.db import session_scope
 from smart_app.store.models import LaunchRecord, ReferralRecord, ReferralSite
+from smart_app.writeback.note import with_note
 
 SCREENING = {"instrument": "hits", "questionnaire": "urn:test:hits", "version": "1", "score": 14,
              "interpretation": "positive", "danger": False, "answers": {}, "completed_at": "2026-01-01T10:00:00+00:00"}
@@ -38,9 +39,9 @@ def add_referral(app, launch_id: str, iss: str, profile: EhrProfile, patient: st
         # Test data: the score, the referral and the note where the profile offers them (the consent page
         # leaves the score off by default; these outbox tests choose it explicitly).
         default = [r for r in ("Observation", "ServiceRequest", "DocumentReference") if r in profile.offered]
-        inp = WritebackInput(referral_key=record.id, patient_id=patient, encounter_id=encounter,
-                             author_reference=author, author_name=None, screening=dict(SCREENING),
-                             referral=dict(REFERRAL), resources=resources or default)
+        inp = with_note(WritebackInput(referral_key=record.id, patient_id=patient, encounter_id=encounter,
+                                       author_reference=author, author_name=None, screening=dict(SCREENING),
+                                       referral=dict(REFERRAL), resources=resources or default))
         record.summary_enc = encrypt_json({"patient_name": "Test Patient", "safe_contact": REFERRAL["safe_contact"]})
         enqueue(db, referral_id=record.id, launch_id=launch_id, iss=iss, profile=profile,
                 plans=plan_writeback(inp, profile.write_rules), settings=OutboxSettings.for_app(app, profile))

@@ -10,6 +10,7 @@ import pytest
 import fhir.builders as builders
 from config.ehr_profile import EhrProfile
 from fhir.builders import WritebackInput, plan_writeback
+from smart_app.writeback.note import with_note
 from tests.writeback.support import REFERRAL, SCREENING
 
 RESOURCES = ["Observation", "ServiceRequest", "DocumentReference"]
@@ -20,7 +21,7 @@ def _inp(key: str, now: datetime, **changes) -> WritebackInput:
               "author_reference": "Practitioner/doc-1", "author_name": "Dr One", "screening": dict(SCREENING),
               "referral": dict(REFERRAL), "resources": list(RESOURCES), "now": now}
     fields.update(changes)
-    return WritebackInput(**fields)
+    return with_note(WritebackInput(**fields))
 
 
 @pytest.fixture
