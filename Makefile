@@ -19,7 +19,7 @@ UV := $(BIN)/uv
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q \
 	$(if $(UPGRADE),--upgrade)
 
-.PHONY: venv demo test lint lock bench clean chromium nginx
+.PHONY: venv demo test test-shuffle lint lock bench clean chromium nginx
 
 # The venv installs exactly the pinned versions, then the project itself (editable, no dependency resolution);
 # `pip check` stops a lock that no longer satisfies pyproject.toml.
@@ -67,6 +67,12 @@ lint: $(STAMP)
 
 test: lint chromium nginx
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# The same suite in a shuffled order (pytest-randomly prints its seed; PYTEST_ARGS="--randomly-seed=N" replays
+# one): a test that passes only after another one built something fails here. `make test` keeps the file order
+# (-p no:randomly in pyproject.toml's addopts, which this target replaces).
+test-shuffle: lint chromium nginx
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -o addopts="-ra --strict-markers" -p randomly $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

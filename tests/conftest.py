@@ -3,6 +3,7 @@ start a launch without the EHR for feature tests that do not test the launch."""
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None)
 hypothesis_settings.register_profile("dev", deadline=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if tools.under_ci() else "dev"))
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_frozen() -> Iterator[None]:
+    """A test that builds a production (non-TESTING) app in this process freezes everything alive into the
+    collector's permanent generation; thaw it afterwards so no later test runs against what this one built."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
 
 
 @pytest.fixture
