@@ -118,3 +118,25 @@ def test_a_social_workers_shift(live_app, live_sandbox, new_context):
     page.goto(page.url.split("/worklist")[0] + "/worklist?status=all")
     expect(page.get_by_test_id(f"referral-{urgent}")).to_have_attribute("data-status", "completed")
     expect(page.get_by_test_id(f"referral-{urgent}")).to_have_attribute("data-overdue", "no")
+
+
+@pytest.mark.routing
+def test_the_queue_shows_its_referrals_first_at_1366x768(live_app, live_sandbox, new_context, tmp_path):
+    # Referrals first: filters in one compact bar, notices collapsed, one line per referral (at most 60 px), so
+    # that at least 8 referrals are in sight without scrolling on a 1366x768 screen.
+    tag = secrets.token_hex(3)
+    made = [_refer(live_app, live_sandbox, "bwh", f"pat-row{k}", f"enc-row{k}-bwh", f"Row{k} Fold{tag}",
+                   danger=k % 3 == 0, channel="phone", hours_ago=1 + k) for k in range(12)]
+    page = new_context(viewport={"width": 1366, "height": 768}).new_page()
+    page.goto(live_app.url + "/launch/standalone")
+    page.select_option("#practitioner", "prac-devon")
+    page.click("#approve-button")
+    page.wait_for_url("**/worklist")
+    page.screenshot(path=str(tmp_path / "queue-1366x768.png"))
+    rows = page.locator("[data-testid^='referral-']")
+    boxes = [b for b in rows.evaluate_all("rs => rs.map(r => { const b = r.getBoundingClientRect();"
+                                          " return {top: b.top, bottom: b.bottom, height: b.height}; })")]
+    assert len(boxes) >= len(made)
+    assert max(b["height"] for b in boxes) <= 60
+    in_sight = [b for b in boxes if b["top"] >= 0 and b["bottom"] <= 768]
+    assert len(in_sight) >= 8, f"{len(in_sight)} referrals visible without scrolling"
