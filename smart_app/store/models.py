@@ -123,14 +123,16 @@ class ReferralRecord(Base):
     # The short code the chart note carries (fhir.builders.reference_code of the id): social work searches by it.
     reference_code: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
     # Keyed HMAC of the patient's MRN at consent (smart_app/worklist/search.py): search by MRN without storing it.
-    # NULL: made before this column (cannot be found by MRN); "NONE": the launch gave no MRN.
+    # NULL: its summary could not be read when `db upgrade` filled the column (cannot be found by MRN);
+    # "NONE": the launch gave no MRN.
     mrn_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     # The warm hand-off at the bedside (smart_app/store/handoff.py): NULL = not offered, else "offered" or how the
     # call ended. Not PHI on its own, like ``urgent``; who was called and when are in ``summary_enc``.
     handoff: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # The route given at creation (smart_app/worklist/routing.py): the EHR identity (not the raw iss), the kind
     # (coverage | fallback | unrouted) and the team id. Not PHI; the queue and the unrouted count filter on them.
-    # NULL: made before these columns (scoped by iss and site keys, as then).
+    # Referrals made before these columns are routed by `db upgrade` (migration 0014, smart_app/worklist/backfill.py);
+    # NULL only for one an older app version wrote since (scoped by iss and site keys, as then).
     ehr: Mapped[str | None] = mapped_column(String(128), nullable=True)
     route_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
     route_team: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -6,8 +6,9 @@ the launch keeps only that HMAC (server-side, encrypted with the launch's data) 
 result. The HMAC is of the MRN alone, not of the EHR: the queue's scope already limits a search to the
 user's own EHR, and one EHR known by several ``iss`` values still finds its patients.
 
-Referrals made before the column existed have ``mrn_key`` NULL: the MRN is inside their encrypted summary
-only, and the queue says they cannot be found by MRN rather than decrypting every summary to look.
+Referrals made before the column existed get theirs from their encrypted summary during ``db upgrade``
+(smart_app/worklist/backfill.py); one whose summary no configured key decrypts keeps ``mrn_key`` NULL, and the
+queue says it cannot be found by MRN rather than decrypting every summary to look.
 """
 
 from __future__ import annotations

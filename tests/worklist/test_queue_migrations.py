@@ -1,6 +1,7 @@
 """The queue's migrations fill what they add for referrals already stored: the chart note's reference code
 (0010, computed from the id) and the program keys (0013, copied from the program index: nothing decrypted).
-A referral stored before either keeps ``mrn_key`` NULL (the queue says it cannot be found by MRN)."""
+At 0013 a referral stored before either still has ``mrn_key`` NULL; 0014 fills it, with the route, through the app
+(tests/worklist/test_upgrade_backfill.py)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def _upgrade_with_referrals(url: str) -> dict[str, dict]:
             for rid, key in (("R-two", "k-b"), ("R-two", "k-a"), ("R-none", "NONE")):  # R-old: before the index
                 conn.execute(text("INSERT INTO referral_program (referral_id, key) VALUES (:r, :k)"),
                              {"r": rid, "k": key})
-        migrate.upgrade(engine)
+        # Up to 0013: 0014 routes these referrals, which needs the app (tests/worklist/test_upgrade_backfill.py).
+        migrate.upgrade(engine, "0013_referral_program_keys")
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT id, reference_code, mrn_key, program_keys FROM referral")).mappings()
             return {row["id"]: dict(row) for row in rows}
