@@ -9,12 +9,16 @@ Two checks concern the whole deployment rather than this instance: the outbox ba
 write younger than READYZ_OUTBOX_MAX_AGE seconds) and the worker heartbeat (freshest outbox worker stamp
 younger than READYZ_HEARTBEAT_MAX_AGE). Taking every web instance out of the load balancer because the
 worker died would stop screening too, so by default they are reported (``"status": "degraded"``, alerting
-via /metrics) with 200; READYZ_STRICT=1 makes them fail readiness as well.
+via /metrics) with 200; READYZ_STRICT=1 makes them fail readiness as well. A check registered with
+``strict=False`` is never critical, even then: the referral alerts (smart_app/worklist/alerts.py) say that a
+person is waiting, and taking instances out of rotation would keep social workers from the very queue that
+clears them (docs/decisions/0007-readyz-degraded-alerts.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,13 +30,22 @@ from smart_app.store.models import OutboxItem, WorkerHeartbeat
 
 bp = Blueprint("health", __name__)
 
-# name -> (check(app) returning (ok, detail), critical); detail is a short non-PHI string or number.
-CHECKS: dict[str, tuple[Callable[[Flask], tuple[bool, Any]], bool]] = {}
+@dataclass(frozen=True)
+class Check:
+    """``run(app)`` returns (ok, detail), detail a short non-PHI string, number or mapping of counts.
+    ``critical``: a failure makes the instance not ready (503); ``strict``: READYZ_STRICT=1 makes it critical."""
+
+    run: Callable[[Flask], tuple[bool, Any]]
+    critical: bool = True
+    strict: bool = True
 
 
-def check(name: str, *, critical: bool = True) -> Callable:
+CHECKS: dict[str, Check] = {}
+
+
+def check(name: str, *, critical: bool = True, strict: bool = True) -> Callable:
     def register(fn: Callable[[Flask], tuple[bool, Any]]) -> Callable:
-        CHECKS[name] = (fn, critical)
+        CHECKS[name] = Check(fn, critical, strict)
         return fn
 
     return register
@@ -120,12 +133,12 @@ def readyz():
     app = current_app._get_current_object()
     strict = str(app.config.get("READYZ_STRICT") or "0") == "1"
     results: dict[str, dict[str, Any]] = {}
-    for name, (fn, critical) in CHECKS.items():
+    for name, entry in CHECKS.items():
         try:
-            ok, detail = fn(app)
+            ok, detail = entry.run(app)
         except Exception as exc:  # a check that cannot run is a failed check; type only (no PHI)
             ok, detail = False, type(exc).__name__
-        results[name] = {"ok": ok, "critical": critical or strict, "detail": detail}
+        results[name] = {"ok": ok, "critical": entry.critical or (strict and entry.strict), "detail": detail}
     ready = all(r["ok"] for r in results.values() if r["critical"])
     status = "not ready" if not ready else "ready" if all(r["ok"] for r in results.values()) else "degraded"
     return _json({"status": status, "checks": results}, 200 if ready else 503)

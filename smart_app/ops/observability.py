@@ -16,7 +16,9 @@ Metrics (prometheus_client) at ``/metrics``, protected by a bearer token: set ``
 the Prometheus scrape job (``authorization: credentials``); with no token set, /metrics answers 404. Under
 gunicorn with several workers set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory (emptied at every start)
 so every worker's counters are summed (prometheus_client "multiprocess mode"; config/gunicorn.conf.py marks
-dead workers). Outbox figures are read from the database at scrape time, so they are exact across processes.
+dead workers). Outbox figures and the open referrals per route (smart_app/worklist/alerts.py) are read from the
+database at scrape time by collectors added with ``add_scrape_collector``, so they are exact across processes and
+never summed over workers.
 """
 
 from __future__ import annotations
@@ -238,6 +240,15 @@ def _teardown(_exc: BaseException | None) -> None:
                 pass
 
 
+SCRAPE_COLLECTORS = "ipv_scrape_collectors"
+
+
+def add_scrape_collector(app: Flask, collector: Any) -> None:
+    """A collector that reads the database on each scrape of /metrics (in whichever worker answers it): figures
+    that concern the whole deployment, outside prometheus_client's per-process files."""
+    app.extensions.setdefault(SCRAPE_COLLECTORS, []).append(collector)
+
+
 def metrics_view() -> Response:
     token = current_app.config.get("METRICS_TOKEN") or ""
     if not token:
@@ -249,10 +260,11 @@ def metrics_view() -> Response:
         return resp
     registry = _registry_for_exposition()
     body = generate_latest(registry)
-    collector = current_app.extensions.get("ipv_outbox_collector")
-    if collector is not None:
+    collectors = current_app.extensions.get(SCRAPE_COLLECTORS) or []
+    if collectors:
         scratch = CollectorRegistry()
-        scratch.register(collector)
+        for collector in collectors:
+            scratch.register(collector)
         body += generate_latest(scratch)
     resp = Response(body, mimetype=CONTENT_TYPE_LATEST)
     resp.headers["Cache-Control"] = "no-store"
@@ -264,5 +276,5 @@ def init_app(app: Flask) -> None:
     app.before_request_funcs.setdefault(None, []).insert(0, _before)  # first: even a CSRF refusal gets an id
     app.after_request(_after)
     app.teardown_request(_teardown)
-    app.extensions["ipv_outbox_collector"] = OutboxCollector(app)
+    add_scrape_collector(app, OutboxCollector(app))
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])

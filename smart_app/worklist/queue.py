@@ -20,9 +20,9 @@ filter and link like the others'.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, exists, false, func, literal, not_, or_, select
@@ -40,6 +40,7 @@ AGE_BUCKETS = ("under_1_day", "1_to_7_days", "over_7_days")
 URGENCY_VALUES = ("urgent", "routine", "overdue")
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
+DEFAULT_URGENT_CONTACT_HOURS = 24.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,17 @@ class Clock:
         return cls(now=now, overdue_before=now - timedelta(hours=urgent_contact_hours))
 
 
+def urgent_contact_hours(config: Mapping[str, Any]) -> float:
+    """The deployment's urgent contact time (WORKLIST_URGENT_CONTACT_HOURS, default 24)."""
+    value = config.get("WORKLIST_URGENT_CONTACT_HOURS")
+    return float(value) if value not in (None, "") else DEFAULT_URGENT_CONTACT_HOURS
+
+
+def clock_now(config: Mapping[str, Any]) -> Clock:
+    """The clock of a request, a probe or a scrape: now, and the deployment's urgent contact time."""
+    return Clock.at(datetime.now(UTC), urgent_contact_hours(config))
+
+
 # -- status and urgency as SQL ---------------------------------------------------------------------------------
 def _raw(statuses: Iterable[str]) -> tuple[str, ...]:
     """Stored spellings of these statuses: the FHIR code and the older words that read as it."""
@@ -63,6 +75,8 @@ def _raw(statuses: Iterable[str]) -> tuple[str, ...]:
 
 STATUS = func.coalesce(ReferralRecord.status, REQUESTED)  # no status reads as requested (task_status.normalise)
 IS_CLOSED = STATUS.in_(_raw(CLOSED))
+# Open, in the form ix_referral_status_created serves (status is NOT NULL): what counts over every referral use.
+IS_OPEN_STORED = ReferralRecord.status.in_(_raw(OPEN))
 IS_URGENT = ReferralRecord.urgent.is_(True)
 
 

@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, false, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select
 from sqlalchemy.orm import Session
 
 from smart_app.launch.ehr_identity import ehr_id_for
@@ -158,20 +158,24 @@ def program_keys_of(keys: Any) -> str:
     return ",".join(sorted({k for k in keys if k and k != NO_PROGRAM}))
 
 
+def of_ehr(scope: Scope) -> ColumnElement[bool]:
+    """Referrals of the user's EHR identity (one made before routing, with no ``ehr``: of the launch's iss)."""
+    return or_(ReferralRecord.ehr == scope.ehr_id,
+               and_(ReferralRecord.ehr.is_(None), ReferralRecord.iss.in_({scope.iss, scope.iss + "/"})))
+
+
 def scoped_query(scope: Scope) -> Select[tuple[ReferralRecord]]:
     """Referrals in scope: of the user's EHR, and covered, or routed to one of the user's teams, or unrouted."""
     q = select(ReferralRecord)
     if not scope.is_queue_user:
         return q.where(false())
-    of_ehr = or_(ReferralRecord.ehr == scope.ehr_id,
-                 and_(ReferralRecord.ehr.is_(None), ReferralRecord.iss.in_({scope.iss, scope.iss + "/"})))
     reach = [ReferralRecord.route_kind == UNROUTED]
     if scope.keys:
         reach.append(exists().where(ReferralSite.referral_id == ReferralRecord.id,
                                     ReferralSite.key.in_(sorted(scope.keys))))
     if scope.teams:
         reach.append(ReferralRecord.route_team.in_(sorted(scope.teams)))
-    return q.where(of_ehr, or_(*reach))
+    return q.where(of_ehr(scope), or_(*reach))
 
 
 def unrouted_query(scope: Scope) -> Select[tuple[ReferralRecord]]:

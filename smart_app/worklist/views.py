@@ -39,8 +39,20 @@ from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import ContactAttempt, OutboxItem, ReferralEvent, ReferralProgram, ReferralRecord
 from smart_app.store.task_status import CLOSED, OPEN, TRANSITIONS, action_label, allowed, label, normalise
+from smart_app.worklist import alerts
 from smart_app.worklist import retention as worklist_retention
-from smart_app.worklist.queue import FACETS, IS_CLOSED, PROGRAM, SORTS, Clock, Queue, QueueQuery, facet_names
+from smart_app.worklist.queue import (
+    FACETS,
+    IS_CLOSED,
+    PROGRAM,
+    SORTS,
+    Clock,
+    Queue,
+    QueueQuery,
+    clock_now,
+    facet_names,
+    urgent_contact_hours,
+)
 from smart_app.worklist.retention import retention_days
 from smart_app.worklist.saved import delete_view, save_view, saved_views, user_tag, view_args
 from smart_app.worklist.scope import (
@@ -72,6 +84,7 @@ PAGE_SIZE = 50  # referrals shown (and decrypted) per page; WORKLIST_PAGE_SIZE o
 @bp.record_once
 def _register_cli(state: Any) -> None:
     worklist_retention.init_app(state.app)
+    alerts.init_app(state.app)  # open referrals per route on /metrics
 
 
 # -- settings and formatting ---------------------------------------------------------------------
@@ -80,7 +93,7 @@ def tz() -> ZoneInfo:
 
 
 def urgent_hours() -> float:
-    return float(current_app.config.get("WORKLIST_URGENT_CONTACT_HOURS", 24))
+    return urgent_contact_hours(current_app.config)
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -272,7 +285,7 @@ def safe_channels(safe_contact: dict[str, Any]) -> list[str]:
 
 # -- the queue --------------------------------------------------------------------------------------
 def _clock() -> Clock:
-    return Clock.at(datetime.now(UTC), urgent_hours())
+    return clock_now(current_app.config)
 
 
 def _page_size() -> int:
@@ -392,6 +405,7 @@ def index() -> str:
     search = _search()
     query = QueueQuery.from_args(request.args, search)
     clock = _clock()
+    overdue_alert = alerts.overdue_notice(db, scope, clock, current_app.config["DEPLOYMENT"])
     queue = Queue(db, scope, clock, query, services, _program_cache())
     view = queue.view(_page_size())
     ids = [r.id for r in view.records]
@@ -414,7 +428,7 @@ def index() -> str:
         sort=query.sort, facets=_facets(), sorts=SORTS, url=url, args=args, search=search,
         search_error=request.args.get("search_error"), unsearchable=unsearchable,
         saved=saved, can_save=tag is not None, current_view=view_args(query.filters, query.sort),
-        scope=scope, reaches=reaches, unrouted=unrouted,
+        scope=scope, reaches=reaches, unrouted=unrouted, overdue_alert=overdue_alert,
         launch_patient=bool(((g.launch.context or {}).get("patient") or {}).get("mrn")) and not search,
         urgent_hours=urgent_hours(), loop_notices=notices, retention=retention_text(),
         tz_name=str(tz()), first=view.first + 1, last=view.first + len(entries))

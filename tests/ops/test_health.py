@@ -27,7 +27,8 @@ def test_healthz_is_json_without_a_cookie(client):
 def test_readyz_names_every_check_and_reports_the_worker_heartbeat(app, client):
     resp = client.get("/readyz")
     body = resp.get_json()
-    assert set(body["checks"]) == {"database", "schema", "directory", "keys", "outbox_backlog", "worker_heartbeat"}
+    assert set(body["checks"]) == {"database", "schema", "directory", "keys", "outbox_backlog", "worker_heartbeat",
+                                   "referral_alerts"}
     assert all(body["checks"][c]["ok"] for c in ("database", "schema", "directory", "keys", "outbox_backlog"))
     # No worker has run yet: reported, not fatal by default.
     assert body["checks"]["worker_heartbeat"] == {"ok": False, "critical": False,
