@@ -211,3 +211,22 @@ def test_the_overdue_banner_shows_to_every_social_worker_of_that_ehr_and_never_a
     assert _banners(client.get(f"/l/{lid}/worklist").get_data(as_text=True)) == (1, None)
     client, lid = _sw(app, make_launch, "Practitioner/sw-y", iss=EHR2)
     assert _banners(client.get(f"/l/{lid}/worklist").get_data(as_text=True)) == (1, (1, 1))
+
+
+def test_the_alert_rules_in_deploy_md_read_the_gauge_the_app_serves():
+    """DEPLOY.md's Prometheus rules are YAML that names this gauge and states the app reports."""
+    from pathlib import Path
+
+    import yaml
+
+    from smart_app.worklist.alerts import GAUGE, STATES
+
+    guide = (Path(__file__).resolve().parents[2] / "DEPLOY.md").read_text()
+    block = re.search(r"```yaml\n(\s*groups:.*?)```", guide, re.S).group(1)
+    rules = [r for g in yaml.safe_load(block)["groups"] for r in g["rules"]]
+    by_name = {r["alert"]: r["expr"] for r in rules}
+    assert set(by_name) == {"IpvReferralUnrouted", "IpvUrgentReferralOverdue", "IpvReferralCountsMissing"}
+    for name in ("IpvReferralUnrouted", "IpvUrgentReferralOverdue"):
+        state = re.search(rf'{GAUGE}\{{state="(\w+)"\}}', by_name[name]).group(1)
+        assert state in STATES and by_name[name].rstrip().endswith("> 0")
+    assert by_name["IpvReferralCountsMissing"] == f"absent({GAUGE})"
