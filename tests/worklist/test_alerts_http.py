@@ -188,8 +188,15 @@ def test_the_overdue_banner_shows_to_every_social_worker_of_that_ehr_and_never_a
     assert _banners(page) == (1, (2, 2))
     link = re.search(r'<a href="([^"]+)" data-testid="overdue-link">', page).group(1).replace("&amp;", "&")
     assert link == f"/l/{lid}/worklist?urgency=overdue"
-    listed = re.findall(r'data-testid="referral-([^"]+)"', client.get(link).get_data(as_text=True))
-    assert sorted(listed) == sorted([urgent, late_unrouted])
+    filtered = client.get(link).get_data(as_text=True)
+    assert sorted(re.findall(r'data-testid="referral-([^"]+)"', filtered)) == sorted([urgent, late_unrouted])
+    # A filter can hide an unrouted referral: its banner then offers the way back (a sort alone hides none).
+    assert 'data-testid="unrouted-link"' not in page
+    assert 'data-testid="unrouted-link"' not in client.get(f"/l/{lid}/worklist?sort=newest").get_data(as_text=True)
+    routine = client.get(f"/l/{lid}/worklist?urgency=routine").get_data(as_text=True)
+    assert late_unrouted not in routine
+    back = re.search(r'<a href="([^"]+)" data-testid="unrouted-link">', routine).group(1)
+    assert back == f"/l/{lid}/worklist" and late_unrouted in client.get(back).get_data(as_text=True)
 
     # A social worker of the same EHR outside the team: told who holds the one not in their queue.
     client, lid = _sw(app, make_launch, "Practitioner/sw-x")
