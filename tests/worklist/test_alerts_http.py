@@ -57,11 +57,11 @@ def _ready(app):
     return resp.status_code, resp.get_json()
 
 
-def _gauge(app) -> dict[tuple[str, str, str, str], float]:
+def _gauge(app, phi=PHI) -> dict[tuple[str, str, str, str], float]:
     resp = app.test_client().get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert resp.status_code == 200
     text = resp.get_data(as_text=True)
-    assert not [p for p in PHI if p in text]
+    assert not [p for p in phi if p in text]
     out = {}
     for family in text_string_to_metric_families(text):
         if family.name == "ipv_referrals_open":
@@ -171,6 +171,16 @@ def test_the_gauge_counts_open_unrouted_and_overdue_per_ehr_and_route_with_confi
     assert gauge[("ehr1", "coverage", "passageway-bwh", "open")] == 1  # contacted, still open
     assert gauge[("ehr1", "unrouted", "none", "unrouted")] == 0  # the series stays, at 0
     assert gauge[("ehr2", "unrouted", "none", "overdue_urgent")] == 1  # the other EHR's is its own
+
+
+def test_without_an_ehrs_block_the_allow_listed_iss_is_the_ehr_label_and_any_other_iss_reads_other(app, make_launch):
+    app.config["METRICS_TOKEN"] = TOKEN
+    app.config["ALLOWED_ISS"] = [EHR1 + "/"]  # as the environment may give it
+    make_referral(app, make_launch, "mgh", "p-unrouted", "Rosa Unrouted")
+    make_referral(app, make_launch, "mgh", "p-other", "Olga Other", iss=EHR2)
+    gauge = _gauge(app, phi=[p for p in PHI if p != "127.0.0.1"] + [EHR2])
+    assert {k: v for k, v in gauge.items() if k[3] == "unrouted" and v} == {
+        (EHR1, "unrouted", "none", "unrouted"): 1, ("other", "unrouted", "none", "unrouted"): 1}
 
 
 def test_the_overdue_banner_shows_to_every_social_worker_of_that_ehr_and_never_another_ehrs_count(
