@@ -83,8 +83,8 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
     _serving_behind_proxy(app)
 
     config_check.init_app(app)
+    crypto.init_app(app)  # before the store: the demo's migrations at start decrypt referrals they route
     store.init_app(app)
-    crypto.init_app(app)
     security.init_app(app)
     i18n.init_app(app)
     phones.init_app(app)

@@ -26,6 +26,7 @@ def init_app(app: Flask) -> None:
     if app.config.get("DB_CREATE_ALL", app.testing):
         Base.metadata.create_all(engine)
     elif app.config.get("DB_AUTO_UPGRADE"):
-        migrate.upgrade(engine)
+        with app.app_context():  # a migration may need the app's keys and deployment (migration 0014)
+            migrate.upgrade(engine)
     app.teardown_appcontext(close_session)
     app.cli.add_command(migrate.db_cli)

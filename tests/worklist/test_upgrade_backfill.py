@@ -273,6 +273,16 @@ def test_upgrade_from_561d69f_routes_every_referral_on_sqlite_in_batches(sqlite_
         app.extensions["db_engine"].dispose()
 
 
+def test_the_demos_upgrade_at_start_routes_them_too(sqlite_install, monkeypatch):
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(sqlite_install.deployment))
+    app = create_app(app_config(sqlite_install.url, DB_CREATE_ALL=False, DB_AUTO_UPGRADE=True,
+                                SECRET_KEY=sqlite_install.secret_key, TOKEN_ENCRYPTION_KEY=sqlite_install.fernet_key))
+    app.extensions["db_engine"].dispose()
+    by_id = {rid: name for name, rid in sqlite_install.ids.items()}
+    routes = {by_id[r[0]]: tuple(r[1:4]) for r in _rows(sqlite_install.url)["referral"]}
+    assert routes == {n: o.route for n, o in OLD.items()}
+
+
 @pytest.mark.postgres
 def test_without_the_app_the_upgrade_refuses_and_changes_nothing(postgres_install):
     before = _rows_at_561d69f(postgres_install.url)
