@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from config.ehrs import EhrIdentityError, ehrs_of
+
 MODES = ("production", "demo", "test")
 
 # SHA-256 of the DER SubjectPublicKeyInfo of the sandbox EHR's public demo keys (sandbox_ehr/keys/*-public.pem;
@@ -105,6 +107,7 @@ def _check_deployment(dep: Any, config: Mapping[str, Any], error: Any, warning: 
             error("allowed_iss", f"{iss} is not https: an EHR's FHIR base is reached over TLS only")
         if _placeholder(iss):
             error("allowed_iss", f"{iss} is a placeholder")
+    _check_ehrs(dep, error)
     if dep.client_auth in ("client_secret_basic", "client_secret_post"):
         if not dep.client_secret:
             error("CLIENT_SECRET", f"client_auth {dep.client_auth} needs CLIENT_SECRET")
@@ -112,6 +115,22 @@ def _check_deployment(dep: Any, config: Mapping[str, Any], error: Any, warning: 
             error("CLIENT_SECRET", "is the sandbox EHR's public client secret")
     if dep.client_auth == "private_key_jwt" or dep.private_key_file:
         _check_private_key(dep, error)
+
+
+def _check_ehrs(dep: Any, error: Any) -> None:
+    """The ehrs block parses (config/ehrs.py: one * per pattern, as a whole path segment, never in the host),
+    and every value and pattern it allow-lists is https."""
+    try:
+        ehrs = ehrs_of(dep)
+    except EhrIdentityError as exc:
+        error("ehrs", str(exc))
+        return
+    if not (dep.extra or {}).get("ehrs"):
+        return
+    for ehr in ehrs:
+        for value in [*sorted(ehr.iss), *(p.text for p in ehr.patterns)]:
+            if urlsplit(value).scheme != "https":
+                error("ehrs", f"{ehr.id}: {value} is not https: an EHR's FHIR base is reached over TLS only")
 
 
 def _check_private_key(dep: Any, error: Any) -> None:

@@ -9,12 +9,14 @@ from the untyped dict the reader returned before, so every stored launch record 
      "encounter": {"id", "class", "start", "interpreter_needed",
                    "locations": [{"id", "name", "identifiers": [{"system", "value"}], "postalCode"}],
                    "service_provider": {"id", "name", "identifiers"} | None} | None,
-     "user": {"reference", "name", "roles", "practitioner_roles": [{"id", "active", "codings", "texts",
-                                                                     "locations", "organizations", "services"}]},
+     "user": {"reference", "name", "roles", "app_roles"?,
+              "practitioner_roles": [{"id", "active", "codings", "texts", "locations", "organizations", "services",
+                                      "app_roles"?}]},
      "need_patient_banner", "smart_style_url", "intent", "fhir_context": [...], "scope", "smart_style"?}
 
 A key an older record lacks takes its default. ``practitioner_roles`` absent (records from before the reader
-kept them) stays ``None``, not empty: the role mapping then keeps the ``roles`` the launch gave.
+kept them) stays ``None``, not empty: the role mapping then keeps the ``roles`` the launch gave. ``app_roles``
+is what the app's deployment role mapping made of the user and of each role at the callback (absent: not mapped).
 """
 
 from __future__ import annotations
@@ -205,19 +207,24 @@ class RoleSummary:
     locations: tuple[Reference, ...] = ()
     organizations: tuple[Reference, ...] = ()
     services: tuple[Reference, ...] = ()
+    app_roles: tuple[str, ...] | None = None  # what the deployment's role mapping made of this role
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RoleSummary:
         return cls(id=_text(raw.get("id")), active=raw.get("active", True) is not False,
                    codings=tuple(Coding.from_dict(c) for c in _dicts(raw.get("codings"))),
                    texts=_texts(raw.get("texts")), locations=_references(raw.get("locations")),
-                   organizations=_references(raw.get("organizations")), services=_references(raw.get("services")))
+                   organizations=_references(raw.get("organizations")), services=_references(raw.get("services")),
+                   app_roles=_texts(raw["app_roles"]) if isinstance(raw.get("app_roles"), list) else None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "active": self.active, "codings": [c.to_dict() for c in self.codings],
-                "texts": list(self.texts), "locations": [r.to_dict() for r in self.locations],
-                "organizations": [r.to_dict() for r in self.organizations],
-                "services": [r.to_dict() for r in self.services]}
+        out = {"id": self.id, "active": self.active, "codings": [c.to_dict() for c in self.codings],
+               "texts": list(self.texts), "locations": [r.to_dict() for r in self.locations],
+               "organizations": [r.to_dict() for r in self.organizations],
+               "services": [r.to_dict() for r in self.services]}
+        if self.app_roles is not None:
+            out["app_roles"] = list(self.app_roles)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,18 +236,22 @@ class UserSummary:
     name: str | None = None
     roles: tuple[str, ...] = ()
     practitioner_roles: tuple[RoleSummary, ...] | None = None  # None: a record from before roles were kept
+    app_roles: tuple[str, ...] | None = None  # the app roles the deployment's mapping gave at the callback
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> UserSummary:
         roles = raw.get("practitioner_roles")
         return cls(reference=_text(raw.get("reference")), name=_text(raw.get("name")), roles=_texts(raw.get("roles")),
                    practitioner_roles=tuple(RoleSummary.from_dict(r) for r in _dicts(roles))
-                   if isinstance(roles, list) else None)
+                   if isinstance(roles, list) else None,
+                   app_roles=_texts(raw["app_roles"]) if isinstance(raw.get("app_roles"), list) else None)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"reference": self.reference, "name": self.name, "roles": list(self.roles)}
         if self.practitioner_roles is not None:
             out["practitioner_roles"] = [r.to_dict() for r in self.practitioner_roles]
+        if self.app_roles is not None:
+            out["app_roles"] = list(self.app_roles)
         return out
 
 

@@ -15,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -82,7 +83,7 @@ def deployment_for(personality: str, iss: str) -> Any:
     from config.settings import DEPLOYMENTS_DIR, Deployment
     from sandbox_ehr.personality import load
 
-    base = dataclasses.replace(Deployment.load("sandbox"), allowed_iss=[iss], standalone_iss=iss)
+    base = on_sandbox(Deployment.load("sandbox"), iss.removesuffix("/fhir"))
     name = VENDOR_DEPLOYMENTS.get(personality, "sandbox")
     if name == "sandbox":
         return base
@@ -103,6 +104,19 @@ def deployment_for(personality: str, iss: str) -> Any:
         extra.setdefault("restricted_note_type", restricted)
     return dataclasses.replace(base, scopes_ehr=" ".join(scopes), scopes_standalone=vendor.scopes_standalone,
                                ehr_profile=vendor.ehr_profile, extra=extra)
+
+
+def on_sandbox(deployment: Any, sandbox_url: str) -> Any:
+    """The deployment with the sandbox EHR where it actually runs: allowed and standalone iss, and its ``ehrs``
+    entry (the plain iss and the per-launch iss pattern) moved from the file's port to ``sandbox_url``'s."""
+    from config.ehrs import with_origin
+
+    iss = sandbox_url + "/fhir"
+    listed = urlsplit(deployment.standalone_iss or iss)
+    extra = dict(deployment.extra)
+    if extra.get("ehrs"):
+        extra["ehrs"] = with_origin(extra["ehrs"], f"{listed.scheme}://{listed.netloc}", sandbox_url)
+    return dataclasses.replace(deployment, allowed_iss=[iss], standalone_iss=iss, extra=extra)
 
 
 def _serve(server: BaseWSGIServer) -> threading.Thread:

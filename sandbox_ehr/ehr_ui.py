@@ -19,6 +19,7 @@ from sandbox_ehr.issuers import enabled as per_launch_iss_enabled
 bp = Blueprint("ehr_ui", __name__)
 
 SOCIAL_WORKER = "106328005"  # SNOMED CT "Social worker" (PractitionerRole.code)
+PROGRAM_MANAGER = "DVPM"  # the sandbox's local position code (urn:ipv-sandbox:position) for a program manager
 
 
 # --- reading the store (shared with the standalone login page in auth.py) ----------------------
@@ -53,16 +54,18 @@ def resource_exists(resource_type: str, resource_id: str) -> bool:
 
 
 def list_practitioners() -> list[dict[str, str]]:
-    """[{id, label}] with the role (clinician or social worker) in the label, sorted by name."""
-    social_workers = set()
+    """[{id, label}] with the role (clinician, social worker or program manager) in the label, sorted by name."""
+    kinds: dict[str, str] = {}
     for role in _search("PractitionerRole"):
         codes = {c.get("code") for cc in role.get("code") or [] for c in cc.get("coding") or []}
+        who = (role.get("practitioner") or {}).get("reference", "").split("/")[-1]
         if SOCIAL_WORKER in codes:
-            social_workers.add((role.get("practitioner") or {}).get("reference", "").split("/")[-1])
+            kinds[who] = "Social worker"
+        elif PROGRAM_MANAGER in codes:
+            kinds.setdefault(who, "Program manager")
     out = []
     for prac in _search("Practitioner"):
-        role = "Social worker" if prac["id"] in social_workers else "Clinician"
-        out.append({"id": prac["id"], "label": f"{human_name(prac)} ({role})"})
+        out.append({"id": prac["id"], "label": f"{human_name(prac)} ({kinds.get(prac['id'], 'Clinician')})"})
     return sorted(out, key=lambda p: p["label"])
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from config.ehrs import ehr_id_for
 from fhir.builders import reference_code
-from smart_app.launch.ehr_identity import ehr_id_for
 from smart_app.store.crypto import encrypt_json
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralProgram, ReferralRecord, ReferralSite, new_id

@@ -14,6 +14,7 @@ import requests
 from flask import Flask, current_app
 from sqlalchemy.exc import IntegrityError
 
+from config.ehrs import allowed_origins, launch_allowed
 from fhir.client import FhirClient
 from fhir.http import OutboundSession, add_header_provider
 from fhir.smart.client_auth import ClientAuth, load_private_key
@@ -47,7 +48,8 @@ def outbound_policy() -> OutboundPolicy:
         if isinstance(client, dict):
             listed += [str(client["jwks_url"])] if client.get("jwks_url") else []
             listed += [str(u) for u in client.get("fhir_servers") or []]
-    return OutboundPolicy(iss_list=list(config.get("ALLOWED_ISS") or []),
+    # The ehrs block's iss values and patterns: their fixed origins (a pattern never widens the host).
+    return OutboundPolicy(iss_list=list(config.get("ALLOWED_ISS") or []) + allowed_origins(config["DEPLOYMENT"]),
                           extra=list(config.get("OUTBOUND_HOSTS") or []) + listed,
                           allow_http=sandbox, allow_loopback=sandbox)
 
@@ -177,8 +179,7 @@ def system_client(iss: str) -> FhirClient:
         raise LookupError("backend services are not configured for this deployment")
     if deployment.client_auth != "private_key_jwt":
         raise LookupError("backend services need private_key_jwt client authentication")
-    allowed = [u.rstrip("/") for u in app.config.get("ALLOWED_ISS") or []]
-    if iss.rstrip("/") not in allowed:
+    if not launch_allowed(iss, app.config.get("ALLOWED_ISS") or [], deployment):
         raise LookupError("issuer not allow-listed")
     cache = app.extensions.setdefault("system_tokens", {})
     with _system_lock:

@@ -15,11 +15,20 @@ maps them (``roles:`` in config/deployments/*.yaml, documented in the README)::
         texts: ["program manager", "social work (supervisor|manager)"]
 
 A code rule matches a Coding of PractitionerRole.code or .specialty (``code`` exact, or ``code_prefix``);
-a text rule matches CodeableConcept.text or a Coding's display. Inactive roles never count. Without a
+a text rule matches CodeableConcept.text or a Coding's display; a ``users`` rule names the user itself (its
+fhirUser reference, ``Practitioner/abc``: for a manager the EHR gives no distinguishing role). Inactive roles
+never count. Without a
 ``roles:`` block the defaults below apply (SNOMED 106328005, NUCC 1041*): what fhir/context.py always
 recognised. Sources: SNOMED CT 106328005 |Social worker (occupation)|; NUCC Health Care Provider Taxonomy,
 grouping "Behavioral Health & Social Service Providers", classification 1041C0700X "Social Worker, Clinical"
 and its 1041* siblings (https://taxonomy.nucc.org/).
+
+The mapping is applied in one place, once: ``apply_mapping`` at the launch's callback stores the user's app roles
+(``user.app_roles``) and, on each PractitionerRole, the app roles it gave (``app_roles``: the social-work ones
+are the queue's coverage). Every feature (the landing, the queue and its scope, the program report) reads them
+with ``user_roles`` / ``queue_practitioner_roles`` and never maps again; a change of the mapping counts from the
+next launch. A context stored without them (a launch from before, a test's hand-made context) is mapped by the
+same function when read.
 """
 
 from __future__ import annotations
@@ -46,6 +55,11 @@ class RoleMappingError(ValueError):
 class RoleRule:
     codes: list[dict[str, str]] = field(default_factory=list)
     texts: list[re.Pattern[str]] = field(default_factory=list)
+    users: frozenset[str] = frozenset()
+
+    def names(self, user: dict[str, Any]) -> bool:
+        refs = {str(user.get(k)) for k in ("reference", "fhir_user") if user.get(k)}
+        return any(r == u or r.endswith("/" + u) for r in refs for u in self.users)
 
     def matches(self, role: dict[str, Any]) -> bool:
         for c in role.get("codings") or []:
@@ -82,7 +96,10 @@ def load_mapping(raw: dict[str, Any] | None) -> dict[str, RoleRule]:
                 texts.append(re.compile(str(t), re.IGNORECASE))
             except re.error as exc:
                 raise RoleMappingError(f"roles.{name}.texts[{i}]: not a regular expression ({exc})") from None
-        out[name] = RoleRule(codes, texts)
+        users = spec.get("users") or []
+        if not isinstance(users, list) or not all(isinstance(u, str) and "/" in u for u in users):
+            raise RoleMappingError(f"roles.{name}.users: a list of user references (Practitioner/<id>)")
+        out[name] = RoleRule(codes, texts, frozenset(users))
     return out
 
 
@@ -96,16 +113,47 @@ def matching_roles(role: dict[str, Any], mapping: dict[str, RoleRule]) -> list[s
     return [name for name, rule in mapping.items() if rule.matches(role)]
 
 
-def user_roles(user: dict[str, Any], deployment: Any) -> list[str]:
-    """The queue roles of the launch's user. PractitionerRoles (read at launch) decide through the mapping;
-    a context without them (older launches, tests) keeps the roles fhir/context.py gave it."""
-    practitioner_roles = user.get("practitioner_roles")
-    if practitioner_roles is None:
-        return [r for r in user.get("roles") or [] if r in QUEUE_ROLES]
-    mapping = mapping_for(deployment)
-    out: list[str] = []
-    for role in practitioner_roles:
+def _mapped(user: dict[str, Any], mapping: dict[str, RoleRule]) -> list[str]:
+    out: list[str] = [name for name, rule in mapping.items() if rule.users and rule.names(user)]
+    for role in user.get("practitioner_roles") or []:
         for name in matching_roles(role, mapping):
             if name not in out:
                 out.append(name)
+    return [name for name in QUEUE_ROLES if name in out]
+
+
+def apply_mapping(user: dict[str, Any], deployment: Any) -> dict[str, Any]:
+    """The launch's user with its app roles, as the callback stores them (the one place the mapping is applied):
+    ``app_roles`` on the user, and on each PractitionerRole the app roles that role gave."""
+    mapping = mapping_for(deployment)
+    roles = [{**role, "app_roles": matching_roles(role, mapping)} for role in user.get("practitioner_roles") or []]
+    mapped = {**user, "practitioner_roles": roles} if user.get("practitioner_roles") is not None else dict(user)
+    mapped["app_roles"] = _mapped(user, mapping)
+    return mapped
+
+
+def user_roles(user: dict[str, Any], deployment: Any) -> list[str]:
+    """The app roles (social_worker, program_manager) of the launch's user: those the callback stored. A context
+    without them is mapped here; one without PractitionerRoles either (older launches, tests) keeps the roles
+    fhir/context.py gave it."""
+    if user.get("app_roles") is not None:
+        return [r for r in user["app_roles"] if r in QUEUE_ROLES]
+    if user.get("practitioner_roles") is None:
+        return [r for r in user.get("roles") or [] if r in QUEUE_ROLES]
+    return _mapped(user, mapping_for(deployment))
+
+
+def queue_practitioner_roles(user: dict[str, Any], deployment: Any) -> list[dict[str, Any]]:
+    """The user's PractitionerRoles that made them a social worker or program manager (their places are the
+    queue's coverage): as the callback marked them, else mapped here."""
+    mapping: dict[str, RoleRule] | None = None
+    out = []
+    for role in user.get("practitioner_roles") or []:
+        if role.get("app_roles") is None:
+            mapping = mapping if mapping is not None else mapping_for(deployment)
+            given = matching_roles(role, mapping)
+        else:
+            given = role["app_roles"]
+        if any(r in QUEUE_ROLES for r in given):
+            out.append(role)
     return out

@@ -20,6 +20,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, redirect, render
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from config.ehrs import ehr_for, launch_allowed
 from fhir.client import FhirClient, FhirError
 from fhir.context import ContextError, read_launch_context
 from fhir.smart.client_auth import ClientAuthError, load_private_key, public_jwk
@@ -29,10 +30,9 @@ from fhir.smart.oauth import TokenError, authorize_url, exchange_code, new_nonce
 from fhir.smart.style import style_css
 from fhir.text import clean_text
 from smart_app.launch.ehr import cached_smart_style, client_auth, discovery, http_session, outbound_policy
-from smart_app.launch.ehr_identity import ehr_for
 from smart_app.launch.resume import OPEN_WINDOW, find_offer
 from smart_app.launch.revocation import revoke_later
-from smart_app.launch.roles import QUEUE_ROLES, user_roles
+from smart_app.launch.roles import PROGRAM_MANAGER, QUEUE_ROLES, apply_mapping, user_roles
 from smart_app.launch.state import Launch, browser_id, launch_required, new_expiry
 from smart_app.ops.audit import record_audit
 from smart_app.ops.errors import LaunchError
@@ -63,10 +63,8 @@ def _param(name: str, *, required: bool = True) -> str | None:
 
 
 def _allowed(iss: str) -> bool:
-    # Bytes: compare_digest refuses non-ASCII str (a 500 before).
-    wanted = normalize_iss(iss).encode()
-    return any(secrets.compare_digest(wanted, normalize_iss(a).encode())
-               for a in current_app.config.get("ALLOWED_ISS", []))
+    """allowed_iss (and ALLOWED_ISS), or an iss or pattern of the deployment's ehrs block (config/ehrs.py)."""
+    return launch_allowed(iss, current_app.config.get("ALLOWED_ISS", []), current_app.config["DEPLOYMENT"])
 
 
 def _redirect_uri() -> str:
@@ -284,6 +282,8 @@ def callback():
 
     # smart_style_url: no token sent, only safe values kept, cached per URL; served as /l/<lid>/smart-style.css.
     context["smart_style"] = cached_smart_style(context.get("smart_style_url"))
+    # The deployment's role mapping, applied once here: every feature reads the stored app roles.
+    context["user"] = apply_mapping(context.get("user") or {}, deployment)
     others = db.connection().execute(_OTHER_LAUNCHES, {"rid": record.id, "old_bid": str(session.get("bid", "")),
                                           "iss": record.iss, "now": datetime.now(UTC)}).all()
     # Relaunched after an accidental quick exit (same user, patient, encounter, within 15 min): offer it.
@@ -401,11 +401,10 @@ def _landing(launch: Launch) -> str:
     # intent=report lands on the program report.
     # A standalone launch by a social-work role is the queue even when the EHR supplied a patient: the queue
     # offers that patient's referrals instead of a screening.
-    roles = (launch.context.get("user") or {}).get("roles") or []
-    if launch.context.get("intent") == "report" or ("program_manager" in roles and not launch.context.get("patient")):
+    roles = user_roles(launch.context.get("user") or {}, current_app.config["DEPLOYMENT"])
+    if launch.context.get("intent") == "report" or (PROGRAM_MANAGER in roles and not launch.context.get("patient")):
         return url_for("report.page", lid=launch.id)
-    queue_role = bool(set(user_roles(launch.context.get("user") or {}, current_app.config["DEPLOYMENT"]))
-                      & set(QUEUE_ROLES))
+    queue_role = bool(set(roles) & set(QUEUE_ROLES))
     if (launch.kind == "standalone" and (queue_role or not launch.context.get("patient"))) \
             or launch.context.get("intent") in WORKLIST_INTENTS:
         return url_for("worklist.index", lid=launch.id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import click
 from flask import Blueprint, Response, abort, current_app, g, render_template, request
 
+from smart_app.launch.roles import PROGRAM_MANAGER, user_roles
 from smart_app.launch.state import launch_required
 from smart_app.ops.audit import record_audit
 from smart_app.report import tables as rpt
@@ -22,12 +23,10 @@ from smart_app.store.db import get_session, session_scope
 
 bp = Blueprint("report", __name__, template_folder="templates", url_prefix="/l/<lid>", cli_group=None)
 
-ROLE = "program_manager"  # mapped from the EHR's PractitionerRole like social_worker (config, "worklist")
-
 
 def _require_program_manager() -> None:
-    user = g.launch.context.get("user") or {}
-    if ROLE not in (user.get("roles") or []):
+    # The app roles the launch's callback mapped (smart_app/launch/roles.py), as every feature reads them.
+    if PROGRAM_MANAGER not in user_roles(g.launch.context.get("user") or {}, current_app.config["DEPLOYMENT"]):
         abort(403, description="The program report is only for program managers. "
                                "Ask your administrator if you need access.")
 

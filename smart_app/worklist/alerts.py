@@ -27,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
-from smart_app.launch.ehr_identity import ehrs_of
+from config.ehrs import ehrs_of
 from smart_app.ops.health import check
 from smart_app.ops.i18n import gettext as _
 from smart_app.ops.observability import add_scrape_collector

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from flask import current_app, has_app_context
 from sqlalchemy.engine import Connection
 
-from smart_app.launch.ehr_identity import ehr_id_for
+from config.ehrs import ehr_id_for
 from smart_app.store.crypto import Undecryptable, decrypt_json
 from smart_app.worklist.routing import Routing, routing_of
 from smart_app.worklist.scope import program_keys_of, program_rows, referral_site_keys, site_display_name

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from smart_app.launch.ehr_identity import ehrs_of
+from config.ehrs import ehrs_of
 from smart_app.launch.roles import QUEUE_ROLES
 
 COVERAGE, FALLBACK, UNROUTED = "coverage", "fallback", "unrouted"

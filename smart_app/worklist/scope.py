@@ -14,7 +14,7 @@ A user's own list wins over their role's. With neither, they see only their EHR'
 site keys (``referral_site``) are every name the EHR gave the encounter's site at referral time:
 ``Location/<id>``, ``Organization/<id>`` (serviceProvider), their identifiers as ``system|value``, and
 the directory site id the referral page matched. A referral is in scope when its EHR identity is the
-launch's (smart_app/launch/ehr_identity.py) and one of its keys is covered, or its route's team is one the user
+launch's (config/ehrs.py) and one of its keys is covered, or its route's team is one the user
 works (smart_app/worklist/routing.py), or it is unrouted: the unrouted queue is every social worker's and program
 manager's of that EHR. Referrals made before routing (no ``ehr`` column) match on the launch's ``iss``. Every
 worklist view goes through ``scoped_referral`` or ``scoped_query``: outside the scope a referral does not exist (404).
@@ -29,8 +29,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select
 from sqlalchemy.orm import Session
 
-from smart_app.launch.ehr_identity import ehr_id_for
-from smart_app.launch.roles import PROGRAM_MANAGER, SOCIAL_WORKER, mapping_for, matching_roles, user_roles
+from config.ehrs import ehr_id_for
+from smart_app.launch.roles import PROGRAM_MANAGER, SOCIAL_WORKER, queue_practitioner_roles, user_roles
 from smart_app.store.crypto import encrypt_json, keyed_hash
 from smart_app.store.models import ReferralProgram, ReferralRecord, ReferralSite
 from smart_app.worklist.routing import UNROUTED, routing_of
@@ -62,12 +62,10 @@ class Scope:
 
 
 def _ehr_coverage(user: dict[str, Any], deployment: Any) -> tuple[set[str], list[str]]:
-    mapping = mapping_for(deployment)
     keys: set[str] = set()
     places: list[str] = []
-    for role in user.get("practitioner_roles") or []:
-        if not matching_roles(role, mapping):
-            continue  # a physician role at another hospital gives no social-work coverage
+    # Only the social-work roles: a physician role at another hospital gives no social-work coverage.
+    for role in queue_practitioner_roles(user, deployment):
         for kind in ("locations", "organizations"):
             for ref in role.get(kind) or []:
                 keys.add(ref["reference"])

@@ -33,8 +33,8 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from config.ehr_profile import EhrProfile
+from config.ehrs import ehr_id_for
 from fhir.builders import ALL_RESOURCES, Offer, WritebackInput, plan_writeback, reference_code, writable
-from smart_app.launch.ehr_identity import ehr_id_for
 from smart_app.launch.locale import use_launch_locale
 from smart_app.launch.state import launch_required
 from smart_app.launch.visit_memory import encounter_key, patient_key, visit_referral

@@ -73,11 +73,11 @@ def live_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 def live_app(live_sandbox: Live, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """The app on a real port, registered with ``live_sandbox`` the way the demo is."""
     from config.settings import Deployment
+    from sandbox_ehr.demo import on_sandbox
     from smart_app import create_app
 
     db = tmp_path_factory.mktemp("browser-app") / "app.db"
-    deployment = dataclasses.replace(Deployment.load("sandbox"), allowed_iss=[live_sandbox.iss],
-                                     standalone_iss=live_sandbox.iss)
+    deployment = on_sandbox(Deployment.load("sandbox"), live_sandbox.url)
     app = create_app({
         "TESTING": True,
         "DATABASE_URL": f"sqlite:///{db}",

@@ -8,10 +8,12 @@ from urllib.parse import quote
 import pytest
 from cryptography.fernet import Fernet
 
+from sandbox_ehr.demo import on_sandbox
 from smart_app import create_app
 
 
 def _session_cookie(app, iss: str) -> set[str]:
+    app.config["DEPLOYMENT"] = on_sandbox(app.config["DEPLOYMENT"], iss.removesuffix("/fhir"))
     app.config["ALLOWED_ISS"] = [iss]
     client = app.test_client()
     resp = client.get(f"/launch/standalone?iss={quote(iss)}")
@@ -50,6 +52,9 @@ def test_demo_wires_sandbox_and_app(tmp_path):
     iss = "http://127.0.0.1:8123/fhir"
     assert sandbox.config["APP_LAUNCH_URL"] == "http://127.0.0.1:5123/launch"
     assert app.config["ALLOWED_ISS"] == [iss] and app.config["DEPLOYMENT"].standalone_iss == iss
+    # The sandbox EHR's identity moves with it: its plain iss and its per-launch iss pattern on port 8123.
+    assert app.config["DEPLOYMENT"].extra["ehrs"]["sandbox"] == {
+        "name": "Sandbox EHR (Mass General Brigham)", "iss": [iss], "iss_patterns": ["http://127.0.0.1:8123/l/*/fhir"]}
     assert app.config["APP_BASE_URL"] == "http://127.0.0.1:5123"
     assert app.config["SESSION_COOKIE_SECURE"] is False
     assert "http://127.0.0.1:8123" in app.config["FRAME_ANCESTORS"]

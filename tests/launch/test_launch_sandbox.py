@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from config.settings import DEPLOYMENTS_DIR
 from fhir.smart.discovery import _from_capability_statement, fetch_configuration
+from sandbox_ehr.demo import on_sandbox
 from smart_app.store.models import LaunchRecord
 
 KEYS = Path(DEPLOYMENTS_DIR).parents[1] / "sandbox_ehr" / "keys"
@@ -40,8 +41,10 @@ CLIENTS = {
 
 
 def configure(app, sandbox, kind: str = "public", scopes: str = V2, **more) -> None:
+    """The app registered with the live sandbox: its iss allow-listed, the deployment's ``ehrs`` entry (the plain
+    iss and the per-launch iss pattern) on the sandbox's port."""
     app.config["DEPLOYMENT"] = dataclasses.replace(
-        app.config["DEPLOYMENT"], scopes_ehr=scopes, allowed_iss=[sandbox.iss], standalone_iss=sandbox.iss,
+        on_sandbox(app.config["DEPLOYMENT"], sandbox.url), scopes_ehr=scopes,
         **{"client_secret": None, "private_key_file": None, **CLIENTS[kind]}, **more)
     app.config["ALLOWED_ISS"] = [sandbox.iss]
 

@@ -62,8 +62,9 @@ def _queue(app, make_launch, reference, roles, iss=EHR1):
 
 
 def _ehrs(app):
+    """Two EHRs of the test's own (the sandbox deployment's teams, for its own EHR, go with its ehrs block)."""
     with_deployment(app, ehrs={"ehr1": {"name": "EHR one", "iss": [EHR1, EHR1_STANDALONE]},
-                               "ehr2": {"name": "EHR two", "iss": [EHR2]}})
+                               "ehr2": {"name": "EHR two", "iss": [EHR2]}}, routing={})
 
 
 def test_a_covered_site_goes_to_its_team_and_the_clinician_is_told_the_team(app, make_launch):
@@ -145,7 +146,7 @@ def test_without_an_ehrs_block_each_iss_is_its_own_ehr(app, make_launch):
 
 
 def test_a_standalone_launch_on_an_iss_tied_to_no_ehr_is_refused_with_a_reason(app):
-    with_deployment(app, ehrs={"ehr1": {"iss": [EHR1]}})
+    with_deployment(app, ehrs={"ehr1": {"iss": [EHR1]}}, routing={})
     app.config["ALLOWED_ISS"] = [*app.config.get("ALLOWED_ISS", []), EHR1, EHR2]
     resp = app.test_client().get("/launch/standalone", query_string={"iss": EHR2})
     assert resp.status_code == 400
@@ -155,7 +156,7 @@ def test_a_standalone_launch_on_an_iss_tied_to_no_ehr_is_refused_with_a_reason(a
 def test_iss_patterns_tie_per_launch_iss_values_to_one_ehr():
     from types import SimpleNamespace
 
-    from smart_app.launch.ehr_identity import ehr_id_for
+    from config.ehrs import ehr_id_for
     dep = SimpleNamespace(allowed_iss=[], extra={"ehrs": {"sbx": {"iss": ["http://h/fhir"],
                                                                   "iss_patterns": ["http://h/launch/*/fhir"]}}})
     assert ehr_id_for("http://h/fhir/", dep) == "sbx"
