@@ -57,6 +57,8 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS") or default_workers())
 worker_class = "gthread"  # a launch waits on the EHR: threads keep a worker useful meanwhile
 threads = int(os.environ.get("GUNICORN_THREADS") or max(4, 16 // workers))
+# The app sizes its per-EHR bulkhead from the threads it has (config/settings.py, ehr_call_limits).
+os.environ["GUNICORN_THREADS"] = str(threads)
 timeout = 30  # no request waits on the EHR for a chart write (the outbox worker sends them)
 graceful_timeout = 30
 preload_app = True

@@ -51,7 +51,13 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "ALLOWED_ISS": ("", "Comma-separated FHIR base URLs allowed to launch us; added to the deployment's."),
     "DISCOVERY_TTL_SECONDS": ("3600", "How long a .well-known/smart-configuration stays cached."),
     "LAUNCH_TTL_SECONDS": ("28800", "How long a launch record lives (one clinic session)."),
-    "HTTP_TIMEOUT_SECONDS": ("10", "Timeout for every call to the EHR."),
+    "HTTP_TIMEOUT_SECONDS": ("10", "Deadline for the whole of each call to the EHR: connect, answer and redirects."),
+    "EHR_REQUEST_BUDGET_SECONDS": ("25", "All calls to EHRs one page makes end by this long after the page was "
+                                         "asked for (below gunicorn's 30 s timeout); 0 = no page-wide limit."),
+    "EHR_CALLS_PER_EHR": ("0", "Calls to one EHR an app process has in flight at once; more are answered at once "
+                               "with 'the EHR is not answering'. 0 = half of EHR_CALLS_TOTAL."),
+    "EHR_CALLS_TOTAL": ("0", "Calls to all EHRs an app process has in flight at once. 0 = its threads "
+                             "(`GUNICORN_THREADS`) less two, kept for quick exit and health checks."),
     "EMBEDDED_IN_IFRAME": ("0", "1 when the EHR embeds the app: cookie becomes SameSite=None; Secure; Partitioned."),
     "SESSION_COOKIE_SECURE": ("1", "Send the session cookie over HTTPS only (0 for plain-HTTP demo)."),
     "FRAME_ANCESTORS": ("'self'", "CSP frame-ancestors: the EHR origins allowed to embed the app."),
@@ -150,6 +156,22 @@ class Deployment:
         return cls(extra=extra, **data)
 
 
+# Threads of an app process when gunicorn does not say (config/gunicorn.conf.py exports GUNICORN_THREADS), and
+# the threads kept free of EHR calls: quick exit and /healthz always find one.
+DEFAULT_THREADS = 8
+THREADS_KEPT_FROM_EHR_CALLS = 2
+
+
+def ehr_call_limits(per_ehr: int, total: int) -> dict[str, int]:
+    """The outbound bulkhead's bounds (docs/decisions/0009-ehr-deadline-and-bulkhead.md): ``total`` defaults to
+    the process's threads less THREADS_KEPT_FROM_EHR_CALLS, ``per_ehr`` to half of it (two slow EHRs at once
+    still leave the rest); each at least 1."""
+    threads = int(os.environ.get("GUNICORN_THREADS") or DEFAULT_THREADS)
+    total = total if total > 0 else max(1, threads - THREADS_KEPT_FROM_EHR_CALLS)
+    per_ehr = per_ehr if per_ehr > 0 else max(1, total // 2)
+    return {"EHR_CALLS_TOTAL": total, "EHR_CALLS_PER_EHR": min(per_ehr, total)}
+
+
 def flask_config() -> dict[str, Any]:
     """Flask config mapping built from the environment.
 
@@ -184,6 +206,8 @@ def flask_config() -> dict[str, Any]:
         "DISCOVERY_TTL_SECONDS": int(env("DISCOVERY_TTL_SECONDS")),
         "LAUNCH_TTL_SECONDS": int(env("LAUNCH_TTL_SECONDS")),
         "HTTP_TIMEOUT_SECONDS": float(env("HTTP_TIMEOUT_SECONDS")),
+        "EHR_REQUEST_BUDGET_SECONDS": float(env("EHR_REQUEST_BUDGET_SECONDS")),
+        **ehr_call_limits(int(env("EHR_CALLS_PER_EHR") or 0), int(env("EHR_CALLS_TOTAL") or 0)),
         "EMBEDDED_IN_IFRAME": embedded,
         "SESSION_COOKIE_SECURE": embedded or env("SESSION_COOKIE_SECURE") == "1",
         "SESSION_COOKIE_HTTPONLY": True,

@@ -1,5 +1,8 @@
 """Authenticated FHIR R4 REST client: timeouts, JSON, conditional create, batch/transaction.
 
+``timeout`` is the deadline of each whole call (connect, answer, redirects) when the session is the app's
+(fhir/http.py); a plain requests session gives it per socket read only.
+
 One instance per launch (or per outbox job). Errors raise ``FhirError`` with the HTTP
 status and the server's OperationOutcome; ``FhirUnavailable`` marks what may be retried
 (timeouts, connection errors, 5xx, 429). Nothing here logs resource content.

@@ -8,37 +8,250 @@ session serves every request and thread). Mounted as a transport adapter, so it 
 
 Also here: ``OutboundSession`` and its ``NoAmbientState``: one session serves every user's calls, so it keeps
 no cookies an EHR sets and takes no credentials from ~/.netrc.
+
+Every call has a deadline on the whole of it: requests' ``timeout`` bounds each socket read, so an EHR that
+trickles its answer a byte at a time would hold the calling thread for as long as it trickles. Here the call's
+``timeout`` is the time the whole call may take, connect, headers, body and every redirect included, and an
+optional request-wide deadline (``request_deadline``) caps it further. At the deadline a watchdog shuts the
+call's socket down and the call raises ``DeadlineExceeded`` (a ``requests.Timeout``). A ``Bulkhead`` bounds the
+calls in flight per EHR and in all: a call beyond either bound fails at once with ``EhrBusy`` (a
+``requests.ConnectionError``), never sent, so one slow EHR cannot take every thread of a process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.cookies import RequestsCookieJar
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 HeaderProvider = Callable[[], Mapping[str, str]]
 
 
-class HeaderAdapter(HTTPAdapter):
-    """An HTTPAdapter that adds the provider's headers to each prepared request (existing ones win)."""
+class DeadlineExceeded(requests.Timeout):
+    """The whole call (connect, headers, body, redirects) did not finish by its deadline."""
 
-    def __init__(self, provider: HeaderProvider, **kwargs):
+
+class EhrBusy(requests.ConnectionError):
+    """The bulkhead is full for this EHR (or for all EHRs): the call was refused at once and never sent."""
+
+
+def not_answering(exc: BaseException) -> str:
+    """Why an EHR call failed to answer, in words a page can show: busy (the bulkhead), too slow, or the error."""
+    if isinstance(exc, EhrBusy):
+        return "it is still answering this app's earlier calls"
+    if isinstance(exc, requests.Timeout):
+        return "it did not answer in time"
+    return type(exc).__name__
+
+
+# The deadline of the call being made (set by DeadlineSession.request, so it spans every redirect hop), and the
+# deadline of the whole inbound request the call serves (set by the app around a request; None = none).
+_call_deadline: ContextVar[float | None] = ContextVar("outbound_call_deadline", default=None)
+_request_deadline: ContextVar[float | None] = ContextVar("outbound_request_deadline", default=None)
+
+
+def set_request_deadline(deadline: float | None) -> object:
+    """Cap every outbound call made from now on in this context at ``deadline`` (time.monotonic()); returns the
+    token for ``reset_request_deadline``."""
+    return _request_deadline.set(deadline)
+
+
+def reset_request_deadline(token: object) -> None:
+    _request_deadline.reset(token)  # type: ignore[arg-type]
+
+
+def _seconds(timeout: Any) -> float | None:
+    """The whole-call budget a requests ``timeout`` gives: a number, or connect + read of a pair."""
+    if isinstance(timeout, tuple):
+        parts = [t for t in timeout if isinstance(t, int | float)]
+        return float(sum(parts)) if parts else None
+    return float(timeout) if isinstance(timeout, int | float) else None
+
+
+def _deadline_for(timeout: Any) -> float | None:
+    """The earliest of the call's, the request's and (when no call deadline is set yet) now + ``timeout``."""
+    budget = _seconds(timeout)
+    candidates = [d for d in (_call_deadline.get(), _request_deadline.get()) if d is not None]
+    if _call_deadline.get() is None and budget is not None:
+        candidates.append(time.monotonic() + budget)
+    return min(candidates) if candidates else None
+
+
+class _Watch:
+    """One call's watchdog: at the deadline it shuts down the socket of the connection the call uses, so a
+    read blocked on a trickling EHR returns at once (every socket read restarts requests' own timeout)."""
+
+    def __init__(self, deadline: float):
+        self.lock = threading.Lock()
+        self.fired = False
+        self.done = False
+        self.conn: Any = None  # the urllib3 connection, then its response
+        self.timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def watch(self, conn: Any) -> None:
+        with self.lock:
+            self.conn = conn
+            if self.fired:
+                _shut(conn)
+
+    def _fire(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.fired = True
+            _shut(self.conn)
+
+    def disarm(self) -> None:
+        with self.lock:
+            self.done = True
+        self.timer.cancel()
+
+
+def _shut(what: Any) -> None:
+    """Shut down the socket under a urllib3 connection or response; nothing when there is none yet (still
+    connecting: the connect timeout, capped at the time left, ends that)."""
+    try:
+        if hasattr(what, "shutdown") and not isinstance(what, socket.socket):
+            what.shutdown()  # a urllib3 response: its socket, kept even after the connection let go of it
+        elif getattr(what, "sock", None) is not None:
+            what.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+_current_watch: ContextVar[_Watch | None] = ContextVar("outbound_watch", default=None)
+
+
+def _watched(make_request: Callable[..., Any], conn: Any, *args, **kwargs) -> Any:
+    watch = _current_watch.get()
+    if watch is None:
+        return make_request(conn, *args, **kwargs)
+    watch.watch(conn)
+    response = make_request(conn, *args, **kwargs)
+    watch.watch(response)  # the connection may let go of its socket once the headers are in
+    return response
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    def _make_request(self, conn, *args, **kwargs):  # noqa: ANN001 - urllib3's signature
+        return _watched(super()._make_request, conn, *args, **kwargs)
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    def _make_request(self, conn, *args, **kwargs):  # noqa: ANN001 - urllib3's signature
+        return _watched(super()._make_request, conn, *args, **kwargs)
+
+
+@dataclass(frozen=True)
+class BulkheadLimits:
+    per_ehr: int
+    total: int
+
+
+class Bulkhead:
+    """Bounded calls in flight at once, per EHR (``key_for(url)`` names the EHR a URL belongs to) and in all. A
+    call beyond a bound fails with ``EhrBusy`` at once: it never waits for a slot, so the thread is free again
+    right away. ``key_for`` and ``limits`` are re-set by the caller at each use (they follow the app's config)."""
+
+    def __init__(self, key_for: Callable[[str], str], limits: Callable[[], BulkheadLimits]):
+        self.key_for = key_for
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = {}
+        self._total = 0
+
+    def in_flight(self, key: str) -> int:
+        with self._lock:
+            return self._in_flight.get(key, 0)
+
+    @contextmanager
+    def slot(self, url: str) -> Iterator[None]:
+        key, limits = self.key_for(url), self.limits()
+        with self._lock:
+            if self._in_flight.get(key, 0) >= limits.per_ehr or self._total >= limits.total:
+                raise EhrBusy("the EHR has as many calls in flight as this process allows")
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            self._total += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._total -= 1
+                self._in_flight[key] -= 1
+                if not self._in_flight[key]:
+                    del self._in_flight[key]
+
+
+class HeaderAdapter(HTTPAdapter):
+    """The outbound transport: adds the provider's headers to each prepared request (existing ones win), holds
+    each call to its deadline (body read before the call returns) and, given one, to the bulkhead."""
+
+    def __init__(self, provider: HeaderProvider, bulkhead: Bulkhead | None = None, **kwargs):
         super().__init__(**kwargs)
         self.provider = provider
+        self.bulkhead = bulkhead
 
-    def send(self, request: requests.PreparedRequest, *args, **kwargs) -> requests.Response:
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
+             **kwargs) -> requests.Response:
         for name, value in (self.provider() or {}).items():
             if value and name not in request.headers:
                 request.headers[name] = value
-        return super().send(request, *args, **kwargs)
+        if self.bulkhead is None:
+            return self._send_by_deadline(request, stream, timeout, **kwargs)
+        with self.bulkhead.slot(request.url or ""):
+            return self._send_by_deadline(request, stream, timeout, **kwargs)
+
+    def _send_by_deadline(self, request: requests.PreparedRequest, stream: bool, timeout: Any,
+                          **kwargs) -> requests.Response:
+        deadline = _deadline_for(timeout)
+        if deadline is None:
+            return super().send(request, stream=stream, timeout=timeout, **kwargs)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("no time left for this call", request=request)
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        capped = (min(connect or left, left), min(read or left, left))
+        watch = _Watch(deadline)
+        token = _current_watch.set(watch)
+        try:
+            response = super().send(request, stream=True, timeout=capped, **kwargs)
+            if not stream:
+                response.content  # noqa: B018 - the body is read here, under the watchdog
+        except Exception:
+            watch.disarm()
+            if watch.fired:
+                raise DeadlineExceeded("the call outlasted its deadline", request=request) from None
+            raise
+        finally:
+            _current_watch.reset(token)
+        watch.disarm()
+        if watch.fired:  # a body without a length ends quietly when its socket is shut: never a cut answer
+            response.close()
+            raise DeadlineExceeded("the call outlasted its deadline", request=request)
+        return response
 
 
-def add_header_provider(session: requests.Session, provider: HeaderProvider) -> requests.Session:
+def add_header_provider(session: requests.Session, provider: HeaderProvider,
+                        bulkhead: Bulkhead | None = None) -> requests.Session:
     """Mount a HeaderAdapter for http:// and https:// on ``session``; returns the session."""
-    adapter = HeaderAdapter(provider)
+    adapter = HeaderAdapter(provider, bulkhead)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -47,6 +260,20 @@ def add_header_provider(session: requests.Session, provider: HeaderProvider) -> 
 def no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
     """An ``auth`` that adds nothing: given, it keeps requests from filling in credentials of its own."""
     return request
+
+
+class DeadlineSession:
+    """Mixin for a ``requests.Session``: a call's ``timeout`` is the deadline of the whole call, redirects
+    included (the hops share the deadline set when the call began)."""
+
+    def request(self, method: str, url: str, *args, **kwargs) -> requests.Response:
+        if _call_deadline.get() is not None:
+            return super().request(method, url, *args, **kwargs)
+        token = _call_deadline.set(_deadline_for(kwargs.get("timeout")))
+        try:
+            return super().request(method, url, *args, **kwargs)
+        finally:
+            _call_deadline.reset(token)
 
 
 class NoAmbientState:
@@ -74,5 +301,6 @@ class NoAmbientState:
             del headers["Authorization"]
 
 
-class OutboundSession(NoAmbientState, requests.Session):
-    """The app's outbound session class: a requests.Session keeping no cookies and reading no ~/.netrc."""
+class OutboundSession(DeadlineSession, NoAmbientState, requests.Session):
+    """The app's outbound session class: a requests.Session keeping no cookies, reading no ~/.netrc, and
+    holding each call (redirects included) to one deadline."""

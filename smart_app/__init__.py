@@ -93,6 +93,7 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
     health.init_app(app)
     audit.init_app(app)
     profiles.init_app(app)  # refuses an EHR profile that cannot protect the note (restricted note type)
+    launch_ehr.init_app(app)  # a page's calls to EHRs end before the proxy's timeout
 
     for blueprint in FEATURE_BLUEPRINTS:
         app.register_blueprint(blueprint)

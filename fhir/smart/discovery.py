@@ -14,6 +14,7 @@ from typing import Any
 import requests
 
 from fhir.errors import FhirWireError
+from fhir.http import not_answering
 from fhir.smart.ttl_cache import RefreshingCache
 
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
@@ -63,7 +64,8 @@ def fetch_configuration(iss: str, *, http: requests.Session | None = None,
         # 404 or an unusable document: SMART v1 servers publish endpoints in the CapabilityStatement.
         resp = http.get(f"{base}/metadata", headers={"Accept": "application/fhir+json"}, timeout=timeout)
     except (requests.Timeout, requests.ConnectionError) as exc:
-        raise DiscoveryError(f"The EHR at {base} did not answer ({type(exc).__name__}).") from None
+        raise DiscoveryError(f"The EHR at {base} is not answering ({not_answering(exc)}). "
+                             "Try again in a minute.") from None
     if resp.status_code != 200:
         raise DiscoveryError(f"The EHR at {base} publishes no SMART configuration (HTTP {resp.status_code}).")
     cap = _json(resp)

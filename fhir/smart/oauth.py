@@ -24,7 +24,7 @@ from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from requests_oauthlib import OAuth2Session
 
 from fhir.errors import FhirWireError
-from fhir.http import NoAmbientState
+from fhir.http import DeadlineSession, NoAmbientState, not_answering
 from fhir.smart.client_auth import ClientAuth
 from fhir.smart.discovery import SmartConfiguration
 from fhir.text import clean_text
@@ -67,8 +67,9 @@ def new_pkce() -> Pkce:
     return Pkce(verifier=verifier, challenge=s256(verifier))
 
 
-class _OAuth2Session(NoAmbientState, OAuth2Session):
-    """requests-oauthlib's session, keeping no cookies and reading no ~/.netrc (fhir/http.py)."""
+class _OAuth2Session(DeadlineSession, NoAmbientState, OAuth2Session):
+    """requests-oauthlib's session, keeping no cookies, reading no ~/.netrc and holding the token call to one
+    deadline (fhir/http.py)."""
 
 
 def _oauth(client_id: str, http: requests.Session | None, **kwargs: Any) -> OAuth2Session:
@@ -143,7 +144,8 @@ def _token(call: Any, token_url: str) -> dict[str, Any]:
     except TokenError:
         raise
     except (requests.Timeout, requests.ConnectionError) as exc:
-        raise TokenError(f"The EHR's token endpoint did not answer ({type(exc).__name__}).") from None
+        raise TokenError(f"The EHR's token endpoint is not answering ({not_answering(exc)}). "
+                         "Try again in a minute.") from None
     except OAuth2Error as exc:
         raise TokenError(f"The EHR refused the token request ({clean_text(exc.error, 60)}: "
                          f"{clean_text(exc.description, 200)})", error=clean_text(exc.error, 60)) from None

@@ -1,29 +1,45 @@
 """The app's side of talking to an EHR: one outbound HTTP session, the discovery cache,
 client authentication from the deployment, and an authenticated FHIR client per launch
 (refreshing an expired access token when the EHR gave a refresh token).
+
+Every call through the session is held to a deadline on the whole call (``HTTP_TIMEOUT_SECONDS``) and to the
+deadline of the page it serves (``EHR_REQUEST_BUDGET_SECONDS``), and a bulkhead bounds the calls in flight per
+EHR identity and in all (``EHR_CALLS_PER_EHR``, ``EHR_CALLS_TOTAL``): a slow EHR answers its own launches with
+"the EHR is not answering", while quick exit, health and other EHRs keep their threads. The sizes are chosen in
+docs/decisions/0009-ehr-deadline-and-bulkhead.md.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import requests
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from sqlalchemy.exc import IntegrityError
 
 from config.ehrs import allowed_origins, launch_allowed
 from fhir.client import FhirClient
-from fhir.http import OutboundSession, add_header_provider
+from fhir.http import (
+    Bulkhead,
+    BulkheadLimits,
+    OutboundSession,
+    add_header_provider,
+    reset_request_deadline,
+    set_request_deadline,
+)
 from fhir.smart.client_auth import ClientAuth, load_private_key
 from fhir.smart.discovery import DiscoveryCache, DiscoveryError, SmartConfiguration
 from fhir.smart.id_token import prefetch_jwks
 from fhir.smart.oauth import TokenError, client_credentials, refresh, token_expired
 from fhir.smart.style import cached_style
 from fhir.smart.ttl_cache import RefreshingCache
-from fhir.url_policy import OutboundPolicy, enforce
+from fhir.url_policy import OutboundPolicy, enforce, origin_of
+from smart_app.launch.ehr_identity import ehr_id_for
 from smart_app.ops.errors import LaunchError
 from smart_app.ops.observability import request_id_header
 from smart_app.store.db import session_scope
@@ -54,17 +70,70 @@ def outbound_policy() -> OutboundPolicy:
                           allow_http=sandbox, allow_loopback=sandbox)
 
 
+def ehr_key(owners: tuple[tuple[str, str], ...], url: str) -> str:
+    """The bulkhead key of an outbound URL: the EHR identity (``ehrs`` in the deployment, else the iss) of the
+    longest allow-listed iss the URL sits under, else of an iss on the URL's origin (an EHR's token endpoint),
+    else the URL's origin itself (an authorization server on a host of its own)."""
+    for iss, ehr in owners:
+        if url == iss or url.startswith(iss + "/") or url.startswith(iss + "?"):
+            return ehr
+    origin = origin_of(url)
+    for iss, ehr in owners:
+        if origin is not None and origin_of(iss) == origin:
+            return ehr
+    return f"{origin[0]}://{origin[1]}:{origin[2]}" if origin else "?"
+
+
+def _key_for_config() -> Callable[[str], str]:
+    deployment = current_app.config["DEPLOYMENT"]
+    owners = sorted(((iss.rstrip("/"), ehr_id_for(iss, deployment))
+                     for iss in current_app.config.get("ALLOWED_ISS") or []), key=lambda pair: -len(pair[0]))
+    return partial(ehr_key, tuple(owners))
+
+
+def bulkhead_limits() -> BulkheadLimits:
+    config = current_app.config
+    return BulkheadLimits(per_ehr=int(config["EHR_CALLS_PER_EHR"]), total=int(config["EHR_CALLS_TOTAL"]))
+
+
 def http_session() -> requests.Session:
     """The app's one outbound session (connection reuse; the single place every EHR call goes through),
-    every transport behind the outbound URL policy (re-read from the config at each use)."""
+    every transport behind the outbound URL policy and the bulkhead (both re-read from the config at each use)."""
     ext = current_app.extensions
     if "smart_http" not in ext:
         session = OutboundSession()
         session.headers["User-Agent"] = "ipv-smart-screen"
-        add_header_provider(session, request_id_header)  # X-Request-ID on every call to the EHR
+        ext["smart_bulkhead"] = Bulkhead(_key_for_config(), bulkhead_limits)
+        add_header_provider(session, request_id_header, ext["smart_bulkhead"])  # X-Request-ID on every call
         ext["smart_http"] = session
+    bulkhead = ext.get("smart_bulkhead")
+    if bulkhead is not None:  # a test may put a session of its own in place
+        limits = bulkhead_limits()
+        bulkhead.key_for, bulkhead.limits = _key_for_config(), lambda: limits
     policy = outbound_policy()
     return enforce(ext["smart_http"], lambda: policy)
+
+
+def _start_request_budget() -> None:
+    budget = float(current_app.config.get("EHR_REQUEST_BUDGET_SECONDS") or 0)
+    if budget > 0:
+        g._ipv_ehr_budget = set_request_deadline(time.monotonic() + budget)
+
+
+def _end_request_budget(_exc: BaseException | None) -> None:
+    token = g.pop("_ipv_ehr_budget", None)
+    if token is not None:
+        try:
+            reset_request_deadline(token)
+        except ValueError:  # reset from another context (a streamed response): the next request sets its own
+            pass
+
+
+def init_app(app: Flask) -> None:
+    """Every page's calls to EHRs end by EHR_REQUEST_BUDGET_SECONDS after the page was asked for, so a page
+    answers before gunicorn's and nginx's timeouts whatever the EHR does."""
+    app.before_request(_start_request_budget)
+    app.teardown_request(_end_request_budget)
 
 
 def discovery(iss: str, *, timeout: float | None = None) -> SmartConfiguration:

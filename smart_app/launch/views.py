@@ -277,8 +277,9 @@ def callback():
     except ContextError as exc:
         raise _fail(record, str(exc), EHR_FAILED) from None
     except FhirError as exc:
-        raise _fail(record, f"The EHR could not be read (HTTP {exc.status or 'timeout'}). Try again.",
-                    EHR_FAILED) from None
+        message = (f"The EHR could not be read (HTTP {exc.status}). Try again." if exc.status else
+                   "The EHR is not answering just now. Try again in a minute.")
+        raise _fail(record, message, EHR_FAILED) from None
 
     # smart_style_url: no token sent, only safe values kept, cached per URL; served as /l/<lid>/smart-style.css.
     context["smart_style"] = cached_smart_style(context.get("smart_style_url"))
