@@ -90,8 +90,11 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "RATELIMIT_ACTIONS": ("120 per minute", "Limit per client address on worklist actions (social-work queue POSTs)."),
     "WORKLIST_TIME_ZONE": ("", "Time zone of the social-work queue's times; empty = the deployment's "
                               "worklist.time_zone, else America/New_York."),
-    "WORKLIST_URGENT_CONTACT_HOURS": ("", "Hours after which an urgent referral not yet contacted is highlighted; "
-                                         "empty = deployment's, else 24."),
+    "WORKLIST_DUE_URGENT": ("", "How long an urgent referral may wait for a first contact, e.g. '1 business hour' "
+                               "(the program's hours and holidays); empty = deployment's worklist.due.urgent, "
+                               "else 1 business hour."),
+    "WORKLIST_DUE_ROUTINE": ("", "The same for a routine referral, e.g. '2 business days'; empty = deployment's "
+                                "worklist.due.routine, else 2 business days."),
     "WORKLIST_MEMORY_DAYS": ("", "Days a screen or referral is remembered for the gate's notice on a later "
                                 "launch; empty = deployment's, else 30."),
     "WORKLIST_CLOSED_RETENTION_DAYS": ("", "Days closed referrals and their contact logs are kept; empty = "
@@ -241,7 +244,6 @@ def flask_config() -> dict[str, Any]:
 
 
 _WORKLIST_DEFAULTS = {"WORKLIST_TIME_ZONE": ("time_zone", "America/New_York", str),
-                      "WORKLIST_URGENT_CONTACT_HOURS": ("urgent_contact_hours", 24, float),
                       "WORKLIST_MEMORY_DAYS": ("memory_days", 30, int),
                       "WORKLIST_CLOSED_RETENTION_DAYS": ("closed_retention_days", 365, int)}
 
@@ -252,4 +254,11 @@ def _worklist_settings(deployment: Deployment) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, (key, default, kind) in _WORKLIST_DEFAULTS.items():
         out[name] = kind(env(name) or block.get(key, default))
+    # Due times (smart_app/worklist/due.py reads and checks them). An older file's urgent_contact_hours is an
+    # urgent due time on the clock, as it was then.
+    due = block.get("due") or {}
+    legacy = block.get("urgent_contact_hours")
+    out["WORKLIST_DUE_URGENT"] = str(env("WORKLIST_DUE_URGENT") or due.get("urgent")
+                                     or (f"{legacy} hours" if legacy else "1 business hour"))
+    out["WORKLIST_DUE_ROUTINE"] = str(env("WORKLIST_DUE_ROUTINE") or due.get("routine") or "2 business days")
     return out

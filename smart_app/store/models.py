@@ -97,7 +97,8 @@ class ReferralRecord(Base):
     # referrals in age order, so a first page of the oldest stops early.
     __table_args__ = (Index("ix_referral_status_created", "status", "created_at"),
                       Index("ix_referral_iss_created", "iss", "created_at"),
-                      Index("ix_referral_ehr_route", "ehr", "route_kind", "route_team"))
+                      Index("ix_referral_ehr_route", "ehr", "route_kind", "route_team"),
+                      Index("ix_referral_ehr_assignee", "ehr", "assignee"))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
     # One referral per launch: a unique index, so concurrent consent POSTs cannot make a second.
@@ -139,6 +140,32 @@ class ReferralRecord(Base):
     # The keys of its referral_program rows, sorted and joined ("" for none): the queue counts per program from
     # the referral row alone. NULL: not indexed yet (a referral made before the program index).
     program_keys: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # When the first contact is due (smart_app/worklist/due.py), set at creation from the urgency and the program's
+    # hours. NULL: made before due times (the queue counts the urgency's time from created_at, around the clock).
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Who works it: the social worker's fhirUser reference as the EHR gave it (staff, not the patient), their name
+    # encrypted like ReferralEvent.by_name_enc. NULL: nobody has taken it.
+    assignee: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    assignee_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # How social work closed it (smart_app/store/closing.py): a plain code from a short list, not PHI on its own.
+    closing_outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    closing_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class SocialWorkerSeen(Base):
+    """A social worker the queue has seen for an EHR, for "Hand over to…": the fhirUser reference, the name
+    (encrypted) and the routing teams they worked then. Staff only, never a patient."""
+
+    __tablename__ = "worklist_colleague"
+    __table_args__ = (UniqueConstraint("ehr", "reference", name="uq_worklist_colleague"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ehr: Mapped[str] = mapped_column(String(128), index=True)
+    reference: Mapped[str] = mapped_column(String(256))
+    name_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    teams: Mapped[str] = mapped_column(Text, default="")  # team ids, sorted, joined by commas
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ReferralSite(Base):

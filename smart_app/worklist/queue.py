@@ -32,38 +32,47 @@ from smart_app.ops.i18n import gettext as _
 from smart_app.store.crypto import Undecryptable, decrypt_json
 from smart_app.store.models import ReferralProgram, ReferralRecord
 from smart_app.store.task_status import CLOSED, LEGACY, OPEN, REQUESTED, STATUSES, label
+from smart_app.worklist.due import DueRule, due_rule
 from smart_app.worklist.routing import UNROUTED
 from smart_app.worklist.scope import NO_PROGRAM, Scope, scoped_query
 from smart_app.worklist.search import Search
 
 AGE_BUCKETS = ("under_1_day", "1_to_7_days", "over_7_days")
 URGENCY_VALUES = ("urgent", "routine", "overdue")
+OVERDUE_ROUTINE = "overdue-routine"  # a dimension value: routine and overdue (the filter values show it under both)
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
-DEFAULT_URGENT_CONTACT_HOURS = 24.0
 
 
 @dataclass(frozen=True)
 class Clock:
-    """The moments the queue's time-based filters compare with, fixed once per request."""
+    """The moments the queue's time-based filters compare with, fixed once per request. A referral with a stored
+    ``due_at`` is overdue after it; one without (made before due times) after its urgency's due time counted from
+    ``created_at`` around the clock: made before ``urgent_before`` (urgent) or ``routine_before`` (routine)."""
 
     now: datetime
-    overdue_before: datetime  # an urgent referral made before this and never contacted is overdue
+    urgent_before: datetime
+    routine_before: datetime
 
     @classmethod
-    def at(cls, now: datetime, urgent_contact_hours: float) -> Clock:
-        return cls(now=now, overdue_before=now - timedelta(hours=urgent_contact_hours))
+    def at(cls, now: datetime, rule: DueRule) -> Clock:
+        return cls(now=now, urgent_before=now - rule.urgent.around_the_clock,
+                   routine_before=now - rule.routine.around_the_clock)
+
+    def due(self, created: datetime, urgent: bool, due_at: datetime | None) -> datetime:
+        """A referral's due time (as the SQL below reads it), for the page's rows."""
+        if due_at is not None:
+            return due_at
+        return created + (self.now - (self.urgent_before if urgent else self.routine_before))
+
+    def overdue(self, created: datetime, urgent: bool, due_at: datetime | None, contacted: bool,
+                status: str) -> bool:
+        return status in OPEN and not contacted and self.due(created, urgent, due_at) < self.now
 
 
-def urgent_contact_hours(config: Mapping[str, Any]) -> float:
-    """The deployment's urgent contact time (WORKLIST_URGENT_CONTACT_HOURS, default 24)."""
-    value = config.get("WORKLIST_URGENT_CONTACT_HOURS")
-    return float(value) if value not in (None, "") else DEFAULT_URGENT_CONTACT_HOURS
-
-
-def clock_now(config: Mapping[str, Any]) -> Clock:
-    """The clock of a request, a probe or a scrape: now, and the deployment's urgent contact time."""
-    return Clock.at(datetime.now(UTC), urgent_contact_hours(config))
+def clock_now(config: Mapping[str, Any], now: datetime | None = None) -> Clock:
+    """The clock of a request, a probe or a scrape: now (or the moment given), and the deployment's due times."""
+    return Clock.at(now or datetime.now(UTC), due_rule(config))
 
 
 # -- status and urgency as SQL ---------------------------------------------------------------------------------
@@ -80,10 +89,16 @@ IS_OPEN_STORED = ReferralRecord.status.in_(_raw(OPEN))
 IS_URGENT = ReferralRecord.urgent.is_(True)
 
 
+IS_ROUTINE = or_(ReferralRecord.urgent.is_(False), ReferralRecord.urgent.is_(None))
+
+
 def overdue(clock: Clock) -> ColumnElement[bool]:
-    """Urgent, open, never contacted and older than the deployment's urgent contact time."""
-    return and_(IS_URGENT, ReferralRecord.first_contact_at.is_(None), STATUS.in_(_raw(OPEN)),
-                ReferralRecord.created_at <= clock.overdue_before)
+    """Open, never contacted, and past its due time (smart_app/worklist/due.py; see ``Clock`` for one without)."""
+    record = ReferralRecord
+    past_due = or_(record.due_at < clock.now,
+                   and_(record.due_at.is_(None), or_(and_(IS_URGENT, record.created_at < clock.urgent_before),
+                                                     and_(IS_ROUTINE, record.created_at < clock.routine_before))))
+    return and_(record.first_contact_at.is_(None), STATUS.in_(_raw(OPEN)), past_due)
 
 
 def site_not_recorded() -> str:
@@ -123,16 +138,19 @@ def column_facet(name: str, title: Callable[[], str], column: Any, labels: Calla
 
 def _urgency_facet() -> Facet:
     def dimension(clock: Clock) -> ColumnElement[Any]:
-        return case((overdue(clock), "overdue"), (IS_URGENT, "urgent"), else_="routine")
+        late = overdue(clock)
+        return case((and_(late, IS_URGENT), "overdue"), (late, OVERDUE_ROUTINE), (IS_URGENT, "urgent"),
+                    else_="routine")
 
     def where(value: str, clock: Clock) -> ColumnElement[bool] | None:
-        return {"urgent": IS_URGENT, "overdue": overdue(clock),
-                "routine": or_(ReferralRecord.urgent.is_(False), ReferralRecord.urgent.is_(None))}.get(value)
+        return {"urgent": IS_URGENT, "overdue": overdue(clock), "routine": IS_ROUTINE}.get(value)
+
+    def values_of(value: Any) -> tuple[str, ...]:
+        return {"overdue": ("urgent", "overdue"), OVERDUE_ROUTINE: ("routine", "overdue")}.get(value, (str(value),))
 
     return Facet(
-        name="urgency", title=lambda: _("Urgency"), dimension=dimension,
-        values_of=lambda v: ("urgent", "overdue") if v == "overdue" else (str(v),), where=where,
-        options=lambda _present: [("urgent", _("Urgent")), ("overdue", _("Urgent, not contacted in time")),
+        name="urgency", title=lambda: _("Urgency"), dimension=dimension, values_of=values_of, where=where,
+        options=lambda _present: [("urgent", _("Urgent")), ("overdue", _("Overdue: not contacted by the due time")),
                                   ("routine", _("Not urgent"))],
         clean=lambda value: value if value in URGENCY_VALUES else "")  # an unknown value shows everything
 
@@ -301,7 +319,7 @@ def _status_rank() -> ColumnElement[Any]:
 
 
 SORTS: dict[str, Sort] = {
-    # Triage: overdue urgent first, then urgent, open before closed, then the longest waiting.
+    # Triage: overdue first (urgent ones before routine), then urgent, open before closed, then the longest waiting.
     "triage": Sort(lambda: _("Urgent first"), lambda clock, _p: [
         case((overdue(clock), 0), else_=1), case((IS_URGENT, 0), else_=1), case((IS_CLOSED, 1), else_=0),
         ReferralRecord.created_at, ReferralRecord.id]),
@@ -470,7 +488,8 @@ class Queue:
 
 
 LINE_COLUMNS = (ReferralRecord.id, ReferralRecord.status, ReferralRecord.urgent, ReferralRecord.created_at,
-                ReferralRecord.first_contact_at, ReferralRecord.site_name, ReferralRecord.handoff)
+                ReferralRecord.first_contact_at, ReferralRecord.site_name, ReferralRecord.handoff,
+                ReferralRecord.due_at)
 
 
 def _with_chosen(options: list[tuple[str, str]], chosen: str) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ that EHR sees at the top of their queue. The deployment file::
           ehr: bwh              # an id in ehrs; without it the team serves every EHR of the deployment
           sites: ["Location/loc-bwh", "urn:ipv-sandbox:site|bwh"]   # keys as in referral_site
           members: [social_worker, "Practitioner/abc"]   # roles or users who work this team's referrals
+          program: passageway   # optional directory service id: its hours and holidays count the due time
         - id: on-call
           name: "the social-work team on call"
           fallback: true
@@ -44,6 +45,7 @@ class Team:
     sites: frozenset[str] = frozenset()
     members: frozenset[str] = frozenset()
     fallback: bool = False
+    program: str | None = None  # directory service whose hours count this team's due times (worklist/due.py)
 
     def serves(self, ehr: str) -> bool:
         return self.ehr is None or self.ehr == ehr
@@ -96,7 +98,7 @@ def _team(i: int, entry: Any, ehr_ids: list[str]) -> Team:
         members = frozenset(QUEUE_ROLES)  # a fallback team nobody works would be no route at all
     return Team(id=str(entry["id"]), name=str(entry["name"]), ehr=str(ehr) if ehr else None,
                 sites=frozenset(str(s) for s in entry.get("sites") or []), members=members,
-                fallback=bool(entry.get("fallback")))
+                fallback=bool(entry.get("fallback")), program=str(entry["program"]) if entry.get("program") else None)
 
 
 def _coverage_keys(extra: dict[str, Any]) -> frozenset[str]:

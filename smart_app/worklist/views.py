@@ -32,15 +32,17 @@ from smart_app.ops.audit import record_audit
 from smart_app.ops.i18n import gettext as _
 from smart_app.outbox import closed_loop
 from smart_app.outbox.status import referral_rows, referral_rows_of, row_view
+from smart_app.ranking.memo import clock as app_clock
 from smart_app.referral.channels import channel_label
 from smart_app.report import events
 from smart_app.store import handoff as handoff_codes
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import ContactAttempt, OutboxItem, ReferralEvent, ReferralProgram, ReferralRecord
-from smart_app.store.task_status import CLOSED, OPEN, TRANSITIONS, action_label, allowed, label, normalise
+from smart_app.store.task_status import CLOSED, TRANSITIONS, action_label, allowed, label, normalise
 from smart_app.worklist import alerts
 from smart_app.worklist import retention as worklist_retention
+from smart_app.worklist.due import DueRule, due_rule
 from smart_app.worklist.queue import (
     FACETS,
     IS_CLOSED,
@@ -51,7 +53,6 @@ from smart_app.worklist.queue import (
     QueueQuery,
     clock_now,
     facet_names,
-    urgent_contact_hours,
 )
 from smart_app.worklist.retention import retention_days
 from smart_app.worklist.saved import delete_view, save_view, saved_views, user_tag, view_args
@@ -85,6 +86,7 @@ PAGE_SIZE = 50  # referrals shown (and decrypted) per page; WORKLIST_PAGE_SIZE o
 def _register_cli(state: Any) -> None:
     worklist_retention.init_app(state.app)
     alerts.init_app(state.app)  # open referrals per route on /metrics
+    due_rule(state.app.config)  # a due time the app cannot read stops start-up, naming the setting
 
 
 # -- settings and formatting ---------------------------------------------------------------------
@@ -92,8 +94,8 @@ def tz() -> ZoneInfo:
     return ZoneInfo(current_app.config.get("WORKLIST_TIME_ZONE") or "America/New_York")
 
 
-def urgent_hours() -> float:
-    return urgent_contact_hours(current_app.config)
+def _due_rule() -> DueRule:
+    return due_rule(current_app.config)
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -239,7 +241,7 @@ def _directory_services() -> dict[str, Any]:
         return {}
 
 
-def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], now: datetime,
+def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock: Clock,
            outbox: list[OutboxItem] | None = None) -> dict[str, Any]:
     """Everything shown of one referral (its summary decrypted). ``outbox``: its writes, when the caller read
     them for a whole page at once."""
@@ -249,16 +251,19 @@ def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], now: 
     write = ("failed" if "failed" in states else "check" if "check" in states else "queued" if "queued" in states
              else "written" if rows else "none")
     status = normalise(record.status)
+    now = clock.now
     created = _aware(record.created_at) or now
     hours = max(0.0, (now - created).total_seconds() / 3600)
     first_contact = _aware(record.first_contact_at)
-    overdue = bool(record.urgent and first_contact is None and status in OPEN and hours >= urgent_hours())
+    due = clock.due(created, bool(record.urgent), _aware(record.due_at))
+    overdue = clock.overdue(created, bool(record.urgent), _aware(record.due_at), first_contact is not None, status)
     programs = [_program_view(p, services) for p in summary.get("programs") or []]
     sc = summary.get("safe_contact") or {}
     return {
         "id": record.id, "created_at": created, "status": status, "status_label": label(status),
         "closed": status in CLOSED, "site": record.site, "site_name": record.site_name or _("Site not recorded"),
         "urgent": bool(record.urgent), "overdue": overdue, "age_hours": hours, "age": age_bucket(hours),
+        "due_at": due, "due_stored": record.due_at is not None,
         "status_by": record.status_by, "status_at": _aware(record.status_at), "first_contact_at": first_contact,
         "patient_name": summary.get("patient_name"), "mrn": summary.get("mrn"),
         "language": language_name(summary.get("language")),
@@ -285,7 +290,7 @@ def safe_channels(safe_contact: dict[str, Any]) -> list[str]:
 
 # -- the queue --------------------------------------------------------------------------------------
 def _clock() -> Clock:
-    return clock_now(current_app.config)
+    return clock_now(current_app.config, app_clock())
 
 
 def _page_size() -> int:
@@ -368,16 +373,30 @@ def _waiting(hours: float) -> str:
     return _("%(n)d h", n=int(hours)) if hours < 48 else _("%(n)d d", n=int(hours // 24))
 
 
-def _row(record: ReferralRecord, scope: Scope, services: dict[str, Any], now: datetime,
+def _row(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock: Clock,
          outbox: list[OutboxItem], programs: list[str]) -> dict[str, Any]:
     """One queue line: the referral's entry plus what the line shows in a few words; its programs as the
     program filter names them (the program index)."""
-    entry = {**_entry(record, scope, services, now, outbox), "program_names": programs}
-    due = None
-    if entry["urgent"] and not entry["closed"] and entry["first_contact_at"] is None and not entry["overdue"]:
-        due = _("contact within %(n)d h", n=max(1, int(-(-(urgent_hours() - entry["age_hours"]) // 1))))
-    return {**entry, "reference": reference_code(record.id), "waiting": _waiting(entry["age_hours"]), "due": due,
-            "chart": _write_summary(entry["rows"], entry["write"])}
+    entry = {**_entry(record, scope, services, clock, outbox), "program_names": programs}
+    return {**entry, "reference": reference_code(record.id), "waiting": _waiting(entry["age_hours"]),
+            "due": due_text(entry, clock.now), "chart": _write_summary(entry["rows"], entry["write"])}
+
+
+def due_text(entry: dict[str, Any], now: datetime) -> str | None:
+    """When the first contact is due, in a few words: None once contacted or closed."""
+    if entry["closed"] or entry["first_contact_at"] is not None:
+        return None
+    due = entry["due_at"]
+    if entry["overdue"]:
+        return _("overdue since %(when)s", when=local_time(due, "%a %H:%M" if now - due < WEEK else "%Y-%m-%d"))
+    if due - now < timedelta(hours=1):
+        return _("due in %(n)d min", n=max(1, int((due - now).total_seconds() // 60)))
+    if due - now < timedelta(hours=12):
+        return _("due in %(n)d h", n=int((due - now).total_seconds() // 3600))
+    return _("due %(when)s", when=local_time(due, "%a %d %b %H:%M"))
+
+
+WEEK = timedelta(days=7)
 
 
 def _facet_urls(query: QueueQuery, search_args: dict[str, str]) -> tuple[dict[str, str], Callable[..., str]]:
@@ -410,7 +429,7 @@ def index() -> str:
     view = queue.view(_page_size())
     ids = [r.id for r in view.records]
     outbox, programs = referral_rows_of(ids), queue.program_names_of(ids)
-    entries = [_row(r, scope, services, clock.now, outbox.get(r.id, []), programs[r.id]) for r in view.records]
+    entries = [_row(r, scope, services, clock, outbox.get(r.id, []), programs[r.id]) for r in view.records]
     what = f"{len(entries)} referrals shown" + (f" (page {view.page} of {view.pages})" if view.pages > 1 else "")
     audit("list", scope, None, what + (f", search by {search.kind}" if search else ""))
     notices = closed_loop.loop_notices(view.profiles or {closed_loop.current_profile_name()}, g.launch)
@@ -430,7 +449,7 @@ def index() -> str:
         saved=saved, can_save=tag is not None, current_view=view_args(query.filters, query.sort),
         scope=scope, reaches=reaches, unrouted=unrouted, overdue_alert=overdue_alert,
         launch_patient=bool(((g.launch.context or {}).get("patient") or {}).get("mrn")) and not search,
-        urgent_hours=urgent_hours(), loop_notices=notices, retention=retention_text(),
+        due_rule=_due_rule(), loop_notices=notices, retention=retention_text(),
         tz_name=str(tz()), first=view.first + 1, last=view.first + len(entries))
 
 
@@ -516,15 +535,17 @@ def export() -> Response:
     programs = queue.program_names_of([line.id for line in lines])
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["reference", "received", "site", "programs", "urgent", "overdue", "status", "first_contact",
+    w.writerow(["reference", "received", "site", "programs", "urgent", "due", "overdue", "status", "first_contact",
                 "warm_handoff"])
-    overdue_before = queue.clock.overdue_before
     for line in lines:
         status = normalise(line.status)
         created, first_contact = _aware(line.created_at), _aware(line.first_contact_at)
-        overdue = bool(line.urgent and first_contact is None and status in OPEN and created <= overdue_before)
+        overdue = queue.clock.overdue(created, bool(line.urgent), _aware(line.due_at), first_contact is not None,
+                                      status)
         w.writerow([reference_code(line.id), local_time(created), line.site_name or _("Site not recorded"),
-                    "; ".join(programs.get(line.id, [])), "yes" if line.urgent else "no", "yes" if overdue else "no",
+                    "; ".join(programs.get(line.id, [])), "yes" if line.urgent else "no",
+                    local_time(queue.clock.due(created, bool(line.urgent), _aware(line.due_at))),
+                    "yes" if overdue else "no",
                     label(status), local_time(first_contact) if first_contact else "", line.handoff or ""])
     audit("export", scope, None, f"queue csv, {len(lines)} referrals")
     return Response(buf.getvalue(), mimetype="text/csv",
@@ -557,7 +578,7 @@ def _history(record: ReferralRecord) -> list[dict[str, Any]]:
 def history(rid: str) -> str:
     """One referral: details, status actions, the contact log form and the whole history."""
     scope, record = _record("history", rid)
-    entry = _entry(record, scope, _directory_services(), datetime.now(UTC))
+    entry = _entry(record, scope, _directory_services(), _clock())
     audit("history", scope, rid, None, record)
     now_local = datetime.now(UTC).astimezone(tz()).strftime("%Y-%m-%dT%H:%M")
     return render_template("worklist/history.html", lid=g.launch.id, entry=entry, events=_history(record),
@@ -574,7 +595,7 @@ def history(rid: str) -> str:
 def export_one(rid: str) -> Response:
     """One referral as plain text, for documenting by hand when the chart could not take it."""
     scope, record = _record("export-one", rid)
-    entry = _entry(record, scope, _directory_services(), datetime.now(UTC))
+    entry = _entry(record, scope, _directory_services(), _clock())
     lines = [_("Confidential referral"), f"{entry['patient_name'] or '–'} · MRN {entry['mrn'] or '–'}",
              f"{entry['site_name']} · {local_time(entry['created_at'])}",
              f"{_('Programs')}: {'; '.join(entry['program_names']) or '–'}",

@@ -44,12 +44,14 @@ from smart_app.outbox.enqueue import enqueue
 from smart_app.outbox.settings import OutboxSettings
 from smart_app.outbox.state import utcnow
 from smart_app.outbox.status import kind_label, referral_rows, row_view
+from smart_app.ranking.memo import clock as app_clock
 from smart_app.referral.channels import CHANNELS, channel_label
 from smart_app.report import events
 from smart_app.screening import handoff
 from smart_app.store.crypto import encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import OutboxItem, ReferralRecord
+from smart_app.worklist.due import due_for_referral
 from smart_app.worklist.routing import COVERAGE, FALLBACK, routing_of, team_named
 from smart_app.worklist.scope import (
     add_site_keys,
@@ -351,6 +353,8 @@ def consent_post() -> Response | tuple[str, int] | str:
     site_keys = referral_site_keys(launch.context, site)
     deployment = current_app.config["DEPLOYMENT"]
     route = routing_of(deployment).route(ehr_id_for(launch.iss, deployment), site_keys)
+    created, urgent = app_clock(), handoff.urgent_now(launch.data)
+    due = due_for_referral(current_app, created, urgent, route.team.program if route.team else None, launch.context)
     programs = program_rows(rid, summary["programs"])  # the queue's program filter and counts without the summary
     record = ReferralRecord(id=rid, launch_id=launch.id, iss=launch.iss, profile=profile.ref,
                             site=site, site_name=site_display_name(launch.context),
@@ -359,8 +363,8 @@ def consent_post() -> Response | tuple[str, int] | str:
                             encounter_key=encounter_key(launch.iss, launch.context),
                             reference_code=reference_code(rid), mrn_key=mrn_key_of(launch.context),
                             program_keys=program_keys_of(p.key for p in programs),
-                            urgent=handoff.urgent_now(launch.data), handoff=handoff.referral_code(launch.data),
-                            status="requested", summary_enc=encrypt_json(summary))
+                            urgent=urgent, handoff=handoff.referral_code(launch.data), created_at=created,
+                            due_at=due, status="requested", summary_enc=encrypt_json(summary))
     db.add(record)
     try:
         db.flush()  # the unique constraint decides between concurrent consent POSTs

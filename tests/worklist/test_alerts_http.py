@@ -40,9 +40,10 @@ def deployment(app):
 
 
 def _age(app, rid, hours):
+    """Made ``hours`` ago, before due times were stored: due its urgency's time later, around the clock."""
     with app.app_context(), session_scope(app) as db:
         db.execute(update(ReferralRecord).where(ReferralRecord.id == rid)
-                   .values(created_at=datetime.now(UTC) - timedelta(hours=hours)))
+                   .values(created_at=datetime.now(UTC) - timedelta(hours=hours), due_at=None))
 
 
 def _sw(app, make_launch, reference, iss=EHR1, roles=None):

@@ -47,9 +47,11 @@ def _sw(app, make_launch, roles=BWH_AND_MGH):
 
 
 def _age(app, rid, hours):
+    """Made ``hours`` ago, before due times were stored: due its urgency's time later, around the clock (1 hour
+    urgent, 2 days routine by default)."""
     with app.app_context(), session_scope(app) as db:
         db.execute(update(ReferralRecord).where(ReferralRecord.id == rid)
-                   .values(created_at=datetime.now(UTC) - timedelta(hours=hours)))
+                   .values(created_at=datetime.now(UTC) - timedelta(hours=hours), due_at=None))
 
 
 def _rows(page):
@@ -65,11 +67,12 @@ def test_triage_view_names_times_phones_and_highlights(app, make_launch):
     _age(app, routine, 24 * 9)
     client, lid = _sw(app, make_launch)
     page = client.get(f"/l/{lid}/worklist").get_data(as_text=True)
-    # Overdue urgent first, then urgent, then the longest waiting.
-    assert _rows(page) == [urgent_old, urgent_new, routine]
+    # Overdue first (urgent before routine), then urgent, then the longest waiting.
+    assert _rows(page) == [urgent_old, routine, urgent_new]
     row = page.split(f'data-testid="referral-{urgent_old}"')[1].split("</tr>")[0]
     assert 'data-overdue="yes"' in page.split(f'data-testid="referral-{urgent_old}"')[1][:200]
-    assert "Not contacted within 24 h" in row
+    assert 'data-overdue="no"' in page.split(f'data-testid="referral-{urgent_new}"')[1][:200]
+    assert "Overdue" in row and "overdue since" in row
     assert "Massachusetts General Hospital" in row and "mgh" not in re.sub(r"<[^>]+>", "", row).split("Hospital")[0]
     # One line per referral: name, program, safe contact, plain status label and the chart's reference code.
     assert "Uma Urgent" in row and "HAVEN at MGH" in row and "Phone" in row and "New — not yet accepted" in row
@@ -88,12 +91,12 @@ def test_triage_view_names_times_phones_and_highlights(app, make_launch):
     # Filters with counts.
     urgent = client.get(f"/l/{lid}/worklist?urgency=urgent").get_data(as_text=True)
     assert _rows(urgent) == [urgent_old, urgent_new]
-    assert re.search(r'data-testid="filter-urgency-overdue"[^>]*>[^<]*<span class="count">\(1\)', urgent)
+    assert re.search(r'data-testid="filter-urgency-overdue"[^>]*>[^<]*<span class="count">\(2\)', urgent)
     assert re.search(r'data-testid="filter-site-Brigham and Women&#39;s Hospital"[^>]*>[^<]*<span class="count">\(1\)',
                      urgent)  # with urgency=urgent kept: one urgent referral at BWH
     assert _rows(client.get(f"/l/{lid}/worklist?age=over_7_days").get_data(as_text=True)) == [routine]
     assert _rows(client.get(f"/l/{lid}/worklist?program=Passageway at BWH").get_data(as_text=True)) == \
-        [urgent_new, routine]
+        [routine, urgent_new]  # the routine one is overdue (9 days)
     assert _rows(client.get(f"/l/{lid}/worklist?sort=newest").get_data(as_text=True))[0] == urgent_new
     assert _rows(client.get(f"/l/{lid}/worklist?site=Massachusetts General Hospital").get_data(as_text=True)) == \
         [urgent_old]
