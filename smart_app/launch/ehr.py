@@ -22,7 +22,7 @@ import requests
 from flask import Flask, current_app, g
 from sqlalchemy.exc import IntegrityError
 
-from config.ehrs import allowed_origins, launch_allowed
+from config.ehrs import allowed_origins, ehr_id_for, launch_allowed
 from fhir.client import FhirClient
 from fhir.http import (
     Bulkhead,
@@ -39,7 +39,6 @@ from fhir.smart.oauth import TokenError, client_credentials, refresh, token_expi
 from fhir.smart.style import cached_style
 from fhir.smart.ttl_cache import RefreshingCache
 from fhir.url_policy import OutboundPolicy, enforce, origin_of
-from smart_app.launch.ehr_identity import ehr_id_for
 from smart_app.ops.errors import LaunchError
 from smart_app.ops.observability import request_id_header
 from smart_app.store.db import session_scope
