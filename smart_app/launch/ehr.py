@@ -22,7 +22,7 @@ import requests
 from flask import Flask, current_app, g
 from sqlalchemy.exc import IntegrityError
 
-from config.ehrs import allowed_origins, ehr_id_for, launch_allowed
+from config.ehrs import allowed_origins, ehr_id_for, ehrs_of, launch_allowed
 from fhir.client import FhirClient
 from fhir.http import (
     Bulkhead,
@@ -84,10 +84,14 @@ def ehr_key(owners: tuple[tuple[str, str], ...], url: str) -> str:
 
 
 def _key_for_config() -> Callable[[str], str]:
+    """``ehr_key`` over the allow-listed iss values, each EHR's own, and the origins of its iss patterns (a
+    per-launch iss is never listed one by one: its launcher's origin stands for it)."""
     deployment = current_app.config["DEPLOYMENT"]
-    owners = sorted(((iss.rstrip("/"), ehr_id_for(iss, deployment))
-                     for iss in current_app.config.get("ALLOWED_ISS") or []), key=lambda pair: -len(pair[0]))
-    return partial(ehr_key, tuple(owners))
+    owners = {iss.rstrip("/"): ehr_id_for(iss, deployment) for iss in current_app.config.get("ALLOWED_ISS") or []}
+    for ehr in ehrs_of(deployment):
+        owners.update({iss: ehr.id for iss in ehr.iss})
+        owners.update({pattern.origin: ehr.id for pattern in ehr.patterns})
+    return partial(ehr_key, tuple(sorted(owners.items(), key=lambda pair: -len(pair[0]))))
 
 
 def bulkhead_limits() -> BulkheadLimits:

@@ -19,12 +19,12 @@ import requests
 from fhir.http import Bulkhead, BulkheadLimits, DeadlineExceeded, EhrBusy, OutboundSession, add_header_provider
 from fhir.smart.discovery import DiscoveryError, fetch_configuration
 from sandbox_ehr.app import create_sandbox_app
+from sandbox_ehr.harness.live import LiveServer
 from smart_app import create_app
 from smart_app.store.db import get_session
 from smart_app.store.models import LaunchRecord
 from tests.conftest import app_config
 from tests.launch.test_launch_sandbox import V2, ehr_launch_id
-from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.security
 
