@@ -1,23 +1,25 @@
 """Which referrals a social worker may see and act on: those of their EHR and of the sites or teams they cover,
 and every unrouted referral of their EHR.
 
-Coverage comes from the EHR where it can: the places on the user's social-work PractitionerRoles
+Coverage comes from the EHR: the places on the user's social-work PractitionerRoles
 (``location``, ``organization``, and the location/providedBy of its ``healthcareService``; FHIR R4
-PractitionerRole, https://hl7.org/fhir/R4/practitionerrole.html). Otherwise from the deployment file::
+PractitionerRole, https://hl7.org/fhir/R4/practitionerrole.html), and from the deployment file::
 
     worklist:
       coverage:
         users: {"Practitioner/abc": ["urn:ipv-sandbox:site|bwh", "Location/loc-bwh"]}
         roles: {social_worker: ["Organization/org-mgh"], program_manager: [...]}
 
-A user's own list wins over their role's. With neither, they see only their EHR's unrouted referrals. A referral's
-site keys (``referral_site``) are every name the EHR gave the encounter's site at referral time:
-``Location/<id>``, ``Organization/<id>`` (serviceProvider), their identifiers as ``system|value``, and
-the directory site id the referral page matched. A referral is in scope when its EHR identity is the
-launch's (config/ehrs.py) and one of its keys is covered, or its route's team is one the user
-works (smart_app/worklist/routing.py), or it is unrouted: the unrouted queue is every social worker's and program
-manager's of that EHR. Referrals made before routing (no ``ehr`` column) match on the launch's ``iss``. Every
-worklist view goes through ``scoped_referral`` or ``scoped_query``: outside the scope a referral does not exist (404).
+The EHR's places, the user's own list and their roles' lists add up: a site the deployment file covers is a routed
+referral (smart_app/worklist/routing.py), so everyone it names sees it, whatever else they cover. With none, they
+see only their EHR's unrouted referrals. A referral's site keys (``referral_site``) are every name the EHR gave the
+encounter's site at referral time: ``Location/<id>``, ``Organization/<id>`` (serviceProvider), their identifiers as
+``system|value``, and the directory site id the referral page matched. A referral is in scope when its EHR identity
+is the launch's (config/ehrs.py) and one of its keys is covered, or its route's team is one the
+user works (smart_app/worklist/routing.py), or it is unrouted: the unrouted queue is every social worker's and
+program manager's of that EHR. Referrals made before routing (no ``ehr`` column) match on the launch's ``iss``.
+Every worklist view goes through ``scoped_referral`` or ``scoped_query``: outside the scope a referral does not
+exist (404).
 """
 
 from __future__ import annotations
@@ -75,22 +77,26 @@ def _ehr_coverage(user: dict[str, Any], deployment: Any) -> tuple[set[str], list
     return keys, places
 
 
+def _deployment_coverage(reference: str | None, roles: list[str], deployment: Any) -> tuple[set[str], str]:
+    """The deployment file's coverage of this user: their own list and their roles' lists, added together."""
+    coverage = ((getattr(deployment, "extra", None) or {}).get("worklist") or {}).get("coverage") or {}
+    own = {str(k) for k in ((coverage.get("users") or {}).get(reference) or [])} if reference else set()
+    by_role = {str(k) for role in roles for k in (coverage.get("roles") or {}).get(role) or []}
+    return own | by_role, "deployment-user" if own else "deployment-role" if by_role else "none"
+
+
 def scope_for(launch: Any, deployment: Any) -> Scope:
     user = (launch.context or {}).get("user") or {}
     roles = user_roles(user, deployment)
     ref = user.get("reference")
-    keys, places = _ehr_coverage(user, deployment)
-    source = "ehr" if keys else "none"
-    if not keys:
-        coverage = ((getattr(deployment, "extra", None) or {}).get("worklist") or {}).get("coverage") or {}
-        by_user = (coverage.get("users") or {}).get(ref) if ref else None
-        if by_user:
-            keys, source = {str(k) for k in by_user}, "deployment-user"
-        else:
-            for role in roles:
-                keys |= {str(k) for k in (coverage.get("roles") or {}).get(role) or []}
-            source = "deployment-role" if keys else "none"
-        places = sorted(keys)
+    ehr_keys, places = _ehr_coverage(user, deployment)
+    # Every coverage the deployment names adds to what the EHR says: routing counts a site the deployment file
+    # covers as routed (smart_app/worklist/routing.py), so the user it names must see it whatever else they cover.
+    listed, source = _deployment_coverage(ref, roles, deployment)
+    keys = ehr_keys | listed
+    if ehr_keys:
+        source = "ehr"
+    places = [*places, *sorted(listed - ehr_keys)]
     ehr = ehr_id_for(launch.iss, deployment)
     teams = routing_of(deployment).teams_of(ehr, ref, roles, frozenset(keys))
     return Scope(iss=launch.iss.rstrip("/"), user_reference=ref, roles=roles, keys=frozenset(keys),

@@ -163,3 +163,18 @@ def test_iss_patterns_tie_per_launch_iss_values_to_one_ehr():
     assert ehr_id_for("http://h/launch/abc123/fhir", dep) == "sbx"
     assert ehr_id_for("http://h/launch/a/b/fhir", dep) == "http://h/launch/a/b/fhir"  # * is one segment
     assert ehr_id_for("http://other/fhir", dep) == "http://other/fhir"
+
+
+def test_the_deployment_coverage_adds_to_the_places_the_ehr_role_names(app, make_launch):
+    """A site the deployment file covers is routed (no team, no fallback): the social workers it names see it even
+    when their EHR role names other places (the EHR's places used to replace the file's list, and the referral,
+    routed, reached no one)."""
+    _ehrs(app)
+    with_deployment(app, worklist={"coverage": {"roles": {"social_worker": ["Location/loc-mgh"]},
+                                                "users": {"Practitioner/sw-own": ["Location/loc-bwh"]}}})
+    rid, _words = _refer(app, make_launch, "mgh", "p9")
+    assert _record(app, rid) == ("ehr1", "coverage", None)
+    for reference in ("Practitioner/sw-places", "Practitioner/sw-own"):  # EHR places; their own list
+        _page, listed = _queue(app, make_launch, reference,
+                               [role([SNOMED_SW], organizations=["Organization/org-elsewhere"])])
+        assert listed == [rid]
