@@ -51,6 +51,7 @@ ACTIONS = {
     "change_status": "referral status changed",
     "export": "data exported (audit listing, report CSV, social-work queue)",
     "log_contact": "social-work contact attempt recorded",
+    "assign_referral": "referral taken or handed over (staff references only)",
     "view_report": "program report viewed",
 }
 DEFAULT_RETENTION_DAYS = 2190  # 6 years: HIPAA documentation retention, 45 CFR 164.316(b)(2)(i)

@@ -53,11 +53,12 @@ class Clock:
     now: datetime
     urgent_before: datetime
     routine_before: datetime
+    me: str | None = None  # the user's fhirUser reference: whom the "mine" filter means (fixed with the request)
 
     @classmethod
-    def at(cls, now: datetime, rule: DueRule) -> Clock:
+    def at(cls, now: datetime, rule: DueRule, me: str | None = None) -> Clock:
         return cls(now=now, urgent_before=now - rule.urgent.around_the_clock,
-                   routine_before=now - rule.routine.around_the_clock)
+                   routine_before=now - rule.routine.around_the_clock, me=me)
 
     def due(self, created: datetime, urgent: bool, due_at: datetime | None) -> datetime:
         """A referral's due time (as the SQL below reads it), for the page's rows."""
@@ -70,9 +71,9 @@ class Clock:
         return status in OPEN and not contacted and self.due(created, urgent, due_at) < self.now
 
 
-def clock_now(config: Mapping[str, Any], now: datetime | None = None) -> Clock:
+def clock_now(config: Mapping[str, Any], now: datetime | None = None, me: str | None = None) -> Clock:
     """The clock of a request, a probe or a scrape: now (or the moment given), and the deployment's due times."""
-    return Clock.at(now or datetime.now(UTC), due_rule(config))
+    return Clock.at(now or datetime.now(UTC), due_rule(config), me)
 
 
 # -- status and urgency as SQL ---------------------------------------------------------------------------------
@@ -210,8 +211,29 @@ def _age_facet() -> Facet:
                  where=where, options=lambda _present: [(b, age_label(b)) for b in AGE_BUCKETS])
 
 
+ASSIGNEE_VALUES = ("mine", "unassigned", "others")
+
+
+def _assignee_facet() -> Facet:
+    """Whose it is: the user's own (taken by them), nobody's yet, or a colleague's."""
+    def dimension(clock: Clock) -> ColumnElement[Any]:
+        return case((ReferralRecord.assignee.is_(None), "unassigned"),
+                    (ReferralRecord.assignee == (clock.me or ""), "mine"), else_="others")
+
+    def where(value: str, clock: Clock) -> ColumnElement[bool] | None:
+        mine = ReferralRecord.assignee == clock.me if clock.me else false()
+        return {"mine": mine, "unassigned": ReferralRecord.assignee.is_(None),
+                "others": and_(ReferralRecord.assignee.is_not(None), not_(mine))}.get(value)
+
+    return Facet(
+        name="assignee", title=lambda: _("Assigned"), dimension=dimension, values_of=lambda v: (str(v),),
+        where=where, options=lambda _present: [("mine", _("Mine")), ("unassigned", _("Unassigned")),
+                                               ("others", _("Taken by a colleague"))],
+        clean=lambda value: value if value in ASSIGNEE_VALUES else "")
+
+
 # The queue's single-valued filters, in the order the filter bar shows them (the program filter follows site).
-FACETS: list[Facet] = [_urgency_facet(), _status_facet(), _site_facet(), _age_facet()]
+FACETS: list[Facet] = [_assignee_facet(), _urgency_facet(), _status_facet(), _site_facet(), _age_facet()]
 PROGRAM = "program"
 
 

@@ -41,6 +41,7 @@ from smart_app.store.db import get_session
 from smart_app.store.models import ContactAttempt, OutboxItem, ReferralEvent, ReferralProgram, ReferralRecord
 from smart_app.store.task_status import CLOSED, TRANSITIONS, action_label, allowed, label, normalise
 from smart_app.worklist import alerts
+from smart_app.worklist import assign as assignment
 from smart_app.worklist import retention as worklist_retention
 from smart_app.worklist.due import DueRule, due_rule
 from smart_app.worklist.queue import (
@@ -176,7 +177,8 @@ def _summary(record: ReferralRecord) -> dict[str, Any]:
 # -- audit ------------------------------------------------------------------------------------------
 # Worklist actions -> access-audit actions (smart_app/ops/audit.py).
 AUDIT_ACTIONS = {"list": "view_worklist", "export": "export", "history": "open_referral",
-                 "export-one": "export", "status": "change_status", "contact": "log_contact"}
+                 "export-one": "export", "status": "change_status", "contact": "log_contact",
+                 "assign": "assign_referral"}
 
 
 def audit(action: str, scope: Scope | None, referral_id: str | None, outcome: str | None,
@@ -277,6 +279,9 @@ def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock
         "handoff": record.handoff, "handoff_label": handoff_codes.label(record.handoff) if record.handoff else "",
         "handoff_short": handoff_codes.short_label(record.handoff) if record.handoff else "",
         "handoff_detail": summary.get("handoff") or {},
+        "assignee": record.assignee, "assignee_name": assignment.assignee_name(record),
+        "mine": bool(record.assignee) and record.assignee == scope.user_reference,
+        "assigned_at": _aware(record.assigned_at),
         "transitions": TRANSITIONS.get(status, ()) if scope.can_act else (),
         "label_warnings": [r for r in rows if r["label_status"] == "flagged"],
     }
@@ -289,8 +294,8 @@ def safe_channels(safe_contact: dict[str, Any]) -> list[str]:
 
 
 # -- the queue --------------------------------------------------------------------------------------
-def _clock() -> Clock:
-    return clock_now(current_app.config, app_clock())
+def _clock(scope: Scope | None = None) -> Clock:
+    return clock_now(current_app.config, app_clock(), scope.user_reference if scope is not None else None)
 
 
 def _page_size() -> int:
@@ -423,7 +428,8 @@ def index() -> str:
         _index_programs(scope)
     search = _search()
     query = QueueQuery.from_args(request.args, search)
-    clock = _clock()
+    clock = _clock(scope)
+    assignment.seen(db, scope, ((g.launch.context or {}).get("user") or {}).get("name"), clock.now)
     overdue_alert = alerts.overdue_notice(db, scope, clock, current_app.config["DEPLOYMENT"])
     queue = Queue(db, scope, clock, query, services, _program_cache())
     view = queue.view(_page_size())
@@ -529,7 +535,7 @@ def delete_filter(view_id: int) -> Response:
 def export() -> Response:
     """The filtered queue as CSV, for the program's own follow-up lists: no names, MRNs or notes."""
     scope = _scope("export")
-    queue = Queue(get_session(), scope, _clock(), QueueQuery.from_args(request.args, _search()),
+    queue = Queue(get_session(), scope, _clock(scope), QueueQuery.from_args(request.args, _search()),
                   _directory_services(), _program_cache())
     lines = queue.lines()  # plain columns only: nothing decrypted but one name per program
     programs = queue.program_names_of([line.id for line in lines])
@@ -578,15 +584,16 @@ def _history(record: ReferralRecord) -> list[dict[str, Any]]:
 def history(rid: str) -> str:
     """One referral: details, status actions, the contact log form and the whole history."""
     scope, record = _record("history", rid)
-    entry = _entry(record, scope, _directory_services(), _clock())
+    entry = _entry(record, scope, _directory_services(), _clock(scope))
     audit("history", scope, rid, None, record)
+    handover = assignment.colleague_view(assignment.colleagues(get_session(), scope, record)) if scope.can_act else []
     now_local = datetime.now(UTC).astimezone(tz()).strftime("%Y-%m-%dT%H:%M")
     return render_template("worklist/history.html", lid=g.launch.id, entry=entry, events=_history(record),
                            reference=reference_code(record.id),
                            scope=scope, outcomes=OUTCOMES, outcome_label=outcome_label,
                            contact_channel_label=contact_channel_label, note_max=NOTE_MAX, now_local=now_local,
                            channel_label=channel_label, action_label=action_label,
-                           chart_loop=closed_loop.loop_notice(record.profile, g.launch),
+                           chart_loop=closed_loop.loop_notice(record.profile, g.launch), handover=handover,
                            error=request.args.get("error"))
 
 
@@ -633,6 +640,35 @@ def set_status(rid: str) -> Response:
     # A queued chart update is sent by the outbox worker (no EHR call in this request).
     return redirect(request.form.get("next") == "queue" and url_for("worklist.index", lid=g.launch.id)
                     or url_for("worklist.history", lid=g.launch.id, rid=rid))
+
+
+@bp.route("/<rid>/assign", methods=["POST"])
+@launch_required
+def assign(rid: str) -> Response:
+    """Take the referral, or hand it over to a colleague (one seen for this EHR, or a typed Practitioner
+    reference). Audited with who did it and to whom (staff references only, never the patient's)."""
+    scope, record = _record("assign", rid, act=True)
+    user = (g.launch.context.get("user") or {})
+    db = get_session()
+    if request.form.get("action") == "take":
+        if not scope.user_reference:
+            audit("assign", scope, rid, "!no-user")
+            abort(400, description="Taking a referral needs a signed-in user.")
+        to, name, detail = scope.user_reference, user.get("name"), "take"
+    else:
+        to = assignment.valid_reference(request.form.get("to") or request.form.get("to_typed"))
+        if to is None:
+            audit("assign", scope, rid, "!invalid-reference")
+            return redirect(url_for("worklist.history", lid=g.launch.id, rid=rid, error="handover"))
+        name = assignment.name_of(db, record.ehr or scope.ehr_id, to)
+        detail = f"hand over to {to}"
+    if record.assignee == to:
+        return redirect(url_for("worklist.history", lid=g.launch.id, rid=rid))
+    before = record.assignee or "nobody"
+    assignment.assign(record, to, name, app_clock())
+    audit("assign", scope, rid, f"{detail} (was {before})"[:256], record, db=db)  # same transaction
+    db.commit()
+    return redirect(url_for("worklist.history", lid=g.launch.id, rid=rid))
 
 
 @bp.route("/<rid>/contact", methods=["POST"])
