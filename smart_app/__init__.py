@@ -41,6 +41,7 @@ from smart_app.referral import views as referral_views
 from smart_app.report import views as report_views
 from smart_app.screening import views as screening_views
 from smart_app.store import crypto
+from smart_app.worklist import backfill as worklist_backfill
 from smart_app.worklist import retention as worklist_retention
 from smart_app.worklist import views as worklist_views
 from smart_app.writeback import views as writeback_views
@@ -99,7 +100,8 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
         app.register_blueprint(blueprint)
     outbox_cli.init_app(app)  # flask outbox-worker, flask outbox-run-once
     # Work the outbox worker does on its rounds besides sending (retention, the closed loop's status updates).
-    housekeeping.init_app(app, retention.purge, worklist_retention.purge_referrals)
+    # Last: routing what an older release wrote during a rolling upgrade (smart_app/worklist/backfill.py).
+    housekeeping.init_app(app, retention.purge, worklist_retention.purge_referrals, worklist_backfill.route_stragglers)
     ratelimit.init_app(app)  # after the blueprints: limits attach to their views
     app.jinja_env.globals["url_if"] = _url_if
     warmup.init_app(app, launch_ehr.warm_up, referral_views.warm_up, writeback_views.warm_up)

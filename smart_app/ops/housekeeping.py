@@ -1,4 +1,5 @@
-"""Periodic clean-up (retention purges) that features register and the outbox worker runs on its rounds.
+"""Periodic clean-up (retention purges, routing referrals an older release wrote) that features register and the
+outbox worker runs on its rounds.
 
 The worker is the one background process every deployment runs; each feature keeps its own retention rules and
 hands them here, so the worker needs to know none of them."""

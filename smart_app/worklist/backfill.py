@@ -16,8 +16,12 @@ code a new referral goes through:
   routes, on what is in plaintext.
 
 ``route_kind IS NULL`` is what marks a referral as not done, and each batch sets it: a second run finds nothing, and
-at most ``BATCH`` referrals (their summaries) are in memory at once. The tables are named here with only the
-columns this step reads and writes (not the models), so a later migration's new column cannot break this one.
+at most ``BATCH`` referrals (their summaries) are in memory at once. The outbox worker runs the same step on its
+housekeeping rounds (``route_stragglers``): during a rolling upgrade an instance of the older release still writes
+referrals without a route after the migration ran, and those are routed within one round.
+
+The tables are named here with only the columns this step reads and writes (not the models), so a later migration's
+new column cannot break this one.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from config.ehrs import ehr_id_for
 from smart_app.store.crypto import Undecryptable, decrypt_json
@@ -118,6 +124,20 @@ def backfill(conn: Connection, deployment: Any) -> BackfillReport:
     if report.referrals:
         log.info("routed referrals stored before routing: %s", report.text())
     return report
+
+
+def route_stragglers(db: Session) -> dict[str, int]:
+    """Housekeeping (``smart_app.ops.housekeeping``, the outbox worker's rounds): route what an older release wrote
+    since the upgrade. Commits."""
+    if not pending(db.connection()):
+        return {"referrals_routed": 0}
+    try:
+        report = backfill(db.connection(), current_app.config["DEPLOYMENT"])
+        db.commit()
+    except IntegrityError:  # another worker routed the same referrals first (their site or program rows)
+        db.rollback()
+        return {"referrals_routed": 0}
+    return {"referrals_routed": report.referrals}
 
 
 def _batch(conn: Connection, rows: list[Any], routing: Routing, deployment: Any, report: BackfillReport) -> _Batch:

@@ -139,11 +139,11 @@ def _context_561d69f(name: str, location: str) -> dict[str, Any]:
             "user": {"reference": "Practitioner/doc", "name": "Dr. Avery Testdoctor", "roles": ["clinician"]}}
 
 
-def _store_561d69f(conn: Connection, key: Fernet) -> dict[str, str]:
+def _store_561d69f(conn: Connection, key: Fernet, referrals: dict[str, Old] = OLD) -> dict[str, str]:
     now = datetime.now(UTC)
     ids = {}
     lost_key = Fernet(Fernet.generate_key())
-    for i, (name, old) in enumerate(OLD.items()):
+    for i, (name, old) in enumerate(referrals.items()):
         fernet = lost_key if old.unreadable else key
         rid, lid = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         ids[name] = rid
@@ -288,6 +288,28 @@ def test_the_demos_upgrade_at_start_routes_them_too(sqlite_install, monkeypatch)
     by_id = {rid: name for name, rid in sqlite_install.ids.items()}
     routes = {by_id[r[0]]: tuple(r[1:4]) for r in _rows(sqlite_install.url)["referral"]}
     assert routes == {n: o.route for n, o in OLD.items()}
+
+
+def test_a_referral_an_older_release_writes_after_the_upgrade_is_routed_on_the_workers_next_round(
+        sqlite_install, monkeypatch):
+    """A rolling upgrade: the schema is at head, and an instance still on 561d69f's code writes a referral with no
+    route. The outbox worker's housekeeping routes it; it is then in its team's queue."""
+    from smart_app.outbox.worker import OutboxWorker
+
+    app = sqlite_install.app(monkeypatch)
+    try:
+        assert app.test_cli_runner().invoke(args=["db", "upgrade"]).exit_code == 0
+        engine = app.extensions["db_engine"]
+        with engine.begin() as conn:
+            rid = _store_561d69f(conn, Fernet(sqlite_install.fernet_key), {"late": OLD["bwh"]})["late"]
+        _page, listed = _queue(app, "Practitioner/sw-bwh", SW, EHR1)
+        assert rid not in listed  # no route: in no queue, until the worker's round
+        assert OutboxWorker(app).purge_launches()["referrals_routed"] == 1
+        _page, listed = _queue(app, "Practitioner/sw-bwh", SW, EHR1)
+        assert rid in listed
+        assert OutboxWorker(app).purge_launches()["referrals_routed"] == 0
+    finally:
+        app.extensions["db_engine"].dispose()
 
 
 @pytest.mark.postgres
