@@ -511,7 +511,7 @@ class Queue:
 
 LINE_COLUMNS = (ReferralRecord.id, ReferralRecord.status, ReferralRecord.urgent, ReferralRecord.created_at,
                 ReferralRecord.first_contact_at, ReferralRecord.site_name, ReferralRecord.handoff,
-                ReferralRecord.due_at)
+                ReferralRecord.due_at, ReferralRecord.closing_outcome, ReferralRecord.closing_attempts)
 
 
 def _with_chosen(options: list[tuple[str, str]], chosen: str) -> list[tuple[str, str]]:

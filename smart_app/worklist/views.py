@@ -35,6 +35,7 @@ from smart_app.outbox.status import referral_rows, referral_rows_of, row_view
 from smart_app.ranking.memo import clock as app_clock
 from smart_app.referral.channels import channel_label
 from smart_app.report import events
+from smart_app.store import closing
 from smart_app.store import handoff as handoff_codes
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.db import get_session
@@ -279,6 +280,9 @@ def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock
         "handoff": record.handoff, "handoff_label": handoff_codes.label(record.handoff) if record.handoff else "",
         "handoff_short": handoff_codes.short_label(record.handoff) if record.handoff else "",
         "handoff_detail": summary.get("handoff") or {},
+        "closing_outcome": record.closing_outcome,
+        "closing_label": closing.label(record.closing_outcome, record.closing_attempts)
+        if record.closing_outcome else "",
         "assignee": record.assignee, "assignee_name": assignment.assignee_name(record),
         "mine": bool(record.assignee) and record.assignee == scope.user_reference,
         "assigned_at": _aware(record.assigned_at),
@@ -542,7 +546,7 @@ def export() -> Response:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["reference", "received", "site", "programs", "urgent", "due", "overdue", "status", "first_contact",
-                "warm_handoff"])
+                "warm_handoff", "closing_outcome"])
     for line in lines:
         status = normalise(line.status)
         created, first_contact = _aware(line.created_at), _aware(line.first_contact_at)
@@ -552,7 +556,8 @@ def export() -> Response:
                     "; ".join(programs.get(line.id, [])), "yes" if line.urgent else "no",
                     local_time(queue.clock.due(created, bool(line.urgent), _aware(line.due_at))),
                     "yes" if overdue else "no",
-                    label(status), local_time(first_contact) if first_contact else "", line.handoff or ""])
+                    label(status), local_time(first_contact) if first_contact else "", line.handoff or "",
+                    closing.english(line.closing_outcome, line.closing_attempts) if line.closing_outcome else ""])
     audit("export", scope, None, f"queue csv, {len(lines)} referrals")
     return Response(buf.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="queue.csv"'})
@@ -593,6 +598,7 @@ def history(rid: str) -> str:
                            scope=scope, outcomes=OUTCOMES, outcome_label=outcome_label,
                            contact_channel_label=contact_channel_label, note_max=NOTE_MAX, now_local=now_local,
                            channel_label=channel_label, action_label=action_label,
+                           closing_outcomes=[(c, closing.label(c)) for c in closing.OUTCOMES], closed_states=CLOSED,
                            chart_loop=closed_loop.loop_notice(record.profile, g.launch), handover=handover,
                            error=request.args.get("error"))
 
@@ -607,7 +613,8 @@ def export_one(rid: str) -> Response:
              f"{entry['site_name']} · {local_time(entry['created_at'])}",
              f"{_('Programs')}: {'; '.join(entry['program_names']) or '–'}",
              f"{_('Safe contact')}: {channel_label(entry['safe_contact'].get('channel') or 'none')}",
-             f"{_('Status')}: {entry['status_label']}", ""]
+             f"{_('Status')}: {entry['status_label']}"
+             + (f" · {entry['closing_label']}" if entry["closing_label"] else ""), ""]
     for item in _history(record):
         by = f" ({item['by']})" if item.get("by") else ""
         note = f" — {item['note']}" if item.get("note") else ""
@@ -627,15 +634,20 @@ def set_status(rid: str) -> Response:
     if not allowed(current, to):
         audit("status", scope, rid, "!invalid-transition")
         abort(400, description="That status change is not allowed.")
+    outcome = request.form.get("outcome") or ""
+    if to in CLOSED and outcome not in closing.OUTCOMES:  # closing says how it ended, from the short list
+        audit("status", scope, rid, "!no-closing-outcome")
+        return redirect(url_for("worklist.history", lid=g.launch.id, rid=rid, error="outcome"))
     db = get_session()
     now = datetime.now(UTC)
     db.add(ReferralEvent(referral_id=record.id, from_status=current, to_status=to,
                          by_reference=user.get("reference"), by_name_enc=encrypt_json(user.get("name")), at=now))
     record.status, record.status_by, record.status_at = to, user.get("name"), now
     if to in CLOSED:
-        record.closed_at = now
+        record.closed_at, record.closing_outcome = now, outcome
+        record.closing_attempts = _attempts(db, record.id) if outcome == closing.UNREACHABLE else None
     closed_loop.enqueue_status(db, record, to, g.launch)
-    audit("status", scope, rid, f"{current}->{to}", record, db=db)  # same transaction
+    audit("status", scope, rid, f"{current}->{to}" + (f" ({outcome})" if to in CLOSED else ""), record, db=db)
     db.commit()
     # A queued chart update is sent by the outbox worker (no EHR call in this request).
     return redirect(request.form.get("next") == "queue" and url_for("worklist.index", lid=g.launch.id)
@@ -702,6 +714,12 @@ def log_contact(rid: str) -> Response | tuple[str, int]:
 
 
 REACHED = ("reached", "patient_reached_out")
+
+
+def _attempts(db: Any, referral_id: str) -> int:
+    """Contact attempts logged for the referral (what "unable to reach safely after N attempts" counts)."""
+    return int(db.scalar(select(func.count()).select_from(ContactAttempt)
+                         .where(ContactAttempt.referral_id == referral_id)) or 0)
 
 
 def _reached_before(db: Any, referral_id: str) -> bool:

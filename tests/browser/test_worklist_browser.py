@@ -107,6 +107,8 @@ def test_a_social_workers_shift(live_app, live_sandbox, new_context):
     expect(history).to_contain_text("Phone: Spoke with the patient")
     expect(history).to_contain_text("Safe to call after 5pm")
     for step, shown in (("accepted", "Accepted"), ("in-progress", "In progress"), ("completed", "Completed")):
+        if step == "completed":  # closing says how it ended
+            page.get_by_test_id("closing-outcome").select_option("reached_supported")
         with page.expect_navigation():
             page.get_by_test_id(f"set-{step}").click()
         expect(page.get_by_test_id("facts")).to_have_attribute("data-status", step)
@@ -118,6 +120,8 @@ def test_a_social_workers_shift(live_app, live_sandbox, new_context):
     page.goto(page.url.split("/worklist")[0] + "/worklist?status=all")
     expect(page.get_by_test_id(f"referral-{urgent}")).to_have_attribute("data-status", "completed")
     expect(page.get_by_test_id(f"referral-{urgent}")).to_have_attribute("data-overdue", "no")
+    expect(page.get_by_test_id(f"referral-{urgent}").get_by_test_id("closing-outcome")).to_have_text(
+        "· Reached and supported")
 
 
 @pytest.mark.routing

@@ -76,7 +76,8 @@ def _gauge(app, phi=PHI) -> dict[tuple[str, str, str, str], float]:
 
 def _close(client, lid, rid):
     for status in ("accepted", "completed"):
-        assert client.post(f"/l/{lid}/worklist/{rid}/status", data={"status": status}).status_code == 302
+        assert client.post(f"/l/{lid}/worklist/{rid}/status",
+                           data={"status": status, "outcome": "reached_supported"}).status_code == 302
 
 
 def _banners(page):

@@ -91,7 +91,8 @@ def test_status_changes_reach_the_chart_exactly_once_under_faults(loop_app, sand
     hits = 0
     for step, settings in phases.items():
         faults(**settings, apply_to="writes", seed=11)
-        assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": step}).status_code == 302
+        assert sw.post(f"/l/{swid}/worklist/{rid}/status",
+                       data={"status": step, "outcome": "reached_supported"}).status_code == 302
         OutboxWorker(app).drain(max_seconds=60)
         injected = requests.get(sandbox.url + "/__faults", timeout=5).json()["injected"]
         hits += injected["errors"] + injected["failed_after_commit"]

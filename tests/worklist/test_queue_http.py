@@ -140,7 +140,8 @@ def test_statuses_follow_task_status_with_valid_moves_only(app, make_launch):
     for bad in ("completed", "in-progress", "bogus", ""):
         assert client.post(f"/l/{lid}/worklist/{rid}/status", data={"status": bad}).status_code == 400
     for step in ("accepted", "in-progress", "on-hold", "in-progress", "completed"):
-        assert client.post(f"/l/{lid}/worklist/{rid}/status", data={"status": step}).status_code == 302
+        assert client.post(f"/l/{lid}/worklist/{rid}/status",
+                           data={"status": step, "outcome": "reached_supported"}).status_code == 302
     page = client.get(f"/l/{lid}/worklist/{rid}").get_data(as_text=True)
     assert 'data-status="completed"' in page and 'data-testid="set-' not in page
     assert "On hold → In progress" in page and "contact-form" not in page
@@ -242,7 +243,7 @@ def test_closed_referrals_and_logs_are_purged_after_the_retention_period(app, ma
     still_open = make_referral(app, make_launch, "bwh", "p2", "Olive Open")
     client, lid = _sw(app, make_launch)
     client.post(f"/l/{lid}/worklist/{closed}/contact", data={"channel": "phone", "outcome": "reached"})
-    client.post(f"/l/{lid}/worklist/{closed}/status", data={"status": "rejected"})
+    client.post(f"/l/{lid}/worklist/{closed}/status", data={"status": "rejected", "outcome": "duplicate"})
     page = client.get(f"/l/{lid}/worklist").get_data(as_text=True)
     assert "deleted 365 days after they close" in page
     with app.app_context(), session_scope(app) as db:

@@ -41,7 +41,8 @@ def test_search_by_reference_code_as_typed_finds_the_referral_even_closed(app, m
     made = [make_referral(app, make_launch, site, f"p{i}", f"Pat Code{i}") for i, site in enumerate(("bwh", "mgh",
                                                                                                     "bwh"))]
     client, lid = _sw(app, make_launch)
-    client.post(f"/l/{lid}/worklist/{made[1]}/status", data={"status": "rejected"})  # closed: not in the open list
+    client.post(f"/l/{lid}/worklist/{made[1]}/status",
+                data={"status": "rejected", "outcome": "duplicate"})  # closed: not in the open list
     code = reference_code(made[1])
     typed = code.replace("-", "").lower()
     where, page = _follow(client, client.post(f"/l/{lid}/worklist/search", data={"by": "code", "q": typed}))

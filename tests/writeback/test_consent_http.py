@@ -114,7 +114,8 @@ def test_worklist_lists_referrals_without_answers_and_records_status_changes(fas
         rid = db.scalar(select(ReferralRecord.id))
     assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "accepted"}).status_code == 302
     assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "requested"}).status_code == 400
-    assert sw.post(f"/l/{swid}/worklist/{rid}/status", data={"status": "completed"}).status_code == 302
+    assert sw.post(f"/l/{swid}/worklist/{rid}/status",
+                   data={"status": "completed", "outcome": "reached_supported"}).status_code == 302
     with fast_app.app_context(), session_scope(fast_app) as db:
         events = list(db.scalars(select(ReferralEvent).order_by(ReferralEvent.id)))
         record = db.get(ReferralRecord, rid)
