@@ -1,5 +1,6 @@
-"""Alerts that reach someone: open referrals no team or coverage was found for (unrouted) and urgent referrals not
-contacted in time (overdue, as the queue's ``overdue`` condition says), counted per EHR and route.
+"""Alerts that reach someone: open referrals no team or coverage was found for and that nobody has taken yet
+(unrouted: ``unrouted_untaken``) and urgent referrals not contacted by their due time (the queue's ``overdue``
+condition), counted per EHR and route.
 
 Three places say it, each from one grouped SQL count over the open referrals (``IS_OPEN_STORED``: the
 status index serves it):
@@ -34,7 +35,7 @@ from smart_app.ops.observability import add_scrape_collector
 from smart_app.store.models import ReferralRecord
 from smart_app.worklist.queue import IS_OPEN_STORED, IS_URGENT, Clock, clock_now, overdue
 from smart_app.worklist.routing import COVERAGE, FALLBACK, ROUTE_KINDS, UNROUTED, Routing, routing_of
-from smart_app.worklist.scope import Scope, of_ehr, scoped_query
+from smart_app.worklist.scope import Scope, of_ehr, scoped_query, unrouted_untaken
 
 OTHER = "other"  # a value the deployment file does not name
 NONE = "none"    # no value stored (no team; a referral made before routing)
@@ -45,7 +46,8 @@ GAUGE = "ipv_referrals_open"
 # -- the counts -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RouteCount:
-    """Open referrals of one EHR and route (label values, see ``Labels``): all, unrouted, overdue urgent."""
+    """Open referrals of one EHR and route (label values, see ``Labels``): all, unrouted and taken by nobody,
+    overdue urgent."""
 
     ehr: str
     route_kind: str
@@ -100,18 +102,17 @@ def overdue_urgent(clock: Clock) -> ColumnElement[bool]:
 def route_counts(db: Session, clock: Clock, labels: Labels) -> list[RouteCount]:
     """Open referrals per EHR and route, with the unrouted and the overdue urgent among them: one grouped query."""
     rows = db.execute(select(ReferralRecord.ehr, ReferralRecord.route_kind, ReferralRecord.route_team,
-                             func.count(), func.count().filter(overdue_urgent(clock)))
+                             func.count(), func.count().filter(unrouted_untaken()),
+                             func.count().filter(overdue_urgent(clock)))
                       .where(IS_OPEN_STORED)
                       .group_by(ReferralRecord.ehr, ReferralRecord.route_kind, ReferralRecord.route_team)).all()
-    merged: dict[tuple[str, str, str], list[int]] = {key: [0, 0] for key in labels.baseline()}
-    for ehr, kind, team, n, late in rows:
-        key = (labels.ehr(ehr), labels.kind(kind), labels.team(team))
-        tally = merged.setdefault(key, [0, 0])
-        tally[0] += int(n)
-        tally[1] += int(late)
-    return [RouteCount(ehr=ehr, route_kind=kind, route_team=team, open=n,
-                       unrouted=n if kind == UNROUTED else 0, overdue_urgent=late)
-            for (ehr, kind, team), (n, late) in sorted(merged.items())]
+    merged: dict[tuple[str, str, str], list[int]] = {key: [0, 0, 0] for key in labels.baseline()}
+    for ehr, kind, team, *counts in rows:
+        tally = merged.setdefault((labels.ehr(ehr), labels.kind(kind), labels.team(team)), [0, 0, 0])
+        for i, n in enumerate(counts):
+            tally[i] += int(n)
+    return [RouteCount(ehr=ehr, route_kind=kind, route_team=team, open=n, unrouted=untaken, overdue_urgent=late)
+            for (ehr, kind, team), (n, untaken, late) in sorted(merged.items())]
 
 
 def _counts_of(app: Flask) -> list[RouteCount]:
@@ -144,7 +145,7 @@ class ReferralRouteCollector:
         except Exception:  # database down: /readyz says so; metrics stay scrapeable (alert on absent())
             return
         gauge = GaugeMetricFamily(GAUGE, "Open referrals per EHR and route; state: open (all), unrouted (no team "
-                                  "or coverage), overdue_urgent (urgent, not contacted in time)",
+                                  "or coverage, nobody has taken it), overdue_urgent (urgent, not contacted in time)",
                                   labels=["ehr", "route_kind", "route_team", "state"])
         for c in counts:
             for state in STATES:

@@ -33,8 +33,7 @@ from smart_app.store.crypto import Undecryptable, decrypt_json
 from smart_app.store.models import ReferralProgram, ReferralRecord
 from smart_app.store.task_status import CLOSED, LEGACY, OPEN, REQUESTED, STATUSES, label
 from smart_app.worklist.due import DueRule, due_rule
-from smart_app.worklist.routing import UNROUTED
-from smart_app.worklist.scope import NO_PROGRAM, Scope, scoped_query
+from smart_app.worklist.scope import NO_PROGRAM, Scope, scoped_query, unrouted_untaken
 from smart_app.worklist.search import Search
 
 AGE_BUCKETS = ("under_1_day", "1_to_7_days", "over_7_days")
@@ -483,8 +482,8 @@ class Queue:
                          pages=pages, first=first, records=records, profiles={c.profile for c in cells})
 
     def order(self) -> list[Any]:
-        # Open unrouted referrals first whatever the sort: nobody else is named for them.
-        unrouted_first = case((and_(ReferralRecord.route_kind == UNROUTED, ~IS_CLOSED), 0), else_=1)
+        # Open unrouted referrals nobody has taken first whatever the sort: nobody else is named for them.
+        unrouted_first = case((and_(unrouted_untaken(), ~IS_CLOSED), 0), else_=1)
         return [unrouted_first, *SORTS[self.query.sort].order(self.clock, self.programs)]
 
     def count_in_scope(self) -> int:

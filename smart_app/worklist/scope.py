@@ -182,6 +182,12 @@ def scoped_query(scope: Scope) -> Select[tuple[ReferralRecord]]:
     return q.where(of_ehr(scope), or_(*reach))
 
 
+def unrouted_untaken() -> ColumnElement[bool]:
+    """Unrouted and taken by nobody yet: nobody is named for it. Pinned at the top of every queue of its EHR and
+    counted by its banner, /readyz and the gauge (smart_app/worklist/alerts.py) until someone takes it."""
+    return and_(ReferralRecord.route_kind == UNROUTED, ReferralRecord.assignee.is_(None))
+
+
 def unrouted_query(scope: Scope) -> Select[tuple[ReferralRecord]]:
     """The EHR's unrouted referrals: at the top of every social worker's and program manager's queue."""
     return select(ReferralRecord).where(ReferralRecord.ehr == scope.ehr_id, ReferralRecord.route_kind == UNROUTED)

@@ -426,8 +426,8 @@ def index() -> str:
     scope = _scope("list")
     services = _directory_services()
     db = get_session()
-    unrouted = _unrouted_count(db, scope)
-    reaches = bool(scope.keys or scope.teams or unrouted)
+    any_unrouted, unrouted = _unrouted_counts(db, scope)
+    reaches = bool(scope.keys or scope.teams or any_unrouted)
     if reaches:
         _index_programs(scope)
     search = _search()
@@ -463,10 +463,13 @@ def index() -> str:
         tz_name=str(tz()), first=view.first + 1, last=view.first + len(entries))
 
 
-def _unrouted_count(db: Any, scope: Scope) -> int:
-    """Open referrals of this EHR that no team or coverage was found for: every social worker sees them first."""
-    q = unrouted_query(scope).where(~IS_CLOSED)
-    return int(db.scalar(select(func.count()).select_from(q.subquery())) or 0)
+def _unrouted_counts(db: Any, scope: Scope) -> tuple[int, int]:
+    """Open referrals of this EHR that no team or coverage was found for (every social worker's and program
+    manager's), and those of them nobody has taken yet (the banner's count, first in the queue)."""
+    q = unrouted_query(scope).where(~IS_CLOSED).subquery()
+    every, untaken = db.execute(select(func.count(), func.count().filter(q.c.assignee.is_(None)))
+                                .select_from(q)).one()
+    return int(every or 0), int(untaken or 0)
 
 
 def _facets() -> list[tuple[str, str]]:

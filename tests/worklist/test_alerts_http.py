@@ -87,14 +87,14 @@ def _banners(page):
             (int(overdue.group(1)), int(overdue.group(2))) if overdue else None)
 
 
-def test_readyz_is_degraded_with_counts_while_a_referral_is_unrouted_and_ready_once_it_is_closed(
+def test_readyz_is_degraded_with_counts_while_a_referral_is_unrouted_and_ready_once_someone_takes_it(
         deployment, make_launch):
     app = deployment
     status, body = _ready(app)
     assert status == 200 and body["status"] == "ready"
     assert body["checks"]["referral_alerts"] == {"ok": True, "critical": False,
                                                  "detail": {"unrouted": 0, "overdue_urgent": 0, "routes": []}}
-    make_referral(app, make_launch, "bwh", "p-covered", "Cora Covered")  # the team's: no alert
+    covered = make_referral(app, make_launch, "bwh", "p-covered", "Cora Covered")  # the team's: no alert
     assert _ready(app)[1]["status"] == "ready"
 
     rid = make_referral(app, make_launch, "mgh", "p-unrouted", "Rosa Unrouted")  # no team covers MGH
@@ -108,10 +108,18 @@ def test_readyz_is_degraded_with_counts_while_a_referral_is_unrouted_and_ready_o
     status, body = _ready(app)
     assert status == 200 and body["checks"]["referral_alerts"]["critical"] is False
 
-    client, lid = _sw(app, make_launch, "Practitioner/sw-x")
-    _close(client, lid, rid)
+    # A social worker takes it: a person is named for it, so the alert and the banner go, and it is no longer
+    # pinned above the older referral (it stays in every queue of the EHR).
+    client, lid = _sw(app, make_launch, "Practitioner/sw-team")
+    page = client.get(f"/l/{lid}/worklist").get_data(as_text=True)
+    assert _banners(page) == (1, None) and re.findall(r'data-testid="referral-([^"]+)"', page) == [rid, covered]
+    assert client.post(f"/l/{lid}/worklist/{rid}/assign", data={"action": "take"}).status_code == 302
     status, body = _ready(app)
     assert status == 200 and body["status"] == "ready" and body["checks"]["referral_alerts"]["ok"] is True
+    page = client.get(f"/l/{lid}/worklist").get_data(as_text=True)
+    assert _banners(page) == (0, None) and re.findall(r'data-testid="referral-([^"]+)"', page) == [covered, rid]
+    _client, other_lid = _sw(app, make_launch, "Practitioner/sw-x")
+    assert rid in _client.get(f"/l/{other_lid}/worklist").get_data(as_text=True)
 
 
 def test_readyz_reports_an_overdue_urgent_referral_by_route_until_it_is_contacted(deployment, make_launch):
@@ -168,8 +176,12 @@ def test_the_gauge_counts_open_unrouted_and_overdue_per_ehr_and_route_with_confi
     client, lid = _sw(app, make_launch, "Practitioner/sw-team")
     assert client.post(f"/l/{lid}/worklist/{urgent}/contact",
                        data={"channel": "phone", "outcome": "reached"}).status_code == 302
+    assert client.post(f"/l/{lid}/worklist/{unrouted}/assign", data={"action": "take"}).status_code == 302
+    gauge = _gauge(app)
+    assert gauge[("ehr1", "unrouted", "none", "open")] == 1 and gauge[("ehr1", "unrouted", "none", "unrouted")] == 0
     _close(client, lid, unrouted)
     gauge = _gauge(app)
+    assert gauge[("ehr1", "unrouted", "none", "open")] == 0
     assert gauge[("ehr1", "coverage", "passageway-bwh", "overdue_urgent")] == 0
     assert gauge[("ehr1", "coverage", "passageway-bwh", "open")] == 1  # contacted, still open
     assert gauge[("ehr1", "unrouted", "none", "unrouted")] == 0  # the series stays, at 0
