@@ -1,192 +1,204 @@
-"""The program report: per site and month, counts from the de-identified event table, with small
-cells suppressed so no one can be singled out.
+"""The program report's tables: one period of one view (a month, a quarter, 12 months), per site and, for
+referrals, per team, with rates, the median time to first contact and every suppressed cell hidden.
 
-Suppression (the CMS cell-size suppression policy: no cell under 11, CMS "Cell Size Suppression
-Policy", ResDAC; the same threshold as the HHS/CMS data use agreements):
-- primary: a count from 1 to 10 is not shown;
-- complementary: a suppressed cell must not be recoverable from a total. In every additive group
-  (the sites of a month sum to "All sites"; a site's instruments, and its languages, sum to the site's
-  row), if exactly one cell of the group (total included) is hidden, the smallest other non-zero cell
-  of the group is hidden too. Groups share cells, so this repeats until nothing changes.
-A hidden cell looks the same whatever the reason ("suppressed"), so a reader cannot tell a primary
-cell (1-10) from a complementary one (any size). Zero is shown: it identifies no one.
-
-Cards have no instrument or language, so they appear only in the site rows.
+Suppression is decided once over every period the report offers (smart_app/report/suppress.py), so a month, its
+quarter and the 12-month windows around it cannot be set against each other. A rate is shown only when both of its
+counts are; the median time to first contact only when the row's referrals are shown and at least 11 of them were
+contacted.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
-import re
-from collections import defaultdict
-from dataclasses import dataclass, field
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from smart_app.store.models import ReportEvent
+from smart_app.report import measures as ms
+from smart_app.report import periods as pd
+from smart_app.report.events import UNSPECIFIED
+from smart_app.report.suppress import ALL, THRESHOLD, Grid, Result, Row, suppress
+from smart_app.store import closing
 
-THRESHOLD = 11
-ALL = "All sites"
-MEASURES: tuple[tuple[str, str], ...] = (
-    ("offered", "Screens offered"), ("completed", "Completed"), ("declined", "Declined"),
-    ("positive", "Positive"), ("urgent", "Urgent"), ("referral", "Referrals made"),
-    ("contacted_24h", "Contacted within 24 h"), ("contacted_72h", "Contacted within 72 h"),
-    ("handoff_offered", "Call to an advocate offered"), ("handoff_completed", "Spoke with an advocate at the visit"),
-    ("card_shown", "Check-in cards shown"), ("card_accepted", "Cards accepted"),
+ALL_SITES = "All sites"
+COLUMNS: tuple[tuple[str, str], ...] = (
+    (ms.SCREENS, "Screens completed"), (ms.POSITIVES, "Positive"), (ms.REFERRALS, "Consented referrals"),
+    (ms.HANDOFF_OFFERED, "Warm hand-offs offered"), (ms.HANDOFF_COMPLETED, "Warm hand-offs completed"),
+    (ms.CONTACTED_IN_TIME, "Contacted within the due time"),
+    *((name, f"Closed: {closing.english(code)}") for code, name in ms.CLOSED.items()),
+    (ms.CARDS_SHOWN, "Check-in cards shown"), (ms.CARDS_ACCEPTED, "Cards accepted"),
 )
-JOURNEY = tuple(k for k, _ in MEASURES if not k.startswith("card_"))
-MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-INSTRUMENT_NAMES = {"hits": "HITS", "hark": "HARK", "pvs": "PVS", "wast-short": "WAST short", "e-hits": "E-HITS",
-                    "": "(not recorded)"}
-LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "pt": "Portuguese", "": "(not recorded)"}
+# (key, numerator, denominator, label)
+RATES: tuple[tuple[str, str, str, str], ...] = (
+    ("positive_rate", ms.POSITIVES, ms.SCREENS, "Positive rate"),
+    ("referral_rate", ms.REFERRALS, ms.POSITIVES, "Referral rate (of positives)"),
+    ("handoff_rate", ms.HANDOFF_COMPLETED, ms.HANDOFF_OFFERED, "Hand-off completion rate"),
+    ("in_time_share", ms.CONTACTED_IN_TIME, ms.REFERRALS, "Share contacted in time"),
+)
+TEAM_NAMES = {ms.COVERAGE_TEAM: "Covering social workers", ms.UNROUTED_TEAM: "Unrouted queue",
+              ms.NO_ROUTE: "Route not recorded"}
+VIEW_NAMES = {pd.MONTH: "Month", pd.QUARTER: "Quarter", pd.ROLLING: "12 months"}
+_CACHE: dict[str, Result] = {}
+_CACHE_SIZE = 8
 
 
 @dataclass
-class Row:
-    """One line of a table: label, raw counts (kept server-side) and what may be shown."""
+class Line:
+    """One row of a view: its label, the shown counts (None = suppressed; absent = not counted at this level),
+    rates (None = not shown) and the median hours to first contact (None = not shown)."""
 
-    site: str
-    by: str  # site | instrument | language
-    value: str
-    counts: dict[str, int]
-    hidden: set[str] = field(default_factory=set)
-
-    def shown(self, measure: str) -> int | None:
-        return None if measure in self.hidden else self.counts.get(measure, 0)
+    row: Row
+    label: str
+    cells: dict[str, int | None]
+    rates: dict[str, float | None]
+    median_hours: float | None
 
     @property
-    def label(self) -> str:
-        if self.by == "instrument":
-            return INSTRUMENT_NAMES.get(self.value, self.value)
-        if self.by == "language":
-            return LANGUAGE_NAMES.get(self.value, self.value)
-        return self.value
+    def level(self) -> str:
+        return self.row[0]
 
 
 @dataclass
-class Report:
-    month: str
-    sites: list[Row]  # each site, then "All sites"
-    breakdown: dict[str, dict[str, list[Row]]]  # site -> {"instrument": rows, "language": rows}
+class View:
+    period: pd.Period
+    lines: list[Line]
+    offered: dict[str, list[pd.Period]]  # kind -> closed periods with data, newest first
 
-    def rows(self) -> list[Row]:
-        out = list(self.sites)
-        for site in sorted(self.breakdown):
-            out += self.breakdown[site]["instrument"] + self.breakdown[site]["language"]
-        return out
+    @property
+    def empty(self) -> bool:
+        return not self.lines
 
 
-def raw_counts(db: Session, month: str) -> dict[tuple[str, str, str, str], int]:
-    """{(site, kind, instrument, language): n} for the month."""
-    q = (select(ReportEvent.site, ReportEvent.kind, ReportEvent.instrument, ReportEvent.language, func.count())
-         .where(ReportEvent.month == month)
-         .group_by(ReportEvent.site, ReportEvent.kind, ReportEvent.instrument, ReportEvent.language))
-    return {(s, k, i, lang): n for s, k, i, lang, n in db.execute(q)}
+@dataclass(frozen=True)
+class Names:
+    """Display names: sites from the deployment (``report.site_names``) or the referrals' site names; teams from
+    the deployment's ``routing.teams``."""
+
+    sites: dict[str, str]
+    teams: dict[str, str]
+
+    @classmethod
+    def of(cls, deployment: Any, collected: ms.Collected) -> Names:
+        extra = getattr(deployment, "extra", None) or {}
+        configured = (extra.get("report") or {}).get("site_names") or {}
+        teams = {str(t.get("id")): str(t.get("name") or t.get("id"))
+                 for t in (extra.get("routing") or {}).get("teams") or [] if isinstance(t, dict) and t.get("id")}
+        return cls({**collected.site_names, **{str(k): str(v) for k, v in configured.items()}}, teams)
+
+    def site(self, key: str) -> str:
+        return self.sites.get(key) or ("Site not recorded" if key == UNSPECIFIED else key)
+
+    def team(self, key: str) -> str:
+        return TEAM_NAMES.get(key) or self.teams.get(key) or key
 
 
-def build(counts: dict[tuple[str, str, str, str], int], month: str) -> Report:
-    per_site: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    per: dict[str, dict[tuple[str, str], dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
-    for (site, kind, inst, lang), n in counts.items():
-        per_site[site][kind] += n
-        if kind in JOURNEY:
-            per[site][("instrument", inst)][kind] += n
-            per[site][("language", lang)][kind] += n
-    sites = [Row(s, "site", s, dict(per_site[s])) for s in sorted(per_site)]
-    total: dict[str, int] = defaultdict(int)
-    for row in sites:
-        for k, n in row.counts.items():
-            total[k] += n
-    sites.append(Row(ALL, "site", ALL, dict(total)))
-    breakdown = {}
-    for s in sorted(per):
-        groups: dict[str, list[Row]] = {"instrument": [], "language": []}
-        for (by, value), c in sorted(per[s].items()):
-            groups[by].append(Row(s, by, value, dict(c)))
-        breakdown[s] = groups
-    report = Report(month, sites, breakdown)
-    suppress(report)
-    return report
+def _suppressed(grid: Grid, collected: ms.Collected) -> Result:
+    """Suppression for these counts, kept for the next request while they do not change (closed months change
+    only when a referral is worked)."""
+    digest = hashlib.sha256(repr((sorted((m, sorted((leaf, sorted(by.items())) for leaf, by in v.items()))
+                                          for m, v in collected.counts.items()),
+                                  sorted(grid.teams.items()), [p.id for p in grid.periods])).encode())
+    key = digest.hexdigest()
+    if key not in _CACHE:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = suppress(grid, collected.counts, ms.DERIVED)
+    return _CACHE[key]
 
 
-def _groups(report: Report) -> list[tuple[list[Row], Row, tuple[str, ...]]]:
-    """(member rows, total row, measures) for every additive relation shown."""
-    site_rows = {r.site: r for r in report.sites if r.site != ALL}
-    groups = [(list(site_rows.values()), report.sites[-1], tuple(k for k, _ in MEASURES))]
-    for site, by in report.breakdown.items():
-        for key in ("instrument", "language"):
-            if by[key]:
-                groups.append((by[key], site_rows[site], JOURNEY))
-    return groups
+def build(db: Session, period: pd.Period, now: datetime, due: ms.DueRule, deployment: Any) -> View:
+    """The view of a closed period (the caller refuses an open one)."""
+    collected = ms.collect(db, due, pd.current_month(now))
+    first = collected.first_month
+    offered = pd.offered(first, now) if first is not None else []
+    grid = Grid(ms.MEASURES, {s: tuple(sorted(t)) for s, t in collected.teams.items()}, tuple(offered))
+    by_kind = {k: sorted((p for p in offered if p.kind == k), key=lambda p: p.first, reverse=True) for k in pd.KINDS}
+    if period not in offered:
+        return View(period, [], by_kind)  # before the first month with data: nothing to count
+    result = _suppressed(grid, collected)
+    names = Names.of(deployment, collected)
+    lines = [_line(grid, result, collected, period, row, names) for row in _rows(grid)]
+    return View(period, lines, by_kind)
 
 
-def suppress(report: Report) -> None:
-    """Primary then complementary suppression, in place (see the module docstring)."""
-    for row in report.rows():
-        row.hidden = {k for k, _ in MEASURES if 0 < row.counts.get(k, 0) < THRESHOLD}
-    groups = _groups(report)
-    changed = True
-    while changed:
-        changed = False
-        for members, total, measures in groups:
-            for m in measures:
-                cells = members + [total]
-                hidden = [r for r in cells if m in r.hidden]
-                if len(hidden) != 1:
-                    continue
-                candidates = [r for r in cells if m not in r.hidden and r.counts.get(m, 0) > 0]
-                if not candidates:
-                    continue  # every other cell is a shown zero: the hidden one equals the total, also hidden
-                min(candidates, key=lambda r: (r.counts.get(m, 0), r is total, r.value)).hidden.add(m)
-                changed = True
+def _rows(grid: Grid) -> list[Row]:
+    """All sites first, then each site followed by its teams."""
+    rows: list[Row] = [ALL]
+    for site in sorted(grid.teams):
+        rows.append(("site", site))
+        rows += [("team", site, t) for t in grid.teams[site]]
+    return rows
+
+
+def _line(grid: Grid, result: Result, collected: ms.Collected, period: pd.Period, row: Row, names: Names) -> Line:
+    cells = {m.name: result.shown(m.name, row, period.id) for m in grid.measures if row in grid.rows(m)}
+    rates: dict[str, float | None] = {}
+    for key, num, den, _label in RATES:
+        n, d = cells.get(num), cells.get(den)
+        rates[key] = None if n is None or d is None or d == 0 else n / d
+    label = ALL_SITES if row == ALL else names.site(row[1]) if row[0] == "site" else names.team(row[2])
+    return Line(row, label, cells, rates, _median(collected, period, row, cells.get(ms.REFERRALS)))
+
+
+def _median(collected: ms.Collected, period: pd.Period, row: Row, referrals: int | None) -> float | None:
+    if referrals is None:
+        return None
+    hours = [h for (site, team), by_month in collected.contact_hours.items()
+             if row == ALL or (site == row[1] and (row[0] == "site" or team == row[2]))
+             for month, values in by_month.items() if period.holds(month) for h in values]
+    return statistics.median(hours) if len(hours) >= THRESHOLD else None
 
 
 # ---------------------------------------------------------------------------- output
 
 
-def csv_text(report: Report) -> str:
+def percent(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:.0f}%"
+
+
+def hours_text(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def csv_text(view: View) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["month", "site", "breakdown", "group", *[k for k, _ in MEASURES]])
-    for row in report.rows():
-        measures = [k for k, _ in MEASURES]
-        values = []
-        for k in measures:
-            if row.by != "site" and k not in JOURNEY:
-                values.append("")
-            else:
-                v = row.shown(k)
-                values.append("suppressed" if v is None else str(v))
-        w.writerow([report.month, row.site, row.by, row.value if row.by != "site" else "", *values])
+    w.writerow(["view", "period", "level", "site", "team", *[k for k, _ in COLUMNS], *[k for k, *_ in RATES],
+                "median_hours_to_first_contact"])
+    for line in view.lines:
+        site = "" if line.row == ALL else line.row[1]
+        team = line.row[2] if line.level == "team" else ""
+        values = ["" if k not in line.cells else "suppressed" if line.cells[k] is None else str(line.cells[k])
+                  for k, _ in COLUMNS]
+        rates = ["" if line.rates[k] is None else f"{line.rates[k]:.3f}" for k, *_ in RATES]
+        w.writerow([view.period.kind, view.period.key, line.level, site, team, *values, *rates,
+                    "" if line.median_hours is None else f"{line.median_hours:.1f}"])
     return out.getvalue()
 
 
-def valid_month(value: str | None) -> bool:
-    return bool(value and MONTH.match(value))
-
-
-def chart_svg(report: Report, measures: tuple[str, ...] = ("offered", "completed", "positive", "referral",
-                                                          "contacted_72h")) -> dict[str, Any]:
+def chart(view: View, measures: tuple[str, ...] = (ms.SCREENS, ms.POSITIVES, ms.REFERRALS, ms.HANDOFF_OFFERED,
+                                                     ms.HANDOFF_COMPLETED)) -> dict[str, Any]:
     """Bar chart data for the template: per site, one bar per measure; hidden cells drawn as a hatched stub."""
-    rows = [r for r in report.sites if r.site != ALL]
-    peak = max([r.counts.get(m, 0) for r in rows for m in measures if m not in r.hidden] + [THRESHOLD])
+    lines = [line for line in view.lines if line.level == "site"]
+    peak = max([line.cells.get(m) or 0 for line in lines for m in measures] + [THRESHOLD])
     bar_w, gap, group_gap, height, top = 18, 4, 28, 180, 20
-    groups = []
-    x = 60
-    for r in rows:
+    groups, x = [], 60
+    for line in lines:
         bars = []
         for i, m in enumerate(measures):
-            v = r.shown(m)
-            h = 0 if v is None else round(height * v / peak)
-            bars.append({"x": x + i * (bar_w + gap), "y": top + height - (h if v is not None else 12),
-                         "h": h if v is not None else 12, "w": bar_w, "measure": m, "value": v, "series": i})
-        groups.append({"label": r.label, "x": x, "width": len(measures) * (bar_w + gap), "bars": bars})
+            v = line.cells.get(m)
+            h = 12 if v is None else round(height * v / peak)
+            bars.append({"x": x + i * (bar_w + gap), "y": top + height - h, "h": h, "w": bar_w, "measure": m,
+                         "value": v, "series": i})
+        groups.append({"label": line.label, "x": x, "width": len(measures) * (bar_w + gap), "bars": bars})
         x += len(measures) * (bar_w + gap) + group_gap
     ticks = [{"value": round(peak * t / 4), "y": top + height - round(height * t / 4)} for t in range(5)]
-    labels = dict(MEASURES)
+    labels = dict(COLUMNS)
     return {"width": max(x + 20, 320), "height": top + height + 60, "base": top + height, "groups": groups,
             "ticks": ticks, "legend": [{"series": i, "label": labels[m]} for i, m in enumerate(measures)],
-            "measures": measures}
+            "labels": labels}

@@ -1,15 +1,19 @@
-"""Program report for the ``program_manager`` role: per site and month, screens offered, completed,
-declined, positive, urgent, referrals made and contacted within 24 h / 72 h, warm hand-offs offered and
-completed (spoke with an advocate at the visit), by instrument and
-language, and check-in cards shown and accepted. Counts come only from the de-identified event table
-(smart_app/report/events.py) and are suppressed below 11 (smart_app/report/tables.py). No patient is shown or linked.
+"""Program report for the ``program_manager`` role: per site (and, for referrals, per team that works them) screens,
+positive screens, consented referrals, warm hand-offs offered and completed, first contact within the due time, the
+median time to first contact, and rates, for a closed month, quarter or 12 months. Counts are suppressed below 11,
+also where a difference or another view would give them back (smart_app/report/suppress.py). No patient is shown or
+linked.
 
-``/l/<lid>/report?month=YYYY-MM`` page with server-rendered SVG charts (no JavaScript),
-``/l/<lid>/report.csv?month=YYYY-MM`` the same numbers as CSV, ``flask --app smart_app report --month
-YYYY-MM`` the same CSV on stdout.
+``/l/<lid>/report?view=month|quarter|rolling&period=2026-11|2026-Q3`` the page (server-rendered SVG chart, no
+JavaScript), ``/l/<lid>/report.csv`` with the same arguments the same numbers as CSV, ``flask --app smart_app
+report --view quarter --period 2026-Q3`` the same CSV on stdout. ``?month=YYYY-MM`` still opens that month. A period
+is offered once it has closed; the clock is ``REPORT_CLOCK`` when the app sets one (tests), else the system's.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import click
 from flask import Blueprint, Response, abort, current_app, g, render_template, request
@@ -17,11 +21,17 @@ from flask import Blueprint, Response, abort, current_app, g, render_template, r
 from smart_app.launch.roles import PROGRAM_MANAGER, user_roles
 from smart_app.launch.state import launch_required
 from smart_app.ops.audit import record_audit
+from smart_app.report import measures as ms
+from smart_app.report import periods as pd
 from smart_app.report import tables as rpt
-from smart_app.report.events import month_of
 from smart_app.store.db import get_session, session_scope
 
 bp = Blueprint("report", __name__, template_folder="templates", url_prefix="/l/<lid>", cli_group=None)
+
+
+def _now() -> datetime:
+    clock: Callable[[], datetime] | None = current_app.config.get("REPORT_CLOCK")
+    return clock() if clock else datetime.now(UTC)
 
 
 def _require_program_manager() -> None:
@@ -31,40 +41,73 @@ def _require_program_manager() -> None:
                                "Ask your administrator if you need access.")
 
 
-def _month() -> str:
-    month = request.args.get("month") or month_of()
-    if not rpt.valid_month(month):
-        abort(400, description="Choose a month as YYYY-MM.")
-    return month
+def _period(kind: str | None, key: str | None, now: datetime) -> pd.Period:
+    """The period asked for (the latest closed one of the view when none); 400 when it is not one, 404 while it
+    is still open."""
+    if request.args.get("month") and not key:
+        kind, key = pd.MONTH, request.args["month"]
+    kind = kind or pd.MONTH
+    if kind not in pd.KINDS:
+        abort(400, description="Choose a view: month, quarter or rolling (12 months).")
+    if not key:
+        return pd.latest(kind, now)
+    period = pd.parse(kind, key)
+    if period is None:
+        abort(400, description="Choose a month as YYYY-MM or a quarter as YYYY-Q1 to YYYY-Q4.")
+    if not pd.closed(period, now):
+        abort(404, description="This period has not closed yet: the report shows a period once it has ended.")
+    return period
+
+
+def _audit_name(period: pd.Period) -> str:
+    """The period as the access audit names it: a month as YYYY-MM, as it always has; a quarter or 12 months with
+    its view."""
+    return period.key if period.kind == pd.MONTH else f"{period.kind} {period.key}"
+
+
+def _view(db, kind: str | None, key: str | None, now: datetime) -> rpt.View:
+    period = _period(kind, key, now)
+    return rpt.build(db, period, now, ms.DueRule.from_config(current_app.config), current_app.config["DEPLOYMENT"])
 
 
 @bp.route("/report", methods=["GET"])
 @launch_required
 def page() -> str:
     _require_program_manager()
-    month = _month()
-    report = rpt.build(rpt.raw_counts(get_session(), month), month)
-    record_audit("view_report", patient={}, detail=month)  # no patient data in the report
-    return render_template("report/index.html", lid=g.launch.id, report=report, measures=rpt.MEASURES,
-                           journey=rpt.JOURNEY, chart=rpt.chart_svg(report), threshold=rpt.THRESHOLD)
+    now = _now()
+    view = _view(get_session(), request.args.get("view"), request.args.get("period"), now)
+    record_audit("view_report", patient={}, detail=_audit_name(view.period))  # no patient data in the report
+    return render_template("report/index.html", lid=g.launch.id, view=view, columns=rpt.COLUMNS, rates=rpt.RATES,
+                           chart=rpt.chart(view), threshold=rpt.THRESHOLD, view_names=rpt.VIEW_NAMES,
+                           percent=rpt.percent, hours_text=rpt.hours_text)
 
 
 @bp.route("/report.csv", methods=["GET"])
 @launch_required
 def csv_export() -> Response:
     _require_program_manager()
-    month = _month()
-    body = rpt.csv_text(rpt.build(rpt.raw_counts(get_session(), month), month))
-    record_audit("export", patient={}, detail=f"program report CSV {month}")
+    view = _view(get_session(), request.args.get("view"), request.args.get("period"), _now())
+    body = rpt.csv_text(view)
+    name = f"{view.period.kind}-{view.period.key}"
+    record_audit("export", patient={}, detail=f"program report CSV {_audit_name(view.period)}")
     return Response(body, mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="program-report-{month}.csv"'})
+                    headers={"Content-Disposition": f'attachment; filename="program-report-{name}.csv"'})
 
 
 @bp.cli.command("report")
-@click.option("--month", required=True, help="YYYY-MM")
-def report_command(month: str) -> None:
-    """Print the program report for a month as CSV (the numbers of the report page)."""
-    if not rpt.valid_month(month):
-        raise click.BadParameter("use YYYY-MM", param_hint="--month")
-    with session_scope(current_app._get_current_object()) as db:
-        click.echo(rpt.csv_text(rpt.build(rpt.raw_counts(db, month), month)), nl=False)
+@click.option("--view", "kind", type=click.Choice(pd.KINDS), default=pd.MONTH, show_default=True)
+@click.option("--period", help="YYYY-MM (month, or the last month of 12), YYYY-Q1..Q4 (quarter)")
+@click.option("--month", help="YYYY-MM: the month view of that month")
+def report_command(kind: str, period: str | None, month: str | None) -> None:
+    """Print one closed period of the program report as CSV (the numbers of the report page)."""
+    key = period or month
+    now = _now()
+    chosen = pd.parse(kind, key) if key else pd.latest(kind, now)
+    if chosen is None:
+        raise click.BadParameter("use YYYY-MM, or YYYY-Q1 to YYYY-Q4 for a quarter", param_hint="--period")
+    if not pd.closed(chosen, now):
+        raise click.BadParameter("this period has not closed yet", param_hint="--period")
+    app = current_app._get_current_object()
+    with session_scope(app) as db:
+        view = rpt.build(db, chosen, now, ms.DueRule.from_config(app.config), app.config["DEPLOYMENT"])
+        click.echo(rpt.csv_text(view), nl=False)
