@@ -41,7 +41,7 @@ from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import ContactAttempt, OutboxItem, ReferralEvent, ReferralProgram, ReferralRecord
 from smart_app.store.task_status import CLOSED, TRANSITIONS, action_label, allowed, label, normalise
-from smart_app.worklist import alerts
+from smart_app.worklist import alerts, interpreter
 from smart_app.worklist import assign as assignment
 from smart_app.worklist import retention as worklist_retention
 from smart_app.worklist.due import DueRule, due_rule
@@ -135,7 +135,9 @@ def language_name(code: str | None) -> str:
         return code
 
 
-def interpreter_text(value: bool | None) -> str:
+def interpreter_text(value: bool | None, language: str | None = None) -> str:
+    if value is True and language:
+        return _("Interpreter needed (%(language)s)", language=interpreter.language_name(language))
     if value is True:
         return _("Interpreter needed")
     if value is False:
@@ -270,8 +272,9 @@ def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock
         "status_by": record.status_by, "status_at": _aware(record.status_at), "first_contact_at": first_contact,
         "patient_name": summary.get("patient_name"), "mrn": summary.get("mrn"),
         "language": language_name(summary.get("language")),
-        "interpreter": interpreter_text(summary.get("interpreter_needed")),
+        "interpreter": interpreter_text(summary.get("interpreter_needed"), summary.get("interpreter_language")),
         "interpreter_needed": summary.get("interpreter_needed"),
+        "interpreter_language": interpreter.language_name(summary.get("interpreter_language")),
         "clinician": summary.get("clinician"), "encounter_start": summary.get("encounter_start"),
         "programs": programs, "program_names": [p["name"] for p in programs if p.get("name")],
         "safe_contact": sc, "safe_channels": safe_channels(sc),

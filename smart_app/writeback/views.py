@@ -51,6 +51,7 @@ from smart_app.screening import handoff
 from smart_app.store.crypto import encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import OutboxItem, ReferralRecord
+from smart_app.worklist import interpreter
 from smart_app.worklist.due import due_for_referral
 from smart_app.worklist.routing import COVERAGE, FALLBACK, routing_of, team_named
 from smart_app.worklist.scope import (
@@ -264,10 +265,18 @@ def view_model(launch: Any, profile: EhrProfile, choices: dict[str, Any], offer:
 
 def _render_consent(launch: Any, profile: EhrProfile, vm: dict[str, Any], *, error: str | None = None,
                     status: int = 200) -> tuple[str, int]:
+    form = request.form if request.method == "POST" else request.args
     return render_template(
         "writeback/consent.html", lid=launch.id, profile=profile, vm=vm, c=vm["choices"], error=error,
+        interp_ask=interpreter.from_ehr(launch.context) is None,
+        interp=interpreter.answer(form, launch.context, launch.data.get("interpreter")),
+        interp_options=interpreter.options(launch.context), interp_choice=_interp_choice(form, launch),
         channels=CHANNELS, channel_label=channel_label, kind_label=kind_label,
         screen=screen_state(launch), has_patient=bool((launch.context.get("patient") or {}).get("id"))), status
+
+
+def _interp_choice(form: Any, launch: Any) -> str | None:
+    return form.get("interpreter") or (launch.data.get("interpreter") or {}).get("choice")
 
 
 # -- pages -----------------------------------------------------------------------------------------------------
@@ -346,7 +355,8 @@ def consent_post() -> Response | tuple[str, int] | str:
     referral = launch.data.get("referral") or {}
     sc = {"channel": choices["channel"], "note": choices["contact_note"]}
     plans = vm["plans"]
-    summary = _summary(launch, referral, sc, [p.kind for p in plans])
+    interp = interpreter.answer(request.form, launch.context, launch.data.get("interpreter"))
+    summary = _summary(launch, referral, sc, [p.kind for p in plans], interp)
     # The summary goes in with the row's INSERT (set after the flush, it cost a second statement, an UPDATE).
     rid = referral_key(launch)
     site = site_key(launch.context, referral)
@@ -377,7 +387,7 @@ def consent_post() -> Response | tuple[str, int] | str:
             plans=plans, settings=OutboxSettings.for_app(current_app, profile))
     launch.update_data(consent={"status": "given", "at": now, "detailed": bool(choices["detailed"]),
                                 "patient_asked": bool(choices["patient_asks"]), "digest": vm["digest"]},
-                       writeback={"referral_id": record.id},
+                       writeback={"referral_id": record.id}, interpreter=interpreter.kept_form(interp),
                        referral={**referral, "safe_contact": sc})
     events.referral_made(launch, record)  # counted in the referral's own transaction
     try:
@@ -387,7 +397,8 @@ def consent_post() -> Response | tuple[str, int] | str:
     return redirect(url_for("writeback.confirmation", lid=launch.id))
 
 
-def _summary(launch: Any, referral: dict[str, Any], sc: dict[str, Any], kinds: list[str]) -> dict[str, Any]:
+def _summary(launch: Any, referral: dict[str, Any], sc: dict[str, Any], kinds: list[str],
+             interp: interpreter.Answer) -> dict[str, Any]:
     """What social work needs to follow up — no screening answers or score."""
     ctx = launch.context
     patient = ctx.get("patient") or {}
@@ -396,12 +407,9 @@ def _summary(launch: Any, referral: dict[str, Any], sc: dict[str, Any], kinds: l
                  "phone": results[s].get("phone")}
                 for s in referral.get("selected") or [] if s in results]
     encounter = ctx.get("encounter") or {}
-    interpreter = encounter.get("interpreter_needed")
-    if interpreter is None:
-        interpreter = patient.get("interpreter_needed")
     return {"patient_name": patient.get("name"), "mrn": patient.get("mrn"), "patient_id": patient.get("id"),
             "language": patient.get("language"), "languages": patient.get("languages") or [],
-            "interpreter_needed": interpreter, "encounter_start": encounter.get("start"),
+            **interpreter.summary_part(interp), "encounter_start": encounter.get("start"),
             "programs": programs, "safe_contact": sc,
             "clinician": (ctx.get("user") or {}).get("name"), "kinds": kinds,
             "handoff": handoff.summary_part(launch.data)}
