@@ -292,8 +292,12 @@ def service(sid: str) -> tuple[Response, int] | Response:
     cid = str(uuidlib.uuid4())
     db = get_session()
     site, month = _site(client, body), events.month_of(now)
-    db.add(CdsCard(uuid=cid, service=sid, site=site, month=month))
-    events.card(db, "card_shown", site=site, month=month)
+    # The EHR the card counts for: the FHIR server the hook names (allow-listed for this client), else its first.
+    server = body.get("fhirServer") if body.get("fhirServer") in client.fhir_servers else \
+        next(iter(client.fhir_servers), None)
+    ehr = events.ehr_of(server)
+    db.add(CdsCard(uuid=cid, service=sid, site=site, month=month, ehr=ehr))
+    events.card(db, "card_shown", site=site, month=month, ehr=ehr)
     db.commit()
     return jsonify({"cards": [card(uuid=cid, summary=CARD_SUMMARY, detail=CARD_DETAIL, source_label=CARD_SOURCE,
                                    link_label=CARD_LINK, launch_url=_base() + "/launch")]})
@@ -320,6 +324,6 @@ def feedback(sid: str) -> tuple[Response, int] | Response:
         if row is None or row.service != sid or row.outcome is not None:
             continue  # unknown card, or its outcome already counted
         row.outcome = item["outcome"]
-        events.card(db, f"card_{item['outcome']}", site=row.site, month=row.month)
+        events.card(db, f"card_{item['outcome']}", site=row.site, month=row.month, ehr=row.ehr)
     db.commit()
     return jsonify({})

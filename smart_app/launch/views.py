@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, redirect, render
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from config.ehrs import ehr_for, launch_allowed
+from config.ehrs import ehr_for, ehr_id_for, launch_allowed
 from fhir.client import FhirClient, FhirError
 from fhir.context import ContextError, read_launch_context
 from fhir.smart.client_auth import ClientAuthError, load_private_key, public_jwk
@@ -326,7 +326,8 @@ def _stage_jti(jtis: list[str]) -> Callable[[str], bool]:
 
 
 def _user_key(iss: str, context: dict[str, Any]) -> str:
-    return f"{iss}|{(context.get('user') or {}).get('reference') or ''}"
+    # The EHR identity, not the iss: one user signing in on two iss values of one EHR is one user.
+    return f"{ehr_id_for(iss, current_app.config['DEPLOYMENT'])}|{(context.get('user') or {}).get('reference') or ''}"
 
 
 def _user_tag(user_key: str) -> str:

@@ -3,8 +3,12 @@
 A later launch for the same patient (same EHR) within ``WORKLIST_MEMORY_DAYS`` (30 by default) shows the
 clinician one line at the gate: the date, and for a referral its plain status and whether social work
 has made contact. Never answers, never a score, never which instrument. Patients and encounters are
-known only by keyed HMACs of (iss, id), so the tables hold no chart id. Screens leave a ``patient_mark``
-(deleted after the window, smart_app/worklist/retention.py); referrals are found by their own keys.
+known only by keyed HMACs of (EHR identity, id), so the tables hold no chart id, and a launch on any iss of one
+EHR (config/ehrs.py: its EHR launch, a standalone launcher's per-launch iss) finds the same patient. Keys made
+before the identity was kept are HMACs of (iss, id): a read also looks for those of the EHR's exact iss values
+and of this launch's iss (without an ``ehrs`` block the identity is the iss, so both keys are one). Screens leave
+a ``patient_mark`` (deleted after the window, smart_app/worklist/retention.py); referrals are found by their own
+keys.
 
 A second referral for the same visit (same encounter) needs an explicit choice on the consent form.
 """
@@ -19,25 +23,48 @@ from flask import current_app
 from sqlalchemy import bindparam, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
+from config.ehrs import ehr_for, normalise
 from smart_app.store.crypto import keyed_hash
 from smart_app.store.models import PatientMark, ReferralRecord
-from smart_app.store.task_status import CLOSED, normalise
+from smart_app.store.task_status import CLOSED
+from smart_app.store.task_status import normalise as normalise_status
 
 DEFAULT_MEMORY_DAYS = 30
 
 
-def _key(kind: str, iss: str, value: str | None) -> str | None:
+def _key(kind: str, owner: str, value: str | None) -> str | None:
     if not value:
         return None
-    return keyed_hash(f"{kind}|{iss.rstrip('/')}|{value}")
+    return keyed_hash(f"{kind}|{owner.rstrip('/')}|{value}")
+
+
+def _owners(iss: str) -> list[str]:
+    """What keys of a launch on ``iss`` were made of: the EHR identity first (what new keys use), then the iss
+    values older keys used (this one, and the EHR's exact values)."""
+    deployment = current_app.config.get("DEPLOYMENT")
+    ehr = ehr_for(iss, deployment)
+    owners = [ehr.id if ehr is not None else normalise(iss), normalise(iss)]
+    owners += sorted(ehr.iss) if ehr is not None else []
+    return list(dict.fromkeys(owners))
+
+
+def _id(context: dict[str, Any], part: str) -> str | None:
+    return ((context or {}).get(part) or {}).get("id")
 
 
 def patient_key(iss: str, context: dict[str, Any]) -> str | None:
-    return _key("patient", iss, ((context or {}).get("patient") or {}).get("id"))
+    """The key a new referral or screen mark of this patient gets: of the EHR identity."""
+    return _key("patient", _owners(iss)[0], _id(context, "patient"))
 
 
 def encounter_key(iss: str, context: dict[str, Any]) -> str | None:
-    return _key("encounter", iss, ((context or {}).get("encounter") or {}).get("id"))
+    return _key("encounter", _owners(iss)[0], _id(context, "encounter"))
+
+
+def _keys(kind: str, iss: str, context: dict[str, Any]) -> list[str]:
+    """Every key this patient (or encounter) may be stored under: the identity's, then older ones."""
+    value = _id(context, kind)
+    return [k for k in (_key(kind, owner, value) for owner in _owners(iss)) if k]
 
 
 def memory_days() -> int:
@@ -59,17 +86,17 @@ def _aware(dt: datetime) -> datetime:
 @cache
 def _latest_statement() -> Any:
     """Built once: constructing the union costs more CPU than running it (its cache key is still per call)."""
-    pk, since, exclude = bindparam("pk"), bindparam("since"), bindparam("exclude")
+    pks, since, exclude = bindparam("pks", expanding=True), bindparam("since"), bindparam("exclude")
     referral = (select(literal("referral").label("kind"), ReferralRecord.created_at.label("at"),
                        ReferralRecord.status.label("status"), ReferralRecord.first_contact_at.label("contact"),
                        ReferralRecord.encounter_key.label("ek"))
-                .where(ReferralRecord.patient_key == pk, ReferralRecord.created_at >= since,
+                .where(ReferralRecord.patient_key.in_(pks), ReferralRecord.created_at >= since,
                        ReferralRecord.launch_id != exclude))
     mark = (select(literal("screen").label("kind"), PatientMark.at.label("at"),
                    null().cast(ReferralRecord.status.type).label("status"),
                    null().cast(ReferralRecord.first_contact_at.type).label("contact"),
                    PatientMark.encounter_key.label("ek"))
-            .where(PatientMark.patient_key == pk, PatientMark.at >= since))
+            .where(PatientMark.patient_key.in_(pks), PatientMark.at >= since))
     return union_all(*(select(q.order_by(q.selected_columns.at.desc()).limit(1).subquery()) for q in (referral, mark)))
 
 
@@ -77,32 +104,32 @@ def recent(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: st
            now: datetime | None = None) -> dict[str, Any] | None:
     """The latest referral or screen of this patient within the window: {"at", "kind", "status",
     "contacted", "same_visit"}; None when there is none."""
-    pk = patient_key(iss, context)
-    if not pk:
+    pks = _keys("patient", iss, context)
+    if not pks:
         return None
     since = (now or datetime.now(UTC)) - timedelta(days=memory_days())
-    ek = encounter_key(iss, context)
+    eks = set(_keys("encounter", iss, context))
     # One round trip: the latest referral and the latest screen mark (a referral is preferred when both exist).
     rows = {row.kind: row for row in db.execute(_latest_statement(), {
-        "pk": pk, "since": since, "exclude": exclude_launch or ""})}  # "": launch ids are never empty
+        "pks": pks, "since": since, "exclude": exclude_launch or ""})}  # "": launch ids are never empty
     if "referral" in rows:
         row = rows["referral"]
-        return {"at": _aware(row.at), "kind": "referral", "status": normalise(row.status),
-                "open": normalise(row.status) not in CLOSED, "contacted": row.contact is not None,
-                "same_visit": bool(ek) and row.ek == ek}
+        return {"at": _aware(row.at), "kind": "referral", "status": normalise_status(row.status),
+                "open": normalise_status(row.status) not in CLOSED, "contacted": row.contact is not None,
+                "same_visit": row.ek in eks}
     if "screen" in rows:
         row = rows["screen"]
-        return {"at": _aware(row.at), "kind": "screen", "same_visit": bool(ek) and row.ek == ek}
+        return {"at": _aware(row.at), "kind": "screen", "same_visit": row.ek in eks}
     return None
 
 
 def visit_referral(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: str | None = None) \
         -> ReferralRecord | None:
     """An existing referral for this very visit (same patient and encounter) from another launch."""
-    pk, ek = patient_key(iss, context), encounter_key(iss, context)
-    if not pk or not ek:
+    pks, eks = _keys("patient", iss, context), _keys("encounter", iss, context)
+    if not pks or not eks:
         return None
-    q = select(ReferralRecord).where(ReferralRecord.patient_key == pk, ReferralRecord.encounter_key == ek)
+    q = select(ReferralRecord).where(ReferralRecord.patient_key.in_(pks), ReferralRecord.encounter_key.in_(eks))
     if exclude_launch:
         q = q.where(ReferralRecord.launch_id != exclude_launch)
     return db.scalars(q.order_by(ReferralRecord.created_at.desc()).limit(1)).first()

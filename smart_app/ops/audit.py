@@ -7,9 +7,11 @@ Call ``record_audit(action, ...)`` from a feature at the moment the access happe
     record_audit("change_status", object_id=rid, detail="new->contacted", db=db)   # in the caller's transaction
     record_audit("write_resource", launch=launch, detail="DocumentReference", resources=["DocumentReference/7"])
 
-Who: the launch's ``fhirUser`` and ``iss`` (or ``actor=``/``iss=`` given). Patient: the launch's patient id and
-MRN, encrypted (``patient_enc``, smart_app.store.crypto). ``detail`` and ``object_id`` must be non-PHI (our own ids,
-resource types, status words); ``resources`` (chart resource ids) are encrypted with the patient.
+Who: the launch's ``fhirUser`` and ``iss`` (or ``actor=``/``iss=`` given), and the EHR identity of that ``iss``
+(``ehr``, config/ehrs.py: several iss values of one EHR are one EHR to the privacy office). Patient: the launch's
+patient id and MRN, encrypted (``patient_enc``, smart_app.store.crypto). ``detail`` and ``object_id`` must be
+non-PHI (our own ids, resource types, status words); ``resources`` (chart resource ids) are encrypted with the
+patient.
 
 The table is append-only: nothing here updates or deletes a row except ``purge_audit`` (AUDIT_RETENTION_DAYS);
 the ORM refuses updates and deletes of AuditEvent objects; on PostgreSQL a trigger refuses TRUNCATE always,
@@ -38,6 +40,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import DDL, delete, event, select, text
 from sqlalchemy.orm import Session
 
+from config.ehrs import ehr_id_for
 from smart_app.ops.observability import ACCESS, current_request_id, launch_ref
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.models import AuditEvent
@@ -76,7 +79,7 @@ END $$""",
 ]
 SQLITE_APPEND_ONLY = [
     # Every column but patient_enc (which rotate-keys re-encrypts).
-    "CREATE TRIGGER audit_event_no_update BEFORE UPDATE OF id, at, action, actor, iss, instance, launch_ref, "
+    "CREATE TRIGGER audit_event_no_update BEFORE UPDATE OF id, at, action, actor, iss, ehr, instance, launch_ref, "
     "request_id, object_id, detail ON audit_event "
     "BEGIN SELECT RAISE(ABORT, 'audit_event is append-only (UPDATE refused)'); END",
 ]
@@ -123,10 +126,11 @@ def record_audit(action: str, *, launch: Any = None, actor: str | None = None, i
     if resources:
         secret["resources"] = list(resources)
     app = app or current_app._get_current_object()
+    iss = iss or (launch.iss if launch is not None else None)
     row = {
         "at": datetime.now(UTC), "action": action,
         "actor": _cap(actor or user.get("fhir_user") or user.get("reference"), 512),
-        "iss": _cap(iss or (launch.iss if launch is not None else None), 512),
+        "iss": _cap(iss, 512), "ehr": _cap(_ehr_of(iss, app), 512),
         "instance": instance_name(app), "launch_ref": launch_ref(launch.id if launch is not None else None),
         "request_id": _request_id(), "object_id": _cap(object_id, 64), "detail": _cap(detail, 256),
         "patient_enc": encrypt_json(secret) if secret else None,
@@ -144,6 +148,11 @@ def record_audit(action: str, *, launch: Any = None, actor: str | None = None, i
 
 
 _INSERT = AuditEvent.__table__.insert()
+
+
+def _ehr_of(iss: str | None, app: Flask) -> str | None:
+    """The EHR identity of ``iss`` under the app's deployment (config/ehrs.py); None without an iss."""
+    return ehr_id_for(iss, app.config.get("DEPLOYMENT")) if iss else None
 
 
 def _request_id() -> str | None:
@@ -171,9 +180,13 @@ def purge_audit(db: Session, *, now: datetime | None = None, days: int | None = 
 
 # -- reading (privacy office) -----------------------------------------------------------------------------
 def query_audit(db: Session, *, patient: str | None = None, user: str | None = None, action: str | None = None,
-                since: date | None = None, until: date | None = None, limit: int = 10000) -> list[dict[str, Any]]:
+                since: date | None = None, until: date | None = None, ehr: str | None = None,
+                limit: int = 10000) -> list[dict[str, Any]]:
     """Rows as dicts with the patient decrypted. ``patient`` matches the patient id or MRN exactly (rows are
-    decrypted to compare: narrow by date for speed); ``user`` matches the fhirUser (exact, or its ending)."""
+    decrypted to compare: narrow by date for speed); ``user`` matches the fhirUser (exact, or its ending); ``ehr``
+    the EHR identity, whichever of its iss values the row was made on (a row from before the column was kept is
+    mapped from its iss under the current deployment)."""
+    app = current_app._get_current_object()
     q = select(AuditEvent).order_by(AuditEvent.at, AuditEvent.id)
     if since:
         q = q.where(AuditEvent.at >= datetime.combine(since, datetime.min.time(), UTC))
@@ -185,13 +198,16 @@ def query_audit(db: Session, *, patient: str | None = None, user: str | None = N
         q = q.where((AuditEvent.actor == user) | AuditEvent.actor.endswith("/" + user.lstrip("/")))
     out = []
     for row in db.scalars(q):
+        row_ehr = row.ehr or _ehr_of(row.iss, app)
+        if ehr and row_ehr != ehr:
+            continue
         try:
             secret = decrypt_json(row.patient_enc, where="audit patient") if row.patient_enc else {}
         except Undecryptable:
             secret = {"id": "(unreadable: key missing)", "mrn": "(unreadable: key missing)"}
         if patient and patient not in (secret.get("id"), secret.get("mrn")):
             continue
-        out.append({"at": row.at.isoformat(), "action": row.action, "actor": row.actor, "iss": row.iss,
+        out.append({"at": row.at.isoformat(), "action": row.action, "actor": row.actor, "iss": row.iss, "ehr": row_ehr,
                     "instance": row.instance, "launch_ref": row.launch_ref, "request_id": row.request_id,
                     "object_id": row.object_id, "detail": row.detail,
                     "patient_id": secret.get("id"), "mrn": secret.get("mrn"),
@@ -201,7 +217,7 @@ def query_audit(db: Session, *, patient: str | None = None, user: str | None = N
     return out
 
 
-FIELDS = ("at", "action", "actor", "iss", "patient_id", "mrn", "object_id", "detail", "resources", "instance",
+FIELDS = ("at", "action", "actor", "iss", "ehr", "patient_id", "mrn", "object_id", "detail", "resources", "instance",
           "launch_ref", "request_id")
 
 
@@ -212,13 +228,15 @@ FIELDS = ("at", "action", "actor", "iss", "patient_id", "mrn", "object_id", "det
 @click.option("--action", type=click.Choice(sorted(ACTIONS)))
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="From this date (UTC), inclusive.")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="To this date (UTC), inclusive.")
+@click.option("--ehr", help="EHR identity (an id in the deployment's ehrs block; without one, the iss).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 def audit_command(patient: str | None, user: str | None, action: str | None, since: datetime | None,
-                  until: datetime | None, fmt: str) -> None:
-    """List access-audit rows for the privacy office (by patient, by user, by date). The listing is audited."""
+                  until: datetime | None, ehr: str | None, fmt: str) -> None:
+    """List access-audit rows for the privacy office (by patient, by user, by date, by EHR). The listing is
+    audited."""
     from smart_app.store.db import get_session
 
-    rows = query_audit(get_session(), patient=patient, user=user, action=action,
+    rows = query_audit(get_session(), patient=patient, user=user, action=action, ehr=ehr,
                        since=since.date() if since else None, until=until.date() if until else None)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=1))
@@ -232,7 +250,7 @@ def audit_command(patient: str | None, user: str | None, action: str | None, sin
                        f" mrn={r['mrn'] or '-'} {r['detail'] or ''} {r['object_id'] or ''} @{r['instance']}")
         click.echo(f"{len(rows)} rows")
     filters = ",".join(f"{k}" for k, v in (("patient", patient), ("user", user), ("action", action),
-                                           ("since", since), ("until", until)) if v)
+                                           ("since", since), ("until", until), ("ehr", ehr)) if v)
     record_audit("export", actor=f"cli:{_os_user()}", detail=f"audit listing ({filters or 'all'}): {len(rows)} rows",
                  patient={"id": patient} if patient else {})
 

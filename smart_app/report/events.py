@@ -1,7 +1,8 @@
 """De-identified program events: what the program report counts.
 
-Each step of a journey adds at most one row per kind to ``report_event``: month, site, kind and,
-for screens and referrals, instrument and language. No patient, launch, referral or user id and no
+Each step of a journey adds at most one row per kind to ``report_event``: month, site, kind, the EHR identity
+(config/ehrs.py: one EHR answering on several iss values counts as one) and, for screens and referrals,
+instrument and language. No patient, launch, referral or user id and no
 time finer than the month, so the table can outlive the patient data (purging launches or
 referrals leaves past reports unchanged) and nothing in it identifies a patient.
 
@@ -18,6 +19,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy.orm import Session
 
+from config.ehrs import ehr_id_for
 from smart_app.store.db import get_session
 from smart_app.store.models import ReferralDims, ReferralRecord, ReportEvent
 
@@ -51,13 +53,19 @@ def site_of(context: dict[str, Any]) -> str:
     return str(site_map.get(f"Organization/{org.get('id')}") or UNSPECIFIED)[:64]
 
 
-def add(db: Session, kind: str, *, site: str, month: str, instrument: str = "", language: str = "") -> None:
+def ehr_of(iss: str | None) -> str | None:
+    """The EHR identity an event of a launch on ``iss`` counts for."""
+    return ehr_id_for(iss, current_app.config.get("DEPLOYMENT"))[:512] if iss else None
+
+
+def add(db: Session, kind: str, *, site: str, month: str, instrument: str = "", language: str = "",
+        ehr: str | None = None) -> None:
     """One counted event (no commit: it joins the caller's transaction)."""
     if kind not in KINDS:
         raise ValueError(f"unknown report event {kind!r}")
     # A plain INSERT in the session's transaction: counted rows are never read back or changed in a request.
     db.connection().execute(_INSERT, {"kind": kind, "site": site or UNSPECIFIED, "month": month,
-                                      "instrument": instrument or "", "language": language or ""})
+                                      "instrument": instrument or "", "language": language or "", "ehr": ehr})
 
 
 _INSERT = ReportEvent.__table__.insert()
@@ -73,7 +81,7 @@ def _once(launch: Any, kinds: list[str], **dims: str) -> None:
     site = counted.get("_site") or site_of(launch.context)
     db = get_session()
     for kind in new:
-        add(db, kind, site=site, month=month, **dims)
+        add(db, kind, site=site, month=month, ehr=ehr_of(launch.iss), **dims)
         counted[kind] = True
     counted.update(_month=month, _site=site)
     launch.update_data(report_counted=counted)
@@ -116,7 +124,7 @@ def referral_made(launch: Any, record: ReferralRecord) -> None:
     db = get_session()
     if db.get(ReferralDims, record.id) is None:
         db.add(ReferralDims(referral_id=record.id, month=month, site=site, **dims))
-        add(db, "referral", site=site, month=month, **dims)
+        add(db, "referral", site=site, month=month, ehr=record.ehr or ehr_of(record.iss), **dims)
 
 
 def referral_status(record: ReferralRecord, to_status: str, at: datetime | None = None) -> None:
@@ -132,10 +140,11 @@ def referral_status(record: ReferralRecord, to_status: str, at: datetime | None 
     dims.contacted = True
     for kind, limit in (("contacted_24h", 24), ("contacted_72h", 72)):
         if hours <= limit:
-            add(db, kind, site=dims.site, month=dims.month, instrument=dims.instrument, language=dims.language)
+            add(db, kind, site=dims.site, month=dims.month, instrument=dims.instrument, language=dims.language,
+                ehr=record.ehr or ehr_of(record.iss))
     db.commit()
 
 
-def card(db: Session, kind: str, *, site: str, month: str) -> None:
+def card(db: Session, kind: str, *, site: str, month: str, ehr: str | None = None) -> None:
     """A check-in card shown, accepted or overridden (smart_app/cds/views.py)."""
-    add(db, kind, site=site, month=month)
+    add(db, kind, site=site, month=month, ehr=ehr)

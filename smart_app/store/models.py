@@ -325,6 +325,7 @@ class CdsCard(Base):
     site: Mapped[str] = mapped_column(String(64))
     month: Mapped[str] = mapped_column(String(7))
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)  # accepted | overridden
+    ehr: Mapped[str | None] = mapped_column(String(512), nullable=True)  # EHR identity (config/ehrs.py)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
@@ -342,6 +343,8 @@ class ReportEvent(Base):
     kind: Mapped[str] = mapped_column(String(32))
     instrument: Mapped[str] = mapped_column(String(32), default="")
     language: Mapped[str] = mapped_column(String(16), default="")
+    # The EHR identity (config/ehrs.py) the step happened in, not the iss; NULL: counted before it was kept.
+    ehr: Mapped[str | None] = mapped_column(String(512), nullable=True)
 
 
 class ReferralDims(Base):
@@ -378,6 +381,8 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str | None] = mapped_column(String(512), nullable=True)  # fhirUser as the EHR gave it
     iss: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # The EHR identity of that iss (config/ehrs.py); NULL on rows from before it was kept: mapped from iss at read.
+    ehr: Mapped[str | None] = mapped_column(String(512), nullable=True)
     instance: Mapped[str] = mapped_column(String(128))
     launch_ref: Mapped[str | None] = mapped_column(String(16), nullable=True)  # hash of the launch id (as logs)
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -529,7 +529,9 @@ def test_event_rows_hold_nothing_about_a_patient(report_app):
         rows = get_session().scalars(select(ReportEvent)).all()
     assert {(r.kind, r.site, r.instrument, r.language, r.month) for r in rows} == {
         (k, "mgh", "hits", "es", month_of()) for k in ("offered", "completed", "positive")}
-    assert set(ReportEvent.__table__.columns.keys()) == {"id", "month", "site", "kind", "instrument", "language"}
+    # The EHR identity (config/ehrs.py) names an EHR, never a patient, launch or user.
+    assert set(ReportEvent.__table__.columns.keys()) == {"id", "month", "site", "kind", "instrument", "language",
+                                                         "ehr"}
 
 
 def test_report_is_for_program_managers_only(report_app):
