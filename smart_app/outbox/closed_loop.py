@@ -9,7 +9,9 @@ Retry-After, one final retry, failures kept and shown) once the referral's own c
 written, with ``send_status`` (smart_app/outbox/send_status.py): exactly once in effect, and never over an edit
 made in the EHR meanwhile.
 
-A newer change for the same resource replaces a queued older one (only the latest status matters).
+A closing status carries how the referral ended (smart_app/store/closing.py) to the Task as ``statusReason`` (a
+coding in this app's system, the plain words as text). A newer change for the same resource replaces a queued
+older one (only the latest status matters).
 Where the profile lists nothing, or the social worker's sign-in lacks the write scope, nothing is queued
 and the queue says so.
 """
@@ -27,10 +29,11 @@ from sqlalchemy.orm import Session
 from config.ehr_profile import ProfileError
 from smart_app.ops.i18n import gettext as _
 from smart_app.ops.profiles import profile_for
+from smart_app.store import closing
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import OutboxItem, ReferralRecord
-from smart_app.store.task_status import SERVICE_REQUEST_STATUS, label
+from smart_app.store.task_status import CLOSED, SERVICE_REQUEST_STATUS, label
 
 STATUS_SYSTEM = "urn:ipv-screen:status-update"
 KINDS = ("Task", "ServiceRequest")
@@ -86,6 +89,17 @@ def _wanted(kind: str, task_status: str) -> str:
     return task_status if kind == "Task" else SERVICE_REQUEST_STATUS[task_status]
 
 
+def _outcome(record: ReferralRecord, kind: str, task_status: str) -> dict[str, Any]:
+    """How a closed referral ended, for the Task's statusReason (smart_app/store/closing.py); nothing otherwise.
+    A ServiceRequest has no reason element for it: its status says completed or revoked."""
+    if kind != "Task" or task_status not in CLOSED or not record.closing_outcome:
+        return {}
+    return {"status_reason": {"coding": [{"system": closing.SYSTEM, "code": record.closing_outcome,
+                                          "display": closing.english(record.closing_outcome)}],
+                              "text": closing.english(record.closing_outcome, record.closing_attempts)},
+            "closing_outcome": record.closing_outcome, "closing_attempts": record.closing_attempts}
+
+
 def enqueue_status(db: Session, record: ReferralRecord, task_status: str, launch: Any) -> str:
     """Queue the chart update for this status change; returns "queued", "off" (profile or scope says no)
     or "nothing" (the referral wrote no resource to update). The caller commits."""
@@ -112,7 +126,7 @@ def enqueue_status(db: Session, record: ReferralRecord, task_status: str, launch
             full_url=f"status:{target.full_url}",
             depends_on=json.dumps({target.full_url: [target.kind, True]}),
             resource_enc=encrypt_json({"resourceType": target.kind, "status": _wanted(target.kind, task_status),
-                                       "task_status": task_status}),
+                                       "task_status": task_status, **_outcome(record, target.kind, task_status)}),
             status="pending", attempts=0, max_attempts=target.max_attempts, next_attempt_at=now,
             created_at=now, updated_at=now))
     return "queued"
@@ -132,6 +146,8 @@ def updates_for(referral_id: str) -> list[dict[str, Any]]:
             wanted = {}
         what = KIND_LABEL.get(row.kind, row.kind)
         status = label(wanted.get("task_status"))
+        if wanted.get("closing_outcome"):
+            status += f" ({closing.label(wanted['closing_outcome'], wanted.get('closing_attempts'))})"
         if row.status == "written":
             text = _("Chart updated: %(what)s set to “%(status)s”", what=what, status=status)
         elif row.status == "failed":

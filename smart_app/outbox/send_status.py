@@ -63,9 +63,12 @@ def send_status(ctx: SendContext, row: OutboxItem) -> None:
 def _put_status(client: FhirClient, path: str, kind: str, wanted: dict[str, Any]) -> None:
     """Read the resource and, unless it already has the wanted status, update it on the version read."""
     current = client.request("GET", path).resource or {}
-    if current.get("status") == wanted.get("status"):
+    reason = wanted.get("status_reason") if kind == "Task" else None
+    if current.get("status") == wanted.get("status") and (reason is None or current.get("statusReason") == reason):
         return
     current["status"] = wanted["status"]
+    if reason is not None:  # how a closed referral ended (closed_loop._outcome)
+        current["statusReason"] = reason
     if kind == "Task":
         current["lastModified"] = datetime.now(UTC).isoformat(timespec="seconds")
     headers = {"Prefer": "return=minimal"}

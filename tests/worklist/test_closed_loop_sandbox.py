@@ -106,6 +106,10 @@ def test_status_changes_reach_the_chart_exactly_once_under_faults(loop_app, sand
     task, task_versions = _held(sandbox, "Task", created["Task"])
     sr, _sr_versions = _held(sandbox, "ServiceRequest", created["ServiceRequest"])
     assert task["status"] == "completed" and sr["status"] == "completed"
+    # How it ended travels with the Task's closing status; the ServiceRequest has no place for it.
+    assert task["statusReason"]["coding"][0] == {"system": "urn:ipv-screen:closing-outcome",
+                                                 "code": "reached_supported", "display": "Reached and supported"}
+    assert "statusReason" not in sr
     statuses = [v["status"] for v in sorted(task_versions, key=lambda v: int(v["meta"]["versionId"]))]
     # Never the same change twice: each stored version differs from the one before it.
     assert all(a != b for a, b in zip(statuses, statuses[1:], strict=False))
@@ -116,7 +120,7 @@ def test_status_changes_reach_the_chart_exactly_once_under_faults(loop_app, sand
         rows = list(db.scalars(select(OutboxItem).where(OutboxItem.operation == "status")))
         assert rows and all(r.status in ("written", "superseded") for r in rows)
     history = sw.get(f"/l/{swid}/worklist/{rid}/history").get_data(as_text=True)
-    assert "Chart updated: follow-up task set to “Completed”" in history
+    assert "Chart updated: follow-up task set to “Completed (Reached and supported)”" in history
 
 
 def test_nothing_is_attempted_where_the_sign_in_cannot_update(loop_app, sandbox):
