@@ -122,22 +122,37 @@ class Suppressor:
         # The months shown one by one; a month before them is known to be empty, so no witness may move it.
         self.months = sorted(p.first for p in grid.periods if p.kind == MONTH)
         self.last_month = self.months[-1] if self.months else -1
+        self._leaf_sums: dict[str, dict[Leaf, dict[str, int]]] = {}
         self.values = self._values()
         self.hidden: set[Cell] = set()
+        self._hidden_periods: dict[tuple[str, Row], set[str]] = defaultdict(set)  # the same, by measure and row
         self.witnesses: dict[str, list[Witness]] = defaultdict(list)
         self._moved: dict[tuple[tuple[int, int], ...], frozenset[str]] = {}
+        self._rows_moved: dict[tuple[bool, tuple[tuple[Leaf, int], ...]], frozenset[Row]] = {}
 
     # -- values -------------------------------------------------------------------------------------------------
     def _values(self) -> dict[Cell, int]:
         values: dict[Cell, int] = {}
         for measure in self.grid.measures:
             per_leaf = self.counts.get(measure.name, {})
+            sums = {leaf: self._period_sums(per_leaf.get(leaf, {})) for leaf in self.grid.leaves(measure)}
+            self._leaf_sums[measure.name] = sums
             for row in self.grid.rows(measure):
-                leaves = [leaf for leaf in self.grid.leaves(measure) if holds(row, leaf)]
+                leaves = [leaf for leaf in sums if holds(row, leaf)]
                 for p in self.grid.periods:
-                    values[(measure.name, row, p.id)] = sum(
-                        n for leaf in leaves for month, n in per_leaf.get(leaf, {}).items() if p.holds(month))
+                    values[(measure.name, row, p.id)] = sum(sums[leaf][p.id] for leaf in leaves)
         return values
+
+    def _period_sums(self, by_month: dict[int, int]) -> dict[str, int]:
+        """A leaf's count in every period, from running totals over the months."""
+        if not self.grid.periods:
+            return {}
+        first = min(p.first for p in self.grid.periods)
+        running, total = {}, 0
+        for month in range(first - 1, self.last_month + 1):
+            total += by_month.get(month, 0) if month >= first else 0
+            running[month] = total
+        return {p.id: running[min(p.last, self.last_month)] - running[p.first - 1] for p in self.grid.periods}
 
     def targets(self) -> Iterator[tuple[tuple[str, ...], Row, str]]:
         """Every sensitive count as (measures a witness may move, row, period), months first, teams first."""
@@ -157,23 +172,39 @@ class Suppressor:
 
     # -- the rule -----------------------------------------------------------------------------------------------
     def run(self) -> Result:
-        self.hidden = {cell for cell, value in self.values.items() if sensitive(value)}
+        self._hide(cell for cell, value in self.values.items() if sensitive(value))
         for measures, row, period in list(self.targets()):
             if self._protected(measures, row, period):
                 continue
-            best = min(self._candidates(measures, row, period), key=lambda c: c[0], default=None)
+            best = self._cheapest(measures, row, period)
             if best is None:  # nothing can move it (no leaf under the row): hide the row's cells outright
-                self.hidden.update((m, row, period) for m in measures)
+                self._hide((m, row, period) for m in measures)
                 continue
             witness = best[1]
             self.witnesses[witness.measure].append(witness)
-            self.hidden.update((witness.measure, r, p) for r in witness.rows for p in witness.periods)
+            self._hide((witness.measure, r, p) for r in witness.rows for p in witness.periods)
         return Result(self.values, self.hidden, [w for ws in self.witnesses.values() for w in ws])
+
+    def _hide(self, cells: Iterable[Cell]) -> None:
+        for cell in cells:
+            self.hidden.add(cell)
+            self._hidden_periods[(cell[0], cell[1])].add(cell[2])
+
+    def _cheapest(self, measures: tuple[str, ...], row: Row, period: str) -> tuple[int, Witness] | None:
+        best: tuple[int, Witness] | None = None
+        for measure, signs, months in self._candidates(measures, row, period):
+            cost = self._price(measure, signs, months, best[0] if best else None)
+            if cost is not None and (best is None or cost < best[0]):
+                best = cost, self._witness(measure, signs, months)
+                if cost == 0:
+                    break  # hides nothing more: cannot be beaten
+        return best
 
     def _protected(self, measures: tuple[str, ...], row: Row, period: str) -> bool:
         return any(row in w.rows and period in w.periods for m in measures for w in self.witnesses[m])
 
-    def _candidates(self, measures: tuple[str, ...], row: Row, period: str) -> Iterator[tuple[int, Witness]]:
+    def _candidates(self, measures: tuple[str, ...], row: Row,
+                    period: str) -> Iterator[tuple[Measure, tuple[tuple[Leaf, int], ...], tuple[tuple[int, int], ...]]]:
         target = self.period_of[period]
         for name in measures:
             measure = self.measures[name]
@@ -185,10 +216,10 @@ class Suppressor:
                 for b in [None, *outside]:
                     signs = ((a, 1),) if b is None else ((a, 1), (b, -1))
                     for months in self._month_changes(name, a, target):
-                        yield self._price(measure, signs, months)
+                        yield measure, signs, months
 
     def _count(self, measure: str, leaf: Leaf, period: Period) -> int:
-        return sum(n for month, n in self.counts.get(measure, {}).get(leaf, {}).items() if period.holds(month))
+        return self._leaf_sums[measure][leaf][period.id]
 
     def _month_changes(self, measure: str, leaf: Leaf, target: Period) -> Iterator[tuple[tuple[int, int], ...]]:
         """Month changes that move the target period: one of its months (+1); or a yearly pair, +1 in month u and
@@ -233,12 +264,30 @@ class Suppressor:
             self._moved[months] = frozenset(k for k, v in change.items() if v)
         return self._moved[months]
 
-    def _price(self, measure: Measure, signs: tuple[tuple[Leaf, int], ...],
-               months: tuple[tuple[int, int], ...]) -> tuple[int, Witness]:
-        rows = frozenset(r for r in self.grid.rows(measure) if sum(s for leaf, s in signs if holds(r, leaf)))
+    def _rows_of(self, measure: Measure, signs: tuple[tuple[Leaf, int], ...]) -> frozenset[Row]:
+        key = (measure.by_team, signs)
+        if key not in self._rows_moved:
+            self._rows_moved[key] = frozenset(r for r in self.grid.rows(measure)
+                                              if sum(s for leaf, s in signs if holds(r, leaf)))
+        return self._rows_moved[key]
+
+    def _price(self, measure: Measure, signs: tuple[tuple[Leaf, int], ...], months: tuple[tuple[int, int], ...],
+               bound: int | None) -> int | None:
+        """What the witness would newly hide (each cell 1 + its count); None as soon as it passes ``bound``."""
         periods = self._periods_moved(months)
-        new = [(measure.name, r, p) for r in rows for p in periods if (measure.name, r, p) not in self.hidden]
-        return sum(1 + self.values[c] for c in new), Witness(measure.name, signs, months, rows, periods)
+        values, name, cost = self.values, measure.name, 0
+        for r in self._rows_of(measure, signs):
+            hidden = self._hidden_periods[(name, r)]
+            for p in periods:
+                if p not in hidden:
+                    cost += 1 + values[(name, r, p)]
+            if bound is not None and cost >= bound:
+                return None
+        return cost
+
+    def _witness(self, measure: Measure, signs: tuple[tuple[Leaf, int], ...],
+                 months: tuple[tuple[int, int], ...]) -> Witness:
+        return Witness(measure.name, signs, months, self._rows_of(measure, signs), self._periods_moved(months))
 
 
 def suppress(grid: Grid, counts: Counts, derived: Iterable[Derived] = ()) -> Result:
