@@ -34,7 +34,7 @@ def user_tag(scope: Scope) -> str | None:
     """The key saved views are kept under: None when the launch names no user (nothing can be saved)."""
     if not scope.user_reference:
         return None
-    return keyed_hash(f"worklist-user|{scope.iss}|{scope.user_reference}")
+    return keyed_hash(f"worklist-user|{scope.ehr_id}|{scope.user_reference}")  # any iss of the EHR
 
 
 def view_args(filters: dict[str, str], sort: str) -> dict[str, str]:

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select
 from sqlalchemy.orm import Session
 
-from config.ehrs import ehr_id_for
+from config.ehrs import ehr_for, ehr_id_for
 from smart_app.launch.roles import PROGRAM_MANAGER, SOCIAL_WORKER, queue_practitioner_roles, user_roles
 from smart_app.store.crypto import encrypt_json, keyed_hash
 from smart_app.store.models import ReferralProgram, ReferralRecord, ReferralSite
@@ -48,6 +48,9 @@ class Scope:
     places: list[str] = field(default_factory=list)
     ehr: str = ""  # the EHR identity; "" = the iss itself
     teams: frozenset[str] = frozenset()  # routing teams whose referrals this user works
+    # The EHR's exact iss values (config/ehrs.py): a referral made before routing, kept by its iss, is of this EHR
+    # whichever of them it was made on (a standalone launch on a per-launch iss finds the EHR launch's).
+    ehr_iss: frozenset[str] = frozenset()
 
     @property
     def ehr_id(self) -> str:
@@ -97,10 +100,12 @@ def scope_for(launch: Any, deployment: Any) -> Scope:
     if ehr_keys:
         source = "ehr"
     places = [*places, *sorted(listed - ehr_keys)]
-    ehr = ehr_id_for(launch.iss, deployment)
+    identity = ehr_for(launch.iss, deployment)
+    ehr = identity.id if identity is not None else ehr_id_for(launch.iss, deployment)
     teams = routing_of(deployment).teams_of(ehr, ref, roles, frozenset(keys))
     return Scope(iss=launch.iss.rstrip("/"), user_reference=ref, roles=roles, keys=frozenset(keys),
-                 source=source, places=places, ehr=ehr, teams=frozenset(teams))
+                 source=source, places=places, ehr=ehr, teams=frozenset(teams),
+                 ehr_iss=identity.iss if identity is not None else frozenset())
 
 
 def referral_site_keys(context: dict[str, Any], directory_site: str | None) -> list[str]:
@@ -163,9 +168,11 @@ def program_keys_of(keys: Any) -> str:
 
 
 def of_ehr(scope: Scope) -> ColumnElement[bool]:
-    """Referrals of the user's EHR identity (one made before routing, with no ``ehr``: of the launch's iss)."""
+    """Referrals of the user's EHR identity (one made before routing, with no ``ehr``: of the launch's iss or one
+    of the EHR's exact iss values)."""
+    values = sorted({scope.iss, *scope.ehr_iss})
     return or_(ReferralRecord.ehr == scope.ehr_id,
-               and_(ReferralRecord.ehr.is_(None), ReferralRecord.iss.in_({scope.iss, scope.iss + "/"})))
+               and_(ReferralRecord.ehr.is_(None), ReferralRecord.iss.in_(values + [v + "/" for v in values])))
 
 
 def scoped_query(scope: Scope) -> Select[tuple[ReferralRecord]]:

@@ -315,7 +315,7 @@ def _index_programs(scope: Scope) -> None:
     process: the search reads every referral in scope, and only a referral made by an older version of the app
     can lack its rows. Its own transaction: a concurrent queue request that indexed them first wins."""
     checked = current_app.extensions.setdefault("worklist_program_checks", {})
-    mark = (scope.iss, scope.keys)
+    mark = (scope.ehr_id, scope.keys)  # per EHR, not per iss: a per-launch iss is new at every launch
     if time.monotonic() - checked.get(mark, -UNINDEXED_CHECK_SECONDS) < UNINDEXED_CHECK_SECONDS:
         return
     db = current_app.extensions["db_sessionmaker"]()

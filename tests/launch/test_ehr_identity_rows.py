@@ -4,6 +4,7 @@ the identity was kept (keyed by the raw iss) are still found; another EHR's pati
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from smart_app.ops.audit import query_audit
 from smart_app.store.crypto import keyed_hash
 from smart_app.store.db import session_scope
-from smart_app.store.models import AuditEvent, PatientMark, ReportEvent
+from smart_app.store.models import AuditEvent, PatientMark, ReferralRecord, ReferralSite, ReportEvent
 from tests.worklist.support import clinician_context, make_referral, with_deployment
 
 pytestmark = pytest.mark.routing
@@ -91,3 +92,33 @@ def test_rows_from_before_the_identity_are_still_found(one_ehr, make_launch):
         assert [(r["iss"], r["ehr"], r["instance"] == "old") for r in found] == [
             (PLAIN, "bwh", True), (PER_LAUNCH, "bwh", False)]
         assert [r["iss"] for r in query_audit(db, ehr="other", action="view_result")] == [OTHER]
+
+
+def test_the_queue_and_saved_views_are_the_ehrs_whichever_iss_the_social_worker_launches_on(one_ehr, make_launch):
+    from tests.worklist.support import SNOMED_SW, role, worker_context
+
+    app = one_ehr
+    rid = make_referral(app, make_launch, "bwh", "p-q", "Pat Queue", iss=PLAIN)
+    with app.app_context(), session_scope(app) as db:
+        # One made before routing: no ehr, kept by the iss it was made on.
+        old = ReferralRecord(iss=PLAIN, profile="sandbox", status="requested", route_kind=None, ehr=None)
+        db.add(old)
+        db.flush()
+        db.add(ReferralSite(referral_id=old.id, key="Location/loc-bwh"))
+        old_id = old.id
+
+    def queue(iss):
+        client = app.test_client()
+        lid = make_launch(client, context=worker_context("Practitioner/sw", "S W", [role(
+            [SNOMED_SW], locations=["Location/loc-bwh"])]), iss=iss, kind="standalone")
+        page = client.get(f"/l/{lid}/worklist").get_data(as_text=True)
+        return client, lid, set(re.findall(r'data-testid="referral-([^"]+)"', page)), page
+
+    _client, _lid, on_plain, _page = queue(PLAIN)
+    client, lid, on_per_launch, _page = queue(PER_LAUNCH)
+    assert on_plain == on_per_launch == {rid, old_id}
+    assert queue(OTHER)[2] == set()
+    # A view saved on one launch is there on the next, on another iss of the EHR.
+    client.post(f"/l/{lid}/worklist/saved", data={"urgency": "urgent"})
+    assert 'data-testid="saved-view"' in queue("http://127.0.0.1:9/l/launch-8/fhir")[3]
+    assert 'data-testid="saved-view"' not in queue(OTHER)[3]
