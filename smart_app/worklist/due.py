@@ -85,11 +85,6 @@ class DueRule:
     def span(self, urgent: bool) -> Span:
         return self.urgent if urgent else self.routine
 
-    def text(self, urgent: bool) -> str:
-        span = self.span(urgent)
-        n = int(span.amount) if span.amount == int(span.amount) else span.amount
-        return f"{n} {'business ' if span.business else ''}{span.unit}{'' if n == 1 else 's'}"
-
 
 def due_rule(config: Any) -> DueRule:
     """The rule from the Flask config (``WORKLIST_DUE_URGENT`` / ``WORKLIST_DUE_ROUTINE``, filled from the

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from flask_babel import ngettext
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
@@ -44,7 +45,7 @@ from smart_app.store.task_status import CLOSED, TRANSITIONS, action_label, allow
 from smart_app.worklist import alerts, interpreter
 from smart_app.worklist import assign as assignment
 from smart_app.worklist import retention as worklist_retention
-from smart_app.worklist.due import DueRule, due_rule
+from smart_app.worklist.due import HOUR, DueRule, Span, due_rule
 from smart_app.worklist.queue import (
     FACETS,
     IS_CLOSED,
@@ -98,6 +99,18 @@ def tz() -> ZoneInfo:
 
 def _due_rule() -> DueRule:
     return due_rule(current_app.config)
+
+
+def span_text(span: Span) -> str:
+    """A due time's length in the reader's language ("1 business hour", "2 business days", "4 hours")."""
+    n = int(span.amount) if span.amount == int(span.amount) else span.amount
+    if span.business and span.unit == HOUR:
+        return ngettext("%(num)s business hour", "%(num)s business hours", n)
+    if span.business:
+        return ngettext("%(num)s business day", "%(num)s business days", n)
+    if span.unit == HOUR:
+        return ngettext("%(num)s hour", "%(num)s hours", n)
+    return ngettext("%(num)s day", "%(num)s days", n)
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -462,7 +475,8 @@ def index() -> str:
         saved=saved, can_save=tag is not None, current_view=view_args(query.filters, query.sort),
         scope=scope, reaches=reaches, unrouted=unrouted, overdue_alert=overdue_alert,
         launch_patient=bool(((g.launch.context or {}).get("patient") or {}).get("mrn")) and not search,
-        due_rule=_due_rule(), loop_notices=notices, retention=retention_text(),
+        due_urgent=span_text(_due_rule().urgent), due_routine=span_text(_due_rule().routine),
+        loop_notices=notices, retention=retention_text(),
         tz_name=str(tz()), first=view.first + 1, last=view.first + len(entries))
 
 

@@ -126,6 +126,8 @@ def test_the_route_teams_program_counts_else_the_sites_else_around_the_clock(app
 def test_a_deployment_due_setting_is_used_and_a_bad_one_stops_start_up(app, make_launch, tmp_path):
     app.config["WORKLIST_DUE_URGENT"] = "4 hours"  # on the clock
     assert due_of(app, refer(app, make_launch, "2026-12-04T23:00", "p1", urgent=True)) == at("2026-12-05T03:00")
+    assert "A first contact is due 4 hours after an urgent referral and 2 business days after a routine one" in \
+        queue(app, make_launch)
     with pytest.raises(DueConfigError, match="worklist.due.routine"):
         create_app(app_config(f"sqlite:///{tmp_path / 'bad.db'}", WORKLIST_DUE_ROUTINE="soon"))
 
