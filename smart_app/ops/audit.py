@@ -14,10 +14,10 @@ non-PHI (our own ids, resource types, status words); ``resources`` (chart resour
 patient.
 
 The table is append-only: nothing here updates or deletes a row except ``purge_audit`` (AUDIT_RETENTION_DAYS);
-the ORM refuses updates and deletes of AuditEvent objects; on PostgreSQL a trigger refuses TRUNCATE always,
-DELETE unless the purge's transaction set ``ipv.audit_purge``, and UPDATE unless rotate-keys' transaction set
-``ipv.audit_rekey`` and only ``patient_enc`` changes (on SQLite a trigger refuses UPDATE of any other column).
-For more, give the app's database role only INSERT and SELECT on audit_event (README, "Access audit").
+the ORM refuses updates and deletes of AuditEvent objects. On PostgreSQL the app's runtime role may only INSERT
+and SELECT there (DEPLOY.md, database roles), and a trigger lets only the table's owner DELETE rows past the
+retention floor (through ``audit_event_purge``) or UPDATE ``patient_enc`` alone (rotate-keys, run as the owner);
+TRUNCATE never, and no session setting changes that. On SQLite a trigger refuses UPDATE of any other column.
 
 ``flask --app smart_app audit`` lists rows for the privacy office (by patient, user, action, date range), as a
 table, CSV or JSON; each listing is itself audited ("export").
@@ -37,7 +37,7 @@ from typing import Any
 import click
 from flask import Flask, current_app, g, has_request_context
 from flask.cli import with_appcontext
-from sqlalchemy import DDL, delete, event, select, text
+from sqlalchemy import delete, event, select, text
 from sqlalchemy.orm import Session
 
 from config.ehrs import ehr_id_for
@@ -60,18 +60,70 @@ ACTIONS = {
 DEFAULT_RETENTION_DAYS = 2190  # 6 years: HIPAA documentation retention, 45 CFR 164.316(b)(2)(i)
 
 # -- append-only guards ------------------------------------------------------------------------------------
-PG_APPEND_ONLY = [
-    """CREATE OR REPLACE FUNCTION audit_event_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+# PostgreSQL: the runtime role has INSERT and SELECT on audit_event and nothing else there (DEPLOY.md, database
+# roles); the table belongs to the owner role that runs `db upgrade`. The trigger below holds even for a role
+# that was granted more: DELETE and UPDATE pass only for the table's owner (or a member of it, or the purge
+# function, which runs as the owner), DELETE only of rows older than the retention floor, UPDATE only of
+# patient_enc (rotate-keys); TRUNCATE never. No session setting opens it. The floor is a function only the owner
+# can replace (audit_event_retention_floor, 6 years); audit_event_purge(days) deletes rows older than
+# max(days, floor), and anyone may call it: it removes nothing younger.
+PG_RETENTION_FLOOR_DAYS = DEFAULT_RETENTION_DAYS
+
+
+def pg_append_only(schema: str) -> list[str]:
+    """The PostgreSQL guards for audit_event in ``schema`` (a quoted identifier). A frozen copy of these lives in
+    the migration that made them (smart_app/store/migrations/versions/audit_owner_only.py)."""
+    return [
+        f"""CREATE OR REPLACE FUNCTION {schema}.audit_event_retention_floor() RETURNS integer LANGUAGE sql IMMUTABLE
+AS 'SELECT {PG_RETENTION_FLOOR_DAYS}'""",
+        f"""CREATE OR REPLACE FUNCTION {schema}.audit_event_append_only() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  owner_oid oid;
 BEGIN
-  IF TG_OP = 'DELETE' AND current_setting('ipv.audit_purge', true) = 'on' THEN
-    RETURN OLD;
-  END IF;
-  IF TG_OP = 'UPDATE' AND current_setting('ipv.audit_rekey', true) = 'on'
-     AND (to_jsonb(NEW) - 'patient_enc') = (to_jsonb(OLD) - 'patient_enc') THEN
-    RETURN NEW;  -- rotate-keys re-encrypting patient_enc, nothing else
+  SELECT relowner INTO owner_oid FROM pg_catalog.pg_class WHERE oid = TG_RELID;
+  IF TG_OP IN ('DELETE', 'UPDATE') AND pg_catalog.pg_has_role(current_user, owner_oid, 'USAGE') THEN
+    IF TG_OP = 'DELETE'
+       AND OLD.at < now() - make_interval(days => {schema}.audit_event_retention_floor()) THEN
+      RETURN OLD;  -- past the retention floor, deleted by the owner (the purge)
+    END IF;
+    IF TG_OP = 'UPDATE' AND (to_jsonb(NEW) - 'patient_enc') = (to_jsonb(OLD) - 'patient_enc') THEN
+      RETURN NEW;  -- rotate-keys re-encrypting patient_enc, nothing else
+    END IF;
   END IF;
   RAISE EXCEPTION 'audit_event is append-only (% refused)', TG_OP;
 END $$""",
+        f"""CREATE OR REPLACE FUNCTION {schema}.audit_event_purge(retention_days integer) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  gone bigint;
+BEGIN
+  DELETE FROM {schema}.audit_event
+   WHERE at < now() - make_interval(days => greatest(retention_days, {schema}.audit_event_retention_floor()));
+  GET DIAGNOSTICS gone = ROW_COUNT;
+  RETURN gone;
+END $$""",
+        # Whatever was granted before (a runtime role that owned the database, GRANT ALL ON ALL TABLES): only
+        # the owner keeps UPDATE, DELETE or TRUNCATE on the audit table.
+        f"""DO $$
+DECLARE
+  holder record;
+BEGIN
+  FOR holder IN SELECT DISTINCT a.grantee FROM pg_catalog.pg_class c, aclexplode(c.relacl) a
+                 WHERE c.oid = '{schema}.audit_event'::regclass AND a.grantee <> c.relowner
+                   AND a.privilege_type IN ('UPDATE', 'DELETE', 'TRUNCATE', 'TRIGGER', 'REFERENCES') LOOP
+    IF holder.grantee = 0 THEN
+      EXECUTE 'REVOKE UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES ON {schema}.audit_event FROM PUBLIC';
+    ELSE
+      EXECUTE format('REVOKE UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES ON {schema}.audit_event FROM %I',
+                     holder.grantee::regrole::text);
+    END IF;
+  END LOOP;
+END $$""",
+    ]
+
+
+PG_TRIGGERS = [
     "CREATE TRIGGER audit_event_append_only BEFORE UPDATE OR DELETE ON audit_event "
     "FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()",
     "CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event "
@@ -83,11 +135,24 @@ SQLITE_APPEND_ONLY = [
     "request_id, object_id, detail ON audit_event "
     "BEGIN SELECT RAISE(ABORT, 'audit_event is append-only (UPDATE refused)'); END",
 ]
-# Tests build their databases with create_all: the same triggers as the migration.
-for _sql in PG_APPEND_ONLY:
-    event.listen(AuditEvent.__table__, "after_create", DDL(_sql.replace("%", "%%")).execute_if(dialect="postgresql"))
-for _sql in SQLITE_APPEND_ONLY:
-    event.listen(AuditEvent.__table__, "after_create", DDL(_sql).execute_if(dialect="sqlite"))
+
+
+def current_schema(connection: Any) -> str:
+    """The connection's current schema as a quoted identifier (the guards name it: no search_path lookups)."""
+    name = connection.execute(text("SELECT current_schema()")).scalar()
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+@event.listens_for(AuditEvent.__table__, "after_create")
+def _create_guards(_table: Any, connection: Any, **_kw: Any) -> None:
+    """Tests build their databases with create_all: the same guards as the migrations."""
+    if connection.dialect.name == "postgresql":
+        schema = current_schema(connection)
+        for sql in [*pg_append_only(schema), *PG_TRIGGERS]:
+            connection.execute(text(sql))  # text(): the % in the functions reach the server as written
+    elif connection.dialect.name == "sqlite":
+        for sql in SQLITE_APPEND_ONLY:
+            connection.execute(text(sql))
 
 
 class AppendOnlyError(RuntimeError):
@@ -167,12 +232,15 @@ def _cap(value: Any, limit: int) -> str | None:
 
 # -- retention --------------------------------------------------------------------------------------------
 def purge_audit(db: Session, *, now: datetime | None = None, days: int | None = None) -> int:
-    """Delete audit rows older than the retention (the only deletion the table allows). Commits."""
+    """Delete audit rows older than the retention (the only deletion the table allows). Commits. On PostgreSQL the
+    database's clock and its retention floor decide (``audit_event_purge``; ``now`` is not used there)."""
     if days is None:
         days = int(current_app.config.get("AUDIT_RETENTION_DAYS") or DEFAULT_RETENTION_DAYS)
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     if db.get_bind().dialect.name == "postgresql":
-        db.execute(text("SELECT set_config('ipv.audit_purge', 'on', true)"))  # this transaction only
+        gone = db.execute(text("SELECT audit_event_purge(:days)"), {"days": int(days)}).scalar()
+        db.commit()
+        return int(gone or 0)
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     n = db.execute(delete(AuditEvent).where(AuditEvent.at < cutoff).execution_options(synchronize_session=False))
     db.commit()
     return n.rowcount or 0

@@ -19,7 +19,7 @@ import click
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from sqlalchemy import LargeBinary, and_, bindparam, select, update
+from sqlalchemy import LargeBinary, and_, bindparam, select, text, update
 
 from smart_app.store.models import Base
 
@@ -125,6 +125,10 @@ def rotate(db: Any, *, batch: int = 500) -> dict[str, dict[str, int]]:
     return report
 
 
+_MAY_REKEY_AUDIT = text("SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c "
+                        "WHERE c.oid = 'audit_event'::regclass")
+
+
 def _after(pk: list[Any], last: tuple) -> Any:
     if len(pk) == 1:
         return pk[0] > last[0]
@@ -134,11 +138,12 @@ def _after(pk: list[Any], last: tuple) -> Any:
 
 
 def _execute_update(db: Any, table: Any, stmt: Any, params: list[dict[str, Any]]) -> int:
-    if table.name == "audit_event" and db.get_bind().dialect.name == "postgresql":
-        from sqlalchemy import text
-
-        # The append-only trigger lets this transaction change patient_enc only (smart_app/ops/audit.py).
-        db.execute(text("SELECT set_config('ipv.audit_rekey', 'on', true)"))
+    if table.name == "audit_event" and db.get_bind().dialect.name == "postgresql" and not db.execute(
+            _MAY_REKEY_AUDIT).scalar():
+        # The append-only trigger lets the table's owner change patient_enc only (smart_app/ops/audit.py); the
+        # app's runtime role may not change the audit table at all.
+        raise click.ClickException("rotate-keys re-encrypts the access audit as the database owner role: run it "
+                                   "with the owner's DATABASE_URL (DEPLOY.md, database roles)")
     conn = db.connection()
     return conn.execute(stmt, params).rowcount or 0
 

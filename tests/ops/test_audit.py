@@ -158,12 +158,20 @@ def test_postgresql_refuses_update_delete_truncate_except_the_retention_purge(po
             record_audit("export", actor="cli:test", detail="old")
             record_audit("export", actor="cli:test", detail="new")
         engine = create_engine(postgres_url)
-        for sql in ("UPDATE audit_event SET detail = 'x'", "DELETE FROM audit_event", "TRUNCATE audit_event"):
+        with engine.begin() as conn:  # the owner ages one row past the retention floor (6 years)
+            conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER audit_event_append_only"))
+            conn.execute(text("UPDATE audit_event SET at = now() - interval '2200 days' WHERE detail = 'old'"))
+            conn.execute(text("ALTER TABLE audit_event ENABLE TRIGGER audit_event_append_only"))
+        # Even the owner, with the settings that once opened the trigger: no change, no young row deleted.
+        for sql in ("UPDATE audit_event SET detail = 'x'", "DELETE FROM audit_event WHERE detail = 'new'",
+                    "TRUNCATE audit_event"):
             with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+                conn.execute(text("SELECT set_config('ipv.audit_purge', 'on', true), "
+                                  "set_config('ipv.audit_rekey', 'on', true)"))
                 conn.execute(text(sql))
         with app.app_context(), session_scope(app) as db:
-            old = db.scalar(select(AuditEvent).where(AuditEvent.detail == "old"))
-            assert purge_audit(db, now=old.at + timedelta(days=10), days=5) == 2
+            assert purge_audit(db, days=5) == 1  # the database's clock and floor decide: only the old row
+        assert [r.detail for r in rows(app)] == ["new"]
         engine.dispose()
     finally:
         app.extensions["db_engine"].dispose()

@@ -76,6 +76,9 @@ def test_audit_retention_purge_passes_the_append_only_trigger_on_postgresql(post
             conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER audit_event_append_only"))
             conn.execute(text("UPDATE audit_event SET at = now() - interval '40 days' WHERE detail = 'old'"))
             conn.execute(text("ALTER TABLE audit_event ENABLE TRIGGER audit_event_append_only"))
+            # The database's retention floor (6 years; only the table's owner may lower it) bounds the purge.
+            conn.execute(text("CREATE OR REPLACE FUNCTION audit_event_retention_floor() RETURNS integer "
+                              "LANGUAGE sql IMMUTABLE AS 'SELECT 30'"))
         engine.dispose()
         counts = OutboxWorker(app).purge_launches()
         assert counts["audit_rows"] == 1
