@@ -107,7 +107,7 @@ def _check_deployment(dep: Any, config: Mapping[str, Any], error: Any, warning: 
             error("allowed_iss", f"{iss} is not https: an EHR's FHIR base is reached over TLS only")
         if _placeholder(iss):
             error("allowed_iss", f"{iss} is a placeholder")
-    _check_ehrs(dep, error)
+    _check_ehrs(dep, error, warning)
     if dep.client_auth in ("client_secret_basic", "client_secret_post"):
         if not dep.client_secret:
             error("CLIENT_SECRET", f"client_auth {dep.client_auth} needs CLIENT_SECRET")
@@ -117,9 +117,9 @@ def _check_deployment(dep: Any, config: Mapping[str, Any], error: Any, warning: 
         _check_private_key(dep, error)
 
 
-def _check_ehrs(dep: Any, error: Any) -> None:
+def _check_ehrs(dep: Any, error: Any, warning: Any) -> None:
     """The ehrs block parses (config/ehrs.py: one * per pattern, as a whole path segment, never in the host),
-    and every value and pattern it allow-lists is https."""
+    every value and pattern in it is https, and every allow-listed iss belongs to one of its EHRs."""
     try:
         ehrs = ehrs_of(dep)
     except EhrIdentityError as exc:
@@ -131,6 +131,10 @@ def _check_ehrs(dep: Any, error: Any) -> None:
         for value in [*sorted(ehr.iss), *(p.text for p in ehr.patterns)]:
             if urlsplit(value).scheme != "https":
                 error("ehrs", f"{ehr.id}: {value} is not https: an EHR's FHIR base is reached over TLS only")
+    for iss in dep.allowed_iss or []:
+        if not any(ehr.owns(iss) for ehr in ehrs):
+            warning("ehrs", f"{iss} is allow-listed but in no ehrs entry: its launches count as an EHR of their own, "
+                            "and a standalone launch on it is refused")
 
 
 def _check_private_key(dep: Any, error: Any) -> None:

@@ -210,3 +210,17 @@ def test_a_pattern_matches_one_plain_segment_on_its_own_origin_only():
                 "https://ehr.example.org.evil.test/l/a/fhir", "https://ehr.example.org@evil.test/l/a/fhir",
                 "http://ehr.example.org/l/a/fhir", "https://ehr.example.org/l/a/fhir/x"):
         assert not p.matches(iss), iss
+
+
+def test_an_allow_listed_iss_in_no_ehrs_entry_is_named_at_start_up():
+    from types import SimpleNamespace
+
+    from config.checks import check_config
+
+    dep = SimpleNamespace(name="prod", client_id="ipv", client_auth="none", private_key_file=None,
+                          allowed_iss=["https://ehr.example.org/fhir", "https://forgotten.example.org/fhir"],
+                          extra={"ehrs": {"bwh": {"iss": ["https://ehr.example.org/fhir"],
+                                                  "iss_patterns": ["https://ehr.example.org/l/*/fhir"]}}})
+    problems = check_config({"DEPLOYMENT": dep, "IPV_DEPLOYMENT": "prod", "ALLOWED_ISS": dep.allowed_iss})
+    named = [p for p in problems if p.setting == "ehrs"]
+    assert [(p.level, p.message.split(" ")[0]) for p in named] == [("warning", "https://forgotten.example.org/fhir")]
