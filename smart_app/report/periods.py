@@ -61,7 +61,7 @@ class Period:
         if self.kind == QUARTER:
             return self.key.replace("-Q", " Q")
         if self.kind == ROLLING:
-            return f"12 months {month_key(self.first)} to {month_key(self.last)}"
+            return f"{month_key(self.first)} to {month_key(self.last)}"
         return self.key
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from smart_app.report.periods import MONTH, QUARTER, QUARTER_MONTHS, ROLLING_MONTHS, Period
 
 THRESHOLD = 11
+LATEST_WEIGHT = 4  # how much more a cell of the latest period of its kind costs to hide
 
 Leaf = tuple[str, str]   # (site, team); team "" for measures counted per site only
 Row = tuple[str, ...]    # ("all",), ("site", site) or ("team", site, team)
@@ -123,6 +124,12 @@ class Suppressor:
         self.months = sorted(p.first for p in grid.periods if p.kind == MONTH)
         self.last_month = self.months[-1] if self.months else -1
         self._leaf_sums: dict[str, dict[Leaf, dict[str, int]]] = {}
+        # The latest month, quarter and 12 months are what a program manager opens first: hiding there costs more.
+        latest = {p.kind: p for p in sorted(grid.periods, key=lambda p: p.last)}
+        self._weight = {p.id: LATEST_WEIGHT for p in latest.values()}
+        # Rows adding up the same leaves as a broader row (a site's only team, the only site): hidden with it, and
+        # not worth anything more when a witness is priced.
+        self._repeats = {m.by_team: self._repeated_rows(m) for m in grid.measures}
         self.values = self._values()
         self.hidden: set[Cell] = set()
         self._hidden_periods: dict[tuple[str, Row], set[str]] = defaultdict(set)  # the same, by measure and row
@@ -142,6 +149,16 @@ class Suppressor:
                 for p in self.grid.periods:
                     values[(measure.name, row, p.id)] = sum(sums[leaf][p.id] for leaf in leaves)
         return values
+
+    def _repeated_rows(self, measure: Measure) -> frozenset[Row]:
+        seen: set[frozenset[Leaf]] = set()
+        repeats = set()
+        for row in self.grid.rows(measure):  # broadest first
+            leaves = frozenset(leaf for leaf in self.grid.leaves(measure) if holds(row, leaf))
+            if leaves in seen:
+                repeats.add(row)
+            seen.add(leaves)
+        return frozenset(repeats)
 
     def _period_sums(self, by_month: dict[int, int]) -> dict[str, int]:
         """A leaf's count in every period, from running totals over the months."""
@@ -238,14 +255,17 @@ class Suppressor:
 
     @staticmethod
     def _yearly_starts(target: Period) -> list[tuple[int, int]]:
+        """(first month, gap) of the yearly pairs worth trying: pairs holding a month of the target, the pair before
+        it first (the last closed month's pair then moves an older 12-month window, not the latest)."""
         if target.kind == MONTH:
             t = target.first
             inside = t if t % QUARTER_MONTHS < QUARTER_MONTHS - 1 else t - 1
-            return [(inside, 1), (t, QUARTER_MONTHS), (t - QUARTER_MONTHS, QUARTER_MONTHS)]
+            return list(dict.fromkeys([(t - 1, 1), (inside, 1), (t, QUARTER_MONTHS),
+                                       (t - QUARTER_MONTHS, QUARTER_MONTHS)]))
         if target.kind == QUARTER:
             return [(m, QUARTER_MONTHS) for m in target.months] + [(m - QUARTER_MONTHS, QUARTER_MONTHS)
                                                                     for m in target.months]
-        return [(target.last, 1)]
+        return [(target.last, 1)] + [(target.last - k, QUARTER_MONTHS) for k in range(QUARTER_MONTHS)]
 
     def _yearly(self, start: int, gap: int) -> tuple[tuple[int, int], ...]:
         pairs: list[tuple[int, int]] = []
@@ -275,12 +295,14 @@ class Suppressor:
                bound: int | None) -> int | None:
         """What the witness would newly hide (each cell 1 + its count); None as soon as it passes ``bound``."""
         periods = self._periods_moved(months)
-        values, name, cost = self.values, measure.name, 0
+        values, name, cost, weight = self.values, measure.name, 0, self._weight
         for r in self._rows_of(measure, signs):
+            if r in self._repeats[measure.by_team]:
+                continue  # the same cells as a row already priced
             hidden = self._hidden_periods[(name, r)]
             for p in periods:
                 if p not in hidden:
-                    cost += 1 + values[(name, r, p)]
+                    cost += (1 + values[(name, r, p)]) * weight.get(p, 1)
             if bound is not None and cost >= bound:
                 return None
         return cost

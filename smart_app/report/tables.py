@@ -40,9 +40,33 @@ RATES: tuple[tuple[str, str, str, str], ...] = (
     ("handoff_rate", ms.HANDOFF_COMPLETED, ms.HANDOFF_OFFERED, "Hand-off completion rate"),
     ("in_time_share", ms.CONTACTED_IN_TIME, ms.REFERRALS, "Share contacted in time"),
 )
+
+
+
+@dataclass(frozen=True)
+class Section:
+    """One table of the page: a few columns, so each fits the screen; per site only, or per site and team."""
+
+    key: str
+    title: str
+    measures: tuple[str, ...]
+    rates: tuple[str, ...] = ()
+    median: bool = False
+    teams: bool = True
+
+
+SECTIONS = (
+    Section("screening", "Screening", (ms.SCREENS, ms.POSITIVES), ("positive_rate",), teams=False),
+    Section("referrals", "Referrals and warm hand-offs", (ms.REFERRALS, ms.HANDOFF_OFFERED, ms.HANDOFF_COMPLETED),
+            ("referral_rate", "handoff_rate")),
+    Section("contact", "First contact", (ms.CONTACTED_IN_TIME,), ("in_time_share",), median=True),
+    Section("closing", "Closing outcomes", tuple(ms.CLOSED.values())),
+    Section("cards", "Check-in cards", (ms.CARDS_SHOWN, ms.CARDS_ACCEPTED), teams=False),
+)
 TEAM_NAMES = {ms.COVERAGE_TEAM: "Covering social workers", ms.UNROUTED_TEAM: "Unrouted queue",
               ms.NO_ROUTE: "Route not recorded"}
 VIEW_NAMES = {pd.MONTH: "Month", pd.QUARTER: "Quarter", pd.ROLLING: "12 months"}
+LEGEND_ITEM_WIDTH = 200
 _CACHE: dict[str, Result] = {}
 _CACHE_SIZE = 8
 
@@ -199,6 +223,9 @@ def chart(view: View, measures: tuple[str, ...] = (ms.SCREENS, ms.POSITIVES, ms.
         x += len(measures) * (bar_w + gap) + group_gap
     ticks = [{"value": round(peak * t / 4), "y": top + height - round(height * t / 4)} for t in range(5)]
     labels = dict(COLUMNS)
-    return {"width": max(x + 20, 320), "height": top + height + 60, "base": top + height, "groups": groups,
-            "ticks": ticks, "legend": [{"series": i, "label": labels[m]} for i, m in enumerate(measures)],
-            "labels": labels}
+    width = max(x + 20, 480)
+    per_row = max(1, (width - 60) // LEGEND_ITEM_WIDTH)
+    legend = [{"series": i, "label": labels[m], "x": 60 + i % per_row * LEGEND_ITEM_WIDTH,
+               "y": top + height + 30 + i // per_row * 18} for i, m in enumerate(measures)]
+    return {"width": width, "height": top + height + 50 + (len(measures) + per_row - 1) // per_row * 18,
+            "base": top + height, "groups": groups, "ticks": ticks, "legend": legend, "labels": labels}

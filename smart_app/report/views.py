@@ -77,7 +77,8 @@ def page() -> str:
     now = _now()
     view = _view(get_session(), request.args.get("view"), request.args.get("period"), now)
     record_audit("view_report", patient={}, detail=_audit_name(view.period))  # no patient data in the report
-    return render_template("report/index.html", lid=g.launch.id, view=view, columns=rpt.COLUMNS, rates=rpt.RATES,
+    return render_template("report/index.html", lid=g.launch.id, view=view, sections=rpt.SECTIONS,
+                           columns=dict(rpt.COLUMNS), rates={k: label for k, _n, _d, label in rpt.RATES},
                            chart=rpt.chart(view), threshold=rpt.THRESHOLD, view_names=rpt.VIEW_NAMES,
                            percent=rpt.percent, hours_text=rpt.hours_text)
 

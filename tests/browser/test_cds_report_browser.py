@@ -127,6 +127,6 @@ def test_report_page_reads_without_javascript(report_page):
     page = report_page(js=False)
     assert page.locator("svg[role='img'] desc").count() == 1
     assert page.locator("svg rect").count() > 5
-    bwh = page.locator("[data-testid='report-sites'] tr[data-row='site:bwh'] td[data-measure='screens']")
+    bwh = page.locator("[data-testid='report-screening'] tr[data-row='site:bwh'] td[data-measure='screens']")
     assert int(bwh.inner_text()) >= 37
-    assert "suppressed" in page.locator("[data-testid='report-sites']").inner_text()  # mgh-chelsea's 4
+    assert "suppressed" in page.locator("[data-testid='report-screening']").inner_text()  # mgh-chelsea's 4
