@@ -1,9 +1,9 @@
 """Every referral gets a route when it is made, so it always reaches someone.
 
-The route is, in order: the deployment team whose sites cover one of the referral's site keys (``coverage``),
-the team a social worker's deployment coverage names (also ``coverage``, no team), the EHR's fallback team
-(``fallback``), else the EHR's unrouted queue (``unrouted``), which every social worker and program manager of
-that EHR sees at the top of their queue. The deployment file::
+The route is, in order: the deployment team whose sites cover one of the referral's site keys (``coverage``), a
+site the deployment's coverage gives a user or the social workers (also ``coverage``, no team), the EHR's fallback
+team (``fallback``), else the EHR's unrouted queue (``unrouted``), which every social worker and program manager
+of that EHR sees at the top of their queue. The deployment file::
 
     routing:
       teams:
@@ -12,6 +12,7 @@ that EHR sees at the top of their queue. The deployment file::
           ehr: bwh              # an id in ehrs; without it the team serves every EHR of the deployment
           sites: ["Location/loc-bwh", "urn:ipv-sandbox:site|bwh"]   # keys as in referral_site
           members: [social_worker, "Practitioner/abc"]   # roles or users who work this team's referrals
+                                # (program managers alone: refused at start-up, they only read)
           program: passageway   # optional directory service id: its hours and holidays count the due time
         - id: on-call
           name: "the social-work team on call"
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.ehrs import ehrs_of
-from smart_app.launch.roles import QUEUE_ROLES
+from smart_app.launch.roles import PROGRAM_MANAGER, QUEUE_ROLES, SOCIAL_WORKER
 
 COVERAGE, FALLBACK, UNROUTED = "coverage", "fallback", "unrouted"
 ROUTE_KINDS = (COVERAGE, FALLBACK, UNROUTED)
@@ -96,16 +97,22 @@ def _team(i: int, entry: Any, ehr_ids: list[str]) -> Team:
     members = frozenset(str(m) for m in entry.get("members") or [])
     if entry.get("fallback") and not members:
         members = frozenset(QUEUE_ROLES)  # a fallback team nobody works would be no route at all
+    if members and members <= {PROGRAM_MANAGER}:
+        # Program managers read the queue and change nothing: a team of them alone routes referrals nobody works.
+        raise RoutingConfigError(f"routing.teams[{i}] ({entry['id']}): members are only program managers, who do not "
+                                 f"work referrals; add {SOCIAL_WORKER} or the users who do")
     return Team(id=str(entry["id"]), name=str(entry["name"]), ehr=str(ehr) if ehr else None,
                 sites=frozenset(str(s) for s in entry.get("sites") or []), members=members,
                 fallback=bool(entry.get("fallback")), program=str(entry["program"]) if entry.get("program") else None)
 
 
 def _coverage_keys(extra: dict[str, Any]) -> frozenset[str]:
-    """Every site key the deployment's ``worklist.coverage`` lists, for users or roles."""
+    """The site keys the deployment's ``worklist.coverage`` gives someone who works referrals: every user's list
+    and the social workers' list. The program managers' list lets them see those sites, and routes nothing: they
+    read the queue and change nothing, so a referral only they saw would wait for no one."""
     coverage = (extra.get("worklist") or {}).get("coverage") or {}
-    return frozenset(str(k) for group in ("users", "roles") for ks in (coverage.get(group) or {}).values()
-                     for k in ks or [])
+    lists = [*(coverage.get("users") or {}).values(), (coverage.get("roles") or {}).get(SOCIAL_WORKER)]
+    return frozenset(str(k) for ks in lists for k in ks or [])
 
 
 def routing_of(deployment: Any) -> Routing:

@@ -58,6 +58,7 @@ from smart_app.worklist.queue import (
     facet_names,
 )
 from smart_app.worklist.retention import retention_days
+from smart_app.worklist.routing import routing_of
 from smart_app.worklist.saved import delete_view, save_view, saved_views, user_tag, view_args
 from smart_app.worklist.scope import (
     Scope,
@@ -90,6 +91,7 @@ def _register_cli(state: Any) -> None:
     worklist_retention.init_app(state.app)
     alerts.init_app(state.app)  # open referrals per route on /metrics
     due_rule(state.app.config)  # a due time the app cannot read stops start-up, naming the setting
+    routing_of(state.app.config.get("DEPLOYMENT"))  # so does a routing block: never first at a consent
 
 
 # -- settings and formatting ---------------------------------------------------------------------

@@ -4,14 +4,18 @@ will see it, and never more than is true. EHR identity: several iss values are o
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 
 import pytest
 from sqlalchemy import select
 
+from sandbox_ehr.harness.launches import app_config
+from smart_app import create_app
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
+from smart_app.worklist.routing import RoutingConfigError
 from tests.worklist.support import (
     EHR1,
     EHR2,
@@ -178,3 +182,30 @@ def test_the_deployment_coverage_adds_to_the_places_the_ehr_role_names(app, make
         _page, listed = _queue(app, make_launch, reference,
                                [role([SNOMED_SW], organizations=["Organization/org-elsewhere"])])
         assert listed == [rid]
+
+
+def test_the_program_managers_coverage_lets_them_see_a_site_and_routes_nothing(app, make_launch):
+    """Program managers read the queue and change nothing: a site only their coverage lists is unrouted, so every
+    social worker of the EHR sees it (routed to them alone, no one would work it)."""
+    _ehrs(app)
+    with_deployment(app, roles={"social_worker": {"codes": [{"system": SNOMED_SW["system"],
+                                                             "code": SNOMED_SW["code"]}]},
+                                "program_manager": {"texts": ["program manager"]}},
+                    worklist={"coverage": {"roles": {"program_manager": ["Location/loc-mgh"]}}})
+    rid, words = _refer(app, make_launch, "mgh", "p10")
+    assert _record(app, rid) == ("ehr1", "unrouted", None)
+    assert "You do not need to do anything else" not in words
+    for reference, roles in (("Practitioner/pm", [role([PM])]), ("Practitioner/sw-x", [role([SNOMED_SW])])):
+        _page, listed = _queue(app, make_launch, reference, roles)
+        assert listed == [rid]
+
+
+def test_a_team_of_program_managers_alone_stops_start_up_naming_it(tmp_path):
+    base = create_app(app_config(f"sqlite:///{tmp_path / 'base.db'}"))
+    dep = base.config["DEPLOYMENT"]
+    base.extensions["db_engine"].dispose()
+    teams = {"teams": [{"id": "managers", "name": "The managers", "sites": ["Location/loc-mgh"],
+                        "members": ["program_manager"]}]}
+    with pytest.raises(RoutingConfigError, match=r"routing.teams\[0\] \(managers\): members are only program"):
+        create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}",
+                              DEPLOYMENT=dataclasses.replace(dep, extra={**dep.extra, "routing": teams})))

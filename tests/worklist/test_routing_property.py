@@ -2,8 +2,8 @@
 by pattern; sites in ``Location.partOf`` / ``Organization.partOf`` trees; ``worklist.coverage`` rules by user and by
 role; routing teams with sites and members, fallback teams; social workers and program managers whose
 PractitionerRoles do or do not name places) and generated referrals (any site, a site no rule names, a launch with
-no encounter, on any ``iss`` of their EHR), every referral is in the queue of at least one social worker of its EHR,
-and in the queue of nobody of another EHR.
+no encounter, on any ``iss`` of their EHR), every referral is in the queue of at least one social worker of its EHR
+(someone who works it, not only a program manager, who reads), and in the queue of nobody of another EHR.
 
 Through the app: referrals made by the consent page (routing at creation, as a clinician's launch makes them), and
 each social worker's queue page (GET /l/<lid>/worklist, every status) read as that worker's standalone launch
@@ -11,7 +11,8 @@ sees it.
 
 The staff are the deployment's: a team's named members and the users ``worklist.coverage`` names are among the
 generated social workers of an EHR the team serves (a team nobody at that EHR works is a deployment mistake no
-routing can see at referral time), and every EHR has at least one social worker or program manager.
+routing can see at referral time; one of program managers alone stops start-up), and every EHR has at least one
+social worker.
 """
 
 from __future__ import annotations
@@ -150,6 +151,8 @@ def worlds(draw: st.DrawFn) -> World:
         staff = [w for w in workers if ehr is None or w.ehr == ehr]
         present = sorted({w.kind for w in staff} | ({w.reference for w in staff} if ehr is not None else set()))
         members = draw(st.lists(st.sampled_from(present), min_size=1, max_size=2, unique=True))
+        if members == ["program_manager"]:  # refused at start-up: program managers do not work referrals
+            members.append("social_worker")
         if ehr is None:  # every EHR it serves must have one of its member roles
             for e in range(n_ehrs):
                 if not any(w.kind in members for w in workers if w.ehr == e):
@@ -277,7 +280,9 @@ def test_every_referral_reaches_a_social_worker_of_its_ehr_and_no_one_of_another
     made = {_refer(app, world, n, r): r for n, r in enumerate(world.referrals)}
     seen = {i: _queue(app, world, w) for i, w in enumerate(world.workers)}
     for rid, referral in made.items():
-        own = [w.reference for i, w in enumerate(world.workers) if w.ehr == referral.ehr and rid in seen[i]]
+        # Seen by someone who works it: a social worker (program managers read the queue and change nothing).
+        own = [w.reference for i, w in enumerate(world.workers)
+               if w.ehr == referral.ehr and w.kind == "social_worker" and rid in seen[i]]
         others = [(w.ehr, w.reference) for i, w in enumerate(world.workers)
                   if w.ehr != referral.ehr and rid in seen[i]]
         assert own, f"referral {referral} is in no queue of its EHR"
