@@ -1,6 +1,7 @@
 """Run the demo: the sandbox EHR and the app in one process, wired to each other.
 
     python -m sandbox_ehr.demo --app-port 5000 --sandbox-port 8081 [--personality generic|epic|oracle]
+                               [--per-launch-iss]
 
 Then open the printed EHR URL, pick a clinician, patient and encounter, and launch. Data lives
 under ``instance/`` (SQLite); generated development secrets in ``instance/dev-secrets.json``.
@@ -23,7 +24,7 @@ from sandbox_ehr.personality import DEFAULT, NAMES
 
 
 def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path,
-               personality: str = "generic") -> tuple[Any, Any]:
+               personality: str = "generic", per_launch_iss: bool = False) -> tuple[Any, Any]:
     """The sandbox EHR and the app, configured for each other (nothing read from other deployments)."""
     from sandbox_ehr.app import create_sandbox_app
     from smart_app import create_app
@@ -36,7 +37,10 @@ def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path,
                                   "APP_LAUNCH_URL": app_url + "/launch",
                                   "SANDBOX_BASE_URL": sandbox_url,
                                   "CDS_SERVICES_URL": app_url + "/cds-services",
-                                  "SANDBOX_PERSONALITY": personality})
+                                  "SANDBOX_PERSONALITY": personality,
+                                  # Each standalone launch on an iss of its own; the sandbox deployment's ehrs
+                                  # pattern ties them to the sandbox EHR (on_sandbox moves it to this port).
+                                  "SANDBOX_PER_LAUNCH_ISS": per_launch_iss})
     deployment = deployment_for(personality, iss)
     app = create_app({
         # Says explicitly that this is the demo: the sandbox deployment, its public keys, SQLite and plain
@@ -134,10 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instance", default="instance", help="folder for the SQLite files (default instance/)")
     parser.add_argument("--personality", choices=NAMES, default=DEFAULT,
                         help="vendor rules the sandbox EHR follows: generic, epic or oracle (default generic)")
+    parser.add_argument("--per-launch-iss", action="store_true",
+                        help="give each standalone launch an iss of its own (<sandbox>/l/<id>/fhir), as independent "
+                             "SMART launchers do")
     args = parser.parse_args(argv)
 
     sandbox, app = build_apps(args.host, args.app_port, args.sandbox_port, Path(args.instance).resolve(),
-                              args.personality)
+                              args.personality, args.per_launch_iss)
     try:
         # threaded: during a launch the app calls the sandbox while the browser waits on the app.
         servers = [make_server(args.host, args.sandbox_port, sandbox, threaded=True),

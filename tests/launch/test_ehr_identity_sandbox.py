@@ -224,3 +224,20 @@ def test_an_allow_listed_iss_in_no_ehrs_entry_is_named_at_start_up():
     problems = check_config({"DEPLOYMENT": dep, "IPV_DEPLOYMENT": "prod", "ALLOWED_ISS": dep.allowed_iss})
     named = [p for p in problems if p.setting == "ehrs"]
     assert [(p.level, p.message.split(" ")[0]) for p in named] == [("warning", "https://forgotten.example.org/fhir")]
+
+
+def test_a_pattern_on_another_host_is_the_only_host_it_adds_to_the_outbound_policy(app):
+    from config.settings import Deployment
+    from smart_app.launch.ehr import outbound_policy
+
+    dep = Deployment(name="prod", client_id="ipv", allowed_iss=["https://ehr.example.org/fhir"],
+                     extra={"ehrs": {"bwh": {"iss": ["https://ehr.example.org/fhir"],
+                                             "iss_patterns": ["https://launcher.example.org/l/*/fhir"]}}})
+    app.config.update(DEPLOYMENT=dep, ALLOWED_ISS=dep.allowed_iss, OUTBOUND_HOSTS=[])
+    with app.app_context():
+        policy = outbound_policy()
+    assert policy.refusal("https://launcher.example.org/l/abc/fhir/.well-known/smart-configuration") is None
+    assert policy.refusal("https://ehr.example.org/fhir/metadata") is None
+    for url in ("https://evil.example.org/l/abc/fhir/metadata", "https://x.launcher.example.org/l/a/fhir",
+                "https://launcher.example.org:8443/l/a/fhir"):
+        assert policy.refusal(url) is not None, url
