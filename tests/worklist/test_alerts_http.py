@@ -201,7 +201,7 @@ def test_without_an_ehrs_block_the_allow_listed_iss_is_the_ehr_label_and_any_oth
         (EHR1, "unrouted", "none", "unrouted"): 1, ("other", "unrouted", "none", "unrouted"): 1}
 
 
-def test_the_overdue_banner_shows_to_every_social_worker_of_that_ehr_and_never_another_ehrs_count(
+def test_the_overdue_banner_shows_to_every_social_worker_and_manager_of_that_ehr_never_another_ehrs_count(
         deployment, make_launch):
     app = deployment
     urgent = make_referral(app, make_launch, "bwh", "p-urgent", "Uma Urgent", danger=True)  # the team's
@@ -232,6 +232,14 @@ def test_the_overdue_banner_shows_to_every_social_worker_of_that_ehr_and_never_a
     assert _banners(page) == (1, (2, 1))
     elsewhere = re.search(r'data-testid="overdue-elsewhere">([^<]*)<', page).group(1)
     assert "Passageway&#39;s social work team at BWH (1)" in elsewhere
+
+    # A program manager of EHR one (the deployment's role mapping), covering no site: the same banner.
+    with_deployment(app, roles={"social_worker": {"codes": [{"system": SNOMED_SW["system"],
+                                                             "code": SNOMED_SW["code"]}]},
+                                "program_manager": {"codes": [{"system": "urn:local", "code": "PM"}]}})
+    client, lid = _sw(app, make_launch, "Practitioner/pm", roles=[role([{"system": "urn:local", "code": "PM"}])])
+    page = client.get(f"/l/{lid}/worklist").get_data(as_text=True)
+    assert _banners(page) == (1, (2, 1)) and "Passageway&#39;s social work team at BWH (1)" in page
 
     # EHR two's social worker: its own overdue referral only, none of EHR one's counts.
     client, lid = _sw(app, make_launch, "Practitioner/sw-y", iss=EHR2)
