@@ -100,8 +100,10 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
         app.register_blueprint(blueprint)
     outbox_cli.init_app(app)  # flask outbox-worker, flask outbox-run-once
     # Work the outbox worker does on its rounds besides sending (retention, the closed loop's status updates).
-    # Last: routing what an older release wrote during a rolling upgrade (smart_app/worklist/backfill.py).
-    housekeeping.init_app(app, retention.purge, worklist_retention.purge_referrals, worklist_backfill.route_stragglers)
+    # Last: routing what an older release wrote during a rolling upgrade, and keying referrals on the EHR their
+    # iss belongs to under the deployment as it stands (smart_app/worklist/backfill.py).
+    housekeeping.init_app(app, retention.purge, worklist_retention.purge_referrals,
+                          worklist_backfill.route_stragglers, worklist_backfill.rekey_ehrs)
     ratelimit.init_app(app)  # after the blueprints: limits attach to their views
     app.jinja_env.globals["url_if"] = _url_if
     warmup.init_app(app, launch_ehr.warm_up, referral_views.warm_up, writeback_views.warm_up)

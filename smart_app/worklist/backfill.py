@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from config.ehrs import ehr_id_for
+from config.ehrs import ehr_id_for, ehrs_of
 from smart_app.store.crypto import Undecryptable, decrypt_json
 from smart_app.worklist.routing import Routing, routing_of
 from smart_app.worklist.scope import program_keys_of, program_rows, referral_site_keys, site_display_name
@@ -138,6 +138,30 @@ def route_stragglers(db: Session) -> dict[str, int]:
         db.rollback()
         return {"referrals_routed": 0}
     return {"referrals_routed": report.referrals}
+
+
+def rekey_ehrs(db: Session) -> dict[str, int]:
+    """Housekeeping: referrals keyed on an EHR identity the deployment no longer names (stored on a raw iss before
+    an ``ehrs`` block tied it to an EHR, or under an EHR id since renamed) are keyed on the EHR their iss belongs
+    to now, so every feature that reads ``referral.ehr`` (the unrouted count, /readyz, the gauge) counts them
+    under it; the queue already finds those on an exact iss (``scope.of_ehr``), this also brings in those made
+    on a per-launch iss. An iss the deployment ties to no EHR keeps its key. Commits."""
+    deployment = current_app.config["DEPLOYMENT"]
+    known = {ehr.id for ehr in ehrs_of(deployment)}
+    if not known:
+        return {"referrals_rekeyed": 0}
+    pairs = db.execute(sa.select(REFERRAL.c.ehr, REFERRAL.c.iss).distinct()
+                       .where(REFERRAL.c.ehr.is_not(None), REFERRAL.c.ehr.not_in(sorted(known)))).all()
+    moved = 0
+    for old, iss in pairs:
+        new = ehr_id_for(iss, deployment)
+        if new in known:
+            moved += db.execute(sa.update(REFERRAL).where(REFERRAL.c.ehr == old, REFERRAL.c.iss == iss)
+                                .values(ehr=new)).rowcount or 0
+    db.commit()
+    if moved:
+        log.info("worklist: %s referrals keyed on the EHR their iss now belongs to", moved)
+    return {"referrals_rekeyed": moved}
 
 
 def _batch(conn: Connection, rows: list[Any], routing: Routing, deployment: Any, report: BackfillReport) -> _Batch:

@@ -168,11 +168,13 @@ def program_keys_of(keys: Any) -> str:
 
 
 def of_ehr(scope: Scope) -> ColumnElement[bool]:
-    """Referrals of the user's EHR identity (one made before routing, with no ``ehr``: of the launch's iss or one
-    of the EHR's exact iss values)."""
+    """Referrals of the user's EHR identity: keyed on it, or made on the launch's iss or one of the EHR's exact iss
+    values whatever they are keyed on — one made before routing (no ``ehr``), or before the deployment tied its iss
+    to this EHR (keyed on the raw iss, or on an EHR id the deployment has since renamed). Under the deployment as
+    it stands an exact iss belongs to this EHR alone, so nothing of another EHR comes in this way; referrals keyed
+    on a per-launch iss are re-keyed by ``smart_app.worklist.backfill.rekey_ehrs``."""
     values = sorted({scope.iss, *scope.ehr_iss})
-    return or_(ReferralRecord.ehr == scope.ehr_id,
-               and_(ReferralRecord.ehr.is_(None), ReferralRecord.iss.in_(values + [v + "/" for v in values])))
+    return or_(ReferralRecord.ehr == scope.ehr_id, ReferralRecord.iss.in_(values + [v + "/" for v in values]))
 
 
 def scoped_query(scope: Scope) -> Select[tuple[ReferralRecord]]:
@@ -197,7 +199,7 @@ def unrouted_untaken() -> ColumnElement[bool]:
 
 def unrouted_query(scope: Scope) -> Select[tuple[ReferralRecord]]:
     """The EHR's unrouted referrals: at the top of every social worker's and program manager's queue."""
-    return select(ReferralRecord).where(ReferralRecord.ehr == scope.ehr_id, ReferralRecord.route_kind == UNROUTED)
+    return select(ReferralRecord).where(of_ehr(scope), ReferralRecord.route_kind == UNROUTED)
 
 
 def scoped_referral(db: Session, scope: Scope, rid: str) -> ReferralRecord | None:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from sandbox_ehr.harness.launches import app_config
 from smart_app import create_app
+from smart_app.ops import housekeeping
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
 from smart_app.worklist.routing import RoutingConfigError
@@ -209,3 +210,22 @@ def test_a_team_of_program_managers_alone_stops_start_up_naming_it(tmp_path):
     with pytest.raises(RoutingConfigError, match=r"routing.teams\[0\] \(managers\): members are only program"):
         create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}",
                               DEPLOYMENT=dataclasses.replace(dep, extra={**dep.extra, "routing": teams})))
+
+
+def test_referrals_made_before_the_ehrs_block_named_their_ehr_stay_in_its_queues(app, make_launch):
+    # Made while each iss was its own EHR (keyed on the raw iss); then the deployment ties EHR1 and its standalone
+    # iss to one EHR. The referral stays in that EHR's queues on either iss, at the top as unrouted, counted; never
+    # another EHR's; the worker's round then keys it on the EHR.
+    rid, _words = _refer(app, make_launch, "mgh", "p6")
+    assert _record(app, rid) == (EHR1, "unrouted", None)
+    _ehrs(app)
+    for iss in (EHR1_STANDALONE, EHR1):
+        page, listed = _queue(app, make_launch, "Practitioner/sw-x", [role([SNOMED_SW])], iss=iss)
+        assert listed == [rid] and 'data-testid="unrouted-banner" data-count="1"' in page
+    _page, listed = _queue(app, make_launch, "Practitioner/sw-y", [role([SNOMED_SW])], iss=EHR2)
+    assert listed == []
+    with app.app_context(), session_scope(app) as db:
+        assert housekeeping.run(app, db)["referrals_rekeyed"] == 1
+    assert _record(app, rid) == ("ehr1", "unrouted", None)
+    _page, listed = _queue(app, make_launch, "Practitioner/sw-x", [role([SNOMED_SW])], iss=EHR1_STANDALONE)
+    assert listed == [rid]
