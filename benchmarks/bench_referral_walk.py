@@ -9,9 +9,11 @@ or coverage names. One launch has no encounter. Four of the visits are added to 
 walk (a second visit at a site), so every referral is its own visit.
 
 Then each social worker and the program manager of the seed data signs in through a standalone launch and reads
-their queue page. Printed: each referral's site, its route and what the confirmation page told the clinician;
-per worker, how many referrals their queue lists (and the unrouted count it shows first); how many referrals are
-unrouted, and how many are in no queue at all. Target (printed as pass/miss, never asserted): 0 in no queue.
+their queue page, once on the sandbox's iss and once as an independent launcher does it, under an iss of that
+launch's own (the sandbox's per-launch iss, tied to the EHR by the deployment's ``iss_patterns``). Printed: each
+referral's site, its route and what the confirmation page told the clinician; per worker, how many referrals their
+queue lists (and the unrouted count it shows first); how many referrals are unrouted, and how many are in no queue
+at all. Target (printed as pass/miss, never asserted): 0 in no queue.
 
     python -m benchmarks.bench_referral_walk
 """
@@ -26,7 +28,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import requests
 from sqlalchemy import select
@@ -102,11 +104,20 @@ def refer(env: VendorEnv, patient: str, encounter: str | None) -> tuple[str, str
     return rid, words.split(": ", 1)[-1]  # without the line's label ("What social work does next")
 
 
-def sign_in(env: VendorEnv, practitioner: str) -> tuple[Any, str]:
-    """A standalone launch as ``practitioner``: the app's /launch/standalone, the sandbox's sign-in page, the
-    callback. Returns the app's test client and the page the launch lands on."""
+def launcher_iss(env: VendorEnv) -> str:
+    """What the sandbox's standalone launcher hands the app (with per-launch iss on: an iss of this launch's own)."""
+    resp = requests.post(env.server.url + "/ehr/standalone", allow_redirects=False, timeout=10)
+    match = re.search(r"[?&]iss=([^&]+)", resp.headers.get("Location", ""))
+    if resp.status_code != 303 or not match:
+        raise RuntimeError(f"the standalone launcher answered {resp.status_code}")
+    return unquote(match.group(1))
+
+
+def sign_in(env: VendorEnv, practitioner: str, iss: str) -> tuple[Any, str]:
+    """A standalone launch as ``practitioner`` on ``iss``: the app's /launch/standalone, the sandbox's sign-in
+    page, the callback. Returns the app's test client and the page the launch lands on."""
     client = env.app.test_client()
-    start_ = client.get(f"/launch/standalone?iss={quote(env.iss)}")
+    start_ = client.get(f"/launch/standalone?iss={quote(iss)}")
     if start_.status_code != 302:
         raise RuntimeError(f"standalone launch answered {start_.status_code}")
     page = requests.get(start_.headers["Location"], allow_redirects=False, timeout=10)
@@ -115,6 +126,7 @@ def sign_in(env: VendorEnv, practitioner: str) -> tuple[Any, str]:
     if not (action and pending):
         raise RuntimeError("the sandbox's sign-in page has no form")
     target = action.group(1) if action.group(1).startswith("http") else env.server.url + action.group(1)
+    target = html.unescape(target)
     signed = requests.post(target, data={"pending": pending.group(1), "practitioner": practitioner,
                                          "action": "approve"}, allow_redirects=False, timeout=10)
     back = signed.headers.get("Location", "")
@@ -125,8 +137,9 @@ def sign_in(env: VendorEnv, practitioner: str) -> tuple[Any, str]:
 
 
 def queue_of(env: VendorEnv, practitioner: str) -> tuple[set[str], int | None, str]:
-    """The referrals this user's queue page lists (every status), the unrouted count it shows, where they landed."""
-    client, landed = sign_in(env, practitioner)
+    """The referrals this user's queue page lists (every status), the unrouted count it shows, where they landed,
+    through the launcher's iss (the plain one, or one of its own per launch)."""
+    client, landed = sign_in(env, practitioner, launcher_iss(env))
     match = re.search(r"/l/([^/]+)/", landed)
     if not match:
         raise RuntimeError(f"{practitioner}'s launch landed on {landed or 'nothing'}")
@@ -158,12 +171,18 @@ def run(tmp: Path) -> dict[str, Any]:
             kind, team = route.get(rid, ("?", None))
             print(f"{i:>2}  {site:<34}{kind + (f' ({team})' if team else ''):<30}{told[:100]}", flush=True)
         seen: dict[str, set[str]] = {}
-        print(f"\n{'worker':<14}{'who':<38}{'lands on':<10}{'sees':>5}{'of 21':>6}{'unrouted shown':>16}")
+        print(f"\n{'worker':<14}{'who':<38}{'lands on':<10}{'sees':>5}{'of':>4}{'unrouted shown':>16}"
+              f"{'sees, per-launch iss':>22}")
         for practitioner, who in WORKERS.items():
+            env.sandbox.config["SANDBOX_PER_LAUNCH_ISS"] = False
             listed, unrouted, landed = queue_of(env, practitioner)
             seen[practitioner] = listed & set(ids)
-            print(f"{practitioner:<14}{who:<38}{landed:<10}{len(seen[practitioner]):>5}{len(ids):>6}"
-                  f"{unrouted if unrouted is not None else '-':>16}", flush=True)
+            # An independent launcher's way: every standalone launch under an iss of its own (config/ehrs.py
+            # ties them to the EHR by the deployment's iss_patterns).
+            env.sandbox.config["SANDBOX_PER_LAUNCH_ISS"] = True
+            per_launch, _unrouted, _landed = queue_of(env, practitioner)
+            print(f"{practitioner:<14}{who:<38}{landed:<10}{len(seen[practitioner]):>5}{len(ids):>4}"
+                  f"{unrouted if unrouted is not None else '-':>16}{len(per_launch & set(ids)):>22}", flush=True)
         in_a_queue = set().union(*seen.values())
         nowhere = [(site, rid) for site, rid, _told in made if rid not in in_a_queue]
         kinds = Counter(route.get(rid, ("?", None))[0] for rid in ids)
