@@ -81,14 +81,18 @@ def rolling_period(last: int) -> Period:
 
 def parse(kind: str, key: str) -> Period | None:
     """The period a URL names (``month`` 2026-11, ``quarter`` 2026-Q3, ``rolling`` 2026-11 = the 12 months to
-    November 2026), or None when it is not one."""
-    if kind == QUARTER:
-        match = _QUARTER_KEY.match(key or "")
-        return quarter_period(int(match[1]) * 12 + (int(match[2]) - 1) * QUARTER_MONTHS) if match else None
-    if kind in (MONTH, ROLLING) and _MONTH_KEY.match(key or ""):
+    November 2026), or None when it is not one. Switching views keeps the place: a month asked for as a quarter is
+    the quarter holding it, a quarter asked for as a month (or 12 months) is its last month."""
+    quarter = _QUARTER_KEY.match(key or "")
+    if quarter:
+        first = int(quarter[1]) * 12 + (int(quarter[2]) - 1) * QUARTER_MONTHS
+        number = first + QUARTER_MONTHS - 1
+    elif _MONTH_KEY.match(key or ""):
         number = month_number(key)
-        return month_period(number) if kind == MONTH else rolling_period(number)
-    return None
+    else:
+        return None
+    makers = {MONTH: month_period, QUARTER: quarter_period, ROLLING: rolling_period}
+    return makers[kind](number) if kind in makers else None
 
 
 def closed(period: Period, now: datetime) -> bool:

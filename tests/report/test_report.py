@@ -541,6 +541,11 @@ def test_report_is_for_program_managers_only(report_app):
     pm, pm_lid = pm_client(report_app)
     assert pm.get(f"/l/{pm_lid}/report?view=month&period=2026-13").status_code == 400
     assert pm.get(f"/l/{pm_lid}/report?view=quarter&period=2026-Q5").status_code == 400
+    # Switching the view keeps the place: the quarter of a month, the last month of a quarter.
+    assert "Program report, quarter: 2026 Q3" in pm.get(
+        f"/l/{pm_lid}/report?view=quarter&period=2026-08").get_data(as_text=True)
+    assert "Program report, 12 months: 2025-10 to 2026-09" in pm.get(
+        f"/l/{pm_lid}/report?view=rolling&period=2026-Q3").get_data(as_text=True)
     assert pm.get(f"/l/{pm_lid}/report?view=weekly").status_code == 400
     assert pm.get(f"/l/{pm_lid}/report?month=2026-11").status_code == 200
     assert report_app.test_cli_runner().invoke(args=["report", "--period", "nov"]).exit_code != 0
