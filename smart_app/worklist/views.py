@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from fhir.builders import reference_code
+from fhir.text import clean_text
 from smart_app.launch.state import launch_required
 from smart_app.ops.audit import record_audit
 from smart_app.ops.i18n import gettext as _
@@ -81,6 +82,8 @@ UNREADABLE = "Unreadable: encrypted with a key this server no longer has (tell I
 OUTCOMES = ("reached", "no_answer", "not_safe_to_talk", "number_not_working", "patient_reached_out")
 INBOUND = "patient_initiated"  # always allowed: the patient called or came to us
 NOTE_MAX = 280
+# A line of the plain-text referral: every event is one line, whatever a note, a name or the EHR's text holds.
+EXPORT_LINE_MAX = 2000
 UNINDEXED_BATCH = 500  # referrals stored before the program index, indexed per queue request
 UNINDEXED_CHECK_SECONDS = 600
 PAGE_SIZE = 50  # referrals shown (and decrypted) per page; WORKLIST_PAGE_SIZE overrides
@@ -591,14 +594,16 @@ def _history(record: ReferralRecord) -> list[dict[str, Any]]:
                                     "text": _("Referral received (%(status)s)", status=label("requested"))}]
     for e in db.scalars(select(ReferralEvent).where(ReferralEvent.referral_id == record.id).order_by(ReferralEvent.id)):
         items.append({"at": _aware(e.at), "kind": "status",
-                      "by": _read(e.by_name_enc, "referral event") or e.by_reference,
+                      "by": clean_text(_read(e.by_name_enc, "referral event") or e.by_reference),
                       "text": f"{label(e.from_status)} → {label(e.to_status)}", "to": normalise(e.to_status)})
     for c in db.scalars(select(ContactAttempt).where(ContactAttempt.referral_id == record.id)
                         .order_by(ContactAttempt.id)):
         d = _read(c.detail_enc, "contact attempt") or {"outcome": "unreadable"}
-        items.append({"at": _aware(c.at), "kind": "contact", "by": d.get("by_name") or c.by_reference,
+        # Notes (and names) are shown and exported as one line without control or bidi characters, also those
+        # stored before notes were cleaned on the way in: a note cannot forge a line of the timeline.
+        items.append({"at": _aware(c.at), "kind": "contact", "by": clean_text(d.get("by_name") or c.by_reference),
                       "text": f"{contact_channel_label(d.get('channel', ''))}: {outcome_label(d.get('outcome', ''))}",
-                      "note": d.get("note")})
+                      "note": clean_text(d.get("note"), NOTE_MAX) or None})
     for u in closed_loop.updates_for(record.id):
         items.append(u)
     items.sort(key=lambda i: (i["at"] or datetime.min.replace(tzinfo=UTC)))
@@ -642,6 +647,7 @@ def export_one(rid: str) -> Response:
         note = f" — {item['note']}" if item.get("note") else ""
         lines.append(f"{local_time(item['at'])}: {item['text']}{by}{note}")
     audit("export-one", scope, rid, "referral text", record)
+    lines = [clean_text(line, EXPORT_LINE_MAX) for line in lines]  # one line each, no control or bidi characters
     return Response("\n".join(lines) + "\n", mimetype="text/plain",
                     headers={"Content-Disposition": 'attachment; filename="referral.txt"'})
 
@@ -712,7 +718,7 @@ def log_contact(rid: str) -> Response | tuple[str, int]:
     summary = _summary(record)
     channel = request.form.get("channel") or ""
     outcome = request.form.get("outcome") or ""
-    note = (request.form.get("note") or "").strip()
+    note = clean_text(request.form.get("note"), NOTE_MAX * 2)  # one line: no CR/LF, control or bidi characters
     when = _parse_local(request.form.get("at"))
     if channel not in safe_channels(summary.get("safe_contact") or {}):
         audit("contact", scope, rid, "!refused-unsafe-channel")
