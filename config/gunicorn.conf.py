@@ -57,11 +57,15 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS") or default_workers())
 worker_class = "gthread"  # a launch waits on the EHR: threads keep a worker useful meanwhile
 threads = int(os.environ.get("GUNICORN_THREADS") or max(4, 16 // workers))
-# The app sizes its per-EHR bulkhead from the threads it has (config/settings.py, ehr_call_limits).
-os.environ["GUNICORN_THREADS"] = str(threads)
+# The app sizes its per-EHR bulkhead from the threads it has (config/settings.py, ehr_call_limits): gunicorn puts
+# raw_env in the environment before it loads the app (preload), so the app reads the figure chosen here.
+raw_env = [f"GUNICORN_THREADS={threads}"]
 timeout = 30  # no request waits on the EHR for a chart write (the outbox worker sends them)
 graceful_timeout = 30
 preload_app = True
+# When an access log is switched on (--access-logfile): the path without its query string, no referrer, so
+# /callback?code=…&state=… and other queries never reach the disk (%(U)s is the path, %(r)s would be the whole line).
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)s "%(a)s" %({x-request-id}i)s'
 
 
 def pre_fork(server, worker):  # noqa: ARG001 (gunicorn's hook signature)
