@@ -239,7 +239,8 @@ class PatientMark(Base):
 
 
 class ReferralEvent(Base):
-    """Audit trail of social-work status changes: who, when, from what to what."""
+    """Audit trail of social-work status changes: who, when, from what to what. An assignment (taken, handed over:
+    smart_app/worklist/assign.py) is an event too: ``assignee`` names who has it now, the status unchanged."""
 
     __tablename__ = "referral_event"
 
@@ -250,6 +251,7 @@ class ReferralEvent(Base):
     by_reference: Mapped[str | None] = mapped_column(String(256), nullable=True)
     by_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    assignee: Mapped[str | None] = mapped_column(String(256), nullable=True)  # fhirUser reference (staff)
 
 
 class OutboxItem(Base):

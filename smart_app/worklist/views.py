@@ -588,13 +588,23 @@ def export() -> Response:
                     headers={"Content-Disposition": 'attachment; filename="queue.csv"'})
 
 
+def _assignment_text(db: Any, record: ReferralRecord, event: ReferralEvent) -> str:
+    if event.assignee == event.by_reference:
+        return _("Taken")
+    name = assignment.name_of(db, record.ehr or "", event.assignee or "") or event.assignee
+    return _("Handed over to %(name)s", name=clean_text(name))
+
+
 def _history(record: ReferralRecord) -> list[dict[str, Any]]:
     db = get_session()
     items: list[dict[str, Any]] = [{"at": _aware(record.created_at), "kind": "created",
                                     "text": _("Referral received (%(status)s)", status=label("requested"))}]
     for e in db.scalars(select(ReferralEvent).where(ReferralEvent.referral_id == record.id).order_by(ReferralEvent.id)):
-        items.append({"at": _aware(e.at), "kind": "status",
-                      "by": clean_text(_read(e.by_name_enc, "referral event") or e.by_reference),
+        by = clean_text(_read(e.by_name_enc, "referral event") or e.by_reference)
+        if e.assignee:  # taken or handed over (status unchanged)
+            items.append({"at": _aware(e.at), "kind": "assign", "by": by, "text": _assignment_text(db, record, e)})
+            continue
+        items.append({"at": _aware(e.at), "kind": "status", "by": by,
                       "text": f"{label(e.from_status)} → {label(e.to_status)}", "to": normalise(e.to_status)})
     for c in db.scalars(select(ContactAttempt).where(ContactAttempt.referral_id == record.id)
                         .order_by(ContactAttempt.id)):
@@ -704,8 +714,11 @@ def assign(rid: str) -> Response:
         detail = f"hand over to {to}"
     if record.assignee == to:
         return redirect(url_for("worklist.history", lid=g.launch.id, rid=rid))
-    before = record.assignee or "nobody"
-    assignment.assign(record, to, name, app_clock())
+    before, now = record.assignee or "nobody", app_clock()
+    assignment.assign(record, to, name, now)
+    status = normalise(record.status)
+    db.add(ReferralEvent(referral_id=record.id, from_status=status, to_status=status, assignee=to,
+                         by_reference=scope.user_reference, by_name_enc=encrypt_json(user.get("name")), at=now))
     audit("assign", scope, rid, f"{detail} (was {before})"[:256], record, db=db)  # same transaction
     db.commit()
     return redirect(url_for("worklist.history", lid=g.launch.id, rid=rid))

@@ -73,6 +73,10 @@ def test_take_then_hand_over_to_a_colleague_seen_for_this_ehr_each_audited(app, 
     refused = sam.post(f"/l/{sam_lid}/worklist/{rid}/assign", data={"action": "hand_over", "to_typed": "Hana H."})
     assert "error=handover" in refused.headers["Location"] and assignee_of(app, rid) == "Practitioner/new-1"
 
+    history = [re.sub(r"<[^>]+>", "", li).split(" — ", 1)[1].strip() for li in re.findall(
+        r'<li data-kind="assign">(.*?)</li>', sam.get(f"/l/{sam_lid}/worklist/{rid}").get_data(as_text=True), re.S)]
+    assert history == ["Taken: Sam Social", "Handed over to Alex Advocate: Sam Social",
+                       "Handed over to Practitioner/new-1: Sam Social"]
     assert audit_rows(app) == [
         ("Practitioner/sam", rid, "take (was nobody)"),
         ("Practitioner/sam", rid, "hand over to Practitioner/alex (was Practitioner/sam)"),
