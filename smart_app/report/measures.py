@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from smart_app.report.events import UNSPECIFIED
@@ -95,11 +95,31 @@ def team_key(route_kind: str | None, route_team: str | None) -> str:
     return {"coverage": COVERAGE_TEAM, "unrouted": UNROUTED_TEAM}.get(route_kind or "", NO_ROUTE)
 
 
-def collect(db: Session, due: DueRule, before_month: int) -> Collected:
-    """Everything counted in months before ``before_month`` (the open month is never read)."""
+@dataclass(frozen=True)
+class EhrFilter:
+    """One EHR's rows (config/ehrs.py): its id, and the exact iss values a referral made before routing (no ``ehr``)
+    is known by. Events counted before the identity was kept (no ``ehr``) were the whole deployment's, as the report
+    was: every EHR's report keeps them."""
+
+    id: str
+    iss: frozenset[str] = frozenset()
+
+    def events(self) -> ColumnElement[bool]:
+        return or_(ReportEvent.ehr == self.id, ReportEvent.ehr.is_(None))
+
+    def referrals(self) -> ColumnElement[bool]:
+        values = sorted(self.iss)
+        return or_(ReferralRecord.ehr == self.id,
+                   and_(ReferralRecord.ehr.is_(None), ReferralRecord.iss.in_(values + [v + "/" for v in values])))
+
+
+def collect(db: Session, due: DueRule, before_month: int, ehr: EhrFilter | None = None) -> Collected:
+    """Everything counted in months before ``before_month`` (the open month is never read); with ``ehr``, that EHR's
+    only (a program manager's report), else the whole deployment's (the CLI)."""
     counts: Counts = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     teams: dict[str, set[str]] = defaultdict(set)
     q = select(ReportEvent.month, ReportEvent.site, ReportEvent.kind).where(ReportEvent.kind.in_(EVENT_KINDS))
+    q = q.where(ehr.events()) if ehr is not None else q
     for month_text, site, kind in db.execute(q):
         month = month_number(month_text)
         if month < before_month:
@@ -109,6 +129,7 @@ def collect(db: Session, due: DueRule, before_month: int) -> Collected:
     names: dict[str, Counter] = defaultdict(Counter)
     q = (select(ReferralRecord, ReferralDims.site, ReferralDims.month)
          .outerjoin(ReferralDims, ReferralDims.referral_id == ReferralRecord.id))
+    q = q.where(ehr.referrals()) if ehr is not None else q
     for record, dims_site, dims_month in db.execute(q):
         created = _aware(record.created_at)
         month = month_number(dims_month) if dims_month else created.year * 12 + created.month - 1

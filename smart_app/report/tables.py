@@ -135,9 +135,10 @@ def _suppressed(grid: Grid, collected: ms.Collected) -> Result:
     return _CACHE[key]
 
 
-def build(db: Session, period: pd.Period, now: datetime, due: ms.DueRule, deployment: Any) -> View:
-    """The view of a closed period (the caller refuses an open one)."""
-    collected = ms.collect(db, due, pd.current_month(now))
+def build(db: Session, period: pd.Period, now: datetime, due: ms.DueRule, deployment: Any,
+          ehr: ms.EhrFilter | None = None) -> View:
+    """The view of a closed period (the caller refuses an open one): of one EHR, or with none the deployment's."""
+    collected = ms.collect(db, due, pd.current_month(now), ehr)
     first = collected.first_month
     offered = pd.offered(first, now) if first is not None else []
     grid = Grid(ms.MEASURES, {s: tuple(sorted(t)) for s, t in collected.teams.items()}, tuple(offered))

@@ -2,7 +2,8 @@
 positive screens, consented referrals, warm hand-offs offered and completed, first contact within the due time, the
 median time to first contact, and rates, for a closed month, quarter or 12 months. Counts are suppressed below 11,
 also where a difference or another view would give them back (smart_app/report/suppress.py). No patient is shown or
-linked.
+linked. A program manager reads their own EHR's numbers (config/ehrs.py: the same on any of its iss values); the CLI
+reads the whole deployment's, or one EHR's with ``--ehr``.
 
 ``/l/<lid>/report?view=month|quarter|rolling&period=2026-11|2026-Q3`` the page (server-rendered SVG chart, no
 JavaScript), ``/l/<lid>/report.csv`` with the same arguments the same numbers as CSV, ``flask --app smart_app
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 from flask import Blueprint, Response, abort, current_app, g, render_template, request
 
+from config.ehrs import ehr_for, ehr_named, normalise
 from smart_app.launch.roles import PROGRAM_MANAGER, user_roles
 from smart_app.launch.state import launch_required
 from smart_app.ops.audit import record_audit
@@ -65,9 +68,20 @@ def _audit_name(period: pd.Period) -> str:
     return period.key if period.kind == pd.MONTH else f"{period.kind} {period.key}"
 
 
+def ehr_filter(iss: str, deployment: Any) -> ms.EhrFilter:
+    """The EHR whose numbers a program manager launched on ``iss`` reads (config/ehrs.py): on any of its iss values
+    the same report; another EHR's sites are not in it."""
+    ehr = ehr_for(iss, deployment)
+    if ehr is None:  # an iss the ehrs block ties to no EHR is one of its own
+        return ms.EhrFilter(normalise(iss), frozenset({normalise(iss)}))
+    return ms.EhrFilter(ehr.id, ehr.iss)
+
+
 def _view(db, kind: str | None, key: str | None, now: datetime) -> rpt.View:
     period = _period(kind, key, now)
-    return rpt.build(db, period, now, ms.DueRule.from_config(current_app.config), current_app.config["DEPLOYMENT"])
+    deployment = current_app.config["DEPLOYMENT"]
+    return rpt.build(db, period, now, ms.DueRule.from_config(current_app.config), deployment,
+                     ehr_filter(g.launch.iss, deployment))
 
 
 @bp.route("/report", methods=["GET"])
@@ -99,7 +113,9 @@ def csv_export() -> Response:
 @click.option("--view", "kind", type=click.Choice(pd.KINDS), default=pd.MONTH, show_default=True)
 @click.option("--period", help="YYYY-MM (month, or the last month of 12), YYYY-Q1..Q4 (quarter)")
 @click.option("--month", help="YYYY-MM: the month view of that month")
-def report_command(kind: str, period: str | None, month: str | None) -> None:
+@click.option("--ehr", "ehr_id", help="one EHR's numbers (an id in the deployment's ehrs; without one, an iss); "
+                                     "default: every EHR of the deployment")
+def report_command(kind: str, period: str | None, month: str | None, ehr_id: str | None) -> None:
     """Print one closed period of the program report as CSV (the numbers of the report page)."""
     key = period or month
     now = _now()
@@ -109,6 +125,11 @@ def report_command(kind: str, period: str | None, month: str | None) -> None:
     if not pd.closed(chosen, now):
         raise click.BadParameter("this period has not closed yet", param_hint="--period")
     app = current_app._get_current_object()
+    deployment = app.config["DEPLOYMENT"]
+    named = ehr_named(ehr_id, deployment) if ehr_id else None
+    if ehr_id and named is None:
+        raise click.BadParameter("not an EHR of this deployment", param_hint="--ehr")
     with session_scope(app) as db:
-        view = rpt.build(db, chosen, now, ms.DueRule.from_config(app.config), app.config["DEPLOYMENT"])
+        view = rpt.build(db, chosen, now, ms.DueRule.from_config(app.config), deployment,
+                         ms.EhrFilter(named.id, named.iss) if named is not None else None)
         click.echo(rpt.csv_text(view), nl=False)

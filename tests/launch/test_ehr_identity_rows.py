@@ -122,3 +122,37 @@ def test_the_queue_and_saved_views_are_the_ehrs_whichever_iss_the_social_worker_
     client.post(f"/l/{lid}/worklist/saved", data={"urgency": "urgent"})
     assert 'data-testid="saved-view"' in queue("http://127.0.0.1:9/l/launch-8/fhir")[3]
     assert 'data-testid="saved-view"' not in queue(OTHER)[3]
+
+
+def test_a_program_manager_reads_their_own_ehrs_report_on_any_of_its_iss_values(one_ehr, make_launch):
+    import csv
+    import io
+
+    from tests.worklist.support import role, worker_context
+
+    app = one_ehr
+    app.config["REPORT_CLOCK"] = lambda: datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # October has closed
+    with app.app_context(), session_scope(app) as db:
+        db.add_all([ReportEvent(month="2026-10", site="bwh", kind="completed", ehr="bwh") for _ in range(12)]
+                   + [ReportEvent(month="2026-10", site="mgh", kind="completed", ehr="other") for _ in range(15)]
+                   # Counted before the identity was kept: the deployment's, in every EHR's report as before.
+                   + [ReportEvent(month="2026-10", site="faulkner", kind="completed", ehr=None) for _ in range(11)])
+
+    def report(iss):
+        client = app.test_client()
+        lid = make_launch(client, context=worker_context("Practitioner/pm", "P M", [role(texts=["Program manager"])]),
+                          iss=iss, kind="standalone")
+        resp = client.get(f"/l/{lid}/report.csv?view=month&period=2026-10")
+        assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
+        return {r["site"]: r["screens"] for r in csv.DictReader(io.StringIO(resp.get_data(as_text=True)))
+                if r["level"] == "site"}
+
+    assert report(PLAIN) == report(PER_LAUNCH) == {"bwh": "12", "faulkner": "11"}
+    assert report(OTHER) == {"mgh": "15", "faulkner": "11"}
+    cli = app.test_cli_runner()
+    whole = cli.invoke(args=["report", "--view", "month", "--period", "2026-10"])
+    assert whole.exit_code == 0 and {"bwh", "mgh", "faulkner"} <= {
+        r["site"] for r in csv.DictReader(io.StringIO(whole.output))}
+    one = cli.invoke(args=["report", "--view", "month", "--period", "2026-10", "--ehr", "other"])
+    assert one.exit_code == 0 and "bwh" not in {r["site"] for r in csv.DictReader(io.StringIO(one.output))}
+    assert cli.invoke(args=["report", "--period", "2026-10", "--ehr", "nowhere"]).exit_code != 0
