@@ -457,6 +457,11 @@ def who_sees(record: ReferralRecord | None) -> str:
         return _("What social work does next: %(team)s sees this referral — this site has no assigned team yet. "
                  "They contact the patient only the way the patient chose as safe (never when no way is safe).",
                  team=team.name)
+    if record is not None and not record.site and not record.site_name:
+        return _("What social work does next: the EHR did not say where this visit is, so no site's team can be "
+                 "chosen: this referral waits at the top of the queue of every social worker of this EHR, flagged "
+                 "as having no team, until one of them takes it. They contact the patient only the way the patient "
+                 "chose as safe (never when no way is safe).")
     return _("What social work does next: this site has no assigned social-work team yet, so this referral waits "
              "at the top of the queue of every social worker of this EHR, flagged as having no team, until one of "
              "them takes it. They contact the patient only the way the patient chose as safe (never when no way is "

@@ -136,7 +136,7 @@ def test_a_launch_with_no_encounter_is_unrouted_not_lost(app, make_launch):
         rid, route = r.id, (r.ehr, r.route_kind)
     assert route == ("ehr1", "unrouted")
     page = client.get(f"/l/{lid}/consent/done").get_data(as_text=True)
-    assert "no assigned social-work team yet" in page
+    assert "the EHR did not say where this visit is" in page and "every social worker of this EHR" in page
     _page, listed = _queue(app, make_launch, "Practitioner/sw-x", [role([SNOMED_SW])])
     assert listed == [rid]
 
