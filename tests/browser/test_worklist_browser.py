@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from smart_app.store.db import session_scope
-from smart_app.store.models import ReferralRecord
+from smart_app.store.models import LaunchRecord, ReferralRecord
 from tests.worklist.support import PROGRAM, clinician_context
 
 pytestmark = pytest.mark.worklist
@@ -54,7 +54,19 @@ def _refer(live_app, live_sandbox, site: str, patient: str, encounter: str, name
         return record.id
 
 
-def test_a_social_workers_shift(live_app, live_sandbox, new_context):
+@pytest.fixture(params=["app", "per-launch iss"])
+def launcher(request, live_sandbox):
+    """Where the social worker starts: the app's standalone URL, or the sandbox's launcher with per-launch iss on
+    (for the whole test: the launch's later calls go to its own iss)."""
+    live_sandbox.app.config["SANDBOX_PER_LAUNCH_ISS"] = request.param == "per-launch iss"
+    yield request.param
+    live_sandbox.app.config["SANDBOX_PER_LAUNCH_ISS"] = False
+
+
+def test_a_social_workers_shift(live_app, live_sandbox, new_context, launcher):
+    """The shift from the app's own standalone URL (the sandbox's plain iss), and from the sandbox's standalone
+    launcher with per-launch iss on (each launch an iss of its own, the deployment's ehrs pattern tying it to the
+    sandbox EHR)."""
     tag = secrets.token_hex(3)
     urgent = _refer(live_app, live_sandbox, "bwh", "pat-alice", "enc-alice-bwh", f"Alice Shift{tag}", danger=True,
                     channel="phone", hours_ago=30)
@@ -64,10 +76,18 @@ def test_a_social_workers_shift(live_app, live_sandbox, new_context):
                         danger=True, channel="phone", hours_ago=2)
 
     page = new_context().new_page()
-    page.goto(live_app.url + "/launch/standalone")
+    if launcher == "app":
+        page.goto(live_app.url + "/launch/standalone")
+    else:
+        page.goto(live_sandbox.url + "/ehr")
+        page.click("#standalone-button")
+        page.wait_for_url("**/l/*/auth/authorize?**")
     page.select_option("#practitioner", "prac-devon")
     page.click("#approve-button")
     page.wait_for_url("**/worklist")
+    with live_app.app.app_context(), session_scope(live_app.app) as db:
+        iss = db.get(LaunchRecord, page.url.split("/l/")[1].split("/")[0]).iss
+    assert iss.startswith(live_sandbox.url + "/l/") == (launcher == "per-launch iss")
     assert page.get_by_test_id(f"referral-{urgent}").count() == 1
     assert page.get_by_test_id(f"referral-{routine}").count() == 1
     assert page.get_by_test_id(f"referral-{other_site}").count() == 0  # MGH is not Devon's site
