@@ -23,6 +23,7 @@ from sqlalchemy import delete, select
 from smart_app.report import measures as ms
 from smart_app.report import periods as pd
 from smart_app.report import suppress as sp
+from smart_app.report import tables as rpt
 from smart_app.report.events import month_of
 from smart_app.store.models import OutboxItem, ReferralDims, ReferralEvent, ReferralRecord, ReportEvent
 from tests.conftest import default_context, store_launch
@@ -389,6 +390,12 @@ def test_no_view_set_against_another_gives_back_a_suppressed_count_over_http(rep
         resp = client.get(f"/l/{lid}/report.csv?view={period.kind}&period={period.key}")
         assert resp.status_code == 200
         pub.add_csv(resp.get_data(as_text=True))
+        for row in csv.DictReader(io.StringIO(resp.get_data(as_text=True))):
+            for key, numerator, denominator, _label in rpt.RATES:
+                if "suppressed" in (row[numerator], row[denominator]):  # a rate would give the hidden one back
+                    assert row[key] == "", (row, key)
+                elif row[numerator] and row[denominator] not in ("", "0"):
+                    assert abs(float(row[key]) - int(row[numerator]) / int(row[denominator])) < 0.001
     teams = {"bwh": ("passageway-bwh",), "mgh": ("on-call",), "chelsea": ("on-call",)}
     grid = sp.Grid(ms.MEASURES, teams, tuple(periods))
     truth = truth_of(grid, counts)
