@@ -46,6 +46,7 @@ from fhir.client import FhirClient, FhirError
 from fhir.smart.discovery import normalize_iss
 from fhir.smart.id_token import IdTokenError, JwksCache
 from smart_app.launch.ehr import http_session
+from smart_app.launch.visit_memory import checkin_done
 from smart_app.ops.security import csrf
 from smart_app.report import events
 from smart_app.screening.checkin import CheckinPolicy, decide
@@ -262,6 +263,13 @@ def _site(client: CdsClientConfig, body: dict[str, Any]) -> str:
     return client.site
 
 
+def _memory_context(context: dict[str, Any]) -> dict[str, Any]:
+    """The hook's patient and encounter in the launch context's shape (what the visit memory is keyed on)."""
+    encounter = context.get("encounterId")
+    return {"patient": {"id": context["patientId"]},
+            "encounter": {"id": encounter} if isinstance(encounter, str) and FHIR_ID.match(encounter) else {}}
+
+
 @bp.post("/cds-services/<sid>")
 def service(sid: str) -> tuple[Response, int] | Response:
     if sid not in SERVICES:
@@ -286,15 +294,16 @@ def service(sid: str) -> tuple[Response, int] | Response:
     patient = _patient(body, patient_id, fhir)
     screens = _screens(body, patient_id, fhir, codes, policy.since(now))
     decision = decide(policy, patient, screens, set(codes), now)
-    if not decision.due:
-        get_session().commit()  # the jti
-        return jsonify({"cards": []})
-    cid = str(uuidlib.uuid4())
     db = get_session()
-    site, month = _site(client, body), events.month_of(now)
-    # The EHR the card counts for: the FHIR server the hook names (allow-listed for this client), else its first.
+    # The EHR the card is for: the FHIR server the hook names (allow-listed for this client), else its first.
     server = body.get("fhirServer") if body.get("fhirServer") in client.fhir_servers else \
         next(iter(client.fhir_servers), None)
+    # The chart may not show this app's screens (a negative screen writes nothing): its own memory counts too.
+    if not decision.due or (server and checkin_done(db, server, _memory_context(context), policy.since(now))):
+        db.commit()  # the jti
+        return jsonify({"cards": []})
+    cid = str(uuidlib.uuid4())
+    site, month = _site(client, body), events.month_of(now)
     ehr = events.ehr_of(server)
     db.add(CdsCard(uuid=cid, service=sid, site=site, month=month, ehr=ehr))
     events.card(db, "card_shown", site=site, month=month, ehr=ehr)

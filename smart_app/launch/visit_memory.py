@@ -20,13 +20,13 @@ from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, literal, null, select, union_all
+from sqlalchemy import bindparam, literal, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from config.ehrs import ehr_for, normalise
 from smart_app.store.crypto import keyed_hash
 from smart_app.store.models import PatientMark, ReferralRecord
-from smart_app.store.task_status import CLOSED
+from smart_app.store.task_status import CLOSED, LEGACY, OPEN
 from smart_app.store.task_status import normalise as normalise_status
 
 DEFAULT_MEMORY_DAYS = 30
@@ -133,3 +133,22 @@ def visit_referral(db: Session, iss: str, context: dict[str, Any], *, exclude_la
     if exclude_launch:
         q = q.where(ReferralRecord.launch_id != exclude_launch)
     return db.scalars(q.order_by(ReferralRecord.created_at.desc()).limit(1)).first()
+
+
+def checkin_done(db: Session, iss: str, context: dict[str, Any], since: datetime) -> bool:
+    """Whether this app already knows a check-in is not due: a screen in this encounter or since ``since``
+    (the deployment's interval; marks older than the memory window are gone, smart_app/worklist/retention.py),
+    or a referral of this patient made in this encounter, since ``since``, or still open. The CDS card asks
+    this before it shows, so a patient screened minutes ago, or with a referral being worked, gets no card."""
+    pks = _keys("patient", iss, context)
+    if not pks:
+        return False
+    eks = _keys("encounter", iss, context)
+    mark_when = [PatientMark.at >= since] + ([PatientMark.encounter_key.in_(eks)] if eks else [])
+    if db.scalars(select(PatientMark.id).where(PatientMark.patient_key.in_(pks), or_(*mark_when)).limit(1)).first():
+        return True
+    open_statuses = [*OPEN, *(old for old, new in LEGACY.items() if new in OPEN)]
+    ref_when = [ReferralRecord.created_at >= since, ReferralRecord.status.in_(open_statuses)]
+    ref_when += [ReferralRecord.encounter_key.in_(eks)] if eks else []
+    return db.scalars(select(ReferralRecord.id).where(ReferralRecord.patient_key.in_(pks), or_(*ref_when))
+                      .limit(1)).first() is not None

@@ -386,3 +386,76 @@ def test_expired_request_jtis_are_purged_with_the_other_replay_guards(cds_app, s
         assert db.scalar(select(func.count()).select_from(CdsJti)) == 1
         purge(db, now=datetime.now(UTC) + timedelta(minutes=20))
         assert db.scalar(select(func.count()).select_from(CdsJti)) == 0
+
+
+# ---------------------------------------------------------------------------- the app's own memory
+
+HITS_NEGATIVE = {"instrument": "hits", "q-hurt": "LA6270-8", "q-insult": "LA10066-1", "q-threaten": "LA6270-8",
+                 "q-scream": "LA6270-8"}
+
+
+def screen_in_the_app(cds_app, sandbox, pid: str, encounter: str) -> None:
+    """A negative screen through the app's pages: nothing reaches the chart, only the app's visit memory."""
+    from tests.conftest import default_context, launch_for
+
+    ctx = default_context()
+    ctx["patient"]["id"], ctx["encounter"]["id"] = pid, encounter
+    client = cds_app.test_client()
+    lid = launch_for(cds_app, client, ctx, iss=sandbox.iss)
+    assert client.post(f"/l/{lid}/gate", data={"alone": "yes", "no_family_interpreter": "yes",
+                                               "action": "start"}).status_code == 302
+    assert client.post(f"/l/{lid}/screen", data=HITS_NEGATIVE).status_code == 302
+    page = client.get(f"/l/{lid}/result").get_data(as_text=True)
+    assert 'data-testid="done-back-to-chart"' in page
+    assert "finished" in client.post(f"/l/{lid}/finish").get_data(as_text=True)
+
+
+def encounter_body(cds_app, sandbox, pid: str, enc: str) -> dict[str, Any]:
+    from sandbox_ehr import cds_client
+
+    sandbox.app.extensions["sandbox_store"].update({
+        "resourceType": "Encounter", "id": enc, "status": "in-progress", "subject": {"reference": f"Patient/{pid}"},
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}})
+    service = {s["id"]: s for s in cds_app.test_client().get("/cds-services").json["services"]}[
+        "checkin-encounter-start"]
+    with sandbox.app.app_context():
+        return cds_client.hook_request(service, pid, "prac-avery", enc)
+
+
+def test_card_silent_after_a_negative_screen_in_the_app_in_this_encounter(cds_app, sandbox):
+    pid = new_patient(sandbox)
+    enc = "enc-" + pid
+    assert len(cards(call(cds_app, sandbox, encounter_body(cds_app, sandbox, pid, enc),
+                          sid="checkin-encounter-start"))) == 1
+    screen_in_the_app(cds_app, sandbox, pid, enc)
+    # Minutes later: the chart holds no screen (a negative screen writes nothing), the app remembers it.
+    assert cards(call(cds_app, sandbox, encounter_body(cds_app, sandbox, pid, enc),
+                      sid="checkin-encounter-start")) == []
+    assert cards(call(cds_app, sandbox, hook_body(cds_app, sandbox, pid))) == []
+    other = new_patient(sandbox)
+    assert len(cards(call(cds_app, sandbox, hook_body(cds_app, sandbox, other)))) == 1
+
+
+def _referral(cds_app, sandbox, pid: str, *, status: str, age_days: int) -> None:
+    from smart_app.launch.visit_memory import patient_key
+    from smart_app.store.db import get_session
+    from smart_app.store.models import ReferralRecord
+
+    with cds_app.test_request_context():
+        db = get_session()
+        db.add(ReferralRecord(launch_id=None, iss=sandbox.iss, profile="generic", site="bwh", status=status,
+                              patient_key=patient_key(sandbox.iss, {"patient": {"id": pid}}),
+                              created_at=datetime.now(UTC) - timedelta(days=age_days)))
+        db.commit()
+
+
+def test_card_silent_while_a_referral_is_open_and_back_once_it_is_closed_and_old(cds_app, sandbox):
+    pid = new_patient(sandbox)
+    _referral(cds_app, sandbox, pid, status="in-progress", age_days=400)  # older than the 12-month interval
+    assert cards(call(cds_app, sandbox, hook_body(cds_app, sandbox, pid))) == []
+    closed = new_patient(sandbox)
+    _referral(cds_app, sandbox, closed, status="completed", age_days=400)
+    assert len(cards(call(cds_app, sandbox, hook_body(cds_app, sandbox, closed)))) == 1
+    recent = new_patient(sandbox)
+    _referral(cds_app, sandbox, recent, status="completed", age_days=20)  # inside the interval
+    assert cards(call(cds_app, sandbox, hook_body(cds_app, sandbox, recent))) == []

@@ -482,3 +482,16 @@ def test_after_a_negative_screen_the_clinician_may_still_ask_the_safety_question
     assert 'data-testid="urgent"' in page and 'data-interpretation="negative"' in page
     assert 'data-testid="ask-safety"' not in page
     assert launch_data(app, flow.lid)["screening"]["danger"] is True
+
+
+@pytest.mark.parametrize("answers", [HITS_NEGATIVE, HITS_POSITIVE], ids=["negative", "positive"])
+def test_every_result_offers_done_back_to_the_chart_which_ends_the_launch(flow, answers):
+    flow.gate()
+    flow.screen(answers)
+    if answers is HITS_POSITIVE:  # physical violence: the danger check comes first
+        flow.danger(da5())
+    page = flow.result()
+    assert 'data-testid="done-back-to-chart"' in page and f'action="/l/{flow.lid}/finish"' in page
+    done = flow.post(f"/l/{flow.lid}/finish", {})
+    assert done.status_code == 200 and 'data-testid="finished"' in done.get_data(as_text=True)
+    assert flow.get(f"/l/{flow.lid}/result").status_code != 200  # the launch's pages stop working
