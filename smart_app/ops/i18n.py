@@ -9,6 +9,7 @@ language beneath each question."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -119,6 +120,31 @@ def patient_gettext(message: str, **params: Any) -> str:
     lang = g.get("patient_locale") or g.get("locale") or "en"
     s = _catalog_for(lang).ugettext(message)
     return s % params if params else s
+
+
+@dataclass(frozen=True)
+class ReadAloud:
+    """A line the clinician says to the patient: ``text`` in the patient's language (``lang``), and beneath it,
+    when the languages differ, the same line in the clinician's (``clinician`` in ``clinician_lang``) so the
+    clinician knows what they are reading. Templates render it with ``_said.html``."""
+
+    text: str
+    lang: str
+    clinician: str | None
+    clinician_lang: str
+
+    def as_data(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_aloud(message: str, **params: Any) -> ReadAloud:
+    """``message`` as a read-aloud line: the patient's language (``p_``) with the clinician's beneath."""
+    plang = g.get("patient_locale") or g.get("locale") or "en"
+    clang = g.get("locale") or "en"
+    said = patient_gettext(message, **params)
+    echo = _catalog_for(clang).ugettext(message)
+    echo = echo % params if params else echo
+    return ReadAloud(text=said, lang=plang, clinician=echo if plang != clang else None, clinician_lang=clang)
 
 
 def _as_template_text(rv: str, autoescape: bool, params: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from referrals.ranking import Ranking, Reason, describe_hours
 from referrals.store import store_for
 from smart_app.launch.locale import launch_view
 from smart_app.launch.state import launch_required
-from smart_app.ops.i18n import SUPPORTED, label_for, patient_locale
+from smart_app.ops.i18n import SUPPORTED, clinician_locale, label_for, patient_locale
 from smart_app.ops.i18n import gettext as _
 from smart_app.ranking.memo import clock, default_programs, ranked
 from smart_app.referral.channels import CHANNELS
@@ -128,14 +128,19 @@ def reason_text(reason: Reason) -> str:
 
 def handout_view(view: Callable) -> Callable:
     """The handout is in the patient's language (Patient.communication), whatever the page language;
-    ``?lang=`` prints it in another one without changing the launch's page language."""
+    ``?lang=`` prints it in another one without changing the launch's page language. Its controls (print,
+    layout, QR) are the clinician's, in the deployment's clinician language (``g.locale``); the printed part is
+    in ``g.patient_locale``."""
 
     @launch_required
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any):
         asked = request.args.get("lang")
         chosen = g.launch.data.get("locale")  # the patient's language as switched on the pages
-        g.locale = asked if asked in SUPPORTED else chosen if chosen in SUPPORTED else patient_locale(g.launch.context)
+        g.patient_locale = asked if asked in SUPPORTED else chosen if chosen in SUPPORTED \
+            else patient_locale(g.launch.context)
+        g.locale = clinician_locale()
+        g.bilingual = True
         return view(*args, **kwargs)
 
     return wrapper
@@ -252,12 +257,12 @@ def handout() -> str:
     ref = dict(g.launch.data.get("referral") or {})
     ranking = current_ranking(ref)
     chosen = handout_programs(ranking, set(ref.get("selected") or []))
-    lang = g.locale
+    lang = g.patient_locale
     content = content_in(lang)
     layout = "page" if request.args.get("layout") == "page" else "card"
     target = qr_target()
     show_qr = request.args.get("qr") == "1" and target is not None
-    return render_template("referral/handout.html", lid=g.launch.id, items=chosen, lang=lang,
+    return render_template("referral/handout.html", lid=g.launch.id, items=chosen, lang=lang, clang=g.locale,
                            content=content["handout"], po=content["protective_orders"], ideas=content["safety_ideas"],
                            layout=layout, full=layout == "page", qr=qr_data_uri(target) if show_qr else None,
                            show_qr=show_qr, qr_target=target, text_in=text_in, describe_hours=describe_hours,

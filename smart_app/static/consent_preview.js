@@ -22,13 +22,30 @@
     });
   }
 
+  // A read-aloud line as templates/_said.html draws it: the patient's words, the clinician's language beneath.
+  function saidLine(line) {
+    var p = document.createElement("p");
+    p.className = "said";
+    var span = document.createElement("span");
+    span.className = "read-aloud";
+    span.setAttribute("data-audience", "patient");
+    span.setAttribute("lang", line.lang);
+    span.textContent = line.text;
+    p.appendChild(span);
+    if (line.clinician) {
+      var echo = document.createElement("span");
+      echo.className = "clinician-text";
+      echo.setAttribute("data-audience", "clinician");
+      echo.setAttribute("lang", line.clinician_lang);
+      echo.textContent = line.clinician;
+      p.appendChild(echo);
+    }
+    return p;
+  }
+
   function setScript(el, lines) {
     while (el.firstChild) { el.removeChild(el.firstChild); }
-    lines.forEach(function (line) {
-      var p = document.createElement("p");
-      p.textContent = line;
-      el.appendChild(p);
-    });
+    lines.forEach(function (line) { el.appendChild(saidLine(line)); });
   }
 
   function refresh() {

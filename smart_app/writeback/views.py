@@ -35,10 +35,12 @@ from werkzeug.wrappers import Response
 from config.ehr_profile import EhrProfile
 from config.ehrs import ehr_id_for
 from fhir.builders import ALL_RESOURCES, Offer, WritebackInput, plan_writeback, reference_code, writable
-from smart_app.launch.locale import use_launch_locale
+from smart_app.launch.locale import use_bilingual_locale
 from smart_app.launch.state import launch_required
 from smart_app.launch.visit_memory import encounter_key, patient_key, visit_referral
+from smart_app.ops.i18n import ReadAloud
 from smart_app.ops.i18n import gettext as _
+from smart_app.ops.i18n import read_aloud as p_  # read-aloud lines: extracted with ``-k p_``, shown in both languages
 from smart_app.ops.profiles import current_profile, profile_for
 from smart_app.outbox.enqueue import enqueue
 from smart_app.outbox.settings import OutboxSettings
@@ -193,22 +195,23 @@ def describe(plans: list[Any], launch: Any, profile: EhrProfile) -> list[dict[st
     return out
 
 
-def script_for(kinds: list[str]) -> list[str]:
-    """What the clinician reads to the patient: it names every resource that will be written."""
+def script_for(kinds: list[str]) -> list[ReadAloud]:
+    """What the clinician reads to the patient, in the patient's language with the clinician's beneath: it names
+    every resource that will be written."""
     lines = []
     if "DocumentReference" in kinds:
-        lines.append(_("“May I add a short, confidential note to your health record saying that you were "
-                       "referred for support? It will not describe what happened to you.”"))
+        lines.append(p_("“May I add a short, confidential note to your health record saying that you were "
+                        "referred for support? It will not describe what happened to you.”"))
     else:
-        lines.append(_("“May I record that you were referred for support, so that social work can follow up?”"))
+        lines.append(p_("“May I record that you were referred for support, so that social work can follow up?”"))
     if "ServiceRequest" in kinds:
-        lines.append(_("“A referral order to the program will also be recorded.”"))
+        lines.append(p_("“A referral order to the program will also be recorded.”"))
     if "Observation" in kinds:
-        lines.append(_("“A screening score will be recorded.”"))
+        lines.append(p_("“A screening score will be recorded.”"))
     if "QuestionnaireResponse" in kinds:
-        lines.append(_("“Your answers to the screening questions will be recorded.”"))
+        lines.append(p_("“Your answers to the screening questions will be recorded.”"))
     if "Task" in kinds:
-        lines.append(_("“A follow-up task for social work will be recorded.”"))
+        lines.append(p_("“A follow-up task for social work will be recorded.”"))
     return lines
 
 
@@ -254,7 +257,8 @@ def view_model(launch: Any, profile: EhrProfile, choices: dict[str, Any], offer:
         if choices["resources"] else []
     items = describe(plans, launch, profile)
     note = note_from(plans)
-    script = script_for([p.kind for p in plans])
+    script = [line.as_data() for line in script_for([p.kind for p in plans])]
+    # Both languages of every read-aloud line are in the digest: consent is to the words said and shown.
     shown = {"items": [[i["kind"], i["words"]] for i in items], "note": note, "script": script,
              "channel": choices["channel"], "contact_note": choices["contact_note"]}
     digest = hashlib.sha256(json.dumps(shown, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -272,6 +276,7 @@ def _render_consent(launch: Any, profile: EhrProfile, vm: dict[str, Any], *, err
         interp=interpreter.answer(form, launch.context, launch.data.get("interpreter")),
         interp_options=interpreter.options(launch.context), interp_choice=_interp_choice(form, launch),
         channels=CHANNELS, channel_label=channel_label, kind_label=kind_label,
+        ask_channel=p_("“If a program or the clinic needs to reach you, which way is safe, if any?”"),
         screen=screen_state(launch), has_patient=bool((launch.context.get("patient") or {}).get("id"))), status
 
 
@@ -285,7 +290,7 @@ def _interp_choice(form: Any, launch: Any) -> str | None:
 def consent() -> Response | tuple[str, int] | str:
     if (g.launch.data.get("writeback") or {}).get("referral_id"):
         return redirect(url_for("writeback.confirmation", lid=g.launch.id))
-    use_launch_locale(g.launch)
+    use_bilingual_locale(g.launch)
     if screen_state(g.launch) == "none":
         return _out_of_order(_("Consent to write to the chart is asked after the screening is completed in this "
                                "visit. Start or finish the screening first."))
@@ -299,7 +304,7 @@ def consent() -> Response | tuple[str, int] | str:
 @launch_required
 def preview() -> Response:
     """Live preview for the page's script: the same view model, as JSON (POST body, nothing in the URL)."""
-    use_launch_locale(g.launch)
+    use_bilingual_locale(g.launch)
     profile = current_profile()
     offer = offer_for(g.launch, profile)
     vm = view_model(g.launch, profile, choices_from(request.form, profile, offer), offer)
@@ -310,7 +315,7 @@ def preview() -> Response:
 @launch_required
 def consent_post() -> Response | tuple[str, int] | str:
     launch = g.launch
-    use_launch_locale(launch)
+    use_bilingual_locale(launch)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     if (launch.data.get("writeback") or {}).get("referral_id"):  # double submit: never a second referral
         return redirect(url_for("writeback.confirmation", lid=launch.id))
@@ -431,7 +436,7 @@ def confirmation() -> Response | str:
     rid = (g.launch.data.get("writeback") or {}).get("referral_id")
     if not rid:
         return redirect(url_for("writeback.consent", lid=g.launch.id))
-    use_launch_locale(g.launch)
+    use_bilingual_locale(g.launch)
     status = _status_payload(referral_rows(rid))
     profile = current_profile()
     return render_template("writeback/confirmation.html", lid=g.launch.id, status=status,
@@ -472,7 +477,7 @@ def who_sees(record: ReferralRecord | None) -> str:
 @launch_required
 def progress() -> Response:
     """Live write status for the confirmation page: no PHI (kinds, states, PHI-free reasons), neutral path."""
-    use_launch_locale(g.launch)
+    use_bilingual_locale(g.launch)
     rid = (g.launch.data.get("writeback") or {}).get("referral_id")
     payload = _status_payload(referral_rows(rid)) if rid else {"rows": [], "done": True, "settled": True}
     for row in payload["rows"]:

@@ -122,7 +122,9 @@ def test_handout_in_patients_language_with_inline_qr(client, make_launch):
     ctx["patient"] = dict(ctx["patient"], language="es", languages=["es"])
     lid = make_launch(client, context=ctx)
     html = client.get(f"/l/{lid}/handout?qr=1").get_data(as_text=True)
-    assert '<html lang="es">' in html and "Recursos de salud" in html
+    # The clinician's controls in the clinician's language, the printed part in the patient's.
+    assert '<html lang="en">' in html and 'data-audience="patient" lang="es"' in html and "Recursos de salud" in html
+    assert ">Print</button>" in html
     assert DV_WORDS.search(visible_text(html)) is None
     assert re.search(r'<img src="data:image/svg\+xml;base64,[A-Za-z0-9+/=]+"', html)
     # No external resources anywhere on the page.

@@ -130,13 +130,18 @@ def test_worklist_lists_referrals_without_answers_and_records_status_changes(fas
     assert clinician.post(f"/l/{lid}/worklist/{rid}/status", data={"status": "completed"}).status_code == 403
 
 
-def test_consent_page_follows_the_patients_language(fast_app, make_launch):
+def test_consent_page_is_the_clinicians_with_the_patients_words_in_the_patients_language(fast_app, make_launch):
+    """The page (buttons, plan, errors) is in the clinician's language; what is read to the patient is in the
+    patient's, the clinician's language beneath (tests/test_languages.py walks every page and language pair)."""
     client = fast_app.test_client()
     ctx = default_context()
     ctx["patient"] = {**ctx["patient"], "language": "es", "languages": ["es"]}
     lid = make_launch(client, context=ctx, data=DATA, iss=DOWN_ISS)
-    assert '<html lang="es">' in client.get(f"/l/{lid}/consent").get_data(as_text=True)
-    assert '<html lang="en">' in client.get(f"/l/{lid}/consent?lang=en").get_data(as_text=True)
+    page = client.get(f"/l/{lid}/consent").get_data(as_text=True)
+    assert '<html lang="en">' in page and "The patient agrees: write to the chart" in page
+    assert '<span class="read-aloud" data-audience="patient" lang="es">' in page
+    page = client.get(f"/l/{lid}/consent?lang=en").get_data(as_text=True)
+    assert '<html lang="en">' in page and 'data-audience="patient" lang="en"' in page
 
 
 def test_consent_without_a_safe_contact_answer_writes_nothing(fast_app, make_launch):

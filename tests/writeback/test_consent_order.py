@@ -69,7 +69,7 @@ def test_preview_follows_every_choice_and_the_note_written_is_the_note_shown(fas
     form = {"shown": "1", "channel": "email", "contact_note": "after 5pm", "resources": ["Observation"]}
     shown = client.post(f"/l/{lid}/consent/preview", data=form).get_json()
     assert "contact by email is safe (after 5pm)" in shown["note"]
-    assert any("screening score will be recorded" in line for line in shown["script"])
+    assert any("screening score will be recorded" in line["text"] for line in shown["script"])
     assert [i["kind"] for i in shown["items"]] == ["Observation", "DocumentReference"]
     # Without JavaScript: the "Update preview" button re-renders the page with the same plan.
     page = client.post(f"/l/{lid}/consent", data={**form, "action": "preview"}).get_data(as_text=True)
