@@ -43,6 +43,7 @@ from smart_app.screening import views as screening_views
 from smart_app.store import crypto
 from smart_app.worklist import backfill as worklist_backfill
 from smart_app.worklist import retention as worklist_retention
+from smart_app.worklist import routing as worklist_routing
 from smart_app.worklist import views as worklist_views
 from smart_app.writeback import views as writeback_views
 
@@ -94,6 +95,7 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
     health.init_app(app)
     audit.init_app(app)
     profiles.init_app(app)  # refuses an EHR profile that cannot protect the note (restricted note type)
+    worklist_routing.init_app(app)  # refuses malformed ehrs, roles or routing blocks, naming the entry
     launch_ehr.init_app(app)  # a page's calls to EHRs end before the proxy's timeout
 
     for blueprint in FEATURE_BLUEPRINTS:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.ehrs import ehrs_of
-from smart_app.launch.roles import PROGRAM_MANAGER, QUEUE_ROLES, SOCIAL_WORKER
+from smart_app.launch.roles import PROGRAM_MANAGER, QUEUE_ROLES, SOCIAL_WORKER, mapping_for
 
 COVERAGE, FALLBACK, UNROUTED = "coverage", "fallback", "unrouted"
 ROUTE_KINDS = (COVERAGE, FALLBACK, UNROUTED)
@@ -127,3 +127,18 @@ def routing_of(deployment: Any) -> Routing:
 
 def team_named(deployment: Any, team_id: str | None) -> Team | None:
     return next((t for t in routing_of(deployment).teams if t.id == team_id), None) if team_id else None
+
+
+def check_deployment(deployment: Any) -> None:
+    """Start-up: the deployment's ``ehrs``, ``roles`` and ``routing`` blocks parse (config/ehrs.py, the role mapping,
+    the teams), so a mistake in them stops the app naming the entry instead of failing every launch or referral.
+    Raises EhrIdentityError, RoleMappingError or RoutingConfigError."""
+    if deployment is None:
+        return
+    ehrs_of(deployment)
+    mapping_for(deployment)
+    routing_of(deployment)
+
+
+def init_app(app: Any) -> None:
+    check_deployment(app.config.get("DEPLOYMENT"))

@@ -241,3 +241,19 @@ def test_a_pattern_on_another_host_is_the_only_host_it_adds_to_the_outbound_poli
     for url in ("https://evil.example.org/l/abc/fhir/metadata", "https://x.launcher.example.org/l/a/fhir",
                 "https://launcher.example.org:8443/l/a/fhir"):
         assert policy.refusal(url) is not None, url
+
+
+@pytest.mark.parametrize(("block", "named"), [
+    ({"ehrs": {"bwh": {"iss_patterns": ["https://*.example.org/fhir"]}}}, "ehrs.bwh"),
+    ({"roles": {"program_manager": {"users": ["prac-kendall"]}}}, "roles.program_manager.users"),
+    ({"routing": {"teams": [{"id": "t"}]}}, "routing.teams[0]"),
+])
+def test_a_malformed_ehrs_roles_or_routing_block_stops_the_app_at_start(tmp_path, block, named):
+    from config.settings import Deployment
+    from smart_app import create_app
+    from tests.conftest import app_config
+
+    dep = Deployment.load("sandbox")
+    dep = dataclasses.replace(dep, extra={**dep.extra, **block})
+    with pytest.raises(ValueError, match=re.escape(named)):
+        create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", DEPLOYMENT=dep))
