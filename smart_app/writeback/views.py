@@ -64,7 +64,8 @@ from smart_app.worklist.scope import (
     site_display_name,
 )
 from smart_app.worklist.search import mrn_key_of
-from smart_app.writeback.note import program_names, with_note
+from smart_app.writeback.note import with_note
+from smart_app.writeback.plain import words_for
 
 warmup_log = logging.getLogger("ipv.warmup")
 bp = Blueprint("writeback", __name__, template_folder="templates", url_prefix="/l/<lid>")
@@ -170,28 +171,8 @@ def _input(launch: Any, key: str, choices: dict[str, Any]) -> WritebackInput:
 def describe(plans: list[Any], launch: Any, profile: EhrProfile) -> list[dict[str, str]]:
     """Each planned resource in plain words (what the clinician reads, what the digest covers)."""
     screening = launch.data.get("screening") or {}
-    programs = ", ".join(program_names(launch.data.get("referral") or {})) or _("no program chosen")
-    out = []
-    for plan in plans:
-        res = plan.resource
-        if plan.kind == "DocumentReference":
-            note_type = (res.get("type") or {}).get("text") or (res["type"]["coding"][0].get("code"))
-            words = _("A note in the chart (note type: %(type)s) with exactly the text below.", type=note_type)
-        elif plan.kind == "ServiceRequest":
-            words = _("A referral order to: %(programs)s (priority: %(priority)s).", programs=programs,
-                      priority=_("urgent") if res.get("priority") == "urgent" else _("routine"))
-        elif plan.kind == "Observation":
-            value = (res.get("valueQuantity") or {}).get("value")
-            words = _("The screening score: %(instrument)s total %(value)s, %(result)s.",
-                      instrument=str(screening.get("instrument") or "").upper(),
-                      value=value if value is not None else _("not recorded"),
-                      result=_("positive") if screening.get("interpretation") == "positive" else
-                      _("negative") if screening.get("interpretation") == "negative" else _("no result"))
-        elif plan.kind == "QuestionnaireResponse":
-            words = _("The patient's answer to each screening question.")
-        else:
-            words = _("A follow-up task for social work on the referral.")
-        out.append({"kind": plan.kind, "label": kind_label(plan.kind), "words": words})
+    out = [{"kind": plan.kind, "label": kind_label(plan.kind), "words": words_for(plan.kind, plan.resource, screening)}
+           for plan in plans]
     return out
 
 

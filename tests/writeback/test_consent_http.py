@@ -196,3 +196,33 @@ def test_questionnaire_response_carries_the_answers_the_screening_pages_recorded
     assert {k: c["code"] for k, c in answers.items()} == hits
     assert answers["insult"]["display"] == "Frequently" and answers["insult"]["system"] == "http://loinc.org"
     assert {c["code"] for c in qr["meta"]["security"]} >= {"R", "SDV"}
+
+
+def test_consent_names_every_field_the_chart_shows_and_warns_that_the_contact_words_go_in_as_typed(
+        fast_app, make_launch):
+    client = fast_app.test_client()
+    lid = make_launch(client, data=DATA, iss=DOWN_ISS)
+    page = client.get(f"/l/{lid}/consent").get_data(as_text=True)
+    caution = page.split('data-testid="contact-note-caution"')[1].split("</p>")[0]
+    assert "exactly as typed" in caution and "chart" in caution
+    typed = "after 5pm, say it's the pharmacy"
+    form = {"shown": "1", "channel": "phone", "contact_note": typed,
+            "resources": ["Observation", "ServiceRequest", "DocumentReference", "Task", "QuestionnaireResponse"]}
+    items = {i["kind"]: i["words"] for i in client.post(f"/l/{lid}/consent/preview", data=form).get_json()["items"]}
+    sr = items["ServiceRequest"]
+    assert "HAVEN at MGH" in sr and "priority: routine" in sr
+    assert "“SDOH”" in sr and "“Intimate Partner Violence”" in sr  # the category codings, as the chart lists them
+    assert "“Referral to confidential support services”" in sr and "phone" in sr
+    assert f"“Safe contact: {typed}”" in sr
+    assert consent(client, lid, **{k: v for k, v in form.items() if k != "shown"}).status_code == 302
+    # What was queued is what was named: every category display and the note's words.
+    for row in outbox_rows(fast_app):
+        with fast_app.app_context():
+            res = decrypt_json(row.resource_enc)
+        words = items[row.kind]
+        for cc in res.get("category") or []:
+            assert f"“{cc['coding'][0]['display']}”" in words, (row.kind, cc)
+        for note in res.get("note") or []:
+            assert note["text"] in words
+        if "priority" in res:
+            assert f"priority: {res['priority']}" in words
