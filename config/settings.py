@@ -54,9 +54,10 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "HTTP_TIMEOUT_SECONDS": ("10", "Deadline for the whole of each call to the EHR: connect, answer and redirects."),
     "EHR_REQUEST_BUDGET_SECONDS": ("25", "All calls to EHRs one page makes end by this long after the page was "
                                          "asked for (below gunicorn's 30 s timeout); 0 = no page-wide limit."),
-    "EHR_CALLS_PER_EHR": ("0", "Calls to one EHR an app process has in flight at once; more are answered at once "
-                               "with 'the EHR is not answering'. 0 = half of EHR_CALLS_TOTAL."),
-    "EHR_CALLS_TOTAL": ("0", "Calls to all EHRs an app process has in flight at once. 0 = its threads "
+    "EHR_CALLS_PER_EHR": ("0", "Pages of an app process waiting on one EHR at once (a page's parallel reads count "
+                               "once); more are answered at once with 'the EHR is not answering'. 0 = half of "
+                               "EHR_CALLS_TOTAL."),
+    "EHR_CALLS_TOTAL": ("0", "Pages of an app process waiting on any EHR at once. 0 = its threads "
                              "(`GUNICORN_THREADS`) less two, kept for quick exit and health checks."),
     "EMBEDDED_IN_IFRAME": ("0", "1 when the EHR embeds the app: cookie becomes SameSite=None; Secure; Partitioned."),
     "SESSION_COOKIE_SECURE": ("1", "Send the session cookie over HTTPS only (0 for plain-HTTP demo)."),

@@ -11,6 +11,7 @@ sent in parallel, so each round still waits once. A site that is part of another
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import threading
@@ -87,9 +88,11 @@ def fetch_many(client: FhirClient, urls: list[str]) -> list[dict[str, Any] | Non
         log.info("FHIR server does not accept batch reads; reading one by one")
     if len(urls) == 1:
         return [_read_one(client, urls[0])]
-    # No batch: the reads go in parallel (a round waits once), each on its own connection of the pool.
+    # No batch: the reads go in parallel (a round waits once), each on its own connection of the pool, each in a
+    # copy of this thread's context (the page's deadline and bulkhead slot, fhir/http.py, go with it).
+    contexts = [contextvars.copy_context() for _ in urls]
     with ThreadPoolExecutor(max_workers=min(len(urls), PARALLEL_READS)) as pool:
-        return list(pool.map(lambda u: _read_one(client, u), urls))
+        return list(pool.map(lambda ctx, u: ctx.run(_read_one, client, u), contexts, urls))
 
 
 def _batch_read(client: FhirClient, urls: list[str]) -> list[dict[str, Any] | None] | None:

@@ -12,10 +12,10 @@ no cookies an EHR sets and takes no credentials from ~/.netrc.
 Every call has a deadline on the whole of it: requests' ``timeout`` bounds each socket read, so an EHR that
 trickles its answer a byte at a time would hold the calling thread for as long as it trickles. Here the call's
 ``timeout`` is the time the whole call may take, connect, headers, body and every redirect included, and an
-optional request-wide deadline (``request_deadline``) caps it further. At the deadline a watchdog shuts the
+optional request-wide deadline (``RequestScope``) caps it further. At the deadline a watchdog shuts the
 call's socket down and the call raises ``DeadlineExceeded`` (a ``requests.Timeout``). A ``Bulkhead`` bounds the
-calls in flight per EHR and in all: a call beyond either bound fails at once with ``EhrBusy`` (a
-``requests.ConnectionError``), never sent, so one slow EHR cannot take every thread of a process.
+requests (pages) with calls in flight per EHR and in all: a call beyond either bound fails at once with ``EhrBusy``
+(a ``requests.ConnectionError``), never sent, so one slow EHR cannot take every thread of a process.
 """
 
 from __future__ import annotations
@@ -55,20 +55,28 @@ def not_answering(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class RequestScope:
+    """The inbound request (page) outbound calls are made for: their common deadline (time.monotonic(); None =
+    none), and the one bulkhead holder all of them share (a page's parallel reads hold one slot, not one each)."""
+
+    def __init__(self, deadline: float | None = None):
+        self.deadline = deadline
+
+
 # The deadline of the call being made (set by DeadlineSession.request, so it spans every redirect hop), and the
-# deadline of the whole inbound request the call serves (set by the app around a request; None = none).
+# inbound request the call serves (set by the app around a request; None outside one).
 _call_deadline: ContextVar[float | None] = ContextVar("outbound_call_deadline", default=None)
-_request_deadline: ContextVar[float | None] = ContextVar("outbound_request_deadline", default=None)
+_request_scope: ContextVar[RequestScope | None] = ContextVar("outbound_request_scope", default=None)
 
 
-def set_request_deadline(deadline: float | None) -> object:
-    """Cap every outbound call made from now on in this context at ``deadline`` (time.monotonic()); returns the
-    token for ``reset_request_deadline``."""
-    return _request_deadline.set(deadline)
+def enter_request_scope(scope: RequestScope) -> object:
+    """Make ``scope`` the request every outbound call from now on in this context serves (threads started with a
+    copy of this context too); returns the token for ``exit_request_scope``."""
+    return _request_scope.set(scope)
 
 
-def reset_request_deadline(token: object) -> None:
-    _request_deadline.reset(token)  # type: ignore[arg-type]
+def exit_request_scope(token: object) -> None:
+    _request_scope.reset(token)  # type: ignore[arg-type]
 
 
 def _seconds(timeout: Any) -> float | None:
@@ -82,7 +90,8 @@ def _seconds(timeout: Any) -> float | None:
 def _deadline_for(timeout: Any) -> float | None:
     """The earliest of the call's, the request's and (when no call deadline is set yet) now + ``timeout``."""
     budget = _seconds(timeout)
-    candidates = [d for d in (_call_deadline.get(), _request_deadline.get()) if d is not None]
+    scope = _request_scope.get()
+    candidates = [d for d in (_call_deadline.get(), scope.deadline if scope else None) if d is not None]
     if _call_deadline.get() is None and budget is not None:
         candidates.append(time.monotonic() + budget)
     return min(candidates) if candidates else None
@@ -162,37 +171,46 @@ class BulkheadLimits:
 
 
 class Bulkhead:
-    """Bounded calls in flight at once, per EHR (``key_for(url)`` names the EHR a URL belongs to) and in all. A
-    call beyond a bound fails with ``EhrBusy`` at once: it never waits for a slot, so the thread is free again
-    right away. ``key_for`` and ``limits`` are re-set by the caller at each use (they follow the app's config)."""
+    """Bounded holders of calls in flight at once, per EHR (``key_for(url)`` names the EHR a URL belongs to) and in
+    all. A holder is the inbound request the call serves (RequestScope: a page's parallel reads count once), or
+    the call itself outside a request. A call beyond a bound fails with ``EhrBusy`` at once: it never waits for a
+    slot, so the thread is free again right away. ``key_for`` and ``limits`` are re-set by the caller at each use
+    (they follow the app's config)."""
 
     def __init__(self, key_for: Callable[[str], str], limits: Callable[[], BulkheadLimits]):
         self.key_for = key_for
         self.limits = limits
         self._lock = threading.Lock()
-        self._in_flight: dict[str, int] = {}
+        self._holders: dict[str, dict[object, int]] = {}  # EHR -> holder -> its calls in flight
         self._total = 0
 
     def in_flight(self, key: str) -> int:
+        """Holders with calls to ``key`` in flight."""
         with self._lock:
-            return self._in_flight.get(key, 0)
+            return len(self._holders.get(key, {}))
 
     @contextmanager
     def slot(self, url: str) -> Iterator[None]:
         key, limits = self.key_for(url), self.limits()
+        holder: object = _request_scope.get() or object()
         with self._lock:
-            if self._in_flight.get(key, 0) >= limits.per_ehr or self._total >= limits.total:
-                raise EhrBusy("the EHR has as many calls in flight as this process allows")
-            self._in_flight[key] = self._in_flight.get(key, 0) + 1
-            self._total += 1
+            held = self._holders.get(key, {})
+            if holder not in held:
+                if len(held) >= limits.per_ehr or self._total >= limits.total:
+                    raise EhrBusy("the EHR has as many calls in flight as this process allows")
+                self._total += 1
+            held[holder] = held.get(holder, 0) + 1
+            self._holders[key] = held
         try:
             yield
         finally:
             with self._lock:
-                self._total -= 1
-                self._in_flight[key] -= 1
-                if not self._in_flight[key]:
-                    del self._in_flight[key]
+                held[holder] -= 1
+                if not held[holder]:
+                    del held[holder]
+                    self._total -= 1
+                if not held:
+                    self._holders.pop(key, None)
 
 
 class HeaderAdapter(HTTPAdapter):

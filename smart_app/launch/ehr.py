@@ -28,9 +28,10 @@ from fhir.http import (
     Bulkhead,
     BulkheadLimits,
     OutboundSession,
+    RequestScope,
     add_header_provider,
-    reset_request_deadline,
-    set_request_deadline,
+    enter_request_scope,
+    exit_request_scope,
 )
 from fhir.smart.client_auth import ClientAuth, load_private_key
 from fhir.smart.discovery import DiscoveryCache, DiscoveryError, SmartConfiguration
@@ -119,22 +120,22 @@ def http_session() -> requests.Session:
 
 def _start_request_budget() -> None:
     budget = float(current_app.config.get("EHR_REQUEST_BUDGET_SECONDS") or 0)
-    if budget > 0:
-        g._ipv_ehr_budget = set_request_deadline(time.monotonic() + budget)
+    g._ipv_ehr_scope = enter_request_scope(RequestScope(time.monotonic() + budget if budget > 0 else None))
 
 
 def _end_request_budget(_exc: BaseException | None) -> None:
-    token = g.pop("_ipv_ehr_budget", None)
+    token = g.pop("_ipv_ehr_scope", None)
     if token is not None:
         try:
-            reset_request_deadline(token)
+            exit_request_scope(token)
         except ValueError:  # reset from another context (a streamed response): the next request sets its own
             pass
 
 
 def init_app(app: Flask) -> None:
     """Every page's calls to EHRs end by EHR_REQUEST_BUDGET_SECONDS after the page was asked for, so a page
-    answers before gunicorn's and nginx's timeouts whatever the EHR does."""
+    answers before gunicorn's and nginx's timeouts whatever the EHR does; and they hold one bulkhead slot per EHR
+    between them, however many run in parallel."""
     app.before_request(_start_request_budget)
     app.teardown_request(_end_request_budget)
 

@@ -16,8 +16,21 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 
-from fhir.http import Bulkhead, BulkheadLimits, DeadlineExceeded, EhrBusy, OutboundSession, add_header_provider
+from fhir import context as fhir_context
+from fhir.client import FhirClient
+from fhir.http import (
+    Bulkhead,
+    BulkheadLimits,
+    DeadlineExceeded,
+    EhrBusy,
+    OutboundSession,
+    RequestScope,
+    add_header_provider,
+    enter_request_scope,
+    exit_request_scope,
+)
 from fhir.smart.discovery import DiscoveryError, fetch_configuration
+from sandbox_ehr import authstore
 from sandbox_ehr.app import create_sandbox_app
 from sandbox_ehr.harness.live import LiveServer
 from smart_app import create_app
@@ -186,6 +199,7 @@ def test_redirects_share_one_deadline(ehrs):
 
 
 def test_the_bulkhead_refuses_at_once_and_counts_each_ehr_apart():
+    """Outside a page each call is its own holder."""
     limits = BulkheadLimits(per_ehr=1, total=2)
     bulkhead = Bulkhead(lambda url: url.split("/")[2], lambda: limits)
     entered, release = threading.Event(), threading.Event()
@@ -211,3 +225,24 @@ def test_the_bulkhead_refuses_at_once_and_counts_each_ehr_apart():
     assert bulkhead.in_flight("a.example") == 0
     with bulkhead.slot("https://a.example/fhir/Patient/3"):
         pass
+
+
+def test_a_pages_parallel_reads_hold_one_slot_of_the_bulkhead(ehrs, monkeypatch):
+    """An EHR without batch reads gets a page's reads in parallel (fhir/context.py): they serve one page, so they
+    hold one slot between them, even where the bulkhead allows one page per EHR."""
+    a, _ = ehrs
+    a.faults(latency_seconds=0.3)  # the reads overlap
+    limits = BulkheadLimits(per_ehr=1, total=1)
+    bulkhead = Bulkhead(lambda url: "ehr-a", lambda: limits)
+    with a.app.app_context():
+        token = authstore.issue_access_token("t", "user/*.rs")
+    client = FhirClient(a.iss, token, session=_session(bulkhead))
+    monkeypatch.setattr(fhir_context, "_no_batch", {a.iss})
+    scope = enter_request_scope(RequestScope())
+    try:
+        read = fhir_context.fetch_many(client, ["Patient/pat-alice", "Patient/pat-joana", "Practitioner/prac-avery",
+                                                "Practitioner/prac-blair"])
+    finally:
+        exit_request_scope(scope)
+    assert [r["id"] for r in read] == ["pat-alice", "pat-joana", "prac-avery", "prac-blair"]
+    assert bulkhead.in_flight("ehr-a") == 0
