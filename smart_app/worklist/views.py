@@ -413,20 +413,25 @@ def _row(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock: 
 
 
 def due_text(entry: dict[str, Any], now: datetime) -> str | None:
-    """When the first contact is due, in a few words: None once contacted or closed."""
+    """When the first contact is due, in a few words ("in 45 min", "Mon 09:30", "3 h late"): None once contacted or
+    closed. The exact time is the cell's title."""
     if entry["closed"] or entry["first_contact_at"] is not None:
         return None
     due = entry["due_at"]
     if entry["overdue"]:
-        return _("overdue since %(when)s", when=local_time(due, "%a %H:%M" if now - due < WEEK else "%Y-%m-%d"))
-    if due - now < timedelta(hours=1):
-        return _("due in %(n)d min", n=max(1, int((due - now).total_seconds() // 60)))
+        return _("%(time)s late", time=_span(now - due))
     if due - now < timedelta(hours=12):
-        return _("due in %(n)d h", n=int((due - now).total_seconds() // 3600))
-    return _("due %(when)s", when=local_time(due, "%a %d %b %H:%M"))
+        return _("in %(time)s", time=_span(due - now))
+    # The queue's times are all in the deployment's time zone (said once on the page): no zone on each row.
+    return due.astimezone(tz()).strftime("%a %H:%M" if due - now < WEEK - DAY else "%d %b %H:%M")
 
 
-WEEK = timedelta(days=7)
+def _span(length: timedelta) -> str:
+    minutes = int(length.total_seconds() // 60)
+    return _("%(n)d min", n=max(1, minutes)) if minutes < 60 else _waiting(minutes / 60)
+
+
+WEEK, DAY = timedelta(days=7), timedelta(days=1)
 
 
 def _facet_urls(query: QueueQuery, search_args: dict[str, str]) -> tuple[dict[str, str], Callable[..., str]]:

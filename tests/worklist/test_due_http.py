@@ -143,7 +143,7 @@ def test_overdue_is_past_the_due_time_highlighted_and_first(app, make_launch):
     assert rows(page) == [urgent_late, routine_late, urgent_soon, routine_fresh]
     assert [overdue_flag(page, r) for r in rows(page)] == ["yes", "yes", "no", "no"]
     assert 'class="row-overdue"' in page.split(f'data-testid="referral-{urgent_late}"')[1].split(">")[0] + ">"
-    assert "due in 30 min" in page.split(f'data-testid="referral-{urgent_soon}"')[1].split("</tr>")[0]
+    assert "in 30 min" in page.split(f'data-testid="referral-{urgent_soon}"')[1].split("</tr>")[0]
     # The overdue filter, in SQL: both overdue ones, with its count.
     assert rows(queue(app, make_launch, "?urgency=overdue")) == [urgent_late, routine_late]
     assert re.search(r'data-testid="filter-urgency-overdue"[^>]*>[^<]*<span class="count">\(2\)', page)

@@ -72,7 +72,7 @@ def test_triage_view_names_times_phones_and_highlights(app, make_launch):
     row = page.split(f'data-testid="referral-{urgent_old}"')[1].split("</tr>")[0]
     assert 'data-overdue="yes"' in page.split(f'data-testid="referral-{urgent_old}"')[1][:200]
     assert 'data-overdue="no"' in page.split(f'data-testid="referral-{urgent_new}"')[1][:200]
-    assert "Overdue" in row and "overdue since" in row
+    assert "Overdue" in row and "29 h late" in row and "30 h" in row  # due an hour after it was made
     assert "Massachusetts General Hospital" in row and "mgh" not in re.sub(r"<[^>]+>", "", row).split("Hospital")[0]
     # One line per referral: name, program, safe contact, plain status label and the chart's reference code.
     assert "Uma Urgent" in row and "HAVEN at MGH" in row and "Phone" in row and "New — not yet accepted" in row
