@@ -28,6 +28,7 @@ import requests
 from cryptography.fernet import Fernet
 
 from benchmarks.bench_writeback import Server
+from config.current import replace_settings
 
 TARGET_MS = 50.0
 
@@ -76,7 +77,7 @@ def run(calls: int, database_url: str, label: str, tmp: Path) -> None:
                                                         "fhir_servers": [ehr.url + "/fhir"], "site": "bench"}]},
         })
         with Server(app) as svc:
-            app.config["APP_BASE_URL"] = svc.url
+            replace_settings(app, APP_BASE_URL=svc.url)
             url = svc.url + "/cds-services/checkin-patient-view"
             service = requests.get(svc.url + "/cds-services", timeout=10).json()["services"][0]
             store = sandbox.extensions["sandbox_store"]

@@ -15,7 +15,6 @@ environment costs a launch, which no cache of ours holds any more (docs/decision
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import statistics
 import tempfile
@@ -28,6 +27,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 import requests
 from cryptography.fernet import Fernet
 from werkzeug.serving import make_server
+
+from config import current as config_current
+from config.current import replace_settings, settings_of
 
 LAUNCHES = 40
 PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-carmen", "enc-carmen-sjphc"), ("pat-joana", "enc-joana-chelsea")]
@@ -90,7 +92,7 @@ def main() -> None:
                           "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(), "WTF_CSRF_ENABLED": False,
                           "SESSION_COOKIE_SECURE": False, "ALLOWED_ISS": [iss], "RATELIMIT_ENABLED": False,
                           "LOG_LEVEL": "WARNING", "WARM_UP": True})
-        app.config["DEPLOYMENT"] = dataclasses.replace(app.config["DEPLOYMENT"], allowed_iss=[iss],
+        replace_settings(app, allowed_iss=[iss],
                                                        standalone_iss=iss)
         sandbox.config["APP_LAUNCH_URL"] = "http://127.0.0.1:5000/launch"
         client = app.test_client()
@@ -146,14 +148,14 @@ def cache_ablation(app: Any, client: Any, url: str, iss: str, recorder: Recorder
     from fhir.smart import id_token
 
     def discovery_off() -> None:
-        app.config["DISCOVERY_TTL_SECONDS"] = 0
+        replace_settings(app, DISCOVERY_TTL_SECONDS=0)
         app.extensions.pop("smart_discovery", None)
 
     def jwks_off() -> None:
         id_token._default_cache = id_token.JwksCache(ttl_seconds=0)
 
     def style_off() -> None:
-        app.config["STYLE_TTL_SECONDS"] = 0
+        replace_settings(app, STYLE_TTL_SECONDS=0)
         app.extensions.pop("smart_style", None)
 
     def expire_all() -> None:
@@ -166,7 +168,7 @@ def cache_ablation(app: Any, client: Any, url: str, iss: str, recorder: Recorder
     variants = {"every cache on": (nothing, nothing), "no discovery cache": (discovery_off, nothing),
                 "no JWKS cache": (jwks_off, nothing), "no style cache": (style_off, nothing),
                 "every entry just expired": (nothing, expire_all)}
-    saved_config, saved_jwks = dict(app.config), id_token._default_cache
+    saved_settings, saved_jwks = settings_of(app), id_token._default_cache
     out: dict[str, dict[str, Any]] = {}
     recorder.delay = EHR_ROUND_TRIP
     try:
@@ -181,9 +183,7 @@ def cache_ablation(app: Any, client: Any, url: str, iss: str, recorder: Recorder
             out[name] = {k: statistics.median(r["launch"][k] + r["callback"][k] for r in runs)
                          for k in ("calls", "rounds", "wall", "cpu")}
             out[name]["paths"] = runs[-1]["launch"]["paths"] + runs[-1]["callback"]["paths"]
-            for key in set(app.config) - set(saved_config):
-                del app.config[key]
-            app.config.update(saved_config)
+            config_current.init_app(app, saved_settings)
             app.extensions.pop("smart_discovery", None)  # made with the turned-off TTL: the next launch refills
             app.extensions.pop("smart_style", None)
             id_token._default_cache = saved_jwks

@@ -249,8 +249,7 @@ class Stack:
         self.env = {
             **os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": self.db_url,
             "SECRET_KEY": secrets.token_urlsafe(32), "TOKEN_ENCRYPTION_KEY": _fernet_key(),
-            "IPV_DEPLOYMENT": "sandbox", "ALLOWED_ISS": self.iss, "APP_BASE_URL": self.app_url,
-            "SESSION_COOKIE_SECURE": "0", "LOG_LEVEL": "WARNING", "IPV_DEMO": "1", "ALLOW_SQLITE": "1",
+            "IPV_DEPLOYMENT": str(self._deployment()), "APP_BASE_URL": self.app_url, "IPV_MODE": "demo",
         }
         self.sandbox = self._start([str(BIN / "python"), "-m", "sandbox_ehr", "--port", str(self.sandbox_port),
                                     "--db", self.sandbox_db, "--no-faults", "--app-launch-url",
@@ -265,6 +264,20 @@ class Stack:
         wait_http(self.app_url + "/.well-known/jwks.json")
         wait_http(f"http://127.0.0.1:{self.hello_port}/")
         return self
+
+    def _deployment(self) -> Path:
+        """The sandbox deployment (same name: plain http to the bench's sandbox is allowed) for this sandbox's
+        port, plain-HTTP cookies and quiet logs."""
+        import yaml
+
+        data = yaml.safe_load((ROOT / "config" / "deployments" / "sandbox.yaml").read_text())
+        data.update(allowed_iss=[self.iss], standalone_iss=self.iss,
+                    private_key_file=str(ROOT / "sandbox_ehr" / "keys" / "rs384-private.pem"))
+        data["tuning"] = {**data.get("tuning", {}), "session_cookie_secure": False, "log_level": "WARNING"}
+        path = self.tmp / "deployment" / "sandbox.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(data))
+        return path
 
     def _start(self, argv: list[str]) -> subprocess.Popen:
         p = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -289,7 +302,7 @@ class Stack:
         from smart_app import create_app
 
         config = {k: self.env[k] for k in ("DATABASE_URL", "SECRET_KEY", "TOKEN_ENCRYPTION_KEY")}
-        os.environ.update({k: self.env[k] for k in ("IPV_DEMO", "ALLOW_SQLITE", "APP_BASE_URL", "ALLOWED_ISS")})
+        os.environ.update({k: self.env[k] for k in ("IPV_MODE", "IPV_DEPLOYMENT", "APP_BASE_URL")})
         app = create_app({**config, "TESTING": True})
         sandbox = create_sandbox_app({"TESTING": True, "SANDBOX_DB": self.sandbox_db})
         serializer = app.session_interface.get_signing_serializer(app)

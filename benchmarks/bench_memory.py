@@ -54,8 +54,8 @@ def env(tmp: Path) -> dict[str, str]:
 
     out = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": f"sqlite:///{tmp / 'mem.db'}",
            "SECRET_KEY": secrets.token_urlsafe(32), "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-           "IPV_DEPLOYMENT": "sandbox", "IPV_DEMO": "1", "ALLOW_SQLITE": "1", "SESSION_COOKIE_SECURE": "0",
-           "LOG_LEVEL": "WARNING", "PYTHONPYCACHEPREFIX": str(tmp / "pycache")}  # bytecode: see the docstring
+           "IPV_DEPLOYMENT": "sandbox", "IPV_MODE": "demo",
+           "PYTHONPYCACHEPREFIX": str(tmp / "pycache")}  # bytecode: see the docstring
     out.pop("PYTHONDONTWRITEBYTECODE", None)
     return out
 

@@ -1,1 +1,1 @@
-"""Settings, example deployments, EHR profiles and directory data (data as files)."""
+"""Settings (one typed model: config/settings.py), example deployments, EHR profiles and directory data."""

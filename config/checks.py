@@ -1,9 +1,10 @@
 """Fail-closed start-up checks: every way a production start could run with demo or unsafe settings.
 
-``check_config(config)`` looks at the Flask config that ``config.settings.flask_config()`` built and returns
-every problem at once (errors stop a production start; warnings are printed and logged). Outside the demo and
-the tests (which say so explicitly: ``TESTING``, ``DEMO`` or ``IPV_MODE=test|demo``) an error stops start-up,
-and ``flask --app smart_app check-config`` prints the same list.
+``check_config(settings)`` looks at the resolved settings (config/settings.py) and returns every problem at once
+(errors stop a production start; warnings are printed and logged). Outside the demo and the tests (which say so
+explicitly: Flask's ``TESTING``, or ``IPV_MODE=test|demo``) an error stops start-up, and
+``flask --app smart_app check-config`` prints the same list. It also checks the deployment against its EHR
+profile: what the site turns on must be what the EHR can do.
 
 Nothing here talks to the network; ``smart_app/ops/config_check.py`` adds the ``--online`` discovery check.
 """
@@ -11,13 +12,16 @@ Nothing here talks to the network; ``smart_app/ops/config_check.py`` adds the ``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import serialization
+
+from config.ehr_profile import ProfileError
 from config.ehrs import EhrIdentityError, ehrs_of
+from config.settings import Settings
 
 MODES = ("production", "demo", "test")
 
@@ -38,51 +42,50 @@ MIN_SECRET_KEY_BYTES = 32
 @dataclass(frozen=True)
 class Problem:
     level: str  # "error" stops a production start; "warning" is reported only
-    setting: str
+    setting: str  # the setting's name, or "" when the message names it (a file's key)
     message: str
 
     def __str__(self) -> str:
-        return f"{self.level.upper()}: {self.setting}: {self.message}"
+        return f"{self.level.upper()}: {self.setting}: {self.message}" if self.setting else \
+            f"{self.level.upper()}: {self.message}"
 
 
-def run_mode(config: Mapping[str, Any]) -> str:
+def run_mode(settings: Settings, testing: bool = False) -> str:
     """production unless the tests or the demo say explicitly that they are the tests or the demo."""
-    if config.get("TESTING"):
+    if testing:
         return "test"
-    if config.get("DEMO"):
-        return "demo"
-    mode = str(config.get("IPV_MODE") or "production").strip().lower()
+    mode = settings.ipv_mode.strip().lower()
     return mode if mode in MODES else "production"
 
 
-def check_config(config: Mapping[str, Any]) -> list[Problem]:
-    """Every problem with this configuration for a production start (empty list: fine)."""
-    problems: list[Problem] = []
+class _Found:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
 
-    def error(setting: str, message: str) -> None:
-        problems.append(Problem("error", setting, message))
+    def error(self, setting: str, message: str) -> None:
+        self.problems.append(Problem("error", setting, message))
 
-    def warning(setting: str, message: str) -> None:
-        problems.append(Problem("warning", setting, message))
+    def warning(self, setting: str, message: str) -> None:
+        self.problems.append(Problem("warning", setting, message))
 
-    mode = str(config.get("IPV_MODE") or "production").strip().lower()
+
+def check_config(settings: Settings) -> list[Problem]:
+    """Every problem with these settings for a production start (empty list: fine)."""
+    found = _Found()
+    mode = settings.ipv_mode.strip().lower()
     if mode not in MODES:
-        error("IPV_MODE", f"unknown mode {mode!r} (production, demo or test)")
-
-    deployment = config.get("DEPLOYMENT")
-    if not config.get("IPV_DEPLOYMENT"):
-        error("IPV_DEPLOYMENT", "not set: name this site's deployment file explicitly (the sandbox one is for "
-                                "the demo and the tests only)")
-    elif config.get("DEPLOYMENT_ERROR"):
-        error("IPV_DEPLOYMENT", str(config["DEPLOYMENT_ERROR"]))
-    elif deployment is not None:
-        _check_deployment(deployment, config, error, warning)
-
-    _check_secrets(config, error)
-    _check_database(config, error)
-    _check_base_url(config, error)
-    _check_cookies_and_frames(config, deployment, error, warning)
-    return problems
+        found.error("IPV_MODE", f"unknown mode {mode!r} (production, demo or test)")
+    if not settings.ipv_deployment:
+        found.error("IPV_DEPLOYMENT", "not set: name this site's deployment file explicitly (the sandbox one is "
+                                      "for the demo and the tests only)")
+    else:
+        _check_deployment(settings, found)
+    _check_profile(settings, found)
+    _check_secrets(settings, found)
+    _check_database(settings, found)
+    _check_base_url(settings, found)
+    _check_cookies_and_frames(settings, found)
+    return found.problems
 
 
 def errors(problems: list[Problem]) -> list[Problem]:
@@ -94,119 +97,135 @@ def _placeholder(value: str) -> bool:
     return any(marker in upper for marker in PLACEHOLDER_MARKERS)
 
 
-def _check_deployment(dep: Any, config: Mapping[str, Any], error: Any, warning: Any) -> None:
-    if dep.name == "sandbox" or Path(str(config["IPV_DEPLOYMENT"])).stem == "sandbox":
-        error("IPV_DEPLOYMENT", "the deployment named 'sandbox' is the bundled test EHR's: its keys are public")
-    if not dep.client_id or _placeholder(dep.client_id):
-        error("client_id", f"{dep.client_id!r} is a placeholder: put the client id the EHR registered")
-    allowed = list(config.get("ALLOWED_ISS") or [])
-    if not allowed:
-        error("allowed_iss", "no EHR is allowed to launch the app (allowed_iss / ALLOWED_ISS empty)")
-    for iss in allowed:
+def _check_deployment(s: Settings, found: _Found) -> None:
+    if s.deployment_name == "sandbox" or Path(s.ipv_deployment).stem == "sandbox":
+        found.error("IPV_DEPLOYMENT", "the deployment named 'sandbox' is the bundled test EHR's: its keys are public")
+    if not s.client_id or _placeholder(s.client_id):
+        found.error("client_id", f"{s.client_id!r} is a placeholder: put the client id the EHR registered")
+    if not s.allowed_iss:
+        found.error("allowed_iss", "no EHR is allowed to launch the app (allowed_iss empty)")
+    for iss in s.allowed_iss:
         if urlsplit(iss).scheme != "https":
-            error("allowed_iss", f"{iss} is not https: an EHR's FHIR base is reached over TLS only")
+            found.error("allowed_iss", f"{iss} is not https: an EHR's FHIR base is reached over TLS only")
         if _placeholder(iss):
-            error("allowed_iss", f"{iss} is a placeholder")
-    _check_ehrs(dep, error, warning)
-    if dep.client_auth in ("client_secret_basic", "client_secret_post"):
-        if not dep.client_secret:
-            error("CLIENT_SECRET", f"client_auth {dep.client_auth} needs CLIENT_SECRET")
-        elif dep.client_secret in SANDBOX_SECRETS or "not-for-production" in dep.client_secret:
-            error("CLIENT_SECRET", "is the sandbox EHR's public client secret")
-    if dep.client_auth == "private_key_jwt" or dep.private_key_file:
-        _check_private_key(dep, error)
+            found.error("allowed_iss", f"{iss} is a placeholder")
+    _check_ehrs(s, found)
+    if s.client_auth in ("client_secret_basic", "client_secret_post"):
+        if not s.client_secret:
+            found.error("CLIENT_SECRET", f"client_auth {s.client_auth} needs CLIENT_SECRET")
+        elif s.client_secret in SANDBOX_SECRETS or "not-for-production" in s.client_secret:
+            found.error("CLIENT_SECRET", "is the sandbox EHR's public client secret")
+    if s.client_auth == "private_key_jwt" or s.private_key_file:
+        _check_private_key(s.private_key_file, found)
 
 
-def _check_ehrs(dep: Any, error: Any, warning: Any) -> None:
+def _check_ehrs(s: Settings, found: _Found) -> None:
     """The ehrs block parses (config/ehrs.py: one * per pattern, as a whole path segment, never in the host),
     every value and pattern in it is https, and every allow-listed iss belongs to one of its EHRs."""
     try:
-        ehrs = ehrs_of(dep)
+        ehrs = ehrs_of(s)
     except EhrIdentityError as exc:
-        error("ehrs", str(exc))
+        found.error("ehrs", str(exc))
         return
-    if not (dep.extra or {}).get("ehrs"):
+    if not s.ehrs:
         return
     for ehr in ehrs:
         for value in [*sorted(ehr.iss), *(p.text for p in ehr.patterns)]:
             if urlsplit(value).scheme != "https":
-                error("ehrs", f"{ehr.id}: {value} is not https: an EHR's FHIR base is reached over TLS only")
-    for iss in dep.allowed_iss or []:
+                found.error("ehrs", f"{ehr.id}: {value} is not https: an EHR's FHIR base is reached over TLS only")
+    for iss in s.allowed_iss:
         if not any(ehr.owns(iss) for ehr in ehrs):
-            warning("ehrs", f"{iss} is allow-listed but in no ehrs entry: its launches count as an EHR of their own, "
-                            "and a standalone launch on it is refused")
+            found.warning("ehrs", f"{iss} is allow-listed but in no ehrs entry: its launches count as an EHR of their "
+                                  "own, and a standalone launch on it is refused")
 
 
-def _check_private_key(dep: Any, error: Any) -> None:
-    path = Path(dep.private_key_file) if dep.private_key_file else None
+def _check_profile(s: Settings, found: _Found) -> None:
+    """What the deployment turns on against what its EHR profile says the EHR can do."""
+    deployment, profile = s.deployment_file or "the deployment", s.profile.ref
+    try:
+        s.profile.check_startup()
+    except ProfileError as exc:
+        found.error("ehr_profile", str(exc))
+    asked = [name for name in ("scopes_ehr", "scopes_standalone") if "online_access" in getattr(s, name).split()]
+    if asked and not s.profile.online_access:
+        found.error("online_access", f"{deployment} asks for online_access ({', '.join(asked)}) but the EHR profile "
+                                     f"{profile} says the EHR gives no refresh tokens (online_access: false)")
+    if s.backend_services is not None:
+        if s.profile.backend_services == "false":
+            found.error("backend_services", f"{deployment} turns on backend_services but the EHR profile {profile} "
+                                            "says the EHR takes no system writes (backend_services: false)")
+        if s.client_auth != "private_key_jwt":
+            found.error("backend_services", f"{deployment} turns on backend_services, which authenticate with "
+                                            f"private_key_jwt, but its client_auth is {s.client_auth}")
+    missing = [scope for scope in s.profile.scopes if scope not in s.scopes_ehr.split()]
+    if missing:
+        found.warning("scopes_ehr", f"{deployment} does not ask for {' '.join(missing)}, which the EHR profile "
+                                    f"{profile} names for the chart write: the note will not be offered")
+
+
+def _check_private_key(key_file: str | None, found: _Found) -> None:
+    path = Path(key_file) if key_file else None
     if path is None:
-        error("PRIVATE_KEY_FILE", "client_auth private_key_jwt needs private_key_file or PRIVATE_KEY_FILE")
+        found.error("PRIVATE_KEY_FILE", "client_auth private_key_jwt needs private_key_file or PRIVATE_KEY_FILE")
         return
     if "sandbox_ehr" in path.parts:
-        error("PRIVATE_KEY_FILE", f"{path} is a sandbox EHR key (public in the repository)")
+        found.error("PRIVATE_KEY_FILE", f"{path} is a sandbox EHR key (public in the repository)")
         return
     if not path.is_file():
-        error("PRIVATE_KEY_FILE", f"key file {path} does not exist or cannot be read")
+        found.error("PRIVATE_KEY_FILE", f"key file {path} does not exist or cannot be read")
         return
     try:
-        from cryptography.hazmat.primitives import serialization
-
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         spki = key.public_key().public_bytes(serialization.Encoding.DER,
                                              serialization.PublicFormat.SubjectPublicKeyInfo)
     except (OSError, ValueError, TypeError) as exc:
-        error("PRIVATE_KEY_FILE", f"{path} is not an unencrypted PEM private key ({type(exc).__name__})")
+        found.error("PRIVATE_KEY_FILE", f"{path} is not an unencrypted PEM private key ({type(exc).__name__})")
         return
     if hashlib.sha256(spki).hexdigest() in SANDBOX_KEY_FINGERPRINTS:
-        error("PRIVATE_KEY_FILE", f"{path} holds a sandbox EHR key (public in the repository)")
+        found.error("PRIVATE_KEY_FILE", f"{path} holds a sandbox EHR key (public in the repository)")
 
 
-def _check_secrets(config: Mapping[str, Any], error: Any) -> None:
-    secret = config.get("SECRET_KEY") or ""
-    size = len(secret.encode() if isinstance(secret, str) else secret)
+def _check_secrets(s: Settings, found: _Found) -> None:
+    size = len(s.secret_key.encode())
     if size < MIN_SECRET_KEY_BYTES:
-        error("SECRET_KEY", f"{'not set' if not size else f'{size} bytes'}: needs at least "
-                            f"{MIN_SECRET_KEY_BYTES} random bytes (python -c 'import secrets; "
-                            "print(secrets.token_urlsafe(48))')")
-    keys = [k.strip() for k in str(config.get("TOKEN_ENCRYPTION_KEY") or "").split(",") if k.strip()]
+        found.error("SECRET_KEY", f"{'not set' if not size else f'{size} bytes'}: needs at least "
+                                  f"{MIN_SECRET_KEY_BYTES} random bytes (python -c 'import secrets; "
+                                  "print(secrets.token_urlsafe(48))')")
+    keys = [k.strip() for k in s.token_encryption_key.split(",") if k.strip()]
     if not keys:
-        error("TOKEN_ENCRYPTION_KEY", "not set: a Fernet key encrypts tokens and PHI at rest")
-    from cryptography.fernet import Fernet
-
+        found.error("TOKEN_ENCRYPTION_KEY", "not set: a Fernet key encrypts tokens and PHI at rest")
     for n, key in enumerate(keys, 1):
         try:
             Fernet(key.encode())
         except (ValueError, TypeError):
-            error("TOKEN_ENCRYPTION_KEY", f"key {n} is not a Fernet key (32 url-safe base64-encoded bytes)")
+            found.error("TOKEN_ENCRYPTION_KEY", f"key {n} is not a Fernet key (32 url-safe base64-encoded bytes)")
 
 
-def _check_database(config: Mapping[str, Any], error: Any) -> None:
-    url = str(config.get("DATABASE_URL") or "")
-    if url.startswith("sqlite") and not config.get("ALLOW_SQLITE"):
-        error("DATABASE_URL", f"{url or '(unset)'} is SQLite: use PostgreSQL (several processes share it), or "
-                              "set ALLOW_SQLITE=1 for a single-process trial")
+def _check_database(s: Settings, found: _Found) -> None:
+    if s.database_url.startswith("sqlite") and not s.allow_sqlite:
+        found.error("DATABASE_URL", f"{s.database_url or '(unset)'} is SQLite: use PostgreSQL (several processes "
+                                    "share it), or set tuning.allow_sqlite for a single-process trial")
 
 
-def _check_base_url(config: Mapping[str, Any], error: Any) -> None:
-    base = str(config.get("APP_BASE_URL") or "")
-    parts = urlsplit(base)
+def _check_base_url(s: Settings, found: _Found) -> None:
+    parts = urlsplit(s.app_base_url)
     if parts.scheme != "https" or not parts.hostname:
-        error("APP_BASE_URL", f"{base or '(unset)'} is not an https:// URL: the EHR redirects to "
-                              "APP_BASE_URL/callback and the session cookie is Secure")
+        found.error("APP_BASE_URL", f"{s.app_base_url or '(unset)'} is not an https:// URL: the EHR redirects to "
+                                    "APP_BASE_URL/callback and the session cookie is Secure")
 
 
-def _check_cookies_and_frames(config: Mapping[str, Any], dep: Any, error: Any, warning: Any) -> None:
-    if not config.get("SESSION_COOKIE_SECURE"):
-        error("SESSION_COOKIE_SECURE", "is off: the session cookie would travel over plain HTTP")
-    if not config.get("EMBEDDED_IN_IFRAME"):
+def _check_cookies_and_frames(s: Settings, found: _Found) -> None:
+    if not s.cookie_secure:
+        found.error("tuning.session_cookie_secure", "is off: the session cookie would travel over plain HTTP")
+    if not s.embedded_in_iframe:
         return
-    ancestors = str(config.get("FRAME_ANCESTORS") or "").split()
-    origins = {_origin(iss) for iss in config.get("ALLOWED_ISS") or []}
-    named = [o for o in origins if o in ancestors]
-    if not named:
-        warning("FRAME_ANCESTORS", f"EMBEDDED_IN_IFRAME=1 but FRAME_ANCESTORS ({' '.join(ancestors) or 'empty'}) "
-                                   f"names no EHR origin ({', '.join(sorted(origins)) or 'none'}): the EHR's "
-                                   "frame will stay blank unless its page is served from another origin you listed")
+    ancestors = s.frame_ancestors.split()
+    origins = {_origin(iss) for iss in s.allowed_iss}
+    if not [o for o in origins if o in ancestors]:
+        found.warning("FRAME_ANCESTORS", f"tuning.embedded_in_iframe is on but FRAME_ANCESTORS "
+                                         f"({' '.join(ancestors) or 'empty'}) names no EHR origin "
+                                         f"({', '.join(sorted(origins)) or 'none'}): the EHR's frame will stay "
+                                         "blank unless its page is served from another origin you listed")
 
 
 def _origin(url: str) -> str:

@@ -82,8 +82,10 @@ def parse_pattern(text: str, where: str = "iss_patterns") -> IssPattern:
     return IssPattern(text=raw, origin=origin, regex=re.compile(re.escape(origin) + path))
 
 
-def _block(deployment: Any) -> Any:
-    return (getattr(deployment, "extra", None) or {}).get("ehrs")
+def _block(deployment: Any) -> dict[str, Any]:
+    """The deployment's ``ehrs`` block as plain mappings (the settings model holds each entry typed)."""
+    block = getattr(deployment, "ehrs", None) or {}
+    return {str(k): (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in block.items()}
 
 
 def ehrs_of(deployment: Any) -> tuple[Ehr, ...]:
@@ -91,8 +93,6 @@ def ehrs_of(deployment: Any) -> tuple[Ehr, ...]:
     if not block:
         return tuple(Ehr(id=normalise(i), name=normalise(i), iss=frozenset({normalise(i)}))
                      for i in getattr(deployment, "allowed_iss", None) or [])
-    if not isinstance(block, dict):
-        raise EhrIdentityError("ehrs: must map an EHR id to its name and iss values")
     out = []
     for ehr_id, entry in block.items():
         entry = entry or {}

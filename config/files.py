@@ -22,7 +22,8 @@ RETIRED_KEYS: dict[str, str] = {
     "advocate_site": "nothing read it: the urgent box takes the advocate programs from the directory and "
                      "default_programs",
     "client_secret": "a secret is never kept in the deployment file: set CLIENT_SECRET in the environment",
-    "worklist.urgent_contact_hours": "now tuning.worklist_urgent_contact_hours",
+    "worklist.urgent_contact_hours": "now worklist.due.urgent (e.g. '24 hours')",
+    "worklist_urgent_contact_hours": "now worklist.due.urgent (e.g. '24 hours')",
     "worklist.memory_days": "now tuning.worklist_memory_days",
     "worklist.closed_retention_days": "now tuning.worklist_closed_retention_days",
 }
@@ -76,5 +77,5 @@ def problems(exc: ValidationError, source: str, *, prefix: str = "") -> list[str
             message = err["msg"]
             if message.startswith("Value error, "):
                 message = message[len("Value error, "):]
-            out.append(f"{source}: {key}: {message}")
+            out.append(f"{source}: {key}: {message}" if key else f"{source}: {message}")
     return out

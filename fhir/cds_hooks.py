@@ -51,16 +51,6 @@ class CdsClientConfig:
     fhir_servers: tuple[str, ...] = ()
     site: str = "unspecified"
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> CdsClientConfig:
-        urls = raw.get("jwks_url") or []
-        urls = [urls] if isinstance(urls, str) else list(urls)
-        if not raw.get("iss") or not (raw.get("jwks") or urls):
-            raise ValueError("each cds.clients entry needs iss and jwks or jwks_url")
-        return cls(iss=str(raw["iss"]), jwks=raw.get("jwks"), jwks_urls=tuple(str(u) for u in urls),
-                   fhir_servers=tuple(str(u).rstrip("/") for u in raw.get("fhir_servers") or ()),
-                   site=str(raw.get("site") or "unspecified"))
-
     def jwks_url_for(self, jku: Any) -> str | None:
         """The JWKS URL to read: the token's ``jku`` when it is one of ours (Oracle Health names its key set
         that way), else the first configured. A jku not on the list is never fetched."""

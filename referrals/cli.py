@@ -5,8 +5,10 @@
   ipv-directory list                 the services the app would load now
 
 Exit codes: 0 ok, 1 the file was refused (problems printed, one per line), 2 usage error.
-The app reads DIRECTORY_PATHS at start (default: config/directory/boston.yaml plus every file in
-instance/directory/); restart it, or let it reload, after an import.
+The app reads its deployment's ``tuning.directory_paths`` at start (default: config/directory/boston.yaml plus
+every file in the import folder, ``tuning.directory_import_dir`` or instance/directory/); restart it, or let it
+reload, after an import. Without --into or paths, this reads those settings from the deployment file
+IPV_DEPLOYMENT names (the sandbox's when unset).
 """
 
 from __future__ import annotations
@@ -21,12 +23,29 @@ from pathlib import Path
 
 import yaml
 
+from config.files import SettingsError
+from config.settings import Settings, load_settings
 from referrals.errors import DirectoryError
 from referrals.loaders import FORMATS, load_source
 from referrals.loaders.native import dump_native
 from referrals.model import text_in
 from referrals.ranking import describe_hours
 from referrals.store import build, configured_paths, default_import_dir
+
+
+def _tuning() -> Settings:
+    """The deployment's settings (where the app loads the directory from); exit 2 naming what is wrong."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"settings: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _configured() -> list[Path]:
+    settings = _tuning()
+    return configured_paths(settings.directory_paths, settings.directory_import_dir)
 
 
 def _fail(exc: DirectoryError) -> int:
@@ -59,7 +78,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         d = load_source(args.file, fmt=args.format)
     except DirectoryError as exc:
         return _fail(exc)
-    target_dir = Path(args.into) if args.into else default_import_dir()
+    target_dir = Path(args.into) if args.into else default_import_dir(_tuning().directory_import_dir)
     name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(args.file).stem).strip("-") or "imported"
     target = target_dir / f"{name}.yaml"
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +89,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        paths = [p for p in configured_paths() if p.resolve() != target.resolve()]
+        paths = [p for p in _configured() if p.resolve() != target.resolve()]
         index = build([*paths, Path(tmp)])
         os.replace(tmp, target)
     except DirectoryError as exc:
@@ -84,7 +103,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    paths = [Path(p) for p in args.paths] if args.paths else configured_paths()
+    paths = [Path(p) for p in args.paths] if args.paths else _configured()
     try:
         index = build(paths)
     except DirectoryError as exc:
@@ -120,10 +139,12 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("file")
     i.add_argument("--format", choices=("auto", *FORMATS), default="auto")
     i.add_argument("--name", help="name of the imported file (default: the source's name)")
-    i.add_argument("--into", help="folder to write to (default: instance/directory/ or $DIRECTORY_IMPORT_DIR)")
+    i.add_argument("--into", help="folder to write to (default: the deployment's "
+                   "tuning.directory_import_dir, else instance/directory/)")
     i.set_defaults(func=cmd_import)
     ls = sub.add_parser("list", help="list the services the app would load")
-    ls.add_argument("paths", nargs="*", help="sources to list (default: DIRECTORY_PATHS)")
+    ls.add_argument("paths", nargs="*", help="sources to list (default: the deployment's "
+                    "tuning.directory_paths)")
     ls.add_argument("--json", action="store_true")
     ls.add_argument("-v", "--verbose", action="store_true", help="also list sites")
     ls.set_defaults(func=cmd_list)

@@ -1,4 +1,4 @@
-"""The directory the app serves: loaded from DIRECTORY_PATHS at start, swapped whole on reload.
+"""The directory the app serves: loaded from ``tuning.directory_paths`` at start, swapped whole on reload.
 
 A reload builds the new directory and its index completely before one reference swap, so a
 request sees either the old directory or the new one, never a mix; a source that fails to load
@@ -7,11 +7,12 @@ leaves the current directory in place.
 
 from __future__ import annotations
 
-import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from config.current import settings_of
 from referrals.errors import DirectoryError, Issue
 from referrals.index import DirectoryIndex
 from referrals.loaders import load_source
@@ -22,18 +23,18 @@ DEFAULT_DIRECTORY = ROOT / "config" / "directory" / "boston.yaml"
 IMPORT_DIR_NAME = "directory"  # under the app's instance folder: what `ipv-directory import` writes
 
 
-def default_import_dir() -> Path:
-    return Path(os.environ.get("DIRECTORY_IMPORT_DIR") or ROOT / "instance" / IMPORT_DIR_NAME)
+def default_import_dir(configured: str = "") -> Path:
+    """Where `ipv-directory import` writes: the deployment's ``tuning.directory_import_dir``, else
+    instance/directory/."""
+    return Path(configured or ROOT / "instance" / IMPORT_DIR_NAME)
 
 
-def configured_paths(value: Any = None) -> list[Path]:
-    """DIRECTORY_PATHS (list, or a string separated by ':' / ','); default: the Boston directory plus
-    every file `ipv-directory import` placed in instance/directory/ (in name order)."""
-    value = value if value is not None else os.environ.get("DIRECTORY_PATHS")
-    if value:
-        items = value if isinstance(value, list | tuple) else str(value).replace(",", os.pathsep).split(os.pathsep)
-        return [Path(p).expanduser() for p in items if str(p).strip()]
-    imported = default_import_dir()
+def configured_paths(paths: Sequence[str] = (), import_dir: str = "") -> list[Path]:
+    """The deployment's ``tuning.directory_paths``; default: the Boston directory plus every file
+    `ipv-directory import` placed in the import folder (in name order)."""
+    if paths:
+        return [Path(p).expanduser() for p in paths if str(p).strip()]
+    imported = default_import_dir(import_dir)
     # Hidden files are imports still being written (see cli.cmd_import).
     extra = sorted(p for p in imported.glob("*.yaml") if not p.name.startswith(".")) if imported.is_dir() else []
     return [DEFAULT_DIRECTORY, *extra]
@@ -95,9 +96,10 @@ class DirectoryStore:
 
 
 def store_for(app: Any) -> DirectoryStore:
-    """The app's store (created on first use from app.config["DIRECTORY_PATHS"])."""
+    """The app's store (created on first use from its settings' ``directory_paths``)."""
     store = app.extensions.get("ipv_directory")
     if store is None:
-        store = DirectoryStore(configured_paths(app.config.get("DIRECTORY_PATHS")))
+        settings = settings_of(app)
+        store = DirectoryStore(configured_paths(settings.directory_paths, settings.directory_import_dir))
         app.extensions["ipv_directory"] = store
     return store

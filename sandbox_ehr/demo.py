@@ -10,7 +10,6 @@ under ``instance/`` (SQLite); generated development secrets in ``instance/dev-se
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import signal
 import sys
 import threading
@@ -41,13 +40,11 @@ def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path,
                                   # Each standalone launch on an iss of its own; the sandbox deployment's ehrs
                                   # pattern ties them to the sandbox EHR (on_sandbox moves it to this port).
                                   "SANDBOX_PER_LAUNCH_ISS": per_launch_iss})
-    deployment = deployment_for(personality, iss)
     app = create_app({
         # Says explicitly that this is the demo: the sandbox deployment, its public keys, SQLite and plain
         # HTTP are allowed here and nowhere else (smart_app/ops/config_check.py refuses them in production).
-        "DEMO": True,
-        "DEPLOYMENT": deployment,
-        "ALLOWED_ISS": [iss],
+        "IPV_MODE": "demo",
+        **deployment_for(personality, iss),
         "APP_BASE_URL": app_url,
         "DATABASE_URL": f"sqlite:///{instance / 'app.db'}",
         # The demo migrates its own SQLite file at start (production runs `flask --app smart_app db upgrade`).
@@ -55,19 +52,17 @@ def build_apps(host: str, app_port: int, sandbox_port: int, instance: Path,
         # Plain HTTP on the loopback: a Secure cookie would never come back.
         "SESSION_COOKIE_SECURE": False,
         "EMBEDDED_IN_IFRAME": False,
-        "SESSION_COOKIE_SAMESITE": "Lax",
-        "SESSION_COOKIE_PARTITIONED": False,
         # The simulator can embed the app in an iframe ("Launch inside an EHR frame").
         "FRAME_ANCESTORS": f"'self' {sandbox_url}",
         # The simulator calls the app's CDS Hooks service, signing with its key (sandbox_ehr/cds_client.py).
-        "CDS": sandbox_cds_config(deployment, sandbox_url),
+        "CDS": sandbox_cds_config(sandbox_url),
     })
     return sandbox, app
 
 
-def sandbox_cds_config(deployment: Any, sandbox_url: str) -> dict[str, Any]:
-    """The deployment's ``cds`` block with the sandbox on its actual port as the one CDS client."""
-    cds = dict(deployment.extra.get("cds") or {})
+def sandbox_cds_config(sandbox_url: str) -> dict[str, Any]:
+    """The sandbox deployment's ``cds`` block with the sandbox on its actual port as the one CDS client."""
+    cds = dict(_deployment_file("sandbox").get("cds") or {})
     cds["clients"] = [{"iss": sandbox_url, "jwks_url": sandbox_url + "/cds-client/jwks.json",
                        "fhir_servers": [sandbox_url + "/fhir"], "site": "unspecified"}]
     return cds
@@ -78,49 +73,57 @@ def sandbox_cds_config(deployment: Any, sandbox_url: str) -> dict[str, Any]:
 VENDOR_DEPLOYMENTS = {"generic": "sandbox", "epic": "epic", "oracle": "oracle-health"}
 
 
-def deployment_for(personality: str, iss: str) -> Any:
-    """The sandbox deployment (client, key) with the scopes and EHR profile of the vendor the sandbox plays, the
-    profile's write scopes added to the launch scopes, and the site's restricted note type the personality's
-    organisation files (where labels are not kept the app refuses to start without one)."""
+def _deployment_file(name: str) -> dict[str, Any]:
     import yaml
 
-    from config.settings import DEPLOYMENTS_DIR, Deployment
+    from config.deployment import DEPLOYMENTS_DIR
+
+    return yaml.safe_load((DEPLOYMENTS_DIR / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+
+
+def deployment_for(personality: str, iss: str) -> dict[str, Any]:
+    """create_app settings over the sandbox deployment (its client and key): this ``iss``, and the scopes and EHR
+    profile of the vendor the sandbox plays, the profile's write scopes added to the launch scopes, the vendor
+    file's social-work blocks, and the restricted note type the personality's organisation files (where labels
+    are not kept the app refuses to start without one)."""
+    from config.deployment import Deployment
+    from config.ehr_profile import EhrProfile
     from sandbox_ehr.personality import load
 
-    base = on_sandbox(Deployment.load("sandbox"), iss.removesuffix("/fhir"))
+    sandbox = Deployment.model_validate(_deployment_file("sandbox"))
+    settings: dict[str, Any] = {"IPV_DEPLOYMENT": "sandbox", **on_sandbox(sandbox, iss.removesuffix("/fhir"))}
     name = VENDOR_DEPLOYMENTS.get(personality, "sandbox")
     if name == "sandbox":
-        return base
-    vendor = Deployment.load(name)
-    profile_file = Path(vendor.ehr_profile)
-    if not profile_file.suffix:
-        profile_file = Path(DEPLOYMENTS_DIR).parent / "ehr_profiles" / f"{vendor.ehr_profile}.yaml"
-    profile = yaml.safe_load(profile_file.read_text(encoding="utf-8")) or {}
-    scopes = vendor.scopes_ehr.split()
-    scopes += [s for s in profile.get("scopes") or [] if s not in scopes]
-    extra = {**base.extra, **vendor.extra}
-    if base.extra.get("backend_services") and not vendor.extra.get("backend_services"):
+        return settings
+    vendor = _deployment_file(name)
+    profile = EhrProfile.load(vendor["ehr_profile"])
+    scopes = vendor["scopes_ehr"].split()
+    scopes += [s for s in profile.scopes if s not in scopes]
+    settings.update(SCOPES_EHR=" ".join(scopes), SCOPES_STANDALONE=vendor["scopes_standalone"],
+                    EHR_PROFILE=vendor["ehr_profile"])
+    settings.update({key.upper(): vendor[key] for key in ("roles", "worklist", "backend_services") if key in vendor})
+    if "backend_services" not in vendor and _deployment_file("sandbox").get("backend_services"):
         # The sandbox registers the app as a Backend Service too; ask in the vendor's spelling (Oracle: v1 only).
-        system = [f"system/{s.split('/', 1)[1]}" for s in profile.get("scopes") or [] if "/" in s]
-        extra["backend_services"] = {**base.extra["backend_services"], "scope": " ".join(dict.fromkeys(system))}
+        system = [f"system/{s.split('/', 1)[1]}" for s in profile.scopes if "/" in s]
+        settings["BACKEND_SERVICES"] = {"scope": " ".join(dict.fromkeys(system))}
     restricted = load(personality).data.get("restricted_note_type")
-    if restricted:
-        extra.setdefault("restricted_note_type", restricted)
-    return dataclasses.replace(base, scopes_ehr=" ".join(scopes), scopes_standalone=vendor.scopes_standalone,
-                               ehr_profile=vendor.ehr_profile, extra=extra)
+    if restricted and "restricted_note_type" not in vendor:
+        settings["RESTRICTED_NOTE_TYPE"] = restricted
+    return settings
 
 
-def on_sandbox(deployment: Any, sandbox_url: str) -> Any:
-    """The deployment with the sandbox EHR where it actually runs: allowed and standalone iss, and its ``ehrs``
-    entry (the plain iss and the per-launch iss pattern) moved from the file's port to ``sandbox_url``'s."""
+def on_sandbox(deployment: Any, sandbox_url: str) -> dict[str, Any]:
+    """Settings that put the sandbox EHR where it actually runs: allowed and standalone iss, and the deployment's
+    ``ehrs`` entry (the plain iss and the per-launch iss pattern) moved from the file's port to ``sandbox_url``'s."""
     from config.ehrs import with_origin
 
     iss = sandbox_url + "/fhir"
     listed = urlsplit(deployment.standalone_iss or iss)
-    extra = dict(deployment.extra)
-    if extra.get("ehrs"):
-        extra["ehrs"] = with_origin(extra["ehrs"], f"{listed.scheme}://{listed.netloc}", sandbox_url)
-    return dataclasses.replace(deployment, allowed_iss=[iss], standalone_iss=iss, extra=extra)
+    moved: dict[str, Any] = {"ALLOWED_ISS": [iss], "STANDALONE_ISS": iss}
+    block = {k: v.model_dump() for k, v in deployment.ehrs.items()}
+    if block:
+        moved["EHRS"] = with_origin(block, f"{listed.scheme}://{listed.netloc}", sandbox_url)
+    return moved
 
 
 def _serve(server: BaseWSGIServer) -> threading.Thread:

@@ -15,7 +15,9 @@ from werkzeug.exceptions import BadRequest, SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import get_host
 
-from config.settings import flask_config
+from config import current
+from config.files import SettingsError
+from config.settings import FLAT_NAMES, Settings, load_settings
 from referrals.memory import paused_gc
 from smart_app import store
 from smart_app.cds import views as cds_views
@@ -70,10 +72,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def _build_app(test_config: dict[str, Any] | None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-
-    app.config.update(flask_config())
-    if test_config:
-        app.config.update(test_config)
+    flask_keys, overrides = _split(test_config or {})
+    app.config.update(flask_keys)  # TESTING and Flask's (or its extensions') own keys
+    try:
+        settings = load_settings(overrides)
+    except SettingsError as exc:
+        if config_check.invoked_as_check_config():
+            # `flask check-config` must list the problems of settings that cannot even be read.
+            config_check.init_app(app, unreadable=exc)
+            return app
+        raise config_check.ConfigError.from_settings_error(exc) from None
+    current.init_app(app, settings)
+    app.config.update(_flask_config(settings))
+    app.config.update(flask_keys)  # the tests' own Flask keys win over what the settings imply
     observability.init_app(app)  # JSON logs, request id, /metrics (before anything logs)
 
     if config_check.invoked_as_check_config():
@@ -108,8 +119,43 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
                           worklist_backfill.route_stragglers, worklist_backfill.rekey_ehrs)
     ratelimit.init_app(app)  # after the blueprints: limits attach to their views
     app.jinja_env.globals["url_if"] = _url_if
+    app.context_processor(lambda: {"settings": current.current_settings()})  # templates read settings, typed
     warmup.init_app(app, launch_ehr.warm_up, referral_views.warm_up, writeback_views.warm_up)
     return app
+
+
+def _split(test_config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A test's config: our settings (validated by the settings model, as the environment's and the files'
+    are) and Flask's own keys (or its extensions'). Anything else is an error naming the key."""
+    ours, flask_keys, unknown = {}, {}, []
+    for key, value in test_config.items():
+        if key.lower() in FLAT_NAMES:
+            ours[key] = value
+        elif key in Flask.default_config or key.startswith(_EXTENSION_PREFIXES):
+            flask_keys[key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise SettingsError([f"create_app: {key}: unknown setting" for key in unknown])
+    return flask_keys, ours
+
+
+_EXTENSION_PREFIXES = ("WTF_", "RATELIMIT_", "BABEL_")
+
+
+def _flask_config(settings: Settings) -> dict[str, Any]:
+    """Flask's own keys, as the settings imply them."""
+    embedded = settings.embedded_in_iframe
+    return {
+        "SECRET_KEY": settings.secret_key,
+        "SESSION_COOKIE_SECURE": settings.cookie_secure,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "None" if embedded else "Lax",
+        "SESSION_COOKIE_PARTITIONED": embedded,
+        "SESSION_COOKIE_NAME": "ipv_session",
+        # Flask 3.1 checks the Host header against TRUSTED_HOSTS; None = unchecked (see _serving_behind_proxy).
+        "TRUSTED_HOSTS": list(settings.trusted_hosts) or None,
+    }
 
 
 def _url_if(endpoint: str, **values: Any) -> str | None:
@@ -124,17 +170,18 @@ def _url_if(endpoint: str, **values: Any) -> str | None:
 
 
 def _serving_behind_proxy(app: Flask) -> None:
-    """Trust X-Forwarded-* from exactly TRUSTED_PROXY_HOPS proxies, and answer only TRUSTED_HOSTS.
+    """Trust X-Forwarded-* from exactly TRUSTED_PROXY_HOPS proxies, and answer only the trusted hosts.
 
     Behind a TLS-terminating proxy the app sees plain HTTP: without ProxyFix ``request.is_secure`` is false,
     Flask-WTF's HTTPS referrer check is skipped and redirects point at http://. Trusting more hops than there
     are proxies would let a client forge its address or scheme, so the count is explicit (default 0: ignored).
     """
-    if app.config.get("TRUSTED_HOSTS") is None and config_check.run_mode(app.config) == "production":
-        host = urlsplit(app.config.get("APP_BASE_URL") or "").hostname
+    settings = current.settings_of(app)
+    if app.config.get("TRUSTED_HOSTS") is None and config_check.run_mode(app) == "production":
+        host = urlsplit(settings.app_base_url).hostname
         app.config["TRUSTED_HOSTS"] = [host] if host else None
     app.wsgi_app = _TrustedHosts(app.wsgi_app, app)  # type: ignore[method-assign]
-    hops = int(app.config.get("TRUSTED_PROXY_HOPS") or 0)
+    hops = settings.trusted_proxy_hops
     if hops:
         # Outermost, so the host check sees the Host the proxy forwarded (X-Forwarded-Host).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,  # type: ignore[method-assign]
@@ -162,10 +209,11 @@ def _dev_secrets(app: Flask) -> None:
     """The demo and the tests may run without configured secrets: keep generated ones in instance/ so a
     restart keeps sessions and encrypted records readable. In production ``config_check.enforce`` has
     already stopped a start without them."""
-    missing = [k for k in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEY") if not app.config.get(k)]
+    settings = current.settings_of(app)
+    missing = [k for k in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEY") if not getattr(settings, k.lower())]
     if not missing:
         return
-    if config_check.run_mode(app.config) == "production":
+    if config_check.run_mode(app) == "production":
         raise RuntimeError(f"set {', '.join(missing)} in the environment (see README)")
     path = Path(app.instance_path) / "dev-secrets.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
@@ -173,5 +221,5 @@ def _dev_secrets(app: Flask) -> None:
     stored.setdefault("TOKEN_ENCRYPTION_KEY", Fernet.generate_key().decode())
     path.write_text(json.dumps(stored))
     path.chmod(0o600)
-    for key in missing:
-        app.config[key] = stored[key]
+    current.replace_settings(app, **{key: stored[key] for key in missing})
+    app.config["SECRET_KEY"] = current.settings_of(app).secret_key

@@ -1,5 +1,6 @@
 """Behaviour every page shares: no-store, a clear 404, quick exit ends the launches."""
 
+from config.current import settings_of
 from smart_app.store.models import LaunchRecord
 
 
@@ -15,7 +16,7 @@ def test_quick_exit_ends_this_browsers_launches(app, client, make_launch):
     lid = make_launch(client)
     resp = client.post("/exit")
     assert resp.status_code == 302
-    assert resp.headers["Location"] == app.config["NEUTRAL_EXIT_URL"]
+    assert resp.headers["Location"] == settings_of(app).neutral_exit_url
     assert "cookies" in resp.headers["Clear-Site-Data"]
     with app.app_context():
         from smart_app.store.db import get_session
@@ -32,6 +33,6 @@ def test_quick_exit_button_works_without_javascript(client, make_launch):
     resp = client.get("/exit")
     assert resp.status_code == 302 and client.get(f"/l/{lid}/").status_code == 200  # GET: state unchanged
     resp = client.post("/exit")
-    assert resp.status_code == 302 and resp.headers["Location"] == client.application.config["NEUTRAL_EXIT_URL"]
+    assert resp.status_code == 302 and resp.headers["Location"] == settings_of(client.application).neutral_exit_url
     assert client.get(f"/l/{lid}/").status_code == 404
 

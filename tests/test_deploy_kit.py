@@ -97,7 +97,7 @@ def test_image_install_step_in_a_clean_venv_refuses_the_sandbox(wheel, tmp_path)
     work = tmp_path / "elsewhere"
     work.mkdir()
     out = _run([str(flask), "--app", "smart_app", "check-config"], work,
-               {**env, "IPV_DEPLOYMENT": "sandbox", "ALLOW_SQLITE": "1",
+               {**env, "IPV_DEPLOYMENT": "sandbox",
                 "DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"}, ok=False)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "the deployment named 'sandbox'" in out.stdout and "PRIVATE_KEY_FILE" in out.stdout

@@ -1,8 +1,9 @@
 """Fail closed: outside the demo and the tests, each dangerous configuration stops start-up, naming itself.
 
 Each test starts from a configuration a hospital could run (``prod_env``: its own deployment file and key,
-https base URL, strong secrets) and breaks one thing. ``create_app()`` is called exactly as gunicorn calls it,
-from the environment alone; `flask check-config` and gunicorn itself are run as processes at the end.
+https base URL, strong secrets) and breaks one thing, in the environment or in the deployment file.
+``create_app()`` is called exactly as gunicorn calls it, from the environment alone;
+`flask check-config` and gunicorn itself are run as processes at the end.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from config.checks import SANDBOX_KEY_FINGERPRINTS, check_config, errors
-from config.settings import DEFAULTS, flask_config
+from config.current import settings_of
+from config.ehr_profile import PROFILES_DIR
+from config.settings import RETIRED_VARIABLES, EnvironmentFields, load_settings
 from smart_app import create_app
 from smart_app.ops.config_check import ConfigError
 
@@ -39,6 +42,9 @@ def write_key(path: Path) -> Path:
     return path
 
 
+ENVIRONMENT = [*(name.upper() for name in EnvironmentFields.model_fields), *RETIRED_VARIABLES]
+
+
 def write_deployment(path: Path, **fields) -> Path:
     data = {
         "client_id": "ipv-screen-prod-7f3a",
@@ -52,8 +58,12 @@ def write_deployment(path: Path, **fields) -> Path:
         # generic-smart2 does not promise to keep security labels: the site's restricted note type protects it.
         "restricted_note_type": {"system": "urn:oid:1.2.840.114350.1.13.0.1.7.4.737880.5010", "code": "900001",
                                  "display": "Restricted social work note"},
+        # A one-process trial on SQLite (the tests' database); the import folder inside the test's folder.
+        "tuning": {"allow_sqlite": True, "directory_import_dir": str(path.parent / "directory")},
     }
+    tuning = fields.pop("tuning", {})
     data.update(fields)
+    data["tuning"] = {k: v for k, v in {**data["tuning"], **tuning}.items() if v is not None}
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -61,7 +71,7 @@ def write_deployment(path: Path, **fields) -> Path:
 @pytest.fixture
 def prod_env(tmp_path, monkeypatch) -> dict[str, str]:
     """A production configuration with no problem, set in the environment (nothing from the caller's)."""
-    for name in [*DEFAULTS, "CLIENT_SECRET", "PRIVATE_KEY_FILE"]:
+    for name in ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     key = write_key(tmp_path / "prod-key.pem")
     dep = write_deployment(tmp_path / "hospital.yaml", private_key_file=str(key))
@@ -70,9 +80,7 @@ def prod_env(tmp_path, monkeypatch) -> dict[str, str]:
         "SECRET_KEY": secrets.token_urlsafe(48),
         "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
-        "ALLOW_SQLITE": "1",
         "APP_BASE_URL": "https://ipv.hospital.test",
-        "DIRECTORY_IMPORT_DIR": str(tmp_path / "directory"),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -88,7 +96,7 @@ def refused(match: str) -> None:
 
 def test_the_good_configuration_starts(prod_env):
     app = create_app()
-    assert errors(check_config(app.config)) == []
+    assert errors(check_config(settings_of(app))) == []
     assert app.config["TRUSTED_HOSTS"] == ["ipv.hospital.test"]  # from APP_BASE_URL
     app.extensions["db_engine"].dispose()
 
@@ -179,13 +187,19 @@ def test_bad_token_encryption_key(prod_env, monkeypatch, value):
     refused("TOKEN_ENCRYPTION_KEY")
 
 
-def test_sqlite_without_allow_sqlite(prod_env, monkeypatch):
-    monkeypatch.delenv("ALLOW_SQLITE")
+def without_allow_sqlite(monkeypatch, tmp_path) -> None:
+    dep = write_deployment(tmp_path / "pg.yaml", private_key_file=str(write_key(tmp_path / "k.pem")),
+                           tuning={"allow_sqlite": None})
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(dep))
+
+
+def test_sqlite_without_allow_sqlite(prod_env, monkeypatch, tmp_path):
+    without_allow_sqlite(monkeypatch, tmp_path)
     refused("DATABASE_URL: sqlite:///.* is SQLite")
 
 
-def test_default_database_is_sqlite_and_refused(prod_env, monkeypatch):
-    monkeypatch.delenv("ALLOW_SQLITE")
+def test_default_database_is_sqlite_and_refused(prod_env, monkeypatch, tmp_path):
+    without_allow_sqlite(monkeypatch, tmp_path)
     monkeypatch.delenv("DATABASE_URL")
     refused("DATABASE_URL: sqlite:///instance/app.db is SQLite")
 
@@ -210,9 +224,11 @@ def test_profile_that_cannot_protect_the_note_is_named_with_the_rest(prod_env, m
     assert "restricted note type" in str(info.value) and "SECRET_KEY: 5 bytes" in str(info.value)
 
 
-def test_insecure_cookie(prod_env, monkeypatch):
-    monkeypatch.setenv("SESSION_COOKIE_SECURE", "0")
-    refused("SESSION_COOKIE_SECURE: is off")
+def test_insecure_cookie(prod_env, monkeypatch, tmp_path):
+    dep = write_deployment(tmp_path / "c.yaml", private_key_file=str(write_key(tmp_path / "k.pem")),
+                           tuning={"session_cookie_secure": False})
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(dep))
+    refused("tuning.session_cookie_secure: is off")
 
 
 def test_unknown_mode_is_not_a_way_out(prod_env, monkeypatch):
@@ -222,9 +238,8 @@ def test_unknown_mode_is_not_a_way_out(prod_env, monkeypatch):
 
 
 def test_every_problem_is_named_at_once(prod_env, monkeypatch):
-    monkeypatch.setenv("IPV_DEPLOYMENT", "epic")  # the shipped example, unfilled
+    monkeypatch.setenv("IPV_DEPLOYMENT", "epic")  # the shipped example, unfilled (and no tuning.allow_sqlite)
     monkeypatch.setenv("SECRET_KEY", "short")
-    monkeypatch.delenv("ALLOW_SQLITE")
     with pytest.raises(ConfigError) as info:
         create_app()
     text = str(info.value)
@@ -233,39 +248,42 @@ def test_every_problem_is_named_at_once(prod_env, monkeypatch):
         assert part in text
 
 
-def test_embedded_without_the_ehr_in_frame_ancestors_warns(prod_env, monkeypatch, caplog):
-    monkeypatch.setenv("EMBEDDED_IN_IFRAME", "1")
+def test_embedded_without_the_ehr_in_frame_ancestors_warns(prod_env, monkeypatch, caplog, tmp_path):
+    dep = write_deployment(tmp_path / "f.yaml", private_key_file=str(write_key(tmp_path / "k.pem")),
+                           tuning={"embedded_in_iframe": True})
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(dep))
     with caplog.at_level(logging.WARNING):
         app = create_app()  # a warning, not a refusal
     assert "FRAME_ANCESTORS" in caplog.text and "https://fhir.hospital.test" in caplog.text
     app.extensions["db_engine"].dispose()
     monkeypatch.setenv("FRAME_ANCESTORS", "'self' https://fhir.hospital.test")
-    assert check_config(flask_config()) == []
+    assert check_config(load_settings()) == []
 
 
-@pytest.mark.parametrize("how", ["IPV_MODE=test", "IPV_MODE=demo", "TESTING", "DEMO"])
+@pytest.mark.parametrize("how", ["IPV_MODE=test", "IPV_MODE=demo", "TESTING", "create_app IPV_MODE=demo"])
 def test_the_tests_and_the_demo_say_so_explicitly(prod_env, monkeypatch, how, tmp_path):
     monkeypatch.setenv("IPV_DEPLOYMENT", "sandbox")
-    monkeypatch.delenv("ALLOW_SQLITE")
     monkeypatch.setenv("APP_BASE_URL", "http://127.0.0.1:5000")
     if how.startswith("IPV_MODE="):
         monkeypatch.setenv("IPV_MODE", how.split("=")[1])
         app = create_app()
+    elif how == "TESTING":
+        app = create_app({"TESTING": True})
     else:
-        app = create_app({how: True})
-    assert app.config["DEPLOYMENT"].name == "sandbox"
+        app = create_app({"IPV_MODE": "demo"})  # the demo runner (python -m sandbox_ehr.demo)
+    assert settings_of(app).deployment_name == "sandbox"
     app.extensions["db_engine"].dispose()
 
 
 def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    drop = {*DEFAULTS, "CLIENT_SECRET", "PRIVATE_KEY_FILE"}
+    drop = set(ENVIRONMENT)
     clean = {k: v for k, v in os.environ.items() if k not in drop}
     return subprocess.run(cmd, env={**clean, **env}, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def test_check_config_prints_every_problem_and_exits_1(prod_env, tmp_path):
     env = {**prod_env, "IPV_DEPLOYMENT": "oracle-health", "SECRET_KEY": "", "APP_BASE_URL": "http://x.test",
-           "ALLOW_SQLITE": "0", "CLIENT_SECRET": "sandbox-secret-not-for-production"}
+           "CLIENT_SECRET": "sandbox-secret-not-for-production"}
     out = _run([str(FLASK), "--app", "smart_app", "check-config"], env, ROOT)
     assert out.returncode == 1, out.stdout + out.stderr
     for part in ("ERROR: client_id: 'REPLACE-with-Oracle-Health-client-id' is a placeholder",
@@ -282,9 +300,86 @@ def test_check_config_passes_a_good_configuration(prod_env, tmp_path):
     assert "0 error(s), 0 warning(s)" in out.stdout
 
 
+def test_check_config_names_a_key_that_cannot_be_read(prod_env, tmp_path):
+    dep = write_deployment(tmp_path / "typo.yaml", private_key_file=str(write_key(tmp_path / "k.pem")),
+                           tuning={"db_pool": 20})
+    out = _run([str(FLASK), "--app", "smart_app", "check-config"], {**prod_env, "IPV_DEPLOYMENT": str(dep)}, ROOT)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"ERROR: {dep}: tuning.db_pool: unknown key" in out.stdout and "1 error(s)" in out.stdout
+
+
 def test_gunicorn_refuses_to_boot_naming_the_problems(prod_env, tmp_path):
     env = {**prod_env, "IPV_DEPLOYMENT": "sandbox"}
     out = _run([str(GUNICORN), "--bind", f"unix:{tmp_path / 'g.sock'}", "--workers", "1", "--preload",
                 "smart_app:create_app()"], env, ROOT)
     assert out.returncode != 0
     assert "refusing to start" in out.stderr and "the deployment named 'sandbox'" in out.stderr
+
+
+# -- settings that cannot be read stop start-up in every mode, naming the key and the file ----------------------
+def test_unknown_key_in_the_deployment_file(prod_env, monkeypatch, tmp_path):
+    dep = write_deployment(tmp_path / "typo.yaml", private_key_file=str(write_key(tmp_path / "k.pem")),
+                           tuning={"embeded_in_iframe": True})
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(dep))
+    refused(f"{dep}: tuning.embeded_in_iframe: unknown key")
+    monkeypatch.setenv("IPV_MODE", "test")  # not relaxed for the tests either
+    refused("tuning.embeded_in_iframe: unknown key")
+
+
+def test_unknown_key_in_the_ehr_profile(prod_env, monkeypatch, tmp_path):
+    raw = yaml.safe_load((PROFILES_DIR / "generic-smart2.yaml").read_text())
+    profile = tmp_path / "our-ehr.yaml"
+    profile.write_text(yaml.safe_dump({**raw, "create_returns_resource": False}))
+    dep = write_deployment(tmp_path / "p.yaml", ehr_profile="./our-ehr.yaml",
+                           private_key_file=str(write_key(tmp_path / "k.pem")))
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(dep))
+    refused(f"{profile}: create_returns_resource: unknown key")
+
+
+def test_a_variable_the_environment_no_longer_sets(prod_env, monkeypatch):
+    monkeypatch.setenv("SESSION_COOKIE_SECURE", "0")  # from an older ipv.env: now tuning.session_cookie_secure
+    refused("SESSION_COOKIE_SECURE \\(environment\\): no longer read from the environment: set "
+            "tuning.session_cookie_secure in the deployment file")
+
+
+# -- the deployment against what its EHR profile says the EHR can do ---------------------------------------------
+def _own_profile(tmp_path: Path, **changes) -> Path:
+    raw = yaml.safe_load((PROFILES_DIR / "generic-smart2.yaml").read_text())
+    path = tmp_path / "our-ehr.yaml"
+    path.write_text(yaml.safe_dump({**raw, **changes}))
+    return path
+
+
+def test_online_access_of_an_ehr_that_has_none(prod_env, monkeypatch, tmp_path):
+    profile = _own_profile(tmp_path, online_access=False)
+    dep = write_deployment(tmp_path / "o.yaml", ehr_profile=str(profile), scopes_ehr="launch openid online_access",
+                           private_key_file=str(write_key(tmp_path / "k.pem")))
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(dep))
+    refused(f"online_access: {dep} asks for online_access \\(scopes_ehr\\) but the EHR profile {profile} says")
+
+
+def test_backend_services_of_an_ehr_that_takes_none(prod_env, monkeypatch, tmp_path):
+    profile = _own_profile(tmp_path, backend_services=False)
+    dep = write_deployment(tmp_path / "b.yaml", ehr_profile=str(profile), backend_services={"scope": "system/Task.c"},
+                           private_key_file=str(write_key(tmp_path / "k.pem")))
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(dep))
+    refused(f"backend_services: {dep} turns on backend_services but the EHR profile {profile} says")
+
+
+def test_backend_services_without_private_key_jwt(prod_env, monkeypatch, tmp_path):
+    dep = write_deployment(tmp_path / "s.yaml", client_auth="client_secret_basic",
+                           backend_services={"scope": "system/DocumentReference.c"})
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(dep))
+    monkeypatch.setenv("CLIENT_SECRET", secrets.token_urlsafe(24))
+    refused("backend_services: .* its client_auth is client_secret_basic")
+
+
+def test_a_scope_the_profile_needs_missing_from_the_deployment_warns(prod_env, monkeypatch, tmp_path, caplog):
+    profile = _own_profile(tmp_path, scopes=["patient/DocumentReference.cs"])
+    dep = write_deployment(tmp_path / "w.yaml", ehr_profile=str(profile),
+                           private_key_file=str(write_key(tmp_path / "k.pem")))
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(dep))
+    with caplog.at_level(logging.WARNING):
+        app = create_app()  # a warning, not a refusal
+    assert "scopes_ehr" in caplog.text and "patient/DocumentReference.cs" in caplog.text
+    app.extensions["db_engine"].dispose()

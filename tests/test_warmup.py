@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from config.current import replace_settings
 from config.ehr_profile import PROFILES_DIR
 from smart_app.launch import ehr
 from smart_app.ops import warmup
@@ -29,7 +30,7 @@ def test_every_page_template_is_compiled_at_start(app, no_ehr):
 
 @pytest.mark.parametrize("profile", sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
 def test_the_made_up_plan_validates_for_every_bundled_profile(app, no_ehr, profile, caplog):
-    app.config["EHR_PROFILE"] = profile
+    replace_settings(app, EHR_PROFILE=profile)
     with caplog.at_level(logging.WARNING, logger="ipv.warmup"):
         warmup.warm_up(app)
     assert "not warmed" not in caplog.text
@@ -77,8 +78,7 @@ def test_a_production_start_freezes_what_start_up_made_and_a_test_app_does_not(t
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.db'}",
            "SECRET_KEY": secrets.token_urlsafe(32), "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-           "IPV_DEPLOYMENT": "sandbox", "IPV_DEMO": "1", "ALLOW_SQLITE": "1", "SESSION_COOKIE_SECURE": "0",
-           "LOG_LEVEL": "ERROR", "ALLOWED_ISS": ""}
+           "IPV_DEPLOYMENT": "sandbox", "IPV_MODE": "demo"}
     code = ("import gc\nfrom smart_app import create_app\napp = create_app()\n"
             "print(app.testing, gc.get_freeze_count())\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,

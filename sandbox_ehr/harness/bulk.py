@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from config.current import settings_of
 from config.ehrs import ehr_id_for
 from fhir.builders import reference_code
 from smart_app.store.crypto import encrypt_json
@@ -72,7 +73,7 @@ def insert_referrals(app: Any, n: int, *, iss: str, now: datetime, seed: int = 1
                      site: tuple[str | None, str] | None = None, batch: int = 5000) -> list[Made]:
     """Insert ``n`` referrals of EHR ``iss`` (at ``site``, else spread over IN_SCOPE_SITES); returns them."""
     rng = random.Random(seed)
-    ehr = ehr_id_for(iss, app.config["DEPLOYMENT"])
+    ehr = ehr_id_for(iss, settings_of(app))
     statuses, weights = list(STATUS_WEIGHTS), list(STATUS_WEIGHTS.values())
     made: list[Made] = []
     with app.app_context(), session_scope(app) as db:

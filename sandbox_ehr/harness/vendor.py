@@ -45,7 +45,7 @@ GRANTED = {"generic": "launch patient/Patient.r patient/Encounter.r patient/Docu
            "oracle": "launch patient/Patient.read patient/Encounter.read user/DocumentReference.read "
                      "user/DocumentReference.write"}
 FAST = {"OUTBOX_BASE_DELAY": 0.001, "OUTBOX_MAX_DELAY": 0.005, "OUTBOX_FINAL_RETRY_DELAY": 0.0,
-        "OUTBOX_LEASE_SECONDS": 30, "WRITEBACK_SEND_TIMEOUT": 5.0, "HTTP_TIMEOUT_SECONDS": 5.0}
+        "OUTBOX_LEASE_SECONDS": 30, "HTTP_TIMEOUT_SECONDS": 5.0}
 
 
 @dataclass
@@ -120,7 +120,7 @@ def start(personality: str, tmp_path: Path, db_url: str | None = None, **app_con
         "TESTING": True, "DATABASE_URL": db_url or f"sqlite:///{tmp_path / 'app.db'}",
         "SECRET_KEY": secrets.token_urlsafe(16), "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "WTF_CSRF_ENABLED": False, "SESSION_COOKIE_SECURE": False,
-        "DEPLOYMENT": deployment_for(personality, iss), "ALLOWED_ISS": [iss], **FAST, **app_config,
+        **deployment_for(personality, iss), **FAST, **app_config,
     }
     try:
         app = create_app(config)

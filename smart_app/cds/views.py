@@ -28,6 +28,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
+from config.current import current_settings
 from fhir.builders import codes as writeback_codes
 from fhir.cds_hooks import (
     FHIR_ID,
@@ -74,20 +75,19 @@ CARD_LINK = "Open check-in"
 OBS_READ = re.compile(r"^(patient|user|system)/(Observation|\*)\.(read|\*|c?r?u?d?s)$")
 
 
-def _cds_config() -> dict[str, Any]:
-    return current_app.config.get("CDS") or current_app.config["DEPLOYMENT"].extra.get("cds") or {}
-
-
 def _policy() -> CheckinPolicy:
-    return CheckinPolicy.from_config(_cds_config())
+    return CheckinPolicy.from_settings(current_settings().cds)
 
 
 def _clients() -> dict[str, CdsClientConfig]:
-    return {c["iss"]: CdsClientConfig.from_dict(c) for c in _cds_config().get("clients") or []}
+    cds = current_settings().cds
+    return {c.iss: CdsClientConfig(iss=c.iss, jwks=c.jwks, jwks_urls=tuple(c.jwks_url),
+                                   fhir_servers=tuple(c.fhir_servers), site=c.site)
+            for c in (cds.clients if cds else [])}
 
 
 def _base() -> str:
-    return current_app.config["APP_BASE_URL"].rstrip("/")
+    return current_settings().app_base_url
 
 
 def screen_codes() -> list[tuple[str, str]]:
@@ -133,7 +133,7 @@ def _jwks(client: CdsClientConfig, url: str | None, *, force: bool = False) -> d
         return client.jwks or {"keys": []}
     cache: JwksCache = current_app.extensions.setdefault("cds_jwks", JwksCache(ttl_seconds=300))
     return cache.get(url, http=http_session(), force=force,
-                     timeout=min(3.0, current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)))
+                     timeout=min(3.0, current_settings().http_timeout_seconds))
 
 
 def _key(client: CdsClientConfig, kid: str, alg: str, jku: Any = None) -> Any:
@@ -202,11 +202,11 @@ def _fhir(client: CdsClientConfig, body: dict[str, Any]) -> FhirClient | None:
     if not isinstance(server, str) or not isinstance(auth, dict) or not auth.get("access_token"):
         return None
     server = normalize_iss(server)
-    allowed = {normalize_iss(u) for u in current_app.config.get("ALLOWED_ISS") or []}
+    allowed = {normalize_iss(u) for u in current_settings().allowed_iss}
     if server not in allowed or server not in {normalize_iss(u) for u in client.fhir_servers}:
         log.warning("cds: fhirServer not allow-listed for this client; no FHIR read")
         return None
-    timeout = float(current_app.config.get("CDS_FHIR_TIMEOUT_SECONDS", 3.0))
+    timeout = current_settings().cds_fhir_timeout_seconds
     return FhirClient(server, str(auth["access_token"]), timeout=timeout, session=http_session())
 
 
@@ -254,7 +254,7 @@ def _screens(body: dict[str, Any], patient_id: str, fhir: FhirClient | None,
 
 def _site(client: CdsClientConfig, body: dict[str, Any]) -> str:
     enc = (body.get("prefetch") or {}).get("encounter")
-    site_map = getattr(current_app.config.get("DEPLOYMENT"), "site_map", None) or {}
+    site_map = current_settings().site_map
     if isinstance(enc, dict):
         for loc in enc.get("location") or []:
             ref = ((loc or {}).get("location") or {}).get("reference") or ""

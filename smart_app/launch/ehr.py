@@ -2,11 +2,11 @@
 client authentication from the deployment, and an authenticated FHIR client per launch
 (refreshing an expired access token when the EHR gave a refresh token).
 
-Every call through the session is held to a deadline on the whole call (``HTTP_TIMEOUT_SECONDS``) and to the
-deadline of the page it serves (``EHR_REQUEST_BUDGET_SECONDS``), and a bulkhead bounds the calls in flight per
-EHR identity and in all (``EHR_CALLS_PER_EHR``, ``EHR_CALLS_TOTAL``): a slow EHR answers its own launches with
-"the EHR is not answering", while quick exit, health and other EHRs keep their threads. The sizes are chosen in
-docs/decisions/0009-ehr-deadline-and-bulkhead.md.
+Every call through the session is held to a deadline on the whole call (``tuning.http_timeout_seconds``) and
+to the deadline of the page it serves (``tuning.ehr_request_budget_seconds``), and a bulkhead bounds the calls in
+flight per EHR identity and in all (``tuning.ehr_calls_per_ehr``, ``tuning.ehr_calls_total``): a slow EHR answers
+its own launches with "the EHR is not answering", while quick exit, health and other EHRs keep their threads. The
+sizes are chosen in docs/decisions/0009-ehr-deadline-and-bulkhead.md.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import requests
 from flask import Flask, current_app, g
 from sqlalchemy.exc import IntegrityError
 
+from config.current import current_settings, settings_of
 from config.ehrs import allowed_origins, ehr_id_for, ehrs_of, launch_allowed
 from fhir.client import FhirClient
 from fhir.http import (
@@ -55,18 +56,15 @@ _refresh_locks_guard = threading.Lock()
 def outbound_policy() -> OutboundPolicy:
     """Hosts the app may call: the allow-listed issuers' origins plus the deployment's explicit
     ``outbound_hosts``; plain http and local ports only for the bundled sandbox deployment."""
-    config = current_app.config
-    sandbox = config["DEPLOYMENT"].name == "sandbox"
+    settings = current_settings()
+    sandbox = settings.deployment_name == "sandbox"
     # The CDS Hooks clients the deployment lists: their JWKS and FHIR servers are named explicitly too.
-    cds = config.get("CDS") or config["DEPLOYMENT"].extra.get("cds") or {}
     listed: list[str] = []
-    for client in cds.get("clients") or [] if isinstance(cds, dict) else []:
-        if isinstance(client, dict):
-            listed += [str(client["jwks_url"])] if client.get("jwks_url") else []
-            listed += [str(u) for u in client.get("fhir_servers") or []]
+    for client in settings.cds.clients if settings.cds else []:
+        listed += [*client.jwks_url, *client.fhir_servers]
     # The ehrs block's iss values and patterns: their fixed origins (a pattern never widens the host).
-    return OutboundPolicy(iss_list=list(config.get("ALLOWED_ISS") or []) + allowed_origins(config["DEPLOYMENT"]),
-                          extra=list(config.get("OUTBOUND_HOSTS") or []) + listed,
+    return OutboundPolicy(iss_list=[*settings.allowed_iss, *allowed_origins(settings)],
+                          extra=[*settings.outbound_hosts, *listed],
                           allow_http=sandbox, allow_loopback=sandbox)
 
 
@@ -87,17 +85,17 @@ def ehr_key(owners: tuple[tuple[str, str], ...], url: str) -> str:
 def _key_for_config() -> Callable[[str], str]:
     """``ehr_key`` over the allow-listed iss values, each EHR's own, and the origins of its iss patterns (a
     per-launch iss is never listed one by one: its launcher's origin stands for it)."""
-    deployment = current_app.config["DEPLOYMENT"]
-    owners = {iss.rstrip("/"): ehr_id_for(iss, deployment) for iss in current_app.config.get("ALLOWED_ISS") or []}
-    for ehr in ehrs_of(deployment):
+    settings = current_settings()
+    owners = {iss.rstrip("/"): ehr_id_for(iss, settings) for iss in settings.allowed_iss}
+    for ehr in ehrs_of(settings):
         owners.update({iss: ehr.id for iss in ehr.iss})
         owners.update({pattern.origin: ehr.id for pattern in ehr.patterns})
     return partial(ehr_key, tuple(sorted(owners.items(), key=lambda pair: -len(pair[0]))))
 
 
 def bulkhead_limits() -> BulkheadLimits:
-    config = current_app.config
-    return BulkheadLimits(per_ehr=int(config["EHR_CALLS_PER_EHR"]), total=int(config["EHR_CALLS_TOTAL"]))
+    per_ehr, total = current_settings().ehr_call_limits
+    return BulkheadLimits(per_ehr=per_ehr, total=total)
 
 
 def http_session() -> requests.Session:
@@ -119,7 +117,7 @@ def http_session() -> requests.Session:
 
 
 def _start_request_budget() -> None:
-    budget = float(current_app.config.get("EHR_REQUEST_BUDGET_SECONDS") or 0)
+    budget = current_settings().ehr_request_budget_seconds
     g._ipv_ehr_scope = enter_request_scope(RequestScope(time.monotonic() + budget if budget > 0 else None))
 
 
@@ -133,7 +131,7 @@ def _end_request_budget(_exc: BaseException | None) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Every page's calls to EHRs end by EHR_REQUEST_BUDGET_SECONDS after the page was asked for, so a page
+    """Every page's calls to EHRs end by tuning.ehr_request_budget_seconds after the page was asked for, so a page
     answers before gunicorn's and nginx's timeouts whatever the EHR does; and they hold one bulkhead slot per EHR
     between them, however many run in parallel."""
     app.before_request(_start_request_budget)
@@ -141,12 +139,12 @@ def init_app(app: Flask) -> None:
 
 
 def discovery(iss: str, *, timeout: float | None = None) -> SmartConfiguration:
-    """The SMART configuration of ``iss`` (cached per issuer for DISCOVERY_TTL_SECONDS, refreshed ahead)."""
-    cache = current_app.extensions.setdefault(
-        "smart_discovery", DiscoveryCache(current_app.config.get("DISCOVERY_TTL_SECONDS", 3600)))
-    timeout = timeout if timeout is not None else current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)
-    return cache.get(iss, http=http_session(), timeout=timeout,
-                     ttl_seconds=current_app.config.get("DISCOVERY_TTL_SECONDS", 3600))
+    """The SMART configuration of ``iss`` (cached per issuer for tuning.discovery_ttl_seconds, refreshed
+    ahead)."""
+    settings = current_settings()
+    cache = current_app.extensions.setdefault("smart_discovery", DiscoveryCache(settings.discovery_ttl_seconds))
+    timeout = timeout if timeout is not None else settings.http_timeout_seconds
+    return cache.get(iss, http=http_session(), timeout=timeout, ttl_seconds=settings.discovery_ttl_seconds)
 
 
 def prefetch_issuers(timeout: float = 3.0) -> list[str]:
@@ -156,7 +154,7 @@ def prefetch_issuers(timeout: float = 3.0) -> list[str]:
     under gunicorn's preload the master runs this, and forked workers must not share its sockets."""
     failed = []
     try:
-        for iss in current_app.config.get("ALLOWED_ISS") or []:
+        for iss in current_settings().allowed_iss:
             try:
                 config = discovery(iss, timeout=timeout)
                 if config.jwks_uri:
@@ -172,12 +170,12 @@ def prefetch_issuers(timeout: float = 3.0) -> list[str]:
 
 
 def cached_smart_style(url: str | None) -> dict[str, str]:
-    """The EHR's sanitized ``smart_style_url`` document, cached per URL (STYLE_TTL_SECONDS, at most
+    """The EHR's sanitized ``smart_style_url`` document, cached per URL (tuning.style_ttl_seconds, at most
     STYLE_CACHE_ENTRIES URLs: the URL comes from the EHR's token response)."""
-    ttl = float(current_app.config.get("STYLE_TTL_SECONDS", 3600))
-    cache = current_app.extensions.setdefault("smart_style", RefreshingCache(ttl, max_entries=STYLE_CACHE_ENTRIES))
-    return cached_style(url, cache, http=http_session(),
-                        timeout=min(current_app.config.get("HTTP_TIMEOUT_SECONDS", 10), 5))
+    settings = current_settings()
+    cache = current_app.extensions.setdefault("smart_style", RefreshingCache(float(settings.style_ttl_seconds),
+                                                                            max_entries=STYLE_CACHE_ENTRIES))
+    return cached_style(url, cache, http=http_session(), timeout=min(settings.http_timeout_seconds, 5))
 
 
 def register_jti(jti: str) -> bool:
@@ -194,7 +192,7 @@ def register_jti(jti: str) -> bool:
 def client_auth(register: Callable[[str], bool] | None = None) -> ClientAuth:
     """Token-endpoint credentials of the configured deployment (built per use: config may change in tests).
     ``register`` records a client assertion's jti (default: committed at once, register_jti)."""
-    return ClientAuth.from_deployment(current_app.config["DEPLOYMENT"], register_jti=register or register_jti)
+    return ClientAuth.from_deployment(current_settings(), register_jti=register or register_jti)
 
 
 def _lock_for(launch_id: str) -> threading.Lock:
@@ -208,7 +206,7 @@ def fhir_client_for(launch: Any) -> FhirClient:
     Refreshes the access token first when it has expired and a refresh token exists;
     the new tokens are stored (encrypted) before the client is returned.
     """
-    timeout = current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)
+    timeout = current_settings().http_timeout_seconds
     tokens = launch.tokens
     if token_expired(tokens) and tokens.get("refresh_token"):
         # One refresh at a time per launch: many EHRs rotate refresh tokens (single use).
@@ -246,23 +244,22 @@ def system_client(iss: str) -> FhirClient:
     deployment file (client_credentials, authenticated with the deployment's private_key_jwt). The token is
     kept in memory only (never stored) until shortly before it expires. Raises LookupError when not set up."""
     app = current_app._get_current_object()
-    deployment = app.config["DEPLOYMENT"]
-    settings = (deployment.extra or {}).get("backend_services") or {}
-    if not settings.get("scope"):
+    settings = current_settings()
+    if settings.backend_services is None:
         raise LookupError("backend services are not configured for this deployment")
-    if deployment.client_auth != "private_key_jwt":
+    if settings.client_auth != "private_key_jwt":
         raise LookupError("backend services need private_key_jwt client authentication")
-    if not launch_allowed(iss, app.config.get("ALLOWED_ISS") or [], deployment):
+    if not launch_allowed(iss, settings.allowed_iss, settings):
         raise LookupError("issuer not allow-listed")
     cache = app.extensions.setdefault("system_tokens", {})
     with _system_lock:
         tokens = cache.get(iss)
         if not tokens or token_expired(tokens, skew=60):
-            tokens = client_credentials(discovery(iss), scope=str(settings["scope"]), auth=client_auth(),
-                                        http=http_session(), timeout=current_app.config.get("HTTP_TIMEOUT_SECONDS", 10))
+            tokens = client_credentials(discovery(iss), scope=settings.backend_services.scope,
+                                        auth=client_auth(), http=http_session(),
+                                        timeout=settings.http_timeout_seconds)
             cache[iss] = tokens
-    return FhirClient(iss, tokens["access_token"], timeout=current_app.config.get("HTTP_TIMEOUT_SECONDS", 10),
-                      session=http_session())
+    return FhirClient(iss, tokens["access_token"], timeout=settings.http_timeout_seconds, session=http_session())
 
 
 def warm_up(app: Flask) -> None:
@@ -272,15 +269,15 @@ def warm_up(app: Flask) -> None:
     with app.app_context():
         unread = prefetch_issuers()
     warmup_log.info("warmed up: %d allow-listed EHRs read ahead (%d could not be read)",
-             len(app.config.get("ALLOWED_ISS") or []), len(unread))
+             len(settings_of(app).allowed_iss), len(unread))
 
 
 def _load_signing_keys(app: Flask) -> None:
     """The private_key_jwt keys (current and next), parsed into load_private_key's per-process cache."""
-    deployment = app.config.get("DEPLOYMENT")
-    if deployment is None or deployment.client_auth != "private_key_jwt":
+    settings = settings_of(app)
+    if settings.client_auth != "private_key_jwt":
         return
-    for path in (deployment.private_key_file, deployment.next_private_key_file):
+    for path in (settings.private_key_file, settings.next_private_key_file):
         if path:
             try:
                 load_private_key(path)

@@ -17,6 +17,7 @@ from flask_wtf.csrf import CSRFError, validate_csrf
 from sqlalchemy import select
 from wtforms.validators import ValidationError
 
+from config.current import current_settings
 from smart_app.launch.resume import stamp
 from smart_app.launch.revocation import revoke_later
 from smart_app.launch.state import load_launch, touch
@@ -38,7 +39,7 @@ def _csrf_ok() -> bool:
 
 
 def _neutral() -> Response:
-    return redirect(current_app.config["NEUTRAL_EXIT_URL"])
+    return redirect(current_settings().neutral_exit_url)
 
 
 @bp.route("/exit", methods=["POST", "GET"])
@@ -73,7 +74,7 @@ def quick_exit() -> Response:
 def close_launch(lid: str) -> tuple[str, int]:
     """The last tab of this launch closed: end it after CLOSE_GRACE_SECONDS unless it is used again."""
     launch = load_launch(lid, refresh=False)
-    grace = datetime.now(UTC) + timedelta(seconds=current_app.config.get("CLOSE_GRACE_SECONDS", 20))
+    grace = datetime.now(UTC) + timedelta(seconds=current_settings().close_grace_seconds)
     expires = launch.record.expires_at
     if expires.tzinfo is None:
         expires = expires.replace(tzinfo=UTC)

@@ -17,12 +17,12 @@ from flask.cli import with_appcontext
 from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
+from config.current import current_settings
 from smart_app.ops.audit import purge_audit
 from smart_app.store.models import CdsJti, LaunchRecord, OutboxItem, UsedCode, UsedJti, WorkerHeartbeat
 
 # Replay guards only need to outlive the codes and assertions they guard (minutes); a day is generous.
 REPLAY_GUARD_TTL = timedelta(days=1)
-DEFAULT_FAILED_WRITE_DAYS = 180
 HEARTBEAT_TTL = timedelta(days=7)
 
 
@@ -59,7 +59,7 @@ def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
     # A write that failed (or needs a person to check the chart) keeps its content for documenting by hand,
     # for FAILED_WRITE_RETENTION_DAYS after it failed; the row itself stays (the queue still says "not in the
     # chart") until its referral is purged.
-    days = int(current_app.config.get("FAILED_WRITE_RETENTION_DAYS") or DEFAULT_FAILED_WRITE_DAYS)
+    days = current_settings().failed_write_retention_days
     stale = OutboxItem.status.in_(("failed", "check")) & (OutboxItem.updated_at < now - timedelta(days=days))
     failed = db.execute(update(OutboxItem).where(stale, OutboxItem.resource_enc != b"")
                         .values(resource_enc=b"")).rowcount

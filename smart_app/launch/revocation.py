@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from flask import Flask, Response, current_app
 from sqlalchemy import exists, or_, select
 
+from config.current import current_settings
 from fhir.smart.client_auth import ClientAuthError
 from fhir.smart.discovery import DiscoveryError
 from fhir.smart.revoke import revoke_tokens
@@ -34,7 +35,7 @@ def revoke_records(records: Iterable[LaunchRecord]) -> int:
     from smart_app.launch.ehr import client_auth, discovery, http_session
 
     total = 0
-    timeout = min(float(current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)), 5.0)
+    timeout = min(current_settings().http_timeout_seconds, 5.0)
     for record in records:
         tokens = decrypt_json(record.tokens_enc) or {}
         if not tokens:

@@ -104,7 +104,12 @@ def load_mapping(raw: dict[str, Any] | None) -> dict[str, RoleRule]:
 
 
 def mapping_for(deployment: Any) -> dict[str, RoleRule]:
-    return load_mapping((getattr(deployment, "extra", None) or {}).get("roles"))
+    """The deployment's ``roles:`` block (typed by the settings model) ready to match; unset: the defaults."""
+    rules = getattr(deployment, "roles", None)
+    if rules is None:
+        return load_mapping(None)
+    return load_mapping({name: spec.model_dump(exclude_none=True) if hasattr(spec, "model_dump") else spec
+                         for name, spec in rules.items()})
 
 
 def matching_roles(role: dict[str, Any], mapping: dict[str, RoleRule]) -> list[str]:

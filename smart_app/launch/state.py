@@ -14,10 +14,11 @@ from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any
 
-from flask import abort, current_app, g, session
+from flask import abort, g, session
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DBAPIError
 
+from config.current import current_settings
 from smart_app.store.crypto import decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import LaunchRecord
@@ -156,8 +157,9 @@ def new_expiry(created_at: datetime | None = None) -> datetime:
     """When a launch used now expires: after the idle timeout (IDLE_TIMEOUT_SECONDS, shared workstations),
     and never later than LAUNCH_TTL_SECONDS after it started."""
     now = datetime.now(UTC)
-    cap = _aware(created_at or now) + timedelta(seconds=current_app.config["LAUNCH_TTL_SECONDS"])
-    idle = now + timedelta(seconds=current_app.config.get("IDLE_TIMEOUT_SECONDS", 900))
+    settings = current_settings()
+    cap = _aware(created_at or now) + timedelta(seconds=settings.launch_ttl_seconds)
+    idle = now + timedelta(seconds=settings.idle_timeout_seconds)
     return min(cap, idle)
 
 

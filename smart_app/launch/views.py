@@ -16,10 +16,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, session, url_for
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from config.current import current_settings
 from config.ehrs import ehr_for, ehr_id_for, launch_allowed
 from fhir.client import FhirClient, FhirError
 from fhir.context import ContextError, read_launch_context
@@ -63,12 +64,13 @@ def _param(name: str, *, required: bool = True) -> str | None:
 
 
 def _allowed(iss: str) -> bool:
-    """allowed_iss (and ALLOWED_ISS), or an iss or pattern of the deployment's ehrs block (config/ehrs.py)."""
-    return launch_allowed(iss, current_app.config.get("ALLOWED_ISS", []), current_app.config["DEPLOYMENT"])
+    """allowed_iss, or an iss or pattern of the deployment's ehrs block (config/ehrs.py)."""
+    settings = current_settings()
+    return launch_allowed(iss, settings.allowed_iss, settings)
 
 
 def _redirect_uri() -> str:
-    return current_app.config["APP_BASE_URL"].rstrip("/") + "/callback"
+    return current_settings().app_base_url + "/callback"
 
 
 def _discover(iss: str) -> SmartConfiguration:
@@ -96,7 +98,7 @@ def _start(kind: str, iss: str, launch_param: str | None, scope: str) -> Any:
         raise LaunchError("This EHR is not registered to launch this app. "
                           "Ask the app's administrator to add it; nothing was sent to it.", 400)
     iss = normalize_iss(iss)
-    if kind == "standalone" and ehr_for(iss, current_app.config["DEPLOYMENT"]) is None:
+    if kind == "standalone" and ehr_for(iss, current_settings()) is None:
         # Without an EHR identity the queue could only be empty: say so instead of showing nothing.
         raise LaunchError("This app's settings do not say which EHR this address belongs to, so the social-work "
                           "queue cannot be shown. Ask the app's administrator to add it to the EHR's iss values "
@@ -115,8 +117,7 @@ def _start(kind: str, iss: str, launch_param: str | None, scope: str) -> Any:
     )
     db.add(record)
     db.commit()
-    deployment = current_app.config["DEPLOYMENT"]
-    url = authorize_url(config, client_id=deployment.client_id, redirect_uri=_redirect_uri(), scope=scope,
+    url = authorize_url(config, client_id=current_settings().client_id, redirect_uri=_redirect_uri(), scope=scope,
                         state=state, aud=iss, code_challenge=pkce.challenge, nonce=nonce, launch=launch_param)
     return redirect(url, code=302)
 
@@ -126,16 +127,16 @@ def ehr_launch():
     """EHR launch: the EHR opens ``/launch?iss=...&launch=...``."""
     iss = _param("iss")
     launch_param = _param("launch")
-    return _start("ehr", iss, launch_param, current_app.config["DEPLOYMENT"].scopes_ehr)
+    return _start("ehr", iss, launch_param, current_settings().scopes_ehr)
 
 
 @bp.get("/launch/standalone")
 def standalone_launch():
     """Standalone launch (social work worklist): the deployment's issuer, or ?iss= if allow-listed."""
-    iss = _param("iss", required=False) or current_app.config["DEPLOYMENT"].standalone_iss
+    iss = _param("iss", required=False) or current_settings().standalone_iss
     if not iss:
         raise LaunchError("No EHR is configured for standalone launch (standalone_iss).", 400)
-    return _start("standalone", iss, None, current_app.config["DEPLOYMENT"].scopes_standalone)
+    return _start("standalone", iss, None, current_settings().scopes_standalone)
 
 
 def _fail(record: LaunchRecord, message: str, status: int = 400) -> LaunchError:
@@ -209,8 +210,8 @@ def callback():
     # assertion is signed first, its jti joining the same commit (one transaction, not two).
     jtis: list[str] = []
     pending = decrypt_json(record.pending_enc) or {}
-    timeout = current_app.config.get("HTTP_TIMEOUT_SECONDS", 10)
-    deployment = current_app.config["DEPLOYMENT"]
+    settings = current_settings()
+    timeout = settings.http_timeout_seconds
     failed: tuple[str, int] | None = None
     config = auth = credentials = None
     if not pending.get("code_verifier"):
@@ -262,7 +263,7 @@ def callback():
             raise _fail(record, "The EHR did not return the id_token this app asked for.")
         try:
             claims = verify_id_token(tokens["id_token"], issuer=config.issuer or record.iss,
-                                     client_id=deployment.client_id, nonce=pending.get("nonce"),
+                                     client_id=settings.client_id, nonce=pending.get("nonce"),
                                      jwks_uri=config.jwks_uri, http=http, timeout=timeout)
         except IdTokenError as exc:
             raise _fail(record, f"The EHR's identity token was refused: {exc}") from None
@@ -284,7 +285,7 @@ def callback():
     # smart_style_url: no token sent, only safe values kept, cached per URL; served as /l/<lid>/smart-style.css.
     context["smart_style"] = cached_smart_style(context.get("smart_style_url"))
     # The deployment's role mapping, applied once here: every feature reads the stored app roles.
-    context["user"] = apply_mapping(context.get("user") or {}, deployment)
+    context["user"] = apply_mapping(context.get("user") or {}, current_settings())
     others = db.connection().execute(_OTHER_LAUNCHES, {"rid": record.id, "old_bid": str(session.get("bid", "")),
                                           "iss": record.iss, "now": datetime.now(UTC)}).all()
     # Relaunched after an accidental quick exit (same user, patient, encounter, within 15 min): offer it.
@@ -327,7 +328,7 @@ def _stage_jti(jtis: list[str]) -> Callable[[str], bool]:
 
 def _user_key(iss: str, context: dict[str, Any]) -> str:
     # The EHR identity, not the iss: one user signing in on two iss values of one EHR is one user.
-    return f"{ehr_id_for(iss, current_app.config['DEPLOYMENT'])}|{(context.get('user') or {}).get('reference') or ''}"
+    return f"{ehr_id_for(iss, current_settings())}|{(context.get('user') or {}).get('reference') or ''}"
 
 
 def _user_tag(user_key: str) -> str:
@@ -403,7 +404,7 @@ def _landing(launch: Launch) -> str:
     # intent=report lands on the program report.
     # A standalone launch by a social-work role is the queue even when the EHR supplied a patient: the queue
     # offers that patient's referrals instead of a screening.
-    roles = user_roles(launch.context.get("user") or {}, current_app.config["DEPLOYMENT"])
+    roles = user_roles(launch.context.get("user") or {}, current_settings())
     if launch.context.get("intent") == "report" or (PROGRAM_MANAGER in roles and not launch.context.get("patient")):
         return url_for("report.page", lid=launch.id)
     queue_role = bool(set(roles) & set(QUEUE_ROLES))
@@ -433,7 +434,7 @@ def smart_style():
 def jwks():
     """Our public signing keys for EHRs that fetch client keys by URL (private_key_jwt): the current key (the
     one that signs) and, during a rotation, the next one (published ahead, never used to sign)."""
-    deployment = current_app.config["DEPLOYMENT"]
+    deployment = current_settings()
     keys = []
     if deployment.client_auth == "private_key_jwt":
         for path, kid in ((deployment.private_key_file, deployment.key_id),

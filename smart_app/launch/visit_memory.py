@@ -19,17 +19,15 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import bindparam, literal, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
+from config.current import current_settings
 from config.ehrs import ehr_for, normalise
 from smart_app.store.crypto import keyed_hash
 from smart_app.store.models import PatientMark, ReferralRecord
 from smart_app.store.task_status import CLOSED, LEGACY, OPEN
 from smart_app.store.task_status import normalise as normalise_status
-
-DEFAULT_MEMORY_DAYS = 30
 
 
 def _key(kind: str, owner: str, value: str | None) -> str | None:
@@ -41,8 +39,7 @@ def _key(kind: str, owner: str, value: str | None) -> str | None:
 def _owners(iss: str) -> list[str]:
     """What keys of a launch on ``iss`` were made of: the EHR identity first (what new keys use), then the iss
     values older keys used (this one, and the EHR's exact values)."""
-    deployment = current_app.config.get("DEPLOYMENT")
-    ehr = ehr_for(iss, deployment)
+    ehr = ehr_for(iss, current_settings())
     owners = [ehr.id if ehr is not None else normalise(iss), normalise(iss)]
     owners += sorted(ehr.iss) if ehr is not None else []
     return list(dict.fromkeys(owners))
@@ -68,7 +65,7 @@ def _keys(kind: str, iss: str, context: dict[str, Any]) -> list[str]:
 
 
 def memory_days() -> int:
-    return int(current_app.config.get("WORKLIST_MEMORY_DAYS", DEFAULT_MEMORY_DAYS))
+    return current_settings().worklist_memory_days
 
 
 def record_screen(db: Session, iss: str, context: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import delete, event, select, text
 from sqlalchemy.orm import Session
 
+from config.current import current_settings, settings_of
 from config.ehrs import ehr_id_for
 from smart_app.ops.observability import ACCESS, current_request_id, launch_ref
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
@@ -169,7 +170,7 @@ def _refuse_changes(session: Session, _ctx: Any, _instances: Any) -> None:
 # -- writing ----------------------------------------------------------------------------------------------
 def instance_name(app: Flask | None = None) -> str:
     app = app or current_app
-    return (app.config.get("INSTANCE_NAME") or os.environ.get("INSTANCE_NAME") or socket.gethostname())[:128]
+    return (settings_of(app).instance_name or socket.gethostname())[:128]
 
 
 def record_audit(action: str, *, launch: Any = None, actor: str | None = None, iss: str | None = None,
@@ -217,7 +218,7 @@ _INSERT = AuditEvent.__table__.insert()
 
 def _ehr_of(iss: str | None, app: Flask) -> str | None:
     """The EHR identity of ``iss`` under the app's deployment (config/ehrs.py); None without an iss."""
-    return ehr_id_for(iss, app.config.get("DEPLOYMENT")) if iss else None
+    return ehr_id_for(iss, settings_of(app)) if iss else None
 
 
 def _request_id() -> str | None:
@@ -235,7 +236,7 @@ def purge_audit(db: Session, *, now: datetime | None = None, days: int | None = 
     """Delete audit rows older than the retention (the only deletion the table allows). Commits. On PostgreSQL the
     database's clock and its retention floor decide (``audit_event_purge``; ``now`` is not used there)."""
     if days is None:
-        days = int(current_app.config.get("AUDIT_RETENTION_DAYS") or DEFAULT_RETENTION_DAYS)
+        days = current_settings().audit_retention_days
     if db.get_bind().dialect.name == "postgresql":
         gone = db.execute(text("SELECT audit_event_purge(:days)"), {"days": int(days)}).scalar()
         db.commit()

@@ -1,8 +1,9 @@
 """Fail closed: a production start with an unsafe configuration stops, naming every problem.
 
-The checks themselves are in ``config/checks.py``. The demo (``python -m sandbox_ehr.demo`` sets ``DEMO``) and
-the tests (``TESTING``, or ``IPV_MODE=test`` for a test's subprocess) say explicitly what they are; nothing
-else relaxes the checks. ``flask --app smart_app check-config [--online]`` prints every problem and exits 1
+The checks themselves are in ``config/checks.py``. The demo (``python -m sandbox_ehr.demo`` sets
+``IPV_MODE=demo``) and the tests (``TESTING``, or ``IPV_MODE=test`` for a test's subprocess) say explicitly what
+they are; nothing else relaxes the checks. Settings that cannot even be read (an unknown key in a file) stop
+start-up in every mode. ``flask --app smart_app check-config [--online]`` prints every problem and exits 1
 when any is an error.
 """
 
@@ -11,15 +12,17 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 import requests
 from flask import Flask, current_app
 
-from config.checks import Problem, check_config, errors, run_mode
+from config.checks import Problem, check_config, errors
+from config.checks import run_mode as _run_mode
+from config.current import settings_of
+from config.files import SettingsError
+from config.settings import Settings
 from fhir.smart.discovery import DiscoveryError, fetch_configuration
-from smart_app.ops.profiles import profile_for
 
 __all__ = ["ConfigError", "enforce", "init_app", "invoked_as_check_config", "online_problems", "run_mode"]
 
@@ -35,6 +38,10 @@ class ConfigError(RuntimeError):
         super().__init__(f"refusing to start: {len(errors(problems))} configuration problem(s) "
                          f"(`flask --app smart_app check-config` lists them too):\n{lines}")
 
+    @classmethod
+    def from_settings_error(cls, exc: SettingsError) -> ConfigError:
+        return cls([Problem("error", "", problem) for problem in exc.problems])
+
 
 def invoked_as_check_config() -> bool:
     """True while the Flask CLI loads the app for `check-config` (which must run on a configuration that
@@ -43,22 +50,24 @@ def invoked_as_check_config() -> bool:
     return argv0 in ("flask", "__main__.py") and "check-config" in sys.argv[1:]
 
 
+def run_mode(app: Flask) -> str:
+    return _run_mode(settings_of(app), app.testing)
+
+
 def all_problems(app: Flask) -> list[Problem]:
-    """config/checks.py's list, plus whether the deployment's EHR profile can protect the note."""
-    problems = check_config(app.config)
-    if app.config.get("DEPLOYMENT") is not None:
-        try:
-            profile_for(app).check_startup()
-        except (ValueError, OSError, KeyError) as exc:  # ProfileError, RestrictedNoteTypeMissing, no such file
-            problems.append(Problem("error", "ehr_profile", str(exc)))
-    return problems
+    """config/checks.py's list (the deployment against its EHR profile included), or why the settings could not
+    be read."""
+    unreadable = app.extensions.get("ipv_settings_error")
+    if unreadable is not None:
+        return ConfigError.from_settings_error(unreadable).problems
+    return check_config(settings_of(app))
 
 
 def enforce(app: Flask) -> None:
     problems = all_problems(app)
-    mode = run_mode(app.config)
+    mode = run_mode(app)
     if mode != "production":
-        if mode == "demo" or app.config.get("IPV_MODE") in ("demo", "test"):
+        if settings_of(app).ipv_mode in ("demo", "test") or mode == "demo":
             log.warning("running in %s mode: start-up checks relaxed (%d problem(s) a production start would "
                         "refuse)", mode, len(errors(problems)))
         return
@@ -68,11 +77,10 @@ def enforce(app: Flask) -> None:
         log.warning("%s", problem)
 
 
-def online_problems(config: Any, timeout: float = 10.0) -> list[Problem]:
+def online_problems(settings: Settings, timeout: float = 10.0) -> list[Problem]:
     """Fetch each allow-listed EHR's SMART discovery document and check what this deployment needs from it."""
     problems: list[Problem] = []
-    dep = config.get("DEPLOYMENT")
-    for iss in config.get("ALLOWED_ISS") or []:
+    for iss in settings.allowed_iss:
         try:
             smart = fetch_configuration(iss, http=requests.Session(), timeout=timeout)
         except (DiscoveryError, requests.RequestException) as exc:
@@ -85,8 +93,9 @@ def online_problems(config: Any, timeout: float = 10.0) -> list[Problem]:
         if smart.code_challenge_methods_supported and "S256" not in smart.code_challenge_methods_supported:
             problems.append(Problem("error", "allowed_iss", f"{iss}: PKCE S256 not offered"))
         methods = smart.token_endpoint_auth_methods_supported
-        if dep is not None and dep.client_auth != "none" and methods and dep.client_auth not in methods:
-            problems.append(Problem("error", "client_auth", f"{iss}: {dep.client_auth} not among the EHR's "
+        auth = settings.client_auth
+        if auth != "none" and methods and auth not in methods:
+            problems.append(Problem("error", "client_auth", f"{iss}: {auth} not among the EHR's "
                                                             f"token_endpoint_auth_methods ({', '.join(methods)})"))
     return problems
 
@@ -95,18 +104,23 @@ def online_problems(config: Any, timeout: float = 10.0) -> list[Problem]:
 @click.option("--online", is_flag=True, help="Also fetch each allow-listed EHR's .well-known/smart-configuration.")
 def check_config_command(online: bool) -> None:
     """Print every configuration problem; exit 1 if a production start would be refused."""
-    config = current_app.config
-    problems = all_problems(current_app)
-    if online:
-        problems += online_problems(config, timeout=float(config.get("HTTP_TIMEOUT_SECONDS") or 10))
+    app = current_app._get_current_object()
+    problems = all_problems(app)
+    readable = "ipv_settings_error" not in app.extensions
+    if online and readable:
+        settings = settings_of(app)
+        problems += online_problems(settings, timeout=settings.http_timeout_seconds)
     for problem in problems:
         click.echo(str(problem))
     bad = errors(problems)
+    mode = run_mode(app) if readable else "settings unreadable"
     click.echo(f"{len(bad)} error(s), {len(problems) - len(bad)} warning(s) for a production start "
-               f"(mode now: {run_mode(config)})")
+               f"(mode now: {mode})")
     if bad:
         raise SystemExit(1)
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, unreadable: SettingsError | None = None) -> None:
+    if unreadable is not None:
+        app.extensions["ipv_settings_error"] = unreadable
     app.cli.add_command(check_config_command)

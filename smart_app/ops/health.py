@@ -25,7 +25,8 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import func, select, text
 
-from smart_app.store import migrate
+from config.current import settings_of
+from smart_app.store import create_all, migrate
 from smart_app.store.models import OutboxItem, WorkerHeartbeat
 
 bp = Blueprint("health", __name__)
@@ -51,11 +52,6 @@ def check(name: str, *, critical: bool = True, strict: bool = True) -> Callable:
     return register
 
 
-def _setting(app: Flask, name: str, default: float) -> float:
-    value = app.config.get(name)
-    return float(value) if value not in (None, "") else default
-
-
 def _age(dt: datetime | None) -> float | None:
     if dt is None:
         return None
@@ -77,7 +73,7 @@ def _schema(app: Flask) -> tuple[bool, Any]:
         head = app.extensions["db_heads"] = migrate.heads()
     with app.extensions["db_engine"].connect() as conn:
         current = migrate.stored_revisions(conn)
-    if app.config.get("DB_CREATE_ALL", app.testing) and not current:
+    if create_all(app) and not current:
         return True, "create_all (tests)"
     ok = set(current) == set(head)
     return ok, ",".join(current) if ok else "not at head: run `flask --app smart_app db upgrade`"
@@ -98,9 +94,9 @@ def _keys(app: Flask) -> tuple[bool, Any]:
     keys = app.extensions.get("fernet_keys") or ([app.extensions["fernet"]] if "fernet" in app.extensions else [])
     if not keys:
         return False, "no encryption key"
-    deployment = app.config["DEPLOYMENT"]
-    ClientAuth.from_deployment(deployment)  # raises when the signing key or secret is missing or unreadable
-    return True, f"{len(keys)} encryption key(s), client auth {deployment.client_auth}"
+    settings = settings_of(app)
+    ClientAuth.from_deployment(settings)  # raises when the signing key or secret is missing or unreadable
+    return True, f"{len(keys)} encryption key(s), client auth {settings.client_auth}"
 
 
 @check("outbox_backlog", critical=False)
@@ -108,7 +104,7 @@ def _outbox(app: Flask) -> tuple[bool, Any]:
     with app.extensions["db_sessionmaker"]() as db:
         oldest = db.scalar(select(func.min(OutboxItem.created_at)).where(OutboxItem.status.in_(("pending", "sending"))))
     age = _age(oldest)
-    limit = _setting(app, "READYZ_OUTBOX_MAX_AGE", 900)
+    limit = settings_of(app).readyz_outbox_max_age
     return (age is None or age <= limit), {"oldest_age_seconds": None if age is None else round(age),
                                           "limit_seconds": limit}
 
@@ -118,7 +114,7 @@ def _worker(app: Flask) -> tuple[bool, Any]:
     with app.extensions["db_sessionmaker"]() as db:
         newest = db.scalar(select(func.max(WorkerHeartbeat.beat_at)))
     age = _age(newest)
-    limit = _setting(app, "READYZ_HEARTBEAT_MAX_AGE", 120)
+    limit = settings_of(app).readyz_heartbeat_max_age
     return (age is not None and age <= limit), {"age_seconds": None if age is None else round(age),
                                                "limit_seconds": limit}
 
@@ -131,7 +127,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     app = current_app._get_current_object()
-    strict = str(app.config.get("READYZ_STRICT") or "0") == "1"
+    strict = settings_of(app).readyz_strict
     results: dict[str, dict[str, Any]] = {}
     for name, entry in CHECKS.items():
         try:

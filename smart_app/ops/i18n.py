@@ -14,12 +14,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from babel.support import NullTranslations
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 from flask_babel import Babel, force_locale, get_locale, get_translations
 from jinja2 import pass_context, pass_eval_context
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from markupsafe import Markup
+
+from config.current import current_settings
 
 SUPPORTED = ("en", "es", "pt")
 babel = Babel()
@@ -51,8 +53,7 @@ def patient_locale(context: dict[str, Any]) -> str:
 
 def clinician_locale() -> str:
     """The deployment's language for the clinician's own text (``clinician_language``; default English)."""
-    extra = getattr(current_app.config.get("DEPLOYMENT"), "extra", None) or {}
-    lang = str(extra.get("clinician_language") or "en")
+    lang = current_settings().clinician_language
     return lang if lang in SUPPORTED else "en"
 
 

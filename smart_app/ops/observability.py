@@ -48,6 +48,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
+from config.current import current_settings, settings_of
 from smart_app.store.models import OutboxItem
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("ipv_request_id", default=None)
@@ -250,7 +251,7 @@ def add_scrape_collector(app: Flask, collector: Any) -> None:
 
 
 def metrics_view() -> Response:
-    token = current_app.config.get("METRICS_TOKEN") or ""
+    token = current_settings().metrics_token
     if not token:
         abort(404)
     given = request.headers.get("Authorization", "")
@@ -272,7 +273,8 @@ def metrics_view() -> Response:
 
 
 def init_app(app: Flask) -> None:
-    configure_logging(app.config.get("LOG_LEVEL", "INFO"), app.config.get("LOG_FORMAT") or "json")
+    settings = settings_of(app)
+    configure_logging(settings.log_level, settings.log_format)
     app.before_request_funcs.setdefault(None, []).insert(0, _before)  # first: even a CSRF refusal gets an id
     app.after_request(_after)
     app.teardown_request(_teardown)

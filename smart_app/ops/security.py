@@ -15,9 +15,11 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import Flask, Response, abort, current_app, redirect, request
+from flask import Flask, Response, abort, redirect, request
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.routing import RequestRedirect
+
+from config.current import current_settings
 
 csrf = CSRFProtect()
 
@@ -34,7 +36,7 @@ def init_app(app: Flask) -> None:
 
 
 def quiet_libraries() -> None:
-    """At most INFO for HTTP/OAuth libraries whatever LOG_LEVEL says (their DEBUG lines carry URLs with
+    """At most INFO for HTTP/OAuth libraries whatever tuning.log_level says (their DEBUG lines carry URLs with
     patient ids, tokens and codes)."""
     for name in QUIET_LOGGERS:
         logger = logging.getLogger(name)
@@ -80,13 +82,14 @@ def _no_trace_headers(response: Response) -> Response:
     response.headers["X-Content-Type-Options"] = "nosniff"
     # form-action: forms post only to us; quick exit's POST ends in a redirect to the neutral page,
     # which browsers check against form-action too.
-    exit_origin = _origin(current_app.config.get("NEUTRAL_EXIT_URL", ""))
+    settings = current_settings()
+    exit_origin = _origin(settings.neutral_exit_url)
     form_action = "'self'" + (f" {exit_origin}" if exit_origin else "")
     response.headers.setdefault(
         "Content-Security-Policy",
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         f"object-src 'none'; base-uri 'none'; form-action {form_action}; "
-        f"frame-ancestors {current_app.config['FRAME_ANCESTORS']}",
+        f"frame-ancestors {settings.frame_ancestors}",
     )
     response.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
     response.headers["Cross-Origin-Opener-Policy"] = "same-origin"

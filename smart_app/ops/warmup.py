@@ -17,6 +17,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from flask import Flask
 from sqlalchemy.orm import configure_mappers
 
+from config.current import settings_of
 from fhir.builders import ALL_RESOURCES
 from referrals.closures import holiday_name
 from referrals.store import store_for
@@ -32,7 +33,8 @@ def init_app(app: Flask, *feature_steps: Step) -> None:
     """Each feature's own warm-up step (it knows what its first request would build); warm up now unless asked not
     to (the tests do without, except where they test it)."""
     app.extensions[_KEY] = feature_steps
-    if app.config.get("WARM_UP", not app.testing):
+    chosen = settings_of(app).warm_up
+    if chosen if chosen is not None else not app.testing:
         warm_up(app)
 
 

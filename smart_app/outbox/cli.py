@@ -10,6 +10,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from config.current import settings_of
 from smart_app.outbox.worker import OutboxWorker
 
 
@@ -20,7 +21,7 @@ def init_app(app: Flask) -> None:
 
 def _worker() -> OutboxWorker:
     app = current_app._get_current_object()
-    return OutboxWorker(app, client_for=None, timeout=app.config.get("HTTP_TIMEOUT_SECONDS"))
+    return OutboxWorker(app, client_for=None, timeout=settings_of(app).http_timeout_seconds)
 
 
 @click.command("outbox-run-once")

@@ -26,6 +26,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from config.current import current_settings
 from config.ehr_profile import ProfileError
 from smart_app.ops.i18n import gettext as _
 from smart_app.ops.profiles import profile_for
@@ -41,7 +42,7 @@ KIND_LABEL = {"Task": "follow-up task", "ServiceRequest": "referral order"}
 
 
 def current_profile_name() -> str:
-    return current_app.config.get("EHR_PROFILE") or current_app.config["DEPLOYMENT"].ehr_profile
+    return current_settings().profile.ref
 
 
 def status_kinds(profile: str) -> tuple[str, ...]:

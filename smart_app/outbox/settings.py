@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
+from config.current import settings_of
 from config.ehr_profile import EhrProfile
 
 
@@ -23,18 +24,10 @@ class OutboxSettings:
 
     @classmethod
     def for_app(cls, app: Flask, profile: EhrProfile | None = None) -> OutboxSettings:
-        """Profile retry settings, overridden by OUTBOX_* app config (tests and ops)."""
-        c = app.config
-        base = cls()
-        if profile is not None:
-            base = cls(max_attempts=profile.retry.max_attempts, base_delay=profile.retry.base_delay,
-                       max_delay=profile.retry.max_delay)
-        return cls(
-            max_attempts=int(c.get("OUTBOX_MAX_ATTEMPTS", base.max_attempts)),
-            base_delay=float(c.get("OUTBOX_BASE_DELAY", base.base_delay)),
-            max_delay=float(c.get("OUTBOX_MAX_DELAY", base.max_delay)),
-            lease_seconds=float(c.get("OUTBOX_LEASE_SECONDS", base.lease_seconds)),
-            final_retry_delay=float(c.get("OUTBOX_FINAL_RETRY_DELAY", base.final_retry_delay)),
-            batch_size=int(c.get("OUTBOX_BATCH_SIZE", base.batch_size)),
-            link_wait_seconds=float(c.get("OUTBOX_LINK_WAIT_SECONDS", base.link_wait_seconds)),
-        )
+        """The app's ``tuning.outbox_*`` settings, as they resolve with ``profile`` (its retry policy where the
+        deployment sets none; default: the deployment's profile)."""
+        s = settings_of(app)
+        s = s.for_profile(profile) if profile is not None else s
+        return cls(max_attempts=s.outbox_max_attempts, base_delay=s.outbox_base_delay, max_delay=s.outbox_max_delay,
+                   lease_seconds=s.outbox_lease_seconds, final_retry_delay=s.outbox_final_retry_delay,
+                   batch_size=s.outbox_batch_size, link_wait_seconds=s.outbox_link_wait_seconds)

@@ -14,6 +14,7 @@ from flask import Flask
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from config.current import settings_of
 from config.ehr_profile import EhrProfile
 from smart_app.ops import housekeeping
 from smart_app.ops.audit import instance_name
@@ -32,9 +33,6 @@ from smart_app.store.db import get_session
 from smart_app.store.models import OutboxItem, WorkerHeartbeat
 
 log = logging.getLogger("ipv.outbox")
-
-DEFAULT_HTTP_TIMEOUT = 10.0  # seconds, where neither the worker nor HTTP_TIMEOUT_SECONDS says
-
 
 class OutboxWorker:
     """Claims due rows and sends them. One instance per process/thread; any number may run."""
@@ -167,8 +165,7 @@ class OutboxWorker:
     def _context(self, db: Session, stats: RunStats) -> SendContext:
         """What this batch's senders share. A fresh client provider each time: its clients (and their tokens)
         live as long as the batch."""
-        timeout = float(self.timeout or self.app.config.get("HTTP_TIMEOUT_SECONDS", DEFAULT_HTTP_TIMEOUT)
-                        or DEFAULT_HTTP_TIMEOUT)
+        timeout = float(self.timeout or settings_of(self.app).http_timeout_seconds)
         return SendContext(
             app=self.app, db=db, settings=self.settings, stats=stats,
             client_for=self._client_for or launch_client_provider(self.timeout), profile=self.profile,

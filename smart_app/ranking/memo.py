@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app
 
+from config.current import current_settings
 from referrals.hours import minute_of_week
 from referrals.ranking import Ranking, RankingQuery, rank
 from referrals.store import store_for
@@ -24,13 +25,9 @@ def clock() -> datetime:
     return fixed() if fixed else datetime.now(UTC)
 
 
-def deployment_extra() -> dict[str, Any]:
-    return getattr(current_app.config.get("DEPLOYMENT"), "extra", None) or {}
-
-
 def default_programs() -> list[str]:
     """The deployment's programs for a launch that does not say where the visit is."""
-    return [str(p) for p in deployment_extra().get("default_programs") or []]
+    return list(current_settings().default_programs)
 
 
 RANKINGS_KEPT = 512

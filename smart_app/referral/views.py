@@ -18,6 +18,7 @@ from flask import Blueprint, Flask, current_app, g, redirect, render_template, r
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
+from config.current import current_settings
 from referrals.content import load_content, localise
 from referrals.geography import normalise_zip
 from referrals.model import ASKED_NEEDS, text_in
@@ -156,8 +157,7 @@ def patient_language() -> str:
 
 
 def current_ranking(ref: dict[str, Any], now: datetime | None = None) -> Ranking:
-    deployment = current_app.config.get("DEPLOYMENT")
-    site_map = getattr(deployment, "site_map", None) or None
+    site_map = current_settings().site_map or None
     return ranked(g.launch.id, g.launch.context, safe_zip=ref.get("safe_zip"), needs=ref.get("needs") or [],
                   language=patient_language(), now=now or clock(), site_map=site_map,
                   default_programs=default_programs())
@@ -244,9 +244,7 @@ def handout_programs(ranking: Ranking, selected: set[str]) -> list[Any]:
 
 def qr_target() -> str | None:
     """The neutral page a handout's QR code opens, chosen by the site (deployment ``handout_qr_url``); none = no QR."""
-    extra = getattr(current_app.config.get("DEPLOYMENT"), "extra", None) or {}
-    url = extra.get("handout_qr_url")
-    return url if isinstance(url, str) and url.startswith("https://") else None
+    return current_settings().handout_qr_url
 
 
 @bp.route("/handout", methods=["GET"])

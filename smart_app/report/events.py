@@ -16,9 +16,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import current_app
 from sqlalchemy.orm import Session
 
+from config.current import current_settings
 from config.ehrs import ehr_id_for
 from smart_app.store.db import get_session
 from smart_app.store.models import ReferralDims, ReferralRecord, ReportEvent
@@ -42,7 +42,7 @@ def site_of(context: dict[str, Any]) -> str:
     """The encounter's site key: its Location's site identifier, else the deployment's site_map
     entry for the Location or serviceProvider, else 'unspecified'."""
     encounter = context.get("encounter") or {}
-    site_map = getattr(current_app.config.get("DEPLOYMENT"), "site_map", None) or {}
+    site_map = current_settings().site_map
     for loc in encounter.get("locations") or []:
         for ident in loc.get("identifiers") or []:
             if ident.get("system") == SITE_SYSTEM and ident.get("value"):
@@ -55,7 +55,7 @@ def site_of(context: dict[str, Any]) -> str:
 
 def ehr_of(iss: str | None) -> str | None:
     """The EHR identity an event of a launch on ``iss`` counts for."""
-    return ehr_id_for(iss, current_app.config.get("DEPLOYMENT"))[:512] if iss else None
+    return ehr_id_for(iss, current_settings())[:512] if iss else None
 
 
 def add(db: Session, kind: str, *, site: str, month: str, instrument: str = "", language: str = "",

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from config.deployment import Site
 from smart_app.report import measures as ms
 from smart_app.report import periods as pd
 from smart_app.report.events import UNSPECIFIED
@@ -107,12 +108,9 @@ class Names:
     teams: dict[str, str]
 
     @classmethod
-    def of(cls, deployment: Any, collected: ms.Collected) -> Names:
-        extra = getattr(deployment, "extra", None) or {}
-        configured = (extra.get("report") or {}).get("site_names") or {}
-        teams = {str(t.get("id")): str(t.get("name") or t.get("id"))
-                 for t in (extra.get("routing") or {}).get("teams") or [] if isinstance(t, dict) and t.get("id")}
-        return cls({**collected.site_names, **{str(k): str(v) for k, v in configured.items()}}, teams)
+    def of(cls, deployment: Site, collected: ms.Collected) -> Names:
+        teams = {t.id: t.name for t in deployment.routing.teams}
+        return cls({**collected.site_names, **deployment.report.site_names}, teams)
 
     def site(self, key: str) -> str:
         return self.sites.get(key) or ("Site not recorded" if key == UNSPECIFIED else key)
@@ -135,7 +133,7 @@ def _suppressed(grid: Grid, collected: ms.Collected) -> Result:
     return _CACHE[key]
 
 
-def build(db: Session, period: pd.Period, now: datetime, due: ms.DueRule, deployment: Any,
+def build(db: Session, period: pd.Period, now: datetime, due: ms.DueRule, deployment: Site,
           ehr: ms.EhrFilter | None = None) -> View:
     """The view of a closed period (the caller refuses an open one): of one EHR, or with none the deployment's."""
     collected = ms.collect(db, due, pd.current_month(now), ehr)

@@ -20,6 +20,7 @@ from typing import Any
 import click
 from flask import Blueprint, Response, abort, current_app, g, render_template, request
 
+from config.current import current_settings, settings_of
 from config.ehrs import ehr_for, ehr_named, normalise
 from smart_app.launch.roles import PROGRAM_MANAGER, user_roles
 from smart_app.launch.state import launch_required
@@ -39,7 +40,7 @@ def _now() -> datetime:
 
 def _require_program_manager() -> None:
     # The app roles the launch's callback mapped (smart_app/launch/roles.py), as every feature reads them.
-    if PROGRAM_MANAGER not in user_roles(g.launch.context.get("user") or {}, current_app.config["DEPLOYMENT"]):
+    if PROGRAM_MANAGER not in user_roles(g.launch.context.get("user") or {}, current_settings()):
         abort(403, description="The program report is only for program managers. "
                                "Ask your administrator if you need access.")
 
@@ -79,7 +80,7 @@ def ehr_filter(iss: str, deployment: Any) -> ms.EhrFilter:
 
 def _view(db, kind: str | None, key: str | None, now: datetime) -> rpt.View:
     period = _period(kind, key, now)
-    deployment = current_app.config["DEPLOYMENT"]
+    deployment = current_settings()
     return rpt.build(db, period, now, ms.DueRule.from_config(current_app.config), deployment,
                      ehr_filter(g.launch.iss, deployment))
 
@@ -125,7 +126,7 @@ def report_command(kind: str, period: str | None, month: str | None, ehr_id: str
     if not pd.closed(chosen, now):
         raise click.BadParameter("this period has not closed yet", param_hint="--period")
     app = current_app._get_current_object()
-    deployment = app.config["DEPLOYMENT"]
+    deployment = settings_of(app)
     named = ehr_named(ehr_id, deployment) if ehr_id else None
     if ehr_id and named is None:
         raise click.BadParameter("not an EHR of this deployment", param_hint="--ehr")

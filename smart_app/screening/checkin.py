@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from config.deployment import Cds
 from fhir.cds_hooks import age_on, is_screen, observation_when
 
 
@@ -31,18 +32,18 @@ class CheckinPolicy:
     max_age: int | None = 44
 
     @classmethod
-    def from_config(cls, raw: dict[str, Any] | None) -> CheckinPolicy:
-        raw = raw or {}
-        pop = raw.get("population") or {}
-        if isinstance(pop, str):
-            pop = {"name": pop}
-        name = pop.get("name", "uspstf")
-        if name not in ("uspstf", "all-adults"):
-            raise ValueError(f"cds.population: unknown population {name!r} (uspstf | all-adults)")
-        base = cls() if name == "uspstf" else cls(population=name, genders=(), min_age=18, max_age=None)
-        return cls(interval_months=int(raw.get("interval_months", base.interval_months)), population=name,
-                   genders=tuple(pop.get("genders", base.genders) or ()),
-                   min_age=pop.get("min_age", base.min_age), max_age=pop.get("max_age", base.max_age))
+    def from_settings(cls, cds: Cds | None) -> CheckinPolicy:
+        """The deployment's ``cds:`` block (population USPSTF 2018 by default; what it sets replaces the
+        population's own ages and genders)."""
+        if cds is None:
+            return cls()
+        pop = cds.population
+        base = cls() if pop.name == "uspstf" else cls(population=pop.name, genders=(), min_age=18, max_age=None)
+        given = pop.model_fields_set
+        return cls(interval_months=cds.interval_months, population=pop.name,
+                   genders=tuple(pop.genders or ()) if "genders" in given else base.genders,
+                   min_age=pop.min_age if "min_age" in given else base.min_age,
+                   max_age=pop.max_age if "max_age" in given else base.max_age)
 
     def since(self, now: datetime) -> datetime:
         """Start of the interval (same day, ``interval_months`` earlier)."""

@@ -23,10 +23,11 @@ from typing import Any
 
 from flask import current_app, g
 
+from config.current import current_settings
 from fhir.questionnaires import Instrument
 from referrals.model import text_in
 from smart_app.ops.i18n import gettext as _
-from smart_app.ranking.memo import clock, default_programs, deployment_extra, ranked
+from smart_app.ranking.memo import clock, default_programs, ranked
 from smart_app.screening.summary import item_name
 from smart_app.store import handoff as handoff_codes
 
@@ -126,7 +127,8 @@ def urgent_box(launch: Any, lang: str) -> UrgentBox | None:
     level = danger_level(launch.data)
     if not level.shown:
         return None
-    site_map = getattr(current_app.config.get("DEPLOYMENT"), "site_map", None) or None
+    settings = current_settings()
+    site_map = settings.site_map or None
     ranking = ranked(launch.id, launch.context, language=lang, now=clock(), site_map=site_map,
                      default_programs=default_programs(), limit=20)
     page_lang = g.get("locale") or "en"
@@ -135,9 +137,7 @@ def urgent_box(launch: Any, lang: str) -> UrgentBox | None:
     hotlines = [_call(r.service, r.call, "always", None, page_lang) for r in ranking.results
                 if r.service.kind == "hotline" and r.service.hours.always and r.service.scope != "local"
                 and r.call is not None]
-    security = deployment_extra().get("urgent_security_step") or {}
-    if isinstance(security, str):
-        security = {"en": security}
+    security = settings.urgent_security_step
     return UrgentBox(level, level.heading(page_lang), programs, hotlines, ranking.placed,
                      security.get(page_lang) or security.get("en") or "", lang,
                      (launch.data.get("handoff") or {}).get("outcome"))

@@ -13,6 +13,7 @@ start-up with ``InstrumentError`` naming the file and the problem.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from flask import Blueprint, Flask, abort, current_app, g, redirect, render_temp
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
+from config.current import current_settings, settings_of
 from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load_instruments
 from referrals.visit import Visit
 from smart_app.launch import resume
@@ -67,29 +69,29 @@ bp.record_once(_record)
 
 def init_instruments(app: Flask) -> None:
     """Load every instrument and check the deployment's choice; raise with a clear message if wrong."""
+    settings = settings_of(app)
     dirs: list[Path] = [DEFAULT_DIR]
-    for d in app.config.get("SCREENING_INSTRUMENT_DIRS") or []:
+    for d in settings.instrument_dirs:
         p = Path(d)
         dirs.append(p if p.is_absolute() else ROOT / p)
     # The bundled Questionnaires are validated against the FHIR R4 model by the test suite; doing it again at every
     # start would import and build that model in every process. A site's own files are validated here.
-    instruments = apply_cutoffs(load_instruments(dirs, validate_bundled=False),
-                                getattr(app.config.get("DEPLOYMENT"), "extra", {}) or {})
+    instruments = apply_cutoffs(load_instruments(dirs, validate_bundled=False), settings.cutoffs)
     screens = {k for k, i in instruments.items() if i.role == "screen"}
-    offered = list(app.config.get("SCREENING_INSTRUMENTS") or sorted(screens))
-    default = app.config.get("SCREENING_DEFAULT_INSTRUMENT") or offered[0]
+    offered = list(settings.offered_instruments or sorted(screens))
+    default = settings.default_instrument or offered[0]
     known = ", ".join(sorted(screens))
     for key in offered:
         if key not in screens:
-            raise ScreeningConfigError(f"SCREENING_INSTRUMENTS / offered_instruments: offered instrument {key!r} "
+            raise ScreeningConfigError(f"offered_instruments: offered instrument {key!r} "
                                        f"not found among screening Questionnaires ({known})")
     if default not in offered:
         offered.insert(0, default)
         if default not in screens:
-            raise ScreeningConfigError(f"SCREENING_DEFAULT_INSTRUMENT / default_instrument: default instrument "
+            raise ScreeningConfigError(f"default_instrument: default instrument "
                                        f"{default!r} not found among screening Questionnaires ({known})")
     checks = [k for k, i in instruments.items() if i.role == "danger-check"]
-    danger = app.config.get("SCREENING_DANGER_CHECK") or (checks[0] if checks else "")
+    danger = settings.danger_check or (checks[0] if checks else "")
     if danger and danger not in checks:
         raise ScreeningConfigError(f"danger_check: {danger!r} is not a Questionnaire with instrument-role "
                                    "danger-check")
@@ -97,19 +99,14 @@ def init_instruments(app: Flask) -> None:
                                    "danger_check": danger or None}
 
 
-def apply_cutoffs(instruments: dict[str, Instrument], extra: dict[str, Any]) -> dict[str, Instrument]:
+def apply_cutoffs(instruments: dict[str, Instrument], cutoffs: Mapping[str, float]) -> dict[str, Instrument]:
     """A deployment's ``cutoffs: {e-hits: 9}`` replaces an instrument's declared threshold (same comparator).
     The file keeps the default and says why; a site may choose a published alternative (E-HITS: Chan 2010's
     >= 9 instead of Iverson 2015's >= 7)."""
-    cutoffs = extra.get("cutoffs") or {}
-    if not isinstance(cutoffs, dict):
-        raise ScreeningConfigError("cutoffs: must be a mapping like {e-hits: 9}")
     out = dict(instruments)
     for key, value in cutoffs.items():
         if key not in out:
             raise ScreeningConfigError(f"cutoffs: {key!r} is not an instrument ({', '.join(sorted(out))})")
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ScreeningConfigError(f"cutoffs: {key}: {value!r} is not a number")
         inst = out[key]
         out[key] = replace(inst, rule=replace(inst.rule, threshold=float(value)))
     return out
@@ -206,7 +203,7 @@ def _advocates_from_directory(context: dict[str, Any], placed: bool) -> list[dic
     from referrals.store import store_for
 
     index = store_for(current_app).index
-    site_map = getattr(current_app.config.get("DEPLOYMENT"), "site_map", None) or None
+    site_map = current_settings().site_map or None
     _site, service, _on_site = index.match_site(Visit.from_context(context), site_map)
     if service is not None:
         entry = _advocate_entry(service)

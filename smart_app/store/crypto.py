@@ -21,6 +21,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy import LargeBinary, and_, bindparam, select, text, update
 
+from config.current import current_settings, settings_of
 from smart_app.store.models import Base
 
 log = logging.getLogger("ipv.crypto")
@@ -37,7 +38,7 @@ def parse_keys(value: Any) -> list[Fernet]:
 
 
 def init_app(app: Flask) -> None:
-    keys = parse_keys(app.config.get("TOKEN_ENCRYPTION_KEY"))
+    keys = parse_keys(settings_of(app).token_encryption_key)
     if not keys:
         raise RuntimeError("TOKEN_ENCRYPTION_KEY is required (one Fernet key, or several comma-separated: "
                            "the first encrypts, all decrypt)")
@@ -49,7 +50,7 @@ def init_app(app: Flask) -> None:
 def keyed_hash(message: str) -> str:
     """HMAC-SHA256 of ``message`` keyed with SECRET_KEY, hex: equal values compare equal in SQL, and the value
     cannot be read back or guessed without the key (patient and visit keys, launch user tags, program keys)."""
-    secret = str(current_app.config.get("SECRET_KEY") or "").encode()
+    secret = current_settings().secret_key.encode()
     return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
 
 

@@ -14,6 +14,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.current import settings_of
+
 DEFAULT_PING_IDLE_SECONDS = 10.0
 DEFAULT_POOL_SIZE = 10
 
@@ -88,6 +90,12 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
 
 def new_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def create_all(app: Flask) -> bool:
+    """Whether this app makes its tables without migrations (the tests, unless they say otherwise)."""
+    chosen = settings_of(app).db_create_all
+    return app.testing if chosen is None else chosen
 
 
 def get_session() -> Session:

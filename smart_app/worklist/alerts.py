@@ -28,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
+from config.current import settings_of
 from config.ehrs import ehrs_of
 from smart_app.ops.health import check
 from smart_app.ops.i18n import gettext as _
@@ -69,11 +70,10 @@ class Labels:
 
     @classmethod
     def of(cls, app: Flask) -> Labels:
-        deployment = app.config["DEPLOYMENT"]
-        ehrs = [e.id for e in ehrs_of(deployment)]
-        if not (getattr(deployment, "extra", None) or {}).get("ehrs"):  # each allow-listed iss is its own EHR
-            ehrs += [str(i).rstrip("/") for i in app.config.get("ALLOWED_ISS") or []]
-        return cls(ehrs=tuple(dict.fromkeys(ehrs)), routing=routing_of(deployment))
+        settings = settings_of(app)
+        # Without an ehrs block each allow-listed iss is its own EHR.
+        ehrs = [e.id for e in ehrs_of(settings)]
+        return cls(ehrs=tuple(dict.fromkeys(ehrs)), routing=routing_of(settings))
 
     def ehr(self, value: str | None) -> str:
         return NONE if value is None else value if value in self.ehrs else OTHER
@@ -117,7 +117,7 @@ def route_counts(db: Session, clock: Clock, labels: Labels) -> list[RouteCount]:
 
 def _counts_of(app: Flask) -> list[RouteCount]:
     with app.extensions["db_sessionmaker"]() as db:
-        return route_counts(db, clock_now(app.config), Labels.of(app))
+        return route_counts(db, clock_now(settings_of(app)), Labels.of(app))
 
 
 # -- /readyz ----------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from config.current import EXTENSION
 from config.ehrs import ehr_id_for, ehrs_of
 from smart_app.store.crypto import Undecryptable, decrypt_json
 from smart_app.worklist.routing import Routing, routing_of
@@ -102,11 +103,11 @@ def deployment_for_backfill() -> Any:
         raise BackfillNeedsTheApp(
             "referrals made before routing need the app's keys and deployment to be routed: run "
             "`flask --app smart_app db upgrade` with the app's environment (not the bare alembic command)")
-    deployment = current_app.config.get("DEPLOYMENT")
-    if deployment is None:
-        raise BackfillNeedsTheApp(f"the deployment file did not load ({current_app.config.get('DEPLOYMENT_ERROR')}):"
-                                  " referrals made before routing cannot be routed without it")
-    return deployment
+    settings = current_app.extensions.get(EXTENSION)
+    if settings is None:
+        raise BackfillNeedsTheApp("the settings did not load (`flask check-config` names the problem): referrals "
+                                  "made before routing cannot be routed without the deployment")
+    return settings
 
 
 def backfill(conn: Connection, deployment: Any) -> BackfillReport:
@@ -132,7 +133,7 @@ def route_stragglers(db: Session) -> dict[str, int]:
     if not pending(db.connection()):
         return {"referrals_routed": 0}
     try:
-        report = backfill(db.connection(), current_app.config["DEPLOYMENT"])
+        report = backfill(db.connection(), current_app.extensions[EXTENSION])
         db.commit()
     except IntegrityError:  # another worker routed the same referrals first (their site or program rows)
         db.rollback()
@@ -146,7 +147,7 @@ def rekey_ehrs(db: Session) -> dict[str, int]:
     to now, so every feature that reads ``referral.ehr`` (the unrouted count, /readyz, the gauge) counts them
     under it; the queue already finds those on an exact iss (``scope.of_ehr``), this also brings in those made
     on a per-launch iss. An iss the deployment ties to no EHR keeps its key. Commits."""
-    deployment = current_app.config["DEPLOYMENT"]
+    deployment = current_app.extensions[EXTENSION]
     known = {ehr.id for ehr in ehrs_of(deployment)}
     if not known:
         return {"referrals_rekeyed": 0}

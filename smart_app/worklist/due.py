@@ -33,6 +33,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from config.current import settings_of
+from config.deployment import Site
 from referrals.closures import closure
 from referrals.model import DAYS
 from referrals.store import store_for
@@ -86,12 +88,11 @@ class DueRule:
         return self.urgent if urgent else self.routine
 
 
-def due_rule(config: Any) -> DueRule:
-    """The rule from the Flask config (``WORKLIST_DUE_URGENT`` / ``WORKLIST_DUE_ROUTINE``, filled from the
-    deployment by config/settings.py); raises DueConfigError on a value it cannot read."""
-    return DueRule(urgent=parse_span("worklist.due.urgent", config.get("WORKLIST_DUE_URGENT") or DEFAULT_DUE[URGENT]),
-                   routine=parse_span("worklist.due.routine",
-                                      config.get("WORKLIST_DUE_ROUTINE") or DEFAULT_DUE[ROUTINE]))
+def due_rule(settings: Site) -> DueRule:
+    """The rule from the deployment's ``worklist.due``; raises DueConfigError on a value it cannot read."""
+    due = settings.worklist.due
+    return DueRule(urgent=parse_span("worklist.due.urgent", due.urgent or DEFAULT_DUE[URGENT]),
+                   routine=parse_span("worklist.due.routine", due.routine or DEFAULT_DUE[ROUTINE]))
 
 
 # -- the program's hours ------------------------------------------------------------------------------------------
@@ -164,10 +165,11 @@ def due_for_referral(app: Any, created: datetime, urgent: bool, team_program: st
                      context: dict[str, Any]) -> datetime:
     """A new referral's due time. The directory unavailable (it never stops a consented referral): around the
     clock, which is never later than the program's hours would make it."""
-    rule = due_rule(app.config)
+    settings = settings_of(app)
+    rule = due_rule(settings)
     try:
         index = store_for(app).index
-        site_map = getattr(app.config.get("DEPLOYMENT"), "site_map", None)
+        site_map = settings.site_map
         program = referral_program(index, team_program, context, site_map)
     except Exception as exc:  # noqa: BLE001 - a referral is stored whatever the directory does
         log.warning("due time counted around the clock: directory unavailable (%s)", type(exc).__name__)

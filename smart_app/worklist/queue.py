@@ -20,7 +20,7 @@ filter and link like the others'.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, exists, false, func, literal, not_, or_, select
 from sqlalchemy.orm import Session
 
+from config.deployment import Site
 from smart_app.ops.i18n import gettext as _
 from smart_app.store.crypto import Undecryptable, decrypt_json
 from smart_app.store.models import ReferralProgram, ReferralRecord
@@ -70,9 +71,9 @@ class Clock:
         return status in OPEN and not contacted and self.due(created, urgent, due_at) < self.now
 
 
-def clock_now(config: Mapping[str, Any], now: datetime | None = None, me: str | None = None) -> Clock:
+def clock_now(settings: Site, now: datetime | None = None, me: str | None = None) -> Clock:
     """The clock of a request, a probe or a scrape: now (or the moment given), and the deployment's due times."""
-    return Clock.at(now or datetime.now(UTC), due_rule(config), me)
+    return Clock.at(now or datetime.now(UTC), due_rule(settings), me)
 
 
 # -- status and urgency as SQL ---------------------------------------------------------------------------------

@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import with_appcontext
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
+from config.current import current_settings
 from smart_app.launch.visit_memory import memory_days
 from smart_app.store.models import (
     ContactAttempt,
@@ -27,12 +28,11 @@ from smart_app.store.models import (
 )
 from smart_app.store.task_status import CLOSED, LEGACY
 
-DEFAULT_RETENTION_DAYS = 365
 _CLOSED_CODES = tuple(CLOSED) + tuple(k for k, v in LEGACY.items() if v in CLOSED)
 
 
 def retention_days() -> int:
-    return int(current_app.config.get("WORKLIST_CLOSED_RETENTION_DAYS", DEFAULT_RETENTION_DAYS))
+    return current_settings().worklist_closed_retention_days
 
 
 def purge_referrals(db: Session, now: datetime | None = None) -> dict[str, int]:

@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from config.current import settings_of
+from config.deployment import Site
 from config.ehrs import ehrs_of
 from smart_app.launch.roles import PROGRAM_MANAGER, QUEUE_ROLES, SOCIAL_WORKER, mapping_for
 
@@ -35,7 +37,7 @@ ROUTE_KINDS = (COVERAGE, FALLBACK, UNROUTED)
 
 
 class RoutingConfigError(ValueError):
-    """The deployment's ``routing`` block is malformed (the message names the entry)."""
+    """The deployment's ``routing`` block routes referrals nobody works (the message names the team)."""
 
 
 @dataclass(frozen=True)
@@ -87,58 +89,44 @@ class Routing:
         return {t.id for t in self.teams if t.serves(ehr) and (t.members & names or t.sites & keys)}
 
 
-def _team(i: int, entry: Any, ehr_ids: list[str]) -> Team:
-    """One ``routing.teams`` entry, checked."""
-    if not isinstance(entry, dict) or not entry.get("id") or not entry.get("name"):
-        raise RoutingConfigError(f"routing.teams[{i}]: needs an id and a name")
-    ehr = entry.get("ehr")
-    if ehr is not None and ehr_ids and str(ehr) not in ehr_ids:
-        raise RoutingConfigError(f"routing.teams[{i}]: ehr {ehr!r} is not in ehrs")
-    members = frozenset(str(m) for m in entry.get("members") or [])
-    if entry.get("fallback") and not members:
-        members = frozenset(QUEUE_ROLES)  # a fallback team nobody works would be no route at all
-    if members and members <= {PROGRAM_MANAGER}:
-        # Program managers read the queue and change nothing: a team of them alone routes referrals nobody works.
-        raise RoutingConfigError(f"routing.teams[{i}] ({entry['id']}): members are only program managers, who do not "
-                                 f"work referrals; add {SOCIAL_WORKER} or the users who do")
-    return Team(id=str(entry["id"]), name=str(entry["name"]), ehr=str(ehr) if ehr else None,
-                sites=frozenset(str(s) for s in entry.get("sites") or []), members=members,
-                fallback=bool(entry.get("fallback")), program=str(entry["program"]) if entry.get("program") else None)
+def routing_of(deployment: Site) -> Routing:
+    """The deployment's ``routing`` block (its shape validated by the settings model: ids, names, known ``ehr``)."""
+    teams = []
+    for i, entry in enumerate(deployment.routing.teams):
+        members = frozenset(entry.members)
+        if entry.fallback and not members:
+            members = frozenset(QUEUE_ROLES)  # a fallback team nobody works would be no route at all
+        if members and members <= {PROGRAM_MANAGER}:
+            # Program managers read the queue and change nothing: a team of them alone routes referrals nobody works.
+            raise RoutingConfigError(f"routing.teams[{i}] ({entry.id}): members are only program managers, who do not "
+                                     f"work referrals; add {SOCIAL_WORKER} or the users who do")
+        teams.append(Team(id=entry.id, name=entry.name, ehr=entry.ehr or None, sites=frozenset(entry.sites),
+                          members=members, fallback=entry.fallback, program=entry.program))
+    return Routing(teams=tuple(teams), coverage_keys=_coverage_keys(deployment))
 
 
-def _coverage_keys(extra: dict[str, Any]) -> frozenset[str]:
+def _coverage_keys(deployment: Site) -> frozenset[str]:
     """The site keys the deployment's ``worklist.coverage`` gives someone who works referrals: every user's list
     and the social workers' list. The program managers' list lets them see those sites, and routes nothing: they
     read the queue and change nothing, so a referral only they saw would wait for no one."""
-    coverage = (extra.get("worklist") or {}).get("coverage") or {}
-    lists = [*(coverage.get("users") or {}).values(), (coverage.get("roles") or {}).get(SOCIAL_WORKER)]
+    coverage = deployment.worklist.coverage
+    lists = [*coverage.users.values(), coverage.roles.get(SOCIAL_WORKER)]
     return frozenset(str(k) for ks in lists for k in ks or [])
 
 
-def routing_of(deployment: Any) -> Routing:
-    extra = getattr(deployment, "extra", None) or {}
-    block = extra.get("routing") or {}
-    if not isinstance(block, dict):
-        raise RoutingConfigError("routing: must be a mapping with a teams list")
-    ehr_ids = [e.id for e in ehrs_of(deployment)] if extra.get("ehrs") else []
-    teams = tuple(_team(i, entry, ehr_ids) for i, entry in enumerate(block.get("teams") or []))
-    return Routing(teams=teams, coverage_keys=_coverage_keys(extra))
-
-
-def team_named(deployment: Any, team_id: str | None) -> Team | None:
+def team_named(deployment: Site, team_id: str | None) -> Team | None:
     return next((t for t in routing_of(deployment).teams if t.id == team_id), None) if team_id else None
 
 
-def check_deployment(deployment: Any) -> None:
-    """Start-up: the deployment's ``ehrs``, ``roles`` and ``routing`` blocks parse (config/ehrs.py, the role mapping,
-    the teams), so a mistake in them stops the app naming the entry instead of failing every launch or referral.
-    Raises EhrIdentityError, RoleMappingError or RoutingConfigError."""
-    if deployment is None:
-        return
+def check_deployment(deployment: Site) -> None:
+    """Start-up: the deployment's ``ehrs``, ``roles`` and ``routing`` blocks make sense beyond their shape (which
+    the settings model checked): config/ehrs.py's patterns, the role mapping, the teams, so a mistake in them
+    stops the app naming the entry instead of failing every launch or referral. Raises EhrIdentityError,
+    RoleMappingError or RoutingConfigError."""
     ehrs_of(deployment)
     mapping_for(deployment)
     routing_of(deployment)
 
 
 def init_app(app: Any) -> None:
-    check_deployment(app.config.get("DEPLOYMENT"))
+    check_deployment(settings_of(app))

@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select
 from sqlalchemy.orm import Session
 
+from config.deployment import Site
 from config.ehrs import ehr_for, ehr_id_for
 from smart_app.launch.roles import PROGRAM_MANAGER, SOCIAL_WORKER, queue_practitioner_roles, user_roles
 from smart_app.store.crypto import encrypt_json, keyed_hash
@@ -66,7 +67,7 @@ class Scope:
         return SOCIAL_WORKER in self.roles or PROGRAM_MANAGER in self.roles
 
 
-def _ehr_coverage(user: dict[str, Any], deployment: Any) -> tuple[set[str], list[str]]:
+def _ehr_coverage(user: dict[str, Any], deployment: Site) -> tuple[set[str], list[str]]:
     keys: set[str] = set()
     places: list[str] = []
     # Only the social-work roles: a physician role at another hospital gives no social-work coverage.
@@ -80,15 +81,15 @@ def _ehr_coverage(user: dict[str, Any], deployment: Any) -> tuple[set[str], list
     return keys, places
 
 
-def _deployment_coverage(reference: str | None, roles: list[str], deployment: Any) -> tuple[set[str], str]:
+def _deployment_coverage(reference: str | None, roles: list[str], deployment: Site) -> tuple[set[str], str]:
     """The deployment file's coverage of this user: their own list and their roles' lists, added together."""
-    coverage = ((getattr(deployment, "extra", None) or {}).get("worklist") or {}).get("coverage") or {}
-    own = {str(k) for k in ((coverage.get("users") or {}).get(reference) or [])} if reference else set()
-    by_role = {str(k) for role in roles for k in (coverage.get("roles") or {}).get(role) or []}
+    coverage = deployment.worklist.coverage
+    own = {str(k) for k in coverage.users.get(reference) or []} if reference else set()
+    by_role = {str(k) for role in roles for k in coverage.roles.get(role) or []}
     return own | by_role, "deployment-user" if own else "deployment-role" if by_role else "none"
 
 
-def scope_for(launch: Any, deployment: Any) -> Scope:
+def scope_for(launch: Any, deployment: Site) -> Scope:
     user = (launch.context or {}).get("user") or {}
     roles = user_roles(user, deployment)
     ref = user.get("reference")

@@ -27,6 +27,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
+from config.current import current_settings, settings_of
 from fhir.builders import reference_code
 from fhir.text import clean_text
 from smart_app.launch.state import launch_required
@@ -86,24 +87,23 @@ NOTE_MAX = 280
 EXPORT_LINE_MAX = 2000
 UNINDEXED_BATCH = 500  # referrals stored before the program index, indexed per queue request
 UNINDEXED_CHECK_SECONDS = 600
-PAGE_SIZE = 50  # referrals shown (and decrypted) per page; WORKLIST_PAGE_SIZE overrides
 
 
 @bp.record_once
 def _register_cli(state: Any) -> None:
     worklist_retention.init_app(state.app)
     alerts.init_app(state.app)  # open referrals per route on /metrics
-    due_rule(state.app.config)  # a due time the app cannot read stops start-up, naming the setting
-    routing_of(state.app.config.get("DEPLOYMENT"))  # so does a routing block: never first at a consent
+    due_rule(settings_of(state.app))  # a due time the app cannot read stops start-up, naming the setting
+    routing_of(settings_of(state.app))  # so does a routing block: never first at a consent
 
 
 # -- settings and formatting ---------------------------------------------------------------------
 def tz() -> ZoneInfo:
-    return ZoneInfo(current_app.config.get("WORKLIST_TIME_ZONE") or "America/New_York")
+    return ZoneInfo(current_settings().worklist.time_zone)
 
 
 def _due_rule() -> DueRule:
-    return due_rule(current_app.config)
+    return due_rule(current_settings())
 
 
 def span_text(span: Span) -> str:
@@ -216,7 +216,7 @@ def audit(action: str, scope: Scope | None, referral_id: str | None, outcome: st
 
 # -- scope ------------------------------------------------------------------------------------------
 def _scope(action: str, referral_id: str | None = None) -> Scope:
-    scope = scope_for(g.launch, current_app.config["DEPLOYMENT"])
+    scope = scope_for(g.launch, current_settings())
     if not scope.is_queue_user:
         audit(action, scope, referral_id, "!refused-role")
         abort(403, description="The social-work queue is only for social workers. "
@@ -320,11 +320,11 @@ def safe_channels(safe_contact: dict[str, Any]) -> list[str]:
 
 # -- the queue --------------------------------------------------------------------------------------
 def _clock(scope: Scope | None = None) -> Clock:
-    return clock_now(current_app.config, app_clock(), scope.user_reference if scope is not None else None)
+    return clock_now(current_settings(), app_clock(), scope.user_reference if scope is not None else None)
 
 
 def _page_size() -> int:
-    return max(1, int(current_app.config.get("WORKLIST_PAGE_SIZE") or PAGE_SIZE))
+    return current_settings().worklist_page_size
 
 
 def _index_programs(scope: Scope) -> None:
@@ -460,7 +460,7 @@ def index() -> str:
     query = QueueQuery.from_args(request.args, search)
     clock = _clock(scope)
     assignment.seen(db, scope, ((g.launch.context or {}).get("user") or {}).get("name"), clock.now)
-    overdue_alert = alerts.overdue_notice(db, scope, clock, current_app.config["DEPLOYMENT"])
+    overdue_alert = alerts.overdue_notice(db, scope, clock, current_settings())
     queue = Queue(db, scope, clock, query, services, _program_cache())
     view = queue.view(_page_size())
     ids = [r.id for r in view.records]

@@ -32,6 +32,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
+from config.current import current_settings
 from config.ehr_profile import EhrProfile
 from config.ehrs import ehr_id_for
 from fhir.builders import ALL_RESOURCES, Offer, WritebackInput, plan_writeback, reference_code, writable
@@ -109,8 +110,8 @@ def granted_scope(launch: Any) -> str:
     """The token's granted scope; a token response without ``scope`` grants what was asked (RFC 6749 5.1)."""
     scope = str((launch.context or {}).get("scope") or launch.tokens.get("scope") or "")
     if not scope.strip():
-        deployment = current_app.config["DEPLOYMENT"]
-        scope = deployment.scopes_ehr if launch.kind == "ehr" else deployment.scopes_standalone
+        settings = current_settings()
+        scope = settings.scopes_ehr if launch.kind == "ehr" else settings.scopes_standalone
     return scope
 
 
@@ -347,7 +348,7 @@ def consent_post() -> Response | tuple[str, int] | str:
     rid = referral_key(launch)
     site = site_key(launch.context, referral)
     site_keys = referral_site_keys(launch.context, site)
-    deployment = current_app.config["DEPLOYMENT"]
+    deployment = current_settings()
     route = routing_of(deployment).route(ehr_id_for(launch.iss, deployment), site_keys)
     created, urgent = app_clock(), handoff.urgent_now(launch.data)
     due = due_for_referral(current_app, created, urgent, route.team.program if route.team else None, launch.context)
@@ -430,7 +431,7 @@ def confirmation() -> Response | str:
 def who_sees(record: ReferralRecord | None) -> str:
     """Who will see this referral, as the route given at creation says: never more than is true."""
     kind = record.route_kind if record is not None else None
-    team = team_named(current_app.config["DEPLOYMENT"], record.route_team) if record is not None else None
+    team = team_named(current_settings(), record.route_team) if record is not None else None
     if kind == COVERAGE and team is not None:
         return _("What social work does next: %(team)s sees this referral in the confidential queue, contacts the "
                  "patient only the way the patient chose as safe (never when no way is safe), and records each "

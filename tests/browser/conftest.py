@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
+from config.current import replace_settings
 from sandbox_ehr.harness.live import LiveServer
 from tests.support import tools
 
@@ -72,24 +73,25 @@ def live_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 @pytest.fixture(scope="session")
 def live_app(live_sandbox: Live, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """The app on a real port, registered with ``live_sandbox`` the way the demo is."""
-    from config.settings import Deployment
+    from config.deployment import Deployment
+    from config.files import read_yaml
+    from config.settings import deployment_path
     from sandbox_ehr.demo import on_sandbox
     from smart_app import create_app
 
     db = tmp_path_factory.mktemp("browser-app") / "app.db"
-    deployment = on_sandbox(Deployment.load("sandbox"), live_sandbox.url)
+    sandbox = Deployment.model_validate(read_yaml(deployment_path("sandbox"), "deployment"))
     app = create_app({
         "TESTING": True,
         "DATABASE_URL": f"sqlite:///{db}",
         "SECRET_KEY": secrets.token_urlsafe(16),
         "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "SESSION_COOKIE_SECURE": False,  # plain HTTP on 127.0.0.1
-        "DEPLOYMENT": deployment,
-        "ALLOWED_ISS": [live_sandbox.iss],
+        **on_sandbox(sandbox, live_sandbox.url),
         "FRAME_ANCESTORS": f"'self' {live_sandbox.url}",
     })
     server = LiveServer(app)
-    app.config["APP_BASE_URL"] = server.url
+    replace_settings(app, APP_BASE_URL=server.url)
     live_sandbox.app.config["APP_LAUNCH_URL"] = server.url + "/launch"
     server.start()
     # The outbox worker, as `make demo` runs it: the consent POST only stores writes, the worker sends.

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from config.current import replace_settings, settings_of
 from smart_app.report import periods as pd
 from smart_app.store.models import CdsCard, ReportEvent
 from tests.browser.conftest import LID_IN_PATH, Live
@@ -22,12 +23,13 @@ from tests.conftest import default_context, store_launch
 def cds_wired(live_sandbox: Live, live_app: Live) -> Iterator[None]:
     """The simulator calls the live app's hooks; the app allow-lists the sandbox as a CDS client."""
     live_sandbox.app.config["CDS_SERVICES_URL"] = live_app.url + "/cds-services"
-    live_app.app.config["CDS"] = {"interval_months": 12, "population": "uspstf", "clients": [
+    before = settings_of(live_app.app).cds
+    replace_settings(live_app.app, CDS={"interval_months": 12, "population": "uspstf", "clients": [
         {"iss": live_sandbox.url, "jwks_url": live_sandbox.url + "/cds-client/jwks.json",
-         "fhir_servers": [live_sandbox.iss], "site": "bwh"}]}
+         "fhir_servers": [live_sandbox.iss], "site": "bwh"}]})
     yield
     live_sandbox.app.config.pop("CDS_SERVICES_URL", None)
-    live_app.app.config.pop("CDS", None)
+    replace_settings(live_app.app, CDS=before)
 
 
 def sandbox_patient(live_sandbox: Live, screened_days_ago: int | None = None) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
+from config.current import replace_settings, settings_of
 from sandbox_ehr.harness.live import LiveServer
 from tests.conftest import default_context, store_launch
 from tests.screening.helpers import launch_data
@@ -325,8 +326,8 @@ def test_real_launch_spanish_patient_positive_hits_with_danger_pages_passageway(
 
 def test_real_ehr_frame_quick_exit_breaks_out_and_ends_the_launch(launched_page, page, live_app):
     """The sandbox EHR frames the app from another origin; quick exit must replace the EHR's top window."""
-    before = live_app.app.config["NEUTRAL_EXIT_URL"]
-    live_app.app.config["NEUTRAL_EXIT_URL"] = NEUTRAL
+    before = settings_of(live_app.app).neutral_exit_url
+    replace_settings(live_app.app, NEUTRAL_EXIT_URL=NEUTRAL)
     page.context.route("http://neutral.test/**", lambda route: route.fulfill(
         status=200, content_type="text/html", body="<!doctype html><title>Weather</title><h1>Forecast</h1>"))
     try:
@@ -338,4 +339,4 @@ def test_real_ehr_frame_quick_exit_breaks_out_and_ends_the_launch(launched_page,
         assert "Forecast" in page.content() and "Alice" not in page.content()
         assert launch_status_after_exit(live_app.app, lid, page) == "ended"
     finally:
-        live_app.app.config["NEUTRAL_EXIT_URL"] = before
+        replace_settings(live_app.app, NEUTRAL_EXIT_URL=before)

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from config.current import settings_of
 from tests.browser.conftest import lid_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.security]
@@ -29,7 +30,7 @@ def _expires_soon(live_app, lid: str) -> bool:
 
         expires = get_session().get(LaunchRecord, lid).expires_at
         expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
-        return expires <= datetime.now(UTC) + timedelta(seconds=live_app.app.config["CLOSE_GRACE_SECONDS"] + 1)
+        return expires <= datetime.now(UTC) + timedelta(seconds=settings_of(live_app.app).close_grace_seconds + 1)
 
 
 def _wait(predicate, seconds: float = 10.0) -> bool:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect
 
+from config.current import replace_settings
 from sandbox_ehr.harness.live import LiveServer
 from sandbox_ehr.harness.vendor import PERSONALITIES, note_text, start
 from tests.browser.conftest import lid_of
@@ -27,9 +28,9 @@ def vendor_live(request, tmp_path) -> Iterator[tuple]:
     from smart_app.outbox.worker import OutboxWorker
 
     env = start(request.param, tmp_path, WTF_CSRF_ENABLED=True)
-    env.app.config["FRAME_ANCESTORS"] = f"'self' {env.server.url}"
+    replace_settings(env.app, FRAME_ANCESTORS=f"'self' {env.server.url}")
     app_server = LiveServer(env.app)
-    env.app.config["APP_BASE_URL"] = app_server.url
+    replace_settings(env.app, APP_BASE_URL=app_server.url)
     env.sandbox.config["APP_LAUNCH_URL"] = app_server.url + "/launch"
     app_server.start()
     stop = threading.Event()

@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
 
+from config.current import replace_settings, settings_of
 from smart_app import create_app
 from smart_app.store.models import CdsCard, ReportEvent
 from tests.conftest import app_config
@@ -150,7 +151,7 @@ def test_outside_the_uspstf_population_no_card(cds_app, sandbox, gender, birth):
 
 
 def test_population_is_configurable(cds_app, sandbox):
-    cds_app.config["CDS"] = dict(cds_app.config["CDS"], population={"name": "all-adults"})
+    replace_settings(cds_app, CDS=dict(settings_of(cds_app).cds, population={"name": "all-adults"}))
     pid = new_patient(sandbox, gender="male", birth="1960-01-01")
     assert len(cards(call(cds_app, sandbox, hook_body(cds_app, sandbox, pid)))) == 1
 
@@ -344,12 +345,10 @@ def test_replay_refused_on_postgresql(sandbox, postgres_url):
 
 
 def test_encounter_start_counts_the_card_for_the_encounters_site(cds_app, sandbox):
-    import dataclasses
 
     from sandbox_ehr import cds_client
 
-    cds_app.config["DEPLOYMENT"] = dataclasses.replace(cds_app.config["DEPLOYMENT"],
-                                                       site_map={"Location/loc-mgh-chelsea": "mgh-chelsea"})
+    replace_settings(cds_app, site_map={"Location/loc-mgh-chelsea": "mgh-chelsea"})
     pid = new_patient(sandbox)
     store = sandbox.app.extensions["sandbox_store"]
     enc = "enc-" + pid

@@ -64,7 +64,7 @@ def test_no_yes_shows_no_urgent_box(after_da5):
 def test_the_cut_off_is_read_from_the_questionnaire_not_the_code(app, after_da5):
     """A site that sets the DA-5 cut-off to 2 (deployment ``cutoffs``) gets "High danger (DA-5 ≥ 2)" at 2."""
     registry = app.extensions["screening"]
-    registry["instruments"] = apply_cutoffs(registry["instruments"], {"cutoffs": {"da-5": 2}})
+    registry["instruments"] = apply_cutoffs(registry["instruments"], {"da-5": 2})
     _flow, page = after_da5("weapon", "jealousy")
     assert heading(page) == "High danger (DA-5 ≥ 2)"
 

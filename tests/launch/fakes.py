@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +10,8 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import BaseAdapter
+
+from config.current import replace_settings
 
 Handler = Callable[[requests.PreparedRequest], tuple[int, Any]]
 
@@ -126,8 +127,8 @@ def install_fake_ehr(app: Any, client_id: str) -> FakeEhr:
     """Point ``app`` at a new FakeEhr: a public client with this id, the fake's iss allow-listed, and every
     outbound call answered by the fake."""
     ehr = FakeEhr(client_id)
-    app.config["DEPLOYMENT"] = dataclasses.replace(app.config["DEPLOYMENT"], client_id=client_id, client_auth="none",
+    replace_settings(app, client_id=client_id, client_auth="none",
                                                    scopes_ehr="launch openid fhirUser patient/*.rs")
-    app.config["ALLOWED_ISS"] = [FakeEhr.ISS]
+    replace_settings(app, ALLOWED_ISS=[FakeEhr.ISS])
     app.extensions["smart_http"] = ehr.adapter.session()
     return ehr

@@ -9,7 +9,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from config.settings import Deployment
+from config.settings import load_settings
 from fhir.smart.client_auth import (
     ASSERTION_TYPE,
     ClientAuth,
@@ -118,7 +118,7 @@ def test_misconfiguration_is_caught_early():
 
 
 def test_from_deployment_and_public_jwk():
-    dep = Deployment.load("sandbox")
+    dep = load_settings({"IPV_DEPLOYMENT": "sandbox"})
     auth = ClientAuth.from_deployment(dep)
     assert auth.kind == "private_key_jwt" and auth.kid == "sandbox-rs384"
     jwk = public_jwk(auth.private_key, "RS384", "sandbox-rs384")

@@ -8,13 +8,13 @@ from urllib.parse import quote
 import pytest
 from cryptography.fernet import Fernet
 
+from config.current import replace_settings, settings_of
 from sandbox_ehr.demo import on_sandbox
 from smart_app import create_app
 
 
 def _session_cookie(app, iss: str) -> set[str]:
-    app.config["DEPLOYMENT"] = on_sandbox(app.config["DEPLOYMENT"], iss.removesuffix("/fhir"))
-    app.config["ALLOWED_ISS"] = [iss]
+    replace_settings(app, **on_sandbox(settings_of(app), iss.removesuffix("/fhir")))
     client = app.test_client()
     resp = client.get(f"/launch/standalone?iss={quote(iss)}")
     assert resp.status_code == 302
@@ -26,12 +26,10 @@ def _session_cookie(app, iss: str) -> set[str]:
 
 @pytest.fixture
 def make_app(tmp_path, monkeypatch):
-    def _make(**env: str):
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
+    def _make(**tuning: str):
         return create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
                            "SECRET_KEY": secrets.token_urlsafe(16),
-                           "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode()})
+                           "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(), **tuning})
     return _make
 
 
@@ -51,12 +49,12 @@ def test_demo_wires_sandbox_and_app(tmp_path):
     sandbox, app = build_apps("127.0.0.1", 5123, 8123, tmp_path / "inst")
     iss = "http://127.0.0.1:8123/fhir"
     assert sandbox.config["APP_LAUNCH_URL"] == "http://127.0.0.1:5123/launch"
-    assert app.config["ALLOWED_ISS"] == [iss] and app.config["DEPLOYMENT"].standalone_iss == iss
+    assert settings_of(app).allowed_iss == [iss] and settings_of(app).standalone_iss == iss
     # The sandbox EHR's identity moves with it: its plain iss and its per-launch iss pattern on port 8123.
-    assert app.config["DEPLOYMENT"].extra["ehrs"]["sandbox"] == {
+    assert settings_of(app).ehrs["sandbox"].model_dump() == {
         "name": "Sandbox EHR (Mass General Brigham)", "iss": [iss], "iss_patterns": ["http://127.0.0.1:8123/l/*/fhir"]}
-    assert app.config["APP_BASE_URL"] == "http://127.0.0.1:5123"
+    assert settings_of(app).app_base_url == "http://127.0.0.1:5123"
     assert app.config["SESSION_COOKIE_SECURE"] is False
-    assert "http://127.0.0.1:8123" in app.config["FRAME_ANCESTORS"]
-    assert app.config["DATABASE_URL"].startswith("sqlite:///") and str(tmp_path) in app.config["DATABASE_URL"]
+    assert "http://127.0.0.1:8123" in settings_of(app).frame_ancestors
+    assert settings_of(app).database_url.startswith("sqlite:///") and str(tmp_path) in settings_of(app).database_url
     app.extensions["db_engine"].dispose()

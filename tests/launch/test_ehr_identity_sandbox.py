@@ -9,7 +9,6 @@ the shipped sandbox deployment's ``ehrs`` and ``roles`` blocks:
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterator
 from urllib.parse import parse_qs, quote, urljoin, urlsplit
@@ -18,6 +17,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from config.current import replace_settings, settings_of
 from smart_app.store.db import session_scope
 from smart_app.store.models import LaunchRecord
 from tests.launch.test_launch_sandbox import authorize, configure, ehr_launch_id, launch, launch_id, stored
@@ -81,9 +81,8 @@ def test_a_plain_clinician_does_not_reach_the_report(app, client, sandbox):
 def test_without_the_mapping_the_same_user_is_no_program_manager(app, sandbox):
     """The report follows the deployment's mapping, not anything the test or the EHR hands over."""
     configure(app, sandbox, "secret-basic")
-    dep = app.config["DEPLOYMENT"]
-    roles = {k: v for k, v in dep.extra["roles"].items() if k != "program_manager"}
-    app.config["DEPLOYMENT"] = dataclasses.replace(dep, extra={**dep.extra, "roles": roles})
+    roles = {k: v for k, v in settings_of(app).roles.items() if k != "program_manager"}
+    replace_settings(app, roles=roles)
     client = app.test_client()
     lid = launch_id(standalone(client, sandbox, "prac-kendall"))
     assert client.get(f"/l/{lid}/report").status_code == 403
@@ -91,9 +90,8 @@ def test_without_the_mapping_the_same_user_is_no_program_manager(app, sandbox):
 
 def test_a_program_manager_named_by_fhir_user_in_the_mapping(app, sandbox):
     configure(app, sandbox, "secret-basic")
-    dep = app.config["DEPLOYMENT"]
-    roles = {**dep.extra["roles"], "program_manager": {"users": ["Practitioner/prac-avery"]}}
-    app.config["DEPLOYMENT"] = dataclasses.replace(dep, extra={**dep.extra, "roles": roles})
+    roles = {**settings_of(app).roles, "program_manager": {"users": ["Practitioner/prac-avery"]}}
+    replace_settings(app, roles=roles)
     client = app.test_client()
     lid = launch_id(standalone(client, sandbox, "prac-avery"))
     assert user_of(app, lid)["app_roles"] == ["program_manager"]
@@ -186,16 +184,15 @@ def test_a_pattern_never_opens_another_host(app, sandbox, per_launch_iss):
                                      "https://ehr.example.org/l/*/fhir?x=1", "ehr.example.org/l/*/fhir",
                                      "https://ehr.example.org/fhir"])
 def test_a_malformed_pattern_is_refused_and_stops_a_production_start(pattern):
-    from types import SimpleNamespace
-
     from config.checks import check_config
     from config.ehrs import EhrIdentityError, ehrs_of
+    from config.settings import load_settings
 
-    dep = SimpleNamespace(name="prod", client_id="ipv", client_auth="none", private_key_file=None, allowed_iss=[],
-                          extra={"ehrs": {"bwh": {"iss_patterns": [pattern]}}})
+    dep = load_settings({"CLIENT_ID": "ipv", "CLIENT_AUTH": "none", "PRIVATE_KEY_FILE": None, "ROUTING": {},
+                         "ALLOWED_ISS": ["https://e.example/fhir"], "EHRS": {"bwh": {"iss_patterns": [pattern]}}})
     with pytest.raises(EhrIdentityError, match="bwh"):
         ehrs_of(dep)
-    problems = check_config({"DEPLOYMENT": dep, "IPV_DEPLOYMENT": "prod", "ALLOWED_ISS": ["https://e.example/fhir"]})
+    problems = check_config(dep.model_copy(update={"ipv_deployment": "prod"}))
     assert any(p.setting == "ehrs" and p.level == "error" for p in problems)
 
 
@@ -213,27 +210,24 @@ def test_a_pattern_matches_one_plain_segment_on_its_own_origin_only():
 
 
 def test_an_allow_listed_iss_in_no_ehrs_entry_is_named_at_start_up():
-    from types import SimpleNamespace
-
     from config.checks import check_config
+    from config.settings import load_settings
 
-    dep = SimpleNamespace(name="prod", client_id="ipv", client_auth="none", private_key_file=None,
-                          allowed_iss=["https://ehr.example.org/fhir", "https://forgotten.example.org/fhir"],
-                          extra={"ehrs": {"bwh": {"iss": ["https://ehr.example.org/fhir"],
-                                                  "iss_patterns": ["https://ehr.example.org/l/*/fhir"]}}})
-    problems = check_config({"DEPLOYMENT": dep, "IPV_DEPLOYMENT": "prod", "ALLOWED_ISS": dep.allowed_iss})
+    dep = load_settings({"CLIENT_ID": "ipv", "CLIENT_AUTH": "none", "PRIVATE_KEY_FILE": None, "ROUTING": {},
+                         "ALLOWED_ISS": ["https://ehr.example.org/fhir", "https://forgotten.example.org/fhir"],
+                         "EHRS": {"bwh": {"iss": ["https://ehr.example.org/fhir"],
+                                          "iss_patterns": ["https://ehr.example.org/l/*/fhir"]}}})
+    problems = check_config(dep.model_copy(update={"ipv_deployment": "prod"}))
     named = [p for p in problems if p.setting == "ehrs"]
     assert [(p.level, p.message.split(" ")[0]) for p in named] == [("warning", "https://forgotten.example.org/fhir")]
 
 
 def test_a_pattern_on_another_host_is_the_only_host_it_adds_to_the_outbound_policy(app):
-    from config.settings import Deployment
     from smart_app.launch.ehr import outbound_policy
 
-    dep = Deployment(name="prod", client_id="ipv", allowed_iss=["https://ehr.example.org/fhir"],
-                     extra={"ehrs": {"bwh": {"iss": ["https://ehr.example.org/fhir"],
-                                             "iss_patterns": ["https://launcher.example.org/l/*/fhir"]}}})
-    app.config.update(DEPLOYMENT=dep, ALLOWED_ISS=dep.allowed_iss, OUTBOUND_HOSTS=[])
+    replace_settings(app, deployment_name="prod", client_id="ipv", allowed_iss=["https://ehr.example.org/fhir"],
+                     outbound_hosts=[], routing={}, ehrs={"bwh": {"iss": ["https://ehr.example.org/fhir"],
+                                                                  "iss_patterns": ["https://launcher.example.org/l/*/fhir"]}})
     with app.app_context():
         policy = outbound_policy()
     assert policy.refusal("https://launcher.example.org/l/abc/fhir/.well-known/smart-configuration") is None
@@ -244,16 +238,15 @@ def test_a_pattern_on_another_host_is_the_only_host_it_adds_to_the_outbound_poli
 
 
 @pytest.mark.parametrize(("block", "named"), [
-    ({"ehrs": {"bwh": {"iss_patterns": ["https://*.example.org/fhir"]}}}, "ehrs.bwh"),
+    ({"ehrs": {"bwh": {"iss_patterns": ["https://*.example.org/fhir"]}}, "routing": {}}, "ehrs.bwh"),
     ({"roles": {"program_manager": {"users": ["prac-kendall"]}}}, "roles.program_manager.users"),
-    ({"routing": {"teams": [{"id": "t"}]}}, "routing.teams[0]"),
+    ({"routing": {"teams": [{"id": "t"}]}}, "routing.teams.0"),
 ])
 def test_a_malformed_ehrs_roles_or_routing_block_stops_the_app_at_start(tmp_path, block, named):
-    from config.settings import Deployment
     from smart_app import create_app
+    from smart_app.ops.config_check import ConfigError
     from tests.conftest import app_config
 
-    dep = Deployment.load("sandbox")
-    dep = dataclasses.replace(dep, extra={**dep.extra, **block})
-    with pytest.raises(ValueError, match=re.escape(named)):
-        create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", DEPLOYMENT=dep))
+    # The block's shape is the settings model's (a ConfigError naming the key); what it means, the app's own check.
+    with pytest.raises((ValueError, ConfigError), match=re.escape(named)):
+        create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", **{k.upper(): v for k, v in block.items()}))

@@ -5,7 +5,6 @@ v1 and v2 scopes, standalone launch, refresh, and the attacks a real EHR can tak
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import re
 import threading
@@ -17,7 +16,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from config.settings import DEPLOYMENTS_DIR
+from config.current import replace_settings, settings_of
+from config.deployment import DEPLOYMENTS_DIR
 from fhir.smart.discovery import _from_capability_statement, fetch_configuration
 from sandbox_ehr.demo import on_sandbox
 from smart_app.store.models import LaunchRecord
@@ -43,10 +43,8 @@ CLIENTS = {
 def configure(app, sandbox, kind: str = "public", scopes: str = V2, **more) -> None:
     """The app registered with the live sandbox: its iss allow-listed, the deployment's ``ehrs`` entry (the plain
     iss and the per-launch iss pattern) on the sandbox's port."""
-    app.config["DEPLOYMENT"] = dataclasses.replace(
-        on_sandbox(app.config["DEPLOYMENT"], sandbox.url), scopes_ehr=scopes,
+    replace_settings(app, **on_sandbox(settings_of(app), sandbox.url), scopes_ehr=scopes,
         **{"client_secret": None, "private_key_file": None, **CLIENTS[kind]}, **more)
-    app.config["ALLOWED_ISS"] = [sandbox.iss]
 
 
 def ehr_launch_id(sandbox, patient: str, encounter: str | None = None, practitioner: str = "prac-avery",
@@ -254,7 +252,7 @@ def test_unknown_launch_parameter_is_refused_by_the_ehr(app, client, sandbox):
 
 def test_iss_not_on_allow_list(app, client, sandbox):
     configure(app, sandbox)
-    app.config["ALLOWED_ISS"] = ["https://other-ehr.example/fhir"]
+    replace_settings(app, ALLOWED_ISS=["https://other-ehr.example/fhir"])
     resp = client.get(f"/launch?iss={quote(sandbox.iss)}&launch=x")
     assert resp.status_code == 400 and "Location" not in resp.headers
     assert "not registered" in resp.get_data(as_text=True)

@@ -71,7 +71,6 @@ def test_failed_background_refresh_keeps_the_entry_until_it_expires():
 
 def test_start_up_prefetch_reads_discovery_and_jwks_of_every_allowed_issuer(sandbox, tmp_path):
     """A warmed-up app launches with no discovery or JWKS read: both were read at start-up."""
-    import dataclasses
 
     from fhir.smart import id_token
     from smart_app import create_app
@@ -79,7 +78,6 @@ def test_start_up_prefetch_reads_discovery_and_jwks_of_every_allowed_issuer(sand
     from tests.conftest import app_config
 
     app = create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", ALLOWED_ISS=[sandbox.iss, "http://127.0.0.1:9/fhir"]))
-    app.config["DEPLOYMENT"] = dataclasses.replace(app.config["DEPLOYMENT"], allowed_iss=[sandbox.iss])
     with app.app_context():
         assert prefetch_issuers(timeout=2) == ["http://127.0.0.1:9/fhir"]  # a down EHR is skipped, not fatal
         assert "smart_http" not in app.extensions  # its connections closed before any fork

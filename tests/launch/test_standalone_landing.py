@@ -4,7 +4,6 @@ files do not ask for launch/patient in standalone."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from urllib.parse import urlsplit
 
@@ -12,7 +11,8 @@ import pytest
 import requests
 import yaml
 
-from config.settings import DEPLOYMENTS_DIR
+from config.current import replace_settings, settings_of
+from config.deployment import DEPLOYMENTS_DIR
 from tests.launch.test_launch_sandbox import configure, launch_id, stored
 
 pytestmark = pytest.mark.routing
@@ -27,8 +27,7 @@ def test_no_shipped_deployment_asks_for_a_patient_in_standalone(path):
 def test_a_social_worker_handed_a_patient_lands_on_the_queue_with_that_patients_referrals_offered(
         app, client, sandbox):
     configure(app, sandbox, "secret-basic")
-    dep = app.config["DEPLOYMENT"]
-    app.config["DEPLOYMENT"] = dataclasses.replace(dep, scopes_standalone="launch/patient " + dep.scopes_standalone)
+    replace_settings(app, scopes_standalone="launch/patient " + settings_of(app).scopes_standalone)
     resp = client.get("/launch/standalone")
     login = requests.get(resp.headers["Location"], allow_redirects=False, timeout=10)
     pending = re.search(r'name="pending" value="([^"]+)"', login.text).group(1)

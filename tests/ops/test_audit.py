@@ -4,7 +4,6 @@ patient, user and date."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
+from config.current import replace_settings
 from config.ehr_profile import EhrProfile
 from smart_app import create_app
 from smart_app.ops.audit import AppendOnlyError, purge_audit, query_audit, record_audit
@@ -88,9 +88,7 @@ def test_worklist_referral_and_status_each_leave_one_row(app, make_launch):
                           user={"reference": "Practitioner/sw-1", "name": "Sam Social", "roles": ["social_worker"]})
     swid = make_launch(sw, context=ctx, iss=DOWN_ISS, kind="standalone")
     # The social worker covers the referral's site (MGH Chelsea) through the deployment file (issue 11 scope).
-    dep = app.config["DEPLOYMENT"]
-    app.config["DEPLOYMENT"] = dataclasses.replace(dep, extra={**dep.extra, "worklist": {
-        "coverage": {"roles": {"social_worker": ["urn:ipv-sandbox:site|mgh-chelsea"]}}}})
+    replace_settings(app, worklist={"coverage": {"roles": {"social_worker": ["urn:ipv-sandbox:site|mgh-chelsea"]}}})
     before = len(rows(app))
 
     sw.get(f"/l/{swid}/worklist")

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import create_engine, update
 from sqlalchemy.orm import sessionmaker
 
+from config.current import replace_settings
 from config.ehr_profile import EhrProfile
 from smart_app.outbox.worker import OutboxWorker
 from smart_app.store.db import session_scope
@@ -41,7 +42,7 @@ def test_readyz_names_every_check_and_reports_the_worker_heartbeat(app, client):
 
 
 def test_strict_mode_fails_readiness_without_a_worker(app, client):
-    app.config["READYZ_STRICT"] = "1"
+    replace_settings(app, READYZ_STRICT="1")
     resp = client.get("/readyz")
     assert resp.status_code == 503 and resp.get_json()["status"] == "not ready"
 

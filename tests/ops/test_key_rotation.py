@@ -4,7 +4,6 @@ logged and shown as unreadable, never as empty; the JWKS publishes the current a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 
@@ -12,6 +11,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
+from config.current import replace_settings
 from config.ehr_profile import EhrProfile
 from smart_app import create_app
 from smart_app.ops.audit import query_audit, record_audit
@@ -45,9 +45,7 @@ def every_value(app) -> dict[str, object]:
 
 def social_worker_page(app) -> str:
     # The social worker covers the referrals' site (MGH Chelsea) through the deployment file (issue 11 scope).
-    dep = app.config["DEPLOYMENT"]
-    app.config["DEPLOYMENT"] = dataclasses.replace(dep, extra={**dep.extra, "worklist": {
-        "coverage": {"roles": {"social_worker": ["urn:ipv-sandbox:site|mgh-chelsea"]}}}})
+    replace_settings(app, worklist={"coverage": {"roles": {"social_worker": ["urn:ipv-sandbox:site|mgh-chelsea"]}}})
     client = app.test_client()
     with client.session_transaction() as sess:
         sess["bid"] = "sw-browser"
@@ -164,8 +162,7 @@ def test_jwks_publishes_current_and_next_signing_keys_and_signs_with_current(app
     next_pem = tmp_path / "next.pem"
     next_pem.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    app.config["DEPLOYMENT"] = dataclasses.replace(
-        app.config["DEPLOYMENT"], client_id="ipv-screen-jwt", client_auth="private_key_jwt",
+    replace_settings(app, client_id="ipv-screen-jwt", client_auth="private_key_jwt",
         private_key_file=str(KEYS / "rs384-private.pem"), key_id="current-1", signing_alg="RS384",
         next_private_key_file=str(next_pem), next_key_id="next-2")
     keys = client.get("/.well-known/jwks.json").get_json()["keys"]

@@ -12,6 +12,7 @@ import pytest
 from flask import Flask, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
+from config.current import replace_settings
 from sandbox_ehr.harness.live import LiveServer
 from smart_app.launch.ehr import fhir_client_for, http_session
 from smart_app.launch.state import Launch
@@ -124,7 +125,7 @@ def test_sql_parameters_never_appear_in_database_errors(app):
 def test_metrics_need_the_bearer_token_and_label_routes_by_template(app, make_launch):
     client = app.test_client()
     assert client.get("/metrics").status_code == 404  # no token configured: not served
-    app.config["METRICS_TOKEN"] = "scrape-secret"
+    replace_settings(app, METRICS_TOKEN="scrape-secret")
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     lid = make_launch(client, data={"screening": dict(SCREENING), "referral": REFERRAL}, iss=DOWN_ISS)

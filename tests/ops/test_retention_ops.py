@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import create_engine, select, text, update
 
+from config.current import replace_settings
 from config.ehr_profile import EhrProfile
 from smart_app import create_app
 from smart_app.ops.audit import record_audit
@@ -37,7 +38,7 @@ def _state(app, row_id: int) -> tuple[str, bool]:
 
 
 def test_worker_purge_applies_failed_write_audit_and_heartbeat_retention(app):
-    app.config.update(FAILED_WRITE_RETENTION_DAYS="180", AUDIT_RETENTION_DAYS="365")
+    replace_settings(app, FAILED_WRITE_RETENTION_DAYS="180", AUDIT_RETENTION_DAYS="365")
     row_id = _failed_write(app)
     worker = OutboxWorker(app)
     worker.beat()

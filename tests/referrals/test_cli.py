@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from config.deployment import DEPLOYMENTS_DIR
 from referrals.cli import main
 from referrals.store import DEFAULT_DIRECTORY, build
 from tests.referrals import samples
@@ -18,8 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("DIRECTORY_IMPORT_DIR", str(tmp_path / "imported"))
-    monkeypatch.delenv("DIRECTORY_PATHS", raising=False)
+    """A deployment whose import folder is the test's own (the CLI reads it from IPV_DEPLOYMENT)."""
+    data = yaml.safe_load((DEPLOYMENTS_DIR / "sandbox.yaml").read_text())
+    data["private_key_file"] = str(ROOT / "sandbox_ehr" / "keys" / "rs384-private.pem")
+    data["tuning"] = {"directory_import_dir": str(tmp_path / "imported")}
+    deployment = tmp_path / "deployments" / "sandbox.yaml"
+    deployment.parent.mkdir()
+    deployment.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(deployment))
 
 
 def test_validate_ok_and_refused(tmp_path, capsys):
@@ -44,9 +52,11 @@ def test_import_writes_native_file_the_app_loads(tmp_path, capsys, maker, fmt):
     assert target.is_file()
     assert "IMPORTED" in capsys.readouterr().out
     assert not list((tmp_path / "imported").glob(".*"))  # no temp file left behind
+    from config.settings import load_settings
     from referrals.store import configured_paths
 
-    index = build(configured_paths())
+    settings = load_settings()  # what the app reads from the same deployment file
+    index = build(configured_paths(settings.directory_paths, settings.directory_import_dir))
     ids = {e.service.id for e in index.entries}
     assert "haven" in ids and len(ids) > 5  # the default directory plus the import
     # The written file round-trips through our own loader.

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
+from config.current import replace_settings
 from smart_app.report import measures as ms
 from smart_app.report import periods as pd
 from smart_app.report import suppress as sp
@@ -195,8 +196,7 @@ def client_with_launch(app, context: dict[str, Any]):
 
 @pytest.fixture
 def report_app(app):
-    dep = app.config["DEPLOYMENT"]
-    app.config["DEPLOYMENT"] = dataclasses.replace(dep, extra={**dep.extra, **TEAMS})
+    replace_settings(app, **TEAMS)
     app.config["REPORT_CLOCK"] = lambda: NOW
     return app
 

@@ -13,6 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from config.current import settings_of
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -75,9 +77,8 @@ def test_demo_wires_each_personality_to_its_ehr_profile(tmp_path):
 
     for personality, profile in (("generic", "sandbox"), ("epic", "epic"), ("oracle", "oracle-health")):
         sandbox, app = build_apps("127.0.0.1", 5999, 8999, tmp_path / personality, personality)
-        deployment = app.config["DEPLOYMENT"]
         assert sandbox.extensions["sandbox_personality"].name == personality
-        assert deployment.ehr_profile == profile
+        assert settings_of(app).ehr_profile == profile and settings_of(app).profile.ref == profile
         app.extensions["db_engine"].dispose()
         sandbox.extensions["sandbox_store"].close()
 

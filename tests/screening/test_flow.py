@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from config.current import settings_of
 from tests.conftest import app_config, default_context
 from tests.screening.helpers import launch_data
 
@@ -204,8 +205,8 @@ def test_deployment_config_picks_default_and_offered(tmp_path):
     from smart_app import create_app
     from tests.conftest import launch_for
 
-    app = create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", SCREENING_DEFAULT_INSTRUMENT="pvs",
-                                SCREENING_INSTRUMENTS=["pvs", "hark"]))
+    app = create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", DEFAULT_INSTRUMENT="pvs",
+                                OFFERED_INSTRUMENTS=["pvs", "hark"]))
     try:
         client = app.test_client()
         lid = launch_for(app, client, data={"gate": {"status": "confirmed"}})
@@ -360,7 +361,7 @@ def test_quick_exit_server_side_ends_the_launch_and_nothing_comes_back(flow, app
     flow.gate()
     flow.screen(HITS_POSITIVE)
     r = flow.client.post("/exit")
-    assert r.status_code == 302 and r.headers["Location"] == app.config["NEUTRAL_EXIT_URL"]
+    assert r.status_code == 302 and r.headers["Location"] == settings_of(app).neutral_exit_url
     assert "no-store" in r.headers["Cache-Control"] and "cookies" in r.headers["Clear-Site-Data"]
     for path in ("/", "/screen", "/more", "/result"):
         back = flow.get(f"/l/{flow.lid}{path}")
@@ -393,8 +394,8 @@ def test_a_site_instrument_without_spanish_is_marked_english_on_a_spanish_page(t
     site = tmp_path / "site"
     site.mkdir()
     (site / "site-hark.json").write_text(json.dumps(raw), encoding="utf-8")
-    app = create_app(app_config(f"sqlite:///{tmp_path / 's.db'}", SCREENING_INSTRUMENT_DIRS=[str(site)],
-                                SCREENING_INSTRUMENTS=["site-hark"], SCREENING_DEFAULT_INSTRUMENT="site-hark"))
+    app = create_app(app_config(f"sqlite:///{tmp_path / 's.db'}", INSTRUMENT_DIRS=[str(site)],
+                                OFFERED_INSTRUMENTS=["site-hark"], DEFAULT_INSTRUMENT="site-hark"))
     try:
         client = app.test_client()
         lid = launch_for(app, client, data={"gate": {"status": "confirmed"}, "locale": "es"})

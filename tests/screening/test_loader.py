@@ -110,7 +110,7 @@ def test_create_app_refuses_a_malformed_site_file(tmp_path):
     site_dir.mkdir()
     path = site_file(site_dir, drop_link_id)
     with pytest.raises(InstrumentError) as err:
-        create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", SCREENING_INSTRUMENT_DIRS=[str(site_dir)]))
+        create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", INSTRUMENT_DIRS=[str(site_dir)]))
     assert str(path) in str(err.value)
 
 
@@ -127,24 +127,24 @@ def test_create_app_refuses_a_site_file_that_is_not_valid_fhir(tmp_path):
     path = site_file(site_dir, lambda raw: raw.update(date="last Tuesday"))
     load_instrument(path, fhir_validate=False)
     with pytest.raises(InstrumentError, match="not a valid FHIR R4 Questionnaire") as err:
-        create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", SCREENING_INSTRUMENT_DIRS=[str(site_dir)]))
+        create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", INSTRUMENT_DIRS=[str(site_dir)]))
     assert str(path) in str(err.value)
 
 
 def test_create_app_refuses_an_unknown_default_instrument(tmp_path):
     from smart_app.screening.views import ScreeningConfigError
 
-    with pytest.raises(ScreeningConfigError, match="SCREENING_DEFAULT_INSTRUMENT.*'nope' not found"):
-        create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", SCREENING_DEFAULT_INSTRUMENT="nope"))
+    with pytest.raises(ScreeningConfigError, match="default_instrument.*'nope' not found"):
+        create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", DEFAULT_INSTRUMENT="nope"))
 
 
 def test_create_app_refuses_an_unknown_offered_instrument_and_a_screen_as_danger_check(tmp_path):
     from smart_app.screening.views import ScreeningConfigError
 
     with pytest.raises(ScreeningConfigError, match="offered instrument 'nope'"):
-        create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", SCREENING_INSTRUMENTS=["hits", "nope"]))
+        create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", OFFERED_INSTRUMENTS=["hits", "nope"]))
     with pytest.raises(ScreeningConfigError, match="'hark' is not a Questionnaire with instrument-role danger-check"):
-        create_app(app_config(f"sqlite:///{tmp_path / 'b.db'}", SCREENING_DANGER_CHECK="hark"))
+        create_app(app_config(f"sqlite:///{tmp_path / 'b.db'}", DANGER_CHECK="hark"))
 
 
 def test_a_site_instrument_is_offered_and_rendered_without_code_changes(tmp_path, make_launch):
@@ -156,8 +156,8 @@ def test_a_site_instrument_is_offered_and_rendered_without_code_changes(tmp_path
         raw.pop("_title")
 
     site_file(site_dir, retitle)
-    app = create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", SCREENING_INSTRUMENT_DIRS=[str(site_dir)],
-                                SCREENING_INSTRUMENTS=["hits", "site-tool"], SCREENING_DEFAULT_INSTRUMENT="site-tool"))
+    app = create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", INSTRUMENT_DIRS=[str(site_dir)],
+                                OFFERED_INSTRUMENTS=["hits", "site-tool"], DEFAULT_INSTRUMENT="site-tool"))
     try:
         client = app.test_client()
         from tests.conftest import launch_for

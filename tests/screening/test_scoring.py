@@ -117,7 +117,7 @@ def test_e_hits_cut_off_is_7(scream, total, expected):
 def test_e_hits_cut_off_from_the_deployment(sometimes_items, total, expected):
     from smart_app.screening.views import apply_cutoffs
 
-    chan = apply_cutoffs(INSTRUMENTS, {"cutoffs": {"e-hits": 9}})["e-hits"]
+    chan = apply_cutoffs(INSTRUMENTS, {"e-hits": 9})["e-hits"]
     answers = {"hurt": "never", "insult": "sometimes", "threaten": "never", "scream": "never", "sex": "never"}
     if sometimes_items == 2:
         answers["scream"] = "sometimes"
@@ -127,12 +127,14 @@ def test_e_hits_cut_off_from_the_deployment(sometimes_items, total, expected):
 
 
 def test_cutoffs_setting_is_checked():
+    from config.files import SettingsError
+    from config.settings import load_settings
     from smart_app.screening.views import ScreeningConfigError, apply_cutoffs
 
     with pytest.raises(ScreeningConfigError, match="'nope' is not an instrument"):
-        apply_cutoffs(INSTRUMENTS, {"cutoffs": {"nope": 3}})
-    with pytest.raises(ScreeningConfigError, match="not a number"):
-        apply_cutoffs(INSTRUMENTS, {"cutoffs": {"e-hits": "nine"}})
+        apply_cutoffs(INSTRUMENTS, {"nope": 3})
+    with pytest.raises(SettingsError, match="cutoffs: .*'nine' is not a number"):
+        load_settings({"CUTOFFS": {"e-hits": "nine"}})
 
 
 def test_clinical_citations_are_the_published_sources():

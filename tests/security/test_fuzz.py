@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from config.current import replace_settings
 from tests.conftest import app_config, launch_for
 from tests.launch.fakes import FakeEhr
 from tests.security.conftest import ROOT, start
@@ -59,7 +60,7 @@ def fuzz_app(tmp_path):
 
     app = create_app(app_config(f"sqlite:///{tmp_path / 'f.db'}", RATELIMIT_ENABLED=False))
     ehr = FakeEhr("fake-app")
-    app.config["ALLOWED_ISS"] = [FakeEhr.ISS]
+    replace_settings(app, ALLOWED_ISS=[FakeEhr.ISS])
     app.extensions["smart_http"] = ehr.adapter.session()
     yield app
     app.extensions["db_engine"].dispose()
@@ -106,13 +107,12 @@ ODD = st.one_of(st.none(), st.integers(), st.booleans(), st.lists(st.integers(),
 def test_hostile_ehr_values_never_answer_5xx(fuzz_app):
     """L2: a hostile EHR (odd discovery endpoints, token responses, id_token claims and JWKS) gets a plain
     4xx page (424 when the EHR failed), never a 5xx."""
-    import dataclasses
 
     app, client = fuzz_app, fuzz_app.test_client()
     fake = FakeEhr("fake-app")
-    app.config["DEPLOYMENT"] = dataclasses.replace(app.config["DEPLOYMENT"], client_id="fake-app",
+    replace_settings(app, client_id="fake-app",
                                                    client_auth="none", scopes_ehr="launch openid fhirUser")
-    app.config["ALLOWED_ISS"] = [FakeEhr.ISS]
+    replace_settings(app, ALLOWED_ISS=[FakeEhr.ISS])
     app.extensions["smart_http"] = fake.adapter.session()
     base_doc = {"issuer": FakeEhr.ISS, "jwks_uri": ROOT + "/auth/jwks", "authorization_endpoint": ROOT + "/auth/a",
                 "token_endpoint": ROOT + "/auth/token", "code_challenge_methods_supported": ["S256"]}
@@ -156,12 +156,11 @@ def test_hostile_ehr_values_never_answer_5xx(fuzz_app):
 def test_reviewed_ehr_values_get_a_clear_4xx(app, client, case):
     """L2: the review's hostile EHR values: an ftp:// token endpoint, a JWK of the wrong type, a non-ASCII
     nonce or iss in the id_token, a NUL in the patient id."""
-    import dataclasses
 
     fake = FakeEhr("fake-app")
-    app.config["DEPLOYMENT"] = dataclasses.replace(app.config["DEPLOYMENT"], client_id="fake-app",
+    replace_settings(app, client_id="fake-app",
                                                    client_auth="none", scopes_ehr="launch openid fhirUser")
-    app.config["ALLOWED_ISS"] = [FakeEhr.ISS]
+    replace_settings(app, ALLOWED_ISS=[FakeEhr.ISS])
     app.extensions["smart_http"] = fake.adapter.session()
     if case == "ftp-token-endpoint":
         fake.adapter.add("GET", FakeEhr.ISS + "/.well-known/smart-configuration", (200, {

@@ -3,10 +3,9 @@ outside the sandbox, no cross-host redirects, FHIR URLs under the iss base, smar
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
+from config.current import replace_settings
 from fhir.url_policy import OutboundPolicy, safe_relative, under_base
 from tests.launch.fakes import FakeEhr
 from tests.security.conftest import ROOT, context_of, launch
@@ -53,7 +52,7 @@ def test_smart_style_url_on_another_host_is_never_fetched(app, client, fake):
     launch(client, fake, "c1")
     assert "evil.example" not in _hosts(fake)
     fake.token_extra["smart_style_url"] = "http://fake-ehr.test/style.json"  # plain http: refused outside sandbox
-    app.config["DEPLOYMENT"] = dataclasses.replace(app.config["DEPLOYMENT"], name="production-like")
+    replace_settings(app, deployment_name="production-like")
     calls = len(fake.adapter.calls)
     launch(client, fake, "c2")
     assert not any(c.url.startswith("http://") for c in fake.adapter.calls[calls:])
@@ -76,7 +75,7 @@ def test_discovery_redirect_to_another_host_is_refused(app, client, fake):
 def test_token_endpoint_on_another_host_gets_no_secret(app, client, fake):
     """L7: a token endpoint on a host outside the policy is refused at /launch: the browser is not sent on,
     and the client secret never leaves."""
-    app.config["DEPLOYMENT"] = dataclasses.replace(app.config["DEPLOYMENT"], client_auth="client_secret_post",
+    replace_settings(app, client_auth="client_secret_post",
                                                    client_secret="s3cret")
     _discovery(fake, token_endpoint="https://evil.example/token")
     resp = client.get(f"/launch?iss={ISS}&launch=L1")
@@ -93,7 +92,7 @@ def test_authorization_server_on_a_listed_host_is_allowed(app, client, fake):
     fake.adapter.add("POST", auth + "/token", lambda _r: (200, fake.token_response()))
     fake.adapter.add("GET", auth + "/jwks", lambda _r: (200, fake.jwks()))
     assert client.get(f"/launch?iss={ISS}&launch=L1").status_code == 424
-    app.config["OUTBOUND_HOSTS"] = [auth]
+    replace_settings(app, OUTBOUND_HOSTS=[auth])
     lid = launch(client, fake)
     assert context_of(app, lid)["patient"]["id"] == "p1"
 

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from config.current import settings_of
 from smart_app.store.models import LaunchRecord
 from tests.conftest import app_config, launch_for
 from tests.launch.fakes import FakeEhr
@@ -40,7 +41,7 @@ def test_exit_needs_post_and_the_csrf_token(csrf_app):
     assert form and 'name="csrf_token"' in form.group(1) and 'id="quick-exit"' in form.group(1)
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.group(1)).group(1)
     for forged in (client.get("/exit"), client.post("/exit"), client.post("/exit", data={"csrf_token": "x"})):
-        assert forged.status_code == 302 and forged.headers["Location"] == csrf_app.config["NEUTRAL_EXIT_URL"]
+        assert forged.status_code == 302 and forged.headers["Location"] == settings_of(csrf_app).neutral_exit_url
         assert "Clear-Site-Data" not in forged.headers
     assert _status(csrf_app, lid) == "active" and client.get(f"/l/{lid}/").status_code == 200
     resp = client.post("/exit", data={"csrf_token": token})

@@ -8,6 +8,7 @@ import uuid
 import pytest
 import redis
 
+from config.current import replace_settings, settings_of
 from tests.conftest import app_config, default_context, launch_for
 from tests.launch.fakes import FakeEhr
 from tests.support import tools
@@ -23,11 +24,10 @@ def _app(tmp_path, name: str, **extra):
 
 
 def _fake(app):
-    import dataclasses
 
     ehr = FakeEhr("fake-app")
-    app.config["DEPLOYMENT"] = dataclasses.replace(app.config["DEPLOYMENT"], client_id="fake-app", client_auth="none")
-    app.config["ALLOWED_ISS"] = [FakeEhr.ISS]
+    replace_settings(app, client_id="fake-app", client_auth="none")
+    replace_settings(app, ALLOWED_ISS=[FakeEhr.ISS])
     app.extensions["smart_http"] = ehr.adapter.session()
     return ehr
 
@@ -35,7 +35,7 @@ def _fake(app):
 def test_launch_and_callback_are_limited_with_a_429_page(tmp_path):
     """L8: each /launch writes a pending row; past the limit the client gets a plain 429 page, no row."""
     app = _app(tmp_path, "a.db")
-    assert app.config["RATELIMIT_STORAGE_URI"] == "memory://"
+    assert settings_of(app).ratelimit_storage_uri == "memory://"
     _fake(app)
     client = app.test_client()
     codes = [client.get(f"/launch?iss={FakeEhr.ISS}&launch=L{i}").status_code for i in range(5)]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
+from config.current import replace_settings, settings_of
 from smart_app.store.models import LaunchRecord
 from tests.conftest import app_config
 from tests.launch.fakes import FakeEhr
@@ -33,7 +34,7 @@ def _aware(dt: datetime) -> datetime:
 def test_idle_launch_needs_a_new_ehr_launch(app, client, fake):
     """M3: a launch unused for IDLE_TIMEOUT_SECONDS (15 minutes by default) is refused; each use starts the
     idle time again."""
-    assert app.config["IDLE_TIMEOUT_SECONDS"] == 900
+    assert settings_of(app).idle_timeout_seconds == 900
     lid = launch(client, fake)
     expires = _aware(record(app, lid).expires_at)
     now = datetime.now(UTC)
@@ -54,10 +55,10 @@ def test_use_keeps_a_launch_open_but_never_past_the_launch_ttl(app, client, fake
     _set(app, lid, expires_at=datetime.now(UTC) + timedelta(seconds=60))
     assert client.get(f"/l/{lid}/").status_code == 200
     assert _aware(record(app, lid).expires_at) > datetime.now(UTC) + timedelta(seconds=800)
-    started = datetime.now(UTC) - timedelta(seconds=app.config["LAUNCH_TTL_SECONDS"] - 30)
+    started = datetime.now(UTC) - timedelta(seconds=settings_of(app).launch_ttl_seconds - 30)
     _set(app, lid, created_at=started, expires_at=datetime.now(UTC) + timedelta(seconds=10))
     assert client.get(f"/l/{lid}/").status_code == 200
-    assert _aware(record(app, lid).expires_at) <= started + timedelta(seconds=app.config["LAUNCH_TTL_SECONDS"])
+    assert _aware(record(app, lid).expires_at) <= started + timedelta(seconds=settings_of(app).launch_ttl_seconds)
 
 
 def test_launch_is_bound_to_the_ehr_user_who_started_it(app, client, fake):
@@ -152,7 +153,7 @@ def test_closing_the_last_tab_ends_the_launch(csrf_app, make_launch):
     assert _aware(record(csrf_app, lid).expires_at) <= datetime.now(UTC) + timedelta(seconds=60)
     assert client.post(f"/l/{lid}/alive", data={"csrf_token": token}).status_code == 204  # a reload: still open
     assert _aware(record(csrf_app, lid).expires_at) > datetime.now(UTC) + timedelta(seconds=800)
-    csrf_app.config["CLOSE_GRACE_SECONDS"] = 0
+    replace_settings(csrf_app, CLOSE_GRACE_SECONDS=0)
     assert client.post(f"/l/{lid}/close", data={"csrf_token": token}).status_code == 204  # grace 0: ends now
     assert client.get(f"/l/{lid}/").status_code == 404
 

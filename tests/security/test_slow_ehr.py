@@ -7,7 +7,6 @@ trickling launches would take every thread and the other requests would wait in 
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +15,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 
+from config.current import replace_settings, settings_of
 from fhir import context as fhir_context
 from fhir.client import FhirClient
 from fhir.http import (
@@ -84,13 +84,9 @@ def app_on_a_pool(tmp_path, ehrs):
     a, b = ehrs
     app = create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", HTTP_TIMEOUT_SECONDS=DEADLINE,
                                 EHR_CALLS_PER_EHR=PER_EHR, EHR_CALLS_TOTAL=TOTAL))
-    deployment = app.config["DEPLOYMENT"]
-    app.config["DEPLOYMENT"] = dataclasses.replace(
-        deployment, scopes_ehr=V2, allowed_iss=[a.iss, b.iss], client_id="ipv-screen-public", client_auth="none",
-        client_secret=None, private_key_file=None,
-        extra={**deployment.extra, "ehrs": {"ehr-a": {"name": "EHR A", "iss": [a.iss]},
-                                            "ehr-b": {"name": "EHR B", "iss": [b.iss]}}})
-    app.config["ALLOWED_ISS"] = [a.iss, b.iss]
+    replace_settings(app, scopes_ehr=V2, allowed_iss=[a.iss, b.iss], client_id="ipv-screen-public",
+                     client_auth="none", client_secret=None, private_key_file=None, routing={},
+                     ehrs={"ehr-a": {"name": "EHR A", "iss": [a.iss]}, "ehr-b": {"name": "EHR B", "iss": [b.iss]}})
     server = LiveServer(app, threads=APP_THREADS).start()
     yield app, server.url
     server.stop()
@@ -142,7 +138,7 @@ def test_a_trickling_ehr_holds_only_its_own_calls(app_on_a_pool, ehrs):
         assert requests.get(f"{app_url}/healthz", timeout=GIVE_UP).status_code == 200
         browser = _launch_at_b(app_url, b)
         exited = browser.post(f"{app_url}/exit", allow_redirects=False, timeout=GIVE_UP)
-        assert exited.status_code == 302 and exited.headers["Location"] == app.config["NEUTRAL_EXIT_URL"]
+        assert exited.status_code == 302 and exited.headers["Location"] == settings_of(app).neutral_exit_url
         with app.app_context():
             assert {r.status for r in get_session().query(LaunchRecord).filter_by(iss=b.iss)} == {"ended"}
 

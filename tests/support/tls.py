@@ -146,23 +146,27 @@ def client_key(folder: Path) -> tuple[Path, dict[str, Any]]:
     return path, jwk
 
 
-def write_deployment(folder: Path, key_file: Path, iss: str) -> Path:
-    """The sandbox deployment's scopes and profile, under our own name, client and key."""
+def write_deployment(folder: Path, key_file: Path, iss: str, *, name: str = "hospital-tls",
+                     tuning: dict[str, Any] | None = None) -> Path:
+    """The sandbox deployment's scopes and profile, under our own name, client and key, embedded in the EHR's
+    frame, with ``tuning`` added to its tuning block."""
     data = yaml.safe_load((ROOT / "config" / "deployments" / "sandbox.yaml").read_text())
-    data.update({"name": "hospital-tls", "client_id": CLIENT_ID, "private_key_file": str(key_file),
+    data.update({"client_id": CLIENT_ID, "private_key_file": str(key_file),
                  "key_id": "tls-test-1", "allowed_iss": [iss], "standalone_iss": iss})
-    path = folder / "hospital-tls.yaml"
+    data["tuning"] = {**data.get("tuning", {}), "embedded_in_iframe": True, "log_level": "WARNING",
+                      **(tuning or {})}
+    path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
 
 @contextmanager
-def database_url(folder: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def database_url(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """PostgreSQL (a fresh schema) when TEST_DATABASE_URL answers, as a deployment runs (always under CI); else
-    SQLite, allowed explicitly with ALLOW_SQLITE=1."""
+    SQLite, allowed explicitly (the tuning it needs: ``allow_sqlite``)."""
     base = tools.postgres_base_url(optional=True)
     if not base:
-        yield f"sqlite:///{folder / 'app.db'}", {"ALLOW_SQLITE": "1"}
+        yield f"sqlite:///{folder / 'app.db'}", {"allow_sqlite": True}
         return
     from sqlalchemy import create_engine, text
 
@@ -203,8 +207,8 @@ class AppProcess:
                 proc.wait(timeout=5)
 
 
-def app_env(*, deployment: Path, db_url: str, db_env: dict[str, str], base_url: str, ca_file: Path,
-            ehr_origin: str, **extra: str) -> dict[str, str]:
+def app_env(*, deployment: Path, db_url: str, base_url: str, ca_file: Path, ehr_origin: str,
+            **extra: str) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items()
             if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONHASHSEED")}
     return {
@@ -212,15 +216,12 @@ def app_env(*, deployment: Path, db_url: str, db_env: dict[str, str], base_url: 
         "PYTHONPATH": str(ROOT),
         "IPV_DEPLOYMENT": str(deployment),
         "DATABASE_URL": db_url,
-        **db_env,
         "SECRET_KEY": secrets.token_urlsafe(48),
         "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "APP_BASE_URL": base_url,
-        "EMBEDDED_IN_IFRAME": "1",
         "FRAME_ANCESTORS": f"'self' {ehr_origin}",
         # The app calls the EHR over TLS too: it trusts the test CA, nothing else changes.
         "REQUESTS_CA_BUNDLE": str(ca_file),
-        "LOG_LEVEL": "WARNING",
         **extra,
     }
 

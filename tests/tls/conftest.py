@@ -47,11 +47,12 @@ def tls_sandbox(tls_ca, client_keys, tmp_path_factory) -> Iterator[tls.TlsSandbo
 
 
 def _env_for(tls_ca, client_keys, tls_sandbox, folder: Path, db: tuple[str, dict[str, str]]) -> Callable:
-    deployment = tls.write_deployment(folder, client_keys[0], tls_sandbox.iss)
+    deployment = tls.write_deployment(folder, client_keys[0], tls_sandbox.iss,
+                                      tuning={**db[1], "neutral_exit_url": tls_sandbox.url + "/ehr?from=exit"})
 
     def env_for(url: str) -> dict[str, str]:
-        return tls.app_env(deployment=deployment, db_url=db[0], db_env=db[1], base_url=url, ca_file=tls_ca.ca_file,
-                           ehr_origin=tls_sandbox.url, NEUTRAL_EXIT_URL=tls_sandbox.url + "/ehr?from=exit")
+        return tls.app_env(deployment=deployment, db_url=db[0], base_url=url, ca_file=tls_ca.ca_file,
+                           ehr_origin=tls_sandbox.url)
 
     return env_for
 

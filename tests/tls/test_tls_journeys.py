@@ -7,10 +7,12 @@ behind Debian's nginx terminating TLS. The app runs the production configuration
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import yaml
 from playwright.sync_api import expect
 
 from sandbox_ehr.store import get_store
@@ -115,7 +117,11 @@ def test_the_tls_deployment_passes_check_config(tls_app, nginx_app, tls_sandbox)
                          env=tls_app.env, cwd=tls.ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     # ... and would refuse an EHR that is not there.
-    env = {**tls_app.env, "ALLOWED_ISS": "https://localhost:1/fhir"}
+    deployment = Path(tls_app.env["IPV_DEPLOYMENT"])
+    absent = yaml.safe_load(deployment.read_text()) | {"allowed_iss": ["https://localhost:1/fhir"]}
+    other = deployment.with_name("hospital-tls-absent-ehr.yaml")
+    other.write_text(yaml.safe_dump(absent))
+    env = {**tls_app.env, "IPV_DEPLOYMENT": str(other)}
     out = subprocess.run([str(tls.BIN / "flask"), "--app", "smart_app", "check-config", "--online"],
                          env=env, cwd=tls.ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "https://localhost:1/fhir: discovery failed" in out.stdout

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from config.current import settings_of
 from sandbox_ehr.harness.vendor import FAST, consent_many, note_text, start
 from tests.support import tools
 
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.vendor, pytest.mark.slow]
 N = int(os.environ.get("VENDOR_FAULT_REFERRALS", "500"))
 FAULTS = {"error_rate": 0.15, "timeout_rate": 0.05, "timeout_seconds": 0.2, "fail_after_commit_rate": 0.10,
           "apply_to": "writes", "seed": 8}
-# The lease outlives a send (WRITEBACK_SEND_TIMEOUT 5 s), so only a dead worker's rows are taken over.
+# The lease outlives a send (tuning.http_timeout_seconds 5 s), so only a dead worker's rows are taken over.
 SUITE = {**FAST, "OUTBOX_LEASE_SECONDS": 15, "OUTBOX_MAX_ATTEMPTS": 50}
 
 
@@ -56,9 +57,10 @@ def _planned_notes(env) -> Counter:
 def _kill_a_worker_mid_send(env, tmp_path: Path) -> None:
     """Run a worker process against a slow EHR and SIGKILL it while its writes are in flight."""
     spec = tmp_path / "worker.json"
-    config = {k: v for k, v in env.app.config.items()
-              if k in ("TESTING", "DATABASE_URL", "SECRET_KEY", "TOKEN_ENCRYPTION_KEY", "WTF_CSRF_ENABLED",
-                       "SESSION_COOKIE_SECURE", "ALLOWED_ISS", *SUITE)}
+    settings = settings_of(env.app)
+    config = {"TESTING": True, "WTF_CSRF_ENABLED": False,
+              **{k: getattr(settings, k.lower()) for k in ("DATABASE_URL", "SECRET_KEY", "TOKEN_ENCRYPTION_KEY",
+                                                           "SESSION_COOKIE_SECURE", "ALLOWED_ISS", *SUITE)}}
     spec.write_text(json.dumps({"personality": env.personality, "iss": env.iss, "config": config}))
     env.faults(**FAULTS, latency_seconds=0.3)  # every write spends 0.3 s at the EHR: a kill lands mid-send
     before = len(env.documents())

@@ -163,7 +163,7 @@ def test_three_concurrent_consent_posts_file_one_note(env):
 def test_slow_ehr_the_consent_post_never_waits_on_it(personality, tmp_path):
     """5 s per EHR call: the consent POST stores the writes and returns; no EHR call happens inside it.
     (The app's timeouts are longer than the EHR's latency here: a slow EHR, not a failing one.)"""
-    env = start(personality, tmp_path, HTTP_TIMEOUT_SECONDS=20.0, WRITEBACK_SEND_TIMEOUT=20.0)
+    env = start(personality, tmp_path, HTTP_TIMEOUT_SECONDS=20.0)
     try:
         _slow_ehr(env)
     finally:

@@ -2,8 +2,8 @@
 
     python -m tests.vendor.worker_proc CONFIG.json
 
-CONFIG.json: {"personality", "iss", "config": {Flask config without DEPLOYMENT}}. The app is built the way
-``sandbox_ehr.harness.vendor.start`` builds it, so the worker sees the same database, key and EHR profile.
+CONFIG.json: {"personality", "iss", "config": {create_app settings, the deployment's aside}}. The app is built the
+way ``sandbox_ehr.harness.vendor.start`` builds it, so the worker sees the same database, key and EHR profile.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def main(path: str) -> None:
 
     with open(path, encoding="utf-8") as fh:
         spec = json.load(fh)
-    app = create_app({**spec["config"], "DEPLOYMENT": deployment_for(spec["personality"], spec["iss"])})
+    app = create_app({**deployment_for(spec["personality"], spec["iss"]), **spec["config"]})
     print("ready", flush=True)
     OutboxWorker(app).loop(idle_sleep=0.05)  # until the test kills it
 

@@ -3,11 +3,11 @@ through the consent page, social workers with given PractitionerRoles."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from sqlalchemy import select
 
+from config.current import replace_settings
 from sandbox_ehr.harness.launches import EHR1 as EHR1
 from sandbox_ehr.harness.launches import EHR2 as EHR2
 from sandbox_ehr.harness.launches import SNOMED_SW as SNOMED_SW
@@ -61,7 +61,6 @@ def make_referral(app, make_launch, site: str, patient: str, name: str, *, iss: 
         return db.scalar(select(ReferralRecord.id).where(ReferralRecord.launch_id == lid))
 
 
-def with_deployment(app, **extra: Any) -> None:
-    """Replace parts of the deployment file's extra blocks (roles, worklist) for this app."""
-    dep = app.config["DEPLOYMENT"]
-    app.config["DEPLOYMENT"] = dataclasses.replace(dep, extra={**dep.extra, **extra})
+def with_deployment(app, **blocks: Any) -> None:
+    """Replace blocks of the deployment file (roles, worklist) for this app."""
+    replace_settings(app, **blocks)

@@ -5,7 +5,6 @@ the Flask test client (the EHR is unreachable: chart writes stay queued)."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
+from config.current import replace_settings
 from smart_app.outbox.worker import OutboxWorker
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
@@ -34,7 +34,7 @@ PHI = ("Uma Urgent", "Rosa Unrouted", "Olga Other", "Nadia Nowhere", "MRN-p", "p
 def deployment(app):
     with_deployment(app, ehrs={"ehr1": {"name": "EHR one", "iss": [EHR1]}, "ehr2": {"name": "EHR two", "iss": [EHR2]}},
                     routing={"teams": [TEAM]})
-    app.config["METRICS_TOKEN"] = TOKEN
+    replace_settings(app, metrics_token=TOKEN)
     OutboxWorker(app).beat()  # a live worker: only the referral alerts can make /readyz degraded here
     return app
 
@@ -104,7 +104,7 @@ def test_readyz_is_degraded_with_counts_while_a_referral_is_unrouted_and_ready_o
         "unrouted": 1, "overdue_urgent": 0,
         "routes": [{"ehr": "ehr1", "route_kind": "unrouted", "route_team": "none", "unrouted": 1,
                     "overdue_urgent": 0}]}}
-    app.config["READYZ_STRICT"] = "1"  # strict mode fails readiness on the worker, never on a waiting referral
+    replace_settings(app, readyz_strict=True)  # strict mode fails readiness on the worker, never on a waiting referral
     status, body = _ready(app)
     assert status == 200 and body["checks"]["referral_alerts"]["critical"] is False
 
@@ -189,11 +189,9 @@ def test_the_gauge_counts_open_unrouted_and_overdue_per_ehr_and_route_with_confi
 
 
 def test_without_an_ehrs_block_the_allow_listed_iss_is_the_ehr_label_and_any_other_iss_reads_other(app, make_launch):
-    dep = app.config["DEPLOYMENT"]  # the sandbox file names its EHR (and that EHR's teams): without them here
-    app.config["DEPLOYMENT"] = dataclasses.replace(
-        dep, extra={k: v for k, v in dep.extra.items() if k not in ("ehrs", "routing")})
-    app.config["METRICS_TOKEN"] = TOKEN
-    app.config["ALLOWED_ISS"] = [EHR1 + "/"]  # as the environment may give it
+    # The sandbox file names its EHR (and that EHR's teams): without them here.
+    replace_settings(app, ehrs={}, routing={}, metrics_token=TOKEN,
+                     allowed_iss=[EHR1 + "/"])  # as a file may spell it
     make_referral(app, make_launch, "mgh", "p-unrouted", "Rosa Unrouted")
     make_referral(app, make_launch, "mgh", "p-other", "Olga Other", iss=EHR2)
     gauge = _gauge(app, phi=[p for p in PHI if p != "127.0.0.1"] + [EHR2])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from config.settings import Deployment
+from config.settings import load_settings
 from fhir import context as ctxmod
 from fhir.client import FhirClient
 from fhir.context import read_launch_context
@@ -38,6 +38,10 @@ def _forget_batch_refusals():
     ctxmod._no_batch.clear()
 
 
+
+def deployment(name: str):
+    return load_settings({"IPV_DEPLOYMENT": name})
+
 def _fake(service_status: int = 200) -> FakeAdapter:
     fake = FakeAdapter()
     fake.add("POST", BASE + "/", (404, {"resourceType": "OperationOutcome", "issue": [{"code": "not-supported"}]}))
@@ -52,7 +56,7 @@ def _fake(service_status: int = 200) -> FakeAdapter:
 def test_healthcare_service_location_and_provider_become_coverage():
     client = FhirClient(BASE, "tok", session=_fake().session())
     ctx = read_launch_context(client, {"scope": "openid fhirUser"}, fhir_user=f"{BASE}/Practitioner/sw9")
-    scope = scope_for(_Launch(ctx.to_dict()), Deployment.load("oracle-health"))  # maps the text "Medical social worker"
+    scope = scope_for(_Launch(ctx.to_dict()), deployment("oracle-health"))  # maps the text "Medical social worker"
     assert scope.roles == ["social_worker"] and scope.source == "ehr"
     assert scope.keys == {"Location/loc-mgh-chelsea", "Organization/org-mgh"}  # not the physician role's org
 
@@ -60,5 +64,5 @@ def test_healthcare_service_location_and_provider_become_coverage():
 def test_an_unreadable_service_never_fails_the_launch():
     client = FhirClient(BASE, "tok", session=_fake(service_status=403).session())
     ctx = read_launch_context(client, {"scope": "openid fhirUser"}, fhir_user=f"{BASE}/Practitioner/sw9")
-    scope = scope_for(_Launch(ctx.to_dict()), Deployment.load("oracle-health"))
+    scope = scope_for(_Launch(ctx.to_dict()), deployment("oracle-health"))
     assert scope.roles == ["social_worker"] and scope.keys == frozenset() and scope.source == "none"

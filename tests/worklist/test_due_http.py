@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, update
 
+from config.current import replace_settings, settings_of
 from smart_app import create_app
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
@@ -124,12 +125,13 @@ def test_the_route_teams_program_counts_else_the_sites_else_around_the_clock(app
 
 
 def test_a_deployment_due_setting_is_used_and_a_bad_one_stops_start_up(app, make_launch, tmp_path):
-    app.config["WORKLIST_DUE_URGENT"] = "4 hours"  # on the clock
+    worklist = settings_of(app).worklist.model_dump()
+    replace_settings(app, worklist={**worklist, "due": {"urgent": "4 hours"}})  # on the clock
     assert due_of(app, refer(app, make_launch, "2026-12-04T23:00", "p1", urgent=True)) == at("2026-12-05T03:00")
     assert "A first contact is due 4 hours after an urgent referral and 2 business days after a routine one" in \
         queue(app, make_launch)
     with pytest.raises(DueConfigError, match="worklist.due.routine"):
-        create_app(app_config(f"sqlite:///{tmp_path / 'bad.db'}", WORKLIST_DUE_ROUTINE="soon"))
+        create_app(app_config(f"sqlite:///{tmp_path / 'bad.db'}", WORKLIST={"due": {"routine": "soon"}}))
 
 
 def test_overdue_is_past_the_due_time_highlighted_and_first(app, make_launch):

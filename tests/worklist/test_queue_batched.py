@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import delete, event, select, update
 
+from config.current import replace_settings
 from fhir.builders import reference_code
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
@@ -68,7 +69,7 @@ def test_queue_page_sends_as_many_sql_statements_for_eight_referrals_as_for_two(
 
 
 def test_pages_keep_filters_counts_and_sort_over_every_referral(app, make_launch, monkeypatch):
-    app.config["WORKLIST_PAGE_SIZE"] = 2
+    replace_settings(app, WORKLIST_PAGE_SIZE=2)
     made = [_refer(app, make_launch, i) for i in range(5)]
     with app.app_context(), session_scope(app) as db:  # distinct ages: a stable order to page through
         for hours, rid in enumerate(made):
@@ -109,7 +110,7 @@ def test_pages_keep_filters_counts_and_sort_over_every_referral(app, make_launch
 def test_only_the_shown_referrals_are_decrypted(app, make_launch, monkeypatch):
     from smart_app.store import crypto
 
-    app.config["WORKLIST_PAGE_SIZE"] = 2
+    replace_settings(app, WORKLIST_PAGE_SIZE=2)
     for i in range(5):
         _refer(app, make_launch, i)
     client, lid = _sw(app, make_launch)

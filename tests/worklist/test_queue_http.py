@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from config.current import replace_settings
 from fhir.builders import reference_code
 from smart_app.store.db import session_scope
 from smart_app.store.models import (
@@ -154,7 +155,7 @@ def test_statuses_follow_task_status_with_valid_moves_only(app, make_launch):
 
 
 def test_queue_says_when_the_ehr_takes_no_status_updates(app, make_launch):
-    app.config["EHR_PROFILE"] = "epic"
+    replace_settings(app, EHR_PROFILE="epic")
     rid = make_referral(app, make_launch, "bwh", "p1", "Eve Epic")
     client, lid = _sw(app, make_launch)
     page = client.get(f"/l/{lid}/worklist").get_data(as_text=True)
@@ -214,7 +215,7 @@ def test_screen_without_referral_is_remembered_by_date_only(app, make_launch):
     line = second.get(f"/l/{lid2}/").get_data(as_text=True).split('data-testid="gate-earlier"')[1].split("</p>")[0]
     assert "screened, no referral" in line and "(this visit)" not in line and "negative" not in line.lower()
     # Outside the window it is forgotten (and purged).
-    app.config["WORKLIST_MEMORY_DAYS"] = 0
+    replace_settings(app, WORKLIST_MEMORY_DAYS=0)
     assert 'data-testid="gate-earlier"' not in second.get(f"/l/{lid2}/").get_data(as_text=True)
 
 

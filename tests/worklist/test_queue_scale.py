@@ -43,7 +43,7 @@ def scale() -> Iterator[tuple[Any, Any, str, list[Made]]]:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in base_url else "?"
     app = create_app(app_config(f"{base_url}{sep}options=-csearch_path%3D{schema}",
-                                WORKLIST_DUE_URGENT="24 hours", WORKLIST_DUE_ROUTINE="2 days",
+                                WORKLIST={"due": {"urgent": "24 hours", "routine": "2 days"}},
                                 WORKLIST_PAGE_SIZE=PAGE))
     try:
         now = datetime.now(UTC)

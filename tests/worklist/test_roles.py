@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from config.settings import Deployment
-from smart_app.launch.roles import RoleMappingError, load_mapping, user_roles
+from config.current import replace_settings
+from config.files import SettingsError
+from config.settings import load_settings
+from smart_app.launch.roles import user_roles
 
 pytestmark = pytest.mark.worklist
 
@@ -37,12 +39,11 @@ EPIC_LOCAL = {"system": "urn:oid:1.2.840.114350.1.13.0.1.7.10.836982.1040", "cod
     ("epic", _role(texts=["DV Program Manager"]), ["program_manager"]),
 ])
 def test_example_deployments_map_codes_and_texts(deployment, role, expected):
-    assert user_roles(_user(role), Deployment.load(deployment)) == expected
+    assert user_roles(_user(role), load_settings({"IPV_DEPLOYMENT": deployment})) == expected
 
 
 def test_without_a_roles_block_only_the_standard_codes_count():
-    dep = Deployment.load("sandbox")
-    dep.extra = {k: v for k, v in dep.extra.items() if k != "roles"}
+    dep = load_settings({"IPV_DEPLOYMENT": "sandbox", "ROLES": None})
     assert user_roles(_user(_role(texts=["Medical social worker"])), dep) == []
     assert user_roles(_user(_role([{"system": "http://snomed.info/sct", "code": "106328005"}])), dep) == \
         ["social_worker"]
@@ -51,15 +52,15 @@ def test_without_a_roles_block_only_the_standard_codes_count():
 @pytest.mark.parametrize("raw", [{"nurse": {}}, {"social_worker": {"codes": [{"system": "x"}]}},
                                  {"social_worker": {"texts": ["(unclosed"]}}, ["social_worker"]])
 def test_malformed_mapping_names_the_rule(raw):
-    with pytest.raises(RoleMappingError):
-        load_mapping(raw)
+    with pytest.raises(SettingsError, match="roles"):
+        load_settings({"ROLES": raw})
 
 
 def test_text_only_social_worker_reaches_the_queue_over_http(app, make_launch):
     """The Oracle test data case: a social worker coded only as text got 403 before the mapping."""
     from tests.worklist.support import EHR1, role, worker_context
 
-    app.config["DEPLOYMENT"] = Deployment.load("oracle-health")
+    replace_settings(app, IPV_DEPLOYMENT="oracle-health")
     client = app.test_client()
     lid = make_launch(client, context=worker_context("Practitioner/sw", "S W", [role(texts=["Medical social worker"])]),
                       iss=EHR1, kind="standalone")

@@ -4,13 +4,13 @@ will see it, and never more than is true. EHR identity: several iss values are o
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import re
 
 import pytest
 from sqlalchemy import select
 
+from config.current import settings_of
 from sandbox_ehr.harness.launches import app_config
 from smart_app import create_app
 from smart_app.ops import housekeeping
@@ -151,19 +151,19 @@ def test_without_an_ehrs_block_each_iss_is_its_own_ehr(app, make_launch):
 
 
 def test_a_standalone_launch_on_an_iss_tied_to_no_ehr_is_refused_with_a_reason(app):
-    with_deployment(app, ehrs={"ehr1": {"iss": [EHR1]}}, routing={})
-    app.config["ALLOWED_ISS"] = [*app.config.get("ALLOWED_ISS", []), EHR1, EHR2]
+    with_deployment(app, ehrs={"ehr1": {"iss": [EHR1]}}, routing={},
+                    allowed_iss=[*settings_of(app).allowed_iss, EHR1, EHR2])
     resp = app.test_client().get("/launch/standalone", query_string={"iss": EHR2})
     assert resp.status_code == 400
     assert "do not say which EHR this address belongs to" in resp.get_data(as_text=True)
 
 
 def test_iss_patterns_tie_per_launch_iss_values_to_one_ehr():
-    from types import SimpleNamespace
-
     from config.ehrs import ehr_id_for
-    dep = SimpleNamespace(allowed_iss=[], extra={"ehrs": {"sbx": {"iss": ["http://h/fhir"],
-                                                                  "iss_patterns": ["http://h/launch/*/fhir"]}}})
+    from config.settings import load_settings
+    dep = load_settings({"ALLOWED_ISS": [], "EHRS": {"sbx": {"iss": ["http://h/fhir"],
+                                                             "iss_patterns": ["http://h/launch/*/fhir"]}},
+                         "ROUTING": {}})
     assert ehr_id_for("http://h/fhir/", dep) == "sbx"
     assert ehr_id_for("http://h/launch/abc123/fhir", dep) == "sbx"
     assert ehr_id_for("http://h/launch/a/b/fhir", dep) == "http://h/launch/a/b/fhir"  # * is one segment
@@ -202,14 +202,10 @@ def test_the_program_managers_coverage_lets_them_see_a_site_and_routes_nothing(a
 
 
 def test_a_team_of_program_managers_alone_stops_start_up_naming_it(tmp_path):
-    base = create_app(app_config(f"sqlite:///{tmp_path / 'base.db'}"))
-    dep = base.config["DEPLOYMENT"]
-    base.extensions["db_engine"].dispose()
     teams = {"teams": [{"id": "managers", "name": "The managers", "sites": ["Location/loc-mgh"],
                         "members": ["program_manager"]}]}
     with pytest.raises(RoutingConfigError, match=r"routing.teams\[0\] \(managers\): members are only program"):
-        create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}",
-                              DEPLOYMENT=dataclasses.replace(dep, extra={**dep.extra, "routing": teams})))
+        create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", ROUTING=teams))
 
 
 def test_referrals_made_before_the_ehrs_block_named_their_ehr_stay_in_its_queues(app, make_launch):

@@ -17,7 +17,6 @@ social worker.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from config.current import init_app, settings_of
 from sandbox_ehr.harness.launches import SNOMED_SW, app_config, default_context, launch_for, role, worker_context
 from smart_app import create_app
 from smart_app.store.db import session_scope
@@ -266,7 +266,7 @@ def _queue(app, world: World, worker: Worker) -> set[str]:
 @pytest.fixture(scope="module")
 def routing_app(tmp_path_factory):
     app = create_app(app_config(f"sqlite:///{tmp_path_factory.mktemp('routing') / 'app.db'}"))
-    app.config["BASE_DEPLOYMENT"] = app.config["DEPLOYMENT"]
+    app.extensions["base_settings"] = settings_of(app)
     yield app
     app.extensions["db_engine"].dispose()
 
@@ -275,8 +275,7 @@ def routing_app(tmp_path_factory):
 @given(world=worlds())
 def test_every_referral_reaches_a_social_worker_of_its_ehr_and_no_one_of_another(routing_app, world):
     app = routing_app
-    base = app.config["BASE_DEPLOYMENT"]
-    app.config["DEPLOYMENT"] = dataclasses.replace(base, extra={**base.extra, **_deployment_extra(world)})
+    init_app(app, app.extensions["base_settings"].replace(**_deployment_extra(world)))
     made = {_refer(app, world, n, r): r for n, r in enumerate(world.referrals)}
     seen = {i: _queue(app, world, w) for i, w in enumerate(world.workers)}
     for rid, referral in made.items():

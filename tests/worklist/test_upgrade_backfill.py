@@ -27,6 +27,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
 
+from config.current import settings_of
 from smart_app import create_app
 from smart_app.store import migrate
 from smart_app.worklist import backfill
@@ -100,8 +101,7 @@ class Install:
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": str(REPO), "IPV_MODE": "test", "IPV_DEPLOYMENT": str(self.deployment),
-                "DATABASE_URL": self.url, "SECRET_KEY": self.secret_key, "TOKEN_ENCRYPTION_KEY": self.fernet_key,
-                "SESSION_COOKIE_SECURE": "0"}
+                "DATABASE_URL": self.url, "SECRET_KEY": self.secret_key, "TOKEN_ENCRYPTION_KEY": self.fernet_key}
 
     def app(self, monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setenv("IPV_DEPLOYMENT", str(self.deployment))
@@ -263,7 +263,7 @@ def test_upgrade_from_561d69f_routes_every_referral_on_postgresql(postgres_insta
         before = _rows(postgres_install.url)
         _flask_db_upgrade(postgres_install)
         with app.app_context(), app.extensions["db_engine"].begin() as conn:
-            assert backfill.backfill(conn, app.config["DEPLOYMENT"]).referrals == 0
+            assert backfill.backfill(conn, settings_of(app)).referrals == 0
         assert _rows(postgres_install.url) == before
     finally:
         app.extensions["db_engine"].dispose()

@@ -6,7 +6,7 @@ from smart_app import create_app
 from tests.conftest import app_config
 
 FAST = {"OUTBOX_BASE_DELAY": 0.001, "OUTBOX_MAX_DELAY": 0.005, "OUTBOX_FINAL_RETRY_DELAY": 0.0,
-        "OUTBOX_LEASE_SECONDS": 30, "WRITEBACK_SEND_TIMEOUT": 2.0, "HTTP_TIMEOUT_SECONDS": 2.0}
+        "OUTBOX_LEASE_SECONDS": 30, "HTTP_TIMEOUT_SECONDS": 2.0}
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
+from config.current import replace_settings
 from config.ehr_profile import EhrProfile
 from smart_app.outbox.worker import OutboxWorker
 from smart_app.store.db import session_scope
@@ -94,7 +95,7 @@ def test_refused_then_accepted_on_the_final_retry(fast_app):
 
 
 def test_transient_tries_used_up_then_one_final_retry(fast_app):
-    fast_app.config["OUTBOX_MAX_ATTEMPTS"] = 3
+    replace_settings(fast_app, OUTBOX_MAX_ATTEMPTS=3)
     ehr = FakeEhr()
     ehr.script = [503, 503, 503, 503, 503]
     _, rid = setup(fast_app, resources=["DocumentReference"])
@@ -107,7 +108,7 @@ def test_transient_tries_used_up_then_one_final_retry(fast_app):
 
 
 def test_a_refusal_before_filing_fails_plainly(fast_app):
-    fast_app.config["OUTBOX_MAX_ATTEMPTS"] = 3
+    replace_settings(fast_app, OUTBOX_MAX_ATTEMPTS=3)
     ehr = FakeEhr()
     ehr.script = [429, 429, 429, 429, 429]  # 4xx: refused before filing, nothing can be in the chart
     _, rid = setup(fast_app, resources=["DocumentReference"])
@@ -211,7 +212,7 @@ def test_parallel_workers_on_sqlite_never_send_a_row_twice(fast_app):
 
 
 def test_note_waits_for_its_link_only_for_a_while(fast_app):
-    fast_app.config["OUTBOX_LINK_WAIT_SECONDS"] = 0
+    replace_settings(fast_app, OUTBOX_LINK_WAIT_SECONDS=0)
     ehr = FakeEhr()
     ehr.script = [503, None, None]  # the score fails once; referral and note go on without waiting
     _, rid = setup(fast_app)
@@ -250,7 +251,7 @@ def test_429_retry_after_is_honoured(fast_app):
 def test_a_conditional_send_with_no_answer_is_searched_for_by_a_worker_that_cannot_trust_if_none_exist(fast_app):
     """Worker 1 sends with If-None-Exist; the EHR files it but the answer is lost. Worker 2's CapabilityStatement
     read failed, so it cannot rely on If-None-Exist: it must find the filed note, not create a second one."""
-    fast_app.config["OUTBOX_BASE_DELAY"] = 0.0
+    replace_settings(fast_app, OUTBOX_BASE_DELAY=0.0)
     ehr = FakeEhr()
     ehr.script = ["after_commit:timeout"]
     _, rid = setup(fast_app, resources=["DocumentReference"])

@@ -13,6 +13,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from config.current import replace_settings
 from config.ehr_profile import EhrProfile
 from fhir.client import FhirClient
 from smart_app.outbox.worker import OutboxWorker
@@ -99,7 +100,7 @@ def drain_parallel(app, workers: int, timeout: float, max_seconds: float = 600) 
 
 
 def test_500_referrals_with_30_percent_failures_end_with_exactly_500_notes(app, sandbox, faults):
-    app.config["OUTBOX_MAX_ATTEMPTS"] = 25  # 30% failure on every call, reads too: plenty of room
+    replace_settings(app, OUTBOX_MAX_ATTEMPTS=25)  # 30% failure on every call, reads too: plenty of room
     profile = EhrProfile.load("sandbox")
     referrals = enqueue_many(app, sandbox, 500, profile)
     faults(error_rate=0.2, statuses=[500, 502, 503, 429], timeout_rate=0.05, timeout_seconds=0.6,
@@ -149,7 +150,7 @@ def test_dropped_labels_are_detected(app, sandbox, faults):
 def test_transaction_profile_writes_each_referral_in_one_bundle(app, sandbox, faults):
     # 30 % injected failures on every write: room for retries, and a timeout long enough that a slow answer on a
     # loaded machine is not one more failure (a clean-clone run ran a row out of tries that way).
-    app.config["OUTBOX_MAX_ATTEMPTS"] = 25
+    replace_settings(app, OUTBOX_MAX_ATTEMPTS=25)
     profile = EhrProfile.load("generic-smart2")
     referrals = enqueue_many(app, sandbox, 20, profile)
     faults(error_rate=0.3, statuses=[500, 503], fail_after_commit_rate=0.1, seed=11, apply_to="writes")
@@ -203,7 +204,7 @@ def counting_workers(app, sandbox, n: int) -> tuple[list[OutboxWorker], Counter]
 
 
 def _parallel_no_double_send(app, sandbox) -> None:
-    app.config["OUTBOX_BATCH_SIZE"] = 5
+    replace_settings(app, OUTBOX_BATCH_SIZE=5)
     referrals = enqueue_many(app, sandbox, 40, EhrProfile.load("sandbox"))
     workers, sends = counting_workers(app, sandbox, 2)
     threads = [threading.Thread(target=w.drain, kwargs={"max_seconds": 300}) for w in workers]
@@ -236,7 +237,7 @@ def test_a_send_slower_than_the_workers_timeout_is_not_reclaimed_while_in_flight
     # The lease renewed before a send covers the timeout of the client actually used: a client allowed 3 s on a
     # worker configured for 0.1 s keeps its row while the EHR takes 2 s to answer; the second worker, trying
     # after the worker-sized lease (1.2 s) has passed, claims nothing and sends nothing.
-    app.config.update(OUTBOX_LEASE_SECONDS=0.5, HTTP_TIMEOUT_SECONDS=0.1)
+    replace_settings(app, outbox_lease_seconds=0.5, http_timeout_seconds=0.1)
     enqueue_many(app, sandbox, 1, EhrProfile.load("sandbox"), resources=["DocumentReference"])
     workers, sends = counting_workers(app, sandbox, 2)
     sending, slow_create = threading.Event(), workers[0]._client_for

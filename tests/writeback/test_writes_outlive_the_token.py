@@ -4,12 +4,9 @@ gone; without it, the write fails plainly as before. Also: the consent page for 
 
 from __future__ import annotations
 
-import dataclasses
-
 from sqlalchemy import select
 
 from config.ehr_profile import EhrProfile
-from config.settings import Deployment
 from smart_app import create_app
 from smart_app.outbox.worker import OutboxWorker
 from smart_app.store.db import session_scope
@@ -25,13 +22,8 @@ def _rows(app):
 
 
 def _app(tmp_path, sandbox, backend: bool):
-    deployment = Deployment.load("sandbox")
-    extra = dict(deployment.extra)
-    if not backend:
-        extra.pop("backend_services", None)
-    deployment = dataclasses.replace(deployment, allowed_iss=[sandbox.iss], extra=extra)
-    return create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", DEPLOYMENT=deployment,
-                                 ALLOWED_ISS=[sandbox.iss], **FAST))
+    without = {} if backend else {"BACKEND_SERVICES": None}
+    return create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}", ALLOWED_ISS=[sandbox.iss], **without, **FAST))
 
 
 def test_worker_uses_a_system_token_when_the_launch_token_is_gone(tmp_path, sandbox):
