@@ -8,6 +8,15 @@
   var url = form.getAttribute("data-preview-url");
   var timer = null;
   var seq = 0;
+  // While a new preview is on its way the agree button waits (disabled, "Updating…" beside it): pressed then,
+  // it would carry no digest and be refused after the patient had already said yes.
+  var agree = form.querySelector('button[name="consent"][value="yes"]');
+  var updating = document.getElementById("consent-updating");
+
+  function busy(on) {
+    if (agree) { agree.disabled = on; }
+    if (updating) { updating.hidden = !on; }
+  }
 
   function setList(el, items) {
     while (el.firstChild) { el.removeChild(el.firstChild); }
@@ -56,17 +65,23 @@
                 headers: {"Accept": "application/json"}})
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (data) {
-        if (!data || mine !== seq) { return; }
+        if (mine !== seq) { return; }
+        busy(false);
+        if (!data) { return; }
         var note = document.getElementById("note-preview");
         if (note && data.note !== null) { note.textContent = data.note; }
         setList(document.getElementById("plan-items"), data.items);
         setScript(document.getElementById("consent-question"), data.script);
         digest.value = data.digest;
       })
-      .catch(function () { /* the server re-checks the digest; the button path still works */ });
+      .catch(function () {
+        // The server re-checks the digest: a press now re-renders the page with the right one.
+        if (mine === seq) { busy(false); }
+      });
   }
 
   function schedule() {
+    busy(true);
     if (timer) { clearTimeout(timer); }
     timer = setTimeout(refresh, 150);
   }
