@@ -91,7 +91,13 @@ def _update_referral(launch: Any) -> None:
     if record is None or record.launch_id != launch.id:
         return
     record.handoff = referral_code(launch.data)
-    record.urgent = bool(record.urgent) or urgent_now(launch.data)
+    was_urgent = bool(record.urgent)
+    record.urgent = was_urgent or urgent_now(launch.data)
+    if record.urgent and not was_urgent:
+        # Routine when it was made, urgent now: the routine due time no longer holds. Without one the queue gives it
+        # the urgent due time from when it was made, counted around the clock (smart_app/worklist/due.py), never
+        # later than the program's hours would.
+        record.due_at = None
     try:
         summary = decrypt_json(record.summary_enc, where="referral summary") or {}
     except Undecryptable:

@@ -18,8 +18,9 @@ referral arrived in (a referral received at 10:00 on Monday is due at 10:00 on W
 the hours counts from the next opening, and is due when the Nth open day closes (received on Friday night: due
 when Tuesday closes). Plain hours and days ("4 hours") are counted on the clock.
 
-``due_at`` is stored on the referral when it is made. A referral without one (made before due times) is due its
-urgency's time after it was made, counted around the clock: the queue compares that in SQL
+``due_at`` is stored on the referral when it is made. A referral without one (made before due times, or made
+routine and judged urgent later: smart_app/screening/handoff.py drops the routine due time) is due its urgency's
+time after it was made, counted around the clock: the queue compares that in SQL
 (smart_app/worklist/queue.py).
 """
 

@@ -249,10 +249,11 @@ def test_the_clinicians_judgement_after_consent_makes_the_referral_urgent(app, v
     flow = visit()  # nothing but the screen
     refer(flow)
     record = referral_of(app, flow.lid)
-    assert (record.urgent, record.handoff) == (False, None)
+    assert (record.urgent, record.handoff) == (False, None) and record.due_at is not None  # routine's due time
     step(flow, action="urgent", back="result")
     record = referral_of(app, flow.lid)
     assert (record.urgent, record.handoff) == (True, "offered")
+    assert record.due_at is None  # the routine due time is dropped: due an urgent time after it was made
 
 
 def test_a_referral_without_any_offer_records_no_handoff(app, visit):
