@@ -1,4 +1,5 @@
-"""Every catalogue compiles cleanly (``msgfmt -c``: no duplicate definitions, placeholders and headers right)."""
+"""Languages: every catalogue compiles cleanly (``msgfmt -c``), and every page follows one language rule in every
+language pair (the clinician's controls in the clinician's language, the patient's words in the patient's)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,211 @@ def test_msgfmt_accepts_the_catalogue(po, tmp_path):
         pytest.skip("GNU gettext's msgfmt is not installed")
     run = subprocess.run([msgfmt, "-c", "-o", str(tmp_path / "out.mo"), str(po)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+# -- one language rule on every page ----------------------------------------------------------------------------
+# The clinician's controls (buttons, headings, labels, alerts, table heads) in the clinician's language; what is
+# said to or printed for the patient marked data-audience="patient" (or class read-aloud, or a <q>) in the
+# patient's language, and a read-aloud line has the clinician's language beneath it. Checked on the markup, page
+# by page, for every language pair a deployment can have.
+PAIRS = [("en", "es"), ("en", "pt"), ("pt", "es")]
+CONTROLS = {"button", "legend", "label", "h1", "h2", "h3", "th", "summary", "caption"}
+VOID = {"br", "input", "img", "meta", "link", "hr", "wbr", "source", "col", "area", "base", "embed", "track"}
+
+
+class Node:
+    def __init__(self, tag: str, attrs: dict[str, str], parent: Node | None):
+        self.tag, self.attrs, self.parent = tag, attrs, parent
+        self.children: list[Node | str] = []
+
+    def lang(self) -> str | None:
+        node: Node | None = self
+        while node is not None:
+            if node.attrs.get("lang"):
+                return node.attrs["lang"]
+            node = node.parent
+        return None
+
+    def within(self, test) -> bool:
+        node: Node | None = self
+        while node is not None:
+            if test(node):
+                return True
+            node = node.parent
+        return False
+
+    def text(self, keep=lambda n: True) -> str:
+        out = []
+        for c in self.children:
+            if isinstance(c, str):
+                out.append(c)
+            elif keep(c):
+                out.append(c.text(keep))
+        return " ".join(" ".join(out).split())
+
+    def walk(self):
+        yield self
+        for c in self.children:
+            if isinstance(c, Node):
+                yield from c.walk()
+
+    def classes(self) -> set[str]:
+        return set((self.attrs.get("class") or "").split())
+
+
+def parse(html: str) -> Node:
+    from html.parser import HTMLParser
+
+    root = Node("#root", {}, None)
+
+    class P(HTMLParser):
+        cur = root
+
+        def handle_starttag(self, tag, attrs):
+            node = Node(tag, {k: v or "" for k, v in attrs}, self.cur)
+            self.cur.children.append(node)
+            if tag not in VOID:
+                self.cur = node
+
+        def handle_endtag(self, tag):
+            node = self.cur
+            while node is not None and node.tag != tag:
+                node = node.parent
+            if node is not None and node.parent is not None:
+                self.cur = node.parent
+
+        def handle_data(self, data):
+            if self.cur.tag not in ("script", "style"):
+                self.cur.children.append(data)
+
+    P().feed(html)
+    return root
+
+
+def catalogue_strings(lang: str) -> dict[str, str]:
+    from babel.messages.pofile import read_po
+
+    if lang == "en":
+        with (TRANSLATIONS / "messages.pot").open("rb") as f:
+            return {m.id: m.id for m in read_po(f) if isinstance(m.id, str) and m.id}
+    with (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po").open("rb") as f:
+        return {m.id: m.string for m in read_po(f) if isinstance(m.id, str) and m.id and m.string}
+
+
+def patient_only_words(clang: str, plang: str) -> set[str]:
+    """Texts that exist only in the patient's language: seen on a clinician control, the control is in the wrong one."""
+    c, p = catalogue_strings(clang), catalogue_strings(plang)
+    mine = {" ".join(v.split()) for v in c.values()}
+    return {" ".join(p[k].split()) for k in p if p[k] != c.get(k, k)} - mine - {""}
+
+
+def is_patient(n: Node) -> bool:
+    return n.attrs.get("data-audience") == "patient" or "read-aloud" in n.classes() or n.tag == "q"
+
+
+def language_problems(html: str, clang: str, plang: str, foreign: set[str]) -> list[str]:
+    root = parse(html)
+    problems = []
+    page = next((n for n in root.walk() if n.tag == "html"), None)
+    if page is None or page.attrs.get("lang") != clang:
+        problems.append(f"<html lang> is {page and page.attrs.get('lang')!r}, not the clinician's {clang!r}")
+    for n in root.walk():
+        audience = n.attrs.get("data-audience")
+        if is_patient(n) and n.parent is not None and not n.parent.within(is_patient) and n.lang() != plang:
+            problems.append(f"patient text in {n.lang()!r}: {n.text()[:80]!r}")
+        if audience == "clinician" and n.lang() != clang:
+            problems.append(f"clinician echo in {n.lang()!r}: {n.text()[:80]!r}")
+        if "said" in n.classes():
+            said = [c for c in n.children if isinstance(c, Node) and is_patient(c)]
+            echo = [c for c in n.children if isinstance(c, Node) and c.attrs.get("data-audience") == "clinician"]
+            if not said or not said[0].text():
+                problems.append("a read-aloud line without the patient's words")
+            if plang != clang and (not echo or not echo[0].text()):
+                problems.append(f"read-aloud line without the clinician's language beneath: {n.text()[:80]!r}")
+        if "read-aloud" in n.classes() and plang != clang and n.parent is not None:
+            if not any(isinstance(c, Node) and "clinician-text" in c.classes() and c.lang() == clang
+                       for c in n.parent.children):
+                problems.append(f"read-aloud line without the clinician's language beneath: {n.text()[:80]!r}")
+        control = n.tag in CONTROLS or n.attrs.get("role") == "alert"
+        if control and not n.within(is_patient) and not n.within(lambda m: m.attrs.get("data-testid") == "lang-switch"):
+            if n.lang() != clang:
+                problems.append(f"control <{n.tag}> in {n.lang()!r}: {n.text()[:80]!r}")
+            words = n.text(keep=lambda m: not is_patient(m) and m.attrs.get("lang") in (None, clang))
+            if words in foreign:
+                problems.append(f"control <{n.tag}> in the patient's language: {words[:80]!r}")
+    return problems
+
+
+def clinician_pages(app, make_launch, plang: str) -> dict[str, str]:
+    """Every page of a visit, over HTTP: gate, questions, result, danger check, referrals, handout (card and full
+    page), consent, confirmation, nothing-written."""
+    from sandbox_ehr.harness.launches import default_context
+    from tests.writeback.support import REFERRAL, SCREENING, consent
+
+    ctx = default_context()
+    ctx["patient"] = {**ctx["patient"], "language": plang, "languages": [plang]}
+    visit = {"screening": dict(SCREENING, danger=True), "referral": REFERRAL}
+    pages: dict[str, str] = {}
+    client = app.test_client()
+
+    def get(name: str, url: str) -> None:
+        resp = client.get(url)
+        assert resp.status_code == 200, (name, resp.status_code)
+        pages[name] = resp.get_data(as_text=True)
+
+    lid = make_launch(client, context=ctx, iss=DOWN_ISS)
+    get("gate", f"/l/{lid}/")
+    lid = make_launch(client, context=ctx, data={"gate": {"status": "confirmed"}}, iss=DOWN_ISS)
+    get("questions", f"/l/{lid}/screen?instrument=hits")
+    get("danger questions", f"/l/{lid}/screen?instrument=da5")
+    lid = make_launch(client, context=ctx, data=visit, iss=DOWN_ISS)
+    for name, path in [("result", "result"), ("referrals", "referrals"), ("handout", "handout"),
+                       ("full handout", "handout?layout=page"), ("consent", "consent")]:
+        get(name, f"/l/{lid}/{path}")
+    pages["consent, update preview"] = client.post(f"/l/{lid}/consent", data={"shown": "1", "action": "preview",
+                                                   "channel": "phone"}).get_data(as_text=True)
+    pages["consent refused"] = client.post(f"/l/{lid}/consent", data={"shown": "1", "consent": "yes"}).get_data(
+        as_text=True)
+    assert consent(client, lid, channel="phone", resources=["ServiceRequest"]).status_code == 302
+    get("confirmation", f"/l/{lid}/consent/done")
+    lid = make_launch(client, context=ctx, data=visit, iss=DOWN_ISS)
+    pages["nothing written"] = client.post(f"/l/{lid}/consent", data={"consent": "no"}).get_data(as_text=True)
+    return pages
+
+
+def worklist_pages(app, make_launch) -> dict[str, str]:
+    from sqlalchemy import select
+
+    from sandbox_ehr.harness.launches import SNOMED_SW, role, worker_context
+    from smart_app.store.db import session_scope
+    from smart_app.store.models import ReferralRecord
+
+    client = app.test_client()
+    lid = make_launch(client, context=worker_context("Practitioner/sw", "Sam Social", [role(
+        [SNOMED_SW], locations=["Location/loc-mgh-chelsea"], organizations=["Organization/org-mgh"])],
+        "openid fhirUser user/Task.rus user/ServiceRequest.rus"), iss=DOWN_ISS, kind="standalone")
+    with app.app_context(), session_scope(app) as db:
+        rid = db.scalar(select(ReferralRecord.id))
+    pages = {"queue": client.get(f"/l/{lid}/worklist").get_data(as_text=True)}
+    pages["referral in the queue"] = client.get(f"/l/{lid}/worklist/{rid}").get_data(as_text=True)
+    return pages
+
+
+DOWN_ISS = "http://127.0.0.1:9/fhir"  # nothing listens: the chart writes stay queued
+
+
+@pytest.mark.parametrize(("clang", "plang"), PAIRS, ids=[f"{c}-clinician-{p}-patient" for c, p in PAIRS])
+def test_every_page_keeps_the_clinicians_language_and_says_the_patients_words_in_theirs(app, make_launch,
+                                                                                        clang, plang):
+    from config.current import replace_settings
+
+    replace_settings(app, clinician_language=clang)
+    pages = clinician_pages(app, make_launch, plang)
+    pages.update(worklist_pages(app, make_launch))
+    foreign = patient_only_words(clang, plang)
+    problems = {name: language_problems(html, clang, plang, foreign) for name, html in pages.items()}
+    assert {name: p for name, p in problems.items() if p} == {}
+    # The words read aloud are there, in the patient's language, on the pages where the clinician reads them.
+    for name in ("questions", "consent", "consent, update preview"):
+        said = [n for n in parse(pages[name]).walk() if is_patient(n) and n.text()]
+        assert said and all(n.lang() == plang for n in said), name

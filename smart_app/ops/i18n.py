@@ -1,7 +1,7 @@
 """Language: English, Spanish and Portuguese (Brazil). The patient's language comes from
 Patient.communication (read at launch) and can be switched on the page (one switch).
 
-Two languages at once on the screening and referral pages (``launch_view``): the clinician's own text in
+Two languages at once on the screening, referral, consent and handout pages: the clinician's own text in
 the deployment's language (``clinician_language``, default English), everything said, read aloud or printed
 for the patient in the patient's language (``p_()``, content files, instrument text), with the clinician's
 language beneath each question."""
@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from babel.support import NullTranslations
-from flask import Flask, g, request
+from flask import Flask, g
 from flask_babel import Babel, force_locale, get_locale, get_translations
 from jinja2 import pass_context, pass_eval_context
 from jinja2.nodes import EvalContext
@@ -28,17 +28,13 @@ babel = Babel()
 
 
 def select_locale() -> str:
-    # Bilingual pages: the page is in the clinician's language whatever ?lang= (the patient's) says.
-    if g.get("bilingual") and g.get("locale") in SUPPORTED:
-        return g.locale
-    # A view may fix the language (the launch's chosen one); ?lang= switches it.
-    lang = request.args.get("lang") if request else None
-    if lang in SUPPORTED:
-        return lang
+    """The page's language: the clinician's. Bilingual pages and launch pages fix it in ``g.locale``; every
+    other page (the queue, the report, errors) is the deployment's clinician language. ``?lang=`` is the
+    patient's language (read by the launch pages), never the page's."""
     chosen = g.get("locale")
     if chosen in SUPPORTED:
         return chosen
-    return "en"
+    return clinician_locale()
 
 
 def patient_locale(context: dict[str, Any]) -> str:
@@ -194,4 +190,5 @@ def init_app(app: Flask) -> None:
     # ``_()`` itself skips Jinja's alias layers (two more Context.call per string); same result as newstyle.
     app.jinja_env.globals["_"] = app.jinja_env.globals["gettext"] = template_gettext
     app.jinja_env.globals["p_"] = patient_gettext
+    app.jinja_env.globals["page_lang"] = lambda: str(get_locale() or "en")  # <html lang>: the page's language
     app.context_processor(_bound_gettext)

@@ -137,7 +137,7 @@ def test_spanish_patient_sees_spanish_speaking_program_reason(client, make_launc
     lid = make_launch(client, context=ctx)
     html = client.get(f"/l/{lid}/referrals").get_data(as_text=True)
     assert '<html lang="en">' in html  # the clinician's page; the patient section is in Spanish
-    assert '<div lang="es">' in html and "Órdenes de protección (209A)" in html
+    assert '<div lang="es" data-audience="patient">' in html and "Órdenes de protección (209A)" in html
     passageway = html[html.index('data-service="passageway"'):]
     assert "Speaks Spanish" in passageway[:3000]
 
@@ -181,7 +181,7 @@ def test_patient_section_is_each_launch_in_its_own_language(client, make_launch,
     for lid, lang, words in ((english, "en", "Safety planning ideas"), (spanish, "es", "Órdenes de protección (209A)"),
                              (english, "en", "Safety planning ideas"), (spanish, "es", "Órdenes de protección (209A)")):
         section = _patient_section(client.get(f"/l/{lid}/referrals").get_data(as_text=True))
-        assert f'<div lang="{lang}">' in section and words in section
+        assert f'<div lang="{lang}" data-audience="patient">' in section and words in section
         assert ("Órdenes de protección" in section) == (lang == "es")
     with app.app_context():
         content = content_in("es")
