@@ -144,3 +144,31 @@ def test_deploy_guide_covers_what_it_must():
     for topic in ("tls", "proxy", "workers", "timeout", "migrate", "/healthz", "/readyz", "metrics",
                   "key rotation", "backup", "restore", "log rotation", "retention", "no container runtime"):
         assert topic in guide, topic
+
+
+def _heredoc_sql(text: str, start: str) -> str:
+    """The SQL of the heredoc that follows ``start`` (``<<'SQL'`` ... ``SQL``), each line stripped of its indent."""
+    block = text[text.index(start) + len(start):]
+    block = block[: re.search(r"^\s*SQL$", block, re.M).start()]
+    return "\n".join(line.strip() for line in block.strip("\n").splitlines())
+
+
+@pytest.mark.ops
+def test_compose_and_units_use_the_owner_role_only_to_migrate():
+    """The app and the worker connect as the runtime role (only INSERT and SELECT on the access audit); the migration
+    step as the owner role; the database container makes both roles with DEPLOY.md's own SQL."""
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    services = compose["services"]
+    for name in ("app1", "app2", "worker"):
+        assert services[name]["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://ipv:")
+    assert services["migrate"]["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://ipv_owner:")
+    assert services["db"]["environment"].get("POSTGRES_USER") in (None, "postgres")  # never an app role
+    assert any(v.endswith(":/docker-entrypoint-initdb.d:ro") for v in services["db"]["volumes"])
+    init = (ROOT / "deploy" / "postgres-init" / "ipv-roles.sh").read_text()
+    deploy = (ROOT / "DEPLOY.md").read_text()
+    assert _heredoc_sql(init, "--dbname ipv <<'SQL'\n") == _heredoc_sql(deploy, "<<'SQL'\n")
+    assert "CREATE DATABASE ipv OWNER ipv_owner" in init and "createdb -O ipv_owner ipv" in deploy
+    units = ROOT / "deploy" / "systemd"
+    assert "EnvironmentFile=/etc/ipv-screen/owner.env" in (units / "ipv-migrate.service").read_text()
+    for name in ("ipv-app@.service", "ipv-worker.service"):
+        assert "owner.env" not in (units / name).read_text()
