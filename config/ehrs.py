@@ -13,7 +13,7 @@ Pattern syntax: an absolute http(s) URL whose scheme, host and port are fixed (n
 calls a host the deployment does not name), with exactly one ``*`` standing alone as one path segment. It
 matches one segment of letters, digits and ``-._~`` (not starting with a dot: no ``..``, no ``%``, no ``/``).
 
-Exact values are allow-listed by ``allowed_iss`` (and ``ALLOWED_ISS``) as ever; an ``iss`` matching a pattern is
+Exact values are allow-listed by ``allowed_iss`` as ever; an ``iss`` matching a pattern is
 allow-listed by the pattern (``launch_allowed``: such values cannot be listed one by one), and the patterns' fixed
 origins join the outbound URL policy (``allowed_origins``). Without an ``ehrs`` block each allow-listed
 ``iss`` is its own EHR, named by itself (what the app always did). Worklist scope, routing, visit memory, report

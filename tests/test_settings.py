@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from config import docs
 from config.checks import check_config, errors
 from config.deployment import DEPLOYMENTS_DIR, Site, Tuning
 from config.ehr_profile import PROFILES_DIR, EhrProfile, NoteCoding, ProfileError
 from config.files import SettingsError
-from config.settings import RETIRED_VARIABLES, EnvironmentFields, Startup, load_settings
+from config.settings import RETIRED_VARIABLES, EnvironmentFields, Startup, load_settings, profile_layer
 
 ROOT = Path(__file__).resolve().parents[1]
 SANDBOX_KEY = ROOT / "sandbox_ehr" / "keys" / "rs384-private.pem"
@@ -39,12 +40,40 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
+def test_the_readme_settings_tables_are_generated_from_the_model():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert docs.render(readme) == readme, "README.md is out of date: run python -m config.docs"
+    for name in [*(f"`{n.upper()}`" for n in EnvironmentFields.model_fields), *(f"`{n}`" for n in Site.model_fields),
+                 *(f"`tuning.{n}`" for n in Tuning.model_fields)]:
+        assert name in readme
+
+
+def test_the_readme_check_fails_on_a_stale_table():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    stale = readme.replace("`tuning.http_timeout_seconds`", "`HTTP_TIMEOUT_SECONDS`")
+    assert docs.render(stale) != stale
+
+
+def test_hospital_it_sets_at_most_twelve_environment_variables():
+    assert len(EnvironmentFields.model_fields) <= 12
+    example = (ROOT / "deploy" / "ipv.env.example").read_text().splitlines()
+    names = [line.split("=", 1)[0] for line in example if line.strip() and not line.startswith("#")]
+    assert len(names) <= 12
+    assert set(names) <= {n.upper() for n in EnvironmentFields.model_fields}
+
+
 def test_each_setting_has_one_name_whichever_place_sets_it():
     """The deployment's key and the environment's variable are the same setting only for the private key file."""
     groups = [set(EnvironmentFields.model_fields), set(Site.model_fields), set(Tuning.model_fields),
               set(Startup.model_fields)]
     shared = {name for i, a in enumerate(groups) for b in groups[i + 1:] for name in a & b}
     assert shared == {"private_key_file"}
+
+
+def test_the_profile_settings_are_the_documented_ones():
+    profile = EhrProfile.load("sandbox").with_restricted_note_type(
+        EhrProfile.load("epic").note_type)
+    assert set(profile_layer(profile)) == set(docs.FROM_PROFILE)
 
 
 def test_the_ehr_profile_readme_lists_exactly_the_profile_keys():

@@ -8,7 +8,7 @@ Every POST must carry the EHR's signed JWT (fhir/cds_hooks.py): ``iss`` allow-li
 deployment's ``cds.clients`` with its JWKS, ``aud`` = the URL called, ``exp``, ``iat``, a ``jti``
 never seen before, a ``kid`` in that JWKS. Anything else is 401 and nothing is read or written.
 When prefetch is missing the service reads the Patient and the screens from ``fhirServer`` with
-``fhirAuthorization`` — only when that server is allow-listed for this client and in ALLOWED_ISS.
+``fhirAuthorization`` — only when that server is allow-listed for this client and in allowed_iss.
 
 The card never says why it is shown and never carries an answer or a score: it may be on a
 shared screen. Its wording avoids abuse words on purpose (tests check it).

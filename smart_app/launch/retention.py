@@ -2,8 +2,8 @@
 once the launch has ended (quick exit: once its 15-minute resume window, smart_app/launch/resume.py, has
 closed) or expired, unless a chart write still needs its token; a chart
 write's stored content is emptied once the EHR has it and its labels were checked (failed writes keep
-theirs, for documenting by hand, until FAILED_WRITE_RETENTION_DAYS after they failed). Referrals keep their
-own minimal summary for social work. Access-audit rows go after AUDIT_RETENTION_DAYS (smart_app/ops/audit.py),
+theirs, for documenting by hand, until tuning.failed_write_retention_days after they failed). Referrals keep their
+own minimal summary for social work. Access-audit rows go after tuning.audit_retention_days (smart_app/ops/audit.py),
 heartbeats of workers gone for a week are dropped. The README's "Retention" table lists every table.
 """
 
@@ -57,7 +57,7 @@ def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
     emptied = db.execute(update(OutboxItem).where(done, OutboxItem.resource_enc != b"")
                          .values(resource_enc=b"")).rowcount
     # A write that failed (or needs a person to check the chart) keeps its content for documenting by hand,
-    # for FAILED_WRITE_RETENTION_DAYS after it failed; the row itself stays (the queue still says "not in the
+    # for tuning.failed_write_retention_days after it failed; the row itself stays (the queue still says "not in the
     # chart") until its referral is purged.
     days = current_settings().failed_write_retention_days
     stale = OutboxItem.status.in_(("failed", "check")) & (OutboxItem.updated_at < now - timedelta(days=days))

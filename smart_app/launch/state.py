@@ -154,8 +154,8 @@ def launch_required(view: Callable) -> Callable:
 
 
 def new_expiry(created_at: datetime | None = None) -> datetime:
-    """When a launch used now expires: after the idle timeout (IDLE_TIMEOUT_SECONDS, shared workstations),
-    and never later than LAUNCH_TTL_SECONDS after it started."""
+    """When a launch used now expires: after the idle timeout (tuning.idle_timeout_seconds, shared workstations),
+    and never later than tuning.launch_ttl_seconds after it started."""
     now = datetime.now(UTC)
     settings = current_settings()
     cap = _aware(created_at or now) + timedelta(seconds=settings.launch_ttl_seconds)

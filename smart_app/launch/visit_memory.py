@@ -1,6 +1,6 @@
 """Memory across launches: "this patient was screened / referred here recently" — and nothing more.
 
-A later launch for the same patient (same EHR) within ``WORKLIST_MEMORY_DAYS`` (30 by default) shows the
+A later launch for the same patient (same EHR) within ``tuning.worklist_memory_days`` (30 by default) shows the
 clinician one line at the gate: the date, and for a referral its plain status and whether social work
 has made contact. Never answers, never a score, never which instrument. Patients and encounters are
 known only by keyed HMACs of (EHR identity, id), so the tables hold no chart id, and a launch on any iss of one

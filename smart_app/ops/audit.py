@@ -13,7 +13,7 @@ patient id and MRN, encrypted (``patient_enc``, smart_app.store.crypto). ``detai
 non-PHI (our own ids, resource types, status words); ``resources`` (chart resource ids) are encrypted with the
 patient.
 
-The table is append-only: nothing here updates or deletes a row except ``purge_audit`` (AUDIT_RETENTION_DAYS);
+The table is append-only: nothing here updates or deletes a row except ``purge_audit`` (tuning.audit_retention_days);
 the ORM refuses updates and deletes of AuditEvent objects. On PostgreSQL the app's runtime role may only INSERT
 and SELECT there (DEPLOY.md, database roles), and a trigger lets only the table's owner DELETE rows past the
 retention floor (through ``audit_event_purge``) or UPDATE ``patient_enc`` alone (rotate-keys, run as the owner);

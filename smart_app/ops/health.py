@@ -6,10 +6,10 @@ passes and 503 otherwise, naming each check: a load balancer stops sending clini
 whose database is gone, whose schema was not migrated, or that cannot read its directory or keys.
 
 Two checks concern the whole deployment rather than this instance: the outbox backlog (oldest unsent chart
-write younger than READYZ_OUTBOX_MAX_AGE seconds) and the worker heartbeat (freshest outbox worker stamp
-younger than READYZ_HEARTBEAT_MAX_AGE). Taking every web instance out of the load balancer because the
+write younger than tuning.readyz_outbox_max_age seconds) and the worker heartbeat (freshest outbox worker stamp
+younger than tuning.readyz_heartbeat_max_age). Taking every web instance out of the load balancer because the
 worker died would stop screening too, so by default they are reported (``"status": "degraded"``, alerting
-via /metrics) with 200; READYZ_STRICT=1 makes them fail readiness as well. A check registered with
+via /metrics) with 200; tuning.readyz_strict makes them fail readiness as well. A check registered with
 ``strict=False`` is never critical, even then: the referral alerts (smart_app/worklist/alerts.py) say that a
 person is waiting, and taking instances out of rotation would keep social workers from the very queue that
 clears them (docs/decisions/0007-readyz-degraded-alerts.md).
@@ -34,7 +34,7 @@ bp = Blueprint("health", __name__)
 @dataclass(frozen=True)
 class Check:
     """``run(app)`` returns (ok, detail), detail a short non-PHI string, number or mapping of counts.
-    ``critical``: a failure makes the instance not ready (503); ``strict``: READYZ_STRICT=1 makes it critical."""
+    ``critical``: a failure makes the instance not ready (503); ``strict``: tuning.readyz_strict makes it critical."""
 
     run: Callable[[Flask], tuple[bool, Any]]
     critical: bool = True

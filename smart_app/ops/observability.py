@@ -106,7 +106,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(JsonFormatter):
-    """The same cleaned fields on one human-readable line (LOG_FORMAT=text, for a terminal)."""
+    """The same cleaned fields on one human-readable line (tuning.log_format: text, for a terminal)."""
 
     def format(self, record: logging.LogRecord) -> str:
         d = json.loads(super().format(record))

@@ -369,8 +369,8 @@ class AuditEvent(Base):
     """Append-only access audit (HIPAA 164.312(b)): who (fhirUser + iss), did what, when, on which instance.
 
     Written only through smart_app.ops.audit.record_audit; never updated; deleted only by the retention purge
-    (AUDIT_RETENTION_DAYS). On PostgreSQL the runtime role may only INSERT and SELECT, and a trigger lets only the
-    table's owner delete rows past the retention floor or re-encrypt patient_enc (smart_app/ops/audit.py).
+    (tuning.audit_retention_days). On PostgreSQL the runtime role may only INSERT and SELECT, and a trigger lets
+    only the table's owner delete rows past the retention floor or re-encrypt patient_enc (smart_app/ops/audit.py).
     Patient identifiers (and chart resource ids) are encrypted in ``patient_enc``; ``detail`` is short non-PHI
     text (a status change "new->contacted", a resource type).
     """

@@ -9,7 +9,7 @@ status index serves it):
   referrals of *their EHR* are overdue, how many of them are in their own queue (a link to that filtered view) and
   which teams hold the others; never a count from another EHR;
 - ``/readyz``: the ``referral_alerts`` check reports the counts per EHR and route and makes the status
-  ``degraded``, with 200 even under READYZ_STRICT (docs/decisions/0007-readyz-degraded-alerts.md);
+  ``degraded``, with 200 even under tuning.readyz_strict (docs/decisions/0007-readyz-degraded-alerts.md);
 - ``/metrics``: the gauge ``ipv_referrals_open{ehr, route_kind, route_team, state}``, read at scrape time.
 
 No PHI: the labels and the readiness detail are EHR ids and team ids as the deployment file names them, route

@@ -1,5 +1,5 @@
 """Retention for social work: closed referrals (completed, cancelled, declined) are deleted with their
-contact log, status history, site keys and chart-write rows ``WORKLIST_CLOSED_RETENTION_DAYS`` after they
+contact log, status history, site keys and chart-write rows ``tuning.worklist_closed_retention_days`` after they
 closed (365 by default); screen marks (smart_app/launch/visit_memory.py) after the memory window. Open referrals
 are kept until they close. Runs with the launch purge (smart_app/launch/retention.py: worker every 10 minutes,
 ``flask purge-launches``) and on its own as ``flask purge-referrals``.
@@ -64,7 +64,7 @@ def purge_referrals(db: Session, now: datetime | None = None) -> dict[str, int]:
 @click.command("purge-referrals")
 @with_appcontext
 def purge_referrals_command() -> None:
-    """Delete closed referrals (and their logs) past WORKLIST_CLOSED_RETENTION_DAYS, and old screen marks."""
+    """Delete closed referrals (and their logs) past tuning.worklist_closed_retention_days, and old screen marks."""
     from smart_app.store.db import get_session
 
     counts = purge_referrals(get_session())
