@@ -265,3 +265,74 @@ def test_every_page_keeps_the_clinicians_language_and_says_the_patients_words_in
     for name in ("questions", "consent", "consent, update preview"):
         said = [n for n in parse(pages[name]).walk() if is_patient(n) and n.text()]
         assert said and all(n.lang() == plang for n in said), name
+
+
+# -- complete catalogues ------------------------------------------------------------------------------------------
+def _extract(tmp_path: Path, cfg: str, *args: str) -> set[str]:
+    import sys
+
+    from babel.messages.pofile import read_po
+
+    (tmp_path / "babel.cfg").write_text(cfg)
+    pot = tmp_path / "out.pot"
+    subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", str(tmp_path / "babel.cfg"),
+                    *args, "-o", str(pot), "--no-location", "."], check=True, cwd=ROOT, capture_output=True)
+    with pot.open("rb") as f:
+        return {m.id if isinstance(m.id, str) else m.id[0] for m in read_po(f) if m.id}
+
+
+def _entries(lang: str) -> dict[str, object]:
+    from babel.messages.pofile import read_po
+
+    path = TRANSLATIONS / "messages.pot" if lang == "en" else TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po"
+    with path.open("rb") as f:
+        cat = read_po(f, locale=None if lang == "en" else lang)
+    return {(m.id if isinstance(m.id, str) else m.id[0]): m for m in cat if m.id}
+
+
+def test_english_source_catalogue_has_every_string_in_the_code(tmp_path):
+    """English is the source: the template (.pot) the other languages are made from holds every string the code
+    and templates use (``pybabel extract`` as smart_app/translations/README.md says, after adding strings)."""
+    in_code = _extract(tmp_path, (ROOT / "babel.cfg").read_text(), "-k", "p_")
+    assert len(in_code) > 300
+    assert sorted(in_code - set(_entries("en"))) == []
+
+
+@pytest.mark.parametrize("lang", ["es", "pt"])
+def test_catalogue_is_complete_clinician_side_too(lang):
+    """Every string of the source catalogue translated, none fuzzy: a deployment may set clinician_language to it."""
+    entries = _entries(lang)
+    assert sorted(set(_entries("en")) - set(entries)) == []
+    untranslated = [k for k, m in entries.items() if not m.string or (isinstance(m.string, tuple | list)
+                                                                       and not all(m.string))]
+    fuzzy = [k for k, m in entries.items() if "fuzzy" in m.flags]
+    assert untranslated == [] and fuzzy == []
+
+
+@pytest.mark.parametrize("lang", ["es", "pt"])
+def test_everything_said_to_the_patient_is_translated(tmp_path, lang):
+    """Read-aloud and printed words (``p_`` in templates and code, the handout) in the patient's language."""
+    said = _extract(tmp_path, "[python: smart_app/**.py]\n[jinja2: smart_app/**/templates/**.html]\n"
+                    "[jinja2: smart_app/templates/**.html]\n", "-k", "p_", "--no-default-keywords")
+    said |= _extract(tmp_path, "[jinja2: smart_app/referral/templates/referral/handout.html]\n")
+    assert len(said) > 15
+    entries = _entries(lang)
+    missing = [s for s in said if s not in entries or not entries[s].string or "fuzzy" in entries[s].flags]
+    assert missing == []
+
+
+@pytest.mark.parametrize("lang", ["es", "pt"])
+def test_catalogue_states_its_review_status(lang):
+    """machine-drafted, reviewed by <role> or validated: <citation>, in the catalogue's header comment."""
+    head = (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po").read_text(encoding="utf-8").split('msgid ""')[0]
+    assert re.search(r"^# Review status: (machine-drafted|reviewed by \w.*|validated: \S.*)", head, re.M), head
+
+
+@pytest.mark.parametrize("lang", ["es", "pt"])
+def test_placeholders_survive_translation(lang):
+    for key, m in _entries(lang).items():
+        ids = m.id if isinstance(m.id, tuple | list) else (m.id,)
+        strings = m.string if isinstance(m.string, tuple | list) else (m.string,)
+        wanted = sorted(re.findall(r"%\(\w+\)[sd]", ids[-1]))
+        for form in strings:
+            assert sorted(re.findall(r"%\(\w+\)[sd]", form)) == wanted, (lang, key)
