@@ -26,11 +26,13 @@ from referrals.ranking import Ranking, Reason, describe_hours
 from referrals.store import store_for
 from smart_app.launch.locale import launch_view
 from smart_app.launch.state import launch_required
+from smart_app.launch.visit_memory import visit_referral
 from smart_app.ops.i18n import SUPPORTED, clinician_locale, label_for, patient_locale
 from smart_app.ops.i18n import gettext as _
-from smart_app.ranking.memo import clock, default_programs, ranked
 from smart_app.referral.channels import CHANNELS
+from smart_app.referral.programs import BY_DEFAULT, language_of, ranking_for, stored
 from smart_app.screening.urgent import urgent_box
+from smart_app.store.db import get_session
 
 bp = Blueprint("referral", __name__, template_folder="templates", url_prefix="/l/<lid>")
 
@@ -151,24 +153,18 @@ def patient_language() -> str:
     """The patient's language for ranking ('es' speakers get Spanish-speaking programs first)."""
     if g.get("patient_locale"):
         return g.patient_locale
-    patient = g.launch.context.get("patient") or {}
-    lang = (patient.get("language") or "").split("-")[0].lower()
-    return lang or g.get("locale") or "en"
+    return language_of(g.launch.context, g.get("locale") or "en")
 
 
 def current_ranking(ref: dict[str, Any], now: datetime | None = None) -> Ranking:
-    site_map = current_settings().site_map or None
-    return ranked(g.launch.id, g.launch.context, safe_zip=ref.get("safe_zip"), needs=ref.get("needs") or [],
-                  language=patient_language(), now=now or clock(), site_map=site_map,
-                  default_programs=default_programs())
+    return ranking_for(g.launch, ref, patient_language(), now)
 
 
-def _store(ref: dict[str, Any], ranking: Ranking) -> None:
-    ref["results"] = [r.as_data() for r in ranking.results]
-    ref["site"] = ranking.site.id if ranking.site else None
-    ref["selected"] = [s for s in ref.get("selected") or [] if s in {r["service_id"] for r in ref["results"]}]
+def _store(ref: dict[str, Any], ranking: Ranking) -> dict[str, Any]:
+    ref = stored(ref, ranking)
     g.launch.update_data(referral=ref)
     g.launch.save()
+    return ref
 
 
 @bp.route("/referrals", methods=["GET"])
@@ -176,12 +172,17 @@ def _store(ref: dict[str, Any], ranking: Ranking) -> None:
 def index() -> str:
     ref = dict(g.launch.data.get("referral") or {})
     ranking = current_ranking(ref)
+    if "selected" not in ref:  # nothing chosen yet: the site's program is ticked (and kept) by default
+        ref = _store(ref, ranking)
     lang = g.locale
     plang = g.get("patient_locale") or lang
     screening = g.launch.data.get("screening") or {}
     urgent = urgent_box(g.launch, plang)
+    # Asked here, before the conversation with the patient, not after consent.
+    earlier = visit_referral(get_session(), g.launch.iss, g.launch.context, exclude_launch=g.launch.id) \
+        if not ref.get("second_referral") else None
     return render_template(
-        "referral/index.html", lid=g.launch.id, ref=ref, ranking=ranking, lang=lang, plang=plang,
+        "referral/index.html", lid=g.launch.id, ref=ref, ranking=ranking, lang=lang, plang=plang, earlier=earlier,
         patient_info=patient_info_html(plang, full=True), urgent=urgent,
         strangulation="strangulation" in (screening.get("danger_items") or []),
         needs=ASKED_NEEDS, need_labels=need_labels(),
@@ -206,6 +207,10 @@ def submit() -> Response:
         if raw_zip and not safe_zip:
             return redirect(url_for("referral.index", lid=lid, zip_error=1) + "#find")
         return redirect(url_for("referral.index", lid=lid) + "#results")
+    if action == "second_referral":  # the clinician's answer to "a referral already exists for this visit"
+        ref["second_referral"] = True
+        _store(ref, current_ranking(ref))
+        return redirect(url_for("referral.index", lid=lid) + "#next")
     if action == "clear_zip":
         ref["safe_zip"] = None
         _store(ref, current_ranking(ref))
@@ -215,6 +220,7 @@ def submit() -> Response:
     ranking = current_ranking(ref)
     listed = {r.service.id for r in ranking.results}
     ref["selected"] = [s for s in request.form.getlist("selected") if s in listed]
+    ref.pop(BY_DEFAULT, None)  # chosen by the clinician now
     _store(ref, ranking)
     return redirect(url_for("referral.index", lid=lid, saved=1) + "#next")
 
@@ -254,7 +260,7 @@ def handout() -> str:
     a wallet card (or the full page with 209A and safety planning ideas), QR only when asked and set up."""
     ref = dict(g.launch.data.get("referral") or {})
     ranking = current_ranking(ref)
-    chosen = handout_programs(ranking, set(ref.get("selected") or []))
+    chosen = handout_programs(ranking, set() if ref.get(BY_DEFAULT) else set(ref.get("selected") or []))
     lang = g.patient_locale
     content = content_in(lang)
     layout = "page" if request.args.get("layout") == "page" else "card"

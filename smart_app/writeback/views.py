@@ -49,6 +49,7 @@ from smart_app.outbox.state import utcnow
 from smart_app.outbox.status import kind_label, referral_rows, row_view
 from smart_app.ranking.memo import clock as app_clock
 from smart_app.referral.channels import CHANNELS, channel_label
+from smart_app.referral.programs import language_of, ranking_for, stored
 from smart_app.report import events
 from smart_app.screening import handoff
 from smart_app.store.crypto import encrypt_json
@@ -266,6 +267,23 @@ def _interp_choice(form: Any, launch: Any) -> str | None:
     return form.get("interpreter") or (launch.data.get("interpreter") or {}).get("choice")
 
 
+def with_programs(launch: Any) -> bool:
+    """The referral's programs: reached before the programs page, the site's program (as that page ticks it by
+    default). False when none is chosen (the clinician cleared them, or the visit has none): nothing is written."""
+    ref = launch.data.get("referral") or {}
+    if "selected" not in ref:
+        language = g.get("patient_locale") or language_of(launch.context, g.get("locale") or "en")
+        ref = stored(ref, ranking_for(launch, ref, language))
+        launch.update_data(referral=ref)
+        launch.save()
+    return bool(ref.get("selected"))
+
+
+def no_program_words() -> str:
+    return _("Choose the program this referral goes to on the programs page (this site's program is ticked there "
+             "unless it was cleared). Nothing was written.")
+
+
 # -- pages -----------------------------------------------------------------------------------------------------
 @bp.route("/consent", methods=["GET"])
 @launch_required
@@ -276,10 +294,11 @@ def consent() -> Response | tuple[str, int] | str:
     if screen_state(g.launch) == "none":
         return _out_of_order(_("Consent to write to the chart is asked after the screening is completed in this "
                                "visit. Start or finish the screening first."))
+    has_program = with_programs(g.launch)
     profile = current_profile()
     offer = offer_for(g.launch, profile)
     vm = view_model(g.launch, profile, choices_from(request.args, profile, offer), offer)
-    return _render_consent(g.launch, profile, vm)
+    return _render_consent(g.launch, profile, vm, error=None if has_program else no_program_words())
 
 
 @bp.route("/consent/preview", methods=["POST"])
@@ -287,6 +306,7 @@ def consent() -> Response | tuple[str, int] | str:
 def preview() -> Response:
     """Live preview for the page's script: the same view model, as JSON (POST body, nothing in the URL)."""
     use_bilingual_locale(g.launch)
+    with_programs(g.launch)
     profile = current_profile()
     offer = offer_for(g.launch, profile)
     vm = view_model(g.launch, profile, choices_from(request.form, profile, offer), offer)
@@ -316,6 +336,7 @@ def consent_post() -> Response | tuple[str, int] | str:
         return render_template("error.html", title=_("No patient"),
                                message=_("This launch has no patient, so nothing can be written.")), 400
     db = get_session()
+    has_program = with_programs(launch)
     profile = current_profile()
     offer = offer_for(launch, profile)
     choices = choices_from(request.form, profile, offer)
@@ -323,7 +344,9 @@ def consent_post() -> Response | tuple[str, int] | str:
     if action != "yes":  # "Update preview" (works without JavaScript)
         return _render_consent(launch, profile, vm)
     earlier = visit_referral(db, launch.iss, launch.context, exclude_launch=launch.id)
-    if earlier is not None and request.form.get("second_referral") != "yes":
+    second = request.form.get("second_referral") == "yes" or bool((launch.data.get("referral") or {})
+                                                                   .get("second_referral"))
+    if earlier is not None and not second:  # answered on the programs page, before the conversation
         # Another launch already referred this patient for this visit: a second one only by explicit choice.
         return render_template("worklist/second_referral.html", lid=launch.id, earlier=earlier,
                                form=request.form), 409
@@ -335,6 +358,8 @@ def consent_post() -> Response | tuple[str, int] | str:
         return _render_consent(launch, profile, vm, status=422, error=_(
             "Ask the patient how the program may contact them safely (or that no contact is safe) before "
             "asking consent. Nothing was written."))
+    if not has_program:
+        return _render_consent(launch, profile, vm, status=422, error=no_program_words())
     if request.form.get("digest") != vm["digest"]:
         return _render_consent(launch, profile, vm, status=409, error=_(
             "What you were about to agree to changed. Nothing was written. Read the updated page with the "

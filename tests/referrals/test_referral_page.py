@@ -188,3 +188,51 @@ def test_patient_section_is_each_launch_in_its_own_language(client, make_launch,
         direct = app.jinja_env.get_template("referral/_patient_info.html").render(
             po=content["protective_orders"], ideas=content["safety_ideas"], full=True)
     assert direct in _patient_section(client.get(f"/l/{spanish}/referrals").get_data(as_text=True))
+
+
+def _referral_state(app, lid):
+    with app.test_request_context():
+        from smart_app.launch.state import Launch
+        from smart_app.store.db import get_session
+        from smart_app.store.models import LaunchRecord
+
+        return Launch(get_session().get(LaunchRecord, lid)).data.get("referral") or {}
+
+
+def test_the_sites_program_is_ticked_by_default_and_a_referral_to_no_program_is_refused(client, make_launch, app):
+    from sqlalchemy import func, select
+
+    from smart_app.store.models import ReferralRecord
+    from tests.writeback.support import SCREENING, consent
+
+    lid = make_launch(client, data={"screening": dict(SCREENING)}, iss="http://127.0.0.1:9/fhir")
+    html = client.get(f"/l/{lid}/referrals").get_data(as_text=True)
+    # The visit's program (HAVEN at MGH Chelsea), the one the handout falls back to; not the 24/7 line.
+    assert re.search(r'value="haven"\s+checked', html)
+    assert not re.search(r'value="ma-safelink"\s+checked', html)
+    assert _referral_state(app, lid)["selected"] == ["haven"]
+    # Reached before the programs page, the consent page takes the same default.
+    other_client = app.test_client()
+    other = make_launch(other_client, data={"screening": dict(SCREENING)}, iss="http://127.0.0.1:9/fhir")
+    page = other_client.get(f"/l/{other}/consent").get_data(as_text=True)
+    assert "HAVEN at MGH" in page and 'data-testid="consent-error"' not in page
+    # The clinician clears every program: the consent page says so and nothing can be written.
+    client.post(f"/l/{lid}/referrals", data={"action": "save"})
+    assert _referral_state(app, lid)["selected"] == []
+    page = client.get(f"/l/{lid}/consent").get_data(as_text=True)
+    assert 'data-testid="consent-error"' in page and "programs page" in page
+    resp = consent(client, lid, channel="phone")
+    assert resp.status_code == 422 and "Nothing was written" in resp.get_data(as_text=True)
+    with app.app_context():
+        from smart_app.store.db import session_scope
+
+        with session_scope(app) as db:
+            assert db.scalar(select(func.count()).select_from(ReferralRecord)) == 0
+
+
+def test_the_handout_keeps_the_24_7_line_until_the_clinician_chooses(client, lid):
+    client.get(f"/l/{lid}/referrals")  # the site's program ticked by default
+    html = client.get(f"/l/{lid}/handout").get_data(as_text=True)
+    assert "HAVEN" in html and "877-785-2020" in html
+    client.post(f"/l/{lid}/referrals", data={"action": "save", "selected": ["haven"]})
+    assert "877-785-2020" not in client.get(f"/l/{lid}/handout").get_data(as_text=True).split('data-testid="card"')[1]

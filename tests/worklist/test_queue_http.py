@@ -259,3 +259,22 @@ def test_closed_referrals_and_logs_are_purged_after_the_retention_period(app, ma
         assert not list(db.scalars(select(ReferralSite).where(ReferralSite.referral_id == closed)))
         assert not list(db.scalars(select(ReferralProgram).where(ReferralProgram.referral_id == closed)))
         assert list(db.scalars(select(ReferralProgram).where(ReferralProgram.referral_id == still_open)))
+
+
+def test_a_referral_for_this_visit_is_asked_about_on_the_programs_page_before_consent(app, make_launch):
+    make_referral(app, make_launch, "bwh", "p-twice", "Tess Twice", encounter="enc-twice")
+    clinician = app.test_client()
+    lid = make_launch(clinician, context=clinician_context("bwh", "p-twice", "Tess Twice", encounter="enc-twice"),
+                      data=referral_data("bwh"), iss=EHR1)
+    html = clinician.get(f"/l/{lid}/referrals").get_data(as_text=True)
+    question = html.split('data-testid="second-referral-question"')[1].split("</div>")[0]
+    assert "A referral already exists for this visit" in question and 'value="second_referral"' in question
+    assert 'data-testid="to-consent"' not in html  # the conversation waits for the answer
+    resp = clinician.post(f"/l/{lid}/referrals", data={"action": "second_referral"})
+    assert resp.status_code == 302
+    html = clinician.get(f"/l/{lid}/referrals").get_data(as_text=True)
+    assert 'data-testid="second-referral-question"' not in html and 'data-testid="to-consent"' in html
+    # Answered before the conversation: consent is not asked the question again.
+    assert consent(clinician, lid, channel="phone").status_code == 302
+    with app.app_context(), session_scope(app) as db:
+        assert db.scalar(select(func.count()).select_from(ReferralRecord)) == 2
