@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, time
 from functools import lru_cache
 from zoneinfo import ZoneInfo
+
+from babel.dates import format_time
 
 from referrals.model import DAYS, Hours, Interval
 
@@ -98,8 +100,8 @@ def is_open(hours: Hours, now: datetime, tz: str = "America/New_York") -> bool |
 
 def fmt_minutes(minutes: int, lang: str = "en") -> str:
     h, m = divmod(minutes % (24 * 60), 60)
-    if lang in ("es", "pt"):
-        return f"{h}:{m:02d}"
+    if lang in ("es", "pt"):  # the locale's own short time (CLDR via Babel): es "8:30", pt "08:30"
+        return format_time(time(h, m), "short", locale=lang)
     suffix = "am" if h < 12 else "pm"
     h12 = h % 12 or 12
     return f"{h12}:{m:02d}{suffix}" if m else f"{h12}{suffix}"

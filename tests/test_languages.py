@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from datetime import time as datetime_time
 from pathlib import Path
 
 import pytest
@@ -336,3 +337,77 @@ def test_placeholders_survive_translation(lang):
         wanted = sorted(re.findall(r"%\(\w+\)[sd]", ids[-1]))
         for form in strings:
             assert sorted(re.findall(r"%\(\w+\)[sd]", form)) == wanted, (lang, key)
+
+
+# -- review status, one quotation style, the chosen words -------------------------------------------------------
+REVIEW = re.compile(r"^(machine-drafted|reviewed by \S.*|validated: \S.*)$")
+
+
+def _texts(lang: str) -> list[tuple[str, str]]:
+    """Every text in ``lang``: its catalogue, the content and directory files, the instruments."""
+    from tests.test_catalogs import CONTENT, DIRECTORY, instrument_texts, texts_in
+
+    out = [(k, s) for k, m in _entries(lang).items() for s in (m.string if isinstance(m.string, tuple | list)
+                                                               else (m.string,)) if s]
+    out += [(w, t) for w, t in texts_in(CONTENT, lang) + texts_in(DIRECTORY, lang) + instrument_texts(lang) if t]
+    return out
+
+
+@pytest.mark.parametrize("lang", ["es", "pt"])
+def test_every_translation_states_who_checked_it(lang):
+    import yaml
+
+    from fhir.questionnaires import load_instruments
+
+    content = yaml.safe_load((ROOT / "config" / "directory" / "content.yaml").read_text(encoding="utf-8"))
+    assert REVIEW.match(content["translations"][lang]["review"])
+    for key, inst in load_instruments().items():
+        status = inst.translation_status[lang]
+        assert REVIEW.match(status["review"]), key
+        # Not validated: the page says so (instrument.html's note), and the file says it is ours.
+        if not status["review"].startswith("validated:"):
+            assert status["status"] == "unconfirmed" and "not a validated version" in status["note"], key
+
+
+@pytest.mark.parametrize("lang", ["es", "pt"])
+def test_one_quotation_style_per_language(lang):
+    import yaml
+
+    rule = yaml.safe_load((TRANSLATIONS / f"glossary-{lang}.yaml").read_text(encoding="utf-8"))["quotes"]
+    bad = [(w, t) for w, t in _texts(lang) if any(q in t for q in rule["never"])]
+    assert bad == []
+
+
+@pytest.mark.parametrize("lang", ["es", "pt"])
+def test_one_time_format_babels_short_time(lang):
+    from babel.dates import format_time
+
+    from referrals.hours import fmt_minutes
+
+    assert fmt_minutes(8 * 60 + 30, lang) == format_time(datetime_time(8, 30), "short", locale=lang)
+    assert fmt_minutes(17 * 60 + 30, lang) == "17:30"
+    bad = [(w, t) for w, t in _texts(lang) if re.search(r"\d\s?(am|pm|a\.m\.|p\.m\.)(?!\w)|\d+h\b", t, re.I)]
+    assert bad == []
+
+
+def test_portuguese_wording_chosen_in_the_glossary():
+    from fhir.questionnaires import load_instruments
+
+    da5 = next(i for i in load_instruments().values() if i.role == "danger-check")
+    choke = next(item.text["pt"] for item in da5.items if "choke" in item.text["en"])
+    assert "esganar" in choke and "sufocar" not in choke  # smother is not choke
+    texts = " ".join(t for _, t in _texts("pt"))
+    assert "secretaria do tribunal" in texts and "cartório" not in texts
+    assert "afastamento do lar" in texts.lower() and "saída do lar" not in texts
+    assert "parceiro abusivo ou de uma parceira abusiva" in texts
+
+
+def test_spanish_wording_chosen_in_the_glossary():
+    from fhir.questionnaires import load_instruments
+
+    texts = _texts("es")
+    joined = " ".join(t for _, t in texts)
+    assert "línea directa" not in joined.lower() and "línea de ayuda" in joined.lower()
+    assert re.search(r"\brefier[ao]n?\b|\breferimos\b", joined) is None and "derivamos" in joined
+    wast = load_instruments()["wast-short"]
+    assert all("¿" in item.text["es"] and item.text["es"].endswith("?") for item in wast.questions)  # questions

@@ -19,12 +19,14 @@ stops the app with a message naming the file and the problem):
   whatever the total, also with ``.../always-high`` (the file's source says on whose authority);
 - translated text uses the standard ``translation`` extension on ``_text`` /
   ``_display``; ``.../translation-status`` says whether a language's text is the
-  published version or our translation awaiting the site's confirmation.
+  published version or our translation awaiting the site's confirmation, and its ``review`` who checked it
+  (``machine-drafted``, ``reviewed by <role>`` or ``validated: <citation>``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -51,6 +53,9 @@ TRANSLATION = "http://hl7.org/fhir/StructureDefinition/translation"
 DEFAULT_DIR = Path(__file__).resolve().parent
 COMPARATORS = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
 ROLES = ("screen", "danger-check")
+# Who has checked a translation: drafted by machine (or by the project team, unreviewed), reviewed by a named
+# role (e.g. "reviewed by certified medical interpreter"), or a published validated version (its citation).
+REVIEW = re.compile(r"^(machine-drafted|reviewed by \S.*|validated: \S.*)$")
 
 
 class InstrumentError(Exception):
@@ -359,7 +364,11 @@ def _translation_status(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, 
             lang = _sub(e, "lang")
             if _sub(e, "status") not in ("published", "unconfirmed"):
                 _fail(path, "translation-status status must be 'published' or 'unconfirmed'")
-            status[lang] = {"status": _sub(e, "status"), "note": _sub(e, "note") or ""}
+            review = _sub(e, "review") or "machine-drafted"
+            if not REVIEW.match(review):
+                _fail(path, "translation-status review must be 'machine-drafted', 'reviewed by <role>' or "
+                            "'validated: <citation>'")
+            status[lang] = {"status": _sub(e, "status"), "note": _sub(e, "note") or "", "review": review}
     return status
 
 
