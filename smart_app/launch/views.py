@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -187,6 +188,41 @@ def _pending_for_this_browser(state: str | None) -> LaunchRecord | None:
 
 @bp.get("/callback")
 def callback():
+    record = _record_for_callback()
+    code = _param("code")
+    pending = decrypt_json(record.pending_enc) or {}
+    settings = current_settings()
+    timeout = settings.http_timeout_seconds
+    # Single use, recorded before the exchange so two racing callbacks cannot both go on. The client
+    # assertion is signed first, its jti joining the same commit (one transaction, not two).
+    jtis: list[str] = []
+    prepared = _prepare_exchange(record, pending, jtis)
+    _consume_code(record, hashlib.sha256(code.encode()).hexdigest(), jtis)
+    if isinstance(prepared, tuple):
+        raise _fail(record, *prepared)
+    config, auth, credentials = prepared.config, prepared.auth, prepared.credentials
+
+    http = http_session()  # one handle for the token call, the JWKS and the context read
+    try:
+        tokens = exchange_code(config, code=code, redirect_uri=pending["redirect_uri"],
+                               code_verifier=pending["code_verifier"], auth=auth, http=http,
+                               timeout=timeout, credentials=credentials)
+    except TokenError as exc:
+        raise _fail(record, exc.message, 400 if exc.status and exc.status < 500 else EHR_FAILED) from None
+    except ClientAuthError as exc:
+        log.error("client authentication misconfigured: %s", clean_text(exc, 200))
+        raise _fail(record, "The app's EHR registration is misconfigured (client authentication).", 500) from None
+    claims = _identity_claims(record, tokens, pending, config, http=http, timeout=timeout)
+    if record.kind == "ehr" and not tokens.get("patient"):
+        raise _fail(record, "The EHR did not say which patient this launch is for.")
+    if not isinstance(tokens.get("patient"), str | None):
+        raise _fail(record, "The EHR sent a patient id this app cannot use.")
+    context = _launch_context(record, tokens, claims, http=http, timeout=timeout)
+    return _activate(record, tokens, context)
+
+
+def _record_for_callback() -> LaunchRecord:
+    """The pending sign-in this browser started, named by ``state``; the EHR's refusal said plainly."""
     error = request.args.get("error")
     record = _pending_for_this_browser(request.args.get("state"))
     if error:
@@ -203,29 +239,35 @@ def callback():
     if record is None:
         raise LaunchError("This sign-in does not match a launch started in this browser, or it has expired. "
                           "Launch the app again from the EHR.", 400)
-    code = _param("code")
-    code_hash = hashlib.sha256(code.encode()).hexdigest()
-    db = get_session()
-    # Single use, recorded before the exchange so two racing callbacks cannot both go on. The client
-    # assertion is signed first, its jti joining the same commit (one transaction, not two).
-    jtis: list[str] = []
-    pending = decrypt_json(record.pending_enc) or {}
-    settings = current_settings()
-    timeout = settings.http_timeout_seconds
-    failed: tuple[str, int] | None = None
-    config = auth = credentials = None
+    return record
+
+
+@dataclass(frozen=True)
+class _Exchange:
+    config: Any
+    auth: Any
+    credentials: Any
+
+
+def _prepare_exchange(record: LaunchRecord, pending: dict[str, Any], jtis: list[str]) -> _Exchange | tuple[str, int]:
+    """The EHR's endpoints and this app's client authentication for the token call, or why the launch cannot go
+    on (message, status) — decided before the code is recorded as used, reported after."""
     if not pending.get("code_verifier"):
-        failed = ("This launch can no longer be completed. Launch the app again from the EHR.", 400)
-    else:
-        try:
-            config = _discover(record.iss)
-            auth = client_auth(_stage_jti(jtis))
-            credentials = auth.oauth_kwargs(config.token_endpoint)
-        except LaunchError as exc:
-            failed = (exc.message, exc.status)
-        except ClientAuthError as exc:
-            log.error("client authentication misconfigured: %s", clean_text(exc, 200))
-            failed = ("The app's EHR registration is misconfigured (client authentication).", 500)
+        return ("This launch can no longer be completed. Launch the app again from the EHR.", 400)
+    try:
+        config = _discover(record.iss)
+        auth = client_auth(_stage_jti(jtis))
+        return _Exchange(config, auth, auth.oauth_kwargs(config.token_endpoint))
+    except LaunchError as exc:
+        return (exc.message, exc.status)
+    except ClientAuthError as exc:
+        log.error("client authentication misconfigured: %s", clean_text(exc, 200))
+        return ("The app's EHR registration is misconfigured (client authentication).", 500)
+
+
+def _consume_code(record: LaunchRecord, code_hash: str, jtis: list[str]) -> None:
+    """Record the code (and the client assertion's jti) as used, in one commit; a second use is refused."""
+    db = get_session()
     try:
         conn = db.connection()
         conn.execute(_RECORD_CODE, {"code_hash": code_hash})
@@ -239,39 +281,31 @@ def callback():
             raise _fail(record, "The sign-in could not be completed. Launch the app again from the EHR.",
                         500) from None
         raise _fail(record, "This sign-in code was already used. Launch the app again from the EHR.") from None
-    if failed is not None:
-        raise _fail(record, *failed)
 
-    http = http_session()  # one handle for the token call, the JWKS and the context read
-    try:
-        tokens = exchange_code(config, code=code, redirect_uri=pending["redirect_uri"],
-                               code_verifier=pending["code_verifier"], auth=auth, http=http,
-                               timeout=timeout, credentials=credentials)
-    except TokenError as exc:
-        raise _fail(record, exc.message, 400 if exc.status and exc.status < 500 else EHR_FAILED) from None
-    except ClientAuthError as exc:
-        log.error("client authentication misconfigured: %s", clean_text(exc, 200))
-        raise _fail(record, "The app's EHR registration is misconfigured (client authentication).", 500) from None
 
-    claims: dict[str, Any] = {}
+def _identity_claims(record: LaunchRecord, tokens: dict[str, Any], pending: dict[str, Any], config: Any, *,
+                     http: Any, timeout: float) -> dict[str, Any]:
+    """The id_token's verified claims when this app asked for openid; an id_token not asked for is dropped."""
     asked_openid = "openid" in str(pending.get("scope", "")).split()
     granted = str(tokens.get("scope") or pending.get("scope", "")).split()
     if not asked_openid:
         tokens.pop("id_token", None)  # not asked for: never trusted, never stored
-    elif tokens.get("id_token") or "openid" in granted:
-        if not tokens.get("id_token"):
-            raise _fail(record, "The EHR did not return the id_token this app asked for.")
-        try:
-            claims = verify_id_token(tokens["id_token"], issuer=config.issuer or record.iss,
-                                     client_id=settings.client_id, nonce=pending.get("nonce"),
-                                     jwks_uri=config.jwks_uri, http=http, timeout=timeout)
-        except IdTokenError as exc:
-            raise _fail(record, f"The EHR's identity token was refused: {exc}") from None
-    if record.kind == "ehr" and not tokens.get("patient"):
-        raise _fail(record, "The EHR did not say which patient this launch is for.")
-    if not isinstance(tokens.get("patient"), str | None):
-        raise _fail(record, "The EHR sent a patient id this app cannot use.")
+        return {}
+    if not (tokens.get("id_token") or "openid" in granted):
+        return {}
+    if not tokens.get("id_token"):
+        raise _fail(record, "The EHR did not return the id_token this app asked for.")
+    try:
+        return verify_id_token(tokens["id_token"], issuer=config.issuer or record.iss,
+                               client_id=current_settings().client_id, nonce=pending.get("nonce"),
+                               jwks_uri=config.jwks_uri, http=http, timeout=timeout)
+    except IdTokenError as exc:
+        raise _fail(record, f"The EHR's identity token was refused: {exc}") from None
 
+
+def _launch_context(record: LaunchRecord, tokens: dict[str, Any], claims: dict[str, Any], *, http: Any,
+                    timeout: float) -> dict[str, Any]:
+    """The launch context read from the EHR, with the SMART style and the user's app roles applied once."""
     client = FhirClient(record.iss, tokens["access_token"], timeout=timeout, session=http)
     try:
         context = read_launch_context(client, tokens, fhir_user=fhir_user(claims)).to_dict()
@@ -281,13 +315,18 @@ def callback():
         message = (f"The EHR could not be read (HTTP {exc.status}). Try again." if exc.status else
                    "The EHR is not answering just now. Try again in a minute.")
         raise _fail(record, message, EHR_FAILED) from None
-
     # smart_style_url: no token sent, only safe values kept, cached per URL; served as /l/<lid>/smart-style.css.
     context["smart_style"] = cached_smart_style(context.get("smart_style_url"))
     # The deployment's role mapping, applied once here: every feature reads the stored app roles.
     context["user"] = apply_mapping(context.get("user") or {}, current_settings())
+    return context
+
+
+def _activate(record: LaunchRecord, tokens: dict[str, Any], context: dict[str, Any]) -> Any:
+    """Store the tokens and context, bind the launch to this browser and user, offer a resume, audit, land."""
+    db = get_session()
     others = db.connection().execute(_OTHER_LAUNCHES, {"rid": record.id, "old_bid": str(session.get("bid", "")),
-                                          "iss": record.iss, "now": datetime.now(UTC)}).all()
+                                                       "iss": record.iss, "now": datetime.now(UTC)}).all()
     # Relaunched after an accidental quick exit (same user, patient, encounter, within 15 min): offer it.
     offer = find_offer(db, record, context, [o.id for o in others if o.status == "ended"])
     launch = Launch(record)
