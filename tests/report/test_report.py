@@ -168,6 +168,42 @@ def test_no_suppressed_count_is_recovered_from_any_combination_of_views(case):
     assert recovered(published(grid, result), truth_of(grid, counts)) == []
 
 
+def snapshot(teams: dict[str, tuple[str, ...]], counts: sp.Counts, closed: int) -> tuple[sp.Grid, sp.Result] | None:
+    """The report as it was read when month ``closed`` had just closed: what was counted by then, the sites and
+    teams it had rows for."""
+    past = {m: {leaf: {mo: n for mo, n in by.items() if mo <= closed + 1} for leaf, by in per.items()}
+            for m, per in counts.items()}
+    seen = {leaf for per in past.values() for leaf, by in per.items() if any(n for mo, n in by.items() if mo <= closed)}
+    if not seen:
+        return None
+    sites = {site for site, _team in seen}
+    now = datetime((closed + 1) // 12, (closed + 1) % 12 + 1, 1, tzinfo=UTC)
+    return run({s: tuple(t for t in teams[s] if (s, t) in seen) for s in sites}, past, now)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(generated())
+def test_a_number_once_shown_stays_shown_and_a_hidden_one_stays_hidden_as_months_close(case):
+    """Copies of the report kept from earlier months add nothing: while the counts of closed months do not change,
+    every cell of an earlier month's report reads the same in the latest one."""
+    teams, counts, now = case
+    last = pd.current_month(now) - 1
+    months = [m for per in counts.values() for by in per.values() for m in by if m <= last]
+    if not months:
+        return
+    _grid, latest = run(teams, counts, now)
+    for closed in range(min(months), last):
+        earlier = snapshot(teams, counts, closed)
+        if earlier is None:
+            continue
+        grid, result = earlier
+        for measure in grid.measures:
+            for row in grid.rows(measure):
+                for period in grid.periods:
+                    assert result.shown(measure.name, row, period.id) == latest.shown(measure.name, row, period.id), (
+                        pd.month_key(closed), measure.name, row, period.id)
+
+
 # ---------------------------------------------------------------------------- seeded store, over HTTP
 
 SITES = ("bwh", "mgh", "mgh-chelsea")
