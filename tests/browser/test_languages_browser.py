@@ -34,3 +34,31 @@ def test_consent_script_is_the_patients_language_and_the_page_the_clinicians(lau
     shots = os.environ.get("IPV_SCREENSHOTS")
     page.locator("#preview").scroll_into_view_if_needed()
     page.screenshot(path=os.path.join(shots or str(tmp_path), "consent-es-patient-en-clinician.png"))
+
+
+def test_portuguese_clinician_prints_a_spanish_handout(launched_page, live_app, tmp_path):
+    """A deployment whose clinicians read Portuguese: the handout's controls in Portuguese, the card in Spanish."""
+    from config.current import replace_settings
+
+    page = launched_page("pat-june", "enc-june-bwh")
+    page.set_viewport_size({"width": 1366, "height": 768})
+    lid = lid_of(page)
+    _screened(live_app, lid)
+    replace_settings(live_app.app, clinician_language="pt")
+    try:
+        page.goto(f"{live_app.url}/l/{lid}/handout?lang=es")
+        assert page.locator("html").get_attribute("lang") == "pt"
+        expect(page.get_by_test_id("print")).to_have_text("Imprimir")
+        expect(page.get_by_test_id("handout")).to_have_attribute("lang", "es")
+        expect(page.get_by_test_id("handout-title")).to_have_text("Recursos de salud")
+        shots = os.environ.get("IPV_SCREENSHOTS")
+        page.screenshot(path=os.path.join(shots or str(tmp_path), "handout-es-patient-pt-clinician.png"))
+        page.goto(f"{live_app.url}/l/{lid}/consent?lang=es")
+        expect(page.get_by_test_id("consent-yes")).to_have_text("A pessoa concorda: registrar no prontuário")
+        said = page.locator("#consent-question .said").first
+        expect(said.locator('[data-audience="patient"]')).to_have_attribute("lang", "es")
+        expect(said.locator('[data-audience="clinician"]')).to_have_attribute("lang", "pt")
+        page.screenshot(path=os.path.join(shots or str(tmp_path), "consent-es-patient-pt-clinician.png"),
+                        full_page=True)
+    finally:
+        replace_settings(live_app.app, clinician_language="en")
