@@ -84,3 +84,17 @@ def test_tokens_follow_the_stored_value_and_a_caller_cannot_change_them(app):
         assert launch.tokens["access_token"] == "refreshed"
         launch.set_tokens({"access_token": "set-here"})
         assert launch.tokens["access_token"] == "set-here"
+
+
+def test_the_typed_context_reads_the_stored_one_and_follows_a_new_one(app):
+    """Launch.typed_context is the stored context as fhir/launch_context.py types it, read again when the context
+    is replaced (the callback stores the role mapping's result, a later page reads it)."""
+    lid = _store_launch(app, "browser-1")
+    with app.test_request_context():
+        session["bid"] = "browser-1"
+        launch = load_launch(lid)
+        typed = launch.typed_context
+        assert typed.patient_id == launch.context["patient"]["id"] and typed.patient.name == "Rosa Test"
+        assert launch.typed_context is typed  # read once
+        launch.set_context({**launch.context, "patient": {"id": "pat-2", "name": "Other"}, "encounter": None})
+        assert launch.typed_context.patient_id == "pat-2" and launch.typed_context.encounter_id is None

@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DBAPIError
 
 from config.current import current_settings
+from fhir.launch_context import LaunchContext
 from smart_app.store.crypto import decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import LaunchRecord
@@ -40,6 +41,7 @@ class Launch:
     def __init__(self, record: LaunchRecord):
         self.record = record
         self._context: dict[str, Any] | None = None
+        self._typed: tuple[dict[str, Any], LaunchContext] | None = None  # (the context it was read from, itself)
         self._data: dict[str, Any] | None = None
         self._tokens: tuple[str | None, dict[str, Any]] | None = None  # (the encrypted value, its plaintext)
 
@@ -61,6 +63,14 @@ class Launch:
         if self._context is None:
             self._context = decrypt_json(self.record.context_enc) or {}
         return self._context
+
+    @property
+    def typed_context(self) -> LaunchContext:
+        """The same context, typed (fhir/launch_context.py): what a layer reads instead of the dict's keys. Read
+        again when the context is replaced."""
+        if self._typed is None or self._typed[0] is not self.context:
+            self._typed = (self.context, LaunchContext.from_dict(self.context))
+        return self._typed[1]
 
     @property
     def data(self) -> dict[str, Any]:

@@ -109,7 +109,7 @@ def _out_of_order(message: str) -> tuple[str, int]:
 # -- the plan shown = the plan written -------------------------------------------------------------------------
 def granted_scope(launch: Any) -> str:
     """The token's granted scope; a token response without ``scope`` grants what was asked (RFC 6749 5.1)."""
-    scope = str((launch.context or {}).get("scope") or launch.tokens.get("scope") or "")
+    scope = launch.typed_context.scope or str(launch.tokens.get("scope") or "")
     if not scope.strip():
         settings = current_settings()
         scope = settings.scopes_ehr if launch.kind == "ehr" else settings.scopes_standalone
@@ -117,11 +117,10 @@ def granted_scope(launch: Any) -> str:
 
 
 def offer_for(launch: Any, profile: EhrProfile) -> Offer:
-    ctx = launch.context
+    ctx = launch.typed_context
     screening = launch.data.get("screening") or {}
-    return writable(profile.write_rules, granted_scope(launch),
-                    has_encounter=bool((ctx.get("encounter") or {}).get("id")),
-                    has_author=bool((ctx.get("user") or {}).get("reference")),
+    return writable(profile.write_rules, granted_scope(launch), has_encounter=bool(ctx.encounter_id),
+                    has_author=bool(ctx.user.reference),
                     has_screening=bool(screening.get("completed_at")))
 
 
@@ -156,13 +155,12 @@ def choices_from(form: Any, profile: EhrProfile, offer: Offer) -> dict[str, Any]
 
 
 def _input(launch: Any, key: str, choices: dict[str, Any]) -> WritebackInput:
-    ctx, data = launch.context, launch.data
+    ctx, data = launch.typed_context, launch.data
     screening = data.get("screening") or {}
-    user = ctx.get("user") or {}
     inp = WritebackInput(
-        referral_key=key, patient_id=(ctx.get("patient") or {}).get("id"),
-        encounter_id=(ctx.get("encounter") or {}).get("id"), author_reference=user.get("reference"),
-        author_name=user.get("name"), screening=screening, referral=data.get("referral") or {},
+        referral_key=key, patient_id=ctx.patient_id, encounter_id=ctx.encounter_id,
+        author_reference=ctx.user.reference, author_name=ctx.user.name, screening=screening,
+        referral=data.get("referral") or {},
         resources=list(choices["resources"]),
         safe_contact={"channel": choices["channel"], "note": choices["contact_note"]},
         urgent=handoff.urgent_now(data), patient_asked=choices["patient_asks"],
@@ -260,7 +258,7 @@ def _render_consent(launch: Any, profile: EhrProfile, vm: dict[str, Any], *, err
         interp_options=interpreter.options(launch.context), interp_choice=_interp_choice(form, launch),
         channels=CHANNELS, channel_label=channel_label, kind_label=kind_label,
         ask_channel=p_("“If a program or the clinic needs to reach you, which way is safe, if any?”"),
-        screen=screen_state(launch), has_patient=bool((launch.context.get("patient") or {}).get("id"))), status
+        screen=screen_state(launch), has_patient=bool(launch.typed_context.patient_id)), status
 
 
 def _interp_choice(form: Any, launch: Any) -> str | None:
@@ -331,8 +329,7 @@ def consent_post() -> Response | tuple[str, int] | str:
     if state == "none":
         return _out_of_order(_("Nothing was written: consent can only be recorded after the screening is "
                                "completed in this visit."))
-    patient = launch.context.get("patient") or {}
-    if not patient.get("id"):
+    if not launch.typed_context.patient_id:
         return render_template("error.html", title=_("No patient"),
                                message=_("This launch has no patient, so nothing can be written.")), 400
     db = get_session()
