@@ -82,3 +82,30 @@ def test_spanish_patient_at_sjphc_and_accessibility(launched_page, live_app):
     assert page.title() == "Recursos de salud"
     found["handout"] = serious_violations(page)
     assert found == {k: [] for k in found}
+
+
+def test_full_page_handout_waits_for_the_patients_word_and_prints_ideas_before_the_209a_page(
+        launched_page, new_context, live_app):
+    """1366x768: the full page's caution comes first and Print waits for the tick; printed, the first page carries
+    the card and the safety ideas, the 209A section (whose published text names the abuser) starts a new page."""
+    page = launched_page("pat-dana", "enc-dana-faulkner", page=new_context(viewport={"width": 1366, "height": 768})
+                         .new_page())
+    lid = lid_of(page)
+    page.goto(f"{live_app.url}/l/{lid}/handout?lang=en&layout=page")
+    caution, tick, button = (page.get_by_test_id("print-caution"), page.get_by_test_id("safe-to-carry"),
+                             page.get_by_test_id("print"))
+    assert caution.is_visible() and caution.bounding_box()["y"] < 768  # seen before anything is printed
+    assert button.is_disabled()
+    shots = "/work/notes/shots" if __import__("os").path.isdir("/work/notes/shots") else None
+    if shots:
+        page.screenshot(path=f"{shots}/handout-full-page-caution-1366x768.png")
+    tick.check()
+    assert button.is_enabled()
+    orders = page.locator(".protective-orders")
+    assert orders.evaluate("el => el.classList.contains('new-page')")
+    page.emulate_media(media="print")
+    assert orders.evaluate("el => getComputedStyle(el).breakBefore") == "page"
+    before = page.evaluate("""() => { const main = document.querySelector('[data-testid="handout"]');
+        const range = document.createRange(); range.setStart(main, 0);
+        range.setEndBefore(document.querySelector('.protective-orders')); return range.toString(); }""")
+    assert "Safety planning ideas" in before and not re.search(r"abus|violen|209A", before, re.I)

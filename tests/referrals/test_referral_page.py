@@ -236,3 +236,24 @@ def test_the_handout_keeps_the_24_7_line_until_the_clinician_chooses(client, lid
     assert "HAVEN" in html and "877-785-2020" in html
     client.post(f"/l/{lid}/referrals", data={"action": "save", "selected": ["haven"]})
     assert "877-785-2020" not in client.get(f"/l/{lid}/handout").get_data(as_text=True).split('data-testid="card"')[1]
+
+
+ABUSE_WORDS = ("abuse", "abusive", "abusiva", "abusivo", "agresor", "agressor", "abuso")
+
+
+@pytest.mark.parametrize("lang", ["en", "es", "pt"])
+def test_full_page_handout_cautions_first_and_never_names_the_abuser_on_its_first_printed_page(client, lid, lang):
+    card = client.get(f"/l/{lid}/handout?lang={lang}").get_data(as_text=True)
+    assert 'data-testid="card-default"' in card and 'data-testid="print-caution"' not in card  # the card: default
+    assert 'data-testid="handout-more"' not in card
+    page = client.get(f"/l/{lid}/handout?lang={lang}&layout=page").get_data(as_text=True)
+    # The caution comes before the Print button, which waits for the patient's word (static/print.js).
+    caution = page.index('data-testid="print-caution"')
+    assert caution < page.index('data-testid="print"') and 'data-print-confirm="safe-to-carry"' in page
+    assert "only if the patient says it is safe to carry" in visible_text(page.split('data-testid="print-caution"')[1]
+                                                                          .split("</div>")[0])
+    main = page.split('data-testid="handout"')[1]
+    first_page, rest = main.split('class="protective-orders new-page"')
+    assert 'data-testid="safety-ideas"' in first_page and 'data-testid="card"' in first_page
+    assert not any(w in visible_text(first_page).lower() for w in ABUSE_WORDS), visible_text(first_page)
+    assert "209A" in rest  # the protective orders are still there, on a page of their own
