@@ -262,6 +262,9 @@ def test_every_page_keeps_the_clinicians_language_and_says_the_patients_words_in
     foreign = patient_only_words(clang, plang)
     problems = {name: language_problems(html, clang, plang, foreign) for name, html in pages.items()}
     assert {name: p for name, p in problems.items() if p} == {}
+    # Every page that reads the patient a translation says it is not a validated version, once.
+    for name in ("gate", "questions", "danger questions", "result", "referrals", "consent"):
+        assert pages[name].count('data-testid="translation-note"') == 1, name
     # The words read aloud are there, in the patient's language, on the pages where the clinician reads them.
     for name in ("questions", "consent", "consent, update preview"):
         said = [n for n in parse(pages[name]).walk() if is_patient(n) and n.text()]
