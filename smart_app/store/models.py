@@ -16,8 +16,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from smart_app.store.task_status import LEGACY, OPEN
 
 
 class Base(DeclarativeBase):
@@ -88,6 +91,12 @@ class UsedJti(Base):
 
 
 # -- Chart write-back (smart_app/outbox/) and the social-work queue -------------------------------
+# The stored spellings of an open referral's status (the Task codes and the older words that read as them), as the
+# queue's and the alerts' open-referral conditions list them: a partial index over them serves those conditions.
+OPEN_STORED = tuple(sorted(set(OPEN) | {old for old, new in LEGACY.items() if new in OPEN}))
+OPEN_STORED_SQL = "status IN (" + ", ".join(f"'{s}'" for s in OPEN_STORED) + ")"
+
+
 class ReferralRecord(Base):
     """One consented referral: what social work follows up. Patient details are encrypted;
     site, urgency and status are not PHI on their own and stay queryable."""
@@ -98,7 +107,17 @@ class ReferralRecord(Base):
     __table_args__ = (Index("ix_referral_status_created", "status", "created_at"),
                       Index("ix_referral_iss_created", "iss", "created_at"),
                       Index("ix_referral_ehr_route", "ehr", "route_kind", "route_team"),
-                      Index("ix_referral_ehr_assignee", "ehr", "assignee"))
+                      Index("ix_referral_ehr_assignee", "ehr", "assignee"),
+                      # The queue's page in age order (triage within each tier, oldest, newest first): an ordered
+                      # walk that stops once the page is full (smart_app/worklist/queue.py ``Queue._page``).
+                      Index("ix_referral_created", "created_at", "id"),
+                      # The open referrals with every column the alert counts (/readyz, /metrics) and the queue's
+                      # overdue banner read: those counts scan this small index, not the table
+                      # (docs/decisions/0012-queue-at-volume.md).
+                      Index("ix_referral_open_route", "ehr", "route_kind", "route_team",
+                            postgresql_include=["status", "urgent", "first_contact_at", "created_at", "due_at",
+                                                "assignee", "iss", "id"],
+                            postgresql_where=text(OPEN_STORED_SQL), sqlite_where=text(OPEN_STORED_SQL)))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
     # One referral per launch: a unique index, so concurrent consent POSTs cannot make a second.

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, false, func, literal, not_, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, literal, not_, or_, select, true
 from sqlalchemy.orm import Session
 
 from config.deployment import Site
 from smart_app.ops.i18n import gettext as _
 from smart_app.store.crypto import Undecryptable, decrypt_json
-from smart_app.store.models import ReferralProgram, ReferralRecord
+from smart_app.store.models import OPEN_STORED, ReferralProgram, ReferralRecord
 from smart_app.store.task_status import CLOSED, LEGACY, OPEN, REQUESTED, STATUSES, label
 from smart_app.worklist.due import DueRule, due_rule
 from smart_app.worklist.scope import NO_PROGRAM, Scope, scoped_query, unrouted_untaken
@@ -85,8 +85,9 @@ def _raw(statuses: Iterable[str]) -> tuple[str, ...]:
 
 STATUS = func.coalesce(ReferralRecord.status, REQUESTED)  # no status reads as requested (task_status.normalise)
 IS_CLOSED = STATUS.in_(_raw(CLOSED))
-# Open, in the form ix_referral_status_created serves (status is NOT NULL): what counts over every referral use.
-IS_OPEN_STORED = ReferralRecord.status.in_(_raw(OPEN))
+# Open, in the form ix_referral_status_created and the partial ix_referral_open_route (this very list is its
+# predicate, smart_app/store/models.py) serve (status is NOT NULL): what counts over every referral use.
+IS_OPEN_STORED = ReferralRecord.status.in_(OPEN_STORED)
 IS_URGENT = ReferralRecord.urgent.is_(True)
 
 
@@ -248,6 +249,8 @@ class Programs:
     """The programs of the referrals in scope: name per key, keys per name."""
 
     names: dict[str, str] = field(default_factory=dict)
+    # Every ``referral.program_keys`` value in scope (None: a referral whose programs are not indexed yet).
+    key_sets: set[str | None] = field(default_factory=set)
 
     def keys_for(self, name: str) -> list[str]:
         return sorted(k for k, n in self.names.items() if n == name)
@@ -267,14 +270,25 @@ class Programs:
         return exists().where(ReferralProgram.referral_id == ReferralRecord.id, ReferralProgram.key.in_(keys))
 
     def rank(self) -> ColumnElement[Any]:
-        """A referral's place in program order (its first program by name; none last), for sorting."""
+        """A referral's place in program order (its first program by name; none last), for sorting.
+
+        Read from the referral row: each ``program_keys`` value in scope (a few dozen sets) maps to the rank of its
+        first-named program, so the sort reads no ``referral_program`` row. A referral whose programs are not
+        indexed yet (``program_keys`` NULL, made by an older version) needs its rows: then every referral is ranked
+        from them, one lookup per referral."""
         order = {name: i for i, name in enumerate(self.sorted_names())}
         ranks = {key: order[name] for key, name in self.names.items()}
         if not ranks:
             return literal(0)
-        rank = case(ranks, value=ReferralProgram.key, else_=len(order))
-        return (select(func.min(rank)).where(ReferralProgram.referral_id == ReferralRecord.id)
-                .scalar_subquery())
+        if None in self.key_sets:
+            rank = case(ranks, value=ReferralProgram.key, else_=len(order))
+            return (select(func.min(rank)).where(ReferralProgram.referral_id == ReferralRecord.id)
+                    .scalar_subquery())
+        by_set = {keys: min((ranks[k] for k in keys.split(",") if k in ranks), default=len(order))
+                  for keys in self.key_sets if keys}
+        if not by_set:
+            return literal(len(order))
+        return case(by_set, value=ReferralRecord.program_keys, else_=len(order))
 
 
 PROGRAM_NAME_CACHE_MAX = 10_000
@@ -367,6 +381,34 @@ class Cell:
     n: int
 
 
+# The order within a tier of the sorts ``Queue._page`` reads tier by tier (see there); ix_referral_created serves it.
+WITHIN_TIER: dict[str, list[Any]] = {
+    "triage": [ReferralRecord.created_at, ReferralRecord.id],
+    "oldest": [ReferralRecord.created_at, ReferralRecord.id],
+    "newest": [ReferralRecord.created_at.desc(), ReferralRecord.id.desc()],
+}
+
+
+def _triage_tiers(passing: list[Cell], clock: Clock) -> list[tuple[ColumnElement[bool], int]]:
+    """The triage sort's tiers (its keys before age: overdue, urgent, closed) in order, each as the condition that
+    its sort keys have those values and its number of referrals shown (from the grouped count's cells)."""
+    sizes: Counter[tuple[int, int, int]] = Counter()
+    for cell in passing:
+        urgency, status = cell.values["urgency"], cell.values["status"]
+        late = 0 if urgency in ("overdue", OVERDUE_ROUTINE) else 1
+        urgent = 0 if urgency in ("overdue", "urgent") else 1
+        closed = 1 if str(status) in _raw(CLOSED) else 0
+        sizes[(late, urgent, closed)] += cell.n
+    # Each key as a plain condition, not ``CASE ... = k``, so the planner estimates how many rows a tier has (an
+    # equality on a CASE it takes for a handful and sorts instead of walking the index). IS NOT TRUE is the CASE's
+    # ELSE: a NULL condition (overdue's due_at comparison when there is no due_at) sorts as false.
+    late_is = {0: overdue(clock), 1: overdue(clock).is_not(True)}
+    urgent_is = {0: IS_URGENT, 1: ReferralRecord.urgent.is_not(True)}
+    closed_is = {0: not_(IS_CLOSED), 1: IS_CLOSED}
+    return [(and_(late_is[late], urgent_is[urgent], closed_is[closed]), n)
+            for (late, urgent, closed), n in sorted(sizes.items()) if n]
+
+
 class Queue:
     """The queue of one scope at one moment (a request). ``program_cache``: decrypted programs by key, kept by
     the caller across requests (a key is an HMAC of the program's id and name, so it always means the same)."""
@@ -412,6 +454,7 @@ class Queue:
         cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
         rows = self.db.execute(select(*cols, func.count()).group_by(*cols)).all()
         key_sets = {row[-2] for row in rows}
+        self.programs.key_sets = key_sets
         self._load_names({k for keys in key_sets for k in (keys or "").split(",") if k and k != NO_PROGRAM})
         named = {keys: self.programs.of(keys) for keys in key_sets}
         self._cells = [Cell(values={**{f.name: row[i] for i, f in enumerate(FACETS)}, PROGRAM: named[row[-2]]},
@@ -461,12 +504,14 @@ class Queue:
         chosen = {name: self.query.filters.get(name) or "" for name in names}
         tallies: dict[str, Counter[str]] = {name: Counter() for name in names}
         shown = 0
+        passing: list[Cell] = []
         memo: dict[tuple[str, Any], tuple[str, ...]] = {}
         for cell in cells:
             values = self._values(cell, memo)
             failing = [name for name in names if chosen[name] and chosen[name] not in values[name]]
             if not failing:
                 shown += cell.n
+                passing.append(cell)
             # A facet's counts keep the other filters: a cell counts for every facet when it passes them all, and
             # for the one facet it fails when it fails only that one.
             for name in failing if len(failing) == 1 else names if not failing else ():
@@ -477,10 +522,40 @@ class Queue:
         pages = max(1, -(-shown // page_size))
         page = min(self.query.page, pages)
         first = (page - 1) * page_size
-        records = list(self.db.scalars(select(ReferralRecord).where(*self.conditions())
-                                       .order_by(*self.order()).limit(page_size).offset(first))) if shown else []
+        records = self._page(passing, first, page_size) if shown else []
         return QueueView(query=self.query, options=options, counts=counts, shown=shown, total=total, page=page,
                          pages=pages, first=first, records=records, profiles={c.profile for c in cells})
+
+    def _page(self, passing: list[Cell], first: int, size: int) -> list[ReferralRecord]:
+        """The page's referrals, in the queue's order.
+
+        Triage, oldest and newest first read the page in age order within each tier of the sort (overdue urgent,
+        overdue routine, urgent, routine, each open then closed; one tier for oldest and newest), so PostgreSQL
+        walks ``ix_referral_created`` and stops once the page is full instead of sorting every referral shown.
+        The tiers' sizes come from the grouped count (``passing``: its cells the filters show), so only the tiers
+        the page falls in are read, each from its own offset. Open unrouted referrals nobody has taken are pinned
+        above every tier; while one is shown, and for the other sorts, the page is one sorted query."""
+        within = WITHIN_TIER.get(self.query.sort)
+        # A referral whose programs are not indexed yet may count under no program and still match the program
+        # filter's rows: the tiers' sizes could then be off by it, so such a queue is read in one query.
+        if within is None or None in self.programs.key_sets or self._pinned():
+            return list(self.db.scalars(select(ReferralRecord).where(*self.conditions())
+                                        .order_by(*self.order()).limit(size).offset(first)))
+        tiers = _triage_tiers(passing, self.clock) if self.query.sort == "triage" else \
+            [(true(), sum(c.n for c in passing))]
+        records: list[ReferralRecord] = []
+        start = 0
+        for where, n in tiers:
+            if first < start + n and len(records) < size:
+                records += self.db.scalars(select(ReferralRecord).where(*self.conditions(), where).order_by(*within)
+                                           .limit(size - len(records)).offset(max(0, first - start)))
+            start += n
+        return records
+
+    def _pinned(self) -> bool:
+        """Whether an open unrouted referral nobody has taken is among those shown (pinned first whatever the sort)."""
+        return self.db.scalar(select(literal(True)).where(*self.conditions(), unrouted_untaken(), ~IS_CLOSED)
+                              .limit(1)) is not None
 
     def order(self) -> list[Any]:
         # Open unrouted referrals nobody has taken first whatever the sort: nobody else is named for them.

@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, or_, select
 from sqlalchemy.orm import Session
 
 from config.deployment import Site
@@ -185,8 +185,10 @@ def scoped_query(scope: Scope) -> Select[tuple[ReferralRecord]]:
         return q.where(false())
     reach = [ReferralRecord.route_kind == UNROUTED]
     if scope.keys:
-        reach.append(exists().where(ReferralSite.referral_id == ReferralRecord.id,
-                                    ReferralSite.key.in_(sorted(scope.keys))))
+        # An uncorrelated IN (one hashed subplan, costed once), not a correlated EXISTS: PostgreSQL costs an OR'd
+        # EXISTS as one index probe per row, tens of times its real cost, enough to switch on JIT compilation.
+        reach.append(ReferralRecord.id.in_(select(ReferralSite.referral_id)
+                                           .where(ReferralSite.key.in_(sorted(scope.keys)))))
     if scope.teams:
         reach.append(ReferralRecord.route_team.in_(sorted(scope.teams)))
     return q.where(of_ehr(scope), or_(*reach))

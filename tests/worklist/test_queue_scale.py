@@ -231,6 +231,29 @@ def test_paging_reaches_the_last_referral_in_every_order(scale):
     assert _rows(_get(client, lid, f"?urgency=urgent&sort=oldest&page={n}")) == urgent_open[(n - 1) * PAGE:]
 
 
+def test_triage_pages_cross_each_of_its_tiers_without_skipping_or_repeating(scale):
+    """Urgent first reads its page tier by tier (overdue urgent, overdue routine, urgent, routine; open before
+    closed in each): the pages on either side of every tier's border, and the last, are the Python order's."""
+    app, client, lid, made = scale
+    now = _now(app)
+
+    def tier(m: Made) -> tuple[int, int, int]:
+        return (0 if _overdue(m, now) else 1, 0 if m.urgent else 1, 0 if _open(m) else 1)
+
+    order = [m.id for m in sorted(made, key=lambda m: (*tier(m), m.created_at, m.id))]
+    sizes = Counter(tier(m) for m in made)
+    borders, start = [], 0
+    for key in sorted(sizes):
+        start += sizes[key]
+        borders.append(start)
+    pages = -(-len(order) // PAGE)
+    wanted = {1, pages} | {b // PAGE + d for b in borders[:-1] for d in (0, 1, 2)}
+    assert len(borders) >= 5  # the data reaches the tiers this walks over
+    for page in sorted(p for p in wanted if 1 <= p <= pages):
+        rows = _rows(_get(client, lid, f"?status=all&page={page}"))
+        assert rows == order[(page - 1) * PAGE:page * PAGE], page
+
+
 def test_search_finds_one_referral_among_fifty_thousand(scale):
     from fhir.builders import reference_code
 
