@@ -179,7 +179,7 @@ def language_problems(html: str, clang: str, plang: str, foreign: set[str]) -> l
                 problems.append("a read-aloud line without the patient's words")
             if plang != clang and (not echo or not echo[0].text()):
                 problems.append(f"read-aloud line without the clinician's language beneath: {n.text()[:80]!r}")
-        if "read-aloud" in n.classes() and plang != clang and n.parent is not None:
+        if ("read-aloud" in n.classes() or n.tag == "q") and plang != clang and n.parent is not None:
             if not any(isinstance(c, Node) and "clinician-text" in c.classes() and c.lang() == clang
                        for c in n.parent.children):
                 problems.append(f"read-aloud line without the clinician's language beneath: {n.text()[:80]!r}")
