@@ -34,6 +34,12 @@ def test_consent_script_is_the_patients_language_and_the_page_the_clinicians(lau
     shots = os.environ.get("IPV_SCREENSHOTS")
     page.locator("#preview").scroll_into_view_if_needed()
     page.screenshot(path=os.path.join(shots or str(tmp_path), "consent-es-patient-en-clinician.png"))
+    # The result page's words to say: Spanish, the English beneath.
+    page.goto(f"{live_app.url}/l/{lid}/result")
+    say = page.get_by_test_id("say-911")
+    expect(say.locator("q")).to_have_attribute("lang", "es")
+    expect(say.locator('[data-audience="clinician"]')).to_have_text("If you are in immediate danger, call 911.")
+    page.screenshot(path=os.path.join(shots or str(tmp_path), "result-es-patient-en-clinician.png"))
 
 
 def test_portuguese_clinician_prints_a_spanish_handout(launched_page, live_app, tmp_path):
