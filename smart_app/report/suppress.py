@@ -23,7 +23,7 @@ kept from earlier months add nothing to the latest one.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from smart_app.report.periods import (
@@ -134,9 +134,6 @@ class Cells:
         self.last_month = self.months[-1] if self.months else -1
         self.leaf_sums: dict[str, dict[Leaf, dict[str, int]]] = {}
         self.values = self._values()
-        # Rows adding up the same leaves as a broader row (a site's only team, the only site): hidden with it, and
-        # not worth anything more when a witness is priced.
-        self.repeats = {m.by_team: self._repeated_rows(m) for m in grid.measures}
         # The first month each site, and each site's team, had anything counted: its rows appear from then on.
         self.first_seen: dict[tuple[str, ...], int] = {}
         for per_leaf in counts.values():
@@ -165,14 +162,16 @@ class Cells:
                     values[(measure.name, row, p.id)] = sum(sums[leaf][p.id] for leaf in leaves)
         return values
 
-    def _repeated_rows(self, measure: Measure) -> frozenset[Row]:
-        seen: set[frozenset[Leaf]] = set()
+    def repeated_rows(self, measure: Measure, seen: Callable[[Leaf], bool]) -> frozenset[Row]:
+        """Rows adding up the same leaves, among those ``seen``, as a broader row (a site's only team, the only
+        site): hidden with it, and not worth anything more when a witness is priced."""
+        found: set[frozenset[Leaf]] = set()
         repeats = set()
         for row in self.grid.rows(measure):  # broadest first
-            leaves = frozenset(leaf for leaf in self.grid.leaves(measure) if holds(row, leaf))
-            if leaves in seen:
+            leaves = frozenset(leaf for leaf in self.grid.leaves(measure) if holds(row, leaf) and seen(leaf))
+            if leaves in found:
                 repeats.add(row)
-            seen.add(leaves)
+            found.add(leaves)
         return frozenset(repeats)
 
     def _period_sums(self, by_month: dict[int, int]) -> dict[str, int]:
@@ -222,6 +221,7 @@ class Suppressor:
         self._covering: dict[tuple[str, Row], list[Witness]] = defaultdict(list)  # the same, by measure and row
         self.closed_to = -1  # the month being closed in the replay
         self._month_id = ""
+        self._repeats: dict[bool, frozenset[Row]] = {}
         self._moved: dict[MonthChange, frozenset[str]] = {}
         self._moved_by_now: dict[tuple[MonthChange, int], frozenset[str]] = {}
         self._rows_moved: dict[tuple[bool, Signs], frozenset[Row]] = {}
@@ -234,6 +234,8 @@ class Suppressor:
             by_close[self.last_of[target[2]]].append(target)
         for month in cells.months:
             self.closed_to, self._month_id = month, f"{MONTH}:{month_key(month)}"
+            self._repeats = {m.by_team: cells.repeated_rows(m, lambda leaf, m=m: self._seen(leaf, m.by_team))
+                             for m in self.grid.measures}
             self._carry(month)
             for measures, row, period in by_close.get(month, []):
                 if self._protected(measures, row, period):
@@ -371,7 +373,7 @@ class Suppressor:
         closed, whatever came after."""
         cells, name, cost, moved = self.cells, measure.name, 0, self._moved_now(months)
         for r in self._rows_of(measure, signs):
-            if r in cells.repeats[measure.by_team]:
+            if r in self._repeats[measure.by_team]:
                 continue  # the same cells as a row already priced (both are hidden together)
             hidden = cells.hidden_periods[(name, r)]
             for p in moved:

@@ -147,7 +147,8 @@ def generated(draw) -> tuple[dict[str, tuple[str, ...]], sp.Counts, datetime]:
     for measure in ms.MEASURES:
         for site in sites:
             for team in (teams[site] if measure.by_team else ("",)):
-                for m in range(last - span, last + 1):  # the open month too: it is never shown
+                start = last - span + draw(st.integers(min_value=0, max_value=span))  # sites and teams come later
+                for m in range(start, last + 1):  # the open month too: it is never shown
                     n = draw(value)
                     if n:
                         counts.setdefault(measure.name, {}).setdefault((site, team), {})[m] = n
