@@ -235,6 +235,13 @@ class Site(Strict):
     default_programs: Words = Field([], description="Directory service ids offered (with their pagers) when "
                                                     "the launch does not say where the visit is, e.g. "
                                                     "`[passageway, haven]`.")
+    screen_setting: Literal["shared", "private"] = Field(
+        "shared", description="Where the app's pages are seen: `shared` (exam-room and workstation screens others may "
+                              "glance at) or `private` (a screen only the clinician sees).")
+    neutral_headings: bool | None = Field(
+        None, description="On-screen headings that do not name the topic (\"Check-in questions\", \"A few more "
+                          "questions\", \"Next steps\"), the instrument's name one tap away; unset = on where "
+                          "`screen_setting` is `shared`, off where it is `private`.")
     handout_qr_url: str | None = Field(None, description="The neutral page the handout's optional QR code "
                                                          "opens (never a DV website); unset = no QR option.")
     urgent_security_step: dict[str, str] = Field({}, description="Optional second step of the urgent box, in the "
@@ -257,6 +264,11 @@ class Site(Strict):
 
     report: Report = Field(Report(), description="The program report: `site_names` (site key -> the name shown; "
                                                  "else the referrals' own site names).")
+
+    @property
+    def headings_neutral(self) -> bool:
+        """Neutral on-screen headings: as set, else on for shared screens (the default: a glance must not tell)."""
+        return self.neutral_headings if self.neutral_headings is not None else self.screen_setting == "shared"
 
     @model_validator(mode="after")
     def _teams_name_known_ehrs(self) -> Site:

@@ -400,7 +400,7 @@ def test_a_site_instrument_without_spanish_is_marked_english_on_a_spanish_page(t
         client = app.test_client()
         lid = launch_for(app, client, data={"gate": {"status": "confirmed"}, "locale": "es"})
         page = client.get(f"/l/{lid}/screen").get_data(as_text=True)
-        assert '<html lang="en">' in page and "Site HARK</h1>" in page
+        assert '<html lang="en">' in page and "Site HARK</p>" in page  # one tap away (neutral headings)
         assert '<span lang="en" class="read-aloud">1. Within the last year' in page
         assert '<span lang="es">Sí</span>' in page  # answer displays still carry their Spanish
     finally:
@@ -496,3 +496,37 @@ def test_every_result_offers_done_back_to_the_chart_which_ends_the_launch(flow, 
     done = flow.post(f"/l/{flow.lid}/finish", {})
     assert done.status_code == 200 and 'data-testid="finished"' in done.get_data(as_text=True)
     assert flow.get(f"/l/{flow.lid}/result").status_code != 200  # the launch's pages stop working
+
+
+@pytest.mark.parametrize(("settings", "neutral"), [
+    ({}, True),  # the default: a shared screen
+    ({"SCREEN_SETTING": "private"}, False),
+    ({"SCREEN_SETTING": "private", "NEUTRAL_HEADINGS": True}, True),
+    ({"SCREEN_SETTING": "shared", "NEUTRAL_HEADINGS": False}, False),
+])
+def test_neutral_headings_on_shared_screens_with_the_instrument_one_tap_away(tmp_path, settings, neutral):
+    from smart_app import create_app
+    from tests.conftest import launch_for
+
+    app = create_app(app_config(f"sqlite:///{tmp_path / 'n.db'}", **settings))
+    try:
+        flow = Flow(app.test_client(), None)
+        flow.lid = launch_for(app, flow.client)
+        flow.gate()
+        h1 = re.compile(r"<h1[^>]*>([^<]*)</h1>")
+        page = flow.get(f"/l/{flow.lid}/screen").get_data(as_text=True)
+        if neutral:
+            assert h1.search(page).group(1) == "Check-in questions"
+            name = page.split('data-testid="instrument-name"')[1].split("</details>")[0]
+            assert "<summary>Which questionnaire?</summary>" in name and "HITS" in name
+        else:
+            assert "HITS" in h1.search(page).group(1) and 'data-testid="instrument-name"' not in page
+        flow.screen(HITS_POSITIVE)
+        page = flow.get(f"/l/{flow.lid}/result").get_data(as_text=True)  # the danger check first
+        assert (h1.search(page).group(1) == "A few more questions") is neutral
+        assert ("DA-5" in h1.search(page).group(1)) is not neutral
+        flow.danger(da5())
+        page = flow.result()
+        assert (h1.search(page).group(1) == "Next steps") is neutral
+    finally:
+        app.extensions["db_engine"].dispose()
