@@ -2,8 +2,9 @@
 (unrouted: ``unrouted_untaken``) and urgent referrals not contacted by their due time (the queue's ``overdue``
 condition), counted per EHR and route.
 
-Three places say it, each from one grouped SQL count over the open referrals (``IS_OPEN_STORED``: the
-status index serves it):
+Three places say it, each from one grouped SQL count over the open referrals (``IS_OPEN_STORED``: the partial
+index of the open referrals, ``ix_referral_open_route``, holds every column these counts read, so they scan it
+instead of the table; docs/decisions/0012-queue-at-volume.md):
 
 - the queue page (``overdue_notice``): every social worker and program manager of the EHR sees how many urgent
   referrals of *their EHR* are overdue, how many of them are in their own queue (a link to that filtered view) and
