@@ -1,0 +1,48 @@
+"""Real browser at 1366x768: a negative screen on a shared screen — neutral headings, the instrument's name one tap
+away, and "Done — back to the chart" on the result, which ends the launch. Screenshots go to ``FINISH_SHOTS``
+(default /work/notes/shots when it exists, else the test's tmp directory)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+VIEWPORT = {"width": 1366, "height": 768}
+HITS_NEGATIVE = {"hurt": "LA6270-8", "insult": "LA10066-1", "threaten": "LA6270-8", "scream": "LA6270-8"}
+
+
+def shots_dir(tmp_path: Path) -> Path:
+    chosen = os.environ.get("FINISH_SHOTS") or ("/work/notes/shots" if Path("/work/notes/shots").is_dir() else "")
+    return Path(chosen) if chosen else tmp_path
+
+
+def test_negative_screen_on_a_shared_screen_is_finished_from_the_result(launched_page, new_context, tmp_path):
+    shots = shots_dir(tmp_path)
+    page = launched_page("pat-joana", "enc-joana-chelsea", page=new_context(viewport=VIEWPORT).new_page())
+    page.get_by_test_id("gate-alone").check()
+    page.get_by_test_id("gate-interpreter").check()
+    page.get_by_test_id("gate-start").click()
+    page.wait_for_url("**/screen")
+    heading = page.get_by_role("heading", level=1)
+    expect(heading).to_have_text("Check-in questions")
+    name = page.get_by_test_id("instrument-name")
+    expect(name.locator("p")).to_be_hidden()
+    name.locator("summary").click()  # one tap
+    expect(name).to_contain_text("HITS")
+    page.screenshot(path=str(shots / "neutral-questions-1366x768.png"))
+    for link_id, code in HITS_NEGATIVE.items():
+        page.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
+    page.get_by_test_id("submit").click()
+    page.wait_for_url("**/result")
+    expect(heading).to_have_text("Next steps")
+    done = page.get_by_test_id("done-back-to-chart")
+    expect(done).to_be_visible()
+    done.scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "negative-result-done-1366x768.png"))
+    done.click()
+    expect(page.get_by_test_id("finished")).to_be_visible()
