@@ -150,6 +150,10 @@ def _check_profile(s: Settings, found: _Found) -> None:
     if asked and not s.profile.online_access:
         found.error("online_access", f"{deployment} asks for online_access ({', '.join(asked)}) but the EHR profile "
                                      f"{profile} says the EHR gives no refresh tokens (online_access: false)")
+    if s.profile.online_access and "online_access" not in s.scopes_ehr.split():
+        found.warning("online_access", f"{deployment} asks for no online_access in scopes_ehr although the EHR "
+                                       f"profile {profile} says the EHR gives refresh tokens: a chart write after "
+                                       "the launch's token expires fails (add online_access to scopes_ehr)")
     if s.backend_services is not None:
         if s.profile.backend_services == "false":
             found.error("backend_services", f"{deployment} turns on backend_services but the EHR profile {profile} "

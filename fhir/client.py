@@ -5,7 +5,8 @@
 
 One instance per launch (or per outbox job). Errors raise ``FhirError`` with the HTTP
 status and the server's OperationOutcome; ``FhirUnavailable`` marks what may be retried
-(timeouts, connection errors, 5xx, 429). Nothing here logs resource content.
+(timeouts, connection errors, 5xx, 429) and says whether the request may have reached the EHR.
+Nothing here logs resource content.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import requests
 
 from fhir.errors import FhirWireError
+from fhir.http import never_sent
 from fhir.url_policy import safe_relative, under_base
 
 FHIR_JSON = "application/fhir+json"
@@ -37,10 +39,13 @@ class FhirError(FhirWireError):
 
 
 class FhirUnavailable(FhirError):
-    """Timeout or connection failure: the request may or may not have been applied."""
+    """Timeout or connection failure. ``sent``: the request may have reached the EHR (a timeout after sending, a
+    connection dropped mid-answer), so a write may or may not have been applied; False when it is known that
+    nothing was sent (refused connection, failed TLS handshake, connect timeout, bulkhead full)."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, sent: bool = True):
         super().__init__(0, message)
+        self.sent = sent
 
     @property
     def retryable(self) -> bool:
@@ -85,8 +90,8 @@ class FhirClient:
             hdrs.update(headers)
         try:
             resp = self.http.request(method, url, params=params, json=json, headers=hdrs, timeout=self.timeout)
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise FhirUnavailable(type(exc).__name__) from None
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise FhirUnavailable(type(exc).__name__, sent=not never_sent(exc)) from None
         body: dict[str, Any] | None = None
         if resp.content:
             try:

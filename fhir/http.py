@@ -34,6 +34,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.cookies import RequestsCookieJar
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+from urllib3.exceptions import SSLError as TlsSetupError
 
 HeaderProvider = Callable[[], Mapping[str, str]]
 
@@ -42,8 +44,29 @@ class DeadlineExceeded(requests.Timeout):
     """The whole call (connect, headers, body, redirects) did not finish by its deadline."""
 
 
+class DeadlineBeforeSend(DeadlineExceeded):
+    """The deadline came before the request was written to a connection (no time left, or still connecting)."""
+
+
 class EhrBusy(requests.ConnectionError):
     """The bulkhead is full for this EHR (or for all EHRs): the call was refused at once and never sent."""
+
+
+# Why urllib3 gave up before a request was written: no connection (refused, unreachable, no such host), the
+# connect timed out, or the TLS handshake failed. requests wraps each in a MaxRetryError (the app never retries).
+_BEFORE_SENDING = (NewConnectionError, ConnectTimeoutError, TlsSetupError)
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether a failed call is known never to have reached the EHR: refused by the bulkhead, out of time before it
+    began, or stopped while connecting. A write that failed so is certainly not applied, and may simply be sent
+    again. Anything else (a timeout after sending, a connection dropped mid-answer) may have arrived: False."""
+    if isinstance(exc, EhrBusy | DeadlineBeforeSend):
+        return True
+    if isinstance(exc, DeadlineExceeded) or not isinstance(exc, requests.ConnectionError):
+        return False
+    cause = exc.args[0] if exc.args else None
+    return isinstance(cause, MaxRetryError) and isinstance(cause.reason, _BEFORE_SENDING)
 
 
 def not_answering(exc: BaseException) -> str:
@@ -243,7 +266,7 @@ class HeaderAdapter(HTTPAdapter):
             return super().send(request, stream=stream, timeout=timeout, **kwargs)
         left = deadline - time.monotonic()
         if left <= 0:
-            raise DeadlineExceeded("no time left for this call", request=request)
+            raise DeadlineBeforeSend("no time left for this call", request=request)
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         capped = (min(connect or left, left), min(read or left, left))
         watch = _Watch(deadline)
@@ -252,10 +275,11 @@ class HeaderAdapter(HTTPAdapter):
             response = super().send(request, stream=True, timeout=capped, **kwargs)
             if not stream:
                 response.content  # noqa: B018 - the body is read here, under the watchdog
-        except Exception:
+        except Exception as exc:
             watch.disarm()
             if watch.fired:
-                raise DeadlineExceeded("the call outlasted its deadline", request=request) from None
+                late = DeadlineBeforeSend if never_sent(exc) else DeadlineExceeded
+                raise late("the call outlasted its deadline", request=request) from None
             raise
         finally:
             _current_watch.reset(token)

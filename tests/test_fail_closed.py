@@ -52,7 +52,7 @@ def write_deployment(path: Path, **fields) -> Path:
         "signing_alg": "RS384",
         "key_id": "prod-1",
         "allowed_iss": ["https://fhir.hospital.test/api/FHIR/R4"],
-        "scopes_ehr": "launch openid fhirUser patient/Patient.r",
+        "scopes_ehr": "launch openid fhirUser patient/Patient.r online_access",
         "scopes_standalone": "launch/patient openid fhirUser",
         "ehr_profile": "generic-smart2",
         # generic-smart2 does not promise to keep security labels: the site's restricted note type protects it.

@@ -1,5 +1,11 @@
 """Retry policy: exponential backoff with jitter, the server's Retry-After, and one final retry.
 
+What is known of a failed write decides what may follow it. Not applied, for certain: nothing was sent (a refused
+connection, a failed TLS handshake, the bulkhead full), the EHR itself answered 503 or 429 (it is not taking
+writes now), or a 4xx refused it; such a write is simply sent again. Unknown: a timeout after sending, a
+connection dropped mid-answer, a 500 (filed, then failed), 502 or 504 (a gateway gave up on an EHR that may have
+filed it); such a write is looked for, or created conditionally, before it may go again.
+
 Transient failures (timeouts, 5xx, 429) are transport noise and get the usual bounded backoff. When the EHR
 *refuses* a write (a 4xx) or still cannot take it after the last transient try, the row is not dropped: it
 stays in the outbox and gets exactly one more try after ``final_retry_delay``. If that try fails too the row
@@ -22,6 +28,8 @@ log = logging.getLogger("ipv.outbox")
 
 # Longest Retry-After honoured: a bogus header must not park a write for days.
 RETRY_AFTER_CAP_SECONDS = 3600.0
+# Answers the EHR gives itself when it is not taking requests now: it filed nothing (overloaded, throttled).
+NOT_TAKEN_STATUS = frozenset({429, 503})
 
 
 def backoff(settings: OutboxSettings, attempt: int, retry_after: float | None = None) -> float:
@@ -36,16 +44,31 @@ def backoff(settings: OutboxSettings, attempt: int, retry_after: float | None = 
 def reason(exc: FhirError) -> str:
     """A PHI-free reason: status and OperationOutcome issue codes (never diagnostics text, which may echo data)."""
     if isinstance(exc, FhirUnavailable):
+        if not exc.sent:
+            return "the EHR could not be reached; nothing was sent (" + _unreached(exc.message) + ")"
         return "no answer from the EHR (" + ("timeout" if "Timeout" in exc.message else "connection failed") + ")"
     codes = sorted({i.get("code") for i in (exc.outcome or {}).get("issue", []) if i.get("code")})
     text = f"HTTP {exc.status}"
     return f"{text}: {', '.join(codes)}" if codes else text
 
 
+def _unreached(kind: str) -> str:
+    if kind == "SSLError":
+        return "TLS failed"
+    if kind == "EhrBusy":
+        return "too many calls to it in flight"
+    return "timeout" if "Timeout" in kind or "Deadline" in kind else "connection refused"
+
+
 def maybe_applied(exc: FhirError) -> bool:
-    """Could the EHR have filed the create although we got an error? Timeouts and resets (the request may
-    have arrived) and 5xx (fail-after-commit) yes; a 4xx (including 429) is a refusal before filing."""
-    return isinstance(exc, FhirUnavailable) or exc.status >= 500 or exc.status == 0
+    """Could the EHR have filed the create although we got an error? Yes after a timeout or a connection dropped
+    once the request was sent, and after a 500 (fail-after-commit) or a gateway's 502/504. No when nothing was
+    sent, when the EHR answered 503 or 429 itself, or refused it with another 4xx."""
+    if isinstance(exc, FhirUnavailable):
+        return exc.sent
+    if exc.status in NOT_TAKEN_STATUS:
+        return False
+    return exc.status >= 500 or exc.status == 0
 
 
 def transient(exc: FhirError) -> bool:

@@ -50,6 +50,7 @@ def _create(ctx: SendContext, row: OutboxItem, resource: dict[str, Any], client:
     # conditional create: the next attempt may be made by a worker that cannot trust If-None-Exist (its
     # CapabilityStatement read failed), and it must search first rather than send a plain create. Marked
     # only once the lease is confirmed, so a row another worker holds is never written to.
+    unknown_before = row.outcome_unknown  # an earlier send's unknown outcome outlives this send's refusal
     row.outcome_unknown = True
     ctx.db.commit()
     ctx.stats.sends += 1
@@ -57,7 +58,7 @@ def _create(ctx: SendContext, row: OutboxItem, resource: dict[str, Any], client:
         resp = client.create(resource, if_none_exist=search if conditional else None)
     except FhirError as exc:
         if not retry.maybe_applied(exc):
-            row.outcome_unknown = False  # refused before it was filed: a plain retry is safe
+            row.outcome_unknown = unknown_before  # this send filed nothing: what was known before still holds
         retry.on_error(ctx, row, exc)
         return
     server_id, version = server_ids(resp.resource, resp.location)

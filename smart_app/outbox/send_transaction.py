@@ -52,6 +52,7 @@ def send_transaction(ctx: SendContext, group: list[OutboxItem]) -> None:
     if not all(still_mine(ctx.db, entry.row, lease_seconds=ctx.lease_for(client)) for entry in entries):
         return
     # As for a single create: once sent, each entry may be filed, whoever makes the next attempt.
+    unknown_before = {entry.row.id: entry.row.outcome_unknown for entry in entries}
     for entry in entries:
         entry.row.outcome_unknown = True
     ctx.db.commit()
@@ -61,8 +62,8 @@ def send_transaction(ctx: SendContext, group: list[OutboxItem]) -> None:
     except FhirError as exc:
         refused = not retry.maybe_applied(exc)  # refused as a whole before anything was filed
         for entry in entries:
-            if refused:
-                entry.row.outcome_unknown = False
+            if refused:  # this send filed nothing: an earlier send's unknown outcome still holds
+                entry.row.outcome_unknown = unknown_before[entry.row.id]
             retry.on_error(ctx, entry.row, exc)
         return
     _record(ctx, entries, result, client)

@@ -159,7 +159,7 @@ def test_unknown_outcome_then_sign_in_gone_is_check_the_chart_not_failed(fast_ap
 def test_identifier_search_where_the_ehr_keeps_identifiers_but_ignores_if_none_exist(fast_app, tmp_path):
     ehr = FakeEhr()
     ehr.honour_conditional = False
-    ehr.script = ["after_commit:503"]
+    ehr.script = ["after_commit:500"]
     one_note(fast_app, tmp_path, "sandbox", honours_conditional_create=False, identifier_kept=True)
     OutboxWorker(fast_app, client_for=ehr.client).drain()
     (row,) = rows(fast_app)
