@@ -133,8 +133,11 @@ def worlds(draw: st.DrawFn) -> World:
                                   places=tuple(draw(st.lists(st.sampled_from(ehr_places), max_size=2, unique=True))),
                                   also_clinician=draw(st.booleans()), iss_choice=draw(st.integers(0, 5))))
 
-    # worklist.coverage names no EHR: the users and roles it names are at every EHR of the deployment.
-    everywhere = set.intersection(*({w.reference for w in workers if w.ehr == e} for e in range(n_ehrs)))
+    # worklist.coverage names no EHR: the users and roles it names are at every EHR of the deployment, and a user
+    # it names is someone who works referrals there (a social worker at each EHR: naming a program manager, who
+    # reads the queue, is the deployment mistake a team of people nobody at that EHR works would be).
+    everywhere = set.intersection(*({w.reference for w in workers if w.ehr == e and w.kind == "social_worker"}
+                                    for e in range(n_ehrs)))
     kinds = set.intersection(*({w.kind for w in workers if w.ehr == e} for e in range(n_ehrs)))
     coverage: dict[str, Any] = {}
     if everywhere:
@@ -149,7 +152,9 @@ def worlds(draw: st.DrawFn) -> World:
     for t in range(draw(st.integers(0, 3))):
         ehr = draw(st.one_of(st.none(), st.integers(0, n_ehrs - 1))) if ehrs_block else None
         staff = [w for w in workers if ehr is None or w.ehr == ehr]
-        present = sorted({w.kind for w in staff} | ({w.reference for w in staff} if ehr is not None else set()))
+        # Members by reference: people who work referrals at the team's EHR (social workers there).
+        present = sorted({w.kind for w in staff} | ({w.reference for w in staff if w.kind == "social_worker"}
+                                                    if ehr is not None else set()))
         members = draw(st.lists(st.sampled_from(present), min_size=1, max_size=2, unique=True))
         if members == ["program_manager"]:  # refused at start-up: program managers do not work referrals
             members.append("social_worker")
