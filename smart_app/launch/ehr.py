@@ -2,6 +2,11 @@
 client authentication from the deployment, and an authenticated FHIR client per launch
 (refreshing an expired access token when the EHR gave a refresh token).
 
+A refresh holds a lock on the launch's database row from reading the refresh token to storing the new one, so one
+refresh per launch reaches the EHR however many processes (web instances, the outbox worker) want it at once; the
+others wait, re-read the row and use the token it now holds. Many EHRs rotate refresh tokens (single use): a second
+refresh with the same token would revoke the grant.
+
 Every call through the session is held to a deadline on the whole call (``tuning.http_timeout_seconds``) and
 to the deadline of the page it serves (``tuning.ehr_request_budget_seconds``), and a bulkhead bounds the calls in
 flight per EHR identity and in all (``tuning.ehr_calls_per_ehr``, ``tuning.ehr_calls_total``): a slow EHR answers
@@ -20,7 +25,9 @@ from typing import Any
 
 import requests
 from flask import Flask, current_app, g
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from config.current import current_settings, settings_of
 from config.ehrs import allowed_origins, ehr_id_for, ehrs_of, launch_allowed
@@ -43,14 +50,12 @@ from fhir.smart.ttl_cache import RefreshingCache
 from fhir.url_policy import OutboundPolicy, enforce, origin_of
 from smart_app.ops.errors import LaunchError
 from smart_app.ops.observability import request_id_header
-from smart_app.store.db import session_scope
-from smart_app.store.models import UsedJti
+from smart_app.store.db import get_session, session_scope
+from smart_app.store.models import LaunchRecord, UsedJti
 
 log = logging.getLogger(__name__)
 STYLE_CACHE_ENTRIES = 64  # style files kept: one or two per EHR in practice
 warmup_log = logging.getLogger("ipv.warmup")
-_refresh_locks: dict[str, threading.Lock] = {}
-_refresh_locks_guard = threading.Lock()
 
 
 def outbound_policy() -> OutboundPolicy:
@@ -195,43 +200,71 @@ def client_auth(register: Callable[[str], bool] | None = None) -> ClientAuth:
     return ClientAuth.from_deployment(current_settings(), register_jti=register or register_jti)
 
 
-def _lock_for(launch_id: str) -> threading.Lock:
-    with _refresh_locks_guard:
-        return _refresh_locks.setdefault(launch_id, threading.Lock())
+def _lock_launch_row(db: Session, launch_id: str) -> None:
+    """Begin a transaction holding the launch row's write lock until it ends: ``SELECT ... FOR UPDATE`` on
+    PostgreSQL; on SQLite a no-op UPDATE of the row, which takes the database's one write lock."""
+    db.commit()  # the lock's transaction holds the refresh only
+    if db.get_bind().dialect.name == "sqlite":
+        db.execute(update(LaunchRecord).where(LaunchRecord.id == launch_id).values(id=LaunchRecord.id)
+                   .execution_options(synchronize_session=False))
+    else:
+        db.execute(select(LaunchRecord.id).where(LaunchRecord.id == launch_id).with_for_update())
 
 
-def fhir_client_for(launch: Any) -> FhirClient:
+def _register_in(db: Session) -> Callable[[str], bool]:
+    """Record a client assertion's jti in the lock's own transaction (SQLite: another connection's write would wait
+    for the lock this transaction holds)."""
+
+    def register(jti: str) -> bool:
+        db.add(UsedJti(jti=jti))
+        db.flush()
+        return True
+
+    return register
+
+
+def _refreshed_tokens(launch: Any, timeout: float, rejected: str | None) -> dict[str, Any]:
+    """The launch's tokens after one refresh, made under the launch row's lock: a process that waited for the lock
+    finds the token another one stored, still fresh, and uses it without calling the EHR. ``rejected``: an access
+    token the EHR refused (401) is renewed even though it has not expired, unless another process already has."""
+    db = get_session()
+    _lock_launch_row(db, launch.id)
+    try:
+        db.refresh(launch.record)  # read after the lock: another process may have refreshed meanwhile
+        tokens = launch.tokens
+        stale = token_expired(tokens) or (rejected is not None and tokens.get("access_token") == rejected)
+        if stale and tokens.get("refresh_token"):
+            try:
+                new = refresh(discovery(launch.iss), refresh_token=tokens["refresh_token"],
+                              auth=client_auth(_register_in(db)), http=http_session(), timeout=timeout)
+            except TokenError as exc:
+                # A page shows this plainly (LaunchError); the outbox treats it as "sign-in gone".
+                if exc.status and 400 <= exc.status < 500:
+                    raise LaunchError("Your sign-in at the EHR has ended. Launch the app again from the "
+                                      "patient's chart.", 401) from None
+                raise LaunchError("The EHR could not renew your sign-in just now. Try again.", 503) from None
+            except DiscoveryError:
+                raise LaunchError("The EHR could not renew your sign-in just now. Try again.", 503) from None
+            tokens = {**tokens, **new}
+            launch.set_tokens(tokens)
+        db.commit()  # stores the new tokens and lets the lock go
+    except BaseException:
+        db.rollback()
+        raise
+    return tokens
+
+
+def fhir_client_for(launch: Any, *, rejected: str | None = None) -> FhirClient:
     """An authenticated FHIR client for ``launch`` (a smart_app.launch.state.Launch).
 
-    Refreshes the access token first when it has expired and a refresh token exists;
-    the new tokens are stored (encrypted) before the client is returned.
+    Refreshes the access token first when it has expired, or is the ``rejected`` one, and a refresh token exists
+    (one refresh per launch across processes: ``_refreshed_tokens``); the new tokens are stored (encrypted) before
+    the client is returned.
     """
     timeout = current_settings().http_timeout_seconds
     tokens = launch.tokens
-    if token_expired(tokens) and tokens.get("refresh_token"):
-        # One refresh at a time per launch: many EHRs rotate refresh tokens (single use).
-        with _lock_for(launch.id):
-            from smart_app.store.db import get_session
-
-            get_session().refresh(launch.record)  # another request may have refreshed meanwhile
-            tokens = launch.tokens
-            if token_expired(tokens) and tokens.get("refresh_token"):
-                try:
-                    new = refresh(discovery(launch.iss), refresh_token=tokens["refresh_token"], auth=client_auth(),
-                                  http=http_session(), timeout=timeout)
-                except TokenError as exc:
-                    # A page shows this plainly (LaunchError); the outbox treats it as "sign-in gone".
-                    if exc.status and 400 <= exc.status < 500:
-                        raise LaunchError("Your sign-in at the EHR has ended. Launch the app again from the "
-                                          "patient's chart.", 401) from None
-                    raise LaunchError("The EHR could not renew your sign-in just now. Try again.", 503) from None
-                except DiscoveryError:
-                    raise LaunchError("The EHR could not renew your sign-in just now. Try again.", 503) from None
-                merged = dict(tokens)
-                merged.update(new)
-                launch.set_tokens(merged)
-                launch.save()
-                tokens = merged
+    if (token_expired(tokens) or rejected is not None) and tokens.get("refresh_token"):
+        tokens = _refreshed_tokens(launch, timeout, rejected)
     return FhirClient(launch.iss, tokens.get("access_token"), timeout=timeout, session=http_session())
 
 

@@ -65,14 +65,15 @@ def launch_client_provider(timeout: float | None = None) -> ClientFor:
             return AuthGone("the visit's EHR sign-in is gone")
         if token_expired(tokens) and not tokens.get("refresh_token"):
             return AuthGone("the visit's EHR sign-in has expired")
+        rejected = None
         if row.last_status == 401:
-            # The EHR rejected the token last time (revoked, or expired without a known expiry).
+            # The EHR rejected the token last time (revoked, or expired without a known expiry): renewed under the
+            # launch's lock, unless another process renewed it meanwhile (never a second refresh of one token).
             if not tokens.get("refresh_token"):
                 return AuthGone("the EHR no longer accepts the visit's sign-in")
-            launch.set_tokens({**tokens, "expires_at": 0})  # makes fhir_client_for refresh it now
-            get_session().commit()
+            rejected = tokens.get("access_token")
         try:
-            client = fhir_client_for(launch)
+            client = fhir_client_for(launch, rejected=rejected)
         except Exception as exc:  # refresh refused or EHR unreachable: the token cannot be renewed now
             log.warning("outbox: token refresh failed for a launch (%s)", type(exc).__name__)
             return AuthGone("the EHR did not renew the visit's sign-in")
