@@ -178,7 +178,7 @@ def _holder(kind: str | None, team: str | None, routing: Routing) -> str:
 
 def overdue_notice(db: Session, scope: Scope, clock: Clock, deployment: Any) -> OverdueNotice:
     """One grouped query over the overdue urgent referrals of the user's EHR, never another's."""
-    mine: ColumnElement[bool] = scoped_query(scope).whereclause
+    mine: ColumnElement[bool] = scoped_query(scope, per_row=True).whereclause  # read on the overdue urgent only
     rows = db.execute(select(ReferralRecord.route_kind, ReferralRecord.route_team, func.count(),
                              func.count().filter(mine))
                       .where(of_ehr(scope), IS_OPEN_STORED, overdue_urgent(clock))

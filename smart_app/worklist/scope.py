@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select
 from sqlalchemy.orm import Session
 
 from config.deployment import Site
@@ -178,15 +178,22 @@ def of_ehr(scope: Scope) -> ColumnElement[bool]:
     return or_(ReferralRecord.ehr == scope.ehr_id, ReferralRecord.iss.in_(values + [v + "/" for v in values]))
 
 
-def scoped_query(scope: Scope) -> Select[tuple[ReferralRecord]]:
-    """Referrals in scope: of the user's EHR, and covered, or routed to one of the user's teams, or unrouted."""
+def scoped_query(scope: Scope, *, per_row: bool = False) -> Select[tuple[ReferralRecord]]:
+    """Referrals in scope: of the user's EHR, and covered, or routed to one of the user's teams, or unrouted.
+
+    The site test is an uncorrelated IN (every referral id at the covered sites, hashed once per statement): a
+    correlated EXISTS under the OR is costed by PostgreSQL as one index probe per row, tens of times its real cost
+    over the whole queue, enough to switch on JIT compilation. ``per_row``: the correlated EXISTS, one probe of
+    ix_referral_site_key_referral per referral, for a condition read on a few referrals only (the overdue banner's
+    "in your queue"), where hashing every referral id at the covered sites would cost more."""
     q = select(ReferralRecord)
     if not scope.is_queue_user:
         return q.where(false())
     reach = [ReferralRecord.route_kind == UNROUTED]
-    if scope.keys:
-        # An uncorrelated IN (one hashed subplan, costed once), not a correlated EXISTS: PostgreSQL costs an OR'd
-        # EXISTS as one index probe per row, tens of times its real cost, enough to switch on JIT compilation.
+    if scope.keys and per_row:
+        reach.append(exists().where(ReferralSite.referral_id == ReferralRecord.id,
+                                    ReferralSite.key.in_(sorted(scope.keys))))
+    elif scope.keys:
         reach.append(ReferralRecord.id.in_(select(ReferralSite.referral_id)
                                            .where(ReferralSite.key.in_(sorted(scope.keys)))))
     if scope.teams:
