@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from fhir import json_depth
 from fhir.errors import FhirWireError
 from fhir.http import never_sent
 from fhir.url_policy import safe_relative, under_base
@@ -90,12 +91,15 @@ class FhirClient:
             hdrs.update(headers)
         try:
             resp = self.http.request(method, url, params=params, json=json, headers=hdrs, timeout=self.timeout)
-        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        except requests.RequestException as exc:  # timeouts, connections, cut answers, redirect loops
             raise FhirUnavailable(type(exc).__name__, sent=not never_sent(exc)) from None
         body: dict[str, Any] | None = None
         if resp.content:
             try:
-                body = resp.json()
+                body = json_depth.loads(resp.content)
+            except json_depth.TooDeep:
+                if resp.status_code < 400:  # a success whose answer cannot be read: what it did is not known
+                    raise FhirError(502, "the EHR's answer nests too deeply to read") from None
             except ValueError:
                 body = None
         if resp.status_code >= 400:

@@ -157,34 +157,49 @@ def _included_entries(bundle: dict[str, Any] | None) -> list[dict[str, Any]]:
             and (e.get("search") or {}).get("mode") == "include"]
 
 
-def human_name(names: list[dict[str, Any]] | None, *, with_prefix: bool = False) -> str | None:
-    """Display name: the 'official' (else 'usual', else first) HumanName."""
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects of a FHIR array as an EHR sent it: nothing when it is not an array (``"name": 12345``)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """A FHIR complex element as an EHR sent it: empty when it is not an object (``"period": "2026-11-20"``)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _strs(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def human_name(names: Any, *, with_prefix: bool = False) -> str | None:
+    """Display name: the 'official' (else 'usual', else first) HumanName; None when the EHR sent none usable."""
+    names = _dicts(names)
     if not names:
         return None
-    by_use = {n.get("use"): n for n in reversed(names) if isinstance(n, dict)}
+    by_use = {n.get("use") if isinstance(n.get("use"), str) else None: n for n in reversed(names)}
     name = by_use.get("official") or by_use.get("usual") or names[0]
-    if name.get("text"):
+    if isinstance(name.get("text"), str) and name["text"]:
         return clean_text(name["text"], 120) or None
-    parts = (name.get("prefix") or []) if with_prefix else []
-    parts = [*parts, *(name.get("given") or []), name.get("family") or ""]
-    text = clean_text(" ".join(str(p) for p in parts if p), 120)
+    parts = _strs(name.get("prefix")) if with_prefix else []
+    family = name.get("family") if isinstance(name.get("family"), str) else ""
+    text = clean_text(" ".join(p for p in [*parts, *_strs(name.get("given")), family] if p), 120)
     return text or None
 
 
 def language_tag(communication: dict[str, Any]) -> str | None:
     """Primary BCP-47 subtag of one Patient.communication entry ("es-MX" -> "es")."""
-    concept = communication.get("language") or {}
-    for coding in concept.get("coding") or []:
-        code = str(coding.get("code") or "").strip()
+    concept = _dict(communication.get("language"))
+    for coding in _dicts(concept.get("coding")):
+        code = coding.get("code").strip() if isinstance(coding.get("code"), str) else ""
         if code:
             primary = code.replace("_", "-").split("-")[0].lower()
             return _LANG_ALIASES.get(primary, primary if 2 <= len(primary) <= 3 else None)
-    text = str(concept.get("text") or "").strip().lower()
+    text = concept.get("text").strip().lower() if isinstance(concept.get("text"), str) else ""
     return _LANG_ALIASES.get(text) if text else None
 
 
 def patient_languages(patient: dict[str, Any]) -> list[str]:
-    comms = [c for c in patient.get("communication") or [] if isinstance(c, dict)]
+    comms = _dicts(patient.get("communication"))
     comms.sort(key=lambda c: 0 if c.get("preferred") else 1)  # stable: preferred first, then as listed
     seen: list[str] = []
     for c in comms:
@@ -195,8 +210,8 @@ def patient_languages(patient: dict[str, Any]) -> list[str]:
 
 
 def _mrn(patient: dict[str, Any]) -> str | None:
-    for ident in patient.get("identifier") or []:
-        for coding in (ident.get("type") or {}).get("coding") or []:
+    for ident in _dicts(patient.get("identifier")):
+        for coding in _dicts(_dict(ident.get("type")).get("coding")):
             if coding.get("code") == "MR" and (coding.get("system") in (None, V2_0203)):
                 return clean_text(ident.get("value"), 64) or None
     return None
@@ -204,7 +219,7 @@ def _mrn(patient: dict[str, Any]) -> str | None:
 
 def _identifiers(resource: dict[str, Any]) -> tuple[Identifier, ...]:
     return tuple(Identifier(system=clean_text(i.get("system"), 200) or None, value=clean_text(i.get("value"), 100))
-                 for i in resource.get("identifier") or [] if isinstance(i, dict) and i.get("value"))
+                 for i in _dicts(resource.get("identifier")) if i.get("value"))
 
 
 def interpreter_needed(resource: dict[str, Any] | None) -> bool | None:
@@ -243,7 +258,7 @@ def patient_summary(patient: dict[str, Any]) -> PatientSummary:
 def location_summary(location: dict[str, Any]) -> LocationSummary:
     return LocationSummary(id=_id(location), name=clean_text(location.get("name"), 120) or None,
                            identifiers=_identifiers(location),
-                           postal_code=clean_text((location.get("address") or {}).get("postalCode"), 10) or None)
+                           postal_code=clean_text(_dict(location.get("address")).get("postalCode"), 10) or None)
 
 
 def organization_summary(org: dict[str, Any]) -> OrganizationSummary:
@@ -558,7 +573,7 @@ def _encounter_summary(encounter: dict[str, Any] | None, second: _SecondRound) -
     if not encounter:
         return None
     cls = encounter.get("class")
-    start = (encounter.get("period") or {}).get("start")
+    start = _dict(encounter.get("period")).get("start")
     org = second.organization
     return EncounterSummary(
         id=_id(encounter),
@@ -609,9 +624,14 @@ def read_launch_context(client: FhirClient, token_response: dict[str, Any], *,
     ids = _launch_ids(token_response, fhir_user, client.base_url)
     first = _read_first_round(client, ids, token_response.get("scope"))
     second = _read_second_round(client, first, ids)
-    return LaunchContext(
-        patient=patient_summary(first.patient) if first.patient else None,
-        encounter=_encounter_summary(first.encounter, second),
-        user=_user_summary(ids, fhir_user, first, second, client.base_url),
-        **_launch_flags(token_response),
-    )
+    try:
+        return LaunchContext(
+            patient=patient_summary(first.patient) if first.patient else None,
+            encounter=_encounter_summary(first.encounter, second),
+            user=_user_summary(ids, fhir_user, first, second, client.base_url),
+            **_launch_flags(token_response),
+        )
+    except (TypeError, AttributeError, KeyError, ValueError):
+        # An element of a shape the readers above do not expect (each takes the wrong JSON type as absent where
+        # it can): the launch stops on a plain page, never a 500.
+        raise ContextError("The EHR's answer about this visit could not be read.") from None

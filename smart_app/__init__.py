@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import get_host
@@ -18,6 +19,7 @@ from werkzeug.wsgi import get_host
 from config import current
 from config.files import SettingsError
 from config.settings import FLAT_NAMES, Settings, load_settings
+from fhir import json_depth
 from referrals.memory import paused_gc
 from smart_app import store
 from smart_app.cds import views as cds_views
@@ -69,8 +71,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Request bodies (a CDS hook call, the consent preview) parsed with a bound on nesting: a body 100,000 levels
+    deep is a ValueError (a plain 400), not a RecursionError (500)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return json_depth.loads(s, **kwargs)
+
+
 def _build_app(test_config: dict[str, Any] | None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
+    app.json = BoundedJSONProvider(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     flask_keys, overrides = _split(test_config or {})
     app.config.update(flask_keys)  # TESTING and Flask's (or its extensions') own keys

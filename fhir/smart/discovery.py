@@ -13,6 +13,7 @@ from typing import Any
 
 import requests
 
+from fhir import json_depth
 from fhir.errors import FhirWireError
 from fhir.http import not_answering
 from fhir.smart.ttl_cache import RefreshingCache
@@ -76,7 +77,7 @@ def fetch_configuration(iss: str, *, http: requests.Session | None = None,
 
 def _json(resp: requests.Response) -> dict[str, Any] | None:
     try:
-        doc = resp.json()
+        doc = json_depth.loads(resp.content)
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None

@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 import requests
 
+from fhir import json_depth
 from fhir.errors import FhirWireError
 from fhir.smart.ttl_cache import RefreshingCache
 
@@ -49,7 +50,7 @@ class JwksCache:
 def _fetch_jwks(uri: str, http: requests.Session | None, timeout: float) -> dict[str, Any]:
     try:
         resp = (http or requests.Session()).get(uri, headers={"Accept": "application/json"}, timeout=timeout)
-        jwks = resp.json() if resp.status_code == 200 else None
+        jwks = json_depth.loads(resp.content) if resp.status_code == 200 else None
     except (requests.RequestException, ValueError):
         jwks = None
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):

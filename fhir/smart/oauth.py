@@ -23,6 +23,7 @@ import requests
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from requests_oauthlib import OAuth2Session
 
+from fhir import json_depth
 from fhir.errors import FhirWireError
 from fhir.http import DeadlineSession, NoAmbientState, not_answering
 from fhir.smart.client_auth import ClientAuth
@@ -110,7 +111,7 @@ def _check_response(resp: requests.Response) -> requests.Response:
     """Compliance hook run before oauthlib parses a token response: our own checks and messages
     (status, JSON object, bearer access token), with EHR text cleaned and capped."""
     try:
-        body = resp.json()
+        body = json_depth.loads(resp.content)
     except ValueError:
         body = None
     if resp.status_code != 200 or not isinstance(body, dict):

@@ -12,6 +12,7 @@ from typing import Any
 
 import requests
 
+from fhir import json_depth
 from fhir.smart.ttl_cache import RefreshingCache
 
 _COLOR = re.compile(r"^(#[0-9a-fA-F]{3,8}|rgba?\(\s*[0-9.%\s,]{1,40}\)|[a-zA-Z]{3,20})$")
@@ -55,7 +56,7 @@ def fetch_style(url: str | None, *, http: requests.Session, timeout: float = 5.0
         resp = http.get(url, headers={"Accept": "application/json"}, timeout=timeout, allow_redirects=False)
         if resp.status_code != 200 or len(resp.content) > MAX_BYTES:
             return {}
-        return sanitize_style(resp.json())
+        return sanitize_style(json_depth.loads(resp.content))
     except (requests.RequestException, ValueError):
         return {}
 
