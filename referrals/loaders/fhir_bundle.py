@@ -260,7 +260,7 @@ def _phones(c: Collector, w: str, telecom: Any, hours: Any) -> list[Phone]:
             c.add(tw, "must be an object")
             continue
         system = t.get("system", "phone")
-        if system in TELECOM_CHANNELS:
+        if isinstance(system, str) and system in TELECOM_CHANNELS:  # a mutated file may give any JSON here
             number = check_phone(c, f"{tw}.value", t.get("value"))
             if number:
                 phones.append(Phone(number=number, channel=TELECOM_CHANNELS[system], hours=hours,

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -97,6 +98,16 @@ def test_mutated_fhir(data, n):
         check(parse_bundle(doc, "fuzz.json"))
     except DirectoryError as exc:
         assert exc.issues
+
+
+def test_a_telecom_system_of_the_wrong_json_type_is_an_issue_not_a_crash():
+    # Found by the mutation above: a list where the telecom system's string belongs.
+    doc = samples.fhir_bundle()
+    service = next(e["resource"] for e in doc["entry"] if e["resource"]["resourceType"] == "HealthcareService")
+    service["telecom"] = [{"system": ["phone"], "value": "617-555-0100"}]
+    with pytest.raises(DirectoryError) as exc:
+        check(parse_bundle(doc, "fuzz.json"))
+    assert any("telecom" in str(i) for i in exc.value.issues)
 
 
 @settings(max_examples=60, deadline=None)
