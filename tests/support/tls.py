@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import requests
@@ -41,6 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.serving import make_server
 
+from config.ehrs import with_origin
 from tests.support import tools
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,8 +153,13 @@ def write_deployment(folder: Path, key_file: Path, iss: str, *, name: str = "hos
     """The sandbox deployment's scopes and profile, under our own name, client and key, embedded in the EHR's
     frame, with ``tuning`` added to its tuning block."""
     data = yaml.safe_load((ROOT / "config" / "deployments" / "sandbox.yaml").read_text())
+    listed = urlsplit(data["standalone_iss"])
+    served = urlsplit(iss)
     data.update({"client_id": CLIENT_ID, "private_key_file": str(key_file),
-                 "key_id": "tls-test-1", "allowed_iss": [iss], "standalone_iss": iss})
+                 "key_id": "tls-test-1", "allowed_iss": [iss], "standalone_iss": iss,
+                 # The EHR's identity moves with it: its iss values and per-launch pattern on the TLS origin.
+                 "ehrs": with_origin(data.get("ehrs") or {}, f"{listed.scheme}://{listed.netloc}",
+                                     f"{served.scheme}://{served.netloc}")})
     data["tuning"] = {**data.get("tuning", {}), "embedded_in_iframe": True, "log_level": "WARNING",
                       **(tuning or {})}
     path = folder / f"{name}.yaml"
