@@ -64,7 +64,7 @@ def fetch_configuration(iss: str, *, http: requests.Session | None = None,
                 return _from_well_known(base, doc)
         # 404 or an unusable document: SMART v1 servers publish endpoints in the CapabilityStatement.
         resp = http.get(f"{base}/metadata", headers={"Accept": "application/fhir+json"}, timeout=timeout)
-    except (requests.Timeout, requests.ConnectionError) as exc:
+    except requests.RequestException as exc:  # timeouts, connections, cut answers, redirect loops
         raise DiscoveryError(f"The EHR at {base} is not answering ({not_answering(exc)}). "
                              "Try again in a minute.") from None
     if resp.status_code != 200:

@@ -24,6 +24,10 @@ CASES = {
     "every read element of the wrong type": {"hostile": "wrong_types"},
     "extension nested 3,000 deep": {"hostile": "deep_extension"},
     "same-origin redirect loop": {"redirect_loop": ["fhir_read"]},
+    "token answer of the wrong types": {"hostile": "wrong_types", "hostile_on": ["token"]},
+    "discovery answer of the wrong types": {"hostile": "wrong_types", "hostile_on": ["discovery"]},
+    "token answer nested 3,000 deep": {"hostile": "deep_extension", "hostile_on": ["token"]},
+    "redirect loop on the token and discovery endpoints": {"redirect_loop": ["token", "discovery", "jwks"]},
 }
 
 
@@ -56,6 +60,7 @@ def launch_pages(env, client) -> list[tuple[str, int]]:
 
 @pytest.mark.parametrize("case", CASES)
 def test_a_hostile_ehr_answer_gets_a_plain_page_never_a_500(env, case):
+    env.app.extensions.pop("smart_discovery", None)  # discovery is read again, under the fault
     env.faults(**CASES[case])
     try:
         seen = launch_pages(env, env.app.test_client())
@@ -117,17 +122,20 @@ def test_hostile_ehr_fuzz_mutating_every_field_the_app_reads_never_answers_5xx(e
     Organization, PractitionerRole and Practitioner; each example is a whole launch through its first page."""
     failures: list[tuple[dict, list]] = []
 
-    @settings(max_examples=40, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=200, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow])
     @given(table=hostile_tables())
     def run(table):
         env.faults(hostile="wrong_types", hostile_fields=table)
         seen = launch_pages(env, env.app.test_client())
+        launches.append(seen)
         if any(status >= 500 for _path, status in seen):
             failures.append((table, seen))
 
+    launches: list[list] = []
     try:
         run()
     finally:
         env.faults()
     assert not failures, failures[:3]
+    assert len(launches) >= 20 and sum(len(seen) > 2 for seen in launches) >= 10  # most reached a page
