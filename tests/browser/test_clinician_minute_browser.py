@@ -148,8 +148,10 @@ def test_handout_printed_from_a_negative_screen_in_portuguese(launched_page, liv
     assert "Damos este cartão a todas as pessoas" in page.get_by_test_id("say-handout").inner_text()
     page.get_by_test_id("result-handout").click()
     page.wait_for_url("**/handout")
-    assert page.locator("html").get_attribute("lang") == "pt"
-    assert page.title() == "Recursos de saúde"
+    # One language rule: the page's controls in the clinician's language, the card in the patient's.
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert page.get_by_test_id("card").evaluate("e => e.closest('[lang]').getAttribute('lang')") == "pt"
+    assert page.title() == "Recursos de saúde"  # the printed sheet's neutral title, in the patient's language
     assert page.get_by_test_id("print").is_visible() and page.get_by_test_id("qr").count() == 0
     assert serious_violations(page) == []
     page.emulate_media(media="print")
