@@ -46,7 +46,8 @@ def reason(exc: FhirError) -> str:
     if isinstance(exc, FhirUnavailable):
         if not exc.sent:
             return "the EHR could not be reached; nothing was sent (" + _unreached(exc.message) + ")"
-        return "no answer from the EHR (" + ("timeout" if "Timeout" in exc.message else "connection failed") + ")"
+        timed_out = "Timeout" in exc.message or "Deadline" in exc.message
+        return "no answer from the EHR (" + ("timeout" if timed_out else "connection failed") + ")"
     codes = sorted({i.get("code") for i in (exc.outcome or {}).get("issue", []) if i.get("code")})
     text = f"HTTP {exc.status}"
     return f"{text}: {', '.join(codes)}" if codes else text

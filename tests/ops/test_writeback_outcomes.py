@@ -11,6 +11,7 @@ import socket
 import threading
 
 import pytest
+import requests
 import yaml
 from sqlalchemy import select
 
@@ -18,6 +19,7 @@ from config.checks import check_config
 from config.deployment import DEPLOYMENTS_DIR
 from config.settings import load_settings
 from fhir.client import FhirClient, FhirUnavailable
+from fhir.http import DeadlineBeforeSend, DeadlineExceeded, EhrBusy, never_sent
 from sandbox_ehr.harness.live import LiveServer
 from sandbox_ehr.harness.vendor import consent_many, start
 from smart_app.outbox import retry
@@ -206,3 +208,9 @@ def test_check_config_warns_when_the_ehr_gives_refresh_tokens_and_the_deployment
                                     "ehr_profile": "epic", "scopes_ehr": "launch openid fhirUser"}))
     found = [p for p in check_config(load_settings({"IPV_DEPLOYMENT": str(path)})) if p.setting == "online_access"]
     assert [p.level for p in found] == ["warning"] and "epic" in found[0].message
+
+
+def test_a_call_refused_by_the_bulkhead_or_out_of_time_before_it_began_was_never_sent():
+    assert never_sent(EhrBusy("full")) and never_sent(DeadlineBeforeSend("no time left"))
+    assert not never_sent(DeadlineExceeded("outlasted")) and not never_sent(requests.ReadTimeout())
+    assert not never_sent(requests.exceptions.ChunkedEncodingError()) and not never_sent(requests.TooManyRedirects())
