@@ -3,28 +3,22 @@
 The live preview (static/consent_preview.js) re-plans the write after every change; while its answer is on the way
 the agree button is disabled with "Updating…" beside it, so a press lands on the new digest instead of being refused
 ("What you were about to agree to changed") after the patient had already agreed. Screenshots go to
-``CONSENT_SHOTS`` (default /work/notes/shots when it exists, else the test's tmp directory).
+``IPV_SCREENSHOTS`` (else the test's tmp directory).
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import lid_of
 from tests.browser.test_writeback_browser import _screened
+from tests.support.shots import shots_dir
 
 pytestmark = pytest.mark.browser
 
 VIEWPORT = {"width": 1366, "height": 768}
 
-
-def shots_dir(tmp_path: Path) -> Path:
-    chosen = os.environ.get("CONSENT_SHOTS") or ("/work/notes/shots" if Path("/work/notes/shots").is_dir() else "")
-    return Path(chosen) if chosen else tmp_path
 
 
 def test_choose_a_channel_and_agree_at_once_is_accepted(launched_page, new_context, live_app, tmp_path):

@@ -1,24 +1,19 @@
 """Real browser at 1366x768: a negative screen on a shared screen — neutral headings, the instrument's name one tap
-away, and "Done — back to the chart" on the result, which ends the launch. Screenshots go to ``FINISH_SHOTS``
-(default /work/notes/shots when it exists, else the test's tmp directory)."""
+away, and "Done — back to the chart" on the result, which ends the launch. Screenshots go to ``IPV_SCREENSHOTS``
+(else the test's tmp directory)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import expect
+
+from tests.support.shots import shots_dir
 
 pytestmark = pytest.mark.browser
 
 VIEWPORT = {"width": 1366, "height": 768}
 HITS_NEGATIVE = {"hurt": "LA6270-8", "insult": "LA10066-1", "threaten": "LA6270-8", "scream": "LA6270-8"}
 
-
-def shots_dir(tmp_path: Path) -> Path:
-    chosen = os.environ.get("FINISH_SHOTS") or ("/work/notes/shots" if Path("/work/notes/shots").is_dir() else "")
-    return Path(chosen) if chosen else tmp_path
 
 
 def test_negative_screen_on_a_shared_screen_is_finished_from_the_result(launched_page, new_context, tmp_path):

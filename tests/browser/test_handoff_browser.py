@@ -3,8 +3,8 @@ Thanksgiving (the clock pinned). The urgent box offers the call to Passageway's 
 system the href with the extension (a stand-in ``xdg-open`` records what Chromium passes on); the outcome is recorded,
 the referral made through the real pages, and the BWH social worker's queue row shows the outcome.
 
-Screenshots of the urgent box and the outcome step go to ``HANDOFF_SHOTS`` (default /work/notes/shots when it
-exists, else the test's temporary folder) as handoff-*.png.
+Screenshots of the urgent box and the outcome step go to ``IPV_SCREENSHOTS`` (else the test's tmp directory) as
+handoff-*.png.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
 from tests.browser.conftest import CHROMIUM_ARGS, TIMEOUT_MS, lid_of
 from tests.support import tools
+from tests.support.shots import shots_dir
 
 pytestmark = pytest.mark.handoff
 
@@ -34,10 +35,6 @@ HITS_HURT = {"hurt": "LA6482-9", "insult": "LA16644-9", "threaten": "LA10082-8",
 DA5_YES = ("escalation", "weapon", "strangulation")  # 3 of 5, strangulation among them
 STAND_IN_XDG_OPEN = "#!/bin/sh\nprintf '%s\\n' \"$@\" >> \"$(dirname \"$0\")/handed-over.txt\"\n"
 
-
-def shots_dir(tmp_path: Path) -> Path:
-    chosen = os.environ.get("HANDOFF_SHOTS") or ("/work/notes/shots" if Path("/work/notes/shots").is_dir() else "")
-    return Path(chosen) if chosen else tmp_path
 
 
 @pytest.fixture

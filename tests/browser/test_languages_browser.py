@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import lid_of
 from tests.browser.test_writeback_browser import _screened
+from tests.support.shots import shots_dir
 
 pytestmark = [pytest.mark.browser, pytest.mark.i18n]
 
@@ -31,15 +32,15 @@ def test_consent_script_is_the_patients_language_and_the_page_the_clinicians(lau
     expect(line.locator('[data-audience="clinician"]')).to_have_attribute("lang", "en")
     # The translation's honest line, in the clinician's language.
     expect(page.get_by_test_id("translation-note")).to_contain_text("not a validated version")
-    shots = os.environ.get("IPV_SCREENSHOTS")
+    shots = str(shots_dir(tmp_path))
     page.locator("#preview").scroll_into_view_if_needed()
-    page.screenshot(path=os.path.join(shots or str(tmp_path), "consent-es-patient-en-clinician.png"))
+    page.screenshot(path=os.path.join(shots, "consent-es-patient-en-clinician.png"))
     # The result page's words to say: Spanish, the English beneath.
     page.goto(f"{live_app.url}/l/{lid}/result")
     say = page.get_by_test_id("say-911")
     expect(say.locator("q")).to_have_attribute("lang", "es")
     expect(say.locator('[data-audience="clinician"]')).to_have_text("If you are in immediate danger, call 911.")
-    page.screenshot(path=os.path.join(shots or str(tmp_path), "result-es-patient-en-clinician.png"))
+    page.screenshot(path=os.path.join(shots, "result-es-patient-en-clinician.png"))
 
 
 def test_portuguese_clinician_prints_a_spanish_handout(launched_page, live_app, tmp_path):
@@ -57,14 +58,14 @@ def test_portuguese_clinician_prints_a_spanish_handout(launched_page, live_app, 
         expect(page.get_by_test_id("print")).to_have_text("Imprimir")
         expect(page.get_by_test_id("handout")).to_have_attribute("lang", "es")
         expect(page.get_by_test_id("handout-title")).to_have_text("Recursos de salud")
-        shots = os.environ.get("IPV_SCREENSHOTS")
-        page.screenshot(path=os.path.join(shots or str(tmp_path), "handout-es-patient-pt-clinician.png"))
+        shots = str(shots_dir(tmp_path))
+        page.screenshot(path=os.path.join(shots, "handout-es-patient-pt-clinician.png"))
         page.goto(f"{live_app.url}/l/{lid}/consent?lang=es")
         expect(page.get_by_test_id("consent-yes")).to_have_text("A pessoa concorda: registrar no prontuário")
         said = page.locator("#consent-question .said").first
         expect(said.locator('[data-audience="patient"]')).to_have_attribute("lang", "es")
         expect(said.locator('[data-audience="clinician"]')).to_have_attribute("lang", "pt")
-        page.screenshot(path=os.path.join(shots or str(tmp_path), "consent-es-patient-pt-clinician.png"),
+        page.screenshot(path=os.path.join(shots, "consent-es-patient-pt-clinician.png"),
                         full_page=True)
     finally:
         replace_settings(live_app.app, clinician_language="en")

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from tests.browser.conftest import lid_of
+from tests.support.shots import shots_dir
 
 pytestmark = pytest.mark.browser
 
@@ -85,7 +86,7 @@ def test_spanish_patient_at_sjphc_and_accessibility(launched_page, live_app):
 
 
 def test_full_page_handout_waits_for_the_patients_word_and_prints_ideas_before_the_209a_page(
-        launched_page, new_context, live_app):
+        launched_page, new_context, live_app, tmp_path):
     """1366x768: the full page's caution comes first and Print waits for the tick; printed, the first page carries
     the card and the safety ideas, the 209A section (whose published text names the abuser) starts a new page."""
     page = launched_page("pat-dana", "enc-dana-faulkner", page=new_context(viewport={"width": 1366, "height": 768})
@@ -96,9 +97,7 @@ def test_full_page_handout_waits_for_the_patients_word_and_prints_ideas_before_t
                              page.get_by_test_id("print"))
     assert caution.is_visible() and caution.bounding_box()["y"] < 768  # seen before anything is printed
     assert button.is_disabled()
-    shots = "/work/notes/shots" if __import__("os").path.isdir("/work/notes/shots") else None
-    if shots:
-        page.screenshot(path=f"{shots}/handout-full-page-caution-1366x768.png")
+    page.screenshot(path=str(shots_dir(tmp_path) / "handout-full-page-caution-1366x768.png"))
     tick.check()
     assert button.is_enabled()
     orders = page.locator(".protective-orders")

@@ -15,6 +15,7 @@ from smart_app.store.crypto import decrypt_json, encrypt_json
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
 from tests.browser.test_worklist_browser import _axe_serious, _refer
+from tests.support.shots import shots_dir
 
 pytestmark = [pytest.mark.worklist, pytest.mark.routing]
 
@@ -43,7 +44,7 @@ def test_busy_rows_stay_one_line_and_a_referral_is_taken_handed_over_and_closed(
     page.select_option("#practitioner", "prac-devon")
     page.click("#approve-button")
     page.wait_for_url("**/worklist")
-    page.screenshot(path=str(tmp_path / "busy-queue-1366x768.png"))
+    page.screenshot(path=str(shots_dir(tmp_path) / "busy-queue-1366x768.png"))
     row = page.get_by_test_id(f"referral-{made[0]}")
     expect(row).to_have_attribute("data-overdue", "yes")
     expect(row.get_by_test_id("row-interpreter")).to_have_text("Portuguese")

@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 
 from smart_app.store.db import session_scope
 from smart_app.store.models import LaunchRecord, ReferralRecord
+from tests.support.shots import shots_dir
 from tests.worklist.support import PROGRAM, clinician_context
 
 pytestmark = pytest.mark.worklist
@@ -156,7 +157,7 @@ def test_the_queue_shows_its_referrals_first_at_1366x768(live_app, live_sandbox,
     page.select_option("#practitioner", "prac-devon")
     page.click("#approve-button")
     page.wait_for_url("**/worklist")
-    page.screenshot(path=str(tmp_path / "queue-1366x768.png"))
+    page.screenshot(path=str(shots_dir(tmp_path) / "queue-1366x768.png"))
     rows = page.locator("[data-testid^='referral-']")
     boxes = [b for b in rows.evaluate_all("rs => rs.map(r => { const b = r.getBoundingClientRect();"
                                           " return {top: b.top, bottom: b.bottom, height: b.height}; })")]
