@@ -12,6 +12,9 @@ Nothing here talks to the network; ``smart_app/ops/config_check.py`` adds the ``
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -37,6 +40,11 @@ SANDBOX_SECRETS = {"sandbox-secret-not-for-production"}
 # How example deployment files mark what a site must fill in.
 PLACEHOLDER_MARKERS = ("REPLACE", "CHANGE-ME", "CHANGEME", "EXAMPLE", "<", "TODO")
 MIN_SECRET_KEY_BYTES = 32
+MIN_METRICS_TOKEN_CHARS = 32
+# Proxies in front of the app that the shipped set-ups have (nginx, or a load balancer and nginx): more trusted
+# hops let a client forge its address and scheme through X-Forwarded-*.
+MAX_TRUSTED_PROXY_HOPS = 2
+MEMORY_STORAGE = "memory://"
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,9 @@ def check_config(settings: Settings) -> list[Problem]:
     _check_database(settings, found)
     _check_base_url(settings, found)
     _check_cookies_and_frames(settings, found)
+    _check_hosts_and_proxies(settings, found)
+    _check_shared_secrets(settings, found)
+    _check_processes(settings, found)
     return found.problems
 
 
@@ -187,6 +198,16 @@ def _check_private_key(key_file: str | None, found: _Found) -> None:
         return
     if hashlib.sha256(spki).hexdigest() in SANDBOX_KEY_FINGERPRINTS:
         found.error("PRIVATE_KEY_FILE", f"{path} holds a sandbox EHR key (public in the repository)")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        found.error("PRIVATE_KEY_FILE", f"{path} is readable or writable by every user on the host (mode "
+                                        f"{mode:04o}): chmod 0600, or 0640 with the app's group")
+    elif mode & stat.S_IWGRP:
+        found.error("PRIVATE_KEY_FILE", f"{path} is writable by its group (mode {mode:04o}): chmod 0600, or 0640 "
+                                        "with the app's group")
+    elif mode & stat.S_IRGRP:
+        found.warning("PRIVATE_KEY_FILE", f"{path} is readable by its group (mode {mode:04o}): make sure only the "
+                                          "app's user is in that group, or chmod 0600")
 
 
 def _check_secrets(s: Settings, found: _Found) -> None:
@@ -221,6 +242,9 @@ def _check_base_url(s: Settings, found: _Found) -> None:
 def _check_cookies_and_frames(s: Settings, found: _Found) -> None:
     if not s.cookie_secure:
         found.error("tuning.session_cookie_secure", "is off: the session cookie would travel over plain HTTP")
+    wide = [source for source in s.frame_ancestors.split() if "*" in source or source in ("http:", "https:")]
+    if wide:
+        found.error("FRAME_ANCESTORS", f"{' '.join(wide)} lets any site frame the app: name the EHR origins only")
     if not s.embedded_in_iframe:
         return
     ancestors = s.frame_ancestors.split()
@@ -230,6 +254,79 @@ def _check_cookies_and_frames(s: Settings, found: _Found) -> None:
                                          f"({' '.join(ancestors) or 'empty'}) names no EHR origin "
                                          f"({', '.join(sorted(origins)) or 'none'}): the EHR's frame will stay "
                                          "blank unless its page is served from another origin you listed")
+
+
+def _check_hosts_and_proxies(s: Settings, found: _Found) -> None:
+    if any("*" in host for host in s.trusted_hosts):
+        found.error("tuning.trusted_hosts", f"{' '.join(s.trusted_hosts)}: a wildcard answers any Host, so links "
+                                            "and redirects can be built on a forged host: name the public host")
+    if not 0 <= s.trusted_proxy_hops <= MAX_TRUSTED_PROXY_HOPS:
+        found.error("TRUSTED_PROXY_HOPS", f"{s.trusted_proxy_hops}: must be the number of proxies in front of the "
+                                          f"app, 0 to {MAX_TRUSTED_PROXY_HOPS}; more lets a client forge its "
+                                          "address and scheme")
+
+
+def _check_shared_secrets(s: Settings, found: _Found) -> None:
+    fernet_keys = {k.strip() for k in s.token_encryption_key.split(",") if k.strip()}
+    if s.secret_key and s.secret_key in fernet_keys:
+        found.error("SECRET_KEY", "is the same as TOKEN_ENCRYPTION_KEY: use two different random keys")
+    token = s.metrics_token
+    if not token:
+        return
+    if len(token) < MIN_METRICS_TOKEN_CHARS:
+        found.error("METRICS_TOKEN", f"{len(token)} characters: needs at least {MIN_METRICS_TOKEN_CHARS} "
+                                     "random characters, or leave it empty to turn /metrics off")
+    others = {"SECRET_KEY": {s.secret_key}, "TOKEN_ENCRYPTION_KEY": fernet_keys, "CLIENT_SECRET": {s.client_secret}}
+    for name, values in others.items():
+        if token in values:
+            found.error("METRICS_TOKEN", f"is the same as {name}: whoever scrapes /metrics would hold {name}")
+
+
+def _check_processes(s: Settings, found: _Found) -> None:
+    if s.client_auth == "none":
+        found.warning("client_auth", "is none: the app does not prove who it is to the EHR's token endpoint; use "
+                                     "private_key_jwt where the EHR offers it")
+    if s.ratelimit_storage_uri.strip().startswith(MEMORY_STORAGE):
+        workers = os.environ.get("GUNICORN_WORKERS", "").strip()
+        if workers.isdigit() and int(workers) > 1:
+            found.error("RATELIMIT_STORAGE_URI", f"memory:// with {workers} workers: each worker counts alone, so "
+                                                 "every limit is multiplied; use redis://")
+        else:
+            found.warning("RATELIMIT_STORAGE_URI", "memory:// counts per process: with more than one gunicorn "
+                                                   "worker or instance every limit is multiplied; use redis://")
+
+
+def serving_problems(mode: str, ratelimit_storage_uri: str, workers: int,
+                     addresses: list[str | int | tuple[str, int]]) -> list[Problem]:
+    """What gunicorn's own settings add (config/gunicorn.conf.py checks them once the bind and the worker count
+    are final): the demo's relaxed checks never on an address other hosts reach, memory:// never shared by
+    several workers in production."""
+    found = _Found()
+    mode = mode.strip().lower()
+    open_to = [a for a in addresses if not _loopback(a)]
+    if mode == "demo" and open_to:
+        found.error("IPV_MODE", f"demo on {', '.join(map(_address, open_to))}: the demo runs with public sandbox "
+                                "keys and relaxed checks, so it binds only a loopback address or a unix socket")
+    if mode not in ("demo", "test") and ratelimit_storage_uri.strip().startswith(MEMORY_STORAGE) and workers > 1:
+        found.error("RATELIMIT_STORAGE_URI", f"memory:// with {workers} workers: each worker counts alone, so "
+                                             "every limit is multiplied; use redis://")
+    return found.problems
+
+
+def _loopback(address: str | int | tuple[str, int]) -> bool:
+    if not isinstance(address, tuple):
+        return True  # a unix socket, or a descriptor (fd://) its caller bound and chose
+    host = address[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _address(address: str | int | tuple[str, int]) -> str:
+    return f"{address[0] or '*'}:{address[1]}" if isinstance(address, tuple) else str(address)
 
 
 def _origin(url: str) -> str:

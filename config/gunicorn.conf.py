@@ -68,6 +68,22 @@ preload_app = True
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)s "%(a)s" %({x-request-id}i)s'
 
 
+def on_starting(server):
+    # The bind and the worker count are final only here (command line over this file), before any socket is
+    # opened: the demo never listens where other hosts reach it, and memory:// rate limits are never split
+    # across workers in production (config/checks.py, serving_problems).
+    from config.checks import errors, serving_problems
+    from config.settings import EnvironmentFields, read_environment
+
+    env = EnvironmentFields(**read_environment())
+    problems = errors(serving_problems(env.ipv_mode, env.ratelimit_storage_uri, server.cfg.workers,
+                                      list(server.cfg.address)))
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        server.log.error("refusing to start: %d configuration problem(s):\n%s", len(problems), lines)
+        raise SystemExit(1)
+
+
 def pre_fork(server, worker):  # noqa: ARG001 (gunicorn's hook signature)
     gc.freeze()
 

@@ -39,6 +39,7 @@ def write_key(path: Path) -> Path:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
+    path.chmod(0o600)
     return path
 
 
@@ -81,6 +82,7 @@ def prod_env(tmp_path, monkeypatch) -> dict[str, str]:
         "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
         "APP_BASE_URL": "https://ipv.hospital.test",
+        "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379",  # memory:// counts per process
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -383,3 +385,87 @@ def test_a_scope_the_profile_needs_missing_from_the_deployment_warns(prod_env, m
         app = create_app()  # a warning, not a refusal
     assert "scopes_ehr" in caplog.text and "patient/DocumentReference.cs" in caplog.text
     app.extensions["db_engine"].dispose()
+
+
+# -- weak production settings that check-config and start-up name ------------------------------------------------
+@pytest.mark.security
+def test_frame_ancestors_wildcard(prod_env, monkeypatch):
+    monkeypatch.setenv("FRAME_ANCESTORS", "'self' *")
+    refused("FRAME_ANCESTORS: \\* lets any site frame the app")
+
+
+@pytest.mark.security
+def test_trusted_hosts_wildcard(prod_env, monkeypatch, tmp_path):
+    dep = write_deployment(tmp_path / "h.yaml", private_key_file=str(write_key(tmp_path / "k.pem")),
+                           tuning={"trusted_hosts": ["*"]})
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(dep))
+    refused("tuning.trusted_hosts: \\*: a wildcard answers any Host")
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("same_as", ["short", "SECRET_KEY", "TOKEN_ENCRYPTION_KEY"])
+def test_weak_metrics_token(prod_env, monkeypatch, same_as):
+    token = "s3cr3t" if same_as == "short" else prod_env[same_as]
+    monkeypatch.setenv("METRICS_TOKEN", token)
+    refused("METRICS_TOKEN: 6 characters: needs at least 32" if same_as == "short"
+            else f"METRICS_TOKEN: is the same as {same_as}")
+
+
+@pytest.mark.security
+def test_secret_key_equal_to_token_encryption_key(prod_env, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", prod_env["TOKEN_ENCRYPTION_KEY"])
+    refused("SECRET_KEY: is the same as TOKEN_ENCRYPTION_KEY")
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("hops", ["-1", "3"])
+def test_trusted_proxy_hops_out_of_range(prod_env, monkeypatch, hops):
+    monkeypatch.setenv("TRUSTED_PROXY_HOPS", hops)
+    refused("TRUSTED_PROXY_HOPS")
+
+
+@pytest.mark.security
+def test_private_key_readable_by_others(prod_env, monkeypatch, tmp_path):
+    key = write_key(tmp_path / "open.pem")
+    key.chmod(0o644)
+    monkeypatch.setenv("PRIVATE_KEY_FILE", str(key))
+    refused("PRIVATE_KEY_FILE: .*open.pem is readable or writable by every user on the host \\(mode 0644\\)")
+
+
+@pytest.mark.security
+def test_client_auth_none_warns(prod_env, monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("IPV_DEPLOYMENT", str(write_deployment(tmp_path / "n.yaml", client_auth="none")))
+    with caplog.at_level(logging.WARNING):
+        app = create_app()  # a warning, not a refusal
+    assert "client_auth: is none" in caplog.text
+    app.extensions["db_engine"].dispose()
+
+
+@pytest.mark.security
+def test_check_config_memory_rate_limits_with_several_workers(prod_env):
+    env = {**prod_env, "RATELIMIT_STORAGE_URI": "memory://"}
+    out = _run([str(FLASK), "--app", "smart_app", "check-config"], {**env, "GUNICORN_WORKERS": "2"}, ROOT)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "ERROR: RATELIMIT_STORAGE_URI: memory:// with 2 workers" in out.stdout
+    # The worker count unknown (check-config run by hand): a warning, whatever gunicorn will be given.
+    out = _run([str(FLASK), "--app", "smart_app", "check-config"], env, ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "WARNING: RATELIMIT_STORAGE_URI: memory:// counts per process" in out.stdout
+
+
+@pytest.mark.security
+def test_gunicorn_refuses_memory_rate_limits_with_several_workers(prod_env, tmp_path):
+    env = {**prod_env, "RATELIMIT_STORAGE_URI": "memory://"}
+    out = _run([str(GUNICORN), "-c", "config/gunicorn.conf.py", "--bind", f"unix:{tmp_path / 'g.sock'}",
+                "--workers", "2", "smart_app:create_app()"], env, ROOT)
+    assert out.returncode != 0
+    assert "refusing to start" in out.stderr and "RATELIMIT_STORAGE_URI: memory:// with 2 workers" in out.stderr
+
+
+@pytest.mark.security
+def test_gunicorn_refuses_the_demo_on_a_non_loopback_bind(prod_env, tmp_path):
+    env = {**prod_env, "IPV_MODE": "demo", "IPV_DEPLOYMENT": "sandbox", "SECRET_KEY": "x"}
+    out = _run([str(GUNICORN), "-c", "config/gunicorn.conf.py", "--bind", "0.0.0.0:0", "--workers", "1",
+                "smart_app:create_app()"], env, ROOT)
+    assert out.returncode != 0
+    assert "refusing to start" in out.stderr and "IPV_MODE: demo on 0.0.0.0:0" in out.stderr
