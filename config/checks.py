@@ -205,9 +205,10 @@ def _check_private_key(key_file: str | None, found: _Found) -> None:
     elif mode & stat.S_IWGRP:
         found.error("PRIVATE_KEY_FILE", f"{path} is writable by its group (mode {mode:04o}): chmod 0600, or 0640 "
                                         "with the app's group")
-    elif mode & stat.S_IRGRP:
-        found.warning("PRIVATE_KEY_FILE", f"{path} is readable by its group (mode {mode:04o}): make sure only the "
-                                          "app's user is in that group, or chmod 0600")
+    elif mode & stat.S_IRGRP and path.stat().st_gid not in {os.getegid(), *os.getgroups()}:
+        # DEPLOY.md's root:ipv 0640 lets the app read the key through its own group; any other group is someone else.
+        found.warning("PRIVATE_KEY_FILE", f"{path} is readable by group {path.stat().st_gid}, which this process is "
+                                          "not in: chown it to the app's group, or chmod 0600")
 
 
 def _check_secrets(s: Settings, found: _Found) -> None:
@@ -286,6 +287,10 @@ def _check_processes(s: Settings, found: _Found) -> None:
     if s.client_auth == "none":
         found.warning("client_auth", "is none: the app does not prove who it is to the EHR's token endpoint; use "
                                      "private_key_jwt where the EHR offers it")
+    bind = os.environ.get("GUNICORN_BIND", "").strip()
+    if s.ipv_mode.strip().lower() == "demo" and bind and not _loopback(_parse_bind(bind)):
+        found.error("IPV_MODE", f"demo on {bind} (GUNICORN_BIND): the demo runs with public sandbox keys and "
+                                "relaxed checks, so it binds only a loopback address or a unix socket")
     if s.ratelimit_storage_uri.strip().startswith(MEMORY_STORAGE):
         workers = os.environ.get("GUNICORN_WORKERS", "").strip()
         if workers.isdigit() and int(workers) > 1:
@@ -311,6 +316,14 @@ def serving_problems(mode: str, ratelimit_storage_uri: str, workers: int,
         found.error("RATELIMIT_STORAGE_URI", f"memory:// with {workers} workers: each worker counts alone, so "
                                              "every limit is multiplied; use redis://")
     return found.problems
+
+
+def _parse_bind(bind: str) -> str | tuple[str, int]:
+    """gunicorn's bind syntax, as far as loopback or not goes: unix:PATH, fd://N, HOST:PORT, [V6]:PORT."""
+    if bind.startswith(("unix:", "fd://")):
+        return bind
+    host, _, port = bind.rpartition(":")
+    return (host or bind, int(port) if port.isdigit() else 0)
 
 
 def _loopback(address: str | int | tuple[str, int]) -> bool:

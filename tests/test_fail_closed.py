@@ -469,3 +469,21 @@ def test_gunicorn_refuses_the_demo_on_a_non_loopback_bind(prod_env, tmp_path):
                 "smart_app:create_app()"], env, ROOT)
     assert out.returncode != 0
     assert "refusing to start" in out.stderr and "IPV_MODE: demo on 0.0.0.0:0" in out.stderr
+
+
+@pytest.mark.security
+def test_private_key_readable_through_the_apps_own_group_is_fine(prod_env, monkeypatch, tmp_path):
+    key = write_key(tmp_path / "group.pem")
+    key.chmod(0o640)  # DEPLOY.md: root:ipv 0640, read by the app through its group
+    monkeypatch.setenv("PRIVATE_KEY_FILE", str(key))
+    assert [p for p in check_config(load_settings()) if p.setting == "PRIVATE_KEY_FILE"] == []
+
+
+@pytest.mark.security
+def test_check_config_refuses_the_demo_on_a_non_loopback_gunicorn_bind(prod_env):
+    env = {**prod_env, "IPV_MODE": "demo", "IPV_DEPLOYMENT": "sandbox", "GUNICORN_BIND": "0.0.0.0:8000"}
+    out = _run([str(FLASK), "--app", "smart_app", "check-config"], env, ROOT)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "ERROR: IPV_MODE: demo on 0.0.0.0:8000 (GUNICORN_BIND)" in out.stdout
+    out = _run([str(FLASK), "--app", "smart_app", "check-config"], {**env, "GUNICORN_BIND": "127.0.0.1:8000"}, ROOT)
+    assert "IPV_MODE: demo on" not in out.stdout
