@@ -6,6 +6,7 @@ Benchmarks print figures; they never fail on timing. Pass names to run some: `py
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -21,11 +22,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"== {path.stem} ==", flush=True)
         module = importlib.import_module(f"benchmarks.{path.stem}")
+        environ = dict(os.environ)  # what a benchmark sets for its app (a deployment file...) stays with it
         try:
             module.main()
         except Exception as exc:  # one broken benchmark must not hide the others' figures
             failures += 1
             print(f"!! {path.stem} failed: {exc.__class__.__name__}: {exc}", flush=True)
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
     return 1 if failures else 0
 
 

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from benchmarks.bench_load import ROOT
 from benchmarks.bench_ranking import N_SERVICES, generate, make_queries, peak_rss_mb, rss_mb
 from referrals.store import DEFAULT_DIRECTORY
@@ -137,11 +139,23 @@ print(len(app.extensions["ipv_directory"].index.entries), statistics.median(time
 """
 
 
+def _deployment_with_directory(tmp: Path, path: Path) -> Path:
+    """The sandbox deployment serving the Boston directory and ``path`` (tuning.directory_paths), its key file
+    named absolutely so the copy may live elsewhere."""
+    source = ROOT / "config" / "deployments" / "sandbox.yaml"
+    data = yaml.safe_load(source.read_text())
+    data["private_key_file"] = str((source.parent / data["private_key_file"]).resolve())
+    data["tuning"] = {**(data.get("tuning") or {}), "directory_paths": [str(DEFAULT_DIRECTORY), str(path)]}
+    out = tmp / "deployment-bench-directory.yaml"
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
 def app_full_collection_ms(path: Path, tmp: Path) -> float:
     """A full collection's pause in an app built by create_app (warm-up on, as in production) on this directory."""
     from benchmarks.bench_memory import env
 
-    environ = dict(env(tmp), DIRECTORY_PATHS=f"{DEFAULT_DIRECTORY}{os.pathsep}{path}")
+    environ = dict(env(tmp), IPV_DEPLOYMENT=str(_deployment_with_directory(tmp, path)))
     done = subprocess.run([sys.executable, "-c", APP_CHILD], cwd=ROOT, env=environ, capture_output=True, text=True,
                           check=True)
     entries, pause = done.stdout.split()[-2:]
