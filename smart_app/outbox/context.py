@@ -10,6 +10,7 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from config.ehr_profile import EhrProfile
+from smart_app.outbox.claim import send_lease_seconds
 from smart_app.outbox.clients import ClientFor
 from smart_app.outbox.settings import OutboxSettings
 from smart_app.outbox.state import RunStats
@@ -32,4 +33,4 @@ class SendContext:
     def lease_for(self, client: Any) -> float:
         """The lease renewed before a send through ``client``: long enough for that client's own timeout too
         (a client made with a longer timeout than the worker's must not let its row be reclaimed mid-send)."""
-        return max(self.lease_seconds, 2 * float(getattr(client, "timeout", 0) or 0) + 1)
+        return max(self.lease_seconds, send_lease_seconds(self.settings, float(getattr(client, "timeout", 0) or 0)))
