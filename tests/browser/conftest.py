@@ -156,6 +156,15 @@ def lid_of(page: Any) -> str:
     return match.group(1)
 
 
+def open_queue(page: Any, app_url: str, practitioner_id: str) -> Any:
+    """Sign in through the app's standalone launch as ``practitioner_id`` and land on the social-work queue."""
+    page.goto(app_url + "/launch/standalone")
+    page.select_option("#practitioner", practitioner_id)
+    page.click("#approve-button")
+    page.wait_for_url("**/worklist")
+    return page
+
+
 @pytest.fixture
 def launched_page(live_sandbox: Live, live_app: Live, page: Any) -> Callable[..., Any]:
     """Launch the app from the sandbox's EHR simulator; returns the page at the app's first page."""

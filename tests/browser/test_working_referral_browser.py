@@ -14,6 +14,7 @@ from sqlalchemy import update
 from smart_app.store.crypto import decrypt_json, encrypt_json
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
+from tests.browser.conftest import open_queue
 from tests.browser.test_worklist_browser import _axe_serious, _refer
 from tests.support.shots import shots_dir
 
@@ -40,10 +41,7 @@ def test_busy_rows_stay_one_line_and_a_referral_is_taken_handed_over_and_closed(
                                                                    "interpreter_language": "pt"},
              assignee="Practitioner/prac-colleague", handoff="spoke_now" if k % 2 == 0 else None)
     page = new_context(viewport={"width": 1366, "height": 768}).new_page()
-    page.goto(live_app.url + "/launch/standalone")
-    page.select_option("#practitioner", "prac-devon")
-    page.click("#approve-button")
-    page.wait_for_url("**/worklist")
+    open_queue(page, live_app.url, "prac-devon")
     page.screenshot(path=str(shots_dir(tmp_path) / "busy-queue-1366x768.png"))
     row = page.get_by_test_id(f"referral-{made[0]}")
     expect(row).to_have_attribute("data-overdue", "yes")

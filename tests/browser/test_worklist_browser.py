@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 
 from smart_app.store.db import session_scope
 from smart_app.store.models import LaunchRecord, ReferralRecord
+from tests.browser.conftest import open_queue
 from tests.support.shots import shots_dir
 from tests.worklist.support import PROGRAM, clinician_context
 
@@ -153,10 +154,7 @@ def test_the_queue_shows_its_referrals_first_at_1366x768(live_app, live_sandbox,
     made = [_refer(live_app, live_sandbox, "bwh", f"pat-row{k}", f"enc-row{k}-bwh", f"Row{k} Fold{tag}",
                    danger=k % 3 == 0, channel="phone", hours_ago=1 + k) for k in range(12)]
     page = new_context(viewport={"width": 1366, "height": 768}).new_page()
-    page.goto(live_app.url + "/launch/standalone")
-    page.select_option("#practitioner", "prac-devon")
-    page.click("#approve-button")
-    page.wait_for_url("**/worklist")
+    open_queue(page, live_app.url, "prac-devon")
     page.screenshot(path=str(shots_dir(tmp_path) / "queue-1366x768.png"))
     rows = page.locator("[data-testid^='referral-']")
     boxes = [b for b in rows.evaluate_all("rs => rs.map(r => { const b = r.getBoundingClientRect();"
