@@ -422,3 +422,41 @@ class WorkerHeartbeat(Base):
     instance: Mapped[str] = mapped_column(String(128))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+# -- The forced response after a positive self-screen (smart_app/followup/) ---------------------------------------
+class FollowupItem(Base):
+    """An open response item: a self-administered screen (clinic tablet) came back positive, and the clinician has
+    not yet recorded a response (smart_app/followup/items.py). One per launch. The patient and encounter are known
+    only by keyed HMACs of (EHR identity, id), as referrals and screen marks are; what the social-work queue shows of
+    the patient (name, MRN) is encrypted in ``summary_enc``. Site, codes and times are not PHI on their own."""
+
+    __tablename__ = "followup_item"
+    # The queue reads one EHR's open items in age order; a later launch reads one patient's open items.
+    __table_args__ = (Index("ix_followup_ehr_status_opened", "ehr", "status", "opened_at"),
+                      Index("ix_followup_patient_status", "patient_key", "status"))
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    # One item per launch: a unique index, so a repeated or concurrent call opens no second one.
+    launch_id: Mapped[str] = mapped_column(String(64), unique=True)
+    ehr: Mapped[str] = mapped_column(String(128))  # the EHR identity (config/ehrs.py), not the raw iss
+    iss: Mapped[str] = mapped_column(String(512))
+    patient_key: Mapped[str] = mapped_column(String(64))
+    encounter_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    site: Mapped[str] = mapped_column(String(64))  # the report's site key (smart_app/report/events.py site_of)
+    site_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    # Every key the EHR gave the encounter's site, JSON list (smart_app/worklist/scope.py referral_site_keys): the
+    # queue's coverage and routing match these, as for referrals.
+    site_keys: Mapped[str] = mapped_column(Text, default="[]")
+    summary_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    month: Mapped[str] = mapped_column(String(7))  # the report month the item counts in (when it was opened)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # A later launch for the patient in another encounter: this visit is over (the item may reach the queue).
+    visit_ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | recorded
+    # The latest response (smart_app/followup/items.py RESPONSES); "not_safe_now" leaves the item open.
+    response: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    responder_role: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    response_launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    first_response_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
