@@ -6,6 +6,12 @@ while that window is open is offered to continue: the gate shows one neutral lin
 instrument names on a shared screen). Patient, encounter and user are compared inside the app after
 decrypting the context of the few candidates (ended, this ``iss``, window open): no id is stored in clear.
 The old launch's encrypted answers are kept only for the window (smart_app/launch/retention.py purges them after).
+
+Not bound to the browser that exited, and the gate's offer says so: quick exit clears every cookie and all storage
+this browser holds of the app (``Clear-Site-Data``), so nothing is left in it to recognise; a token kept back for
+resuming would be the trace of the visit quick exit removes. A browser binding would also not stop the case that
+matters on a shared workstation (the same EHR session relaunching in the same browser), and it would refuse the
+clinician who moves the patient to a private room and relaunches at another computer.
 """
 
 from __future__ import annotations

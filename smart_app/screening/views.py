@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +231,7 @@ def start() -> str:
     return render_template("screening/gate.html", lid=g.launch.id, gate=g.launch.data.get("gate"),
                            done=bool(g.launch.data.get("screening")),
                            resume_offer=bool(g.launch.data.get("resume_offer")),
+                           resume_minutes=resume.RESUME_WINDOW // timedelta(minutes=1),
                            earlier=recent(get_session(), g.launch.iss, g.launch.context, exclude_launch=g.launch.id)
                            if not g.launch.data.get("screening") else None)
 
