@@ -42,6 +42,7 @@ from smart_app.ops import (
 )
 from smart_app.outbox import cli as outbox_cli
 from smart_app.referral import views as referral_views
+from smart_app.report import retention as report_retention
 from smart_app.report import views as report_views
 from smart_app.screening import views as screening_views
 from smart_app.store import crypto
@@ -126,7 +127,7 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
     # Work the outbox worker does on its rounds besides sending (retention, the closed loop's status updates).
     # Last: routing what an older release wrote during a rolling upgrade, and keying referrals on the EHR their
     # iss belongs to under the deployment as it stands (smart_app/worklist/backfill.py).
-    housekeeping.init_app(app, retention.purge, worklist_retention.purge_referrals,
+    housekeeping.init_app(app, retention.purge, worklist_retention.purge_referrals, report_retention.purge,
                           worklist_backfill.route_stragglers, worklist_backfill.rekey_ehrs)
     ratelimit.init_app(app)  # after the blueprints: limits attach to their views
     app.jinja_env.globals["url_if"] = _url_if

@@ -66,9 +66,96 @@ DEFAULT_RETENTION_DAYS = 2190  # 6 years: HIPAA documentation retention, 45 CFR 
 # that was granted more: DELETE and UPDATE pass only for the table's owner (or a member of it, or the purge
 # function, which runs as the owner), DELETE only of rows older than the retention floor, UPDATE only of
 # patient_enc (rotate-keys); TRUNCATE never. No session setting opens it. The floor is a function only the owner
-# can replace (audit_event_retention_floor, 6 years); audit_event_purge(days) deletes rows older than
-# max(days, floor), and anyone may call it: it removes nothing younger.
+# can replace (audit_event_retention_floor, 6 years); audit_event_purge(days) removes rows older than
+# max(days, floor) (whole month partitions, then a bounded batch of rows), and anyone may call it: it removes
+# nothing younger.
 PG_RETENTION_FLOOR_DAYS = DEFAULT_RETENTION_DAYS
+
+
+# Month partitions (PostgreSQL, made by `db upgrade`; a table made by create_all in the tests is one table, and
+# the same functions work on it): the purge makes the months ahead, drops whole months past the retention (a few a
+# run, so one run stays short whatever was left behind) and deletes a bounded batch of older rows left in the month
+# the cut-off falls in or in the default partition.
+MONTHS_AHEAD = 3
+PARTITIONS_PER_RUN = 2
+ROWS_PER_RUN = 20000
+
+
+def pg_partition_functions(s: str) -> list[str]:
+    """The month partitions' functions and the purge (``s``: the schema as a quoted identifier). A frozen copy
+    lives in the migration that made them (smart_app/store/migrations/versions/monthly_partitions.py)."""
+    return [
+        f"""CREATE OR REPLACE FUNCTION {s}.audit_event_add_partition(month_start date) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' AS $$
+DECLARE
+  first date := date_trunc('month', month_start)::date;
+  part text := 'audit_event_' || to_char(month_start, '"y"YYYY"m"MM');
+  taken boolean;
+  holder record;
+BEGIN
+  IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = '{s}.audit_event'::regclass) <> 'p'
+     OR to_regclass('{s}.' || quote_ident(part)) IS NOT NULL THEN
+    RETURN false;
+  END IF;
+  IF to_regclass('{s}.audit_event_default') IS NOT NULL THEN
+    SELECT EXISTS (SELECT 1 FROM {s}.audit_event_default
+                    WHERE at >= first::timestamptz AND at < (first + interval '1 month')) INTO taken;
+    IF taken THEN
+      RETURN false;  -- that month's rows stay in the default partition (still guarded, still purged by age)
+    END IF;
+  END IF;
+  EXECUTE format('CREATE TABLE {s}.%I PARTITION OF {s}.audit_event FOR VALUES FROM (%L) TO (%L)', part,
+                 first::timestamptz, (first + interval '1 month')::timestamptz);
+  EXECUTE format('CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON {s}.%I '
+                 'FOR EACH STATEMENT EXECUTE FUNCTION {s}.audit_event_append_only()', part);
+  -- Default privileges may have given the runtime role rights on the new table: only the owner keeps any.
+  FOR holder IN SELECT DISTINCT a.grantee FROM pg_catalog.pg_class c, aclexplode(c.relacl) a
+                 WHERE c.oid = ('{s}.' || quote_ident(part))::regclass AND a.grantee <> c.relowner LOOP
+    EXECUTE format('REVOKE ALL ON {s}.%I FROM %s', part,
+                   CASE WHEN holder.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(holder.grantee::regrole::text) END);
+  END LOOP;
+  RETURN true;
+END $$""",
+        f"REVOKE EXECUTE ON FUNCTION {s}.audit_event_add_partition(date) FROM PUBLIC",
+        f"""CREATE OR REPLACE FUNCTION {s}.audit_event_partitions_ahead(months integer) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' AS $$
+DECLARE
+  made integer := 0;
+BEGIN
+  FOR i IN 0..least(greatest(months, 0), 12) LOOP
+    IF {s}.audit_event_add_partition((date_trunc('month', now()) + make_interval(months => i))::date) THEN
+      made := made + 1;
+    END IF;
+  END LOOP;
+  RETURN made;
+END $$""",
+        f"""CREATE OR REPLACE FUNCTION {s}.audit_event_purge(retention_days integer) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' AS $$
+DECLARE
+  cutoff timestamptz := now() - make_interval(days => greatest(retention_days, {s}.audit_event_retention_floor()));
+  part record;
+  n bigint;
+  gone bigint := 0;
+BEGIN
+  PERFORM {s}.audit_event_partitions_ahead({MONTHS_AHEAD});
+  FOR part IN SELECT c.oid::regclass AS rel FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c
+                  ON c.oid = i.inhrelid
+               WHERE i.inhparent = '{s}.audit_event'::regclass
+                 AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+                 AND substring(pg_catalog.pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([^'']+)''\\)')
+                     ::timestamptz <= cutoff
+               ORDER BY c.relname LIMIT {PARTITIONS_PER_RUN} LOOP
+    EXECUTE format('SELECT count(*) FROM %s', part.rel) INTO n;
+    EXECUTE format('DROP TABLE %s', part.rel);
+    gone := gone + n;
+  END LOOP;
+  DELETE FROM {s}.audit_event
+   WHERE at < cutoff
+     AND id IN (SELECT id FROM {s}.audit_event WHERE at < cutoff ORDER BY at LIMIT {ROWS_PER_RUN});
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN gone + n;
+END $$""",
+    ]
 
 
 def pg_append_only(schema: str) -> list[str]:
@@ -94,16 +181,7 @@ BEGIN
   END IF;
   RAISE EXCEPTION 'audit_event is append-only (% refused)', TG_OP;
 END $$""",
-        f"""CREATE OR REPLACE FUNCTION {schema}.audit_event_purge(retention_days integer) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  gone bigint;
-BEGIN
-  DELETE FROM {schema}.audit_event
-   WHERE at < now() - make_interval(days => greatest(retention_days, {schema}.audit_event_retention_floor()));
-  GET DIAGNOSTICS gone = ROW_COUNT;
-  RETURN gone;
-END $$""",
+        *pg_partition_functions(schema),
         # Whatever was granted before (a runtime role that owned the database, GRANT ALL ON ALL TABLES): only
         # the owner keeps UPDATE, DELETE or TRUNCATE on the audit table.
         f"""DO $$
@@ -234,7 +312,9 @@ def _cap(value: Any, limit: int) -> str | None:
 # -- retention --------------------------------------------------------------------------------------------
 def purge_audit(db: Session, *, now: datetime | None = None, days: int | None = None) -> int:
     """Delete audit rows older than the retention (the only deletion the table allows). Commits. On PostgreSQL the
-    database's clock and its retention floor decide (``audit_event_purge``; ``now`` is not used there)."""
+    database's clock and its retention floor decide (``audit_event_purge``; ``now`` is not used there), and one
+    run drops at most PARTITIONS_PER_RUN months and deletes at most ROWS_PER_RUN other rows: the worker's next
+    rounds take the rest."""
     if days is None:
         days = current_settings().audit_retention_days
     if db.get_bind().dialect.name == "postgresql":

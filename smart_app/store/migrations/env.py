@@ -10,7 +10,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
-from smart_app.store.migrate import lock
+from smart_app.store.migrate import include_name, lock
 from smart_app.store.models import Base
 
 config = context.config
@@ -22,7 +22,7 @@ def _url() -> str:
 
 
 def _configure(conn: Connection) -> None:
-    context.configure(connection=conn, target_metadata=target_metadata, compare_type=True,
+    context.configure(connection=conn, target_metadata=target_metadata, compare_type=True, include_name=include_name,
                       # SQLite cannot ALTER most things: Alembic's batch mode copies the table instead.
                       render_as_batch=conn.dialect.name == "sqlite")
 
