@@ -15,7 +15,7 @@ makes the months ahead (audit_event_partitions_ahead). report_event_purge(days) 
 SQLite (the demo) is left as it was. See docs/decisions/0013-a-year-of-data.md.
 
 Revision ID: monthly_partitions
-Revises: referral_queue_indexes
+Revises: followup_item
 Create Date: 2026-12-07 06:10:00
 """
 
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "monthly_partitions"
-down_revision = "referral_queue_indexes"
+down_revision = "followup_item"
 branch_labels = None
 depends_on = None
 
