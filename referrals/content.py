@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from config.languages import codes
 from referrals.errors import DirectoryError, Issue
 
 CONTENT_FILE = Path(__file__).resolve().parents[1] / "config" / "directory" / "content.yaml"
@@ -30,10 +31,12 @@ def load_content(path: str = str(CONTENT_FILE)) -> dict[str, Any]:
 
 
 def localise(value: Any, lang: str) -> Any:
-    """Replace every {en: ..., es: ...} mapping by the text in ``lang`` (English fallback)."""
+    """Replace every {en: ..., es: ...} mapping by the text in ``lang`` (English fallback); the keys that name a
+    language are the registry's (config/languages.yaml)."""
     if isinstance(value, dict):
-        if "en" in value and all(isinstance(v, str) for k, v in value.items() if k in ("en", "es")):
-            rest = {k: v for k, v in value.items() if k not in ("en", "es", "pt")}
+        langs = codes()
+        if "en" in value and all(isinstance(v, str) for k, v in value.items() if k in langs):
+            rest = {k: v for k, v in value.items() if k not in langs}
             text = value.get(lang) or value["en"]
             if not rest:
                 return text

@@ -100,8 +100,8 @@ def is_open(hours: Hours, now: datetime, tz: str = "America/New_York") -> bool |
 
 def fmt_minutes(minutes: int, lang: str = "en") -> str:
     h, m = divmod(minutes % (24 * 60), 60)
-    if lang in ("es", "pt"):  # the locale's own short time (CLDR via Babel): es "8:30", pt "08:30"
-        return format_time(time(h, m), "short", locale=lang)
+    if lang != "en":  # the locale's own short time (CLDR via Babel): es "8:30", pt "08:30", ar "8:30 ص"
+        return format_time(time(h, m), "short", locale=lang.replace("-", "_"))
     suffix = "am" if h < 12 else "pm"
     h12 = h % 12 or 12
     return f"{h12}:{m:02d}{suffix}" if m else f"{h12}{suffix}"

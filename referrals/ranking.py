@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from babel import UnknownLocaleError
+from babel.dates import get_day_names
 
 from referrals.closures import closure, holiday_name
 from referrals.geography import centroid, miles, normalise_zip
@@ -439,16 +443,28 @@ def _nearest_site_miles(s: Service, origin: tuple[float, float], site: Site | No
     return min((miles(origin, p) for p in points), default=None)
 
 
+# Weekday abbreviations as our texts write them; any other language takes CLDR's (Babel), Monday first.
+DAY_NAMES = {"en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+             "es": ("lun", "mar", "mié", "jue", "vie", "sáb", "dom"),
+             "pt": ("seg", "ter", "qua", "qui", "sex", "sáb", "dom")}
+
+
+@lru_cache(maxsize=32)
+def day_names(lang: str) -> tuple[str, ...]:
+    try:
+        found = get_day_names("abbreviated", locale=lang.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        return DAY_NAMES["en"]
+    return tuple(found[i] for i in range(7))
+
+
 def describe_hours(hours: Hours, lang: str = "en") -> str:
     """'Mon-Fri 8:30am-5:30pm' (used by the page and the handout)."""
     if hours.always:
         return "24/7"
     if not hours.known or not hours.weekly:
         return ""
-    names = {"en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
-             "es": ("lun", "mar", "mié", "jue", "vie", "sáb", "dom"),
-             "pt": ("seg", "ter", "qua", "qui", "sex", "sáb", "dom")}.get(lang, ("Mon", "Tue", "Wed", "Thu", "Fri",
-                                                                                 "Sat", "Sun"))
+    names = DAY_NAMES.get(lang) or day_names(lang)
     parts = []
     for iv in hours.weekly:
         idx = [DAYS.index(d) for d in iv.days]

@@ -1,5 +1,5 @@
-"""Spanish and Portuguese (Brazil): each catalog is complete for what the patient hears or takes home, and
-every text follows its glossary (smart_app/translations/glossary-<lang>.yaml)."""
+"""Every patient language of the registry (config/languages.yaml): each catalog is complete for what the patient
+hears or takes home, and every text follows its glossary (smart_app/translations/glossary-<lang>.yaml)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,22 @@ import yaml
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
+from config.languages import codes, language, translated_codes
+
 ROOT = Path(__file__).resolve().parents[1]
 TRANSLATIONS = ROOT / "smart_app" / "translations"
-LANGS = ("es", "pt")
+LANGS = translated_codes()
 # "el/la", "defensor/a", "segura(o)", "parceiro(a)"; not "24/7"
 SLASH_FORM = re.compile(r"(?<![\w/])[^\W\d]+/[^\W\d]{1,3}(?![\w/])|[^\W\d]\((?:a|o|as|os)\)")
 
 
+def po_path(lang: str) -> Path:
+    return TRANSLATIONS / language(lang).locale / "LC_MESSAGES" / "messages.po"
+
+
 def catalog(lang: str):
-    with (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po").open("rb") as f:
-        return read_po(f, locale=lang)
+    with po_path(lang).open("rb") as f:
+        return read_po(f, locale=language(lang).locale)
 
 
 def glossary(lang: str) -> dict[str, Any]:
@@ -59,7 +65,7 @@ def texts_in(value: Any, lang: str, path: str = "") -> list[tuple[str, str | Non
         if isinstance(value.get("en"), str):
             out.append((path, value.get(lang)))
         for k, v in value.items():
-            if k not in ("en", "es", "pt", "from", "source", "quote"):
+            if k not in (*codes(), "from", "source", "quote"):
                 out += texts_in(v, lang, f"{path}.{k}")
     elif isinstance(value, list):
         for i, v in enumerate(value):
@@ -124,7 +130,7 @@ def test_patient_facing_texts_have_no_slash_forms(tmp_path, lang):
     cat = {m.id: m.string for m in catalog(lang) if m.id}
     texts = [(i, cat.get(i) or "") for i in patient_facing_msgids(tmp_path)]
     texts += [(w, t or "") for w, t in texts_in(CONTENT, lang) + instrument_texts(lang)]
-    if lang == "es":  # the whole Spanish catalog is read by clinicians to patients too
+    if language(lang).clinician:  # a bilingual clinician may read any of the catalogue to the patient
         texts += list(cat.items())
     bad = [(w, t) for w, t in texts if isinstance(t, str) and SLASH_FORM.search(t)]
     assert bad == []
@@ -137,7 +143,7 @@ def _plain(value: Any) -> Any:
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_committed_mo_matches_the_po(lang):
-    with (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.mo").open("rb") as f:
+    with po_path(lang).with_suffix(".mo").open("rb") as f:
         mo = {_plain(m.id): _plain(m.string) for m in read_mo(f) if m.id}
     po = {_plain(m.id): _plain(m.string) for m in catalog(lang) if m.id and m.string and "fuzzy" not in m.flags}
     assert mo == po

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from config.languages import clinician_codes, language, translated_codes
+
 pytestmark = pytest.mark.i18n
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +23,8 @@ CONT = re.compile(r'^(?:#~ )?"(.*)"$')
 
 
 def test_there_are_catalogues():
-    assert {p.parts[-3] for p in CATALOGS} >= {"es", "pt"}
+    """One catalogue per language of the registry (config/languages.yaml), and none that is not registered."""
+    assert {p.parts[-3] for p in CATALOGS} == {language(c).locale for c in translated_codes()}
 
 
 def _msgids(po: Path) -> list[str]:
@@ -65,7 +68,9 @@ def test_msgfmt_accepts_the_catalogue(po, tmp_path):
 # said to or printed for the patient marked data-audience="patient" (or class read-aloud, or a <q>) in the
 # patient's language, and a read-aloud line has the clinician's language beneath it. Checked on the markup, page
 # by page, for every language pair a deployment can have.
-PAIRS = [("en", "es"), ("en", "pt"), ("pt", "es")]
+# The English clinician with every patient language of the registry, and a Portuguese clinician with a Spanish
+# patient (a deployment's clinician language that is not English).
+PAIRS = [*(("en", p) for p in translated_codes()), ("pt", "es")]
 CONTROLS = {"button", "legend", "label", "h1", "h2", "h3", "th", "summary", "caption"}
 VOID = {"br", "input", "img", "meta", "link", "hr", "wbr", "source", "col", "area", "base", "embed", "track"}
 
@@ -145,7 +150,7 @@ def catalogue_strings(lang: str) -> dict[str, str]:
     if lang == "en":
         with (TRANSLATIONS / "messages.pot").open("rb") as f:
             return {m.id: m.id for m in read_po(f) if isinstance(m.id, str) and m.id}
-    with (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po").open("rb") as f:
+    with (TRANSLATIONS / language(lang).locale / "LC_MESSAGES" / "messages.po").open("rb") as f:
         return {m.id: m.string for m in read_po(f) if isinstance(m.id, str) and m.id and m.string}
 
 
@@ -288,9 +293,10 @@ def _extract(tmp_path: Path, cfg: str, *args: str) -> set[str]:
 def _entries(lang: str) -> dict[str, object]:
     from babel.messages.pofile import read_po
 
-    path = TRANSLATIONS / "messages.pot" if lang == "en" else TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po"
+    path = (TRANSLATIONS / "messages.pot" if lang == "en"
+            else TRANSLATIONS / language(lang).locale / "LC_MESSAGES" / "messages.po")
     with path.open("rb") as f:
-        cat = read_po(f, locale=None if lang == "en" else lang)
+        cat = read_po(f, locale=None if lang == "en" else language(lang).locale)
     return {(m.id if isinstance(m.id, str) else m.id[0]): m for m in cat if m.id}
 
 
@@ -302,7 +308,7 @@ def test_english_source_catalogue_has_every_string_in_the_code(tmp_path):
     assert sorted(in_code - set(_entries("en"))) == []
 
 
-@pytest.mark.parametrize("lang", ["es", "pt"])
+@pytest.mark.parametrize("lang", [c for c in clinician_codes() if c != "en"])
 def test_catalogue_is_complete_clinician_side_too(lang):
     """Every string of the source catalogue translated, none fuzzy: a deployment may set clinician_language to it."""
     entries = _entries(lang)
@@ -313,7 +319,7 @@ def test_catalogue_is_complete_clinician_side_too(lang):
     assert untranslated == [] and fuzzy == []
 
 
-@pytest.mark.parametrize("lang", ["es", "pt"])
+@pytest.mark.parametrize("lang", translated_codes())
 def test_everything_said_to_the_patient_is_translated(tmp_path, lang):
     """Read-aloud and printed words (``p_`` in templates and code, the handout) in the patient's language."""
     said = _extract(tmp_path, "[python: smart_app/**.py]\n[jinja2: smart_app/**/templates/**.html]\n"
@@ -325,14 +331,17 @@ def test_everything_said_to_the_patient_is_translated(tmp_path, lang):
     assert missing == []
 
 
-@pytest.mark.parametrize("lang", ["es", "pt"])
+@pytest.mark.parametrize("lang", translated_codes())
 def test_catalogue_states_its_review_status(lang):
     """machine-drafted, reviewed by <role> or validated: <citation>, in the catalogue's header comment."""
-    head = (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po").read_text(encoding="utf-8").split('msgid ""')[0]
+    po = TRANSLATIONS / language(lang).locale / "LC_MESSAGES" / "messages.po"
+    head = po.read_text(encoding="utf-8").split('msgid ""')[0]
     assert re.search(r"^# Review status: (machine-drafted|reviewed by \w.*|validated: \S.*)", head, re.M), head
+    # The registry says the same (the pages' honest line comes from it).
+    assert re.search(rf"^# Review status: {re.escape(language(lang).review)}\b", head, re.M), head
 
 
-@pytest.mark.parametrize("lang", ["es", "pt"])
+@pytest.mark.parametrize("lang", translated_codes())
 def test_placeholders_survive_translation(lang):
     for key, m in _entries(lang).items():
         ids = m.id if isinstance(m.id, tuple | list) else (m.id,)
@@ -356,7 +365,7 @@ def _texts(lang: str) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("lang", ["es", "pt"])
+@pytest.mark.parametrize("lang", translated_codes())
 def test_every_translation_states_who_checked_it(lang):
     import yaml
 
@@ -373,7 +382,7 @@ def test_every_translation_states_who_checked_it(lang):
             assert status["status"] == "unconfirmed" and "not a validated version" in status["note"], key
 
 
-@pytest.mark.parametrize("lang", ["es", "pt"])
+@pytest.mark.parametrize("lang", translated_codes())
 def test_one_quotation_style_per_language(lang):
     import yaml
 
@@ -382,14 +391,15 @@ def test_one_quotation_style_per_language(lang):
     assert bad == []
 
 
-@pytest.mark.parametrize("lang", ["es", "pt"])
+@pytest.mark.parametrize("lang", translated_codes())
 def test_one_time_format_babels_short_time(lang):
     from babel.dates import format_time
 
     from referrals.hours import fmt_minutes
 
-    assert fmt_minutes(8 * 60 + 30, lang) == format_time(datetime_time(8, 30), "short", locale=lang)
-    assert fmt_minutes(17 * 60 + 30, lang) == "17:30"
+    locale = language(lang).locale
+    assert fmt_minutes(8 * 60 + 30, lang) == format_time(datetime_time(8, 30), "short", locale=locale)
+    assert fmt_minutes(17 * 60 + 30, lang) == format_time(datetime_time(17, 30), "short", locale=locale)
     bad = [(w, t) for w, t in _texts(lang) if re.search(r"\d\s?(am|pm|a\.m\.|p\.m\.)(?!\w)|\d+h\b", t, re.I)]
     assert bad == []
 

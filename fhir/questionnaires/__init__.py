@@ -141,6 +141,10 @@ class Instrument:
     def label(self, lang: str) -> str:
         return self.title.get(lang) or self.title["en"]
 
+    def has_version(self, lang: str) -> bool:
+        """Every item's text (and every answer's) in ``lang``: the instrument can be read in it."""
+        return all(lang in i.text and all(lang in a.display for a in i.answers) for i in self.items)
+
     @property
     def short_name(self) -> str:
         """'HITS' from 'HITS (Hurt, Insult, Threaten, Scream)', 'DA-5' from 'Danger check (DA-5)'."""
@@ -243,13 +247,21 @@ def _sub(ext: dict[str, Any], name: str) -> Any:
     return None
 
 
+def language_key(tag: str) -> str:
+    """A translation's language as the app keys it: the language with its script, without the region ("pt-BR" ->
+    "pt", "zh-Hant-TW" -> "zh-Hant"): a script is a different written text, a region mostly is not."""
+    parts = tag.replace("_", "-").split("-")
+    script = next((p.title() for p in parts[1:] if len(p) == 4 and p.isalpha()), None)
+    return f"{parts[0].lower()}-{script}" if script else parts[0].lower()
+
+
 def _translations(base: str | None, underscore: dict[str, Any] | None) -> dict[str, str]:
     texts = {"en": base} if base else {}
     for e in (underscore or {}).get("extension") or []:
         if e.get("url") == TRANSLATION:
             lang, content = _sub(e, "lang"), _sub(e, "content")
             if lang and content:
-                texts[str(lang).split("-")[0]] = content
+                texts[language_key(str(lang))] = content
     return texts
 
 
@@ -361,7 +373,7 @@ def _translation_status(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, 
     status = {}
     for e in raw.get("extension") or []:
         if e.get("url") == EXT_TRANSLATION_STATUS:
-            lang = _sub(e, "lang")
+            lang = language_key(str(_sub(e, "lang") or ""))
             if _sub(e, "status") not in ("published", "unconfirmed"):
                 _fail(path, "translation-status status must be 'published' or 'unconfirmed'")
             review = _sub(e, "review") or "machine-drafted"

@@ -21,6 +21,7 @@ from flask import Blueprint, Response, g, jsonify, redirect, render_template, re
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from config import languages
 from config.current import current_settings
 from config.ehrs import ehr_for, ehr_id_for, launch_allowed
 from fhir.client import FhirClient, FhirError
@@ -336,9 +337,8 @@ def _activate(record: LaunchRecord, tokens: dict[str, Any], context: dict[str, A
                        if k in ("access_token", "token_type", "expires_in", "expires_at", "refresh_token",
                                 "scope", "id_token", "patient", "encounter")})
     launch.set_context(context)
-    patient_lang = ((context.get("patient") or {}).get("language")) or "en"
-    patient_lang = patient_lang.split("-")[0].lower()
-    data: dict[str, Any] = {"locale": patient_lang if patient_lang in ("es", "pt") else "en"}
+    # The patient's preferred language when the app speaks it (config/languages.yaml), else English.
+    data: dict[str, Any] = {"locale": languages.match((context.get("patient") or {}).get("language")) or "en"}
     if offer:
         data["resume_offer"] = offer
     launch.update_data(**data)

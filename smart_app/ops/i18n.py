@@ -1,4 +1,4 @@
-"""Language: English, Spanish and Portuguese (Brazil). The patient's language comes from
+"""Language: the patient languages of the registry (`config/languages.yaml`). The patient's language comes from
 Patient.communication (read at launch) and can be switched on the page (one switch).
 
 Two languages at once on the screening, referral, consent and handout pages: the clinician's own text in
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from babel import Locale, UnknownLocaleError
 from babel.support import NullTranslations
 from flask import Flask, g
 from flask_babel import Babel, force_locale, get_locale, get_translations
@@ -21,9 +22,10 @@ from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from markupsafe import Markup
 
+from config import languages as registry
 from config.current import current_settings
 
-SUPPORTED = ("en", "es", "pt")
+SUPPORTED = registry.codes()
 babel = Babel()
 
 
@@ -32,25 +34,28 @@ def select_locale() -> str:
     other page (the queue, the report, errors) is the deployment's clinician language. ``?lang=`` is the
     patient's language (read by the launch pages), never the page's."""
     chosen = g.get("locale")
-    if chosen in SUPPORTED:
-        return chosen
-    return clinician_locale()
+    return babel_locale(chosen if chosen in SUPPORTED else clinician_locale())
+
+
+def babel_locale(code: str) -> str:
+    """Babel's name for a registered language (its catalogue's folder): ``zh_Hant`` for ``zh-Hant``."""
+    return code.replace("-", "_")
 
 
 def patient_locale(context: dict[str, Any]) -> str:
     """The patient's language from Patient.communication (read at launch) when we have it; else English."""
     patient = context.get("patient") or {}
     for lang in [patient.get("language"), *(patient.get("languages") or [])]:
-        base = (lang or "").split("-")[0].lower()
-        if base in SUPPORTED:
-            return base
+        found = registry.match(lang)
+        if found:
+            return found
     return "en"
 
 
 def clinician_locale() -> str:
     """The deployment's language for the clinician's own text (``clinician_language``; default English)."""
     lang = current_settings().clinician_language
-    return lang if lang in SUPPORTED else "en"
+    return lang if lang in registry.clinician_codes() else "en"
 
 
 def _babel_context() -> Any:
@@ -106,7 +111,7 @@ def _catalog_for(lang: str) -> NullTranslations:
         by_lang = ctx.ipv_catalogs = {}
     catalog = by_lang.get(lang)
     if catalog is None:
-        with force_locale(lang):
+        with force_locale(babel_locale(lang)):
             catalog = by_lang[lang] = get_translations()
     return catalog
 
@@ -142,6 +147,52 @@ def read_aloud(message: str, **params: Any) -> ReadAloud:
     echo = _catalog_for(clang).ugettext(message)
     echo = echo % params if params else echo
     return ReadAloud(text=said, lang=plang, clinician=echo if plang != clang else None, clinician_lang=clang)
+
+
+def language_name(code: str, in_lang: str | None = None) -> str:
+    """``code``'s name in ``in_lang`` (default: the page's language, the clinician's): "Arabic", "árabe"."""
+    try:
+        name = Locale.parse(babel_locale(code)).get_display_name(babel_locale(in_lang or g.get("locale") or "en"))
+    except (UnknownLocaleError, ValueError):
+        return code
+    return name or code
+
+
+def _review_words(review: str) -> str:
+    if review.startswith("reviewed by "):
+        return gettext("Review: reviewed by %(role)s.", role=review.removeprefix("reviewed by "))
+    return gettext("Review: machine-drafted.")
+
+
+def translation_note(lang: str, review: str | None = None) -> str | None:
+    """The honest line, in the clinician's language, for text read to the patient in ``lang`` that is not a
+    validated version (None for English and for a validated text). ``review``: the text's own review status (an
+    instrument's), else the language's catalogue's (the registry's)."""
+    entry = registry.language(lang)
+    if entry is None or entry.source:
+        return None
+    review = review or entry.review
+    if review.startswith("validated:"):
+        return None
+    name = language_name(lang)
+    if entry.reads == "clinician":
+        line = gettext("%(language)s text: our translation for reading aloud, not a validated version.", language=name)
+    else:
+        line = gettext("%(language)s text: translation for reading aloud with an interpreter; not a validated "
+                       "version.", language=name)
+    return f"{line} {_review_words(review)}"
+
+
+def instrument_note(status: dict[str, str] | None, lang: str) -> str | None:
+    """The line under an instrument read in ``lang``: its translation's honest line (``status``: the
+    Questionnaire's translation-status for ``lang``), or, when it has no version in ``lang``, the interpreter's
+    path: the English text is shown to interpret from."""
+    if registry.language(lang) is None or lang == registry.SOURCE:
+        return None
+    if status is None:
+        return gettext("No %(language)s version of this questionnaire: use an interpreter, who interprets from the "
+                       "English text shown.", language=language_name(lang))
+    return translation_note(lang, status.get("review"))
 
 
 def _as_template_text(rv: str, autoescape: bool, params: dict[str, Any]) -> str:
@@ -190,5 +241,10 @@ def init_app(app: Flask) -> None:
     # ``_()`` itself skips Jinja's alias layers (two more Context.call per string); same result as newstyle.
     app.jinja_env.globals["_"] = app.jinja_env.globals["gettext"] = template_gettext
     app.jinja_env.globals["p_"] = patient_gettext
-    app.jinja_env.globals["page_lang"] = lambda: str(get_locale() or "en")  # <html lang>: the page's language
+    # <html lang dir>: the page's language (the clinician's), as a BCP 47 tag
+    app.jinja_env.globals["page_lang"] = lambda: str(get_locale() or "en").replace("_", "-")
+    app.jinja_env.globals["lang_dir"] = registry.direction
+    app.jinja_env.globals["patient_languages"] = registry.languages
+    app.jinja_env.globals["language_name"] = language_name
+    app.jinja_env.globals["translation_note"] = translation_note
     app.context_processor(_bound_gettext)

@@ -18,6 +18,7 @@ from flask import Blueprint, Flask, current_app, g, redirect, render_template, r
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
+from config import languages as registry
 from config.current import current_settings
 from referrals.content import load_content, localise
 from referrals.geography import normalise_zip
@@ -36,7 +37,6 @@ from smart_app.store.db import get_session
 
 bp = Blueprint("referral", __name__, template_folder="templates", url_prefix="/l/<lid>")
 
-HANDOUT_LANGUAGES = (("en", "English"), ("es", "Español"), ("pt", "Português"))
 MAX_NOTE = 200
 
 
@@ -270,7 +270,8 @@ def handout() -> str:
                            content=content["handout"], po=content["protective_orders"], ideas=content["safety_ideas"],
                            layout=layout, full=layout == "page", qr=qr_data_uri(target) if show_qr else None,
                            show_qr=show_qr, qr_target=target, text_in=text_in, describe_hours=describe_hours,
-                           emergency=ranking.emergency, languages=HANDOUT_LANGUAGES)
+                           emergency=ranking.emergency,
+                           languages=[(each.code, each.name) for each in registry.languages()])
 
 
 def warm_up(_app: Flask) -> None:

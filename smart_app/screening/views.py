@@ -30,6 +30,7 @@ from smart_app.launch import resume
 from smart_app.launch.locale import launch_view
 from smart_app.launch.visit_memory import recent, record_screen
 from smart_app.ops.audit import record_audit
+from smart_app.ops.i18n import instrument_note
 from smart_app.report import events
 from smart_app.screening import handoff
 from smart_app.screening.summary import check_summary, next_step, screen_summary
@@ -151,7 +152,8 @@ def _render_form(inst: Instrument, action: str, *, answers: dict[str, str] | Non
     return render_template(
         "screening/instrument.html", lid=g.launch.id, inst=inst, lang=g.locale, action=action,
         answers=answers or {}, missing=missing or [], others=others, summary=summary, plang=plang,
-        translation=inst.translation_status.get(plang) if plang != "en" else None,
+        translation_line=instrument_note(inst.translation_status.get(plang) if inst.has_version(plang) else None,
+                                         plang),
         questions=None if answers or missing else question_html(inst, g.locale, plang),
     ), status
 

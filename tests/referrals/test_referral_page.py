@@ -123,7 +123,8 @@ def test_handout_in_patients_language_with_inline_qr(client, make_launch):
     lid = make_launch(client, context=ctx)
     html = client.get(f"/l/{lid}/handout?qr=1").get_data(as_text=True)
     # The clinician's controls in the clinician's language, the printed part in the patient's.
-    assert '<html lang="en">' in html and 'data-audience="patient" lang="es"' in html and "Recursos de salud" in html
+    assert '<html lang="en" dir="ltr">' in html and 'data-audience="patient" lang="es"' in html
+    assert "Recursos de salud" in html
     assert ">Print</button>" in html
     assert DV_WORDS.search(visible_text(html)) is None
     assert re.search(r'<img src="data:image/svg\+xml;base64,[A-Za-z0-9+/=]+"', html)
@@ -136,8 +137,8 @@ def test_spanish_patient_sees_spanish_speaking_program_reason(client, make_launc
     ctx["patient"] = dict(ctx["patient"], language="es", languages=["es"])
     lid = make_launch(client, context=ctx)
     html = client.get(f"/l/{lid}/referrals").get_data(as_text=True)
-    assert '<html lang="en">' in html  # the clinician's page; the patient section is in Spanish
-    assert '<div lang="es" data-audience="patient">' in html and "Órdenes de protección (209A)" in html
+    assert '<html lang="en" dir="ltr">' in html  # the clinician's page; the patient section is in Spanish
+    assert '<div lang="es" dir="ltr" data-audience="patient">' in html and "Órdenes de protección (209A)" in html
     passageway = html[html.index('data-service="passageway"'):]
     assert "Speaks Spanish" in passageway[:3000]
 
@@ -181,7 +182,7 @@ def test_patient_section_is_each_launch_in_its_own_language(client, make_launch,
     for lid, lang, words in ((english, "en", "Safety planning ideas"), (spanish, "es", "Órdenes de protección (209A)"),
                              (english, "en", "Safety planning ideas"), (spanish, "es", "Órdenes de protección (209A)")):
         section = _patient_section(client.get(f"/l/{lid}/referrals").get_data(as_text=True))
-        assert f'<div lang="{lang}" data-audience="patient">' in section and words in section
+        assert f'<div lang="{lang}" dir="ltr" data-audience="patient">' in section and words in section
         assert ("Órdenes de protección" in section) == (lang == "es")
     with app.app_context():
         content = content_in("es")

@@ -304,14 +304,15 @@ def test_spanish_from_patient_communication(client, make_launch, app):
     flow = Flow(client, make_launch(client, context=ctx))
     gate = flow.get(f"/l/{flow.lid}/").get_data(as_text=True)
     # Two languages at once: the clinician's page stays in the deployment's language (English) ...
-    assert '<html lang="en">' in gate and "Before you ask" in gate and "Quick exit" in gate
-    assert '<span class="current" lang="es" aria-current="true">Español</span>' in gate  # the patient's language
+    assert '<html lang="en" dir="ltr">' in gate and "Before you ask" in gate and "Quick exit" in gate
+    # the patient's language
+    assert '<span class="current" lang="es" dir="ltr" aria-current="true">Español</span>' in gate
     flow.gate()
     page = flow.get(f"/l/{flow.lid}/screen").get_data(as_text=True)
     # ... the questions are read aloud in Spanish, with the English beneath each one.
-    assert '<span lang="es" class="read-aloud">Dígame con qué frecuencia su pareja:</span>' in page
-    assert '<span lang="es" class="read-aloud">1. Le hace daño físico</span>' in page
-    assert '<span class="clinician-text" lang="en">Physically hurt you</span>' in page
+    assert '<span lang="es" dir="ltr" class="read-aloud">Dígame con qué frecuencia su pareja:</span>' in page
+    assert '<span lang="es" dir="ltr" class="read-aloud">1. Le hace daño físico</span>' in page
+    assert '<span class="clinician-text" lang="en" dir="ltr">Physically hurt you</span>' in page
     assert "Con mucha frecuencia" in page and "Read each question to the patient" in page
     assert 'data-testid="translation-note"' in page and "not a validated version" in page
     flow.screen(HITS_POSITIVE)
@@ -326,7 +327,7 @@ def test_spanish_from_patient_communication(client, make_launch, app):
         app.extensions.pop("clock")
     # Strangulation alone is high danger (the DA-5 file flags it always-high, as the LAP 2.0 revision counts it).
     assert "High danger (strangulation reported)" in result and "after hours: page the advocate on call" in result
-    assert '<q lang="es">Si está en peligro inmediato, llame al 911.</q>' in result  # said to the patient
+    assert '<q lang="es" dir="ltr">Si está en peligro inmediato, llame al 911.</q>' in result  # said to the patient
     assert launch_data(app, flow.lid)["screening"]["language"] == "es"
 
 
@@ -335,7 +336,8 @@ def test_language_switch_on_the_page_keeps_the_launch(flow, app):
     link = re.search(r'href="([^"]+)"[^>]*data-testid="lang-es"', gate).group(1)
     assert link.startswith(f"/l/{flow.lid}/")
     switched = flow.get(link).get_data(as_text=True)
-    assert "Before you ask" in switched and 'lang="es" aria-current="true"' in switched  # one switch: the patient's
+    # one switch: the patient's
+    assert "Before you ask" in switched and 'lang="es" dir="ltr" aria-current="true"' in switched
     flow.gate()
     # The choice stays for the rest of the launch, without ?lang on later pages.
     assert "Le hace daño físico" in flow.get(f"/l/{flow.lid}/screen").get_data(as_text=True)
@@ -400,9 +402,12 @@ def test_a_site_instrument_without_spanish_is_marked_english_on_a_spanish_page(t
         client = app.test_client()
         lid = launch_for(app, client, data={"gate": {"status": "confirmed"}, "locale": "es"})
         page = client.get(f"/l/{lid}/screen").get_data(as_text=True)
-        assert '<html lang="en">' in page and "Site HARK</p>" in page  # one tap away (neutral headings)
-        assert '<span lang="en" class="read-aloud">1. Within the last year' in page
-        assert '<span lang="es">Sí</span>' in page  # answer displays still carry their Spanish
+        assert '<html lang="en" dir="ltr">' in page and "Site HARK</p>" in page  # one tap away (neutral headings)
+        assert '<span lang="en" dir="ltr" class="read-aloud">1. Within the last year' in page
+        assert '<span lang="es" dir="ltr">Sí</span>' in page  # answer displays still carry their Spanish
+        # No Spanish version of this instrument: the page says to use an interpreter, from the English shown.
+        assert "No Spanish version of this questionnaire: use an interpreter" in page
+        assert page.count('data-testid="translation-note"') == 1
     finally:
         app.extensions["db_engine"].dispose()
 

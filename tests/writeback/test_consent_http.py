@@ -138,10 +138,10 @@ def test_consent_page_is_the_clinicians_with_the_patients_words_in_the_patients_
     ctx["patient"] = {**ctx["patient"], "language": "es", "languages": ["es"]}
     lid = make_launch(client, context=ctx, data=DATA, iss=DOWN_ISS)
     page = client.get(f"/l/{lid}/consent").get_data(as_text=True)
-    assert '<html lang="en">' in page and "The patient agrees: write to the chart" in page
-    assert '<span class="read-aloud" data-audience="patient" lang="es">' in page
+    assert '<html lang="en" dir="ltr">' in page and "The patient agrees: write to the chart" in page
+    assert '<span class="read-aloud" data-audience="patient" lang="es" dir="ltr">' in page
     page = client.get(f"/l/{lid}/consent?lang=en").get_data(as_text=True)
-    assert '<html lang="en">' in page and 'data-audience="patient" lang="en"' in page
+    assert '<html lang="en" dir="ltr">' in page and 'data-audience="patient" lang="en"' in page
 
 
 def test_consent_without_a_safe_contact_answer_writes_nothing(fast_app, make_launch):
