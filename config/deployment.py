@@ -335,6 +335,11 @@ class Tuning(Strict):
     idle_timeout_seconds: int = Field(900, ge=1, description="A launch unused this long needs a new launch from "
                                                              "the EHR (shared workstations); never longer than "
                                                              "`launch_ttl_seconds`.")
+    tablet_idle_seconds: int = Field(120, ge=1, description="A clinic tablet in the patient's self-administered "
+                                                            "mode left this long without a tap locks: the answers so "
+                                                            "far are deleted and it returns to its idle screen.")
+    tablet_pairing_seconds: int = Field(600, ge=30, description="How long the single-use code that pairs a clinic "
+                                                                "tablet with a launch stays valid.")
     close_grace_seconds: int = Field(20, ge=0, description="After the last tab of a launch closes (beacon), how "
                                                            "long before the launch ends unless a page of it is used "
                                                            "again.")

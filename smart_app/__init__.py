@@ -23,6 +23,9 @@ from fhir import json_depth
 from referrals.memory import paused_gc
 from smart_app import store
 from smart_app.cds import views as cds_views
+from smart_app.kiosk import sessions as kiosk_sessions
+from smart_app.kiosk import staff as kiosk_staff
+from smart_app.kiosk import views as kiosk_views
 from smart_app.launch import ehr as launch_ehr
 from smart_app.launch import quick_exit, retention
 from smart_app.launch import views as launch_views
@@ -54,7 +57,7 @@ from smart_app.writeback import views as writeback_views
 
 # One blueprint per feature, registered in this order (quick exit first: it must answer whatever else fails).
 FEATURE_BLUEPRINTS = (quick_exit.bp, launch_views.bp, screening_views.bp, referral_views.bp, writeback_views.bp,
-                      worklist_views.bp, cds_views.bp, report_views.bp)
+                      worklist_views.bp, cds_views.bp, report_views.bp, kiosk_staff.bp, kiosk_views.bp)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -128,7 +131,7 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
     # Last: routing what an older release wrote during a rolling upgrade, and keying referrals on the EHR their
     # iss belongs to under the deployment as it stands (smart_app/worklist/backfill.py).
     housekeeping.init_app(app, retention.purge, worklist_retention.purge_referrals, report_retention.purge,
-                          worklist_backfill.route_stragglers, worklist_backfill.rekey_ehrs)
+                          worklist_backfill.route_stragglers, worklist_backfill.rekey_ehrs, kiosk_sessions.purge_idle)
     ratelimit.init_app(app)  # after the blueprints: limits attach to their views
     app.jinja_env.globals["url_if"] = _url_if
     app.context_processor(lambda: {"settings": current.current_settings()})  # templates read settings, typed

@@ -26,7 +26,8 @@ NEVER_LIMITED = {"exit.quick_exit", "exit.close_launch", "exit.launch_alive", "s
 # clinic behind one NAT address must never be stopped mid-screening or mid-consent) and not the CDS Hooks
 # service (its calls come from the EHR's servers and carry their own signed JWT).
 ACTION_BLUEPRINTS = {"worklist"}
-LAUNCH_ENDPOINTS = {"launch.ehr_launch", "launch.standalone_launch"}
+# A tablet's pairing code shares the launch limit: each try is a guess at a live code.
+LAUNCH_ENDPOINTS = {"launch.ehr_launch", "launch.standalone_launch", "kiosk.pair"}
 CALLBACK_ENDPOINTS = {"launch.callback"}
 
 

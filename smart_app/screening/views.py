@@ -28,11 +28,12 @@ from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load
 from referrals.visit import Visit
 from smart_app.launch import resume
 from smart_app.launch.locale import launch_view
-from smart_app.launch.visit_memory import recent, record_screen
+from smart_app.launch.visit_memory import recent
 from smart_app.ops.audit import record_audit
 from smart_app.ops.i18n import instrument_note
 from smart_app.report import events
 from smart_app.screening import handoff
+from smart_app.screening.record import store_screen
 from smart_app.screening.summary import check_summary, next_step, screen_summary
 from smart_app.screening.urgent import urgent_box
 from smart_app.store.db import get_session
@@ -315,23 +316,7 @@ def questions() -> Response | tuple[str, int]:
     result, ask_again = _score_posted(inst, url_for("screening.questions", lid=lid))
     if ask_again is not None:
         return ask_again
-    first_screen_done = bool(g.launch.data.get("screening"))
-    g.launch.update_data(screening={
-        "instrument": inst.key, "questionnaire": inst.url, "version": inst.version,
-        "language": g.get("patient_locale") or g.locale,  # the language the questions were read in
-        "answers": {k: a.code for k, a in result.answers.items()},
-        # The same answers as codings (system, code, English display, score) for a QuestionnaireResponse.
-        "answer_codings": result.answers_state(), "score": result.score,
-        "interpretation": result.interpretation, "danger": result.danger, "danger_items": list(result.danger_items),
-        "physical_violence": result.physical_violence, "completed_at": _now(),
-        # Physical violence reported: /result asks the danger check (DA-5) before it shows the result.
-        "danger_check_due": bool(result.physical_violence) and bool(_registry()["danger_check"]),
-    })
-    g.launch.pop_data("danger_check")
-    if not first_screen_done:
-        record_screen(get_session(), g.launch.iss, g.launch.context)  # date only: memory across launches
-    # Counted in the same transaction as the result it counts (one UPDATE of the launch, one commit).
-    events.screened(g.launch, g.launch.data["screening"])
+    store_screen(g.launch, inst, result, g.get("patient_locale") or g.locale)  # the language asked in
     g.launch.save()
     # No answers, score or interpretation in logs: with the access log's launch path, even
     # "positive" would tie a disclosure to a patient.

@@ -460,3 +460,28 @@ class FollowupItem(Base):
     responder_role: Mapped[str | None] = mapped_column(String(32), nullable=True)
     response_launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     first_response_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class KioskSession(Base):
+    """A patient's self-administered screen on a clinic tablet, for one launch (smart_app/kiosk/).
+
+    Nothing here names the patient: the tablet's cookie holds a random token whose keyed hash is ``tablet_hash``;
+    the pairing code and the hand-back PIN are kept only as keyed hashes; the answers given so far are encrypted
+    and deleted when the screen is stored in the launch, abandoned or locked. The row goes with its launch.
+    """
+
+    __tablename__ = "kiosk_session"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    launch_id: Mapped[str] = mapped_column(String(64), ForeignKey("launch.id", ondelete="CASCADE"), index=True)
+    mode: Mapped[str] = mapped_column(String(8))  # device | paired
+    # waiting | answering | finished | handed_back | exited | locked
+    status: Mapped[str] = mapped_column(String(16), default="waiting")
+    code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    code_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    tablet_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    pin_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pin_tries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    progress_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
