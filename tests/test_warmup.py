@@ -101,3 +101,46 @@ def test_the_signing_key_is_parsed_at_start_not_in_a_request(app, client, no_ehr
     monkeypatch.setattr(serialization, "load_pem_private_key", no_parsing)
     keys = client.get("/.well-known/jwks.json").get_json()["keys"]
     assert len(keys) == 1 and keys[0]["kty"] == "RSA"
+
+
+def _counting_compiles(app, monkeypatch) -> list[str]:
+    names: list[str] = []
+    compile_ = app.jinja_env.compile
+
+    def counted(source, name=None, filename=None, *args, **kwargs):
+        names.append(name)
+        return compile_(source, name, filename, *args, **kwargs)
+
+    monkeypatch.setattr(app.jinja_env, "compile", counted)
+    return names
+
+
+def test_a_later_start_loads_the_page_templates_compiled_by_an_earlier_one(app, client, make_launch, no_ehr,
+                                                                           tmp_path, monkeypatch):
+    cache_dir = tmp_path / "templates"
+    cache_dir.mkdir()
+    app.jinja_env.bytecode_cache = warmup._BestEffortBytecodeCache(str(cache_dir))
+    app.jinja_env.cache.clear()
+    warmup.warm_up(app)  # the first start compiles and stores each template's code
+    assert len(list(cache_dir.iterdir())) >= 7
+    app.jinja_env.cache.clear()  # a new process: nothing compiled in memory
+    compiled = _counting_compiles(app, monkeypatch)
+    warmup.warm_up(app)
+    assert compiled == []
+    assert client.get(f"/l/{make_launch(client)}/").status_code == 200  # pages render from the loaded code
+
+
+def test_a_cut_or_foreign_cache_entry_is_compiled_again_not_an_error(app, client, make_launch, no_ehr, tmp_path,
+                                                                      monkeypatch):
+    cache_dir = tmp_path / "templates"
+    cache_dir.mkdir()
+    app.jinja_env.bytecode_cache = warmup._BestEffortBytecodeCache(str(cache_dir))
+    app.jinja_env.cache.clear()
+    warmup.warm_up(app)
+    for entry in cache_dir.iterdir():
+        entry.write_bytes(entry.read_bytes()[:20])  # cut inside the header: a crash while writing, a full disk
+    app.jinja_env.cache.clear()
+    compiled = _counting_compiles(app, monkeypatch)
+    warmup.warm_up(app)
+    assert "screening/gate.html" in compiled
+    assert client.get(f"/l/{make_launch(client)}/").status_code == 200

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B import get_fhir_model_class
 from flask import Flask
+from jinja2 import FileSystemBytecodeCache
+from jinja2.bccache import Bucket
 from sqlalchemy.orm import configure_mappers
 
 from config.current import settings_of
@@ -33,6 +35,7 @@ def init_app(app: Flask, *feature_steps: Step) -> None:
     """Each feature's own warm-up step (it knows what its first request would build); warm up now unless asked not
     to (the tests do without, except where they test it)."""
     app.extensions[_KEY] = feature_steps
+    app.jinja_env.bytecode_cache = template_bytecode_cache()
     chosen = settings_of(app).warm_up
     if chosen if chosen is not None else not app.testing:
         warm_up(app)
@@ -60,3 +63,30 @@ def _compile_templates(app: Flask) -> int:
     for name in names:
         app.jinja_env.get_template(name)
     return len(names)
+
+
+class _BestEffortBytecodeCache(FileSystemBytecodeCache):
+    """Jinja's per-user cache of compiled templates (in the temporary directory, mode 0700, checked to be this
+    user's): a start after the first loads each page template's code instead of compiling it again, two thirds
+    of the warm-up. An entry is used only for the very source it was compiled from (Jinja keeps the source's
+    checksum beside it). A cache that cannot be written or read (a read-only disk, a cut file) compiles as
+    without one, never fails a page."""
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except Exception:  # noqa: BLE001 - an unreadable entry is a cache miss
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
+def template_bytecode_cache() -> FileSystemBytecodeCache | None:
+    try:
+        return _BestEffortBytecodeCache(pattern="ipv-%s.jinja")
+    except (OSError, RuntimeError):  # no safe temporary directory: compile every start
+        return None
