@@ -122,7 +122,7 @@ def reference_code(referral_key: str) -> str:
 
 @lru_cache(maxsize=1)
 def codes() -> dict[str, Any]:
-    return yaml.safe_load(CODES_FILE.read_text())
+    return yaml.load(CODES_FILE.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
 
 
 @dataclass

@@ -14,12 +14,13 @@ from referrals.errors import DirectoryError, Issue
 
 CONTENT_FILE = Path(__file__).resolve().parents[1] / "config" / "directory" / "content.yaml"
 REQUIRED = ("protective_orders", "safety_ideas", "handout")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where PyYAML has it: read at every start
 
 
 @lru_cache(maxsize=4)
 def load_content(path: str = str(CONTENT_FILE)) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_LOADER)  # noqa: S506 - a safe loader
     except (OSError, yaml.YAMLError) as exc:
         raise DirectoryError([Issue(path, "", f"cannot read content: {exc.__class__.__name__}")]) from None
     if not isinstance(data, dict):
