@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -82,13 +83,40 @@ def parse_pattern(text: str, where: str = "iss_patterns") -> IssPattern:
     return IssPattern(text=raw, origin=origin, regex=re.compile(re.escape(origin) + path))
 
 
+# What was read from one settings object, kept while it lives: settings never change once built (a test's
+# replace_settings makes a new object), and pages asked for the EHR of their launch's iss several times each.
+_READ: dict[tuple[int, str], tuple[weakref.ref, Any]] = {}
+
+
+def _once(deployment: Any, what: str, read: Callable[[Any], Any]) -> Any:
+    key = (id(deployment), what)
+    hit = _READ.get(key)
+    if hit is not None and hit[0]() is deployment:
+        return hit[1]
+    value = read(deployment)
+    try:
+        ref = weakref.ref(deployment, lambda _ref, key=key: _READ.pop(key, None))
+    except TypeError:  # not weakly referable (a plain mapping in a test): read each time
+        return value
+    _READ[key] = (ref, value)
+    return value
+
+
 def _block(deployment: Any) -> dict[str, Any]:
     """The deployment's ``ehrs`` block as plain mappings (the settings model holds each entry typed)."""
+    return _once(deployment, "block", _read_block)
+
+
+def _read_block(deployment: Any) -> dict[str, Any]:
     block = getattr(deployment, "ehrs", None) or {}
     return {str(k): (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in block.items()}
 
 
 def ehrs_of(deployment: Any) -> tuple[Ehr, ...]:
+    return _once(deployment, "ehrs", _read_ehrs)
+
+
+def _read_ehrs(deployment: Any) -> tuple[Ehr, ...]:
     block = _block(deployment)
     if not block:
         return tuple(Ehr(id=normalise(i), name=normalise(i), iss=frozenset({normalise(i)}))

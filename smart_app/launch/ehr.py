@@ -113,12 +113,22 @@ def http_session() -> requests.Session:
         ext["smart_bulkhead"] = Bulkhead(_key_for_config(), bulkhead_limits)
         add_header_provider(session, request_id_header, ext["smart_bulkhead"])  # X-Request-ID on every call
         ext["smart_http"] = session
+    policy, key_for, limits = _rules()
     bulkhead = ext.get("smart_bulkhead")
     if bulkhead is not None:  # a test may put a session of its own in place
-        limits = bulkhead_limits()
-        bulkhead.key_for, bulkhead.limits = _key_for_config(), lambda: limits
-    policy = outbound_policy()
+        bulkhead.key_for, bulkhead.limits = key_for, lambda: limits
     return enforce(ext["smart_http"], lambda: policy)
+
+
+def _rules() -> tuple[OutboundPolicy, Callable[[str], str], BulkheadLimits]:
+    """The outbound policy, the bulkhead's EHR keys and its bounds, built once per settings object (settings never
+    change once built; replace_settings makes a new one): a launch asks for the session three times."""
+    settings = current_settings()
+    kept = current_app.extensions.get("smart_rules")
+    if kept is None or kept[0] is not settings:
+        kept = (settings, outbound_policy(), _key_for_config(), bulkhead_limits())
+        current_app.extensions["smart_rules"] = kept
+    return kept[1], kept[2], kept[3]
 
 
 def _start_request_budget() -> None:

@@ -12,6 +12,7 @@ shown again keeps the answer instead of asking again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from babel import Locale, UnknownLocaleError
@@ -44,6 +45,7 @@ def patient_language(context: dict[str, Any]) -> str | None:
     return lang or None
 
 
+@lru_cache(maxsize=256)  # Babel parses the locale data anew each time; the consent page names twenty languages twice
 def language_name(code: str | None) -> str:
     if not code:
         return ""
