@@ -321,11 +321,11 @@ def test_catalogue_is_complete_clinician_side_too(lang):
 
 @pytest.mark.parametrize("lang", translated_codes())
 def test_everything_said_to_the_patient_is_translated(tmp_path, lang):
-    """Read-aloud and printed words (``p_`` in templates and code, the handout) in the patient's language."""
+    """Read-aloud words (``p_`` in templates and code) in the patient's language; the printed handout's words are
+    the content file's (tests/test_catalogs.py), its ``_()`` strings the clinician's controls."""
     said = _extract(tmp_path, "[python: smart_app/**.py]\n[jinja2: smart_app/**/templates/**.html]\n"
                     "[jinja2: smart_app/templates/**.html]\n", "-k", "p_", "--no-default-keywords")
-    said |= _extract(tmp_path, "[jinja2: smart_app/referral/templates/referral/handout.html]\n")
-    assert len(said) > 15
+    assert len(said) >= 10
     entries = _entries(lang)
     missing = [s for s in said if s not in entries or not entries[s].string or "fuzzy" in entries[s].flags]
     assert missing == []
@@ -348,7 +348,8 @@ def test_placeholders_survive_translation(lang):
         strings = m.string if isinstance(m.string, tuple | list) else (m.string,)
         wanted = sorted(re.findall(r"%\(\w+\)[sd]", ids[-1]))
         for form in strings:
-            assert sorted(re.findall(r"%\(\w+\)[sd]", form)) == wanted, (lang, key)
+            if form:  # an empty one is untranslated: Flask-Babel shows the English
+                assert sorted(re.findall(r"%\(\w+\)[sd]", form)) == wanted, (lang, key)
 
 
 # -- review status, one quotation style, the chosen words -------------------------------------------------------
