@@ -9,6 +9,7 @@ SANDBOX_PORT ?= 8081
 PERSONALITY ?= generic
 CHROMIUM ?= /usr/bin/chromium
 NGINX ?= /usr/sbin/nginx
+ESPEAK ?= /usr/bin/espeak-ng
 # pytest-xdist workers: one per core (the suite is written to run in parallel: free ports, a schema per test).
 PYTEST_WORKERS ?= auto
 
@@ -19,7 +20,7 @@ UV := $(BIN)/uv
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q \
 	$(if $(UPGRADE),--upgrade)
 
-.PHONY: venv demo test test-shuffle lint lock bench clean chromium nginx
+.PHONY: venv demo test test-shuffle lint lock bench clean chromium nginx espeak audio
 
 # The venv installs exactly the pinned versions, then the project itself (editable, no dependency resolution);
 # `pip check` stops a lock that no longer satisfies pyproject.toml.
@@ -56,7 +57,15 @@ chromium:
 nginx:
 	@test -x $(NGINX) || (command -v apt-get >/dev/null && (apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null || (apt-get update -q >/dev/null && (apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null)))) || echo "nginx not installed: the reverse-proxy tls tests will be skipped (under CI they fail)"
 
-demo: $(STAMP)
+# The clinic tablet's "Listen" audio, made offline by Debian's espeak-ng into smart_app/kiosk/static/audio/ (not in
+# git; named by a hash of the exact text, so a changed wording is never read by a stale file).
+espeak:
+	@test -x $(ESPEAK) || (command -v apt-get >/dev/null && (apt-get install -y -q espeak-ng >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q espeak-ng >/dev/null))) || echo "espeak-ng not installed: the tablet falls back to the browser's speech (under CI the audio tests fail)"
+
+audio: $(STAMP) espeak
+	@if test -x $(ESPEAK); then ESPEAK=$(ESPEAK) $(BIN)/python -m smart_app.kiosk.audio; fi
+
+demo: $(STAMP) audio
 	$(BIN)/python -m sandbox_ehr.demo --app-port $(APP_PORT) --sandbox-port $(SANDBOX_PORT) --personality $(PERSONALITY)
 
 # ruff, then the code shape of the product code (lint/shape.py): no function of cyclomatic complexity 25 or
@@ -65,13 +74,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m lint.shape
 
-test: lint chromium nginx
+test: lint chromium nginx audio
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The same suite in a shuffled order (pytest-randomly prints its seed; PYTEST_ARGS="--randomly-seed=N" replays
 # one): a test that passes only after another one built something fails here. `make test` keeps the file order
 # (-p no:randomly in pyproject.toml's addopts, which this target replaces).
-test-shuffle: lint chromium nginx
+test-shuffle: lint chromium nginx audio
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -o addopts="-ra --strict-markers" -p randomly $(PYTEST_ARGS)
 
 bench: $(STAMP)

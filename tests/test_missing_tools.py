@@ -1,5 +1,5 @@
-"""A missing PostgreSQL, Chromium, nginx or Redis skips its tests on a developer's machine and fails them under
-CI (``tests/support/tools.py``), so a CI run without a tool can never end green on skips."""
+"""A missing PostgreSQL, Chromium, nginx, Redis or espeak-ng skips its tests on a developer's machine and fails
+them under CI (``tests/support/tools.py``), so a CI run without a tool can never end green on skips."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def nothing_installed(monkeypatch, tmp_path):
     """Every tool looked for where it is not."""
     port = _closed_port()
     monkeypatch.setattr(tools, "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setattr(tools, "ESPEAK", str(tmp_path / "no-espeak-ng"))
     monkeypatch.setattr(tools, "REDIS_PORT", port)
     monkeypatch.setenv("TEST_DATABASE_URL", f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")
     return {
@@ -34,6 +35,7 @@ def nothing_installed(monkeypatch, tmp_path):
         "nginx": lambda: tools.nginx(str(tmp_path / "no-nginx")),
         "Redis": tools.redis_url,
         "PostgreSQL": tools.postgres_base_url,
+        "espeak-ng": tools.espeak,
     }
 
 

@@ -10,6 +10,7 @@ speech (speechSynthesis).
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -50,10 +51,13 @@ def wanted(instruments: Iterable[Instrument], langs: Iterable[str] | None = None
     return out
 
 
-def build(espeak: str = "espeak-ng") -> tuple[int, int]:
+def build(
+    espeak: str = "espeak-ng", instruments: Iterable[Instrument] | None = None, directory: Path | None = None
+) -> tuple[int, int]:
     """Write the missing files and delete the ones no text asks for: (written, deleted)."""
-    AUDIO_DIR.mkdir(parents=True, exist_ok=True)
-    files = wanted(load_instruments().values())
+    directory = directory or AUDIO_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {directory / p.name: said for p, said in wanted(instruments or load_instruments().values()).items()}
     written = 0
     for path, (lang, text) in sorted(files.items()):
         if path.exists():
@@ -67,14 +71,14 @@ def build(espeak: str = "espeak-ng") -> tuple[int, int]:
         )
         tmp.replace(path)
         written += 1
-    stale = [p for p in AUDIO_DIR.glob("*.wav") if p not in files]
+    stale = [p for p in directory.glob("*.wav") if p not in files]
     for p in stale:
         p.unlink()
     return written, len(stale)
 
 
 def main() -> int:
-    espeak = shutil.which("espeak-ng")
+    espeak = os.environ.get("ESPEAK") or shutil.which("espeak-ng")
     if espeak is None:
         print(
             "espeak-ng not found (apt-get install espeak-ng): the tablet falls back to the browser's speech",

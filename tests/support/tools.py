@@ -1,4 +1,4 @@
-"""What the suite needs from the machine: PostgreSQL, Chromium (with Playwright), nginx and Redis.
+"""What the suite needs from the machine: PostgreSQL, Chromium (with Playwright), nginx, Redis and espeak-ng.
 
 Every test or fixture that needs one of them asks here. A developer's run without a tool skips those tests and
 says which tool is missing; under CI (``CI`` set to anything but empty/0/false: ``.ci/run`` exports ``CI=1``,
@@ -15,6 +15,7 @@ from typing import NoReturn
 import pytest
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ESPEAK = os.environ.get("ESPEAK", "/usr/bin/espeak-ng")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -40,6 +41,13 @@ def chromium() -> str:
     except ImportError:
         missing("Chromium", "the playwright package is not installed (make venv)")
     return CHROMIUM
+
+
+def espeak() -> str:
+    """Debian's espeak-ng, which makes the clinic tablet's "Listen" audio at build time (`make audio`)."""
+    if not (os.path.isfile(ESPEAK) and os.access(ESPEAK, os.X_OK)):
+        missing("espeak-ng", f"no executable at {ESPEAK} (apt-get install espeak-ng; `make test` installs it)")
+    return ESPEAK
 
 
 def nginx(path: str) -> str:
