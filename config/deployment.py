@@ -392,6 +392,11 @@ class Tuning(Strict):
                                                               "§164.316(b)(2)); purged by the worker.")
     worklist_memory_days: int = Field(30, ge=0, description="Days a screen or referral is remembered for the "
                                                             "gate's notice on a later launch; 0 = not remembered.")
+    followup_visit_hours: int = Field(8, ge=1, description="Hours after a positive self-administered screen "
+                                                          "(clinic tablet) after which an item with no recorded "
+                                                          "response counts as past the visit and reaches the "
+                                                          "social-work queue; a later launch for the patient in "
+                                                          "another encounter ends the visit sooner.")
     worklist_closed_retention_days: int = Field(365, ge=1, description="Days closed referrals and their contact "
                                                                        "logs are kept.")
     worklist_page_size: int = Field(50, ge=1, description="Referrals shown (and decrypted) per page of the queue.")

@@ -23,6 +23,7 @@ from fhir import json_depth
 from referrals.memory import paused_gc
 from smart_app import store
 from smart_app.cds import views as cds_views
+from smart_app.followup import views as followup_views
 from smart_app.kiosk import sessions as kiosk_sessions
 from smart_app.kiosk import staff as kiosk_staff
 from smart_app.kiosk import views as kiosk_views
@@ -56,8 +57,8 @@ from smart_app.worklist import views as worklist_views
 from smart_app.writeback import views as writeback_views
 
 # One blueprint per feature, registered in this order (quick exit first: it must answer whatever else fails).
-FEATURE_BLUEPRINTS = (quick_exit.bp, launch_views.bp, screening_views.bp, referral_views.bp, writeback_views.bp,
-                      worklist_views.bp, cds_views.bp, report_views.bp, kiosk_staff.bp, kiosk_views.bp)
+FEATURE_BLUEPRINTS = (quick_exit.bp, launch_views.bp, screening_views.bp, followup_views.bp, referral_views.bp,
+                      writeback_views.bp, worklist_views.bp, cds_views.bp, report_views.bp, kiosk_staff.bp, kiosk_views.bp)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:

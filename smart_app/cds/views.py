@@ -47,7 +47,7 @@ from fhir.client import FhirClient, FhirError
 from fhir.smart.discovery import normalize_iss
 from fhir.smart.id_token import IdTokenError, JwksCache
 from smart_app.launch.ehr import http_session
-from smart_app.launch.visit_memory import checkin_done
+from smart_app.launch.visit_memory import checkin_done, followup_open
 from smart_app.ops.security import csrf
 from smart_app.report import events
 from smart_app.screening.checkin import CheckinPolicy, decide
@@ -72,6 +72,11 @@ CARD_DETAIL = ("The routine private check-in is due at this visit under your org
                "Open it when you are ready; it takes a few minutes.")
 CARD_SOURCE = "Private check-in"
 CARD_LINK = "Open check-in"
+# A positive self-administered screen still waits for the clinician's response (smart_app/followup/items.py): shown
+# for this patient until one is recorded, whatever the schedule says; as neutral as the check-in card.
+FOLLOWUP_SUMMARY = "Check-in follow-up to record"
+FOLLOWUP_DETAIL = ("A follow-up from an earlier check-in with this patient has not been recorded yet. "
+                   "Open the check-in when you are with the patient to record it.")
 OBS_READ = re.compile(r"^(patient|user|system)/(Observation|\*)\.(read|\*|c?r?u?d?s)$")
 
 
@@ -287,6 +292,15 @@ def service(sid: str) -> tuple[Response, int] | Response:
     if body.get("hook") != hook or not isinstance(patient_id, str) or not FHIR_ID.match(patient_id) \
             or not isinstance(body.get("hookInstance"), str):
         return _bad_request()
+    db = get_session()
+    # The EHR the card is for: the FHIR server the hook names (allow-listed for this client), else its first.
+    server = body.get("fhirServer") if body.get("fhirServer") in client.fhir_servers else \
+        next(iter(client.fhir_servers), None)
+    if server and followup_open(db, server, _memory_context(context)):
+        db.commit()  # the jti
+        return jsonify({"cards": [card(uuid=str(uuidlib.uuid4()), summary=FOLLOWUP_SUMMARY, detail=FOLLOWUP_DETAIL,
+                                       source_label=CARD_SOURCE, link_label=CARD_LINK,
+                                       launch_url=_base() + "/launch")]})
     policy = _policy()
     codes = screen_codes()
     now = datetime.now(UTC)
@@ -294,10 +308,6 @@ def service(sid: str) -> tuple[Response, int] | Response:
     patient = _patient(body, patient_id, fhir)
     screens = _screens(body, patient_id, fhir, codes, policy.since(now))
     decision = decide(policy, patient, screens, set(codes), now)
-    db = get_session()
-    # The EHR the card is for: the FHIR server the hook names (allow-listed for this client), else its first.
-    server = body.get("fhirServer") if body.get("fhirServer") in client.fhir_servers else \
-        next(iter(client.fhir_servers), None)
     # The chart may not show this app's screens (a negative screen writes nothing): its own memory counts too.
     if not decision.due or (server and checkin_done(db, server, _memory_context(context), policy.since(now))):
         db.commit()  # the jti

@@ -11,10 +11,14 @@ a ``patient_mark`` (deleted after the window, smart_app/worklist/retention.py); 
 keys.
 
 A second referral for the same visit (same encounter) needs an explicit choice on the consent form.
+
+An open follow-up (a positive self-administered screen with no recorded response, smart_app/followup/items.py) is
+found the same way: by the patient's keys, on every later launch, until a response is recorded.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -25,7 +29,7 @@ from sqlalchemy.orm import Session
 from config.current import current_settings
 from config.ehrs import ehr_for, normalise
 from smart_app.store.crypto import keyed_hash
-from smart_app.store.models import PatientMark, ReferralRecord
+from smart_app.store.models import FollowupItem, PatientMark, ReferralRecord
 from smart_app.store.task_status import CLOSED, LEGACY, OPEN
 from smart_app.store.task_status import normalise as normalise_status
 
@@ -149,3 +153,50 @@ def checkin_done(db: Session, iss: str, context: dict[str, Any], since: datetime
     ref_when += [ReferralRecord.encounter_key.in_(eks)] if eks else []
     return db.scalars(select(ReferralRecord.id).where(ReferralRecord.patient_key.in_(pks), or_(*ref_when))
                       .limit(1)).first() is not None
+
+
+@dataclass(frozen=True)
+class OpenFollowup:
+    """An open follow-up as a launch page shows it: no answers, no score. ``this_launch``: opened in this very
+    launch (the result after hand-back); ``answered_here``: a response ("not safe to discuss now") was recorded in
+    this launch, so the page reminds and no longer asks."""
+
+    id: str
+    opened_at: datetime
+    same_visit: bool
+    this_launch: bool
+    answered_here: bool
+    response: str | None
+
+
+def open_followups(db: Session, iss: str, context: dict[str, Any], launch_id: str) -> list[OpenFollowup]:
+    """This patient's open follow-ups, oldest first. One opened in another encounter is past its visit from now
+    (``visit_ended_at``, what puts it in the social-work queue); committed here when that changes."""
+    pks = _keys("patient", iss, context)
+    if not pks:
+        return []
+    rows = db.scalars(select(FollowupItem).where(FollowupItem.patient_key.in_(pks), FollowupItem.status == "open")
+                      .order_by(FollowupItem.opened_at)).all()
+    eks = set(_keys("encounter", iss, context))
+    ended = False
+    for row in rows:
+        if row.visit_ended_at is None and row.launch_id != launch_id and eks and row.encounter_key not in eks:
+            row.visit_ended_at = datetime.now(UTC)
+            ended = True
+    if ended:
+        db.commit()
+    return [OpenFollowup(id=row.id, opened_at=_aware(row.opened_at), same_visit=row.encounter_key in eks,
+                         this_launch=row.launch_id == launch_id, answered_here=row.response_launch_id == launch_id,
+                         response=row.response) for row in rows]
+
+
+def followup_open(db: Session, iss: str, context: dict[str, Any]) -> bool:
+    """Whether this patient has an open follow-up (the CDS card asks this before anything else)."""
+    pks = _keys("patient", iss, context)
+    return bool(pks) and db.scalars(select(FollowupItem.id).where(
+        FollowupItem.patient_key.in_(pks), FollowupItem.status == "open").limit(1)).first() is not None
+
+
+def patient_keys(iss: str, context: dict[str, Any]) -> list[str]:
+    """Every key this patient may be stored under (the identity's first)."""
+    return _keys("patient", iss, context)

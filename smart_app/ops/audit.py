@@ -57,6 +57,7 @@ ACTIONS = {
     "log_contact": "social-work contact attempt recorded",
     "assign_referral": "referral taken or handed over (staff references only)",
     "view_report": "program report viewed",
+    "followup_response": "response recorded to a positive self-administered screen (the code only)",
 }
 DEFAULT_RETENTION_DAYS = 2190  # 6 years: HIPAA documentation retention, 45 CFR 164.316(b)(2)(i)
 

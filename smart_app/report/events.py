@@ -29,7 +29,12 @@ REFERRAL_KINDS = ("referral", "contacted_24h", "contacted_72h")
 # The warm hand-off at the bedside: the call to the advocate offered, and completed (spoke with one then).
 HANDOFF_KINDS = ("handoff_offered", "handoff_completed")
 CARD_KINDS = ("card_shown", "card_accepted", "card_overridden")
-KINDS = SCREEN_KINDS + REFERRAL_KINDS + HANDOFF_KINDS + CARD_KINDS
+# A positive self-administered screen (clinic tablet) and, once, the clinician's first recorded response to it, both
+# in the month it was positive (smart_app/followup/items.py).
+FOLLOWUP_KINDS = ("self_positive", "self_responded")
+# A check-in started (the gate shown, once per launch) and universal education offered in it (never the answer).
+EDUCATION_KINDS = ("checkin", "education_offered")
+KINDS = SCREEN_KINDS + REFERRAL_KINDS + HANDOFF_KINDS + CARD_KINDS + FOLLOWUP_KINDS + EDUCATION_KINDS
 SITE_SYSTEM = "urn:ipv-sandbox:site"  # the sandbox's site identifier on Location (as in writeback)
 UNSPECIFIED = "unspecified"
 
@@ -111,6 +116,24 @@ def handoff(launch: Any, *, completed: bool) -> None:
     screening = launch.data.get("screening") or {}
     _once(launch, ["handoff_offered"] + (["handoff_completed"] if completed else []),
           instrument=screening.get("instrument") or "", language=screening.get("language") or "")
+
+
+def checkin(launch: Any) -> None:
+    """The check-in's first page was shown (the gate): the launches universal education is measured against."""
+    _once(launch, ["checkin"])
+
+
+def education_offered(launch: Any) -> None:
+    """The clinician offered the universal-education words and the wallet card in this launch (counted once; the
+    patient's answer is never asked or kept)."""
+    _once(launch, ["checkin", "education_offered"])
+
+
+def self_positive(launch: Any) -> None:
+    """A positive self-administered screen opened a response item (counted once per launch)."""
+    screening = launch.data.get("screening") or {}
+    _once(launch, ["self_positive"], instrument=screening.get("instrument") or "",
+          language=screening.get("language") or "")
 
 
 def referral_made(launch: Any, record: ReferralRecord) -> None:

@@ -1,7 +1,8 @@
 """What the program report counts, per site (and, for referrals, per team) and month, read from the store.
 
-- Screens, positive screens, check-in cards shown and accepted: the de-identified events (``report_event``,
-  smart_app/report/events.py), per site.
+- Screens, positive screens, check-in cards shown and accepted, positive self-screens and those with a response
+  recorded, check-ins started and those where universal education was offered: the de-identified events
+  (``report_event``, smart_app/report/events.py), per site.
 - Consented referrals, warm hand-offs offered and completed, first contact within the due time and the time to it,
   closing outcomes:
   the referrals themselves (``referral`` with its report dimensions ``referral_dims``), per site and per team that
@@ -32,19 +33,29 @@ from smart_app.store.models import ReferralDims, ReferralRecord, ReportEvent
 SCREENS, POSITIVES, REFERRALS = "screens", "positives", "referrals"
 HANDOFF_OFFERED, HANDOFF_COMPLETED, CONTACTED_IN_TIME = "handoff_offered", "handoff_completed", "contacted_in_time"
 CARDS_SHOWN, CARDS_ACCEPTED = "cards_shown", "cards_accepted"  # the CDS Hooks check-in card (smart_app/cds/)
+# Positive self-administered screens and those with a clinician's response recorded (smart_app/followup/items.py);
+# check-ins started and those where universal education was offered (smart_app/screening/education.py).
+SELF_POSITIVES, SELF_RESPONDED = "self_positives", "self_responded"
+CHECKINS, EDUCATION_OFFERED = "checkins", "education_offered"
 # Referrals closed with each outcome (smart_app/store/closing.py), one measure per outcome.
 CLOSED = {code: f"closed_{code}" for code in closing.OUTCOMES}
 MEASURES = (Measure(SCREENS, False), Measure(POSITIVES, False), Measure(REFERRALS, True),
             Measure(HANDOFF_OFFERED, True), Measure(HANDOFF_COMPLETED, True), Measure(CONTACTED_IN_TIME, True),
             *(Measure(name, True) for name in CLOSED.values()),
-            Measure(CARDS_SHOWN, False), Measure(CARDS_ACCEPTED, False))
+            Measure(CARDS_SHOWN, False), Measure(CARDS_ACCEPTED, False),
+            Measure(SELF_POSITIVES, False), Measure(SELF_RESPONDED, False),
+            Measure(CHECKINS, False), Measure(EDUCATION_OFFERED, False))
 # Counts the shown ones imply (a total minus its parts): suppressed as if shown. Screens not positive, positives
 # not referred, referrals without a hand-off offered, hand-offs offered and not completed, referrals not contacted
-# in time, referrals still open, cards not accepted.
+# in time, referrals still open, cards not accepted, positive self-screens with no response, check-ins without
+# universal education.
 DERIVED = (Derived(SCREENS, (POSITIVES,)), Derived(POSITIVES, (REFERRALS,)), Derived(REFERRALS, (HANDOFF_OFFERED,)),
            Derived(HANDOFF_OFFERED, (HANDOFF_COMPLETED,)), Derived(REFERRALS, (CONTACTED_IN_TIME,)),
-           Derived(REFERRALS, tuple(CLOSED.values())), Derived(CARDS_SHOWN, (CARDS_ACCEPTED,)))
-EVENT_KINDS = {"completed": SCREENS, "positive": POSITIVES, "card_shown": CARDS_SHOWN, "card_accepted": CARDS_ACCEPTED}
+           Derived(REFERRALS, tuple(CLOSED.values())), Derived(CARDS_SHOWN, (CARDS_ACCEPTED,)),
+           Derived(SELF_POSITIVES, (SELF_RESPONDED,)), Derived(CHECKINS, (EDUCATION_OFFERED,)))
+EVENT_KINDS = {"completed": SCREENS, "positive": POSITIVES, "card_shown": CARDS_SHOWN, "card_accepted": CARDS_ACCEPTED,
+               "self_positive": SELF_POSITIVES, "self_responded": SELF_RESPONDED, "checkin": CHECKINS,
+               "education_offered": EDUCATION_OFFERED}
 # Team keys for referrals not worked by a named deployment team.
 COVERAGE_TEAM, UNROUTED_TEAM, NO_ROUTE = "~coverage", "~unrouted", "~none"
 DEFAULT_ROUTINE_HOURS = 72.0  # a routine referral's due time when the deployment names none (three days)

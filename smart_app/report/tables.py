@@ -33,6 +33,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     (ms.CONTACTED_IN_TIME, "Contacted within the due time"),
     *((name, f"Closed: {closing.english(code)}") for code, name in ms.CLOSED.items()),
     (ms.CARDS_SHOWN, "Check-in cards shown"), (ms.CARDS_ACCEPTED, "Cards accepted"),
+    (ms.SELF_POSITIVES, "Positive self-screens (tablet)"), (ms.SELF_RESPONDED, "With a response recorded"),
+    (ms.CHECKINS, "Check-ins started"), (ms.EDUCATION_OFFERED, "Universal education offered"),
 )
 # (key, numerator, denominator, label)
 RATES: tuple[tuple[str, str, str, str], ...] = (
@@ -40,7 +42,13 @@ RATES: tuple[tuple[str, str, str, str], ...] = (
     ("referral_rate", ms.REFERRALS, ms.POSITIVES, "Referral rate (of positives)"),
     ("handoff_rate", ms.HANDOFF_COMPLETED, ms.HANDOFF_OFFERED, "Hand-off completion rate"),
     ("in_time_share", ms.CONTACTED_IN_TIME, ms.REFERRALS, "Share contacted in time"),
+    ("response_share", ms.SELF_RESPONDED, ms.SELF_POSITIVES, "Share with a response recorded"),
+    ("education_share", ms.EDUCATION_OFFERED, ms.CHECKINS, "Share offered universal education"),
 )
+# The program's goals for two shares, shown beside them: a clinician response to at least 90% of positive
+# self-screens (in Rhodes et al., Arch Intern Med 2006, only 48% of positive computer prompts led to a discussion),
+# universal education offered at 95% of check-ins (every patient, Miller et al., Contraception 2016).
+GOALS: dict[str, float] = {"response_share": 0.90, "education_share": 0.95}
 
 
 
@@ -63,6 +71,10 @@ SECTIONS = (
     Section("contact", "First contact", (ms.CONTACTED_IN_TIME,), ("in_time_share",), median=True),
     Section("closing", "Closing outcomes", tuple(ms.CLOSED.values())),
     Section("cards", "Check-in cards", (ms.CARDS_SHOWN, ms.CARDS_ACCEPTED), teams=False),
+    Section("followup", "Response to positive self-screens (goal 90%)", (ms.SELF_POSITIVES, ms.SELF_RESPONDED),
+            ("response_share",), teams=False),
+    Section("education", "Universal education (goal 95%)", (ms.CHECKINS, ms.EDUCATION_OFFERED),
+            ("education_share",), teams=False),
 )
 TEAM_NAMES = {ms.COVERAGE_TEAM: "Covering social workers", ms.UNROUTED_TEAM: "Unrouted queue",
               ms.NO_ROUTE: "Route not recorded"}

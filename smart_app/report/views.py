@@ -95,7 +95,7 @@ def page() -> str:
     return render_template("report/index.html", lid=g.launch.id, view=view, sections=rpt.SECTIONS,
                            columns=dict(rpt.COLUMNS), rates={k: label for k, _n, _d, label in rpt.RATES},
                            chart=rpt.chart(view), threshold=rpt.THRESHOLD, view_names=rpt.VIEW_NAMES,
-                           percent=rpt.percent, hours_text=rpt.hours_text)
+                           percent=rpt.percent, hours_text=rpt.hours_text, goals=rpt.GOALS)
 
 
 @bp.route("/report.csv", methods=["GET"])

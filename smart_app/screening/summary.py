@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fhir.questionnaires import Instrument
+from flask import current_app
+
+from fhir.questionnaires import IncompleteAnswers, Instrument
 from smart_app.ops.i18n import gettext as _
 from smart_app.ops.i18n import label_for
 
@@ -33,12 +35,30 @@ def short_name(inst: Instrument | None, fallback: str = "") -> str:
     return inst.short_name if inst else fallback
 
 
+def instrument_of(key: str | None) -> Instrument | None:
+    """The loaded instrument ``key`` (the deployment's cut-offs applied), None when this app has none by that name."""
+    return ((current_app.extensions.get("screening") or {}).get("instruments") or {}).get(key or "")
+
+
+def positive(inst: Instrument | None, s: dict[str, Any]) -> bool:
+    """Whether a stored screen is positive by its instrument's cut-off (the published one, or the deployment's
+    ``cutoffs``): scored again from its answers, so a screen another page stored (the clinic tablet) is judged by
+    the same rule as this one's; without the instrument or complete answers, what the screen stored."""
+    answers = s.get("answers") or {}
+    if inst is not None and answers and s.get("interpretation") != "declined":
+        try:
+            return inst.score(answers).interpretation == "positive"
+        except IncompleteAnswers:
+            pass
+    return s.get("interpretation") == "positive"
+
+
 def screen_summary(inst: Instrument | None, s: dict[str, Any]) -> str:
     """One line after a screen: 'Positive — HITS 15, cut-off > 10.'"""
     tool = short_name(inst, s.get("instrument", ""))
     if s.get("interpretation") == "declined":
         return _("Declined — the patient did not answer the %(tool)s questions.", tool=tool)
-    result = _("Positive") if s.get("interpretation") == "positive" else _("Negative")
+    result = _("Positive") if positive(inst, s) else _("Negative")
     if inst is None:
         return _("%(result)s — %(tool)s %(score)s.", result=result, tool=tool, score=s.get("score"))
     return _("%(result)s — %(tool)s %(score)s, cut-off %(cutoff)s.", result=result, tool=tool, score=s.get("score"),

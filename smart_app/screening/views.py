@@ -28,11 +28,11 @@ from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load
 from referrals.visit import Visit
 from smart_app.launch import resume
 from smart_app.launch.locale import launch_view
-from smart_app.launch.visit_memory import recent
+from smart_app.launch.visit_memory import open_followups, recent
 from smart_app.ops.audit import record_audit
 from smart_app.ops.i18n import instrument_note
 from smart_app.report import events
-from smart_app.screening import handoff
+from smart_app.screening import education, handoff
 from smart_app.screening.record import store_screen
 from smart_app.screening.summary import check_summary, next_step, screen_summary
 from smart_app.screening.urgent import urgent_box
@@ -230,13 +230,42 @@ def _advocates_from_seed(ids: set[str], provider: str | None, placed: bool) -> l
 @bp.route("/", methods=["GET"])
 @launch_view
 def start() -> str:
-    """The private gate: nothing is asked before the clinician confirms the patient is alone."""
+    """The private gate: nothing is asked before the clinician confirms the patient is alone. Universal education
+    comes first, for every patient; an open follow-up of this patient (a positive self-screen with no response
+    recorded) is asked for above everything."""
+    events.checkin(g.launch)  # the launches universal education is counted against
     return render_template("screening/gate.html", lid=g.launch.id, gate=g.launch.data.get("gate"),
                            done=bool(g.launch.data.get("screening")),
                            resume_offer=bool(g.launch.data.get("resume_offer")),
                            resume_minutes=resume.RESUME_WINDOW // timedelta(minutes=1),
                            earlier=recent(get_session(), g.launch.iss, g.launch.context, exclude_launch=g.launch.id)
-                           if not g.launch.data.get("screening") else None)
+                           if not g.launch.data.get("screening") else None,
+                           followups=_followups(), **_education(alone=True))
+
+
+def _followups() -> list[Any]:
+    return open_followups(get_session(), g.launch.iss, g.launch.context, g.launch.id)
+
+
+def _education(*, alone: bool) -> dict[str, Any]:
+    """The universal-education step's template values: the lines to read, whether it was offered, its sources."""
+    return {"edu_lines": education.script(alone), "edu_offered": education.offered(g.launch.data),
+            "edu_sources": education.sources(), "edu_alone": alone}
+
+
+# Where "Offered" returns: the page the step was on.
+EDUCATION_BACK = {"start": "screening.start", "not_now": "screening.not_now"}
+
+
+@bp.route("/education", methods=["POST"])
+@launch_view
+def education_offered() -> Response:
+    """The clinician offered the words and the card: recorded once for this launch, never the patient's answer."""
+    if not education.offered(g.launch.data):
+        g.launch.update_data(education={"offered": True})
+        events.education_offered(g.launch)  # commits the launch's state with the count
+    back = EDUCATION_BACK.get(request.form.get("back") or "", EDUCATION_BACK["start"])
+    return redirect(url_for(back, lid=g.launch.id) + "#education")
 
 
 @bp.route("/gate", methods=["POST"])
@@ -282,7 +311,9 @@ def resume_choice() -> Response:
 @bp.route("/not-now", methods=["GET"])
 @launch_view
 def not_now() -> str:
-    return render_template("screening/not_now.html", lid=g.launch.id)
+    """Not alone: nothing is asked, and the card is still offered, with its neutral line only."""
+    events.checkin(g.launch)
+    return render_template("screening/not_now.html", lid=g.launch.id, **_education(alone=False))
 
 
 def _score_posted(inst: Instrument, action: str) -> tuple[Any, tuple[str, int] | None]:
@@ -403,6 +434,7 @@ def result() -> Response | str:
         next_line=next_step(screening, check),
         urgent=urgent_box(g.launch, plang),
         strangulation="strangulation" in (screening.get("danger_items") or []), plang=plang,
+        followups=_followups(), followup_pending=request.args.get("pending") == "followup",
     )
 
 
@@ -438,9 +470,13 @@ def step() -> Response:
 
 @bp.route("/finish", methods=["POST"])
 @launch_view
-def finish() -> str:
+def finish() -> Response | str:
     """"Done — back to the chart": ends this launch (its pages stop working); chart writes already queued are
-    still sent by the outbox worker. The page left behind says nothing about the visit."""
+    still sent by the outbox worker. The page left behind says nothing about the visit. Not while a follow-up of
+    this patient waits for its response in this launch: back to the result, which asks for it (one press, "Not
+    safe to discuss now", is always enough)."""
+    if any(not f.answered_here for f in _followups()):
+        return redirect(url_for("screening.result", lid=g.launch.id, pending="followup") + "#followup")
     g.launch.record.status = "ended"
     g.launch.save()
     return render_template("screening/finished.html")

@@ -34,6 +34,8 @@ from sqlalchemy.orm import Session
 from config.deployment import Site
 from config.ehrs import ehr_for, ehr_id_for
 from smart_app.launch.roles import PROGRAM_MANAGER, SOCIAL_WORKER, queue_practitioner_roles, user_roles
+from smart_app.launch.sites import referral_site_keys as referral_site_keys
+from smart_app.launch.sites import site_display_name as site_display_name
 from smart_app.store.crypto import encrypt_json, keyed_hash
 from smart_app.store.models import ReferralProgram, ReferralRecord, ReferralSite
 from smart_app.worklist.routing import UNROUTED, routing_of
@@ -107,33 +109,6 @@ def scope_for(launch: Any, deployment: Site) -> Scope:
     return Scope(iss=launch.iss.rstrip("/"), user_reference=ref, roles=roles, keys=frozenset(keys),
                  source=source, places=places, ehr=ehr, teams=frozenset(teams),
                  ehr_iss=identity.iss if identity is not None else frozenset())
-
-
-def referral_site_keys(context: dict[str, Any], directory_site: str | None) -> list[str]:
-    """Every key of the encounter's site and of what it is part of (Location.partOf, Organization.partOf, walked
-    at launch by fhir/context.py), as the EHR gave them (see the module docstring)."""
-    encounter = (context or {}).get("encounter") or {}
-    keys: list[str] = []
-    for loc in [*(encounter.get("locations") or []), *(encounter.get("parent_locations") or [])]:
-        if loc.get("id"):
-            keys.append(f"Location/{loc['id']}")
-        keys += [f"{i.get('system')}|{i['value']}" for i in loc.get("identifiers") or [] if i.get("value")]
-    for org in [encounter.get("service_provider") or {}, *(encounter.get("parent_organizations") or [])]:
-        if org.get("id"):
-            keys.append(f"Organization/{org['id']}")
-        keys += [f"{i.get('system')}|{i['value']}" for i in org.get("identifiers") or [] if i.get("value")]
-    if directory_site:
-        keys.append(directory_site)
-    return list(dict.fromkeys(k for k in keys if len(k) <= 512))
-
-
-def site_display_name(context: dict[str, Any]) -> str | None:
-    encounter = (context or {}).get("encounter") or {}
-    for loc in encounter.get("locations") or []:
-        if loc.get("name"):
-            return str(loc["name"])[:256]
-    org = encounter.get("service_provider") or {}
-    return str(org["name"])[:256] if org.get("name") else None
 
 
 def add_site_keys(db: Session, referral_id: str, keys: list[str]) -> None:

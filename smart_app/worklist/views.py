@@ -30,6 +30,7 @@ from werkzeug.wrappers import Response
 from config.current import current_settings, settings_of
 from fhir.builders import reference_code
 from fhir.text import clean_text
+from smart_app.followup import items as followup_items
 from smart_app.launch.state import launch_required
 from smart_app.ops.audit import record_audit
 from smart_app.ops.i18n import gettext as _
@@ -44,7 +45,7 @@ from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import ContactAttempt, OutboxItem, ReferralEvent, ReferralProgram, ReferralRecord
 from smart_app.store.task_status import CLOSED, TRANSITIONS, action_label, allowed, label, normalise
-from smart_app.worklist import alerts, interpreter
+from smart_app.worklist import alerts, followups, interpreter
 from smart_app.worklist import assign as assignment
 from smart_app.worklist import retention as worklist_retention
 from smart_app.worklist.due import HOUR, DueRule, Span, due_rule
@@ -199,7 +200,7 @@ def _summary(record: ReferralRecord) -> dict[str, Any]:
 # Worklist actions -> access-audit actions (smart_app/ops/audit.py).
 AUDIT_ACTIONS = {"list": "view_worklist", "export": "export", "history": "open_referral",
                  "export-one": "export", "status": "change_status", "contact": "log_contact",
-                 "assign": "assign_referral"}
+                 "assign": "assign_referral", "followup": "followup_response"}
 
 
 def audit(action: str, scope: Scope | None, referral_id: str | None, outcome: str | None,
@@ -477,6 +478,7 @@ def index() -> str:
                               .where(scoped_query(scope).whereclause, ReferralRecord.mrn_key.is_(None)))
                     if search and search.mrn_key else 0)
     chosen_labels = {name: dict(view.options[name]).get(query.filters.get(name) or "") for name in facet_names()}
+    open_followups = followups.rows(followups.open_for(db, scope, current_settings(), clock.now))
     return render_template(
         "worklist/index.html", lid=g.launch.id, view=view, entries=entries, filters=query.filters,
         chosen_labels=chosen_labels, channel_label=channel_label,
@@ -487,7 +489,8 @@ def index() -> str:
         launch_patient=bool(((g.launch.context or {}).get("patient") or {}).get("mrn")) and not search,
         due_urgent=span_text(_due_rule().urgent), due_routine=span_text(_due_rule().routine),
         loop_notices=notices, retention=retention_text(),
-        tz_name=str(tz()), first=view.first + 1, last=view.first + len(entries))
+        tz_name=str(tz()), first=view.first + 1, last=view.first + len(entries), followups=open_followups,
+        followup_responses=followup_items.RESPONSES)
 
 
 def _unrouted_counts(db: Any, scope: Scope) -> tuple[int, int]:
@@ -517,6 +520,27 @@ def _describe(args: dict[str, str]) -> str:
     if args.get("sort") in SORTS:
         parts.append(SORTS[args["sort"]].title())
     return " · ".join(parts) or _("All open, urgent first")
+
+
+@bp.route("/followup/<fid>", methods=["POST"])
+@launch_required
+def followup_response(fid: str) -> Response:
+    """A social worker records the response to a positive self-screen left open past the visit (reached the patient
+    and discussed, or not safe to discuss yet: the item then stays in the queue)."""
+    scope = _scope("followup")
+    if not scope.can_act:
+        abort(403, description="Only social workers record a response here; program managers read the queue.")
+    db = get_session()
+    item = followups.scoped_item(db, scope, current_settings(), fid)
+    if item is None:
+        abort(404)
+    code = request.form.get("response") or ""
+    if not followup_items.record_response(db, item, code, role=ROLE, launch_id=g.launch.id):
+        abort(400, description="Choose one of the three responses.")
+    patient = followup_items.patient_summary(item)
+    record_audit("followup_response", patient={"mrn": patient.get("mrn")}, detail=code, object_id=item.id, db=db)
+    db.commit()
+    return redirect(url_for("worklist.index", lid=g.launch.id) + "#followups")
 
 
 @bp.route("/search", methods=["POST"])
