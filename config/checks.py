@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 
+from config.access import cannot_read, cannot_write_folder
 from config.ehr_profile import ProfileError
 from config.ehrs import EhrIdentityError, ehrs_of
 from config.settings import Settings
@@ -45,6 +46,7 @@ MIN_METRICS_TOKEN_CHARS = 32
 # hops let a client forge its address and scheme through X-Forwarded-*.
 MAX_TRUSTED_PROXY_HOPS = 2
 MEMORY_STORAGE = "memory://"
+METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,21 @@ def check_config(settings: Settings) -> list[Problem]:
     _check_hosts_and_proxies(settings, found)
     _check_shared_secrets(settings, found)
     _check_processes(settings, found)
+    metrics_folder = metrics_folder_problem()
+    if metrics_folder:
+        found.error(METRICS_FOLDER, metrics_folder)
     return found.problems
+
+
+def metrics_folder_problem() -> str | None:
+    """Why this process cannot keep its Prometheus counters in ``PROMETHEUS_MULTIPROC_DIR`` (None: it can, or it
+    is not set). Every request counts itself there, so an unwritable folder would fail every request."""
+    folder = os.environ.get(METRICS_FOLDER)
+    if not folder:
+        return None
+    why = cannot_write_folder(Path(folder))
+    return f"{why}: every request counts itself there (DEPLOY.md, \"Containers\": the tmpfs volume's uid)" \
+        if why else None
 
 
 def errors(problems: list[Problem]) -> list[Problem]:
@@ -185,6 +201,10 @@ def _check_private_key(key_file: str | None, found: _Found) -> None:
         return
     if "sandbox_ehr" in path.parts:
         found.error("PRIVATE_KEY_FILE", f"{path} is a sandbox EHR key (public in the repository)")
+        return
+    unreadable = cannot_read(path)
+    if unreadable:
+        found.error("PRIVATE_KEY_FILE", f"key file {path}: {unreadable}")
         return
     if not path.is_file():
         found.error("PRIVATE_KEY_FILE", f"key file {path} does not exist or cannot be read")

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from config.access import cannot_read
+
 M = TypeVar("M", bound=BaseModel)
 # libyaml's safe loader where PyYAML was built with it (the same documents, a fraction of the start-up CPU).
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -46,7 +48,11 @@ class SettingsError(ValueError):
 
 
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
-    """A YAML mapping from ``path``; SettingsError naming the file when it is missing or not a mapping."""
+    """A YAML mapping from ``path``; SettingsError naming the file when it is missing or not a mapping, and the
+    folder when this process may not read it."""
+    unreadable = cannot_read(path)
+    if unreadable:
+        raise SettingsError([f"{what} file {path}: {unreadable}"])
     if not path.is_file():
         raise SettingsError([f"{what} file not found: {path}"])
     try:

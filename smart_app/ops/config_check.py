@@ -17,7 +17,7 @@ import click
 import requests
 from flask import Flask, current_app
 
-from config.checks import Problem, check_config, errors
+from config.checks import METRICS_FOLDER, Problem, check_config, errors
 from config.checks import run_mode as _run_mode
 from config.current import settings_of
 from config.files import SettingsError
@@ -66,6 +66,10 @@ def all_problems(app: Flask) -> list[Problem]:
 def enforce(app: Flask) -> None:
     problems = all_problems(app)
     mode = run_mode(app)
+    # Every request would fail, whatever the mode: stop here, naming the folder.
+    unusable = [p for p in errors(problems) if p.setting == METRICS_FOLDER]
+    if unusable:
+        raise ConfigError(unusable)
     if mode != "production":
         if settings_of(app).ipv_mode in ("demo", "test") or mode == "demo":
             log.warning("running in %s mode: start-up checks relaxed (%d problem(s) a production start would "
