@@ -74,6 +74,14 @@ class EnvironmentFields(BaseModel):
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _one_pair_of_quotes_off(cls, value: str) -> str:
+        # deploy/ipv.env.example double-quotes the value so a shell, python-dotenv and systemd all read it;
+        # podman's --env-file keeps the quotes, which are not part of the CSP.
+        stripped = value.strip()
+        return stripped[1:-1] if len(stripped) > 1 and stripped[0] == stripped[-1] == '"' else value
+
 
 class Environment(EnvironmentFields, BaseSettings):
     """The environment's settings. An empty variable counts as unset."""

@@ -125,7 +125,7 @@ def test_compose_migrates_before_the_app_and_worker():
     assert "check-config" in migrate and "flask --app smart_app db upgrade" in migrate
     for name in ("app1", "app2", "worker"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    assert "outbox-worker" in services["worker"]["command"]
+    assert "outbox-worker" in " ".join(services["worker"]["command"])
     assert all("sandbox" not in str(v) for v in services.values())
 
 
@@ -172,3 +172,176 @@ def test_compose_and_units_use_the_owner_role_only_to_migrate():
     assert "EnvironmentFile=/etc/ipv-screen/owner.env" in (units / "ipv-migrate.service").read_text()
     for name in ("ipv-app@.service", "ipv-worker.service"):
         assert "owner.env" not in (units / name).read_text()
+
+
+# -- DEPLOY.md and the kit, as a hospital-IT engineer met them on a bare Debian 12 host --------------------------
+GUIDE = (ROOT / "DEPLOY.md").read_text()
+ENV_EXAMPLE = ROOT / "deploy" / "ipv.env.example"
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+
+
+def _code_lines(text: str) -> list[str]:
+    """The guide's command lines: its indented blocks, as typed."""
+    return [line.strip() for line in text.splitlines() if line.startswith("    ")]
+
+
+def _section(title: str) -> str:
+    start = GUIDE.index(f"## {title}")
+    end = GUIDE.find("\n## ", start + 1)
+    return GUIDE[start:end if end > 0 else None]
+
+
+@pytest.mark.ops
+def test_guide_uses_no_sudo_a_bare_debian_host_lacks():
+    """sudo is not installed on a bare Debian host; runuser (util-linux) always is."""
+    commands = [line.split("#", 1)[0] for line in _code_lines(GUIDE)] + re.findall(r"`([^`]+)`", GUIDE)
+    assert not [c for c in commands if re.search(r"(^|[\s(;&])sudo\s", c)]
+    assert "runuser -u postgres -- createuser ipv_owner --pwprompt" in _code_lines(GUIDE)
+    assert "cd /srv/ipv && runuser -u ipv -- /opt/ipv/bin/flask --app smart_app check-config --online" in \
+        _code_lines(GUIDE)
+
+
+@pytest.mark.ops
+def test_guide_installs_every_command_it_uses():
+    """curl (the /readyz and /metrics probes) is not on a bare host; `python` is not Debian's name for python3 and
+    has no cryptography: the env example's key commands use the app's own interpreter."""
+    install = next(line for line in _code_lines(GUIDE) if line.startswith("apt-get update && apt-get install"))
+    assert {"python3-venv", "nginx", "postgresql", "redis-server", "curl"} <= set(install.split())
+    example = ENV_EXAMPLE.read_text()
+    assert not re.search(r"^#\s*python\s", example, re.M)
+    assert "# /opt/ipv/bin/python -c 'from cryptography.fernet import Fernet" in example
+
+
+@pytest.mark.ops
+def test_backups_go_to_a_folder_the_guide_makes_and_only_postgres_reads():
+    lines = _code_lines(_section("7. Backup and restore"))
+    assert "install -d -m 0700 -o postgres -g postgres /var/backups/ipv   # once" in lines
+    dump = next(line for line in lines if "pg_dump" in line)
+    assert "umask 077 && pg_dump --format=custom --file=/var/backups/ipv/ipv-$(date +%F).dump ipv" in dump
+    assert dump.startswith("cd /tmp && runuser -u postgres -- sh -c '")
+
+
+@pytest.mark.ops
+def test_restore_starts_the_worker_only_after_the_chart_check():
+    section = _section("7. Backup and restore")
+    restore = section[section.index("systemctl stop ipv-app@8001"):]
+    block, after = restore.split("\n\n", 1)
+    assert "ipv-worker" not in block.split("\n", 1)[1]  # stopped first, not started in the block
+    assert "check the chart" in after and after.index("check the chart") < after.index("systemctl start ipv-worker")
+
+
+@pytest.mark.ops
+def test_signing_key_promotion_changes_key_id_with_the_key_file():
+    rotation = _section("8. Key rotation")
+    promotion = rotation[rotation.index("Client signing key"):rotation.index("`SECRET_KEY`")]
+    assert "`PRIVATE_KEY_FILE` in `ipv.env` names the next key's file" in promotion
+    assert "`key_id` takes the value of `next_key_id`" in promotion
+
+
+def _env_lines() -> dict[str, str]:
+    return dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+                if line and not line.startswith("#"))
+
+
+@pytest.mark.ops
+def test_env_example_reads_the_same_in_a_shell_python_dotenv_and_podman(tmp_path):
+    """FRAME_ANCESTORS='self' https://… ran `https://…` as a command when sourced (DEPLOY.md 3.4) and python-dotenv
+    could not parse it. Now: bash, python-dotenv and the literal value podman's --env-file passes all give the
+    app the same frame-ancestors."""
+    from dotenv import dotenv_values
+
+    from config.settings import EnvironmentFields
+
+    wanted = "'self' https://ehr.example-health.org"
+    shell = subprocess.run(["bash", "-c", f'set -e; set -a; . "{ENV_EXAMPLE}"; set +a; printf %s "$FRAME_ANCESTORS"'],
+                           capture_output=True, text=True, timeout=30)
+    assert shell.returncode == 0 and shell.stderr == "", shell.stderr
+    assert shell.stdout == wanted
+    assert dotenv_values(ENV_EXAMPLE)["FRAME_ANCESTORS"] == wanted
+    literal = _env_lines()["FRAME_ANCESTORS"]  # podman keeps the quotes
+    assert EnvironmentFields(frame_ancestors=literal).frame_ancestors == wanted
+    assert EnvironmentFields(frame_ancestors=wanted).frame_ancestors == wanted
+
+
+@pytest.mark.ops
+def test_env_example_names_the_same_paths_on_the_host_and_in_the_containers():
+    env = _env_lines()
+    for name in ("IPV_DEPLOYMENT", "PRIVATE_KEY_FILE"):
+        assert env[name].startswith("/etc/ipv-screen/") and "/site/" not in env[name], env[name]
+    app = _compose()["services"]["app1"]
+    assert "/etc/ipv-screen:/etc/ipv-screen:ro" in app["volumes"]
+    assert app["env_file"] == "/etc/ipv-screen/ipv.env"
+    for unit in ("ipv-app@.service", "ipv-worker.service", "ipv-migrate.service"):
+        assert "EnvironmentFile=/etc/ipv-screen/ipv.env" in (ROOT / "deploy" / "systemd" / unit).read_text()
+    final = CONTAINERFILE.split("\nFROM ", 2)[2]
+    assert "/etc/ipv-screen" not in re.findall(r"^COPY .*$", final, re.M)[-1]  # nothing baked under the mount
+
+
+@pytest.mark.ops
+def test_compose_waits_for_the_schema_itself_since_podman_compose_ignores_conditions():
+    services = _compose()["services"]
+    for name in ("app1", "app2", "worker"):
+        command = services[name]["command"]
+        assert command[:2] == ["sh", "-c"] and command[2].startswith("flask --app smart_app db wait && exec "), name
+    assert any(line.startswith("podman-compose -f deploy/compose.yaml run --rm migrate") for line in _code_lines(GUIDE))
+    # Debian 12's podman 4.3 has no compose subcommand
+    assert not [line for line in _code_lines(GUIDE) if line.startswith("podman compose")]
+
+
+@pytest.mark.ops
+def test_the_healthcheck_survives_podmans_oci_format():
+    """podman builds OCI images by default, which drop HEALTHCHECK: the guide builds the docker format, and compose
+    has the same check for the app services."""
+    assert any(line.startswith("podman build --format docker -t ipv-screen -f Containerfile .")
+               for line in _code_lines(GUIDE))
+    image_check = re.search(r"^HEALTHCHECK .* CMD (.*)$", CONTAINERFILE, re.M).group(1)
+    services = _compose()["services"]
+    for name in ("app1", "app2"):
+        test = services[name]["healthcheck"]["test"]
+        assert test[0] == "CMD" and " ".join(test[1:3]) + ' "' + test[3] + '"' == image_check
+    assert services["worker"]["healthcheck"] == {"disable": True}
+
+
+@pytest.mark.ops
+def test_compose_gives_the_unprivileged_user_what_it_writes():
+    """The multiprocess metrics folder was a root-owned tmpfs (every request failed); it is now one tmpfs volume
+    owned by uid 10001 that the app instances and the worker share; /tmp is writable on the read-only root;
+    rate limits go to the compose file's own Redis."""
+    compose = _compose()
+    opts = compose["volumes"]["metrics"]["driver_opts"]
+    assert opts["type"] == "tmpfs" and set(opts["o"].split(",")) == {"uid=10001", "gid=10001", "mode=0700"}
+    for name in ("app1", "app2", "worker"):
+        service = compose["services"][name]
+        assert service["user"] == "10001:10001" and service["read_only"] is True
+        assert "metrics:/run/ipv-metrics" in service["volumes"] and "/tmp:mode=1777" in service["tmpfs"]
+        assert service["environment"]["PROMETHEUS_MULTIPROC_DIR"] == "/run/ipv-metrics"
+        assert service["environment"]["RATELIMIT_STORAGE_URI"] == "redis://redis:6379/3"
+    assert "redis" in compose["services"]
+    final = CONTAINERFILE.split("\nFROM ", 2)[2]
+    assert "groupadd --system --gid 10001 ipv" in final and "useradd --system --uid 10001 --gid 10001" in final
+    assert "groupadd --system --gid 10001 ipv" in " ".join(_code_lines(GUIDE))  # the host's ipv, the same ids
+
+
+@pytest.mark.ops
+def test_units_share_one_metrics_folder_with_the_worker():
+    units = ROOT / "deploy" / "systemd"
+    for name in ("ipv-app@.service", "ipv-worker.service"):
+        text = (units / name).read_text()
+        assert "Environment=PROMETHEUS_MULTIPROC_DIR=/run/ipv-metrics" in text
+        assert "RuntimeDirectory=ipv-metrics\n" in text and "RuntimeDirectoryPreserve=yes" in text
+
+
+@pytest.mark.ops
+def test_nginx_sends_the_public_host_to_every_location():
+    """/metrics had no proxy_set_header, so nginx sent Host: ipv_app and the app answered 400 (its trusted hosts):
+    the headers are set once for the server and no location sets its own (which would drop them all)."""
+    site = (ROOT / "deploy" / "nginx-ipv.conf").read_text()
+    tls_server = site[site.index("listen 443 ssl;"):]
+    tls_server = tls_server[:tls_server.index("\n}")]
+    locations = re.findall(r"^\s*location\s+(\S+)\s*\{([^}]*)\}", tls_server, re.M)
+    assert {path for path, _ in locations} == {"/", "/metrics"}
+    assert all("proxy_set_header" not in body for _, body in locations)
+    assert re.search(r"^    proxy_set_header Host \$host;$", tls_server, re.M)

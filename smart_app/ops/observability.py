@@ -14,11 +14,13 @@ worker makes one per batch.
 
 Metrics (prometheus_client) at ``/metrics``, protected by a bearer token: set ``METRICS_TOKEN`` and give it to
 the Prometheus scrape job (``authorization: credentials``); with no token set, /metrics answers 404. Under
-gunicorn with several workers set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory (emptied at every start)
-so every worker's counters are summed (prometheus_client "multiprocess mode"; config/gunicorn.conf.py marks
-dead workers). Outbox figures and the open referrals per route (smart_app/worklist/alerts.py) are read from the
-database at scrape time by collectors added with ``add_scrape_collector``, so they are exact across processes and
-never summed over workers.
+gunicorn set ``PROMETHEUS_MULTIPROC_DIR`` to one folder every process of the host writes (both instances and the
+outbox worker: deploy/systemd/ and deploy/compose.yaml share one), so every process's counters are summed and a
+scrape through nginx sees the same totals, the worker's included, whichever instance answers (prometheus_client
+"multiprocess mode"; config/gunicorn.conf.py marks dead workers; the folder starts empty at boot and holds
+counters and histograms only, no live gauges). Outbox figures and the open referrals per route
+(smart_app/worklist/alerts.py) are read from the database at scrape time by collectors added with
+``add_scrape_collector``, so they are exact across processes and never summed over workers.
 """
 
 from __future__ import annotations
@@ -150,6 +152,11 @@ LATENCY = Histogram("ipv_http_request_duration_seconds", "Request latency by rou
 ACCESS = Counter("ipv_access_events_total", "Audited accesses by action (launch = launches)", ["action"])
 LAUNCH_FAILURES = Counter("ipv_launch_failures_total", "Launches stopped with an error page", ["status"])
 WRITES = Counter("ipv_outbox_writes_total", "Chart-write attempts by outcome (worker)", ["outcome"])
+# The worker's rounds: in the shared PROMETHEUS_MULTIPROC_DIR every instance's /metrics shows them, so a scrape
+# sees the worker at work even when it had nothing to send. Labelled, like every metric here, so that no file is
+# made in that folder at import, before the start-up check has looked at it.
+ROUNDS = Counter("ipv_outbox_rounds_total", "Rounds of the outbox worker, by whether they claimed rows",
+                 ["claimed"])
 
 
 class OutboxCollector:
@@ -189,7 +196,8 @@ class OutboxCollector:
 
 
 def record_outbox_run(stats: Any) -> None:
-    """Count one worker batch's outcomes (RunStats)."""
+    """Count one worker round and its batch's outcomes (RunStats)."""
+    ROUNDS.labels("yes" if getattr(stats, "claimed", 0) else "no").inc()
     for outcome in ("written", "retrying", "failed", "deferred", "label_flags"):
         n = getattr(stats, outcome, 0)
         if n:

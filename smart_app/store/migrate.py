@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from smart_app.store.models import Base
 
@@ -168,6 +170,37 @@ def upgrade_command(revision: str) -> None:
     """Upgrade the schema (safe to run from many processes at once)."""
     now = upgrade(_engine(), revision)
     click.echo(f"schema at {', '.join(now) or 'base'}")
+
+
+def wait_for_head(engine: Engine, timeout: float, every: float = 2.0) -> list[str]:
+    """Until the schema is at this release's head (another process, the owner role's ``db upgrade``, migrates):
+    the revisions found last. Each look takes the migration's advisory lock first, so it waits out a migration
+    in progress instead of reading its half; a database not answering yet is looked at again."""
+    deadline = time.monotonic() + timeout
+    found: list[str] = []
+    while True:
+        try:
+            with engine.connect() as conn, conn.begin():
+                lock(conn)
+                found = stored_revisions(conn)
+        except OperationalError:
+            found = []
+        if set(found) == set(heads()) or time.monotonic() >= deadline:
+            return found
+        time.sleep(every)
+
+
+@db_cli.command("wait")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait before giving up.")
+def wait_command(timeout: float) -> None:
+    """Wait until the schema is at head, then exit 0 (the app's and the worker's first step in containers, where
+    the runtime may start them before the migration has run); exit 1 after TIMEOUT seconds."""
+    found = wait_for_head(_engine(), timeout)
+    if set(found) != set(heads()):
+        click.echo(f"schema at {', '.join(found) or 'base (or no database)'}, this release needs "
+                   f"{', '.join(heads())}: run `db upgrade` as the owner role first (DEPLOY.md, section 5)", err=True)
+        raise SystemExit(1)
+    click.echo(f"schema at {', '.join(found)}")
 
 
 @db_cli.command("downgrade")
