@@ -218,3 +218,102 @@ def test_outside_the_tests_the_app_makes_no_table_and_is_not_ready_until_upgrade
     assert check == {"ok": True, "critical": True, "detail": ",".join(migrate.heads())}
     assert app.test_cli_runner().invoke(args=["db", "check"]).exit_code == 0
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_install_older_than_the_first_migration_moves_to_two_roles_and_upgrades(postgres_url):
+    """DEPLOY.md's path from a create_all database (561d69f) made and owned by the one role of those days: its
+    steps for "an install from before the two roles" as written, then `db upgrade` as the owner role adopts and
+    upgrades it with the data kept and the stored referral routed; the runtime role then reads and writes the
+    app's tables and may only add to the access audit."""
+    import re
+    import uuid
+
+    from sqlalchemy.exc import DBAPIError
+
+    from tests.ops.test_audit_roles import DEPLOY, deploy_role_sql
+
+    tag = uuid.uuid4().hex[:10]
+    old, owner = f"ipv_{tag}", f"ipv_owner_{tag}"
+    admin = create_engine(postgres_url)
+
+    def as_role(role: str):
+        return create_engine(postgres_url.replace("://postgres@", f"://{role}@", 1))
+
+    now = datetime.now(UTC)
+    with admin.begin() as conn:
+        schema = conn.execute(text("SELECT current_schema()")).scalar()
+        conn.execute(text(f"CREATE ROLE {old} LOGIN"))
+        conn.execute(text(f'GRANT ALL ON SCHEMA "{schema}" TO {old}'))
+    legacy = as_role(old)
+    with legacy.begin() as conn:  # the old install: its one role made and owns everything
+        conn.exec_driver_sql(LEGACY_SQL.read_text())
+        conn.execute(text("INSERT INTO referral (id, launch_id, iss, profile, site, urgent, status, created_at) "
+                          "VALUES ('R1', 'L1', 'https://ehr/fhir', 'generic-smart2', 'mgh', false, 'new', :now)"),
+                     {"now": now})
+    legacy.dispose()
+    paragraph = DEPLOY.read_text()
+    paragraph = paragraph[paragraph.index("An install from before the two roles"):]
+    paragraph = paragraph[:paragraph.index("\n\n")]
+    steps = [s for s in re.findall(r"`([^`]+;)`", paragraph.replace("\n", " "))]
+    assert steps[0] == "REASSIGN OWNED BY ipv TO ipv_owner;" and len(steps) == 3, steps
+
+    def ours(sql: str) -> str:
+        sql = re.sub(r"\bipv_owner\b", owner, sql)
+        return re.sub(r"\bpublic\b", f'"{schema}"', re.sub(r"\bipv\b(?!_)", old, sql))
+
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE ROLE {owner} LOGIN"))  # "create ipv_owner as above"
+            conn.execute(text(ours(steps[0])))
+            conn.execute(text(deploy_role_sql(owner, old, schema)))  # "the GRANT/ALTER DEFAULT PRIVILEGES lines"
+            for step in steps[1:]:
+                conn.execute(text(ours(step)))
+        result = _flask(["db", "upgrade"], postgres_url.replace("://postgres@", f"://{owner}@", 1))
+        assert result.returncode == 0, result.stderr[-3000:]
+        runtime = as_role(old)
+        with runtime.begin() as conn:
+            assert migrate.current_revisions(conn) == migrate.heads()
+            assert conn.execute(text("SELECT site, status, route_kind FROM referral")).one() == (
+                "mgh", "new", "unrouted")
+            conn.execute(text("UPDATE referral SET status = 'open' WHERE id = 'R1'"))
+            conn.execute(text("INSERT INTO audit_event (at, action, actor, instance) "
+                              "VALUES (now(), 'export', 'cli:test', 't')"))
+        with pytest.raises(DBAPIError), runtime.begin() as conn:
+            conn.execute(text("DELETE FROM audit_event"))
+        runtime.dispose()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))  # the fixture drops it again
+            for role in (old, owner):
+                conn.execute(text(f"DROP OWNED BY {role}"))
+                conn.execute(text(f"DROP ROLE {role}"))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_db_wait_returns_once_the_schema_is_at_head(postgres_url):
+    """The app's and the worker's first step in compose (podman-compose starts them without waiting for the migrate
+    service): `db wait` fails after its timeout on an older schema, naming what is needed, and returns 0 as soon
+    as another process has run `db upgrade`."""
+    import json
+
+    too_early = _flask(["db", "wait", "--timeout", "0"], postgres_url)
+    assert too_early.returncode == 1
+    assert f"this release needs {migrate.heads()[0]}: run `db upgrade` as the owner role first" in (
+        too_early.stdout + too_early.stderr)
+    waiting = subprocess.Popen(
+        [sys.executable, "-c", "import json, sys\nfrom smart_app import create_app\n"
+         "app = create_app(json.loads(sys.argv[1]))\n"
+         "r = app.test_cli_runner().invoke(args=['db', 'wait', '--timeout', '170'])\n"
+         "print(r.output)\nsys.exit(r.exit_code)\n", json.dumps(_config(postgres_url))],
+        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _flask(["db", "upgrade"], postgres_url).returncode == 0
+        out, err = waiting.communicate(timeout=180)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 0, err[-3000:]
+    assert f"schema at {migrate.heads()[0]}" in out
