@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from config.languages import clinician_codes, language, translated_codes
+from config.languages import clinician_codes, direction, language, translated_codes
 
 pytestmark = pytest.mark.i18n
 
@@ -85,6 +85,14 @@ class Node:
         while node is not None:
             if node.attrs.get("lang"):
                 return node.attrs["lang"]
+            node = node.parent
+        return None
+
+    def dir(self) -> str | None:
+        node: Node | None = self
+        while node is not None:
+            if node.attrs.get("dir"):
+                return node.attrs["dir"]
             node = node.parent
         return None
 
@@ -171,12 +179,19 @@ def language_problems(html: str, clang: str, plang: str, foreign: set[str]) -> l
     page = next((n for n in root.walk() if n.tag == "html"), None)
     if page is None or page.attrs.get("lang") != clang:
         problems.append(f"<html lang> is {page and page.attrs.get('lang')!r}, not the clinician's {clang!r}")
+    if page is not None and page.attrs.get("dir") != direction(clang):
+        problems.append(f"<html dir> is {page.attrs.get('dir')!r}, not the clinician's {direction(clang)!r}")
     for n in root.walk():
         audience = n.attrs.get("data-audience")
         if is_patient(n) and n.parent is not None and not n.parent.within(is_patient) and n.lang() != plang:
             problems.append(f"patient text in {n.lang()!r}: {n.text()[:80]!r}")
+        # Each line runs in its own language's direction (Arabic right to left, the clinician's beneath left to right).
+        if is_patient(n) and n.lang() == plang and n.dir() != direction(plang):
+            problems.append(f"patient text {plang!r} with dir {n.dir()!r}: {n.text()[:80]!r}")
         if audience == "clinician" and n.lang() != clang:
             problems.append(f"clinician echo in {n.lang()!r}: {n.text()[:80]!r}")
+        if audience == "clinician" and n.dir() != direction(clang):
+            problems.append(f"clinician echo with dir {n.dir()!r}: {n.text()[:80]!r}")
         if "said" in n.classes():
             said = [c for c in n.children if isinstance(c, Node) and is_patient(c)]
             echo = [c for c in n.children if isinstance(c, Node) and c.attrs.get("data-audience") == "clinician"]
