@@ -63,7 +63,7 @@ espeak:
 	@test -x $(ESPEAK) || (command -v apt-get >/dev/null && (apt-get install -y -q espeak-ng >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q espeak-ng >/dev/null))) || echo "espeak-ng not installed: the tablet falls back to the browser's speech (under CI the audio tests fail)"
 
 audio: $(STAMP) espeak
-	@if test -x $(ESPEAK); then ESPEAK=$(ESPEAK) $(BIN)/python -m smart_app.kiosk.audio; fi
+	@if test -x $(ESPEAK); then ESPEAK=$(ESPEAK) $(BIN)/python -m smart_app.kiosk; fi
 
 demo: $(STAMP) audio
 	$(BIN)/python -m sandbox_ehr.demo --app-port $(APP_PORT) --sandbox-port $(SANDBOX_PORT) --personality $(PERSONALITY)

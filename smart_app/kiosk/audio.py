@@ -1,6 +1,6 @@
 """The "Listen" audio for the tablet's questions, made at build time with Debian's espeak-ng (offline, no service).
 
-``python -m smart_app.kiosk.audio`` (run by ``make audio``, a prerequisite of ``make test`` and ``make demo``) writes
+``python -m smart_app.kiosk`` (run by ``make audio``, a prerequisite of ``make test`` and ``make demo``) writes
 one WAV per question and language into `smart_app/kiosk/static/audio/` (not in git), named by a hash of the voice
 and the exact text read (``listen_text``). A page asks for the file of the text it shows: a changed wording has
 another hash, so stale audio is never served; where no file exists the page falls back to the browser's own
@@ -88,7 +88,3 @@ def main() -> int:
     written, deleted = build(espeak)
     print(f"tablet audio: {written} written, {deleted} stale deleted, in {AUDIO_DIR}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -51,8 +51,20 @@ def _launch(row: KioskSession) -> Launch | None:
 
 
 def _render(template: str, lang: str, status: int = 200, **values) -> tuple[str, int]:
-    g.locale = g.patient_locale = lang
-    return render_template(template, lang=lang, dir=direction(lang), idle_seconds=_idle_seconds(), **values), status
+    """A tablet page: what the patient reads in ``lang`` (``p_``), what staff read (``_``: the code and PIN
+    forms) in the clinician's language, as on every page of the app."""
+    g.patient_locale = lang
+    g.locale = staff = clinician_locale()
+    page = render_template(
+        template,
+        lang=lang,
+        dir=direction(lang),
+        staff_lang=staff,
+        staff_dir=direction(staff),
+        idle_seconds=_idle_seconds(),
+        **values,
+    )
+    return page, status
 
 
 def _idle_seconds() -> int:

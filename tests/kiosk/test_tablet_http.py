@@ -231,3 +231,22 @@ def test_the_tablet_speaks_the_patients_language_and_offers_every_language_the_a
     tablet.post("/tablet/q", data={"action": "start"})
     question = tablet.get("/tablet/q").get_data(as_text=True)
     assert '<html lang="pt" dir="ltr">' in question and "Pergunta 1 de 4" in question and 'data-text="' in question
+
+
+def test_a_right_to_left_language_turns_the_tablet_and_staff_words_stay_the_clinicians(app, clinician):
+    from config.languages import direction, language
+
+    client, lid = clinician
+    rtl = next((code for code in ("ar",) if language(code) is not None and direction(code) == "rtl"), None)
+    if rtl is None:
+        pytest.skip("no right-to-left patient language registered")
+    pin = start(client, lid, "device")
+    client.post(f"/l/{lid}/tablet/handover")
+    client.post("/tablet/q", data={"action": "lang", "lang": rtl})
+    client.post("/tablet/q", data={"action": "start"})
+    page = client.get("/tablet/q").get_data(as_text=True)
+    assert f'<html lang="{rtl}" dir="rtl">' in page and "Question 1 of" not in page
+    answer_all(client, HITS_ANSWERS)
+    hand_back = client.get("/tablet/q").get_data(as_text=True)
+    assert 'lang="en" dir="ltr"' in hand_back and "Staff PIN" in hand_back
+    assert client.post("/tablet/unlock", data={"pin": pin}).status_code == 303
