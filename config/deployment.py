@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from config.ehr_profile import NoteCoding
 from config.files import Strict
+from config.languages import clinician_codes
 
 DEPLOYMENTS_DIR = Path(__file__).resolve().parent / "deployments"
 ClientAuthKind = Literal["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -230,8 +231,10 @@ class Site(Strict):
     cutoffs: dict[str, float] = Field({}, description="Replaces an instrument's declared cut-off, e.g. "
                                                       "`{e-hits: 9}` (E-HITS: Chan 2010's >= 9 instead of the "
                                                       "default >= 7, Iverson 2015).")
-    clinician_language: str = Field("en", description="Language of the clinician's own text; the patient's "
-                                                        "comes from Patient.communication and the page's switch.")
+    clinician_language: str = Field("en", description="Language of the clinician's own text: one translated on "
+                                                        "the clinician's side too (`clinician: true` in "
+                                                        "`config/languages.yaml`); the patient's comes from "
+                                                        "Patient.communication and the page's switch.")
     default_programs: Words = Field([], description="Directory service ids offered (with their pagers) when "
                                                     "the launch does not say where the visit is, e.g. "
                                                     "`[passageway, haven]`.")
@@ -281,6 +284,17 @@ class Site(Strict):
     @classmethod
     def _english(cls, value: Any) -> Any:
         return {"en": value} if isinstance(value, str) else ({} if value is None else value)
+
+    @field_validator("clinician_language")
+    @classmethod
+    def _whole_catalogue(cls, value: str) -> str:
+        # Only a language whose catalogue is complete on the clinician's side too: any other would leave the
+        # clinician's controls in English without saying so.
+        allowed = clinician_codes()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)} (config/languages.yaml: clinician: true); a "
+                             "language translated for the patient only is chosen by the patient's language")
+        return value
 
     @field_validator("handout_qr_url")
     @classmethod

@@ -85,3 +85,18 @@ def test_a_malformed_registry_is_refused_naming_the_file(tmp_path, body, problem
     with pytest.raises(SettingsError) as err:
         registry.load_registry(path)
     assert str(path) in str(err.value) and problem in str(err.value)
+
+
+@pytest.mark.parametrize("code", [c for c in registry.translated_codes() if not registry.language(c).clinician])
+def test_a_patient_only_language_cannot_be_the_clinicians(tmp_path, code):
+    """Its clinician side is not translated: start-up refuses it as clinician_language, naming the file."""
+    from config.settings import load_settings
+    from tests.test_settings import write_deployment
+
+    path = write_deployment(tmp_path / "site.yaml", clinician_language=code)
+    with pytest.raises(SettingsError) as err:
+        load_settings({"IPV_DEPLOYMENT": str(path)})
+    assert "clinician_language" in str(err.value) and str(path) in str(err.value)
+    for ok in registry.clinician_codes():
+        assert load_settings({"IPV_DEPLOYMENT": str(write_deployment(tmp_path / f"{ok}.yaml",
+                                                                     clinician_language=ok))}).clinician_language == ok
