@@ -29,24 +29,32 @@ def claim(db: Session, *, worker_id: str, settings: OutboxSettings, limit: int |
     now = utcnow()
     token = f"{worker_id}:{secrets.token_hex(8)}"
     lease_until = now + timedelta(seconds=settings.lease_seconds)
-    due = or_(and_(OutboxItem.status == PENDING, OutboxItem.next_attempt_at <= now),
-              and_(OutboxItem.status == SENDING, OutboxItem.lease_until < now))
     # Skip referrals another worker is sending right now (live lease): a referral goes out in one piece.
     busy = aliased(OutboxItem)
     in_flight = exists().where(busy.referral_id == OutboxItem.referral_id, busy.status == SENDING,
                                busy.lease_until >= now)
-    sub = select(OutboxItem.id).where(due, ~in_flight)
-    if referral_id is not None:
-        sub = sub.where(OutboxItem.referral_id == referral_id)
-    sub = sub.order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(limit or settings.batch_size)
-    # One statement: the re-check of ``due`` makes a row claimable by exactly one UPDATE.
-    _take(db, sub, due, token=token, now=now, lease_until=lease_until)
+    size = limit or settings.batch_size
+    taken = 0
+    # Rows whose lease ran out, then due pending rows: two walks, each in the order of an index that stops at the
+    # batch (one condition OR'd over both read every due row and sorted them, docs/decisions/0013-a-year-of-data.md).
+    for due in (and_(OutboxItem.status == SENDING, OutboxItem.lease_until < now),
+                and_(OutboxItem.status == PENDING, OutboxItem.next_attempt_at <= now)):
+        sub = select(OutboxItem.id).where(due, ~in_flight)
+        if referral_id is not None:
+            sub = sub.where(OutboxItem.referral_id == referral_id)
+        sub = sub.order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(size - taken)
+        # One statement: the re-check of ``due`` makes a row claimable by exactly one UPDATE.
+        taken += _take(db, sub, due, token=token, now=now, lease_until=lease_until)
+        if taken >= size:
+            break
     # Same transaction (on SQLite: the same write lock), so no other claim lands in between.
     # Take the referral's other pending rows too (due, or never tried yet): a referral goes out
     # together — one transaction, or single creates in dependency order — instead of being split
     # between workers and waiting on each other. Rows in backoff keep their wait. SKIP LOCKED
     # again, so this never waits on another worker.
-    referrals = select(OutboxItem.referral_id).where(OutboxItem.claimed_by == token).distinct().scalar_subquery()
+    # The rows just stamped are in flight: the partial index of in-flight rows (ix_outbox_in_flight) finds them.
+    referrals = (select(OutboxItem.referral_id).where(OutboxItem.claimed_by == token, OutboxItem.status == SENDING)
+                 .distinct().scalar_subquery())
     sibling = and_(OutboxItem.status == PENDING, or_(OutboxItem.attempts == 0, OutboxItem.next_attempt_at <= now))
     siblings = select(OutboxItem.id).where(OutboxItem.referral_id.in_(referrals), sibling)
     _take(db, siblings, sibling, token=token, now=now, lease_until=lease_until)
@@ -55,15 +63,16 @@ def claim(db: Session, *, worker_id: str, settings: OutboxSettings, limit: int |
 
 
 def _take(db: Session, ids: Select[tuple[int]], still: ColumnElement[bool], *, token: str, now: datetime,
-          lease_until: datetime) -> None:
-    """Stamp ``token`` on the rows ``ids`` selects that ``still`` holds for when the UPDATE runs; a try counted."""
+          lease_until: datetime) -> int:
+    """Stamp ``token`` on the rows ``ids`` selects that ``still`` holds for when the UPDATE runs; a try counted.
+    Returns how many."""
     if db.get_bind().dialect.name == "postgresql":
         ids = ids.with_for_update(skip_locked=True)
-    db.execute(
+    return db.execute(
         update(OutboxItem).where(OutboxItem.id.in_(ids.scalar_subquery()), still)
         .values(status=SENDING, claimed_by=token, lease_until=lease_until, attempts=OutboxItem.attempts + 1,
                 updated_at=now)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)).rowcount or 0
 
 
 def release(db: Session, token: str) -> int:

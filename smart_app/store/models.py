@@ -285,6 +285,10 @@ class OutboxItem(Base):
     __table_args__ = (
         UniqueConstraint("identifier_system", "identifier_value", name="uq_outbox_identifier"),
         Index("ix_outbox_due", "status", "next_attempt_at"),
+        # The rows in flight by claim token: a claim finds the rows it just took (and their referrals' siblings)
+        # here instead of reading every row ever written (docs/decisions/0013-a-year-of-data.md).
+        Index("ix_outbox_in_flight", "claimed_by", postgresql_where=text("status = 'sending'"),
+              sqlite_where=text("status = 'sending'")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
