@@ -78,7 +78,7 @@ def open_if_positive_self_screen(launch: Any) -> FollowupItem | None:
     if not positive(instrument_of(screening.get("instrument")), screening):
         return None
     db = get_session()
-    existing = _of_launch(db, launch.id)
+    existing = of_launch(db, launch.id)
     if existing is not None:
         return existing
     pk = patient_key(launch.iss, launch.context)
@@ -98,13 +98,13 @@ def open_if_positive_self_screen(launch: Any) -> FollowupItem | None:
         db.flush()
     except IntegrityError:  # another request opened it first
         db.rollback()
-        return _of_launch(db, launch.id)
+        return of_launch(db, launch.id)
     launch.update_data(followup={"id": item.id})
     db.commit()
     return item
 
 
-def _of_launch(db: Session, launch_id: str) -> FollowupItem | None:
+def of_launch(db: Session, launch_id: str) -> FollowupItem | None:
     return db.scalars(select(FollowupItem).where(FollowupItem.launch_id == launch_id)).first()
 
 

@@ -1,17 +1,21 @@
-"""The launch state the clinic tablet leaves behind, set as the kiosk package will set it: the answers stored as the
-clinician's pages store them (smart_app/screening/views.py ``questions``), ``administered: "self"``, then the call
-``smart_app.followup.open_if_positive_self_screen(launch)``. Used until the tablet's own pages drive it."""
+"""The launch state the clinic tablet leaves behind, set as the kiosk package sets it (smart_app/kiosk/views.py
+``_complete``): the screen stored as the clinician's pages store it (smart_app/screening/record.py ``store_screen``)
+marked ``administered: "self"`` there and at the top of the launch's state, committed, then the tablet's hook
+(smart_app/kiosk/hook.py), which opens the forced-response item. For tests that need many self-screens without
+pairing a tablet each time; tests/followup/test_tablet_journey_http.py drives the tablet's own pages."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import session
 
-from smart_app.followup import open_if_positive_self_screen
+from smart_app.followup.items import of_launch
+from smart_app.kiosk.hook import after_self_screen
 from smart_app.launch.state import load_launch
+from smart_app.screening.record import store_screen
 from smart_app.screening.summary import instrument_of
+from smart_app.store.db import get_session
 
 # HITS (LOINC answers Never 1 .. Frequently 5): the physical item "hurt" answered Never, so no DA-5 is due first.
 NEVER, FREQUENTLY, SOMETIMES = "LA6270-8", "LA6482-9", "LA10082-8"
@@ -19,30 +23,22 @@ POSITIVE = {"hurt": NEVER, "insult": FREQUENTLY, "threaten": FREQUENTLY, "scream
 NEGATIVE = {"hurt": NEVER, "insult": NEVER, "threaten": SOMETIMES, "scream": NEVER}  # 6
 
 
-def screening_state(answers: dict[str, str], *, instrument: str = "hits", language: str = "en") -> dict[str, Any]:
-    """``data["screening"]`` as the clinician's /screen POST stores it (inside an app context)."""
-    inst = instrument_of(instrument)
-    assert inst is not None
-    result = inst.score(answers)
-    return {"instrument": inst.key, "questionnaire": inst.url, "version": inst.version, "language": language,
-            "answers": {k: a.code for k, a in result.answers.items()}, "answer_codings": result.answers_state(),
-            "score": result.score, "interpretation": result.interpretation, "danger": result.danger,
-            "danger_items": list(result.danger_items), "physical_violence": result.physical_violence,
-            "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "danger_check_due": bool(result.physical_violence)}
-
-
-def tablet_done(app, client, lid: str, answers: dict[str, str], **overrides: Any) -> str | None:
-    """The tablet finished a screen in launch ``lid`` (bound to ``client``'s browser): store the answers, mark the
-    screen self-administered, call the hook. Returns the opened item's id, or None."""
+def tablet_done(app, client, lid: str, answers: dict[str, str], *, administered: str | None = "self",
+                **overrides: Any) -> str | None:
+    """A screen of ``answers`` finished in launch ``lid`` (bound to ``client``'s browser), as the tablet finishes
+    one (``administered=None``: as the clinician's pages do, then the same hook). ``overrides`` change the stored
+    screen (a tablet that stored something else). Returns the item's id, or None when none was opened."""
     with client.session_transaction() as sess:
         bid = sess["bid"]
     with app.test_request_context():
         session["bid"] = bid
         launch = load_launch(lid)
-        screening = {**screening_state(answers), **overrides}
-        launch.update_data(gate={"status": "confirmed", "at": screening["completed_at"]}, screening=screening,
-                           administered="self")
-        launch.save()
-        item = open_if_positive_self_screen(launch)
+        inst = instrument_of("hits")
+        extra = {"administered": administered} if administered else {}
+        screening = store_screen(launch, inst, inst.score(answers), "en", **extra)
+        launch.update_data(gate={"status": "confirmed", "at": screening["completed_at"]},
+                           screening={**screening, **overrides}, **extra)
+        get_session().commit()
+        after_self_screen(launch)
+        item = of_launch(get_session(), lid)
         return item.id if item is not None else None
