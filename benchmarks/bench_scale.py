@@ -4,7 +4,8 @@ events, outbox rows, audit and report events) in a PostgreSQL database of its ow
 - The social-work queue of the largest hospital's social worker (a fifth of the system's referrals in scope, plus
   the EHR's unrouted ones): wall time per request (median, p95) for the first page as it opens and other filters
   and sorts; its count checked against a SQL tally of the generated rows. Target: p95 <= 150 ms for every view.
-- The program report for the last closed quarter, as a program manager of the larger EHR opens it. Target: <= 2 s.
+- The program report for the last closed quarter, as a program manager of the larger EHR opens it: the first
+  request (small-cell suppression computed) and the next ones. Target: <= 2 s.
 - The outbox worker's claim (smart_app/outbox/claim.py) with a pending row per ten referrals (100,000 at a million).
   Target: <= 10 ms (median; p95 beside it).
 - The audit purge (``audit_event_purge``) with three month partitions past the retention: each run's time and
@@ -193,8 +194,9 @@ def report(app: Any, repeat: int, show_plans: bool) -> bool:
         assert resp.status_code == 200, resp.status_code
     page = resp.get_data(as_text=True)
     shown = re.search(r"Referrals?\D{0,200}?([\d,]+)", page)
-    median, worst = statistics.median(walls), max(walls)
-    print(f"report: quarter {key}, {repeat} requests: median {median:.2f} s, max {worst:.2f} s "
+    first, later = walls[0], statistics.median(walls[1:])
+    worst = max(first, later)
+    print(f"report: quarter {key}: first request {first:.2f} s, the next {repeat - 1} median {later:.2f} s "
           f"(<= {REPORT_S:.0f} s: {'pass' if worst <= REPORT_S else 'miss'}); page {len(page):,} bytes"
           f"{', first figure ' + shown.group(1) if shown else ''} (load {_load()})", flush=True)
     if show_plans:
@@ -295,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         if "queue" in parts:
             queue(app, url, args.repeat, args.explain)
         if "report" in parts:
-            report(app, max(3, args.repeat // 5), args.explain)
+            report(app, max(3, args.repeat // 3), args.explain)
         if "claim" in parts:
             claim(app, args.repeat, args.explain)
     finally:
