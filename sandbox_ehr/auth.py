@@ -5,7 +5,8 @@ Endpoints (base = this server's root URL, iss = ``<base>/fhir``):
   GET  /fhir/.well-known/openid-configuration  OpenID discovery (for id_token verification)
   GET  /auth/jwks                              public key that signs id_tokens (RS256)
   GET|POST /auth/authorize                     authorization code flow, PKCE S256 required
-  POST /auth/login                             standalone launch: pick practitioner (and patient), approve
+  POST /auth/login                             standalone launch: pick practitioner (and patient), approve; for a
+                                               portal app (audience: patient) a patient or a proxy signs in
   POST /auth/token                             authorization_code and refresh_token grants, and
                                                client_credentials (SMART Backend Services, private_key_jwt)
   GET  /auth/smart-style.json                  the style referenced by smart_style_url
@@ -418,14 +419,35 @@ def _code_context(launch_context: dict[str, Any], scope: list[str]) -> dict[str,
 
 
 def _login_page(pending_id: str, req: dict[str, Any], error: str | None = None, status: int = 200):
-    from sandbox_ehr.ehr_ui import list_patients, list_practitioners
+    from sandbox_ehr.ehr_ui import list_patients, list_practitioners, list_portal_users
 
-    need_patient = "launch/patient" in req["scope"]
+    client = clients()[req["client_id"]]
+    portal = _patient_facing(client)
+    need_patient = "launch/patient" in req["scope"] and not portal
     return render_template(
-        "auth_login.html", pending_id=pending_id, client_name=clients()[req["client_id"]].get("name"),
-        practitioners=list_practitioners(), patients=list_patients() if need_patient else [],
+        "auth_login.html", pending_id=pending_id, client_name=client.get("name"),
+        practitioners=[] if portal else list_practitioners(), patients=list_patients() if need_patient else [],
+        portal_users=list_portal_users() if portal else [],
         need_patient=need_patient, scopes=req["scope"], error=error,
     ), status
+
+
+def _patient_facing(client: dict[str, Any]) -> bool:
+    """A portal app: its users are patients and their proxies, never staff (clients.yaml ``audience: patient``)."""
+    return client.get("audience") == "patient"
+
+
+def _portal_context(form: Any) -> dict[str, Any] | None:
+    """The launch context of a patient or proxy sign-in: the patient in context, the user as fhirUser."""
+    from sandbox_ehr.ehr_ui import portal_patient_of
+
+    user = form.get("portal_user", "")
+    patient = portal_patient_of(user)
+    if patient is None:
+        return None
+    return {"practitioner": None, "fhir_user": user, "patient": patient, "encounter": None,
+            "need_patient_banner": False, "smart_style_url": default_style_url(), "intent": None,
+            "fhirContext": [], "iss_id": current_iss_id()}
 
 
 @bp.post("/auth/login")
@@ -440,6 +462,15 @@ def login():
         authstore.delete_pending(pending_id)
         return _redirect_with(req["redirect_uri"], error="access_denied",
                               error_description="The user denied the request", state=req["state"])
+    if _patient_facing(clients()[req["client_id"]]):
+        context = _portal_context(request.form)
+        if context is None:
+            return _login_page(pending_id, req, error="Choose who is signing in.", status=400)
+        if not authstore.delete_pending(pending_id):
+            return _error_page("This sign-in request was already used. Start the app again.")
+        code = authstore.create_code(req["client_id"], req["redirect_uri"], req["code_challenge"],
+                                     " ".join(req["scope"]), req["nonce"], context)
+        return _redirect_with(req["redirect_uri"], code=code, state=req["state"])
     practitioner = request.form.get("practitioner", "")
     patient = request.form.get("patient") or None
     need_patient = "launch/patient" in req["scope"]
@@ -701,7 +732,7 @@ def _issue(client_id: str, grant_id: str, scope: list[str], context: dict[str, A
     scope = current_personality().spell(scope)
     # Access tokens carry fhirUser as a relative reference ("Practitioner/<id>") for the FHIR API's checks;
     # the id_token carries the absolute URL, as SMART requires.
-    fhir_user_ref = f"Practitioner/{practitioner}" if practitioner else None
+    fhir_user_ref = context.get("fhir_user") or (f"Practitioner/{practitioner}" if practitioner else None)
     access = authstore.issue_access_token_for_grant(
         client_id, " ".join(scope), context.get("patient"), context.get("encounter"), fhir_user_ref,
         authstore.ACCESS_TOKEN_LIFETIME, grant_id, iss_id=context.get("iss_id"))
@@ -712,8 +743,8 @@ def _issue(client_id: str, grant_id: str, scope: list[str], context: dict[str, A
             else authstore.REFRESH_LIFETIME_ONLINE
         body["refresh_token"] = authstore.issue_refresh_token(grant_id, client_id, " ".join(scope), context,
                                                               lifetime)
-    if with_id_token and "openid" in scope and practitioner:
-        body["id_token"] = _id_token(client_id, practitioner, nonce, scope)
+    if with_id_token and "openid" in scope and fhir_user_ref:
+        body["id_token"] = _id_token(client_id, fhir_user_ref, nonce, scope)
     if context.get("patient"):
         body["patient"] = context["patient"]
     if context.get("encounter"):
@@ -728,11 +759,12 @@ def _issue(client_id: str, grant_id: str, scope: list[str], context: dict[str, A
     return body
 
 
-def _id_token(client_id: str, practitioner: str, nonce: str | None, scope: list[str]) -> str:
+def _id_token(client_id: str, user: str, nonce: str | None, scope: list[str]) -> str:
+    """``user``: the signed-in user's ``Type/id`` (a Practitioner, or a patient or proxy on the portal side)."""
     kid, key = _signing_key()
     issued = authstore.now()
-    fhir_user = f"{issuer()}/Practitioner/{practitioner}"
-    claims: dict[str, Any] = {"iss": issuer(), "sub": practitioner, "aud": client_id, "iat": issued,
+    fhir_user = f"{issuer()}/{user}"
+    claims: dict[str, Any] = {"iss": issuer(), "sub": user.split("/", 1)[1], "aud": client_id, "iat": issued,
                               "exp": issued + ID_TOKEN_LIFETIME}
     if nonce:
         claims["nonce"] = nonce

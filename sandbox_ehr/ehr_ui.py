@@ -77,6 +77,33 @@ def list_patients() -> list[dict[str, str]]:
     return sorted(out, key=lambda p: p["label"])
 
 
+def list_portal_users() -> list[dict[str, str]]:
+    """[{id, label}] of who may sign in to the patient portal: each patient (``Patient/<id>``) and each active proxy
+    linked to one (``RelatedPerson/<id>``)."""
+    names = {p["id"]: human_name(p) for p in _search("Patient")}
+    out = [{"id": f"Patient/{pid}", "label": f"{name} (patient)"} for pid, name in names.items()]
+    for person in _search("RelatedPerson"):
+        patient = portal_patient_of(f"RelatedPerson/{person['id']}")
+        if patient in names:
+            out.append({"id": f"RelatedPerson/{person['id']}",
+                        "label": f"{human_name(person)} (proxy for {names[patient]})"})
+    return sorted(out, key=lambda p: p["label"])
+
+
+def portal_patient_of(user: str) -> str | None:
+    """The patient a portal user reads: the patient themself, or the one an active RelatedPerson is linked to."""
+    kind, _, rid = (user or "").partition("/")
+    if kind == "Patient" and resource_exists("Patient", rid):
+        return rid
+    if kind != "RelatedPerson" or not resource_exists("RelatedPerson", rid):
+        return None
+    person = _store().read("RelatedPerson", rid)
+    ref = (person.get("patient") or {}).get("reference") or ""
+    if person.get("active") is False or not ref.startswith("Patient/"):
+        return None
+    return ref.split("/", 1)[1]
+
+
 def list_encounters() -> list[dict[str, str]]:
     """[{id, patient, label}] for every encounter; the page shows those of the chosen patient."""
     locations = {loc["id"]: loc.get("name", loc["id"]) for loc in _search("Location")}

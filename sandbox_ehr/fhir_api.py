@@ -31,6 +31,7 @@ from sandbox_ehr import authstore
 from sandbox_ehr import personality as personalities
 from sandbox_ehr.issuers import current_iss_id
 from sandbox_ehr.personality import Rejection
+from sandbox_ehr.portal import viewer_of
 from sandbox_ehr.store import SearchResult, StoreError, _compile_filters, _values, get_store, is_resource_type
 
 bp = Blueprint("fhir_api", __name__)
@@ -147,14 +148,19 @@ class Access:
     patient: str | None = None  # only this patient's compartment (patient/ scopes)
     queries: list[tuple[tuple[str, str], ...]] = field(default_factory=list)  # OR of granular restrictions
     resource_type: str = ""
+    viewer: str | None = None  # patient | proxy: a patient-facing sign-in reading (portal.py)
 
     def allows(self, resource: dict[str, Any]) -> bool:
         if self.patient is not None and resource.get("resourceType") not in SHARED_TYPES \
                 and not in_compartment(resource, self.patient):
             return False
-        if self.queries:
-            return any(_matches_query(resource, q) for q in self.queries)
-        return True
+        if self.queries and not any(_matches_query(resource, q) for q in self.queries):
+            return False
+        return not self.withheld(resource)
+
+    def withheld(self, resource: dict[str, Any]) -> bool:
+        """The personality's portal rules keep this resource from a patient or proxy viewer."""
+        return self.viewer is not None and not personalities.current().portal.visible(resource, self.viewer)
 
 
 def _matches_query(resource: dict[str, Any], query: tuple[tuple[str, str], ...]) -> bool:
@@ -186,6 +192,8 @@ def require(resource_type: str, permission: str) -> Access:
         raise FhirProblem(403, f"The access token's scopes do not allow '{permission}' on {resource_type}",
                           "forbidden", {"WWW-Authenticate": 'Bearer realm="sandbox-ehr", error="insufficient_scope"'})
     access = Access(resource_type=resource_type)
+    if permission in ("r", "s"):
+        access.viewer = viewer_of(token.get("fhirUser"))
     if not wide:
         if resource_type in SHARED_TYPES and permission in ("r", "s"):
             pass
@@ -202,6 +210,9 @@ def require(resource_type: str, permission: str) -> Access:
 
 
 def _check_visible(access: Access, resource: dict[str, Any]) -> None:
+    if access.withheld(resource):
+        # A portal shows nothing of what it withholds: not found, rather than a refusal that says it exists.
+        raise FhirProblem(404, f"{resource.get('resourceType')} not found", "not-found")
     if not access.allows(resource):
         raise FhirProblem(403, "The access token does not allow access to this resource (patient compartment or "
                                "scope restriction)", "forbidden")
@@ -390,7 +401,10 @@ def interaction(path: str) -> Response:
         for key in request.form:
             query.setdefault(key, []).extend(request.form.getlist(key))
     headers = {"If-None-Exist": request.headers.get("If-None-Exist"), "If-Match": request.headers.get("If-Match")}
-    personalities.current().check_api(method, segments)
+    if viewer_of(_token().get("fhirUser")) is None:
+        # A portal app's registration is its own (the patient-facing read APIs); the personality's list is the
+        # clinician app's.
+        personalities.current().check_api(method, segments)
     outcome = perform(method, segments, query, body, headers)
     return _http_response(outcome)
 

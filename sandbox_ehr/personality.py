@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from flask import Flask, current_app
 
+from sandbox_ehr.portal import PortalRules
 from sandbox_ehr.store import ResourceNotFound, _values, get_store
 
 DIRECTORY = Path(__file__).parent / "personalities"
@@ -81,6 +82,8 @@ class Personality:
         self.search_rules: dict[str, dict[str, Any]] = data.get("search") or {}
         self.create_rules: dict[str, dict[str, Any]] = data.get("create") or {}
         self.note_types = {(t.get("system"), str(t.get("code"))) for t in data.get("note_types") or []}
+        # What a patient or a proxy signed in to the portal may read (portal.py).
+        self.portal = PortalRules(data.get("portal"), data.get("restricted_note_type"))
         for rtype, spec in self.create_rules.items():
             for rule in (spec or {}).get("rules") or []:
                 if rule.get("check") not in _CHECKS:
