@@ -188,10 +188,25 @@ def _check_profile(s: Settings, found: _Found) -> None:
         if s.client_auth != "private_key_jwt":
             found.error("backend_services", f"{deployment} turns on backend_services, which authenticate with "
                                             f"private_key_jwt, but its client_auth is {s.client_auth}")
+    _check_broadly_visible(s, found)
     missing = [scope for scope in s.profile.scopes if scope not in s.scopes_ehr.split()]
     if missing:
         found.warning("scopes_ehr", f"{deployment} does not ask for {' '.join(missing)}, which the EHR profile "
                                     f"{profile} names for the chart write: the note will not be offered")
+
+
+def _check_broadly_visible(s: Settings, found: _Found) -> None:
+    """A deployment that writes IPV content where it copies forward or many see it says so at every start."""
+    for kind in s.broadly_visible.kinds():
+        where = {"Observation": "the screening score as an Observation (a flowsheet or results row)",
+                 "Condition": f"a Condition ({s.broadly_visible.condition}) on the patient's chart"}[kind]
+        if kind not in s.profile.offered:
+            found.warning("broadly_visible", f"turns on {where}, but the EHR profile {s.profile.ref} does not take "
+                                             f"{kind} from apps: nothing is written")
+            continue
+        found.warning("broadly_visible", f"writes {where}: it copies forward into summaries and other charts and "
+                                         "may reach the patient portal and proxies; run `flask leak-check` with the "
+                                         "site's test patient before go-live (DEPLOY.md)")
 
 
 def _check_private_key(key_file: str | None, found: _Found) -> None:

@@ -8,6 +8,7 @@ keys. What the EHR *can* do is its profile's (config/ehr_profile.py); start-up c
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from config.ehr_profile import NoteCoding
 from config.files import Strict
 from config.languages import clinician_codes
+from fhir.builders import BROADLY_VISIBLE, WriteRules
 
 DEPLOYMENTS_DIR = Path(__file__).resolve().parent / "deployments"
 ClientAuthKind = Literal["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -190,6 +192,29 @@ class Cds(Strict):
         return {"name": value} if isinstance(value, str) else value
 
 
+class BroadlyVisible(Strict):
+    """IPV content where it copies forward or many people see it: a problem list entry or the visit's diagnosis
+    (health summaries, after-visit summaries, a newborn's chart) and the score as an Observation (a flowsheet or
+    results row). Each is off unless the deployment turns it on; check-config warns while one is on, and
+    `flask leak-check` reads what it writes as the patient and as a proxy."""
+
+    score_observation: bool = Field(False, description="Offer the screening score as an Observation (a flowsheet "
+                                                       "or results row).")
+    condition: Literal["off", "problem-list-item", "encounter-diagnosis"] = Field(
+        "off", description="Offer a Condition: a problem list entry or the visit's diagnosis.")
+
+    def kinds(self) -> tuple[str, ...]:
+        """The broadly visible kinds this deployment turns on."""
+        return tuple(k for k, on in (("Observation", self.score_observation), ("Condition", self.condition != "off"))
+                     if on)
+
+    def narrow(self, rules: WriteRules) -> WriteRules:
+        """An EHR's write rules as this site uses them: the broadly visible kinds only where turned on."""
+        offered = tuple(k for k in rules.offered if k not in BROADLY_VISIBLE or k in self.kinds())
+        category = self.condition if self.condition != "off" else rules.condition_category
+        return replace(rules, offered=offered, condition_category=category)
+
+
 # -- the file ------------------------------------------------------------------------------------------------
 class Site(Strict):
     """The keys at the top of a deployment file: what this site registered and turns on."""
@@ -265,6 +290,11 @@ class Site(Strict):
                                                     "members, one `fallback`); unrouted referrals go to the "
                                                     "EHR's unrouted queue.")
 
+    broadly_visible: BroadlyVisible = Field(
+        BroadlyVisible(), description="IPV content where it copies forward or many see it, each off unless turned "
+                                      "on: `score_observation` (the score as an Observation), `condition` "
+                                      "(`problem-list-item` or `encounter-diagnosis`). Run `flask leak-check` "
+                                      "before turning one on (DEPLOY.md).")
     report: Report = Field(Report(), description="The program report: `site_names` (site key -> the name shown; "
                                                  "else the referrals' own site names).")
 

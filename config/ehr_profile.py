@@ -39,7 +39,8 @@ def _tri(value: Any) -> Any:
 
 
 Tri = Annotated[Literal["true", "false", "unknown"], BeforeValidator(_tri)]
-ResourceKind = Literal["QuestionnaireResponse", "Observation", "ServiceRequest", "DocumentReference", "Task"]
+ResourceKind = Literal["QuestionnaireResponse", "Observation", "ServiceRequest", "DocumentReference", "Task",
+                      "Condition"]
 
 
 class NoteCoding(Strict):

@@ -34,7 +34,12 @@ CODES_FILE = Path(__file__).resolve().parent / "writeback_codes.yaml"
 # Namespace for the urn:uuid of each planned write (uuid5 of its business identifier).
 WRITEBACK_NS = uuid.UUID("5b0f3c56-8c59-4c1e-9b8e-2f4f7f5d2a11")
 
-ALL_RESOURCES = ("QuestionnaireResponse", "Observation", "ServiceRequest", "DocumentReference", "Task")
+ALL_RESOURCES = ("QuestionnaireResponse", "Observation", "ServiceRequest", "DocumentReference", "Task", "Condition")
+# Kinds that copy forward or that many people see (a problem list entry or a visit's diagnosis, a score row): the
+# caller offers them only where its deployment turns them on.
+BROADLY_VISIBLE = ("Observation", "Condition")
+# What a screen records: nothing to write without a completed one.
+FROM_SCREEN = ("Observation", "QuestionnaireResponse", "Condition")
 # Send order for single creates: targets before the resources that point at them.
 SEND_ORDER = {name: i for i, name in enumerate(ALL_RESOURCES)}
 CHANNEL_WORDS = {
@@ -62,6 +67,7 @@ class WriteRules:
     requires_author: bool = False      # exactly one author = the signed-in provider
     write_context: str = "patient"     # patient | user: the scope context a create needs
     scope_version: str = "v2"          # v1 (read/write) or v2 (cruds) spelling
+    condition_category: str = "problem-list-item"  # or encounter-diagnosis (FHIR condition-category)
 
     def needed_scope(self, kind: str, letters: str = "c") -> str:
         return spell(self.write_context, kind, letters, self.scope_version)
@@ -94,7 +100,7 @@ def writable(rules: WriteRules, granted_scope: str, *, has_encounter: bool, has_
             why[kind] = ("encounter", "")
         elif kind == "DocumentReference" and rules.requires_author and not has_author:
             why[kind] = ("author", "")
-        elif kind in ("Observation", "QuestionnaireResponse") and not has_screening:
+        elif kind in FROM_SCREEN and not has_screening:
             why[kind] = ("screen", "")
         else:
             kinds.append(kind)
@@ -174,13 +180,13 @@ def plan_writeback(inp: WritebackInput, rules: WriteRules) -> list[PlannedWrite]
     """The resources to write for one referral, in send order, labelled and validated."""
     wanted = [r for r in ALL_RESOURCES if r in inp.resources and r in rules.offered]
     if not inp.screening:  # nothing screened (e.g. universal education only): no score to record
-        wanted = [r for r in wanted if r not in ("Observation", "QuestionnaireResponse")]
+        wanted = [r for r in wanted if r not in FROM_SCREEN]
     if "Task" in wanted and "ServiceRequest" not in wanted:
         wanted.remove("Task")  # a Task needs the request it manages
     builders = {
         "QuestionnaireResponse": build_questionnaire_response, "Observation": build_observation,
         "ServiceRequest": build_service_request, "DocumentReference": build_document_reference,
-        "Task": build_task,
+        "Task": build_task, "Condition": build_condition,
     }
     plans = []
     for kind in wanted:
@@ -438,3 +444,24 @@ def build_task(inp: WritebackInput, rules: WriteRules, wanted: list[str]):
     if programs:
         resource["owner"] = {"display": programs[0].get("program") or programs[0].get("name")}
     return resource, {sr: ("ServiceRequest", True)}
+
+
+def build_condition(inp: WritebackInput, rules: WriteRules, wanted: list[str]):
+    """A problem list entry or the visit's diagnosis: both copy forward (health summaries, after-visit summaries,
+    a newborn's chart) and many see them, so the caller plans one only where its deployment turns it on."""
+    c = codes()
+    category = {"system": c["condition_category_system"], "code": rules.condition_category}
+    resource: dict[str, Any] = {
+        "resourceType": "Condition",
+        "clinicalStatus": _cc(c["condition_active"]),
+        "category": [_cc(category), _cc(c["sdoh_domain"])],
+        "code": _cc(c["ipv_condition"], c["ipv_condition"]["display"]),
+        "subject": _ref("Patient", inp.patient_id),
+        "recordedDate": _when(inp),
+    }
+    if inp.encounter_id:
+        resource["encounter"] = _ref("Encounter", inp.encounter_id)
+    author = _author(inp)
+    if author:
+        resource["recorder"] = author
+    return resource, {}

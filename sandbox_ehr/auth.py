@@ -419,7 +419,7 @@ def _code_context(launch_context: dict[str, Any], scope: list[str]) -> dict[str,
 
 
 def _login_page(pending_id: str, req: dict[str, Any], error: str | None = None, status: int = 200):
-    from sandbox_ehr.ehr_ui import list_patients, list_practitioners, list_portal_users
+    from sandbox_ehr.ehr_ui import list_patients, list_portal_users, list_practitioners
 
     client = clients()[req["client_id"]]
     portal = _patient_facing(client)

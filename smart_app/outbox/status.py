@@ -17,7 +17,7 @@ from smart_app.store.models import OutboxItem
 _KIND_LABELS: dict[str, Callable[[], str]] = {
     "DocumentReference": lambda: _("Referral note"), "ServiceRequest": lambda: _("Referral"),
     "Observation": lambda: _("Screening score"), "QuestionnaireResponse": lambda: _("Screening answers"),
-    "Task": lambda: _("Follow-up task"),
+    "Task": lambda: _("Follow-up task"), "Condition": lambda: _("Health problem entry"),
 }
 _LABEL_STATUS_TEXTS: dict[str, Callable[[], str]] = {
     "ok": lambda: _("Verified"), "flagged": lambda: _("Not kept by the EHR"),

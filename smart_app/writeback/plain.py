@@ -75,4 +75,8 @@ def words_for(kind: str, resource: dict[str, Any], screening: dict[str, Any]) ->
     if kind == "QuestionnaireResponse":
         return _("The patient's answer to each screening question (%(count)s answers).",
                  count=len(resource.get("item") or []))
+    if kind == "Condition":
+        return _("A health problem on the chart: %(code)s (category: %(categories)s) — it copies into visit "
+                 "summaries and other records.", code=_displays([resource.get("code") or {}]),
+                 categories=_displays(resource.get("category")))
     return _task(resource)

@@ -35,7 +35,7 @@ from werkzeug.wrappers import Response
 from config.current import current_settings
 from config.ehr_profile import EhrProfile
 from config.ehrs import ehr_id_for
-from fhir.builders import ALL_RESOURCES, Offer, WritebackInput, plan_writeback, reference_code, writable
+from fhir.builders import ALL_RESOURCES, Offer, WritebackInput, WriteRules, plan_writeback, reference_code, writable
 from smart_app.launch.locale import use_bilingual_locale
 from smart_app.launch.state import launch_required
 from smart_app.launch.visit_memory import encounter_key, patient_key, visit_referral
@@ -116,10 +116,16 @@ def granted_scope(launch: Any) -> str:
     return scope
 
 
+def site_rules(profile: EhrProfile) -> WriteRules:
+    """What this site writes to this EHR: the profile's rules, with the broadly visible kinds (a problem list entry,
+    the score row) only where the deployment turns them on (config/deployment.py BroadlyVisible)."""
+    return current_settings().broadly_visible.narrow(profile.write_rules)
+
+
 def offer_for(launch: Any, profile: EhrProfile) -> Offer:
     ctx = launch.typed_context
     screening = launch.data.get("screening") or {}
-    return writable(profile.write_rules, granted_scope(launch), has_encounter=bool(ctx.encounter_id),
+    return writable(site_rules(profile), granted_scope(launch), has_encounter=bool(ctx.encounter_id),
                     has_author=bool(ctx.user.reference),
                     has_screening=bool(screening.get("completed_at")))
 
@@ -193,6 +199,8 @@ def script_for(kinds: list[str]) -> list[ReadAloud]:
         lines.append(p_("“Your answers to the screening questions will be recorded.”"))
     if "Task" in kinds:
         lines.append(p_("“A follow-up task for social work will be recorded.”"))
+    if "Condition" in kinds:
+        lines.append(p_("“It will also be listed among your health problems, which appear in visit summaries.”"))
     return lines
 
 
@@ -234,7 +242,7 @@ def protection_words(profile: EhrProfile) -> str:
 def view_model(launch: Any, profile: EhrProfile, choices: dict[str, Any], offer: Offer | None = None) -> dict[str, Any]:
     """Everything the consent page shows, built from the planned payload, and its digest."""
     offer = offer or offer_for(launch, profile)
-    plans = plan_writeback(_input(launch, referral_key(launch), choices), profile.write_rules) \
+    plans = plan_writeback(_input(launch, referral_key(launch), choices), site_rules(profile)) \
         if choices["resources"] else []
     items = describe(plans, launch, profile)
     note = note_from(plans)
