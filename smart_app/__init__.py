@@ -30,6 +30,7 @@ from smart_app.kiosk import views as kiosk_views
 from smart_app.launch import ehr as launch_ehr
 from smart_app.launch import quick_exit, retention
 from smart_app.launch import views as launch_views
+from smart_app.leakcheck import cli as leakcheck_cli
 from smart_app.ops import (
     audit,
     config_check,
@@ -129,6 +130,7 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
     for blueprint in FEATURE_BLUEPRINTS:
         app.register_blueprint(blueprint)
     outbox_cli.init_app(app)  # flask outbox-worker, flask outbox-run-once
+    leakcheck_cli.init_app(app)  # flask leak-check (DEPLOY.md, go-live)
     # Work the outbox worker does on its rounds besides sending (retention, the closed loop's status updates).
     # Last: routing what an older release wrote during a rolling upgrade, and keying referrals on the EHR their
     # iss belongs to under the deployment as it stands (smart_app/worklist/backfill.py).

@@ -97,7 +97,7 @@ def test_sandbox_ehr_and_its_keys_are_not_in_the_wheel() -> None:
 # -- smart_app's feature packages ---------------------------------------------------------------------------
 # Lowest first: a package may import its own modules and those of packages before it, never one after it.
 FEATURE_ORDER = ("store", "ops", "launch", "ranking", "report", "screening", "followup", "referral", "outbox",
-                 "worklist", "writeback", "cds", "kiosk")
+                 "worklist", "writeback", "leakcheck", "cds", "kiosk")
 
 
 def _module_name(path: Path, root: Path) -> str:
