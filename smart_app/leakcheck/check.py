@@ -185,21 +185,23 @@ def _texts(resource: dict[str, Any]) -> str:
 
 
 def carries(resource: dict[str, Any], rid: str, written: list[Written]) -> str | None:
-    """What of the test referral ``resource`` carries: itself, a reference to it, its identifier or its code."""
+    """What of the test referral ``resource`` carries: itself, a reference to it, its text (the line with the
+    reference code or the referral id)."""
     ours = {f"{w.kind}/{w.id}" for w in written}
     ref = f"{resource.get('resourceType')}/{resource.get('id')}"
     text = _texts(resource)
+    found = []
     if ref in ours:
-        return "a resource the check wrote"
-    linked = sorted(r for r in ours if f'"{r}"' in text or f"/{r}\"" in text)
+        found.append("a resource the check wrote")
+    linked = sorted(r for r in ours if r != ref and (f'"{r}"' in text or f'/{r}"' in text))
     if linked:
-        return "a reference to " + ", ".join(linked)
+        found.append("a reference to " + ", ".join(linked))
     code = reference_code(rid)
-    if code in text or rid in text:
-        for line in text.splitlines():
-            if code in line or rid in line:
-                return f"text of the test referral: {line.strip()[:160]}"
-    return None
+    lines = text.splitlines()
+    line = next((ln for ln in lines if code in ln), None) or next((ln for ln in lines if rid in ln), None)
+    if line and (not found or code in line):
+        found.append(f"text: {line.strip()[:160]}")
+    return "; ".join(found) or None
 
 
 def read_as(viewer: Viewer, spec: LeakCheckFile, rid: str, report: Report) -> None:

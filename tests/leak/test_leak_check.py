@@ -102,6 +102,7 @@ def test_a_note_type_the_portal_releases_fails_the_check_on_epic_and_oracle(env,
     assert code == 1, out
     assert [r.split("/")[0] for r in leaks(out, "patient")] == ["DocumentReference"]
     assert [r.split("/")[0] for r in leaks(out, "proxy")] == ["DocumentReference"]
+    assert "text: Ref. " in out  # the note's own words that came back are named
 
 
 def profile_without_nopat(tmp_path: Path) -> str:
