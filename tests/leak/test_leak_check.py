@@ -69,9 +69,9 @@ def test_the_apps_defaults_leak_nothing_to_the_patient_or_the_proxy(env, tmp_pat
         assert "left in the test patient's chart" not in out and env.documents(TEST_PATIENT) == []
 
 
-@pytest.mark.parametrize("env", [("generic", {"BROADLY_VISIBLE": {"condition": "problem-list-item"}})],
-                         indirect=True)
-def test_the_problem_list_switch_fails_the_check_naming_the_condition(env, tmp_path):
+@pytest.mark.parametrize("env", [("generic", {"BROADLY_VISIBLE": {"condition": category}})
+                                 for category in ("problem-list-item", "encounter-diagnosis")], indirect=True)
+def test_the_problem_list_or_diagnosis_switch_fails_the_check_naming_the_condition(env, tmp_path):
     code, out = leak_check(env, tmp_path)
     assert code == 1, out
     assert [r.split("/")[0] for r in leaks(out, "patient")] == ["Condition"]
