@@ -1,8 +1,9 @@
 """Retention for social work: closed referrals (completed, cancelled, declined) are deleted with their
 contact log, status history, site keys and chart-write rows ``tuning.worklist_closed_retention_days`` after they
-closed (365 by default); screen marks (smart_app/launch/visit_memory.py) after the memory window. Open referrals
-are kept until they close. Runs with the launch purge (smart_app/launch/retention.py: worker every 10 minutes,
-``flask purge-launches``) and on its own as ``flask purge-referrals``.
+closed (365 by default); screen marks (smart_app/launch/visit_memory.py) after the memory window; follow-ups of
+positive self-screens (smart_app/followup/items.py) the same days after their final response. Open referrals and
+open follow-ups are kept until they close. Runs with the launch purge (smart_app/launch/retention.py: worker every
+10 minutes, ``flask purge-launches``) and on its own as ``flask purge-referrals``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from config.current import current_settings
 from smart_app.launch.visit_memory import memory_days
 from smart_app.store.models import (
     ContactAttempt,
+    FollowupItem,
     OutboxItem,
     PatientMark,
     ReferralEvent,
@@ -42,7 +44,7 @@ def purge_referrals(db: Session, now: datetime | None = None) -> dict[str, int]:
     closed_at = or_(ReferralRecord.closed_at < cutoff,
                     ReferralRecord.closed_at.is_(None) & (ReferralRecord.status_at < cutoff))
     ids = list(db.scalars(select(ReferralRecord.id).where(ReferralRecord.status.in_(_CLOSED_CODES), closed_at)))
-    counts = {"referrals": 0, "contacts": 0, "events": 0, "writes": 0, "marks": 0}
+    counts = {"referrals": 0, "contacts": 0, "events": 0, "writes": 0, "marks": 0, "followups": 0}
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
         counts["contacts"] += db.execute(delete(ContactAttempt).where(ContactAttempt.referral_id.in_(chunk))).rowcount
@@ -57,6 +59,9 @@ def purge_referrals(db: Session, now: datetime | None = None) -> dict[str, int]:
         counts["referrals"] += db.execute(delete(ReferralRecord).where(ReferralRecord.id.in_(done))).rowcount
     counts["marks"] = db.execute(delete(PatientMark).where(
         PatientMark.at < now - timedelta(days=memory_days()))).rowcount
+    # Counted in the report already (report_event); the item itself is kept only while someone may need it.
+    counts["followups"] = db.execute(delete(FollowupItem).where(
+        FollowupItem.status == "recorded", FollowupItem.responded_at < cutoff)).rowcount
     db.commit()
     return counts
 
@@ -64,7 +69,8 @@ def purge_referrals(db: Session, now: datetime | None = None) -> dict[str, int]:
 @click.command("purge-referrals")
 @with_appcontext
 def purge_referrals_command() -> None:
-    """Delete closed referrals (and their logs) past tuning.worklist_closed_retention_days, and old screen marks."""
+    """Delete closed referrals (and their logs) and recorded follow-ups past tuning.worklist_closed_retention_days, and
+    old screen marks."""
     from smart_app.store.db import get_session
 
     counts = purge_referrals(get_session())

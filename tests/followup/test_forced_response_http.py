@@ -233,3 +233,22 @@ def test_a_later_launch_in_another_encounter_ends_the_visit_before_the_hours_pas
     assert _rows(_queue(app, make_launch, "sw_bwh")[2]) == {item_id}
     assert _rows(_queue(app, make_launch, "sw_mgh")[2]) == {item_id}
     assert _rows(_queue(app, make_launch, "sw_ehr2")[2]) == set()
+
+
+def test_a_recorded_item_is_purged_with_closed_referrals_and_an_open_one_is_kept(app, make_launch):
+    from smart_app.worklist.retention import purge_referrals
+
+    client, lid = _launch(app, make_launch, patient="p-old")
+    recorded = tablet_done(app, client, lid, POSITIVE)
+    client.post(f"/l/{lid}/followup", data={"item": recorded, "response": "discussed_declined"})
+    client, lid = _launch(app, make_launch, patient="p-open")
+    still_open = tablet_done(app, client, lid, POSITIVE)
+    with app.app_context(), session_scope(app) as db:
+        assert purge_referrals(db)["followups"] == 0  # not yet
+        for item_id in (recorded, still_open):
+            row = db.get(FollowupItem, item_id)
+            row.opened_at = row.responded_at = datetime.now(UTC) - timedelta(days=366)
+        db.commit()
+        assert purge_referrals(db)["followups"] == 1
+        assert db.get(FollowupItem, recorded) is None and db.get(FollowupItem, still_open) is not None
+    assert _count(app, ReportEvent, ReportEvent.kind == "self_responded") == 1  # the report keeps its count
