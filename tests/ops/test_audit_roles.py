@@ -198,3 +198,27 @@ def test_rotate_keys_under_the_runtime_role_stops_and_names_the_owner_role(roles
     with roles.admin.connect() as conn:  # the audit row is as it was
         assert bytes(conn.execute(text("SELECT patient_enc FROM audit_event WHERE detail = 'old key'")).scalar()
                      ).startswith(b"gAAAA")
+
+
+def test_the_runtime_role_has_no_way_into_a_month_partition(roles):
+    """audit_event is partitioned by month (migration monthly_partitions): the runtime role reaches rows through the
+    parent alone, where it may INSERT and SELECT; a partition gives it nothing, even with the default privileges
+    that grant it DELETE on the owner's new tables, and only the owner makes or drops partitions."""
+    with roles.admin.connect() as conn:
+        month = conn.execute(text("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                  "WHERE i.inhparent = 'audit_event'::regclass AND c.relname LIKE 'audit_event_y%' "
+                                  "ORDER BY c.relname DESC LIMIT 1")).scalar()
+    assert month
+    app_role = roles.engine(roles.runtime)
+    _insert(app_role, "routed to its month")
+    before = _details(roles)
+    for sql in (f"SELECT count(*) FROM {month}", f"DELETE FROM {month}", f"UPDATE {month} SET detail = 'x'",
+                f"TRUNCATE {month}", f"DROP TABLE {month}", f"ALTER TABLE audit_event DETACH PARTITION {month}",
+                "DROP TABLE audit_event_default", "SELECT audit_event_add_partition(DATE '2001-01-01')"):
+        with pytest.raises(DBAPIError), app_role.begin() as conn:
+            conn.execute(text(sql))
+    with app_role.begin() as conn:  # what it may: the months ahead (nothing past the retention is there to drop)
+        conn.execute(text("SELECT audit_event_partitions_ahead(3)"))
+        assert conn.execute(text("SELECT audit_event_purge(0)")).scalar() == 0
+    assert _details(roles) == before
+    app_role.dispose()
