@@ -234,7 +234,11 @@ def clinician_pages(app, make_launch, plang: str) -> dict[str, str]:
     get("gate", f"/l/{lid}/")
     lid = make_launch(client, context=ctx, data={"gate": {"status": "confirmed"}}, iss=DOWN_ISS)
     get("questions", f"/l/{lid}/screen?instrument=hits")
-    get("danger questions", f"/l/{lid}/screen?instrument=da5")
+    # The danger check is asked where the result would be, after a positive screen that reported physical violence.
+    lid = make_launch(client, context=ctx, iss=DOWN_ISS, data={"gate": {"status": "confirmed"}, "screening": dict(
+        SCREENING, danger_check_due=True, physical_violence=True)})
+    get("danger questions", f"/l/{lid}/result")
+    assert 'data-instrument="da-5"' in pages["danger questions"]
     lid = make_launch(client, context=ctx, data=visit, iss=DOWN_ISS)
     for name, path in [("result", "result"), ("referrals", "referrals"), ("handout", "handout"),
                        ("full handout", "handout?layout=page"), ("consent", "consent")]:

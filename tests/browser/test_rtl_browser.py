@@ -9,11 +9,20 @@ import os
 import pytest
 from playwright.sync_api import expect
 
+from smart_app.launch.state import Launch
+from smart_app.store.db import session_scope
+from smart_app.store.models import LaunchRecord
 from tests.browser.conftest import lid_of
 from tests.browser.test_writeback_browser import _screened
 from tests.support.shots import shots_dir
+from tests.writeback.support import SCREENING
 
 pytestmark = [pytest.mark.browser, pytest.mark.i18n]
+
+
+# Where a line's text ends on the right (its words, not its box).
+TEXT_RIGHT = ("e => { const r = document.createRange(); r.selectNodeContents(e);"
+              " return r.getBoundingClientRect().right; }")
 
 
 def direction(locator) -> str:
@@ -62,6 +71,23 @@ def test_arabic_lines_run_right_to_left_on_the_clinicians_left_to_right_pages(la
     expect(page.get_by_test_id("submit")).to_have_text("Done")  # the clinician's control, in English
     assert direction(page.get_by_test_id("submit")) == "ltr"
     page.screenshot(path=os.path.join(shots, "rtl-questions-ar-patient-en-clinician.png"))
+    # The danger check, and an instrument whose questions have answers of their own (one block per question).
+    with live_app.app.app_context(), session_scope(live_app.app) as db:  # a positive screen with physical violence
+        Launch(db.get(LaunchRecord, lid)).update_data(screening=dict(SCREENING, danger_check_due=True,
+                                                                     physical_violence=True))
+    page.goto(f"{live_app.url}/l/{lid}/result")  # the danger check is asked where the result would be
+    expect(page.get_by_test_id("instrument-form")).to_have_attribute("data-instrument", "da-5")
+    assert assert_said_lines(page, "[data-link-id]") == 5
+    page.screenshot(path=os.path.join(shots, "rtl-danger-check-ar-patient-en-clinician.png"), full_page=True)
+    page.goto(f"{live_app.url}/l/{lid}/screen?instrument=pvs")
+    assert assert_said_lines(page, "fieldset[data-link-id]") == 3
+    for i in range(3):  # each question ends against its block's right edge, where a right-to-left line starts
+        block = page.locator("fieldset[data-link-id]").nth(i).bounding_box()
+        line = page.locator("fieldset[data-link-id] legend .read-aloud").nth(i).evaluate(TEXT_RIGHT)
+        assert block["x"] + block["width"] - line < 40, i
+    option = page.locator('label.option span[lang="ar"]').first
+    assert option.get_attribute("dir") == "rtl" and direction(option) == "rtl"
+    page.screenshot(path=os.path.join(shots, "rtl-pvs-ar-patient-en-clinician.png"), full_page=True)
 
     # The result's and the urgent box's words to say, the consent script.
     _screened(live_app, lid)
