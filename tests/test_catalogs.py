@@ -54,10 +54,12 @@ def patient_facing_msgids(tmp_path: Path) -> set[str]:
     """Words said to the patient (``p_`` in templates and code). The printed handout's words come from
     config/directory/content.yaml (checked below); its ``_()`` strings are the clinician's controls (print, layout,
     QR), in the clinician's language like every other control."""
+    from smart_app.screening.education import NOT_ALONE, SCRIPT
+
     said = extract(tmp_path, "[python: smart_app/**.py]\n[jinja2: smart_app/**/templates/**.html]\n", "p_",
                    default_keywords=False)
     assert len(said) >= 10
-    return said
+    return said | set(SCRIPT) | {NOT_ALONE}  # the universal-education script, read aloud (marked N_ there)
 
 
 def texts_in(value: Any, lang: str, path: str = "") -> list[tuple[str, str | None]]:
