@@ -115,16 +115,31 @@ def direction(code: str | None) -> str:
 
 def match(tag: str | None) -> str | None:
     """The registered language a Patient.communication tag means ("es-MX" -> "es", "zh-TW" -> "zh-Hant" where
-    listed in ``matches``), or None."""
-    wanted = (tag or "").strip().replace("_", "-")
+    listed in ``matches``), or None. A script in the tag decides between the scripts of the language it finds
+    ("yue-Hans": Cantonese written in Simplified characters -> "zh-Hans")."""
+    wanted = (tag or "").strip().replace("_", "-").lower()
     if not wanted:
         return None
-    lowered = wanted.lower()
-    by_code = {c.lower(): c for c in codes()}
+    found = _registered(wanted)
+    if found:
+        return found
+    parts = wanted.split("-")
+    script = next((p for p in parts[1:] if len(p) == 4 and p.isalpha()), None)
+    rest = [p for p in parts if p != script]
+    found = _registered("-".join(rest)) or _registered(rest[0])
+    if found and script:
+        same_language = f"{found.split('-')[0]}-{script}"
+        return _registered(same_language) if same_language in _by_code() else found
+    return found
+
+
+def _by_code() -> dict[str, str]:
+    return {c.lower(): c for c in codes()}
+
+
+def _registered(lowered: str) -> str | None:
+    """The language whose code or one of whose ``matches`` is exactly ``lowered``."""
+    by_code = _by_code()
     if lowered in by_code:
         return by_code[lowered]
-    for lang in languages():
-        if lowered in (m.lower() for m in lang.matches):
-            return lang.code
-    primary = lowered.split("-")[0]
-    return by_code.get(primary)
+    return next((lang.code for lang in languages() if lowered in (m.lower() for m in lang.matches)), None)

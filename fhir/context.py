@@ -48,14 +48,19 @@ V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 INTERPRETER_NEEDED = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-interpreter-needed"
 _INTERPRETER_ANSWERS = {"LA33-6": True, "LA32-8": False, "yes": True, "no": False, "y": True, "n": False}
 
-# ISO 639-2/3 codes and English names some EHRs send instead of BCP-47.
+# ISO 639-2/3 codes and English names some EHRs send instead of BCP-47. Cantonese stays "yue" (an interpreter is
+# booked for the spoken language; its written text is Traditional Chinese), Mandarin is written Chinese ("zh").
 _LANG_ALIASES = {
     "eng": "en", "spa": "es", "por": "pt", "fra": "fr", "fre": "fr", "hat": "ht", "zho": "zh", "chi": "zh",
-    "vie": "vi", "ara": "ar", "rus": "ru", "kor": "ko", "cmn": "zh", "yue": "zh", "som": "so", "cpp": "pt",
-    "english": "en", "spanish": "es", "portuguese": "pt", "french": "fr", "haitian creole": "ht",
-    "chinese": "zh", "mandarin": "zh", "cantonese": "zh", "vietnamese": "vi", "arabic": "ar",
-    "russian": "ru", "korean": "ko", "somali": "so", "cape verdean creole": "kea",
+    "vie": "vi", "ara": "ar", "rus": "ru", "kor": "ko", "cmn": "zh", "som": "so", "cpp": "pt",
+    "english": "en", "spanish": "es", "portuguese": "pt", "french": "fr", "haitian creole": "ht", "haitian": "ht",
+    "kreyol": "ht", "kreyòl": "ht", "chinese": "zh", "mandarin": "zh", "cantonese": "yue", "vietnamese": "vi",
+    "arabic": "ar", "russian": "ru", "korean": "ko", "somali": "so", "cape verdean creole": "kea",
+    "chinese (simplified)": "zh-Hans", "simplified chinese": "zh-Hans", "chinese (traditional)": "zh-Hant",
+    "traditional chinese": "zh-Hant",
 }
+# Languages whose region says which script the patient reads (zh-TW and zh-HK: Traditional, zh-CN: Simplified).
+_REGION_TELLS_SCRIPT = {"zh", "yue"}
 
 
 # FHIR id datatype: what a launch parameter may contain before it goes into a URL path.
@@ -187,15 +192,29 @@ def human_name(names: Any, *, with_prefix: bool = False) -> str | None:
 
 
 def language_tag(communication: dict[str, Any]) -> str | None:
-    """Primary BCP-47 subtag of one Patient.communication entry ("es-MX" -> "es")."""
+    """One Patient.communication entry as a BCP-47 tag cut to what tells written languages apart: the language
+    ("es-MX" -> "es"), its script when given ("zh-Hant-TW" keeps "Hant": another written text), and for Chinese the
+    region, which says the script ("zh-TW", "zh-HK", "yue-HK")."""
     concept = _dict(communication.get("language"))
     for coding in _dicts(concept.get("coding")):
         code = coding.get("code").strip() if isinstance(coding.get("code"), str) else ""
         if code:
-            primary = code.replace("_", "-").split("-")[0].lower()
-            return _LANG_ALIASES.get(primary, primary if 2 <= len(primary) <= 3 else None)
+            return _shorten(code)
     text = concept.get("text").strip().lower() if isinstance(concept.get("text"), str) else ""
     return _LANG_ALIASES.get(text) if text else None
+
+
+def _shorten(code: str) -> str | None:
+    first, *rest = code.replace("_", "-").split("-")
+    primary = _LANG_ALIASES.get(first.lower(), first.lower() if 2 <= len(first) <= 3 and first.isalpha() else None)
+    if primary is None:
+        return None
+    if primary == "zh" and rest and len(rest[0]) == 3 and rest[0].isalpha():  # extended language: "zh-yue"
+        primary = _LANG_ALIASES.get(rest[0].lower(), rest[0].lower())
+    script = next((p.title() for p in rest if len(p) == 4 and p.isalpha()), None)
+    region = next((p.upper() for p in rest if len(p) == 2 and p.isalpha()), None)
+    keep = [primary, script, region if primary in _REGION_TELLS_SCRIPT else None]
+    return "-".join(p for p in keep if p)
 
 
 def patient_languages(patient: dict[str, Any]) -> list[str]:

@@ -446,7 +446,9 @@ def _nearest_site_miles(s: Service, origin: tuple[float, float], site: Site | No
 # Weekday abbreviations as our texts write them; any other language takes CLDR's (Babel), Monday first.
 DAY_NAMES = {"en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
              "es": ("lun", "mar", "mié", "jue", "vie", "sáb", "dom"),
-             "pt": ("seg", "ter", "qua", "qui", "sex", "sáb", "dom")}
+             "pt": ("seg", "ter", "qua", "qui", "sex", "sáb", "dom"),
+             # CLDR has no Haitian Creole day names (Babel gives English): the Kreyòl words, whole.
+             "ht": ("lendi", "madi", "mèkredi", "jedi", "vandredi", "samdi", "dimanch")}
 
 
 @lru_cache(maxsize=32)

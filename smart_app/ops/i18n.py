@@ -195,6 +195,37 @@ def instrument_note(status: dict[str, str] | None, lang: str) -> str | None:
     return translation_note(lang, status.get("review"))
 
 
+# Regions where a Chinese speaker most often speaks Cantonese, though the tag says only "Chinese".
+CANTONESE_REGIONS = ("HK", "MO")
+
+
+def spoken_note(lang: str, ehr_tag: str | None) -> str | None:
+    """What the interpreter needs beyond the text, in the clinician's language. ``ehr_tag``: the patient's language
+    as the EHR gave it (fhir/context.py), ``lang``: the language of the text on the page.
+
+    - a language the app has no text in (the page is in English): use an interpreter, from the English shown;
+    - a spoken language written as another (Cantonese, read in Traditional Chinese): the interpreter says the
+      written text in the spoken language;
+    - Chinese from Hong Kong or Macau: ask which Chinese the patient speaks. None otherwise."""
+    parts = (ehr_tag or "").replace("_", "-").split("-")
+    spoken = parts[0].lower()
+    if not spoken or spoken == registry.SOURCE:
+        return None
+    found = registry.match(ehr_tag)
+    if found is None and lang == registry.SOURCE:
+        return gettext("The patient's language (%(language)s) has no text in this app: use an interpreter, who "
+                       "interprets from the English text shown.", language=language_name(spoken))
+    if found != lang:
+        return None  # the clinician chose another language for the text: nothing to add about the EHR's
+    if spoken != lang.split("-")[0]:
+        return gettext("The patient speaks %(spoken)s: the interpreter reads the %(written)s text and says it in "
+                       "%(spoken)s.", spoken=language_name(spoken), written=language_name(lang))
+    if spoken == "zh" and any(p.upper() in CANTONESE_REGIONS for p in parts[1:]):
+        return gettext("Chinese from Hong Kong or Macau: ask whether the patient speaks Cantonese or Mandarin; the "
+                       "interpreter says the written text in that language.")
+    return None
+
+
 def _as_template_text(rv: str, autoescape: bool, params: dict[str, Any]) -> str:
     """A translation as Jinja's newstyle gettext returns it: escaped, always %-formatted."""
     if autoescape:
@@ -247,4 +278,5 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["patient_languages"] = registry.languages
     app.jinja_env.globals["language_name"] = language_name
     app.jinja_env.globals["translation_note"] = translation_note
+    app.jinja_env.globals["spoken_note"] = spoken_note
     app.context_processor(_bound_gettext)
