@@ -48,9 +48,11 @@ lock: $(UV)
 		| $(UV) pip compile pyproject.toml - --extra dev --extra build $(LOCK_FLAGS) \
 			-c $(LOCKS)/runtime.lock -c $(LOCKS)/build-system.lock -o $(LOCKS)/dev.lock
 
-# Browser tests use Debian's Chromium (Playwright's own download does not work offline).
+# Browser tests use Debian's Chromium (Playwright's own download does not work offline), with Debian's Noto CJK
+# fonts for the Chinese pages and printed card.
 chromium:
 	@test -x $(CHROMIUM) || (command -v apt-get >/dev/null && (apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))) || echo "Chromium not installed: browser tests will be skipped (under CI they fail)"
+	@fc-list :lang=zh family 2>/dev/null | grep -q . || (command -v apt-get >/dev/null && (apt-get install -y -q fonts-noto-cjk >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q fonts-noto-cjk >/dev/null))) || echo "No Chinese fonts (fonts-noto-cjk): the Chinese browser tests will be skipped (under CI they fail)"
 
 # The `tls` tests put Debian's nginx in front of the app (TLS termination, X-Forwarded-*); they start it with
 # their own config in a temp folder, never the system service.

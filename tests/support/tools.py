@@ -1,4 +1,5 @@
-"""What the suite needs from the machine: PostgreSQL, Chromium (with Playwright), nginx, Redis and espeak-ng.
+"""What the suite needs from the machine: PostgreSQL, Chromium (with Playwright and Chinese fonts), nginx, Redis
+and espeak-ng.
 
 Every test or fixture that needs one of them asks here. A developer's run without a tool skips those tests and
 says which tool is missing; under CI (``CI`` set to anything but empty/0/false: ``.ci/run`` exports ``CI=1``,
@@ -8,7 +9,9 @@ CI runners set ``CI=true``) the same absence fails them, so a run that lacks a t
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 from functools import cache
 from typing import NoReturn
 
@@ -48,6 +51,14 @@ def espeak() -> str:
     if not (os.path.isfile(ESPEAK) and os.access(ESPEAK, os.X_OK)):
         missing("espeak-ng", f"no executable at {ESPEAK} (apt-get install espeak-ng; `make test` installs it)")
     return ESPEAK
+
+
+def cjk_fonts() -> None:
+    """A Chinese font for Chromium (fontconfig's list for ``zh``): without one, Chinese text renders as boxes."""
+    fc_list = shutil.which("fc-list")
+    found = subprocess.run([fc_list, ":lang=zh", "family"], capture_output=True, text=True).stdout if fc_list else ""
+    if not found.strip():
+        missing("Chinese fonts", "fc-list :lang=zh lists none (apt-get install fonts-noto-cjk, as `make test` does)")
 
 
 def nginx(path: str) -> str:
