@@ -22,8 +22,13 @@ from fhir.questionnaires import Instrument, load_instruments
 from smart_app.kiosk.questions import listen_text
 
 AUDIO_DIR = Path(__file__).resolve().parent / "static" / "audio"
-# espeak-ng voice per language where the bare language code is not the voice we want.
-VOICES = {"en": "en-us", "pt": "pt-br"}
+# espeak-ng voice per language where the bare language code is not the voice we want. Traditional Chinese is read
+# in Cantonese (yue): most Boston patients who read Traditional characters speak it (a Mandarin speaker from Taiwan
+# gets the Cantonese too; the interpreter is the answer there).
+VOICES = {"en": "en-us", "pt": "pt-br", "zh-Hant": "yue"}
+# Languages Debian's espeak-ng cannot read: its Mandarin voice (cmn) spells Simplified characters as pinyin read
+# with English letters. No file: the tablet falls back to the browser's own speech.
+NO_VOICE = ("zh-Hans",)
 WORDS_PER_MINUTE = 140  # a little slower than espeak-ng's default, for a patient listening once
 
 
@@ -42,7 +47,7 @@ def file_for(lang: str, text: str) -> Path:
 def wanted(instruments: Iterable[Instrument], langs: Iterable[str] | None = None) -> dict[Path, tuple[str, str]]:
     """Every file the tablet can ask for: path -> (language, text)."""
     out: dict[Path, tuple[str, str]] = {}
-    langs = tuple(langs if langs is not None else registry.codes())
+    langs = tuple(lang for lang in (langs if langs is not None else registry.codes()) if lang not in NO_VOICE)
     for inst in instruments:
         for item in inst.questions:
             for lang in langs:

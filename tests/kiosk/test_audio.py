@@ -23,7 +23,7 @@ def test_the_build_makes_one_wav_per_question_and_language_and_drops_stale_ones(
     (tmp_path / "0123456789abcdef0123456789abcdef.wav").write_bytes(b"stale")
     written, deleted = audio.build(espeak, [hits], tmp_path)
     files = sorted(tmp_path.glob("*.wav"))
-    langs = len(audio.registry.codes())
+    langs = len([c for c in audio.registry.codes() if c not in audio.NO_VOICE])  # espeak-ng cannot read those
     assert written == len(hits.questions) * langs == len(files) and deleted == 1
     assert all(f.read_bytes()[:4] == b"RIFF" and f.stat().st_size > 10_000 for f in files)
     assert audio.build(espeak, [hits], tmp_path) == (0, 0)  # nothing to do twice
