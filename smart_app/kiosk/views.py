@@ -30,7 +30,7 @@ bp = Blueprint(
     __name__,
     template_folder="templates",
     static_folder="static",
-    static_url_path="/tablet/static",
+    static_url_path="/static",
     url_prefix="/tablet",
 )
 log = logging.getLogger(__name__)
