@@ -20,12 +20,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import requests
 from flask import Flask, current_app, g
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -50,6 +51,7 @@ from fhir.smart.ttl_cache import RefreshingCache
 from fhir.url_policy import OutboundPolicy, enforce, origin_of
 from smart_app.ops.errors import LaunchError
 from smart_app.ops.observability import request_id_header
+from smart_app.store.crypto import decrypt_json
 from smart_app.store.db import get_session, session_scope
 from smart_app.store.models import LaunchRecord, UsedJti
 
@@ -163,8 +165,8 @@ def discovery(iss: str, *, timeout: float | None = None) -> SmartConfiguration:
 
 
 def prefetch_issuers(timeout: float = 3.0) -> list[str]:
-    """Read every allow-listed issuer's discovery document and JWKS into the caches (start-up warm-up), so
-    no launch waits on them; returns the issuers that could not be read (logged, never fatal: an EHR that
+    """Read every allow-listed issuer's discovery document and JWKS, and the style files the EHRs named
+    (``known_style_urls``), into the caches (start-up warm-up), so no launch waits on them; returns the issuers that could not be read (logged, never fatal: an EHR that
     is down at start-up is read on its first launch instead). The connections this opened are closed:
     under gunicorn's preload the master runs this, and forked workers must not share its sockets."""
     failed = []
@@ -177,6 +179,8 @@ def prefetch_issuers(timeout: float = 3.0) -> list[str]:
             except Exception as exc:  # noqa: BLE001 - any failure here only means "read it later"
                 failed.append(iss)
                 log.info("start-up prefetch of an issuer failed (%s)", exc.__class__.__name__)
+        for url in known_style_urls():
+            cached_smart_style(url, timeout=timeout)
     finally:
         session = current_app.extensions.pop("smart_http", None)
         if session is not None:
@@ -184,13 +188,41 @@ def prefetch_issuers(timeout: float = 3.0) -> list[str]:
     return failed
 
 
-def cached_smart_style(url: str | None) -> dict[str, str]:
+def cached_smart_style(url: str | None, *, timeout: float = 5.0) -> dict[str, str]:
     """The EHR's sanitized ``smart_style_url`` document, cached per URL (tuning.style_ttl_seconds, at most
     STYLE_CACHE_ENTRIES URLs: the URL comes from the EHR's token response)."""
     settings = current_settings()
     cache = current_app.extensions.setdefault("smart_style", RefreshingCache(float(settings.style_ttl_seconds),
                                                                             max_entries=STYLE_CACHE_ENTRIES))
-    return cached_style(url, cache, http=http_session(), timeout=min(settings.http_timeout_seconds, 5))
+    return cached_style(url, cache, http=http_session(), timeout=min(settings.http_timeout_seconds, timeout))
+
+
+# The newest launch of an issuer: by the expiry index, newest first (a launch's expiry follows its last use), and
+# only among launches used in the last week, so an issuer with none is not a scan of every launch kept.
+_NEWEST_CONTEXT = (select(LaunchRecord.context_enc)
+                   .where(LaunchRecord.iss == bindparam("iss"), LaunchRecord.expires_at > bindparam("since"),
+                          LaunchRecord.context_enc.is_not(None))
+                   .order_by(LaunchRecord.expires_at.desc()).limit(1))
+STYLE_LOOKBACK = timedelta(days=7)
+
+
+def known_style_urls() -> list[str]:
+    """The style file each allow-listed EHR named at its newest launch. Its URL comes in the token response, so only
+    a launch tells it; read at start, the style is in the cache before forking, and a worker's first launch makes
+    the same EHR calls as every later one (token and context). An EHR that names another URL is read then."""
+    urls: list[str] = []
+    since = datetime.now(UTC) - STYLE_LOOKBACK
+    try:
+        with session_scope() as db:
+            for iss in current_settings().allowed_iss:
+                context = decrypt_json(db.execute(_NEWEST_CONTEXT, {"iss": iss, "since": since}).scalar(),
+                                       where="launch context") or {}
+                url = context.get("smart_style_url")
+                if isinstance(url, str) and url and url not in urls:
+                    urls.append(url)
+    except Exception as exc:  # noqa: BLE001 - no table yet, a key rotated away: the first launch reads the style
+        log.info("start-up read of the EHRs' style URLs failed (%s)", exc.__class__.__name__)
+    return urls
 
 
 def register_jti(jti: str) -> bool:
@@ -306,8 +338,8 @@ def system_client(iss: str) -> FhirClient:
 
 
 def warm_up(app: Flask) -> None:
-    """Start-up: the app's signing keys parsed, and each allow-listed EHR's discovery document and JWKS read, so
-    the first launch in a worker waits on neither."""
+    """Start-up: the app's signing keys parsed, and each allow-listed EHR's discovery document, JWKS and the style
+    file its newest launch named read, so the first launch in a worker waits on none of them."""
     _load_signing_keys(app)
     with app.app_context():
         unread = prefetch_issuers()

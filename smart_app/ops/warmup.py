@@ -2,7 +2,8 @@
 referral directory and its index, this year's holiday calendar, the FHIR models chart writes are validated with
 (an empty resource builds only the outer model, so each feature's step validates a made-up plan of every kind),
 the page templates, the ORM's mappers, then each feature's own step: the referral page's patient texts, the
-app's private signing keys, each allow-listed EHR's discovery document and JWKS (a cold launch read both).
+app's private signing keys, each allow-listed EHR's discovery document, JWKS and the style file its newest
+launch named (a cold launch read all three).
 Under gunicorn with ``preload_app`` (config/gunicorn.conf.py) this runs once in the master and
 the workers share the result copy-on-write. (create_app then freezes it all out of the cyclic collector.)"""
 
