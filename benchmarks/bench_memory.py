@@ -1,8 +1,10 @@
 """Memory and start-up: create_app() time and RSS in a fresh process, and the app under gunicorn (4 workers)
 with and without the documented preload set-up (config/gunicorn.conf.py: preload_app + gc.freeze), as RSS
 per worker and PSS of the whole server (PSS counts a page shared by k processes as 1/k in each).
-Targets (printed, never asserted): worker RSS <= 100 MB with the default directory; create_app() <= 0.5 s (read
-against CPU time: the machine is shared; wall time is printed beside it).
+Targets (printed, never asserted): worker RSS <= 100 MB with the default directory; create_app() with its warm-up
+<= 0.6 s of CPU (the machine is shared; wall time is printed beside it), each beside the figure before the
+renovation (benchmarks/targets.py) and the machine's load. The first start of a machine compiles the page templates
+into Jinja's per-user cache (smart_app/ops/warmup.py); the unmeasured start fills it, as any earlier start has.
 
 Every process runs with its modules' bytecode compiled, as an installed wheel has it (pip compiles at install):
 with PYTHONDONTWRITEBYTECODE set, as in some development shells, the project's own ~60 modules were compiled
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import requests
 
+from benchmarks import targets
 from benchmarks.bench_load import BIN, ROOT, free_port, wait_http
 
 CHILD = """
@@ -89,14 +92,17 @@ def main() -> None:
         runs = [subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env(tmp), capture_output=True,
                                text=True, check=True).stdout.split() for _ in range(4)][1:]  # 1st: compiles
         imp, create, warm, rss, wall = (sorted(float(r[i]) for r in runs)[1] for i in range(5))
-        print(f"fresh process (median of 3, CPU time): import smart_app {imp:.2f} s, create_app() {create:.2f} s "
-              f"(target <= 0.5 s: {'pass' if create <= 0.5 else 'miss'}; wall {wall:.2f} s), warm-up {warm:.2f} s, "
-              f"RSS {rss:.0f} MB")
+        print(f"fresh process (median of 3, CPU time; {targets.load()}):")
+        print(f"  import smart_app {imp:.2f} s ({targets.before('import_s', ' s')}); create_app() {create:.2f} s "
+              f"({targets.before('create_app_s', ' s')}; wall {wall:.2f} s); warm-up {warm:.2f} s; RSS {rss:.0f} MB")
+        print(f"  create_app() with its warm-up: {targets.judged('create_and_warm_s', create + warm, ' s')}; "
+              f"import + create_app + warm-up {imp + create + warm:.2f} s")
         for preload in (False, True):
             worst, mean, pss = server(tmp, preload)
             name = "preload + gc.freeze (config/gunicorn.conf.py)" if preload else "no preload"
-            print(f"gunicorn -w 4, {name}: worker RSS max {worst:.0f} MB, mean {mean:.0f} MB "
-                  f"(target <= 100 MB: {'pass' if worst <= 100 else 'miss'}); total PSS {pss:.0f} MB")
+            was = f"; {targets.before('worker_rss_mb', ' MB', fmt='.0f')}" if preload else ""
+            print(f"gunicorn -w 4, {name}: worker RSS max {targets.judged('worker_rss_mb', worst, ' MB', fmt='.0f')}, "
+                  f"mean {mean:.0f} MB{was}; total PSS {pss:.0f} MB; {targets.load()}")
 
 
 if __name__ == "__main__":
