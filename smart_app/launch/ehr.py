@@ -52,7 +52,7 @@ from fhir.url_policy import OutboundPolicy, enforce, origin_of
 from smart_app.ops.errors import LaunchError
 from smart_app.ops.observability import request_id_header
 from smart_app.store.crypto import decrypt_json
-from smart_app.store.db import get_session, session_scope
+from smart_app.store.db import close_pooled_connections, get_session, session_scope
 from smart_app.store.models import LaunchRecord, UsedJti
 
 log = logging.getLogger(__name__)
@@ -166,9 +166,10 @@ def discovery(iss: str, *, timeout: float | None = None) -> SmartConfiguration:
 
 def prefetch_issuers(timeout: float = 3.0) -> list[str]:
     """Read every allow-listed issuer's discovery document and JWKS, and the style files the EHRs named
-    (``known_style_urls``), into the caches (start-up warm-up), so no launch waits on them; returns the issuers that could not be read (logged, never fatal: an EHR that
-    is down at start-up is read on its first launch instead). The connections this opened are closed:
-    under gunicorn's preload the master runs this, and forked workers must not share its sockets."""
+    (``known_style_urls``), into the caches (start-up warm-up), so no launch waits on them; returns the issuers that
+    could not be read (logged, never fatal: an EHR that is down at start-up is read on its first launch instead).
+    The connections this opened (to the EHRs and to the database) are closed: under gunicorn's preload the master
+    runs this, and forked workers must not share its sockets."""
     failed = []
     try:
         for iss in current_settings().allowed_iss:
@@ -185,6 +186,7 @@ def prefetch_issuers(timeout: float = 3.0) -> list[str]:
         session = current_app.extensions.pop("smart_http", None)
         if session is not None:
             session.close()
+        close_pooled_connections(current_app)  # the style URLs' read: no database connection crosses a fork either
     return failed
 
 

@@ -104,6 +104,15 @@ def get_session() -> Session:
     return g.db_session
 
 
+def close_pooled_connections(app: Flask) -> None:
+    """Close the connections the pool keeps (start-up work that read the database): under gunicorn's preload the
+    master builds the app and forks, and a worker must never share the master's connection (two processes on one
+    socket mix their statements). An in-memory SQLite database lives in its one connection: kept."""
+    engine = app.extensions["db_engine"]
+    if not _in_memory_sqlite(str(engine.url)):
+        engine.dispose()
+
+
 @contextmanager
 def session_scope(app: Flask | None = None) -> Iterator[Session]:
     """A session outside a request (workers, CLI)."""
