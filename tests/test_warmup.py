@@ -51,6 +51,7 @@ def test_the_patient_texts_are_read_at_start_not_in_a_referral_page(app, client,
         raise AssertionError("content.yaml parsed in a request")
 
     monkeypatch.setattr(yaml, "safe_load", no_parsing)
+    monkeypatch.setattr(yaml, "load", no_parsing)
     for lang, words in (("en", "Safety planning ideas"), ("es", "seguridad"), ("pt", "segurança")):
         lid = make_launch(client, context=default_context(patient={**default_context()["patient"], "language": lang}))
         html = client.get(f"/l/{lid}/referrals").get_data(as_text=True)

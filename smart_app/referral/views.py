@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache, wraps
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, url_for
+from flask_babel import get_locale
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
@@ -129,6 +133,52 @@ def reason_text(reason: Reason) -> str:
     return words(reason.params) if words else reason.text()
 
 
+PROGRAMS_KEPT = 256
+_programs_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ProgramsHtml:
+    call_now: Markup
+    results: Markup
+
+
+def programs_html(ranking: Ranking, selected: list[str], lang: str) -> ProgramsHtml:
+    """The page's "Call now" section and ranked programs as HTML, rendered once per directory version, page
+    language, ranking and ticked programs, and kept (at most PROGRAMS_KEPT, the least recently used dropped).
+
+    Clinicians at one site at one hour see the same list, so most pages reuse one rendering (what the page spent
+    most of its rendering on). Only what the key holds goes in: the ranking's programs, sites, numbers and reasons
+    (the directory's own objects, whose identity stands for them while that directory is loaded), the hour's
+    states, the language and the ticked programs; the templates are rendered bare (no context processors), so
+    nothing of the request or the launch can enter a kept page."""
+    index = store_for(current_app).index
+    listed = {r.service.id for r in ranking.results}
+    ticked = tuple(sorted(set(selected) & listed))
+    key = (id(index), lang, str(get_locale() or ""), ticked, ranking.placed,
+           id(ranking.site), id(ranking.site_service), tuple(id(e) for e in ranking.emergency),
+           tuple((id(c.service), id(c.phone), c.state, c.closure) for c in ranking.call_now),
+           tuple((id(r.service), id(r.site), id(r.call),
+                  tuple((x.code, tuple(sorted(x.params.items()))) for x in r.reasons)) for r in ranking.results))
+    kept: OrderedDict[tuple, tuple[Any, ProgramsHtml]] = current_app.extensions.setdefault(
+        "ipv_programs_html", OrderedDict())
+    with _programs_lock:
+        hit = kept.get(key)
+        if hit is not None and hit[0] is index:
+            kept.move_to_end(key)
+            return hit[1]
+    values = {"ranking": ranking, "lang": lang, "selected": ticked, "text_in": text_in,
+              "describe_hours": describe_hours, "reason_text": reason_text}
+    env = current_app.jinja_env
+    html = ProgramsHtml(Markup(env.get_template("referral/_call_now.html").render(values)),
+                        Markup(env.get_template("referral/_results.html").render(values)))
+    with _programs_lock:
+        kept[key] = (index, html)
+        while len(kept) > PROGRAMS_KEPT:
+            kept.popitem(last=False)
+    return html
+
+
 def handout_view(view: Callable) -> Callable:
     """The handout is in the patient's language (Patient.communication), whatever the page language;
     ``?lang=`` prints it in another one without changing the launch's page language. Its controls (print,
@@ -183,6 +233,7 @@ def index() -> str:
         if not ref.get("second_referral") else None
     return render_template(
         "referral/index.html", lid=g.launch.id, ref=ref, ranking=ranking, lang=lang, plang=plang, earlier=earlier,
+        programs=programs_html(ranking, ref.get("selected") or [], lang),
         patient_info=patient_info_html(plang, full=True), urgent=urgent,
         strangulation="strangulation" in (screening.get("danger_items") or []),
         needs=ASKED_NEEDS, need_labels=need_labels(),

@@ -258,3 +258,25 @@ def test_full_page_handout_cautions_first_and_never_names_the_abuser_on_its_firs
     assert 'data-testid="safety-ideas"' in first_page and 'data-testid="card"' in first_page
     assert not any(w in visible_text(first_page).lower() for w in ABUSE_WORDS), visible_text(first_page)
     assert "209A" in rest  # the protective orders are still there, on a page of their own
+
+
+def test_two_launches_at_one_site_share_the_rendered_programs_but_never_each_others_choices(app, client, make_launch):
+    """The ranked programs are rendered once per site, hour, language and ticked programs (programs_html): a second
+    clinician's page at the same site reuses it, and a choice or a ZIP made in one launch shows only in that launch's
+    page."""
+    app.extensions.pop("ipv_programs_html", None)
+    lid = make_launch(client)
+    other_client = app.test_client()
+    other = make_launch(other_client)
+    first = client.get(f"/l/{lid}/referrals").get_data(as_text=True)
+    assert other_client.get(f"/l/{other}/referrals").get_data(as_text=True).count('data-testid="result"') == \
+        first.count('data-testid="result"')
+    assert len(app.extensions["ipv_programs_html"]) == 1  # one rendering for both pages
+    client.post(f"/l/{lid}/referrals", data={"action": "save", "selected": ["ma-safelink"]})
+    mine = client.get(f"/l/{lid}/referrals").get_data(as_text=True)
+    theirs = other_client.get(f"/l/{other}/referrals").get_data(as_text=True)
+    assert re.search(r'value="ma-safelink"\s+checked', mine) and not re.search(r'value="haven"\s+checked', mine)
+    assert re.search(r'value="haven"\s+checked', theirs) and not re.search(r'value="ma-safelink"\s+checked', theirs)
+    client.post(f"/l/{lid}/referrals", data={"action": "search", "safe_zip": "02151"})
+    assert "miles from 02151" in client.get(f"/l/{lid}/referrals").get_data(as_text=True)
+    assert "02151" not in other_client.get(f"/l/{other}/referrals").get_data(as_text=True)
