@@ -58,6 +58,10 @@ def test_arabic_lines_run_right_to_left_on_the_clinicians_left_to_right_pages(la
     assert switch.get_attribute("dir") == "rtl"
     expect(page.get_by_test_id("translation-note")).to_contain_text("Arabic text: translation for reading aloud with "
                                                                     "an interpreter; not a validated version.")
+    if page.get_by_test_id("education").count():  # the universal-education script, read to every patient
+        assert assert_said_lines(page, '[data-testid="education"] .said') >= 1
+        page.get_by_test_id("education").scroll_into_view_if_needed()
+        page.screenshot(path=os.path.join(shots, "rtl-gate-education-ar-patient-en-clinician.png"))
     page.get_by_test_id("gate-alone").check()
     page.get_by_test_id("gate-interpreter").check()
     page.get_by_test_id("gate-start").click()
