@@ -57,5 +57,6 @@ def leak_check(path: str) -> None:
     if report.leaked:
         click.echo(f"FAILED: {len(report.seen)} resource(s) of the test referral came back to the {viewers}")
         raise SystemExit(LEAKED)
+    unchecked = f"; {len(report.not_written)} not written, so not checked (above)" if report.not_written else ""
     click.echo(f"passed: nothing of the test referral ({len(report.written)} resource(s) written) came back to the "
-               f"{viewers}")
+               f"{viewers}{unchecked}")

@@ -31,15 +31,17 @@ def env(request, tmp_path):
     environment.close()
 
 
-def leak_check(env, tmp_path: Path, patient: str = TEST_PATIENT, proxy: str | None = TEST_PROXY,
-               encounter: str | None = TEST_ENCOUNTER) -> tuple[int, str]:
-    """Run `flask leak-check` with the portal sign-ins a site would hand over; (exit code, output)."""
+def leak_check(env, tmp_path: Path, patient: str = TEST_PATIENT, proxy: str | None = f"RelatedPerson/{TEST_PROXY}",
+               encounter: str | None = TEST_ENCOUNTER, clinician: bool = True) -> tuple[int, str]:
+    """Run `flask leak-check` with the portal sign-ins a site would hand over (``proxy``: the proxy's user); without
+    ``clinician`` the writes use the deployment's backend-services token. (exit code, output)."""
     files = {"patient_token_file": ("patient.json", f"Patient/{patient}")}
     if proxy:
-        files["proxy_token_file"] = ("proxy.json", f"RelatedPerson/{proxy}")
+        files["proxy_token_file"] = ("proxy.json", proxy)
     spec = {"iss": env.iss, "test_patient": {"id": patient, "encounter": encounter,
-                                             "author": "Practitioner/prac-avery"},
-            "clinician_token_file": "clinician.json"}
+                                             "author": "Practitioner/prac-avery"}}
+    if clinician:
+        spec["clinician_token_file"] = "clinician.json"
     with env.sandbox.app_context():
         access = authstore.issue_access_token("ipv-screen-jwt", WRITER_SCOPE[env.personality], patient=patient,
                                               encounter=encounter, fhir_user="Practitioner/prac-avery")
@@ -136,3 +138,18 @@ def test_a_patient_not_marked_as_test_data_is_refused_and_nothing_is_written(env
     assert "not marked as a test patient" in out
     assert env.kept() == before
     assert not [c for c in env.calls() if c["method"] == "POST"]
+
+
+@pytest.mark.parametrize("env", ["generic"], indirect=True)
+def test_a_proxy_sign_in_for_another_patient_is_refused(env, tmp_path):
+    code, out = leak_check(env, tmp_path, proxy="Patient/pat-alice")
+    assert code == 2, out
+    assert "sign-in is for another patient" in out
+    assert env.kept()["DocumentReference"] == 0
+
+
+@pytest.mark.parametrize("env", ["oracle"], indirect=True)
+def test_without_a_clinician_sign_in_the_backend_services_token_writes(env, tmp_path):
+    code, out = leak_check(env, tmp_path, clinician=False)
+    assert code == 0, out
+    assert "wrote DocumentReference/" in out
