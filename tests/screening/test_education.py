@@ -10,7 +10,7 @@ import pytest
 from babel.messages.pofile import read_po
 from sqlalchemy import func, select
 
-from config.languages import translated_codes
+from config.languages import language, translated_codes
 from smart_app.screening import education
 from smart_app.store.db import session_scope
 from smart_app.store.models import ReportEvent
@@ -34,8 +34,9 @@ def _said(page: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("lang", translated_codes())
 def test_every_patient_language_has_the_script_and_the_cards_line(lang):
-    with (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po").open("rb") as f:
-        catalog = read_po(f, locale=lang)
+    locale = language(lang).locale
+    with (TRANSLATIONS / locale / "LC_MESSAGES" / "messages.po").open("rb") as f:
+        catalog = read_po(f, locale=locale)
     for line in (*education.SCRIPT, education.NOT_ALONE):
         message = catalog.get(line)
         assert message is not None and message.string, (lang, line[:40])
