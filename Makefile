@@ -20,7 +20,7 @@ UV := $(BIN)/uv
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q \
 	$(if $(UPGRADE),--upgrade)
 
-.PHONY: venv demo test test-shuffle lint lock bench clean chromium nginx espeak audio
+.PHONY: venv demo test test-shuffle test-image lint lock bench clean chromium nginx espeak audio
 
 # The venv installs exactly the pinned versions, then the project itself (editable, no dependency resolution);
 # `pip check` stops a lock that no longer satisfies pyproject.toml.
@@ -84,6 +84,18 @@ test: lint chromium nginx audio
 # (-p no:randomly in pyproject.toml's addopts, which this target replaces).
 test-shuffle: lint chromium nginx audio
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -o addopts="-ra --strict-markers" -p randomly $(PYTEST_ARGS)
+
+# The image's file system on a Debian base, run as uid 10001 (tests/ops/test_image_filesystem.py; root, minutes):
+# the base is made once by debootstrap from Debian's registry and kept in .cache/.
+IMAGE_BASE ?= .cache/image-base
+$(IMAGE_BASE):
+	@command -v debootstrap >/dev/null || apt-get install -y -q debootstrap >/dev/null
+	rm -rf $@.tmp && debootstrap --variant=minbase bookworm $@.tmp >/dev/null
+	chroot $@.tmp apt-get install -y -q --no-install-recommends python3 python3-venv ca-certificates >/dev/null
+	ln -s /usr/bin/python3 $@.tmp/usr/local/bin/python && mv $@.tmp $@
+
+test-image: $(STAMP) $(IMAGE_BASE)
+	IPV_IMAGE_BASE=$(abspath $(IMAGE_BASE)) $(BIN)/python -m pytest -n 0 -m image $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
