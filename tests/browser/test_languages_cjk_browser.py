@@ -42,17 +42,26 @@ def cantonese_patient(live_sandbox) -> str:
 
 
 def faces(page: Any, selector: str) -> set[str]:
-    """The font families Chromium drew the text directly inside ``selector`` with."""
-    cdp = page.context.new_cdp_session(page)
-    try:
+    """The font families Chromium drew the text directly inside ``selector`` with. One DevTools session per page,
+    kept open: detaching one ends the page's emulated print media."""
+    cdp = SESSIONS.get(id(page))
+    if cdp is None:
+        cdp = SESSIONS[id(page)] = page.context.new_cdp_session(page)
         cdp.send("DOM.enable")
         cdp.send("CSS.enable")
-        root = cdp.send("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
-        node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
-        assert node, selector
-        return {f["familyName"] for f in cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]}
-    finally:
-        cdp.detach()
+    root = cdp.send("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+    assert node, selector
+    return {f["familyName"] for f in cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]}
+
+
+SESSIONS: dict[int, Any] = {}
+
+
+@pytest.fixture(autouse=True)
+def _forget_sessions():
+    yield
+    SESSIONS.clear()  # the page and its sessions close with the test's browser context
 
 
 def shot(page: Any, tmp_path, name: str, **kwargs: Any) -> None:
@@ -91,8 +100,10 @@ def test_the_wallet_card_prints_in_chinese(launched_page, live_app, tmp_path, la
     assert faces(page, '[data-testid="handout-title"]') == {FACE[lang]}
     shot(page, tmp_path, f"handout-card-{lang}-en-clinician.png")
     page.emulate_media(media="print")  # what the printer gets
+    assert page.evaluate("matchMedia('print').matches") and not page.get_by_test_id("print").is_visible()
     assert faces(page, '[data-testid="handout-title"]') == {FACE[lang]}
     assert faces(page, '[data-testid="card"] .intro') == {FACE[lang]}
+    assert page.evaluate("matchMedia('print').matches")  # still printing when the picture is taken
     shot(page, tmp_path, f"handout-card-{lang}-printed.png")
     page.emulate_media(media="screen")
     page.goto(f"{live_app.url}/l/{lid}/handout?lang={lang}&layout=page")
