@@ -295,6 +295,11 @@ class Site(Strict):
                                       "on: `score_observation` (the score as an Observation), `condition` "
                                       "(`problem-list-item` or `encounter-diagnosis`). Run `flask leak-check` "
                                       "before turning one on (DEPLOY.md).")
+    neutral_checkin_record: bool = Field(
+        False, description="After a negative screen, offer the clinician an unticked box to add one neutral line to "
+                           "the chart (\"Health and safety check-in done; resources offered.\"), filed like the "
+                           "referral note (its note type and confidentiality labels), nothing about the answers; "
+                           "off = never offered.")
     report: Report = Field(Report(), description="The program report: `site_names` (site key -> the name shown; "
                                                  "else the referrals' own site names).")
 

@@ -145,6 +145,8 @@ class WritebackInput:
     resources: list[str]
     # The note's exact body, worded by the caller (the write-back feature): the wire layer only files it.
     note_text: str = ""
+    # The note's description and attachment title (what an EHR lists before anyone opens the note).
+    note_title: str = "Confidential referral note"
     safe_contact: dict[str, Any] = field(default_factory=lambda: {"channel": "none", "note": None})
     urgent: bool = False
     patient_asked: bool = False  # referral asked for by the patient after a negative screen
@@ -298,12 +300,12 @@ def build_document_reference(inp: WritebackInput, rules: WriteRules, wanted: lis
         "category": [_cc(rules.note_category)],
         "subject": _ref("Patient", inp.patient_id),
         "date": _when(inp),
-        "description": "Confidential referral note",
+        "description": inp.note_title,
         "content": [{"attachment": {
             "contentType": rules.content_type,
             "language": "en",
             "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
-            "title": "Confidential referral note",
+            "title": inp.note_title,
             "creation": _when(inp),
         }}],
     }

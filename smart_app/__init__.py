@@ -55,12 +55,13 @@ from smart_app.worklist import backfill as worklist_backfill
 from smart_app.worklist import retention as worklist_retention
 from smart_app.worklist import routing as worklist_routing
 from smart_app.worklist import views as worklist_views
+from smart_app.writeback import checkin as writeback_checkin
 from smart_app.writeback import views as writeback_views
 
 # One blueprint per feature, registered in this order (quick exit first: it must answer whatever else fails).
 FEATURE_BLUEPRINTS = (quick_exit.bp, launch_views.bp, screening_views.bp, followup_views.bp, referral_views.bp,
-                      writeback_views.bp, worklist_views.bp, cds_views.bp, report_views.bp, kiosk_staff.bp,
-                      kiosk_views.bp)
+                      writeback_views.bp, writeback_checkin.bp, worklist_views.bp, cds_views.bp, report_views.bp,
+                      kiosk_staff.bp, kiosk_views.bp)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:

@@ -292,7 +292,9 @@ class OutboxItem(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id"), index=True)
+    # The referral the write belongs to, or a launch's neutral check-in record key (no referral behind it,
+    # smart_app/writeback/checkin.py): the rows of one key are sent together, so no foreign key.
+    referral_id: Mapped[str] = mapped_column(String(64), index=True)
     launch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     iss: Mapped[str] = mapped_column(String(512))
     profile: Mapped[str] = mapped_column(String(512))  # EHR profile name or absolute path (profile.ref)
