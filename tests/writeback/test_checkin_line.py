@@ -141,3 +141,11 @@ def test_not_offered_after_a_positive_screen(app, sandbox):
     assert 'data-testid="done-back-to-chart"' in page and 'data-testid="chart-line"' not in page
     assert client.post(f"/l/{lid}/chart-line", data={"add_line": "yes"}).status_code == 409
     assert rows(app) == []
+
+
+def test_the_box_is_in_the_clinicians_language_and_the_words_in_the_charts(app, sandbox):
+    replace_settings(app, NEUTRAL_CHECKIN_RECORD=True, CLINICIAN_LANGUAGE="es")
+    client, lid = negative_screen(app, sandbox)
+    box = client.get(f"/l/{lid}/result").get_data(as_text=True).split('data-testid="chart-line"')[1]
+    assert "Añadir una línea neutra a la historia clínica:" in box and "Add a neutral line" not in box
+    assert f'data-testid="chart-line-words">{CHECKIN_SENTENCE}</pre>' in box  # the chart's language, as the note
