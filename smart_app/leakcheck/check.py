@@ -3,11 +3,12 @@ as a proxy, and name everything of it that came back.
 
 The write is the app's own: the note worded by ``smart_app.writeback.note``, the resources this deployment would
 plan for a consented referral (``plan_writeback`` with the EHR profile's rules as the deployment narrows them:
-every kind the consent page could offer, the optional ones too), stored in the outbox and sent by the outbox worker
-with the site's writer (a test clinician's sign-in, else the backend-services token). The reads are the portal's:
-each written resource by id, and the searches a portal runs for the patient's record (notes, orders, results,
-problems and diagnoses, encounters, questionnaire answers, messages, tasks). A resource of the test referral in any
-answer is a leak; so is any text carrying the referral's reference code.
+every kind the consent page could offer, the optional ones too), and where the deployment allows the neutral
+check-in line after a negative screen (``smart_app/writeback/checkin.py``) that note as well, stored in the outbox
+and sent by the outbox worker with the site's writer (a test clinician's sign-in, else the backend-services token).
+The reads are the portal's: each written resource by id, and the searches a portal runs for the patient's record
+(notes, orders, results, problems and diagnoses, encounters, questionnaire answers, messages, tasks). A resource of
+the test referral in any answer is a leak; so is any text carrying the referral's reference code.
 
 It runs only against a patient the EHR itself marks as test data (``meta.tag`` v3-ActReason ``HTEST``) and only
 with sign-ins whose patient is that patient. Afterwards it deletes what it wrote where the EHR allows a delete, and
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +40,7 @@ from smart_app.outbox.worker import OutboxWorker
 from smart_app.store.db import session_scope
 from smart_app.store.models import OutboxItem, ReferralRecord
 from smart_app.store.task_status import CANCELLED
+from smart_app.writeback.checkin import line_input
 from smart_app.writeback.note import with_note
 
 # HL7 v3-ActReason HTEST "test health data": the EHR's own mark of a test patient.
@@ -151,18 +154,41 @@ def write_test_referral(app: Flask, spec: LeakCheckFile, client: FhirClient, rep
                 plans=plan_writeback(inp, rules), settings=CHECK_OUTBOX)
         rid = record.id
         db.commit()
-    OutboxWorker(app, client_for=lambda _row: client, settings=CHECK_OUTBOX).drain(referral_id=rid,
-                                                                                  max_seconds=WRITE_SECONDS)
-    with session_scope(app) as db:
-        for row in db.scalars(select(OutboxItem).where(OutboxItem.referral_id == rid).order_by(OutboxItem.id)):
-            if row.status == "written" and row.server_id:
-                report.written.append(Written(row.kind, row.server_id))
-            else:
-                report.not_written.append(f"{row.kind}: {row.status} ({row.last_error or 'no answer'})")
+    _send(app, client, rid, report)
     if not report.written:
         raise Inconclusive("nothing was written, so nothing could leak: the check proves nothing ("
                            + "; ".join(report.not_written) + ")")
     return rid
+
+
+def write_checkin_line(app: Flask, spec: LeakCheckFile, client: FhirClient, report: Report) -> str | None:
+    """Where the deployment allows it, the neutral check-in line as the result page files it (its own outbox key,
+    no referral behind it); returns that key, or None when the deployment does not write it."""
+    settings = settings_of(app)
+    if not settings.neutral_checkin_record:
+        return None
+    profile = profile_for(app)
+    key = secrets.token_urlsafe(24)
+    inp = line_input(key, profile, patient_id=spec.test_patient.id, encounter_id=spec.test_patient.encounter,
+                     author_reference=spec.test_patient.author, author_name=None)
+    with session_scope(app) as db:
+        enqueue(db, referral_id=key, launch_id=None, iss=spec.iss, profile=profile,
+                plans=plan_writeback(inp, settings.broadly_visible.narrow(profile.write_rules)), settings=CHECK_OUTBOX)
+        db.commit()
+    _send(app, client, key, report)
+    return key
+
+
+def _send(app: Flask, client: FhirClient, key: str, report: Report) -> None:
+    """The outbox worker sends the rows of ``key``; each is named written (with its id) or not."""
+    OutboxWorker(app, client_for=lambda _row: client, settings=CHECK_OUTBOX).drain(referral_id=key,
+                                                                                  max_seconds=WRITE_SECONDS)
+    with session_scope(app) as db:
+        for row in db.scalars(select(OutboxItem).where(OutboxItem.referral_id == key).order_by(OutboxItem.id)):
+            if row.status == "written" and row.server_id:
+                report.written.append(Written(row.kind, row.server_id))
+            else:
+                report.not_written.append(f"{row.kind}: {row.status} ({row.last_error or 'no answer'})")
 
 
 def _texts(resource: dict[str, Any]) -> str:
@@ -233,7 +259,8 @@ def read_as(viewer: Viewer, spec: LeakCheckFile, rid: str, report: Report) -> No
     report.seen.extend(found.values())
 
 
-def clean_up(app: Flask, client: FhirClient, rid: str, report: Report, delete_written: bool) -> None:
+def clean_up(app: Flask, client: FhirClient, rid: str, report: Report, delete_written: bool,
+             line_key: str | None = None) -> None:
     """Delete the test writes where the EHR allows it (name what stays), and the check's rows in the app."""
     for item in reversed(report.written) if delete_written else []:
         try:
@@ -243,7 +270,7 @@ def clean_up(app: Flask, client: FhirClient, rid: str, report: Report, delete_wr
     if not delete_written:
         report.left.extend(f"{w.kind}/{w.id} (cleanup off)" for w in report.written)
     with session_scope(app) as db:
-        db.execute(delete(OutboxItem).where(OutboxItem.referral_id == rid))
+        db.execute(delete(OutboxItem).where(OutboxItem.referral_id.in_([k for k in (rid, line_key) if k])))
         db.execute(delete(ReferralRecord).where(ReferralRecord.id == rid))
         db.commit()
 
@@ -260,9 +287,11 @@ def run(app: Flask, spec: LeakCheckFile, tokens: dict[str, dict[str, Any]],
     client = writer(app, spec, clinician, timeout)
     report = Report()
     rid = write_test_referral(app, spec, client, report)
+    line_key = None
     try:
+        line_key = write_checkin_line(app, spec, client, report)
         for viewer in readers:
             read_as(viewer, spec, rid, report)
     finally:
-        clean_up(app, client, rid, report, spec.cleanup)
+        clean_up(app, client, rid, report, spec.cleanup, line_key)
     return report

@@ -14,7 +14,6 @@ exists behind it, so nothing reaches the social-work queue.
 
 from __future__ import annotations
 
-import base64
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -71,18 +70,20 @@ def words(key: str, profile: EhrProfile) -> str:
     return f"{CHECKIN_SENTENCE}\n\nRef. {reference_code(key)}"
 
 
+def line_input(key: str, profile: EhrProfile, *, patient_id: str, encounter_id: str | None,
+               author_reference: str | None, author_name: str | None) -> WritebackInput:
+    """The one note, as the referral note is planned (the site's note type, its category and labels); no
+    screening and no referral go in, so nothing of the answers can. The leak check plans it from here too."""
+    return WritebackInput(referral_key=key, patient_id=patient_id, encounter_id=encounter_id,
+                          author_reference=author_reference, author_name=author_name, screening={}, referral={},
+                          resources=["DocumentReference"], note_text=words(key, profile), note_title=CHECKIN_TITLE)
+
+
 def plans_for(launch: Any, profile: EhrProfile, key: str) -> list[PlannedWrite]:
-    """The one note, planned as the referral note is (the site's note type, its category and labels); no screening
-    and no referral go in, so nothing of the answers can."""
     ctx = launch.typed_context
-    inp = WritebackInput(referral_key=key, patient_id=ctx.patient_id, encounter_id=ctx.encounter_id,
-                         author_reference=ctx.user.reference, author_name=ctx.user.name, screening={}, referral={},
-                         resources=["DocumentReference"], note_text=words(key, profile), note_title=CHECKIN_TITLE)
+    inp = line_input(key, profile, patient_id=ctx.patient_id, encounter_id=ctx.encounter_id,
+                     author_reference=ctx.user.reference, author_name=ctx.user.name)
     return plan_writeback(inp, site_rules(profile))
-
-
-def filed_text(plan: PlannedWrite) -> str:
-    return base64.b64decode(plan.resource["content"][0]["attachment"]["data"]).decode("utf-8")
 
 
 def box(launch: Any) -> dict[str, Any] | None:

@@ -153,3 +153,21 @@ def test_without_a_clinician_sign_in_the_backend_services_token_writes(env, tmp_
     code, out = leak_check(env, tmp_path, clinician=False)
     assert code == 0, out
     assert "wrote DocumentReference/" in out
+
+
+@pytest.mark.parametrize("env", [(name, {"NEUTRAL_CHECKIN_RECORD": True}) for name in PERSONALITIES], indirect=True)
+def test_where_the_neutral_checkin_line_is_allowed_the_check_writes_and_reads_it_too(env, tmp_path):
+    code, out = leak_check(env, tmp_path)
+    assert code == 0, out
+    assert out.count("wrote DocumentReference/") == 2, out  # the referral's note and the check-in line
+    if env.personality == "generic":
+        assert "left in the test patient's chart" not in out and env.documents(TEST_PATIENT) == []
+
+
+@pytest.mark.parametrize("env", [("epic", {"NEUTRAL_CHECKIN_RECORD": True,
+                                          "RESTRICTED_NOTE_TYPE": ORDINARY_NOTE["epic"]})], indirect=True)
+def test_the_checkin_line_filed_under_a_note_type_the_portal_releases_fails_the_check(env, tmp_path):
+    code, out = leak_check(env, tmp_path)
+    assert code == 1, out
+    # Both notes come back, the check-in line among them: the check covers it.
+    assert [r.split("/")[0] for r in leaks(out, "patient")] == ["DocumentReference", "DocumentReference"], out

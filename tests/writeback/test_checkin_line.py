@@ -134,8 +134,8 @@ def test_not_offered_after_a_positive_screen(app, sandbox):
     ctx["patient"] = {**ctx["patient"], "id": PATIENT}
     client = app.test_client()
     positive = {"screening": {"instrument": "hits", "interpretation": "positive", "score": 14, "answers": {},
-                              "completed_at": "2026-01-01T10:00:00+00:00"}, "danger_check": {"instrument": "da5",
-                                                                                             "interpretation": "declined"}}
+                              "completed_at": "2026-01-01T10:00:00+00:00"},
+                "danger_check": {"instrument": "da5", "interpretation": "declined"}}
     lid = launch_for(app, client, ctx, data=positive, iss=sandbox.iss)
     page = client.get(f"/l/{lid}/result").get_data(as_text=True)
     assert 'data-testid="done-back-to-chart"' in page and 'data-testid="chart-line"' not in page
