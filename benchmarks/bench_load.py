@@ -54,6 +54,7 @@ PG = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.
 HELLO = ROOT / "benchmarks" / "hello_app.py"
 # The documented set-up (gthread workers per CPU x threads, preload, gc.freeze before fork), for both apps.
 GUNICORN = ["-c", str(ROOT / "config" / "gunicorn.conf.py")]
+NO_ANSWER = 599  # recorded for a request the server refused or cut (no HTTP status)
 # Threads of an app worker (config/gunicorn.conf.py on 2 CPUs) less the two the app keeps free of EHR calls.
 EHR_CALLS = 6
 PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-carmen", "enc-carmen-sjphc"), ("pat-joana", "enc-joana-chelsea")]
@@ -180,7 +181,11 @@ class Clinician:
 
     def _timed(self, page: str, method: str, path: str, **kw: Any) -> requests.Response:
         t0 = time.perf_counter()
-        r = self.http.request(method, self.base + path, allow_redirects=False, timeout=60, **kw)
+        try:
+            r = self.http.request(method, self.base + path, allow_redirects=False, timeout=60, **kw)
+        except requests.RequestException:  # refused or cut by the server: an error of the run, the journey ends
+            self.record.append((page, time.perf_counter() - t0, NO_ANSWER))
+            raise
         self.record.append((page, time.perf_counter() - t0, r.status_code))
         return r
 
@@ -210,6 +215,12 @@ class Clinician:
     def journey(self, start: threading.Barrier | None = None) -> None:
         if start is not None:
             start.wait()
+        try:
+            self._walk()
+        except requests.RequestException:
+            pass  # recorded as NO_ANSWER where it happened
+
+    def _walk(self) -> None:
         if not self.launch():
             return
         lid = f"/l/{self.lid}"
@@ -244,8 +255,11 @@ def hello_journey(base: str, record: list[tuple[str, float, int]], seconds: floa
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter()
-        r = http.get(base + "/", timeout=60)
-        record.append(("hello", time.perf_counter() - t0, r.status_code))
+        try:
+            status = http.get(base + "/", timeout=60).status_code
+        except requests.RequestException:  # a connection the server reset under the load: counted as an error
+            status = NO_ANSWER
+        record.append(("hello", time.perf_counter() - t0, status))
 
 
 def pct(values: list[float], p: float) -> float:
@@ -453,8 +467,9 @@ def report(r: dict[str, Any], reps: list[dict[str, Any]] | None = None) -> None:
         print(f"  {page:<16}{pct(values, 50):>9.1f}{pct(values, 95):>9.1f}{pct(values, 99):>9.1f}  "
               f"{sorted(failed.get(page, ())) or ''}")
     print(f"  {'all pages':<16}{pct(all_ms, 50):>9.1f}{pct(all_ms, 95):>9.1f}{pct(all_ms, 99):>9.1f}")
+    hello_errors = sum(1 for _, _, status in hello if status >= 400)
     print(f"  {'hello-world':<16}{pct(hello_ms, 50):>9.1f}{pct(hello_ms, 95):>9.1f}{pct(hello_ms, 99):>9.1f}"
-          f"   {hrps:.0f} req/s, CPU {1000 * r['hcpu'] / max(1, len(hello)):.2f} ms/request")
+          f"   {hrps:.0f} req/s, CPU {1000 * r['hcpu'] / max(1, len(hello)):.2f} ms/request, errors {hello_errors}")
     reps = reps or [r]
     p95s, tps = [x["p95_ratio"] for x in reps], [x["tp_ratio"] for x in reps]
     req_s = [len(x["record"]) / x["wall"] for x in reps]
