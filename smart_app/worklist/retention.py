@@ -1,9 +1,11 @@
 """Retention for social work: closed referrals (completed, cancelled, declined) are deleted with their
 contact log, status history, site keys and chart-write rows ``tuning.worklist_closed_retention_days`` after they
 closed (365 by default); screen marks (smart_app/launch/visit_memory.py) after the memory window; follow-ups of
-positive self-screens (smart_app/followup/items.py) the same days after their final response. Open referrals and
-open follow-ups are kept until they close. Runs with the launch purge (smart_app/launch/retention.py: worker every
-10 minutes, ``flask purge-launches``) and on its own as ``flask purge-referrals``.
+positive self-screens (smart_app/followup/items.py) the same days after their final response, and the rows of the
+neutral check-in line (smart_app/writeback/checkin.py, no referral behind them) the same days after they were
+written or given up. Open referrals and open follow-ups are kept until they close. Runs with the launch purge
+(smart_app/launch/retention.py: worker every 10 minutes, ``flask purge-launches``) and on its own as
+``flask purge-referrals``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import click
 from flask import Flask
 from flask.cli import with_appcontext
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.orm import Session
 
 from config.current import current_settings
@@ -44,7 +46,7 @@ def purge_referrals(db: Session, now: datetime | None = None) -> dict[str, int]:
     closed_at = or_(ReferralRecord.closed_at < cutoff,
                     ReferralRecord.closed_at.is_(None) & (ReferralRecord.status_at < cutoff))
     ids = list(db.scalars(select(ReferralRecord.id).where(ReferralRecord.status.in_(_CLOSED_CODES), closed_at)))
-    counts = {"referrals": 0, "contacts": 0, "events": 0, "writes": 0, "marks": 0, "followups": 0}
+    counts = {"referrals": 0, "contacts": 0, "events": 0, "writes": 0, "marks": 0, "followups": 0, "lines": 0}
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
         counts["contacts"] += db.execute(delete(ContactAttempt).where(ContactAttempt.referral_id.in_(chunk))).rowcount
@@ -57,6 +59,11 @@ def purge_referrals(db: Session, now: datetime | None = None) -> dict[str, int]:
         db.execute(delete(ReferralSite).where(ReferralSite.referral_id.in_(done)))
         db.execute(delete(ReferralProgram).where(ReferralProgram.referral_id.in_(done)))
         counts["referrals"] += db.execute(delete(ReferralRecord).where(ReferralRecord.id.in_(done))).rowcount
+    # A check-in line's row once written or given up (never one still on its way).
+    counts["lines"] = db.execute(delete(OutboxItem).where(
+        OutboxItem.status.not_in(("pending", "sending")), OutboxItem.updated_at < cutoff,
+        ~exists().where(ReferralRecord.id == OutboxItem.referral_id)).execution_options(
+        synchronize_session=False)).rowcount
     counts["marks"] = db.execute(delete(PatientMark).where(
         PatientMark.at < now - timedelta(days=memory_days()))).rowcount
     # Counted in the report already (report_event); the item itself is kept only while someone may need it.

@@ -6,6 +6,7 @@ the request); counts are what the sandbox EHR holds."""
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -15,6 +16,7 @@ from fhir.client import FhirClient
 from smart_app.outbox.worker import OutboxWorker
 from smart_app.store.db import session_scope
 from smart_app.store.models import OutboxItem, ReferralRecord
+from smart_app.worklist.retention import purge_referrals
 from smart_app.writeback.checkin import CHECKIN_SENTENCE
 from tests.conftest import default_context, launch_for
 from tests.writeback.support import sandbox_token, set_tokens
@@ -149,3 +151,17 @@ def test_the_box_is_in_the_clinicians_language_and_the_words_in_the_charts(app, 
     box = client.get(f"/l/{lid}/result").get_data(as_text=True).split('data-testid="chart-line"')[1]
     assert "Añadir una línea neutra a la historia clínica:" in box and "Add a neutral line" not in box
     assert f'data-testid="chart-line-words">{CHECKIN_SENTENCE}</pre>' in box  # the chart's language, as the note
+
+
+def test_the_lines_row_goes_a_retention_period_after_it_was_written_never_while_on_its_way(app, sandbox):
+    replace_settings(app, NEUTRAL_CHECKIN_RECORD=True)
+    client, lid = negative_screen(app, sandbox)
+    client.post(f"/l/{lid}/chart-line", data={"add_line": "yes"})
+    later = datetime.now(UTC) + timedelta(days=366)
+    with app.app_context(), session_scope(app) as db:
+        assert purge_referrals(db, now=later)["lines"] == 0  # pending: still to be sent
+    OutboxWorker(app, timeout=5).drain()
+    with app.app_context(), session_scope(app) as db:
+        assert purge_referrals(db)["lines"] == 0  # written just now: kept
+        assert purge_referrals(db, now=later)["lines"] == 1
+    assert rows(app) == []
