@@ -22,6 +22,7 @@ kept from earlier months add nothing to the latest one.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -144,11 +145,19 @@ class Cells:
                         self.first_seen[key] = min(self.first_seen.get(key, months[0]), *months)
         self.hidden: set[Cell] = set()
         self.hidden_periods: dict[tuple[str, Row], set[str]] = defaultdict(set)  # the same, by measure and row
+        self.version: dict[tuple[str, Row], int] = defaultdict(int)  # bumped as a row's cells are hidden
+        self.site_version: dict[tuple[str, str], int] = defaultdict(int)  # the same, for a site's rows
+        self.site_log: dict[str, list[str]] = defaultdict(list)  # each such change, by measure
 
     def hide(self, cells: Iterable[Cell]) -> None:
         for cell in cells:
-            self.hidden.add(cell)
-            self.hidden_periods[(cell[0], cell[1])].add(cell[2])
+            if cell not in self.hidden:
+                self.hidden.add(cell)
+                self.hidden_periods[(cell[0], cell[1])].add(cell[2])
+                self.version[(cell[0], cell[1])] += 1
+                if cell[1] != ALL:
+                    self.site_version[(cell[0], cell[1][1])] += 1
+                    self.site_log[cell[0]].append(cell[1][1])
 
     def _values(self) -> dict[Cell, int]:
         values: dict[Cell, int] = {}
@@ -206,6 +215,145 @@ Signs = tuple[tuple[Leaf, int], ...]
 MonthChange = tuple[tuple[int, int], ...]
 
 
+class Prices:
+    """What a witness would newly hide, row by row (kept until the row's hidden cells or the month being closed
+    change), and the cheapest leaf to move down beside a leaf moved up."""
+
+    def __init__(self, suppressor: Suppressor):
+        self.s = suppressor
+        self._site_heaps: dict[tuple[str, MonthChange, tuple[int, int] | None], tuple[list, int]] = {}
+        self._leaf_index = {by_team: {leaf: i for i, leaf in enumerate(suppressor.grid.leaves(Measure("", by_team)))}
+                            for by_team in (False, True)}
+        self._site_leaves: dict[bool, dict[str, list[Leaf]]] = {by_team: defaultdict(list) for by_team in (False, True)}
+        for by_team, index in self._leaf_index.items():
+            for leaf in index:
+                self._site_leaves[by_team][leaf[0]].append(leaf)
+        self._row_costs: dict[tuple[str, Row, MonthChange, tuple[int, int] | None], tuple[int, int | None]] = {}
+
+    def clear(self) -> None:
+        """A month closes: prices read the month being closed."""
+        self._row_costs.clear()
+        self._site_heaps.clear()
+
+    def best_downs(self, measure: Measure, row: Row, months: MonthChange, yearly: tuple[int, int] | None,
+                    sites: set[str]) -> dict[tuple[str, bool], tuple[int, int, Leaf]]:
+        """For each site of a leaf moved up, and whether the leaf moved down (outside the row) shares it: the
+        cheapest such leaf (the price of its own rows, its place among the leaves, the leaf)."""
+        out: dict[tuple[str, bool], tuple[int, int, Leaf]] = {}
+        if row == ALL:
+            return out  # nothing outside it
+        for site in sites:
+            inside_site = [b for b in self._site_leaves[measure.by_team][site] if not holds(row, b)]
+            same = self.leaves_down(measure, inside_site, months, yearly, with_site=False)
+            if same is not None:
+                out[(site, True)] = same
+            other = self.other_sites_down(measure, site, months, yearly)
+            if other is not None:
+                out[(site, False)] = other
+        return out
+
+    def leaves_down(self, measure: Measure, leaves: list[Leaf], months: MonthChange, yearly: tuple[int, int] | None,
+                     with_site: bool) -> tuple[int, int, Leaf] | None:
+        """The cheapest of these leaves (seen by now) to move down, with their site's row or without."""
+        best: tuple[int, int, Leaf] | None = None
+        for b in leaves:
+            if not self.s._seen(b, measure.by_team):
+                continue
+            rows = (("site", b[0]),) if with_site else ()
+            cost = self.rows_cost(measure, (*rows, *((("team", *b),) if measure.by_team else ())), months, yearly)
+            if cost is not None and (best is None or cost < best[0]):
+                best = cost, self._leaf_index[measure.by_team][b], b
+        return best
+
+    def other_sites_down(self, measure: Measure, excluded: str, months: MonthChange,
+                          yearly: tuple[int, int] | None) -> tuple[int, int, Leaf] | None:
+        """The cheapest leaf of another site to move down, with its site's row: each site's best kept in a heap
+        and made anew once the site's hidden cells have changed."""
+        key, log = (measure.name, months, yearly), self.s.cells.site_log[measure.name]
+        if key not in self._site_heaps:
+            heap = [self.site_entry(measure, site, months, yearly) for site in self.s.grid.teams]
+            heapq.heapify(heap)
+            self._site_heaps[key] = heap, len(log)
+        heap, read = self._site_heaps[key]
+        for site in dict.fromkeys(log[read:]):  # hiding lowers prices too: a changed site's entry is made anew
+            heapq.heappush(heap, self.site_entry(measure, site, months, yearly))
+        self._site_heaps[key] = heap, len(log)
+        skipped, found = [], None
+        while heap:
+            entry = heap[0]
+            if entry[4] != self.s.cells.site_version[(measure.name, entry[3])]:
+                heapq.heappop(heap)  # outdated: its site's new entry is in the heap
+            elif entry[3] == excluded:
+                skipped.append(heapq.heappop(heap))
+            else:
+                found = None if entry[0] else (entry[1], entry[2], entry[5])
+                break
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        return found
+
+    def site_entry(self, measure: Measure, site: str, months: MonthChange,
+                    yearly: tuple[int, int] | None) -> tuple[int, int, int, str, int, Leaf | None]:
+        """(1 when no leaf of the site can move down, price, place, site, the site's version, leaf)."""
+        version = self.s.cells.site_version[(measure.name, site)]
+        best = self.leaves_down(measure, self._site_leaves[measure.by_team][site], months, yearly, with_site=True)
+        return (1, 0, 0, site, version, None) if best is None else (0, best[0], best[1], site, version, best[2])
+
+    def rows_cost(self, measure: Measure, rows: Iterable[Row], months: MonthChange,
+                   yearly: tuple[int, int] | None) -> int | None:
+        """What a witness moving these rows would newly hide; None when it would hide a number shown before."""
+        cost = 0
+        for r in rows:
+            one = self.row_cost(measure, r, months, yearly)
+            if one is None:
+                return None
+            cost += one
+        return cost
+
+    def row_cost(self, measure: Measure, r: Row, months: MonthChange, yearly: tuple[int, int] | None) -> int | None:
+        """What the witness would newly hide in row ``r`` (each cell 1 + its count), now and, estimated from the
+        month being closed, as later months close; None when it would hide a number shown before this month
+        closed. Only counts closed by now are read, so the choice is the one made when the month closed, whatever
+        came after. Kept until the row's hidden cells change or the month does."""
+        name = measure.name
+        key, version = (name, r, months, yearly), self.s.cells.version[(name, r)]
+        kept = self._row_costs.get(key)
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        cost: int | None = 0
+        if r not in self.s._repeats[measure.by_team]:  # else the same cells as a row already priced (hidden together)
+            cost = self.new_cost(name, r, months, yearly)
+        self._row_costs[key] = version, cost
+        return cost
+
+    def new_cost(self, name: str, r: Row, months: MonthChange, yearly: tuple[int, int] | None) -> int | None:
+        cells, cost, hidden = self.s.cells, 0, self.s.cells.hidden_periods[(name, r)]
+        for p in self.s._moved_now(months):
+            if p in hidden:
+                continue
+            if self.s.last_of[p] < self.s.closed_to:
+                return None  # shown in an earlier month's report: stays shown
+            cost += 1 + cells.values[(name, r, p)]
+        return cost + self.later(name, r, months, yearly)
+
+    def later(self, name: str, row: Row, months: MonthChange, yearly: tuple[int, int] | None) -> int:
+        """What the witness will hide in the row as the next 12 months close, each cell priced as if every month
+        counted what this one did (nothing for a cell that small: it would be hidden anyway)."""
+        k = self.s.closed_to
+        per_month = self.s.cells.values.get((name, row, self.s._month_id), 0)
+
+        def cell(months_in_it: int) -> int:
+            value = per_month * months_in_it
+            return 0 if value < THRESHOLD else 1 + value
+
+        if yearly is not None:  # balanced in every 12-month window: a month, and with gap 3 a quarter, each year
+            return 2 * cell(1) + (2 * cell(QUARTER_MONTHS) if yearly[1] == QUARTER_MONTHS else 0)
+        t = months[0][0]
+        windows = max(0, t + ROLLING_MONTHS - 1 - k)
+        quarter = 1 if quarter_period(t).last > k else 0
+        return windows * cell(ROLLING_MONTHS) + quarter * cell(QUARTER_MONTHS)
+
+
 class Suppressor:
     """Decides what is hidden for one set of monthly counts over every period of the grid, month by month."""
 
@@ -225,6 +373,7 @@ class Suppressor:
         self._moved: dict[MonthChange, frozenset[str]] = {}
         self._moved_by_now: dict[tuple[MonthChange, int], frozenset[str]] = {}
         self._rows_moved: dict[tuple[bool, Signs], frozenset[Row]] = {}
+        self.prices = Prices(self)
 
     def run(self) -> Result:
         cells = self.cells
@@ -236,6 +385,7 @@ class Suppressor:
             self.closed_to, self._month_id = month, f"{MONTH}:{month_key(month)}"
             self._repeats = {m.by_team: cells.repeated_rows(m, lambda leaf, m=m: self._seen(leaf, m.by_team))
                              for m in self.grid.measures}
+            self.prices.clear()
             self._carry(month)
             for measures, row, period in by_close.get(month, []):
                 if self._protected(measures, row, period):
@@ -264,35 +414,52 @@ class Suppressor:
                 self.cells.hide((w.measure, r, p) for r in w.rows for p in new)
 
     def _cheapest(self, measures: tuple[str, ...], row: Row, period: str) -> tuple[int, Witness] | None:
-        best: tuple[int, Witness] | None = None
-        for measure, signs, months, yearly in self._candidates(measures, row, period):
-            cost = self._price(measure, signs, months, yearly, best[0] if best else None)
-            if cost is not None and (best is None or cost < best[0]):
-                best = cost, Witness(measure.name, signs, months, self._rows_of(measure, signs),
-                                     self._moved_now(months), yearly)
-                if cost == 0:
-                    break  # hides nothing more: cannot be beaten
-        return best
+        """The cheapest witness, the first in the order of ``_candidates`` among equals. A witness's price is a sum
+        over the rows it moves, and with a leaf moved down (``b``) those are a's rows and b's rows apart from the
+        ones they share, so the best b is found once per month change, not once per moved-up leaf."""
+        best: tuple[tuple[int, ...], Witness] | None = None
+        target = self.cells.period_of[period]
+        for n, (measure, busy) in enumerate(self._candidates(measures, row, period)):
+            sites = {a[0] for a in busy}
+            found: dict[tuple[MonthChange, tuple[int, int] | None], dict] = {}
+            for i, a in enumerate(busy):
+                for j, (months, yearly) in enumerate(self._month_changes(measure.name, a, target)):
+                    if (months, yearly) not in found:
+                        found[(months, yearly)] = self.prices.best_downs(measure, row, months, yearly, sites)
+                    for key, signs in self._ups(measure, a, months, yearly, found[(months, yearly)]):
+                        rank = (key[0], n, i, key[1], j)
+                        if best is None or rank < best[0]:
+                            best = rank, Witness(measure.name, signs, months, self._rows_of(measure, signs),
+                                                 self._moved_now(months), yearly)
+        return None if best is None else (best[0][0], best[1])
+
+    def _ups(self, measure: Measure, a: Leaf, months: MonthChange, yearly: tuple[int, int] | None,
+             downs: dict[tuple[str, bool], tuple[int, int, Leaf]]) -> Iterator[tuple[tuple[int, int], Signs]]:
+        """Each way to move leaf ``a`` up with its price and place (0 alone, else 1 + the place of the leaf moved
+        down): alone, or with the best leaf of its site, or of another site, moved down."""
+        team = (("team", *a),) if measure.by_team else ()
+        alone = self.prices.rows_cost(measure, (ALL, ("site", a[0]), *team), months, yearly)
+        if alone is not None:
+            yield (alone, 0), ((a, 1),)
+        for same, rows in ((True, team), (False, (("site", a[0]), *team))):
+            down = downs.get((a[0], same))
+            own = self.prices.rows_cost(measure, rows, months, yearly) if down is not None else None
+            if down is not None and own is not None:
+                yield (own + down[0], 1 + down[1]), ((a, 1), (down[2], -1))
 
     def _protected(self, measures: tuple[str, ...], row: Row, period: str) -> bool:
         return any(period in w.periods for m in measures for w in self._covering[(m, row)])
 
-    def _candidates(self, measures: tuple[str, ...], row: Row,
-                    period: str) -> Iterator[tuple[Measure, Signs, MonthChange, tuple[int, int] | None]]:
+    def _candidates(self, measures: tuple[str, ...], row: Row, period: str) -> Iterator[tuple[Measure, list[Leaf]]]:
+        """Per measure: the leaves under the row one may move up (with, where it pays, one outside it moved down:
+        a leaf with nothing counted yet had no row in the report then, so it cannot have been hidden)."""
         cells = self.cells
-        target = cells.period_of[period]
         for name in measures:
             measure = cells.measures[name]
             leaves = self.grid.leaves(measure)
             inside = [leaf for leaf in leaves if holds(row, leaf) and self._seen(leaf, measure.by_team)]
             busy = [leaf for leaf in inside if cells.leaf_sums[name][leaf][period]] or inside
-            # A leaf with nothing counted yet had no row in the report then: it cannot have been hidden.
-            outside = [leaf for leaf in leaves if not holds(row, leaf) and self._seen(leaf, measure.by_team)]
-            for a in busy:
-                for b in [None, *outside]:
-                    signs = ((a, 1),) if b is None else ((a, 1), (b, -1))
-                    for months, yearly in self._month_changes(name, a, target):
-                        yield measure, signs, months, yearly
+            yield measure, busy
 
     def _seen(self, leaf: Leaf, by_team: bool) -> bool:
         """Did the report have the leaf's row by the month being closed (a count of any measure by then)?"""
@@ -364,45 +531,6 @@ class Suppressor:
             self._rows_moved[key] = frozenset(r for r in self.grid.rows(measure)
                                               if sum(s for leaf, s in signs if holds(r, leaf)))
         return self._rows_moved[key]
-
-    def _price(self, measure: Measure, signs: Signs, months: MonthChange, yearly: tuple[int, int] | None,
-               bound: int | None) -> int | None:
-        """What the witness would newly hide (each cell 1 + its count), now and, estimated from the month being
-        closed, as later months close; None when it would hide a number shown before this month closed, or as soon
-        as it passes ``bound``. Only counts closed by now are read, so the choice is the one made when the month
-        closed, whatever came after."""
-        cells, name, cost, moved = self.cells, measure.name, 0, self._moved_now(months)
-        for r in self._rows_of(measure, signs):
-            if r in self._repeats[measure.by_team]:
-                continue  # the same cells as a row already priced (both are hidden together)
-            hidden = cells.hidden_periods[(name, r)]
-            for p in moved:
-                if p in hidden:
-                    continue
-                if self.last_of[p] < self.closed_to:
-                    return None  # shown in an earlier month's report: stays shown
-                cost += 1 + cells.values[(name, r, p)]
-            cost += self._later(name, r, months, yearly)
-            if bound is not None and cost >= bound:
-                return None
-        return cost
-
-    def _later(self, name: str, row: Row, months: MonthChange, yearly: tuple[int, int] | None) -> int:
-        """What the witness will hide in the row as the next 12 months close, each cell priced as if every month
-        counted what this one did (nothing for a cell that small: it would be hidden anyway)."""
-        k = self.closed_to
-        per_month = self.cells.values.get((name, row, self._month_id), 0)
-
-        def cell(months_in_it: int) -> int:
-            value = per_month * months_in_it
-            return 0 if value < THRESHOLD else 1 + value
-
-        if yearly is not None:  # balanced in every 12-month window: a month, and with gap 3 a quarter, each year
-            return 2 * cell(1) + (2 * cell(QUARTER_MONTHS) if yearly[1] == QUARTER_MONTHS else 0)
-        t = months[0][0]
-        windows = max(0, t + ROLLING_MONTHS - 1 - k)
-        quarter = 1 if quarter_period(t).last > k else 0
-        return windows * cell(ROLLING_MONTHS) + quarter * cell(QUARTER_MONTHS)
 
 
 def suppress(grid: Grid, counts: Counts, derived: Iterable[Derived] = ()) -> Result:
