@@ -155,6 +155,7 @@ def test_exit_shows_the_decoy_and_leaves_nothing(clinician, tablet, live_app, ho
     pair(tablet, live_app.url, code)
     answer(tablet, [5])
     tablet.get_by_test_id("tablet-question").wait_for()
+    tablet.wait_for_load_state("load")  # kiosk.js listens for the key and the gestures
     plant(tablet)
     header = tablet.get_by_test_id("tablet-header")
     if how == "button":

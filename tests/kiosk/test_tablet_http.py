@@ -120,7 +120,7 @@ def test_exit_wipes_the_tablet_and_shows_health_tips(app, clinician):
     tablet.post("/tablet/q", data={"action": "answer", "item": "hurt", "code": "LA6482-9"})
     r = tablet.post("/tablet/exit", data={"lang": "es"})
     assert r.status_code == 303 and "/tablet/tips" in r.headers["Location"]
-    assert r.headers["Clear-Site-Data"] == '"cache", "cookies", "storage"'
+    assert r.headers["Clear-Site-Data"] == '"cookies", "storage"'
     tips = tablet.get(r.headers["Location"]).get_data(as_text=True)
     assert 'data-testid="tablet-tips"' in tips and 'lang="es"' in tips and "Hábitos saludables" in tips
     assert session_of(app, tablet) == {} or "kt" not in session_of(app, tablet)
@@ -250,3 +250,17 @@ def test_a_right_to_left_language_turns_the_tablet_and_staff_words_stay_the_clin
     hand_back = client.get("/tablet/q").get_data(as_text=True)
     assert 'lang="en" dir="ltr"' in hand_back and "Staff PIN" in hand_back
     assert client.post("/tablet/unlock", data={"pin": pin}).status_code == 303
+
+
+def test_a_positive_self_screen_opens_the_forced_response_a_negative_does_not(app, make_launch):
+    tablet = app.test_client()
+    opened = {}
+    for name, answers in (("positive", POSITIVE), ("negative", HITS_ANSWERS)):
+        client = app.test_client()
+        lid = make_launch(client, data=GATE)
+        tablet.post("/tablet", data={"code": start(client, lid, "paired")})
+        answer_all(tablet, answers)
+        opened[name] = "followup" in launch_data(app, lid)
+        client.post(f"/l/{lid}/tablet/unlock")
+        tablet.get("/tablet/q")
+    assert opened == {"positive": True, "negative": False}
