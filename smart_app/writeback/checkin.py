@@ -93,7 +93,8 @@ def box(launch: Any) -> dict[str, Any] | None:
     if not queued and not offered(launch, profile):
         return None
     key = checkin_key(launch)
-    rows = [row_view(r) for r in referral_rows(key)] if queued else []
+    # Named as what it is: the status table's usual name for a note is the referral's.
+    rows = [{**row_view(r), "label": _("Check-in note")} for r in referral_rows(key)] if queued else []
     return {"words": words(key, profile), "queued": bool(queued), "rows": rows,
             "protection": protection_words(profile)}
 

@@ -112,7 +112,9 @@ def test_ticked_writes_one_confidential_note_once_through_the_outbox(app, sandbo
     (row,) = rows(app)
     assert row.status == "written"
     page = client.get(f"/l/{lid}/result").get_data(as_text=True)
-    assert 'data-state="written"' in page and "Written to the chart" in page
+    status = page.split('data-testid="chart-line-status"')[1].split("</table>")[0]
+    assert 'data-state="written"' in status and "Written to the chart" in status
+    assert "Check-in note" in status and "Referral" not in status
     (doc,) = chart_notes(sandbox, row.referral_id)
     assert text_of(doc) == CHECKIN_SENTENCE
     assert CONFIDENTIAL <= {c["code"] for c in doc["meta"]["security"]}
