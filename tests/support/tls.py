@@ -160,6 +160,9 @@ def write_deployment(folder: Path, key_file: Path, iss: str, *, name: str = "hos
                  # The EHR's identity moves with it: its iss values and per-launch pattern on the TLS origin.
                  "ehrs": with_origin(data.get("ehrs") or {}, f"{listed.scheme}://{listed.netloc}",
                                      f"{served.scheme}://{served.netloc}")})
+    # A hospital's own file keeps the app's default: nothing written where it copies forward (the sandbox file
+    # turns the score row on for the demo, which check-config warns about).
+    data.pop("broadly_visible", None)
     data["tuning"] = {**data.get("tuning", {}), "embedded_in_iframe": True, "log_level": "WARNING",
                       **(tuning or {})}
     path = folder / f"{name}.yaml"
