@@ -357,10 +357,14 @@ class Tuning(Strict):
 
     allow_sqlite: bool = Field(False, description="Lets production start on SQLite (a one-process trial); "
                                                   "otherwise SQLite stops start-up.")
-    db_pool_size: int = Field(10, ge=1, description="Database connections each app process keeps open (up to 5 "
-                                                    "more while busy, closed after use): at least the process's "
-                                                    "threads (`GUNICORN_THREADS`), or connections are opened and "
-                                                    "closed under load.")
+    db_pool_size: int = Field(0, ge=0, description="Database connections each app process keeps open, and as "
+                                                   "many more while busy (closed after use): a request's thread "
+                                                   "may hold two, its own and the access audit's. 0 = the "
+                                                   "process's threads (`GUNICORN_THREADS`, else 8); DEPLOY.md "
+                                                   "sizes PostgreSQL's `max_connections` from it.")
+    db_prepared_statements: bool = Field(True, description="Let the driver prepare statements it runs often; off "
+                                                           "behind PgBouncer in transaction mode older than 1.21 "
+                                                           "(or without `max_prepared_statements`).")
     db_ping_idle_seconds: float = Field(10, ge=0, description="A pooled connection unused this long is tested "
                                                               "(`SELECT 1`) before use; 0 = at every use.")
     http_timeout_seconds: float = Field(10, gt=0, description="Deadline for the whole of each call to the EHR: "

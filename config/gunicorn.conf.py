@@ -6,7 +6,7 @@ before forking moves everything loaded so far out of the cyclic collector's reac
 never touch (and so never copy) the shared pages. `make bench` (bench_memory) measures both set-ups.
 Workers: one per CPU this process may use (its CPU affinity and its cgroup's CPU quota, so a container limited
 to 2 CPUs on a large host gets 2), at least 2 so one can restart while the other serves, and at most 4 (each
-worker may hold up to 15 PostgreSQL connections: DEPLOY.md sizes the server for 4 per instance). Threads bring
+worker may hold two PostgreSQL connections per thread: DEPLOY.md sizes the server from workers x threads). Threads bring
 every instance to about 16 requests at once, as 4 x 4 did: a launch waits on the EHR, and a waiting thread holds
 no CPU.
 Measured on 2 CPUs (bench_load at N = 100, three interleaved rounds of 3 runs): 4 x 4 cost 2.6 ms of CPU per

@@ -138,6 +138,15 @@ class Settings(EnvironmentFields, Site, Tuning, Startup):
         return min(per_ehr, total), total
 
     @property
+    def db_pool(self) -> tuple[int, int]:
+        """The process's database pool, (kept, more while busy): ``db_pool_size`` or one per thread, and as many
+        again, because a request's thread may hold two connections at once (its session and the access audit's own,
+        smart_app/ops/audit.py); a pool smaller than that makes busy threads wait on each other."""
+        threads = int(os.environ.get("GUNICORN_THREADS") or DEFAULT_THREADS)
+        kept = self.db_pool_size if self.db_pool_size > 0 else threads
+        return kept, kept
+
+    @property
     def cookie_secure(self) -> bool:
         """Inside the EHR's frame the cookie must be Secure (SameSite=None); elsewhere as tuned."""
         return self.embedded_in_iframe or self.session_cookie_secure

@@ -12,8 +12,10 @@ from smart_app.store.models import Base
 
 def init_app(app: Flask) -> None:
     settings = settings_of(app)
+    pool_size, max_overflow = settings.db_pool
     engine = make_engine(settings.database_url, ping_idle_seconds=settings.db_ping_idle_seconds,
-                         pool_size=settings.db_pool_size)
+                         pool_size=pool_size, max_overflow=max_overflow,
+                         prepared_statements=settings.db_prepared_statements)
     app.extensions["db_engine"] = engine
     app.extensions["db_sessionmaker"] = new_sessionmaker(engine)
     # The schema is made and changed by migrations only (`flask --app smart_app db upgrade`, store/migrate.py).

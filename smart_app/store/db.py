@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.current import settings_of
 
 DEFAULT_PING_IDLE_SECONDS = 10.0
-DEFAULT_POOL_SIZE = 10
+DEFAULT_POOL_SIZE = 8  # a gunicorn worker's threads on 2 CPUs (config/gunicorn.conf.py)
 
 
 def make_engine(url: str, *, ping_idle_seconds: float = DEFAULT_PING_IDLE_SECONDS,
-                pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
+                pool_size: int = DEFAULT_POOL_SIZE, max_overflow: int = DEFAULT_POOL_SIZE,
+                prepared_statements: bool = True) -> Engine:
     in_memory = _in_memory_sqlite(url)
     if url.startswith("sqlite:///") and not in_memory:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -30,10 +31,14 @@ def make_engine(url: str, *, ping_idle_seconds: float = DEFAULT_PING_IDLE_SECOND
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     if not in_memory:  # (an in-memory SQLite database has one connection, no pool to size)
-        # As many kept connections as a gunicorn worker has threads (config/gunicorn.conf.py: 8 with 2 workers):
-        # with SQLAlchemy's default 5, the busy threads' extra connections were opened and closed again under
-        # load. At most 5 more, closed after use: 15 per process.
-        kwargs.update(pool_size=pool_size, max_overflow=5)
+        # As many kept connections as a gunicorn worker has threads (config/settings.py, db_pool): with SQLAlchemy's
+        # default 5, the busy threads' extra connections were opened and closed again under load. The overflow
+        # (closed after use) covers a thread's second connection, the access audit's own session.
+        kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
+    if not prepared_statements and make_url(url).get_backend_name() == "postgresql":
+        # PgBouncer in transaction mode (before 1.21) hands each transaction any server connection: a statement
+        # psycopg prepared on one is missing on the next. None = never prepare.
+        kwargs["connect_args"] = {"prepare_threshold": None}
     engine = create_engine(url, **kwargs)
     _ping_when_idle(engine, ping_idle_seconds)
     if url.startswith("sqlite"):

@@ -125,3 +125,30 @@ def test_eight_threads_at_once_keep_their_connections(sqlite_engine):
         for t in threads:
             t.join()
     assert opened[0] == 8
+
+
+def test_the_default_pool_is_one_connection_per_thread_and_as_many_more(app, monkeypatch):
+    """A request's thread may hold two connections (its session and the access audit's own): the pool's overflow
+    matches what it keeps, both sized from the process's threads unless tuning.db_pool_size says."""
+    from config.current import settings_of
+
+    settings = settings_of(app)
+    monkeypatch.setenv("GUNICORN_THREADS", "4")
+    assert settings.replace(db_pool_size=0).db_pool == (4, 4)
+    assert settings.replace(db_pool_size=6).db_pool == (6, 6)
+    monkeypatch.delenv("GUNICORN_THREADS")
+    assert settings.replace(db_pool_size=0).db_pool == (8, 8)
+
+
+def test_prepared_statements_can_be_turned_off_for_pgbouncer(postgres_url):
+    on = make_engine(postgres_url, pool_size=3, max_overflow=3)
+    off = make_engine(postgres_url, prepared_statements=False)
+    try:
+        assert on.pool.size() == 3 and on.pool._max_overflow == 3
+        with on.connect() as conn:
+            assert conn.connection.driver_connection.prepare_threshold == 5  # psycopg's default
+        with off.connect() as conn:
+            assert conn.connection.driver_connection.prepare_threshold is None  # never prepares
+    finally:
+        on.dispose()
+        off.dispose()
