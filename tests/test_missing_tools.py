@@ -1,5 +1,5 @@
-"""A missing PostgreSQL, Chromium, nginx, Redis or espeak-ng skips its tests on a developer's machine and fails
-them under CI (``tests/support/tools.py``), so a CI run without a tool can never end green on skips."""
+"""A missing PostgreSQL, Chromium, nginx, PgBouncer, Redis or espeak-ng skips its tests on a developer's machine and
+fails them under CI (``tests/support/tools.py``), so a CI run without a tool can never end green on skips."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def nothing_installed(monkeypatch, tmp_path):
     return {
         "Chromium": tools.chromium,
         "nginx": lambda: tools.nginx(str(tmp_path / "no-nginx")),
+        "PgBouncer": lambda: tools.pgbouncer(str(tmp_path / "no-pgbouncer")),
         "Redis": tools.redis_url,
         "PostgreSQL": tools.postgres_base_url,
         "espeak-ng": tools.espeak,

@@ -1,5 +1,5 @@
-"""What the suite needs from the machine: PostgreSQL, Chromium (with Playwright and Chinese fonts), nginx, Redis
-and espeak-ng.
+"""What the suite needs from the machine: PostgreSQL, Chromium (with Playwright and Chinese fonts), nginx, Redis,
+PgBouncer and espeak-ng.
 
 Every test or fixture that needs one of them asks here. A developer's run without a tool skips those tests and
 says which tool is missing; under CI (``CI`` set to anything but empty/0/false: ``.ci/run`` exports ``CI=1``,
@@ -65,6 +65,13 @@ def nginx(path: str) -> str:
     """Debian's nginx at ``path``, for the reverse-proxy tests."""
     if not os.access(path, os.X_OK):
         missing("nginx", f"no executable at {path} (apt-get install nginx-light; `make test` installs it)")
+    return path
+
+
+def pgbouncer(path: str) -> str:
+    """Debian's PgBouncer at ``path``, for the two-host stack run through it (deploy/pgbouncer.ini)."""
+    if not os.access(path, os.X_OK):
+        missing("PgBouncer", f"no executable at {path} (apt-get install pgbouncer; `.ci/run` installs it)")
     return path
 
 
