@@ -15,17 +15,18 @@ Nothing here is PHI: site and team keys, months, hand-off codes, hours to first 
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Float, and_, case, cast, extract, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from smart_app.report.events import UNSPECIFIED
-from smart_app.report.periods import month_number
-from smart_app.report.suppress import Counts, Derived, Leaf, Measure
+from smart_app.report.periods import month_key, month_number
+from smart_app.report.suppress import ALL, Counts, Derived, Leaf, Measure, Row
 from smart_app.store import closing
 from smart_app.store import handoff as handoff_codes
 from smart_app.store.models import ReferralDims, ReferralRecord, ReportEvent
@@ -59,6 +60,7 @@ EVENT_KINDS = {"completed": SCREENS, "positive": POSITIVES, "card_shown": CARDS_
 # Team keys for referrals not worked by a named deployment team.
 COVERAGE_TEAM, UNROUTED_TEAM, NO_ROUTE = "~coverage", "~unrouted", "~none"
 DEFAULT_ROUTINE_HOURS = 72.0  # a routine referral's due time when the deployment names none (three days)
+SECONDS_PER_HOUR = 3600
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ class DueRule:
 
 @dataclass
 class Collected:
-    """Monthly counts per measure and leaf, the hours to first contact per leaf and month, and display names."""
+    """Monthly counts per measure and leaf, display names and, on SQLite only (where ``collect`` counts first
+    contacts in Python), the hours to first contact per leaf and month."""
 
     counts: Counts
     contact_hours: dict[Leaf, dict[int, list[float]]]
@@ -124,18 +127,47 @@ class EhrFilter:
                    and_(ReferralRecord.ehr.is_(None), ReferralRecord.iss.in_(values + [v + "/" for v in values])))
 
 
-REFERRAL_COLUMNS = (ReferralRecord.created_at, ReferralRecord.site, ReferralRecord.route_kind,
-                    ReferralRecord.route_team, ReferralRecord.site_name, ReferralRecord.closing_outcome,
-                    ReferralRecord.handoff, ReferralRecord.first_contact_at, ReferralRecord.due_at,
-                    ReferralRecord.urgent)
+def _hours_between(start: Any, end: Any) -> ColumnElement[float]:
+    """Hours from ``start`` to ``end`` on PostgreSQL, rounded as ``timedelta.total_seconds() / 3600`` is: the exact
+    seconds (``extract`` gives a numeric) to the nearest double, then divided."""
+    return cast(extract("epoch", end - start), Float) / SECONDS_PER_HOUR
+
+
+def _referral_rows(db: Session, due: DueRule, ehr: EhrFilter | None) -> Any:
+    """The referrals as the report reads them, one row each: the month and site they are counted in (their report
+    dimensions, else when and where they were made), the team that works them, and the columns counted. On
+    PostgreSQL also the hours to first contact and whether it was within the due time, computed as Python computes
+    them (seconds as a double, then hours), so the counts and medians made in the database are the same numbers."""
+    postgres = db.get_bind().dialect.name == "postgresql"
+    r, d = ReferralRecord, ReferralDims
+    made = (func.to_char(func.timezone("UTC", r.created_at), "YYYY-MM") if postgres
+            else func.strftime("%Y-%m", r.created_at))
+    team = case((func.coalesce(r.route_team, "") != "", r.route_team),
+                (r.route_kind == "coverage", COVERAGE_TEAM), (r.route_kind == "unrouted", UNROUTED_TEAM),
+                else_=NO_ROUTE)
+    columns = [func.coalesce(func.nullif(d.month, ""), made).label("month"),
+               func.coalesce(func.nullif(d.site, ""), func.nullif(r.site, ""), UNSPECIFIED).label("site"),
+               team.label("team"), r.site_name, r.closing_outcome, r.handoff, r.created_at, r.first_contact_at,
+               r.due_at, r.urgent]
+    if postgres:
+        waited = _hours_between(r.created_at, r.first_contact_at)
+        hours = case((waited < 0, 0.0), else_=waited)
+        allowed = case((r.due_at.isnot(None), _hours_between(r.created_at, r.due_at)),
+                       (r.urgent, literal(due.urgent_hours, Float)), else_=literal(due.routine_hours, Float))
+        columns += [hours.label("hours"), and_(r.first_contact_at.isnot(None), hours <= allowed).label("in_time")]
+    q = select(*columns).outerjoin(d, d.referral_id == r.id)
+    return (q.where(ehr.referrals()) if ehr is not None else q).subquery("counted")
 
 
 def collect(db: Session, due: DueRule, before_month: int, ehr: EhrFilter | None = None) -> Collected:
     """Everything counted in months before ``before_month`` (the open month is never read); with ``ehr``, that EHR's
-    only (a program manager's report), else the whole deployment's (the CLI)."""
+    only (a program manager's report), else the whole deployment's (the CLI).
+
+    Counted in the database: a year of a health system is millions of events and a million referrals, and a few
+    thousand cells. On SQLite (the demo) the first contacts are counted here, row by row, as it has no exact
+    arithmetic on times."""
     counts: Counts = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     teams: dict[str, set[str]] = defaultdict(set)
-    # Counted in the database: a year of a health system is millions of events and a few thousand cells.
     q = (select(ReportEvent.month, ReportEvent.site, ReportEvent.kind, func.count())
          .where(ReportEvent.kind.in_(EVENT_KINDS)).group_by(ReportEvent.month, ReportEvent.site, ReportEvent.kind))
     q = q.where(ehr.events()) if ehr is not None else q
@@ -146,38 +178,83 @@ def collect(db: Session, due: DueRule, before_month: int, ehr: EhrFilter | None 
             teams.setdefault(site, set())
     hours: dict[Leaf, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     names: dict[str, Counter] = defaultdict(Counter)
-    # The columns counted, not whole records: no encrypted summary read, no object built per referral.
-    q = (select(*REFERRAL_COLUMNS, ReferralDims.site.label("dims_site"), ReferralDims.month.label("dims_month"))
-         .outerjoin(ReferralDims, ReferralDims.referral_id == ReferralRecord.id))
-    q = q.where(ehr.referrals()) if ehr is not None else q
-    for record in db.execute(q):
-        dims_site, dims_month = record.dims_site, record.dims_month
-        created = _aware(record.created_at)
-        month = month_number(dims_month) if dims_month else created.year * 12 + created.month - 1
+    src = _referral_rows(db, due, ehr)
+    in_db = "in_time" in src.c
+    keys = (src.c.month, src.c.site, src.c.team, src.c.site_name, src.c.closing_outcome, src.c.handoff)
+    q = select(*keys, func.count(), func.count().filter(src.c.in_time) if in_db else literal(0)).group_by(*keys)
+    for month_text, site, team, site_name, outcome, handoff, n, in_time in db.execute(q):
+        month = month_number(month_text)
         if month >= before_month:
             continue
-        site = dims_site or record.site or UNSPECIFIED
-        leaf = (site, team_key(record.route_kind, record.route_team))
-        teams[site].add(leaf[1])
-        if record.site_name:
-            names[site][record.site_name] += 1
-        _count_referral(counts, hours, leaf, month, record, due)
-    return Collected(counts, hours, {s: c.most_common(1)[0][0] for s, c in names.items()}, teams)
+        leaf = (site, team)
+        teams[site].add(team)
+        if site_name:
+            names[site][site_name] += n
+        _count_referrals(counts, leaf, month, outcome, handoff, n)
+        if in_time:
+            counts[CONTACTED_IN_TIME][leaf][month] += in_time
+    if not in_db:
+        contacted = select(src.c.month, src.c.site, src.c.team, src.c.created_at, src.c.first_contact_at,
+                           src.c.due_at, src.c.urgent).where(src.c.first_contact_at.isnot(None))
+        for row in db.execute(contacted):
+            month = month_number(row.month)
+            if month < before_month:
+                _count_contact(counts, hours, (row.site, row.team), month, row, due)
+    return Collected(counts, hours, {s: _most_common(c) for s, c in names.items()}, teams)
 
 
-def _count_referral(counts: Counts, hours: dict[Leaf, dict[int, list[float]]], leaf: Leaf, month: int,
-                    record: Any, due: DueRule) -> None:
-    counts[REFERRALS][leaf][month] += 1
-    if record.closing_outcome in CLOSED:
-        counts[CLOSED[record.closing_outcome]][leaf][month] += 1
-    if record.handoff:
-        counts[HANDOFF_OFFERED][leaf][month] += 1
-    if record.handoff == handoff_codes.COMPLETED:
-        counts[HANDOFF_COMPLETED][leaf][month] += 1
+def _most_common(names: Counter) -> str:
+    """The name a site's referrals give most often (the first in order among equals, so it does not depend on the
+    order rows arrive in)."""
+    return min(names.items(), key=lambda item: (-item[1], item[0]))[0]
+
+
+def _count_referrals(counts: Counts, leaf: Leaf, month: int, outcome: str | None, handoff: str | None,
+                     n: int) -> None:
+    counts[REFERRALS][leaf][month] += n
+    if outcome in CLOSED:
+        counts[CLOSED[outcome]][leaf][month] += n
+    if handoff:
+        counts[HANDOFF_OFFERED][leaf][month] += n
+    if handoff == handoff_codes.COMPLETED:
+        counts[HANDOFF_COMPLETED][leaf][month] += n
+
+
+def _count_contact(counts: Counts, hours: dict[Leaf, dict[int, list[float]]], leaf: Leaf, month: int,
+                   record: Any, due: DueRule) -> None:
     contact = _aware(record.first_contact_at)
-    if contact is None:
-        return
     waited = max(0.0, (contact - _aware(record.created_at)).total_seconds() / 3600)
     hours[leaf][month].append(waited)
     if waited <= due.hours(record):
         counts[CONTACTED_IN_TIME][leaf][month] += 1
+
+
+def contact_medians(db: Session, collected: Collected, due: DueRule, months: range,
+                    ehr: EhrFilter | None = None) -> dict[Row, tuple[int, float]]:
+    """The referrals contacted and the median hours to first contact, per row (all sites, each site, each team),
+    over ``months`` (closed months: the report's period). On PostgreSQL in the database (the middle values as
+    ``percentile_disc``, averaged as ``statistics.median`` does), on SQLite from the hours ``collect`` kept."""
+    if db.get_bind().dialect.name != "postgresql":
+        return _medians_of(collected.contact_hours, months)
+    src = _referral_rows(db, due, ehr)
+    keys = [month_key(m) for m in months]
+    q = (select(src.c.site, src.c.team, func.count(src.c.hours),
+                func.percentile_disc(0.5).within_group(src.c.hours),
+                func.percentile_disc(0.5).within_group(src.c.hours.desc()))
+         .where(src.c.first_contact_at.isnot(None), src.c.month.in_(keys))
+         .group_by(func.rollup(src.c.site, src.c.team)))
+    out: dict[Row, tuple[int, float]] = {}
+    for site, team, n, low, high in db.execute(q):
+        row: Row = ALL if site is None else ("site", site) if team is None else ("team", site, team)
+        out[row] = (n, low if n % 2 else (low + high) / 2)
+    return out
+
+
+def _medians_of(hours: dict[Leaf, dict[int, list[float]]], months: range) -> dict[Row, tuple[int, float]]:
+    by_row: dict[Row, list[float]] = defaultdict(list)
+    for (site, team), by_month in hours.items():
+        values = [h for month, found in by_month.items() if month in months for h in found]
+        if values:
+            for row in (ALL, ("site", site), ("team", site, team)):
+                by_row[row].extend(values)
+    return {row: (len(values), statistics.median(values)) for row, values in by_row.items()}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import statistics
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -157,7 +156,8 @@ def build(db: Session, period: pd.Period, now: datetime, due: ms.DueRule, deploy
         return View(period, [], by_kind)  # before the first month with data: nothing to count
     result = _suppressed(grid, collected)
     names = Names.of(deployment, collected)
-    lines = [_line(grid, result, collected, period, row, names) for row in _rows(grid)]
+    medians = ms.contact_medians(db, collected, due, period.months, ehr)
+    lines = [_line(grid, result, medians, period, row, names) for row in _rows(grid)]
     return View(period, lines, by_kind)
 
 
@@ -170,23 +170,23 @@ def _rows(grid: Grid) -> list[Row]:
     return rows
 
 
-def _line(grid: Grid, result: Result, collected: ms.Collected, period: pd.Period, row: Row, names: Names) -> Line:
+def _line(grid: Grid, result: Result, medians: dict[Row, tuple[int, float]], period: pd.Period, row: Row,
+          names: Names) -> Line:
     cells = {m.name: result.shown(m.name, row, period.id) for m in grid.measures if row in grid.rows(m)}
     rates: dict[str, float | None] = {}
     for key, num, den, _label in RATES:
         n, d = cells.get(num), cells.get(den)
         rates[key] = None if n is None or d is None or d == 0 else n / d
     label = ALL_SITES if row == ALL else names.site(row[1]) if row[0] == "site" else names.team(row[2])
-    return Line(row, label, cells, rates, _median(collected, period, row, cells.get(ms.REFERRALS)))
+    return Line(row, label, cells, rates, _median(medians.get(row), cells.get(ms.REFERRALS)))
 
 
-def _median(collected: ms.Collected, period: pd.Period, row: Row, referrals: int | None) -> float | None:
-    if referrals is None:
+def _median(contacted: tuple[int, float] | None, referrals: int | None) -> float | None:
+    """The row's median hours to first contact, shown with its referrals and once at least 11 were contacted."""
+    if referrals is None or contacted is None:
         return None
-    hours = [h for (site, team), by_month in collected.contact_hours.items()
-             if row == ALL or (site == row[1] and (row[0] == "site" or team == row[2]))
-             for month, values in by_month.items() if period.holds(month) for h in values]
-    return statistics.median(hours) if len(hours) >= THRESHOLD else None
+    n, median = contacted
+    return median if n >= THRESHOLD else None
 
 
 # ---------------------------------------------------------------------------- output
