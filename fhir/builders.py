@@ -260,6 +260,19 @@ def _author(inp: WritebackInput) -> dict[str, str] | None:
     return ref
 
 
+def _set_parties(resource: dict[str, Any], inp: WritebackInput, author_field: str, *, many_authors: bool = False,
+                 subject_field: str = "subject", encounter_field: str | None = "encounter") -> None:
+    """The patient, the visit and the signed-in provider, under the resource type's own field names: FHIR calls
+    the provider ``author``, ``requester``, ``performer`` or ``recorder``, some as a list (``many_authors``),
+    and Task's patient ``for``. ``encounter_field=None`` for a resource that holds its encounter elsewhere."""
+    resource[subject_field] = _ref("Patient", inp.patient_id)
+    if encounter_field and inp.encounter_id:
+        resource[encounter_field] = _ref("Encounter", inp.encounter_id)
+    author = _author(inp)
+    if author:
+        resource[author_field] = [author] if many_authors else author
+
+
 def _when(inp: WritebackInput) -> str:
     return inp.now.astimezone(UTC).isoformat(timespec="seconds")
 
@@ -298,7 +311,6 @@ def build_document_reference(inp: WritebackInput, rules: WriteRules, wanted: lis
         "status": "current",
         "type": _cc(rules.document_type, rules.document_type.get("display")),
         "category": [_cc(rules.note_category)],
-        "subject": _ref("Patient", inp.patient_id),
         "date": _when(inp),
         "description": inp.note_title,
         "content": [{"attachment": {
@@ -311,10 +323,9 @@ def build_document_reference(inp: WritebackInput, rules: WriteRules, wanted: lis
     }
     if rules.doc_status:
         resource["docStatus"] = rules.doc_status
-    author = _author(inp)
-    if author:
-        # Exactly one author: the signed-in provider (Oracle refuses any other for provider access).
-        resource["author"] = [author]
+    # Exactly one author: the signed-in provider (Oracle refuses any other for provider access). The encounter is
+    # in context, with the period.
+    _set_parties(resource, inp, "author", many_authors=True, encounter_field=None)
     if context:
         resource["context"] = context
     return resource, deps
@@ -330,14 +341,9 @@ def build_service_request(inp: WritebackInput, rules: WriteRules, wanted: list[s
         "category": [_cc(c["us_core_category"]), _cc(c["sdoh_domain"])],
         "code": _cc(c["referral_code"], "Referral to confidential support services"),
         "priority": "urgent" if inp.urgent else "routine",
-        "subject": _ref("Patient", inp.patient_id),
         "authoredOn": _when(inp),
     }
-    if inp.encounter_id:
-        resource["encounter"] = _ref("Encounter", inp.encounter_id)
-    author = _author(inp)
-    if author:
-        resource["requester"] = author
+    _set_parties(resource, inp, "requester")
     programs = _programs(inp)
     if programs:
         resource["performer"] = [{"display": p.get("program") or p.get("name")} for p in programs]
@@ -370,15 +376,10 @@ def build_observation(inp: WritebackInput, rules: WriteRules, wanted: list[str])
         "status": "final",
         "category": [_cc(c["survey_category"]), _cc(c["us_core_category"]), _cc(c["sdoh_domain"])],
         "code": _cc(code, code.get("display")),
-        "subject": _ref("Patient", inp.patient_id),
         "effectiveDateTime": s.get("completed_at") or _when(inp),
         "issued": inp.now.astimezone(UTC).isoformat(timespec="milliseconds"),
     }
-    if inp.encounter_id:
-        resource["encounter"] = _ref("Encounter", inp.encounter_id)
-    author = _author(inp)
-    if author:
-        resource["performer"] = [author]
+    _set_parties(resource, inp, "performer", many_authors=True)
     score = s.get("score")
     if score is None:
         resource["dataAbsentReason"] = _cc(c["data_absent_declined"])
@@ -408,17 +409,12 @@ def build_questionnaire_response(inp: WritebackInput, rules: WriteRules, wanted:
     resource: dict[str, Any] = {
         "resourceType": "QuestionnaireResponse",
         "status": "completed",
-        "subject": _ref("Patient", inp.patient_id),
         "authored": s.get("completed_at") or _when(inp),
     }
     if s.get("questionnaire"):
         q = s["questionnaire"]
         resource["questionnaire"] = f"{q}|{s['version']}" if s.get("version") and "|" not in q else q
-    if inp.encounter_id:
-        resource["encounter"] = _ref("Encounter", inp.encounter_id)
-    author = _author(inp)
-    if author:
-        resource["author"] = author
+    _set_parties(resource, inp, "author")
     if items:
         resource["item"] = items
     return resource, {}
@@ -434,14 +430,9 @@ def build_task(inp: WritebackInput, rules: WriteRules, wanted: list[str]):
         "priority": "urgent" if inp.urgent else "routine",
         "code": _cc(c["task_code"]),
         "focus": {"reference": sr},
-        "for": _ref("Patient", inp.patient_id),
         "authoredOn": _when(inp),
     }
-    if inp.encounter_id:
-        resource["encounter"] = _ref("Encounter", inp.encounter_id)
-    author = _author(inp)
-    if author:
-        resource["requester"] = author
+    _set_parties(resource, inp, "requester", subject_field="for")
     programs = _programs(inp)
     if programs:
         resource["owner"] = {"display": programs[0].get("program") or programs[0].get("name")}
@@ -458,12 +449,7 @@ def build_condition(inp: WritebackInput, rules: WriteRules, wanted: list[str]):
         "clinicalStatus": _cc(c["condition_active"]),
         "category": [_cc(category), _cc(c["sdoh_domain"])],
         "code": _cc(c["ipv_condition"], c["ipv_condition"]["display"]),
-        "subject": _ref("Patient", inp.patient_id),
         "recordedDate": _when(inp),
     }
-    if inp.encounter_id:
-        resource["encounter"] = _ref("Encounter", inp.encounter_id)
-    author = _author(inp)
-    if author:
-        resource["recorder"] = author
+    _set_parties(resource, inp, "recorder")
     return resource, {}
