@@ -20,6 +20,7 @@ from sandbox_ehr.harness.launches import launch_for as launch_for
 from sandbox_ehr.harness.launches import store_launch as store_launch
 from smart_app import create_app
 from tests.support import tools
+from tests.support.nginx import start_nginx as start_nginx
 
 # Folders whose every test carries a marker, so `-m "not browser"` (or `-m tls`) selects them by what they need.
 _FOLDER_MARKERS = {"browser": pytest.mark.browser, "tls": pytest.mark.tls}

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 import runpy
-import subprocess
-import time
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,8 +16,7 @@ import requests
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
-from tests.support import tools
-from tests.support.tls import NGINX, _free_port
+from tests.support.tls import _free_port
 
 pytestmark = pytest.mark.ops
 
@@ -49,50 +46,20 @@ def test_every_nginx_access_log_uses_the_format_without_queries():
     assert len(logs) == servers and all(log.split()[-1] == name for log in logs), logs
 
 
-def test_nginx_logs_paths_without_queries_or_referrers(tmp_path):
-    tools.nginx(NGINX)
+def test_nginx_logs_paths_without_queries_or_referrers(tmp_path, start_nginx):
     statement, name = _log_format()
     port = _free_port()
-    for folder in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp_path / folder).mkdir()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(f"""
-user root;
-daemon off;
-worker_processes 1;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log warn;
-events {{ worker_connections 16; }}
-http {{
-    client_body_temp_path {tmp_path}/client_body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
+    start_nginx(f"""
     {statement}
     server {{
         listen 127.0.0.1:{port};
         access_log {tmp_path}/access.log {name};
         location / {{ return 200 "ok\\n"; }}
     }}
-}}
-""")
-    nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(200):  # until nginx answers (it binds after reading the configuration)
-            try:
-                requests.get(f"http://127.0.0.1:{port}/ready", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert nginx.poll() is None, (tmp_path / "error.log").read_text()
-                time.sleep(0.05)
-        for path, query in CALLS:
-            answer = requests.get(f"http://127.0.0.1:{port}{path}?{query}", headers={"Referer": REFERER}, timeout=5)
-            assert answer.status_code == 200
-    finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
+""", connections=16, listening=port)
+    for path, query in CALLS:
+        answer = requests.get(f"http://127.0.0.1:{port}{path}?{query}", headers={"Referer": REFERER}, timeout=5)
+        assert answer.status_code == 200
     log = (tmp_path / "access.log").read_text()
     assert '"GET /callback HTTP/1.1" 200' in log and '"GET /l/abc123/more HTTP/1.1" 200' in log
     assert not any(secret in log for secret in SECRETS) and "?" not in log, log

@@ -20,8 +20,7 @@ import requests
 import yaml
 from cryptography.fernet import Fernet
 
-from tests.support import tools
-from tests.support.tls import NGINX, TestCA, _free_port
+from tests.support.tls import TestCA, _free_port
 
 pytestmark = [pytest.mark.ops, pytest.mark.postgres, pytest.mark.slow]
 
@@ -68,8 +67,8 @@ def _value(text: str, pattern: str) -> float:
     return sum(found)
 
 
-def test_a_scrape_through_the_shipped_nginx_sees_the_apps_and_the_workers_counters(tmp_path, postgres_url):
-    tools.nginx(NGINX)
+def test_a_scrape_through_the_shipped_nginx_sees_the_apps_and_the_workers_counters(tmp_path, postgres_url,
+                                                                                   start_nginx):
     metrics = tmp_path / "ipv-metrics"
     metrics.mkdir(mode=0o700)
     token = secrets.token_urlsafe(32)
@@ -86,25 +85,7 @@ def test_a_scrape_through_the_shipped_nginx_sees_the_apps_and_the_workers_counte
     ca = TestCA(tmp_path)
     issued = ca.issue(HOST)
     ports = {"app1": _free_port(), "app2": _free_port(), "tls": _free_port(), "http": _free_port()}
-    for folder in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp_path / folder).mkdir()
     (tmp_path / "ipv.conf").write_text(shipped_site(tmp_path, ports, issued.cert_file, issued.key_file))
-    (tmp_path / "nginx.conf").write_text(f"""
-user root;
-daemon off;
-worker_processes 1;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    client_body_temp_path {tmp_path}/client_body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
-    include {tmp_path}/ipv.conf;
-}}
-""")
     logs: list[Path] = []
 
     def spawn(name: str, cmd: list[str], **extra: str) -> subprocess.Popen:
@@ -116,8 +97,7 @@ http {{
                           "smart_app:create_app()"], GUNICORN_BIND=f"127.0.0.1:{ports[name]}")
              for name in ("app1", "app2")]
     procs.append(spawn("worker", [*flask, "outbox-worker", "--idle-sleep", "0.2"]))
-    procs.append(spawn("nginx", [NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-                                 "-e", str(tmp_path / "error.log")]))
+    procs.append(start_nginx(f"include {tmp_path}/ipv.conf;"))  # stopped by the fixture too
     logs.append(tmp_path / "error.log")
 
     def tail() -> str:
