@@ -270,7 +270,8 @@ def claim(app: Any, repeat: int, show_plans: bool) -> bool:
 def purge(url: str, audit_rows: int) -> bool:
     """Three months past the retention (rows written as the owner, as a year-old archive would be), then the purge
     run by run until nothing is left: each run's time and rows."""
-    from smart_app.ops.audit import DEFAULT_RETENTION_DAYS, PARTITIONS_PER_RUN, ROWS_PER_RUN
+    from smart_app.ops.audit import DEFAULT_RETENTION_DAYS
+    from smart_app.store.partitions import PARTITIONS_PER_RUN, ROWS_PER_RUN
 
     engine = create_engine(url)
     per_month = max(1000, min(audit_rows // 12, 300_000))

@@ -45,6 +45,7 @@ from config.ehrs import ehr_id_for
 from smart_app.ops.observability import ACCESS, current_request_id, launch_ref
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.models import AuditEvent
+from smart_app.store.partitions import BOUND, purge_function
 
 ACTIONS = {
     "launch": "app launched for a patient (or standalone)",
@@ -78,8 +79,6 @@ PG_RETENTION_FLOOR_DAYS = DEFAULT_RETENTION_DAYS
 # run, so one run stays short whatever was left behind) and deletes a bounded batch of older rows left in the month
 # the cut-off falls in or in the default partition.
 MONTHS_AHEAD = 3
-PARTITIONS_PER_RUN = 2
-ROWS_PER_RUN = 20000
 
 
 def pg_partition_functions(s: str) -> list[str]:
@@ -130,32 +129,15 @@ BEGIN
   END LOOP;
   RETURN made;
 END $$""",
-        f"""CREATE OR REPLACE FUNCTION {s}.audit_event_purge(retention_days integer) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' AS $$
-DECLARE
-  cutoff timestamptz := now() - make_interval(days => greatest(retention_days, {s}.audit_event_retention_floor()));
-  part record;
-  n bigint;
-  gone bigint := 0;
-BEGIN
-  PERFORM {s}.audit_event_partitions_ahead({MONTHS_AHEAD});
-  FOR part IN SELECT c.oid::regclass AS rel FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c
-                  ON c.oid = i.inhrelid
-               WHERE i.inhparent = '{s}.audit_event'::regclass
-                 AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
-                 AND substring(pg_catalog.pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([^'']+)''\\)')
-                     ::timestamptz <= cutoff
-               ORDER BY c.relname LIMIT {PARTITIONS_PER_RUN} LOOP
-    EXECUTE format('SELECT count(*) FROM %s', part.rel) INTO n;
-    EXECUTE format('DROP TABLE %s', part.rel);
-    gone := gone + n;
-  END LOOP;
-  DELETE FROM {s}.audit_event
-   WHERE at < cutoff
-     AND id IN (SELECT id FROM {s}.audit_event WHERE at < cutoff ORDER BY at LIMIT {ROWS_PER_RUN});
-  GET DIAGNOSTICS n = ROW_COUNT;
-  RETURN gone + n;
-END $$""",
+        purge_function(
+            s, "audit_event", column="at",
+            cutoff=f"timestamptz := now() - make_interval(days => greatest(retention_days, "
+                   f"{s}.audit_event_retention_floor()))",
+            make_ahead=f"PERFORM {s}.audit_event_partitions_ahead({MONTHS_AHEAD});",
+            # A RANGE partition is past when its upper bound (TO, exclusive) is at or before the cut-off.
+            past_cutoff=(f"substring({BOUND} FROM 'TO \\(''([^'']+)''\\)')\n"
+                         "                     ::timestamptz <= cutoff"),
+        ),
     ]
 
 

@@ -18,10 +18,9 @@ from sqlalchemy.orm import Session
 
 from config.current import current_settings
 from smart_app.store.models import ReportEvent
+from smart_app.store.partitions import BOUND, ROWS_PER_RUN, purge_function
 
 MONTHS_AHEAD = 3
-PARTITIONS_PER_RUN = 2
-ROWS_PER_RUN = 20000
 REPORT_FLOOR_DAYS = 366
 
 
@@ -50,33 +49,16 @@ BEGIN
   RETURN true;
 END $$""",
         f"REVOKE EXECUTE ON FUNCTION {s}.report_event_add_partition(date) FROM PUBLIC",
-        f"""CREATE OR REPLACE FUNCTION {s}.report_event_purge(retention_days integer) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' AS $$
-DECLARE
-  cutoff text := to_char(now() - make_interval(days => greatest(retention_days, {REPORT_FLOOR_DAYS})), 'YYYY-MM');
-  part record;
-  n bigint;
-  gone bigint := 0;
-BEGIN
-  FOR i IN 0..{MONTHS_AHEAD} LOOP
+        purge_function(
+            s, "report_event", column="month",
+            cutoff="text := to_char(now() - make_interval(days => greatest(retention_days, "
+                   f"{REPORT_FLOOR_DAYS})), 'YYYY-MM')",
+            make_ahead=f"""FOR i IN 0..{MONTHS_AHEAD} LOOP
     PERFORM {s}.report_event_add_partition((date_trunc('month', now()) + make_interval(months => i))::date);
-  END LOOP;
-  FOR part IN SELECT c.oid::regclass AS rel FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c
-                  ON c.oid = i.inhrelid
-               WHERE i.inhparent = '{s}.report_event'::regclass
-                 AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
-                 AND substring(pg_catalog.pg_get_expr(c.relpartbound, c.oid) FROM 'IN \\(''([^'']+)''\\)') < cutoff
-               ORDER BY c.relname LIMIT {PARTITIONS_PER_RUN} LOOP
-    EXECUTE format('SELECT count(*) FROM %s', part.rel) INTO n;
-    EXECUTE format('DROP TABLE %s', part.rel);
-    gone := gone + n;
-  END LOOP;
-  DELETE FROM {s}.report_event
-   WHERE month < cutoff
-     AND id IN (SELECT id FROM {s}.report_event WHERE month < cutoff ORDER BY month LIMIT {ROWS_PER_RUN});
-  GET DIAGNOSTICS n = ROW_COUNT;
-  RETURN gone + n;
-END $$""",
+  END LOOP;""",
+            # A LIST partition holds one month ('YYYY-MM'): past when that month is before the cut-off's.
+            past_cutoff=f"substring({BOUND} FROM 'IN \\(''([^'']+)''\\)') < cutoff",
+        ),
     ]
 
 

@@ -20,11 +20,12 @@ from sqlalchemy import Engine, create_engine, text
 from benchmarks.year_of_data import EHR1, EHR2, POOL, Sizes, app_keys, fill
 from sandbox_ehr.harness.launches import SNOMED_SW, app_config, launch_for, role, worker_context
 from smart_app import create_app
-from smart_app.ops.audit import PARTITIONS_PER_RUN, record_audit
+from smart_app.ops.audit import record_audit
 from smart_app.outbox.claim import claim
 from smart_app.outbox.settings import OutboxSettings
 from smart_app.store import migrate
 from smart_app.store.db import session_scope
+from smart_app.store.partitions import PARTITIONS_PER_RUN
 from tests.support import tools
 
 pytestmark = [pytest.mark.scale, pytest.mark.postgres]
