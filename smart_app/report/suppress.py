@@ -104,9 +104,22 @@ class Grid:
                 out += [("team", site, t) for t in self.teams[site]]
         return out
 
+    def under(self, measure: Measure, leaves: Iterable[Leaf] | None = None) -> dict[Row, list[Leaf]]:
+        """Each row with the leaves it adds up (of ``leaves``, by default every leaf), in the order of the leaves."""
+        out: dict[Row, list[Leaf]] = {row: [] for row in self.rows(measure)}
+        for leaf in self.leaves(measure) if leaves is None else leaves:
+            for row in rows_holding(leaf, measure.by_team):
+                out[row].append(leaf)
+        return out
+
 
 def holds(row: Row, leaf: Leaf) -> bool:
     return row == ALL or (row[1] == leaf[0] and (row[0] == "site" or row[2] == leaf[1]))
+
+
+def rows_holding(leaf: Leaf, by_team: bool) -> tuple[Row, ...]:
+    """The rows that add up ``leaf``: all sites, its site and, for a measure counted per team, its team."""
+    return (ALL, ("site", leaf[0]), ("team", *leaf)) if by_team else (ALL, ("site", leaf[0]))
 
 
 @dataclass
@@ -165,8 +178,7 @@ class Cells:
             per_leaf = self.counts.get(measure.name, {})
             sums = {leaf: self._period_sums(per_leaf.get(leaf, {})) for leaf in self.grid.leaves(measure)}
             self.leaf_sums[measure.name] = sums
-            for row in self.grid.rows(measure):
-                leaves = [leaf for leaf in sums if holds(row, leaf)]
+            for row, leaves in self.grid.under(measure).items():
                 for p in self.grid.periods:
                     values[(measure.name, row, p.id)] = sum(sums[leaf][p.id] for leaf in leaves)
         return values
@@ -176,8 +188,9 @@ class Cells:
         site): hidden with it, and not worth anything more when a witness is priced."""
         found: set[frozenset[Leaf]] = set()
         repeats = set()
-        for row in self.grid.rows(measure):  # broadest first
-            leaves = frozenset(leaf for leaf in self.grid.leaves(measure) if holds(row, leaf) and seen(leaf))
+        under = self.grid.under(measure, [leaf for leaf in self.grid.leaves(measure) if seen(leaf)])
+        for row, seen_leaves in under.items():  # broadest first
+            leaves = frozenset(seen_leaves)
             if leaves in found:
                 repeats.add(row)
             found.add(leaves)
@@ -383,8 +396,9 @@ class Suppressor:
             by_close[self.last_of[target[2]]].append(target)
         for month in cells.months:
             self.closed_to, self._month_id = month, f"{MONTH}:{month_key(month)}"
-            self._repeats = {m.by_team: cells.repeated_rows(m, lambda leaf, m=m: self._seen(leaf, m.by_team))
-                             for m in self.grid.measures}
+            kinds = {m.by_team: m for m in self.grid.measures}  # the rows and leaves differ by this alone
+            self._repeats = {by_team: cells.repeated_rows(m, lambda leaf, by_team=by_team: self._seen(leaf, by_team))
+                             for by_team, m in kinds.items()}
             self.prices.clear()
             self._carry(month)
             for measures, row, period in by_close.get(month, []):
@@ -528,8 +542,11 @@ class Suppressor:
     def _rows_of(self, measure: Measure, signs: Signs) -> frozenset[Row]:
         key = (measure.by_team, signs)
         if key not in self._rows_moved:
-            self._rows_moved[key] = frozenset(r for r in self.grid.rows(measure)
-                                              if sum(s for leaf, s in signs if holds(r, leaf)))
+            change: dict[Row, int] = defaultdict(int)
+            for leaf, sign in signs:
+                for row in rows_holding(leaf, measure.by_team):
+                    change[row] += sign
+            self._rows_moved[key] = frozenset(r for r, n in change.items() if n)
         return self._rows_moved[key]
 
 
