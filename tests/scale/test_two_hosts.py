@@ -6,25 +6,36 @@ workers with one of them killed mid-send."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import text
 
 from benchmarks.bench_load import PATIENTS, Clinician
-from tests.support.hosts import TwoHosts
+from tests.support.hosts import ROOT, TwoHosts
 
 pytestmark = [pytest.mark.scale, pytest.mark.postgres]
 
 LAUNCH_LIMIT = 30  # per client address and minute, on /launch: this stack's tuning.ratelimit_launch
 TUNING = {"ratelimit_launch": f"{LAUNCH_LIMIT} per minute", "ratelimit_callback": "1000 per minute",
           # A killed worker's claim is taken over once its lease runs out (a send takes well under a second here).
-          "outbox_lease_seconds": 4, "outbox_base_delay": 0.2, "outbox_max_delay": 1.0}
-CLINICIANS = 12
+          "outbox_lease_seconds": 4, "outbox_base_delay": 0.2, "outbox_max_delay": 1.0,
+          # One EHR serves every clinician here: its bound on calls in flight is the whole process's (the default
+          # halves it so that a second slow EHR still finds room), as bench_load's deployment sets it.
+          "ehr_calls_per_ehr": 6, "ehr_calls_total": 6}
+CLINICIANS = 8
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +142,7 @@ def test_an_instance_and_a_worker_through_pgbouncer_in_transaction_mode_carry_wh
         os.killpg(proc.pid, signal.SIGSTOP)
     try:
         lids = []
-        for visit in PATIENTS:  # each page reads the launch again: statements psycopg would otherwise prepare
+        for visit in PATIENTS[:2]:  # each page reads the launch again: statements psycopg would otherwise prepare
             clinician = RoundRobin(hosts, visit, first="c", second="c")
             clinician.walk()
             assert clinician.lid and not clinician.failures(), (clinician.failures(), hosts.log_tail())
@@ -148,3 +159,149 @@ def test_an_instance_and_a_worker_through_pgbouncer_in_transaction_mode_carry_wh
             os.killpg(proc.pid, signal.SIGCONT)
         hosts.procs["worker-pgbouncer"].stop()
         hosts.procs["app-c"].stop()
+
+
+@pytest.fixture(scope="module")
+def local_app(hosts: TwoHosts):
+    """The app built in this process on the stack's database and keys (to age a launch's token, as time would)."""
+    from sandbox_ehr.demo import deployment_for
+    from smart_app import create_app
+
+    app = create_app({**deployment_for("generic", hosts.iss), **app_config(hosts)})
+    yield app
+    app.extensions["db_engine"].dispose()
+
+
+def app_config(hosts: TwoHosts) -> dict[str, Any]:
+    return {"TESTING": True, "DB_CREATE_ALL": False, "DATABASE_URL": hosts.direct_url,
+            "SECRET_KEY": hosts.env["SECRET_KEY"], "TOKEN_ENCRYPTION_KEY": hosts.env["TOKEN_ENCRYPTION_KEY"],
+            "SESSION_COOKIE_SECURE": False, "ALLOWED_ISS": [hosts.iss], "HTTP_TIMEOUT_SECONDS": 10}
+
+
+@contextmanager
+def paused(hosts: TwoHosts, *names: str) -> Iterator[list[subprocess.Popen]]:
+    """The named processes stopped (SIGSTOP) until the block ends or calls ``go`` (SIGCONT)."""
+    procs = [hosts.procs[name].popen for name in names]
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        yield procs
+    finally:
+        resume(procs)
+
+
+def resume(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGCONT)
+
+
+REFRESHERS = 3  # processes besides the two workers asking for the same launch's token at once
+
+
+def test_an_expired_token_is_refreshed_once_however_many_processes_need_it_at_once(hosts, local_app, fresh_limits,
+                                                                                   tmp_path):
+    """No page calls the EHR with the clinician's token after the callback (smart_app/outbox/clients.py is the only
+    caller of fhir_client_for): the processes that refresh it are the outbox workers and any other process holding
+    the launch. Here both workers (the referral's writes) and REFRESHERS more processes (tests/security/
+    refresh_proc.py, as the web instances' code builds a client) find the token expired at the same moment, while
+    the EHR answers the token call slowly; the sandbox EHR's refresh tokens are single use, so a second refresh
+    would show as a replay."""
+    from tests.security.test_refresh_across_processes import expire_token
+
+    with paused(hosts, "worker-1", "worker-2") as workers:
+        clinician = RoundRobin(hosts, PATIENTS[1], first="b", second="a")
+        clinician.walk()
+        assert clinician.lid and not clinician.failures(), clinician.failures()
+        expire_token(SimpleNamespace(app=local_app), clinician.lid)
+        requests.delete(hosts.sandbox_url + "/__faults", timeout=10)  # counts from here
+        hosts.faults(trickle=["token"], trickle_bytes_per_second=2000)
+        go = tmp_path / "go"
+        spec = tmp_path / "refresh.json"
+        spec.write_text(json.dumps({"personality": "generic", "iss": hosts.iss, "config": app_config(hosts),
+                                    "launch": clinician.lid, "patient": PATIENTS[1][0], "go": str(go)}))
+        procs = [subprocess.Popen([sys.executable, "-m", "tests.security.refresh_proc", str(spec)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                 for _ in range(REFRESHERS)]
+        try:
+            for proc in procs:
+                assert proc.stdout.readline().strip() == "ready"
+            go.write_text("go")
+            resume(workers)
+            answers = [json.loads(proc.communicate(timeout=120)[0].strip().splitlines()[-1]) for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+    wait_for(lambda: outbox_settled(hosts), "the referral's writes were not sent", hosts)
+    counts = hosts.faults()["refresh"]
+    hosts.faults(trickle=[])
+    assert counts == {"used": 1, "replayed": 0}, (counts, answers)
+    assert all(a.get("read") for a in answers), answers
+    assert len({a["token"] for a in answers}) == 1  # every process uses the token the one refresh stored
+    assert hosts.scalar("SELECT count(*) FROM outbox WHERE launch_id = :lid AND status = 'written'",
+                        lid=clinician.lid) == hosts.scalar("SELECT count(*) FROM outbox WHERE launch_id = :lid",
+                                                           lid=clinician.lid) > 0
+
+
+def written_at_the_ehr(hosts: TwoHosts, kind: str) -> Counter:
+    """How many resources of ``kind`` the EHR keeps under each business identifier (system|value)."""
+    found: Counter = Counter()
+    for content in hosts.ehr_resources(kind):
+        for ident in json.loads(content).get("identifier") or []:
+            found[f"{ident.get('system')}|{ident.get('value')}"] += 1
+    return found
+
+
+def test_two_workers_write_every_referral_exactly_once_with_one_killed_mid_send(hosts, fresh_limits):
+    """CLINICIANS journeys at once, each on both instances; the EHR slow on writes; one worker SIGKILLed while it
+    sends and started again (as its unit restarts it): its claimed rows are taken over when their lease ends.
+    Counted at the EHR by each write's business identifier. Meanwhile the stack's PostgreSQL connections stay
+    within DEPLOY.md's budget for it."""
+    requests.delete(hosts.sandbox_url + "/__faults", timeout=10)
+    hosts.faults(latency_seconds=0.3, apply_to="writes")
+    clinicians = [RoundRobin(hosts, PATIENTS[i % len(PATIENTS)], first="ab"[i % 2], second="ba"[i % 2])
+                  for i in range(CLINICIANS)]
+    threads = [threading.Thread(target=c.walk) for c in clinicians]
+    seen_connections = []
+    for t in threads:
+        t.start()
+
+    def sample() -> None:
+        seen_connections.append(hosts.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"))
+
+    def lids() -> list[str]:
+        return [c.lid for c in clinicians if c.lid]
+
+    def written() -> int:
+        return hosts.scalar("SELECT count(*) FROM outbox WHERE launch_id = ANY(:lids) AND status = 'written'",
+                            lids=lids())
+
+    wait_for(lambda: sample() or written() >= 3, "no write was sent", hosts)
+    hosts.procs["worker-1"].stop(signal.SIGKILL)
+    hosts.start_worker("worker-1")
+    for t in threads:
+        while t.is_alive():
+            sample()
+            t.join(timeout=0.2)
+    failures = [f for c in clinicians for f in c.failures()]
+    assert not failures and len(lids()) == CLINICIANS, failures
+    wait_for(lambda: sample() or outbox_settled(hosts), "the writes were not all sent", hosts, seconds=90)
+    hosts.faults(latency_seconds=0)
+    rows = []
+    with hosts.engine.connect() as conn:
+        rows = conn.execute(text("SELECT kind, identifier_system, identifier_value, status FROM outbox "
+                                 "WHERE launch_id = ANY(:lids)"), {"lids": lids()}).all()
+    assert {r.status for r in rows} == {"written"} and len(rows) >= CLINICIANS
+    assert hosts.scalar("SELECT count(*) FROM referral WHERE launch_id = ANY(:lids)", lids=lids()) == CLINICIANS
+    at_ehr = {kind: written_at_the_ehr(hosts, kind) for kind in {r.kind for r in rows}}
+    counts = Counter(at_ehr[r.kind][f"{r.identifier_system}|{r.identifier_value}"] for r in rows)
+    assert counts == Counter({1: len(rows)}), counts  # each write once: none missing, none twice
+    budget = 2 * 2 * sum(hosts_pool()) + 2 * 2 + 5  # hosts x workers x (pool + overflow) + workers x 2 + admin
+    assert max(seen_connections) <= budget, (max(seen_connections), budget)
+
+
+def hosts_pool() -> tuple[int, int]:
+    """An instance worker's pool here: config/gunicorn.conf.py's threads for 2 workers, the default db_pool."""
+    threads = max(4, 16 // 2)
+    return threads, threads
