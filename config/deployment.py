@@ -416,6 +416,10 @@ class Tuning(Strict):
                                                        "naming the file and the problem.")
     directory_import_dir: str = Field("", description="Where `ipv-directory import` writes; empty = "
                                                       "`instance/directory/`. Served after a restart.")
+    directory_check_seconds: float = Field(30, ge=0, description="How often each app process asks the database "
+                                                                 "for a newer directory import (`flask --app "
+                                                                 "smart_app directory import`) and loads it without "
+                                                                 "a restart; 0 = never (seconds).")
     ratelimit_launch: str = Field("60 per minute", description="Limit per client address on /launch.")
     ratelimit_callback: str = Field("60 per minute", description="Limit per client address on /callback.")
     ratelimit_actions: str = Field("120 per minute", description="Limit per client address on the social-work "

@@ -20,6 +20,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -73,6 +74,11 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
+def native_text(directory: Any) -> str:
+    """A loaded directory as the native YAML an import keeps (a file, or a row of the database's imports)."""
+    return yaml.dump(dump_native(directory), Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, width=120)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     try:
         d = load_source(args.file, fmt=args.format)
@@ -82,7 +88,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(args.file).stem).strip("-") or "imported"
     target = target_dir / f"{name}.yaml"
     target_dir.mkdir(parents=True, exist_ok=True)
-    text = yaml.dump(dump_native(d), Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, width=120)
+    text = native_text(d)
     # Write beside the target, check the whole configured directory loads with it, then rename:
     # the app never sees a half-written or failing file.
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.yaml", dir=target_dir)

@@ -2,7 +2,9 @@
 
 A reload builds the new directory and its index completely before one reference swap, so a
 request sees either the old directory or the new one, never a mix; a source that fails to load
-leaves the current directory in place.
+leaves the current directory in place. Besides files, a store may hold imports kept in the database (named
+native YAML texts and the version they make, smart_app/store/directory.py), merged after the files in name order
+as the import folder's files are.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from config.current import settings_of
 from referrals.errors import DirectoryError, Issue
 from referrals.index import DirectoryIndex
 from referrals.loaders import load_source
+from referrals.loaders.native import _Loader, parse_native
 from referrals.model import Directory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,14 +59,32 @@ def merge(directories: list[Directory]) -> Directory:
                      sources=[src for d in directories for src in d.sources], extras=dict(first.extras))
 
 
-def build(paths: list[Path]) -> DirectoryIndex:
-    """Load every source and index the result; DirectoryError lists the problems of all sources."""
+def parse_imported(name: str, text: str) -> Directory:
+    """An import kept as native YAML text (what `ipv-directory import` writes), named ``name``."""
+    where = f"import {name}"
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (the C safe loader)
+    except yaml.YAMLError as exc:
+        raise DirectoryError([Issue(where, "", f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from None
+    if not isinstance(data, dict):
+        raise DirectoryError([Issue(where, "", "top level must be a mapping")])
+    return parse_native(data, where)
+
+
+def build(paths: list[Path], imported: Sequence[tuple[str, str]] = ()) -> DirectoryIndex:
+    """Load every source (then every ``imported`` (name, text)) and index the result; DirectoryError lists the
+    problems of all sources."""
     if not paths:
         raise DirectoryError([Issue("DIRECTORY_PATHS", "", "no directory source configured")])
     loaded, issues = [], []
     for p in paths:
         try:
             loaded.append(load_source(p))
+        except DirectoryError as exc:
+            issues.extend(exc.issues)
+    for name, text in imported:
+        try:
+            loaded.append(parse_imported(name, text))
         except DirectoryError as exc:
             issues.extend(exc.issues)
     if issues:
@@ -72,6 +95,8 @@ def build(paths: list[Path]) -> DirectoryIndex:
 class DirectoryStore:
     def __init__(self, paths: list[Path]):
         self.paths = list(paths)
+        self.imported: list[tuple[str, str]] = []
+        self.version = 0  # of the database's imports this store holds (0: none)
         self._index: DirectoryIndex | None = None
         self._lock = threading.Lock()
 
@@ -81,17 +106,21 @@ class DirectoryStore:
         if current is None:
             with self._lock:
                 if self._index is None:
-                    self._index = build(self.paths)
+                    self._index = build(self.paths, self.imported)
                 current = self._index
         return current
 
-    def reload(self, paths: list[Path] | None = None) -> DirectoryIndex:
+    def reload(self, paths: list[Path] | None = None, imported: Sequence[tuple[str, str]] | None = None,
+               version: int | None = None) -> DirectoryIndex:
         """Build fully, then swap; on error the old directory stays and the error propagates."""
         new_paths = list(paths) if paths is not None else self.paths
-        fresh = build(new_paths)
+        new_imported = list(imported) if imported is not None else self.imported
+        fresh = build(new_paths, new_imported)
         with self._lock:
             self._index = fresh
-            self.paths = new_paths
+            self.paths, self.imported = new_paths, new_imported
+            if version is not None:
+                self.version = version
         return fresh
 
 

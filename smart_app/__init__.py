@@ -51,6 +51,7 @@ from smart_app.report import retention as report_retention
 from smart_app.report import views as report_views
 from smart_app.screening import views as screening_views
 from smart_app.store import crypto
+from smart_app.store import directory as directory_imports
 from smart_app.worklist import backfill as worklist_backfill
 from smart_app.worklist import retention as worklist_retention
 from smart_app.worklist import routing as worklist_routing
@@ -117,6 +118,7 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
     config_check.init_app(app)
     crypto.init_app(app)  # before the store: the demo's migrations at start decrypt referrals they route
     store.init_app(app)
+    directory_imports.init_app(app)  # flask directory import; each process loads a newer import
     security.init_app(app)
     i18n.init_app(app)
     phones.init_app(app)

@@ -83,8 +83,11 @@ def _schema(app: Flask) -> tuple[bool, Any]:
 def _directory(app: Flask) -> tuple[bool, Any]:
     from referrals.store import store_for
 
-    services = len(store_for(app).index.directory.services)
-    return services > 0, f"{services} services"
+    store = store_for(app)
+    services = len(store.index.directory.services)
+    # The version: the database's directory import this process serves (0: the files only), the same on every host
+    # within tuning.directory_check_seconds of an import.
+    return services > 0, f"{services} services, version {store.version}"
 
 
 @check("keys")

@@ -24,6 +24,7 @@ from config.current import settings_of
 from fhir.builders import ALL_RESOURCES
 from referrals.closures import holiday_name
 from referrals.store import store_for
+from smart_app.store.directory import load_imports
 
 log = logging.getLogger("ipv.warmup")
 
@@ -44,6 +45,7 @@ def init_app(app: Flask, *feature_steps: Step) -> None:
 
 def warm_up(app: Flask) -> None:
     """The work every feature needs, then each feature's own step."""
+    load_imports(app)  # the database's newest directory import, where there is one
     index = store_for(app).index  # a broken directory stops start-up here, naming the file
     holiday_name(datetime.now(ZoneInfo(index.timezone)).date(), index.directory.holidays)  # this year's calendar
     for resource_type in ALL_RESOURCES:

@@ -30,6 +30,7 @@ from smart_app.outbox.settings import OutboxSettings
 from smart_app.outbox.state import PENDING, SENDING, RunStats, utcnow
 from smart_app.outbox.verify import verify_pending
 from smart_app.store.db import get_session
+from smart_app.store.directory import load_imports
 from smart_app.store.models import OutboxItem, WorkerHeartbeat
 
 log = logging.getLogger("ipv.outbox")
@@ -104,13 +105,19 @@ class OutboxWorker:
         """The long-running worker (``flask outbox-worker``). Every ``purge_every`` seconds it also runs the
         housekeeping the features registered (``smart_app.ops.housekeeping``: retention purges), since it is
         the process every deployment runs."""
-        next_purge = time.monotonic()
+        next_purge = next_directory = time.monotonic()
+        directory_every = settings_of(self.app).directory_check_seconds
         while not stop() and not self.stopping.is_set():
             try:
                 self.beat()
                 if time.monotonic() >= next_purge:
                     self.purge_launches()
                     next_purge = time.monotonic() + purge_every
+                if directory_every > 0 and time.monotonic() >= next_directory:
+                    # The housekeeping routes stored referrals by the directory's sites: the newest import, as
+                    # the web instances serve it (smart_app/store/directory.py).
+                    load_imports(self.app)
+                    next_directory = time.monotonic() + directory_every
                 set_request_id(f"outbox-{secrets.token_hex(8)}")  # X-Request-ID of this batch's EHR calls
                 stats = self.run_once()
                 record_outbox_run(stats)

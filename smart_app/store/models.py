@@ -419,6 +419,21 @@ class AuditEvent(Base):
     patient_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
+class DirectoryImport(Base):
+    """A referral directory import kept for every instance (``flask --app smart_app directory import``): the native
+    YAML text under its name; each row is a new version, the newest row of each name is served, and every app process
+    loads a newer version within ``tuning.directory_check_seconds`` (smart_app/store/directory.py). Programs and
+    phone numbers only: no patient data."""
+
+    __tablename__ = "directory_import"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    services: Mapped[int] = mapped_column(Integer)
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class WorkerHeartbeat(Base):
     """One row per outbox worker process, stamped as it runs; /readyz reports the freshest stamp's age."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,7 +36,8 @@ TUNING = {"ratelimit_launch": f"{LAUNCH_LIMIT} per minute", "ratelimit_callback"
           "outbox_lease_seconds": 4, "outbox_base_delay": 0.2, "outbox_max_delay": 1.0,
           # One EHR serves every clinician here: its bound on calls in flight is the whole process's (the default
           # halves it so that a second slow EHR still finds room), as bench_load's deployment sets it.
-          "ehr_calls_per_ehr": 6, "ehr_calls_total": 6}
+          "ehr_calls_per_ehr": 6, "ehr_calls_total": 6,
+          "directory_check_seconds": 1}
 CLINICIANS = 8
 
 
@@ -305,3 +308,38 @@ def hosts_pool() -> tuple[int, int]:
     """An instance worker's pool here: config/gunicorn.conf.py's threads for 2 workers, the default db_pool."""
     threads = max(4, 16 // 2)
     return threads, threads
+
+
+def served_directory(url: str) -> str:
+    return requests.get(url + "/readyz", timeout=10).json()["checks"]["directory"]["detail"]
+
+
+def test_a_directory_import_on_one_host_is_served_by_every_instance_without_a_restart(hosts, tmp_path):
+    """`flask directory import` run with host A's environment stores the file as the directory's next version in
+    the database; every gunicorn worker of both instances serves it within tuning.directory_check_seconds, and
+    neither instance was restarted."""
+    from tests.referrals import samples
+
+    masters = {name: hosts.procs[f"app-{name}"].popen.pid for name in ("a", "b")}
+    before = {name: served_directory(hosts.urls[name]) for name in ("a", "b")}
+    count = int(before["a"].split()[0])
+    source = samples.write_hsds_json(tmp_path / "county-programs.json", samples.hsds_services())
+    done = subprocess.run([str(Path(sys.executable).parent / "flask"), "--app", "smart_app", "directory", "import",
+                           str(source)], env={**hosts.env, "HOME": str(hosts.folder / "host-a")}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    version = int(re.search(r"directory version (\d+)", done.stdout).group(1))
+    added = len(samples.hsds_services())
+    expected = f"{count + added} services, version {version}"
+    for name in ("a", "b"):  # every worker of the instance: so many answers in a row show the new version
+        in_a_row = 0
+
+        def served(name: str = name) -> bool:
+            nonlocal in_a_row
+            in_a_row = in_a_row + 1 if served_directory(hosts.urls[name]) == expected else 0
+            return in_a_row >= 8
+
+        wait_for(served, f"instance {name} does not serve version {version}", hosts, seconds=30)
+    assert {name: hosts.procs[f"app-{name}"].popen.pid for name in ("a", "b")} == masters
+    assert all(hosts.procs[f"app-{name}"].alive() for name in ("a", "b"))
+    assert hosts.scalar("SELECT count(*) FROM directory_import") >= 1
