@@ -10,7 +10,13 @@ walks gate -> instrument -> result -> referrals -> consent -> confirmation by su
 
 Targets (printed as pass/miss, never asserted): at N = 100, p95 <= 5x hello and throughput >= 0.3x hello, judged
 on the median of ``--reps`` runs at each N (3 by default; the spread is printed beside). Each run also prints where
-the 2 cores went (app, sandbox EHR, outbox worker, PostgreSQL, this load generator). Both apps meet the same load: N
+the cores went, per process: the app (its workers and its PostgreSQL backends, found by application_name, so other
+databases on the server are not counted) and the harness (sandbox EHR, outbox worker, this load generator), and
+what other processes on the shared machine took; then ``--profile`` journeys of one clinician alone give the CPU
+per request kind (app, its PostgreSQL, the sandbox EHR, the client) to the nanosecond. The clients are plain
+http.client connections with keep-alive and a cookie jar (``Browser``): requests cost several times the CPU of a
+hello-world page per call, so the load generator took a large share of the cores, most of all against hello-world.
+Both apps meet the same load: N
 clients released at one instant, hello-world's looping for as long as the clinicians' run took, and only after the
 outbox worker has sent the run's writes (so neither is measured on cores the other's traffic is still using); the
 runs alternate between the two apps. Every clinician comes from this one address, so the bench's deployment lifts
@@ -22,6 +28,8 @@ Needs PostgreSQL (TEST_DATABASE_URL, default the machine's 127.0.0.1:5432/test);
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import re
 import resource
@@ -39,10 +47,11 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import requests
 
@@ -57,6 +66,9 @@ GUNICORN = ["-c", str(ROOT / "config" / "gunicorn.conf.py")]
 NO_ANSWER = 599  # recorded for a request the server refused or cut (no HTTP status)
 # Threads of an app worker (config/gunicorn.conf.py on 2 CPUs) less the two the app keeps free of EHR calls.
 EHR_CALLS = 6
+# What a browser loads with a page: its stylesheets and scripts (the app's pages name them with these two forms).
+SUBRESOURCE = re.compile(r'<link rel="stylesheet" href="([^"]+)"|<script src="([^"]+)"')
+ASSET, FROM_CACHE = "asset", "from cache"  # page names in Clinician.assets: "asset app.css", "from cache"
 PATIENTS = [("pat-alice", "enc-alice-bwh"), ("pat-carmen", "enc-carmen-sjphc"), ("pat-joana", "enc-joana-chelsea")]
 
 
@@ -102,16 +114,18 @@ def wait_http(url: str, seconds: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds of a process and all its children (gunicorn master + workers)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    pids = [pid]
+def process_tree(pid: int) -> list[int]:
+    """A process and its children (gunicorn's master and workers)."""
     try:
         out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-        pids += [int(p) for p in out]
     except OSError:
-        pass
+        out = []
+    return [pid, *(int(p) for p in out)]
+
+
+def stat_cpu(pids: list[int]) -> float:
+    """CPU seconds of these processes so far (every thread, ended ones too; clock ticks)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
     for p in pids:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
@@ -119,6 +133,114 @@ def process_cpu(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of a process and all its children (gunicorn master + workers)."""
+    return stat_cpu(process_tree(pid))
+
+
+def exact_cpu(pids: list[int]) -> float:
+    """CPU seconds of the live threads of these processes, to the nanosecond (schedstat): a single request's cost
+    is below the clock tick ``stat_cpu`` counts in. Threads that ended are not counted: use it on servers whose
+    threads live as long as they do (gunicorn's gthread pools, PostgreSQL backends)."""
+    total = 0
+    for p in pids:
+        for task in Path(f"/proc/{p}/task").glob("*/schedstat"):
+            try:
+                total += int(task.read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / 1e9
+
+
+class Answer:
+    """An HTTP response as the journey reads it."""
+
+    __slots__ = ("status_code", "headers", "content")
+
+    def __init__(self, status: int, headers: Any, content: bytes):
+        self.status_code, self.headers, self.content = status, headers, content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class Browser:
+    """One browser on http.client: a keep-alive connection and a cookie jar per origin, redirects never followed.
+
+    requests costs several times more CPU per call than the servers under test spend on a hello-world page, so with
+    it the load generator took a large share of the two cores (most of all against hello-world); this is what a
+    browser does and little else."""
+
+    def __init__(self, timeout: float = 60):
+        self.timeout = timeout
+        self.conns: dict[str, http.client.HTTPConnection] = {}
+        self.jars: dict[str, dict[str, str]] = defaultdict(dict)
+        self.cache: dict[str, tuple[float, str]] = {}  # URL -> (fresh until, ETag): the HTTP cache
+
+    def keep(self, url: str, answer: Answer) -> None:
+        """Keep what a response lets a browser keep: fresh for its max-age, then revalidated with its ETag."""
+        control = (answer.headers.get("Cache-Control") or "").lower()
+        if "no-store" in control or answer.status_code not in (200, 304):
+            self.cache.pop(url, None)
+            return
+        age = re.search(r"max-age=(\d+)", control)
+        fresh = time.monotonic() + int(age.group(1)) if age and "no-cache" not in control else 0.0
+        self.cache[url] = (fresh, answer.headers.get("ETag") or self.cache.get(url, (0.0, ""))[1])
+
+    def request(self, method: str, url: str, data: dict[str, Any] | None = None,
+                extra: dict[str, str] | None = None) -> Answer:
+        parts = urlsplit(url)
+        origin, target = parts.netloc, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"Accept-Encoding": "identity", **(extra or {})}
+        jar = self.jars[origin]
+        if jar:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+        body = None
+        if data is not None:
+            body = urlencode(data, doseq=True).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        for attempt in (1, 2):
+            conn = self.conns.get(origin)
+            reused = conn is not None
+            if conn is None:
+                conn = self.conns[origin] = http.client.HTTPConnection(origin, timeout=self.timeout)
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                resp = conn.getresponse()
+                content = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                conn.close()
+                del self.conns[origin]
+                if reused and attempt == 1:  # the server closed an idle keep-alive connection: a new one
+                    continue
+                raise
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                del self.conns[origin]
+                raise
+            break
+        for cookie in resp.headers.get_all("Set-Cookie") or ():
+            name, _, rest = cookie.partition("=")
+            value = rest.split(";", 1)[0]
+            if value and "max-age=0" not in cookie.lower():
+                jar[name.strip()] = value
+            else:
+                jar.pop(name.strip(), None)
+        if resp.will_close:
+            conn.close()
+            del self.conns[origin]
+        return Answer(resp.status, resp.headers, content)
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.close()
+        self.conns.clear()
 
 
 class _Forms(HTMLParser):
@@ -172,41 +294,59 @@ def form_data(page: str, action: str, values: dict[str, Any], pick: int = 0) -> 
 
 
 class Clinician:
-    """One browser: its own cookie jar, recording (page, seconds, status) for every request to the app."""
+    """One browser: its own connections, cookies and cache, recording (page, seconds, status) for every page it asks
+    the app for, and in ``assets`` every stylesheet and script the pages name that it fetches as a browser does."""
 
-    def __init__(self, base: str, sandbox: str, iss: str, visit: tuple[str, str], record: list[tuple[str, float, int]]):
+    def __init__(self, base: str, sandbox: str, iss: str, visit: tuple[str, str], record: list[tuple[str, float, int]],
+                 assets: list[tuple[str, float, int]] | None = None):
         self.base, self.sandbox, self.iss, self.visit, self.record = base, sandbox, iss, visit, record
+        self.assets = record if assets is None else assets
         self.lid = ""
-        self.http = requests.Session()
+        self.http = Browser()
 
-    def _timed(self, page: str, method: str, path: str, **kw: Any) -> requests.Response:
+    def _timed(self, page: str, method: str, path: str, data: dict[str, Any] | None = None,
+               extra: dict[str, str] | None = None) -> Answer:
+        record = self.assets if page.startswith(ASSET) else self.record
         t0 = time.perf_counter()
         try:
-            r = self.http.request(method, self.base + path, allow_redirects=False, timeout=60, **kw)
-        except requests.RequestException:  # refused or cut by the server: an error of the run, the journey ends
-            self.record.append((page, time.perf_counter() - t0, NO_ANSWER))
+            r = self.http.request(method, self.base + path, data, extra)
+        except (OSError, http.client.HTTPException):  # refused or cut by the server: an error of the run
+            record.append((page, time.perf_counter() - t0, NO_ANSWER))
             raise
-        self.record.append((page, time.perf_counter() - t0, r.status_code))
+        record.append((page, time.perf_counter() - t0, r.status_code))
         return r
 
     def get(self, page: str, path: str) -> str:
-        return self._timed(page, "GET", path).text
+        html = self._timed(page, "GET", path).text
+        self.subresources(html)
+        return html
 
-    def submit(self, page: str, html: str, action: str, values: dict[str, Any], pick: int = 0) -> requests.Response:
-        return self._timed(page, "POST", f"/l/{self.lid}/{action}", data=form_data(html, action, values, pick))
+    def subresources(self, html: str) -> None:
+        """The page's stylesheets and scripts as a browser loads them: from its cache while fresh, revalidated
+        with If-None-Match when it has an ETag, else fetched again."""
+        for url in (unescape(link or script) for link, script in SUBRESOURCE.findall(html)):
+            fresh, etag = self.http.cache.get(url, (0.0, ""))
+            if fresh > time.monotonic():
+                self.assets.append((FROM_CACHE, 0.0, 0))
+                continue
+            name = f"{ASSET} {urlsplit(url).path.rsplit('/', 1)[-1]}"
+            self.http.keep(url, self._timed(name, "GET", url, extra={"If-None-Match": etag} if etag else None))
+
+    def submit(self, page: str, html: str, action: str, values: dict[str, Any], pick: int = 0) -> Answer:
+        return self._timed(page, "POST", f"/l/{self.lid}/{action}", form_data(html, action, values, pick))
 
     def launch(self) -> bool:
         """The EHR launch: the simulator's "Launch app", the app's /launch, the EHR's authorize, the app's
         /callback; True when the callback landed in the app (the launch id is kept)."""
         patient, encounter = self.visit
-        at_ehr = self.http.post(self.sandbox + "/ehr/launch", allow_redirects=False, timeout=60,
-                                data={"practitioner": "prac-avery", "patient": patient, "encounter": encounter,
-                                      "need_patient_banner": "1"})
+        at_ehr = self.http.request("POST", self.sandbox + "/ehr/launch",
+                                   {"practitioner": "prac-avery", "patient": patient, "encounter": encounter,
+                                    "need_patient_banner": "1"})
         launch = parse_qs(urlsplit(at_ehr.headers.get("Location", "")).query).get("launch", [""])[0]
         to_ehr = self._timed("launch", "GET", f"/launch?iss={quote(self.iss)}&launch={quote(launch)}")
         if to_ehr.status_code != 302:
             return False
-        back = self.http.get(to_ehr.headers["Location"], allow_redirects=False, timeout=60)  # the EHR's authorize
+        back = self.http.request("GET", to_ehr.headers["Location"])  # the EHR's authorize
         landed = self._timed("callback", "GET", "/callback?" + urlsplit(back.headers.get("Location", "")).query)
         match = re.search(r"/l/([^/?#]+)/", landed.headers.get("Location", ""))
         self.lid = match.group(1) if match else ""
@@ -217,8 +357,10 @@ class Clinician:
             start.wait()
         try:
             self._walk()
-        except requests.RequestException:
+        except (OSError, http.client.HTTPException):
             pass  # recorded as NO_ANSWER where it happened
+        finally:
+            self.http.close()
 
     def _walk(self) -> None:
         if not self.launch():
@@ -238,28 +380,29 @@ class Clinician:
         # Consent = payload: the page's preview gives the digest of exactly these choices, then consent with it.
         choices = {"shown": "1", "channel": "none", "resources": "DocumentReference",
                    "csrf_token": form_on(consent, "consent")["fields"].get("csrf_token", "")}
-        preview = self._timed("consent preview", "POST", f"{lid}/consent/preview", data=choices)
+        preview = self._timed("consent preview", "POST", f"{lid}/consent/preview", choices)
         digest = preview.json().get("digest", "") if preview.status_code == 200 else ""
         # The bench refers the same seed visits again and again: it says so, as a clinician would.
         self._timed("consent POST", "POST", f"{lid}/consent",
-                    data={**choices, "consent": "yes", "digest": digest, "second_referral": "yes"})
+                    {**choices, "consent": "yes", "digest": digest, "second_referral": "yes"})
         self.get("done", f"{lid}/consent/done")
 
 
 def hello_journey(base: str, record: list[tuple[str, float, int]], seconds: float,
                   start: threading.Barrier | None = None) -> None:
     """GET hello-world again and again for ``seconds`` (as long as the clinicians' run took)."""
-    http = requests.Session()
+    browser = Browser()
     if start is not None:
         start.wait()
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter()
         try:
-            status = http.get(base + "/", timeout=60).status_code
-        except requests.RequestException:  # a connection the server reset under the load: counted as an error
+            status = browser.request("GET", base + "/").status_code
+        except (OSError, http.client.HTTPException):  # a connection the server reset under the load: an error
             status = NO_ANSWER
         record.append(("hello", time.perf_counter() - t0, status))
+    browser.close()
 
 
 def pct(values: list[float], p: float) -> float:
@@ -287,24 +430,37 @@ class Stack:
         self.iss = self.sandbox_url + "/fhir"
         self.app_url = f"http://127.0.0.1:{self.app_port}"
         self.sandbox_db = str(self.tmp / "sandbox.db")
+        # Each process's PostgreSQL connections carry its name, so the bench counts its own backends' CPU.
+        self.pg_name = f"ipv-bench-{uuid.uuid4().hex[:8]}"
         self.env = {
-            **os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": self.db_url,
+            **os.environ, "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": f"{self.db_url}&application_name={self.pg_name}-app",
             "SECRET_KEY": secrets.token_urlsafe(32), "TOKEN_ENCRYPTION_KEY": _fernet_key(),
             "IPV_DEPLOYMENT": str(self._deployment()), "APP_BASE_URL": self.app_url, "IPV_MODE": "demo",
         }
-        self.sandbox = self._start([str(BIN / "python"), "-m", "sandbox_ehr", "--port", str(self.sandbox_port),
-                                    "--db", self.sandbox_db, "--no-faults", "--app-launch-url",
-                                    self.app_url + "/launch"])
+        self.sandbox = self._start(self._sandbox_argv())
         wait_http(self.sandbox_url + "/fhir/metadata")
         self._migrate()
         self.app = self._start([str(BIN / "gunicorn"), *GUNICORN, "-b", f"127.0.0.1:{self.app_port}",
                                 "smart_app:create_app()"])
         self.hello = self._start([str(BIN / "gunicorn"), *GUNICORN, "-b", f"127.0.0.1:{self.hello_port}",
                                   "--chdir", str(HELLO.parent), "hello_app:app"])
-        self.worker = self._start([str(BIN / "flask"), "--app", "smart_app", "outbox-worker"])
+        self.worker = self._start([str(BIN / "flask"), "--app", "smart_app", "outbox-worker"],
+                                  DATABASE_URL=f"{self.db_url}&application_name={self.pg_name}-worker")
         wait_http(self.app_url + "/.well-known/jwks.json")
         wait_http(f"http://127.0.0.1:{self.hello_port}/")
         return self
+
+    def _sandbox_argv(self) -> list[str]:
+        """The sandbox EHR, one process: under gunicorn (one gthread worker) rather than ``python -m sandbox_ehr``'s
+        development server, which starts a thread per connection and so a new SQLite connection per call the app
+        makes; the harness's CPU is not the app's."""
+        if os.environ.get("BENCH_SANDBOX", "dev") == "dev":
+            return [str(BIN / "python"), "-m", "sandbox_ehr", "--port", str(self.sandbox_port), "--db",
+                    self.sandbox_db, "--no-faults", "--app-launch-url", self.app_url + "/launch"]
+        config = {"SANDBOX_DB": self.sandbox_db, "APP_LAUNCH_URL": self.app_url + "/launch", "SANDBOX_FAULTS": False}
+        return [str(BIN / "gunicorn"), "-w", "1", "-k", "gthread", "--threads", "16", "-b",
+                f"127.0.0.1:{self.sandbox_port}", f"sandbox_ehr.app:create_sandbox_app({config!r})"]
 
     def _deployment(self) -> Path:
         """The sandbox deployment (same name: plain http to the bench's sandbox is allowed) for this sandbox's
@@ -324,9 +480,9 @@ class Stack:
         path.write_text(yaml.safe_dump(data))
         return path
 
-    def _start(self, argv: list[str]) -> subprocess.Popen:
-        p = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    def _start(self, argv: list[str], **env: str) -> subprocess.Popen:
+        p = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **env}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
         self.procs.append(p)
         return p
 
@@ -360,27 +516,69 @@ def _fernet_key() -> str:
     return Fernet.generate_key().decode()
 
 
-def postgres_cpu() -> float:
-    """CPU seconds of every PostgreSQL server process on the machine (the bench's backends among them), with the
-    children each has reaped (the postmaster's: backends that ended during the run)."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            head, tail = stat.read_text().rsplit(")", 1)
-        except OSError:
-            continue
-        if head.split("(", 1)[1] == "postgres":
-            fields = tail.split()
-            total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
-    return total
+def backends(stack: Stack, who: str) -> list[int]:
+    """PostgreSQL backends serving this run's app or outbox worker (``who``, named by application_name): other
+    helpers' databases on the same server are not the app's cost."""
+    from sqlalchemy import text
+
+    with stack.engine.connect() as conn:
+        rows = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+                            {"name": f"{stack.pg_name}-{who}"}).all()
+    return [r[0] for r in rows]
 
 
-def cpu_split(stack: Stack) -> dict[str, float]:
-    """Where the machine's CPU goes: the app, the sandbox EHR, the outbox worker, PostgreSQL, this load generator."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"app": process_cpu(stack.app.pid), "sandbox EHR": process_cpu(stack.sandbox.pid),
-            "outbox worker": process_cpu(stack.worker.pid), "PostgreSQL": postgres_cpu(),
-            "load generator": usage.ru_utime + usage.ru_stime}
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (every process, ours and the other helpers')."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSplit:
+    """CPU seconds per process of the stack between two snapshots: the app under test, and the harness around it
+    (sandbox EHR, outbox worker, the bench's PostgreSQL backends, this load generator, hello-world)."""
+
+    APP = ("app", "PostgreSQL (app)")
+    HARNESS = ("sandbox EHR", "outbox worker", "PostgreSQL (outbox)", "load generator")
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.before = self.snapshot()
+
+    def snapshot(self) -> dict[str, dict[int, float] | float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        stack = self.stack
+        return {"app": stat_cpu(process_tree(stack.app.pid)),
+                "PostgreSQL (app)": {p: exact_cpu([p]) for p in backends(stack, "app")},
+                "sandbox EHR": stat_cpu(process_tree(stack.sandbox.pid)),
+                "outbox worker": stat_cpu(process_tree(stack.worker.pid)),
+                "PostgreSQL (outbox)": {p: exact_cpu([p]) for p in backends(stack, "worker")},
+                "load generator": usage.ru_utime + usage.ru_stime,
+                "hello-world": stat_cpu(process_tree(stack.hello.pid)),
+                "machine": machine_busy()}
+
+    def since(self) -> dict[str, float]:
+        after, out = self.snapshot(), {}
+        for name, value in after.items():
+            was = self.before[name]
+            if isinstance(value, dict):  # per backend: one that started during the run counts from zero
+                out[name] = sum(v - was.get(p, 0.0) for p, v in value.items())
+            else:
+                out[name] = value - was
+        ours = sum(v for k, v in out.items() if k != "machine")
+        out["other processes"] = max(0.0, out.pop("machine") - ours)
+        return out
+
+
+def describe_split(split: dict[str, float], wall: float, requests_: int, main: tuple[str, ...]) -> str:
+    """One line: CPU seconds per process (share of what the machine used), the ``main`` processes first."""
+    used = sum(split.values()) or 1e-9
+    cores = os.cpu_count() or 1
+    mine = sum(split[k] for k in main)
+    parts = ", ".join(f"{k} {v:.1f} s ({100 * v / used:.0f}%)" for k, v in split.items() if v >= 0.05)
+    return (f"{' + '.join(main)} {mine:.1f} s = {100 * mine / used:.0f}% of the {used:.1f} s the machine used "
+            f"({100 * used / (cores * wall):.0f}% of {cores} cores x {wall:.1f} s), "
+            f"{1000 * mine / max(1, requests_):.2f} ms/request; per process: {parts}")
 
 
 def drain_outbox(stack: Stack, seconds: float = 60) -> float:
@@ -416,25 +614,64 @@ def run_clients(targets: list[Any], args: list[tuple[Any, ...]]) -> float:
 
 def run_level(stack: Stack, n: int) -> dict[str, Any]:
     record: list[tuple[str, float, int]] = []
-    clinicians = [Clinician(stack.app_url, stack.sandbox_url, stack.iss, PATIENTS[i % len(PATIENTS)], record)
+    assets: list[tuple[str, float, int]] = []
+    clinicians = [Clinician(stack.app_url, stack.sandbox_url, stack.iss, PATIENTS[i % len(PATIENTS)], record, assets)
                   for i in range(n)]
-    split0 = cpu_split(stack)
+    meter = CpuSplit(stack)
     wall = run_clients([c.journey for c in clinicians], [()] * n)
-    split1 = cpu_split(stack)
+    split = meter.since()
     drained = drain_outbox(stack)
-    split = {k: split1[k] - split0[k] for k in split0}
     hello: list[tuple[str, float, int]] = []
-    hcpu0 = process_cpu(stack.hello.pid)
+    meter = CpuSplit(stack)
     hwall = run_clients([hello_journey] * n,
                         [(f"http://127.0.0.1:{stack.hello_port}", hello, wall)] * n)
-    hcpu = process_cpu(stack.hello.pid) - hcpu0
+    hsplit = meter.since()
     all_ms = [s * 1000 for _, s, _ in record]
     hello_ms = [s * 1000 for _, s, _ in hello]
-    return {"n": n, "record": record, "wall": wall, "cpu": split["app"], "split": split, "drained": drained,
+    return {"n": n, "record": record, "assets": assets, "wall": wall, "cpu": split["app"], "split": split,
+            "drained": drained,
             "launched": sum(1 for c in clinicians if c.lid), "load": targets.load(),
-            "hello": hello, "hwall": hwall, "hcpu": hcpu,
+            "hello": hello, "hwall": hwall, "hcpu": hsplit["hello-world"], "hsplit": hsplit,
             "p95_ratio": pct(all_ms, 95) / max(1e-9, pct(hello_ms, 95)),
             "tp_ratio": (len(record) / wall) / max(1e-9, len(hello) / hwall)}
+
+
+class Profiled(Clinician):
+    """A clinician alone on the stack, charging each request the CPU the app's workers, their PostgreSQL backends
+    and the sandbox EHR spent while it was open (schedstat, to the nanosecond)."""
+
+    def __init__(self, stack: Stack, visit: tuple[str, str], costs: dict[str, list[tuple[float, ...]]]):
+        super().__init__(stack.app_url, stack.sandbox_url, stack.iss, visit, [])
+        self.costs = costs
+        self.pids = (process_tree(stack.app.pid), backends(stack, "app"), process_tree(stack.sandbox.pid))
+
+    def _timed(self, page: str, method: str, path: str, data: dict[str, Any] | None = None,
+               extra: dict[str, str] | None = None) -> Answer:
+        before = [exact_cpu(p) for p in self.pids] + [time.thread_time()]
+        try:
+            return super()._timed(page, method, path, data, extra)
+        finally:
+            spent = time.thread_time()  # before reading /proc, which is the bench's cost, not the client's
+            after = [exact_cpu(p) for p in self.pids] + [spent]
+            self.costs[page].append(tuple(1000 * (b - a) for a, b in zip(before, after, strict=True)))
+
+
+def profile_kinds(stack: Stack, journeys: int) -> None:
+    """CPU per request kind, one clinician at a time (after the load runs: every process warm), outbox drained
+    between journeys so its sends are not charged to a page."""
+    costs: dict[str, list[tuple[float, ...]]] = defaultdict(list)
+    for i in range(journeys):
+        Profiled(stack, PATIENTS[i % len(PATIENTS)], costs).journey()
+        drain_outbox(stack)
+    print(f"CPU per request kind, one clinician at a time ({journeys} journeys, mean ms; {targets.load()}):")
+    print(f"  {'page':<16}{'app':>8}{'its PG':>8}{'EHR':>8}{'client':>8}")
+    sums = [0.0] * 4
+    for page, rows in costs.items():
+        means = [statistics.fmean(col) for col in zip(*rows, strict=True)]
+        sums = [s + m * len(rows) / journeys for s, m in zip(sums, means, strict=True)]
+        print(f"  {page:<16}" + "".join(f"{m:>8.2f}" for m in means))
+    print(f"  {'per journey':<16}" + "".join(f"{m:>8.1f}" for m in sums) +
+          "   (EHR: the sandbox EHR answering the app's calls; client: this load generator's request)")
 
 
 def _spread(values: list[float], fmt: str) -> str:
@@ -456,8 +693,17 @@ def report(r: dict[str, Any], reps: list[dict[str, Any]] | None = None) -> None:
     print(f"N = {n} clinicians from the EHR launch ({r['launched']} of {n} launched): {len(record)} requests in "
           f"{r['wall']:.1f} s ({rps:.0f} req/s), errors {errors}, app CPU "
           f"{1000 * r['cpu'] / max(1, len(record)):.1f} ms/request; {r['load']}")
-    print("  CPU during the run, per process (2 cores are shared): " + ", ".join(
-        f"{name} {sec:.1f} s" for name, sec in r["split"].items()) + f"; outbox drained {r['drained']:.1f} s after")
+    split = {k: v for k, v in r["split"].items() if k != "hello-world"}
+    fetched = [status for page, _, status in r["assets"] if page.startswith(ASSET)]
+    print(f"  a browser's requests per journey: {len(record) / max(1, r['launched']):.1f} pages (timed), "
+          f"{len(fetched) / max(1, r['launched']):.1f} stylesheets and scripts fetched "
+          f"({sum(1 for x in fetched if x == 304)} of {len(fetched)} answered 304), "
+          f"{(len(r['assets']) - len(fetched)) / max(1, r['launched']):.1f} from the browser's cache "
+          "(app CPU per page below includes them)")
+    print(f"  CPU, clinicians' run: {describe_split(split, r['wall'], len(record), CpuSplit.APP)}; "
+          f"outbox drained {r['drained']:.1f} s after")
+    hsplit = {k: v for k, v in r["hsplit"].items() if k in ("hello-world", "load generator", "other processes")}
+    print(f"  CPU, hello-world's run: {describe_split(hsplit, r['hwall'], len(hello), ('hello-world',))}")
     failed: dict[str, set[int]] = defaultdict(set)
     for page, _, status in record:
         if status >= 400:
@@ -485,6 +731,8 @@ def report(r: dict[str, Any], reps: list[dict[str, Any]] | None = None) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="10,50,100", help="comma-separated concurrency levels")
+    parser.add_argument("--profile", type=int, default=10,
+                        help="journeys of one clinician alone, for the CPU per request kind (default 10; 0: none)")
     parser.add_argument("--reps", type=int, default=3,
                         help="runs at each N, alternating with hello-world's; the median ratios are judged (default 3)")
     args = parser.parse_args(argv)
@@ -505,6 +753,8 @@ def main(argv: list[str] | None = None) -> None:
             runs = [run_level(stack, n) for _ in range(args.reps)]
             median_run = sorted(runs, key=lambda x: x["p95_ratio"])[len(runs) // 2]
             report(median_run, runs)
+        if args.profile:
+            profile_kinds(stack, args.profile)
 
 
 if __name__ == "__main__":
