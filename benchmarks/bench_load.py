@@ -13,7 +13,9 @@ on the median of ``--reps`` runs at each N (3 by default; the spread is printed 
 the cores went, per process: the app (its workers and its PostgreSQL backends, found by application_name, so other
 databases on the server are not counted) and the harness (sandbox EHR, outbox worker, this load generator), and
 what other processes on the shared machine took; then ``--profile`` journeys of one clinician alone give the CPU
-per request kind (app, its PostgreSQL, the sandbox EHR, the client) to the nanosecond. The clients are plain
+per request kind (app, its PostgreSQL, the sandbox EHR, the client) to the nanosecond. The sandbox EHR runs under
+gunicorn (one gthread worker), not ``python -m sandbox_ehr``'s development server (BENCH_SANDBOX=dev for an A/B):
+the harness should cost the cores as little as it can. The clients are plain
 http.client connections with keep-alive and a cookie jar (``Browser``): requests cost several times the CPU of a
 hello-world page per call, so the load generator took a large share of the cores, most of all against hello-world.
 Both apps meet the same load: N
@@ -455,7 +457,7 @@ class Stack:
         """The sandbox EHR, one process: under gunicorn (one gthread worker) rather than ``python -m sandbox_ehr``'s
         development server, which starts a thread per connection and so a new SQLite connection per call the app
         makes; the harness's CPU is not the app's."""
-        if os.environ.get("BENCH_SANDBOX", "dev") == "dev":
+        if os.environ.get("BENCH_SANDBOX") == "dev":  # for an A/B against the development server
             return [str(BIN / "python"), "-m", "sandbox_ehr", "--port", str(self.sandbox_port), "--db",
                     self.sandbox_db, "--no-faults", "--app-launch-url", self.app_url + "/launch"]
         config = {"SANDBOX_DB": self.sandbox_db, "APP_LAUNCH_URL": self.app_url + "/launch", "SANDBOX_FAULTS": False}

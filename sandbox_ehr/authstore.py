@@ -8,6 +8,7 @@ hashes: a copy of the database never yields a usable bearer token.
 Thread safety: every call opens its own short-lived connection (sqlite3 connections must not be shared
 across threads) and single-use checks are done with one conditional UPDATE, so two requests racing on
 the same code or refresh token cannot both win.
+Commits are not flushed one by one (``SYNCHRONOUS``, as in the resource store, `sandbox_ehr/store.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import current_app
+
+from sandbox_ehr.store import SYNCHRONOUS
 
 CODE_LIFETIME = 60
 ACCESS_TOKEN_LIFETIME = 3600
@@ -94,6 +97,7 @@ def _connect() -> Iterator[sqlite3.Connection]:
     path = _db_path()
     init_schema(path)
     conn = sqlite3.connect(path, timeout=30)
+    conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
     conn.row_factory = sqlite3.Row
     try:
         with conn:  # one transaction per call: commit on success, roll back on error

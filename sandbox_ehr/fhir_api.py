@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -90,8 +91,11 @@ class ResourceScope:
     query: tuple[tuple[str, str], ...] = ()  # v2 granular restriction, e.g. (("category", "laboratory"),)
 
 
+@lru_cache(maxsize=1024)
 def parse_scope(scope: str) -> ResourceScope | None:
-    """A SMART resource scope in v1 (``patient/Observation.read``) or v2 (``patient/Observation.rs``) form."""
+    """A SMART resource scope in v1 (``patient/Observation.read``) or v2 (``patient/Observation.rs``) form.
+
+    Cached: every FHIR call parses each of its token's scopes, and a token holds tens of them."""
     match = _SCOPE_RE.match(scope)
     if not match:
         return None
