@@ -1,5 +1,7 @@
 """Behaviour every page shares: no-store, a clear 404, quick exit ends the launches."""
 
+import re
+
 from config.current import settings_of
 from smart_app.store.models import LaunchRecord
 
@@ -36,3 +38,23 @@ def test_quick_exit_button_works_without_javascript(client, make_launch):
     assert resp.status_code == 302 and resp.headers["Location"] == settings_of(client.application).neutral_exit_url
     assert client.get(f"/l/{lid}/").status_code == 404
 
+
+
+def test_own_stylesheets_and_scripts_are_kept_by_content_pages_are_not(app, client, make_launch):
+    """The app's static files may be cached (no patient data; the URL names the content), so a page costs one
+    request; the page itself, a missing file and the tablet's files stay no-store."""
+    from smart_app.ops.security import static_digest
+
+    lid = make_launch(client)
+    page = client.get(f"/l/{lid}/")
+    assert page.headers["Cache-Control"].startswith("no-store")
+    urls = re.findall(r'(?:href|src)="(/static/[^"]+)"', page.get_data(as_text=True))
+    assert {u.split("?")[0] for u in urls} >= {"/static/app.css", "/static/quick_exit.js"}
+    for url in urls:
+        name, version = url.removeprefix("/static/").split("?v=")
+        assert version == static_digest(app.static_folder, name)
+        resp = client.get(url)
+        assert resp.status_code == 200 and resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert "Pragma" not in resp.headers and resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert client.get("/static/no-such.css").headers["Cache-Control"].startswith("no-store")
+    assert client.get("/tablet/static/kiosk.css").headers["Cache-Control"].startswith("no-store")

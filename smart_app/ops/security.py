@@ -2,6 +2,9 @@
 
 - Headers: no-store, CSP (``form-action`` included), HSTS when served over https,
   Cross-Origin-Opener-Policy and Cross-Origin-Resource-Policy.
+- The app's own stylesheets and scripts (``CACHEABLE``) are the exception to no-store: they hold no patient data,
+  and without a cache a browser fetched three to five of them again with every page, a third of the app's CPU for a
+  clinician's journey. Their URLs name their content (``?v=``), so a release is never served from a stale copy.
 - No redirect is built from the ``Host`` header: the router's trailing-slash 308 becomes a relative
   ``Location``; ``TRUSTED_HOSTS`` (Flask) refuses unknown hosts where it is set.
 - A NUL character in the path, query or form is refused with a 400 before any view or database sees it
@@ -12,10 +15,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import Flask, Response, abort, redirect, request
+from flask import Flask, Response, abort, current_app, redirect, request
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.routing import RequestRedirect
 
@@ -25,6 +32,14 @@ csrf = CSRFProtect()
 
 QUIET_LOGGERS = ("urllib3", "requests", "requests_oauthlib", "oauthlib")
 HSTS = "max-age=31536000; includeSubDomains"
+YEAR_SECONDS = 365 * 24 * 3600
+STYLE_SECONDS = 3600
+# Endpoint -> Cache-Control; every other response is no-store. The tablet's files (kiosk.static) stay no-store: its
+# exit does not clear the cache (smart_app/kiosk/views.py). The EHR's styling is fixed for a launch at its callback.
+CACHEABLE = {
+    "static": f"public, max-age={YEAR_SECONDS}, immutable",
+    "launch.smart_style": f"private, max-age={STYLE_SECONDS}",
+}
 
 
 def init_app(app: Flask) -> None:
@@ -33,6 +48,21 @@ def init_app(app: Flask) -> None:
     app.before_request(_refuse_nul)
     app.before_request(_relative_slash_redirect)
     app.after_request(_no_trace_headers)
+    app.url_defaults(_static_version)
+
+
+def _static_version(endpoint: str, values: dict[str, Any]) -> None:
+    """``url_for('static', filename=...)`` names the file's content: a changed file is a new URL."""
+    if endpoint == "static" and "filename" in values:
+        values.setdefault("v", static_digest(current_app.static_folder or "", values["filename"]))
+
+
+@lru_cache(maxsize=64)
+def static_digest(folder: str, filename: str) -> str:
+    try:
+        return hashlib.sha256((Path(folder) / filename).read_bytes()).hexdigest()[:12]
+    except OSError:  # no such file: the route answers 404 whatever the URL says
+        return "0"
 
 
 def quiet_libraries() -> None:
@@ -69,9 +99,13 @@ def _origin(url: str) -> str | None:
 
 def _no_trace_headers(response: Response) -> Response:
     # Nothing the app shows may come back from cache or with Back.
-    response.headers["Cache-Control"] = "no-store, max-age=0"
-    response.headers["Pragma"] = "no-cache"
-    response.headers["Expires"] = "0"
+    cache = CACHEABLE.get(request.endpoint or "") if response.status_code in (200, 304) else None
+    if cache:
+        response.headers["Cache-Control"] = cache
+    else:
+        response.headers["Cache-Control"] = "no-store, max-age=0"
+        response.headers["Pragma"] = "no-cache"
+        response.headers["Expires"] = "0"
     # same-origin, not no-referrer: the browser sends a Referer to this app only, never to another origin
     # (the neutral exit page, a program's website, the EHR), so no outbound request says where it came from.
     # Flask-WTF's CSRF check over HTTPS (WTF_CSRF_SSL_STRICT) requires a same-origin Referer on every POST:

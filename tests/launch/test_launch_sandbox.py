@@ -121,6 +121,8 @@ def test_full_launch_for_each_client_kind_and_scope_syntax(app, client, sandbox,
     assert f'href="/l/{lid}/smart-style.css"' in page
     css = client.get(f"/l/{lid}/smart-style.css")
     assert css.mimetype == "text/css" and "--smart-color-background: #f6f7f9;" in css.get_data(as_text=True)
+    # Fixed for the launch: the browser keeps it (privately) instead of asking again with every page.
+    assert css.headers["Cache-Control"].startswith("private, max-age=")
 
 
 def test_social_worker_role_and_no_banner(app, client, sandbox):

@@ -145,7 +145,7 @@ def test_closing_the_last_tab_ends_the_launch(csrf_app, make_launch):
     client = csrf_app.test_client()
     lid = launch_for(csrf_app, client)
     page = client.get(f"/l/{lid}/").get_data(as_text=True)
-    assert f'data-close-url="/l/{lid}/close"' in page and 'src="/static/quick_exit.js"' in page
+    assert f'data-close-url="/l/{lid}/close"' in page and 'src="/static/quick_exit.js?v=' in page
     assert client.post(f"/l/{lid}/close").status_code == 400  # no CSRF token: refused
     assert client.get(f"/l/{lid}/").status_code == 200
     token = _token(page)
