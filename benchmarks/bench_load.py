@@ -58,6 +58,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 import requests
 
 from benchmarks import targets
+from config.settings import THREADS_KEPT_FROM_EHR_CALLS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -66,8 +67,6 @@ HELLO = ROOT / "benchmarks" / "hello_app.py"
 # The documented set-up (gthread workers per CPU x threads, preload, gc.freeze before fork), for both apps.
 GUNICORN = ["-c", str(ROOT / "config" / "gunicorn.conf.py")]
 NO_ANSWER = 599  # recorded for a request the server refused or cut (no HTTP status)
-# Threads of an app worker (config/gunicorn.conf.py on 2 CPUs) less the two the app keeps free of EHR calls.
-EHR_CALLS = 6
 # What a browser loads with a page: its stylesheets and scripts (the app's pages name them with these two forms).
 SUBRESOURCE = re.compile(r'<link rel="stylesheet" href="([^"]+)"|<script src="([^"]+)"')
 ASSET, FROM_CACHE = "asset", "from cache"  # page names in Clinician.assets: "asset app.css", "from cache"
@@ -474,9 +473,10 @@ class Stack:
                     private_key_file=str(ROOT / "sandbox_ehr" / "keys" / "rs384-private.pem"))
         # One EHR serves every clinician here: its bound on calls in flight is the whole process's (the default
         # halves it so that a second slow EHR still finds room), or N launches released at once are refused.
+        calls = runpy.run_path(GUNICORN[1])["threads"] - THREADS_KEPT_FROM_EHR_CALLS  # of the threads a worker has
         data["tuning"] = {**data.get("tuning", {}), "session_cookie_secure": False, "log_level": "WARNING",
                           "ratelimit_launch": "100000 per minute", "ratelimit_callback": "100000 per minute",
-                          "ehr_calls_per_ehr": EHR_CALLS, "ehr_calls_total": EHR_CALLS}
+                          "ehr_calls_per_ehr": calls, "ehr_calls_total": calls}
         path = self.tmp / "deployment" / "sandbox.yaml"
         path.parent.mkdir(exist_ok=True)
         path.write_text(yaml.safe_dump(data))
