@@ -17,6 +17,7 @@ from sqlalchemy import delete, event, select, text
 from sqlalchemy.orm import Session
 
 from config.current import current_settings
+from smart_app.report import memo
 from smart_app.store.models import ReportEvent
 from smart_app.store.partitions import BOUND, ROWS_PER_RUN, purge_function
 
@@ -76,6 +77,10 @@ def purge(db: Session, *, now: datetime | None = None) -> dict[str, int]:
     days = current_settings().audit_retention_days
     if db.get_bind().dialect.name == "postgresql":
         gone = db.execute(text("SELECT report_event_purge(:days)"), {"days": int(days)}).scalar()
+        if memo.active(db):
+            if gone:  # months dropped whole: no trigger sees that
+                memo.note_every_month(db)
+            memo.prune(db)
     else:
         cutoff = ((now or datetime.now(UTC)) - timedelta(days=max(days, REPORT_FLOOR_DAYS))).strftime("%Y-%m")
         batch = select(ReportEvent.id).where(ReportEvent.month < cutoff).limit(ROWS_PER_RUN)

@@ -13,13 +13,14 @@ import csv
 import hashlib
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from config.deployment import Site
 from smart_app.report import measures as ms
+from smart_app.report import memo
 from smart_app.report import periods as pd
 from smart_app.report.events import UNSPECIFIED
 from smart_app.report.suppress import ALL, THRESHOLD, Grid, Result, Row, suppress
@@ -119,9 +120,9 @@ class Names:
     teams: dict[str, str]
 
     @classmethod
-    def of(cls, deployment: Site, collected: ms.Collected) -> Names:
+    def of(cls, deployment: Site, site_names: dict[str, str]) -> Names:
         teams = {t.id: t.name for t in deployment.routing.teams}
-        return cls({**collected.site_names, **deployment.report.site_names}, teams)
+        return cls({**site_names, **deployment.report.site_names}, teams)
 
     def site(self, key: str) -> str:
         return self.sites.get(key) or ("Site not recorded" if key == UNSPECIFIED else key)
@@ -144,21 +145,63 @@ def _suppressed(grid: Grid, collected: ms.Collected) -> Result:
     return _CACHE[key]
 
 
+@dataclass
+class Shown:
+    """One period's numbers as shown, before any name: the periods offered, the referrals' site names, and per row
+    its cells (None = suppressed) and median hours to first contact (None = not shown). What a kept report holds
+    (smart_app/report/memo.py)."""
+
+    offered: list[pd.Period]
+    site_names: dict[str, str]
+    rows: list[tuple[Row, dict[str, int | None], float | None]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offered": [[p.kind, p.key, p.first, p.last] for p in self.offered], "site_names": self.site_names,
+                "rows": [[list(row), cells, median] for row, cells, median in self.rows]}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Shown:
+        return cls([pd.Period(*p) for p in body["offered"]], body["site_names"],
+                   [(tuple(row), cells, median) for row, cells, median in body["rows"]])
+
+
 def build(db: Session, period: pd.Period, now: datetime, due: ms.DueRule, deployment: Site,
           ehr: ms.EhrFilter | None = None) -> View:
-    """The view of a closed period (the caller refuses an open one): of one EHR, or with none the deployment's."""
-    collected = ms.collect(db, due, pd.current_month(now), ehr)
-    first = collected.first_month
-    offered = pd.offered(first, now) if first is not None else []
-    grid = Grid(ms.MEASURES, {s: tuple(sorted(t)) for s, t in collected.teams.items()}, tuple(offered))
-    by_kind = {k: sorted((p for p in offered if p.kind == k), key=lambda p: p.first, reverse=True) for k in pd.KINDS}
-    if period not in offered:
-        return View(period, [], by_kind)  # before the first month with data: nothing to count
-    result = _suppressed(grid, collected)
-    names = Names.of(deployment, collected)
-    medians = ms.contact_medians(db, collected, due, period.months, ehr)
-    lines = [_line(grid, result, medians, period, row, names) for row in _rows(grid)]
+    """The view of a closed period (the caller refuses an open one): of one EHR, or with none the deployment's.
+    Kept while the months it shows do not change (PostgreSQL, smart_app/report/memo.py), else counted."""
+    before = pd.current_month(now)
+    kept = memo.active(db)
+    key = memo.key_of(ehr, due, before, period) if kept else ""
+    body = memo.read(db, key, before) if kept else None
+    if body is not None:
+        shown = Shown.from_json(body)
+    else:
+        taken = memo.snapshot(db) if kept else None  # before the counts are read
+        shown = count(db, period, before, due, ehr)
+        if taken is not None:
+            memo.write(db, key, taken, shown.to_json())
+    by_kind = {k: sorted((p for p in shown.offered if p.kind == k), key=lambda p: p.first, reverse=True)
+               for k in pd.KINDS}
+    names = Names.of(deployment, shown.site_names)
+    lines = [Line(row, _label(row, names), cells, _rates(cells), median) for row, cells, median in shown.rows]
     return View(period, lines, by_kind)
+
+
+def count(db: Session, period: pd.Period, before_month: int, due: ms.DueRule, ehr: ms.EhrFilter | None) -> Shown:
+    """Count every closed month, decide suppression over every period offered, and read out ``period``'s rows."""
+    collected = ms.collect(db, due, before_month, ehr)
+    first = collected.first_month
+    offered = pd.offered(first, _month_start(before_month)) if first is not None else []
+    if period not in offered:
+        return Shown(offered, collected.site_names, [])  # before the first month with data: nothing to count
+    grid = Grid(ms.MEASURES, {s: tuple(sorted(t)) for s, t in collected.teams.items()}, tuple(offered))
+    result = _suppressed(grid, collected)
+    medians = ms.contact_medians(db, collected, due, period.months, ehr)
+    return Shown(offered, collected.site_names, [_cells(grid, result, medians, period, row) for row in _rows(grid)])
+
+
+def _month_start(month: int) -> datetime:
+    return datetime(month // 12, month % 12 + 1, 1, tzinfo=UTC)
 
 
 def _rows(grid: Grid) -> list[Row]:
@@ -170,15 +213,22 @@ def _rows(grid: Grid) -> list[Row]:
     return rows
 
 
-def _line(grid: Grid, result: Result, medians: dict[Row, tuple[int, float]], period: pd.Period, row: Row,
-          names: Names) -> Line:
+def _cells(grid: Grid, result: Result, medians: dict[Row, tuple[int, float]], period: pd.Period,
+           row: Row) -> tuple[Row, dict[str, int | None], float | None]:
     cells = {m.name: result.shown(m.name, row, period.id) for m in grid.measures if row in grid.rows(m)}
+    return row, cells, _median(medians.get(row), cells.get(ms.REFERRALS))
+
+
+def _rates(cells: dict[str, int | None]) -> dict[str, float | None]:
     rates: dict[str, float | None] = {}
     for key, num, den, _label in RATES:
         n, d = cells.get(num), cells.get(den)
         rates[key] = None if n is None or d is None or d == 0 else n / d
-    label = ALL_SITES if row == ALL else names.site(row[1]) if row[0] == "site" else names.team(row[2])
-    return Line(row, label, cells, rates, _median(medians.get(row), cells.get(ms.REFERRALS)))
+    return rates
+
+
+def _label(row: Row, names: Names) -> str:
+    return ALL_SITES if row == ALL else names.site(row[1]) if row[0] == "site" else names.team(row[2])
 
 
 def _median(contacted: tuple[int, float] | None, referrals: int | None) -> float | None:

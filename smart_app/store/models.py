@@ -389,6 +389,33 @@ class ReferralDims(Base):
     contacted: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class ReportChange(Base):
+    """A transaction that changed what the program report counts, and a month it changed (``YYYY-MM``; ``0000-00``:
+    any month). Noted on PostgreSQL by statement triggers on ``referral``, ``referral_dims`` and ``report_event``
+    (smart_app/report/memo.py), so a kept report is counted again only when a transaction it did not see changed a
+    month it shows. ``xid``: the transaction's id (``pg_current_xact_id()``)."""
+
+    __tablename__ = "report_change"
+
+    xid: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                         server_default=text("CURRENT_TIMESTAMP"))
+
+
+class ReportMemo(Base):
+    """A program report as counted and suppressed (smart_app/report/memo.py): its key (EHR, due times, period, the
+    month it was read in), the snapshot its counts were read in (``pg_current_snapshot()`` as text) and when, and
+    the numbers shown (JSON). No patient data: the report's own cells."""
+
+    __tablename__ = "report_memo"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    snapshot: Mapped[str] = mapped_column(Text)
+    made_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    body: Mapped[str] = mapped_column(Text)
+
+
 # -- Operations: access audit and worker heartbeat ---------------------------------
 class AuditEvent(Base):
     """Append-only access audit (HIPAA 164.312(b)): who (fhirUser + iss), did what, when, on which instance.

@@ -1,0 +1,171 @@
+"""The program report kept while the months it shows do not change (PostgreSQL).
+
+Counting a year of a health system and deciding its suppression takes seconds; the months a report shows are closed
+and change only when a late event arrives (a first contact, a closing outcome or a hand-off outcome recorded
+later, a referral deleted at the end of its retention, report events purged). So the numbers shown (every cell,
+rate and median of one period's view, with the periods offered) are kept in ``report_memo``, with the snapshot
+(``pg_current_snapshot()``) taken before their counts were read. Statement triggers on ``referral``,
+``referral_dims`` and ``report_event`` note in ``report_change`` each transaction that changes them and the months
+it touches (migration report_memo). A kept report is shown again only while no transaction its snapshot did not
+see has changed a month before the one it was read in; else it is counted again. The check is exact whatever the
+order transactions commit in: it asks about transaction ids, not times or ids handed out in order.
+
+A kept report is used for ``MAX_AGE`` at most, and change notes are pruned after ``NOTES_KEPT`` (the worker's
+housekeeping), so a note is gone only once every report that could need it has expired (a transaction open longer
+than ``MAX_AGE`` that changes the report's tables is the exception). Keys hold the EHR, the due times, the period,
+the month the report was read in and ``FORMAT``: bump it when what is counted or how it is suppressed changes.
+
+SQLite (the demo) and databases without the triggers count every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from smart_app.report.periods import Period, month_key
+from smart_app.store.models import Base
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+MAX_AGE = timedelta(hours=12)
+NOTES_KEPT = timedelta(days=1)
+TABLES = (("referral", "report_change_by_referral"), ("referral_dims", "report_change_by_month"),
+          ("report_event", "report_change_by_month"))
+_ACTIVE: WeakKeyDictionary[Engine, bool] = WeakKeyDictionary()
+
+
+def pg_triggers(s: str) -> list[str]:
+    """The change notes' functions and triggers (``s``: the schema as a quoted identifier; the functions name
+    every table with it, as the purge's writes run them with an empty search path). A frozen copy lives in the
+    migration that made them (smart_app/store/migrations/versions/report_memo.py)."""
+    note = (f"INSERT INTO {s}.report_change (xid, month) SELECT DISTINCT pg_current_xact_id()::text::bigint, m "
+            "FROM ({}) x WHERE m IS NOT NULL ON CONFLICT DO NOTHING")
+    by_month = "SELECT month AS m FROM {rows}"
+    by_referral = ("SELECT to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM') AS m FROM {rows} r UNION ALL "
+                   f"SELECT d.month FROM {{rows}} r JOIN {s}.referral_dims d ON d.referral_id = r.id")
+    out = []
+    for function, rows_sql in (("report_change_by_month", by_month), ("report_change_by_referral", by_referral)):
+        out.append(f"""CREATE OR REPLACE FUNCTION {s}.{function}() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    {note.format(rows_sql.format(rows='new_rows'))};
+  END IF;
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    {note.format(rows_sql.format(rows='old_rows'))};
+  END IF;
+  RETURN NULL;
+END $$""")
+    out.append(f"""CREATE OR REPLACE FUNCTION {s}.report_change_any() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  INSERT INTO {s}.report_change (xid, month) VALUES (pg_current_xact_id()::text::bigint, '0000-00')
+  ON CONFLICT DO NOTHING;
+  RETURN NULL;
+END $$""")
+    for table, function in TABLES:
+        out += [
+            f"CREATE TRIGGER {table}_report_insert AFTER INSERT ON {s}.{table} REFERENCING NEW TABLE AS new_rows "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {s}.{function}()",
+            f"CREATE TRIGGER {table}_report_update AFTER UPDATE ON {s}.{table} REFERENCING OLD TABLE AS old_rows "
+            f"NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {s}.{function}()",
+            f"CREATE TRIGGER {table}_report_delete AFTER DELETE ON {s}.{table} REFERENCING OLD TABLE AS old_rows "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {s}.{function}()",
+            f"CREATE TRIGGER {table}_report_truncate AFTER TRUNCATE ON {s}.{table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {s}.report_change_any()",
+        ]
+    return out
+
+
+@event.listens_for(Base.metadata, "after_create")
+def _create_triggers(_metadata: Any, connection: Any, **_kw: Any) -> None:
+    """Tests build their databases with create_all: the same triggers as the migrations, once every table is there."""
+    if connection.dialect.name == "postgresql" and connection.execute(text(
+            "SELECT to_regclass('report_change') IS NOT NULL AND to_regclass('referral_dims') IS NOT NULL "
+            "AND to_regclass('report_event') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_trigger WHERE "
+            "tgname = 'referral_report_update' AND tgrelid = to_regclass('referral'))")).scalar():
+        name = connection.execute(text("SELECT current_schema()")).scalar()
+        for sql in pg_triggers('"' + str(name).replace('"', '""') + '"'):
+            connection.execute(text(sql))
+
+
+def active(db: Session) -> bool:
+    """PostgreSQL with the change notes' triggers (asked once per engine)."""
+    bind = db.get_bind()
+    if bind.dialect.name != "postgresql" or not isinstance(bind, Engine):
+        return False
+    if bind not in _ACTIVE:
+        _ACTIVE[bind] = bool(db.execute(text(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'referral_report_update' "
+            "AND tgrelid = to_regclass('referral')) AND to_regclass('report_memo') IS NOT NULL")).scalar())
+    return _ACTIVE[bind]
+
+
+def key_of(ehr: Any, due: Any, before_month: int, period: Period) -> str:
+    """The kept report's key: what, besides the counted rows, decides its numbers."""
+    parts = [FORMAT, None if ehr is None else [ehr.id, sorted(ehr.iss)], due.urgent_hours, due.routine_hours,
+             before_month, period.id]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def read(db: Session, key: str, before_month: int) -> dict[str, Any] | None:
+    """The kept report, while no transaction its snapshot did not see has changed a month before ``before_month``
+    (and it is younger than MAX_AGE); else None."""
+    found = db.execute(text("SELECT snapshot, body FROM report_memo WHERE key = :key AND made_at > :since"),
+                       {"key": key, "since": _now(db) - MAX_AGE}).first()
+    if found is None:
+        return None
+    changed = db.execute(text(
+        "SELECT EXISTS (SELECT 1 FROM report_change WHERE xid >= pg_snapshot_xmin(CAST(:snap AS pg_snapshot))::text::"
+        "bigint AND month < :before AND NOT pg_visible_in_snapshot(xid::text::xid8, CAST(:snap AS pg_snapshot)))"),
+        {"snap": found.snapshot, "before": month_key(before_month)}).scalar()
+    return None if changed else json.loads(found.body)
+
+
+def snapshot(db: Session) -> tuple[str, datetime]:
+    """The snapshot to keep with counts read from now on (taken before them: a change it does not see is a change
+    the counts may have missed), and when."""
+    row = db.execute(text("SELECT pg_current_snapshot()::text, statement_timestamp()")).one()
+    return row[0], row[1]
+
+
+def write(db: Session, key: str, taken: tuple[str, datetime], body: dict[str, Any]) -> None:
+    """Keep a report, in a transaction of its own (the request's may be read-only or roll back). A failure is
+    logged and the report shown all the same."""
+    try:
+        with db.get_bind().begin() as conn:
+            conn.execute(text("INSERT INTO report_memo (key, snapshot, made_at, body) VALUES (:key, :snap, :at, :body) "
+                              "ON CONFLICT (key) DO UPDATE SET snapshot = excluded.snapshot, "
+                              "made_at = excluded.made_at, body = excluded.body"),
+                         {"key": key, "snap": taken[0], "at": taken[1], "body": json.dumps(body)})
+    except SQLAlchemyError:
+        log.warning("report_memo_write_failed", exc_info=True)
+
+
+def prune(db: Session) -> int:
+    """Housekeeping: kept reports past MAX_AGE and change notes past NOTES_KEPT. No commit."""
+    now = _now(db)
+    db.execute(text("DELETE FROM report_memo WHERE made_at < :since"), {"since": now - MAX_AGE})
+    return int(db.execute(text("DELETE FROM report_change WHERE at < :since"),
+                          {"since": now - NOTES_KEPT}).rowcount or 0)
+
+
+def note_every_month(db: Session) -> None:
+    """A change the triggers do not see (report events' month partitions dropped by the purge): every kept report
+    is counted again. No commit."""
+    db.execute(text("INSERT INTO report_change (xid, month) VALUES (pg_current_xact_id()::text::bigint, '0000-00') "
+                    "ON CONFLICT DO NOTHING"))
+
+
+def _now(db: Session) -> datetime:
+    return db.execute(text("SELECT statement_timestamp()")).scalar()
