@@ -4,8 +4,9 @@ events, outbox rows, audit and report events) in a PostgreSQL database of its ow
 - The social-work queue of the largest hospital's social worker (a fifth of the system's referrals in scope, plus
   the EHR's unrouted ones): wall time per request (median, p95) for the first page as it opens and other filters
   and sorts; its count checked against a SQL tally of the generated rows. Target: p95 <= 150 ms for every view.
-- The program report for the last closed quarter, as a program manager of the larger EHR opens it: the first
-  request (small-cell suppression computed) and the next ones. Target: <= 2 s.
+- The program report for the last closed quarter, as a program manager of the larger EHR opens it: counted (no
+  report kept, as after a late event in a month it shows: counts and small-cell suppression), then kept
+  (smart_app/report/memo.py): the first request of a process and the next ones. Target: <= 2 s.
 - The outbox worker's claim (smart_app/outbox/claim.py) with a pending row per ten referrals (100,000 at a million):
   wall time per claim, and the database's own time on its statements (EXPLAIN ANALYZE). Target: <= 10 ms, held
   against the database's time (the wall time on this shared machine is mostly waiting for a core).
@@ -199,6 +200,7 @@ def queue(app: Any, url: str, repeat: int, show_plans: bool) -> bool:
 
 def report(app: Any, repeat: int, show_plans: bool) -> bool:
     from sandbox_ehr.harness.launches import default_context, launch_for
+    from smart_app.report import memo, tables
 
     client = app.test_client()
     ctx = default_context()
@@ -208,22 +210,36 @@ def report(app: Any, repeat: int, show_plans: bool) -> bool:
     url = f"/l/{lid}/report?view=quarter&period={key}"
     engine = app.extensions["db_engine"]
     statements = Statements(engine)
-    walls = []
-    for _ in range(repeat):
+
+    def timed() -> tuple[float, str]:
         start = time.perf_counter()
         resp = client.get(url)
-        walls.append(time.perf_counter() - start)
+        took = time.perf_counter() - start
         assert resp.status_code == 200, resp.status_code
-    page = resp.get_data(as_text=True)
+        return took, resp.get_data(as_text=True)
+
+    # Counted: no report kept (smart_app/report/memo.py), as after a late event in a month it shows.
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM report_memo"))
+    tables._CACHE.clear()
+    counted, page = timed()
+    # The first request of a process that has not counted it (its suppression not in memory), the report kept.
+    tables._CACHE.clear()
+    memo._ACTIVE.clear()
+    first, kept_page = timed()
+    walls = [timed()[0] for _ in range(repeat - 1)]
+    later = statistics.median(walls)
     shown = re.search(r"Referrals?\D{0,200}?([\d,]+)", page)
-    first, later = walls[0], statistics.median(walls[1:])
     worst = max(first, later)
-    print(f"report: quarter {key}: first request {first:.2f} s, the next {repeat - 1} median {later:.2f} s "
-          f"(<= {REPORT_S:.0f} s: {'pass' if worst <= REPORT_S else 'miss'}); page {len(page):,} bytes"
+    print(f"report: quarter {key}: counted (no report kept, as after a late event) {counted:.2f} s "
+          f"({'pass' if counted <= REPORT_S else 'miss'}); kept: first request of a process {first:.2f} s, "
+          f"the next {repeat - 1} median {later:.2f} s (<= {REPORT_S:.0f} s: {'pass' if worst <= REPORT_S else 'miss'}"
+          ");"
+          f" the kept page the same as counted: {'yes' if kept_page == page else 'NO'}; page {len(page):,} bytes"
           f"{', first figure ' + shown.group(1) if shown else ''} (load {_load()})", flush=True)
     if show_plans:
         explain(engine, statements.slowest())
-    return worst <= REPORT_S
+    return worst <= REPORT_S and kept_page == page
 
 
 def _last_closed_quarter(now: datetime) -> str:
