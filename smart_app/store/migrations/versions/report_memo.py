@@ -7,7 +7,7 @@ every month), so a kept report is read again only when a transaction its snapsho
 shows (smart_app/report/memo.py). SQLite (the demo) gets the tables and no triggers: its report is always counted.
 
 Revision ID: report_memo
-Revises: outbox_checkin_rows
+Revises: directory_import
 Create Date: 2026-12-07 09:40:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "report_memo"
-down_revision = "outbox_checkin_rows"
+down_revision = "directory_import"
 branch_labels = None
 depends_on = None
 
