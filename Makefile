@@ -90,7 +90,7 @@ test-shuffle: lint chromium nginx audio
 IMAGE_BASE ?= .cache/image-base
 $(IMAGE_BASE):
 	@command -v debootstrap >/dev/null || apt-get install -y -q debootstrap >/dev/null
-	rm -rf $@.tmp && debootstrap --variant=minbase bookworm $@.tmp >/dev/null
+	rm -rf $@.tmp && mkdir -p $(@D) && debootstrap --variant=minbase bookworm $(abspath $@.tmp) >/dev/null
 	chroot $@.tmp apt-get install -y -q --no-install-recommends python3 python3-venv ca-certificates >/dev/null
 	ln -s /usr/bin/python3 $@.tmp/usr/local/bin/python && mv $@.tmp $@
 

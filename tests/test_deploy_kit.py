@@ -32,10 +32,18 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, ok: bool 
     return result
 
 
+def stages() -> dict[str, str]:
+    """The Containerfile's stages by their ``AS`` name, the last (unnamed) as "final": each its FROM line on."""
+    out = {}
+    for chunk in CONTAINERFILE.split("\nFROM ")[1:]:
+        named = re.search(r"\sAS\s+(\S+)\s*$", chunk.split("\n", 1)[0])
+        out[named.group(1) if named else "final"] = chunk
+    return out
+
+
 def _build_stage_sources() -> list[str]:
     """What the Containerfile's build stage copies from the build context."""
-    build = CONTAINERFILE.split("\nFROM ", 2)[1]
-    return [part for line in build.splitlines() if line.startswith("COPY ")
+    return [part for line in stages()["build"].splitlines() if line.startswith("COPY ")
             for part in line.split()[1:-1] if not part.startswith("--")]
 
 
@@ -104,17 +112,31 @@ def test_image_install_step_in_a_clean_venv_refuses_the_sandbox(wheel, tmp_path)
 
 
 def test_image_runs_as_a_user_and_installs_the_lock_then_the_wheel():
-    final = CONTAINERFILE.split("\nFROM ", 2)[2]
+    final = stages()["final"]
     user = re.findall(r"^USER\s+(\S+)", final, re.M)
     assert user and user[-1] not in ("root", "0")
     lock = re.search(r"^COPY requirements/runtime\.lock (\S+)$", final, re.M)
     assert lock, "the final stage copies the runtime lock"
     assert f"pip install --no-cache-dir --require-hashes -r {lock.group(1)}" in final
     assert "--no-index --no-deps /wheels/ipv_smart_screen-*.whl" in final and "pip check" in final
-    build = CONTAINERFILE.split("\nFROM ", 2)[1]
+    build = stages()["build"]
     assert "--require-hashes -r requirements/build-system.lock" in build and "--no-deps --no-build-isolation" in build
-    assert CONTAINERFILE.count("\nFROM ") == 2 and " AS build" in CONTAINERFILE  # multi-stage
+    assert list(stages()) == ["build", "audio", "final"]  # multi-stage
     assert 'import sandbox_ehr' in final and "PRIVATE KEY" in final  # the image checks itself too
+
+
+def test_the_tablet_audio_is_made_in_its_own_stage_and_only_its_files_reach_the_image():
+    """espeak-ng reads the wheel's texts in the audio stage; the final stage copies the audio folder alone, into the
+    installed package where smart_app/kiosk/audio.py looks (the venv's path holds the base image's Python)."""
+    audio, final = stages()["audio"], stages()["final"]
+    assert "apt-get install -y --no-install-recommends espeak-ng" in audio and "python -m smart_app.kiosk" in audio
+    assert "--require-hashes -r /tmp/runtime.lock" in audio and "COPY --from=build /wheels /wheels" in audio
+    assert "espeak" not in final.lower()
+    python = re.match(r"\S+/python:(\d+\.\d+)-", final).group(1)
+    folder = f"/opt/ipv/lib/python{python}/site-packages/smart_app/kiosk/static/audio"
+    copies = re.findall(r"^COPY --from=audio (\S+) (\S+)$", final, re.M)
+    assert copies == [(folder, folder)], copies
+    assert "python -m venv /opt/ipv" in audio and re.match(r"\S+/python:" + re.escape(python) + "-", audio)
 
 
 def test_compose_migrates_before_the_app_and_worker():

@@ -1,16 +1,18 @@
 """The image's file system, built the way the Containerfile builds it, runs the app as uid 10001 on a read-only root
 with deploy/compose.yaml's mounts: the host's /etc/ipv-screen (root:ipv 0750, ipv = gid 10001 as DEPLOY.md makes
-it), the shared metrics tmpfs with its uid and mode, /tmp. The migrate, app and worker services' own commands run
-in production mode; the compose healthcheck passes; /metrics shows the app's and the worker's counters.
+it), the shared metrics tmpfs with its uid and mode, /tmp. The migrate, app and worker services' own commands run in
+production mode; the compose healthcheck passes; /metrics shows the app's and the worker's counters; the tablet's
+"Listen" audio, made by espeak-ng in the audio stage, is all there and served, and espeak-ng is not.
 
-No container runtime runs here (podman needs one), so this is a container by hand: the final stage's RUN lines run
-in a chroot of a Debian bookworm base (``debootstrap --variant=minbase bookworm DIR``, then ``chroot DIR apt-get
-install -y --no-install-recommends python3 python3-venv ca-certificates`` and ``ln -s /usr/bin/python3
-DIR/usr/local/bin/python``, the python image's name for it), its COPY lines copy from the repository (the wheel
-from the build stage's recipe, tests/test_deploy_kit.py), then the services run in their own mount, network and
-process namespaces under ``chroot --userspec=10001:10001``. Set IPV_IMAGE_BASE to that folder; needs root (as
-a rootful runtime does), PostgreSQL on a local socket and redis-server. The pip step downloads the lock's
-packages."""
+No container runtime runs here (podman needs one), so this is a container by hand: each stage after the build stage
+(the audio stage, then the final one) runs its RUN lines in a chroot of its own copy of a Debian bookworm base
+(``debootstrap --variant=minbase bookworm DIR``, then ``chroot DIR apt-get install -y --no-install-recommends
+python3 python3-venv ca-certificates`` and ``ln -s /usr/bin/python3 DIR/usr/local/bin/python``, the python image's
+name for it), its COPY lines copy from the repository (the wheel from the build stage's recipe,
+tests/test_deploy_kit.py) or from the earlier stage's root, then the services run in their own mount, network and
+process namespaces under ``chroot --userspec=10001:10001``. Set IPV_IMAGE_BASE to that folder; needs root (as a
+rootful runtime does), PostgreSQL on a local socket and redis-server. The pip steps download the lock's packages,
+the audio stage Debian's espeak-ng."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from tests.test_deploy_kit import CONTAINERFILE, ROOT, wheel  # noqa: F401 (the build stage's wheel, a fixture)
+from tests.test_deploy_kit import ROOT, stages, wheel  # noqa: F401 (the build stage's wheel, a fixture)
 
 pytestmark = [pytest.mark.ops, pytest.mark.postgres, pytest.mark.slow]
 
@@ -36,9 +38,9 @@ SOCKET_DIR = "/var/run/postgresql"  # the host's; /run/postgresql in the image (
 IMAGE_SOCKET_DIR = "/run/postgresql"
 
 
-def _instructions() -> list[tuple[str, str]]:
-    """The final stage's instructions, continuation lines joined, comments dropped."""
-    stage = CONTAINERFILE.split("\nFROM ", 2)[2].split("\n", 1)[1]
+def _instructions(name: str) -> list[tuple[str, str]]:
+    """A stage's instructions after its FROM, continuation lines joined, comments dropped."""
+    stage = stages()[name].split("\n", 1)[1]
     out = []
     for line in re.sub(r"\\\n", " ", stage).splitlines():
         line = line.strip()
@@ -56,8 +58,9 @@ def _chroot_run(root: Path, command: str, env: dict[str, str]) -> subprocess.Com
                           timeout=1200)
 
 
-def build_image(base: Path, root: Path, wheel_file: Path) -> dict[str, object]:
-    """The final stage on ``base``: returns its USER, WORKDIR, ENV and CMD."""
+def build_stage(name: str, base: Path, root: Path, wheel_file: Path, built: dict[str, Path]) -> dict[str, object]:
+    """One stage on ``base`` in ``root`` (``built``: the roots of the stages made before it): returns its USER,
+    WORKDIR, ENV and CMD."""
     subprocess.run(["cp", "-a", f"{base}/.", str(root)], check=True, timeout=600)
     shutil.copy2("/etc/resolv.conf", root / "etc" / "resolv.conf")  # what a build container is given
     image: dict[str, object] = {"env": {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}
@@ -65,7 +68,7 @@ def build_image(base: Path, root: Path, wheel_file: Path) -> dict[str, object]:
     # The build host's trust store for pip's downloads (a proxy's CA where there is one), outside the image's.
     build_ca = root / "tmp" / "build-ca.crt"
     shutil.copy2(os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt", build_ca)
-    for word, rest in _instructions():
+    for word, rest in _instructions(name):
         if word == "RUN":
             done = _chroot_run(root, rest, {**env, "HOME": "/root", "PIP_CERT": "/tmp/build-ca.crt"})
             assert done.returncode == 0, f"RUN {rest[:200]}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -75,6 +78,12 @@ def build_image(base: Path, root: Path, wheel_file: Path) -> dict[str, object]:
                 assert parts[1:] == ["/wheels", "/wheels"], parts
                 (root / "wheels").mkdir()
                 shutil.copy2(wheel_file, root / "wheels" / wheel_file.name)
+            elif parts[0].startswith("--from="):
+                source, target = built[parts[0].removeprefix("--from=")] / parts[1].lstrip("/"), parts[2]
+                assert source.is_dir(), f"COPY {rest}: no {source}"
+                target_dir = root / target.lstrip("/")
+                assert target_dir.parent.is_dir(), f"COPY {rest}: {target_dir.parent} is not in this stage"
+                shutil.copytree(source, target_dir, symlinks=True)
             else:
                 src, target = parts[0], root / parts[1].lstrip("/")
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +97,20 @@ def build_image(base: Path, root: Path, wheel_file: Path) -> dict[str, object]:
         else:
             raise AssertionError(f"this test does not know {word}: teach it")
     build_ca.unlink()
+    return image
+
+
+def build_image(base: Path, root: Path, wheel_file: Path) -> dict[str, object]:
+    """Every stage after the build stage (whose wheel is the fixture's), the final one in ``root``; the others'
+    roots are removed once it is built. Returns the final stage's USER, WORKDIR, ENV and CMD."""
+    built: dict[str, Path] = {}
+    for name in [n for n in stages() if n not in ("build", "final")]:
+        built[name] = root.parent / f"stage-{name}"
+        built[name].mkdir()
+        build_stage(name, base, built[name], wheel_file, built)
+    image = build_stage("final", base, root, wheel_file, built)
+    for stage_root in built.values():
+        shutil.rmtree(stage_root)
     return image
 
 
@@ -132,6 +155,8 @@ def test_the_image_runs_as_uid_10001_on_a_read_only_root_with_the_compose_mounts
     image = build_image(Path(base), root, wheel)
     assert image["USER"] == "ipv" and image["WORKDIR"] == "/srv/ipv"
     assert (root / "etc" / "passwd").read_text().count("ipv:x:10001:10001:") == 1
+    # The tablet's audio came from the audio stage; espeak-ng (program, library, voice data) stayed there.
+    assert [p for p in root.rglob("*espeak*")] == []
 
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
     services = compose["services"]
@@ -175,6 +200,12 @@ def test_the_image_runs_as_uid_10001_on_a_read_only_root_with_the_compose_mounts
     scrape = ("import os,urllib.request as u; r=u.urlopen(u.Request('http://127.0.0.1:8000/metrics', headers={"
               f"'Host': '{HOST}', 'Authorization': 'Bearer ' + os.environ['METRICS_TOKEN']}}), timeout=5); "
               "print(r.read().decode())")
+    # Every file the tablet can ask for is in the installed package, readable by the app, and served.
+    listen = ("import urllib.request as u; from fhir.questionnaires import load_instruments; "
+              "from smart_app.kiosk import audio; files = sorted(audio.wanted(load_instruments().values())); "
+              "missing = [p for p in files if not p.is_file()]; "
+              "r = u.urlopen(u.Request('http://127.0.0.1:8000/tablet/static/audio/' + files[0].name, headers={"
+              f"'Host': '{HOST}'}}), timeout=5); print('audio', len(files), len(missing), r.status, r.read(4))")
     script = "\n".join([
         "set -e", "ip link set lo up", *mounts,
         "redis-server --port 6379 --bind 127.0.0.1 --save '' --daemonize yes >/dev/null",
@@ -189,6 +220,7 @@ def test_the_image_runs_as_uid_10001_on_a_read_only_root_with_the_compose_mounts
         f"  {as_service('app1', ['python', '-c', scrape])} > {tmp_path}/metrics.txt",
         f"  grep -q ipv_outbox_rounds_total {tmp_path}/metrics.txt && break; sleep 0.2",
         "done",
+        f"{as_service('app1', ['python', '-c', listen])}",
         f"if {as_service('app1', ['sh', '-c', 'touch /opt/ipv/written'])} 2>/dev/null; then echo root=rw;"
         " else echo root=ro; fi",
         f"ls -ln {root}/run/ipv-metrics | tail -n +2 | awk '{{print \"metrics-file\", $3\":\"$4}}' | sort -u",
@@ -201,6 +233,8 @@ def test_the_image_runs_as_uid_10001_on_a_read_only_root_with_the_compose_mounts
     assert run.returncode == 0, report[-8000:]
     assert "healthcheck=1" in run.stdout, report[-8000:]
     assert "root=ro" in run.stdout and "metrics-file 10001:10001" in run.stdout, report[-8000:]
+    heard = re.search(r"^audio (\d+) (\d+) (\d+) (\S+)$", run.stdout, re.M)
+    assert heard and int(heard.group(1)) > 0 and heard.groups()[1:] == ("0", "200", "b'RIFF'"), report[-8000:]
     metrics = (tmp_path / "metrics.txt").read_text()
     assert 'ipv_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics, metrics[-3000:]
     assert "ipv_outbox_rounds_total{" in metrics, metrics[-3000:]
