@@ -5,6 +5,7 @@ records every FHIR call: none is made while the tablet is used."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -175,12 +176,58 @@ def test_exit_shows_the_decoy_and_leaves_nothing(clinician, tablet, live_app, ho
     tablet.get_by_test_id("tablet-tips").wait_for()
     if how == "button":
         tablet.screenshot(path=str(shots_dir(tmp_path) / "kiosk-decoy-1024x768.png"))
+    tablet.wait_for_url("**/tablet/tips**", wait_until="load")  # the page's own decoy first, then the server's
     assert_clean(tablet, live_app.app, secrets)
     tablet.go_back()
     assert tablet.get_by_test_id("tablet-question").count() == 0
     page.reload()
     page.get_by_test_id("tablet-exited").wait_for()
     assert "screening" not in launch_data(live_app.app, lid_of(page))
+
+
+# Run after kiosk.js's own key handler (listeners run in the order they were added): what the patient sees two
+# frames after the key, reported through the console (Playwright's locators and evaluate wait for the pending
+# navigation, here the held exit).
+DRAWN_JS = """() => document.addEventListener('keydown', () => {
+  requestAnimationFrame(() => requestAnimationFrame(() => {
+    const main = document.getElementById('main');
+    console.log(JSON.stringify({
+      tips: main.querySelectorAll('[data-testid="tablet-tips"]').length,
+      question: document.querySelectorAll('[data-testid="tablet-question"]').length,
+      visible: getComputedStyle(main).visibility, exit: getComputedStyle(document.getElementById('exit-form')).display,
+      h1: getComputedStyle(main.querySelector('h1')).fontSize,
+      url: location.pathname}));
+  }));
+})"""
+
+
+def test_exit_shows_the_decoy_before_the_server_answers(clinician, tablet, live_app):
+    """The decoy is drawn from the question page itself: with the exit's request held, the question is gone and the
+    tips are on screen, with the stylesheet the page already had; the server's tips page follows when it answers."""
+    page, code, secrets = clinician("pat-alice", "enc-alice-bwh")
+    pair(tablet, live_app.url, code)
+    answer(tablet, [5])
+    tablet.get_by_test_id("tablet-question").wait_for()
+    tablet.wait_for_load_state("load")  # kiosk.js listens for the key
+    tablet.evaluate(DRAWN_JS)
+    held: list[Any] = []
+    tablet.route("**/tablet/exit", lambda route: held.append(route))
+    with tablet.expect_console_message(lambda message: message.text.startswith("{")) as drawn:
+        tablet.keyboard.press("Escape")
+    seen = json.loads(drawn.value.text)
+    h1 = seen.pop("h1")
+    assert seen == {"tips": 1, "question": 0, "visible": "visible", "exit": "none", "url": "/tablet/q"}
+    for _ in range(200):  # the exit's request, not answered
+        if held:
+            break
+        tablet.wait_for_timeout(50)
+    held[0].continue_()
+    tablet.wait_for_url("**/tablet/tips**", wait_until="load")
+    tablet.get_by_test_id("tablet-tips").wait_for()
+    # The decoy was drawn with the stylesheet the question page already had, as the server's page is.
+    assert tablet.evaluate("getComputedStyle(document.querySelector('main h1')).fontSize") == h1
+    page.reload()
+    page.get_by_test_id("tablet-exited").wait_for()
 
 
 def test_same_device_hand_over_and_back_with_the_pin(clinician, live_app, live_sandbox, tmp_path):
