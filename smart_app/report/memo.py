@@ -126,8 +126,8 @@ def read(db: Session, key: str, before_month: int) -> dict[str, Any] | None:
     if found is None:
         return None
     changed = db.execute(text(
-        "SELECT EXISTS (SELECT 1 FROM report_change WHERE xid >= pg_snapshot_xmin(CAST(:snap AS pg_snapshot))::text::"
-        "bigint AND month < :before AND NOT pg_visible_in_snapshot(xid::text::xid8, CAST(:snap AS pg_snapshot)))"),
+        "SELECT EXISTS (SELECT 1 FROM report_change WHERE month < :before AND xid >= pg_snapshot_xmin(CAST(:snap AS "
+        "pg_snapshot))::text::bigint AND NOT pg_visible_in_snapshot(xid::text::xid8, CAST(:snap AS pg_snapshot)))"),
         {"snap": found.snapshot, "before": month_key(before_month)}).scalar()
     return None if changed else json.loads(found.body)
 

@@ -397,8 +397,9 @@ class ReportChange(Base):
 
     __tablename__ = "report_change"
 
-    xid: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # Month first: a kept report asks about the closed months, fewer rows than the open month's.
     month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    xid: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                          server_default=text("CURRENT_TIMESTAMP"))
 

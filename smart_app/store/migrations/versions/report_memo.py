@@ -66,11 +66,11 @@ END $$""")
 
 def upgrade() -> None:
     op.create_table("report_change",
-                    sa.Column("xid", sa.BigInteger(), autoincrement=False, nullable=False),
                     sa.Column("month", sa.String(length=7), nullable=False),
+                    sa.Column("xid", sa.BigInteger(), autoincrement=False, nullable=False),
                     sa.Column("at", sa.DateTime(timezone=True), server_default=sa.text("CURRENT_TIMESTAMP"),
                               nullable=False),
-                    sa.PrimaryKeyConstraint("xid", "month"))
+                    sa.PrimaryKeyConstraint("month", "xid"))
     op.create_table("report_memo",
                     sa.Column("key", sa.String(length=64), nullable=False),
                     sa.Column("snapshot", sa.Text(), nullable=False),
