@@ -140,8 +140,22 @@ class TwoHosts:
         home.mkdir(exist_ok=True)
         self._spawn(f"app-{name}", [str(BIN / "gunicorn"), "-c", str(ROOT / "config" / "gunicorn.conf.py"),
                                     "smart_app:create_app()"],
-                    GUNICORN_BIND=f"127.0.0.1:{self.ports[name]}", GUNICORN_WORKERS="2", HOME=str(home), **env)
+                    GUNICORN_BIND=f"127.0.0.1:{self.ports[name]}", GUNICORN_WORKERS="2", HOME=str(home),
+                    **{**self._named(f"app-{name}"), **env})
         return self.urls[name]
+
+    def _named(self, name: str) -> dict[str, str]:
+        """The stack's database URL with the process's name as its connections' application_name, so that
+        pg_stat_activity counts each process's connections (``connections``)."""
+        url = make_url(self.env["DATABASE_URL"]).update_query_dict({"application_name": name})
+        return {"DATABASE_URL": url.render_as_string(hide_password=False)}
+
+    def connections(self) -> dict[str, int]:
+        """Open connections to the stack's database, by the process (application_name) that holds them."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT application_name, count(*) FROM pg_stat_activity "
+                                     "WHERE datname = current_database() AND pid <> pg_backend_pid() GROUP BY 1"))
+            return {name: count for name, count in rows}
 
     def behind_pgbouncer(self) -> dict[str, str]:
         """PgBouncer (transaction mode, deploy/pgbouncer.ini) in front of the stack's database: the environment a
@@ -232,7 +246,7 @@ class TwoHosts:
 
     def start_worker(self, name: str, **env: str) -> Proc:
         return self._spawn(name, [str(BIN / "flask"), "--app", "smart_app", "outbox-worker", "--idle-sleep", "0.2"],
-                           **env)
+                           **{**self._named(name), **env})
 
     def _wait(self, url: str, name: str, seconds: float = 90) -> None:
         deadline = time.monotonic() + seconds
