@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 MONTH, QUARTER, ROLLING = "month", "quarter", "rolling"
 KINDS = (MONTH, QUARTER, ROLLING)
@@ -51,9 +52,10 @@ class Period:
     def holds(self, month: int) -> bool:
         return self.first <= month <= self.last
 
-    @property
+    @cached_property
     def id(self) -> str:
-        """Unique among all periods (a month and the 12 months to it share a key)."""
+        """Unique among all periods (a month and the 12 months to it share a key). Kept: suppression reads it
+        for every cell."""
         return f"{self.kind}:{self.key}"
 
     @property

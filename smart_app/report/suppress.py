@@ -211,17 +211,22 @@ class Cells:
         """Every sensitive count as (measures a witness may move, row, period): by the month its period closed,
         months first, teams first."""
         order = {"month": 0, "quarter": 1, "rolling": 2}
+        # The rows of each measure and each derived count, in the order they are read: the same for every period.
+        rows_of = [(m.name, sorted(self.grid.rows(m), key=len, reverse=True)) for m in self.grid.measures]
+        derived_rows = [(d, sorted(set.intersection(*(set(self.grid.rows(self.measures[m])) for m in d.measures)),
+                                   key=len, reverse=True)) for d in self.derived]
+        values = self.values
         for p in sorted(self.grid.periods, key=lambda p: (p.last, order[p.kind], p.first)):
-            for measure in self.grid.measures:
-                for row in sorted(self.grid.rows(measure), key=len, reverse=True):
-                    if sensitive(self.values[(measure.name, row, p.id)]):
-                        yield (measure.name,), row, p.id
-            for d in self.derived:
-                rows = set.intersection(*(set(self.grid.rows(self.measures[m])) for m in d.measures))
-                for row in sorted(rows, key=len, reverse=True):
-                    gap = self.values[(d.total, row, p.id)] - sum(self.values[(m, row, p.id)] for m in d.parts)
+            pid = p.id
+            for name, rows in rows_of:
+                for row in rows:
+                    if sensitive(values[(name, row, pid)]):
+                        yield (name,), row, pid
+            for d, rows in derived_rows:
+                for row in rows:
+                    gap = values[(d.total, row, pid)] - sum(values[(m, row, pid)] for m in d.parts)
                     if sensitive(gap):
-                        yield d.measures, row, p.id
+                        yield d.measures, row, pid
 
 
 Signs = tuple[tuple[Leaf, int], ...]
