@@ -77,13 +77,13 @@ lint: $(STAMP)
 	$(BIN)/python -m lint.shape
 
 test: lint chromium nginx audio
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The same suite in a shuffled order (pytest-randomly prints its seed; PYTEST_ARGS="--randomly-seed=N" replays
 # one): a test that passes only after another one built something fails here. `make test` keeps the file order
 # (-p no:randomly in pyproject.toml's addopts, which this target replaces).
 test-shuffle: lint chromium nginx audio
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -o addopts="-ra --strict-markers" -p randomly $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -o addopts="-ra --strict-markers" -p randomly $(PYTEST_ARGS)
 
 # The image's file system on a Debian base, run as uid 10001 (tests/ops/test_image_filesystem.py; root, minutes):
 # the base is made once by debootstrap from Debian's registry and kept in .cache/.

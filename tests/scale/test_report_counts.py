@@ -31,7 +31,8 @@ from smart_app.store import handoff as handoff_codes
 from smart_app.store.models import Base, ReferralDims, ReferralRecord, ReportEvent
 from tests.support import tools
 
-pytestmark = [pytest.mark.scale, pytest.mark.postgres]
+# One xdist worker runs the module, so its module fixture is built once (`--dist loadgroup`, Makefile).
+pytestmark = [pytest.mark.scale, pytest.mark.postgres, pytest.mark.xdist_group("report_counts")]
 
 SIZES = Sizes(20_000)
 DUE = ms.DueRule(24.0, 72.0)

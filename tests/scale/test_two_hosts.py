@@ -30,7 +30,8 @@ from sqlalchemy import text
 from benchmarks.bench_load import PATIENTS, form_data, form_on
 from tests.support.hosts import ROOT, TwoHosts
 
-pytestmark = [pytest.mark.scale, pytest.mark.postgres]
+# One xdist worker runs the module, so its module fixture is built once (`--dist loadgroup`, Makefile).
+pytestmark = [pytest.mark.scale, pytest.mark.postgres, pytest.mark.xdist_group("two_hosts")]
 
 # Per client address and minute, on /launch (this stack's tuning.ratelimit_launch): above the journeys' launches from
 # 127.0.0.1 in a minute, two stacks' at once under pytest-xdist included.

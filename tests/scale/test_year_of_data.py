@@ -28,7 +28,8 @@ from smart_app.store.db import session_scope
 from smart_app.store.partitions import PARTITIONS_PER_RUN
 from tests.support import tools
 
-pytestmark = [pytest.mark.scale, pytest.mark.postgres]
+# One xdist worker runs the module, so its module fixture is built once (`--dist loadgroup`, Makefile).
+pytestmark = [pytest.mark.scale, pytest.mark.postgres, pytest.mark.xdist_group("year_of_data")]
 
 SIZES = Sizes(20_000)
 RETENTION_DAYS = 2190

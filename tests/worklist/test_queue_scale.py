@@ -23,7 +23,8 @@ from tests.conftest import app_config, launch_for
 from tests.support import tools
 from tests.worklist.support import EHR1, EHR2, SNOMED_SW, role, worker_context
 
-pytestmark = [pytest.mark.routing, pytest.mark.worklist, pytest.mark.postgres]
+# One xdist worker runs the module, so its module fixture is built once (`--dist loadgroup`, Makefile).
+pytestmark = [pytest.mark.routing, pytest.mark.worklist, pytest.mark.postgres, pytest.mark.xdist_group("queue_scale")]
 
 IN_SCOPE = 50_000
 PAGE = 50
