@@ -15,12 +15,12 @@ from typing import Any
 
 from babel import Locale, UnknownLocaleError
 from babel.support import NullTranslations
-from flask import Flask, g
+from flask import Flask, current_app, g, request
 from flask_babel import Babel, force_locale, get_locale, get_translations
 from jinja2 import pass_context, pass_eval_context
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from config import languages as registry
 from config.current import current_settings
@@ -258,6 +258,27 @@ def _bound_gettext() -> dict[str, Any]:
     return {"_": bound, "gettext": bound}
 
 
+# Stands for the launch id in a cached language switch: the id is the only per-launch part of its links.
+LID_STANDIN = "__lid__"
+LANG_NAV_ENTRIES = 512  # pages x patient languages x instruments x clinician languages, with room
+
+
+def lang_nav(endpoint: str, lid: str, extra: dict[str, str], current: str) -> Markup:
+    """The patient-language switch's links for ``endpoint`` (``extra``: its other URL values, an instrument key),
+    ``current`` shown as chosen: rendered once per app, page, languages and instrument (nine languages made it
+    a page's largest block of ``url_for`` calls), then the launch's id put in. Holds no patient data."""
+    cache: dict[tuple[Any, ...], str] = current_app.extensions.setdefault("ipv_lang_nav", {})
+    key = (endpoint, tuple(sorted(extra.items())), current, str(get_locale()), request.script_root)
+    html = cache.get(key)
+    if html is None:
+        html = current_app.jinja_env.get_template("screening/_lang_nav.html").render(
+            ep=endpoint, lid=LID_STANDIN, extra=extra, current=current)
+        if len(cache) >= LANG_NAV_ENTRIES:
+            cache.clear()
+        cache[key] = html
+    return Markup(html.replace(LID_STANDIN, str(escape(lid))))
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", "translations")
     babel.init_app(app, locale_selector=select_locale)
@@ -279,4 +300,5 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["language_name"] = language_name
     app.jinja_env.globals["translation_note"] = translation_note
     app.jinja_env.globals["spoken_note"] = spoken_note
+    app.jinja_env.globals["lang_nav"] = lang_nav
     app.context_processor(_bound_gettext)
