@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, literal, null, or_, select, union_all
+from sqlalchemy import bindparam, literal, null, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from config.current import current_settings
@@ -84,36 +84,71 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+def _typed_null(column: Any) -> Any:
+    return null().cast(column.type)
+
+
+# The columns of one row of a launch page's memory read: a referral, a screen mark or an open follow-up.
+_FOLLOWUP_EXTRA = ("fid", "flaunch", "fresponse_launch")
+
+
+def _followup_select(pks: Any) -> Any:
+    return (select(literal("followup").label("kind"), FollowupItem.opened_at.label("at"),
+                   FollowupItem.response.label("status"), FollowupItem.visit_ended_at.label("contact"),
+                   FollowupItem.encounter_key.label("ek"), FollowupItem.id.label("fid"),
+                   FollowupItem.launch_id.label("flaunch"), FollowupItem.response_launch_id.label("fresponse_launch"))
+            .where(FollowupItem.patient_key.in_(pks), FollowupItem.status == "open"))
+
+
 @cache
-def _latest_statement() -> Any:
-    """Built once: constructing the union costs more CPU than running it (its cache key is still per call)."""
+def _memory_statement(with_recent: bool) -> Any:
+    """Built once: constructing the union costs more CPU than running it (its cache key is still per call).
+
+    The patient's open follow-ups, and with ``with_recent`` the latest referral and the latest screen mark in the
+    window: one round trip for what the gate shows of this patient's other launches."""
     pks, since, exclude = bindparam("pks", expanding=True), bindparam("since"), bindparam("exclude")
+    followups = _followup_select(pks)
+    if not with_recent:
+        return followups
+    pad = [_typed_null(FollowupItem.id).label(name) for name in _FOLLOWUP_EXTRA]
     referral = (select(literal("referral").label("kind"), ReferralRecord.created_at.label("at"),
                        ReferralRecord.status.label("status"), ReferralRecord.first_contact_at.label("contact"),
-                       ReferralRecord.encounter_key.label("ek"))
+                       ReferralRecord.encounter_key.label("ek"), *pad)
                 .where(ReferralRecord.patient_key.in_(pks), ReferralRecord.created_at >= since,
                        ReferralRecord.launch_id != exclude))
     mark = (select(literal("screen").label("kind"), PatientMark.at.label("at"),
-                   null().cast(ReferralRecord.status.type).label("status"),
-                   null().cast(ReferralRecord.first_contact_at.type).label("contact"),
-                   PatientMark.encounter_key.label("ek"))
+                   _typed_null(ReferralRecord.status).label("status"),
+                   _typed_null(ReferralRecord.first_contact_at).label("contact"),
+                   PatientMark.encounter_key.label("ek"), *pad)
             .where(PatientMark.patient_key.in_(pks), PatientMark.at >= since))
-    return union_all(*(select(q.order_by(q.selected_columns.at.desc()).limit(1).subquery()) for q in (referral, mark)))
+    latest = (select(q.order_by(q.selected_columns.at.desc()).limit(1).subquery()) for q in (referral, mark))
+    return union_all(*latest, followups)
+
+
+@dataclass(frozen=True)
+class PatientKeys:
+    """Every key this launch's patient and encounter may be stored under (the identity's first), made once."""
+
+    patients: list[str]
+    encounters: list[str]
+
+    @classmethod
+    def of(cls, iss: str, context: dict[str, Any]) -> PatientKeys:
+        owners = _owners(iss)
+        patient, encounter = _id(context, "patient"), _id(context, "encounter")
+        return cls(patients=[k for k in (_key("patient", o, patient) for o in owners) if k],
+                   encounters=[k for k in (_key("encounter", o, encounter) for o in owners) if k])
 
 
 def recent(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: str | None = None,
            now: datetime | None = None) -> dict[str, Any] | None:
     """The latest referral or screen of this patient within the window: {"at", "kind", "status",
     "contacted", "same_visit"}; None when there is none."""
-    pks = _keys("patient", iss, context)
-    if not pks:
-        return None
-    since = (now or datetime.now(UTC)) - timedelta(days=memory_days())
-    eks = set(_keys("encounter", iss, context))
-    # One round trip: the latest referral and the latest screen mark (a referral is preferred when both exist).
-    rows = {row.kind: row for row in db.execute(_latest_statement(), {
-        "pks": pks, "since": since, "exclude": exclude_launch or ""})}  # "": launch ids are never empty
-    if "referral" in rows:
+    return launch_memory(db, iss, context, exclude_launch or "", with_recent=True, now=now)[0]
+
+
+def _recent_from(rows: dict[str, Any], eks: set[str]) -> dict[str, Any] | None:
+    if "referral" in rows:  # a referral is preferred when both exist
         row = rows["referral"]
         return {"at": _aware(row.at), "kind": "referral", "status": normalise_status(row.status),
                 "open": normalise_status(row.status) not in CLOSED, "contacted": row.contact is not None,
@@ -122,6 +157,25 @@ def recent(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: st
         row = rows["screen"]
         return {"at": _aware(row.at), "kind": "screen", "same_visit": row.ek in eks}
     return None
+
+
+def launch_memory(db: Session, iss: str, context: dict[str, Any], launch_id: str, *, with_recent: bool,
+                  now: datetime | None = None) -> tuple[dict[str, Any] | None, list[OpenFollowup]]:
+    """What a launch page shows of this patient beyond this launch, in one statement: the latest referral or screen
+    within the window (``with_recent``; as ``recent`` gives it, else None) and the open follow-ups (as
+    ``open_followups`` gives them)."""
+    keys = PatientKeys.of(iss, context)
+    if not keys.patients:
+        return None, []
+    since = (now or datetime.now(UTC)) - timedelta(days=memory_days())
+    params = {"pks": keys.patients}
+    if with_recent:
+        params.update(since=since, exclude=launch_id)  # "": launch ids are never empty
+    rows = db.execute(_memory_statement(with_recent), params).all()
+    eks = set(keys.encounters)
+    latest = {row.kind: row for row in rows if row.kind != "followup"}
+    followups = _followups_from(db, [row for row in rows if row.kind == "followup"], eks, launch_id)
+    return (_recent_from(latest, eks) if with_recent else None), followups
 
 
 def visit_referral(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: str | None = None) \
@@ -172,22 +226,19 @@ class OpenFollowup:
 def open_followups(db: Session, iss: str, context: dict[str, Any], launch_id: str) -> list[OpenFollowup]:
     """This patient's open follow-ups, oldest first. One opened in another encounter is past its visit from now
     (``visit_ended_at``, what puts it in the social-work queue); committed here when that changes."""
-    pks = _keys("patient", iss, context)
-    if not pks:
-        return []
-    rows = db.scalars(select(FollowupItem).where(FollowupItem.patient_key.in_(pks), FollowupItem.status == "open")
-                      .order_by(FollowupItem.opened_at)).all()
-    eks = set(_keys("encounter", iss, context))
-    ended = False
-    for row in rows:
-        if row.visit_ended_at is None and row.launch_id != launch_id and eks and row.encounter_key not in eks:
-            row.visit_ended_at = datetime.now(UTC)
-            ended = True
+    return launch_memory(db, iss, context, launch_id, with_recent=False)[1]
+
+
+def _followups_from(db: Session, rows: list[Any], eks: set[str], launch_id: str) -> list[OpenFollowup]:
+    rows = sorted(rows, key=lambda row: _aware(row.at))
+    ended = [row.fid for row in rows
+             if row.contact is None and row.flaunch != launch_id and eks and row.ek not in eks]
     if ended:
+        db.execute(update(FollowupItem).where(FollowupItem.id.in_(ended)).values(visit_ended_at=datetime.now(UTC)))
         db.commit()
-    return [OpenFollowup(id=row.id, opened_at=_aware(row.opened_at), same_visit=row.encounter_key in eks,
-                         this_launch=row.launch_id == launch_id, answered_here=row.response_launch_id == launch_id,
-                         response=row.response) for row in rows]
+    return [OpenFollowup(id=row.fid, opened_at=_aware(row.at), same_visit=row.ek in eks,
+                         this_launch=row.flaunch == launch_id, answered_here=row.fresponse_launch == launch_id,
+                         response=row.status) for row in rows]
 
 
 def followup_open(db: Session, iss: str, context: dict[str, Any]) -> bool:

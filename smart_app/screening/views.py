@@ -28,7 +28,7 @@ from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load
 from referrals.visit import Visit
 from smart_app.launch import resume
 from smart_app.launch.locale import launch_view
-from smart_app.launch.visit_memory import open_followups, recent
+from smart_app.launch.visit_memory import launch_memory, open_followups
 from smart_app.ops.audit import record_audit
 from smart_app.ops.i18n import instrument_note
 from smart_app.report import events
@@ -234,13 +234,14 @@ def start() -> str:
     comes first, for every patient; an open follow-up of this patient (a positive self-screen with no response
     recorded) is asked for above everything."""
     events.checkin(g.launch)  # the launches universal education is counted against
+    screened = bool(g.launch.data.get("screening"))
+    # The patient's earlier referral or screen (asked until this launch screens) and open follow-ups: one read.
+    earlier, followups = launch_memory(get_session(), g.launch.iss, g.launch.context, g.launch.id,
+                                       with_recent=not screened)
     return render_template("screening/gate.html", lid=g.launch.id, gate=g.launch.data.get("gate"),
-                           done=bool(g.launch.data.get("screening")),
-                           resume_offer=bool(g.launch.data.get("resume_offer")),
+                           done=screened, resume_offer=bool(g.launch.data.get("resume_offer")),
                            resume_minutes=resume.RESUME_WINDOW // timedelta(minutes=1),
-                           earlier=recent(get_session(), g.launch.iss, g.launch.context, exclude_launch=g.launch.id)
-                           if not g.launch.data.get("screening") else None,
-                           followups=_followups(), **_education(alone=True))
+                           earlier=earlier, followups=followups, **_education(alone=True))
 
 
 def _followups() -> list[Any]:
