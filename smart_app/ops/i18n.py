@@ -102,17 +102,17 @@ def label_for(table: dict[str, Callable[[], str]], code: str) -> str:
 
 
 def _catalog_for(lang: str) -> NullTranslations:
-    """The catalog for ``lang`` in this request (``force_locale`` once per language and request)."""
-    ctx = _babel_context()
-    if ctx is None:
+    """The catalog for ``lang``: looked up under ``force_locale`` once per app and language (switching the locale
+    parses it again, on every request that read a line aloud), then kept beside the app as Flask-Babel keeps its
+    own. Catalogs are static files: the key is the language only."""
+    try:
+        catalogs: dict[str, NullTranslations] = current_app.extensions.setdefault("ipv_catalogs", {})
+    except RuntimeError:  # no application context: Flask-Babel translates nothing there either
         return get_translations()
-    by_lang = getattr(ctx, "ipv_catalogs", None)
-    if by_lang is None:
-        by_lang = ctx.ipv_catalogs = {}
-    catalog = by_lang.get(lang)
+    catalog = catalogs.get(lang)
     if catalog is None:
         with force_locale(babel_locale(lang)):
-            catalog = by_lang[lang] = get_translations()
+            catalog = catalogs[lang] = get_translations()
     return catalog
 
 
