@@ -178,16 +178,34 @@ def launch_memory(db: Session, iss: str, context: dict[str, Any], launch_id: str
     return (_recent_from(latest, eks) if with_recent else None), followups
 
 
+@dataclass(frozen=True)
+class EarlierReferral:
+    """What the pages say of an existing referral for this visit: when it was made and its status."""
+
+    created_at: datetime
+    status: str
+
+
+@cache
+def _visit_referral_statement(excluding: bool) -> Any:
+    """Built once, two columns: the latest referral of these patient and encounter keys (from another launch)."""
+    q = select(ReferralRecord.created_at, ReferralRecord.status).where(
+        ReferralRecord.patient_key.in_(bindparam("pks", expanding=True)),
+        ReferralRecord.encounter_key.in_(bindparam("eks", expanding=True)))
+    if excluding:
+        q = q.where(ReferralRecord.launch_id != bindparam("exclude"))
+    return q.order_by(ReferralRecord.created_at.desc()).limit(1)
+
+
 def visit_referral(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: str | None = None) \
-        -> ReferralRecord | None:
+        -> EarlierReferral | None:
     """An existing referral for this very visit (same patient and encounter) from another launch."""
-    pks, eks = _keys("patient", iss, context), _keys("encounter", iss, context)
-    if not pks or not eks:
+    keys = PatientKeys.of(iss, context)
+    if not keys.patients or not keys.encounters:
         return None
-    q = select(ReferralRecord).where(ReferralRecord.patient_key.in_(pks), ReferralRecord.encounter_key.in_(eks))
-    if exclude_launch:
-        q = q.where(ReferralRecord.launch_id != exclude_launch)
-    return db.scalars(q.order_by(ReferralRecord.created_at.desc()).limit(1)).first()
+    params = {"pks": keys.patients, "eks": keys.encounters, "exclude": exclude_launch}
+    row = db.execute(_visit_referral_statement(exclude_launch is not None), params).first()
+    return EarlierReferral(created_at=row.created_at, status=row.status) if row is not None else None
 
 
 def checkin_done(db: Session, iss: str, context: dict[str, Any], since: datetime) -> bool:
