@@ -17,6 +17,8 @@ from typing import Any
 from flask import abort, g, session
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from config.current import current_settings
 from fhir.launch_context import LaunchContext
@@ -36,32 +38,50 @@ def browser_id() -> str:
 
 
 class Launch:
-    """A view's handle on one launch record, with decrypted context and working data."""
+    """A view's handle on one launch record, with decrypted context and working data.
 
-    def __init__(self, record: LaunchRecord):
-        self.record = record
+    Made from the ORM record, or from the launch table's row as a page read it (``row``): the ORM record is made
+    and put in the request's session only when something changes the launch or asks for ``record``, so a page that
+    only reads pays for one Core statement, not the ORM's load."""
+
+    def __init__(self, record: LaunchRecord | None = None, *, row: Any = None):
+        self._record = record
+        self._row = row
         self._context: dict[str, Any] | None = None
         self._typed: tuple[dict[str, Any], LaunchContext] | None = None  # (the context it was read from, itself)
         self._data: dict[str, Any] | None = None
         self._tokens: tuple[str | None, dict[str, Any]] | None = None  # (the encrypted value, its plaintext)
 
     @property
+    def record(self) -> LaunchRecord:
+        if self._record is None:
+            self._record = _attached(self._row)
+        return self._record
+
+    def _column(self, name: str) -> Any:
+        return getattr(self._record if self._record is not None else self._row, name)
+
+    @property
     def id(self) -> str:
-        return self.record.id
+        return self._column("id")
 
     @property
     def iss(self) -> str:
-        return self.record.iss
+        return self._column("iss")
 
     @property
     def kind(self) -> str:
-        return self.record.kind
+        return self._column("kind")
+
+    @property
+    def status(self) -> str:
+        return self._column("status")
 
     @property
     def context(self) -> dict[str, Any]:
         """Patient, encounter, site and user as read at launch (see fhir/context.py)."""
         if self._context is None:
-            self._context = decrypt_json(self.record.context_enc) or {}
+            self._context = decrypt_json(self._column("context_enc")) or {}
         return self._context
 
     @property
@@ -76,14 +96,15 @@ class Launch:
     def data(self) -> dict[str, Any]:
         """Working state of the visit: 'screening', 'referral', 'consent', ..."""
         if self._data is None:
-            self._data = decrypt_json(self.record.data_enc) or {}
+            self._data = decrypt_json(self._column("data_enc")) or {}
         return self._data
 
     @property
     def tokens(self) -> dict[str, Any]:
         """The token response (a copy). Decrypted once per stored value: the consent page asked three times."""
-        if self._tokens is None or self._tokens[0] is not self.record.tokens_enc:
-            self._tokens = (self.record.tokens_enc, decrypt_json(self.record.tokens_enc) or {})
+        stored = self._column("tokens_enc")
+        if self._tokens is None or self._tokens[0] is not stored:
+            self._tokens = (stored, decrypt_json(stored) or {})
         return dict(self._tokens[1])
 
     def set_tokens(self, tokens: dict[str, Any]) -> None:
@@ -114,8 +135,38 @@ class Launch:
 
 
 LAUNCH_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-# Every page's first statement, built once (Session.get assembles its load per call: ~15% of this lookup).
-_BY_ID = select(LaunchRecord).where(LaunchRecord.id == bindparam("lid"))
+# Every page's first statement, built once: the launch table's row through Core (the ORM's load of the record, its
+# unit of work and identity map, cost about as much again as the statement).
+_LAUNCH = LaunchRecord.__table__
+_BY_ID = select(*_LAUNCH.c).where(_LAUNCH.c.id == bindparam("lid"))
+
+
+def _attached(row: Any) -> LaunchRecord:
+    """The ORM record of a launch read as a row, in the request's session (the one already there if the session
+    loaded it), so a change to it is written by the session's next commit."""
+    db = get_session()
+    present = db.identity_map.get(identity_key(LaunchRecord, (row.id,)))
+    if present is not None:
+        return present
+    record = LaunchRecord.__mapper__.class_manager.new_instance()
+    record.__dict__.update(row._asdict())
+    make_transient_to_detached(record)  # as if loaded: no change to write yet
+    db.add(record)
+    return record
+
+
+def _read(lid: str) -> Any:
+    db = get_session()
+    try:
+        return db.connection().execute(_BY_ID, {"lid": lid}).one_or_none()
+    except DBAPIError as exc:
+        # A pooled connection used moments ago is not pinged (smart_app/store/db.py); if the server dropped it since
+        # (a restart), this first statement of the request fails on it and SQLAlchemy discards the pool. Nothing
+        # was done yet in this request, so read once more on a fresh connection instead of showing an error.
+        if not exc.connection_invalidated:
+            raise
+        db.rollback()
+        return db.connection().execute(_BY_ID, {"lid": lid}).one_or_none()
 
 
 def load_launch(lid: str, *, statuses: tuple[str, ...] = ("active",), refresh: bool = True) -> Launch:
@@ -127,29 +178,20 @@ def load_launch(lid: str, *, statuses: tuple[str, ...] = ("active",), refresh: b
     if not isinstance(lid, str) or not LAUNCH_ID.match(lid):
         abort(404, description="This session has ended or was opened elsewhere. "
                                "Launch the app again from the patient's chart.")
-    db = get_session()
-    try:
-        record = db.execute(_BY_ID, {"lid": lid}).scalar_one_or_none()
-    except DBAPIError as exc:
-        # A pooled connection used moments ago is not pinged (smart_app/store/db.py); if the server dropped it since
-        # (a restart), this first statement of the request fails on it and SQLAlchemy discards the pool. Nothing
-        # was done yet in this request, so read once more on a fresh connection instead of showing an error.
-        if not exc.connection_invalidated:
-            raise
-        db.rollback()
-        record = db.execute(_BY_ID, {"lid": lid}).scalar_one_or_none()
+    row = _read(lid)
     now = datetime.now(UTC)
     if (
-        record is None
-        or not secrets.compare_digest(record.browser_id.encode(), str(session.get("bid", "")).encode())
-        or record.status not in statuses
-        or _aware(record.expires_at) < now
+        row is None
+        or not secrets.compare_digest(row.browser_id.encode(), str(session.get("bid", "")).encode())
+        or row.status not in statuses
+        or _aware(row.expires_at) < now
     ):
         abort(404, description="This session has ended or was opened elsewhere. "
                                "Launch the app again from the patient's chart.")
-    if refresh and record.status == "active":
-        touch(record)
-    return Launch(record)
+    launch = Launch(row=row)
+    if refresh and row.status == "active" and _touch_due(row):
+        touch(launch.record)
+    return launch
 
 
 def launch_required(view: Callable) -> Callable:
@@ -174,6 +216,10 @@ def new_expiry(created_at: datetime | None = None) -> datetime:
 
 
 TOUCH_EVERY = timedelta(seconds=15)  # at most one write per launch per 15 s for "still in use"
+
+
+def _touch_due(record: Any) -> bool:
+    return new_expiry(record.created_at) - _aware(record.expires_at) > TOUCH_EVERY
 
 
 def touch(record: LaunchRecord, *, force: bool = False) -> None:
