@@ -279,6 +279,26 @@ def lang_nav(endpoint: str, lid: str, extra: dict[str, str], current: str) -> Ma
     return Markup(html.replace(LID_STANDIN, str(escape(lid))))
 
 
+FRAGMENT_ENTRIES = 512
+
+
+def fragment(name: str, *parts: Any, caller: Callable[[], str]) -> Markup:
+    """``{% call fragment("name", part, ...) %}...{% endcall %}``: the block's HTML, rendered once per app, name,
+    ``parts``, clinician and patient language, then reused. For blocks whose words depend only on those: a block
+    that reads the launch (its id, a CSRF token, anything of the patient's) stays outside, and ``parts`` name only
+    what is the same for every patient (a flag of the page, directory facts). Holds no patient data."""
+    cache: dict[tuple[Any, ...], str] = current_app.extensions.setdefault("ipv_fragments", {})
+    parts = tuple(tuple(part) if isinstance(part, list) else part for part in parts)  # a list of facts: its items
+    key = (name, parts, str(get_locale()), g.get("patient_locale"), request.script_root)
+    html = cache.get(key)
+    if html is None:
+        html = str(caller())
+        if len(cache) >= FRAGMENT_ENTRIES:
+            cache.clear()
+        cache[key] = html
+    return Markup(html)
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", "translations")
     babel.init_app(app, locale_selector=select_locale)
@@ -301,4 +321,5 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["translation_note"] = translation_note
     app.jinja_env.globals["spoken_note"] = spoken_note
     app.jinja_env.globals["lang_nav"] = lang_nav
+    app.jinja_env.globals["fragment"] = fragment
     app.context_processor(_bound_gettext)

@@ -249,8 +249,9 @@ def _followups() -> list[Any]:
 
 
 def _education(*, alone: bool) -> dict[str, Any]:
-    """The universal-education step's template values: the lines to read, whether it was offered, its sources."""
-    return {"edu_lines": education.script(alone), "edu_offered": education.offered(g.launch.data),
+    """The universal-education step's template values: the lines to read (made where the page renders them, not
+    once they are kept), whether it was offered, its sources."""
+    return {"edu_lines": education.script, "edu_offered": education.offered(g.launch.data),
             "edu_sources": education.sources(), "edu_alone": alone}
 
 
@@ -425,9 +426,10 @@ def result() -> Response | str:
     db.commit()  # audited now, even if the page fails later (the request's session: no second connection)
     check_inst = reg["instruments"].get(check["instrument"]) if check else None
     plang = g.get("patient_locale") or g.locale
+    advocates = site_advocates(g.launch.context)
     return render_template(
         "screening/result.html", lid=lid, s=screening, inst=inst, lang=g.locale, check=check,
-        check_inst=check_inst, advocates=site_advocates(g.launch.context),
+        check_inst=check_inst, advocates=advocates, resources_key=_resources_key(advocates, g.locale),
         can_check=bool(reg["danger_check"]) and not check,
         summary=screen_summary(inst, screening),
         check_line=check_summary(check_inst, check, list(screening.get("danger_items") or []), g.locale)
@@ -437,6 +439,11 @@ def result() -> Response | str:
         strangulation="strangulation" in (screening.get("danger_items") or []), plang=plang,
         followups=_followups(), followup_pending=request.args.get("pending") == "followup",
     )
+
+
+def _resources_key(advocates: list[dict[str, Any]], lang: str) -> tuple[tuple[str, str | None], ...]:
+    """What the resources list shows of the site's programs (directory facts): the key of its rendered HTML."""
+    return tuple(((a["name"].get(lang) or a["program"]), a["main"]) for a in advocates)
 
 
 # Where the urgent box's buttons return: the page the box was on.
