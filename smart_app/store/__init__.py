@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from config.current import settings_of
-from smart_app.store import migrate
+from smart_app.store import migrate, queue_cells  # noqa: F401 - queue_cells: create_all's triggers
 from smart_app.store.db import close_session, make_engine, new_sessionmaker
 from smart_app.store.models import Base
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -20,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from smart_app.store.task_status import LEGACY, OPEN
+from smart_app.store.task_status import CLOSED, LEGACY, OPEN
 
 
 class Base(DeclarativeBase):
@@ -95,6 +96,14 @@ class UsedJti(Base):
 # queue's and the alerts' open-referral conditions list them: a partial index over them serves those conditions.
 OPEN_STORED = tuple(sorted(set(OPEN) | {old for old, new in LEGACY.items() if new in OPEN}))
 OPEN_STORED_SQL = "status IN (" + ", ".join(f"'{s}'" for s in OPEN_STORED) + ")"
+# The stored spellings of a closed referral's status; every other status is open (the queue's "open" filter). The
+# closed referrals are counted per cell in ``referral_cell``; the rest, the queue's working set, are read through a
+# partial index over NOT closed (ix_referral_queue_open).
+CLOSED_STORED = tuple(sorted(set(CLOSED) | {old for old, new in LEGACY.items() if new in CLOSED}))
+NOT_CLOSED_SQL = "status NOT IN (" + ", ".join(f"'{s}'" for s in CLOSED_STORED) + ")"
+# What the queue reads of a referral to count and filter it, carried by its partial indexes (index-only reads).
+QUEUE_COLUMNS = ["ehr", "iss", "route_kind", "route_team", "site_keyset", "status", "urgent", "due_at",
+                 "first_contact_at", "assignee", "site_name", "profile", "program_keys"]
 
 
 class ReferralRecord(Base):
@@ -117,7 +126,14 @@ class ReferralRecord(Base):
                       Index("ix_referral_open_route", "ehr", "route_kind", "route_team",
                             postgresql_include=["status", "urgent", "first_contact_at", "created_at", "due_at",
                                                 "assignee", "iss", "id"],
-                            postgresql_where=text(OPEN_STORED_SQL), sqlite_where=text(OPEN_STORED_SQL)))
+                            postgresql_where=text(OPEN_STORED_SQL), sqlite_where=text(OPEN_STORED_SQL)),
+                      # The queue's working set (every referral not closed) in age order with what it counts and
+                      # filters by: its live counts read this index alone, and its pages walk it and stop once full
+                      # (docs/decisions/0014-queue-counts-kept-per-cell.md).
+                      Index("ix_referral_queue_open", "created_at", "id", postgresql_include=QUEUE_COLUMNS,
+                            postgresql_where=text(NOT_CLOSED_SQL), sqlite_where=text(NOT_CLOSED_SQL)),
+                      # "Mine" among the closed referrals the cells count (a social worker's own caseload).
+                      Index("ix_referral_assignee_created", "assignee", "created_at"))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
     # One referral per launch: a unique index, so concurrent consent POSTs cannot make a second.
@@ -170,6 +186,10 @@ class ReferralRecord(Base):
     # How social work closed it (smart_app/store/closing.py): a plain code from a short list, not PHI on its own.
     closing_outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
     closing_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Its set of site keys (``referral_site``) as one value: md5 of the keys, sorted, one a line. Kept by a
+    # PostgreSQL trigger on ``referral_site`` (smart_app/store/queue_cells.py), so the queue's scope is a test on the
+    # referral row (``site_keyset`` rows name the keys of each set). NULL: no site keys, or not PostgreSQL.
+    site_keyset: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class SocialWorkerSeen(Base):
@@ -199,6 +219,41 @@ class ReferralSite(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id", ondelete="CASCADE"), index=True)
     key: Mapped[str] = mapped_column(String(512))
+
+
+class SiteKeyset(Base):
+    """The site keys of each ``referral.site_keyset`` value: which sets a social worker's coverage reaches."""
+
+    __tablename__ = "site_keyset"
+
+    keyset: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(512), primary_key=True, index=True)
+
+
+class ReferralCell(Base):
+    """How many closed referrals share one value of everything the queue counts and scopes by, per month
+    (``grain`` "m") and per day ("d") of ``created_at`` (UTC). Kept by PostgreSQL triggers in the transaction of
+    every write to ``referral`` (smart_app/store/queue_cells.py); the queue counts the closed referrals from here
+    and the others live. NULLs are stored as "" (``program_keys``: "?"), so the key has no NULL."""
+
+    __tablename__ = "referral_cell"
+    __table_args__ = (Index("ix_referral_cell_keyset", "site_keyset", "grain", "bucket"),
+                      Index("ix_referral_cell_route", "route_kind", "route_team", "grain", "bucket"))
+
+    grain: Mapped[str] = mapped_column(String(1), primary_key=True)
+    bucket: Mapped[date] = mapped_column(Date, primary_key=True)
+    ehr: Mapped[str] = mapped_column(String(128), primary_key=True)
+    iss: Mapped[str] = mapped_column(String(512), primary_key=True)
+    route_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    route_team: Mapped[str] = mapped_column(String(128), primary_key=True)
+    site_keyset: Mapped[str] = mapped_column(String(32), primary_key=True)
+    assigned: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    urgent: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    site_name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    profile: Mapped[str] = mapped_column(String(512), primary_key=True)
+    program_keys: Mapped[str] = mapped_column(Text, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class ReferralProgram(Base):

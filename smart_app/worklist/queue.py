@@ -22,19 +22,37 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, false, func, literal, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from config.deployment import Site
 from smart_app.ops.i18n import gettext as _
 from smart_app.store.crypto import Undecryptable, decrypt_json
-from smart_app.store.models import OPEN_STORED, ReferralProgram, ReferralRecord
-from smart_app.store.task_status import CLOSED, LEGACY, OPEN, REQUESTED, STATUSES, label
+from smart_app.store.models import CLOSED_STORED, OPEN_STORED, ReferralCell, ReferralProgram, ReferralRecord
+from smart_app.store.queue_cells import NO_PROGRAM_INDEX
+from smart_app.store.task_status import CLOSED, LEGACY, OPEN, STATUSES, label
 from smart_app.worklist.due import DueRule, due_rule
-from smart_app.worklist.scope import NO_PROGRAM, Scope, scoped_query, unrouted_untaken
+from smart_app.worklist.routing import UNROUTED
+from smart_app.worklist.scope import NO_PROGRAM, Scope, keysets_of, scoped_query, unrouted_untaken
 from smart_app.worklist.search import Search
 
 AGE_BUCKETS = ("under_1_day", "1_to_7_days", "over_7_days")
@@ -83,8 +101,15 @@ def _raw(statuses: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(wanted | {old for old, new in LEGACY.items() if new in wanted}))
 
 
-STATUS = func.coalesce(ReferralRecord.status, REQUESTED)  # no status reads as requested (task_status.normalise)
-IS_CLOSED = STATUS.in_(_raw(CLOSED))
+def _stored_in(values: Iterable[str]) -> ColumnElement[bool]:
+    """``status IN (...)`` with the values written into the statement: PostgreSQL proves a partial index's predicate
+    from constants only (a parameter would leave it out of a prepared statement's generic plan)."""
+    return ReferralRecord.status.in_(bindparam(None, tuple(values), expanding=True, literal_execute=True))
+
+
+STATUS = ReferralRecord.status  # NOT NULL in every schema (task_status.normalise reads a missing one as requested)
+# NOT IN these is the predicate of ix_referral_queue_open (smart_app/store/models.py): the open filter's condition.
+IS_CLOSED = _stored_in(CLOSED_STORED)
 # Open, in the form ix_referral_status_created and the partial ix_referral_open_route (this very list is its
 # predicate, smart_app/store/models.py) serve (status is NOT NULL): what counts over every referral use.
 IS_OPEN_STORED = ReferralRecord.status.in_(OPEN_STORED)
@@ -379,11 +404,14 @@ class Cell:
     values: dict[str, Any]
     profile: str
     n: int
+    keys: str | None = None  # its ``referral.program_keys`` (the program sort's tiers)
 
 
-# The order within a tier of the sorts ``Queue._page`` reads tier by tier (see there); ix_referral_created serves it.
+# The order within a tier of the sorts ``Queue._page`` reads tier by tier (see there); ix_referral_created and
+# ix_referral_queue_open serve it.
 WITHIN_TIER: dict[str, list[Any]] = {
     "triage": [ReferralRecord.created_at, ReferralRecord.id],
+    "program": [ReferralRecord.created_at, ReferralRecord.id],
     "oldest": [ReferralRecord.created_at, ReferralRecord.id],
     "newest": [ReferralRecord.created_at.desc(), ReferralRecord.id.desc()],
 }
@@ -409,6 +437,25 @@ def _triage_tiers(passing: list[Cell], clock: Clock) -> list[tuple[ColumnElement
             for (late, urgent, closed), n in sorted(sizes.items()) if n]
 
 
+def _program_tiers(passing: list[Cell], programs: Programs) -> list[tuple[ColumnElement[bool], int]]:
+    """The program sort's tiers: the referrals whose first-named program has each rank (``Programs.rank``), as a
+    condition on ``referral.program_keys`` (the key sets of that rank) and its number of referrals shown."""
+    order = {name: i for i, name in enumerate(programs.sorted_names())}
+    ranks = {key: order[name] for key, name in programs.names.items()}
+    sets: dict[int, set[str]] = {}
+    sizes: Counter[int] = Counter()
+    for cell in passing:
+        keys = cell.keys or ""
+        rank = min((ranks[k] for k in keys.split(",") if k in ranks), default=len(order))
+        sets.setdefault(rank, set()).add(keys)
+        sizes[rank] += cell.n
+    return [(ReferralRecord.program_keys.in_(sorted(sets[rank])), sizes[rank]) for rank in sorted(sizes) if sizes[rank]]
+
+
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
 class Queue:
     """The queue of one scope at one moment (a request). ``program_cache``: decrypted programs by key, kept by
     the caller across requests (a key is an HMAC of the program's id and name, so it always means the same)."""
@@ -418,7 +465,11 @@ class Queue:
         self.db, self.scope, self.clock, self.query = db, scope, clock, query
         self.services = services
         self.cache = program_cache if program_cache is not None else {}
-        self.in_scope = scoped_query(scope).whereclause
+        # PostgreSQL keeps each referral's site key set and the closed referrals' counts per cell on write
+        # (smart_app/store/queue_cells.py); elsewhere (SQLite, the demo) everything is counted live.
+        self.kept = db.get_bind().dialect.name == "postgresql"
+        self.keysets = keysets_of(db, scope) if self.kept and scope.is_queue_user else None
+        self.in_scope = scoped_query(scope, keysets=self.keysets).whereclause
         self.programs = Programs()
         self._cells: list[Cell] | None = None
 
@@ -448,18 +499,73 @@ class Queue:
         query), and the names of every program they name."""
         if self._cells is not None:
             return self._cells
-        dims = [facet.dimension(self.clock).label(f"d_{i}") for i, facet in enumerate(FACETS)]
-        inner = (select(*dims, ReferralRecord.profile.label("profile"), ReferralRecord.program_keys.label("keys"))
-                 .where(*self.base()).subquery())
-        cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
-        rows = self.db.execute(select(*cols, func.count()).group_by(*cols)).all()
+        if self.kept and self.query.search is None and self.keysets is not None:
+            rows = self._kept_rows()
+        else:
+            dims = [facet.dimension(self.clock).label(f"d_{i}") for i, facet in enumerate(FACETS)]
+            inner = (select(*dims, ReferralRecord.profile.label("profile"),
+                            ReferralRecord.program_keys.label("keys")).where(*self.base()).subquery())
+            cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
+            rows = self.db.execute(select(*cols, func.count()).group_by(*cols)).all()
         key_sets = {row[-2] for row in rows}
         self.programs.key_sets = key_sets
         self._load_names({k for keys in key_sets for k in (keys or "").split(",") if k and k != NO_PROGRAM})
         named = {keys: self.programs.of(keys) for keys in key_sets}
         self._cells = [Cell(values={**{f.name: row[i] for i, f in enumerate(FACETS)}, PROGRAM: named[row[-2]]},
-                            profile=row[-3], n=int(row[-1])) for row in rows]
+                            profile=row[-3], n=int(row[-1]), keys=row[-2]) for row in rows]
         return self._cells
+
+    def _kept_rows(self) -> list[Any]:
+        """The grouped count from the kept cells (PostgreSQL), in one statement (one snapshot):
+
+        - closed referrals from ``referral_cell``: by month for the months before the one a week ago falls in, by day
+          since, but for the two days the age filter's borders (a day and a week ago) cut through;
+        - closed referrals of those two days, and every referral not closed (ix_referral_queue_open: the working
+          set), counted live;
+        - the user's own closed referrals, which a cell counts as "taken by a colleague", moved to "mine" (read
+          through ix_referral_assignee_created: one social worker's caseload).
+        Rows as the live grouped count's: the facets' values, profile, program keys, count."""
+        week, day = (self.clock.now - WEEK).astimezone(UTC).date(), (self.clock.now - DAY).astimezone(UTC).date()
+        month = week.replace(day=1)
+        edges = or_(*[and_(ReferralRecord.created_at >= _day_start(d),
+                           ReferralRecord.created_at < _day_start(d + timedelta(days=1))) for d in (week, day)])
+        parts = [self._cell_rows(and_(ReferralCell.grain == "m", ReferralCell.bucket < month), week, day),
+                 self._cell_rows(and_(ReferralCell.grain == "d", ReferralCell.bucket >= month,
+                                      ReferralCell.bucket.not_in([week, day])), week, day),
+                 self._live_rows(not_(IS_CLOSED)), self._live_rows(and_(IS_CLOSED, edges))]
+        own = and_(IS_CLOSED, ReferralRecord.assignee == (self.clock.me or ""), not_(edges))
+        parts += [self._live_rows(own, assignee="mine"), self._live_rows(own, assignee="others", sign=-1)]
+        inner = union_all(*parts).subquery()
+        cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
+        return list(self.db.execute(select(*cols, func.sum(inner.c.n)).group_by(*cols)
+                                    .having(func.sum(inner.c.n) > 0)).all())
+
+    def _live_rows(self, where: ColumnElement[bool], *, assignee: str | None = None, sign: int = 1) -> Select[Any]:
+        dims = [facet.dimension(self.clock) for facet in FACETS]
+        if assignee is not None:
+            dims[0] = literal(assignee)
+        named = [d.label(f"d_{i}") for i, d in enumerate(dims)]
+        group = [*dims, ReferralRecord.profile, ReferralRecord.program_keys]
+        return (select(*named, ReferralRecord.profile.label("profile"), ReferralRecord.program_keys.label("keys"),
+                       (func.count() * sign).label("n")).where(self.in_scope, where).group_by(*group))
+
+    def _cell_rows(self, when: ColumnElement[bool], week: date, day: date) -> Select[Any]:
+        """Closed referrals' cells in scope (the scope's test, on a cell's columns)."""
+        cell = ReferralCell
+        values = sorted({self.scope.iss, *self.scope.ehr_iss})
+        reach = [cell.route_kind == UNROUTED]
+        if self.keysets:
+            reach.append(cell.site_keyset.in_(self.keysets))
+        if self.scope.teams:
+            reach.append(cell.route_team.in_(sorted(self.scope.teams)))
+        in_scope = and_(or_(cell.ehr == self.scope.ehr_id, cell.iss.in_(values + [v + "/" for v in values])),
+                        or_(*reach))
+        dims = [case((cell.assigned, "others"), else_="unassigned"), case((cell.urgent, "urgent"), else_="routine"),
+                cell.status, cell.site_name,
+                case((cell.bucket > day, "under_1_day"), (cell.bucket > week, "1_to_7_days"), else_="over_7_days")]
+        keys = case((cell.program_keys == NO_PROGRAM_INDEX, null()), else_=cell.program_keys)
+        return select(*[d.label(f"d_{i}") for i, d in enumerate(dims)], cell.profile.label("profile"),
+                      keys.label("keys"), cell.n.label("n")).where(in_scope, when)
 
     def _load_names(self, keys: set[str]) -> None:
         """Names of these program keys: from the cache, else one encrypted row per key (decrypted once)."""
@@ -541,8 +647,12 @@ class Queue:
         if within is None or None in self.programs.key_sets or self._pinned():
             return list(self.db.scalars(select(ReferralRecord).where(*self.conditions())
                                         .order_by(*self.order()).limit(size).offset(first)))
-        tiers = _triage_tiers(passing, self.clock) if self.query.sort == "triage" else \
-            [(true(), sum(c.n for c in passing))]
+        if self.query.sort == "triage":
+            tiers = _triage_tiers(passing, self.clock)
+        elif self.query.sort == "program":
+            tiers = _program_tiers(passing, self.programs)
+        else:
+            tiers = [(true(), sum(c.n for c in passing))]
         records: list[ReferralRecord] = []
         start = 0
         for where, n in tiers:

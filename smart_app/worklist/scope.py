@@ -37,7 +37,7 @@ from smart_app.launch.roles import PROGRAM_MANAGER, SOCIAL_WORKER, queue_practit
 from smart_app.launch.sites import referral_site_keys as referral_site_keys
 from smart_app.launch.sites import site_display_name as site_display_name
 from smart_app.store.crypto import encrypt_json, keyed_hash
-from smart_app.store.models import ReferralProgram, ReferralRecord, ReferralSite
+from smart_app.store.models import ReferralProgram, ReferralRecord, ReferralSite, SiteKeyset
 from smart_app.worklist.routing import UNROUTED, routing_of
 
 
@@ -153,19 +153,32 @@ def of_ehr(scope: Scope) -> ColumnElement[bool]:
     return or_(ReferralRecord.ehr == scope.ehr_id, ReferralRecord.iss.in_(values + [v + "/" for v in values]))
 
 
-def scoped_query(scope: Scope, *, per_row: bool = False) -> Select[tuple[ReferralRecord]]:
+def keysets_of(db: Session, scope: Scope) -> list[str]:
+    """The site key sets (``referral.site_keyset``, PostgreSQL) holding one of the keys this user covers."""
+    if not scope.keys:
+        return []
+    return sorted(db.scalars(select(SiteKeyset.keyset).where(SiteKeyset.key.in_(sorted(scope.keys))).distinct()))
+
+
+def scoped_query(scope: Scope, *, per_row: bool = False,
+                 keysets: list[str] | None = None) -> Select[tuple[ReferralRecord]]:
     """Referrals in scope: of the user's EHR, and covered, or routed to one of the user's teams, or unrouted.
 
     The site test is an uncorrelated IN (every referral id at the covered sites, hashed once per statement): a
     correlated EXISTS under the OR is costed by PostgreSQL as one index probe per row, tens of times its real cost
     over the whole queue, enough to switch on JIT compilation. ``per_row``: the correlated EXISTS, one probe of
     ix_referral_site_key_referral per referral, for a condition read on a few referrals only (the overdue banner's
-    "in your queue"), where hashing every referral id at the covered sites would cost more."""
+    "in your queue"), where hashing every referral id at the covered sites would cost more. ``keysets``: the
+    covered key sets (``keysets_of``; PostgreSQL, where a trigger keeps ``referral.site_keyset``): the site test is
+    then on the referral row itself, so an index walk of the referrals tests each one as it goes."""
     q = select(ReferralRecord)
     if not scope.is_queue_user:
         return q.where(false())
     reach = [ReferralRecord.route_kind == UNROUTED]
-    if scope.keys and per_row:
+    if keysets is not None:
+        if keysets:
+            reach.append(ReferralRecord.site_keyset.in_(keysets))
+    elif scope.keys and per_row:
         reach.append(exists().where(ReferralSite.referral_id == ReferralRecord.id,
                                     ReferralSite.key.in_(sorted(scope.keys))))
     elif scope.keys:
