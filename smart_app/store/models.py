@@ -103,7 +103,9 @@ CLOSED_STORED = tuple(sorted(set(CLOSED) | {old for old, new in LEGACY.items() i
 NOT_CLOSED_SQL = "status NOT IN (" + ", ".join(f"'{s}'" for s in CLOSED_STORED) + ")"
 # What the queue reads of a referral to count and filter it, carried by its partial indexes (index-only reads).
 QUEUE_COLUMNS = ["ehr", "iss", "route_kind", "route_team", "site_keyset", "status", "urgent", "due_at",
-                 "first_contact_at", "assignee", "site_name", "profile", "program_keys"]
+                 "first_contact_at", "assignee", "site_name", "profile", "program_keys", "created_at"]
+# Open, urgent and never contacted: the overdue banner's candidates (a few in a hospital, whatever the year's size).
+OPEN_URGENT_SQL = OPEN_STORED_SQL + " AND urgent IS TRUE AND first_contact_at IS NULL"
 
 
 class ReferralRecord(Base):
@@ -132,6 +134,17 @@ class ReferralRecord(Base):
                       # (docs/decisions/0014-queue-counts-kept-per-cell.md).
                       Index("ix_referral_queue_open", "created_at", "id", postgresql_include=QUEUE_COLUMNS,
                             postgresql_where=text(NOT_CLOSED_SQL), sqlite_where=text(NOT_CLOSED_SQL)),
+                      # The same working set by the route into a queue: the covered site key set, the route (the
+                      # unrouted queue, a team); the live counts read the user's share of it from these alone.
+                      Index("ix_referral_open_keyset", "site_keyset", postgresql_include=QUEUE_COLUMNS,
+                            postgresql_where=text(NOT_CLOSED_SQL), sqlite_where=text(NOT_CLOSED_SQL)),
+                      Index("ix_referral_open_reach", "route_kind", "route_team", postgresql_include=QUEUE_COLUMNS,
+                            postgresql_where=text(NOT_CLOSED_SQL), sqlite_where=text(NOT_CLOSED_SQL)),
+                      # The overdue banner on every queue page reads its candidates from this alone.
+                      Index("ix_referral_open_urgent", "ehr",
+                            postgresql_include=["iss", "route_kind", "route_team", "site_keyset", "due_at",
+                                                "created_at", "status", "id"],
+                            postgresql_where=text(OPEN_URGENT_SQL), sqlite_where=text(OPEN_URGENT_SQL)),
                       # "Mine" among the closed referrals the cells count (a social worker's own caseload).
                       Index("ix_referral_assignee_created", "assignee", "created_at"))
 

@@ -36,6 +36,7 @@ CELL_OF_ROW = ("COALESCE({t}.ehr, '')", "{t}.iss", "COALESCE({t}.route_kind, '')
                "COALESCE({t}.site_keyset, '')", "{t}.assignee IS NOT NULL", "COALESCE({t}.urgent, false)",
                "{t}.status", "COALESCE({t}.site_name, '')", "{t}.profile", "COALESCE({t}.program_keys, '?')")
 NO_PROGRAM_INDEX = "?"
+CELLS_LOCK = 7_260_314_411  # the advisory lock key of referral_cell's writers (smart_app/store/migrate.py has its own)
 
 
 def _cells_of(table: str, sign: int) -> str:
@@ -47,21 +48,29 @@ def _cells_of(table: str, sign: int) -> str:
 
 def apply_cells(deltas: str) -> str:
     """The statement adding ``deltas`` (rows of the cell columns, ``day`` and ``d``) to referral_cell, per month and
-    per day; one row per cell (an upsert may not touch a row twice), nothing for a cell whose changes cancel out."""
+    per day; one row per cell (an upsert may not touch a row twice), nothing for a cell whose changes cancel out,
+    in key order (two writers lock the cells they share in the same order: no deadlock between them)."""
     cols = ", ".join(CELL_COLUMNS)
     return (f"INSERT INTO referral_cell (grain, bucket, {cols}, n) "
             f"SELECT g.grain, g.bucket, {cols}, sum(x.d) FROM ({deltas}) x "
             f"CROSS JOIN LATERAL (VALUES ('m', date_trunc('month', x.day)::date), ('d', x.day)) g(grain, bucket) "
-            f"GROUP BY g.grain, g.bucket, {cols} HAVING sum(x.d) <> 0 "
+            f"GROUP BY g.grain, g.bucket, {cols} HAVING sum(x.d) <> 0 ORDER BY g.grain, g.bucket, {cols} "
             f"ON CONFLICT (grain, bucket, {cols}) DO UPDATE SET n = referral_cell.n + EXCLUDED.n")
 
 
 def _referral_trigger(op: str) -> str:
     deltas = {"INSERT": [_cells_of("new_rows", 1)], "DELETE": [_cells_of("old_rows", -1)],
               "UPDATE": [_cells_of("old_rows", -1), _cells_of("new_rows", 1)]}[op]
+    closed = " OR ".join(f"EXISTS (SELECT 1 FROM {t} r WHERE r.{CLOSED_SQL})"
+                         for t in {"INSERT": ["new_rows"], "DELETE": ["old_rows"],
+                                   "UPDATE": ["old_rows", "new_rows"]}[op])
     name = f"referral_cell_{op.lower()}"
+    # A transaction that changes cells takes the cells' lock first and keeps it to its end: two writers never hold
+    # cells the other waits for (a month's cell is shared by its days', so a lock order by key within each statement
+    # would not hold across the statements of one transaction). Writes of closed referrals are rare.
     return (f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN "
-            f"{apply_cells(' UNION ALL '.join(deltas))}; RETURN NULL; END $fn$")
+            f"IF {closed} THEN PERFORM pg_advisory_xact_lock({CELLS_LOCK}); "
+            f"{apply_cells(' UNION ALL '.join(deltas))}; END IF; RETURN NULL; END $fn$")
 
 
 def _keyset_trigger(op: str) -> str:

@@ -176,9 +176,12 @@ def _holder(kind: str | None, team: str | None, routing: Routing) -> str:
     return _("the social workers who cover the site")
 
 
-def overdue_notice(db: Session, scope: Scope, clock: Clock, deployment: Any) -> OverdueNotice:
-    """One grouped query over the overdue urgent referrals of the user's EHR, never another's."""
-    mine: ColumnElement[bool] = scoped_query(scope, per_row=True).whereclause  # read on the overdue urgent only
+def overdue_notice(db: Session, scope: Scope, clock: Clock, deployment: Any,
+                   keysets: list[str] | None = None) -> OverdueNotice:
+    """One grouped query over the overdue urgent referrals of the user's EHR, never another's. ``keysets``: the
+    user's covered site key sets (PostgreSQL, ``scope.keysets_of``): "in your queue" is then a test on the row."""
+    # Read on the overdue urgent only (ix_referral_open_urgent): without key sets, one probe of the site keys each.
+    mine: ColumnElement[bool] = scoped_query(scope, per_row=keysets is None, keysets=keysets).whereclause
     rows = db.execute(select(ReferralRecord.route_kind, ReferralRecord.route_team, func.count(),
                              func.count().filter(mine))
                       .where(of_ehr(scope), IS_OPEN_STORED, overdue_urgent(clock))

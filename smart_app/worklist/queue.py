@@ -49,10 +49,10 @@ from smart_app.ops.i18n import gettext as _
 from smart_app.store.crypto import Undecryptable, decrypt_json
 from smart_app.store.models import CLOSED_STORED, OPEN_STORED, ReferralCell, ReferralProgram, ReferralRecord
 from smart_app.store.queue_cells import NO_PROGRAM_INDEX
-from smart_app.store.task_status import CLOSED, LEGACY, OPEN, STATUSES, label
+from smart_app.store.task_status import CLOSED, LEGACY, OPEN, REQUESTED, STATUSES, label
 from smart_app.worklist.due import DueRule, due_rule
 from smart_app.worklist.routing import UNROUTED
-from smart_app.worklist.scope import NO_PROGRAM, Scope, keysets_of, scoped_query, unrouted_untaken
+from smart_app.worklist.scope import NO_PROGRAM, Scope, keysets_of, of_ehr, scoped_query, unrouted_untaken
 from smart_app.worklist.search import Search
 
 AGE_BUCKETS = ("under_1_day", "1_to_7_days", "over_7_days")
@@ -125,7 +125,9 @@ def overdue(clock: Clock) -> ColumnElement[bool]:
     past_due = or_(record.due_at < clock.now,
                    and_(record.due_at.is_(None), or_(and_(IS_URGENT, record.created_at < clock.urgent_before),
                                                      and_(IS_ROUTINE, record.created_at < clock.routine_before))))
-    return and_(record.first_contact_at.is_(None), STATUS.in_(_raw(OPEN)), past_due)
+    # The status as an expression no index has: the overdue banner and the alert counts then read the covering
+    # ix_referral_open_route (IS_OPEN_STORED beside this) rather than walking ix_referral_status_created to the heap.
+    return and_(record.first_contact_at.is_(None), func.coalesce(STATUS, REQUESTED).in_(_raw(OPEN)), past_due)
 
 
 def site_not_recorded() -> str:
@@ -456,6 +458,44 @@ def _day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+AS_CELL = "as a cell"  # ``Queue._live_rows``: whose a referral is as its cell counts it (no "mine")
+
+
+@dataclass(frozen=True)
+class _Border:
+    """Where the age filter changes value (a day, a week before now): made on or before ``moment`` is ``older``,
+    after it ``younger``. ``day``: the UTC day it cuts through; a cell of that day counts under ``larger``, the age
+    of the part of the day on the larger side of the border."""
+
+    moment: datetime
+    older: str
+    younger: str
+    day: date
+    larger: str
+
+    @classmethod
+    def at(cls, moment: datetime, older: str, younger: str) -> _Border:
+        day = moment.astimezone(UTC).date()
+        later_part = _day_start(day + timedelta(days=1)) - moment
+        return cls(moment=moment, older=older, younger=younger, day=day,
+                   larger=younger if later_part > moment - _day_start(day) else older)
+
+    def smaller_part(self) -> ColumnElement[bool]:
+        """The referrals made in the smaller part of the day (at most half a day): counted live."""
+        created = ReferralRecord.created_at
+        if self.larger == self.older:
+            return and_(created > self.moment, created < _day_start(self.day + timedelta(days=1)))
+        return and_(created >= _day_start(self.day), created <= self.moment)
+
+    @staticmethod
+    def ages(bucket: Any, borders: list[_Border]) -> ColumnElement[Any]:
+        """A cell's age filter value from its day (``borders`` from the most distant)."""
+        whens = []
+        for border in reversed(borders):
+            whens += [(bucket > border.day, border.younger), (bucket == border.day, border.larger)]
+        return case(*whens, else_=borders[0].older)
+
+
 class Queue:
     """The queue of one scope at one moment (a request). ``program_cache``: decrypted programs by key, kept by
     the caller across requests (a key is an HMAC of the program's id and name, so it always means the same)."""
@@ -519,37 +559,63 @@ class Queue:
         """The grouped count from the kept cells (PostgreSQL), in one statement (one snapshot):
 
         - closed referrals from ``referral_cell``: by month for the months before the one a week ago falls in, by day
-          since, but for the two days the age filter's borders (a day and a week ago) cut through;
-        - closed referrals of those two days, and every referral not closed (ix_referral_queue_open: the working
-          set), counted live;
+          since. A day the age filter's border (a day, a week ago) cuts through counts under the age of its larger
+          part, and the closed referrals of its smaller part (at most half a day) are moved to their own age live;
+        - every referral not closed (the working set), counted live from partial indexes (``_open_arms``);
         - the user's own closed referrals, which a cell counts as "taken by a colleague", moved to "mine" (read
           through ix_referral_assignee_created: one social worker's caseload).
         Rows as the live grouped count's: the facets' values, profile, program keys, count."""
-        week, day = (self.clock.now - WEEK).astimezone(UTC).date(), (self.clock.now - DAY).astimezone(UTC).date()
-        month = week.replace(day=1)
-        edges = or_(*[and_(ReferralRecord.created_at >= _day_start(d),
-                           ReferralRecord.created_at < _day_start(d + timedelta(days=1))) for d in (week, day)])
-        parts = [self._cell_rows(and_(ReferralCell.grain == "m", ReferralCell.bucket < month), week, day),
-                 self._cell_rows(and_(ReferralCell.grain == "d", ReferralCell.bucket >= month,
-                                      ReferralCell.bucket.not_in([week, day])), week, day),
-                 self._live_rows(not_(IS_CLOSED)), self._live_rows(and_(IS_CLOSED, edges))]
-        own = and_(IS_CLOSED, ReferralRecord.assignee == (self.clock.me or ""), not_(edges))
+        borders = [_Border.at(self.clock.now - WEEK, "over_7_days", "1_to_7_days"),
+                   _Border.at(self.clock.now - DAY, "1_to_7_days", "under_1_day")]
+        month = borders[0].day.replace(day=1)
+        parts = [self._cell_rows(and_(ReferralCell.grain == "m", ReferralCell.bucket < month), borders),
+                 self._cell_rows(and_(ReferralCell.grain == "d", ReferralCell.bucket >= month), borders),
+                 *[self._live_rows(arm, scoped=False) for arm in self._open_arms()]]
+        for border in borders:
+            moved = and_(IS_CLOSED, border.smaller_part())
+            # As a cell has them: whose is "others" or "unassigned" (the "mine" move below is from the cells' counts).
+            parts += [self._live_rows(moved, assignee=AS_CELL),
+                      self._live_rows(moved, assignee=AS_CELL, age=border.larger, sign=-1)]
+        own = and_(IS_CLOSED, ReferralRecord.assignee == (self.clock.me or ""))
         parts += [self._live_rows(own, assignee="mine"), self._live_rows(own, assignee="others", sign=-1)]
         inner = union_all(*parts).subquery()
         cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
         return list(self.db.execute(select(*cols, func.sum(inner.c.n)).group_by(*cols)
                                     .having(func.sum(inner.c.n) > 0)).all())
 
-    def _live_rows(self, where: ColumnElement[bool], *, assignee: str | None = None, sign: int = 1) -> Select[Any]:
-        dims = [facet.dimension(self.clock) for facet in FACETS]
-        if assignee is not None:
+    def _open_arms(self) -> list[ColumnElement[bool]]:
+        """The referrals in scope not closed, as disjoint conditions each read from its own partial index (one OR
+        over the three routes into scope would read every open referral of the system): at a covered site
+        (ix_referral_open_keyset), else unrouted, else routed to one of the user's teams (ix_referral_open_reach)."""
+        ehr, is_open = of_ehr(self.scope), not_(IS_CLOSED)
+        keysets = self.keysets or []
+        elsewhere = or_(ReferralRecord.site_keyset.is_(None), ReferralRecord.site_keyset.not_in(keysets)) \
+            if keysets else true()
+        arms = [and_(ehr, is_open, ReferralRecord.route_kind == UNROUTED, elsewhere)]
+        if keysets:
+            arms.append(and_(ehr, is_open, ReferralRecord.site_keyset.in_(keysets)))
+        if self.scope.teams:
+            arms.append(and_(ehr, is_open, ReferralRecord.route_team.in_(sorted(self.scope.teams)),
+                             ReferralRecord.route_kind.is_distinct_from(UNROUTED), elsewhere))
+        return arms
+
+    def _live_rows(self, where: ColumnElement[bool], *, assignee: str | None = None, age: str | None = None,
+                   sign: int = 1, scoped: bool = True) -> Select[Any]:
+        """Referrals counted live, grouped as cells (``assignee``, ``age``: that value instead of the row's)."""
+        dims: list[ColumnElement[Any]] = [facet.dimension(self.clock) for facet in FACETS]
+        if assignee == AS_CELL:
+            dims[0] = case((ReferralRecord.assignee.is_(None), "unassigned"), else_="others")
+        elif assignee is not None:
             dims[0] = literal(assignee)
+        if age is not None:
+            dims[-1] = literal(age)
         named = [d.label(f"d_{i}") for i, d in enumerate(dims)]
         group = [*dims, ReferralRecord.profile, ReferralRecord.program_keys]
         return (select(*named, ReferralRecord.profile.label("profile"), ReferralRecord.program_keys.label("keys"),
-                       (func.count() * sign).label("n")).where(self.in_scope, where).group_by(*group))
+                       (func.count() * sign).label("n")).where(self.in_scope if scoped else true(), where)
+                .group_by(*group))
 
-    def _cell_rows(self, when: ColumnElement[bool], week: date, day: date) -> Select[Any]:
+    def _cell_rows(self, when: ColumnElement[bool], borders: list[_Border]) -> Select[Any]:
         """Closed referrals' cells in scope (the scope's test, on a cell's columns)."""
         cell = ReferralCell
         values = sorted({self.scope.iss, *self.scope.ehr_iss})
@@ -562,7 +628,7 @@ class Queue:
                         or_(*reach))
         dims = [case((cell.assigned, "others"), else_="unassigned"), case((cell.urgent, "urgent"), else_="routine"),
                 cell.status, cell.site_name,
-                case((cell.bucket > day, "under_1_day"), (cell.bucket > week, "1_to_7_days"), else_="over_7_days")]
+                _Border.ages(cell.bucket, borders)]
         keys = case((cell.program_keys == NO_PROGRAM_INDEX, null()), else_=cell.program_keys)
         return select(*[d.label(f"d_{i}") for i, d in enumerate(dims)], cell.profile.label("profile"),
                       keys.label("keys"), cell.n.label("n")).where(in_scope, when)
@@ -635,16 +701,18 @@ class Queue:
     def _page(self, passing: list[Cell], first: int, size: int) -> list[ReferralRecord]:
         """The page's referrals, in the queue's order.
 
-        Triage, oldest and newest first read the page in age order within each tier of the sort (overdue urgent,
-        overdue routine, urgent, routine, each open then closed; one tier for oldest and newest), so PostgreSQL
-        walks ``ix_referral_created`` and stops once the page is full instead of sorting every referral shown.
-        The tiers' sizes come from the grouped count (``passing``: its cells the filters show), so only the tiers
-        the page falls in are read, each from its own offset. Open unrouted referrals nobody has taken are pinned
-        above every tier; while one is shown, and for the other sorts, the page is one sorted query."""
+        Triage, program, oldest and newest first read the page in age order within each tier of the sort (triage:
+        overdue urgent, overdue routine, urgent, routine, each open then closed; program: each rank of the first
+        program's name; one tier for oldest and newest), so PostgreSQL walks ``ix_referral_queue_open`` or
+        ``ix_referral_created`` and stops once the page is full instead of sorting every referral shown. The tiers'
+        sizes come from the grouped count (``passing``: its cells the filters show), so only the tiers the page
+        falls in are read, each from its own offset. Open unrouted referrals nobody has taken are pinned above every
+        tier (a few: sorted as the sort says), and each tier's size leaves out its pinned ones (one grouped count
+        of the pinned). For the other sorts the page is one sorted query."""
         within = WITHIN_TIER.get(self.query.sort)
         # A referral whose programs are not indexed yet may count under no program and still match the program
         # filter's rows: the tiers' sizes could then be off by it, so such a queue is read in one query.
-        if within is None or None in self.programs.key_sets or self._pinned():
+        if within is None or None in self.programs.key_sets:
             return list(self.db.scalars(select(ReferralRecord).where(*self.conditions())
                                         .order_by(*self.order()).limit(size).offset(first)))
         if self.query.sort == "triage":
@@ -653,19 +721,29 @@ class Queue:
             tiers = _program_tiers(passing, self.programs)
         else:
             tiers = [(true(), sum(c.n for c in passing))]
+        pinned = and_(unrouted_untaken(), ~IS_CLOSED)
+        in_tier = self._pinned_per_tier(tiers, pinned)
         records: list[ReferralRecord] = []
-        start = 0
-        for where, n in tiers:
+        start = sum(in_tier.values())
+        if first < start:
+            records += self.db.scalars(select(ReferralRecord).where(*self.conditions(), pinned)
+                                       .order_by(*self.order()).limit(size).offset(first))
+        rest = [pinned.is_not(True)] if start else []  # IS NOT TRUE: a NULL route or assignee is not pinned
+        for i, (where, n) in enumerate(tiers):
+            n -= in_tier[i]
             if first < start + n and len(records) < size:
-                records += self.db.scalars(select(ReferralRecord).where(*self.conditions(), where).order_by(*within)
-                                           .limit(size - len(records)).offset(max(0, first - start)))
+                records += self.db.scalars(select(ReferralRecord).where(*self.conditions(), where, *rest)
+                                           .order_by(*within).limit(size - len(records))
+                                           .offset(max(0, first - start)))
             start += n
         return records
 
-    def _pinned(self) -> bool:
-        """Whether an open unrouted referral nobody has taken is among those shown (pinned first whatever the sort)."""
-        return self.db.scalar(select(literal(True)).where(*self.conditions(), unrouted_untaken(), ~IS_CLOSED)
-                              .limit(1)) is not None
+    def _pinned_per_tier(self, tiers: list[tuple[ColumnElement[bool], int]],
+                         pinned: ColumnElement[bool]) -> Counter[int]:
+        """How many pinned referrals (open, unrouted, nobody's) each tier holds: one grouped query over them."""
+        tier = case(*[(where, i) for i, (where, _n) in enumerate(tiers)], else_=-1).label("tier")
+        rows = self.db.execute(select(tier, func.count()).where(*self.conditions(), pinned).group_by(tier)).all()
+        return Counter({int(i): int(n) for i, n in rows})
 
     def order(self) -> list[Any]:
         # Open unrouted referrals nobody has taken first whatever the sort: nobody else is named for them.

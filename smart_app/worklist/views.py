@@ -461,8 +461,8 @@ def index() -> str:
     query = QueueQuery.from_args(request.args, search)
     clock = _clock(scope)
     assignment.seen(db, scope, ((g.launch.context or {}).get("user") or {}).get("name"), clock.now)
-    overdue_alert = alerts.overdue_notice(db, scope, clock, current_settings())
     queue = Queue(db, scope, clock, query, services, _program_cache())
+    overdue_alert = alerts.overdue_notice(db, scope, clock, current_settings(), queue.keysets)
     view = queue.view(_page_size())
     ids = [r.id for r in view.records]
     outbox, programs = referral_rows_of(ids), queue.program_names_of(ids)

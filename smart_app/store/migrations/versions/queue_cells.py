@@ -26,7 +26,9 @@ depends_on = None
 # a model built from a later list shows up as a difference.
 NOT_CLOSED_SQL = "status NOT IN ('cancelled', 'closed', 'completed', 'rejected')"
 QUEUE_COLUMNS = ["ehr", "iss", "route_kind", "route_team", "site_keyset", "status", "urgent", "due_at",
-                 "first_contact_at", "assignee", "site_name", "profile", "program_keys"]
+                 "first_contact_at", "assignee", "site_name", "profile", "program_keys", "created_at"]
+OPEN_URGENT_SQL = ("status IN ('accepted', 'contacted', 'in-progress', 'new', 'on-hold', 'requested') "
+                   "AND urgent IS TRUE AND first_contact_at IS NULL")
 
 
 def upgrade() -> None:
@@ -64,6 +66,16 @@ def upgrade() -> None:
     op.create_index("ix_referral_queue_open", "referral", ["created_at", "id"], unique=False,
                     postgresql_include=QUEUE_COLUMNS, postgresql_where=sa.text(NOT_CLOSED_SQL),
                     sqlite_where=sa.text(NOT_CLOSED_SQL))
+    op.create_index("ix_referral_open_keyset", "referral", ["site_keyset"], unique=False,
+                    postgresql_include=QUEUE_COLUMNS, postgresql_where=sa.text(NOT_CLOSED_SQL),
+                    sqlite_where=sa.text(NOT_CLOSED_SQL))
+    op.create_index("ix_referral_open_reach", "referral", ["route_kind", "route_team"], unique=False,
+                    postgresql_include=QUEUE_COLUMNS, postgresql_where=sa.text(NOT_CLOSED_SQL),
+                    sqlite_where=sa.text(NOT_CLOSED_SQL))
+    op.create_index("ix_referral_open_urgent", "referral", ["ehr"], unique=False,
+                    postgresql_include=["iss", "route_kind", "route_team", "site_keyset", "due_at", "created_at",
+                                        "status", "id"],
+                    postgresql_where=sa.text(OPEN_URGENT_SQL), sqlite_where=sa.text(OPEN_URGENT_SQL))
     op.create_index("ix_referral_assignee_created", "referral", ["assignee", "created_at"], unique=False)
 
 
@@ -75,6 +87,9 @@ def downgrade() -> None:
             op.execute(f"DROP FUNCTION IF EXISTS referral_cell_{op_name}()")
             op.execute(f"DROP FUNCTION IF EXISTS referral_site_keyset_{op_name}()")
     op.drop_index("ix_referral_assignee_created", table_name="referral")
+    op.drop_index("ix_referral_open_urgent", table_name="referral")
+    op.drop_index("ix_referral_open_reach", table_name="referral")
+    op.drop_index("ix_referral_open_keyset", table_name="referral")
     op.drop_index("ix_referral_queue_open", table_name="referral")
     op.drop_index("ix_referral_cell_route", table_name="referral_cell")
     op.drop_index("ix_referral_cell_keyset", table_name="referral_cell")
