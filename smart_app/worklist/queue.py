@@ -540,7 +540,7 @@ class Queue:
         if self._cells is not None:
             return self._cells
         if self.kept and self.query.search is None and self.keysets is not None:
-            rows = self._kept_rows()
+            rows = KeptCount(self).rows()
         else:
             dims = [facet.dimension(self.clock).label(f"d_{i}") for i, facet in enumerate(FACETS)]
             inner = (select(*dims, ReferralRecord.profile.label("profile"),
@@ -554,84 +554,6 @@ class Queue:
         self._cells = [Cell(values={**{f.name: row[i] for i, f in enumerate(FACETS)}, PROGRAM: named[row[-2]]},
                             profile=row[-3], n=int(row[-1]), keys=row[-2]) for row in rows]
         return self._cells
-
-    def _kept_rows(self) -> list[Any]:
-        """The grouped count from the kept cells (PostgreSQL), in one statement (one snapshot):
-
-        - closed referrals from ``referral_cell``: by month for the months before the one a week ago falls in, by day
-          since. A day the age filter's border (a day, a week ago) cuts through counts under the age of its larger
-          part, and the closed referrals of its smaller part (at most half a day) are moved to their own age live;
-        - every referral not closed (the working set), counted live from partial indexes (``_open_arms``);
-        - the user's own closed referrals, which a cell counts as "taken by a colleague", moved to "mine" (read
-          through ix_referral_assignee_created: one social worker's caseload).
-        Rows as the live grouped count's: the facets' values, profile, program keys, count."""
-        borders = [_Border.at(self.clock.now - WEEK, "over_7_days", "1_to_7_days"),
-                   _Border.at(self.clock.now - DAY, "1_to_7_days", "under_1_day")]
-        month = borders[0].day.replace(day=1)
-        parts = [self._cell_rows(and_(ReferralCell.grain == "m", ReferralCell.bucket < month), borders),
-                 self._cell_rows(and_(ReferralCell.grain == "d", ReferralCell.bucket >= month), borders),
-                 *[self._live_rows(arm, scoped=False) for arm in self._open_arms()]]
-        for border in borders:
-            moved = and_(IS_CLOSED, border.smaller_part())
-            # As a cell has them: whose is "others" or "unassigned" (the "mine" move below is from the cells' counts).
-            parts += [self._live_rows(moved, assignee=AS_CELL),
-                      self._live_rows(moved, assignee=AS_CELL, age=border.larger, sign=-1)]
-        own = and_(IS_CLOSED, ReferralRecord.assignee == (self.clock.me or ""))
-        parts += [self._live_rows(own, assignee="mine"), self._live_rows(own, assignee="others", sign=-1)]
-        inner = union_all(*parts).subquery()
-        cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
-        return list(self.db.execute(select(*cols, func.sum(inner.c.n)).group_by(*cols)
-                                    .having(func.sum(inner.c.n) > 0)).all())
-
-    def _open_arms(self) -> list[ColumnElement[bool]]:
-        """The referrals in scope not closed, as disjoint conditions each read from its own partial index (one OR
-        over the three routes into scope would read every open referral of the system): at a covered site
-        (ix_referral_open_keyset), else unrouted, else routed to one of the user's teams (ix_referral_open_reach)."""
-        ehr, is_open = of_ehr(self.scope), not_(IS_CLOSED)
-        keysets = self.keysets or []
-        elsewhere = or_(ReferralRecord.site_keyset.is_(None), ReferralRecord.site_keyset.not_in(keysets)) \
-            if keysets else true()
-        arms = [and_(ehr, is_open, ReferralRecord.route_kind == UNROUTED, elsewhere)]
-        if keysets:
-            arms.append(and_(ehr, is_open, ReferralRecord.site_keyset.in_(keysets)))
-        if self.scope.teams:
-            arms.append(and_(ehr, is_open, ReferralRecord.route_team.in_(sorted(self.scope.teams)),
-                             ReferralRecord.route_kind.is_distinct_from(UNROUTED), elsewhere))
-        return arms
-
-    def _live_rows(self, where: ColumnElement[bool], *, assignee: str | None = None, age: str | None = None,
-                   sign: int = 1, scoped: bool = True) -> Select[Any]:
-        """Referrals counted live, grouped as cells (``assignee``, ``age``: that value instead of the row's)."""
-        dims: list[ColumnElement[Any]] = [facet.dimension(self.clock) for facet in FACETS]
-        if assignee == AS_CELL:
-            dims[0] = case((ReferralRecord.assignee.is_(None), "unassigned"), else_="others")
-        elif assignee is not None:
-            dims[0] = literal(assignee)
-        if age is not None:
-            dims[-1] = literal(age)
-        named = [d.label(f"d_{i}") for i, d in enumerate(dims)]
-        group = [*dims, ReferralRecord.profile, ReferralRecord.program_keys]
-        return (select(*named, ReferralRecord.profile.label("profile"), ReferralRecord.program_keys.label("keys"),
-                       (func.count() * sign).label("n")).where(self.in_scope if scoped else true(), where)
-                .group_by(*group))
-
-    def _cell_rows(self, when: ColumnElement[bool], borders: list[_Border]) -> Select[Any]:
-        """Closed referrals' cells in scope (the scope's test, on a cell's columns)."""
-        cell = ReferralCell
-        values = sorted({self.scope.iss, *self.scope.ehr_iss})
-        reach = [cell.route_kind == UNROUTED]
-        if self.keysets:
-            reach.append(cell.site_keyset.in_(self.keysets))
-        if self.scope.teams:
-            reach.append(cell.route_team.in_(sorted(self.scope.teams)))
-        in_scope = and_(or_(cell.ehr == self.scope.ehr_id, cell.iss.in_(values + [v + "/" for v in values])),
-                        or_(*reach))
-        dims = [case((cell.assigned, "others"), else_="unassigned"), case((cell.urgent, "urgent"), else_="routine"),
-                cell.status, cell.site_name,
-                _Border.ages(cell.bucket, borders)]
-        keys = case((cell.program_keys == NO_PROGRAM_INDEX, null()), else_=cell.program_keys)
-        return select(*[d.label(f"d_{i}") for i, d in enumerate(dims)], cell.profile.label("profile"),
-                      keys.label("keys"), cell.n.label("n")).where(in_scope, when)
 
     def _load_names(self, keys: set[str]) -> None:
         """Names of these program keys: from the cache, else one encrypted row per key (decrypted once)."""
@@ -770,6 +692,93 @@ class Queue:
         if self.query.filters.get(PROGRAM) or self.query.sort == "program":
             self.cells()  # the program names the filter and the sort need
         return list(self.db.execute(select(*LINE_COLUMNS).where(*self.conditions()).order_by(*self.order())))
+
+
+class KeptCount:
+    """The queue's grouped count from the cells PostgreSQL keeps on write (smart_app/store/queue_cells.py): the
+    same rows as counting every referral in scope, reading the closed ones' cells and the rest live."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.db, self.scope, self.clock = queue.db, queue.scope, queue.clock
+        self.keysets, self.in_scope = queue.keysets, queue.in_scope
+
+    def rows(self) -> list[Any]:
+        """The grouped count, in one statement (one snapshot):
+
+        - closed referrals from ``referral_cell``: by month for the months before the one a week ago falls in, by day
+          since. A day the age filter's border (a day, a week ago) cuts through counts under the age of its larger
+          part, and the closed referrals of its smaller part (at most half a day) are moved to their own age live;
+        - every referral not closed (the working set), counted live from partial indexes (``_open_arms``);
+        - the user's own closed referrals, which a cell counts as "taken by a colleague", moved to "mine" (read
+          through ix_referral_assignee_created: one social worker's caseload).
+        Rows as the live grouped count's: the facets' values, profile, program keys, count."""
+        borders = [_Border.at(self.clock.now - WEEK, "over_7_days", "1_to_7_days"),
+                   _Border.at(self.clock.now - DAY, "1_to_7_days", "under_1_day")]
+        month = borders[0].day.replace(day=1)
+        parts = [self._cell_rows(and_(ReferralCell.grain == "m", ReferralCell.bucket < month), borders),
+                 self._cell_rows(and_(ReferralCell.grain == "d", ReferralCell.bucket >= month), borders),
+                 *[self._live_rows(arm, scoped=False) for arm in self._open_arms()]]
+        for border in borders:
+            moved = and_(IS_CLOSED, border.smaller_part())
+            # As a cell has them: whose is "others" or "unassigned" (the "mine" move below is from the cells' counts).
+            parts += [self._live_rows(moved, assignee=AS_CELL),
+                      self._live_rows(moved, assignee=AS_CELL, age=border.larger, sign=-1)]
+        own = and_(IS_CLOSED, ReferralRecord.assignee == (self.clock.me or ""))
+        parts += [self._live_rows(own, assignee="mine"), self._live_rows(own, assignee="others", sign=-1)]
+        inner = union_all(*parts).subquery()
+        cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
+        return list(self.db.execute(select(*cols, func.sum(inner.c.n)).group_by(*cols)
+                                    .having(func.sum(inner.c.n) > 0)).all())
+
+    def _open_arms(self) -> list[ColumnElement[bool]]:
+        """The referrals in scope not closed, as disjoint conditions each read from its own partial index (one OR
+        over the three routes into scope would read every open referral of the system): at a covered site
+        (ix_referral_open_keyset), else unrouted, else routed to one of the user's teams (ix_referral_open_reach)."""
+        ehr, is_open = of_ehr(self.scope), not_(IS_CLOSED)
+        keysets = self.keysets or []
+        elsewhere = or_(ReferralRecord.site_keyset.is_(None), ReferralRecord.site_keyset.not_in(keysets)) \
+            if keysets else true()
+        arms = [and_(ehr, is_open, ReferralRecord.route_kind == UNROUTED, elsewhere)]
+        if keysets:
+            arms.append(and_(ehr, is_open, ReferralRecord.site_keyset.in_(keysets)))
+        if self.scope.teams:
+            arms.append(and_(ehr, is_open, ReferralRecord.route_team.in_(sorted(self.scope.teams)),
+                             ReferralRecord.route_kind.is_distinct_from(UNROUTED), elsewhere))
+        return arms
+
+    def _live_rows(self, where: ColumnElement[bool], *, assignee: str | None = None, age: str | None = None,
+                   sign: int = 1, scoped: bool = True) -> Select[Any]:
+        """Referrals counted live, grouped as cells (``assignee``, ``age``: that value instead of the row's)."""
+        dims: list[ColumnElement[Any]] = [facet.dimension(self.clock) for facet in FACETS]
+        if assignee == AS_CELL:
+            dims[0] = case((ReferralRecord.assignee.is_(None), "unassigned"), else_="others")
+        elif assignee is not None:
+            dims[0] = literal(assignee)
+        if age is not None:
+            dims[-1] = literal(age)
+        named = [d.label(f"d_{i}") for i, d in enumerate(dims)]
+        group = [*dims, ReferralRecord.profile, ReferralRecord.program_keys]
+        return (select(*named, ReferralRecord.profile.label("profile"), ReferralRecord.program_keys.label("keys"),
+                       (func.count() * sign).label("n")).where(self.in_scope if scoped else true(), where)
+                .group_by(*group))
+
+    def _cell_rows(self, when: ColumnElement[bool], borders: list[_Border]) -> Select[Any]:
+        """Closed referrals' cells in scope (the scope's test, on a cell's columns)."""
+        cell = ReferralCell
+        values = sorted({self.scope.iss, *self.scope.ehr_iss})
+        reach = [cell.route_kind == UNROUTED]
+        if self.keysets:
+            reach.append(cell.site_keyset.in_(self.keysets))
+        if self.scope.teams:
+            reach.append(cell.route_team.in_(sorted(self.scope.teams)))
+        in_scope = and_(or_(cell.ehr == self.scope.ehr_id, cell.iss.in_(values + [v + "/" for v in values])),
+                        or_(*reach))
+        dims = [case((cell.assigned, "others"), else_="unassigned"), case((cell.urgent, "urgent"), else_="routine"),
+                cell.status, cell.site_name,
+                _Border.ages(cell.bucket, borders)]
+        keys = case((cell.program_keys == NO_PROGRAM_INDEX, null()), else_=cell.program_keys)
+        return select(*[d.label(f"d_{i}") for i, d in enumerate(dims)], cell.profile.label("profile"),
+                      keys.label("keys"), cell.n.label("n")).where(in_scope, when)
 
 
 LINE_COLUMNS = (ReferralRecord.id, ReferralRecord.status, ReferralRecord.urgent, ReferralRecord.created_at,
