@@ -6,7 +6,7 @@ what the queue counts and filters by) and ix_referral_assignee_created. On Postg
 (set-based, the referral tables locked against writes meanwhile); SQLite gets the tables and indexes only.
 
 Revision ID: queue_cells
-Revises: outbox_checkin_rows
+Revises: report_memo
 Create Date: 2026-12-07 09:30:00
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 from smart_app.store import queue_cells
 
 revision = "queue_cells"
-down_revision = "outbox_checkin_rows"
+down_revision = "report_memo"
 branch_labels = None
 depends_on = None
 
