@@ -131,7 +131,7 @@ class ReferralRecord(Base):
                             postgresql_where=text(OPEN_STORED_SQL), sqlite_where=text(OPEN_STORED_SQL)),
                       # The queue's working set (every referral not closed) in age order with what it counts and
                       # filters by: its live counts read this index alone, and its pages walk it and stop once full
-                      # (docs/decisions/0014-queue-counts-kept-per-cell.md).
+                      # (docs/decisions/0015-queue-counts-kept-per-cell.md).
                       Index("ix_referral_queue_open", "created_at", "id", postgresql_include=QUEUE_COLUMNS,
                             postgresql_where=text(NOT_CLOSED_SQL), sqlite_where=text(NOT_CLOSED_SQL)),
                       # The same working set by the route into a queue: the covered site key set, the route (the

@@ -1,4 +1,4 @@
-"""The queue's counts kept on write (docs/decisions/0014-queue-counts-kept-per-cell.md): ``referral.site_keyset``
+"""The queue's counts kept on write (docs/decisions/0015-queue-counts-kept-per-cell.md): ``referral.site_keyset``
 and ``site_keyset`` (a referral's site keys as one value, so the scope is a test on the row), ``referral_cell``
 (closed referrals counted per cell, per month and per day), the PostgreSQL triggers that keep both in the writing
 transaction (smart_app/store/queue_cells.py), ix_referral_queue_open (the referrals not closed, in age order, with
