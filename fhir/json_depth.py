@@ -15,18 +15,36 @@ from typing import Any
 # Deepest nesting accepted. A FHIR resource nests a few levels per element (Bundle > entry > resource > element >
 # extension > value): real answers stay far below this.
 MAX_JSON_DEPTH = 100
-_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
+_INNERMOST = re.compile(rb"\[\]|\{\}")  # a pair with nothing inside (strings and other text removed)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class TooDeep(ValueError):
     """JSON nested more deeply than MAX_JSON_DEPTH."""
 
 
-def depth_of(text: str | bytes) -> int:
-    """How deeply ``text`` nests (strings skipped), without recursion."""
+def depth_of(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply ``text`` nests (strings skipped), without recursion.
+
+    Strings removed and only the brackets kept, the innermost pairs are removed level by level, one pass of the
+    regular expression a level (in C, not a Python step per bracket): well-formed text is as deep as its passes.
+    Text whose brackets do not all pair up, or nest past ``limit``, is scanned bracket by bracket instead."""
     raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
-    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+    if raw.count(b"[") + raw.count(b"{") <= limit:
         return 0  # cannot be deeper than the bound: no scan needed
+    brackets = _STRINGS.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    passes = 0
+    while brackets and passes <= limit:
+        brackets, removed = _INNERMOST.subn(b"", brackets)
+        if not removed:
+            break
+        passes += 1
+    return passes if not brackets else _scanned(raw)
+
+
+def _scanned(raw: bytes) -> int:
     depth = deepest = 0
     for match in _TOKENS.finditer(raw):
         token = match.group()
@@ -39,7 +57,7 @@ def depth_of(text: str | bytes) -> int:
 
 
 def check_depth(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> None:
-    if depth_of(text) > limit:
+    if depth_of(text, limit) > limit:
         raise TooDeep(f"JSON nested more than {limit} levels deep")
 
 
