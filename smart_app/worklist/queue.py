@@ -427,7 +427,7 @@ def _triage_tiers(passing: list[Cell], clock: Clock) -> list[tuple[ColumnElement
         urgency, status = cell.values["urgency"], cell.values["status"]
         late = 0 if urgency in ("overdue", OVERDUE_ROUTINE) else 1
         urgent = 0 if urgency in ("overdue", "urgent") else 1
-        closed = 1 if str(status) in _raw(CLOSED) else 0
+        closed = 1 if str(status) in CLOSED_STORED else 0
         sizes[(late, urgent, closed)] += cell.n
     # Each key as a plain condition, not ``CASE ... = k``, so the planner estimates how many rows a tier has (an
     # equality on a CASE it takes for a handful and sorts instead of walking the index). IS NOT TRUE is the CASE's
