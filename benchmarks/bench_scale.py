@@ -4,9 +4,10 @@ events, outbox rows, audit and report events) in a PostgreSQL database of its ow
 - The social-work queue of the largest hospital's social worker (a fifth of the system's referrals in scope, plus
   the EHR's unrouted ones): wall time per request (median, p95) for the first page as it opens and other filters
   and sorts; its count checked against a SQL tally of the generated rows. Target: p95 <= 150 ms for every view.
-- The program report for the last closed quarter, as a program manager of the larger EHR opens it: counted (no
-  report kept, as after a late event in a month it shows: counts and small-cell suppression), then kept
-  (smart_app/report/memo.py): the first request of a process and the next ones. Target: <= 2 s.
+- The program report for the last closed quarter, as a program manager of the larger EHR opens it: counted from
+  scratch (nothing kept: counts and small-cell suppression), then kept (smart_app/report/memo.py): the first
+  request of a process and the next ones, then counted after a late event in one month it shows (that month
+  counted again, the other months read as kept), its page checked against a count from scratch. Target: <= 2 s.
 - The outbox worker's claim (smart_app/outbox/claim.py) with a pending row per ten referrals (100,000 at a million):
   wall time per claim, and the database's own time on its statements (EXPLAIN ANALYZE). Target: <= 10 ms, held
   against the database's time (the wall time on this shared machine is mostly waiting for a core).
@@ -229,11 +230,27 @@ def report(app: Any, repeat: int, show_plans: bool) -> bool:
         assert resp.status_code == 200, resp.status_code
         return took, resp.get_data(as_text=True)
 
-    # Counted: no report kept (smart_app/report/memo.py), as after a late event in a month it shows.
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM report_memo"))
-    tables._CACHE.clear()
-    counted, page = timed()
+    def from_scratch() -> tuple[float, str]:
+        """Counted with nothing kept (smart_app/report/memo.py): neither the report nor its months."""
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM report_memo"))
+            conn.execute(text("DELETE FROM report_month"))
+        tables._CACHE.clear()
+        return timed()
+
+    def late_event(step: int) -> tuple[float, str]:
+        """A late first contact in the quarter's middle month, then the report: that month counted again."""
+        with engine.begin() as conn:
+            changed = conn.execute(text(
+                "UPDATE referral SET first_contact_at = coalesce(first_contact_at, created_at) + interval '1 hour' "
+                "WHERE id = (SELECT d.referral_id FROM referral_dims d JOIN referral r ON r.id = d.referral_id "
+                "WHERE d.month = :month AND r.ehr = :ehr ORDER BY d.referral_id OFFSET :step LIMIT 1)"),
+                {"month": late_month, "ehr": EHR1, "step": step}).rowcount
+        assert changed == 1, changed
+        return timed()
+
+    late_month = _middle_month(key)
+    counted, page = from_scratch()
     # The first request of a process that has not counted it (its suppression not in memory), the report kept.
     tables._CACHE.clear()
     memo._ACTIVE.clear()
@@ -243,15 +260,29 @@ def report(app: Any, repeat: int, show_plans: bool) -> bool:
     later = statistics.median(walls)
     shown = re.search(r"Referrals?\D{0,200}?([\d,]+)", page)
     worst = max(first, later)
-    print(f"report: quarter {key}: counted (no report kept, as after a late event) {counted:.2f} s "
+    print(f"report: quarter {key}: counted from scratch (nothing kept) {counted:.2f} s "
           f"({'pass' if counted <= REPORT_S else 'miss'}); kept: first request of a process {first:.2f} s, "
           f"the next {repeat - 1} median {later:.2f} s (<= {REPORT_S:.0f} s: {'pass' if worst <= REPORT_S else 'miss'}"
           ");"
           f" the kept page the same as counted: {'yes' if same else 'NO'}; page {len(page):,} bytes"
           f"{', first figure ' + shown.group(1) if shown else ''} (load {_load()})", flush=True)
+    # After a late event in one month: that month counted again, the others' counts and hours read as kept.
+    lates = [late_event(step) for step in range(repeat)]
+    late = statistics.median(t for t, _page in lates)
+    again, fresh_page = from_scratch()
+    late_same = _without_csrf(lates[-1][1]) == _without_csrf(fresh_page)
+    print(f"report: quarter {key}: counted after a late event in one month ({late_month}), {repeat} events: "
+          f"median {late:.2f} s, worst {max(t for t, _p in lates):.2f} s (<= {REPORT_S:.0f} s: "
+          f"{'pass' if late <= REPORT_S else 'miss'}); from scratch again {again:.2f} s; the page the same as "
+          f"from scratch: {'yes' if late_same else 'NO'} (load {_load()})", flush=True)
     if show_plans:
         explain(engine, statements.slowest())
-    return worst <= REPORT_S and same
+    return worst <= REPORT_S and same and late <= REPORT_S and late_same
+
+
+def _middle_month(quarter: str) -> str:
+    year, q = quarter.split("-Q")
+    return f"{year}-{(int(q) - 1) * 3 + 2:02d}"
 
 
 def _without_csrf(page: str) -> str:

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, extract, func, literal, or_, select
+from sqlalchemy import ColumnElement, Float, and_, case, cast, extract, func, literal, or_, select, text, union_all
 from sqlalchemy.orm import Session
 
+from smart_app.report import memo
 from smart_app.report.events import UNSPECIFIED
 from smart_app.report.periods import month_key, month_number
 from smart_app.report.suppress import ALL, Counts, Derived, Leaf, Measure, Row
@@ -83,15 +85,23 @@ class DueRule:
         return self.urgent_hours if row.urgent else self.routine_hours
 
 
+HoursByLeaf = dict[Leaf, dict[int, list[float]]]
+# One month as counted and kept (smart_app/report/memo.py): its counts ({"events": [[site, kind, n]], "referrals":
+# [[site, team, site name, outcome, hand-off, n, in time]]}) and its hours to first contact ([[site, team, [hours]]]).
+MonthCounts = tuple[dict[str, list[list[Any]]], list[list[Any]]]
+
+
 @dataclass
 class Collected:
     """Monthly counts per measure and leaf, display names and, on SQLite only (where ``collect`` counts first
-    contacts in Python), the hours to first contact per leaf and month."""
+    contacts in Python), the hours to first contact per leaf and month; with the months kept (PostgreSQL), how to
+    read a period's hours from them."""
 
     counts: Counts
-    contact_hours: dict[Leaf, dict[int, list[float]]]
+    contact_hours: HoursByLeaf
     site_names: dict[str, str]
     teams: dict[str, set[str]] = field(default_factory=dict)
+    hours_of: Callable[[range], HoursByLeaf] | None = None
 
     @property
     def first_month(self) -> int | None:
@@ -133,11 +143,13 @@ def _hours_between(start: Any, end: Any) -> ColumnElement[float]:
     return cast(extract("epoch", end - start), Float) / SECONDS_PER_HOUR
 
 
-def _referral_rows(db: Session, due: DueRule, ehr: EhrFilter | None) -> Any:
+def _referral_rows(db: Session, due: DueRule, ehr: EhrFilter | None, months: Sequence[int] | None = None) -> Any:
     """The referrals as the report reads them, one row each: the month and site they are counted in (their report
     dimensions, else when and where they were made), the team that works them, and the columns counted. On
     PostgreSQL also the hours to first contact and whether it was within the due time, computed as Python computes
-    them (seconds as a double, then hours), so the counts and medians made in the database are the same numbers."""
+    them (seconds as a double, then hours), so the counts and medians made in the database are the same numbers.
+    With ``months``, only the referrals counted in them: those with report dimensions through the dimensions'
+    month (``ix_referral_dims_month``), the others through the month they were made in (``ix_referral_created``)."""
     postgres = db.get_bind().dialect.name == "postgresql"
     r, d = ReferralRecord, ReferralDims
     made = (func.to_char(func.timezone("UTC", r.created_at), "YYYY-MM") if postgres
@@ -156,7 +168,17 @@ def _referral_rows(db: Session, due: DueRule, ehr: EhrFilter | None) -> Any:
                        (r.urgent, literal(due.urgent_hours, Float)), else_=literal(due.routine_hours, Float))
         columns += [hours.label("hours"), and_(r.first_contact_at.isnot(None), hours <= allowed).label("in_time")]
     q = select(*columns).outerjoin(d, d.referral_id == r.id)
-    return (q.where(ehr.referrals()) if ehr is not None else q).subquery("counted")
+    q = q.where(ehr.referrals()) if ehr is not None else q
+    if months is None:
+        return q.subquery("counted")
+    by_dims = q.where(d.month.in_([month_key(m) for m in months]))
+    spans = [and_(r.created_at >= _month_start(m), r.created_at < _month_start(m + 1)) for m in months]
+    by_made = q.where(func.coalesce(d.month, "") == "", or_(*spans))
+    return union_all(by_dims, by_made).subquery("counted")
+
+
+def _month_start(month: int) -> datetime:
+    return datetime(month // 12, month % 12 + 1, 1, tzinfo=UTC)
 
 
 def collect(db: Session, due: DueRule, before_month: int, ehr: EhrFilter | None = None) -> Collected:
@@ -165,34 +187,24 @@ def collect(db: Session, due: DueRule, before_month: int, ehr: EhrFilter | None 
 
     Counted in the database: a year of a health system is millions of events and a million referrals, and a few
     thousand cells. On SQLite (the demo) the first contacts are counted here, row by row, as it has no exact
-    arithmetic on times."""
+    arithmetic on times. On PostgreSQL with the kept report (smart_app/report/memo.py) the months are kept as
+    counted, and only those a change touched since are counted again."""
+    if memo.active(db):
+        return _collect_kept(db, due, before_month, ehr)
     counts: Counts = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     teams: dict[str, set[str]] = defaultdict(set)
-    q = (select(ReportEvent.month, ReportEvent.site, ReportEvent.kind, func.count())
-         .where(ReportEvent.kind.in_(EVENT_KINDS)).group_by(ReportEvent.month, ReportEvent.site, ReportEvent.kind))
-    q = q.where(ehr.events()) if ehr is not None else q
-    for month_text, site, kind, n in db.execute(q):
+    for month_text, site, kind, n in db.execute(_events_query(ehr, None)):
         month = month_number(month_text)
         if month < before_month:
-            counts[EVENT_KINDS[kind]][(site, "")][month] += n
-            teams.setdefault(site, set())
-    hours: dict[Leaf, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+            _add_events(counts, teams, month, site, kind, n)
+    hours: HoursByLeaf = defaultdict(lambda: defaultdict(list))
     names: dict[str, Counter] = defaultdict(Counter)
     src = _referral_rows(db, due, ehr)
     in_db = "in_time" in src.c
-    keys = (src.c.month, src.c.site, src.c.team, src.c.site_name, src.c.closing_outcome, src.c.handoff)
-    q = select(*keys, func.count(), func.count().filter(src.c.in_time) if in_db else literal(0)).group_by(*keys)
-    for month_text, site, team, site_name, outcome, handoff, n, in_time in db.execute(q):
+    for month_text, *group in db.execute(_referrals_query(src)):
         month = month_number(month_text)
-        if month >= before_month:
-            continue
-        leaf = (site, team)
-        teams[site].add(team)
-        if site_name:
-            names[site][site_name] += n
-        _count_referrals(counts, leaf, month, outcome, handoff, n)
-        if in_time:
-            counts[CONTACTED_IN_TIME][leaf][month] += in_time
+        if month < before_month:
+            _add_referrals(counts, teams, names, month, *group)
     if not in_db:
         contacted = select(src.c.month, src.c.site, src.c.team, src.c.created_at, src.c.first_contact_at,
                            src.c.due_at, src.c.urgent).where(src.c.first_contact_at.isnot(None))
@@ -201,6 +213,98 @@ def collect(db: Session, due: DueRule, before_month: int, ehr: EhrFilter | None 
             if month < before_month:
                 _count_contact(counts, hours, (row.site, row.team), month, row, due)
     return Collected(counts, hours, {s: _most_common(c) for s, c in names.items()}, teams)
+
+
+def _events_query(ehr: EhrFilter | None, months: Sequence[int] | None) -> Any:
+    q = (select(ReportEvent.month, ReportEvent.site, ReportEvent.kind, func.count())
+         .where(ReportEvent.kind.in_(EVENT_KINDS)).group_by(ReportEvent.month, ReportEvent.site, ReportEvent.kind))
+    q = q.where(ehr.events()) if ehr is not None else q
+    return q if months is None else q.where(ReportEvent.month.in_([month_key(m) for m in months]))
+
+
+def _referrals_query(src: Any) -> Any:
+    keys = (src.c.month, src.c.site, src.c.team, src.c.site_name, src.c.closing_outcome, src.c.handoff)
+    in_time = func.count().filter(src.c.in_time) if "in_time" in src.c else literal(0)
+    return select(*keys, func.count(), in_time).group_by(*keys)
+
+
+def _add_events(counts: Counts, teams: dict[str, set[str]], month: int, site: str, kind: str, n: int) -> None:
+    counts[EVENT_KINDS[kind]][(site, "")][month] += n
+    teams.setdefault(site, set())
+
+
+def _add_referrals(counts: Counts, teams: dict[str, set[str]], names: dict[str, Counter], month: int, site: str,
+                   team: str, site_name: str | None, outcome: str | None, handoff: str | None, n: int,
+                   in_time: int) -> None:
+    leaf = (site, team)
+    teams[site].add(team)
+    if site_name:
+        names[site][site_name] += n
+    _count_referrals(counts, leaf, month, outcome, handoff, n)
+    if in_time:
+        counts[CONTACTED_IN_TIME][leaf][month] += in_time
+
+
+def count_months(db: Session, due: DueRule, ehr: EhrFilter | None,
+                 months: Sequence[int] | None) -> dict[int, MonthCounts]:
+    """PostgreSQL: ``months`` (None: every month) counted as kept (smart_app/report/memo.py), those with data. The
+    referrals' counts and their hours to first contact in one statement (one read of the month's referrals). A few
+    months are a short read: JIT compiling would cost more than it saves."""
+    if months is not None:
+        db.execute(text("SET LOCAL jit = off"))
+    out: dict[int, MonthCounts] = defaultdict(lambda: ({"events": [], "referrals": []}, []))
+    for month_text, site, kind, n in db.execute(_events_query(ehr, months)):
+        out[month_number(month_text)][0]["events"].append([site, kind, n])
+    src = _referral_rows(db, due, ehr, months)
+    hours = func.array_agg(src.c.hours).filter(src.c.first_contact_at.isnot(None))
+    by_leaf: dict[tuple[int, str, str], list[float]] = defaultdict(list)
+    for month_text, *group, found in db.execute(_referrals_query(src).add_columns(hours)):
+        month = month_number(month_text)
+        out[month][0]["referrals"].append(group)
+        if found:
+            by_leaf[(month, group[0], group[1])].extend(found)
+    for (month, site, team), found in by_leaf.items():
+        out[month][1].append([site, team, found])
+    return dict(out)
+
+
+def _collect_kept(db: Session, due: DueRule, before_month: int, ehr: EhrFilter | None) -> Collected:
+    """``collect`` from the months kept, counting again only those changed since they were kept (all of them when
+    none are kept, or a change to any month was noted), and the months closed since."""
+    key = memo.months_key(ehr, due)
+    taken = memo.snapshot(db)  # before anything is read: a change it does not see is counted again next time
+    kept = memo.kept_months(db, key)
+    closed = range(0, before_month)
+    recount: set[int] | None = None
+    if kept is not None and kept.changed is not None and kept.through <= before_month:
+        recount = {m for m in kept.changed if m < before_month} | set(range(kept.through, before_month))
+    counted = {m: c for m, c in count_months(db, due, ehr, None if recount is None else sorted(recount)).items()
+               if m < before_month} if recount is None or recount else {}
+    bodies = {} if recount is None else {m: c for m, c in memo.read_months(db, key, closed).items()
+                                         if m not in recount}
+    bodies.update({m: c for m, (c, _hours) in counted.items()})
+    memo.write_months(db, key, taken, before_month, recount, counted)
+    counts: Counts = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+    teams: dict[str, set[str]] = defaultdict(set)
+    names: dict[str, Counter] = defaultdict(Counter)
+    for month in sorted(bodies):
+        for site, kind, n in bodies[month]["events"]:
+            _add_events(counts, teams, month, site, kind, n)
+    for month in sorted(bodies):
+        for group in bodies[month]["referrals"]:
+            _add_referrals(counts, teams, names, month, *group)
+
+    def hours_of(months: range) -> HoursByLeaf:
+        found = {} if recount is None else {m: h for m, h in memo.read_hours(db, key, months).items()
+                                            if m not in recount}
+        found.update({m: h for m, (_c, h) in counted.items() if m in months})
+        out: HoursByLeaf = defaultdict(lambda: defaultdict(list))
+        for month, rows in found.items():
+            for site, team, hours in rows:
+                out[(site, team)][month].extend(hours)
+        return out
+
+    return Collected(counts, {}, {s: _most_common(c) for s, c in names.items()}, teams, hours_of)
 
 
 def _most_common(names: Counter) -> str:
@@ -220,7 +324,7 @@ def _count_referrals(counts: Counts, leaf: Leaf, month: int, outcome: str | None
         counts[HANDOFF_COMPLETED][leaf][month] += n
 
 
-def _count_contact(counts: Counts, hours: dict[Leaf, dict[int, list[float]]], leaf: Leaf, month: int,
+def _count_contact(counts: Counts, hours: HoursByLeaf, leaf: Leaf, month: int,
                    record: Any, due: DueRule) -> None:
     contact = _aware(record.first_contact_at)
     waited = max(0.0, (contact - _aware(record.created_at)).total_seconds() / 3600)
@@ -233,7 +337,10 @@ def contact_medians(db: Session, collected: Collected, due: DueRule, months: ran
                     ehr: EhrFilter | None = None) -> dict[Row, tuple[int, float]]:
     """The referrals contacted and the median hours to first contact, per row (all sites, each site, each team),
     over ``months`` (closed months: the report's period). On PostgreSQL in the database (the middle values as
-    ``percentile_disc``, averaged as ``statistics.median`` does), on SQLite from the hours ``collect`` kept."""
+    ``percentile_disc``, averaged as ``statistics.median`` does), on SQLite from the hours ``collect`` kept, with
+    the months kept from their hours (the same numbers: the hours are the database's)."""
+    if collected.hours_of is not None:
+        return _medians_of(collected.hours_of(months), months)
     if db.get_bind().dialect.name != "postgresql":
         return _medians_of(collected.contact_hours, months)
     src = _referral_rows(db, due, ehr)
@@ -250,7 +357,7 @@ def contact_medians(db: Session, collected: Collected, due: DueRule, months: ran
     return out
 
 
-def _medians_of(hours: dict[Leaf, dict[int, list[float]]], months: range) -> dict[Row, tuple[int, float]]:
+def _medians_of(hours: HoursByLeaf, months: range) -> dict[Row, tuple[int, float]]:
     by_row: dict[Row, list[float]] = defaultdict(list)
     for (site, team), by_month in hours.items():
         values = [h for month, found in by_month.items() if month in months for h in found]

@@ -15,6 +15,14 @@ housekeeping), so a note is gone only once every report that could need it has e
 than ``MAX_AGE`` that changes the report's tables is the exception). Keys hold the EHR, the due times, the period,
 the month the report was read in and ``FORMAT``: bump it when what is counted or how it is suppressed changes.
 
+When a report must be counted again, its months are not all read again: each closed month's counts (per site,
+team and kind) and hours to first contact (per site and team) are kept in ``report_month`` under a key of the
+EHR and due times, valid as of the snapshot kept beside them in ``report_memo``. The months a transaction that
+snapshot did not see has changed, and the months closed since, are counted again (one month's referrals through
+``ix_referral_dims_month``); the others are read as kept, merged into periods in Python, and a period's median is
+the median of its months' hours (the same numbers: the hours are the database's). A change noted for every month
+counts every month again.
+
 SQLite (the demo) and databases without the triggers count every time.
 """
 
@@ -23,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -31,30 +40,36 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from smart_app.report.periods import Period, month_key
+from smart_app.report.periods import Period, month_key, month_number
 from smart_app.store.models import Base
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+EVERY_MONTH = "0000-00"  # the month a change to any month is noted with (TRUNCATE, partitions dropped)
 MAX_AGE = timedelta(hours=12)
 NOTES_KEPT = timedelta(days=1)
-TABLES = (("referral", "report_change_by_referral"), ("referral_dims", "report_change_by_month"),
+TABLES = (("referral", "report_change_by_referral"), ("referral_dims", "report_change_by_dims"),
           ("report_event", "report_change_by_month"))
 _ACTIVE: WeakKeyDictionary[Engine, bool] = WeakKeyDictionary()
 
 
 def pg_triggers(s: str) -> list[str]:
     """The change notes' functions and triggers (``s``: the schema as a quoted identifier; the functions name
-    every table with it, as the purge's writes run them with an empty search path). A frozen copy lives in the
-    migration that made them (smart_app/store/migrations/versions/report_memo.py)."""
+    every table with it, as the purge's writes run them with an empty search path). Report dimensions note their
+    referral's month made too: a referral without them is counted in that month, so adding or removing them moves
+    it between two months, each counted again alone. Frozen copies live in the migrations that made them
+    (smart_app/store/migrations/versions/report_memo.py, smart_app/store/migrations/versions/report_month.py)."""
     note = (f"INSERT INTO {s}.report_change (xid, month) SELECT DISTINCT pg_current_xact_id()::text::bigint, m "
             "FROM ({}) x WHERE m IS NOT NULL ON CONFLICT DO NOTHING")
     by_month = "SELECT month AS m FROM {rows}"
     by_referral = ("SELECT to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM') AS m FROM {rows} r UNION ALL "
                    f"SELECT d.month FROM {{rows}} r JOIN {s}.referral_dims d ON d.referral_id = r.id")
+    by_dims = ("SELECT month AS m FROM {rows} UNION ALL SELECT to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM') "
+               f"FROM {{rows}} d JOIN {s}.referral r ON r.id = d.referral_id")
     out = []
-    for function, rows_sql in (("report_change_by_month", by_month), ("report_change_by_referral", by_referral)):
+    for function, rows_sql in (("report_change_by_month", by_month), ("report_change_by_referral", by_referral),
+                               ("report_change_by_dims", by_dims)):
         out.append(f"""CREATE OR REPLACE FUNCTION {s}.{function}() RETURNS trigger LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -107,7 +122,8 @@ def active(db: Session) -> bool:
     if bind not in _ACTIVE:
         _ACTIVE[bind] = bool(db.execute(text(
             "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'referral_report_update' "
-            "AND tgrelid = to_regclass('referral')) AND to_regclass('report_memo') IS NOT NULL")).scalar())
+            "AND tgrelid = to_regclass('referral')) AND to_regclass('report_memo') IS NOT NULL "
+            "AND to_regclass('report_month') IS NOT NULL")).scalar())
     return _ACTIVE[bind]
 
 
@@ -152,10 +168,83 @@ def write(db: Session, key: str, taken: tuple[str, datetime], body: dict[str, An
         log.warning("report_memo_write_failed", exc_info=True)
 
 
+def months_key(ehr: Any, due: Any) -> str:
+    """The key of the months kept for an EHR and due times (any period, any month it is read in)."""
+    parts = [FORMAT, "months", None if ehr is None else [ehr.id, sorted(ehr.iss)], due.urgent_hours,
+             due.routine_hours]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeptMonths:
+    """The months kept under a key: every month before ``through`` was counted, and is right but for ``changed``
+    (the months transactions its snapshot did not see have changed since; None: every month)."""
+
+    through: int
+    changed: set[int] | None
+
+
+def kept_months(db: Session, key: str) -> KeptMonths | None:
+    """What is kept under ``key`` (younger than MAX_AGE, so no note it needs is pruned), or None."""
+    found = db.execute(text("SELECT snapshot, body FROM report_memo WHERE key = :key AND made_at > :since"),
+                       {"key": key, "since": _now(db) - MAX_AGE}).first()
+    if found is None:
+        return None
+    noted = {m for (m,) in db.execute(text(
+        "SELECT DISTINCT month FROM report_change WHERE xid >= pg_snapshot_xmin(CAST(:snap AS pg_snapshot))::text"
+        "::bigint AND NOT pg_visible_in_snapshot(xid::text::xid8, CAST(:snap AS pg_snapshot))"),
+        {"snap": found.snapshot})}
+    through = int(json.loads(found.body)["through"])
+    return KeptMonths(through, None if EVERY_MONTH in noted else {month_number(m) for m in noted})
+
+
+def read_months(db: Session, key: str, months: range) -> dict[int, dict[str, Any]]:
+    """The counts kept for ``months`` (those with any)."""
+    rows = db.execute(text("SELECT month, counts FROM report_month WHERE key = :key AND month >= :first "
+                           "AND month <= :last"),
+                      {"key": key, "first": month_key(months.start), "last": month_key(months.stop - 1)})
+    return {month_number(m): json.loads(body) for m, body in rows}
+
+
+def read_hours(db: Session, key: str, months: range) -> dict[int, list[Any]]:
+    """The hours to first contact kept for ``months`` (those with any): per month, [site, team, [hours]]."""
+    rows = db.execute(text("SELECT month, hours FROM report_month WHERE key = :key AND month >= :first "
+                           "AND month <= :last"),
+                      {"key": key, "first": month_key(months.start), "last": month_key(months.stop - 1)})
+    return {month_number(m): json.loads(body) for m, body in rows}
+
+
+def write_months(db: Session, key: str, taken: tuple[str, datetime], through: int, recounted: set[int] | None,
+                 counted: dict[int, tuple[dict[str, Any], list[Any]]]) -> None:
+    """Keep months counted after ``taken`` (the snapshot taken before they were read): ``recounted`` the months
+    counted again (None: all), ``counted`` those of them with data. In a transaction of its own; a failure is
+    logged (the next report counts again)."""
+    try:
+        with db.get_bind().begin() as conn:
+            if recounted is None:
+                conn.execute(text("DELETE FROM report_month WHERE key = :key"), {"key": key})
+            elif recounted:
+                conn.execute(text("DELETE FROM report_month WHERE key = :key AND month = ANY(:months)"),
+                             {"key": key, "months": [month_key(m) for m in sorted(recounted)]})
+            if counted:
+                conn.execute(text("INSERT INTO report_month (key, month, counts, hours) VALUES (:key, :month, "
+                                  ":counts, :hours) ON CONFLICT (key, month) DO UPDATE SET counts = "
+                                  "excluded.counts, hours = excluded.hours"),
+                             [{"key": key, "month": month_key(m), "counts": json.dumps(c), "hours": json.dumps(h)}
+                              for m, (c, h) in sorted(counted.items())])
+            conn.execute(text("INSERT INTO report_memo (key, snapshot, made_at, body) VALUES (:key, :snap, :at, "
+                              ":body) ON CONFLICT (key) DO UPDATE SET snapshot = excluded.snapshot, "
+                              "made_at = excluded.made_at, body = excluded.body"),
+                         {"key": key, "snap": taken[0], "at": taken[1], "body": json.dumps({"through": through})})
+    except SQLAlchemyError:
+        log.warning("report_month_write_failed", exc_info=True)
+
+
 def prune(db: Session) -> int:
-    """Housekeeping: kept reports past MAX_AGE and change notes past NOTES_KEPT. No commit."""
+    """Housekeeping: kept reports past MAX_AGE (and their months) and change notes past NOTES_KEPT. No commit."""
     now = _now(db)
     db.execute(text("DELETE FROM report_memo WHERE made_at < :since"), {"since": now - MAX_AGE})
+    db.execute(text("DELETE FROM report_month m WHERE NOT EXISTS (SELECT 1 FROM report_memo k WHERE k.key = m.key)"))
     return int(db.execute(text("DELETE FROM report_change WHERE at < :since"),
                           {"since": now - NOTES_KEPT}).rowcount or 0)
 

@@ -450,7 +450,8 @@ class ReferralDims(Base):
 
     referral_id: Mapped[str] = mapped_column(String(64), ForeignKey("referral.id", ondelete="CASCADE"),
                                              primary_key=True)
-    month: Mapped[str] = mapped_column(String(7))
+    # Indexed: a kept report counts again only the months a late change touched (smart_app/report/memo.py).
+    month: Mapped[str] = mapped_column(String(7), index=True)
     site: Mapped[str] = mapped_column(String(64))
     instrument: Mapped[str] = mapped_column(String(32), default="")
     language: Mapped[str] = mapped_column(String(16), default="")
@@ -483,6 +484,20 @@ class ReportMemo(Base):
     snapshot: Mapped[str] = mapped_column(Text)
     made_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     body: Mapped[str] = mapped_column(Text)
+
+
+class ReportMonth(Base):
+    """One closed month of the program report as counted (smart_app/report/memo.py): per site, team and kind the
+    counts (JSON), and per site and team the hours to each first contact (JSON), so a period's median is made from
+    its months. Valid while the ``report_memo`` row of the same key (its snapshot) is; only the months a late
+    change touched are counted again. No patient data: counts and hours, no ids."""
+
+    __tablename__ = "report_month"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    counts: Mapped[str] = mapped_column(Text)
+    hours: Mapped[str] = mapped_column(Text)
 
 
 # -- Operations: access audit and worker heartbeat ---------------------------------

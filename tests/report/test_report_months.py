@@ -1,0 +1,107 @@
+"""The program report's months kept on PostgreSQL (smart_app/report/memo.py, ``report_month``): after a late change
+only the months it touched are counted again, a month that closes is counted once, and the page and CSV are those
+of a count from scratch."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from smart_app.report import measures as ms
+from smart_app.report import periods as pd
+from tests.report.test_report import NOW, TEAMS, csv_rows, pm_client, small_sites_over_a_year
+
+pytestmark = [pytest.mark.report, pytest.mark.postgres]
+
+
+@pytest.fixture
+def pg_app(postgres_url):
+    from config.current import replace_settings
+    from smart_app import create_app
+    from tests.conftest import app_config
+
+    app = create_app(app_config(postgres_url))
+    replace_settings(app, **TEAMS)
+    app.config["REPORT_CLOCK"] = lambda: NOW
+    small_sites_over_a_year(app)
+    yield app
+    app.extensions["db_engine"].dispose()
+
+
+class Recounts:
+    """The months each count read (``measures.count_months``; None: every month)."""
+
+    def __init__(self, monkeypatch):
+        self.months: list[list[str] | None] = []
+        real = ms.count_months
+
+        def counted(db, due, ehr, months):
+            self.months.append(None if months is None else [pd.month_key(m) for m in months])
+            return real(db, due, ehr, months)
+
+        monkeypatch.setattr(ms, "count_months", counted)
+
+
+def sql(app, statement: str) -> None:
+    with app.extensions["db_engine"].begin() as conn:
+        conn.execute(text(statement))
+
+
+def page(client, lid: str, view: str, period: str) -> str:
+    resp = client.get(f"/l/{lid}/report?view={view}&period={period}")
+    assert resp.status_code == 200
+    return re.sub(r'(data-csrf="|name="csrf_token" value=")[^"]*"', r"\1", resp.get_data(as_text=True))
+
+
+def shown(client, lid: str) -> tuple:
+    return (page(client, lid, "quarter", "2026-Q3"), csv_rows(client, lid, "quarter", "2026-Q3"),
+            csv_rows(client, lid, "rolling", "2026-11"), csv_rows(client, lid, "month", "2026-05"))
+
+
+def from_scratch(app, client, lid: str, recounts: Recounts) -> tuple:
+    sql(app, "DELETE FROM report_memo")
+    sql(app, "DELETE FROM report_month")
+    out = shown(client, lid)
+    assert recounts.months[-1] is None
+    return out
+
+
+def test_a_late_change_counts_again_only_the_months_it_touched(pg_app, monkeypatch):
+    app = pg_app
+    recounts = Recounts(monkeypatch)
+    client, lid = pm_client(app)
+    first = shown(client, lid)
+    assert recounts.months == [None]  # nothing kept: every month counted once, for every period
+
+    # A late first contact and closing outcome in August: August alone is counted again.
+    sql(app, "UPDATE referral SET first_contact_at = created_at + interval '1 hour', "
+             "closing_outcome = 'reached_supported' WHERE id IN (SELECT referral_id FROM referral_dims "
+             "WHERE month = '2026-08' AND site = 'bwh' LIMIT 12)")
+    late = shown(client, lid)
+    assert recounts.months[1:] == [["2026-08"]] and late != first
+    assert late == from_scratch(app, client, lid, recounts)
+
+    # A late report event in May and a referral deleted from October: those two months.
+    recounts.months.clear()
+    sql(app, "INSERT INTO report_event (month, site, kind, instrument, language) VALUES "
+             "('2026-05', 'mgh', 'completed', 'hits', 'en')")
+    sql(app, "DELETE FROM referral WHERE id IN (SELECT referral_id FROM referral_dims WHERE month = '2026-10' "
+             "LIMIT 3)")
+    again = shown(client, lid)
+    assert recounts.months == [["2026-05", "2026-10"]]
+    assert again == from_scratch(app, client, lid, recounts)
+
+
+def test_a_month_that_closes_is_counted_once_and_the_others_kept(pg_app, monkeypatch):
+    app = pg_app
+    recounts = Recounts(monkeypatch)
+    client, lid = pm_client(app)
+    shown(client, lid)
+    app.config["REPORT_CLOCK"] = lambda: NOW + timedelta(days=31)  # January: December has closed
+    later = csv_rows(client, lid, "rolling", "2026-12")
+    assert recounts.months == [None, ["2026-12"]]
+    sql(app, "DELETE FROM report_memo")
+    assert csv_rows(client, lid, "rolling", "2026-12") == later and recounts.months[-1] is None
