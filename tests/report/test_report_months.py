@@ -105,3 +105,18 @@ def test_a_month_that_closes_is_counted_once_and_the_others_kept(pg_app, monkeyp
     assert recounts.months == [None, ["2026-12"]]
     sql(app, "DELETE FROM report_memo")
     assert csv_rows(client, lid, "rolling", "2026-12") == later and recounts.months[-1] is None
+
+
+def test_report_dimensions_removed_move_a_referral_to_its_month_made_and_both_are_counted_again(pg_app, monkeypatch):
+    app = pg_app
+    recounts = Recounts(monkeypatch)
+    client, lid = pm_client(app)
+    one = ("(SELECT referral_id FROM referral_dims WHERE month = '2026-08' AND site = 'mgh' ORDER BY referral_id "
+           "LIMIT 1)")
+    sql(app, f"UPDATE referral SET created_at = created_at - interval '92 days' WHERE id = {one}")  # made in May
+    shown(client, lid)
+    # Without its dimensions it counts in the month it was made: May and August both change.
+    sql(app, f"DELETE FROM referral_dims WHERE referral_id = {one}")
+    moved = shown(client, lid)
+    assert recounts.months[-1] == ["2026-05", "2026-08"]
+    assert moved == from_scratch(app, client, lid, recounts)
