@@ -5,7 +5,7 @@ it touched are counted again (smart_app/report/memo.py); ix_referral_dims_month 
 change to report dimensions notes its referral's month made too (a referral without them counts in that month).
 
 Revision ID: report_month
-Revises: report_memo
+Revises: queue_cells
 Create Date: 2026-12-07 10:05:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "report_month"
-down_revision = "report_memo"
+down_revision = "queue_cells"
 branch_labels = None
 depends_on = None
 
