@@ -422,6 +422,9 @@ def result() -> Response | str:
     inst = reg["instruments"].get(screening["instrument"])
     check = g.launch.data.get("danger_check")
     db = get_session()
+    # Read in the transaction that read the launch, which the audit's commit ends: no second transaction to begin
+    # and roll back for one read.
+    followups = _followups()
     record_audit("view_result", detail=screening["instrument"], db=db)
     db.commit()  # audited now, even if the page fails later (the request's session: no second connection)
     check_inst = reg["instruments"].get(check["instrument"]) if check else None
@@ -437,7 +440,7 @@ def result() -> Response | str:
         next_line=next_step(screening, check),
         urgent=urgent_box(g.launch, plang),
         strangulation="strangulation" in (screening.get("danger_items") or []), plang=plang,
-        followups=_followups(), followup_pending=request.args.get("pending") == "followup",
+        followups=followups, followup_pending=request.args.get("pending") == "followup",
     )
 
 
