@@ -263,6 +263,7 @@ def _assignee_facet() -> Facet:
 # The queue's single-valued filters, in the order the filter bar shows them (the program filter follows site).
 FACETS: list[Facet] = [_assignee_facet(), _urgency_facet(), _status_facet(), _site_facet(), _age_facet()]
 PROGRAM = "program"
+FACET_NAMES = tuple(f.name for f in FACETS)  # a cell row's first columns, in this order
 
 
 def facet_names() -> list[str]:
@@ -419,6 +420,44 @@ WITHIN_TIER: dict[str, list[Any]] = {
 }
 
 
+def _tally(cells: list[Cell], names: list[str],
+           chosen: dict[str, str]) -> tuple[dict[str, Counter[str]], int, list[Cell]]:
+    """Every facet's counts over the cells, how many referrals the filters show and the cells they show.
+
+    A facet's counts keep the other filters: a cell counts for every facet when it passes them all, and for the one
+    facet it fails when it fails only that one. Counted per facet and cell value first, then spread over the filter
+    values each cell value shows under (an overdue referral is also urgent): those are worked out once per value,
+    not once per cell, and only the chosen filters are tested per cell."""
+    of_facet = {f.name: f.values_of for f in FACETS}
+    shows: dict[str, dict[Any, tuple[str, ...]]] = {name: {} for name in names}
+
+    def values_of(name: str, value: Any) -> tuple[str, ...]:
+        if value not in shows[name]:
+            shows[name][value] = of_facet[name](value) if name in of_facet else value  # program: its names
+        return shows[name][value]
+
+    tested = [(name, want) for name in names if (want := chosen[name])]
+    by_value: dict[str, Counter[Any]] = {name: Counter() for name in names}
+    shown = 0
+    passing: list[Cell] = []
+    for cell in cells:
+        values = cell.values
+        failing = [name for name, want in tested if want not in values_of(name, values[name])]
+        if not failing:
+            shown += cell.n
+            passing.append(cell)
+            for name in names:
+                by_value[name][values[name]] += cell.n
+        elif len(failing) == 1:
+            by_value[failing[0]][values[failing[0]]] += cell.n
+    tallies: dict[str, Counter[str]] = {name: Counter() for name in names}
+    for name, counted in by_value.items():
+        for value, n in counted.items():
+            for shown_as in values_of(name, value):
+                tallies[name][shown_as] += n
+    return tallies, shown, passing
+
+
 def _triage_tiers(passing: list[Cell], clock: Clock) -> list[tuple[ColumnElement[bool], int]]:
     """The triage sort's tiers (its keys before age: overdue, urgent, closed) in order, each as the condition that
     its sort keys have those values and its number of referrals shown (from the grouped count's cells)."""
@@ -551,7 +590,7 @@ class Queue:
         self.programs.key_sets = key_sets
         self._load_names({k for keys in key_sets for k in (keys or "").split(",") if k and k != NO_PROGRAM})
         named = {keys: self.programs.of(keys) for keys in key_sets}
-        self._cells = [Cell(values={**{f.name: row[i] for i, f in enumerate(FACETS)}, PROGRAM: named[row[-2]]},
+        self._cells = [Cell(values={**dict(zip(FACET_NAMES, row)), PROGRAM: named[row[-2]]},
                             profile=row[-3], n=int(row[-1]), keys=row[-2]) for row in rows]
         return self._cells
 
@@ -574,19 +613,8 @@ class Queue:
             if name:
                 self.programs.names[key] = name
 
-    def _values(self, cell: Cell, memo: dict[tuple[str, Any], tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        """The filter values that show this cell's referrals, per facet (``memo``: per facet and value)."""
-        out = {}
-        for f in FACETS:
-            value = cell.values[f.name]
-            if (f.name, value) not in memo:
-                memo[(f.name, value)] = f.values_of(value)
-            out[f.name] = memo[(f.name, value)]
-        out[PROGRAM] = cell.values[PROGRAM]
-        return out
-
     def _options(self, cells: list[Cell]) -> dict[str, list[tuple[str, str]]]:
-        options = {f.name: f.options([c.values[f.name] for c in cells]) for f in FACETS}
+        options = {f.name: f.options({c.values[f.name] for c in cells}) for f in FACETS}
         options[PROGRAM] = [(n, n) for n in self.programs.sorted_names()]
         return {name: _with_chosen(opts, self.query.filters.get(name) or "") for name, opts in options.items()}
 
@@ -596,21 +624,7 @@ class Queue:
         names = facet_names()
         options = self._options(cells)
         chosen = {name: self.query.filters.get(name) or "" for name in names}
-        tallies: dict[str, Counter[str]] = {name: Counter() for name in names}
-        shown = 0
-        passing: list[Cell] = []
-        memo: dict[tuple[str, Any], tuple[str, ...]] = {}
-        for cell in cells:
-            values = self._values(cell, memo)
-            failing = [name for name in names if chosen[name] and chosen[name] not in values[name]]
-            if not failing:
-                shown += cell.n
-                passing.append(cell)
-            # A facet's counts keep the other filters: a cell counts for every facet when it passes them all, and
-            # for the one facet it fails when it fails only that one.
-            for name in failing if len(failing) == 1 else names if not failing else ():
-                for value in values[name]:
-                    tallies[name][value] += cell.n
+        tallies, shown, passing = _tally(cells, names, chosen)
         counts = {name: {value: tallies[name][value] for value, _text in options[name]} for name in names}
         total = self.count_in_scope() if self.query.search is not None else sum(c.n for c in cells)
         pages = max(1, -(-shown // page_size))
