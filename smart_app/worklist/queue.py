@@ -590,7 +590,8 @@ class Queue:
         self.programs.key_sets = key_sets
         self._load_names({k for keys in key_sets for k in (keys or "").split(",") if k and k != NO_PROGRAM})
         named = {keys: self.programs.of(keys) for keys in key_sets}
-        self._cells = [Cell(values={**dict(zip(FACET_NAMES, row)), PROGRAM: named[row[-2]]},
+        self._cells = [Cell(values={**dict(zip(FACET_NAMES, row[:len(FACET_NAMES)], strict=True)),
+                                    PROGRAM: named[row[-2]]},
                             profile=row[-3], n=int(row[-1]), keys=row[-2]) for row in rows]
         return self._cells
 
