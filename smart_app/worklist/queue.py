@@ -485,9 +485,12 @@ def _program_tiers(passing: list[Cell], programs: Programs) -> list[tuple[Column
     ranks = {key: order[name] for key, name in programs.names.items()}
     sets: dict[int, set[str]] = {}
     sizes: Counter[int] = Counter()
+    rank_of: dict[str, int] = {}  # per key set: cells share a few dozen of them
     for cell in passing:
         keys = cell.keys or ""
-        rank = min((ranks[k] for k in keys.split(",") if k in ranks), default=len(order))
+        if keys not in rank_of:
+            rank_of[keys] = min((ranks[k] for k in keys.split(",") if k in ranks), default=len(order))
+        rank = rank_of[keys]
         sets.setdefault(rank, set()).add(keys)
         sizes[rank] += cell.n
     return [(ReferralRecord.program_keys.in_(sorted(sets[rank])), sizes[rank]) for rank in sorted(sizes) if sizes[rank]]
