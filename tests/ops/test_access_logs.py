@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import runpy
+import time
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,6 +47,16 @@ def test_every_nginx_access_log_uses_the_format_without_queries():
     assert len(logs) == servers and all(log.split()[-1] == name for log in logs), logs
 
 
+def _logged(path: Path, lines: int) -> str:
+    """The access log once it holds ``lines`` lines: nginx writes a request's line after its answer has been sent."""
+    deadline = time.monotonic() + 10
+    while True:
+        log = path.read_text() if path.exists() else ""
+        if log.count("\n") >= lines or time.monotonic() > deadline:
+            return log
+        time.sleep(0.05)
+
+
 def test_nginx_logs_paths_without_queries_or_referrers(tmp_path, start_nginx):
     statement, name = _log_format()
     port = _free_port()
@@ -60,7 +71,7 @@ def test_nginx_logs_paths_without_queries_or_referrers(tmp_path, start_nginx):
     for path, query in CALLS:
         answer = requests.get(f"http://127.0.0.1:{port}{path}?{query}", headers={"Referer": REFERER}, timeout=5)
         assert answer.status_code == 200
-    log = (tmp_path / "access.log").read_text()
+    log = _logged(tmp_path / "access.log", len(CALLS))
     assert '"GET /callback HTTP/1.1" 200' in log and '"GET /l/abc123/more HTTP/1.1" 200' in log
     assert not any(secret in log for secret in SECRETS) and "?" not in log, log
 
@@ -83,7 +94,7 @@ def test_gunicorn_logs_paths_without_queries_or_referrers(tmp_path, monkeypatch)
                       SimpleNamespace(headers=[("X-REQUEST-ID", "rid-1")]), environ, timedelta(milliseconds=5))
     for handler in logger.access_log.handlers:
         handler.flush()
-    log = (tmp_path / "access.log").read_text()
+    log = _logged(tmp_path / "access.log", len(CALLS))
     assert '"GET /callback HTTP/1.1" 200' in log and '"GET /l/abc123/more HTTP/1.1" 200' in log and "rid-1" in log
     assert not any(secret in log for secret in SECRETS) and "?" not in log, log
     # The app reads the thread count this file chose (its bulkhead is sized from it).
