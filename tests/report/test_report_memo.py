@@ -12,23 +12,9 @@ from sqlalchemy import text
 
 from smart_app.report import measures as ms
 from smart_app.report import memo
-from tests.report.test_report import NOW, TEAMS, Seed, csv_rows, pm_client, seed_referrals, small_sites_over_a_year
+from tests.report.test_report import NOW, Seed, csv_rows, pm_client, seed_referrals
 
 pytestmark = [pytest.mark.report, pytest.mark.postgres]
-
-
-@pytest.fixture
-def pg_app(postgres_url):
-    from config.current import replace_settings
-    from smart_app import create_app
-    from tests.conftest import app_config
-
-    app = create_app(app_config(postgres_url))
-    replace_settings(app, **TEAMS)
-    app.config["REPORT_CLOCK"] = lambda: NOW
-    small_sites_over_a_year(app)
-    yield app
-    app.extensions["db_engine"].dispose()
 
 
 class Counting:
