@@ -20,6 +20,9 @@ requests (pages) with calls in flight per EHR and in all: a call beyond either b
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import os
 import socket
 import threading
 import time
@@ -129,9 +132,7 @@ class _Watch:
         self.fired = False
         self.done = False
         self.conn: Any = None  # the urllib3 connection, then its response
-        self.timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self.timer.daemon = True
-        self.timer.start()
+        _WATCHDOG.add(deadline, self)
 
     def watch(self, conn: Any) -> None:
         with self.lock:
@@ -139,7 +140,7 @@ class _Watch:
             if self.fired:
                 _shut(conn)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
         with self.lock:
             if self.done:
                 return
@@ -149,7 +150,57 @@ class _Watch:
     def disarm(self) -> None:
         with self.lock:
             self.done = True
-        self.timer.cancel()
+            self.conn = None  # the entry stays queued until its deadline: it must not keep the response alive
+
+
+class _Watchdog:
+    """One daemon thread holds every call's deadline in a heap and fires each watch that is not disarmed when its
+    deadline comes: the same as a timer thread a call, without starting a thread for every EHR call. A
+    disarmed watch is dropped when it reaches the top. Started on first use in each process (a forked worker
+    starts its own; the parent's thread does not survive the fork)."""
+
+    def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._order = itertools.count()  # ties on a deadline never compare two watches
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: float, watch: _Watch) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._order), watch))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="outbound-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is watch:
+                self._cond.notify()  # a new earliest deadline: the thread is waiting for a later one
+
+    def _due(self) -> tuple[list[_Watch], float | None]:
+        """Under the lock: the watches whose deadline has come (disarmed ones dropped), and the seconds until
+        the next deadline (None: none queued)."""
+        now, due = time.monotonic(), []
+        while self._heap and (self._heap[0][0] <= now or self._heap[0][2].done):
+            _, _, watch = heapq.heappop(self._heap)
+            if not watch.done:
+                due.append(watch)
+        return due, (self._heap[0][0] - now if self._heap else None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                due, wait = self._due()
+                if not due:
+                    self._cond.wait(wait)
+                    continue
+            for watch in due:  # outside the heap's lock: a call's own lock is taken to shut its socket
+                watch.fire()
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _shut(what: Any) -> None:

@@ -25,6 +25,7 @@ from fhir.http import (
     EhrBusy,
     OutboundSession,
     RequestScope,
+    _Watch,
     add_header_provider,
     enter_request_scope,
     exit_request_scope,
@@ -192,6 +193,34 @@ def test_redirects_share_one_deadline(ehrs):
     with pytest.raises(DeadlineExceeded):
         session.get(a.iss + "/.well-known/smart-configuration", timeout=0.5)
     assert len(hops) > 1
+
+
+def test_one_watchdog_thread_fires_each_deadline_in_time_and_never_a_disarmed_one():
+    """Every call's deadline is held by one thread: a deadline earlier than those waiting fires first, a
+    disarmed watch never fires, and calls start no thread of their own."""
+    fired: dict[str, float] = {}
+
+    class Conn:
+        def __init__(self, name: str):
+            self.name, self.sock = name, self
+
+        def shutdown(self, *args) -> None:
+            fired[self.name] = time.monotonic()
+
+    start = time.monotonic()
+    late = _Watch(start + 0.6)
+    late.watch(Conn("late"))
+    before = threading.active_count()
+    watches = {name: _Watch(start + at) for name, at in [("early", 0.2), ("disarmed", 0.3), ("middle", 0.4)]}
+    for name, watch in watches.items():
+        watch.watch(Conn(name))
+    assert threading.active_count() == before
+    watches["disarmed"].disarm()
+    time.sleep(0.9)
+    assert set(fired) == {"early", "middle", "late"}
+    assert fired["early"] < fired["middle"] < fired["late"]
+    assert fired["early"] - start >= 0.2 and fired["late"] - start >= 0.6
+    assert late.fired and not watches["disarmed"].fired
 
 
 def test_the_bulkhead_refuses_at_once_and_counts_each_ehr_apart():
