@@ -17,7 +17,9 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
@@ -435,16 +437,35 @@ def _span(length: timedelta) -> str:
 WEEK, DAY = timedelta(days=7), timedelta(days=1)
 
 
-def _facet_urls(query: QueueQuery, search_args: dict[str, str]) -> tuple[dict[str, str], Callable[..., str]]:
+# The characters Werkzeug's URL building leaves unescaped in a query string (``werkzeug.urls._urlencode``) and in a
+# path segment (its default converter): the queue's links are built with the same encoding, so they are what
+# ``url_for`` makes (`tests/worklist/test_queue_links.py`).
+QUERY_SAFE = "!$'()*,/:;?@"
+PATH_SAFE = "!$&'()*+,/:;=@"
+
+
+def _facet_urls(query: QueueQuery, search_args: dict[str, str],
+                base: str) -> tuple[dict[str, str], Callable[..., str]]:
     args = {**view_args(query.filters, query.sort), **search_args}
     if query.filters.get("status") == "open":
         args.pop("status", None)
 
     def url(**changes: Any) -> str:
-        merged = {k: v for k, v in {**args, **changes}.items() if v not in (None, "")}
-        return url_for("worklist.index", lid=g.launch.id, **merged)
+        return query_url(base, {**args, **changes})
 
     return args, url
+
+
+def query_url(base: str, values: dict[str, Any]) -> str:
+    """``base`` with ``values`` as its query string, as ``url_for`` would append them: empty values left out, the
+    rest in the order given."""
+    items = [(k, v) for k, v in values.items() if v not in (None, "")]
+    return f"{base}?{urlencode(items, safe=QUERY_SAFE)}" if items else base
+
+
+def row_url(base: str, rid: str) -> str:
+    """A referral's page (``worklist.history``) under the queue's URL ``base``, as ``url_for`` would build it."""
+    return f"{base}/{quote(str(rid), safe=PATH_SAFE)}/history"
 
 
 @bp.route("", methods=["GET"])
@@ -471,7 +492,10 @@ def index() -> str:
     audit("list", scope, None, what + (f", search by {search.kind}" if search else ""))
     notices = closed_loop.loop_notices(view.profiles or {closed_loop.current_profile_name()}, g.launch)
     search_args = {"ref": search.code} if search and search.code else {"patient": "1"} if search else {}
-    args, url = _facet_urls(query, search_args)
+    # One route build for the page: each filter, sort, page and row link only adds its query string or the
+    # referral's id to it, a fraction of what a ``url_for`` per link costs.
+    base = url_for("worklist.index", lid=g.launch.id)
+    args, url = _facet_urls(query, search_args, base)
     tag = user_tag(scope)
     saved = [(v, _describe(v.args)) for v in saved_views(db, tag)]
     unsearchable = (db.scalar(select(func.count()).select_from(ReferralRecord)
@@ -481,7 +505,7 @@ def index() -> str:
     open_followups = followups.rows(followups.open_for(db, scope, current_settings(), clock.now))
     return render_template(
         "worklist/index.html", lid=g.launch.id, view=view, entries=entries, filters=query.filters,
-        chosen_labels=chosen_labels, channel_label=channel_label,
+        chosen_labels=chosen_labels, channel_label=channel_label, row_url=partial(row_url, base),
         sort=query.sort, facets=_facets(), sorts=SORTS, url=url, args=args, search=search,
         search_error=request.args.get("search_error"), unsearchable=unsearchable,
         saved=saved, can_save=tag is not None, current_view=view_args(query.filters, query.sort),
