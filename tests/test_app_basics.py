@@ -58,3 +58,18 @@ def test_own_stylesheets_and_scripts_are_kept_by_content_pages_are_not(app, clie
         assert "Pragma" not in resp.headers and resp.headers["X-Content-Type-Options"] == "nosniff"
     assert client.get("/static/no-such.css").headers["Cache-Control"].startswith("no-store")
     assert client.get("/tablet/static/kiosk.css").headers["Cache-Control"].startswith("no-store")
+
+
+def test_fixed_urls_are_url_fors_own_under_each_script_root(app, client, make_launch):
+    """The page's static files and quick exit are built once and reused: the same URLs url_for makes, under a
+    script root and without one."""
+    from flask import url_for
+
+    lid = make_launch(client)
+    for root in ("", "/ipv", ""):
+        page = client.get(f"/l/{lid}/", environ_overrides={"SCRIPT_NAME": root}).get_data(as_text=True)
+        with app.test_request_context("/", environ_overrides={"SCRIPT_NAME": root}):
+            wanted = [url_for("static", filename="app.css"), url_for("exit.quick_exit"),
+                      url_for("static", filename="quick_exit.js")]
+        assert all(f'"{url}"' in page for url in wanted), root
+        assert wanted[0].startswith(f"{root}/static/app.css?v=")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import Flask, Response, abort, current_app, redirect, request
+from flask import Flask, Response, abort, current_app, has_request_context, redirect, request, url_for
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.routing import RequestRedirect
 
@@ -49,12 +49,33 @@ def init_app(app: Flask) -> None:
     app.before_request(_relative_slash_redirect)
     app.after_request(_no_trace_headers)
     app.url_defaults(_static_version)
+    app.jinja_env.globals["fixed_url"] = fixed_url
 
 
 def _static_version(endpoint: str, values: dict[str, Any]) -> None:
     """``url_for('static', filename=...)`` names the file's content: a changed file is a new URL."""
     if endpoint == "static" and "filename" in values:
         values.setdefault("v", static_digest(current_app.static_folder or "", values["filename"]))
+
+
+FIXED_URLS = 64  # more than the templates name (a bound, should a caller ever pass changing values)
+
+
+def fixed_url(endpoint: str, **values: str) -> str:
+    """``url_for`` for a URL that is the same on every request under one script root (the app's static files,
+    the quick exit): built once per app, endpoint, values and script root, then reused. Never for a URL that
+    names a launch or anything else of a request."""
+    if not has_request_context():  # url_for's own answer there (it builds from the app's settings)
+        return url_for(endpoint, **values)
+    cache: dict[tuple[Any, ...], str] = current_app.extensions.setdefault("ipv_fixed_urls", {})
+    key = (endpoint, tuple(sorted(values.items())), request.script_root)
+    url = cache.get(key)
+    if url is None:
+        url = url_for(endpoint, **values)
+        if len(cache) >= FIXED_URLS:
+            cache.clear()
+        cache[key] = url
+    return url
 
 
 @lru_cache(maxsize=64)
