@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -300,23 +301,33 @@ class Programs:
     def rank(self) -> ColumnElement[Any]:
         """A referral's place in program order (its first program by name; none last), for sorting.
 
-        Read from the referral row: each ``program_keys`` value in scope (a few dozen sets) maps to the rank of its
-        first-named program, so the sort reads no ``referral_program`` row. A referral whose programs are not
-        indexed yet (``program_keys`` NULL, made by an older version) needs its rows: then every referral is ranked
-        from them, one lookup per referral."""
-        order = {name: i for i, name in enumerate(self.sorted_names())}
-        ranks = {key: order[name] for key, name in self.names.items()}
-        if not ranks:
-            return literal(0)
-        if None in self.key_sets:
-            rank = case(ranks, value=ReferralProgram.key, else_=len(order))
-            return (select(func.min(rank)).where(ReferralProgram.referral_id == ReferralRecord.id)
-                    .scalar_subquery())
-        by_set = {keys: min((ranks[k] for k in keys.split(",") if k in ranks), default=len(order))
-                  for keys in self.key_sets if keys}
-        if not by_set:
-            return literal(len(order))
-        return case(by_set, value=ReferralRecord.program_keys, else_=len(order))
+        Read from the referral row: each ``program_keys`` value in scope (a few hundred sets in a year) maps to the
+        rank of its first-named program, so the sort reads no ``referral_program`` row. A referral whose programs
+        are not indexed yet (``program_keys`` NULL, made by an older version) needs its rows: then every referral is
+        ranked from them, one lookup per referral. The expression is built once per names and key sets: they
+        change only when a referral brings a new set or the directory renames a program."""
+        return _program_rank(frozenset(self.names.items()), frozenset(self.key_sets))
+
+
+# Distinct (program names, key sets) pairs whose sort expression is kept: one per scope seen lately.
+PROGRAM_RANK_CACHE_MAX = 64
+
+
+@lru_cache(maxsize=PROGRAM_RANK_CACHE_MAX)
+def _program_rank(names: frozenset[tuple[str, str]], key_sets: frozenset[str | None]) -> ColumnElement[Any]:
+    order = {name: i for i, name in enumerate(sorted({name for _key, name in names}))}
+    ranks = {key: order[name] for key, name in names}
+    if not ranks:
+        return literal(0)
+    if None in key_sets:
+        rank = case(ranks, value=ReferralProgram.key, else_=len(order))
+        return (select(func.min(rank)).where(ReferralProgram.referral_id == ReferralRecord.id)
+                .scalar_subquery())
+    by_set = {keys: min((ranks[k] for k in keys.split(",") if k in ranks), default=len(order))
+              for keys in sorted(k for k in key_sets if k)}
+    if not by_set:
+        return literal(len(order))
+    return case(by_set, value=ReferralRecord.program_keys, else_=len(order))
 
 
 PROGRAM_NAME_CACHE_MAX = 10_000
