@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import gc
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
-from sqlalchemy import create_engine, text
 
 from sandbox_ehr.harness.launches import app_config as app_config
 from sandbox_ehr.harness.launches import default_context as default_context
@@ -74,16 +72,8 @@ def client(app):
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL schema per test on TEST_DATABASE_URL (without it: skipped, or failed under CI)."""
-    base = tools.postgres_base_url()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with tools.postgres_schema(tools.postgres_base_url()) as url:
+        yield url
 
 
 @pytest.fixture

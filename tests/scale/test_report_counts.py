@@ -7,7 +7,6 @@ contact before the referral was made, a blank site and team."""
 from __future__ import annotations
 
 import statistics
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -122,36 +121,28 @@ def plain(counts: ms.Counts) -> dict:
 @pytest.fixture(scope="module")
 def year(tmp_path_factory) -> Iterator[tuple[Any, Engine, Engine]]:
     """The year in a PostgreSQL schema of its own (bent as above), and its counted rows copied into SQLite."""
-    base = tools.postgres_base_url()
-    schema = f"t_report_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    engine = create_engine(url)
-    lite = create_engine(f"sqlite:///{tmp_path_factory.mktemp('report') / 'year.db'}")
-    try:
-        migrate.upgrade(engine)
-        keys = app_keys()
-        app = create_app(app_config(url, **keys))
-        fill(engine, app, SIZES, keys, say=lambda _line: None)
-        with engine.begin() as conn:
-            for sql in BENT:
-                conn.execute(text(sql))
-        Base.metadata.create_all(lite, tables=[t.__table__ for t in (ReferralRecord, ReferralDims, ReportEvent)])
-        with engine.connect() as source, lite.begin() as target:
-            for model, columns in ((ReferralRecord, COPIED), (ReferralDims, (ReferralDims.__table__.c,)),
-                                   (ReportEvent, (ReportEvent.__table__.c,))):
-                rows = [dict(r._mapping) for r in source.execute(select(*columns))]
-                target.execute(insert(model.__table__), rows)
-        yield app, engine, lite
-        app.extensions["db_engine"].dispose()
-    finally:
-        engine.dispose()
-        lite.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with tools.postgres_schema(tools.postgres_base_url(), "t_report") as url:
+        engine = create_engine(url)
+        lite = create_engine(f"sqlite:///{tmp_path_factory.mktemp('report') / 'year.db'}")
+        try:
+            migrate.upgrade(engine)
+            keys = app_keys()
+            app = create_app(app_config(url, **keys))
+            fill(engine, app, SIZES, keys, say=lambda _line: None)
+            with engine.begin() as conn:
+                for sql in BENT:
+                    conn.execute(text(sql))
+            Base.metadata.create_all(lite, tables=[t.__table__ for t in (ReferralRecord, ReferralDims, ReportEvent)])
+            with engine.connect() as source, lite.begin() as target:
+                for model, columns in ((ReferralRecord, COPIED), (ReferralDims, (ReferralDims.__table__.c,)),
+                                       (ReportEvent, (ReportEvent.__table__.c,))):
+                    rows = [dict(r._mapping) for r in source.execute(select(*columns))]
+                    target.execute(insert(model.__table__), rows)
+            yield app, engine, lite
+            app.extensions["db_engine"].dispose()
+        finally:
+            engine.dispose()
+            lite.dispose()
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])

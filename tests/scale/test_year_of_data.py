@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,25 +49,17 @@ class Year:
 
 @pytest.fixture(scope="module")
 def year() -> Iterator[Year]:
-    base = tools.postgres_base_url()
-    schema = f"t_scale_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    engine = create_engine(url)
-    try:
-        migrate.upgrade(engine)
-        keys = app_keys()
-        app = create_app(app_config(url, **keys))
-        fill(engine, app, SIZES, keys, say=lambda _line: None)
-        yield Year(app, engine)
-        app.extensions["db_engine"].dispose()
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with tools.postgres_schema(tools.postgres_base_url(), "t_scale") as url:
+        engine = create_engine(url)
+        try:
+            migrate.upgrade(engine)
+            keys = app_keys()
+            app = create_app(app_config(url, **keys))
+            fill(engine, app, SIZES, keys, say=lambda _line: None)
+            yield Year(app, engine)
+            app.extensions["db_engine"].dispose()
+        finally:
+            engine.dispose()
 
 
 def test_every_table_holds_what_a_year_of_that_size_makes(year):

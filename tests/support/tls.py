@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -178,19 +177,8 @@ def database_url(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if not base:
         yield f"sqlite:///{folder / 'app.db'}", {"allow_sqlite": True}
         return
-    from sqlalchemy import create_engine, text
-
-    schema = f"tls_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}", {}
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with tools.postgres_schema(base, "tls") as url:
+        yield url, {}
 
 
 @dataclass

@@ -12,10 +12,14 @@ import os
 import shutil
 import socket
 import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import NoReturn
 
 import pytest
+from sqlalchemy import create_engine, text
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ESPEAK = os.environ.get("ESPEAK", "/usr/bin/espeak-ng")
@@ -122,3 +126,18 @@ def _postgres_problem(url: str) -> str | None:
     finally:
         engine.dispose()
     return None
+
+
+@contextmanager
+def postgres_schema(base: str, prefix: str = "t") -> Iterator[str]:
+    """A fresh schema on ``base`` (a PostgreSQL URL), dropped afterwards; yields the URL whose search path it is."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

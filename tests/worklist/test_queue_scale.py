@@ -8,14 +8,13 @@ from __future__ import annotations
 import html
 import re
 import secrets
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from sandbox_ehr.harness.bulk import CLOSED_RAW, OUT_OF_SCOPE_SITE, Made, insert_referrals
 from smart_app import create_app
@@ -37,38 +36,30 @@ SW_SCOPE = "openid fhirUser user/Task.rus user/ServiceRequest.rus"
 @pytest.fixture(scope="module")
 def scale() -> Iterator[tuple[Any, Any, str, list[Made]]]:
     """An app on a fresh PostgreSQL schema with the referrals inserted once for the module's tests."""
-    base_url = tools.postgres_base_url()  # skipped without PostgreSQL; under CI, a failure
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base_url else "?"
-    app = create_app(app_config(f"{base_url}{sep}options=-csearch_path%3D{schema}",
-                                WORKLIST={"due": {"urgent": "24 hours", "routine": "2 days"}},
-                                WORKLIST_PAGE_SIZE=PAGE))
-    try:
-        now = datetime.now(UTC)
-        # The queue's clock is pinned to the tally's: a referral crossing a due or age boundary while the tests run
-        # would otherwise be counted on one side by the tally and on the other by the queue.
-        app.extensions["clock"] = lambda: now
-        made = insert_referrals(app, IN_SCOPE, iss=EHR1, now=now, seed=1)
-        insert_referrals(app, 5_000, iss=EHR1, now=now, seed=2, site=OUT_OF_SCOPE_SITE)
-        insert_referrals(app, 5_000, iss=EHR2, now=now, seed=3)
-        with app.extensions["db_engine"].begin() as conn:
-            conn.execute(text("ANALYZE"))
-        client = app.test_client()
-        with client.session_transaction() as sess:
-            sess["bid"] = secrets.token_urlsafe(24)
-        ctx = worker_context("Practitioner/sw", "Sam Social",
-                             [role([SNOMED_SW], organizations=["Organization/org-bwh", "Organization/org-mgh"])],
-                             SW_SCOPE)
-        lid = launch_for(app, client, ctx, iss=EHR1, kind="standalone")
-        yield app, client, lid, made
-    finally:
-        app.extensions["db_engine"].dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with tools.postgres_schema(tools.postgres_base_url()) as url:  # no PostgreSQL: skipped; under CI, a failure
+        app = create_app(app_config(url,
+                                    WORKLIST={"due": {"urgent": "24 hours", "routine": "2 days"}},
+                                    WORKLIST_PAGE_SIZE=PAGE))
+        try:
+            now = datetime.now(UTC)
+            # The queue's clock is pinned to the tally's: a referral crossing a due or age boundary while the tests run
+            # would otherwise be counted on one side by the tally and on the other by the queue.
+            app.extensions["clock"] = lambda: now
+            made = insert_referrals(app, IN_SCOPE, iss=EHR1, now=now, seed=1)
+            insert_referrals(app, 5_000, iss=EHR1, now=now, seed=2, site=OUT_OF_SCOPE_SITE)
+            insert_referrals(app, 5_000, iss=EHR2, now=now, seed=3)
+            with app.extensions["db_engine"].begin() as conn:
+                conn.execute(text("ANALYZE"))
+            client = app.test_client()
+            with client.session_transaction() as sess:
+                sess["bid"] = secrets.token_urlsafe(24)
+            ctx = worker_context("Practitioner/sw", "Sam Social",
+                                 [role([SNOMED_SW], organizations=["Organization/org-bwh", "Organization/org-mgh"])],
+                                 SW_SCOPE)
+            lid = launch_for(app, client, ctx, iss=EHR1, kind="standalone")
+            yield app, client, lid, made
+        finally:
+            app.extensions["db_engine"].dispose()
 
 
 # -- the independent tally: plain Python over what was inserted ------------------------------------------------------
