@@ -11,12 +11,12 @@ from playwright.sync_api import expect
 
 from config.current import replace_settings
 from smart_app.writeback.checkin import CHECKIN_SENTENCE
+from tests.support.pages import HITS_NEGATIVE, check_answers, pass_gate
 from tests.support.shots import shots_dir
 
 pytestmark = pytest.mark.browser
 
 VIEWPORT = {"width": 1366, "height": 768}
-HITS_NEGATIVE = {"hurt": "LA6270-8", "insult": "LA10066-1", "threaten": "LA6270-8", "scream": "LA6270-8"}
 
 
 @pytest.fixture
@@ -30,12 +30,8 @@ def test_the_neutral_line_is_offered_unticked_and_written_once_ticked(line_allow
                                                                       tmp_path):
     shots = shots_dir(tmp_path)
     page = launched_page("pat-joana", "enc-joana-chelsea", page=new_context(viewport=VIEWPORT).new_page())
-    page.get_by_test_id("gate-alone").check()
-    page.get_by_test_id("gate-interpreter").check()
-    page.get_by_test_id("gate-start").click()
-    page.wait_for_url("**/screen")
-    for link_id, code in HITS_NEGATIVE.items():
-        page.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
+    pass_gate(page)
+    check_answers(page, HITS_NEGATIVE)
     page.get_by_test_id("submit").click()
     page.wait_for_url("**/result")
     box = page.get_by_test_id("chart-line")

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.browser.conftest import lid_of
+from tests.support.pages import pass_gate
 
 pytestmark = pytest.mark.browser
 NY = ZoneInfo("America/New_York")
@@ -80,7 +81,7 @@ def test_no_encounter_lists_both_programs_on_the_referral_page(launched_page, li
 
 
 def test_urgent_box_for_da5_of_3_is_above_the_fold_and_actionable(launched_page, live_app, screen_page, clock):
-    from tests.browser.test_screening_browser import answer, pass_gate
+    from tests.browser.test_screening_browser import answer
 
     clock(datetime(2026, 11, 24, 20, 0, tzinfo=NY))  # Tuesday evening: the pager
     page = launched_page("pat-alice", "enc-alice-bwh", page=screen_page)
@@ -110,8 +111,6 @@ def test_urgent_box_for_da5_of_3_is_above_the_fold_and_actionable(launched_page,
 
 def test_bilingual_read_aloud_page_fits_the_screen(launched_page, screen_page):
     """Carmen (Spanish): English instructions, Spanish questions with the English beneath, all on one screen."""
-    from tests.browser.test_screening_browser import pass_gate
-
     page = launched_page("pat-carmen", "enc-carmen-sjphc", page=screen_page)
     assert page.locator("html").get_attribute("lang") == "en"
     pass_gate(page)
@@ -134,7 +133,7 @@ def test_handout_printed_from_a_negative_screen_in_portuguese(launched_page, liv
     """Joana (Portuguese) at MGH Chelsea: a negative screen still gives a wallet card, in Portuguese."""
     import re
 
-    from tests.browser.test_screening_browser import answer, pass_gate
+    from tests.browser.test_screening_browser import answer
 
     page = launched_page("pat-joana", "enc-joana-chelsea", page=screen_page)
     assert page.get_by_test_id("lang-switch").locator('[aria-current="true"]').inner_text() == "Português"

@@ -7,22 +7,18 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from tests.support.pages import HITS_NEGATIVE, check_answers, pass_gate
 from tests.support.shots import shots_dir
 
 pytestmark = pytest.mark.browser
 
 VIEWPORT = {"width": 1366, "height": 768}
-HITS_NEGATIVE = {"hurt": "LA6270-8", "insult": "LA10066-1", "threaten": "LA6270-8", "scream": "LA6270-8"}
-
 
 
 def test_negative_screen_on_a_shared_screen_is_finished_from_the_result(launched_page, new_context, tmp_path):
     shots = shots_dir(tmp_path)
     page = launched_page("pat-joana", "enc-joana-chelsea", page=new_context(viewport=VIEWPORT).new_page())
-    page.get_by_test_id("gate-alone").check()
-    page.get_by_test_id("gate-interpreter").check()
-    page.get_by_test_id("gate-start").click()
-    page.wait_for_url("**/screen")
+    pass_gate(page)
     heading = page.get_by_role("heading", level=1)
     expect(heading).to_have_text("Check-in questions")
     name = page.get_by_test_id("instrument-name")
@@ -30,8 +26,7 @@ def test_negative_screen_on_a_shared_screen_is_finished_from_the_result(launched
     name.locator("summary").click()  # one tap
     expect(name).to_contain_text("HITS")
     page.screenshot(path=str(shots / "neutral-questions-1366x768.png"))
-    for link_id, code in HITS_NEGATIVE.items():
-        page.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
+    check_answers(page, HITS_NEGATIVE)
     page.get_by_test_id("submit").click()
     page.wait_for_url("**/result")
     expect(heading).to_have_text("Next steps")

@@ -11,6 +11,7 @@ import pytest
 
 from tests.browser.conftest import lid_of
 from tests.browser.test_clinician_minute_browser import serious_violations
+from tests.support.pages import pass_gate
 from tests.support.shots import shots_dir
 
 pytestmark = [pytest.mark.browser, pytest.mark.kiosk, pytest.mark.education]
@@ -36,9 +37,7 @@ def test_education_first_then_the_tablet_then_the_response_is_asked(launched_pag
     assert page.locator('[data-testid="education-done"]').is_visible()
 
     # The private gate, then the patient answers alone on this device.
-    page.check('[data-testid="gate-alone"]')
-    page.check('[data-testid="gate-interpreter"]')
-    page.click('[data-testid="gate-start"]')
+    pass_gate(page)
     page.click('[data-testid="offer-tablet"]')
     page.click('[data-testid="tablet-go"]')
     pin = re.sub(r"\D", "", page.locator('[data-testid="tablet-pin"]').inner_text())

@@ -24,6 +24,7 @@ from smart_app.store.db import session_scope
 from smart_app.store.models import ReferralRecord
 from tests.browser.conftest import CHROMIUM_ARGS, TIMEOUT_MS, lid_of
 from tests.support import tools
+from tests.support.pages import check_answers, pass_gate
 from tests.support.shots import shots_dir
 
 pytestmark = pytest.mark.handoff
@@ -83,12 +84,8 @@ def test_warm_handoff_after_hours_on_a_holiday(launched_page, dialling_page, liv
     try:
         launched_page("pat-alice", "enc-alice-bwh", page=page)
         lid = lid_of(page)
-        page.get_by_test_id("gate-alone").check()
-        page.get_by_test_id("gate-interpreter").check()
-        page.get_by_test_id("gate-start").click()
-        page.wait_for_url("**/screen")
-        for link_id, code in HITS_HURT.items():
-            page.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
+        pass_gate(page)
+        check_answers(page, HITS_HURT)
         page.get_by_test_id("submit").click()
         page.wait_for_url("**/result")  # the DA-5 is asked at /result
         for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
@@ -175,12 +172,8 @@ def test_below_the_cut_off_the_clinicians_judgement_offers_the_call(launched_pag
     live_app.app.extensions["clock"] = lambda: THANKSGIVING_9PM
     try:
         launched_page("pat-june", "enc-june-bwh", page=page)
-        page.get_by_test_id("gate-alone").check()
-        page.get_by_test_id("gate-interpreter").check()
-        page.get_by_test_id("gate-start").click()
-        page.wait_for_url("**/screen")
-        for link_id, code in HITS_HURT.items():
-            page.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
+        pass_gate(page)
+        check_answers(page, HITS_HURT)
         page.get_by_test_id("submit").click()
         page.wait_for_url("**/result")
         for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):

@@ -8,9 +8,7 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from tests.browser.conftest import lid_of
-
-# HITS answers (Sherin et al. 1998 scoring: never 1 .. frequently 5): 3 + 5 + 2 + 5 = 15 > 10, positive.
-HITS_POSITIVE = {"hurt": "LA10082-8", "insult": "LA6482-9", "threaten": "LA10066-1", "scream": "LA6482-9"}
+from tests.support.pages import HITS_POSITIVE, check_answers, pass_gate
 
 
 def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox, new_context):
@@ -18,12 +16,8 @@ def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox
     lid = lid_of(page)
     assert "Joana" in page.get_by_test_id("patient-name").inner_text()
 
-    page.get_by_test_id("gate-alone").check()
-    page.get_by_test_id("gate-interpreter").check()
-    page.get_by_test_id("gate-start").click()
-    page.wait_for_url("**/screen")
-    for link_id, code in HITS_POSITIVE.items():
-        page.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
+    pass_gate(page)
+    check_answers(page, HITS_POSITIVE)
     page.get_by_test_id("submit").click()
     page.wait_for_url("**/result")  # the danger check is asked at /result (finding M2)
     for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):

@@ -15,19 +15,13 @@ from config.current import replace_settings, settings_of
 from sandbox_ehr.fhir_api import calls
 from tests.browser.conftest import lid_of
 from tests.screening.helpers import launch_data
+from tests.support.pages import pass_gate
 from tests.support.shots import shots_dir
 
 pytestmark = [pytest.mark.browser, pytest.mark.kiosk]
 LANDSCAPE = {"width": 1024, "height": 768}
 PORTRAIT = {"width": 768, "height": 1024}
 NEUTRAL_TITLE = "Clinic check-in"
-
-
-def pass_gate(page: Any) -> None:
-    page.get_by_test_id("gate-alone").check()
-    page.get_by_test_id("gate-interpreter").check()
-    page.get_by_test_id("gate-start").click()
-    page.wait_for_url("**/screen")
 
 
 def offer_tablet(page: Any, mode: str) -> str:

@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 from tests.browser.conftest import lid_of
 from tests.browser.test_writeback_browser import _screened
 from tests.support import tools
+from tests.support.pages import pass_gate
 from tests.support.shots import shots_dir
 
 pytestmark = [pytest.mark.browser, pytest.mark.i18n]
@@ -75,9 +76,7 @@ def test_a_cantonese_speaker_is_read_traditional_chinese_with_the_interpreters_n
     # From the EHR's yue-HK: the patient's language is Traditional Chinese, the page stays the clinician's.
     expect(page.locator('[data-testid="lang-switch"] [aria-current="true"]')).to_have_attribute("lang", "zh-Hant")
     assert page.locator("html").get_attribute("lang") == "en"
-    page.check('[data-testid="gate-alone"]')
-    page.check('[data-testid="gate-interpreter"]')
-    page.click('[data-testid="gate-start"]')
+    pass_gate(page)
     said = page.locator('.read-aloud[lang="zh-Hant"]').first
     expect(said).to_be_visible()
     assert faces(page, '.read-aloud[lang="zh-Hant"]') == {FACE["zh-Hant"]}
@@ -132,9 +131,7 @@ def test_haitian_creole_questions_and_card(launched_page, live_app, tmp_path):
     page.set_viewport_size({"width": 1366, "height": 768})
     lid = lid_of(page)
     page.goto(f"{live_app.url}/l/{lid}/?lang=ht")
-    page.check('[data-testid="gate-alone"]')
-    page.check('[data-testid="gate-interpreter"]')
-    page.click('[data-testid="gate-start"]')
+    pass_gate(page)
     expect(page.locator('.read-aloud[lang="ht"]').first).to_contain_text("patnè")
     shot(page, tmp_path, "questions-ht-en-clinician.png", full_page=True)
     _screened(live_app, lid)

@@ -14,6 +14,7 @@ from smart_app.store.db import session_scope
 from smart_app.store.models import LaunchRecord
 from tests.browser.conftest import lid_of
 from tests.browser.test_writeback_browser import _screened
+from tests.support.pages import pass_gate
 from tests.support.shots import shots_dir
 from tests.writeback.support import SCREENING
 
@@ -62,10 +63,7 @@ def test_arabic_lines_run_right_to_left_on_the_clinicians_left_to_right_pages(la
         assert assert_said_lines(page, '[data-testid="education"] .said') >= 1
         page.get_by_test_id("education").scroll_into_view_if_needed()
         page.screenshot(path=os.path.join(shots, "rtl-gate-education-ar-patient-en-clinician.png"))
-    page.get_by_test_id("gate-alone").check()
-    page.get_by_test_id("gate-interpreter").check()
-    page.get_by_test_id("gate-start").click()
-    page.wait_for_url(lambda url: "/screen" in url)
+    pass_gate(page)
 
     # The questions: each one in Arabic, right to left, the English beneath left to right; answers likewise.
     assert_clinicians_page(page)
@@ -168,10 +166,7 @@ def test_russian_and_vietnamese_lines_run_left_to_right_beneath_nothing_rtl(laun
     lid = lid_of(page)
     shots = str(shots_dir(tmp_path))
     page.goto(f"{live_app.url}/l/{lid}/?lang={lang}")
-    page.get_by_test_id("gate-alone").check()
-    page.get_by_test_id("gate-interpreter").check()
-    page.get_by_test_id("gate-start").click()
-    page.wait_for_url(lambda url: "/screen" in url)
+    pass_gate(page)
     said = page.locator(f'[data-link-id] .read-aloud[lang="{lang}"]')
     assert said.count() == 4 and all(said.nth(i).get_attribute("dir") == "ltr" for i in range(4))
     assert direction(said.first) == "ltr"

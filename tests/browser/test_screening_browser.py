@@ -22,6 +22,7 @@ from config.current import replace_settings, settings_of
 from sandbox_ehr.harness.live import LiveServer
 from tests.conftest import default_context, store_launch
 from tests.screening.helpers import launch_data
+from tests.support.pages import pass_gate
 
 pytestmark = pytest.mark.browser
 
@@ -67,13 +68,6 @@ def open_launch(browser, screening_app):
     yield _open
     for ctx in contexts:
         ctx.close()
-
-
-def pass_gate(page) -> None:
-    page.get_by_test_id("gate-alone").check()
-    page.get_by_test_id("gate-interpreter").check()
-    page.get_by_test_id("gate-start").click()
-    page.wait_for_url("**/screen")
 
 
 # HITS answers are LOINC answer codes; tests name them by their English display.

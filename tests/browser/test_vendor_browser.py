@@ -14,11 +14,10 @@ from config.current import replace_settings
 from sandbox_ehr.harness.live import LiveServer
 from sandbox_ehr.harness.vendor import PERSONALITIES, note_text, start
 from tests.browser.conftest import lid_of
+from tests.support.pages import HITS_POSITIVE, check_answers, pass_gate
 
 pytestmark = pytest.mark.vendor
 
-# HITS positive (as test_journey_browser.py answers it).
-HITS_POSITIVE = {"hurt": "LA10082-8", "insult": "LA6482-9", "threaten": "LA10066-1", "scream": "LA6482-9"}
 TITLES = {"generic": "Generic FHIR R4", "epic": "Epic on FHIR", "oracle": "Oracle Health Millennium"}
 
 
@@ -57,12 +56,8 @@ def test_clinician_in_a_browser_against_each_personality(vendor_live, page):
     page.wait_for_url(lambda url: url.startswith(app_server.url) and "/l/" in url)
     lid = lid_of(page)
 
-    page.get_by_test_id("gate-alone").check()
-    page.get_by_test_id("gate-interpreter").check()
-    page.get_by_test_id("gate-start").click()
-    page.wait_for_url("**/screen")
-    for link_id, code in HITS_POSITIVE.items():
-        page.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
+    pass_gate(page)
+    check_answers(page, HITS_POSITIVE)
     for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
         if page.locator(f'input[name="q-{link_id}"]').count():  # the danger check on the same screen
             page.locator(f'input[name="q-{link_id}"][value="LA32-8"]').check()

@@ -17,13 +17,10 @@ from playwright.sync_api import expect
 
 from sandbox_ehr.store import get_store
 from tests.support import tls
+from tests.support.pages import HITS_POSITIVE, check_answers, pass_gate
 from tests.tls.conftest import lid_of
 
 pytestmark = [pytest.mark.browser]
-
-# HITS (Sherin et al. 1998: never 1 .. frequently 5) as LOINC answer codes, as tests/browser/test_journey_browser.py:
-# sometimes 3 + frequently 5 + rarely 2 + frequently 5 = 15 > 10, positive.
-HITS_POSITIVE = {"hurt": "LA10082-8", "insult": "LA6482-9", "threaten": "LA10066-1", "scream": "LA6482-9"}
 
 
 def clinician_journey(target: Any, lid: str, app: tls.AppProcess) -> None:
@@ -37,12 +34,8 @@ def _clinician_journey(target: Any, lid: str) -> None:
     """Gate -> HITS -> danger check -> result -> referral -> consent -> note written, by clicks only.
     ``target`` is a Page (top level) or the app's Frame inside the EHR page: every POST is a real form POST
     that Flask-WTF's HTTPS referrer check must accept."""
-    target.get_by_test_id("gate-alone").check()
-    target.get_by_test_id("gate-interpreter").check()
-    target.get_by_test_id("gate-start").click()
-    target.wait_for_url("**/screen")
-    for link_id, code in HITS_POSITIVE.items():
-        target.locator(f'input[name="q-{link_id}"][value="{code}"]').check()
+    pass_gate(target)
+    check_answers(target, HITS_POSITIVE)
     target.get_by_test_id("submit").click()
     target.wait_for_url("**/result")  # the danger check is asked at /result
     for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
