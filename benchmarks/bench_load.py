@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from html import unescape
 from html.parser import HTMLParser
@@ -294,6 +294,61 @@ def form_data(page: str, action: str, values: dict[str, Any], pick: int = 0) -> 
     return data
 
 
+# How a journey calls: ``ask(page, method, path, data)`` asks the app (``path`` from its root) and returns the
+# response (``status_code``, ``headers``, ``text``, ``json()``); ``ehr(method, url, data)`` asks the EHR's simulator
+# and authorize endpoint; neither follows redirects. ``get(page, path)`` returns a page's HTML as a browser loads it.
+Ask = Callable[[str, str, str, dict[str, Any] | None], Any]
+
+
+def launch_from_ehr(ehr: Callable[[str, str, dict[str, Any] | None], Any], ask: Ask, sandbox: str, iss: str,
+                    visit: tuple[str, str]) -> str:
+    """The EHR launch: the simulator's "Launch app" for ``visit`` (patient, encounter), the app's /launch, the EHR's
+    authorize, the app's /callback. Returns the launch id, or "" when the app did not send the browser on to the EHR
+    or the callback did not land in the app."""
+    patient, encounter = visit
+    at_ehr = ehr("POST", sandbox + "/ehr/launch", {"practitioner": "prac-avery", "patient": patient,
+                                                   "encounter": encounter, "need_patient_banner": "1"})
+    launch = parse_qs(urlsplit(at_ehr.headers.get("Location", "")).query).get("launch", [""])[0]
+    to_ehr = ask("launch", "GET", f"/launch?iss={quote(iss)}&launch={quote(launch)}", None)
+    if to_ehr.status_code != 302:
+        return ""
+    back = ehr("GET", to_ehr.headers["Location"], None)  # the EHR's authorize
+    landed = ask("callback", "GET", "/callback?" + urlsplit(back.headers.get("Location", "")).query, None)
+    match = re.search(r"/l/([^/?#]+)/", landed.headers.get("Location", ""))
+    return match.group(1) if match else ""
+
+
+def walk_to_consent(lid: str, get: Callable[[str, str], str], ask: Ask) -> None:
+    """From launch ``lid``'s gate to the consent's confirmation by submitting the forms the pages render (CSRF token
+    and all): gate, a positive screen, the danger check when the result asks it, referrals, consent to a note in the
+    chart, confirmation. Each request is named by its page, as ``Clinician.record`` names it."""
+    base = f"/l/{lid}"
+
+    def submit(page: str, html: str, action: str, values: dict[str, Any], pick: int = 0) -> Any:
+        return ask(page, "POST", f"{base}/{action}", form_data(html, action, values, pick))
+
+    gate = get("gate", f"{base}/")
+    submit("gate POST", gate, "gate", {"alone": "yes", "no_family_interpreter": "yes", "action": "start"})
+    screen = get("screen", f"{base}/screen")
+    # The default instrument's most frequent answer to every question: a positive screen, as the form codes it.
+    submit("screen POST", screen, "screen", {}, pick=-1)
+    result = get("result", f"{base}/result")
+    if "data-instrument" in result:  # the danger check is asked on the result page, posted like a screen
+        submit("danger POST", result, "screen", {})
+        get("result", f"{base}/result")
+    get("referrals", f"{base}/referrals")
+    consent = get("consent", f"{base}/consent")
+    # Consent = payload: the page's preview gives the digest of exactly these choices, then consent with it.
+    choices = {"shown": "1", "channel": "none", "resources": "DocumentReference",
+               "csrf_token": form_on(consent, "consent")["fields"].get("csrf_token", "")}
+    preview = ask("consent preview", "POST", f"{base}/consent/preview", choices)
+    digest = preview.json().get("digest", "") if preview.status_code == 200 else ""
+    # The seed visits are referred again and again: the clinician says so.
+    ask("consent POST", "POST", f"{base}/consent", {**choices, "consent": "yes", "digest": digest,
+                                                     "second_referral": "yes"})
+    get("done", f"{base}/consent/done")
+
+
 class Clinician:
     """One browser: its own connections, cookies and cache, recording (page, seconds, status) for every page it asks
     the app for, and in ``assets`` every stylesheet and script the pages name that it fetches as a browser does."""
@@ -333,24 +388,10 @@ class Clinician:
             name = f"{ASSET} {urlsplit(url).path.rsplit('/', 1)[-1]}"
             self.http.keep(url, self._timed(name, "GET", url, extra={"If-None-Match": etag} if etag else None))
 
-    def submit(self, page: str, html: str, action: str, values: dict[str, Any], pick: int = 0) -> Answer:
-        return self._timed(page, "POST", f"/l/{self.lid}/{action}", form_data(html, action, values, pick))
-
     def launch(self) -> bool:
-        """The EHR launch: the simulator's "Launch app", the app's /launch, the EHR's authorize, the app's
-        /callback; True when the callback landed in the app (the launch id is kept)."""
-        patient, encounter = self.visit
-        at_ehr = self.http.request("POST", self.sandbox + "/ehr/launch",
-                                   {"practitioner": "prac-avery", "patient": patient, "encounter": encounter,
-                                    "need_patient_banner": "1"})
-        launch = parse_qs(urlsplit(at_ehr.headers.get("Location", "")).query).get("launch", [""])[0]
-        to_ehr = self._timed("launch", "GET", f"/launch?iss={quote(self.iss)}&launch={quote(launch)}")
-        if to_ehr.status_code != 302:
-            return False
-        back = self.http.request("GET", to_ehr.headers["Location"])  # the EHR's authorize
-        landed = self._timed("callback", "GET", "/callback?" + urlsplit(back.headers.get("Location", "")).query)
-        match = re.search(r"/l/([^/?#]+)/", landed.headers.get("Location", ""))
-        self.lid = match.group(1) if match else ""
+        """The EHR launch (the EHR's requests untimed); True when the callback landed in the app (the launch id is
+        kept)."""
+        self.lid = launch_from_ehr(self.http.request, self._timed, self.sandbox, self.iss, self.visit)
         return bool(self.lid)
 
     def journey(self, start: threading.Barrier | None = None) -> None:
@@ -364,29 +405,8 @@ class Clinician:
             self.http.close()
 
     def _walk(self) -> None:
-        if not self.launch():
-            return
-        lid = f"/l/{self.lid}"
-        gate = self.get("gate", f"{lid}/")
-        self.submit("gate POST", gate, "gate", {"alone": "yes", "no_family_interpreter": "yes", "action": "start"})
-        screen = self.get("screen", f"{lid}/screen")
-        # The default instrument's most frequent answer to every question: a positive screen, as the form codes it.
-        self.submit("screen POST", screen, "screen", {}, pick=-1)
-        result = self.get("result", f"{lid}/result")
-        if "data-instrument" in result:  # the danger check is asked on the result page, posted like a screen
-            self.submit("danger POST", result, "screen", {})
-            self.get("result", f"{lid}/result")
-        self.get("referrals", f"{lid}/referrals")
-        consent = self.get("consent", f"{lid}/consent")
-        # Consent = payload: the page's preview gives the digest of exactly these choices, then consent with it.
-        choices = {"shown": "1", "channel": "none", "resources": "DocumentReference",
-                   "csrf_token": form_on(consent, "consent")["fields"].get("csrf_token", "")}
-        preview = self._timed("consent preview", "POST", f"{lid}/consent/preview", choices)
-        digest = preview.json().get("digest", "") if preview.status_code == 200 else ""
-        # The bench refers the same seed visits again and again: it says so, as a clinician would.
-        self._timed("consent POST", "POST", f"{lid}/consent",
-                    {**choices, "consent": "yes", "digest": digest, "second_referral": "yes"})
-        self.get("done", f"{lid}/consent/done")
+        if self.launch():
+            walk_to_consent(self.lid, self.get, self._timed)
 
 
 def hello_journey(base: str, record: list[tuple[str, float, int]], seconds: float,

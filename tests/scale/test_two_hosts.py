@@ -21,13 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
 from sqlalchemy import text
 
-from benchmarks.bench_load import PATIENTS, form_data, form_on
+from benchmarks.bench_load import PATIENTS, launch_from_ehr, walk_to_consent
 from tests.support.hosts import ROOT, TwoHosts
 
 # One xdist worker runs the module, so its module fixture is built once (`--dist loadgroup`, Makefile).
@@ -59,8 +58,8 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoHosts]:
 class RoundRobin:
     """A browser (one cookie jar) walking a clinician's journey from the EHR launch to the consent, whose every request
     goes to the other instance than its previous one: a load balancer without sticky sessions at its least kind.
-    ``served`` lists (page, instance URL, status) of each request to the app. The pages' forms are read as
-    bench_load reads them (their fields, CSRF token included)."""
+    ``served`` lists (page, instance URL, status) of each request to the app. The journey is bench_load's
+    (``launch_from_ehr``, ``walk_to_consent``): the pages' forms submitted with their fields, CSRF token included."""
 
     def __init__(self, hosts: TwoHosts, visit: tuple[str, str], first: str = "a", second: str = "b"):
         self.hosts, self.visit = hosts, visit
@@ -75,48 +74,19 @@ class RoundRobin:
         self.served.append((page, base, answer.status_code))
         return answer
 
-    def _post(self, page: str, html: str, action: str, values: dict[str, Any], pick: int = 0) -> requests.Response:
-        return self._ask(page, "POST", f"/l/{self.lid}/{action}", form_data(html, action, values, pick))
-
     def launch(self) -> str:
-        """The EHR's "Launch app", the app's /launch, the EHR's authorize, the app's /callback: the launch id."""
-        patient, encounter = self.visit
-        sandbox = self.hosts.sandbox_url
-        at_ehr = self.http.post(sandbox + "/ehr/launch", allow_redirects=False, timeout=60,
-                                data={"practitioner": "prac-avery", "patient": patient, "encounter": encounter,
-                                      "need_patient_banner": "1"})
-        launch = parse_qs(urlsplit(at_ehr.headers.get("Location", "")).query).get("launch", [""])[0]
-        to_ehr = self._ask("launch", "GET", f"/launch?iss={quote(self.hosts.iss)}&launch={quote(launch)}")
-        assert to_ehr.status_code == 302, self.served
-        back = self.http.get(to_ehr.headers["Location"], allow_redirects=False, timeout=60)  # the EHR's authorize
-        landed = self._ask("callback", "GET", "/callback?" + urlsplit(back.headers.get("Location", "")).query)
-        match = re.search(r"/l/([^/?#]+)/", landed.headers.get("Location", ""))
-        self.lid = match.group(1) if match else ""
+        """The EHR launch ("Launch app", /launch, the EHR's authorize, /callback): the launch id."""
+        self.lid = launch_from_ehr(self._ehr, self._ask, self.hosts.sandbox_url, self.hosts.iss, self.visit)
+        assert self.served[0][2] == 302, self.served  # /launch sent the browser on to the EHR's authorize
         return self.lid
+
+    def _ehr(self, method: str, url: str, data: dict[str, Any] | None) -> requests.Response:
+        return self.http.request(method, url, data=data, allow_redirects=False, timeout=60)
 
     def walk(self) -> None:
         """Gate, a positive screen, result, referrals, consent to a note in the chart, confirmation."""
-        if not self.launch():
-            return
-        lid = f"/l/{self.lid}"
-        gate = self._ask("gate", "GET", f"{lid}/").text
-        self._post("gate POST", gate, "gate", {"alone": "yes", "no_family_interpreter": "yes", "action": "start"})
-        screen = self._ask("screen", "GET", f"{lid}/screen").text
-        self._post("screen POST", screen, "screen", {}, pick=-1)  # the last option of each question: positive
-        result = self._ask("result", "GET", f"{lid}/result").text
-        if "data-instrument" in result:  # the danger check, asked on the result page
-            self._post("danger POST", result, "screen", {})
-            self._ask("result", "GET", f"{lid}/result")
-        self._ask("referrals", "GET", f"{lid}/referrals")
-        consent = self._ask("consent", "GET", f"{lid}/consent").text
-        choices = {"shown": "1", "channel": "none", "resources": "DocumentReference",
-                   "csrf_token": form_on(consent, "consent")["fields"].get("csrf_token", "")}
-        preview = self._ask("consent preview", "POST", f"{lid}/consent/preview", choices)
-        digest = preview.json().get("digest", "") if preview.status_code == 200 else ""
-        # The seed visits are referred again and again here: the clinician says so.
-        self._ask("consent POST", "POST", f"{lid}/consent",
-                  {**choices, "consent": "yes", "digest": digest, "second_referral": "yes"})
-        self._ask("done", "GET", f"{lid}/consent/done")
+        if self.launch():
+            walk_to_consent(self.lid, lambda page, path: self._ask(page, "GET", path).text, self._ask)
 
     def failures(self) -> list[tuple[str, int]]:
         return [(page, status) for page, _, status in self.served if status >= 400]
