@@ -8,7 +8,7 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from tests.browser.conftest import lid_of
-from tests.support.pages import HITS_POSITIVE, check_answers, pass_gate
+from tests.support.pages import DA5_NO, HITS_POSITIVE, check_answers, pass_gate, refer_to_the_first
 
 
 def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox, new_context):
@@ -20,8 +20,7 @@ def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox
     check_answers(page, HITS_POSITIVE)
     page.get_by_test_id("submit").click()
     page.wait_for_url("**/result")  # the danger check is asked at /result (finding M2)
-    for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
-        page.locator(f'input[name="q-{link_id}"][value="LA32-8"]').check()  # LA32-8 = No
+    check_answers(page, DA5_NO)
     page.get_by_test_id("submit").click()
     page.wait_for_url("**/result")
     page.get_by_test_id("summary").wait_for()  # /result again after the danger check
@@ -37,13 +36,7 @@ def test_clinician_to_chart_to_social_work(launched_page, live_app, live_sandbox
     with page.expect_navigation():  # POST, then the redirect back
         page.click('[data-testid="find"]')
     assert "02150" not in page.url
-    service = page.locator('[data-testid="result"]').first.get_attribute("data-service")
-    page.check(f'[data-testid="select-{service}"]')
-    page.click('[data-testid="save"]')
-    page.get_by_test_id("saved").wait_for()
-
-    page.get_by_test_id("to-consent").click()
-    page.wait_for_url(f"**/l/{lid}/consent")
+    refer_to_the_first(page, lid)
     # Safe contact is asked here, with no answer preselected; the preview follows the answer.
     assert not page.get_by_test_id("channel-none").is_checked()
     page.check('[data-testid="channel-none"]')

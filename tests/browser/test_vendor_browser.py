@@ -14,7 +14,7 @@ from config.current import replace_settings
 from sandbox_ehr.harness.live import LiveServer
 from sandbox_ehr.harness.vendor import PERSONALITIES, note_text, start
 from tests.browser.conftest import lid_of
-from tests.support.pages import HITS_POSITIVE, check_answers, pass_gate
+from tests.support.pages import DA5_NO, HITS_POSITIVE, check_answers, pass_gate, refer_to_the_first
 
 pytestmark = pytest.mark.vendor
 
@@ -65,19 +65,12 @@ def test_clinician_in_a_browser_against_each_personality(vendor_live, page):
     page.wait_for_url("**/result")
     # The danger check, when it follows, is asked at /result itself (review finding M2: the URL never tells).
     if page.locator('[data-instrument="da-5"]').count():
-        for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
-            page.locator(f'input[name="q-{link_id}"][value="LA32-8"]').check()  # LA32-8 = No
+        check_answers(page, DA5_NO)
         page.get_by_test_id("submit").click()
         page.get_by_test_id("summary").wait_for()
     page.get_by_test_id("to-referral").click()
     page.wait_for_url(f"**/l/{lid}/referrals")
-    service = page.locator('[data-testid="result"]').first.get_attribute("data-service")
-    page.check(f'[data-testid="select-{service}"]')
-    page.click('[data-testid="save"]')
-    page.get_by_test_id("saved").wait_for()
-
-    page.get_by_test_id("to-consent").click()
-    page.wait_for_url(f"**/l/{lid}/consent")
+    refer_to_the_first(page, lid)
     page.check('[data-testid="channel-phone"]')
     page.fill('[data-testid="contact-note"]', "después de las 5")
     page.locator('[data-testid="contact-note"]').blur()

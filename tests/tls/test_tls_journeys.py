@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from sandbox_ehr.store import get_store
 from tests.support import tls
-from tests.support.pages import HITS_POSITIVE, check_answers, pass_gate
+from tests.support.pages import DA5_NO, HITS_POSITIVE, check_answers, pass_gate, refer_to_the_first
 from tests.tls.conftest import lid_of
 
 pytestmark = [pytest.mark.browser]
@@ -38,8 +38,7 @@ def _clinician_journey(target: Any, lid: str) -> None:
     check_answers(target, HITS_POSITIVE)
     target.get_by_test_id("submit").click()
     target.wait_for_url("**/result")  # the danger check is asked at /result
-    for link_id in ("escalation", "weapon", "strangulation", "jealousy", "fear-for-life"):
-        target.locator(f'input[name="q-{link_id}"][value="LA32-8"]').check()  # LA32-8 = No
+    check_answers(target, DA5_NO)
     with target.expect_navigation():
         target.get_by_test_id("submit").click()
     target.get_by_test_id("summary").wait_for()
@@ -49,12 +48,7 @@ def _clinician_journey(target: Any, lid: str) -> None:
     target.fill('[data-testid="safe-zip"]', "02150")
     with target.expect_navigation():
         target.click('[data-testid="find"]')
-    service = target.locator('[data-testid="result"]').first.get_attribute("data-service")
-    target.check(f'[data-testid="select-{service}"]')
-    target.click('[data-testid="save"]')
-    target.get_by_test_id("saved").wait_for()
-    target.get_by_test_id("to-consent").click()
-    target.wait_for_url(f"**/l/{lid}/consent")
+    refer_to_the_first(target, lid)
     target.check('[data-testid="channel-none"]')  # safe contact: asked here, nothing preselected
     # The preview (and the digest the POST carries) follows the answer through a fetch POST (CSRF header).
     expect(target.get_by_test_id("note-preview")).to_contain_text("Do not contact the patient")
