@@ -385,26 +385,13 @@ def test_launches_share_one_connection_to_an_ehr_that_keeps_it_open(app, tmp_pat
     per-process connection pool behind the outbound policy: against an EHR server that keeps connections
     open, two launches' calls arrive over a single TCP connection (werkzeug's server, used elsewhere, closes
     each connection after one answer)."""
-    from types import SimpleNamespace
+    from tests.support.keepalive import sandbox_kept_alive
 
-    from sandbox_ehr.app import create_sandbox_app
-    from tests.support.keepalive import KeepAliveServer, serve_in_thread
-
-    ehr = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(tmp_path / "ehr.db"),
-                              "APP_LAUNCH_URL": "http://127.0.0.1:5000/launch"})
-    server = KeepAliveServer("127.0.0.1", 0, ehr)
-    url = f"http://127.0.0.1:{server.server_port}"
-    ehr.config["SANDBOX_BASE_URL"] = url
-    serve_in_thread(server)
-    try:
-        sandbox = SimpleNamespace(url=url, iss=url + "/fhir", app=ehr)
+    with sandbox_kept_alive(tmp_path) as (sandbox, server):
         configure(app, sandbox, "jwt-rs384")
         client = app.test_client()
         for patient, encounter in (("pat-alice", "enc-alice-bwh"), ("pat-carmen", "enc-carmen-sjphc")):
             assert launch_id(launch(client, sandbox, patient, encounter)[0])
-    finally:
-        server.shutdown()
-        server.server_close()
     browser = {"/ehr/launch", "/auth/authorize"}  # the test's own EHR simulator and browser, not the app
     app_calls = [(peer, path) for peer, _method, path in server.requests_seen if path not in browser]
     paths = [path for _peer, path in app_calls]

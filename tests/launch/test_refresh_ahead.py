@@ -106,39 +106,28 @@ def test_a_restarted_app_reads_the_style_its_ehr_named_so_its_first_launch_makes
     """The style URL comes in the token response: a process started after launches reads it at start-up from the
     newest launch of each allow-listed EHR (as it reads discovery and JWKS), so its first launch calls the EHR for
     the token and the context only, and the pages still carry the EHR's style."""
-    from types import SimpleNamespace
-
-    from sandbox_ehr.app import create_sandbox_app
     from smart_app import create_app
     from smart_app.launch import ehr as launch_ehr
     from tests.conftest import app_config
     from tests.launch.test_launch_sandbox import configure, launch, launch_id, stored
-    from tests.support.keepalive import KeepAliveServer, serve_in_thread
+    from tests.support.keepalive import sandbox_kept_alive
 
-    ehr = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(tmp_path / "ehr.db"),
-                              "APP_LAUNCH_URL": "http://127.0.0.1:5000/launch"})
-    server = KeepAliveServer("127.0.0.1", 0, ehr)
-    url = f"http://127.0.0.1:{server.server_port}"
-    ehr.config["SANDBOX_BASE_URL"] = url
-    serve_in_thread(server)
     apps = []
     config = app_config(f"sqlite:///{tmp_path / 'app.db'}")  # one deployment: the same keys in both processes
     try:
-        sandbox = SimpleNamespace(url=url, iss=url + "/fhir", app=ehr)
-        for _ in range(2):  # the first process launches once; the second starts after it on the same database
-            app = create_app(config)
-            apps.append(app)
-            configure(app, sandbox, "jwt-rs384")
-            launch_ehr.warm_up(app)
-            seen = len(server.requests_seen)
-            lid = launch_id(launch(app.test_client(), sandbox, "pat-alice", "enc-alice-bwh")[0])
-        calls = [path for _peer, _method, path in server.requests_seen[seen:]
-                 if path not in ("/ehr/launch", "/auth/authorize")]
-        assert sorted(calls) == ["/auth/token", "/fhir/"], calls
-        with apps[-1].app_context():  # the style read at start, applied to this launch
-            assert stored(apps[-1], lid).context["smart_style"]
+        with sandbox_kept_alive(tmp_path) as (sandbox, server):
+            for _ in range(2):  # the first process launches once; the second starts after it on the same database
+                app = create_app(config)
+                apps.append(app)
+                configure(app, sandbox, "jwt-rs384")
+                launch_ehr.warm_up(app)
+                seen = len(server.requests_seen)
+                lid = launch_id(launch(app.test_client(), sandbox, "pat-alice", "enc-alice-bwh")[0])
+            calls = [path for _peer, _method, path in server.requests_seen[seen:]
+                     if path not in ("/ehr/launch", "/auth/authorize")]
+            assert sorted(calls) == ["/auth/token", "/fhir/"], calls
+            with apps[-1].app_context():  # the style read at start, applied to this launch
+                assert stored(apps[-1], lid).context["smart_style"]
     finally:
-        server.shutdown()
-        server.server_close()
         for app in apps:
             app.extensions["db_engine"].dispose()

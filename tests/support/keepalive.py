@@ -15,7 +15,11 @@ from __future__ import annotations
 import io
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -109,3 +113,23 @@ def serve_in_thread(server: KeepAliveServer) -> threading.Thread:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     return thread
+
+
+@contextmanager
+def sandbox_kept_alive(folder: Path) -> Iterator[tuple[SimpleNamespace, KeepAliveServer]]:
+    """The sandbox EHR (its store in ``folder``) served on a free port by a ``KeepAliveServer``: yields the sandbox
+    as the launch tests take it (``url``, ``iss``, ``app``) and the server (its ``requests_seen``); stopped on
+    leaving."""
+    from sandbox_ehr.app import create_sandbox_app
+
+    ehr = create_sandbox_app({"TESTING": True, "SANDBOX_DB": str(folder / "ehr.db"),
+                              "APP_LAUNCH_URL": "http://127.0.0.1:5000/launch"})
+    server = KeepAliveServer("127.0.0.1", 0, ehr)
+    url = f"http://127.0.0.1:{server.server_port}"
+    ehr.config["SANDBOX_BASE_URL"] = url
+    serve_in_thread(server)
+    try:
+        yield SimpleNamespace(url=url, iss=url + "/fhir", app=ehr), server
+    finally:
+        server.shutdown()
+        server.server_close()
