@@ -130,26 +130,8 @@ def test_a_write_filed_before_its_500_is_never_sent_twice(env):
     assert the_note(env).status == CHECK and len(env.documents()) == 1
 
 
-def _plain_http_server() -> tuple[socket.socket, int]:
-    """A server that speaks plain HTTP: an https:// call to it fails in the TLS handshake."""
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(4096)
-                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv, srv.getsockname()[1]
-
-
-def _dropping_server() -> tuple[socket.socket, int]:
-    """A server that reads the request and closes the connection in the middle of its answer."""
+def _answering_server(answer: bytes) -> tuple[socket.socket, int]:
+    """A server that reads each request and sends ``answer`` (raw bytes on the socket), then closes the connection."""
     srv = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
@@ -160,11 +142,21 @@ def _dropping_server() -> tuple[socket.socket, int]:
                 return
             with conn:
                 conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/fhir+json\r\n"
-                             b"Content-Length: 500\r\n\r\n{\"resourceType\"")
+                conn.sendall(answer)
 
     threading.Thread(target=serve, daemon=True).start()
     return srv, srv.getsockname()[1]
+
+
+def _plain_http_server() -> tuple[socket.socket, int]:
+    """A server that speaks plain HTTP: an https:// call to it fails in the TLS handshake."""
+    return _answering_server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+
+def _dropping_server() -> tuple[socket.socket, int]:
+    """A server that reads the request and closes the connection in the middle of its answer."""
+    return _answering_server(b"HTTP/1.1 201 Created\r\nContent-Type: application/fhir+json\r\n"
+                             b"Content-Length: 500\r\n\r\n{\"resourceType\"")
 
 
 def _create_error(base: str) -> FhirUnavailable:
