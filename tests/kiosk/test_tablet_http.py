@@ -96,13 +96,19 @@ def test_the_tablet_holds_no_token_no_identifier(app, clinician):
         assert r.headers["Cache-Control"].startswith("no-store")
 
 
-def test_an_idle_tablet_is_locked_by_the_server(app, clinician):
-    client, lid = clinician
+def gone_quiet(app, client, lid: str):
+    """A tablet paired with the launch that answered the first question, then stayed idle past the lock time."""
     tablet = app.test_client()
     tablet.post("/tablet", data={"code": start(client, lid, "paired")})
     tablet.post("/tablet/q", data={"action": "start"})
     tablet.post("/tablet/q", data={"action": "answer", "item": "hurt", "code": "LA6482-9"})
     age(app, lid, last_seen_at=settings_of(app).tablet_idle_seconds + 5)
+    return tablet
+
+
+def test_an_idle_tablet_is_locked_by_the_server(app, clinician):
+    client, lid = clinician
+    tablet = gone_quiet(app, client, lid)
     r = tablet.post("/tablet/q", data={"action": "answer", "item": "insult", "code": "LA6482-9"})
     assert r.status_code == 303 and r.headers["Location"].endswith("/tablet")
     assert "cookies" in r.headers["Clear-Site-Data"]
@@ -202,11 +208,7 @@ def test_the_worker_locks_a_tablet_that_went_quiet(app, clinician):
     from smart_app.store.db import get_session
 
     client, lid = clinician
-    tablet = app.test_client()
-    tablet.post("/tablet", data={"code": start(client, lid, "paired")})
-    tablet.post("/tablet/q", data={"action": "start"})
-    tablet.post("/tablet/q", data={"action": "answer", "item": "hurt", "code": "LA6482-9"})
-    age(app, lid, last_seen_at=settings_of(app).tablet_idle_seconds + 5)
+    gone_quiet(app, client, lid)
     with app.app_context():
         assert housekeeping.run(app, get_session())["kiosk_locked"] == 1
     row = kiosk_row(app, lid)
