@@ -22,6 +22,7 @@ from sqlalchemy.orm.util import identity_key
 
 from config.current import current_settings
 from fhir.launch_context import LaunchContext
+from smart_app.launch.visit_memory import launch_keys
 from smart_app.store.crypto import decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import LaunchRecord
@@ -114,6 +115,8 @@ class Launch:
     def set_context(self, context: dict[str, Any]) -> None:
         self._context = context
         self.record.context_enc = encrypt_json(context)
+        # The keys the patient's rows carry, so a page can read them with the launch.
+        self.record.patient_key, self.record.encounter_key = launch_keys(self.iss, context)
 
     def update_data(self, **values: Any) -> None:
         data = dict(self.data)

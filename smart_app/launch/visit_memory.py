@@ -269,3 +269,8 @@ def followup_open(db: Session, iss: str, context: dict[str, Any]) -> bool:
 def patient_keys(iss: str, context: dict[str, Any]) -> list[str]:
     """Every key this patient may be stored under (the identity's first)."""
     return _keys("patient", iss, context)
+
+
+def launch_keys(iss: str, context: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The keys a launch row carries: its patient's and encounter's as new referrals and follow-ups get them."""
+    return patient_key(iss, context), encounter_key(iss, context)

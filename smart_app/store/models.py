@@ -71,6 +71,11 @@ class LaunchRecord(Base):
     # Keyed HMAC of (iss, EHR user) set at /callback: "same user?" when a browser signs in again, without
     # decrypting every other launch's context (no user id in clear; NULL for older rows: decrypted then).
     user_tag: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The keyed HMACs of the launch's patient and encounter that its referrals, screen marks and follow-ups carry
+    # (smart_app/launch/visit_memory.py), set with the context: a page reads the patient's open follow-ups and the
+    # visit's referral in the statement that reads the launch. NULL for launches made before (read separately).
+    patient_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    encounter_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class UsedCode(Base):
