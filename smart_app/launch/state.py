@@ -22,7 +22,7 @@ from sqlalchemy.orm.util import identity_key
 
 from config.current import current_settings
 from fhir.launch_context import LaunchContext
-from smart_app.launch.visit_memory import launch_keys
+from smart_app.launch.visit_memory import READS, ReadWithLaunch, launch_keys, launch_statement, read_with_launch
 from smart_app.store.crypto import decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import LaunchRecord
@@ -45,9 +45,11 @@ class Launch:
     and put in the request's session only when something changes the launch or asks for ``record``, so a page that
     only reads pays for one Core statement, not the ORM's load."""
 
-    def __init__(self, record: LaunchRecord | None = None, *, row: Any = None):
+    def __init__(self, record: LaunchRecord | None = None, *, row: Any = None, read: ReadWithLaunch | None = None):
         self._record = record
         self._row = row
+        # What the page's launch statement read of the patient with the row (``load_launch``'s ``reads``).
+        self.read = read
         self._context: dict[str, Any] | None = None
         self._typed: tuple[dict[str, Any], LaunchContext] | None = None  # (the context it was read from, itself)
         self._data: dict[str, Any] | None = None
@@ -115,7 +117,7 @@ class Launch:
     def set_context(self, context: dict[str, Any]) -> None:
         self._context = context
         self.record.context_enc = encrypt_json(context)
-        # The keys the patient's rows carry, so a page can read them with the launch.
+        # The keys the patient's rows carry, so a page reads them with the launch (visit_memory ``launch_statement``).
         self.record.patient_key, self.record.encounter_key = launch_keys(self.iss, context)
 
     def update_data(self, **values: Any) -> None:
@@ -152,16 +154,22 @@ def _attached(row: Any) -> LaunchRecord:
     if present is not None:
         return present
     record = LaunchRecord.__mapper__.class_manager.new_instance()
-    record.__dict__.update(row._asdict())
+    values = row._asdict()
+    record.__dict__.update({name: values[name] for name in _LAUNCH.c.keys()})  # not what was read with it
     make_transient_to_detached(record)  # as if loaded: no change to write yet
     db.add(record)
     return record
 
 
-def _read(lid: str) -> Any:
+def _rows(statement: Any, lid: str) -> list[Any]:
+    return get_session().connection().execute(statement, {"lid": lid}).all()
+
+
+def _read(lid: str, reads: frozenset[str]) -> tuple[Any, ReadWithLaunch | None]:
+    statement = launch_statement(reads) if reads else _BY_ID
     db = get_session()
     try:
-        return db.connection().execute(_BY_ID, {"lid": lid}).one_or_none()
+        rows = _rows(statement, lid)
     except DBAPIError as exc:
         # A pooled connection used moments ago is not pinged (smart_app/store/db.py); if the server dropped it since
         # (a restart), this first statement of the request fails on it and SQLAlchemy discards the pool. Nothing
@@ -169,19 +177,24 @@ def _read(lid: str) -> Any:
         if not exc.connection_invalidated:
             raise
         db.rollback()
-        return db.connection().execute(_BY_ID, {"lid": lid}).one_or_none()
+        rows = _rows(statement, lid)
+    if not rows:
+        return None, None
+    return rows[0], (read_with_launch(rows, reads) if reads else None)
 
 
-def load_launch(lid: str, *, statuses: tuple[str, ...] = ("active",), refresh: bool = True) -> Launch:
+def load_launch(lid: str, *, statuses: tuple[str, ...] = ("active",), refresh: bool = True,
+                reads: frozenset[str] = frozenset()) -> Launch:
     """The launch ``lid`` if it belongs to this browser and is live; 404 otherwise.
 
     404, not 403: an id belonging to someone else must look like no id at all. A live launch used here
-    starts its idle timeout again (``refresh``).
+    starts its idle timeout again (``refresh``). ``reads``: what of its patient to read in the same statement
+    (visit_memory ``READS``; in ``Launch.read``).
     """
     if not isinstance(lid, str) or not LAUNCH_ID.match(lid):
         abort(404, description="This session has ended or was opened elsewhere. "
                                "Launch the app again from the patient's chart.")
-    row = _read(lid)
+    row, read = _read(lid, reads)
     now = datetime.now(UTC)
     if (
         row is None
@@ -191,18 +204,33 @@ def load_launch(lid: str, *, statuses: tuple[str, ...] = ("active",), refresh: b
     ):
         abort(404, description="This session has ended or was opened elsewhere. "
                                "Launch the app again from the patient's chart.")
-    launch = Launch(row=row)
+    launch = Launch(row=row, read=read)
     if refresh and row.status == "active" and _touch_due(row):
         touch(launch.record)
     return launch
 
 
+def reads_with_launch(*reads: str) -> Callable[[Callable], Callable]:
+    """Marks a view (below ``launch_required``/``launch_view``) whose launch statement also reads ``reads`` of its
+    patient (visit_memory ``READS``), fresh on every request, in ``g.launch.read``."""
+    unknown = set(reads) - READS
+    if unknown:
+        raise ValueError(f"unknown launch reads: {sorted(unknown)}")
+
+    def mark(view: Callable) -> Callable:
+        view.launch_reads = frozenset(reads)  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
 def launch_required(view: Callable) -> Callable:
     """Decorator for views under /l/<lid>/: sets ``g.launch``."""
+    reads = getattr(view, "launch_reads", frozenset())
 
     @wraps(view)
     def wrapper(lid: str, *args: Any, **kwargs: Any):
-        g.launch = load_launch(lid)
+        g.launch = load_launch(lid, reads=reads)
         return view(*args, **kwargs)
 
     return wrapper

@@ -21,15 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, literal, null, or_, select, union_all, update
+from sqlalchemy import and_, bindparam, literal, null, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from config.current import current_settings
 from config.ehrs import ehr_for, normalise
 from smart_app.store.crypto import keyed_hash
-from smart_app.store.models import FollowupItem, PatientMark, ReferralRecord
+from smart_app.store.models import FollowupItem, LaunchRecord, PatientMark, ReferralRecord
 from smart_app.store.task_status import CLOSED, LEGACY, OPEN
 from smart_app.store.task_status import normalise as normalise_status
 
@@ -197,12 +197,15 @@ def _visit_referral_statement(excluding: bool) -> Any:
     return q.order_by(ReferralRecord.created_at.desc()).limit(1)
 
 
-def visit_referral(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: str | None = None) \
-        -> EarlierReferral | None:
-    """An existing referral for this very visit (same patient and encounter) from another launch."""
+def visit_referral(db: Session, iss: str, context: dict[str, Any], *, exclude_launch: str | None = None,
+                   read: ReadWithLaunch | None = None) -> EarlierReferral | None:
+    """An existing referral for this very visit (same patient and encounter) from another launch. ``read``: what
+    the launch's own statement read (``WITH_VISIT_REFERRAL``), used when it covers every key of this visit."""
     keys = PatientKeys.of(iss, context)
     if not keys.patients or not keys.encounters:
         return None
+    if read is not None and read.referral_read and exclude_launch is not None and read.covers(keys, encounter=True):
+        return read.visit_referral
     params = {"pks": keys.patients, "eks": keys.encounters, "exclude": exclude_launch}
     row = db.execute(_visit_referral_statement(exclude_launch is not None), params).first()
     return EarlierReferral(created_at=row.created_at, status=row.status) if row is not None else None
@@ -241,9 +244,15 @@ class OpenFollowup:
     response: str | None
 
 
-def open_followups(db: Session, iss: str, context: dict[str, Any], launch_id: str) -> list[OpenFollowup]:
+def open_followups(db: Session, iss: str, context: dict[str, Any], launch_id: str, *,
+                   read: ReadWithLaunch | None = None) -> list[OpenFollowup]:
     """This patient's open follow-ups, oldest first. One opened in another encounter is past its visit from now
-    (``visit_ended_at``, what puts it in the social-work queue); committed here when that changes."""
+    (``visit_ended_at``, what puts it in the social-work queue); committed here when that changes. ``read``: what
+    the launch's own statement read (``WITH_FOLLOWUPS``), used when it covers every key of this patient."""
+    if read is not None and read.followups is not None:
+        keys = PatientKeys.of(iss, context)
+        if read.covers(keys):
+            return _followups_from(db, list(read.followups), set(keys.encounters), launch_id)
     return launch_memory(db, iss, context, launch_id, with_recent=False)[1]
 
 
@@ -271,6 +280,87 @@ def patient_keys(iss: str, context: dict[str, Any]) -> list[str]:
     return _keys("patient", iss, context)
 
 
+# -- Read with the launch: what a page shows of this patient beyond this launch, in the launch's own statement ------
+# The launch row carries the keys its patient's rows are made with (``patient_key``, ``encounter_key``), so a page
+# joins them to the launch read: one statement a page, still read on every request (another launch, the clinic
+# tablet's, may open a follow-up or refer the visit at any moment). docs/decisions/0017-launch-patient-key.md.
+WITH_FOLLOWUPS = "followups"  # this patient's open follow-ups
+WITH_VISIT_REFERRAL = "visit_referral"  # the latest referral of this visit from another launch
+READS = frozenset({WITH_FOLLOWUPS, WITH_VISIT_REFERRAL})
+
+
+class _FollowupRow(NamedTuple):
+    """An open follow-up as the launch's statement read it: the fields ``_followups_from`` reads."""
+
+    at: datetime
+    status: str | None
+    contact: datetime | None
+    ek: str | None
+    fid: str
+    flaunch: str
+    fresponse_launch: str | None
+
+
+@dataclass(frozen=True)
+class ReadWithLaunch:
+    """What the launch's statement read of its patient, joined on the launch row's keys (none when they are NULL).
+
+    ``followups``: the open follow-up rows, None when not read; ``referral_read``: whether ``visit_referral`` was."""
+
+    patient_key: str | None
+    encounter_key: str | None
+    followups: tuple[_FollowupRow, ...] | None = None
+    referral_read: bool = False
+    visit_referral: EarlierReferral | None = None
+
+    def covers(self, keys: PatientKeys, *, encounter: bool = False) -> bool:
+        """Whether rows joined on the launch's keys are all this patient's (and this visit's): the launch has keys,
+        they are the ones made now, and the patient has no key of an older owner (an ``ehrs`` block adds the EHR's
+        iss values, under which rows made before it are kept; then the page reads by every key, as before)."""
+        if self.patient_key is None or keys.patients != [self.patient_key]:
+            return False
+        return not encounter or keys.encounters == [self.encounter_key]
+
+
 def launch_keys(iss: str, context: dict[str, Any]) -> tuple[str | None, str | None]:
     """The keys a launch row carries: its patient's and encounter's as new referrals and follow-ups get them."""
     return patient_key(iss, context), encounter_key(iss, context)
+
+
+@cache
+def launch_statement(reads: frozenset[str]) -> Any:
+    """Built once per set of reads: the launch's row (bind ``lid``), with this patient's open follow-ups (outer
+    joined: one row a follow-up, else one row) and the visit's latest referral from another launch (outer joined
+    on a correlated subquery). Plain joins and a scalar subquery, for SQLite and PostgreSQL alike."""
+    launch = LaunchRecord.__table__
+    columns: list[Any] = list(launch.c)
+    joined: Any = launch
+    if WITH_FOLLOWUPS in reads:
+        f = FollowupItem.__table__
+        joined = joined.outerjoin(f, and_(f.c.patient_key == launch.c.patient_key, f.c.status == "open"))
+        columns += [f.c.opened_at.label("f_at"), f.c.response.label("f_status"),
+                    f.c.visit_ended_at.label("f_contact"), f.c.encounter_key.label("f_ek"), f.c.id.label("f_id"),
+                    f.c.launch_id.label("f_launch"), f.c.response_launch_id.label("f_response_launch")]
+    if WITH_VISIT_REFERRAL in reads:
+        r = ReferralRecord.__table__
+        latest = (select(r.c.id).where(r.c.patient_key == launch.c.patient_key,
+                                       r.c.encounter_key == launch.c.encounter_key, r.c.launch_id != launch.c.id)
+                  .order_by(r.c.created_at.desc()).limit(1).correlate(launch).scalar_subquery())
+        visit = r.alias("visit_referral")
+        joined = joined.outerjoin(visit, visit.c.id == latest)
+        columns += [visit.c.created_at.label("r_at"), visit.c.status.label("r_status")]
+    return select(*columns).select_from(joined).where(launch.c.id == bindparam("lid"))
+
+
+def read_with_launch(rows: list[Any], reads: frozenset[str]) -> ReadWithLaunch:
+    """The rows of ``launch_statement(reads)`` for one launch, as what they read of its patient."""
+    first = rows[0]
+    followups = None
+    if WITH_FOLLOWUPS in reads:
+        followups = tuple(_FollowupRow(row.f_at, row.f_status, row.f_contact, row.f_ek, row.f_id, row.f_launch,
+                                       row.f_response_launch) for row in rows if row.f_id is not None)
+    earlier = None
+    if WITH_VISIT_REFERRAL in reads and first.r_at is not None:
+        earlier = EarlierReferral(created_at=first.r_at, status=first.r_status)
+    return ReadWithLaunch(patient_key=first.patient_key, encounter_key=first.encounter_key, followups=followups,
+                          referral_read=WITH_VISIT_REFERRAL in reads, visit_referral=earlier)

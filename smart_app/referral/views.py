@@ -30,8 +30,8 @@ from referrals.model import ASKED_NEEDS, text_in
 from referrals.ranking import Ranking, Reason, describe_hours
 from referrals.store import store_for
 from smart_app.launch.locale import launch_view
-from smart_app.launch.state import launch_required
-from smart_app.launch.visit_memory import visit_referral
+from smart_app.launch.state import launch_required, reads_with_launch
+from smart_app.launch.visit_memory import WITH_VISIT_REFERRAL, visit_referral
 from smart_app.ops.i18n import SUPPORTED, clinician_locale, label_for, patient_locale
 from smart_app.ops.i18n import gettext as _
 from smart_app.referral.channels import CHANNELS
@@ -219,6 +219,7 @@ def _store(ref: dict[str, Any], ranking: Ranking) -> dict[str, Any]:
 
 @bp.route("/referrals", methods=["GET"])
 @launch_view
+@reads_with_launch(WITH_VISIT_REFERRAL)
 def index() -> str:
     ref = dict(g.launch.data.get("referral") or {})
     ranking = current_ranking(ref)
@@ -229,8 +230,8 @@ def index() -> str:
     screening = g.launch.data.get("screening") or {}
     urgent = urgent_box(g.launch, plang)
     # Asked here, before the conversation with the patient, not after consent.
-    earlier = visit_referral(get_session(), g.launch.iss, g.launch.context, exclude_launch=g.launch.id) \
-        if not ref.get("second_referral") else None
+    earlier = visit_referral(get_session(), g.launch.iss, g.launch.context, exclude_launch=g.launch.id,
+                             read=g.launch.read) if not ref.get("second_referral") else None
     return render_template(
         "referral/index.html", lid=g.launch.id, ref=ref, ranking=ranking, lang=lang, plang=plang, earlier=earlier,
         programs=programs_html(ranking, ref.get("selected") or [], lang),

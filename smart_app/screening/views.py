@@ -28,7 +28,8 @@ from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load
 from referrals.visit import Visit
 from smart_app.launch import resume
 from smart_app.launch.locale import launch_view
-from smart_app.launch.visit_memory import launch_memory, open_followups
+from smart_app.launch.state import reads_with_launch
+from smart_app.launch.visit_memory import WITH_FOLLOWUPS, launch_memory, open_followups
 from smart_app.ops.audit import record_audit
 from smart_app.ops.i18n import instrument_note
 from smart_app.report import events
@@ -245,7 +246,7 @@ def start() -> str:
 
 
 def _followups() -> list[Any]:
-    return open_followups(get_session(), g.launch.iss, g.launch.context, g.launch.id)
+    return open_followups(get_session(), g.launch.iss, g.launch.context, g.launch.id, read=g.launch.read)
 
 
 def _education(*, alone: bool) -> dict[str, Any]:
@@ -411,6 +412,7 @@ def danger() -> Response | tuple[str, int]:
 
 @bp.route("/result", methods=["GET"])
 @launch_view
+@reads_with_launch(WITH_FOLLOWUPS)
 def result() -> Response | str:
     lid = g.launch.id
     screening = g.launch.data.get("screening")
@@ -422,8 +424,8 @@ def result() -> Response | str:
     inst = reg["instruments"].get(screening["instrument"])
     check = g.launch.data.get("danger_check")
     db = get_session()
-    # Read in the transaction that read the launch, which the audit's commit ends: no second transaction to begin
-    # and roll back for one read.
+    # Read with the launch, in its statement (fresh each request: the tablet may open one at any moment); else, for a
+    # launch without keys, in the transaction that read it, which the audit's commit ends.
     followups = _followups()
     record_audit("view_result", detail=screening["instrument"], db=db)
     db.commit()  # audited now, even if the page fails later (the request's session: no second connection)
