@@ -21,3 +21,20 @@ def paused_gc() -> Iterator[None]:
         if was_enabled:
             gc.enable()
 
+
+
+@contextmanager
+def imports_outside_the_collector() -> Iterator[None]:
+    """No cyclic collection while a process imports its modules, and what the imports made frozen afterwards.
+    Modules, classes, ORM and settings models live as long as the process: every automatic collection during the
+    imports walked them again and found almost nothing, and an app's own collect-and-freeze at the end of start-up
+    walked them once more. Frozen (moved to the collector's permanent generation) they are walked by neither; the
+    few cycles the imports left as garbage stay. Collection resumes (if it was on) when the block ends."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()

@@ -3,61 +3,66 @@
 from __future__ import annotations
 
 import gc
-import json
-import secrets
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
-from cryptography.fernet import Fernet
-from flask import Flask
-from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import BadRequest, SecurityError
-from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.wsgi import get_host
+from referrals.memory import imports_outside_the_collector, paused_gc
 
-from config import current
-from config.files import SettingsError
-from config.settings import FLAT_NAMES, Settings, load_settings
-from fhir import json_depth
-from referrals.memory import paused_gc
-from smart_app import store
-from smart_app.cds import views as cds_views
-from smart_app.followup import views as followup_views
-from smart_app.kiosk import sessions as kiosk_sessions
-from smart_app.kiosk import staff as kiosk_staff
-from smart_app.kiosk import views as kiosk_views
-from smart_app.launch import ehr as launch_ehr
-from smart_app.launch import quick_exit, retention
-from smart_app.launch import views as launch_views
-from smart_app.leakcheck import cli as leakcheck_cli
-from smart_app.ops import (
-    audit,
-    config_check,
-    errors,
-    health,
-    housekeeping,
-    i18n,
-    observability,
-    phones,
-    profiles,
-    ratelimit,
-    security,
-    warmup,
-)
-from smart_app.outbox import cli as outbox_cli
-from smart_app.referral import views as referral_views
-from smart_app.report import retention as report_retention
-from smart_app.report import views as report_views
-from smart_app.screening import views as screening_views
-from smart_app.store import crypto
-from smart_app.store import directory as directory_imports
-from smart_app.worklist import backfill as worklist_backfill
-from smart_app.worklist import retention as worklist_retention
-from smart_app.worklist import routing as worklist_routing
-from smart_app.worklist import views as worklist_views
-from smart_app.writeback import checkin as writeback_checkin
-from smart_app.writeback import views as writeback_views
+# Start-up's imports made outside the cyclic collector, then frozen out of its reach
+# (docs/decisions/0018-start-up-cost.md): the modules live as long as the process.
+with imports_outside_the_collector():
+    import json
+    import secrets
+    from pathlib import Path
+    from typing import Any
+    from urllib.parse import urlsplit
+
+    from cryptography.fernet import Fernet
+    from flask import Flask
+    from flask.json.provider import DefaultJSONProvider
+    from werkzeug.exceptions import BadRequest, SecurityError
+    from werkzeug.middleware.proxy_fix import ProxyFix
+    from werkzeug.wsgi import get_host
+
+    from config import current
+    from config.files import SettingsError
+    from config.settings import FLAT_NAMES, Settings, load_settings
+    from fhir import json_depth
+    from smart_app import store
+    from smart_app.cds import views as cds_views
+    from smart_app.followup import views as followup_views
+    from smart_app.kiosk import sessions as kiosk_sessions
+    from smart_app.kiosk import staff as kiosk_staff
+    from smart_app.kiosk import views as kiosk_views
+    from smart_app.launch import ehr as launch_ehr
+    from smart_app.launch import quick_exit, retention
+    from smart_app.launch import views as launch_views
+    from smart_app.leakcheck import cli as leakcheck_cli
+    from smart_app.ops import (
+        audit,
+        config_check,
+        errors,
+        health,
+        housekeeping,
+        i18n,
+        observability,
+        phones,
+        profiles,
+        ratelimit,
+        security,
+        warmup,
+    )
+    from smart_app.outbox import cli as outbox_cli
+    from smart_app.referral import views as referral_views
+    from smart_app.report import retention as report_retention
+    from smart_app.report import views as report_views
+    from smart_app.screening import views as screening_views
+    from smart_app.store import crypto
+    from smart_app.store import directory as directory_imports
+    from smart_app.worklist import backfill as worklist_backfill
+    from smart_app.worklist import retention as worklist_retention
+    from smart_app.worklist import routing as worklist_routing
+    from smart_app.worklist import views as worklist_views
+    from smart_app.writeback import checkin as writeback_checkin
+    from smart_app.writeback import views as writeback_views
 
 # One blueprint per feature, registered in this order (quick exit first: it must answer whatever else fails).
 FEATURE_BLUEPRINTS = (quick_exit.bp, launch_views.bp, screening_views.bp, followup_views.bp, referral_views.bp,
