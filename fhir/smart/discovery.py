@@ -39,6 +39,10 @@ class SmartConfiguration:
     token_endpoint_auth_signing_alg_values_supported: tuple[str, ...] = ()
     source: str = "well-known"  # well-known | capability-statement
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # Read from the CapabilityStatement because the well-known document answered but could not be used: most likely
+    # an EHR mid-change, so it serves this launch and is not kept (a kept one would pin the EHR's broken moment,
+    # without its JWKS, on every launch until it expired).
+    provisional: bool = field(default=False, compare=False)
 
     def supports(self, capability: str) -> bool:
         return capability in self.capabilities
@@ -57,6 +61,7 @@ def fetch_configuration(iss: str, *, http: requests.Session | None = None,
     try:
         resp = http.get(f"{base}/.well-known/smart-configuration", headers={"Accept": "application/json"},
                         timeout=timeout)
+        unusable = resp.status_code == 200
         if resp.status_code == 200:
             doc = _json(resp)
             if doc and all(isinstance(doc.get(k), str) and doc[k] for k in ("authorization_endpoint",
@@ -72,7 +77,7 @@ def fetch_configuration(iss: str, *, http: requests.Session | None = None,
     cap = _json(resp)
     if not cap or cap.get("resourceType") != "CapabilityStatement":
         raise DiscoveryError(f"The EHR at {base} publishes no SMART configuration.")
-    return _from_capability_statement(base, cap)
+    return _from_capability_statement(base, cap, provisional=unusable)
 
 
 def _json(resp: requests.Response) -> dict[str, Any] | None:
@@ -113,7 +118,7 @@ def _from_well_known(base: str, doc: dict[str, Any]) -> SmartConfiguration:
     )
 
 
-def _from_capability_statement(base: str, cap: dict[str, Any]) -> SmartConfiguration:
+def _from_capability_statement(base: str, cap: dict[str, Any], *, provisional: bool = False) -> SmartConfiguration:
     uris: dict[str, str] = {}
     for rest in _dicts(cap.get("rest")):
         security = rest.get("security") if isinstance(rest.get("security"), dict) else {}
@@ -133,6 +138,7 @@ def _from_capability_statement(base: str, cap: dict[str, Any]) -> SmartConfigura
         # v1 servers did not advertise PKCE; we send S256 anyway (servers ignore unknown params).
         source="capability-statement",
         raw={"oauth-uris": uris},
+        provisional=provisional,
     )
 
 
@@ -146,8 +152,11 @@ class DiscoveryCache:
     def get(self, iss: str, *, http: requests.Session | None = None, timeout: float = 10.0,
             ttl_seconds: float | None = None) -> SmartConfiguration:
         key = normalize_iss(iss)
-        return self._cache.get(key, lambda: fetch_configuration(key, http=http, timeout=timeout),
-                               ttl_seconds=ttl_seconds)
+        config = self._cache.get(key, lambda: fetch_configuration(key, http=http, timeout=timeout),
+                                 ttl_seconds=ttl_seconds)
+        if config.provisional:
+            self._cache.discard(key)
+        return config
 
     def clear(self) -> None:
         self._cache.clear()

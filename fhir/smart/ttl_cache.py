@@ -66,6 +66,10 @@ class RefreshingCache(Generic[V]):
             with self._lock:
                 self._refreshing.discard(key)
 
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

@@ -74,3 +74,27 @@ def test_cache_per_issuer_with_ttl():
     now[0] += 61
     cache.get(ISS, http=http)
     assert len(fake.calls) == 3  # expired: fetched again
+
+
+def test_a_fallback_taken_because_the_well_known_answered_unusable_is_not_kept():
+    """An EHR mid-change answers its well-known document with wrong types: this launch uses its CapabilityStatement,
+    and the next reads the well-known again, so the repaired document (with its JWKS) is used at once."""
+    fake = FakeAdapter()
+    fake.add("GET", f"{ISS}/.well-known/smart-configuration", (200, {**WELL_KNOWN, "token_endpoint": 42}))
+    fake.add("GET", f"{ISS}/metadata", (200, CAPABILITY))
+    cache = DiscoveryCache(ttl_seconds=3600)
+    http = fake.session()
+    assert cache.get(ISS, http=http).source == "capability-statement"
+    fake.add("GET", f"{ISS}/.well-known/smart-configuration", (200, WELL_KNOWN))
+    repaired = cache.get(ISS, http=http)
+    assert repaired.source == "well-known" and repaired.jwks_uri == WELL_KNOWN["jwks_uri"]
+    assert cache.get(ISS, http=http) is repaired  # the good document is kept as before
+
+
+def test_a_v1_server_without_a_well_known_document_is_kept():
+    fake = FakeAdapter()
+    fake.add("GET", f"{ISS}/metadata", (200, CAPABILITY))
+    cache = DiscoveryCache(ttl_seconds=3600)
+    http = fake.session()
+    first = cache.get(ISS, http=http)
+    assert cache.get(ISS, http=http) is first and first.source == "capability-statement"
