@@ -116,10 +116,27 @@ def granted_scope(launch: Any) -> str:
     return scope
 
 
+SITE_RULES_ENTRIES = 16  # settings x profiles of one app, with room (tests replace the settings)
+
+
 def site_rules(profile: EhrProfile) -> WriteRules:
     """What this site writes to this EHR: the profile's rules, with the broadly visible kinds (a problem list entry,
-    the score row) only where the deployment turns them on (config/deployment.py BroadlyVisible)."""
-    return current_settings().broadly_visible.narrow(profile.write_rules)
+    the score row) only where the deployment turns them on (config/deployment.py BroadlyVisible).
+
+    Made once per app, settings and profile (the consent page asks twice a request, and building the rules from
+    the profile's models is most of the cost); kept beside the objects they came from, so settings replaced or
+    another profile make new rules. The rules are frozen and hold nothing of a launch."""
+    settings = current_settings()
+    cache: dict[tuple[int, int], tuple[Any, EhrProfile, WriteRules]] = \
+        current_app.extensions.setdefault("ipv_site_rules", {})
+    kept = cache.get((id(settings), id(profile)))
+    if kept is not None and kept[0] is settings and kept[1] is profile:
+        return kept[2]
+    rules = settings.broadly_visible.narrow(profile.write_rules)
+    if len(cache) >= SITE_RULES_ENTRIES:
+        cache.clear()
+    cache[(id(settings), id(profile))] = (settings, profile, rules)
+    return rules
 
 
 def offer_for(launch: Any, profile: EhrProfile) -> Offer:
