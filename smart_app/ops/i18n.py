@@ -8,6 +8,7 @@ language beneath each question."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
@@ -299,6 +300,24 @@ def fragment(name: str, *parts: Any, caller: Callable[[], str]) -> Markup:
     return Markup(html)
 
 
+# Stands for a choice's attribute (checked, selected) in a rendered-once block: the choice is the patient's answer,
+# so it is marked in on each request (``choose``), never kept in the block.
+_CHOICE = "\x1fchoice:{}\x1f"
+_CHOICE_MARK = re.compile("\x1fchoice:([^\x1f]*)\x1f")
+
+
+def choice_mark(value: str) -> Markup:
+    """Where ``value``'s option or radio button takes the attribute ``choose`` gives the chosen one."""
+    return Markup(_CHOICE.format(escape(value)))
+
+
+def choose(html: str, chosen: str | None, attribute: str) -> Markup:
+    """``{% filter choose(chosen, "checked") %}``: ``attribute`` where ``choice_mark(chosen)`` stands, nothing at
+    the other marks (what ``{% if x == chosen %}checked{% endif %}`` gives)."""
+    mark = _CHOICE.format(escape(chosen)) if chosen is not None else None
+    return Markup(_CHOICE_MARK.sub(lambda m: attribute if m.group(0) == mark else "", str(html)))
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", "translations")
     babel.init_app(app, locale_selector=select_locale)
@@ -322,4 +341,6 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["spoken_note"] = spoken_note
     app.jinja_env.globals["lang_nav"] = lang_nav
     app.jinja_env.globals["fragment"] = fragment
+    app.jinja_env.globals["choice_mark"] = choice_mark
+    app.jinja_env.filters["choose"] = choose
     app.context_processor(_bound_gettext)

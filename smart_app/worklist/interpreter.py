@@ -61,9 +61,20 @@ def language_name(code: str | None) -> str:
 
 def options(context: dict[str, Any]) -> list[tuple[str, str]]:
     """The languages offered: the patient's own first (when the EHR names one), then the list, then "other"."""
+    own = own_option(context)
+    return ([own] if own else []) + list(listed_options())
+
+
+def own_option(context: dict[str, Any]) -> tuple[str, str] | None:
+    """The patient's own language (code, name) when the EHR names one the list does not: offered first."""
     own = patient_language(context)
-    codes = ([own] if own and own not in LANGUAGES else []) + list(LANGUAGES) + [OTHER]
-    return [(c, language_name(c)) for c in codes]
+    return (own, language_name(own)) if own and own not in LANGUAGES else None
+
+
+@lru_cache(maxsize=1)
+def listed_options() -> tuple[tuple[str, str], ...]:
+    """The list and "other", (code, name): the same for every patient."""
+    return tuple((c, language_name(c)) for c in (*LANGUAGES, OTHER))
 
 
 def default_language(context: dict[str, Any]) -> str | None:

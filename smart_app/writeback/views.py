@@ -263,13 +263,14 @@ def view_model(launch: Any, profile: EhrProfile, choices: dict[str, Any], offer:
         if choices["resources"] else []
     items = describe(plans, launch, profile)
     note = note_from(plans)
-    script = [line.as_data() for line in script_for([p.kind for p in plans])]
+    kinds = [p.kind for p in plans]
+    script = [line.as_data() for line in script_for(kinds)]
     # Both languages of every read-aloud line are in the digest: consent is to the words said and shown.
     shown = {"items": [[i["kind"], i["words"]] for i in items], "note": note, "script": script,
              "channel": choices["channel"], "contact_note": choices["contact_note"]}
     digest = hashlib.sha256(json.dumps(shown, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-    return {"plans": plans, "plan_items": items, "note": note, "script": script, "digest": digest,
-            "not_offered": not_offered_words(offer, profile), "offer": offer, "choices": choices,
+    return {"plans": plans, "plan_items": items, "note": note, "script": script, "script_kinds": kinds,
+            "digest": digest, "not_offered": not_offered_words(offer, profile), "offer": offer, "choices": choices,
             "protection": protection_words(profile)}
 
 
@@ -280,7 +281,8 @@ def _render_consent(launch: Any, profile: EhrProfile, vm: dict[str, Any], *, err
         "writeback/consent.html", lid=launch.id, profile=profile, vm=vm, c=vm["choices"], error=error,
         interp_ask=interpreter.from_ehr(launch.context) is None,
         interp=interpreter.answer(form, launch.context, launch.data.get("interpreter")),
-        interp_options=interpreter.options(launch.context), interp_choice=_interp_choice(form, launch),
+        interp_own=interpreter.own_option(launch.context), interp_listed=interpreter.listed_options(),
+        interp_choice=_interp_choice(form, launch),
         channels=CHANNELS, channel_label=channel_label, kind_label=kind_label,
         ask_channel=p_("“If a program or the clinic needs to reach you, which way is safe, if any?”"),
         screen=screen_state(launch), has_patient=bool(launch.typed_context.patient_id)), status
