@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -137,7 +137,8 @@ class ReadAloud:
     clinician_lang: str
 
     def as_data(self) -> dict[str, Any]:
-        return asdict(self)
+        # What ``asdict`` gives while every field is a string or None, without its recursive copy.
+        return dict(vars(self))
 
 
 def read_aloud(message: str, **params: Any) -> ReadAloud:
@@ -314,8 +315,10 @@ def choice_mark(value: str) -> Markup:
 def choose(html: str, chosen: str | None, attribute: str) -> Markup:
     """``{% filter choose(chosen, "checked") %}``: ``attribute`` where ``choice_mark(chosen)`` stands, nothing at
     the other marks (what ``{% if x == chosen %}checked{% endif %}`` gives)."""
-    mark = _CHOICE.format(escape(chosen)) if chosen is not None else None
-    return Markup(_CHOICE_MARK.sub(lambda m: attribute if m.group(0) == mark else "", str(html)))
+    html = str(html)
+    if chosen is not None:
+        html = html.replace(_CHOICE.format(escape(chosen)), attribute)
+    return Markup(_CHOICE_MARK.sub("", html))
 
 
 def init_app(app: Flask) -> None:
