@@ -89,6 +89,27 @@ def current_translations() -> NullTranslations:
     return catalog
 
 
+def locale_tag() -> str:
+    """``str(get_locale())``, worked out once per request and locale (kept beside the Locale object, as the
+    catalog is): Flask-Babel's lookup goes through ``g``'s proxy three times and Babel builds the string anew."""
+    ctx = _babel_context()
+    if ctx is None:
+        return str(get_locale())
+    locale = getattr(ctx, "babel_locale", None) or get_locale()
+    memo = getattr(ctx, "ipv_locale_tag", None)
+    if memo is not None and memo[0] is locale:
+        return memo[1]
+    tag = str(locale)
+    ctx.ipv_locale_tag = (locale, tag)
+    return tag
+
+
+def page_lang() -> str:
+    """<html lang>: the page's language (the clinician's), as a BCP 47 tag."""
+    tag = locale_tag() if _babel_context() is not None else str(get_locale() or "en")
+    return tag.replace("_", "-")
+
+
 def gettext(message: str, **params: Any) -> str:
     """``flask_babel.gettext`` with the catalog lookup done once per request (same result)."""
     s = current_translations().ugettext(message)
@@ -270,7 +291,7 @@ def lang_nav(endpoint: str, lid: str, extra: dict[str, str], current: str) -> Ma
     ``current`` shown as chosen: rendered once per app, page, languages and instrument (nine languages made it
     a page's largest block of ``url_for`` calls), then the launch's id put in. Holds no patient data."""
     cache: dict[tuple[Any, ...], str] = current_app.extensions.setdefault("ipv_lang_nav", {})
-    key = (endpoint, tuple(sorted(extra.items())), current, str(get_locale()), request.script_root)
+    key = (endpoint, tuple(sorted(extra.items())), current, locale_tag(), request.script_root)
     html = cache.get(key)
     if html is None:
         html = current_app.jinja_env.get_template("screening/_lang_nav.html").render(
@@ -291,7 +312,7 @@ def fragment(name: str, *parts: Any, caller: Callable[[], str]) -> Markup:
     what is the same for every patient (a flag of the page, directory facts). Holds no patient data."""
     cache: dict[tuple[Any, ...], str] = current_app.extensions.setdefault("ipv_fragments", {})
     parts = tuple(tuple(part) if isinstance(part, list) else part for part in parts)  # a list of facts: its items
-    key = (name, parts, str(get_locale()), g.get("patient_locale"), request.script_root)
+    key = (name, parts, locale_tag(), g.get("patient_locale"), request.script_root)
     html = cache.get(key)
     if html is None:
         html = str(caller())
@@ -335,8 +356,7 @@ def init_app(app: Flask) -> None:
     # ``_()`` itself skips Jinja's alias layers (two more Context.call per string); same result as newstyle.
     app.jinja_env.globals["_"] = app.jinja_env.globals["gettext"] = template_gettext
     app.jinja_env.globals["p_"] = patient_gettext
-    # <html lang dir>: the page's language (the clinician's), as a BCP 47 tag
-    app.jinja_env.globals["page_lang"] = lambda: str(get_locale() or "en").replace("_", "-")
+    app.jinja_env.globals["page_lang"] = page_lang
     app.jinja_env.globals["lang_dir"] = registry.direction
     app.jinja_env.globals["patient_languages"] = registry.languages
     app.jinja_env.globals["language_name"] = language_name
