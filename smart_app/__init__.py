@@ -48,6 +48,7 @@ with imports_outside_the_collector():
         profiles,
         ratelimit,
         security,
+        templating,
         warmup,
     )
     from smart_app.outbox import cli as outbox_cli
@@ -95,6 +96,7 @@ class BoundedJSONProvider(DefaultJSONProvider):
 
 def _build_app(test_config: dict[str, Any] | None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
+    app.jinja_environment = templating.DictFirstEnvironment  # before anything builds app.jinja_env
     app.json = BoundedJSONProvider(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     flask_keys, overrides = _split(test_config or {})
