@@ -111,7 +111,7 @@ class UrgentBox:
 
     @property
     def outcome_label(self) -> str:
-        return handoff_codes.label(self.outcome)
+        return _outcome_text(self.outcome)
 
     @property
     def outcome_final(self) -> bool:
@@ -119,7 +119,13 @@ class UrgentBox:
 
     @property
     def outcome_choices(self) -> list[tuple[str, str]]:
-        return [(code, handoff_codes.label(code)) for code in handoff_codes.OUTCOMES]
+        return [(code, _outcome_text(code)) for code in handoff_codes.OUTCOMES]
+
+
+def _outcome_text(code: str | None) -> str:
+    """``handoff_codes.label`` through the request's catalog (a lazy label looks the catalog up on each use)."""
+    message = handoff_codes.MESSAGES.get(code or "")
+    return _(message) if message else code or ""
 
 
 def urgent_box(launch: Any, lang: str) -> UrgentBox | None:
