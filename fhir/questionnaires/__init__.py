@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -96,10 +97,23 @@ class Item:
     def counted(self, code: str | None) -> bool:
         """The answer ``code`` adds to the total (a "yes"): its score is above this item's lowest."""
         chosen = self.answer(code)
-        return chosen is not None and chosen.score > min(a.score for a in self.answers)
+        return chosen is not None and chosen.score > self.lowest
 
     def answer(self, code: str | None) -> Answer | None:
-        return next((a for a in self.answers if a.code == code), None)
+        return self._by_code.get(code) if code is not None else None
+
+    # Items are read-only and loaded once; each page reading a stored screen looks its answers up again, so the
+    # lookups are made once per item (the first of a code wins, as a scan in order would find).
+    @cached_property
+    def lowest(self) -> int | float:
+        return min(a.score for a in self.answers)
+
+    @cached_property
+    def _by_code(self) -> dict[str, Answer]:
+        by_code: dict[str, Answer] = {}
+        for a in self.answers:
+            by_code.setdefault(a.code, a)
+        return by_code
 
 
 @dataclass(frozen=True)
@@ -134,8 +148,9 @@ class Instrument:
     translation_status: dict[str, dict[str, str]] = field(default_factory=dict)
     path: str = ""
 
-    @property
+    @cached_property
     def questions(self) -> tuple[Item, ...]:
+        """The items answered (not display text); made once per loaded instrument."""
         return tuple(i for i in self.items if i.type == "choice")
 
     def label(self, lang: str) -> str:
@@ -180,7 +195,7 @@ class Instrument:
         total = int(total) if float(total).is_integer() else total
         danger_items = tuple(q.link_id for q in self.questions if q.danger and chosen[q.link_id].danger)
         interpretation = "positive" if self.rule.positive(total) else "negative"
-        physical = any(q.physical and chosen[q.link_id].score > min(a.score for a in q.answers) for q in self.questions)
+        physical = any(q.physical and chosen[q.link_id].score > q.lowest for q in self.questions)
         return ScreenResult(self, chosen, total, interpretation, bool(danger_items), danger_items, physical)
 
 
