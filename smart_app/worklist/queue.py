@@ -6,12 +6,13 @@ encrypted program name once per program (then kept in memory: a program's key na
 
 Counts: each filter (a ``Facet``) shows how many referrals each of its values would show with the *other*
 filters kept. One grouped query returns, for every combination of facet values present (urgency, status, site,
-age, the EHR profile and the set of program keys), how many referrals have it: a few hundred cells. Every
-facet's counts, the number shown and the total are sums over those cells. The program filter is the one facet
-with several values per referral (a referral can name two programs, two programs can share a name): its cell
-value is the referral's set of program keys (``referral.program_keys``), so a referral is counted once under
-each name it has. The page
-itself is a second query: the same conditions, the chosen order, LIMIT and OFFSET.
+age, the EHR profile and the set of program keys), how many referrals have it: thousands of cells at a year's
+volume. Every facet's counts, the number shown and the total are sums over those cells, summed in the same
+statement (``_tally_statement``: one row per facet value, key set and triage tier, a few hundred), so the cells
+never leave the database. The program filter is the one facet with several values per referral (a referral can
+name two programs, two programs can share a name): its cell value is the referral's set of program keys
+(``referral.program_keys``), so a referral is counted once under each name it has. The page itself is a second
+query: the same conditions, the chosen order, LIMIT and OFFSET.
 
 A new filter is one more ``Facet`` in ``FACETS`` (``column_facet`` for a plain column): its values group, count,
 filter and link like the others'.
@@ -29,6 +30,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
+    String,
     and_,
     bindparam,
     case,
@@ -44,6 +46,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import CTE
 
 from config.deployment import Site
 from smart_app.ops.i18n import gettext as _
@@ -153,6 +156,9 @@ class Facet:
     options: Callable[[Iterable[Any]], list[tuple[str, str]]]
     default: str = ""
     clean: Callable[[str], str] = lambda value: value
+    # The SQL test that a dimension value (a column of the grouped count) shows under a chosen filter value: true
+    # exactly where ``chosen in values_of(value)`` (tests/worklist/test_queue_tallies.py compares the two).
+    shows: Callable[[ColumnElement[Any], str], ColumnElement[bool]] = lambda column, chosen: column == chosen
 
 
 def column_facet(name: str, title: Callable[[], str], column: Any, labels: Callable[[str], str] | None = None,
@@ -164,6 +170,15 @@ def column_facet(name: str, title: Callable[[], str], column: Any, labels: Calla
     return Facet(name=name, title=title, dimension=lambda _clock: dimension,
                  values_of=lambda value: (str(value),), where=lambda value, _clock: dimension == value,
                  options=lambda present: sorted(((str(v), text(str(v))) for v in set(present)), key=lambda o: o[1]))
+
+
+def _shows_in(domain: tuple[str, ...], values_of: Callable[[Any], tuple[str, ...]]) -> Callable[
+        [ColumnElement[Any], str], ColumnElement[bool]]:
+    """The ``shows`` test of a facet whose dimension takes only the values of ``domain``."""
+    def shows(column: ColumnElement[Any], chosen: str) -> ColumnElement[bool]:
+        values = [value for value in domain if chosen in values_of(value)]
+        return column.in_(values) if values else false()
+    return shows
 
 
 def _urgency_facet() -> Facet:
@@ -182,12 +197,29 @@ def _urgency_facet() -> Facet:
         name="urgency", title=lambda: _("Urgency"), dimension=dimension, values_of=values_of, where=where,
         options=lambda _present: [("urgent", _("Urgent")), ("overdue", _("Overdue: not contacted by the due time")),
                                   ("routine", _("Not urgent"))],
-        clean=lambda value: value if value in URGENCY_VALUES else "")  # an unknown value shows everything
+        clean=lambda value: value if value in URGENCY_VALUES else "",  # an unknown value shows everything
+        shows=_shows_in(("overdue", OVERDUE_ROUTINE, "urgent", "routine"), values_of))
 
 
 def _status_of(raw: Any) -> tuple[str, ...]:
     status = LEGACY.get(str(raw), str(raw))
     return (status, "closed" if status in CLOSED else "open", "all")
+
+
+# Every stored status whose filter values are not (itself, "open", "all"): the FHIR codes and the older words.
+_STATUSES_NAMED = tuple(sorted({*STATUSES, *CLOSED, *LEGACY, *LEGACY.values()}))
+
+
+def _status_shows(column: ColumnElement[Any], chosen: str) -> ColumnElement[bool]:
+    """``chosen in _status_of(column)``: the named statuses that show under it, and any other stored value, which
+    reads as itself and open."""
+    named = [raw for raw in _STATUSES_NAMED if chosen in _status_of(raw)]
+    tests = [column.in_(named)] if named else []
+    if chosen in ("open", "all"):
+        tests.append(column.not_in(_STATUSES_NAMED))
+    elif chosen not in _STATUSES_NAMED:
+        tests.append(column == chosen)
+    return or_(*tests) if tests else false()
 
 
 def _status_where(value: str, _clock: Clock) -> ColumnElement[bool] | None:
@@ -203,7 +235,7 @@ def _status_where(value: str, _clock: Clock) -> ColumnElement[bool] | None:
 def _status_facet() -> Facet:
     return Facet(
         name="status", title=lambda: _("Status"), dimension=lambda _clock: STATUS, values_of=_status_of,
-        where=_status_where, default="open",
+        where=_status_where, default="open", shows=_status_shows,
         options=lambda _present: [("open", _("All open")), *[(s, label(s)) for s in STATUSES],
                                   ("closed", _("All closed")), ("all", _("Everything"))])
 
@@ -214,9 +246,13 @@ def _site_facet() -> Facet:
             return or_(ReferralRecord.site_name.is_(None), ReferralRecord.site_name == "")
         return ReferralRecord.site_name == value
 
+    def shows(column: ColumnElement[Any], chosen: str) -> ColumnElement[bool]:
+        # The dimension is never NULL (COALESCE to ""): "" shows as "Site not recorded", any other name as itself.
+        return column.in_([chosen, ""]) if chosen == site_not_recorded() else column == chosen
+
     return Facet(
         name="site", title=lambda: _("Site"), dimension=lambda _clock: func.coalesce(ReferralRecord.site_name, ""),
-        values_of=lambda v: (str(v) or site_not_recorded(),), where=where,
+        values_of=lambda v: (str(v) or site_not_recorded(),), where=where, shows=shows,
         options=lambda present: [(s, s) for s in sorted({str(v) or site_not_recorded() for v in present})])
 
 
@@ -237,7 +273,8 @@ def _age_facet() -> Facet:
                 "over_7_days": created <= clock.now - WEEK}.get(value, false())
 
     return Facet(name="age", title=lambda: _("Waiting"), dimension=dimension, values_of=lambda v: (str(v),),
-                 where=where, options=lambda _present: [(b, age_label(b)) for b in AGE_BUCKETS])
+                 where=where, options=lambda _present: [(b, age_label(b)) for b in AGE_BUCKETS],
+                 shows=_shows_in(AGE_BUCKETS, lambda v: (str(v),)))
 
 
 ASSIGNEE_VALUES = ("mine", "unassigned", "others")
@@ -258,7 +295,8 @@ def _assignee_facet() -> Facet:
         name="assignee", title=lambda: _("Assigned"), dimension=dimension, values_of=lambda v: (str(v),),
         where=where, options=lambda _present: [("mine", _("Mine")), ("unassigned", _("Unassigned")),
                                                ("others", _("Taken by a colleague"))],
-        clean=lambda value: value if value in ASSIGNEE_VALUES else "")
+        clean=lambda value: value if value in ASSIGNEE_VALUES else "",
+        shows=_shows_in(ASSIGNEE_VALUES, lambda v: (str(v),)))
 
 
 # The queue's single-valued filters, in the order the filter bar shows them (the program filter follows site).
@@ -291,6 +329,15 @@ class Programs:
         """The names of a referral's program keys (as the grouped query returns them, joined by commas)."""
         found = (self.names.get(k) for k in (keys or "").split(","))
         return tuple(dict.fromkeys(n for n in found if n))
+
+    @staticmethod
+    def shows(column: ColumnElement[Any], keys: Iterable[str]) -> ColumnElement[bool]:
+        """The SQL test that a key set (``referral.program_keys``: sorted keys joined by commas, NULL while not
+        indexed) holds one of ``keys``: the keys whose program has the chosen name."""
+        sep = literal(",", String)
+        joined = sep.op("||", return_type=String)(func.coalesce(column, "")).op("||", return_type=String)(sep)
+        tests = [joined.contains(f",{key},", autoescape=True) for key in sorted(keys)]
+        return or_(*tests) if tests else false()
 
     def where(self, name: str) -> ColumnElement[bool]:
         keys = self.keys_for(name)
@@ -431,54 +478,88 @@ WITHIN_TIER: dict[str, list[Any]] = {
 }
 
 
-def _tally(cells: list[Cell], names: list[str],
-           chosen: dict[str, str]) -> tuple[dict[str, Counter[str]], int, list[Cell]]:
-    """Every facet's counts over the cells, how many referrals the filters show and the cells they show.
-
-    A facet's counts keep the other filters: a cell counts for every facet when it passes them all, and for the one
-    facet it fails when it fails only that one. Counted per facet and cell value first, then spread over the filter
-    values each cell value shows under (an overdue referral is also urgent): those are worked out once per value,
-    not once per cell, and only the chosen filters are tested per cell."""
-    of_facet = {f.name: f.values_of for f in FACETS}
-    shows: dict[str, dict[Any, tuple[str, ...]]] = {name: {} for name in names}
-
-    def values_of(name: str, value: Any) -> tuple[str, ...]:
-        if value not in shows[name]:
-            shows[name][value] = of_facet[name](value) if name in of_facet else value  # program: its names
-        return shows[name][value]
-
-    tested = [(name, want) for name in names if (want := chosen[name])]
-    by_value: dict[str, Counter[Any]] = {name: Counter() for name in names}
-    shown = 0
-    passing: list[Cell] = []
-    for cell in cells:
-        values = cell.values
-        failing = [name for name, want in tested if want not in values_of(name, values[name])]
-        if not failing:
-            shown += cell.n
-            passing.append(cell)
-            for name in names:
-                by_value[name][values[name]] += cell.n
-        elif len(failing) == 1:
-            by_value[failing[0]][values[failing[0]]] += cell.n
-    tallies: dict[str, Counter[str]] = {name: Counter() for name in names}
-    for name, counted in by_value.items():
-        for value, n in counted.items():
-            for shown_as in values_of(name, value):
-                tallies[name][shown_as] += n
-    return tallies, shown, passing
+KEYS, TRIAGE, PROFILE = "keys", "triage", "profile"  # the tally rows' kinds besides the facets' names
 
 
-def _triage_tiers(passing: list[Cell], clock: Clock) -> list[tuple[ColumnElement[bool], int]]:
+def _tally_statement(cells: CTE, chosen: dict[str, str], program_keys: set[str]) -> Select[Any]:
+    """The tallies over the grouped count ``cells``, as rows (kind, value, value2, total, others, shown):
+
+    - per facet (kind: its name) and value of its dimension: every referral with it (``total``: the values
+      present), and those the *other* chosen filters show (``others``: the facet's counts, before they are spread
+      over the filter values each dimension value shows under);
+    - per program key set (``keys``): total, the referrals the filters other than the program's show, and those
+      every filter shows (``shown``: the number shown and the program sort's tiers);
+    - per urgency and stored status (``triage``): those every filter shows (the triage sort's tiers);
+    - each EHR profile present (``profile``).
+    A chosen filter is each facet's ``shows`` test on its column (the program's: holds one of ``program_keys``)."""
+    c = cells.c
+    dims = {facet.name: c[f"d_{i}"] for i, facet in enumerate(FACETS)}
+    tests = {facet.name: facet.shows(dims[facet.name], chosen[facet.name]) for facet in FACETS if chosen[facet.name]}
+    if chosen[PROGRAM]:
+        tests[PROGRAM] = Programs.shows(c["keys"], program_keys)
+
+    def n_shown(but: str | None = None) -> ColumnElement[Any]:
+        kept = [test for name, test in tests.items() if name != but]
+        return func.sum(case((and_(*kept), c.n), else_=0)) if kept else func.sum(c.n)
+
+    none, zero = null(), literal(0)
+    parts = [select(literal(facet.name), dims[facet.name], none, func.sum(c.n), n_shown(facet.name), zero)
+             .group_by(dims[facet.name]) for facet in FACETS]
+    parts += [select(literal(KEYS), c["keys"], none, func.sum(c.n), n_shown(PROGRAM), n_shown()).group_by(c["keys"]),
+              select(literal(TRIAGE), dims["urgency"], dims["status"], zero, zero, n_shown())
+              .group_by(dims["urgency"], dims["status"]),
+              select(literal(PROFILE), c.profile, none, zero, zero, zero).group_by(c.profile)]
+    return union_all(*parts)
+
+
+@dataclass
+class Tallies:
+    """What a queue page shows of its counts: per facet and filter value, the referrals the other filters keep;
+    the number shown and in all; the dimension values present (the site options); the EHR profiles; per program key
+    set and per triage tier key (urgency, stored status), the referrals shown."""
+
+    counts: dict[str, Counter[str]]
+    shown: int
+    total: int
+    present: dict[str, set[Any]]
+    profiles: set[str]
+    by_keys: Counter[str | None]
+    triage: Counter[tuple[str, str]]
+
+    @classmethod
+    def of(cls, rows: Iterable[Any], programs: Programs) -> Tallies:
+        of_facet = {facet.name: facet.values_of for facet in FACETS}
+        out = cls(counts={name: Counter() for name in facet_names()}, shown=0, total=0,
+                  present={name: set() for name in FACET_NAMES}, profiles=set(), by_keys=Counter(), triage=Counter())
+        for kind, value, value2, total, others, shown in rows:
+            if kind in of_facet:
+                out.present[kind].add(value)
+                for shown_as in of_facet[kind](value):
+                    out.counts[kind][shown_as] += int(others)
+            elif kind == KEYS:
+                for name in programs.of(value):
+                    out.counts[PROGRAM][name] += int(others)
+                if shown:  # a key set or tier with none shown is no tier
+                    out.by_keys[value] += int(shown)
+                out.shown += int(shown)
+                out.total += int(total)
+            elif kind == TRIAGE:
+                if shown:
+                    out.triage[(value, value2)] += int(shown)
+            else:
+                out.profiles.add(value)
+        return out
+
+
+def _triage_tiers(shown: Counter[tuple[str, str]], clock: Clock) -> list[tuple[ColumnElement[bool], int]]:
     """The triage sort's tiers (its keys before age: overdue, urgent, closed) in order, each as the condition that
-    its sort keys have those values and its number of referrals shown (from the grouped count's cells)."""
+    its sort keys have those values and its number of referrals shown (``shown``: per urgency and stored status)."""
     sizes: Counter[tuple[int, int, int]] = Counter()
-    for cell in passing:
-        urgency, status = cell.values["urgency"], cell.values["status"]
+    for (urgency, status), n in shown.items():
         late = 0 if urgency in ("overdue", OVERDUE_ROUTINE) else 1
         urgent = 0 if urgency in ("overdue", "urgent") else 1
         closed = 1 if str(status) in CLOSED_STORED else 0
-        sizes[(late, urgent, closed)] += cell.n
+        sizes[(late, urgent, closed)] += n
     # Each key as a plain condition, not ``CASE ... = k``, so the planner estimates how many rows a tier has (an
     # equality on a CASE it takes for a handful and sorts instead of walking the index). IS NOT TRUE is the CASE's
     # ELSE: a NULL condition (overdue's due_at comparison when there is no due_at) sorts as false.
@@ -489,21 +570,22 @@ def _triage_tiers(passing: list[Cell], clock: Clock) -> list[tuple[ColumnElement
             for (late, urgent, closed), n in sorted(sizes.items()) if n]
 
 
-def _program_tiers(passing: list[Cell], programs: Programs) -> list[tuple[ColumnElement[bool], int]]:
+def _program_tiers(shown: Counter[str | None], programs: Programs) -> list[tuple[ColumnElement[bool], int]]:
     """The program sort's tiers: the referrals whose first-named program has each rank (``Programs.rank``), as a
-    condition on ``referral.program_keys`` (the key sets of that rank) and its number of referrals shown."""
+    condition on ``referral.program_keys`` (the key sets of that rank) and its number of referrals shown
+    (``shown``: per key set)."""
     order = {name: i for i, name in enumerate(programs.sorted_names())}
     ranks = {key: order[name] for key, name in programs.names.items()}
     sets: dict[int, set[str]] = {}
     sizes: Counter[int] = Counter()
     rank_of: dict[str, int] = {}  # per key set: cells share a few dozen of them
-    for cell in passing:
-        keys = cell.keys or ""
+    for key_set, n in shown.items():
+        keys = key_set or ""
         if keys not in rank_of:
             rank_of[keys] = min((ranks[k] for k in keys.split(",") if k in ranks), default=len(order))
         rank = rank_of[keys]
         sets.setdefault(rank, set()).add(keys)
-        sizes[rank] += cell.n
+        sizes[rank] += n
     return [(ReferralRecord.program_keys.in_(sorted(sets[rank])), sizes[rank]) for rank in sorted(sizes) if sizes[rank]]
 
 
@@ -565,6 +647,7 @@ class Queue:
         self.in_scope = scoped_query(scope, keysets=self.keysets).whereclause
         self.programs = Programs()
         self._cells: list[Cell] | None = None
+        self._tallies: Tallies | None = None
 
     # conditions
     def base(self) -> list[ColumnElement[bool]]:
@@ -587,19 +670,23 @@ class Queue:
         return out
 
     # the grouped count
+    def grouped(self) -> Select[Any]:
+        """The grouped count: every combination of facet values present under the scope and the search, with its
+        number of referrals (rows: the facets' values as ``d_0``…, ``profile``, ``keys``, ``n``)."""
+        if self.kept and self.query.search is None and self.keysets is not None:
+            return KeptCount(self).statement()
+        dims = [facet.dimension(self.clock).label(f"d_{i}") for i, facet in enumerate(FACETS)]
+        inner = (select(*dims, ReferralRecord.profile.label("profile"),
+                        ReferralRecord.program_keys.label("keys")).where(*self.base()).subquery())
+        cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
+        return select(*cols, func.count().label("n")).group_by(*cols)
+
     def cells(self) -> list[Cell]:
-        """Every combination of facet values present under the scope and the search, with its referrals (one
-        query), and the names of every program they name."""
+        """The grouped count's rows as cells, and the names of every program they name (the reference the tallies
+        in SQL are tested against)."""
         if self._cells is not None:
             return self._cells
-        if self.kept and self.query.search is None and self.keysets is not None:
-            rows = KeptCount(self).rows()
-        else:
-            dims = [facet.dimension(self.clock).label(f"d_{i}") for i, facet in enumerate(FACETS)]
-            inner = (select(*dims, ReferralRecord.profile.label("profile"),
-                            ReferralRecord.program_keys.label("keys")).where(*self.base()).subquery())
-            cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
-            rows = self.db.execute(select(*cols, func.count()).group_by(*cols)).all()
+        rows = self.db.execute(self.grouped()).all()
         key_sets = {row[-2] for row in rows}
         self.programs.key_sets = key_sets
         self._load_names({k for keys in key_sets for k in (keys or "").split(",") if k and k != NO_PROGRAM})
@@ -608,6 +695,32 @@ class Queue:
                                     PROGRAM: named[row[-2]]},
                             profile=row[-3], n=int(row[-1]), keys=row[-2]) for row in rows]
         return self._cells
+
+    def tallies(self) -> Tallies:
+        """Every filter's counts, the number shown, the values present and the sort's tier sizes, summed over the
+        grouped count in the database (``_tally_statement``: a few hundred numbers instead of its cells).
+
+        The program filter is a test on the key sets: the keys named as the chosen program are taken from the names
+        already read (kept across requests); when the count brings a key of that name not read before, it is counted
+        again with it (names are read once per key)."""
+        if self._tallies is not None:
+            return self._tallies
+        chosen = {name: self.query.filters.get(name) or "" for name in facet_names()}
+        program = chosen[PROGRAM]
+        named = {key for key, prog in self.cache.items() if _program_name(prog, self.services) == program} \
+            if program else set()
+        while True:
+            statement = _tally_statement(self.grouped().cte("cells"), chosen, named)
+            rows = self.db.connection().execute(statement).all()
+            key_sets = {row[1] for row in rows if row[0] == KEYS}
+            self.programs.key_sets = key_sets
+            self._load_names({k for keys in key_sets for k in (keys or "").split(",") if k and k != NO_PROGRAM})
+            missed = {key for key, name in self.programs.names.items() if program and name == program} - named
+            if not missed:
+                break
+            named |= missed
+        self._tallies = Tallies.of(rows, self.programs)
+        return self._tallies
 
     def _load_names(self, keys: set[str]) -> None:
         """Names of these program keys: from the cache, else one encrypted row per key (decrypted once)."""
@@ -628,38 +741,37 @@ class Queue:
             if name:
                 self.programs.names[key] = name
 
-    def _options(self, cells: list[Cell]) -> dict[str, list[tuple[str, str]]]:
-        options = {f.name: f.options({c.values[f.name] for c in cells}) for f in FACETS}
+    def _options(self, present: dict[str, set[Any]]) -> dict[str, list[tuple[str, str]]]:
+        options = {f.name: f.options(present[f.name]) for f in FACETS}
         options[PROGRAM] = [(n, n) for n in self.programs.sorted_names()]
         return {name: _with_chosen(opts, self.query.filters.get(name) or "") for name, opts in options.items()}
 
     # the page
     def view(self, page_size: int) -> QueueView:
-        cells = self.cells()
-        names = facet_names()
-        options = self._options(cells)
-        chosen = {name: self.query.filters.get(name) or "" for name in names}
-        tallies, shown, passing = _tally(cells, names, chosen)
-        counts = {name: {value: tallies[name][value] for value, _text in options[name]} for name in names}
-        total = self.count_in_scope() if self.query.search is not None else sum(c.n for c in cells)
+        tallies = self.tallies()
+        options = self._options(tallies.present)
+        counts = {name: {value: tallies.counts[name][value] for value, _text in options[name]}
+                  for name in facet_names()}
+        shown = tallies.shown
+        total = self.count_in_scope() if self.query.search is not None else tallies.total
         pages = max(1, -(-shown // page_size))
         page = min(self.query.page, pages)
         first = (page - 1) * page_size
-        records = self._page(passing, first, page_size) if shown else []
+        records = self._page(tallies, first, page_size) if shown else []
         return QueueView(query=self.query, options=options, counts=counts, shown=shown, total=total, page=page,
-                         pages=pages, first=first, records=records, profiles={c.profile for c in cells})
+                         pages=pages, first=first, records=records, profiles=tallies.profiles)
 
-    def _page(self, passing: list[Cell], first: int, size: int) -> list[ReferralRecord]:
+    def _page(self, tallies: Tallies, first: int, size: int) -> list[ReferralRecord]:
         """The page's referrals, in the queue's order.
 
         Triage, program, oldest and newest first read the page in age order within each tier of the sort (triage:
         overdue urgent, overdue routine, urgent, routine, each open then closed; program: each rank of the first
         program's name; one tier for oldest and newest), so PostgreSQL walks ``ix_referral_queue_open`` or
         ``ix_referral_created`` and stops once the page is full instead of sorting every referral shown. The tiers'
-        sizes come from the grouped count (``passing``: its cells the filters show), so only the tiers the page
-        falls in are read, each from its own offset. Open unrouted referrals nobody has taken are pinned above every
-        tier (a few: sorted as the sort says), and each tier's size leaves out its pinned ones (one grouped count
-        of the pinned). For the other sorts the page is one sorted query."""
+        sizes come from the tallies (``Tallies.triage``, ``Tallies.by_keys``: the referrals shown), so only the
+        tiers the page falls in are read, each from its own offset. Open unrouted referrals nobody has taken are
+        pinned above every tier (a few: sorted as the sort says), and each tier's size leaves out its pinned ones
+        (one grouped count of the pinned). For the other sorts the page is one sorted query."""
         within = WITHIN_TIER.get(self.query.sort)
         # A referral whose programs are not indexed yet may count under no program and still match the program
         # filter's rows: the tiers' sizes could then be off by it, so such a queue is read in one query.
@@ -667,11 +779,11 @@ class Queue:
             return list(self.db.scalars(select(ReferralRecord).where(*self.conditions())
                                         .order_by(*self.order()).limit(size).offset(first)))
         if self.query.sort == "triage":
-            tiers = _triage_tiers(passing, self.clock)
+            tiers = _triage_tiers(tallies.triage, self.clock)
         elif self.query.sort == "program":
-            tiers = _program_tiers(passing, self.programs)
+            tiers = _program_tiers(tallies.by_keys, self.programs)
         else:
-            tiers = [(true(), sum(c.n for c in passing))]
+            tiers = [(true(), tallies.shown)]
         pinned = and_(unrouted_untaken(), ~IS_CLOSED)
         in_tier = self._pinned_per_tier(tiers, pinned)
         records: list[ReferralRecord] = []
@@ -719,7 +831,7 @@ class Queue:
     def lines(self) -> list[Any]:
         """Every referral the filters show, in order, as plain columns (the CSV export: nothing decrypted)."""
         if self.query.filters.get(PROGRAM) or self.query.sort == "program":
-            self.cells()  # the program names the filter and the sort need
+            self.tallies()  # the program names the filter and the sort need
         return list(self.db.execute(select(*LINE_COLUMNS).where(*self.conditions()).order_by(*self.order())))
 
 
@@ -731,7 +843,7 @@ class KeptCount:
         self.db, self.scope, self.clock = queue.db, queue.scope, queue.clock
         self.keysets, self.in_scope = queue.keysets, queue.in_scope
 
-    def rows(self) -> list[Any]:
+    def statement(self) -> Select[Any]:
         """The grouped count, in one statement (one snapshot):
 
         - closed referrals from ``referral_cell``: by month for the months before the one a week ago falls in, by day
@@ -756,8 +868,7 @@ class KeptCount:
         parts += [self._live_rows(own, assignee="mine"), self._live_rows(own, assignee="others", sign=-1)]
         inner = union_all(*parts).subquery()
         cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
-        return list(self.db.execute(select(*cols, func.sum(inner.c.n)).group_by(*cols)
-                                    .having(func.sum(inner.c.n) > 0)).all())
+        return select(*cols, func.sum(inner.c.n).label("n")).group_by(*cols).having(func.sum(inner.c.n) > 0)
 
     def _open_arms(self) -> list[ColumnElement[bool]]:
         """The referrals in scope not closed, as disjoint conditions each read from its own partial index (one OR
