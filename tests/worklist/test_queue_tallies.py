@@ -111,9 +111,9 @@ def _agree(make: Any, filters: dict[str, str], sort: str) -> None:
 def _fill(app: Any, now: datetime) -> str:
     """A year of referrals and the last twelve days more densely; some the user's, unrouted, routed to a team, in
     no site (NULL and ""), outside the scope, with their programs not indexed yet. Returns the EHR's id."""
-    insert_referrals(app, 1200, iss=EHR1, now=now, seed=21, max_days=365)
-    insert_referrals(app, 1200, iss=EHR1, now=now, seed=22, max_days=12)
-    insert_referrals(app, 200, iss=EHR1, now=now, seed=23, max_days=12, site=("Elsewhere", "Organization/x"))
+    insert_referrals(app, 500, iss=EHR1, now=now, seed=21, max_days=365)
+    insert_referrals(app, 500, iss=EHR1, now=now, seed=22, max_days=12)
+    insert_referrals(app, 100, iss=EHR1, now=now, seed=23, max_days=12, site=("Elsewhere", "Organization/x"))
     engine = app.extensions["db_engine"]
     with engine.begin() as conn:
         ids = [r[0] for r in conn.execute(text("SELECT id FROM referral ORDER BY id"))]
