@@ -842,6 +842,9 @@ class KeptCount:
     def __init__(self, queue: Queue) -> None:
         self.db, self.scope, self.clock = queue.db, queue.scope, queue.clock
         self.keysets, self.in_scope = queue.keysets, queue.in_scope
+        # The facets' values of a referral, built once: every live arm groups by them (an expression is immutable,
+        # so the arms share it).
+        self.dims: list[ColumnElement[Any]] = [facet.dimension(self.clock) for facet in FACETS]
 
     def statement(self) -> Select[Any]:
         """The grouped count, in one statement (one snapshot):
@@ -889,7 +892,7 @@ class KeptCount:
     def _live_rows(self, where: ColumnElement[bool], *, assignee: str | None = None, age: str | None = None,
                    sign: int = 1, scoped: bool = True) -> Select[Any]:
         """Referrals counted live, grouped as cells (``assignee``, ``age``: that value instead of the row's)."""
-        dims: list[ColumnElement[Any]] = [facet.dimension(self.clock) for facet in FACETS]
+        dims = list(self.dims)
         if assignee == AS_CELL:
             dims[0] = case((ReferralRecord.assignee.is_(None), "unassigned"), else_="others")
         elif assignee is not None:
