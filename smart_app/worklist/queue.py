@@ -466,6 +466,7 @@ class Cell:
     profile: str
     n: int
     keys: str | None = None  # its ``referral.program_keys`` (the program sort's tiers)
+    pinned: bool = False  # open, unrouted and nobody's: read above every tier of the page (``Queue._page``)
 
 
 # The order within a tier of the sorts ``Queue._page`` reads tier by tier (see there); ix_referral_created and
@@ -482,14 +483,15 @@ KEYS, TRIAGE, PROFILE = "keys", "triage", "profile"  # the tally rows' kinds bes
 
 
 def _tally_statement(cells: CTE, chosen: dict[str, str], program_keys: set[str]) -> Select[Any]:
-    """The tallies over the grouped count ``cells``, as rows (kind, value, value2, total, others, shown):
+    """The tallies over the grouped count ``cells``, as rows (kind, value, value2, pinned, total, others, shown):
 
     - per facet (kind: its name) and value of its dimension: every referral with it (``total``: the values
       present), and those the *other* chosen filters show (``others``: the facet's counts, before they are spread
       over the filter values each dimension value shows under);
-    - per program key set (``keys``): total, the referrals the filters other than the program's show, and those
-      every filter shows (``shown``: the number shown and the program sort's tiers);
-    - per urgency and stored status (``triage``): those every filter shows (the triage sort's tiers);
+    - per program key set and pinned or not (``keys``): total, the referrals the filters other than the program's
+      show, and those every filter shows (``shown``: the number shown and the program sort's tiers);
+    - per urgency, stored status and pinned or not (``triage``): those every filter shows (the triage sort's
+      tiers, and how many of each tier are pinned above the tiers);
     - each EHR profile present (``profile``).
     A chosen filter is each facet's ``shows`` test on its column (the program's: holds one of ``program_keys``)."""
     c = cells.c
@@ -503,12 +505,13 @@ def _tally_statement(cells: CTE, chosen: dict[str, str], program_keys: set[str])
         return func.sum(case((and_(*kept), c.n), else_=0)) if kept else func.sum(c.n)
 
     none, zero = null(), literal(0)
-    parts = [select(literal(facet.name), dims[facet.name], none, func.sum(c.n), n_shown(facet.name), zero)
+    parts = [select(literal(facet.name), dims[facet.name], none, zero, func.sum(c.n), n_shown(facet.name), zero)
              .group_by(dims[facet.name]) for facet in FACETS]
-    parts += [select(literal(KEYS), c["keys"], none, func.sum(c.n), n_shown(PROGRAM), n_shown()).group_by(c["keys"]),
-              select(literal(TRIAGE), dims["urgency"], dims["status"], zero, zero, n_shown())
-              .group_by(dims["urgency"], dims["status"]),
-              select(literal(PROFILE), c.profile, none, zero, zero, zero).group_by(c.profile)]
+    parts += [select(literal(KEYS), c["keys"], none, c.pinned, func.sum(c.n), n_shown(PROGRAM), n_shown())
+              .group_by(c["keys"], c.pinned),
+              select(literal(TRIAGE), dims["urgency"], dims["status"], c.pinned, zero, zero, n_shown())
+              .group_by(dims["urgency"], dims["status"], c.pinned),
+              select(literal(PROFILE), c.profile, none, zero, zero, zero, zero).group_by(c.profile)]
     return union_all(*parts)
 
 
@@ -516,7 +519,7 @@ def _tally_statement(cells: CTE, chosen: dict[str, str], program_keys: set[str])
 class Tallies:
     """What a queue page shows of its counts: per facet and filter value, the referrals the other filters keep;
     the number shown and in all; the dimension values present (the site options); the EHR profiles; per program key
-    set and per triage tier key (urgency, stored status), the referrals shown."""
+    set and per triage tier key (urgency, stored status), the referrals shown, and of them the pinned ones."""
 
     counts: dict[str, Counter[str]]
     shown: int
@@ -525,13 +528,16 @@ class Tallies:
     profiles: set[str]
     by_keys: Counter[str | None]
     triage: Counter[tuple[str, str]]
+    pinned_keys: Counter[str | None]
+    pinned_triage: Counter[tuple[str, str]]
 
     @classmethod
     def of(cls, rows: Iterable[Any], programs: Programs) -> Tallies:
         of_facet = {facet.name: facet.values_of for facet in FACETS}
         out = cls(counts={name: Counter() for name in facet_names()}, shown=0, total=0,
-                  present={name: set() for name in FACET_NAMES}, profiles=set(), by_keys=Counter(), triage=Counter())
-        for kind, value, value2, total, others, shown in rows:
+                  present={name: set() for name in FACET_NAMES}, profiles=set(), by_keys=Counter(), triage=Counter(),
+                  pinned_keys=Counter(), pinned_triage=Counter())
+        for kind, value, value2, is_pinned, total, others, shown in rows:
             if kind in of_facet:
                 out.present[kind].add(value)
                 for shown_as in of_facet[kind](value):
@@ -541,43 +547,54 @@ class Tallies:
                     out.counts[PROGRAM][name] += int(others)
                 if shown:  # a key set or tier with none shown is no tier
                     out.by_keys[value] += int(shown)
+                    if is_pinned:
+                        out.pinned_keys[value] += int(shown)
                 out.shown += int(shown)
                 out.total += int(total)
             elif kind == TRIAGE:
                 if shown:
                     out.triage[(value, value2)] += int(shown)
+                    if is_pinned:
+                        out.pinned_triage[(value, value2)] += int(shown)
             else:
                 out.profiles.add(value)
         return out
 
 
-def _triage_tiers(shown: Counter[tuple[str, str]], clock: Clock) -> list[tuple[ColumnElement[bool], int]]:
+Tier = tuple[ColumnElement[bool], int, int]  # a tier's condition, its referrals shown, and how many are pinned
+
+
+def _triage_tiers(shown: Counter[tuple[str, str]], pinned_shown: Counter[tuple[str, str]], clock: Clock) -> list[Tier]:
     """The triage sort's tiers (its keys before age: overdue, urgent, closed) in order, each as the condition that
-    its sort keys have those values and its number of referrals shown (``shown``: per urgency and stored status)."""
+    its sort keys have those values, its number of referrals shown and of pinned ones (``shown``,
+    ``pinned_shown``: per urgency and stored status)."""
     sizes: Counter[tuple[int, int, int]] = Counter()
+    pins: Counter[tuple[int, int, int]] = Counter()
     for (urgency, status), n in shown.items():
         late = 0 if urgency in ("overdue", OVERDUE_ROUTINE) else 1
         urgent = 0 if urgency in ("overdue", "urgent") else 1
         closed = 1 if str(status) in CLOSED_STORED else 0
         sizes[(late, urgent, closed)] += n
+        pins[(late, urgent, closed)] += pinned_shown[(urgency, status)]
     # Each key as a plain condition, not ``CASE ... = k``, so the planner estimates how many rows a tier has (an
     # equality on a CASE it takes for a handful and sorts instead of walking the index). IS NOT TRUE is the CASE's
     # ELSE: a NULL condition (overdue's due_at comparison when there is no due_at) sorts as false.
     late_is = {0: overdue(clock), 1: overdue(clock).is_not(True)}
     urgent_is = {0: IS_URGENT, 1: ReferralRecord.urgent.is_not(True)}
     closed_is = {0: not_(IS_CLOSED), 1: IS_CLOSED}
-    return [(and_(late_is[late], urgent_is[urgent], closed_is[closed]), n)
+    return [(and_(late_is[late], urgent_is[urgent], closed_is[closed]), n, pins[(late, urgent, closed)])
             for (late, urgent, closed), n in sorted(sizes.items()) if n]
 
 
-def _program_tiers(shown: Counter[str | None], programs: Programs) -> list[tuple[ColumnElement[bool], int]]:
+def _program_tiers(shown: Counter[str | None], pinned_shown: Counter[str | None], programs: Programs) -> list[Tier]:
     """The program sort's tiers: the referrals whose first-named program has each rank (``Programs.rank``), as a
-    condition on ``referral.program_keys`` (the key sets of that rank) and its number of referrals shown
-    (``shown``: per key set)."""
+    condition on ``referral.program_keys`` (the key sets of that rank), its number of referrals shown and of pinned
+    ones (``shown``, ``pinned_shown``: per key set)."""
     order = {name: i for i, name in enumerate(programs.sorted_names())}
     ranks = {key: order[name] for key, name in programs.names.items()}
     sets: dict[int, set[str]] = {}
     sizes: Counter[int] = Counter()
+    pins: Counter[int] = Counter()
     rank_of: dict[str, int] = {}  # per key set: cells share a few dozen of them
     for key_set, n in shown.items():
         keys = key_set or ""
@@ -586,7 +603,9 @@ def _program_tiers(shown: Counter[str | None], programs: Programs) -> list[tuple
         rank = rank_of[keys]
         sets.setdefault(rank, set()).add(keys)
         sizes[rank] += n
-    return [(ReferralRecord.program_keys.in_(sorted(sets[rank])), sizes[rank]) for rank in sorted(sizes) if sizes[rank]]
+        pins[rank] += pinned_shown[key_set]
+    return [(ReferralRecord.program_keys.in_(sorted(sets[rank])), sizes[rank], pins[rank])
+            for rank in sorted(sizes) if sizes[rank]]
 
 
 def _day_start(day: date) -> datetime:
@@ -594,6 +613,15 @@ def _day_start(day: date) -> datetime:
 
 
 AS_CELL = "as a cell"  # ``Queue._live_rows``: whose a referral is as its cell counts it (no "mine")
+
+
+def pinned() -> ColumnElement[bool]:
+    """Pinned above every tier of the queue: open, unrouted, and nobody's (see ``Queue.order``)."""
+    return and_(unrouted_untaken(), ~IS_CLOSED)
+
+
+# A referral's pinned value as the grouped count groups it (1 or 0; NULL route or assignee: not pinned).
+PINNED = case((pinned(), 1), else_=0)
 
 
 @dataclass(frozen=True)
@@ -672,13 +700,13 @@ class Queue:
     # the grouped count
     def grouped(self) -> Select[Any]:
         """The grouped count: every combination of facet values present under the scope and the search, with its
-        number of referrals (rows: the facets' values as ``d_0``…, ``profile``, ``keys``, ``n``)."""
+        number of referrals (rows: the facets' values as ``d_0``…, ``pinned``, ``profile``, ``keys``, ``n``)."""
         if self.kept and self.query.search is None and self.keysets is not None:
             return KeptCount(self).statement()
         dims = [facet.dimension(self.clock).label(f"d_{i}") for i, facet in enumerate(FACETS)]
-        inner = (select(*dims, ReferralRecord.profile.label("profile"),
+        inner = (select(*dims, PINNED.label("pinned"), ReferralRecord.profile.label("profile"),
                         ReferralRecord.program_keys.label("keys")).where(*self.base()).subquery())
-        cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
+        cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.pinned, inner.c.profile, inner.c["keys"]]
         return select(*cols, func.count().label("n")).group_by(*cols)
 
     def cells(self) -> list[Cell]:
@@ -693,7 +721,8 @@ class Queue:
         named = {keys: self.programs.of(keys) for keys in key_sets}
         self._cells = [Cell(values={**dict(zip(FACET_NAMES, row[:len(FACET_NAMES)], strict=True)),
                                     PROGRAM: named[row[-2]]},
-                            profile=row[-3], n=int(row[-1]), keys=row[-2]) for row in rows]
+                            profile=row[-3], n=int(row[-1]), keys=row[-2], pinned=bool(row[len(FACET_NAMES)]))
+                       for row in rows]
         return self._cells
 
     def tallies(self) -> Tallies:
@@ -771,29 +800,23 @@ class Queue:
         sizes come from the tallies (``Tallies.triage``, ``Tallies.by_keys``: the referrals shown), so only the
         tiers the page falls in are read, each from its own offset. Open unrouted referrals nobody has taken are
         pinned above every tier (a few: sorted as the sort says), and each tier's size leaves out its pinned ones
-        (one grouped count of the pinned). For the other sorts the page is one sorted query."""
+        (the tallies count them: pinned is a column of the grouped count). For the other sorts the page is one
+        sorted query."""
         within = WITHIN_TIER.get(self.query.sort)
         # A referral whose programs are not indexed yet may count under no program and still match the program
         # filter's rows: the tiers' sizes could then be off by it, so such a queue is read in one query.
         if within is None or None in self.programs.key_sets:
             return list(self.db.scalars(select(ReferralRecord).where(*self.conditions())
                                         .order_by(*self.order()).limit(size).offset(first)))
-        if self.query.sort == "triage":
-            tiers = _triage_tiers(tallies.triage, self.clock)
-        elif self.query.sort == "program":
-            tiers = _program_tiers(tallies.by_keys, self.programs)
-        else:
-            tiers = [(true(), tallies.shown)]
-        pinned = and_(unrouted_untaken(), ~IS_CLOSED)
-        in_tier = self._pinned_per_tier(tiers, pinned)
+        tiers = self.tiers(tallies)
         records: list[ReferralRecord] = []
-        start = sum(in_tier.values())
+        start = sum(pinned_n for _where, _n, pinned_n in tiers)
         if first < start:
-            records += self.db.scalars(select(ReferralRecord).where(*self.conditions(), pinned)
+            records += self.db.scalars(select(ReferralRecord).where(*self.conditions(), pinned())
                                        .order_by(*self.order()).limit(size).offset(first))
-        rest = [pinned.is_not(True)] if start else []  # IS NOT TRUE: a NULL route or assignee is not pinned
-        for i, (where, n) in enumerate(tiers):
-            n -= in_tier[i]
+        rest = [pinned().is_not(True)] if start else []  # IS NOT TRUE: a NULL route or assignee is not pinned
+        for where, n, pinned_n in tiers:
+            n -= pinned_n
             if first < start + n and len(records) < size:
                 records += self.db.scalars(select(ReferralRecord).where(*self.conditions(), where, *rest)
                                            .order_by(*within).limit(size - len(records))
@@ -801,16 +824,18 @@ class Queue:
             start += n
         return records
 
-    def _pinned_per_tier(self, tiers: list[tuple[ColumnElement[bool], int]],
-                         pinned: ColumnElement[bool]) -> Counter[int]:
-        """How many pinned referrals (open, unrouted, nobody's) each tier holds: one grouped query over them."""
-        tier = case(*[(where, i) for i, (where, _n) in enumerate(tiers)], else_=-1).label("tier")
-        rows = self.db.execute(select(tier, func.count()).where(*self.conditions(), pinned).group_by(tier)).all()
-        return Counter({int(i): int(n) for i, n in rows})
+    def tiers(self, tallies: Tallies) -> list[Tier]:
+        """The tiers ``_page`` reads in order (a tiered sort): each one's condition, its referrals shown and how many
+        of those are pinned (from the tallies: the pinned ones are a dimension of the grouped count)."""
+        if self.query.sort == "triage":
+            return _triage_tiers(tallies.triage, tallies.pinned_triage, self.clock)
+        if self.query.sort == "program":
+            return _program_tiers(tallies.by_keys, tallies.pinned_keys, self.programs)
+        return [(true(), tallies.shown, sum(tallies.pinned_keys.values()))]
 
     def order(self) -> list[Any]:
         # Open unrouted referrals nobody has taken first whatever the sort: nobody else is named for them.
-        unrouted_first = case((and_(unrouted_untaken(), ~IS_CLOSED), 0), else_=1)
+        unrouted_first = case((pinned(), 0), else_=1)
         return [unrouted_first, *SORTS[self.query.sort].order(self.clock, self.programs)]
 
     def count_in_scope(self) -> int:
@@ -870,7 +895,7 @@ class KeptCount:
         own = and_(IS_CLOSED, ReferralRecord.assignee == (self.clock.me or ""))
         parts += [self._live_rows(own, assignee="mine"), self._live_rows(own, assignee="others", sign=-1)]
         inner = union_all(*parts).subquery()
-        cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.profile, inner.c["keys"]]
+        cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.pinned, inner.c.profile, inner.c["keys"]]
         return select(*cols, func.sum(inner.c.n).label("n")).group_by(*cols).having(func.sum(inner.c.n) > 0)
 
     def _open_arms(self) -> list[ColumnElement[bool]]:
@@ -900,8 +925,9 @@ class KeptCount:
         if age is not None:
             dims[-1] = literal(age)
         named = [d.label(f"d_{i}") for i, d in enumerate(dims)]
-        group = [*dims, ReferralRecord.profile, ReferralRecord.program_keys]
-        return (select(*named, ReferralRecord.profile.label("profile"), ReferralRecord.program_keys.label("keys"),
+        group = [*dims, PINNED, ReferralRecord.profile, ReferralRecord.program_keys]
+        return (select(*named, PINNED.label("pinned"), ReferralRecord.profile.label("profile"),
+                       ReferralRecord.program_keys.label("keys"),
                        (func.count() * sign).label("n")).where(self.in_scope if scoped else true(), where)
                 .group_by(*group))
 
@@ -920,8 +946,9 @@ class KeptCount:
                 cell.status, cell.site_name,
                 _Border.ages(cell.bucket, borders)]
         keys = case((cell.program_keys == NO_PROGRAM_INDEX, null()), else_=cell.program_keys)
-        return select(*[d.label(f"d_{i}") for i, d in enumerate(dims)], cell.profile.label("profile"),
-                      keys.label("keys"), cell.n.label("n")).where(in_scope, when)
+        # A cell holds closed referrals only: none is pinned.
+        return select(*[d.label(f"d_{i}") for i, d in enumerate(dims)], literal(0).label("pinned"),
+                      cell.profile.label("profile"), keys.label("keys"), cell.n.label("n")).where(in_scope, when)
 
 
 LINE_COLUMNS = (ReferralRecord.id, ReferralRecord.status, ReferralRecord.urgent, ReferralRecord.created_at,

@@ -1,6 +1,7 @@
 """The queue's tallies summed in SQL (smart_app/worklist/queue.py ``Queue.tallies``) are exactly what tallying the
 grouped count's cells in Python gives (the way the queue counted before, kept here as the reference): every filter
-value's count, the number shown and in all, the values present, the EHR profiles and the sorts' tier sizes. Over
+value's count, the number shown and in all, the values present, the EHR profiles, the sorts' tier sizes and the
+pinned referrals in each tier (as the grouped query the page sent for them before). Over
 referrals spread over a year and over the last days, at clock moments before, after and inside the age filter's
 borders, for every filter alone and in combinations (overdue as urgent, older status words, "Site not recorded",
 program names shared by two programs, unknown values), on PostgreSQL (the kept cells and the live count) and SQLite.
@@ -14,7 +15,7 @@ from functools import partial
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, literal, select, text
+from sqlalchemy import case, create_engine, func, literal, select, text
 
 from sandbox_ehr.harness.bulk import IN_SCOPE_SITES, PROGRAMS, insert_referrals
 from smart_app import create_app
@@ -30,6 +31,7 @@ from smart_app.worklist.queue import (
     Queue,
     QueueQuery,
     facet_names,
+    pinned,
     site_not_recorded,
 )
 from smart_app.worklist.scope import Scope
@@ -53,7 +55,7 @@ FILTERS: list[dict[str, str]] = [
     {"status": "closed", PROGRAM: "No such program"}, {"status": "no-such-status", "age": "no-such-age"},
     {"status": "all", "site": "No such site", "urgency": "urgent", PROGRAM: SHARED_NAME},
 ]
-SORTS = ("triage", "program", "oldest")
+SORTS = ("triage", "program", "oldest", "newest")
 
 
 def _reference(cells: list[Any], chosen: dict[str, str]) -> tuple[dict[str, Counter[str]], int, list[Any]]:
@@ -97,10 +99,22 @@ def _agree(make: Any, filters: dict[str, str], sort: str) -> None:
     assert new.programs.key_sets == old.programs.key_sets and new.programs.names == old.programs.names
     by_keys: Counter[Any] = Counter()
     triage: Counter[Any] = Counter()
+    pinned_keys: Counter[Any] = Counter()
+    pinned_triage: Counter[Any] = Counter()
     for cell in passing:
         by_keys[cell.keys] += cell.n
         triage[(cell.values["urgency"], cell.values["status"])] += cell.n
+        if cell.pinned:
+            pinned_keys[cell.keys] += cell.n
+            pinned_triage[(cell.values["urgency"], cell.values["status"])] += cell.n
     assert got.by_keys == by_keys and got.triage == triage
+    assert got.pinned_keys == pinned_keys and got.pinned_triage == pinned_triage
+    tiers = new.tiers(got)
+    if None not in new.programs.key_sets and tiers:
+        # The pinned referrals per tier, as the page once counted them: one grouped query over the tiers' conditions.
+        tier = case(*[(where, i) for i, (where, _n, _p) in enumerate(tiers)], else_=-1)
+        rows = new.db.execute(select(tier, func.count()).where(*new.conditions(), pinned()).group_by(tier)).all()
+        assert {int(i): int(n) for i, n in rows} == {i: p for i, (_w, _n, p) in enumerate(tiers) if p}
     # What the page shows of them: the counts beside every option, as the queue's view builds them.
     view = make(query).view(50)
     assert view.shown == shown
@@ -109,9 +123,10 @@ def _agree(make: Any, filters: dict[str, str], sort: str) -> None:
             assert view.counts[name][value] == counts[name][value], (name, value)
 
 
-def _fill(app: Any, now: datetime) -> str:
-    """A year of referrals and the last twelve days more densely; some the user's, unrouted, routed to a team, in
-    no site (NULL and ""), outside the scope, with their programs not indexed yet. Returns the EHR's id."""
+def _fill(app: Any, now: datetime, *, unindexed: bool) -> str:
+    """A year of referrals and the last twelve days more densely; some the user's, unrouted (pinned while open and
+    nobody's), routed to a team, in no site (NULL and ""), outside the scope, and (``unindexed``) some with their
+    programs not indexed yet (the page is then one query: no tiers). Returns the EHR's id."""
     insert_referrals(app, 500, iss=EHR1, now=now, seed=21, max_days=365)
     insert_referrals(app, 500, iss=EHR1, now=now, seed=22, max_days=12)
     insert_referrals(app, 100, iss=EHR1, now=now, seed=23, max_days=12, site=("Elsewhere", "Organization/x"))
@@ -128,12 +143,13 @@ def _fill(app: Any, now: datetime) -> str:
         some("UPDATE referral SET route_kind = 'unrouted'", ids[::11])
         some("UPDATE referral SET route_kind = 'fallback', route_team = 't1'", ids[3::13])
         some("UPDATE referral SET site_name = ''", ids[4::17])
-        some("UPDATE referral SET program_keys = NULL", ids[6::97])
+        if unindexed:
+            some("UPDATE referral SET program_keys = NULL", ids[6::97])
         return conn.execute(text("SELECT ehr FROM referral LIMIT 1")).scalar()
 
 
-def _run(app: Any, now: datetime, *, live_too: bool) -> None:
-    ehr = _fill(app, now)
+def _run(app: Any, now: datetime, *, live_too: bool, unindexed: bool) -> None:
+    ehr = _fill(app, now, unindexed=unindexed)
     rule = DueRule(urgent=parse_span("u", "24 hours"), routine=parse_span("r", "2 days"))
     scope = Scope(iss=EHR1, user_reference=ME, roles=["social_worker"], source="ehr", ehr=ehr,
                   keys=frozenset({"Organization/org-bwh", "Organization/org-mgh"}), teams=frozenset({"t1"}))
@@ -163,7 +179,7 @@ def _queue(db: Any, scope: Scope, clock: Clock, query: QueueQuery, *, cache: dic
 def test_tallies_in_sql_are_the_python_tallies_on_postgresql(postgres_url):
     app = create_app(app_config(postgres_url))
     try:
-        _run(app, datetime.now(UTC), live_too=True)
+        _run(app, datetime.now(UTC), live_too=True, unindexed=False)
     finally:
         app.extensions["db_engine"].dispose()
 
@@ -171,7 +187,7 @@ def test_tallies_in_sql_are_the_python_tallies_on_postgresql(postgres_url):
 def test_tallies_in_sql_are_the_python_tallies_on_sqlite(tmp_path):
     app = create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}"))
     try:
-        _run(app, datetime.now(UTC), live_too=False)
+        _run(app, datetime.now(UTC), live_too=False, unindexed=True)
     finally:
         app.extensions["db_engine"].dispose()
 
