@@ -406,26 +406,13 @@ def _waiting(hours: float) -> str:
     return _("%(n)d h", n=int(hours)) if hours < 48 else _("%(n)d d", n=int(hours // 24))
 
 
-class Line(dict[str, Any]):
-    """A queue line's fields, also as attributes: the template's ``e.name`` then finds each in one lookup instead of
-    failing as an attribute first (Jinja tries the attribute, then the item)."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
 def _row(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock: Clock,
-         outbox: list[OutboxItem], programs: list[str]) -> Line:
+         outbox: list[OutboxItem], programs: list[str]) -> dict[str, Any]:
     """One queue line: the referral's entry plus what the line shows in a few words; its programs as the
     program filter names them (the program index)."""
     entry = {**_entry(record, scope, services, clock, outbox), "program_names": programs}
-    return Line(entry, reference=reference_code(record.id), waiting=_waiting(entry["age_hours"]),
-                due=due_text(entry, clock.now), chart=_write_summary(entry["rows"], entry["write"]))
+    return {**entry, "reference": reference_code(record.id), "waiting": _waiting(entry["age_hours"]),
+            "due": due_text(entry, clock.now), "chart": _write_summary(entry["rows"], entry["write"])}
 
 
 def due_text(entry: dict[str, Any], now: datetime) -> str | None:
