@@ -22,7 +22,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, extract, func, literal, or_, select, text, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    and_,
+    case,
+    cast,
+    extract,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    true,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from smart_app.report import memo
@@ -131,10 +146,11 @@ class EhrFilter:
     def events(self) -> ColumnElement[bool]:
         return or_(ReportEvent.ehr == self.id, ReportEvent.ehr.is_(None))
 
-    def referrals(self) -> ColumnElement[bool]:
+    def referrals(self, r: Any = None) -> ColumnElement[bool]:
+        """The condition on referral columns ``r`` (the table's by default)."""
+        r = ReferralRecord.__table__.c if r is None else r
         values = sorted(self.iss)
-        return or_(ReferralRecord.ehr == self.id,
-                   and_(ReferralRecord.ehr.is_(None), ReferralRecord.iss.in_(values + [v + "/" for v in values])))
+        return or_(r.ehr == self.id, and_(r.ehr.is_(None), r.iss.in_(values + [v + "/" for v in values])))
 
 
 def _hours_between(start: Any, end: Any) -> ColumnElement[float]:
@@ -143,15 +159,13 @@ def _hours_between(start: Any, end: Any) -> ColumnElement[float]:
     return cast(extract("epoch", end - start), Float) / SECONDS_PER_HOUR
 
 
-def _referral_rows(db: Session, due: DueRule, ehr: EhrFilter | None, months: Sequence[int] | None = None) -> Any:
-    """The referrals as the report reads them, one row each: the month and site they are counted in (their report
-    dimensions, else when and where they were made), the team that works them, and the columns counted. On
-    PostgreSQL also the hours to first contact and whether it was within the due time, computed as Python computes
-    them (seconds as a double, then hours), so the counts and medians made in the database are the same numbers.
-    With ``months``, only the referrals counted in them: those with report dimensions through the dimensions'
-    month (``ix_referral_dims_month``), the others through the month they were made in (``ix_referral_created``)."""
-    postgres = db.get_bind().dialect.name == "postgresql"
-    r, d = ReferralRecord, ReferralDims
+# The referral's columns the report reads (a month counted again reads them one referral at a time).
+_READ = ("id", "ehr", "iss", "site", "route_kind", "route_team", "site_name", "closing_outcome", "handoff",
+         "created_at", "first_contact_at", "due_at", "urgent")
+
+
+def _row_columns(r: Any, d: Any, due: DueRule, postgres: bool) -> list[Any]:
+    """What one referral (columns ``r``, its report dimensions ``d``) is counted as: see ``_referral_rows``."""
     made = (func.to_char(func.timezone("UTC", r.created_at), "YYYY-MM") if postgres
             else func.strftime("%Y-%m", r.created_at))
     team = case((func.coalesce(r.route_team, "") != "", r.route_team),
@@ -167,13 +181,43 @@ def _referral_rows(db: Session, due: DueRule, ehr: EhrFilter | None, months: Seq
         allowed = case((r.due_at.isnot(None), _hours_between(r.created_at, r.due_at)),
                        (r.urgent, literal(due.urgent_hours, Float)), else_=literal(due.routine_hours, Float))
         columns += [hours.label("hours"), and_(r.first_contact_at.isnot(None), hours <= allowed).label("in_time")]
-    q = select(*columns).outerjoin(d, d.referral_id == r.id)
-    q = q.where(ehr.referrals()) if ehr is not None else q
+    return columns
+
+
+def _referral_rows(db: Session, due: DueRule, ehr: EhrFilter | None, months: Sequence[int] | None = None) -> Any:
+    """The referrals as the report reads them, one row each: the month and site they are counted in (their report
+    dimensions, else when and where they were made), the team that works them, and the columns counted. On
+    PostgreSQL also the hours to first contact and whether it was within the due time, computed as Python computes
+    them (seconds as a double, then hours), so the counts and medians made in the database are the same numbers.
+
+    With ``months`` (PostgreSQL), only the referrals counted in them: those with report dimensions through the
+    dimensions' month (``ix_referral_dims_month``), the others through the month they were made in
+    (``ix_referral_created``, then those with no dimensions' month kept). Each is then read by its key, in a
+    ``LATERAL`` subquery the planner may not merge into a join (``OFFSET 0``): a month is a twelfth of the
+    referrals, and a join would scan the whole table to hash it."""
+    postgres = db.get_bind().dialect.name == "postgresql"
+    rt, dt = ReferralRecord.__table__, ReferralDims.__table__
     if months is None:
-        return q.subquery("counted")
-    by_dims = q.where(d.month.in_([month_key(m) for m in months]))
-    spans = [and_(r.created_at >= _month_start(m), r.created_at < _month_start(m + 1)) for m in months]
-    by_made = q.where(func.coalesce(d.month, "") == "", or_(*spans))
+        q = select(*_row_columns(rt.c, dt.c, due, postgres)).select_from(
+            rt.outerjoin(dt, dt.c.referral_id == rt.c.id))
+        return (q.where(ehr.referrals()) if ehr is not None else q).subquery("counted")
+
+    def one_referral(key: Any) -> Any:
+        q = select(*(rt.c[name] for name in _READ)).where(rt.c.id == key)
+        q = q.where(ehr.referrals()) if ehr is not None else q
+        return q.offset(literal_column("0")).lateral("r")
+
+    keys = [month_key(m) for m in months]
+    by_dims_ref = one_referral(dt.c.referral_id)
+    by_dims = (select(*_row_columns(by_dims_ref.c, dt.c, due, postgres))
+               .select_from(dt.join(by_dims_ref, true())).where(dt.c.month.in_(keys)))
+    with_month = select(literal_column("1")).where(dt.c.referral_id == rt.c.id, dt.c.month != "")
+    made = (select(rt.c.id).where(or_(*(and_(rt.c.created_at >= _month_start(m), rt.c.created_at < _month_start(m + 1))
+                                        for m in months)), ~with_month.exists())
+            .offset(literal_column("0")).subquery("made"))
+    by_made_ref = one_referral(made.c.id)
+    by_made = (select(*_row_columns(by_made_ref.c, dt.c, due, postgres))
+               .select_from(made.join(by_made_ref, true()).outerjoin(dt, dt.c.referral_id == by_made_ref.c.id)))
     return union_all(by_dims, by_made).subquery("counted")
 
 
