@@ -192,9 +192,10 @@ def _referral_rows(db: Session, due: DueRule, ehr: EhrFilter | None, months: Seq
 
     With ``months`` (PostgreSQL), only the referrals counted in them: those with report dimensions through the
     dimensions' month (``ix_referral_dims_month``), the others through the month they were made in
-    (``ix_referral_created``, then those with no dimensions' month kept). Each is then read by its key, in a
+    (``ix_referral_created``, less those the months' dimensions count, then those with no dimensions' month
+    kept). Each is then read by its key, in a
     ``LATERAL`` subquery the planner may not merge into a join (``OFFSET 0``): a month is a twelfth of the
-    referrals, and a join would scan the whole table to hash it."""
+    referrals, and a join would scan (and hash) the whole table."""
     postgres = db.get_bind().dialect.name == "postgresql"
     rt, dt = ReferralRecord.__table__, ReferralDims.__table__
     if months is None:
@@ -208,17 +209,32 @@ def _referral_rows(db: Session, due: DueRule, ehr: EhrFilter | None, months: Seq
         return q.offset(literal_column("0")).lateral("r")
 
     keys = [month_key(m) for m in months]
-    by_dims_ref = one_referral(dt.c.referral_id)
-    by_dims = (select(*_row_columns(by_dims_ref.c, dt.c, due, postgres))
-               .select_from(dt.join(by_dims_ref, true())).where(dt.c.month.in_(keys)))
-    with_month = select(literal_column("1")).where(dt.c.referral_id == rt.c.id, dt.c.month != "")
-    made = (select(rt.c.id).where(or_(*(and_(rt.c.created_at >= _month_start(m), rt.c.created_at < _month_start(m + 1))
-                                        for m in months)), ~with_month.exists())
-            .offset(literal_column("0")).subquery("made"))
+    made_in = or_(*(and_(rt.c.created_at >= _month_start(m), rt.c.created_at < _month_start(m + 1)) for m in months))
+    of_months = dt.c.month.in_(keys)
+    # Made in the months and counted in them by their dimensions (most): a join of the two months' sets.
+    rows = select(*(rt.c[name] for name in _READ)).where(made_in)
+    rows = (rows.where(ehr.referrals()) if ehr is not None else rows).subquery("made")
+    made_dims = (select(*_row_columns(rows.c, dt.c, due, postgres))
+                 .select_from(rows.join(dt, and_(dt.c.referral_id == rows.c.id, of_months))))
+    # Counted in the months by dimensions, made in another month: the months' dimensions less those made in them
+    # (a hash of the months' keys), the few left read by key.
+    made_ids = select(rt.c.id).where(made_in, rt.c.id == dt.c.referral_id)
+    moved = select(dt).where(of_months, ~made_ids.exists()).offset(literal_column("0")).subquery("moved")
+    moved_ref = one_referral(moved.c.referral_id)
+    by_dims = (select(*_row_columns(moved_ref.c, moved.c, due, postgres))
+               .select_from(moved.join(moved_ref, true())))
+    # Made in the months, with no dimensions' month: those made in them less those the months' dimensions count;
+    # the few left looked up (their dimensions in another month, or none).
+    counted_by_dims = select(literal_column("1")).where(dt.c.referral_id == rt.c.id, of_months)
+    others = (select(rt.c.id).where(made_in, ~counted_by_dims.exists()).offset(literal_column("0"))
+              .subquery("others"))
+    own = select(dt.c.month).where(dt.c.referral_id == others.c.id).offset(literal_column("0")).lateral("own")
+    made = (select(others.c.id).select_from(others.outerjoin(own, true()))
+            .where(func.coalesce(own.c.month, "") == "").subquery("made_alone"))
     by_made_ref = one_referral(made.c.id)
     by_made = (select(*_row_columns(by_made_ref.c, dt.c, due, postgres))
                .select_from(made.join(by_made_ref, true()).outerjoin(dt, dt.c.referral_id == by_made_ref.c.id)))
-    return union_all(by_dims, by_made).subquery("counted")
+    return union_all(made_dims, by_dims, by_made).subquery("counted")
 
 
 def _month_start(month: int) -> datetime:

@@ -2,7 +2,9 @@
 row by row in Python before, medians included, on a generated year (benchmarks/year_of_data.py at 20,000
 referrals) in PostgreSQL and the same rows copied into SQLite. A few rows are bent first so every branch counts:
 no report dimensions (counted in the month and site they were made), no due time (the urgency's hours), a first
-contact before the referral was made, a blank site and team."""
+contact before the referral was made, a blank site and team, made in one month and counted in another, a blank
+month. The months the kept report counts again one at a time (``measures.count_months``, PostgreSQL) are the months
+counted all at once."""
 
 from __future__ import annotations
 
@@ -51,6 +53,10 @@ BENT = [
     "UPDATE referral SET first_contact_at = created_at - interval '2 hours' WHERE id LIKE '%59'",
     "UPDATE referral SET route_team = '' WHERE id LIKE '%61'",
     "UPDATE referral_dims SET site = '' WHERE referral_id LIKE '%71'",
+    # made in one month, counted in another by their dimensions (a launch begun before the month turned), or
+    # with a blank dimensions' month (counted in the month made)
+    "UPDATE referral SET created_at = created_at - interval '20 days' WHERE id LIKE '%29'",
+    "UPDATE referral_dims SET month = '' WHERE referral_id LIKE '%83'",
     # counted outcomes and hand-offs of the app's own codes (the generator's are partly others)
     f"UPDATE referral SET closing_outcome = '{closing.REACHED_SUPPORTED}' WHERE id LIKE '%5' AND closed_at IS NOT NULL",
     f"UPDATE referral SET handoff = '{handoff_codes.COMPLETED}' WHERE id LIKE '%8'",
@@ -168,3 +174,30 @@ def test_counts_and_medians_made_in_the_database_are_the_ones_counted_row_by_row
     for p in periods:
         assert medians[p.id] == python_medians(want, p.months), p.id
     assert medians[periods[-1].id][ALL][0] > 1000
+
+
+def month_rows(counted: dict[int, ms.MonthCounts]) -> dict[int, tuple]:
+    """Months as counted, in an order that does not depend on the order rows arrive in."""
+    return {month: (sorted(map(tuple, counts["events"])), sorted(map(tuple, counts["referrals"]), key=repr),
+                    sorted((site, team, sorted(hours)) for site, team, hours in leaves))
+            for month, (counts, leaves) in counted.items()}
+
+
+@pytest.mark.parametrize("whose", ["deployment", "ehr"])
+def test_months_counted_one_or_a_few_at_a_time_are_the_months_counted_at_once(year, whose):
+    app, engine, _lite = year
+    ehr = ehr_filter(EHR1, settings_of(app)) if whose == "ehr" else None
+    with Session(engine) as db:
+        every = month_rows(ms.count_months(db, DUE, ehr, None))
+        months = sorted(every)
+        alone: dict[int, tuple] = {}
+        for month in months:
+            alone.update(month_rows(ms.count_months(db, DUE, ehr, [month])))
+        some = months[1::3] + months[2::3]  # several months, not next to each other, in one statement
+        together = month_rows(ms.count_months(db, DUE, ehr, some))
+        moved = db.execute(text("SELECT count(*) FROM referral r JOIN referral_dims d ON d.referral_id = r.id "
+                                "WHERE d.month <> '' AND d.month <> to_char(r.created_at AT TIME ZONE 'UTC', "
+                                "'YYYY-MM')")).scalar()
+    assert alone == every
+    assert together == {m: every[m] for m in some}
+    assert moved > 100 and len(months) > 12
