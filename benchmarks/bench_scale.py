@@ -236,6 +236,7 @@ def report(app: Any, repeat: int, show_plans: bool) -> bool:
             conn.execute(text("DELETE FROM report_memo"))
             conn.execute(text("DELETE FROM report_month"))
         tables._CACHE.clear()
+        tables._REPLAYS.clear()
         return timed()
 
     def late_event(step: int) -> tuple[float, str]:
@@ -253,6 +254,7 @@ def report(app: Any, repeat: int, show_plans: bool) -> bool:
     counted, page = from_scratch()
     # The first request of a process that has not counted it (its suppression not in memory), the report kept.
     tables._CACHE.clear()
+    tables._REPLAYS.clear()
     memo._ACTIVE.clear()
     first, kept_page = timed()
     walls = [timed()[0] for _ in range(repeat - 1)]

@@ -18,6 +18,10 @@ chosen are carried into the periods it adds (a yearly pair grows by its next mon
 counts get witnesses that may hide only cells of those new periods or cells already hidden. So, while the counts of
 closed months do not change, a number shown once stays shown and a hidden one stays hidden: copies of the report
 kept from earlier months add nothing to the latest one.
+
+Because a month's decisions read only the counts closed by then, a decision is kept (``Replay``: the cells hidden
+and the witnesses chosen as each month closed) and, for new counts over the same sites, teams and periods, replayed
+only from the first month whose counts differ: the months before it decide as they did.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from smart_app.report.periods import (
     MONTH,
@@ -139,7 +143,10 @@ Counts = dict[str, dict[Leaf, dict[int, int]]]  # measure -> leaf -> month numbe
 class Cells:
     """Every cell's value over the grid, and which are hidden."""
 
-    def __init__(self, grid: Grid, counts: Counts, derived: tuple[Derived, ...]):
+    def __init__(self, grid: Grid, counts: Counts, derived: tuple[Derived, ...],
+                 base: tuple[Cells, set[tuple[str, Leaf]]] | None = None):
+        """``base``: the cells of earlier counts over the same grid and the (measure, leaf) whose counts differ
+        from them; only those leaves' sums and the rows above them are worked out again."""
         self.grid, self.counts, self.derived = grid, counts, derived
         self.measures = {m.name: m for m in grid.measures}
         self.period_of = {p.id: p for p in grid.periods}
@@ -147,7 +154,7 @@ class Cells:
         self.months = sorted(p.first for p in grid.periods if p.kind == MONTH)
         self.last_month = self.months[-1] if self.months else -1
         self.leaf_sums: dict[str, dict[Leaf, dict[str, int]]] = {}
-        self.values = self._values()
+        self.values = self._values() if base is None else self._values_from(*base)
         # The first month each site, and each site's team, had anything counted: its rows appear from then on.
         self.first_seen: dict[tuple[str, ...], int] = {}
         for per_leaf in counts.values():
@@ -161,10 +168,13 @@ class Cells:
         self.version: dict[tuple[str, Row], int] = defaultdict(int)  # bumped as a row's cells are hidden
         self.site_version: dict[tuple[str, str], int] = defaultdict(int)  # the same, for a site's rows
         self.site_log: dict[str, list[str]] = defaultdict(list)  # each such change, by measure
+        self.log: list[Cell] | None = None  # where cells newly hidden are noted (the month being closed's)
 
     def hide(self, cells: Iterable[Cell]) -> None:
         for cell in cells:
             if cell not in self.hidden:
+                if self.log is not None:
+                    self.log.append(cell)
                 self.hidden.add(cell)
                 self.hidden_periods[(cell[0], cell[1])].add(cell[2])
                 self.version[(cell[0], cell[1])] += 1
@@ -181,6 +191,23 @@ class Cells:
             for row, leaves in self.grid.under(measure).items():
                 for p in self.grid.periods:
                     values[(measure.name, row, p.id)] = sum(sums[leaf][p.id] for leaf in leaves)
+        return values
+
+    def _values_from(self, base: Cells, changed: set[tuple[str, Leaf]]) -> dict[Cell, int]:
+        """The values of ``base`` moved by the leaves whose counts changed (integers: exactly the sums anew)."""
+        values = dict(base.values)
+        self.leaf_sums = {name: dict(sums) for name, sums in base.leaf_sums.items()}
+        for name, leaf in changed:
+            sums = self.leaf_sums.get(name)
+            if sums is None or leaf not in sums:
+                continue  # not a leaf of the grid: never added up
+            new = self._period_sums(self.counts.get(name, {}).get(leaf, {}))
+            old = sums[leaf]
+            moved = {pid: n - old[pid] for pid, n in new.items() if n != old[pid]}
+            for row in rows_holding(leaf, self.measures[name].by_team):
+                for pid, delta in moved.items():
+                    values[(name, row, pid)] += delta
+            sums[leaf] = new
         return values
 
     def repeated_rows(self, measure: Measure, seen: Callable[[Leaf], bool]) -> frozenset[Row]:
@@ -207,9 +234,9 @@ class Cells:
             running[month] = total
         return {p.id: running[min(p.last, self.last_month)] - running[p.first - 1] for p in self.grid.periods}
 
-    def targets(self) -> Iterator[tuple[tuple[str, ...], Row, str]]:
-        """Every sensitive count as (measures a witness may move, row, period): by the month its period closed,
-        months first, teams first."""
+    def targets(self, since: int = -1) -> Iterator[tuple[tuple[str, ...], Row, str]]:
+        """Every sensitive count (of a period closing in ``since`` or later) as (measures a witness may move, row,
+        period): by the month its period closed, months first, teams first."""
         order = {"month": 0, "quarter": 1, "rolling": 2}
         # The rows of each measure and each derived count, in the order they are read: the same for every period.
         rows_of = [(m.name, sorted(self.grid.rows(m), key=len, reverse=True)) for m in self.grid.measures]
@@ -217,6 +244,8 @@ class Cells:
                                    key=len, reverse=True)) for d in self.derived]
         values = self.values
         for p in sorted(self.grid.periods, key=lambda p: (p.last, order[p.kind], p.first)):
+            if p.last < since:
+                continue
             pid = p.id
             for name, rows in rows_of:
                 for row in rows:
@@ -375,9 +404,25 @@ class Prices:
 class Suppressor:
     """Decides what is hidden for one set of monthly counts over every period of the grid, month by month."""
 
-    def __init__(self, grid: Grid, counts: Counts, derived: Iterable[Derived] = ()):
+    def __init__(self, grid: Grid, counts: Counts, derived: Iterable[Derived] = (), resume: Replay | None = None):
+        """``resume``: the replay of earlier counts; kept up to the first month these differ in when the sites,
+        teams and periods are the same."""
         self.grid = grid
-        self.cells = Cells(grid, counts, tuple(derived))
+        derived = tuple(derived)
+        plain = _plain(counts)
+        self.resume, self.start = None, -1
+        if resume is not None and resume.grid == grid and resume.derived == derived:
+            changed, first = _changed(resume.counts, plain)
+            self.cells = Cells(grid, counts, derived, (resume.cells, changed))
+            months = self.cells.months
+            if months:
+                # counts the same: the last month is decided again, which sets every witness as the last run did
+                self.resume, self.start = resume, min(months[-1] if first is None else first, months[-1])
+        else:
+            self.cells = Cells(grid, counts, derived)
+        self.plain = plain
+        self.hidden_in: dict[int, list[Cell]] = {}  # the cells the replay hid as each month closed
+        self.chosen: list[tuple[int, Witness]] = []  # each witness as it was chosen, and when
         self.by_month: dict[int, list[str]] = defaultdict(list)
         for p in grid.periods:
             for month in p.months:
@@ -396,10 +441,15 @@ class Suppressor:
     def run(self) -> Result:
         cells = self.cells
         cells.hide(cell for cell, value in cells.values.items() if sensitive(value))
+        if self.resume is not None:
+            self._restore(self.resume)
         by_close: dict[int, list[tuple[tuple[str, ...], Row, str]]] = defaultdict(list)
-        for target in cells.targets():
+        for target in cells.targets(self.start):
             by_close[self.last_of[target[2]]].append(target)
         for month in cells.months:
+            if month < self.start:
+                continue
+            cells.log = self.hidden_in[month] = []
             self.closed_to, self._month_id = month, f"{MONTH}:{month_key(month)}"
             kinds = {m.by_team: m for m in self.grid.measures}  # the rows and leaves differ by this alone
             self._repeats = {by_team: cells.repeated_rows(m, lambda leaf, by_team=by_team: self._seen(leaf, by_team))
@@ -414,11 +464,33 @@ class Suppressor:
                     cells.hide((m, row, period) for m in measures)
                     continue
                 witness = best[1]
-                self.witnesses[witness.measure].append(witness)
-                for r in witness.rows:
-                    self._covering[(witness.measure, r)].append(witness)
+                self.chosen.append((month, replace(witness)))
+                self._add(witness)
                 cells.hide((witness.measure, r, p) for r in witness.rows for p in witness.periods)
+        cells.log = None
         return Result(cells.values, cells.hidden, [w for ws in self.witnesses.values() for w in ws])
+
+    def replay(self) -> Replay:
+        """What this run decided, month by month, to resume from (after ``run``)."""
+        return Replay(self.grid, self.cells.derived, self.plain, self.cells, self.hidden_in, self.chosen)
+
+    def _add(self, witness: Witness) -> None:
+        self.witnesses[witness.measure].append(witness)
+        for r in witness.rows:
+            self._covering[(witness.measure, r)].append(witness)
+
+    def _restore(self, resume: Replay) -> None:
+        """The months before ``start`` as the earlier replay closed them: their counts are these counts, so it
+        hid the same cells and chose the same witnesses. Each witness is taken as chosen: the next month's carry
+        moves it on (a yearly pair to its next month) and hides what it moves, as the earlier replay did."""
+        for month, hidden in sorted(resume.hidden_in.items()):
+            if month < self.start:
+                self.cells.hide(hidden)
+                self.hidden_in[month] = hidden
+        for month, witness in resume.chosen:
+            if month < self.start:
+                self.chosen.append((month, witness))
+                self._add(replace(witness))
 
     def _carry(self, month: int) -> None:
         """The month closes: each witness moves the periods it adds too (a yearly pair first takes its next month),
@@ -555,5 +627,46 @@ class Suppressor:
         return self._rows_moved[key]
 
 
+@dataclass(frozen=True)
+class Replay:
+    """A decision as it was made month by month: its grid and counts (zeros left out), its cells' values, the cells
+    hidden as each month closed and the witnesses as chosen (never changed after: a run works on copies)."""
+
+    grid: Grid
+    derived: tuple[Derived, ...]
+    counts: dict[str, dict[Leaf, dict[int, int]]]
+    cells: Cells
+    hidden_in: dict[int, list[Cell]]
+    chosen: list[tuple[int, Witness]]
+
+
+def _plain(counts: Counts) -> dict[str, dict[Leaf, dict[int, int]]]:
+    return {name: {leaf: {m: n for m, n in by_month.items() if n} for leaf, by_month in per_leaf.items()}
+            for name, per_leaf in counts.items()}
+
+
+def _changed(old: dict[str, dict[Leaf, dict[int, int]]],
+             new: dict[str, dict[Leaf, dict[int, int]]]) -> tuple[set[tuple[str, Leaf]], int | None]:
+    """The (measure, leaf) whose counts differ, and the first month any does (None: the same counts)."""
+    changed: set[tuple[str, Leaf]] = set()
+    first: int | None = None
+    for name in old.keys() | new.keys():
+        before, after = old.get(name, {}), new.get(name, {})
+        for leaf in before.keys() | after.keys():
+            a, b = before.get(leaf, {}), after.get(leaf, {})
+            if a != b:
+                changed.add((name, leaf))
+                month = min(m for m in a.keys() | b.keys() if a.get(m) != b.get(m))
+                first = month if first is None else min(first, month)
+    return changed, first
+
+
 def suppress(grid: Grid, counts: Counts, derived: Iterable[Derived] = ()) -> Result:
     return Suppressor(grid, counts, derived).run()
+
+
+def suppress_from(grid: Grid, counts: Counts, derived: Iterable[Derived], resume: Replay | None
+                  ) -> tuple[Result, Replay]:
+    """``suppress``, resumed from an earlier replay where it can be (the same result), and this run's replay."""
+    suppressor = Suppressor(grid, counts, derived, resume)
+    return suppressor.run(), suppressor.replay()

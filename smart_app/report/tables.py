@@ -23,7 +23,7 @@ from smart_app.report import measures as ms
 from smart_app.report import memo
 from smart_app.report import periods as pd
 from smart_app.report.events import UNSPECIFIED
-from smart_app.report.suppress import ALL, THRESHOLD, Grid, Result, Row, suppress
+from smart_app.report.suppress import ALL, THRESHOLD, Grid, Replay, Result, Row, suppress_from
 from smart_app.store import closing
 
 ALL_SITES = "All sites"
@@ -81,6 +81,7 @@ TEAM_NAMES = {ms.COVERAGE_TEAM: "Covering social workers", ms.UNROUTED_TEAM: "Un
 VIEW_NAMES = {pd.MONTH: "Month", pd.QUARTER: "Quarter", pd.ROLLING: "12 months"}
 LEGEND_ITEM_WIDTH = 200
 _CACHE: dict[str, Result] = {}
+_REPLAYS: dict[str, Replay] = {}  # the last decision per set of sites, teams and periods
 _CACHE_SIZE = 8
 
 
@@ -133,15 +134,19 @@ class Names:
 
 def _suppressed(grid: Grid, collected: ms.Collected) -> Result:
     """Suppression for these counts, kept for the next request while they do not change (closed months change
-    only when a referral is worked)."""
+    only when a referral is worked). When they have changed, the last decision over the same sites, teams and
+    periods is replayed from the first month that changed (smart_app/report/suppress.py ``Replay``)."""
     digest = hashlib.sha256(repr((sorted((m, sorted((leaf, sorted(by.items())) for leaf, by in v.items()))
                                           for m, v in collected.counts.items()),
                                   sorted(grid.teams.items()), [p.id for p in grid.periods])).encode())
     key = digest.hexdigest()
     if key not in _CACHE:
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = suppress(grid, collected.counts, ms.DERIVED)
+        grid_key = hashlib.sha256(repr((sorted(grid.teams.items()), [p.id for p in grid.periods])).encode()).hexdigest()
+        result, replay = suppress_from(grid, collected.counts, ms.DERIVED, _REPLAYS.pop(grid_key, None))
+        for kept in (_CACHE, _REPLAYS):
+            if len(kept) >= _CACHE_SIZE:
+                kept.pop(next(iter(kept)))
+        _CACHE[key], _REPLAYS[grid_key] = result, replay
     return _CACHE[key]
 
 

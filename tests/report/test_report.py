@@ -205,6 +205,42 @@ def test_a_number_once_shown_stays_shown_and_a_hidden_one_stays_hidden_as_months
                         pd.month_key(closed), measure.name, row, period.id)
 
 
+def decided(result: sp.Result) -> tuple:
+    """Everything a decision says: values, hidden cells and every witness as it ended."""
+    return (result.values, result.hidden, [(w.measure, w.leaves, w.months, w.rows, w.periods, w.yearly)
+                                           for w in result.witnesses])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(generated(), st.data())
+def test_a_decision_resumed_from_the_first_month_that_changed_is_the_one_made_afresh(case, data):
+    """Late changes to closed months' counts (a count up, down, to zero or from zero, one month or several):
+    the replay resumed from the earlier decision decides what a replay from the first month decides (also when the
+    first month with data moves: then it starts over), and again when resumed from that one."""
+    teams, counts, now = case
+    last = pd.current_month(now) - 1
+    months = sorted({m for per in counts.values() for by in per.values() for m in by if m <= last})
+    if not months:
+        return
+    grid, _result = run(teams, counts, now)
+    result, replay = sp.suppress_from(grid, counts, ms.DERIVED, None)
+    assert decided(result) == decided(sp.suppress(grid, counts, ms.DERIVED))
+    for _step in range(2):
+        changed = {m: {leaf: dict(by) for leaf, by in per.items()} for m, per in counts.items()}
+        for _change in range(data.draw(st.integers(min_value=1, max_value=3))):
+            name = data.draw(st.sampled_from(sorted(changed)))
+            leaf = data.draw(st.sampled_from(sorted(changed[name])))
+            month_changed = data.draw(st.sampled_from(months))
+            changed[name][leaf][month_changed] = data.draw(st.sampled_from([0, 1, 5, 10, 11, 40]))
+        new_grid, _result = run(teams, changed, now) if any(
+            n for per in changed.values() for by in per.values() for m, n in by.items() if m <= last) else (None, None)
+        if new_grid is None:
+            return
+        result, replay = sp.suppress_from(new_grid, changed, ms.DERIVED, replay)
+        assert decided(result) == decided(sp.suppress(new_grid, changed, ms.DERIVED))
+        counts, grid = changed, new_grid
+
+
 # ---------------------------------------------------------------------------- seeded store, over HTTP
 
 SITES = ("bwh", "mgh", "mgh-chelsea")
@@ -452,6 +488,45 @@ def test_no_view_set_against_another_gives_back_a_suppressed_count_over_http(rep
 
 
 # ---------------------------------------------------------------------------- only closed periods
+
+
+def test_a_late_change_decided_from_the_month_it_changed_shows_what_a_decision_afresh_shows(report_app):
+    """Late closing outcomes in September: suppression is replayed from September on (the decision kept from the
+    earlier counts), and every period offered reads as when decided afresh in a new process."""
+    app = report_app
+    small_sites_over_a_year(app)
+    client, lid = pm_client(app)
+    views = [("month", pd.month_key(m)) for m in range(month("2026-01"), month("2026-12"))] + [
+        ("quarter", "2026-Q3"), ("rolling", "2026-11"), ("rolling", "2026-09")]
+    before = {v: csv_rows(client, lid, *v) for v in views}
+    with app.app_context():
+        from smart_app.store.db import get_session
+
+        db = get_session()
+        late = db.execute(select(ReferralRecord).where(
+            ReferralRecord.site == "mgh", ReferralRecord.closing_outcome.is_(None),
+            ReferralRecord.created_at >= datetime(2026, 9, 1, tzinfo=UTC),
+            ReferralRecord.created_at < datetime(2026, 10, 1, tzinfo=UTC)).limit(2)).scalars().all()
+        assert late
+        for record in late:
+            record.closing_outcome = "unreachable"
+        db.commit()
+    resumed = []
+    real = sp.Suppressor.run
+
+    def run(self):
+        resumed.append(self.start)
+        return real(self)
+
+    sp.Suppressor.run = run
+    try:
+        after = {v: csv_rows(client, lid, *v) for v in views}
+    finally:
+        sp.Suppressor.run = real
+    assert resumed == [month("2026-09")] and after != before
+    rpt._CACHE.clear()
+    rpt._REPLAYS.clear()
+    assert {v: csv_rows(client, lid, *v) for v in views} == after
 
 
 def test_the_current_period_is_shown_only_once_it_has_closed(report_app):
