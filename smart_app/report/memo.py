@@ -10,9 +10,10 @@ it touches (migration report_memo). A kept report is shown again only while no t
 see has changed a month before the one it was read in; else it is counted again. The check is exact whatever the
 order transactions commit in: it asks about transaction ids, not times or ids handed out in order.
 
-A kept report is used for ``MAX_AGE`` at most, and change notes are pruned after ``NOTES_KEPT`` (the worker's
-housekeeping), so a note is gone only once every report that could need it has expired (a transaction open longer
-than ``MAX_AGE`` that changes the report's tables is the exception). Keys hold the EHR, the due times, the period,
+A kept report is used for ``MAX_AGE`` at most, the months kept for ``MONTHS_MAX_AGE``; change notes are pruned
+after ``NOTES_KEPT`` (the worker's housekeeping) once every kept snapshot has seen them, so a note is gone only
+once no kept report or month could need it. Counting every month from scratch is then for an EHR's first report,
+months unread for ``MONTHS_MAX_AGE``, and a change noted for every month. Keys hold the EHR, the due times, the period,
 the month the report was read in and ``FORMAT``: bump it when what is counted or how it is suppressed changes.
 
 When a report must be counted again, its months are not all read again: each closed month's counts (per site,
@@ -46,8 +47,10 @@ from smart_app.store.models import Base
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-EVERY_MONTH = "0000-00"  # the month a change to any month is noted with (TRUNCATE, partitions dropped)
+EVERY_MONTH = "0000-00"  # the month a change to any month is noted with (TRUNCATE)
 MAX_AGE = timedelta(hours=12)
+# Months kept are counted again only where changed: kept while read, with the notes since their snapshot.
+MONTHS_MAX_AGE = timedelta(days=7)
 NOTES_KEPT = timedelta(days=1)
 TABLES = (("referral", "report_change_by_referral"), ("referral_dims", "report_change_by_dims"),
           ("report_event", "report_change_by_month"))
@@ -185,9 +188,9 @@ class KeptMonths:
 
 
 def kept_months(db: Session, key: str) -> KeptMonths | None:
-    """What is kept under ``key`` (younger than MAX_AGE, so no note it needs is pruned), or None."""
+    """What is kept under ``key`` (younger than MONTHS_MAX_AGE; no note its snapshot needs is pruned), or None."""
     found = db.execute(text("SELECT snapshot, body FROM report_memo WHERE key = :key AND made_at > :since"),
-                       {"key": key, "since": _now(db) - MAX_AGE}).first()
+                       {"key": key, "since": _now(db) - MONTHS_MAX_AGE}).first()
     if found is None:
         return None
     noted = {m for (m,) in db.execute(text(
@@ -241,19 +244,25 @@ def write_months(db: Session, key: str, taken: tuple[str, datetime], through: in
 
 
 def prune(db: Session) -> int:
-    """Housekeeping: kept reports past MAX_AGE (and their months) and change notes past NOTES_KEPT. No commit."""
+    """Housekeeping: kept reports past MAX_AGE, months past MONTHS_MAX_AGE, and change notes past NOTES_KEPT
+    that every snapshot still kept has seen. No commit."""
     now = _now(db)
-    db.execute(text("DELETE FROM report_memo WHERE made_at < :since"), {"since": now - MAX_AGE})
+    db.execute(text("DELETE FROM report_memo k WHERE made_at < :months OR (made_at < :reports AND NOT EXISTS "
+                    "(SELECT 1 FROM report_month m WHERE m.key = k.key))"),
+               {"months": now - MONTHS_MAX_AGE, "reports": now - MAX_AGE})
     db.execute(text("DELETE FROM report_month m WHERE NOT EXISTS (SELECT 1 FROM report_memo k WHERE k.key = m.key)"))
-    return int(db.execute(text("DELETE FROM report_change WHERE at < :since"),
-                          {"since": now - NOTES_KEPT}).rowcount or 0)
+    return int(db.execute(text(
+        "DELETE FROM report_change c WHERE at < :since AND NOT EXISTS (SELECT 1 FROM report_memo k WHERE "
+        "NOT pg_visible_in_snapshot(c.xid::text::xid8, CAST(k.snapshot AS pg_snapshot)))"),
+        {"since": now - NOTES_KEPT}).rowcount or 0)
 
 
-def note_every_month(db: Session) -> None:
-    """A change the triggers do not see (report events' month partitions dropped by the purge): every kept report
-    is counted again. No commit."""
-    db.execute(text("INSERT INTO report_change (xid, month) VALUES (pg_current_xact_id()::text::bigint, '0000-00') "
-                    "ON CONFLICT DO NOTHING"))
+def note_months(db: Session, months: list[str]) -> None:
+    """A change the triggers do not see (report events' month partitions dropped by the purge): those months
+    are counted again. No commit."""
+    if months:
+        db.execute(text("INSERT INTO report_change (xid, month) SELECT pg_current_xact_id()::text::bigint, m "
+                        "FROM unnest(CAST(:months AS text[])) m ON CONFLICT DO NOTHING"), {"months": sorted(months)})
 
 
 def _now(db: Session) -> datetime:

@@ -72,14 +72,22 @@ def _create_functions(_table: Any, connection: Any, **_kw: Any) -> None:
             connection.execute(text(sql))
 
 
+def _partition_months(db: Session) -> set[str]:
+    """The months of report events' month partitions (none on a table of one piece)."""
+    return {m for (m,) in db.execute(text(
+        f"SELECT substring({BOUND} FROM 'IN \\(''([^'']+)''\\)') FROM pg_catalog.pg_inherits i "
+        "JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass('report_event')")) if m}
+
+
 def purge(db: Session, *, now: datetime | None = None) -> dict[str, int]:
     """Housekeeping (smart_app.ops.housekeeping): report events of months past the retention. Commits."""
     days = current_settings().audit_retention_days
     if db.get_bind().dialect.name == "postgresql":
+        months = _partition_months(db)
         gone = db.execute(text("SELECT report_event_purge(:days)"), {"days": int(days)}).scalar()
         if memo.active(db):
-            if gone:  # months dropped whole: no trigger sees that
-                memo.note_every_month(db)
+            if gone:  # months dropped whole: no trigger sees that (rows deleted through the table are noted)
+                memo.note_months(db, sorted(months - _partition_months(db)))
             memo.prune(db)
     else:
         cutoff = ((now or datetime.now(UTC)) - timedelta(days=max(days, REPORT_FLOOR_DAYS))).strftime("%Y-%m")
