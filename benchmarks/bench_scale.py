@@ -7,7 +7,8 @@ events, outbox rows, audit and report events) in a PostgreSQL database of its ow
 - The program report for the last closed quarter, as a program manager of the larger EHR opens it: counted from
   scratch (nothing kept: counts and small-cell suppression), then kept (smart_app/report/memo.py): the first
   request of a process and the next ones, then counted after a late event in one month it shows (that month
-  counted again, the other months read as kept), its page checked against a count from scratch. Target: <= 2 s.
+  counted again, the other months read as kept), and after a late closing outcome there (its counts change:
+  suppression decided again from that month), each page checked against a count from scratch. Target: <= 2 s.
 - The outbox worker's claim (smart_app/outbox/claim.py) with a pending row per ten referrals (100,000 at a million):
   wall time per claim, and the database's own time on its statements (EXPLAIN ANALYZE). Target: <= 10 ms, held
   against the database's time (the wall time on this shared machine is mostly waiting for a core).
@@ -236,7 +237,7 @@ def report(app: Any, repeat: int, show_plans: bool) -> bool:
             conn.execute(text("DELETE FROM report_memo"))
             conn.execute(text("DELETE FROM report_month"))
         tables._CACHE.clear()
-        tables._REPLAYS.clear()
+        getattr(tables, "_REPLAYS", {}).clear()  # (absent before suppression was resumed: the same bench on it)
         return timed()
 
     def late_event(step: int) -> tuple[float, str]:
@@ -250,11 +251,24 @@ def report(app: Any, repeat: int, show_plans: bool) -> bool:
         assert changed == 1, changed
         return timed()
 
+    def late_outcome(step: int) -> tuple[float, str]:
+        """A late closing outcome in the quarter's middle month: its counts change, so suppression is decided
+        again (from that month on, the months before as last decided)."""
+        with engine.begin() as conn:
+            changed = conn.execute(text(
+                "UPDATE referral SET closing_outcome = CASE WHEN closing_outcome = 'unreachable' THEN "
+                "'reached_supported' ELSE 'unreachable' END WHERE id = (SELECT d.referral_id FROM referral_dims d "
+                "JOIN referral r ON r.id = d.referral_id WHERE d.month = :month AND r.ehr = :ehr "
+                "ORDER BY d.referral_id DESC OFFSET :step LIMIT 1)"),
+                {"month": late_month, "ehr": EHR1, "step": step}).rowcount
+        assert changed == 1, changed
+        return timed()
+
     late_month = _middle_month(key)
     counted, page = from_scratch()
     # The first request of a process that has not counted it (its suppression not in memory), the report kept.
     tables._CACHE.clear()
-    tables._REPLAYS.clear()
+    getattr(tables, "_REPLAYS", {}).clear()
     memo._ACTIVE.clear()
     first, kept_page = timed()
     walls = [timed()[0] for _ in range(repeat - 1)]
@@ -277,9 +291,21 @@ def report(app: Any, repeat: int, show_plans: bool) -> bool:
           f"median {late:.2f} s, worst {max(t for t, _p in lates):.2f} s (<= {REPORT_S:.0f} s: "
           f"{'pass' if late <= REPORT_S else 'miss'}); from scratch again {again:.2f} s; the page the same as "
           f"from scratch: {'yes' if late_same else 'NO'} (load {_load()})", flush=True)
+    # A late closing outcome changes the month's counts: the month counted again and suppression decided again.
+    outcomes = [late_outcome(step) for step in range(repeat)]
+    outcome = statistics.median(t for t, _page in outcomes)
+    third, fresh_page = from_scratch()
+    outcome_same = _without_csrf(outcomes[-1][1]) == _without_csrf(fresh_page)
+    print(f"report: quarter {key}: counted after a late closing outcome in one month ({late_month}: its counts "
+          f"change), {repeat} events: median {outcome:.2f} s, worst {max(t for t, _p in outcomes):.2f} s "
+          f"(<= {REPORT_S:.0f} s: {'pass' if outcome <= REPORT_S else 'miss'}); from scratch again {third:.2f} s "
+          f"(from scratch, median of 3: {statistics.median([counted, again, third]):.2f} s, <= {REPORT_S:.0f} s: "
+          f"{'pass' if statistics.median([counted, again, third]) <= REPORT_S else 'miss'}); the page the same as "
+          f"from scratch: {'yes' if outcome_same else 'NO'} (load {_load()})", flush=True)
     if show_plans:
         explain(engine, statements.slowest())
-    return worst <= REPORT_S and same and late <= REPORT_S and late_same
+    return (worst <= REPORT_S and same and late <= REPORT_S and late_same and outcome <= REPORT_S
+            and outcome_same)
 
 
 def _middle_month(quarter: str) -> str:
