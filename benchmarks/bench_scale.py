@@ -67,17 +67,18 @@ def _prepare(name: str, referrals: int) -> tuple[str, dict[str, str], bool]:
 
     admin = _admin_url()
     url = admin.rsplit("/", 1)[0] + "/" + name
-    try:
+    # Only a database that is not there, or holds no complete year of this size, is made again: a busy server's
+    # refused connection or a failed migration stops the run instead of dropping an hour's generated year.
+    if _exists(admin, name):
         engine = create_engine(url)
-        meta = stored_keys(engine)
-        current = meta is not None and meta.get("referrals") == str(referrals)
-        if current:
-            migrate.upgrade(engine)  # a year made before a later migration: brought to head, not made again
-        engine.dispose()
-        if current:
-            return url, {k: meta[k] for k in app_keys()}, False
-    except Exception:  # no such database yet
-        pass
+        try:
+            meta = stored_keys(engine)
+            current = meta is not None and meta.get("referrals") == str(referrals)
+            if current:
+                migrate.upgrade(engine)  # a year made before a later migration: brought to head, not made again
+                return url, {k: meta[k] for k in app_keys()}, False
+        finally:
+            engine.dispose()
     url = create_database(admin, name)
     engine = create_engine(url)
     migrate.upgrade(engine)
@@ -90,6 +91,16 @@ def _prepare(name: str, referrals: int) -> tuple[str, dict[str, str], bool]:
     app.extensions["db_engine"].dispose()
     engine.dispose()
     return url, keys, True
+
+
+def _exists(admin_url: str, name: str) -> bool:
+    admin = create_engine(admin_url)
+    try:
+        with admin.connect() as conn:
+            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name})
+            return found.first() is not None
+    finally:
+        admin.dispose()
 
 
 def _app(url: str, keys: dict[str, str]) -> Any:
