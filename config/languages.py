@@ -7,6 +7,7 @@ same as Babel names it and as its catalogue folder is called (``zh_Hant``)."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -95,7 +96,7 @@ def codes() -> tuple[str, ...]:
 
 def clinician_codes() -> tuple[str, ...]:
     """The languages a deployment may set as ``clinician_language`` (their whole catalogue is translated)."""
-    return tuple(c for c, lang in load_registry().languages.items() if lang.clinician)
+    return _tables().clinician_codes
 
 
 def translated_codes() -> tuple[str, ...]:
@@ -134,7 +135,27 @@ def match(tag: str | None) -> str | None:
 
 
 def _by_code() -> dict[str, str]:
-    return {c.lower(): c for c in codes()}
+    return _tables().by_code
+
+
+@dataclass(frozen=True)
+class _Tables:
+    registry: Registry
+    clinician_codes: tuple[str, ...]
+    by_code: dict[str, str]  # lower-cased code -> code
+
+
+_TABLES: list[_Tables] = []
+
+
+def _tables() -> _Tables:
+    """The registry's look-up tables, made once per loaded registry (every page asks for the clinician's language
+    and matches the patient's tag; the registry is a file read once)."""
+    reg = load_registry()
+    if not _TABLES or _TABLES[0].registry is not reg:
+        _TABLES[:] = [_Tables(reg, tuple(c for c, lang in reg.languages.items() if lang.clinician),
+                              {c.lower(): c for c in reg.languages})]
+    return _TABLES[0]
 
 
 def _registered(lowered: str) -> str | None:
