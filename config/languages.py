@@ -143,6 +143,7 @@ class _Tables:
     registry: Registry
     clinician_codes: tuple[str, ...]
     by_code: dict[str, str]  # lower-cased code -> code
+    by_match: dict[str, str]  # lower-cased ``matches`` entry -> the first language (in the file's order) listing it
 
 
 _TABLES: list[_Tables] = []
@@ -153,14 +154,16 @@ def _tables() -> _Tables:
     and matches the patient's tag; the registry is a file read once)."""
     reg = load_registry()
     if not _TABLES or _TABLES[0].registry is not reg:
+        by_match: dict[str, str] = {}
+        for lang in reg.languages.values():
+            for m in lang.matches:
+                by_match.setdefault(m.lower(), lang.code)
         _TABLES[:] = [_Tables(reg, tuple(c for c, lang in reg.languages.items() if lang.clinician),
-                              {c.lower(): c for c in reg.languages})]
+                              {c.lower(): c for c in reg.languages}, by_match)]
     return _TABLES[0]
 
 
 def _registered(lowered: str) -> str | None:
     """The language whose code or one of whose ``matches`` is exactly ``lowered``."""
-    by_code = _by_code()
-    if lowered in by_code:
-        return by_code[lowered]
-    return next((lang.code for lang in languages() if lowered in (m.lower() for m in lang.matches)), None)
+    tables = _tables()
+    return tables.by_code.get(lowered) or tables.by_match.get(lowered)
