@@ -16,18 +16,13 @@ OUTCOMES = (SPOKE_NOW, LEFT_MESSAGE, DECLINED, NOT_SAFE)
 COMPLETED = SPOKE_NOW  # a warm hand-off done: the patient spoke with an advocate during the visit
 FINAL = (SPOKE_NOW,)  # once recorded, not changed (and counted once as completed)
 
-def N_(message: str) -> str:
-    """Marks a message for extraction (``pybabel``'s default keywords); translated where it is shown."""
-    return message
-
-
 # The messages themselves, for pages that translate through the request's catalog (the urgent box's choices).
 MESSAGES = {
-    OFFERED: N_("Call to the advocate offered, no outcome recorded"),
-    SPOKE_NOW: N_("Spoke with an advocate now"),
-    LEFT_MESSAGE: N_("Left a message"),
-    DECLINED: N_("Patient declined"),
-    NOT_SAFE: N_("Not safe to call now"),
+    OFFERED: "Call to the advocate offered, no outcome recorded",
+    SPOKE_NOW: "Spoke with an advocate now",
+    LEFT_MESSAGE: "Left a message",
+    DECLINED: "Patient declined",
+    NOT_SAFE: "Not safe to call now",
 }
 LABELS = {code: _l(message) for code, message in MESSAGES.items()}
 # The queue's one-line rows: the same, in a few words after a telephone sign (the full label is the row's title).
