@@ -230,3 +230,30 @@ def test_the_committed_picture_of_smart_app_matches_the_code() -> None:
 
     expected = render(package_edges(_module_graph(ROOT, "smart_app")), FEATURE_ORDER)
     assert PICTURE.read_text(encoding="utf-8") == expected, "run `python -m docs.import_graph` and commit the picture"
+
+
+def _function_local_imports(root: Path, packages: tuple[str, ...]) -> list[str]:
+    """Imports of this project's own modules made inside a function: each one hides an edge of the import graph
+    (the usual reason is dodging a circle, which means the code is in the wrong place)."""
+    found = []
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                for node in ast.walk(fn):
+                    names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                             else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+                    found += [f"{path.relative_to(root)}:{node.lineno} {name}" for name in names
+                              if name.split(".")[0] in packages and not name.startswith("fhir.resources")]
+    return found
+
+
+def test_smart_app_and_the_wire_layer_import_their_own_modules_at_the_top() -> None:
+    assert _function_local_imports(ROOT, ("smart_app", "fhir")) == []
+
+
+def test_the_function_local_scan_finds_a_planted_import(tmp_path: Path) -> None:
+    (tmp_path / "smart_app").mkdir()
+    (tmp_path / "smart_app" / "x.py").write_text("def f():\n    from smart_app.store.db import get_session\n")
+    assert _function_local_imports(tmp_path, ("smart_app",)) == ["smart_app/x.py:2 smart_app.store.db"]

@@ -18,7 +18,9 @@ from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from config.current import current_settings
+from smart_app.launch.revocation import revoke_records
 from smart_app.ops.audit import purge_audit
+from smart_app.store.db import get_session
 from smart_app.store.models import CdsJti, LaunchRecord, OutboxItem, UsedCode, UsedJti, WorkerHeartbeat
 
 # Replay guards only need to outlive the codes and assertions they guard (minutes); a day is generous.
@@ -42,8 +44,6 @@ def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
     # Tokens of launches about to go are revoked at the EHR first (needs an app context).
     revoked = 0
     if has_app_context():
-        from smart_app.launch.revocation import revoke_records
-
         revoked = revoke_records(db.scalars(select(LaunchRecord).where(
             LaunchRecord.id.in_(gone.scalar_subquery()), LaunchRecord.tokens_enc.is_not(None))).all())
         db.flush()
@@ -74,8 +74,6 @@ def purge(db: Session, now: datetime | None = None) -> dict[str, int]:
 @with_appcontext
 def purge_launches_command() -> None:
     """Delete ended/expired launches (tokens, patient context, answers) no pending chart write needs."""
-    from smart_app.store.db import get_session
-
     counts = purge(get_session())
     click.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
     current_app.logger.info("retention purge: %s", counts)

@@ -16,7 +16,9 @@ from config.current import current_settings
 from fhir.smart.client_auth import ClientAuthError
 from fhir.smart.discovery import DiscoveryError
 from fhir.smart.revoke import revoke_tokens
+from smart_app.launch.ehr import client_auth, discovery, http_session
 from smart_app.store.crypto import decrypt_json
+from smart_app.store.db import session_scope
 from smart_app.store.models import LaunchRecord, OutboxItem
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,6 @@ def unfinished_write():
 def revoke_records(records: Iterable[LaunchRecord]) -> int:
     """Revoke each record's tokens (best effort) and forget them; needs an app context. Returns how many
     tokens the EHR accepted."""
-    from smart_app.launch.ehr import client_auth, discovery, http_session
-
     total = 0
     timeout = min(current_settings().http_timeout_seconds, 5.0)
     for record in records:
@@ -53,8 +53,6 @@ def revoke_records(records: Iterable[LaunchRecord]) -> int:
 
 def revoke_launches(app: Flask, launch_ids: list[str]) -> int:
     """Revoke the tokens of these (ended) launches unless a chart write still needs them."""
-    from smart_app.store.db import session_scope
-
     with app.app_context(), session_scope(app) as db:
         records = db.scalars(select(LaunchRecord).where(
             LaunchRecord.id.in_(launch_ids), LaunchRecord.tokens_enc.is_not(None), ~unfinished_write())).all()

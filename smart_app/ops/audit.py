@@ -44,6 +44,7 @@ from config.current import current_settings, settings_of
 from config.ehrs import ehr_id_for
 from smart_app.ops.observability import ACCESS, current_request_id, launch_ref
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
+from smart_app.store.db import get_session, session_scope
 from smart_app.store.models import AuditEvent
 from smart_app.store.partitions import BOUND, purge_function
 
@@ -268,8 +269,6 @@ def record_audit(action: str, *, launch: Any = None, actor: str | None = None, i
     if db is not None:
         db.connection().execute(_INSERT, row)
         return
-    from smart_app.store.db import session_scope
-
     with session_scope(app) as own:
         own.connection().execute(_INSERT, row)
 
@@ -366,8 +365,6 @@ def audit_command(patient: str | None, user: str | None, action: str | None, sin
                   until: datetime | None, ehr: str | None, fmt: str) -> None:
     """List access-audit rows for the privacy office (by patient, by user, by date, by EHR). The listing is
     audited."""
-    from smart_app.store.db import get_session
-
     rows = query_audit(get_session(), patient=patient, user=user, action=action, ehr=ehr,
                        since=since.date() if since else None, until=until.date() if until else None)
     if fmt == "json":

@@ -26,6 +26,8 @@ from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import func, select, text
 
 from config.current import settings_of
+from fhir.smart.client_auth import ClientAuth
+from referrals.store import store_for
 from smart_app.store import create_all, migrate
 from smart_app.store.models import OutboxItem, WorkerHeartbeat
 
@@ -81,8 +83,6 @@ def _schema(app: Flask) -> tuple[bool, Any]:
 
 @check("directory")
 def _directory(app: Flask) -> tuple[bool, Any]:
-    from referrals.store import store_for
-
     store = store_for(app)
     services = len(store.index.directory.services)
     # The version: the database's directory import this process serves (0: the files only), the same on every host
@@ -92,8 +92,6 @@ def _directory(app: Flask) -> tuple[bool, Any]:
 
 @check("keys")
 def _keys(app: Flask) -> tuple[bool, Any]:
-    from fhir.smart.client_auth import ClientAuth
-
     keys = app.extensions.get("fernet_keys") or ([app.extensions["fernet"]] if "fernet" in app.extensions else [])
     if not keys:
         return False, "no encryption key"

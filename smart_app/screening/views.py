@@ -25,6 +25,7 @@ from werkzeug.wrappers import Response
 
 from config.current import current_settings, settings_of
 from fhir.questionnaires import DEFAULT_DIR, IncompleteAnswers, Instrument, load_instruments
+from referrals.store import store_for
 from referrals.visit import Visit
 from smart_app.launch import resume
 from smart_app.launch.locale import launch_view
@@ -204,8 +205,6 @@ def _advocate_entry(service: Any) -> dict[str, Any] | None:
 
 
 def _advocates_from_directory(context: dict[str, Any], placed: bool) -> list[dict[str, Any]]:
-    from referrals.store import store_for
-
     index = store_for(current_app).index
     site_map = current_settings().site_map or None
     _site, service, _on_site = index.match_site(Visit.from_context(context), site_map)

@@ -22,6 +22,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import LargeBinary, and_, bindparam, select, text, update
 
 from config.current import current_settings, settings_of
+from smart_app.store.db import get_session
 from smart_app.store.models import Base
 
 log = logging.getLogger("ipv.crypto")
@@ -153,8 +154,6 @@ def _execute_update(db: Any, table: Any, stmt: Any, params: list[dict[str, Any]]
 @with_appcontext
 def rotate_keys_command() -> None:
     """Re-encrypt every stored encrypted value with the first TOKEN_ENCRYPTION_KEY (exit 1 if any is unreadable)."""
-    from smart_app.store.db import get_session
-
     report = rotate(get_session())
     unreadable = 0
     for name, counts in report.items():

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from config.current import settings_of
+from referrals.cli import native_text
 from referrals.errors import DirectoryError
 from referrals.loaders import FORMATS, load_source
 from referrals.store import build, store_for
@@ -107,8 +108,6 @@ def _check_now() -> None:
 def store_import(app: Flask, path: Path, *, name: str, fmt: str = "auto") -> tuple[int, int, int]:
     """Check ``path`` (it loads, and the whole directory loads with it) and keep it as the next version:
     (version, services in the file, services the app will serve)."""
-    from referrals.cli import native_text
-
     directory = load_source(path, fmt=fmt)
     text = native_text(directory)
     store = store_for(app)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from config.current import current_settings
 from smart_app.launch.visit_memory import memory_days
+from smart_app.store.db import get_session
 from smart_app.store.models import (
     ContactAttempt,
     FollowupItem,
@@ -78,8 +79,6 @@ def purge_referrals(db: Session, now: datetime | None = None) -> dict[str, int]:
 def purge_referrals_command() -> None:
     """Delete closed referrals (and their logs) and recorded follow-ups past tuning.worklist_closed_retention_days, and
     old screen marks."""
-    from smart_app.store.db import get_session
-
     counts = purge_referrals(get_session())
     click.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
 

@@ -32,6 +32,7 @@ from werkzeug.wrappers import Response
 from config.current import current_settings, settings_of
 from fhir.builders import reference_code
 from fhir.text import clean_text
+from referrals.store import store_for
 from smart_app.followup import items as followup_items
 from smart_app.launch.state import launch_required
 from smart_app.ops.audit import record_audit
@@ -259,8 +260,6 @@ def _program_view(program: dict[str, Any], services: dict[str, Any]) -> dict[str
 
 def _directory_services() -> dict[str, Any]:
     try:
-        from referrals.store import store_for
-
         return {s.id: s for s in store_for(current_app).index.directory.services}
     except Exception as exc:  # noqa: BLE001 - the queue must render without the directory
         log.warning("worklist: directory unavailable (%s)", type(exc).__name__)
