@@ -22,7 +22,14 @@ from sqlalchemy.orm.util import identity_key
 
 from config.current import current_settings
 from fhir.launch_context import LaunchContext
-from smart_app.launch.visit_memory import READS, ReadWithLaunch, launch_keys, launch_statement, read_with_launch
+from smart_app.launch.visit_memory import (
+    READS,
+    ReadWithLaunch,
+    launch_keys,
+    launch_params,
+    launch_statement,
+    read_with_launch,
+)
 from smart_app.store.crypto import decrypt_json, encrypt_json
 from smart_app.store.db import get_session
 from smart_app.store.models import LaunchRecord
@@ -161,15 +168,15 @@ def _attached(row: Any) -> LaunchRecord:
     return record
 
 
-def _rows(statement: Any, lid: str) -> list[Any]:
-    return get_session().connection().execute(statement, {"lid": lid}).all()
+def _rows(statement: Any, lid: str, reads: frozenset[str]) -> list[Any]:
+    return get_session().connection().execute(statement, {"lid": lid, **launch_params(reads)}).all()
 
 
 def _read(lid: str, reads: frozenset[str]) -> tuple[Any, ReadWithLaunch | None]:
     statement = launch_statement(reads) if reads else _BY_ID
     db = get_session()
     try:
-        rows = _rows(statement, lid)
+        rows = _rows(statement, lid, reads)
     except DBAPIError as exc:
         # A pooled connection used moments ago is not pinged (smart_app/store/db.py); if the server dropped it since
         # (a restart), this first statement of the request fails on it and SQLAlchemy discards the pool. Nothing
@@ -177,7 +184,7 @@ def _read(lid: str, reads: frozenset[str]) -> tuple[Any, ReadWithLaunch | None]:
         if not exc.connection_invalidated:
             raise
         db.rollback()
-        rows = _rows(statement, lid)
+        rows = _rows(statement, lid, reads)
     if not rows:
         return None, None
     return rows[0], (read_with_launch(rows, reads) if reads else None)

@@ -286,7 +286,8 @@ def patient_keys(iss: str, context: dict[str, Any]) -> list[str]:
 # tablet's, may open a follow-up or refer the visit at any moment). docs/decisions/0017-launch-patient-key.md.
 WITH_FOLLOWUPS = "followups"  # this patient's open follow-ups
 WITH_VISIT_REFERRAL = "visit_referral"  # the latest referral of this visit from another launch
-READS = frozenset({WITH_FOLLOWUPS, WITH_VISIT_REFERRAL})
+WITH_RECENT = "recent"  # the latest referral (from another launch) and screen mark of this patient in the window
+READS = frozenset({WITH_FOLLOWUPS, WITH_VISIT_REFERRAL, WITH_RECENT})
 
 
 class _FollowupRow(NamedTuple):
@@ -301,17 +302,29 @@ class _FollowupRow(NamedTuple):
     fresponse_launch: str | None
 
 
+class _RecentRow(NamedTuple):
+    """A referral or screen mark as the launch's statement read it: the fields ``_recent_from`` reads."""
+
+    at: datetime
+    status: str | None
+    contact: datetime | None
+    ek: str | None
+
+
 @dataclass(frozen=True)
 class ReadWithLaunch:
     """What the launch's statement read of its patient, joined on the launch row's keys (none when they are NULL).
 
-    ``followups``: the open follow-up rows, None when not read; ``referral_read``: whether ``visit_referral`` was."""
+    ``followups``: the open follow-up rows, None when not read; ``referral_read``: whether ``visit_referral`` was;
+    ``recent``: the latest referral and screen mark in the window by kind ("referral", "screen"), None when not
+    read."""
 
     patient_key: str | None
     encounter_key: str | None
     followups: tuple[_FollowupRow, ...] | None = None
     referral_read: bool = False
     visit_referral: EarlierReferral | None = None
+    recent: dict[str, _RecentRow] | None = None
 
     def covers(self, keys: PatientKeys, *, encounter: bool = False) -> bool:
         """Whether rows joined on the launch's keys are all this patient's (and this visit's): the launch has keys,
@@ -349,7 +362,31 @@ def launch_statement(reads: frozenset[str]) -> Any:
         visit = r.alias("visit_referral")
         joined = joined.outerjoin(visit, visit.c.id == latest)
         columns += [visit.c.created_at.label("r_at"), visit.c.status.label("r_status")]
+    if WITH_RECENT in reads:
+        # As ``_memory_statement``'s latest referral and mark, for the launch row's key: each its row's id by a
+        # correlated scalar subquery, that row outer joined (bind ``since``, the window's start).
+        r, m = ReferralRecord.__table__, PatientMark.__table__
+        since = bindparam("since")
+        latest_referral = (select(r.c.id).where(r.c.patient_key == launch.c.patient_key, r.c.created_at >= since,
+                                                r.c.launch_id != launch.c.id)
+                           .order_by(r.c.created_at.desc()).limit(1).correlate(launch).scalar_subquery())
+        latest_mark = (select(m.c.id).where(m.c.patient_key == launch.c.patient_key, m.c.at >= since)
+                       .order_by(m.c.at.desc()).limit(1).correlate(launch).scalar_subquery())
+        referral, mark = r.alias("recent_referral"), m.alias("recent_mark")
+        joined = joined.outerjoin(referral, referral.c.id == latest_referral)
+        joined = joined.outerjoin(mark, mark.c.id == latest_mark)
+        columns += [referral.c.id.label("rr_id"), referral.c.created_at.label("rr_at"),
+                    referral.c.status.label("rr_status"), referral.c.first_contact_at.label("rr_contact"),
+                    referral.c.encounter_key.label("rr_ek"), mark.c.id.label("rm_id"), mark.c.at.label("rm_at"),
+                    mark.c.encounter_key.label("rm_ek")]
     return select(*columns).select_from(joined).where(launch.c.id == bindparam("lid"))
+
+
+def launch_params(reads: frozenset[str], now: datetime | None = None) -> dict[str, Any]:
+    """The binds ``launch_statement(reads)`` takes besides ``lid``."""
+    if WITH_RECENT not in reads:
+        return {}
+    return {"since": (now or datetime.now(UTC)) - timedelta(days=memory_days())}
 
 
 def read_with_launch(rows: list[Any], reads: frozenset[str]) -> ReadWithLaunch:
@@ -362,5 +399,26 @@ def read_with_launch(rows: list[Any], reads: frozenset[str]) -> ReadWithLaunch:
     earlier = None
     if WITH_VISIT_REFERRAL in reads and first.r_at is not None:
         earlier = EarlierReferral(created_at=first.r_at, status=first.r_status)
+    recent = None
+    if WITH_RECENT in reads:
+        recent = {}
+        if first.rr_id is not None:
+            recent["referral"] = _RecentRow(first.rr_at, first.rr_status, first.rr_contact, first.rr_ek)
+        if first.rm_id is not None:
+            recent["screen"] = _RecentRow(first.rm_at, None, None, first.rm_ek)
     return ReadWithLaunch(patient_key=first.patient_key, encounter_key=first.encounter_key, followups=followups,
-                          referral_read=WITH_VISIT_REFERRAL in reads, visit_referral=earlier)
+                          referral_read=WITH_VISIT_REFERRAL in reads, visit_referral=earlier, recent=recent)
+
+
+def gate_memory(db: Session, iss: str, context: dict[str, Any], launch_id: str, *, with_recent: bool,
+                read: ReadWithLaunch | None = None) -> tuple[dict[str, Any] | None, list[OpenFollowup]]:
+    """What the gate shows of this patient beyond this launch, as ``launch_memory`` gives it. ``read``: what the
+    launch's own statement read (``WITH_RECENT`` and ``WITH_FOLLOWUPS``), used when it covers every key of this
+    patient; else ``launch_memory``'s own statement."""
+    if read is not None and read.recent is not None and read.followups is not None:
+        keys = PatientKeys.of(iss, context)
+        if read.covers(keys):
+            eks = set(keys.encounters)
+            followups = _followups_from(db, list(read.followups), eks, launch_id)
+            return (_recent_from(read.recent, eks) if with_recent else None), followups
+    return launch_memory(db, iss, context, launch_id, with_recent=with_recent)

@@ -30,7 +30,7 @@ from referrals.visit import Visit
 from smart_app.launch import resume
 from smart_app.launch.locale import launch_view
 from smart_app.launch.state import reads_with_launch
-from smart_app.launch.visit_memory import WITH_FOLLOWUPS, launch_memory, open_followups
+from smart_app.launch.visit_memory import WITH_FOLLOWUPS, WITH_RECENT, gate_memory, open_followups
 from smart_app.ops.audit import record_audit
 from smart_app.ops.i18n import instrument_note
 from smart_app.report import events
@@ -229,15 +229,17 @@ def _advocates_from_seed(ids: set[str], provider: str | None, placed: bool) -> l
 
 @bp.route("/", methods=["GET"])
 @launch_view
+@reads_with_launch(WITH_RECENT, WITH_FOLLOWUPS)
 def start() -> str:
     """The private gate: nothing is asked before the clinician confirms the patient is alone. Universal education
     comes first, for every patient; an open follow-up of this patient (a positive self-screen with no response
     recorded) is asked for above everything."""
     events.checkin(g.launch)  # the launches universal education is counted against
     screened = bool(g.launch.data.get("screening"))
-    # The patient's earlier referral or screen (asked until this launch screens) and open follow-ups: one read.
-    earlier, followups = launch_memory(get_session(), g.launch.iss, g.launch.context, g.launch.id,
-                                       with_recent=not screened)
+    # The patient's earlier referral or screen (shown until this launch screens) and open follow-ups: read with the
+    # launch, in its statement (fresh each request); else, for a launch without keys, in one read of their own.
+    earlier, followups = gate_memory(get_session(), g.launch.iss, g.launch.context, g.launch.id,
+                                     with_recent=not screened, read=g.launch.read)
     return render_template("screening/gate.html", lid=g.launch.id, gate=g.launch.data.get("gate"),
                            done=screened, resume_offer=bool(g.launch.data.get("resume_offer")),
                            resume_minutes=resume.RESUME_WINDOW // timedelta(minutes=1),

@@ -1,21 +1,21 @@
 """What a launch page shows of its patient beyond this launch is read with the launch, on every request: the result
-page's open follow-ups and the referral page's "a referral exists for this visit" come in the launch's own
-statement, joined on the launch row's keys (docs/decisions/0017-launch-patient-key.md), so another launch's change
-(the clinic tablet's follow-up, another clinician's referral) shows on the next GET. A launch without keys (made
-before they were kept) and a patient with keys of an older owner (an ``ehrs`` block) are read by every key, as
-before. On SQLite and on PostgreSQL."""
+page's open follow-ups, the referral page's "a referral exists for this visit" and the gate's latest referral, screen
+mark and open follow-ups come in the launch's own statement, joined on the launch row's keys
+(docs/decisions/0017-launch-patient-key.md), so another launch's change (the clinic tablet's follow-up, another
+clinician's referral) shows on the next GET. A launch without keys (made before they were kept) and a patient with
+keys of an older owner (an ``ehrs`` block) are read by every key, as before. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from smart_app import create_app
 from smart_app.launch.visit_memory import _key, patient_key
 from smart_app.store.db import session_scope
-from smart_app.store.models import FollowupItem, LaunchRecord
+from smart_app.store.models import FollowupItem, LaunchRecord, PatientMark, ReferralRecord
 from tests.conftest import app_config
 from tests.followup.support import NEGATIVE, POSITIVE, tablet_done
 from tests.worklist.support import EHR1, clinician_context, make_referral, referral_data, with_deployment
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.kiosk
 
 PANEL = 'data-testid="followup-panel"'
 SECOND = 'data-testid="second-referral-question"'
+EARLIER = 'data-testid="gate-earlier"'
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -143,3 +144,88 @@ def test_an_item_of_another_visit_is_ended_by_the_result_page_read_with_the_laun
         ended = db.scalar(select(FollowupItem.visit_ended_at).where(FollowupItem.id == item_id))
         assert ended is not None and (ended.replace(tzinfo=UTC) if ended.tzinfo is None else ended) \
             <= datetime.now(UTC)
+
+
+def _earlier(page: str) -> str | None:
+    """The gate's line of this patient's earlier referral or screen, None when it shows none."""
+    return page.split(EARLIER)[1].split("</p>")[0] if EARLIER in page else None
+
+
+def _gate(app, make_launch, patient: str, encounter: str = "enc-gate") -> tuple[object, str]:
+    client = app.test_client()
+    lid = make_launch(client, context=clinician_context("bwh", patient, "Gia Gate", encounter=encounter), iss=EHR1)
+    return client, lid
+
+
+@pytest.mark.parametrize("keys", ["kept", "missing"])
+def test_another_launchs_screen_referral_and_follow_up_show_on_the_next_gate_get(app, make_launch, keys):
+    client, lid = _gate(app, make_launch, "p-gate")
+    if keys == "missing":
+        _forget_keys(app, lid)
+    page = client.get(f"/l/{lid}/").get_data(as_text=True)
+    assert _earlier(page) is None and PANEL not in page
+    # Another patient's screen and referral, and this patient's in another EHR: still nothing.
+    _screened(app, make_launch, "p-gate-else", iss=EHR1)
+    make_referral(app, make_launch, "bwh", "p-gate-else", "Someone Else", encounter="enc-gate")
+    _screened(app, make_launch, "p-gate", iss=EHR1 + "2")
+    assert _earlier(client.get(f"/l/{lid}/").get_data(as_text=True)) is None
+    # Another launch screens this patient in another visit: the next GET says so.
+    _screened(app, make_launch, "p-gate", encounter="enc-before", iss=EHR1)
+    line = _earlier(client.get(f"/l/{lid}/").get_data(as_text=True))
+    assert line is not None and "screened, no referral" in line and "(this visit)" not in line
+    # Another launch refers the patient in this visit: the referral is preferred to the screen.
+    make_referral(app, make_launch, "bwh", "p-gate", "Gia Gate", encounter="enc-gate")
+    line = _earlier(client.get(f"/l/{lid}/").get_data(as_text=True))
+    assert line is not None and "referral open" in line and "not contacted yet" in line and "(this visit)" in line
+    # The clinic tablet opens a follow-up: it shows on the next GET.
+    _, _, item_id = _tablet_item(app, make_launch, "p-gate", iss=EHR1)
+    page = client.get(f"/l/{lid}/").get_data(as_text=True)
+    assert PANEL in page and f'value="{item_id}"' in page
+
+
+def test_a_screen_or_referral_older_than_the_window_does_not_show_on_the_gate(app, make_launch):
+    client, lid = _gate(app, make_launch, "p-old-gate")
+    _screened(app, make_launch, "p-old-gate", encounter="enc-before", iss=EHR1)
+    make_referral(app, make_launch, "bwh", "p-old-gate", "Gia Gate", encounter="enc-before")
+    assert _earlier(client.get(f"/l/{lid}/").get_data(as_text=True)) is not None
+    with app.app_context(), session_scope(app) as db:
+        long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+        db.execute(update(PatientMark).values(at=long_ago))
+        db.execute(update(ReferralRecord).values(created_at=long_ago))
+        db.commit()
+    assert _earlier(client.get(f"/l/{lid}/").get_data(as_text=True)) is None
+
+
+@pytest.mark.parametrize(("keys", "statements"), [("kept", 1), ("missing", 2)])
+def test_the_gate_reads_its_patient_in_the_launchs_statement_when_the_launch_has_keys(
+        app, make_launch, keys, statements):
+    client, lid = _gate(app, make_launch, "p-count")
+    _screened(app, make_launch, "p-count", iss=EHR1)
+    if keys == "missing":
+        _forget_keys(app, lid)
+    for _ in range(2):  # the first GETs count the check-in and start the idle timeout again
+        client.get(f"/l/{lid}/")
+    seen: list[str] = []
+    engine = app.extensions["db_engine"]
+
+    def count(_conn, _cursor, statement, *_args):
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        page = client.get(f"/l/{lid}/").get_data(as_text=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert _earlier(page) is not None
+    assert len(seen) == statements, seen
+
+
+def test_with_an_ehrs_block_a_screen_under_the_older_iss_key_still_shows_on_the_gate(app, make_launch):
+    with_deployment(app, ehrs={"bwh": {"name": "Brigham EHR", "iss": [EHR1]}}, routing={})
+    client, lid = _gate(app, make_launch, "p-old-key")
+    _screened(app, make_launch, "p-old-key", encounter="enc-before", iss=EHR1)
+    with app.app_context(), session_scope(app) as db:
+        db.execute(update(PatientMark).values(patient_key=_key("patient", EHR1, "p-old-key")))
+        db.commit()
+    line = _earlier(client.get(f"/l/{lid}/").get_data(as_text=True))
+    assert line is not None and "screened, no referral" in line
