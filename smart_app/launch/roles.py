@@ -103,8 +103,26 @@ def load_mapping(raw: dict[str, Any] | None) -> dict[str, RoleRule]:
     return out
 
 
+# Parsed mappings kept beside the settings object they came from: settings never change once built (replacing them
+# makes a new object, which parses again), and every launch's callback asked for the same rules. Bounded, as tests
+# build many settings objects.
+_PARSED: dict[int, tuple[Any, dict[str, RoleRule]]] = {}
+_PARSED_ENTRIES = 16
+
+
 def mapping_for(deployment: Any) -> dict[str, RoleRule]:
     """The deployment's ``roles:`` block (typed by the settings model) ready to match; unset: the defaults."""
+    kept = _PARSED.get(id(deployment))
+    if kept is not None and kept[0] is deployment:
+        return kept[1]
+    mapping = _parse_mapping(deployment)
+    if len(_PARSED) >= _PARSED_ENTRIES:
+        _PARSED.clear()
+    _PARSED[id(deployment)] = (deployment, mapping)
+    return mapping
+
+
+def _parse_mapping(deployment: Any) -> dict[str, RoleRule]:
     rules = getattr(deployment, "roles", None)
     if rules is None:
         return load_mapping(None)
@@ -118,10 +136,15 @@ def matching_roles(role: dict[str, Any], mapping: dict[str, RoleRule]) -> list[s
     return [name for name, rule in mapping.items() if rule.matches(role)]
 
 
-def _mapped(user: dict[str, Any], mapping: dict[str, RoleRule]) -> list[str]:
+def _mapped(user: dict[str, Any], mapping: dict[str, RoleRule],
+            given: list[list[str]] | None = None) -> list[str]:
+    """The user's app roles: named by a ``users`` rule, or given by a PractitionerRole (``given``: what each of the
+    user's roles gave, when the caller matched them already)."""
     out: list[str] = [name for name, rule in mapping.items() if rule.users and rule.names(user)]
-    for role in user.get("practitioner_roles") or []:
-        for name in matching_roles(role, mapping):
+    if given is None:
+        given = [matching_roles(role, mapping) for role in user.get("practitioner_roles") or []]
+    for names in given:
+        for name in names:
             if name not in out:
                 out.append(name)
     return [name for name in QUEUE_ROLES if name in out]
@@ -131,9 +154,11 @@ def apply_mapping(user: dict[str, Any], deployment: Any) -> dict[str, Any]:
     """The launch's user with its app roles, as the callback stores them (the one place the mapping is applied):
     ``app_roles`` on the user, and on each PractitionerRole the app roles that role gave."""
     mapping = mapping_for(deployment)
-    roles = [{**role, "app_roles": matching_roles(role, mapping)} for role in user.get("practitioner_roles") or []]
+    given = [matching_roles(role, mapping) for role in user.get("practitioner_roles") or []]
+    roles = [{**role, "app_roles": names} for role, names in zip(user.get("practitioner_roles") or [], given,
+                                                                   strict=True)]
     mapped = {**user, "practitioner_roles": roles} if user.get("practitioner_roles") is not None else dict(user)
-    mapped["app_roles"] = _mapped(user, mapping)
+    mapped["app_roles"] = _mapped(user, mapping, given)
     return mapped
 
 

@@ -288,7 +288,10 @@ def _request_id() -> str | None:
 def _cap(value: Any, limit: int) -> str | None:
     if value is None:
         return None
-    return "".join(ch for ch in str(value) if ch.isprintable())[:limit]
+    text = str(value)
+    if text.isprintable():  # the usual case: nothing to drop, no step a character
+        return text[:limit]
+    return "".join(ch for ch in text if ch.isprintable())[:limit]
 
 
 # -- retention --------------------------------------------------------------------------------------------
