@@ -20,15 +20,18 @@ filter and link like the others'.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from threading import Lock
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Date,
+    DateTime,
     Select,
     String,
     and_,
@@ -82,6 +85,25 @@ class Clock:
         return cls(now=now, urgent_before=now - rule.urgent.around_the_clock,
                    routine_before=now - rule.routine.around_the_clock, me=me)
 
+    @property
+    def day_ago(self) -> datetime:
+        return self.now - DAY
+
+    @property
+    def week_ago(self) -> datetime:
+        return self.now - WEEK
+
+    @property
+    def me_key(self) -> str:
+        """Whom "mine" means as a value to compare with (nobody's when there is no user)."""
+        return self.me or ""
+
+    def params(self) -> dict[str, Any]:
+        """This clock's moments as the values of ``CLOCK_PARAMS`` (a statement built once for its shape)."""
+        return {"clock_now": self.now, "clock_urgent_before": self.urgent_before,
+                "clock_routine_before": self.routine_before, "clock_day_ago": self.day_ago,
+                "clock_week_ago": self.week_ago, "clock_me": self.me_key}
+
     def due(self, created: datetime, urgent: bool, due_at: datetime | None) -> datetime:
         """A referral's due time (as the SQL below reads it), for the page's rows."""
         if due_at is not None:
@@ -91,6 +113,28 @@ class Clock:
     def overdue(self, created: datetime, urgent: bool, due_at: datetime | None, contacted: bool,
                 status: str) -> bool:
         return status in OPEN and not contacted and self.due(created, urgent, due_at) < self.now
+
+
+@dataclass(frozen=True)
+class ClockParams:
+    """A ``Clock``'s moments as bound parameters, read where the grouped count and the tallies read a clock: a
+    statement built with it holds no moment, so it is built once per scope and filter shape and each request passes
+    ``Clock.params``."""
+
+    now: Any
+    urgent_before: Any
+    routine_before: Any
+    day_ago: Any
+    week_ago: Any
+    me_key: Any
+
+
+_MOMENT = DateTime(timezone=True)
+CLOCK_PARAMS = ClockParams(
+    now=bindparam("clock_now", type_=_MOMENT), urgent_before=bindparam("clock_urgent_before", type_=_MOMENT),
+    routine_before=bindparam("clock_routine_before", type_=_MOMENT),
+    day_ago=bindparam("clock_day_ago", type_=_MOMENT), week_ago=bindparam("clock_week_ago", type_=_MOMENT),
+    me_key=bindparam("clock_me", type_=String))
 
 
 def clock_now(settings: Site, now: datetime | None = None, me: str | None = None) -> Clock:
@@ -123,7 +167,7 @@ IS_URGENT = ReferralRecord.urgent.is_(True)
 IS_ROUTINE = or_(ReferralRecord.urgent.is_(False), ReferralRecord.urgent.is_(None))
 
 
-def overdue(clock: Clock) -> ColumnElement[bool]:
+def overdue(clock: Clock | ClockParams) -> ColumnElement[bool]:
     """Open, never contacted, and past its due time (smart_app/worklist/due.py; see ``Clock`` for one without)."""
     record = ReferralRecord
     past_due = or_(record.due_at < clock.now,
@@ -150,7 +194,7 @@ class Facet:
 
     name: str
     title: Callable[[], str]
-    dimension: Callable[[Clock], ColumnElement[Any]]
+    dimension: Callable[[Clock | ClockParams], ColumnElement[Any]]
     values_of: Callable[[Any], tuple[str, ...]]
     where: Callable[[str, Clock], ColumnElement[bool] | None]
     options: Callable[[Iterable[Any]], list[tuple[str, str]]]
@@ -182,7 +226,7 @@ def _shows_in(domain: tuple[str, ...], values_of: Callable[[Any], tuple[str, ...
 
 
 def _urgency_facet() -> Facet:
-    def dimension(clock: Clock) -> ColumnElement[Any]:
+    def dimension(clock: Clock | ClockParams) -> ColumnElement[Any]:
         late = overdue(clock)
         return case((and_(late, IS_URGENT), "overdue"), (late, OVERDUE_ROUTINE), (IS_URGENT, "urgent"),
                     else_="routine")
@@ -262,9 +306,9 @@ def age_label(bucket: str) -> str:
 
 
 def _age_facet() -> Facet:
-    def dimension(clock: Clock) -> ColumnElement[Any]:
-        return case((ReferralRecord.created_at > clock.now - DAY, "under_1_day"),
-                    (ReferralRecord.created_at > clock.now - WEEK, "1_to_7_days"), else_="over_7_days")
+    def dimension(clock: Clock | ClockParams) -> ColumnElement[Any]:
+        return case((ReferralRecord.created_at > clock.day_ago, "under_1_day"),
+                    (ReferralRecord.created_at > clock.week_ago, "1_to_7_days"), else_="over_7_days")
 
     def where(value: str, clock: Clock) -> ColumnElement[bool]:
         created = ReferralRecord.created_at
@@ -282,9 +326,9 @@ ASSIGNEE_VALUES = ("mine", "unassigned", "others")
 
 def _assignee_facet() -> Facet:
     """Whose it is: the user's own (taken by them), nobody's yet, or a colleague's."""
-    def dimension(clock: Clock) -> ColumnElement[Any]:
+    def dimension(clock: Clock | ClockParams) -> ColumnElement[Any]:
         return case((ReferralRecord.assignee.is_(None), "unassigned"),
-                    (ReferralRecord.assignee == (clock.me or ""), "mine"), else_="others")
+                    (ReferralRecord.assignee == clock.me_key, "mine"), else_="others")
 
     def where(value: str, clock: Clock) -> ColumnElement[bool] | None:
         mine = ReferralRecord.assignee == clock.me if clock.me else false()
@@ -630,25 +674,38 @@ class _Border:
     after it ``younger``. ``day``: the UTC day it cuts through; a cell of that day counts under ``larger``, the age
     of the part of the day on the larger side of the border."""
 
-    moment: datetime
+    moment: Any  # a datetime, or (``as_params``) a bound parameter, as are ``day``, ``start`` and ``end``
     older: str
     younger: str
-    day: date
+    day: Any
     larger: str
+    start: Any  # the day's first moment, and the next day's
+    end: Any
+    month: Any  # the first day of the day's month
 
     @classmethod
     def at(cls, moment: datetime, older: str, younger: str) -> _Border:
         day = moment.astimezone(UTC).date()
-        later_part = _day_start(day + timedelta(days=1)) - moment
+        start, end = _day_start(day), _day_start(day + timedelta(days=1))
         return cls(moment=moment, older=older, younger=younger, day=day,
-                   larger=younger if later_part > moment - _day_start(day) else older)
+                   larger=younger if end - moment > moment - start else older, start=start, end=end,
+                   month=day.replace(day=1))
+
+    def as_params(self, name: str) -> tuple[_Border, dict[str, Any]]:
+        """This border with its moments as bound parameters (only which part is larger shapes the SQL), and their
+        values."""
+        values = {f"{name}_moment": self.moment, f"{name}_day": self.day, f"{name}_start": self.start,
+                  f"{name}_end": self.end, f"{name}_month": self.month}
+        types = {"moment": _MOMENT, "day": Date(), "start": _MOMENT, "end": _MOMENT, "month": Date()}
+        params = {part: bindparam(f"{name}_{part}", type_=type_) for part, type_ in types.items()}
+        return replace(self, **params), values
 
     def smaller_part(self) -> ColumnElement[bool]:
         """The referrals made in the smaller part of the day (at most half a day): counted live."""
         created = ReferralRecord.created_at
         if self.larger == self.older:
-            return and_(created > self.moment, created < _day_start(self.day + timedelta(days=1)))
-        return and_(created >= _day_start(self.day), created <= self.moment)
+            return and_(created > self.moment, created < self.end)
+        return and_(created >= self.start, created <= self.moment)
 
     @staticmethod
     def ages(bucket: Any, borders: list[_Border]) -> ColumnElement[Any]:
@@ -698,12 +755,18 @@ class Queue:
         return out
 
     # the grouped count
-    def grouped(self) -> Select[Any]:
+    def _counts_kept(self) -> bool:
+        return self.kept and self.query.search is None and self.keysets is not None
+
+    def grouped(self, clock: Clock | ClockParams | None = None,
+                borders: list[_Border] | None = None) -> Select[Any]:
         """The grouped count: every combination of facet values present under the scope and the search, with its
-        number of referrals (rows: the facets' values as ``d_0``…, ``pinned``, ``profile``, ``keys``, ``n``)."""
-        if self.kept and self.query.search is None and self.keysets is not None:
-            return KeptCount(self).statement()
-        dims = [facet.dimension(self.clock).label(f"d_{i}") for i, facet in enumerate(FACETS)]
+        number of referrals (rows: the facets' values as ``d_0``…, ``pinned``, ``profile``, ``keys``, ``n``).
+        ``clock``, ``borders``: the moments as bound parameters (``_tallies_statement``); by default the request's."""
+        clock = clock if clock is not None else self.clock
+        if self._counts_kept():
+            return KeptCount(self, clock, borders if borders is not None else kept_borders(self.clock)).statement()
+        dims = [facet.dimension(clock).label(f"d_{i}") for i, facet in enumerate(FACETS)]
         inner = (select(*dims, PINNED.label("pinned"), ReferralRecord.profile.label("profile"),
                         ReferralRecord.program_keys.label("keys")).where(*self.base()).subquery())
         cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.pinned, inner.c.profile, inner.c["keys"]]
@@ -739,8 +802,8 @@ class Queue:
         named = {key for key, prog in self.cache.items() if _program_name(prog, self.services) == program} \
             if program else set()
         while True:
-            statement = _tally_statement(self.grouped().cte("cells"), chosen, named)
-            rows = self.db.connection().execute(statement).all()
+            statement, params = self._tallies_statement(chosen, named)
+            rows = self.db.connection().execute(statement, params).all()
             key_sets = {row[1] for row in rows if row[0] == KEYS}
             self.programs.key_sets = key_sets
             self._load_names({k for keys in key_sets for k in (keys or "").split(",") if k and k != NO_PROGRAM})
@@ -750,6 +813,36 @@ class Queue:
             named |= missed
         self._tallies = Tallies.of(rows, self.programs)
         return self._tallies
+
+    def _tallies_statement(self, chosen: dict[str, str], named: set[str]) -> tuple[Select[Any], dict[str, Any]]:
+        """The tallies' statement and its parameters. Built once per shape (the scope, which side of each age
+        border is counted from cells, the chosen filters, the program keys they name) with the clock's moments as
+        bound parameters, and kept (``_TALLY_STATEMENTS``): building it costs more CPU than the page's other
+        statements together. A search's statement holds its terms (a patient's name or record number), so it is
+        built per request and never kept."""
+        if self.query.search is not None:
+            return _tally_statement(self.grouped().cte("cells"), chosen, named), {}
+        params = self.clock.params()
+        borders = []
+        for i, border in enumerate(kept_borders(self.clock) if self._counts_kept() else []):
+            as_param, values = border.as_params(f"border{i}")
+            borders.append(as_param)
+            params |= values
+        key = (self._scope_shape(), tuple(b.larger for b in borders), tuple(sorted(chosen.items())),
+               frozenset(named))
+        statement = _TALLY_STATEMENTS.get(key)
+        if statement is None:
+            statement = _tally_statement(self.grouped(CLOCK_PARAMS, borders).cte("cells"), chosen, named)
+            _TALLY_STATEMENTS.put(key, statement)
+        return statement, params
+
+    def _scope_shape(self) -> tuple[Any, ...]:
+        """What of the scope its statements hold (``scoped_query``, ``KeptCount``): the EHR, the sites covered
+        (their key sets where PostgreSQL keeps them, else the keys) and the teams."""
+        scope = self.scope
+        keys = tuple(self.keysets) if self.keysets is not None else ("keys", *sorted(scope.keys))
+        return (self.kept, scope.is_queue_user, scope.ehr_id, scope.iss, tuple(sorted(scope.ehr_iss)),
+                tuple(sorted(scope.teams)), keys)
 
     def _load_names(self, keys: set[str]) -> None:
         """Names of these program keys: from the cache, else one encrypted row per key (decrypted once)."""
@@ -860,12 +953,38 @@ class Queue:
         return list(self.db.execute(select(*LINE_COLUMNS).where(*self.conditions()).order_by(*self.order())))
 
 
+class _StatementCache:
+    """A few built statements by shape, the least recently used dropped first (shared by the app's threads)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.kept, self.lock = size, OrderedDict[tuple[Any, ...], Select[Any]](), Lock()
+
+    def get(self, key: tuple[Any, ...]) -> Select[Any] | None:
+        with self.lock:
+            statement = self.kept.get(key)
+            if statement is not None:
+                self.kept.move_to_end(key)
+            return statement
+
+    def put(self, key: tuple[Any, ...], statement: Select[Any]) -> None:
+        with self.lock:
+            self.kept[key] = statement
+            while len(self.kept) > self.size:
+                self.kept.popitem(last=False)
+
+
+# Tally statements kept (``Queue._tallies_statement``): a shape per scope and filters in use lately.
+TALLY_STATEMENT_CACHE_MAX = 256
+_TALLY_STATEMENTS = _StatementCache(TALLY_STATEMENT_CACHE_MAX)
+
+
 class KeptCount:
     """The queue's grouped count from the cells PostgreSQL keeps on write (smart_app/store/queue_cells.py): the
     same rows as counting every referral in scope, reading the closed ones' cells and the rest live."""
 
-    def __init__(self, queue: Queue) -> None:
-        self.db, self.scope, self.clock = queue.db, queue.scope, queue.clock
+    def __init__(self, queue: Queue, clock: Clock | ClockParams, borders: list[_Border]) -> None:
+        """``clock`` and ``borders`` (``kept_borders``): the request's, or as bound parameters."""
+        self.db, self.scope, self.clock, self.borders = queue.db, queue.scope, clock, borders
         self.keysets, self.in_scope = queue.keysets, queue.in_scope
         # The facets' values of a referral, built once: every live arm groups by them (an expression is immutable,
         # so the arms share it).
@@ -881,9 +1000,8 @@ class KeptCount:
         - the user's own closed referrals, which a cell counts as "taken by a colleague", moved to "mine" (read
           through ix_referral_assignee_created: one social worker's caseload).
         Rows as the live grouped count's: the facets' values, profile, program keys, count."""
-        borders = [_Border.at(self.clock.now - WEEK, "over_7_days", "1_to_7_days"),
-                   _Border.at(self.clock.now - DAY, "1_to_7_days", "under_1_day")]
-        month = borders[0].day.replace(day=1)
+        borders = self.borders
+        month = borders[0].month
         parts = [self._cell_rows(and_(ReferralCell.grain == "m", ReferralCell.bucket < month), borders),
                  self._cell_rows(and_(ReferralCell.grain == "d", ReferralCell.bucket >= month), borders),
                  *[self._live_rows(arm, scoped=False) for arm in self._open_arms()]]
@@ -892,7 +1010,7 @@ class KeptCount:
             # As a cell has them: whose is "others" or "unassigned" (the "mine" move below is from the cells' counts).
             parts += [self._live_rows(moved, assignee=AS_CELL),
                       self._live_rows(moved, assignee=AS_CELL, age=border.larger, sign=-1)]
-        own = and_(IS_CLOSED, ReferralRecord.assignee == (self.clock.me or ""))
+        own = and_(IS_CLOSED, ReferralRecord.assignee == self.clock.me_key)
         parts += [self._live_rows(own, assignee="mine"), self._live_rows(own, assignee="others", sign=-1)]
         inner = union_all(*parts).subquery()
         cols = [inner.c[f"d_{i}"] for i in range(len(FACETS))] + [inner.c.pinned, inner.c.profile, inner.c["keys"]]
@@ -949,6 +1067,12 @@ class KeptCount:
         # A cell holds closed referrals only: none is pinned.
         return select(*[d.label(f"d_{i}") for i, d in enumerate(dims)], literal(0).label("pinned"),
                       cell.profile.label("profile"), keys.label("keys"), cell.n.label("n")).where(in_scope, when)
+
+
+def kept_borders(clock: Clock) -> list[_Border]:
+    """The age filter's borders the kept count reads cells around (``KeptCount.statement``), the most distant first."""
+    return [_Border.at(clock.week_ago, "over_7_days", "1_to_7_days"),
+            _Border.at(clock.day_ago, "1_to_7_days", "under_1_day")]
 
 
 LINE_COLUMNS = (ReferralRecord.id, ReferralRecord.status, ReferralRecord.urgent, ReferralRecord.created_at,

@@ -20,6 +20,7 @@ from sqlalchemy import case, create_engine, func, literal, select, text
 from sandbox_ehr.harness.bulk import IN_SCOPE_SITES, PROGRAMS, insert_referrals
 from smart_app import create_app
 from smart_app.store.task_status import LEGACY, STATUSES
+from smart_app.worklist import queue as queue_module
 from smart_app.worklist.due import DueRule, parse_span
 from smart_app.worklist.queue import (
     AGE_BUCKETS,
@@ -35,6 +36,7 @@ from smart_app.worklist.queue import (
     site_not_recorded,
 )
 from smart_app.worklist.scope import Scope
+from smart_app.worklist.search import Search
 from tests.conftest import app_config
 from tests.worklist.support import EHR1
 
@@ -188,6 +190,39 @@ def test_tallies_in_sql_are_the_python_tallies_on_sqlite(tmp_path):
     app = create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}"))
     try:
         _run(app, datetime.now(UTC), live_too=False, unindexed=True)
+    finally:
+        app.extensions["db_engine"].dispose()
+
+
+def test_the_tallies_statement_is_built_once_per_shape_and_a_search_never_kept(tmp_path):
+    """Requests of one scope and filters at different moments share one statement (the moments are its
+    parameters, so ``_run`` above checks the counts of a kept statement at every moment but the first); other
+    filters are another statement; a search's (a patient's record number) is built each time and not kept."""
+    app = create_app(app_config(f"sqlite:///{tmp_path / 'app.db'}"))
+    now = datetime.now(UTC)
+    insert_referrals(app, 50, iss=EHR1, now=now, seed=31, max_days=12)
+    rule = DueRule(urgent=parse_span("u", "24 hours"), routine=parse_span("r", "2 days"))
+    scope = Scope(iss=EHR1, user_reference=ME, roles=["social_worker"], source="ehr",
+                  keys=frozenset({"Organization/org-bwh"}))
+    chosen = {name: "" for name in facet_names()} | {"status": "open"}
+    try:
+        with app.app_context(), app.extensions["db_sessionmaker"]() as db:
+            def statement(hours: float, query: QueueQuery, filters: dict[str, str]) -> Any:
+                clock = Clock.at(now + timedelta(hours=hours), rule, ME)
+                queue = Queue(db, scope, clock, query, {})
+                built, params = queue._tallies_statement(filters, set())
+                assert queue.tallies().shown == _reference(queue.cells(), filters)[1]
+                return built, params
+
+            first, at_first = statement(0, QueueQuery(filters={"status": "open"}), chosen)
+            again, at_again = statement(30, QueueQuery(filters={"status": "open"}), chosen)
+            assert again is first and at_again["clock_now"] == at_first["clock_now"] + timedelta(hours=30)
+            assert statement(0, QueueQuery(filters={"status": "all"}), {**chosen, "status": "all"})[0] is not first
+            kept = list(queue_module._TALLY_STATEMENTS.kept.values())
+            search = QueueQuery(filters={"status": "all"}, search=Search(mrn_key="k" * 20))
+            searched = [statement(0, search, {**chosen, "status": "all"})[0] for _ in range(2)]
+            assert searched[0] is not searched[1]
+            assert list(queue_module._TALLY_STATEMENTS.kept.values()) == kept
     finally:
         app.extensions["db_engine"].dispose()
 
