@@ -256,4 +256,5 @@ def test_smart_app_and_the_wire_layer_import_their_own_modules_at_the_top() -> N
 def test_the_function_local_scan_finds_a_planted_import(tmp_path: Path) -> None:
     (tmp_path / "smart_app").mkdir()
     (tmp_path / "smart_app" / "x.py").write_text("def f():\n    from smart_app.store.db import get_session\n")
-    assert _function_local_imports(tmp_path, ("smart_app",)) == ["smart_app/x.py:2 smart_app.store.db"]
+    planted = Path("smart_app", "x.py")  # made in tmp_path only
+    assert _function_local_imports(tmp_path, ("smart_app",)) == [f"{planted}:2 smart_app.store.db"]

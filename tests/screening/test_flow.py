@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
+import smart_app.screening.views
 from config.current import settings_of
 from tests.conftest import app_config, default_context
 from tests.screening.helpers import launch_data
@@ -69,6 +72,20 @@ class Flow:
 @pytest.fixture
 def flow(client, make_launch):
     return Flow(client, make_launch(client))
+
+
+BOSTON = ZoneInfo("America/New_York")
+AFTER_HOURS = datetime(2026, 11, 24, 20, 0, tzinfo=BOSTON)  # a Tuesday evening: the advocates' pagers answer
+IN_HOURS = datetime(2026, 11, 24, 10, 0, tzinfo=BOSTON)  # the same Tuesday morning: their main lines do
+
+
+@pytest.fixture
+def after_hours(app):
+    """The urgent box gives the number that answers now: these tests read the after-hours pagers, whatever the
+    hour the suite runs at."""
+    app.extensions["clock"] = lambda: AFTER_HOURS
+    yield
+    app.extensions.pop("clock", None)
 
 
 def test_instrument_waits_for_the_private_gate(flow):
@@ -138,7 +155,7 @@ def test_positive_screen_asks_the_danger_check_then_offers_referral(flow, app):
 
 
 @pytest.mark.parametrize("item", ["weapon", "strangulation", "fear-for-life", "escalation"])
-def test_danger_answer_shows_the_urgent_path_first(flow, app, item):
+def test_danger_answer_shows_the_urgent_path_first(flow, app, item, after_hours):
     flow.gate()
     flow.screen(HITS_POSITIVE)
     flow.danger(da5(item))
@@ -153,7 +170,7 @@ def test_danger_answer_shows_the_urgent_path_first(flow, app, item):
     assert s["danger"] is True and s["danger_items"] == [item]
 
 
-def test_urgent_path_at_a_brigham_site_pages_passageway(client, make_launch):
+def test_urgent_path_at_a_brigham_site_pages_passageway(client, make_launch, after_hours):
     flow = Flow(client, make_launch(client, context=bwh_context()))
     flow.gate()
     flow.screen(HITS_POSITIVE)
@@ -317,10 +334,7 @@ def test_spanish_from_patient_communication(client, make_launch, app):
     assert 'data-testid="translation-note"' in page and "not a validated version" in page
     flow.screen(HITS_POSITIVE)
     flow.danger(da5("strangulation"))
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    app.extensions["clock"] = lambda: datetime(2026, 11, 24, 20, 0, tzinfo=ZoneInfo("America/New_York"))
+    app.extensions["clock"] = lambda: AFTER_HOURS
     try:
         result = flow.result()
     finally:
@@ -432,18 +446,17 @@ def test_urgent_path_outside_both_networks_gives_no_other_hospitals_pager(client
     assert "1-617-726-2241" not in block and "1-617-732-5520" not in block
 
 
-def test_urgent_path_without_an_encounter_lists_every_advocate_pager(client, make_launch):
+def test_urgent_path_without_an_encounter_lists_every_advocate_pager(client, make_launch, after_hours):
     block = _urgent_block(client, make_launch, default_context(encounter=None))
     assert "1-617-732-5520 ext. 31808" in block and "1-617-726-2241" in block
 
 
-def test_urgent_path_falls_back_to_the_seed_when_the_directory_is_unreadable(client, make_launch, monkeypatch):
-    import referrals.store
-
+def test_urgent_path_falls_back_to_the_seed_when_the_directory_is_unreadable(client, make_launch, monkeypatch,
+                                                                             after_hours):
     def broken(app):
         raise OSError("directory unreadable")
 
-    monkeypatch.setattr(referrals.store, "store_for", broken)
+    monkeypatch.setattr(smart_app.screening.views, "store_for", broken)
     block = _urgent_block(client, make_launch, bwh_context())
     assert "Passageway at BWH" in block and "1-617-732-5520 ext. 31808" in block and "1-617-726-2241" not in block
 
@@ -535,3 +548,9 @@ def test_neutral_headings_on_shared_screens_with_the_instrument_one_tap_away(tmp
         assert (h1.search(page).group(1) == "Next steps") is neutral
     finally:
         app.extensions["db_engine"].dispose()
+
+
+def test_urgent_path_in_hours_gives_the_programs_main_line(client, make_launch, app):
+    app.extensions["clock"] = lambda: IN_HOURS
+    block = _urgent_block(client, make_launch, default_context())
+    assert "HAVEN at MGH" in block and "1-617-724-0054" in block and "1-617-726-2241" not in block
