@@ -13,7 +13,9 @@ import json
 import re
 import secrets
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from cryptography.fernet import Fernet
@@ -125,7 +127,17 @@ def test_language_switch_in_the_browser_keeps_the_launch(open_launch):
     assert "Le hace daño físico" in page.content()
 
 
-def test_danger_answer_shows_urgent_path_first(open_launch):
+def test_danger_answer_shows_urgent_path_first(open_launch, screening_app):
+    app, _url = screening_app
+    # The urgent box gives the number that answers now: a Tuesday evening, when HAVEN's pager does.
+    app.extensions["clock"] = lambda: datetime(2026, 11, 24, 20, 0, tzinfo=ZoneInfo("America/New_York"))
+    try:
+        _danger_answer_shows_urgent_path_first(open_launch)
+    finally:
+        app.extensions.pop("clock", None)
+
+
+def _danger_answer_shows_urgent_path_first(open_launch) -> None:
     page, _ = open_launch()
     pass_gate(page)
     for link_id in ("hurt", "insult", "threaten", "scream"):
@@ -289,9 +301,6 @@ def test_axe_gate_instrument_and_result_have_no_serious_violations(open_launch, 
 
 def test_real_launch_spanish_patient_positive_hits_with_danger_pages_passageway(launched_page, live_app):
     """End to end from the sandbox EHR: Carmen (Patient.communication es) at Southern Jamaica Plain, at night."""
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
     live_app.app.extensions["clock"] = lambda: datetime(2026, 11, 24, 22, 0, tzinfo=ZoneInfo("America/New_York"))
     try:
         page = launched_page("pat-carmen", "enc-carmen-sjphc")
