@@ -247,8 +247,7 @@ def report(app: Any, repeat: int, show_plans: bool) -> bool:
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM report_memo"))
             conn.execute(text("DELETE FROM report_month"))
-        tables._CACHE.clear()
-        getattr(tables, "_REPLAYS", {}).clear()  # (absent before suppression was resumed: the same bench on it)
+        tables.forget_decisions(app)
         return timed()
 
     def late_event(step: int) -> tuple[float, str]:
@@ -278,8 +277,7 @@ def report(app: Any, repeat: int, show_plans: bool) -> bool:
     late_month = _middle_month(key)
     counted, page = from_scratch()
     # The first request of a process that has not counted it (its suppression not in memory), the report kept.
-    tables._CACHE.clear()
-    getattr(tables, "_REPLAYS", {}).clear()
+    tables.forget_decisions(app)
     memo._ACTIVE.clear()
     first, kept_page = timed()
     walls = [timed()[0] for _ in range(repeat - 1)]

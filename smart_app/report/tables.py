@@ -12,10 +12,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from flask import Flask, current_app
 from sqlalchemy.orm import Session
 
 from config.deployment import Site
@@ -80,9 +81,25 @@ TEAM_NAMES = {ms.COVERAGE_TEAM: "Covering social workers", ms.UNROUTED_TEAM: "Un
               ms.NO_ROUTE: "Route not recorded"}
 VIEW_NAMES = {pd.MONTH: "Month", pd.QUARTER: "Quarter", pd.ROLLING: "12 months"}
 LEGEND_ITEM_WIDTH = 200
-_CACHE: dict[str, Result] = {}
-_REPLAYS: dict[str, Replay] = {}  # the last decision per set of sites, teams and periods
 _CACHE_SIZE = 8
+
+
+@dataclass
+class Decisions:
+    """Suppression decisions this app made: each result by the counts it was decided on, and the last decision per
+    set of sites, teams and periods to resume from. Kept per app (its database), never shared between apps."""
+
+    results: dict[str, Result] = field(default_factory=dict)
+    replays: dict[str, Replay] = field(default_factory=dict)
+
+
+def decisions(app: Flask) -> Decisions:
+    return app.extensions.setdefault("report_decisions", Decisions())
+
+
+def forget_decisions(app: Flask) -> None:
+    """As a new process starts: nothing decided in memory (the report's kept rows in the database stay)."""
+    app.extensions.pop("report_decisions", None)
 
 
 @dataclass
@@ -140,14 +157,15 @@ def _suppressed(grid: Grid, collected: ms.Collected) -> Result:
                                           for m, v in collected.counts.items()),
                                   sorted(grid.teams.items()), [p.id for p in grid.periods])).encode())
     key = digest.hexdigest()
-    if key not in _CACHE:
+    made = decisions(current_app)
+    if key not in made.results:
         grid_key = hashlib.sha256(repr((sorted(grid.teams.items()), [p.id for p in grid.periods])).encode()).hexdigest()
-        result, replay = suppress_from(grid, collected.counts, ms.DERIVED, _REPLAYS.pop(grid_key, None))
-        for kept in (_CACHE, _REPLAYS):
+        result, replay = suppress_from(grid, collected.counts, ms.DERIVED, made.replays.pop(grid_key, None))
+        for kept in (made.results, made.replays):
             if len(kept) >= _CACHE_SIZE:
                 kept.pop(next(iter(kept)))
-        _CACHE[key], _REPLAYS[grid_key] = result, replay
-    return _CACHE[key]
+        made.results[key], made.replays[grid_key] = result, replay
+    return made.results[key]
 
 
 @dataclass

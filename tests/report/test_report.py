@@ -524,8 +524,7 @@ def test_a_late_change_decided_from_the_month_it_changed_shows_what_a_decision_a
     finally:
         sp.Suppressor.run = real
     assert resumed == [month("2026-09")] and after != before
-    rpt._CACHE.clear()
-    rpt._REPLAYS.clear()
+    rpt.forget_decisions(app)
     assert {v: csv_rows(client, lid, *v) for v in views} == after
 
 

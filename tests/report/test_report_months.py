@@ -58,8 +58,7 @@ def from_scratch(app, client, lid: str, recounts: Recounts) -> tuple:
     """Counted and decided anew: nothing kept in the database, no decision kept in memory to resume from."""
     sql(app, "DELETE FROM report_memo")
     sql(app, "DELETE FROM report_month")
-    rpt._CACHE.clear()
-    rpt._REPLAYS.clear()
+    rpt.forget_decisions(app)
     out = shown(client, lid)
     assert recounts.months[-1] is None
     return out
