@@ -310,6 +310,7 @@ def test_tablet_screens_at_tablet_size(screenshot_pages, live_app, viewport, tmp
     tablet.screenshot(path=str(shots / f"kiosk-question-es-{size}.png"))
     tablet.get_by_test_id("option-1").click()
     tablet.get_by_test_id("tablet-back").wait_for()
+    tablet.wait_for_load_state("load")  # sizes are measured once kiosk.css applies, not on the bare page
     for item in tablet.locator(".option").all() + [tablet.get_by_test_id("tablet-exit")]:
         box = item.bounding_box()
         assert box["height"] >= 44 and box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]
