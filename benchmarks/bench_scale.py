@@ -278,7 +278,7 @@ def report(app: Any, repeat: int, show_plans: bool) -> bool:
     counted, page = from_scratch()
     # The first request of a process that has not counted it (its suppression not in memory), the report kept.
     tables.forget_decisions(app)
-    memo._ACTIVE.clear()
+    memo.forget(app)
     first, kept_page = timed()
     walls = [timed()[0] for _ in range(repeat - 1)]
     same = _without_csrf(kept_page) == _without_csrf(page)

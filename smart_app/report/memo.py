@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from flask import Flask, current_app, has_app_context
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -54,7 +55,6 @@ MONTHS_MAX_AGE = timedelta(days=7)
 NOTES_KEPT = timedelta(days=1)
 TABLES = (("referral", "report_change_by_referral"), ("referral_dims", "report_change_by_dims"),
           ("report_event", "report_change_by_month"))
-_ACTIVE: WeakKeyDictionary[Engine, bool] = WeakKeyDictionary()
 
 
 def pg_triggers(s: str) -> list[str]:
@@ -118,16 +118,27 @@ def _create_triggers(_metadata: Any, connection: Any, **_kw: Any) -> None:
 
 
 def active(db: Session) -> bool:
-    """PostgreSQL with the change notes' triggers (asked once per engine)."""
+    """PostgreSQL with the change notes' triggers (asked once per engine of the app; outside an app, every time)."""
     bind = db.get_bind()
     if bind.dialect.name != "postgresql" or not isinstance(bind, Engine):
         return False
-    if bind not in _ACTIVE:
-        _ACTIVE[bind] = bool(db.execute(text(
+    known = _known(current_app) if has_app_context() else WeakKeyDictionary()
+    if bind not in known:
+        known[bind] = bool(db.execute(text(
             "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'referral_report_update' "
             "AND tgrelid = to_regclass('referral')) AND to_regclass('report_memo') IS NOT NULL "
             "AND to_regclass('report_month') IS NOT NULL")).scalar())
-    return _ACTIVE[bind]
+    return known[bind]
+
+
+def _known(app: Flask) -> WeakKeyDictionary[Engine, bool]:
+    """What this app asked its engines: kept per app (its database), never shared between apps."""
+    return app.extensions.setdefault("report_memo_active", WeakKeyDictionary())
+
+
+def forget(app: Flask) -> None:
+    """As a new process starts: the app asks its database again (the kept reports in it stay)."""
+    app.extensions.pop("report_memo_active", None)
 
 
 def key_of(ehr: Any, due: Any, before_month: int, period: Period) -> str:

@@ -10,9 +10,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from config.current import replace_settings
+from smart_app import create_app
 from smart_app.report import measures as ms
 from smart_app.report import memo
-from tests.report.test_report import NOW, Seed, csv_rows, pm_client, seed_referrals
+from tests.conftest import app_config
+from tests.report.test_report import NOW, TEAMS, Seed, csv_rows, pm_client, seed_referrals, small_sites_over_a_year
+from tests.support import tools
 
 pytestmark = [pytest.mark.report, pytest.mark.postgres]
 
@@ -49,7 +53,7 @@ def test_a_kept_report_is_shown_until_a_closed_month_it_shows_changes(pg_app, mo
     first = csv_rows(client, lid, "quarter", "2026-Q3")
     assert counting.times == 1
     assert csv_rows(client, lid, "quarter", "2026-Q3") == first
-    monkeypatch.setattr(memo, "_ACTIVE", type(memo._ACTIVE)())  # as a new process: read from the database
+    memo.forget(app)  # as a new process: read from the database
     assert csv_rows(client, lid, "quarter", "2026-Q3") == first and counting.times == 1
     assert csv_rows(client, lid, "month", "2026-08") != first and counting.times == 2  # a period of its own
 
@@ -111,3 +115,31 @@ def test_report_events_and_deleted_referrals_count_as_changes_and_old_notes_are_
         sql(app, "UPDATE report_change SET at = now() - interval '2 days'")
         retention.purge(db)
         assert db.execute(text("SELECT count(*) FROM report_change")).scalar() == 0
+
+
+@pytest.mark.parametrize("kept_first", [True, False], ids=["kept-first", "bare-first"])
+def test_two_apps_in_one_process_each_ask_their_own_database_whether_reports_are_kept(pg_app, postgres_url,
+                                                                                    monkeypatch, kept_first):
+    """Two apps in one process (tests, benches), each on a database of its own: one with the change notes'
+    triggers, one without (made before them). Whichever reports first, the other asks its own database: the one
+    without counts at every request, the one with keeps its report; both show the same numbers (the same year)."""
+    kept = pg_app
+    with tools.postgres_schema(postgres_url.split("?")[0], "t_bare") as url:
+        bare = create_app(app_config(url))
+        try:
+            replace_settings(bare, **TEAMS)
+            bare.config["REPORT_CLOCK"] = lambda: NOW
+            for table, _function in memo.TABLES:
+                for op in ("insert", "update", "delete", "truncate"):
+                    sql(bare, f"DROP TRIGGER {table}_report_{op} ON {table}")
+            small_sites_over_a_year(bare)
+            counting = Counting(monkeypatch)
+            shown = {}
+            for app in ((kept, bare) if kept_first else (bare, kept)):
+                client, lid = pm_client(app)
+                before = counting.times
+                shown[app] = [csv_rows(client, lid, "quarter", "2026-Q3") for _ in range(3)]
+                assert counting.times - before == (1 if app is kept else 3)
+            assert shown[kept] == shown[bare]
+        finally:
+            bare.extensions["db_engine"].dispose()
