@@ -111,6 +111,7 @@ QUEUE_COLUMNS = ["ehr", "iss", "route_kind", "route_team", "site_keyset", "statu
                  "first_contact_at", "assignee", "site_name", "profile", "program_keys", "created_at"]
 # Open, urgent and never contacted: the overdue banner's candidates (a few in a hospital, whatever the year's size).
 OPEN_URGENT_SQL = OPEN_STORED_SQL + " AND urgent IS TRUE AND first_contact_at IS NULL"
+PROGRAMS_UNINDEXED_SQL = "program_keys IS NULL"
 
 
 class ReferralRecord(Base):
@@ -151,7 +152,12 @@ class ReferralRecord(Base):
                                                 "created_at", "status", "id"],
                             postgresql_where=text(OPEN_URGENT_SQL), sqlite_where=text(OPEN_URGENT_SQL)),
                       # "Mine" among the closed referrals the cells count (a social worker's own caseload).
-                      Index("ix_referral_assignee_created", "assignee", "created_at"))
+                      Index("ix_referral_assignee_created", "assignee", "created_at"),
+                      # The referrals an older version stored without their program index: the queue looks for
+                      # them every few minutes, and this (empty once they are indexed) answers without reading
+                      # the table.
+                      Index("ix_referral_programs_unindexed", "id", postgresql_where=text(PROGRAMS_UNINDEXED_SQL),
+                            sqlite_where=text(PROGRAMS_UNINDEXED_SQL)))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
     # One referral per launch: a unique index, so concurrent consent POSTs cannot make a second.
