@@ -20,7 +20,7 @@ UV := $(BIN)/uv
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q \
 	$(if $(UPGRADE),--upgrade)
 
-.PHONY: venv demo test test-shuffle test-image lint lock bench clean chromium nginx espeak audio
+.PHONY: venv demo test test-shuffle test-image lint lock bench clean chromium nginx espeak audio templates
 
 # The venv installs exactly the pinned versions, then the project itself (editable, no dependency resolution);
 # `pip check` stops a lock that no longer satisfies pyproject.toml.
@@ -67,7 +67,12 @@ espeak:
 audio: $(STAMP) espeak
 	@if test -x $(ESPEAK); then ESPEAK=$(ESPEAK) $(BIN)/python -m smart_app.kiosk; fi
 
-demo: $(STAMP) audio
+# The page templates compiled ahead into the folder the app reads at start (tuning.template_cache_dir, else
+# var/ipv-templates in the venv), as the image's build does: a start loads their code instead of compiling it.
+templates: $(STAMP)
+	$(BIN)/flask --app smart_app:create_build_app compile-templates
+
+demo: $(STAMP) audio templates
 	$(BIN)/python -m sandbox_ehr.demo --app-port $(APP_PORT) --sandbox-port $(SANDBOX_PORT) --personality $(PERSONALITY)
 
 # ruff, then the code shape of the product code (lint/shape.py): no function of cyclomatic complexity 25 or

@@ -420,6 +420,13 @@ class Tuning(Strict):
                                                                  "for a newer directory import (`flask --app "
                                                                  "smart_app directory import`) and loads it without "
                                                                  "a restart; 0 = never (seconds).")
+    template_cache_dir: str = Field("", description="Page templates compiled ahead (`flask --app "
+                                                    "smart_app:create_build_app compile-templates`, which the image's "
+                                                    "build runs), read at start instead of compiling them; empty = "
+                                                    "`var/ipv-templates` in the app's Python environment "
+                                                    "(`/opt/ipv/var/ipv-templates` in the image). In production it "
+                                                    "is read only, and only when the app can write neither the "
+                                                    "folder nor a file in it; missing = compiled at start.")
     ratelimit_launch: str = Field("60 per minute", description="Limit per client address on /launch.")
     ratelimit_callback: str = Field("60 per minute", description="Limit per client address on /callback.")
     ratelimit_actions: str = Field("120 per minute", description="Limit per client address on the social-work "

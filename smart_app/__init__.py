@@ -86,6 +86,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+def create_build_app() -> Flask:
+    """The app as an image's build makes it, for ``flask --app smart_app:create_build_app compile-templates``: the
+    Jinja environment of a production start, without a deployment, secrets, database or network (throw-away
+    secrets, an in-memory database, no warm-up; nothing written but the compiled templates)."""
+    return create_app({"IPV_MODE": "demo", "WARM_UP": False, "DB_CREATE_ALL": False, "DATABASE_URL": "sqlite://",
+                       "SECRET_KEY": secrets.token_urlsafe(32), "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+                       "LOG_LEVEL": "ERROR"})
+
+
 class BoundedJSONProvider(DefaultJSONProvider):
     """Request bodies (a CDS hook call, the consent preview) parsed with a bound on nesting: a body 100,000 levels
     deep is a ValueError (a plain 400), not a RecursionError (500)."""
@@ -149,6 +158,7 @@ def _build_app(test_config: dict[str, Any] | None) -> Flask:
     ratelimit.init_app(app)  # after the blueprints: limits attach to their views
     app.jinja_env.globals["url_if"] = _url_if
     app.context_processor(lambda: {"settings": current.current_settings()})  # templates read settings, typed
+    templating.init_app(app)  # last before warm-up: the compiled templates are keyed by the finished environment
     warmup.init_app(app, launch_ehr.warm_up, referral_views.warm_up, writeback_views.warm_up)
     return app
 

@@ -104,6 +104,10 @@ def test_image_install_step_in_a_clean_venv_refuses_the_sandbox(wheel, tmp_path)
     assert keys == []  # CA bundles (certifi's cacert.pem) are fine; no private key, the sandbox's or any
     work = tmp_path / "elsewhere"
     work.mkdir()
+    # The image's template step, from outside the repository and without the sandbox: the venv's own folder.
+    out = _run([str(flask), "--app", "smart_app:create_build_app", "compile-templates"], work, env)
+    compiled = env_dir / "var" / "ipv-templates"
+    assert f"compiled into {compiled}" in out.stdout and len(list(compiled.glob("*.jinja"))) > 40, out.stdout
     out = _run([str(flask), "--app", "smart_app", "check-config"], work,
                {**env, "IPV_DEPLOYMENT": "sandbox",
                 "DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"}, ok=False)
@@ -123,6 +127,13 @@ def test_image_runs_as_a_user_and_installs_the_lock_then_the_wheel():
     assert "--require-hashes -r requirements/build-system.lock" in build and "--no-deps --no-build-isolation" in build
     assert list(stages()) == ["build", "audio", "final"]  # multi-stage
     assert 'import sandbox_ehr' in final and "PRIVATE KEY" in final  # the image checks itself too
+
+
+def test_the_image_compiles_the_page_templates_as_root_after_installing_the_wheel():
+    """Root's folder (smart_app/ops/templating.py): the app, another user, loads the code and cannot change it."""
+    final = stages()["final"]
+    step = final.index("RUN /opt/ipv/bin/flask --app smart_app:create_build_app compile-templates")
+    assert final.index("--no-index --no-deps /wheels/ipv_smart_screen-*.whl") < step < final.index("\nUSER ipv")
 
 
 def test_the_tablet_audio_is_made_in_its_own_stage_and_only_its_files_reach_the_image():

@@ -10,7 +10,7 @@ import pytest
 from config.current import replace_settings
 from config.ehr_profile import PROFILES_DIR
 from smart_app.launch import ehr
-from smart_app.ops import warmup
+from smart_app.ops import templating, warmup
 from tests.conftest import default_context
 
 
@@ -120,7 +120,7 @@ def test_a_later_start_loads_the_page_templates_compiled_by_an_earlier_one(app, 
                                                                            tmp_path, monkeypatch):
     cache_dir = tmp_path / "templates"
     cache_dir.mkdir()
-    app.jinja_env.bytecode_cache = warmup._BestEffortBytecodeCache(str(cache_dir))
+    app.jinja_env.bytecode_cache = templating.CompiledTemplates(cache_dir, app.jinja_env, may_write=True)
     app.jinja_env.cache.clear()
     warmup.warm_up(app)  # the first start compiles and stores each template's code
     assert len(list(cache_dir.iterdir())) >= 7
@@ -135,7 +135,7 @@ def test_a_cut_or_foreign_cache_entry_is_compiled_again_not_an_error(app, client
                                                                       monkeypatch):
     cache_dir = tmp_path / "templates"
     cache_dir.mkdir()
-    app.jinja_env.bytecode_cache = warmup._BestEffortBytecodeCache(str(cache_dir))
+    app.jinja_env.bytecode_cache = templating.CompiledTemplates(cache_dir, app.jinja_env, may_write=True)
     app.jinja_env.cache.clear()
     warmup.warm_up(app)
     for entry in cache_dir.iterdir():

@@ -16,14 +16,13 @@ from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B import get_fhir_model_class
 from flask import Flask
-from jinja2 import FileSystemBytecodeCache
-from jinja2.bccache import Bucket
 from sqlalchemy.orm import configure_mappers
 
 from config.current import settings_of
 from fhir.builders import ALL_RESOURCES
 from referrals.closures import holiday_name
 from referrals.store import store_for
+from smart_app.ops.templating import CompiledTemplates, page_templates
 from smart_app.store.directory import load_imports
 
 log = logging.getLogger("ipv.warmup")
@@ -37,7 +36,6 @@ def init_app(app: Flask, *feature_steps: Step) -> None:
     """Each feature's own warm-up step (it knows what its first request would build); warm up now unless asked not
     to (the tests do without, except where they test it)."""
     app.extensions[_KEY] = feature_steps
-    app.jinja_env.bytecode_cache = template_bytecode_cache()
     chosen = settings_of(app).warm_up
     if chosen if chosen is not None else not app.testing:
         warm_up(app)
@@ -54,42 +52,18 @@ def warm_up(app: Flask) -> None:
         except ValueError:
             pass
     configure_mappers()
-    templates = _compile_templates(app)
+    templates, loaded = _compile_templates(app)
     for step in app.extensions.get(_KEY, ()):
         step(app)
-    log.info("warmed up: directory of %d services; %d templates", len(index.directory.services), templates)
+    log.info("warmed up: directory of %d services; %d templates, %d of them loaded compiled ahead",
+             len(index.directory.services), templates, loaded)
 
 
-def _compile_templates(app: Flask) -> int:
-    """Compile every page template into the environment's cache (Jinja keeps 400; the app has a few dozen)."""
-    names = [n for n in app.jinja_env.list_templates() if n.endswith(".html")]
+def _compile_templates(app: Flask) -> tuple[int, int]:
+    """Every page template into Jinja's memory: its code loaded from the folder compiled ahead where it is there
+    for this very source, else compiled. Returns (templates, loaded)."""
+    names = page_templates(app.jinja_env)
     for name in names:
         app.jinja_env.get_template(name)
-    return len(names)
-
-
-class _BestEffortBytecodeCache(FileSystemBytecodeCache):
-    """Jinja's per-user cache of compiled templates (in the temporary directory, mode 0700, checked to be this
-    user's): a start after the first loads each page template's code instead of compiling it again, two thirds
-    of the warm-up. An entry is used only for the very source it was compiled from (Jinja keeps the source's
-    checksum beside it). A cache that cannot be written or read (a read-only disk, a cut file) compiles as
-    without one, never fails a page."""
-
-    def load_bytecode(self, bucket: Bucket) -> None:
-        try:
-            super().load_bytecode(bucket)
-        except Exception:  # noqa: BLE001 - an unreadable entry is a cache miss
-            bucket.reset()
-
-    def dump_bytecode(self, bucket: Bucket) -> None:
-        try:
-            super().dump_bytecode(bucket)
-        except OSError:
-            pass
-
-
-def template_bytecode_cache() -> FileSystemBytecodeCache | None:
-    try:
-        return _BestEffortBytecodeCache(pattern="ipv-%s.jinja")
-    except (OSError, RuntimeError):  # no safe temporary directory: compile every start
-        return None
+    cache = app.jinja_env.bytecode_cache
+    return len(names), cache.loaded if isinstance(cache, CompiledTemplates) else 0

@@ -239,3 +239,6 @@ def test_the_image_runs_as_uid_10001_on_a_read_only_root_with_the_compose_mounts
     assert 'ipv_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics, metrics[-3000:]
     assert "ipv_outbox_rounds_total{" in metrics, metrics[-3000:]
     assert "PermissionError" not in logs, logs
+    # The page templates compiled by the build (root's folder) are what the app, uid 10001, loaded at start.
+    warmed = re.search(r"(\d+) templates, (\d+) of them loaded compiled ahead", (tmp_path / "app.log").read_text())
+    assert warmed and warmed.group(1) == warmed.group(2) != "0", logs

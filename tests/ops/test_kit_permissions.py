@@ -112,3 +112,50 @@ def test_a_metrics_folder_the_user_cannot_write_stops_start_up_naming_it(host):
     out = _as_image_user([str(BIN / "python"), "-c", _SERVE], env)
     assert out.returncode == 0 and out.stdout.strip().endswith("healthz 200"), out.stderr[-3000:]
     assert any(p.name.startswith("counter_") for p in metrics.iterdir())
+
+
+_COMPILED = """
+import sys
+from smart_app import create_app
+from smart_app.ops import templating
+app = create_app({"TESTING": True, "WARM_UP": False, "DATABASE_URL": "sqlite://", "TEMPLATE_CACHE_DIR": sys.argv[1]})
+templating.run_mode = lambda settings, testing=False: "production"
+cache = templating.compiled_templates_for(app)
+if cache is None:
+    print("compiled refused")
+else:
+    app.jinja_env.bytecode_cache = cache
+    app.jinja_env.cache.clear()
+    names = templating.page_templates(app.jinja_env)
+    for name in names:
+        app.jinja_env.get_template(name)
+    print("compiled", cache.loaded, len(names), cache.may_write)
+"""
+
+
+def test_production_loads_templates_compiled_by_root_and_refuses_a_folder_it_may_change(host):
+    """The image's build compiles the page templates as root; the app, as uid 10001, loads their code and can change
+    none of it. A folder, or one file in it, the app's user could write is code anyone with its rights could have
+    put there: not loaded, every template compiled at start instead."""
+    from smart_app import create_app
+    from smart_app.ops import templating
+    from tests.conftest import app_config
+
+    folder = host / "ipv-templates"
+    builder = create_app(app_config(f"sqlite:///{host / 'b.db'}"))
+    count = templating.compile_into(builder.jinja_env, folder)
+    builder.extensions["db_engine"].dispose()
+    env = _env(host, IPV_MODE="test")
+    run = [str(BIN / "python"), "-c", _COMPILED, str(folder)]
+    out = _as_image_user(run, env)
+    assert out.stdout.strip().endswith(f"compiled {count} {count} False"), out.stderr[-3000:]
+
+    one = next(folder.iterdir())
+    os.chown(one, IMAGE_IDS, IMAGE_IDS)
+    out = _as_image_user(run, env)
+    assert out.stdout.strip().endswith("compiled refused"), out.stderr[-3000:]
+    assert f"compiled page templates in {folder} not used: this process may write there" in out.stderr
+    os.chown(one, 0, 0)
+    os.chown(folder, IMAGE_IDS, IMAGE_IDS)
+    out = _as_image_user(run, env)
+    assert out.stdout.strip().endswith("compiled refused"), out.stderr[-3000:]
