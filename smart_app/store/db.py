@@ -40,6 +40,8 @@ def make_engine(url: str, *, ping_idle_seconds: float = DEFAULT_PING_IDLE_SECOND
         # psycopg prepared on one is missing on the next. None = never prepare.
         kwargs["connect_args"] = {"prepare_threshold": None}
     engine = create_engine(url, **kwargs)
+    if engine.dialect.driver == "psycopg":
+        _cache_long_statements()
     _ping_when_idle(engine, ping_idle_seconds)
     if url.startswith("sqlite"):
 
@@ -51,6 +53,22 @@ def make_engine(url: str, *, ping_idle_seconds: float = DEFAULT_PING_IDLE_SECOND
             cur.close()
 
     return engine
+
+
+# psycopg converts a statement's named placeholders to PostgreSQL's on every execution, and keeps the conversion
+# (its own LRU cache, a fixed number of entries) only for statements up to 4096 characters and 50 parameters. The
+# queue's tallies (smart_app/worklist/queue.py) are one kept statement far longer than that, the same text for a
+# scope and filters: kept too, it is not parsed again per request.
+CACHED_STATEMENT_LENGTH = 65_536
+CACHED_STATEMENT_PARAMS = 1_024
+
+
+def _cache_long_statements() -> None:
+    from psycopg import _queries  # the driver's own limits; a version without them keeps its defaults
+
+    if hasattr(_queries, "MAX_CACHED_STATEMENT_LENGTH") and hasattr(_queries, "MAX_CACHED_STATEMENT_PARAMS"):
+        _queries.MAX_CACHED_STATEMENT_LENGTH = max(_queries.MAX_CACHED_STATEMENT_LENGTH, CACHED_STATEMENT_LENGTH)
+        _queries.MAX_CACHED_STATEMENT_PARAMS = max(_queries.MAX_CACHED_STATEMENT_PARAMS, CACHED_STATEMENT_PARAMS)
 
 
 def _in_memory_sqlite(url: str) -> bool:

@@ -802,8 +802,11 @@ class Queue:
         named = {key for key, prog in self.cache.items() if _program_name(prog, self.services) == program} \
             if program else set()
         while True:
-            statement, params = self._tallies_statement(chosen, named)
-            rows = self.db.connection().execute(statement, params).all()
+            statement, params, driver = self._kept_tallies(chosen, named)
+            if driver is not None:
+                rows = driver.rows(self.db, params)
+            else:
+                rows = self.db.connection().execute(statement, params).all()
             key_sets = {row[1] for row in rows if row[0] == KEYS}
             self.programs.key_sets = key_sets
             self._load_names({k for keys in key_sets for k in (keys or "").split(",") if k and k != NO_PROGRAM})
@@ -815,13 +818,19 @@ class Queue:
         return self._tallies
 
     def _tallies_statement(self, chosen: dict[str, str], named: set[str]) -> tuple[Select[Any], dict[str, Any]]:
-        """The tallies' statement and its parameters. Built once per shape (the scope, which side of each age
-        border is counted from cells, the chosen filters, the program keys they name) with the clock's moments as
-        bound parameters, and kept (``_TALLY_STATEMENTS``): building it costs more CPU than the page's other
-        statements together. A search's statement holds its terms (a patient's name or record number), so it is
-        built per request and never kept."""
+        """The tallies' statement and its parameters (``_kept_tallies``)."""
+        statement, params, _driver = self._kept_tallies(chosen, named)
+        return statement, params
+
+    def _kept_tallies(self, chosen: dict[str, str],
+                      named: set[str]) -> tuple[Select[Any], dict[str, Any], DriverForm | None]:
+        """The tallies' statement, its parameters and, on PostgreSQL, its driver form. Built once per shape (the
+        scope, which side of each age border is counted from cells, the chosen filters, the program keys they name)
+        with the clock's moments as bound parameters, and kept (``_TALLY_STATEMENTS``): building it costs more CPU
+        than the page's other statements together. A search's statement holds its terms (a patient's name or record
+        number), so it is built per request and never kept."""
         if self.query.search is not None:
-            return _tally_statement(self.grouped().cte("cells"), chosen, named), {}
+            return _tally_statement(self.grouped().cte("cells"), chosen, named), {}, None
         params = self.clock.params()
         borders = []
         for i, border in enumerate(kept_borders(self.clock) if self._counts_kept() else []):
@@ -830,11 +839,16 @@ class Queue:
             params |= values
         key = (self._scope_shape(), tuple(b.larger for b in borders), tuple(sorted(chosen.items())),
                frozenset(named))
-        statement = _TALLY_STATEMENTS.get(key)
-        if statement is None:
+        kept = _TALLY_STATEMENTS.get(key)
+        if kept is None:
             statement = _tally_statement(self.grouped(CLOCK_PARAMS, borders).cte("cells"), chosen, named)
-            _TALLY_STATEMENTS.put(key, statement)
-        return statement, params
+            dialect = self.db.get_bind().dialect
+            # PostgreSQL's driver takes named parameters and no bind processing for these types; elsewhere (SQLite's
+            # positional ones, its dates stored as text) the statement goes through SQLAlchemy as any other.
+            driver = DriverForm.of(statement, dialect, params) if dialect.name == "postgresql" else None
+            kept = KeptStatement(statement, driver)
+            _TALLY_STATEMENTS.put(key, kept)
+        return kept.statement, params, kept.driver
 
     def _scope_shape(self) -> tuple[Any, ...]:
         """What of the scope its statements hold (``scoped_query``, ``KeptCount``): the EHR, the sites covered
@@ -953,20 +967,48 @@ class Queue:
         return list(self.db.execute(select(*LINE_COLUMNS).where(*self.conditions()).order_by(*self.order())))
 
 
+@dataclass(frozen=True)
+class DriverForm:
+    """A kept statement as the database driver takes it: its SQL with the values the shape fixes (the IN lists, the
+    constants) expanded once, and those values; each request adds its clock's. Executed so, a request skips what
+    SQLAlchemy does per execution of a statement this size (its cache key walked over the whole expression, the
+    IN lists and literal values rendered into the SQL again)."""
+
+    sql: str
+    fixed: dict[str, Any]
+
+    @classmethod
+    def of(cls, statement: Select[Any], dialect: Any, params: dict[str, Any]) -> DriverForm:
+        """``params``: one request's values of the statement's own parameters (the clock's: left to each request)."""
+        state = statement.compile(dialect=dialect).construct_expanded_state(params)
+        if not isinstance(state.parameters, dict):
+            raise ValueError("a driver form needs named parameters")
+        return cls(sql=state.statement, fixed={k: v for k, v in state.parameters.items() if k not in params})
+
+    def rows(self, db: Session, params: dict[str, Any]) -> list[Any]:
+        return list(db.connection().exec_driver_sql(self.sql, {**self.fixed, **params}).all())
+
+
+@dataclass(frozen=True)
+class KeptStatement:
+    statement: Select[Any]
+    driver: DriverForm | None
+
+
 class _StatementCache:
     """A few built statements by shape, the least recently used dropped first (shared by the app's threads)."""
 
     def __init__(self, size: int) -> None:
-        self.size, self.kept, self.lock = size, OrderedDict[tuple[Any, ...], Select[Any]](), Lock()
+        self.size, self.kept, self.lock = size, OrderedDict[tuple[Any, ...], KeptStatement](), Lock()
 
-    def get(self, key: tuple[Any, ...]) -> Select[Any] | None:
+    def get(self, key: tuple[Any, ...]) -> KeptStatement | None:
         with self.lock:
             statement = self.kept.get(key)
             if statement is not None:
                 self.kept.move_to_end(key)
             return statement
 
-    def put(self, key: tuple[Any, ...], statement: Select[Any]) -> None:
+    def put(self, key: tuple[Any, ...], statement: KeptStatement) -> None:
         with self.lock:
             self.kept[key] = statement
             while len(self.kept) > self.size:
