@@ -41,11 +41,13 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     not_,
     null,
     or_,
     select,
     true,
+    tuple_,
     union_all,
 )
 from sqlalchemy.orm import Session
@@ -540,9 +542,7 @@ def _tally_statement(cells: CTE, chosen: dict[str, str], program_keys: set[str])
     A chosen filter is each facet's ``shows`` test on its column (the program's: holds one of ``program_keys``)."""
     c = cells.c
     dims = {facet.name: c[f"d_{i}"] for i, facet in enumerate(FACETS)}
-    tests = {facet.name: facet.shows(dims[facet.name], chosen[facet.name]) for facet in FACETS if chosen[facet.name]}
-    if chosen[PROGRAM]:
-        tests[PROGRAM] = Programs.shows(c["keys"], program_keys)
+    tests = _tally_tests(cells, chosen, program_keys)
 
     def n_shown(but: str | None = None) -> ColumnElement[Any]:
         kept = [test for name, test in tests.items() if name != but]
@@ -557,6 +557,64 @@ def _tally_statement(cells: CTE, chosen: dict[str, str], program_keys: set[str])
               .group_by(dims["urgency"], dims["status"], c.pinned),
               select(literal(PROFILE), c.profile, none, zero, zero, zero, zero).group_by(c.profile)]
     return union_all(*parts)
+
+
+def _tally_tests(cells: CTE, chosen: dict[str, str], program_keys: set[str]) -> dict[str, ColumnElement[bool]]:
+    """Each chosen filter's test on the grouped count's columns (the program's: the key set holds one of
+    ``program_keys``)."""
+    c = cells.c
+    tests = {facet.name: facet.shows(c[f"d_{i}"], chosen[facet.name])
+             for i, facet in enumerate(FACETS) if chosen[facet.name]}
+    if chosen[PROGRAM]:
+        tests[PROGRAM] = Programs.shows(c["keys"], program_keys)
+    return tests
+
+
+TallyRows = Callable[[Iterable[Any]], list[tuple[Any, ...]]]
+
+
+def _tally_sets_statement(cells: CTE, chosen: dict[str, str], program_keys: set[str]) -> tuple[Select[Any],
+                                                                                                  TallyRows]:
+    """``_tally_statement``'s rows from one pass over the grouped count (PostgreSQL): one ``GROUPING SETS`` of the
+    same groupings (each facet's dimension; key set and pinned; urgency, status and pinned; profile), each distinct
+    sum once, instead of one scan and aggregate of the cells per grouping. Returns the statement and what turns its
+    rows into ``_tally_statement``'s (kind, value, value2, pinned, total, others, shown)."""
+    c = cells.c
+    tests = _tally_tests(cells, chosen, program_keys)
+    cols = [*(c[f"d_{i}"] for i in range(len(FACETS))), c["keys"], c.pinned, c.profile]
+    keys_at, pinned_at, profile_at = len(FACETS), len(FACETS) + 1, len(FACETS) + 2
+    urgency_at, status_at = FACET_NAMES.index("urgency"), FACET_NAMES.index("status")
+    sets: dict[str, tuple[int, ...]] = {name: (i,) for i, name in enumerate(FACET_NAMES)}
+    sets |= {KEYS: (keys_at, pinned_at), TRIAGE: (urgency_at, status_at, pinned_at), PROFILE: (profile_at,)}
+    # GROUPING(every column): a bit per column left out of the row's grouping set, the first column's the highest.
+    kind_of = {sum(1 << (len(cols) - 1 - i) for i in range(len(cols)) if i not in group): kind
+               for kind, group in sets.items()}
+    # The referrals each count keeps: every chosen filter but the facet's own (None: every one); one sum per
+    # distinct set of filters (the empty set: every referral, the total).
+    kept = {None: frozenset(tests), **{name: frozenset(tests) - {name} for name in (*FACET_NAMES, PROGRAM)}}
+    distinct = list(dict.fromkeys([frozenset(), *kept.values()]))
+    zero = literal_column("0")
+    sums = [func.sum(case((and_(*[tests[name] for name in sorted(names)]), c.n), else_=zero)) if names
+            else func.sum(c.n) for names in distinct]
+    at = {name: distinct.index(names) for name, names in kept.items()}
+    statement = (select(func.grouping(*cols), *cols, *sums)
+                 .group_by(func.grouping_sets(*[tuple_(*[cols[i] for i in group]) for group in sets.values()])))
+
+    def rows(found: Iterable[Any]) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        for row in found:
+            kind, values, n = kind_of[row[0]], row[1:len(cols) + 1], row[len(cols) + 1:]
+            if kind == KEYS:
+                out.append((KEYS, values[keys_at], None, values[pinned_at], n[0], n[at[PROGRAM]], n[at[None]]))
+            elif kind == TRIAGE:
+                out.append((TRIAGE, values[urgency_at], values[status_at], values[pinned_at], 0, 0, n[at[None]]))
+            elif kind == PROFILE:
+                out.append((PROFILE, values[profile_at], None, 0, 0, 0, 0))
+            else:
+                out.append((kind, values[FACET_NAMES.index(kind)], None, 0, n[0], n[at[kind]], 0))
+        return out
+
+    return statement, rows
 
 
 @dataclass
@@ -802,11 +860,8 @@ class Queue:
         named = {key for key, prog in self.cache.items() if _program_name(prog, self.services) == program} \
             if program else set()
         while True:
-            statement, params, driver = self._kept_tallies(chosen, named)
-            if driver is not None:
-                rows = driver.rows(self.db, params)
-            else:
-                rows = self.db.connection().execute(statement, params).all()
+            kept, params = self._kept_tallies(chosen, named)
+            rows = kept.tally_rows(self.db, params)
             key_sets = {row[1] for row in rows if row[0] == KEYS}
             self.programs.key_sets = key_sets
             self._load_names({k for keys in key_sets for k in (keys or "").split(",") if k and k != NO_PROGRAM})
@@ -819,18 +874,18 @@ class Queue:
 
     def _tallies_statement(self, chosen: dict[str, str], named: set[str]) -> tuple[Select[Any], dict[str, Any]]:
         """The tallies' statement and its parameters (``_kept_tallies``)."""
-        statement, params, _driver = self._kept_tallies(chosen, named)
-        return statement, params
+        kept, params = self._kept_tallies(chosen, named)
+        return kept.statement, params
 
-    def _kept_tallies(self, chosen: dict[str, str],
-                      named: set[str]) -> tuple[Select[Any], dict[str, Any], DriverForm | None]:
-        """The tallies' statement, its parameters and, on PostgreSQL, its driver form. Built once per shape (the
+    def _kept_tallies(self, chosen: dict[str, str], named: set[str]) -> tuple[KeptStatement, dict[str, Any]]:
+        """The tallies' statement (with, on PostgreSQL, its driver form) and its parameters. Built once per shape (the
         scope, which side of each age border is counted from cells, the chosen filters, the program keys they name)
         with the clock's moments as bound parameters, and kept (``_TALLY_STATEMENTS``): building it costs more CPU
         than the page's other statements together. A search's statement holds its terms (a patient's name or record
         number), so it is built per request and never kept."""
+        dialect = self.db.get_bind().dialect
         if self.query.search is not None:
-            return _tally_statement(self.grouped().cte("cells"), chosen, named), {}, None
+            return KeptStatement.of(self.grouped().cte("cells"), chosen, named, dialect), {}
         params = self.clock.params()
         borders = []
         for i, border in enumerate(kept_borders(self.clock) if self._counts_kept() else []):
@@ -841,14 +896,9 @@ class Queue:
                frozenset(named))
         kept = _TALLY_STATEMENTS.get(key)
         if kept is None:
-            statement = _tally_statement(self.grouped(CLOCK_PARAMS, borders).cte("cells"), chosen, named)
-            dialect = self.db.get_bind().dialect
-            # PostgreSQL's driver takes named parameters and no bind processing for these types; elsewhere (SQLite's
-            # positional ones, its dates stored as text) the statement goes through SQLAlchemy as any other.
-            driver = DriverForm.of(statement, dialect, params) if dialect.name == "postgresql" else None
-            kept = KeptStatement(statement, driver)
+            kept = KeptStatement.of(self.grouped(CLOCK_PARAMS, borders).cte("cells"), chosen, named, dialect, params)
             _TALLY_STATEMENTS.put(key, kept)
-        return kept.statement, params, kept.driver
+        return kept, params
 
     def _scope_shape(self) -> tuple[Any, ...]:
         """What of the scope its statements hold (``scoped_query``, ``KeptCount``): the EHR, the sites covered
@@ -991,8 +1041,29 @@ class DriverForm:
 
 @dataclass(frozen=True)
 class KeptStatement:
+    """The tallies' statement, what turns its rows into ``_tally_statement``'s, and its driver form (kept shapes on
+    PostgreSQL)."""
+
     statement: Select[Any]
-    driver: DriverForm | None
+    rows: TallyRows | None = None
+    driver: DriverForm | None = None
+
+    @classmethod
+    def of(cls, cells: CTE, chosen: dict[str, str], named: set[str], dialect: Any,
+           params: dict[str, Any] | None = None) -> KeptStatement:
+        """On PostgreSQL one pass of ``GROUPING SETS`` (``_tally_sets_statement``), with its driver form when
+        ``params`` (a kept shape's clock) are given: the driver takes named parameters and no bind processing for
+        these types. Elsewhere (SQLite: no GROUPING SETS, positional parameters, dates stored as text) the
+        ``UNION ALL`` of ``_tally_statement`` through SQLAlchemy."""
+        if dialect.name != "postgresql":
+            return cls(_tally_statement(cells, chosen, named))
+        statement, rows = _tally_sets_statement(cells, chosen, named)
+        return cls(statement, rows, DriverForm.of(statement, dialect, params) if params is not None else None)
+
+    def tally_rows(self, db: Session, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        found = self.driver.rows(db, params) if self.driver is not None else \
+            db.connection().execute(self.statement, params).all()
+        return self.rows(found) if self.rows is not None else list(found)
 
 
 class _StatementCache:
