@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from functools import cache, partial
+from functools import cache, lru_cache, partial
 from typing import Any
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
@@ -151,6 +151,14 @@ def local_time(dt: datetime | str | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
 def language_name(code: str | None) -> str:
     if not code:
         return _("not recorded")
+    return _english_name(code)
+
+
+LANGUAGE_NAME_CACHE_MAX = 256
+
+
+@lru_cache(maxsize=LANGUAGE_NAME_CACHE_MAX)  # Babel parses the locale data anew each time: a queue page names 50
+def _english_name(code: str) -> str:
     try:
         return Locale.parse(code.replace("-", "_")).get_display_name("en") or code
     except (UnknownLocaleError, ValueError):
