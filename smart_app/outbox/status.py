@@ -30,28 +30,44 @@ def kind_label(kind: str) -> str:
     return label_for(_KIND_LABELS, kind)
 
 
-def row_view(row: OutboxItem) -> dict[str, Any]:
-    """Plain-language status of one outbox row (clinician page, social-work queue, /progress)."""
-    view = {"id": row.id, "kind": row.kind, "label": kind_label(row.kind), "status": row.status,
-            "reason": row.last_error, "label_status": row.label_status, "label_detail": row.label_detail}
-    if row.status == "written":
-        view["text"] = _("Written to the chart")
-    elif row.status == "failed":
-        view["text"] = _("Not written to the chart")
-    elif row.status == "check":
-        view["text"] = _("Check the chart: the EHR may or may not have saved it, and the app could not find out. "
-                         "Look for it in the chart before documenting it by hand; the app will not send it again.")
-    elif row.final_retry:
-        view["text"] = _("The EHR did not take it. It is kept and will be tried once more; if that fails too, "
-                         "social work is told and the note must be documented by hand.")
-    elif row.attempts:
-        view["text"] = _("Queued: the app will retry automatically")
-    else:
-        view["text"] = _("Queued to be written")
+def row_view(row: OutboxItem, words: dict[tuple[Any, ...], tuple[str, str, str]] | None = None) -> dict[str, Any]:
+    """Plain-language status of one outbox row (clinician page, social-work queue, /progress). ``words``: the texts
+    already worked out for rows of the same kind and state (a queue page's rows repeat a handful)."""
+    key = (row.kind, row.status, bool(row.final_retry), bool(row.attempts), row.label_status)
+    texts = words.get(key) if words is not None else None
+    if texts is None:
+        texts = _texts(*key)
+        if words is not None:
+            words[key] = texts
+    label, text, label_text = texts
+    view = {"id": row.id, "kind": row.kind, "label": label, "status": row.status,
+            "reason": row.last_error, "label_status": row.label_status, "label_detail": row.label_detail,
+            "text": text}
     view["state"] = row.status if row.status in ("written", "failed", "check") else "queued"
-    words = _LABEL_STATUS_TEXTS.get(row.label_status or "")
-    view["label_text"] = words() if words else _("Not checked yet") if row.status == "written" else "–"
+    view["label_text"] = label_text
     return view
+
+
+def _texts(kind: str, status: str, final_retry: bool, attempted: bool,
+           label_status: str | None) -> tuple[str, str, str]:
+    """A row's kind, state and label check in words."""
+    if status == "written":
+        text = _("Written to the chart")
+    elif status == "failed":
+        text = _("Not written to the chart")
+    elif status == "check":
+        text = _("Check the chart: the EHR may or may not have saved it, and the app could not find out. "
+                 "Look for it in the chart before documenting it by hand; the app will not send it again.")
+    elif final_retry:
+        text = _("The EHR did not take it. It is kept and will be tried once more; if that fails too, "
+                 "social work is told and the note must be documented by hand.")
+    elif attempted:
+        text = _("Queued: the app will retry automatically")
+    else:
+        text = _("Queued to be written")
+    words = _LABEL_STATUS_TEXTS.get(label_status or "")
+    label_text = words() if words else _("Not checked yet") if status == "written" else "–"
+    return kind_label(kind), text, label_text
 
 
 def referral_rows(referral_id: str) -> list[OutboxItem]:

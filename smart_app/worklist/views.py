@@ -62,6 +62,7 @@ from smart_app.worklist.queue import (
     QueueQuery,
     clock_now,
     facet_names,
+    site_not_recorded,
 )
 from smart_app.worklist.retention import retention_days
 from smart_app.worklist.routing import routing_of
@@ -274,12 +275,27 @@ def _directory_services() -> dict[str, Any]:
         return {}
 
 
+class Words(dict[tuple[Any, ...], Any]):
+    """Words a page's rows repeat (a status, an outcome, a chart write's state), each worked out once per page."""
+
+    def of(self, make: Callable[..., str], *args: Any) -> str:
+        key = (make, *args)
+        try:
+            if key not in self:
+                self[key] = make(*args)
+        except TypeError:  # a value no dict can key (a summary's field of an unexpected shape): worked out as is
+            return make(*args)
+        return self[key]
+
+
 def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock: Clock,
-           outbox: list[OutboxItem] | None = None) -> dict[str, Any]:
+           outbox: list[OutboxItem] | None = None, words: Words | None = None) -> dict[str, Any]:
     """Everything shown of one referral (its summary decrypted). ``outbox``: its writes, when the caller read
-    them for a whole page at once."""
+    them for a whole page at once; ``words``: the page's (one referral's page: its own)."""
+    words = Words() if words is None else words
     summary = _summary(record)
-    rows = [row_view(r) for r in (referral_rows(record.id) if outbox is None else outbox)]
+    outbox_words = words.setdefault((row_view,), {})
+    rows = [row_view(r, outbox_words) for r in (referral_rows(record.id) if outbox is None else outbox)]
     states = {r["state"] for r in rows}
     write = ("failed" if "failed" in states else "check" if "check" in states else "queued" if "queued" in states
              else "written" if rows else "none")
@@ -293,14 +309,16 @@ def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock
     programs = [_program_view(p, services) for p in summary.get("programs") or []]
     sc = summary.get("safe_contact") or {}
     return {
-        "id": record.id, "created_at": created, "status": status, "status_label": label(status),
-        "closed": status in CLOSED, "site": record.site, "site_name": record.site_name or _("Site not recorded"),
+        "id": record.id, "created_at": created, "status": status, "status_label": words.of(label, status),
+        "closed": status in CLOSED, "site": record.site,
+        "site_name": record.site_name or words.of(site_not_recorded),
         "urgent": bool(record.urgent), "overdue": overdue, "age_hours": hours, "age": age_bucket(hours),
         "due_at": due, "due_stored": record.due_at is not None,
         "status_by": record.status_by, "status_at": _aware(record.status_at), "first_contact_at": first_contact,
         "patient_name": summary.get("patient_name"), "mrn": summary.get("mrn"),
         "language": language_name(summary.get("language")),
-        "interpreter": interpreter_text(summary.get("interpreter_needed"), summary.get("interpreter_language")),
+        "interpreter": words.of(interpreter_text, summary.get("interpreter_needed"),
+                                summary.get("interpreter_language")),
         "interpreter_needed": summary.get("interpreter_needed"),
         "interpreter_language": interpreter.language_name(summary.get("interpreter_language")),
         "clinician": summary.get("clinician"), "encounter_start": summary.get("encounter_start"),
@@ -308,11 +326,12 @@ def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock
         "safe_contact": sc, "safe_channels": safe_channels(sc),
         "write": write, "rows": rows,
         # The warm hand-off at the bedside: its outcome (plain code) and who was called when (encrypted summary).
-        "handoff": record.handoff, "handoff_label": handoff_codes.label(record.handoff) if record.handoff else "",
-        "handoff_short": handoff_codes.short_label(record.handoff) if record.handoff else "",
+        "handoff": record.handoff,
+        "handoff_label": words.of(handoff_codes.label, record.handoff) if record.handoff else "",
+        "handoff_short": words.of(handoff_codes.short_label, record.handoff) if record.handoff else "",
         "handoff_detail": summary.get("handoff") or {},
         "closing_outcome": record.closing_outcome,
-        "closing_label": closing.label(record.closing_outcome, record.closing_attempts)
+        "closing_label": words.of(closing.label, record.closing_outcome, record.closing_attempts)
         if record.closing_outcome else "",
         "assignee": record.assignee, "assignee_name": assignment.assignee_name(record),
         "mine": bool(record.assignee) and record.assignee == scope.user_reference,
@@ -391,7 +410,7 @@ def _search() -> Search | None:
     return None
 
 
-def _write_summary(rows: list[dict[str, Any]], write: str) -> dict[str, str]:
+def _write_summary(rows: list[dict[str, Any]], write: str, words: Words | None = None) -> dict[str, str]:
     """The row's chart column: an icon and a few words for the worst state of its writes (a failed write says
     which and why)."""
     icon, text = WRITE_STATES[write]
@@ -399,7 +418,7 @@ def _write_summary(rows: list[dict[str, Any]], write: str) -> dict[str, str]:
     if write == "failed" and worst is not None:
         why = f" ({worst['reason']})" if worst.get("reason") else ""
         return {"icon": icon, "text": f"{worst['label']}: {worst['text']}{why}"}
-    return {"icon": icon, "text": text()}
+    return {"icon": icon, "text": (words or Words()).of(text)}
 
 
 WRITE_STATES: dict[str, tuple[str, Callable[[], str]]] = {
@@ -414,12 +433,13 @@ def _waiting(hours: float) -> str:
 
 
 def _row(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock: Clock,
-         outbox: list[OutboxItem], programs: list[str]) -> dict[str, Any]:
+         outbox: list[OutboxItem], programs: list[str], words: Words | None = None) -> dict[str, Any]:
     """One queue line: the referral's entry plus what the line shows in a few words; its programs as the
-    program filter names them (the program index)."""
-    entry = {**_entry(record, scope, services, clock, outbox), "program_names": programs}
+    program filter names them (the program index). ``words``: the page's (``Words``)."""
+    words = Words() if words is None else words
+    entry = {**_entry(record, scope, services, clock, outbox, words), "program_names": programs}
     return {**entry, "reference": reference_code(record.id), "waiting": _waiting(entry["age_hours"]),
-            "due": due_text(entry, clock.now), "chart": _write_summary(entry["rows"], entry["write"])}
+            "due": due_text(entry, clock.now), "chart": _write_summary(entry["rows"], entry["write"], words)}
 
 
 def due_text(entry: dict[str, Any], now: datetime) -> str | None:
@@ -494,7 +514,8 @@ def index() -> str:
     view = queue.view(_page_size())
     ids = [r.id for r in view.records]
     outbox, programs = referral_rows_of(ids), queue.program_names_of(ids)
-    entries = [_row(r, scope, services, clock, outbox.get(r.id, []), programs[r.id]) for r in view.records]
+    words = Words()
+    entries = [_row(r, scope, services, clock, outbox.get(r.id, []), programs[r.id], words) for r in view.records]
     what = f"{len(entries)} referrals shown" + (f" (page {view.page} of {view.pages})" if view.pages > 1 else "")
     audit("list", scope, None, what + (f", search by {search.kind}" if search else ""))
     notices = closed_loop.loop_notices(view.profiles or {closed_loop.current_profile_name()}, g.launch)
