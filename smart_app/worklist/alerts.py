@@ -26,7 +26,7 @@ from typing import Any
 
 from flask import Flask
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, Select, String, and_, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from config.current import settings_of
@@ -35,7 +35,7 @@ from smart_app.ops.health import check
 from smart_app.ops.i18n import gettext as _
 from smart_app.ops.observability import add_scrape_collector
 from smart_app.store.models import ReferralRecord
-from smart_app.worklist.queue import IS_OPEN_STORED, IS_URGENT, Clock, clock_now, overdue
+from smart_app.worklist.queue import IS_CLOSED, IS_OPEN_STORED, IS_URGENT, Clock, clock_now, overdue
 from smart_app.worklist.routing import COVERAGE, FALLBACK, ROUTE_KINDS, UNROUTED, Routing, routing_of
 from smart_app.worklist.scope import Scope, of_ehr, scoped_query, unrouted_untaken
 
@@ -176,16 +176,51 @@ def _holder(kind: str | None, team: str | None, routing: Routing) -> str:
     return _("the social workers who cover the site")
 
 
+@dataclass(frozen=True)
+class QueueBanners:
+    """What the queue page says above its referrals: the overdue urgent referrals of the user's EHR, and its open
+    unrouted referrals (``unrouted``) and those of them nobody has taken yet (``untaken``)."""
+
+    overdue: OverdueNotice
+    unrouted: int
+    untaken: int
+
+
+OVERDUE, UNROUTED_OPEN = "overdue", "unrouted"  # the banners statement's row kinds
+
+
+def queue_banners(db: Session, scope: Scope, clock: Clock, deployment: Any,
+                  keysets: list[str] | None = None) -> QueueBanners:
+    """The overdue notice (``overdue_notice``) and the unrouted count in one statement, never from another EHR: a
+    ``UNION ALL`` of the two grouped reads, each planned as on its own (one round trip fewer per page)."""
+    unrouted = (select(literal(UNROUTED_OPEN), literal(None, String), literal(None, String), func.count(),
+                       func.count().filter(ReferralRecord.assignee.is_(None)))
+                .where(of_ehr(scope), ReferralRecord.route_kind == UNROUTED, ~IS_CLOSED))
+    rows = db.execute(union_all(_overdue_query(scope, clock, keysets), unrouted)).all()
+    every, untaken = next(((int(n or 0), int(m or 0)) for kind, _k, _t, n, m in rows if kind == UNROUTED_OPEN), (0, 0))
+    return QueueBanners(overdue=_notice([r[1:] for r in rows if r[0] == OVERDUE], deployment), unrouted=every,
+                        untaken=untaken)
+
+
+def _overdue_query(scope: Scope, clock: Clock, keysets: list[str] | None) -> Select[Any]:
+    # Read on the overdue urgent only (ix_referral_open_urgent): without key sets, one probe of the site keys each.
+    mine: ColumnElement[bool] = scoped_query(scope, per_row=keysets is None, keysets=keysets).whereclause
+    return (select(literal(OVERDUE), ReferralRecord.route_kind, ReferralRecord.route_team, func.count(),
+                   func.count().filter(mine))
+            .where(of_ehr(scope), IS_OPEN_STORED, overdue_urgent(clock))
+            .group_by(ReferralRecord.route_kind, ReferralRecord.route_team))
+
+
 def overdue_notice(db: Session, scope: Scope, clock: Clock, deployment: Any,
                    keysets: list[str] | None = None) -> OverdueNotice:
     """One grouped query over the overdue urgent referrals of the user's EHR, never another's. ``keysets``: the
     user's covered site key sets (PostgreSQL, ``scope.keysets_of``): "in your queue" is then a test on the row."""
-    # Read on the overdue urgent only (ix_referral_open_urgent): without key sets, one probe of the site keys each.
-    mine: ColumnElement[bool] = scoped_query(scope, per_row=keysets is None, keysets=keysets).whereclause
-    rows = db.execute(select(ReferralRecord.route_kind, ReferralRecord.route_team, func.count(),
-                             func.count().filter(mine))
-                      .where(of_ehr(scope), IS_OPEN_STORED, overdue_urgent(clock))
-                      .group_by(ReferralRecord.route_kind, ReferralRecord.route_team)).all()
+    rows = db.execute(_overdue_query(scope, clock, keysets)).all()
+    return _notice([r[1:] for r in rows], deployment)
+
+
+def _notice(rows: list[Any], deployment: Any) -> OverdueNotice:
+    """The notice from the overdue rows (route kind, team, overdue, of them in the user's queue)."""
     routing = routing_of(deployment)
     elsewhere: dict[str, int] = {}
     for kind, team, n, in_scope in rows:

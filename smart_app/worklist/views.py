@@ -54,7 +54,6 @@ from smart_app.worklist import retention as worklist_retention
 from smart_app.worklist.due import HOUR, DueRule, Span, due_rule
 from smart_app.worklist.queue import (
     FACETS,
-    IS_CLOSED,
     PROGRAM,
     SORTS,
     Clock,
@@ -74,7 +73,6 @@ from smart_app.worklist.scope import (
     scope_for,
     scoped_query,
     scoped_referral,
-    unrouted_query,
 )
 from smart_app.worklist.search import Search, mrn_key, normalise_code, normalise_mrn
 
@@ -501,16 +499,17 @@ def index() -> str:
     scope = _scope("list")
     services = _directory_services()
     db = get_session()
-    any_unrouted, unrouted = _unrouted_counts(db, scope)
-    reaches = bool(scope.keys or scope.teams or any_unrouted)
-    if reaches:
-        _index_programs(scope)
     search = _search()
     query = QueueQuery.from_args(request.args, search)
     clock = _clock(scope)
     assignment.seen(db, scope, ((g.launch.context or {}).get("user") or {}).get("name"), clock.now)
     queue = Queue(db, scope, clock, query, services, _program_cache())
-    overdue_alert = alerts.overdue_notice(db, scope, clock, current_settings(), queue.keysets)
+    # The overdue notice and the EHR's open unrouted referrals (every one's and nobody's yet), in one statement.
+    banners = alerts.queue_banners(db, scope, clock, current_settings(), queue.keysets)
+    overdue_alert, unrouted = banners.overdue, banners.untaken
+    reaches = bool(scope.keys or scope.teams or banners.unrouted)
+    if reaches:
+        _index_programs(scope)
     view = queue.view(_page_size())
     ids = [r.id for r in view.records]
     outbox, programs = referral_rows_of(ids), queue.program_names_of(ids)
@@ -543,15 +542,6 @@ def index() -> str:
         loop_notices=notices, retention=retention_text(),
         tz_name=str(tz()), first=view.first + 1, last=view.first + len(entries), followups=open_followups,
         followup_responses=followup_items.RESPONSES)
-
-
-def _unrouted_counts(db: Any, scope: Scope) -> tuple[int, int]:
-    """Open referrals of this EHR that no team or coverage was found for (every social worker's and program
-    manager's), and those of them nobody has taken yet (the banner's count, first in the queue)."""
-    q = unrouted_query(scope).where(~IS_CLOSED).subquery()
-    every, untaken = db.execute(select(func.count(), func.count().filter(q.c.assignee.is_(None)))
-                                .select_from(q)).one()
-    return int(every or 0), int(untaken or 0)
 
 
 def _facets() -> list[tuple[str, str]]:
