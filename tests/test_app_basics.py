@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from config.current import settings_of
 from smart_app.store.models import LaunchRecord
 
@@ -73,3 +75,29 @@ def test_fixed_urls_are_url_fors_own_under_each_script_root(app, client, make_la
                       url_for("static", filename="quick_exit.js")]
         assert all(f'"{url}"' in page for url in wanted), root
         assert wanted[0].startswith(f"{root}/static/app.css?v=")
+
+
+def test_launch_urls_are_url_fors_own_under_each_script_root(app, client, make_launch):
+    """A launch's page URLs are built once per endpoint with a stand-in id and given each launch's id: the same
+    URLs url_for makes, for every endpoint named by a launch id alone, under a script root and without one; an
+    endpoint that is not installed is None only when asked as optional, and an id of another shape is url_for's."""
+    from flask import url_for
+    from werkzeug.routing import BuildError
+
+    from smart_app.ops.security import launch_url
+
+    lid, other = make_launch(client), make_launch(client)
+    endpoints = [r.endpoint for r in app.url_map.iter_rules() if r.arguments == {"lid"} and not r.defaults]
+    assert {"exit.close_launch", "screening.step", "referral.handout"} <= set(endpoints)
+    for root in ("", "/ipv", ""):
+        with app.test_request_context("/", environ_overrides={"SCRIPT_NAME": root}):
+            for launch in (lid, other):
+                for endpoint in endpoints:
+                    assert launch_url(endpoint, launch) == url_for(endpoint, lid=launch), (root, endpoint)
+                    assert launch_url(endpoint, launch, optional=True) == url_for(endpoint, lid=launch)
+            assert launch_url("no.such", lid, optional=True) is None
+            with pytest.raises(BuildError):
+                launch_url("no.such", lid)
+            assert launch_url("screening.step", "a b/é") == url_for("screening.step", lid="a b/é")
+        page = client.get(f"/l/{lid}/", environ_overrides={"SCRIPT_NAME": root}).get_data(as_text=True)
+        assert f'data-close-url="{root}/l/{lid}/close"' in page

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ def init_app(app: Flask) -> None:
     app.after_request(_no_trace_headers)
     app.url_defaults(_static_version)
     app.jinja_env.globals["fixed_url"] = fixed_url
+    app.jinja_env.globals["launch_url"] = launch_url
 
 
 def _static_version(endpoint: str, values: dict[str, Any]) -> None:
@@ -76,6 +78,36 @@ def fixed_url(endpoint: str, **values: str) -> str:
             cache.clear()
         cache[key] = url
     return url
+
+
+# Stands for the launch id in a kept launch URL. A launch id is letters, digits, "-" and "_" (launch/state.py
+# LAUNCH_ID), which a URL path carries as they are, so the id is put in where the stand-in is.
+LID_STANDIN = "__lid__"
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+LAUNCH_URLS = 256  # endpoints under /l/<lid>/ the templates name, with room
+
+
+def launch_url(endpoint: str, lid: str, *, optional: bool = False) -> str | None:
+    """``url_for(endpoint, lid=lid)`` for a page of a launch: built once per app, endpoint and script root with a
+    stand-in for the id, then the id put in (the same URL). Only for endpoints whose URL is their rule with the
+    launch id (no URL defaults of their own). ``optional``: None when that feature's blueprint is not installed
+    (as ``url_if``). An id of another shape, or no request, takes ``url_for``'s own way."""
+    if not has_request_context() or not isinstance(lid, str) or not _PLAIN_ID.fullmatch(lid):
+        if optional and endpoint not in current_app.view_functions:
+            return None
+        return url_for(endpoint, lid=lid)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    cache: dict[tuple[str, str], str] = app.extensions.setdefault("ipv_launch_urls", {})
+    key = (endpoint, request.script_root)
+    url = cache.get(key)
+    if url is None:
+        if optional and endpoint not in app.view_functions:
+            return None
+        url = url_for(endpoint, lid=LID_STANDIN)
+        if len(cache) >= LAUNCH_URLS:
+            cache.clear()
+        cache[key] = url
+    return url.replace(LID_STANDIN, lid)
 
 
 @lru_cache(maxsize=64)
