@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from referrals import phones
@@ -79,11 +80,21 @@ class Phone:
 
     def tel(self) -> str | None:
         """The ``tel:`` href that dials it, extension included (referrals/phones.py); None for a chat address."""
-        return phones.tel_uri(self.number, self.ext)
+        return _directory_tel(self.number, self.ext)
 
     def __hash__(self) -> int:
         # So a loader can share equal phones (``Compactor``); nothing changes a phone once it is loaded.
         return hash((self.number, self.channel, self.ext, self.after_hours))
+
+
+DIRECTORY_TELS = 4096  # distinct directory numbers kept; a directory's numbers repeat across its services
+
+
+@lru_cache(maxsize=DIRECTORY_TELS)
+def _directory_tel(number: str, ext: str | None) -> str | None:
+    # A directory's own numbers only (never a number a person typed): the urgent box and the referral list dial the
+    # same few on every page, and the href is a fixed function of the number's text.
+    return phones.tel_uri(number, ext)
 
 
 @dataclass(slots=True)
