@@ -164,12 +164,15 @@ class ReadAloud:
 
 def read_aloud(message: str, **params: Any) -> ReadAloud:
     """``message`` as a read-aloud line: the patient's language (``p_``) with the clinician's beneath."""
-    plang = g.get("patient_locale") or g.get("locale") or "en"
     clang = g.get("locale") or "en"
-    said = patient_gettext(message, **params)
-    echo = _catalog_for(clang).ugettext(message)
-    echo = echo % params if params else echo
-    return ReadAloud(text=said, lang=plang, clinician=echo if plang != clang else None, clinician_lang=clang)
+    plang = g.get("patient_locale") or clang  # the language ``p_`` says it in
+    said = _catalog_for(plang).ugettext(message)
+    said = said % params if params else said
+    echo = None
+    if plang != clang:  # the clinician's words beneath only where the languages differ
+        echo = _catalog_for(clang).ugettext(message)
+        echo = echo % params if params else echo
+    return ReadAloud(text=said, lang=plang, clinician=echo, clinician_lang=clang)
 
 
 def language_name(code: str, in_lang: str | None = None) -> str:
