@@ -170,7 +170,21 @@ IS_ROUTINE = or_(ReferralRecord.urgent.is_(False), ReferralRecord.urgent.is_(Non
 
 
 def overdue(clock: Clock | ClockParams) -> ColumnElement[bool]:
-    """Open, never contacted, and past its due time (smart_app/worklist/due.py; see ``Clock`` for one without)."""
+    """Open, never contacted, and past its due time (smart_app/worklist/due.py; see ``Clock`` for one without).
+    Built once per clock: a request's page, tiers and banner share the expression (immutable), whose building costs
+    more than compiling a cached statement."""
+    return _overdue_at(clock) if isinstance(clock, Clock) else _overdue(clock)
+
+
+OVERDUE_KEPT_MAX = 32  # clocks whose overdue condition is kept: a request's, for its statements
+
+
+@lru_cache(maxsize=OVERDUE_KEPT_MAX)
+def _overdue_at(clock: Clock) -> ColumnElement[bool]:
+    return _overdue(clock)
+
+
+def _overdue(clock: Clock | ClockParams) -> ColumnElement[bool]:
     record = ReferralRecord
     past_due = or_(record.due_at < clock.now,
                    and_(record.due_at.is_(None), or_(and_(IS_URGENT, record.created_at < clock.urgent_before),
@@ -681,7 +695,8 @@ def _triage_tiers(shown: Counter[tuple[str, str]], pinned_shown: Counter[tuple[s
     # Each key as a plain condition, not ``CASE ... = k``, so the planner estimates how many rows a tier has (an
     # equality on a CASE it takes for a handful and sorts instead of walking the index). IS NOT TRUE is the CASE's
     # ELSE: a NULL condition (overdue's due_at comparison when there is no due_at) sorts as false.
-    late_is = {0: overdue(clock), 1: overdue(clock).is_not(True)}
+    late = overdue(clock)
+    late_is = {0: late, 1: late.is_not(True)}
     urgent_is = {0: IS_URGENT, 1: ReferralRecord.urgent.is_not(True)}
     closed_is = {0: not_(IS_CLOSED), 1: IS_CLOSED}
     return [(and_(late_is[late], urgent_is[urgent], closed_is[closed]), n, pins[(late, urgent, closed)])
@@ -717,6 +732,7 @@ def _day_start(day: date) -> datetime:
 AS_CELL = "as a cell"  # ``Queue._live_rows``: whose a referral is as its cell counts it (no "mine")
 
 
+@lru_cache(maxsize=1)  # the same condition always (an expression is immutable): built once
 def pinned() -> ColumnElement[bool]:
     """Pinned above every tier of the queue: open, unrouted, and nobody's (see ``Queue.order``)."""
     return and_(unrouted_untaken(), ~IS_CLOSED)
