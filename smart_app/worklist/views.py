@@ -474,18 +474,31 @@ def _facet_urls(query: QueueQuery, search_args: dict[str, str],
     args = {**view_args(query.filters, query.sort), **search_args}
     if query.filters.get("status") == "open":
         args.pop("status", None)
+    pairs: dict[tuple[str, Any], str] = {}  # the page's ~170 links share a few dozen name=value pairs
 
     def url(**changes: Any) -> str:
-        return query_url(base, {**args, **changes})
+        return query_url(base, {**args, **changes}, pairs)
 
     return args, url
 
 
-def query_url(base: str, values: dict[str, Any]) -> str:
+def query_url(base: str, values: dict[str, Any], pairs: dict[tuple[str, Any], str] | None = None) -> str:
     """``base`` with ``values`` as its query string, as ``url_for`` would append them: empty values left out, the
-    rest in the order given."""
-    items = [(k, v) for k, v in values.items() if v not in (None, "")]
-    return f"{base}?{urlencode(items, safe=QUERY_SAFE)}" if items else base
+    rest in the order given. ``pairs``: each name=value pair as already encoded (a query string is its pairs
+    encoded one by one, joined by "&")."""
+    pairs = {} if pairs is None else pairs
+    parts = []
+    for name, value in values.items():
+        if value in (None, ""):
+            continue
+        if type(value) not in (str, int):  # kept by value: strings and whole numbers only (True is not 1 here)
+            parts.append(urlencode([(name, value)], safe=QUERY_SAFE))
+            continue
+        part = pairs.get((name, value))
+        if part is None:
+            part = pairs[(name, value)] = urlencode([(name, value)], safe=QUERY_SAFE)
+        parts.append(part)
+    return f"{base}?{'&'.join(parts)}" if parts else base
 
 
 def row_url(base: str, rid: str) -> str:
