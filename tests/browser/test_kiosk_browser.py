@@ -46,6 +46,12 @@ def pair(tablet: Any, app_url: str, code: str) -> None:
     tablet.get_by_test_id("tablet-welcome").wait_for()
 
 
+def shows_on_the_status_page(page: Any, test_id: str) -> None:
+    """The clinician's status page comes to show ``test_id`` by itself: it refreshes every few seconds while the
+    patient answers (a reload from the test could race that refresh and be aborted)."""
+    expect(page.get_by_test_id(test_id)).to_be_visible(timeout=20_000)
+
+
 def answer(tablet: Any, choices: list[int]) -> None:
     """Begin, then tap the n-th answer of each question in turn (1 = Never ... 5 = Frequently)."""
     tablet.get_by_test_id("tablet-begin").click()
@@ -175,8 +181,7 @@ def test_exit_shows_the_decoy_and_leaves_nothing(clinician, tablet, live_app, ho
     assert_clean(tablet, live_app.app, secrets)
     tablet.go_back()
     assert tablet.get_by_test_id("tablet-question").count() == 0
-    page.reload()
-    page.get_by_test_id("tablet-exited").wait_for()
+    shows_on_the_status_page(page, "tablet-exited")
     assert "screening" not in launch_data(live_app.app, lid_of(page))
 
 
@@ -221,8 +226,7 @@ def test_exit_shows_the_decoy_before_the_server_answers(clinician, tablet, live_
     tablet.get_by_test_id("tablet-tips").wait_for()
     # The decoy was drawn with the stylesheet the question page already had, as the server's page is.
     assert tablet.evaluate("getComputedStyle(document.querySelector('main h1')).fontSize") == h1
-    page.reload()
-    page.get_by_test_id("tablet-exited").wait_for()
+    shows_on_the_status_page(page, "tablet-exited")
 
 
 def test_same_device_hand_over_and_back_with_the_pin(clinician, live_app, live_sandbox, tmp_path):
@@ -262,8 +266,7 @@ def test_an_idle_tablet_locks_itself(clinician, tablet, live_app):
         plant(tablet)
         tablet.get_by_test_id("tablet-idle").wait_for(timeout=20_000)  # its own timer, then the wipe
         assert_clean(tablet, app, secrets)
-        page.reload()
-        page.get_by_test_id("tablet-locked").wait_for()
+        shows_on_the_status_page(page, "tablet-locked")
     finally:
         replace_settings(app, TABLET_IDLE_SECONDS=idle)
 
