@@ -30,7 +30,7 @@ def kind_label(kind: str) -> str:
     return label_for(_KIND_LABELS, kind)
 
 
-def row_view(row: OutboxItem, words: dict[tuple[Any, ...], tuple[str, str, str]] | None = None) -> dict[str, Any]:
+def row_view(row: Any, words: dict[tuple[Any, ...], tuple[str, str, str]] | None = None) -> dict[str, Any]:
     """Plain-language status of one outbox row (clinician page, social-work queue, /progress). ``words``: the texts
     already worked out for rows of the same kind and state (a queue page's rows repeat a handful)."""
     key = (row.kind, row.status, bool(row.final_retry), bool(row.attempts), row.label_status)
@@ -73,6 +73,26 @@ def _texts(kind: str, status: str, final_retry: bool, attempted: bool,
 def referral_rows(referral_id: str) -> list[OutboxItem]:
     # The referral's own writes; closed-loop status updates are the worklist's (smart_app/outbox/closed_loop.py).
     return referral_rows_of([referral_id]).get(referral_id, [])
+
+
+# What ``row_view`` reads of a row (and the referral it belongs to): a queue page reads only these.
+STATE_COLUMNS = (OutboxItem.id, OutboxItem.referral_id, OutboxItem.kind, OutboxItem.status, OutboxItem.attempts,
+                 OutboxItem.final_retry, OutboxItem.last_error, OutboxItem.label_status, OutboxItem.label_detail)
+
+
+def referral_states_of(referral_ids: list[str]) -> dict[str, list[Any]]:
+    """``referral_rows_of`` as plain rows of ``STATE_COLUMNS`` (``row_view`` reads them as it reads an
+    ``OutboxItem``): a queue page's hundred writes without building and tracking an ORM object for each."""
+    out: dict[str, list[Any]] = {}
+    if not referral_ids:
+        return out
+    for row in get_session().execute(select(*STATE_COLUMNS).where(OutboxItem.referral_id.in_(referral_ids),
+                                                                  OutboxItem.operation == "create")
+                                     .order_by(OutboxItem.id)):
+        out.setdefault(row.referral_id, []).append(row)
+    for rows in out.values():
+        rows.sort(key=lambda r: SEND_ORDER.get(r.kind, 99))
+    return out
 
 
 def referral_rows_of(referral_ids: list[str]) -> dict[str, list[OutboxItem]]:

@@ -38,7 +38,7 @@ from smart_app.launch.state import launch_required
 from smart_app.ops.audit import record_audit
 from smart_app.ops.i18n import gettext as _
 from smart_app.outbox import closed_loop
-from smart_app.outbox.status import referral_rows, referral_rows_of, row_view
+from smart_app.outbox.status import referral_rows, referral_states_of, row_view
 from smart_app.ranking.memo import clock as app_clock
 from smart_app.referral.channels import channel_label
 from smart_app.report import events
@@ -46,7 +46,7 @@ from smart_app.store import closing
 from smart_app.store import handoff as handoff_codes
 from smart_app.store.crypto import Undecryptable, decrypt_json, encrypt_json
 from smart_app.store.db import get_session
-from smart_app.store.models import ContactAttempt, OutboxItem, ReferralEvent, ReferralProgram, ReferralRecord
+from smart_app.store.models import ContactAttempt, ReferralEvent, ReferralProgram, ReferralRecord
 from smart_app.store.task_status import CLOSED, TRANSITIONS, action_label, allowed, label, normalise
 from smart_app.worklist import alerts, followups, interpreter
 from smart_app.worklist import assign as assignment
@@ -287,9 +287,9 @@ class Words(dict[tuple[Any, ...], Any]):
 
 
 def _entry(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock: Clock,
-           outbox: list[OutboxItem] | None = None, words: Words | None = None) -> dict[str, Any]:
+           outbox: list[Any] | None = None, words: Words | None = None) -> dict[str, Any]:
     """Everything shown of one referral (its summary decrypted). ``outbox``: its writes, when the caller read
-    them for a whole page at once; ``words``: the page's (one referral's page: its own)."""
+    them for a whole page at once (``referral_states_of``); ``words``: the page's (one referral's page: its own)."""
     words = Words() if words is None else words
     summary = _summary(record)
     outbox_words = words.setdefault((row_view,), {})
@@ -431,7 +431,7 @@ def _waiting(hours: float) -> str:
 
 
 def _row(record: ReferralRecord, scope: Scope, services: dict[str, Any], clock: Clock,
-         outbox: list[OutboxItem], programs: list[str], words: Words | None = None) -> dict[str, Any]:
+         outbox: list[Any], programs: list[str], words: Words | None = None) -> dict[str, Any]:
     """One queue line: the referral's entry plus what the line shows in a few words; its programs as the
     program filter names them (the program index). ``words``: the page's (``Words``)."""
     words = Words() if words is None else words
@@ -525,7 +525,7 @@ def index() -> str:
         _index_programs(scope)
     view = queue.view(_page_size())
     ids = [r.id for r in view.records]
-    outbox, programs = referral_rows_of(ids), queue.program_names_of(ids)
+    outbox, programs = referral_states_of(ids), queue.program_names_of(ids)
     words = Words()
     entries = [_row(r, scope, services, clock, outbox.get(r.id, []), programs[r.id], words) for r in view.records]
     what = f"{len(entries)} referrals shown" + (f" (page {view.page} of {view.pages})" if view.pages > 1 else "")
