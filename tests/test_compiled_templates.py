@@ -19,6 +19,7 @@ from smart_app import create_app
 from smart_app.launch import ehr
 from smart_app.ops import templating, warmup
 from tests.conftest import app_config, default_context
+from tests.support.templates import counting_compiles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,19 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def no_ehr(monkeypatch):
     monkeypatch.setattr(ehr, "prefetch_issuers", lambda: [])  # no allow-listed EHR is up in these tests
-
-
-def _compiles(app, monkeypatch) -> list[str]:
-    """The names of the templates Jinja compiles from now on (a load from the folder compiles nothing)."""
-    names: list[str] = []
-    compile_ = app.jinja_env.compile
-
-    def counted(source, name=None, filename=None, *args, **kwargs):
-        names.append(name)
-        return compile_(source, name, filename, *args, **kwargs)
-
-    monkeypatch.setattr(app.jinja_env, "compile", counted)
-    return names
 
 
 def _app_reading(tmp_path: Path, folder: Path, **extra):
@@ -59,7 +47,7 @@ def test_a_start_loads_every_page_template_from_the_folder_the_build_filled(tmp_
     assert folder.stat().st_mode & 0o777 == 0o755
 
     app = _app_reading(tmp_path, folder)
-    compiled = _compiles(app, monkeypatch)
+    compiled = counting_compiles(app, monkeypatch)
     with app.app_context(), caplog.at_level(logging.INFO, logger="ipv.warmup"):
         warmup.warm_up(app)
     names = templating.page_templates(app.jinja_env)
@@ -83,7 +71,7 @@ def test_a_template_changed_after_the_folder_was_filled_renders_its_new_text(app
     page.write_text("<p>{{ _('Continue') }}: the new text</p>")  # after the build: a patched file, a bad copy
     app.jinja_env.cache.clear()  # a new process
     app.jinja_env.bytecode_cache = templating.CompiledTemplates(folder, app.jinja_env, may_write=False)
-    compiled = _compiles(app, monkeypatch)
+    compiled = counting_compiles(app, monkeypatch)
     with app.test_request_context():
         html = app.jinja_env.get_template("changed.html").render()
         other = app.jinja_env.get_template("screening/gate.html")
@@ -136,7 +124,7 @@ def test_an_environment_made_otherwise_compiles_again(app, tmp_path, monkeypatch
     app.jinja_env.filters["tel"] = pass_context(lambda context, value: value)
     app.jinja_env.cache.clear()
     app.jinja_env.bytecode_cache = templating.CompiledTemplates(folder, app.jinja_env, may_write=False)
-    compiled = _compiles(app, monkeypatch)
+    compiled = counting_compiles(app, monkeypatch)
     app.jinja_env.get_template("screening/gate.html")
     assert compiled == ["screening/gate.html"]
 
@@ -166,7 +154,7 @@ def test_pages_in_each_language_render_from_code_compiled_in_none(tmp_path, clie
     templating.compile_into(app.jinja_env, folder)
     app.jinja_env.cache.clear()
     app.jinja_env.bytecode_cache = templating.CompiledTemplates(folder, app.jinja_env, may_write=False)
-    compiled = _compiles(app, monkeypatch)
+    compiled = counting_compiles(app, monkeypatch)
     for lang, words in (("en", "Safety planning ideas"), ("es", "seguridad"), ("pt", "segurança")):
         lid = make_launch(client, context=default_context(patient={**default_context()["patient"], "language": lang}))
         html = client.get(f"/l/{lid}/referrals").get_data(as_text=True)

@@ -12,6 +12,7 @@ from config.ehr_profile import PROFILES_DIR
 from smart_app.launch import ehr
 from smart_app.ops import templating, warmup
 from tests.conftest import default_context
+from tests.support.templates import counting_compiles
 
 
 @pytest.fixture
@@ -104,18 +105,6 @@ def test_the_signing_key_is_parsed_at_start_not_in_a_request(app, client, no_ehr
     assert len(keys) == 1 and keys[0]["kty"] == "RSA"
 
 
-def _counting_compiles(app, monkeypatch) -> list[str]:
-    names: list[str] = []
-    compile_ = app.jinja_env.compile
-
-    def counted(source, name=None, filename=None, *args, **kwargs):
-        names.append(name)
-        return compile_(source, name, filename, *args, **kwargs)
-
-    monkeypatch.setattr(app.jinja_env, "compile", counted)
-    return names
-
-
 def test_a_later_start_loads_the_page_templates_compiled_by_an_earlier_one(app, client, make_launch, no_ehr,
                                                                            tmp_path, monkeypatch):
     cache_dir = tmp_path / "templates"
@@ -125,7 +114,7 @@ def test_a_later_start_loads_the_page_templates_compiled_by_an_earlier_one(app, 
     warmup.warm_up(app)  # the first start compiles and stores each template's code
     assert len(list(cache_dir.iterdir())) >= 7
     app.jinja_env.cache.clear()  # a new process: nothing compiled in memory
-    compiled = _counting_compiles(app, monkeypatch)
+    compiled = counting_compiles(app, monkeypatch)
     warmup.warm_up(app)
     assert compiled == []
     assert client.get(f"/l/{make_launch(client)}/").status_code == 200  # pages render from the loaded code
@@ -141,7 +130,7 @@ def test_a_cut_or_foreign_cache_entry_is_compiled_again_not_an_error(app, client
     for entry in cache_dir.iterdir():
         entry.write_bytes(entry.read_bytes()[:20])  # cut inside the header: a crash while writing, a full disk
     app.jinja_env.cache.clear()
-    compiled = _counting_compiles(app, monkeypatch)
+    compiled = counting_compiles(app, monkeypatch)
     warmup.warm_up(app)
     assert "screening/gate.html" in compiled
     assert client.get(f"/l/{make_launch(client)}/").status_code == 200

@@ -3,10 +3,10 @@ queue."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from fhir.builders import SEND_ORDER
 from smart_app.ops.i18n import gettext as _
@@ -83,27 +83,28 @@ STATE_COLUMNS = (OutboxItem.id, OutboxItem.referral_id, OutboxItem.kind, OutboxI
 def referral_states_of(referral_ids: list[str]) -> dict[str, list[Any]]:
     """``referral_rows_of`` as plain rows of ``STATE_COLUMNS`` (``row_view`` reads them as it reads an
     ``OutboxItem``): a queue page's hundred writes without building and tracking an ORM object for each."""
-    out: dict[str, list[Any]] = {}
     if not referral_ids:
-        return out
-    for row in get_session().execute(select(*STATE_COLUMNS).where(OutboxItem.referral_id.in_(referral_ids),
-                                                                  OutboxItem.operation == "create")
-                                     .order_by(OutboxItem.id)):
-        out.setdefault(row.referral_id, []).append(row)
-    for rows in out.values():
-        rows.sort(key=lambda r: SEND_ORDER.get(r.kind, 99))
-    return out
+        return {}
+    return _by_referral(get_session().execute(_own_writes(select(*STATE_COLUMNS), referral_ids)))
 
 
 def referral_rows_of(referral_ids: list[str]) -> dict[str, list[OutboxItem]]:
     """The own writes of several referrals in one query (a page of the social-work queue), each in send order."""
-    out: dict[str, list[OutboxItem]] = {}
     if not referral_ids:
-        return out
-    for row in get_session().scalars(select(OutboxItem).where(OutboxItem.referral_id.in_(referral_ids),
-                                                              OutboxItem.operation == "create")
-                                  .order_by(OutboxItem.id)):
+        return {}
+    return _by_referral(get_session().scalars(_own_writes(select(OutboxItem), referral_ids)))
+
+
+def _own_writes(query: Select[Any], referral_ids: list[str]) -> Select[Any]:
+    return query.where(OutboxItem.referral_id.in_(referral_ids), OutboxItem.operation == "create") \
+        .order_by(OutboxItem.id)
+
+
+def _by_referral(rows: Iterable[Any]) -> dict[str, list[Any]]:
+    """Rows grouped by their referral, each referral's in send order."""
+    out: dict[str, list[Any]] = {}
+    for row in rows:
         out.setdefault(row.referral_id, []).append(row)
-    for rows in out.values():
-        rows.sort(key=lambda r: SEND_ORDER.get(r.kind, 99))
+    for kept in out.values():
+        kept.sort(key=lambda r: SEND_ORDER.get(r.kind, 99))
     return out
