@@ -6,7 +6,7 @@ Three places say it, each from one grouped SQL count over the open referrals (``
 index of the open referrals, ``ix_referral_open_route``, holds every column these counts read, so they scan it
 instead of the table; docs/decisions/0012-queue-at-volume.md):
 
-- the queue page (``overdue_notice``): every social worker and program manager of the EHR sees how many urgent
+- the queue page (``queue_banners``): every social worker and program manager of the EHR sees how many urgent
   referrals of *their EHR* are overdue, how many of them are in their own queue (a link to that filtered view) and
   which teams hold the others; never a count from another EHR;
 - ``/readyz``: the ``referral_alerts`` check reports the counts per EHR and route and makes the status
@@ -37,7 +37,7 @@ from smart_app.ops.observability import add_scrape_collector
 from smart_app.store.models import ReferralRecord
 from smart_app.worklist.queue import IS_CLOSED, IS_OPEN_STORED, IS_URGENT, Clock, clock_now, overdue
 from smart_app.worklist.routing import COVERAGE, FALLBACK, ROUTE_KINDS, UNROUTED, Routing, routing_of
-from smart_app.worklist.scope import Scope, of_ehr, scoped_query, unrouted_untaken
+from smart_app.worklist.scope import Scope, of_ehr, scoped_query, unrouted_query, unrouted_untaken
 
 OTHER = "other"  # a value the deployment file does not name
 NONE = "none"    # no value stored (no team; a referral made before routing)
@@ -191,11 +191,11 @@ OVERDUE, UNROUTED_OPEN = "overdue", "unrouted"  # the banners statement's row ki
 
 def queue_banners(db: Session, scope: Scope, clock: Clock, deployment: Any,
                   keysets: list[str] | None = None) -> QueueBanners:
-    """The overdue notice (``overdue_notice``) and the unrouted count in one statement, never from another EHR: a
+    """The overdue notice and the unrouted count in one statement, never from another EHR: a
     ``UNION ALL`` of the two grouped reads, each planned as on its own (one round trip fewer per page)."""
-    unrouted = (select(literal(UNROUTED_OPEN), literal(None, String), literal(None, String), func.count(),
-                       func.count().filter(ReferralRecord.assignee.is_(None)))
-                .where(of_ehr(scope), ReferralRecord.route_kind == UNROUTED, ~IS_CLOSED))
+    unrouted = (unrouted_query(scope).where(~IS_CLOSED)
+                .with_only_columns(literal(UNROUTED_OPEN), literal(None, String), literal(None, String), func.count(),
+                                   func.count().filter(ReferralRecord.assignee.is_(None))))
     rows = db.execute(union_all(_overdue_query(scope, clock, keysets), unrouted)).all()
     every, untaken = next(((int(n or 0), int(m or 0)) for kind, _k, _t, n, m in rows if kind == UNROUTED_OPEN), (0, 0))
     return QueueBanners(overdue=_notice([r[1:] for r in rows if r[0] == OVERDUE], deployment), unrouted=every,
@@ -203,20 +203,14 @@ def queue_banners(db: Session, scope: Scope, clock: Clock, deployment: Any,
 
 
 def _overdue_query(scope: Scope, clock: Clock, keysets: list[str] | None) -> Select[Any]:
+    """The overdue urgent referrals of the user's EHR, never another's, per route. ``keysets``: the user's covered
+    site key sets (PostgreSQL, ``scope.keysets_of``): "in your queue" is then a test on the row."""
     # Read on the overdue urgent only (ix_referral_open_urgent): without key sets, one probe of the site keys each.
     mine: ColumnElement[bool] = scoped_query(scope, per_row=keysets is None, keysets=keysets).whereclause
     return (select(literal(OVERDUE), ReferralRecord.route_kind, ReferralRecord.route_team, func.count(),
                    func.count().filter(mine))
             .where(of_ehr(scope), IS_OPEN_STORED, overdue_urgent(clock))
             .group_by(ReferralRecord.route_kind, ReferralRecord.route_team))
-
-
-def overdue_notice(db: Session, scope: Scope, clock: Clock, deployment: Any,
-                   keysets: list[str] | None = None) -> OverdueNotice:
-    """One grouped query over the overdue urgent referrals of the user's EHR, never another's. ``keysets``: the
-    user's covered site key sets (PostgreSQL, ``scope.keysets_of``): "in your queue" is then a test on the row."""
-    rows = db.execute(_overdue_query(scope, clock, keysets)).all()
-    return _notice([r[1:] for r in rows], deployment)
 
 
 def _notice(rows: list[Any], deployment: Any) -> OverdueNotice:
