@@ -416,7 +416,7 @@ def _write_summary(rows: list[dict[str, Any]], write: str, words: Words | None =
     if write == "failed" and worst is not None:
         why = f" ({worst['reason']})" if worst.get("reason") else ""
         return {"icon": icon, "text": f"{worst['label']}: {worst['text']}{why}"}
-    return {"icon": icon, "text": (words or Words()).of(text)}
+    return {"icon": icon, "text": (Words() if words is None else words).of(text)}
 
 
 WRITE_STATES: dict[str, tuple[str, Callable[[], str]]] = {
