@@ -92,17 +92,15 @@ def launch_url(endpoint: str, lid: str, *, optional: bool = False) -> str | None
     stand-in for the id, then the id put in (the same URL). Only for endpoints whose URL is their rule with the
     launch id (no URL defaults of their own). ``optional``: None when that feature's blueprint is not installed
     (as ``url_if``). An id of another shape, or no request, takes ``url_for``'s own way."""
-    if not has_request_context() or not isinstance(lid, str) or not _PLAIN_ID.fullmatch(lid):
-        if optional and endpoint not in current_app.view_functions:
-            return None
-        return url_for(endpoint, lid=lid)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if optional and endpoint not in app.view_functions:
+        return None
+    if not has_request_context() or not isinstance(lid, str) or not _PLAIN_ID.fullmatch(lid):
+        return url_for(endpoint, lid=lid)
     cache: dict[tuple[str, str], str] = app.extensions.setdefault("ipv_launch_urls", {})
     key = (endpoint, request.script_root)
     url = cache.get(key)
     if url is None:
-        if optional and endpoint not in app.view_functions:
-            return None
         url = url_for(endpoint, lid=LID_STANDIN)
         if len(cache) >= LAUNCH_URLS:
             cache.clear()
