@@ -836,7 +836,7 @@ class Queue:
                 borders: list[_Border] | None = None) -> Select[Any]:
         """The grouped count: every combination of facet values present under the scope and the search, with its
         number of referrals (rows: the facets' values as ``d_0``…, ``pinned``, ``profile``, ``keys``, ``n``).
-        ``clock``, ``borders``: the moments as bound parameters (``_tallies_statement``); by default the request's."""
+        ``clock``, ``borders``: the moments as bound parameters (``_kept_tallies``); by default the request's."""
         clock = clock if clock is not None else self.clock
         if self._counts_kept():
             return KeptCount(self, clock, borders if borders is not None else kept_borders(self.clock)).statement()
@@ -887,11 +887,6 @@ class Queue:
             named |= missed
         self._tallies = Tallies.of(rows, self.programs)
         return self._tallies
-
-    def _tallies_statement(self, chosen: dict[str, str], named: set[str]) -> tuple[Select[Any], dict[str, Any]]:
-        """The tallies' statement and its parameters (``_kept_tallies``)."""
-        kept, params = self._kept_tallies(chosen, named)
-        return kept.statement, params
 
     def _kept_tallies(self, chosen: dict[str, str], named: set[str]) -> tuple[KeptStatement, dict[str, Any]]:
         """The tallies' statement (with, on PostgreSQL, its driver form) and its parameters. Built once per shape (the
@@ -1102,7 +1097,7 @@ class _StatementCache:
                 self.kept.popitem(last=False)
 
 
-# Tally statements kept (``Queue._tallies_statement``): a shape per scope and filters in use lately.
+# Tally statements kept (``Queue._kept_tallies``): a shape per scope and filters in use lately.
 TALLY_STATEMENT_CACHE_MAX = 256
 _TALLY_STATEMENTS = _StatementCache(TALLY_STATEMENT_CACHE_MAX)
 

@@ -210,7 +210,7 @@ def test_the_tallies_statement_is_built_once_per_shape_and_a_search_never_kept(t
             def statement(hours: float, query: QueueQuery, filters: dict[str, str]) -> Any:
                 clock = Clock.at(now + timedelta(hours=hours), rule, ME)
                 queue = Queue(db, scope, clock, query, {})
-                built, params = queue._tallies_statement(filters, set())
+                built, params = queue._kept_tallies(filters, set())
                 assert queue.tallies().shown == _reference(queue.cells(), filters)[1]
                 return built, params
 
