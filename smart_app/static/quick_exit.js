@@ -39,14 +39,16 @@
     document.documentElement.replaceChild(empty, document.body);
   }
 
+  // Returns whether the page is framed (its own window was not the one told to leave).
   function leave() {
     var framed = false;
     try { framed = window.top !== window.self; } catch (e) { framed = true; }
     if (framed) {
-      try { window.top.location.replace(exitUrl); return; } catch (e) { /* cross-origin top without permission */ }
-      try { if (window.open(exitUrl, "_top")) { return; } } catch (e) { /* ignore */ }
+      try { window.top.location.replace(exitUrl); return true; } catch (e) { /* cross-origin top without permission */ }
+      try { if (window.open(exitUrl, "_top")) { return true; } } catch (e) { /* ignore */ }
     }
     window.location.replace(exitUrl);
+    return framed;
   }
 
   function endThenLeave() {
@@ -56,9 +58,9 @@
     function go() {
       if (gone) { return; }
       gone = true;
-      leave();
-      // If the EHR frame refused the top navigation, at least leave this frame.
-      setTimeout(function () { window.location.replace(exitUrl); }, 300);
+      // If the EHR frame refused the top navigation, at least leave this frame. Not when unframed: this window is
+      // already leaving, and a second replace on a slow network restarted the navigation it had begun.
+      if (leave()) { setTimeout(function () { window.location.replace(exitUrl); }, 300); }
     }
     setTimeout(go, 400);
     try {
